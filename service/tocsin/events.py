@@ -1,0 +1,201 @@
+"""The log's vocabulary: every fact tocsin knows is one of these immutable events.
+
+Each kind's tag is its ``kind`` in the log, ``replay --json`` and ``/api/v1/events``
+(DESIGN.md section 10). Events record *outcomes* (what was decided), never inputs to be
+re-decided, so a rebuild does not depend on the version of the decision code.
+Instants are microseconds since the epoch (see ``times``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+from tocsin.contracts import Reason, Severity, Status
+
+SuppressCause = Literal["duplicate", "acked", "no_route"]
+
+
+class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
+    """Base of all events; ``trace_id`` ties a fact to its trace."""
+
+    trace_id: str | None = None
+
+
+class AlertReceived(_Event, frozen=True, tag="alert.received"):
+    """An inbound event passed validation; ``alert_id`` is the alert it counts for
+    (``None`` for a resolve that matched no open alert)."""
+
+    alert_id: str | None
+    fingerprint: str
+    dedup_key: str
+    type: str
+    severity: Severity
+    summary: str
+    source: str
+    status: Status
+    labels: dict[str, str]
+    details: dict[str, Any]
+    timestamp: int
+    received_at: int
+    subject: str
+    event_id: str | None = None
+    timestamp_replaced: bool = False
+
+
+class AlertOpened(_Event, frozen=True, tag="alert.opened"):
+    """A firing event opened a new alert for its fingerprint."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    severity: Severity
+
+
+class AlertSuppressed(_Event, frozen=True, tag="alert.suppressed"):
+    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route)."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    cause: SuppressCause = "duplicate"
+
+
+class AlertEscalated(_Event, frozen=True, tag="alert.escalated"):
+    """A later event of the same dedup key carried a higher severity than any routed."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    from_severity: Severity
+    severity: Severity
+
+
+class AlertRouted(_Event, frozen=True, tag="alert.routed"):
+    """One notification for one receiver: the fact a work item is derived from."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    reason: Reason
+    severity: Severity
+    receiver: str
+    notification_id: str
+
+
+class AlertResolved(_Event, frozen=True, tag="alert.resolved"):
+    """A resolved event closed the open alert of its fingerprint."""
+
+    alert_id: str
+    fingerprint: str
+    resolved_at: int
+
+
+class AlertResolveIgnored(_Event, frozen=True, tag="alert.resolve_ignored"):
+    """A resolved event found no open alert; recorded, not routed."""
+
+    fingerprint: str
+    alert_id: str | None = None
+
+
+class AlertRejected(_Event, frozen=True, tag="alert.rejected"):
+    """An inbound message was refused; its capped raw bytes are kept for forensics."""
+
+    code: str
+    reason: str
+    field: str | None
+    subject: str
+    received_at: int
+    raw: str
+    raw_encoding: Literal["utf-8", "base64"]
+
+
+class DeliveryAttemptFailed(_Event, frozen=True, tag="delivery.attempt_failed"):
+    """A send failed and will be retried after ``retry_in_seconds``."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempt: int
+    error: str
+    status_code: int | None
+    retry_in_seconds: float
+    at: int
+
+
+class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
+    """The receiver accepted the notification."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempts: int
+    at: int
+
+
+class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
+    """The notification never went through: permanent failure or attempts exhausted."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempts: int
+    error: str
+    status_code: int | None
+    at: int
+
+
+class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
+    """The service started with this configuration (secrets never included)."""
+
+    digest: str
+    receivers: dict[str, str]
+    routes: int
+    dedup_window_seconds: float
+
+
+Event = (
+    AlertReceived
+    | AlertOpened
+    | AlertSuppressed
+    | AlertEscalated
+    | AlertRouted
+    | AlertResolved
+    | AlertResolveIgnored
+    | AlertRejected
+    | DeliveryAttemptFailed
+    | DeliverySucceeded
+    | DeliveryDeadLettered
+    | ConfigLoaded
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+
+
+def encode(event: Event) -> bytes:
+    """The canonical bytes of an event, as stored in the log (tag included)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event:
+    """An event from its stored bytes."""
+    return _decoder.decode(data)
+
+
+def kind_of(event: Event) -> str:
+    """The event's ``kind`` tag."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

@@ -1,0 +1,237 @@
+"""All state is a fold over the log: ``fold(state, event)`` (DESIGN.md invariant 1).
+
+``fold`` mutates the state it is given, for speed, but is pure in every other sense: no
+I/O, no clock, no randomness; the same events in the same order give an equal state.
+``rebuild`` folds from nothing; a test holds live state equal to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+from tocsin import events as ev
+from tocsin.contracts import SEVERITY_RANK, Severity, Status
+from tocsin.dedup import OpenAlert
+
+DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
+
+
+class Alert(Struct, kw_only=True):
+    """One fingerprint from its first firing event until resolved."""
+
+    id: str
+    fingerprint: str
+    type: str
+    severity: Severity
+    summary: str
+    source: str
+    status: Status
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: int
+    last_seen: int
+    occurrences: int = 0
+    suppressed_count: int = 0
+    receivers: list[str] = []
+    resolved_at: int | None = None
+    last_delivery_status: DeliveryStatus | None = None
+    trace_id: str | None = None
+
+
+class Delivery(Struct, kw_only=True):
+    """One notification's fate."""
+
+    notification_id: str
+    alert_id: str
+    receiver: str
+    reason: str
+    routed_seq: int
+    status: DeliveryStatus = "pending"
+    channel: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    status_code: int | None = None
+    updated_at: int = 0
+
+
+class Counters(Struct, kw_only=True):
+    received: int = 0
+    suppressed: int = 0
+    routed: int = 0
+    rejected: int = 0
+    delivered: int = 0
+    attempt_failures: int = 0
+    dead_lettered: int = 0
+
+
+class State(Struct, kw_only=True):
+    """Everything tocsin knows, as of ``last_seq``."""
+
+    last_seq: int = 0
+    last_ts: int = 0
+    alerts: dict[str, Alert] = {}
+    open_by_fingerprint: dict[str, OpenAlert] = {}
+    deliveries: dict[str, Delivery] = {}
+    counters: Counters = msgspec.field(default_factory=Counters)
+
+
+def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
+    """Apply one logged event (its ``seq`` and append time ``ts``) to ``state``."""
+    state.last_seq = seq
+    state.last_ts = ts
+    handler = _HANDLERS.get(type(event))
+    if handler is not None:
+        handler(state, seq, event)
+
+
+def rebuild(rows: Iterable[tuple[int, int, ev.Event]]) -> State:
+    """The state after folding ``(seq, ts, event)`` rows from an empty state."""
+    state = State()
+    for seq, ts, event in rows:
+        fold(state, seq, ts, event)
+    return state
+
+
+def _received(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertReceived = event
+    state.counters.received += 1
+    if e.alert_id is None:
+        return
+    alert = state.alerts.get(e.alert_id)
+    if alert is None:
+        alert = Alert(
+            id=e.alert_id,
+            fingerprint=e.fingerprint,
+            type=e.type,
+            severity=e.severity,
+            summary=e.summary,
+            source=e.source,
+            status="firing",
+            labels=e.labels,
+            details=e.details,
+            first_seen=e.timestamp,
+            last_seen=e.timestamp,
+            trace_id=e.trace_id,
+        )
+        state.alerts[e.alert_id] = alert
+    if e.status == "firing":
+        alert.occurrences += 1
+        alert.severity = e.severity
+        alert.summary = e.summary
+        alert.labels = e.labels
+        alert.details = e.details
+        alert.type = e.type
+        alert.source = e.source
+        alert.trace_id = e.trace_id
+    alert.last_seen = max(alert.last_seen, e.timestamp)
+
+
+def _opened(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertOpened = event
+    state.open_by_fingerprint[e.fingerprint] = OpenAlert(
+        alert_id=e.alert_id, bucket=e.bucket, routed_severity=e.severity, receivers=[]
+    )
+
+
+def _suppressed(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertSuppressed = event
+    state.counters.suppressed += 1
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        alert.suppressed_count += 1
+
+
+def _escalated(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertEscalated = event
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id:
+        current.bucket = e.bucket
+        current.routed_severity = e.severity
+
+
+def _routed(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertRouted = event
+    state.counters.routed += 1
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id and e.reason != "resolved":
+        if e.bucket > current.bucket:
+            current.bucket = e.bucket
+            current.routed_severity = e.severity
+        elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
+            current.routed_severity = e.severity
+        if e.receiver not in current.receivers:
+            current.receivers.append(e.receiver)
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        if e.receiver not in alert.receivers:
+            alert.receivers.append(e.receiver)
+        alert.last_delivery_status = "pending"
+    state.deliveries[e.notification_id] = Delivery(
+        notification_id=e.notification_id,
+        alert_id=e.alert_id,
+        receiver=e.receiver,
+        reason=e.reason,
+        routed_seq=seq,
+    )
+
+
+def _resolved(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertResolved = event
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id:
+        del state.open_by_fingerprint[e.fingerprint]
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        alert.status = "resolved"
+        alert.resolved_at = e.resolved_at
+
+
+def _rejected(state: State, seq: int, event: Any) -> None:
+    state.counters.rejected += 1
+
+
+def _delivery(status: DeliveryStatus) -> Any:
+    def apply(state: State, seq: int, event: Any) -> None:
+        e: ev.DeliverySucceeded | ev.DeliveryDeadLettered | ev.DeliveryAttemptFailed = event
+        delivery = state.deliveries.get(e.notification_id)
+        if delivery is None:
+            return
+        terminal = delivery.status in ("delivered", "dead")
+        if not (terminal and isinstance(e, ev.DeliveryAttemptFailed)):
+            delivery.status = status
+        delivery.channel = e.channel
+        delivery.updated_at = e.at
+        if isinstance(e, ev.DeliveryAttemptFailed):
+            state.counters.attempt_failures += 1
+            delivery.attempts = max(delivery.attempts, e.attempt)
+            delivery.error, delivery.status_code = e.error, e.status_code
+        else:
+            delivery.attempts = max(delivery.attempts, e.attempts)
+            if isinstance(e, ev.DeliveryDeadLettered):
+                state.counters.dead_lettered += 1
+                delivery.error, delivery.status_code = e.error, e.status_code
+            else:
+                state.counters.delivered += 1
+        alert = state.alerts.get(e.alert_id)
+        if alert is not None:
+            alert.last_delivery_status = status
+
+    return apply
+
+
+_HANDLERS: dict[type, Any] = {
+    ev.AlertReceived: _received,
+    ev.AlertOpened: _opened,
+    ev.AlertSuppressed: _suppressed,
+    ev.AlertEscalated: _escalated,
+    ev.AlertRouted: _routed,
+    ev.AlertResolved: _resolved,
+    ev.AlertRejected: _rejected,
+    ev.DeliveryAttemptFailed: _delivery("retrying"),
+    ev.DeliverySucceeded: _delivery("delivered"),
+    ev.DeliveryDeadLettered: _delivery("dead"),
+}

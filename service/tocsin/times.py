@@ -1,0 +1,72 @@
+"""Time formats of the contract: RFC 3339 UTC with ``Z`` out, RFC 3339 or a duration in.
+
+Inside tocsin every instant is an ``int`` of microseconds since the epoch: cheap to
+compare, exact to store, and formatted only at the edges.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_US = 1_000_000
+
+
+def now_us() -> int:
+    """The wall clock in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def format_us(us: int) -> str:
+    """``2026-11-23T12:00:00.123456Z``: the one output format for instants."""
+    seconds, micros = divmod(us, _US)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+
+
+def parse_rfc3339(text: str) -> int:
+    """Parse an RFC 3339 instant that carries an offset; naive times raise ``ValueError``."""
+    stamp = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    if stamp.tzinfo is None:
+        raise ValueError("timestamp has no UTC offset")
+    delta = stamp.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * _US + delta.microseconds
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"250ms"`` -> seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 2h or 7d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_instant(text: str, now: int | None = None) -> int:
+    """A command-line time: RFC 3339, or a duration back from now (``15m`` = 15 minutes ago)."""
+    try:
+        return (now_us() if now is None else now) - int(parse_duration(text) * _US)
+    except ValueError:
+        pass
+    try:
+        return parse_rfc3339(text)
+    except ValueError as error:
+        raise ValueError(
+            f"{text!r} is neither RFC 3339 with an offset nor a duration like 15m"
+        ) from error
+
+
+class Duration(float):
+    """Seconds, written in config as ``"10s"``, ``"2m"``, ``"250ms"`` (or a bare number)."""
+
+
+def decode_duration(value: object) -> Duration:
+    """msgspec ``dec_hook`` body for ``Duration``: errors come back with the key's path."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 10s")
+    if isinstance(value, int | float):
+        return Duration(value)
+    if isinstance(value, str):
+        return Duration(parse_duration(value))
+    raise ValueError(f"expected a duration like 10s, got {value!r}")

@@ -1,0 +1,135 @@
+"""One accepted inbound event -> the facts it produces (pure).
+
+Composes dedup (``dedup.decide``) and routing (``RoutingTable``) against the current
+projection; returns events to append, without touching the state (the caller folds them
+after deciding, so the next event of the same batch sees them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tocsin import events as ev
+from tocsin.contracts import Reason
+from tocsin.dedup import decide
+from tocsin.ingest import Normalized
+from tocsin.projections import State
+from tocsin.routing import RoutingTable
+
+
+def triage(
+    state: State,
+    event: Normalized,
+    *,
+    subject: str,
+    received_at: int,
+    routing: RoutingTable,
+    window_seconds: float,
+    new_id: Callable[[], str],
+    trace_id: str | None,
+) -> list[ev.Event]:
+    """The facts for ``event``: received, then opened / suppressed / escalated / routed /
+    resolved, in the order they are appended."""
+    fp = event.fingerprint
+    current = state.open_by_fingerprint.get(fp)
+    decision = decide(
+        current,
+        fingerprint=fp,
+        status=event.status,
+        severity=event.severity,
+        timestamp_us=event.timestamp,
+        window_seconds=window_seconds,
+    )
+    key, bucket = decision.dedup_key, decision.bucket
+    alert_id = current.alert_id if current is not None else None
+    if decision.verdict == "open":
+        alert_id = new_id()
+    received = ev.AlertReceived(
+        alert_id=alert_id,
+        fingerprint=fp,
+        dedup_key=key,
+        type=event.type,
+        severity=event.severity,
+        summary=event.summary,
+        source=event.source,
+        status=event.status,
+        labels=event.labels,
+        details=event.details,
+        timestamp=event.timestamp,
+        received_at=received_at,
+        subject=subject,
+        event_id=event.event_id,
+        timestamp_replaced=event.timestamp_replaced,
+        trace_id=trace_id,
+    )
+    facts: list[ev.Event] = [received]
+    if decision.verdict == "resolve_ignored" or alert_id is None:
+        facts.append(ev.AlertResolveIgnored(fingerprint=fp, trace_id=trace_id))
+        return facts
+
+    def routed(receiver: str, reason: Reason) -> ev.AlertRouted:
+        return ev.AlertRouted(
+            alert_id=alert_id,
+            fingerprint=fp,
+            dedup_key=key,
+            bucket=bucket,
+            reason=reason,
+            severity=event.severity,
+            receiver=receiver,
+            notification_id=new_id(),
+            trace_id=trace_id,
+        )
+
+    def suppressed(cause: ev.SuppressCause) -> ev.AlertSuppressed:
+        return ev.AlertSuppressed(
+            alert_id=alert_id, fingerprint=fp, dedup_key=key, cause=cause, trace_id=trace_id
+        )
+
+    if decision.verdict == "resolve":
+        assert current is not None
+        facts.append(
+            ev.AlertResolved(
+                alert_id=alert_id, fingerprint=fp, resolved_at=event.timestamp, trace_id=trace_id
+            )
+        )
+        facts.extend(routed(receiver, "resolved") for receiver in current.receivers)
+        return facts
+    if decision.verdict == "suppress":
+        facts.append(suppressed("duplicate"))
+        return facts
+    receivers = routing.receivers_for(event.severity, event.type, event.source, event.labels)
+    if decision.verdict == "open":
+        facts.append(
+            ev.AlertOpened(
+                alert_id=alert_id,
+                fingerprint=fp,
+                dedup_key=key,
+                bucket=bucket,
+                severity=event.severity,
+                trace_id=trace_id,
+            )
+        )
+        facts.extend(routed(receiver, "firing") for receiver in receivers)
+    elif decision.verdict == "escalate":
+        assert current is not None
+        facts.append(
+            ev.AlertEscalated(
+                alert_id=alert_id,
+                fingerprint=fp,
+                dedup_key=key,
+                bucket=bucket,
+                from_severity=current.routed_severity,
+                severity=event.severity,
+                trace_id=trace_id,
+            )
+        )
+        facts.extend(routed(receiver, "escalated") for receiver in receivers)
+    elif decision.verdict == "reminder":
+        assert current is not None
+        if current.acked:
+            facts.append(suppressed("acked"))
+        elif receivers:
+            facts.extend(routed(receiver, "reminder") for receiver in receivers)
+        else:
+            facts.append(suppressed("no_route"))
+    return facts
