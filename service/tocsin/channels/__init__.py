@@ -1,0 +1,89 @@
+"""Channels: one module per provider behind one small protocol, found through a registry.
+
+Built-in channels register here; third-party ones through the ``tocsin.channels``
+entry-point group (each entry point names a ``ChannelKind``), so a team can
+``pip install`` a channel without touching tocsin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Protocol
+
+from msgspec import Struct
+
+from tocsin.contracts import Notification
+from tocsin.retry import SendResult
+from tocsin.times import Duration
+
+
+class ReceiverConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Keys every receiver takes; each channel's config extends it."""
+
+    channel: str
+    timeout: Duration = Duration(10.0)
+    max_per_minute: int | None = None
+    templates: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ChannelEnv:
+    """What channels may need from the service beyond their own config."""
+
+    version: str
+    smtp: SmtpSettings | None = None
+    dashboard_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 587
+    sender: str = "tocsin@localhost"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = True
+    use_tls: bool = False
+
+
+class Channel(Protocol):
+    """Sends one notification; never raises for a failed send, it returns the verdict."""
+
+    kind: str
+
+    async def send(
+        self, notification: Notification, *, traceparent: str | None = None
+    ) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+class ChannelConfigError(ValueError):
+    """A receiver's config cannot build its channel; ``key`` names the bad key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ChannelKind:
+    """A channel as the registry knows it: its config type and how to build it."""
+
+    name: str
+    config_type: type[ReceiverConfig]
+    build: Callable[[str, ReceiverConfig, ChannelEnv], Channel]
+
+
+def registry() -> dict[str, ChannelKind]:
+    """Built-in channels plus every installed ``tocsin.channels`` entry point."""
+    from tocsin.channels import email, log, webhook
+
+    kinds = {kind.name: kind for kind in (webhook.KIND, log.KIND, email.KIND)}
+    for point in entry_points(group="tocsin.channels"):
+        loaded = point.load()
+        if isinstance(loaded, ChannelKind):
+            kinds[loaded.name] = loaded
+    return kinds

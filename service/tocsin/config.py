@@ -1,0 +1,277 @@
+"""Configuration: TOML with ``${VAR}`` expansion, typed and validated in one place.
+
+Every error names the key at fault (``retry.backoff[2]: ...``) and the CLI turns it into
+exit code 2. With no file, ``default_config`` builds receivers and routes from the
+environment (DESIGN.md section 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
+from tocsin.contracts import SEVERITY_ALIASES
+from tocsin.times import Duration, decode_duration
+
+RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the key at fault."""
+
+
+StrOrList = str | list[str]
+
+
+class Match(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A route's (or silence's) matcher; every key given must match; ``{}`` matches all."""
+
+    severity: StrOrList | None = None
+    type: StrOrList | None = None
+    source: StrOrList | None = None
+    labels: dict[str, StrOrList] | None = None
+
+
+class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    receivers: list[str]
+    match: Match = Match()
+
+
+class DedupSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    window: Duration = Duration(600.0)
+
+
+class RetrySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    max_attempts: int = 8
+    backoff: list[Duration] = msgspec.field(
+        default_factory=lambda: [Duration(s) for s in (1, 5, 30, 120, 600)]
+    )
+
+
+class SmtpSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    host: str | None = None
+    port: int | None = None
+    sender: str | None = msgspec.field(default=None, name="from")
+    username: str | None = None
+    password: str | None = None
+    starttls: bool | None = None
+    tls: bool | None = None
+
+
+class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """How hard delivery workers push: sends in flight per receiver per process."""
+
+    concurrency: int = 32
+
+
+class _File(Struct, kw_only=True, forbid_unknown_fields=True):
+    dedup: DedupSection = DedupSection()
+    route: list[Route] = msgspec.field(default_factory=list)
+    receivers: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    retry: RetrySection = RetrySection()
+    smtp: SmtpSection = SmtpSection()
+    delivery: DeliverySection = DeliverySection()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration the service runs with."""
+
+    dedup_window: float
+    routes: list[Route]
+    receivers: dict[str, ReceiverConfig]
+    retry: RetrySection
+    smtp: SmtpSettings | None
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    source: str = "defaults"
+    kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
+
+    def digest(self) -> str:
+        """A fingerprint of the effective config (for ``config.loaded``), secrets included
+        only as their hash."""
+        blob = msgspec.json.encode(
+            [self.dedup_window, self.routes, self.receivers, self.retry, self.delivery],
+            enc_hook=float,
+        )
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load(path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None) -> Config:
+    """The config from ``path``, or the environment's defaults when ``path`` is None."""
+    env = dict(os.environ if environ is None else environ)
+    if path is None:
+        return default_config(env)
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{file}: no such config file") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{file}: not valid TOML: {error}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{file}: cannot read: {error}") from error
+    return from_mapping(_expand(raw, env, ""), env, source=str(file))
+
+
+def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline") -> Config:
+    """Validate a parsed TOML document."""
+    parsed = _convert(raw, _File, "")
+    if parsed.dedup.window <= 0:
+        raise ConfigError("dedup.window: must be positive")
+    if parsed.retry.max_attempts < 1:
+        raise ConfigError("retry.max_attempts: must be at least 1")
+    if any(delay < 0 for delay in parsed.retry.backoff):
+        raise ConfigError("retry.backoff: delays must not be negative")
+    if parsed.delivery.concurrency < 1:
+        raise ConfigError("delivery.concurrency: must be at least 1")
+    kinds = registry()
+    receivers = {name: _receiver(name, table, kinds) for name, table in parsed.receivers.items()}
+    if not receivers:
+        receivers["log"] = _receiver("log", {"channel": "log"}, kinds)
+    routes = parsed.route or [Route(receivers=sorted(receivers))]
+    for index, route in enumerate(routes):
+        _check_route(route, index, receivers)
+    return Config(
+        dedup_window=float(parsed.dedup.window),
+        routes=routes,
+        receivers=receivers,
+        retry=parsed.retry,
+        smtp=_smtp(parsed.smtp, env),
+        delivery=parsed.delivery,
+        source=source,
+        kinds=kinds,
+    )
+
+
+def default_config(env: dict[str, str]) -> Config:
+    """No file: critical -> every receiver from the environment, warning and error ->
+    webhooks, info -> log; with nothing configured, everything goes to ``log``."""
+    receivers: dict[str, dict[str, Any]] = {"log": {"channel": "log"}}
+    webhooks: list[str] = []
+    if env.get("ALERT_WEBHOOK_DEFAULT"):
+        receivers["webhook"] = {"channel": "webhook", "url": env["ALERT_WEBHOOK_DEFAULT"]}
+        webhooks.append("webhook")
+    everyone = list(webhooks)
+    if env.get("ALERT_EMAIL_DEFAULT"):
+        addresses = [a.strip() for a in env["ALERT_EMAIL_DEFAULT"].split(",") if a.strip()]
+        receivers["email"] = {"channel": "email", "to": addresses}
+        everyone.append("email")
+    routes: list[dict[str, Any]] = [
+        {"match": {"severity": "critical"}, "receivers": everyone or ["log"]},
+        {"match": {"severity": ["error", "warning"]}, "receivers": webhooks or ["log"]},
+        {"match": {"severity": "info"}, "receivers": ["log"]},
+    ]
+    config = from_mapping({"receivers": receivers, "route": routes}, env, source="environment")
+    return config
+
+
+def _receiver(name: str, table: dict[str, Any], kinds: dict[str, ChannelKind]) -> ReceiverConfig:
+    where = f"receivers.{name}"
+    if not RECEIVER_NAME.match(name):
+        raise ConfigError(f"{where}: receiver names are 1-64 of A-Z a-z 0-9 _ -")
+    channel = table.get("channel")
+    if not isinstance(channel, str):
+        raise ConfigError(f"{where}.channel: required, one of {', '.join(sorted(kinds))}")
+    kind = kinds.get(channel)
+    if kind is None:
+        raise ConfigError(
+            f"{where}.channel: unknown channel {channel!r}; known: {', '.join(sorted(kinds))}"
+        )
+    receiver: ReceiverConfig = _convert(table, kind.config_type, where)
+    if receiver.timeout <= 0:
+        raise ConfigError(f"{where}.timeout: must be positive")
+    if receiver.max_per_minute is not None and receiver.max_per_minute < 1:
+        raise ConfigError(f"{where}.max_per_minute: must be at least 1")
+    return receiver
+
+
+def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig]) -> None:
+    where = f"route[{index}]"
+    if not route.receivers:
+        raise ConfigError(f"{where}.receivers: name at least one receiver")
+    for name in route.receivers:
+        if name not in receivers:
+            raise ConfigError(f"{where}.receivers: unknown receiver {name!r}")
+    for value in _as_list(route.match.severity):
+        if value.rstrip("*").lower() not in SEVERITY_ALIASES and not value.endswith("*"):
+            raise ConfigError(f"{where}.match.severity: unknown severity {value!r}")
+
+
+def _smtp(section: SmtpSection, env: dict[str, str]) -> SmtpSettings | None:
+    host = section.host or env.get("SMTP_HOST")
+    if not host:
+        return None
+    try:
+        port = section.port or int(env.get("SMTP_PORT", "587"))
+    except ValueError as error:
+        raise ConfigError("smtp.port: SMTP_PORT is not a number") from error
+    starttls = section.starttls
+    if starttls is None:
+        starttls = env.get("SMTP_STARTTLS", "true").lower() in ("1", "true", "yes")
+    return SmtpSettings(
+        host=host,
+        port=port,
+        sender=section.sender or env.get("SMTP_FROM", "tocsin@localhost"),
+        username=section.username or env.get("SMTP_USERNAME") or None,
+        password=section.password or env.get("SMTP_PASSWORD") or None,
+        starttls=starttls,
+        use_tls=bool(section.tls),
+    )
+
+
+def _as_list(value: StrOrList | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _dec_hook(kind: type, value: Any) -> Any:
+    if kind is Duration:
+        return decode_duration(value)
+    raise NotImplementedError
+
+
+def _convert(raw: Any, kind: type[Any], where: str) -> Any:
+    try:
+        return msgspec.convert(raw, kind, dec_hook=_dec_hook)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        match = re.search(r" - at `\$\.?(.*)`$", text)
+        if match:
+            key = ".".join(filter(None, [where, match.group(1)]))
+            raise ConfigError(f"{key}: {text[: match.start()]}") from error
+        unknown = re.search(r"unknown field `(.*)`", text)
+        if unknown:
+            key = ".".join(filter(None, [where, unknown.group(1)]))
+            raise ConfigError(f"{key}: unknown key") from error
+        raise ConfigError(f"{where or 'config'}: {text}") from error
+
+
+def _expand(value: Any, env: dict[str, str], key: str) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` in every string; an unset variable is an error."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{key}: environment variable {name} is not set")
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
