@@ -1,0 +1,204 @@
+"""The event log: an append-only SQLite table, the only source of truth.
+
+- UPDATE and DELETE are refused by triggers; rows only ever arrive by ``append``.
+- Each row's ``hash`` chains it to the previous row: SHA-256 over the previous hash,
+  the seq, the append time, the kind and the canonical event bytes.
+- ``append`` writes a whole batch in one transaction (group commit) with WAL and
+  ``synchronous=FULL``: when it returns, the facts are on disk.
+- ``in_seq`` / ``out_seq`` record the JetStream stream sequence that produced a fact, in
+  the same transaction, which is how a redelivered message is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from tocsin import events as ev
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    data        BLOB    NOT NULL,
+    in_seq      INTEGER,
+    out_seq     INTEGER,
+    fingerprint TEXT,
+    alert_id    TEXT,
+    hash        BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_in_seq ON events(in_seq) WHERE in_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
+CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
+"""
+
+GENESIS = b"\x00" * 32
+_PACK = struct.Struct(">qq")
+
+
+class LogWriteError(RuntimeError):
+    """The log could not commit a batch; nothing of the batch is in it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    ts: int
+    kind: str
+    event: ev.Event
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """An event to append, with the stream position that produced it (if any)."""
+
+    event: ev.Event
+    in_seq: int | None = None
+    out_seq: int | None = None
+
+
+def chain_hash(previous: bytes, seq: int, ts: int, kind: str, data: bytes) -> bytes:
+    """The hash of a row given the hash of the row before it."""
+    return hashlib.sha256(previous + _PACK.pack(seq, ts) + kind.encode() + b"\x00" + data).digest()
+
+
+def _ids(event: ev.Event) -> tuple[str | None, str | None]:
+    return getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
+
+
+def db_path(data_dir: Path) -> Path:
+    return data_dir / "tocsin.db"
+
+
+class EventLog:
+    """The single writer of one log. Not safe for concurrent ``append`` calls: the
+    service serialises them (see ``service.Ledger``)."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        last_seq: int,
+        last_hash: bytes,
+        max_in_seq: int,
+        max_out_seq: int,
+    ) -> None:
+        self._conn = conn
+        self.last_seq = last_seq
+        self._last_hash = last_hash
+        self.max_in_seq = max_in_seq
+        self.max_out_seq = max_out_seq
+
+    @classmethod
+    async def open(cls, path: Path) -> EventLog:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.executescript(SCHEMA)
+        async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cursor:
+            last = await cursor.fetchone()
+        async with conn.execute(
+            "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
+        ) as cursor:
+            maxima = await cursor.fetchone()
+        assert maxima is not None
+        last_seq, last_hash = (last[0], bytes(last[1])) if last else (0, GENESIS)
+        return cls(conn, last_seq, last_hash, int(maxima[0]), int(maxima[1]))
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def append(self, facts: Sequence[Fact], ts: int) -> list[int]:
+        """Commit ``facts`` in one transaction; returns their seqs. On failure nothing is
+        committed, the writer's position is unchanged, and ``LogWriteError`` is raised."""
+        if not facts:
+            return []
+        rows = []
+        seq, previous = self.last_seq, self._last_hash
+        max_in, max_out = self.max_in_seq, self.max_out_seq
+        for fact in facts:
+            seq += 1
+            kind = ev.kind_of(fact.event)
+            data = ev.encode(fact.event)
+            previous = chain_hash(previous, seq, ts, kind, data)
+            fingerprint, alert_id = _ids(fact.event)
+            rows.append(
+                (seq, ts, kind, data, fact.in_seq, fact.out_seq, fingerprint, alert_id, previous)
+            )
+            if fact.in_seq is not None and fact.in_seq > max_in:
+                max_in = fact.in_seq
+            if fact.out_seq is not None and fact.out_seq > max_out:
+                max_out = fact.out_seq
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.executemany(
+                    "INSERT INTO events (seq, ts, kind, data, in_seq, out_seq, fingerprint,"
+                    " alert_id, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise LogWriteError(f"event log write failed: {error}") from error
+        self.last_seq, self._last_hash = seq, previous
+        self.max_in_seq, self.max_out_seq = max_in, max_out
+        return [row[0] for row in rows]
+
+    async def facts_of_inbound(self, in_seqs: Iterable[int]) -> dict[int, list[Row]]:
+        """Logged facts of the given inbound stream seqs (those already committed)."""
+        return await self._by_column("in_seq", in_seqs)
+
+    async def facts_of_outcomes(self, out_seqs: Iterable[int]) -> dict[int, list[Row]]:
+        return await self._by_column("out_seq", out_seqs)
+
+    async def _by_column(self, column: str, values: Iterable[int]) -> dict[int, list[Row]]:
+        wanted = sorted(set(values))
+        found: dict[int, list[Row]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with self._conn.execute(
+                f"SELECT {column}, seq, ts, kind, data FROM events WHERE {column} IN ({marks})"
+                " ORDER BY seq",
+                chunk,
+            ) as cursor:
+                async for key, seq, ts, kind, data in cursor:
+                    found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
+        return found
+
+
+def read_rows(path: Path, after_seq: int = 0, until_ts: int | None = None) -> Iterator[Row]:
+    """Rows in seq order straight from the file (read-only; safe while the service runs)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        query = "SELECT seq, ts, kind, data FROM events WHERE seq > ?"
+        params: list[int] = [after_seq]
+        if until_ts is not None:
+            query += " AND ts <= ?"
+            params.append(until_ts)
+        cursor = conn.execute(query + " ORDER BY seq", params)
+        while True:
+            batch = cursor.fetchmany(5000)
+            if not batch:
+                break
+            for seq, ts, kind, data in batch:
+                yield Row(seq, ts, kind, ev.decode(data))
+    finally:
+        conn.close()

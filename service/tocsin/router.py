@@ -1,0 +1,146 @@
+"""The router: TOCSIN_IN -> facts in the log -> work items and rejections -> ack.
+
+Per batch: recognise redeliveries by their logged inbound seq, triage the rest against
+the projection, commit every fact in one transaction, publish what the facts justify and
+wait for JetStream's PubAcks, then ack the inbound messages. Nothing leaves before the
+commit; nothing is acked before its messages are stored (DESIGN.md invariants 2-4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from tocsin import broker, ingest
+from tocsin import events as ev
+from tocsin.config import Config
+from tocsin.ledger import Ledger
+from tocsin.log import LogWriteError
+from tocsin.outbound import messages_for
+from tocsin.routing import RoutingTable
+from tocsin.tracing import new_trace_id, trace_id_from
+from tocsin.triage import triage
+
+log = logging.getLogger("tocsin.router")
+
+BATCH = 1000
+
+
+def new_id() -> str:
+    return secrets.token_hex(10)
+
+
+class Router:
+    def __init__(self, nc: NATS, js: JetStreamContext, ledger: Ledger, config: Config) -> None:
+        self._nc = nc
+        self._js = js
+        self._ledger = ledger
+        self._config = config
+        self._routing = RoutingTable.compile(config.routes)
+        self.processed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        puller = broker.Puller(
+            self._nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, BATCH, prefetch=True
+        )
+        await puller.start()
+        log.info("router consuming %s", broker.STREAM_IN)
+        try:
+            while not stop.is_set():
+                msgs = await puller.take(wait=0.5)
+                if msgs:
+                    await self._handle_until_committed(msgs, stop)
+        finally:
+            await puller.stop()
+
+    async def _handle_until_committed(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.handle(msgs)
+                return
+            except LogWriteError:
+                if stop.is_set():
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """Process one batch end to end."""
+        ledger = self._ledger
+        seqs = [broker.stream_seq(m) for m in msgs]
+        maybe_logged = [s for s in seqs if s <= ledger.log.max_in_seq]
+        logged = await ledger.log.facts_of_inbound(maybe_logged) if maybe_logged else {}
+        fresh: list[tuple[int, int, ev.Event]] = []
+        seen: set[int] = set(logged)
+        async with ledger.batch() as batch:
+            for msg, in_seq in zip(msgs, seqs, strict=True):
+                if in_seq in seen:
+                    continue
+                seen.add(in_seq)
+                for event in self.facts_for(msg, batch.ts):
+                    fresh.append((batch.add(event, in_seq=in_seq), in_seq, event))
+        state = ledger.state
+        outbound = [m for seq, in_seq, e in fresh for m in messages_for(state, seq, e, in_seq)]
+        for in_seq, rows in logged.items():
+            outbound.extend(
+                m for row in rows for m in messages_for(state, row.seq, row.event, in_seq)
+            )
+        if logged:
+            log.info(
+                "recognised %d redelivered message(s); re-published their outcomes", len(logged)
+            )
+        stored = await broker.publish_acked(self._js, outbound)
+        if not all(stored):
+            # Unacked inbound messages come back; their facts are logged, so the retry
+            # only re-publishes (deduplicated by Nats-Msg-Id).
+            log.warning(
+                "%d of %d outbound messages not stored; leaving the batch unacked",
+                stored.count(False),
+                len(stored),
+            )
+            return
+        await broker.ack_all(self._nc, msgs)
+        self.processed += len(msgs)
+
+    def facts_for(self, msg: Msg, received_at: int) -> list[ev.Event]:
+        """The facts one inbound message produces (accepted or rejected)."""
+        headers = msg.headers or {}
+        trace_id = trace_id_from(headers) or new_trace_id()
+        parsed = ingest.parse(
+            msg.data,
+            default_source=broker.source_of(msg.subject),
+            received_at=received_at,
+            msg_id=headers.get(broker.MSG_ID),
+        )
+        if isinstance(parsed, ingest.Rejection):
+            raw, encoding = ingest.capped_raw(msg.data)
+            log.info("rejected message on %s: %s", msg.subject, parsed.message)
+            return [
+                ev.AlertRejected(
+                    code=parsed.code,
+                    reason=parsed.message,
+                    field=parsed.field,
+                    subject=msg.subject,
+                    received_at=received_at,
+                    raw=raw,
+                    raw_encoding=encoding,
+                    trace_id=trace_id,
+                )
+            ]
+        return triage(
+            self._ledger.state,
+            parsed,
+            subject=msg.subject,
+            received_at=received_at,
+            routing=self._routing,
+            window_seconds=self._config.dedup_window,
+            new_id=new_id,
+            trace_id=trace_id,
+        )

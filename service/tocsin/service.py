@@ -1,0 +1,185 @@
+"""Running tocsin: the parts of DESIGN.md section 2 started, watched and stopped together.
+
+``serve`` = router + recorder + delivery workers + HTTP (+ embedded NATS when no URL is
+given); ``router`` and ``deliver`` run the same parts as separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tocsin import __version__, broker
+from tocsin import events as ev
+from tocsin.api.app import Readiness, create_app, http_server
+from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
+from tocsin.config import Config, ConfigError
+from tocsin.delivery import ReceiverWorker
+from tocsin.embedded import EmbeddedNats, url_file
+from tocsin.ledger import Ledger
+from tocsin.log import db_path
+from tocsin.projections import State
+from tocsin.recorder import Recorder
+from tocsin.router import Router
+
+log = logging.getLogger("tocsin.service")
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass
+class Options:
+    data_dir: Path
+    config: Config
+    nats_url: str | None = None
+    http: str | None = "127.0.0.1:8080"
+    run_router: bool = True
+    run_delivery: bool = True
+    receivers: list[str] | None = None
+    embedded_nats: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def resolve_nats_url(explicit: str | None, data_dir: Path) -> str:
+    """``--nats-url`` / ``TOCSIN_NATS_URL``, else ``<data-dir>/nats.url``, else 4222."""
+    if explicit:
+        return explicit
+    try:
+        written = url_file(data_dir).read_text().strip()
+    except OSError:
+        written = ""
+    return written or DEFAULT_NATS_URL
+
+
+def build_channels(
+    config: Config, names: list[str], dashboard_url: str | None
+) -> dict[str, Channel]:
+    """Every receiver's channel, or a ``ConfigError`` naming the receiver and key."""
+    env = ChannelEnv(version=__version__, smtp=config.smtp, dashboard_url=dashboard_url)
+    channels: dict[str, Channel] = {}
+    for name in names:
+        receiver = config.receivers[name]
+        try:
+            channels[name] = config.kinds[receiver.channel].build(name, receiver, env)
+        except ChannelConfigError as error:
+            raise ConfigError(f"receivers.{name}.{error.key}: {error}") from error
+    return channels
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"TOCSIN_HTTP: {value!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+async def run(options: Options) -> int:
+    """Run until SIGINT/SIGTERM or ``options.stop``; returns the exit code."""
+    config = options.config
+    stop = options.stop
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    receivers = options.receivers or sorted(config.receivers)
+    for name in receivers:
+        if name not in config.receivers:
+            raise ConfigError(
+                f"--receiver: unknown receiver {name!r}; "
+                f"configured: {', '.join(sorted(config.receivers))}"
+            )
+    http_address = split_host_port(options.http) if options.http else None
+    dashboard = f"http://{options.http}/" if options.http else None
+    channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
+
+    readiness = Readiness()
+    embedded: EmbeddedNats | None = None
+    ledger: Ledger | None = None
+    tasks: list[asyncio.Task[Any]] = []
+    server = None
+    try:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        url = options.nats_url
+        if url is None and options.embedded_nats:
+            readiness.reason = "starting the embedded NATS server"
+            embedded = EmbeddedNats(options.data_dir)
+            url = await embedded.start()
+        url = resolve_nats_url(url, options.data_dir)
+        if options.run_router:
+            readiness.reason = "rebuilding projections from the log"
+            ledger = await Ledger.open(db_path(options.data_dir))
+        if http_address is not None:
+            empty = State()
+            state_of = (lambda: ledger.state) if ledger else (lambda: empty)
+            server = http_server(create_app(state_of, readiness), *http_address)
+            tasks.append(asyncio.create_task(server.serve(), name="http"))
+        readiness.reason = f"connecting to NATS at {url}"
+        nc = await broker.connect(url, name=f"tocsin-{__version__}")
+        js = nc.jetstream(timeout=10)
+        await broker.ensure_streams(js)
+        log.info("connected to NATS at %s; streams ready", url)
+        workers: list[Coroutine[Any, Any, None]] = []
+        if ledger is not None:
+            await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+            await broker.ensure_consumer(js, broker.STREAM_OUT, broker.recorder_consumer_config())
+            async with ledger.batch() as batch:
+                batch.add(
+                    ev.ConfigLoaded(
+                        digest=config.digest(),
+                        receivers={name: r.channel for name, r in config.receivers.items()},
+                        routes=len(config.routes),
+                        dedup_window_seconds=config.dedup_window,
+                    )
+                )
+            workers.append(Router(nc, js, ledger, config).run(stop))
+            workers.append(Recorder(nc, ledger).run(stop))
+        for name, channel in channels.items():
+            receiver = config.receivers[name]
+            await broker.ensure_consumer(
+                js, broker.STREAM_WORK, broker.deliver_consumer_config(name, receiver.timeout)
+            )
+            workers.append(
+                ReceiverWorker(
+                    nc, js, name, channel, config.retry, config.delivery.concurrency
+                ).run(stop)
+            )
+        tasks.extend(asyncio.create_task(w) for w in workers)
+        readiness.reason = None
+        log.info(
+            "tocsin %s ready (config: %s; receivers: %s)",
+            __version__,
+            config.source,
+            ", ".join(receivers),
+        )
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error(
+                    "%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception()
+                )
+                code = 1
+        stop.set()
+        readiness.reason = "shutting down"
+        stopper.cancel()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.wait(tasks, timeout=20)
+        await nc.drain()
+        return code
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        if ledger is not None:
+            await ledger.close()
+        if embedded is not None:
+            await embedded.stop()
+        log.info("tocsin stopped")
