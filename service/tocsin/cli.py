@@ -117,8 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_FAILURE
     except Exception as error:
-        logging.getLogger("tocsin").critical("stopped by %s: %s", type(error).__name__, error,
-                                             exc_info=logging.getLogger().isEnabledFor(logging.DEBUG))
+        logging.getLogger("tocsin").critical(
+            "stopped by %s: %s",
+            type(error).__name__,
+            error,
+            exc_info=logging.getLogger().isEnabledFor(logging.DEBUG),
+        )
         print(f"tocsin: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILURE
 
@@ -177,13 +181,18 @@ async def _publish(args: argparse.Namespace) -> int:
     import nats
     from nats.errors import NoServersError
 
+    async def quiet(error: Exception) -> None:
+        return None
+
     try:
-        nc = await nats.connect(
-            url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+        # nats-py retries the first connect even without reconnects: bound it ourselves.
+        nc = await asyncio.wait_for(
+            nats.connect(url, connect_timeout=2, allow_reconnect=False, error_cb=quiet), 5
         )
     except (NoServersError, OSError, TimeoutError) as error:
         print(
-            f"tocsin: cannot reach NATS at {url} ({error}); is `tocsin serve` running? "
+            f"tocsin: cannot reach NATS at {url} ({error or 'no answer within 5s'}); "
+            "is `tocsin serve` running? "
             "Pass --nats-url or --data-dir",
             file=sys.stderr,
         )

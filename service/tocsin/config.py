@@ -248,12 +248,20 @@ def _convert(raw: Any, kind: type[Any], where: str) -> Any:
         text = str(error)
         match = re.search(r" - at `\$\.?(.*)`$", text)
         if match:
-            key = ".".join(filter(None, [where, match.group(1)]))
-            raise ConfigError(f"{key}: {text[: match.start()]}") from error
+            message = text[: match.start()]
+            field = re.search(r"(unknown|missing required) field `(.*)`", message)
+            key = ".".join(filter(None, [where, match.group(1), field.group(2) if field else ""]))
+            if field:
+                message = "unknown key" if field.group(1) == "unknown" else "required"
+            raise ConfigError(f"{key}: {message}") from error
         unknown = re.search(r"unknown field `(.*)`", text)
         if unknown:
             key = ".".join(filter(None, [where, unknown.group(1)]))
             raise ConfigError(f"{key}: unknown key") from error
+        missing = re.search(r"missing required field `(.*)`", text)
+        if missing:
+            key = ".".join(filter(None, [where, missing.group(1)]))
+            raise ConfigError(f"{key}: required") from error
         raise ConfigError(f"{where or 'config'}: {text}") from error
 
 
@@ -263,6 +271,8 @@ def _expand(value: Any, env: dict[str, str], key: str) -> Any:
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            if default is not None and not env.get(name):  # shell ``:-``: unset or empty
+                return default
             if name in env:
                 return env[name]
             if default is not None:

@@ -98,7 +98,7 @@ def parse(
             message=f"payload is not a JSON object ({error})",
             http_status=400,
         )
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         return Rejection(
             code="invalid_json",
             field=None,
@@ -188,9 +188,11 @@ def sanitize_details(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in items:
         clean, item_cut = _clip_strings(item)
-        cut = cut or item_cut
+        cut = cut or item_cut or len(key) > c.MAX_DETAILS_STRING
         out[key[: c.MAX_DETAILS_STRING]] = clean
     if cut:
+        while len(out) >= c.MAX_DETAILS_KEYS:  # the mark counts toward the 20
+            out.pop(next(reversed(out)))
         out[_TRUNCATED_MARK] = True
     while len(_encoder.encode(out)) > c.MAX_DETAILS_BYTES:
         keys = [key for key in out if key != _TRUNCATED_MARK]
@@ -232,7 +234,7 @@ def capped_raw(payload: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
     except UnicodeDecodeError as error:
         was_cut = len(payload) > c.MAX_RAW_BYTES
         # Only a character split by the cut itself may be trimmed (at most 3 bytes).
-        if was_cut and error.start >= len(head) - 3:
+        if was_cut and error.reason == "unexpected end of data":
             try:
                 return head[: error.start].decode("utf-8"), "utf-8"
             except UnicodeDecodeError:

@@ -58,8 +58,8 @@ class Ledger:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Ledger:
-        event_log = await EventLog.open(path)
+    async def open(cls, path: Path, busy_timeout_ms: int = 5000) -> Ledger:
+        event_log = await EventLog.open(path, busy_timeout_ms)
         started = time.perf_counter()
         state = await asyncio.to_thread(load_state, path)
         ledger = cls(path, event_log, state)

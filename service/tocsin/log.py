@@ -102,12 +102,14 @@ class EventLog:
         self.max_out_seq = max_out_seq
 
     @classmethod
-    async def open(cls, path: Path) -> EventLog:
+    async def open(cls, path: Path, busy_timeout_ms: int = 5000) -> EventLog:
+        """Open (creating if needed) the log; a write waits up to ``busy_timeout_ms`` for
+        a lock held by another process before it fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         await conn.executescript(SCHEMA)
         async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cursor:
             last = await cursor.fetchone()

@@ -218,7 +218,7 @@ def _delivery(status: DeliveryStatus) -> Any:
                 state.counters.delivered += 1
         alert = state.alerts.get(e.alert_id)
         if alert is not None:
-            alert.last_delivery_status = status
+            alert.last_delivery_status = delivery.status
 
     return apply
 

@@ -43,6 +43,8 @@ class Options:
     run_delivery: bool = True
     receivers: list[str] | None = None
     embedded_nats: bool = False
+    handle_signals: bool = True
+    ledger: Ledger | None = None  # set once open: the running service's single writer
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -84,7 +86,7 @@ async def run(options: Options) -> int:
     config = options.config
     stop = options.stop
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM) if options.handle_signals else ():
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     receivers = options.receivers or sorted(config.receivers)
@@ -113,7 +115,7 @@ async def run(options: Options) -> int:
         url = resolve_nats_url(url, options.data_dir)
         if options.run_router:
             readiness.reason = "rebuilding projections from the log"
-            ledger = await Ledger.open(db_path(options.data_dir))
+            ledger = options.ledger = await Ledger.open(db_path(options.data_dir))
         if http_address is not None:
             empty = State()
             state_of = (lambda: ledger.state) if ledger else (lambda: empty)

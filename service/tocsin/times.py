@@ -26,9 +26,23 @@ def format_us(us: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
+)
+
+
 def parse_rfc3339(text: str) -> int:
     """Parse an RFC 3339 instant that carries an offset; naive times raise ``ValueError``."""
-    stamp = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        raise ValueError("not RFC 3339 (like 2026-11-23T12:00:00Z)")
+    if match.group("offset") is None:
+        raise ValueError("timestamp has no UTC offset")
+    body = text.strip()
+    fraction = match.group(1)
+    if fraction and len(fraction) > 7:  # Python parses at most microseconds
+        body = body.replace(fraction, fraction[:7], 1)
+    stamp = datetime.fromisoformat(body.replace("z", "Z").replace("t", "T"))
     if stamp.tzinfo is None:
         raise ValueError("timestamp has no UTC offset")
     delta = stamp.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)

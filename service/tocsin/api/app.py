@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import uvicorn
 from litestar import Litestar, MediaType, Response, get
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 
 from tocsin import __version__
 from tocsin.api import queries
@@ -42,13 +42,13 @@ def create_app(state: Callable[[], State], readiness: Readiness) -> Litestar:
 
     @get("/api/v1/alerts", sync_to_thread=False)
     def list_alerts(
-        severity: str | None = None,
-        type_: Annotated[str | None, Parameter(query="type")] = None,
-        status: str | None = None,
-        source: str | None = None,
-        q: str | None = None,
-        limit: int = queries.DEFAULT_LIMIT,
-        cursor: str | None = None,
+        severity: FromQuery[str | None] = None,
+        type_: Annotated[str | None, QueryParameter(name="type")] = None,
+        status: FromQuery[str | None] = None,
+        source: FromQuery[str | None] = None,
+        q: FromQuery[str | None] = None,
+        limit: FromQuery[int] = queries.DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
     ) -> Response[Any]:
         try:
             page = queries.list_alerts(

@@ -1,0 +1,50 @@
+"""Session fixtures: one real nats-server (JetStream, temp store) for the whole run,
+with the streams reset before each test that uses it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+from tests.support import HttpSink, NatsServer
+from tocsin import broker
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("jetstream"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
+    """The session server's URL, with tocsin's streams deleted so each test starts clean."""
+    if nats_server.process is None or nats_server.process.poll() is not None:
+        nats_server.start()
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    for name in (broker.STREAM_IN, broker.STREAM_WORK, broker.STREAM_OUT):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+    await nc.close()
+    return nats_server.url
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    receiver = HttpSink()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"

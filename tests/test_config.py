@@ -1,0 +1,278 @@
+"""tocsin.config: TOML loading with ``${VAR}`` expansion, errors that start with the key at
+fault, and the no-file defaults built from the environment (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tocsin.config import Config, ConfigError, default_config, load
+from tocsin.routing import RoutingTable
+
+SEVERITIES = ["critical", "error", "warning", "info"]
+
+# DESIGN.md section 8, verbatim, plus the `risk-email` receiver its second route names
+# (the example itself leaves it out, and routes to unknown receivers are refused).
+DESIGN_EXAMPLE = """\
+[dedup]
+window = "10m"
+
+[[route]]                      # evaluated in order; every matching route applies
+match = { severity = ["critical"] }
+receivers = ["oncall-email", "ops-webhook"]
+
+[[route]]
+match = { type = "daily_loss_limit" }
+receivers = ["risk-email"]
+
+[receivers.ops-webhook]
+channel = "webhook"            # webhook|slack|discord|email|pagerduty|opsgenie|teams|file|log
+url = "${ALERT_WEBHOOK_DEFAULT}"
+
+[receivers.oncall-email]
+channel = "email"
+to = ["oncall@example.com"]
+
+[retry]
+max_attempts = 8
+backoff = ["1s", "5s", "30s", "2m", "10m"]
+
+[smtp]                         # used by every email receiver; env SMTP_HOST, SMTP_PORT,
+host = "${SMTP_HOST}"          # SMTP_FROM, SMTP_USERNAME, SMTP_PASSWORD, SMTP_STARTTLS
+port = 587                     # fill what the file leaves out
+from = "tocsin@example.com"
+starttls = true
+
+[receivers.risk-email]
+channel = "email"
+to = ["risk@example.com"]
+"""
+
+EXAMPLE_ENV = {
+    "ALERT_WEBHOOK_DEFAULT": "https://hooks.example.com/tocsin",
+    "SMTP_HOST": "smtp.example.com",
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tocsin.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_text(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Config:
+    return load(write(tmp_path, text), environ or {})
+
+
+def load_error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text, environ)
+    return str(caught.value)
+
+
+def routed(config: Config, severity: str, type_: str = "disk_full") -> list[str]:
+    return RoutingTable.compile(config.routes).receivers_for(severity, type_, "storage", {})
+
+
+# --- the design's example ---------------------------------------------------------------
+
+
+def test_design_example_loads(tmp_path: Path) -> None:
+    config = load_text(tmp_path, DESIGN_EXAMPLE, EXAMPLE_ENV)
+    assert config.dedup_window == 600.0
+    assert set(config.receivers) == {"ops-webhook", "oncall-email", "risk-email"}
+    webhook = config.receivers["ops-webhook"]
+    assert (webhook.channel, webhook.url) == ("webhook", "https://hooks.example.com/tocsin")  # type: ignore[attr-defined]
+    assert config.receivers["oncall-email"].to == ["oncall@example.com"]  # type: ignore[attr-defined]
+    assert config.retry.max_attempts == 8
+    assert list(config.retry.backoff) == [1.0, 5.0, 30.0, 120.0, 600.0]
+    assert config.smtp is not None
+    assert (config.smtp.host, config.smtp.port, config.smtp.sender, config.smtp.starttls) == (
+        "smtp.example.com",
+        587,
+        "tocsin@example.com",
+        True,
+    )
+
+
+def test_design_example_routes(tmp_path: Path) -> None:
+    config = load_text(tmp_path, DESIGN_EXAMPLE, EXAMPLE_ENV)
+    assert routed(config, "critical") == ["oncall-email", "ops-webhook"]
+    assert routed(config, "warning") == []
+    assert routed(config, "info", "daily_loss_limit") == ["risk-email"]
+    assert routed(config, "critical", "daily_loss_limit") == [
+        "oncall-email",
+        "ops-webhook",
+        "risk-email",
+    ]
+
+
+# --- ${VAR} expansion -------------------------------------------------------------------
+
+WEBHOOK = """\
+[receivers.ops-webhook]
+channel = "webhook"
+url = "{url}"
+"""
+
+
+def webhook_url(tmp_path: Path, url: str, environ: dict[str, str]) -> str:
+    config = load_text(tmp_path, WEBHOOK.format(url=url), environ)
+    return config.receivers["ops-webhook"].url  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "expected"),
+    [
+        ("${HOOK}", {"HOOK": "https://h.example/1"}, "https://h.example/1"),
+        (
+            "https://${HOST}/hook/${ID}",
+            {"HOST": "h.example", "ID": "7"},
+            "https://h.example/hook/7",
+        ),
+        ("${HOOK:-https://fallback.example}", {}, "https://fallback.example"),
+        (
+            "${HOOK:-https://fallback.example}",
+            {"HOOK": "https://set.example"},
+            "https://set.example",
+        ),
+        ("https://h.example/${SUFFIX:-}", {}, "https://h.example/"),
+    ],
+)
+def test_variables_expand_from_the_environment(
+    tmp_path: Path, url: str, environ: dict[str, str], expected: str
+) -> None:
+    assert webhook_url(tmp_path, url, environ) == expected
+
+
+def test_default_applies_when_the_variable_is_set_but_empty(tmp_path: Path) -> None:
+    # `${VAR:-default}` has the shell's meaning: the default replaces an unset *or empty*
+    # variable (as with `SMTP_PORT=` in a compose file).
+    assert (
+        webhook_url(tmp_path, "${HOOK:-https://fb.example}", {"HOOK": ""}) == "https://fb.example"
+    )
+
+
+def test_unset_variable_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    message = load_error(tmp_path, WEBHOOK.format(url="${ALERT_WEBHOOK_DEFAULT}"))
+    assert message.startswith("receivers.ops-webhook.url:")
+    assert "ALERT_WEBHOOK_DEFAULT" in message
+
+
+def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
+    text = '[receivers.team]\nchannel = "email"\nto = ["a@example.com", "${TEAM_EMAIL}"]\n'
+    assert load_error(tmp_path, text).startswith("receivers.team.to[1]:")
+
+
+# --- errors name the key at fault -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[dedup]\nwindow = "10 minutes"\n', "dedup.window"),
+        ('[retry]\nbackoff = ["1s", "soon", "30s"]\n', "retry.backoff[1]"),
+        ("[retry]\nmax_attempts = 0\n", "retry.max_attempts"),
+        ('[receivers.x]\nchannel = "carrier-pigeon"\n', "receivers.x.channel"),
+        ("[receivers.x]\ntimeout = 5\n", "receivers.x.channel"),
+        (
+            '[receivers.a]\nchannel = "log"\n\n[[route]]\nreceivers = ["nobody"]\n',
+            "route[0].receivers",
+        ),
+        ('[receivers.a]\nchannel = "log"\ncolour = "red"\n', "receivers.a.colour"),
+        ('[receivers.hook]\nchannel = "webhook"\n', "receivers.hook.url"),
+        ("[[route]]\nmatch = {}\n", "route[0].receivers"),
+        ('[[route]]\nreceivers = ["log"]\nmatch = { colour = "red" }\n', "route[0].match.colour"),
+        (
+            '[[route]]\nreceivers = ["log"]\nmatch = { severity = "urgent" }\n',
+            "route[0].match.severity",
+        ),
+        ('[receivers."a.b"]\nchannel = "log"\n', "receivers.a.b"),
+        ('[receivers."has space"]\nchannel = "log"\n', "receivers.has space"),
+    ],
+    ids=[
+        "bad-duration",
+        "bad-backoff-entry",
+        "zero-attempts",
+        "unknown-channel",
+        "missing-channel",
+        "unknown-receiver-in-route",
+        "unknown-receiver-key",
+        "webhook-without-url",
+        "route-without-receivers",
+        "unknown-match-key",
+        "unknown-match-severity",
+        "receiver-name-with-dot",
+        "receiver-name-with-space",
+    ],
+)
+def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, key: str) -> None:
+    assert load_error(tmp_path, text).startswith(key)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load(missing, {})
+    assert str(caught.value).startswith(str(missing))
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    assert "not valid TOML" in load_error(tmp_path, "[dedup\nwindow = 1\n")
+
+
+def test_no_path_means_the_environment_defaults() -> None:
+    config = load(None, {})
+    assert list(config.receivers) == ["log"]
+
+
+# --- defaults without a file ------------------------------------------------------------
+
+
+def test_default_config_with_nothing_configured_routes_everything_to_log() -> None:
+    config = default_config({})
+    assert list(config.receivers) == ["log"]
+    assert config.receivers["log"].channel == "log"
+    assert {severity: routed(config, severity) for severity in SEVERITIES} == {
+        severity: ["log"] for severity in SEVERITIES
+    }
+
+
+def test_default_config_with_a_webhook() -> None:
+    config = default_config({"ALERT_WEBHOOK_DEFAULT": "https://hooks.example.com/x"})
+    webhooks = [name for name, r in config.receivers.items() if r.channel == "webhook"]
+    assert len(webhooks) == 1
+    assert config.receivers[webhooks[0]].url == "https://hooks.example.com/x"  # type: ignore[attr-defined]
+    assert routed(config, "critical") == webhooks
+    assert routed(config, "error") == webhooks
+    assert routed(config, "warning") == webhooks
+    assert routed(config, "info") == ["log"]
+
+
+def test_default_config_with_email_sends_critical_to_every_address() -> None:
+    config = default_config({"ALERT_EMAIL_DEFAULT": "a@x.org,b@x.org", "SMTP_HOST": "smtp.x.org"})
+    emails = [name for name, r in config.receivers.items() if r.channel == "email"]
+    assert len(emails) == 1
+    assert config.receivers[emails[0]].to == ["a@x.org", "b@x.org"]  # type: ignore[attr-defined]
+    assert emails[0] in routed(config, "critical")
+    assert routed(config, "info") == ["log"]
+    assert config.smtp is not None
+    assert config.smtp.host == "smtp.x.org"
+
+
+def test_default_config_with_webhook_and_email() -> None:
+    config = default_config(
+        {
+            "ALERT_WEBHOOK_DEFAULT": "https://hooks.example.com/x",
+            "ALERT_EMAIL_DEFAULT": "oncall@x.org",
+            "SMTP_HOST": "smtp.x.org",
+        }
+    )
+    kinds = {name: r.channel for name, r in config.receivers.items()}
+    webhook = next(name for name, kind in kinds.items() if kind == "webhook")
+    email = next(name for name, kind in kinds.items() if kind == "email")
+    assert sorted(routed(config, "critical")) == sorted([webhook, email])
+    assert routed(config, "error") == [webhook]
+    assert routed(config, "warning") == [webhook]
+    assert routed(config, "info") == ["log"]

@@ -1,0 +1,176 @@
+"""DESIGN.md section 2 invariants, each with a test that fails if it is violated.
+
+The router runs in-process against the real nats-server and a real SQLite file, so a
+test can hand it the same inbound messages twice or lock the database under it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+
+from tests.support import wait_until
+from tocsin import broker, config
+from tocsin import events as ev
+from tocsin.ledger import Ledger, load_state
+from tocsin.log import GENESIS, EventLog, Fact, LogWriteError, chain_hash, db_path
+from tocsin.router import Router
+
+
+class Rig:
+    """A router wired to real NATS and a real log, driven by hand."""
+
+    def __init__(self, nc: Any, js: Any, ledger: Ledger) -> None:
+        self.nc, self.js, self.ledger = nc, js, ledger
+        self.router = Router(nc, js, ledger, config.load(None, {}))
+        self.puller = broker.Puller(
+            nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, 100, prefetch=False
+        )
+
+    async def take(self, count: int) -> list[Any]:
+        msgs: list[Any] = []
+
+        async def got_all() -> bool:
+            msgs.extend(await self.puller.take(limit=count - len(msgs), wait=0.2))
+            return len(msgs) == count
+
+        await wait_until(got_all, what=f"{count} inbound messages")
+        return msgs
+
+    async def work_items(self) -> int:
+        return int((await self.js.stream_info(broker.STREAM_WORK)).state.messages)
+
+    async def unacked(self) -> int:
+        info = await self.js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
+        return int(info.num_ack_pending)
+
+
+@pytest.fixture
+async def rig(nats_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await broker.ensure_streams(js)
+    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+    ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
+    rig = Rig(nc, js, ledger)
+    await rig.puller.start()
+    yield rig
+    await rig.puller.stop()
+    await ledger.close()
+    await nc.close()
+
+
+def alert(**fields: Any) -> bytes:
+    body = {"type": "queue_stuck", "severity": "critical", "summary": "queue stuck"}
+    return msgspec.json.encode({**body, **fields})
+
+
+async def test_a_redelivered_message_is_recognised_and_not_counted_twice(rig: Rig) -> None:
+    """Invariant 4: the inbound seq committed with the facts makes redelivery harmless,
+    and the work item re-published for it carries the same Nats-Msg-Id, so JetStream
+    drops the copy."""
+    await rig.js.publish("alerts.in.svc", alert())
+    msgs = await rig.take(1)
+    await rig.router.handle(msgs)
+    facts_after_first = rig.ledger.log.last_seq
+    assert rig.ledger.state.counters.received == 1
+    assert await rig.work_items() == 1
+
+    await rig.router.handle(msgs)  # the same message again, as after a lost ack
+
+    assert rig.ledger.log.last_seq == facts_after_first
+    assert rig.ledger.state.counters.received == 1
+    assert await rig.work_items() == 1
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+async def test_nothing_leaves_and_nothing_is_acked_before_the_commit(rig: Rig) -> None:
+    """Invariants 2 and 3: with the log locked, no work item or rejection is published
+    and the inbound message stays unacked; once the log accepts writes, all follows."""
+    rejections = await rig.nc.subscribe("alerts.rejected")
+    await rig.js.publish("alerts.in.svc", alert())
+    await rig.js.publish("alerts.in.svc", b"garbage")
+    msgs = await rig.take(2)
+    blocker = sqlite3.connect(rig.ledger.path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LogWriteError):
+            await rig.router.handle(msgs)
+        assert await rig.work_items() == 0
+        assert await rig.unacked() == 2
+        assert rig.ledger.problem is not None
+        assert "locked" in rig.ledger.problem
+        assert rig.ledger.state.last_seq == rig.ledger.log.last_seq
+        with pytest.raises(nats.errors.TimeoutError):
+            await rejections.next_msg(timeout=0.2)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    await rig.router.handle(msgs)
+
+    assert rig.ledger.problem is None
+    assert await rig.work_items() == 1
+    assert (await rejections.next_msg(timeout=5)).headers["Nats-Msg-Id"].startswith("rejected:")
+    await wait_until(_no_unacked(rig), what="inbound acked after commit")
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+def _no_unacked(rig: Rig) -> Any:
+    async def check() -> bool:
+        return await rig.unacked() == 0
+
+    return check
+
+
+async def test_the_log_refuses_update_and_delete(tmp_path: Path) -> None:
+    """Invariant 1: rows only ever arrive; the table's triggers refuse changes."""
+    log = await EventLog.open(tmp_path / "log.db")
+    await log.append([Fact(ev.AlertResolveIgnored(fingerprint="f"))], ts=1)
+    await log.close()
+    with sqlite3.connect(tmp_path / "log.db") as conn:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE events SET kind = 'x'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM events")
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+async def test_each_row_is_hash_chained_to_the_previous(tmp_path: Path) -> None:
+    log = await EventLog.open(tmp_path / "log.db")
+    events = [ev.AlertResolveIgnored(fingerprint=str(i)) for i in range(3)]
+    await log.append([Fact(e) for e in events[:2]], ts=10)
+    await log.append([Fact(events[2])], ts=20)
+    await log.close()
+    with sqlite3.connect(tmp_path / "log.db") as conn:
+        rows = conn.execute("SELECT seq, ts, kind, data, hash FROM events ORDER BY seq").fetchall()
+    previous = GENESIS
+    for seq, ts, kind, data, digest in rows:
+        previous = chain_hash(previous, seq, ts, kind, data)
+        assert digest == previous
+    reopened = await EventLog.open(tmp_path / "log.db")
+    assert reopened.last_seq == 3
+    await reopened.close()
+
+
+async def test_a_failed_append_commits_nothing_and_keeps_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path, busy_timeout_ms=50)
+    await log.append([Fact(ev.AlertResolveIgnored(fingerprint="a"), in_seq=1)], ts=1)
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(LogWriteError):
+        await log.append([Fact(ev.AlertResolveIgnored(fingerprint="b"), in_seq=2)], ts=2)
+    blocker.rollback()
+    blocker.close()
+    assert (log.last_seq, log.max_in_seq) == (1, 1)
+    assert await log.append([Fact(ev.AlertResolveIgnored(fingerprint="c"), in_seq=3)], ts=3) == [2]
+    found = await log.facts_of_inbound([1, 2, 3])
+    assert sorted(found) == [1, 3]
+    await log.close()
