@@ -1,13 +1,17 @@
-"""Router throughput: events/s committed to the log and routed, on this machine.
+"""Pipeline throughput on this machine, as users run tocsin (separate processes).
 
-Preloads TOCSIN_IN with N events (the publisher is not what is measured), then starts
-`tocsin serve` as its own process against a real nats-server, with one webhook receiver
-played by a local HTTP sink, and reads the figures from the log's own append times:
+Preloads TOCSIN_IN with N events (the publisher is not what is measured), then:
 
-    events/s   = N / (last alert.received ts - first alert.received ts)
-    delivered  = time from the first commit to the last delivery.succeeded
+  A. router alone:   `tocsin router` drains the stream; events/s from the log's own
+                     append times (first to last ``alert.received`` commit).
+  B. delivery alone: `tocsin deliver` sends the N work items to a local webhook sink;
+                     notifications/s from the sink's receive times.
+  C. end to end:     a fresh data dir, `tocsin serve` (router + recorder + workers in
+                     one process): events/s committed and time until the last
+                     notification was delivered and recorded.
 
-Run: .venv/bin/python bench/router_throughput.py [--events 20000] [--fingerprints 20000]
+Run: .venv/bin/python bench/router_throughput.py [--events 20000] [--fingerprints N]
+Writes bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ TOCSIN = str(Path(sys.executable).parent / "tocsin")
 
 
 async def preload(url: str, events: int, fingerprints: int) -> float:
+    """Publish ``events`` with PubAcks; returns the seconds it took."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await broker.ensure_streams(js)
@@ -61,119 +66,156 @@ async def preload(url: str, events: int, fingerprints: int) -> float:
     return elapsed
 
 
-def counts(db: Path) -> tuple[int, int]:
+def query(db: Path, sql: str) -> tuple[int, ...]:
     if not db.exists():
-        return 0, 0
+        return (0,)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = dict(
-            conn.execute(
-                "SELECT kind, COUNT(*) FROM events WHERE kind IN ('alert.received', 'delivery.succeeded')"
-                " GROUP BY kind"
-            ).fetchall()
+        return tuple(conn.execute(sql).fetchone())
+
+
+def count(db: Path, kind: str) -> int:
+    return int(query(db, f"SELECT COUNT(*) FROM events WHERE kind = '{kind}'")[0])
+
+
+def span_seconds(db: Path, kind: str) -> float:
+    first, last = query(db, f"SELECT MIN(ts), MAX(ts) FROM events WHERE kind = '{kind}'")
+    return max((last - first) / 1e6, 1e-6)
+
+
+class Proc:
+    """A tocsin command in its own process."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Proc:
+        self.process = await asyncio.create_subprocess_exec(
+            TOCSIN, "--log-level", "warning", *self.args, stdout=subprocess.DEVNULL
         )
-    return rows.get("alert.received", 0), rows.get("delivery.succeeded", 0)
+        return self
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+    def rss_mib(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 30)
+
+
+async def until(predicate: object, timeout: float, what: str, proc: Proc) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert proc.process is not None
+        if proc.process.returncode is not None:
+            raise SystemExit(f"{what}: tocsin exited with {proc.process.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not done within {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument(
-        "--fingerprints",
-        type=int,
-        default=None,
-        help="distinct fingerprints (default: all distinct)",
-    )
+    parser.add_argument("--fingerprints", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=180)
     args = parser.parse_args()
-    fingerprints = args.fingerprints or args.events
-    expected_notifications = min(fingerprints, args.events)
-    command = "python bench/router_throughput.py " + " ".join(sys.argv[1:])
-
+    n = args.events
+    fingerprints = args.fingerprints or n
+    notifications = min(fingerprints, n)
+    command = " ".join(["python bench/router_throughput.py", *sys.argv[1:]])
+    result: dict[str, object] = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "events": n,
+        "fingerprints": fingerprints,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp) / "js")
         server.start()
         sink = HttpSink()
         await sink.start()
-        data = Path(tmp) / "data"
-        data.mkdir()
-        (data / "bench.toml").write_text(
+        config = Path(tmp) / "bench.toml"
+        config.write_text(
             f'[[route]]\nmatch = {{}}\nreceivers = ["hook"]\n'
             f'[receivers.hook]\nchannel = "webhook"\nurl = "{sink.url}"\n'
         )
-        process = None
         try:
-            publish_seconds = await preload(server.url, args.events, fingerprints)
-            print(
-                f"preloaded {args.events} events in {publish_seconds:.2f}s "
-                f"({args.events / publish_seconds:,.0f}/s publish with PubAck)"
-            )
-            process = subprocess.Popen(
-                [
-                    TOCSIN,
-                    "--log-level",
-                    "warning",
-                    "serve",
-                    "--data-dir",
-                    str(data),
-                    "--nats-url",
-                    server.url,
-                    "--http",
-                    "",
-                    "--config",
-                    str(data / "bench.toml"),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
+            # A + B: the parts apart.
+            data = Path(tmp) / "apart"
+            seconds = await preload(server.url, n, fingerprints)
+            result["publish_per_second"] = round(n / seconds)
+            common = ("--data-dir", str(data), "--nats-url", server.url, "--config", str(config))
             db = data / "tocsin.db"
-            deadline = time.monotonic() + args.timeout
-            while counts(db) != (args.events, expected_notifications):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit(f"incomplete: {counts(db)} (exit {process.poll()})")
-                await asyncio.sleep(0.1)
-            cpu = _cpu_seconds(process.pid)
-            with sqlite3.connect(db) as conn:
-                first, last = conn.execute(
-                    "SELECT MIN(ts), MAX(ts) FROM events WHERE kind = 'alert.received'"
-                ).fetchone()
-                last_delivery = conn.execute(
-                    "SELECT MAX(ts) FROM events WHERE kind = 'delivery.succeeded'"
-                ).fetchone()[0]
+            async with Proc("router", *common) as router:
+                await until(lambda: count(db, "alert.received") == n, args.timeout, "A", router)
+                result["A_router_events_per_second"] = round(n / span_seconds(db, "alert.received"))
+                result["A_router_commits"] = query(
+                    db, "SELECT COUNT(DISTINCT ts) FROM events WHERE kind = 'alert.received'"
+                )[0]
+                async with Proc("deliver", *common) as deliver:
+                    await until(
+                        lambda: len(sink.requests) >= notifications, args.timeout, "B", deliver
+                    )
+                    span = sink.requests[-1].at - sink.requests[0].at
+                    result["B_delivery_per_second"] = round(len(sink.requests) / max(span, 1e-6))
+                    result["B_deliver_cpu_ms_per_notification"] = round(
+                        deliver.cpu_seconds() * 1000 / len(sink.requests), 3
+                    )
+                await until(
+                    lambda: count(db, "delivery.succeeded") == notifications,
+                    args.timeout,
+                    "B outcomes",
+                    router,
+                )
+            # C: one process, as `make run` runs it.
+            sink.requests.clear()
+            data = Path(tmp) / "together"
+            await preload(server.url, n, fingerprints)
+            db = data / "tocsin.db"
+            common = ("--data-dir", str(data), "--nats-url", server.url, "--config", str(config))
+            async with Proc("serve", "--http", "", *common) as serve:
+                await until(
+                    lambda: count(db, "delivery.succeeded") == notifications,
+                    args.timeout,
+                    "C",
+                    serve,
+                )
+                result["C_serve_events_per_second"] = round(n / span_seconds(db, "alert.received"))
+                first = query(db, "SELECT MIN(ts) FROM events WHERE kind = 'alert.received'")[0]
+                last = query(db, "SELECT MAX(ts) FROM events WHERE kind = 'delivery.succeeded'")[0]
+                result["C_last_notification_after_first_commit_s"] = round((last - first) / 1e6, 2)
+                result["C_notifications"] = len(sink.requests)
+                result["C_serve_cpu_seconds"] = serve.cpu_seconds()
+                result["C_serve_rss_mib"] = serve.rss_mib()
         finally:
-            if process is not None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(30)
             await sink.stop()
             server.stop()
-
-    seconds = max((last - first) / 1e6, 1e-6)
-    result = {
-        "command": command,
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "events": args.events,
-        "fingerprints": fingerprints,
-        "router_events_per_second": round(args.events / seconds),
-        "router_seconds": round(seconds, 3),
-        "notifications": len(sink.requests),
-        "last_notification_after_first_commit_seconds": round((last_delivery - first) / 1e6, 3),
-        "tocsin_cpu_seconds": cpu,
-    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(
-        f"\n{result['router_events_per_second']:,} events/s through the router "
-        f"({args.events} events, {fingerprints} fingerprints); "
-        f"{result['notifications']} notifications, the last "
-        f"{result['last_notification_after_first_commit_seconds']}s after the first commit\n"
-        f"command: {command}"
+        f"\nA router alone: {result['A_router_events_per_second']:,} events/s committed + routed"
+        f"\nB delivery alone: {result['B_delivery_per_second']:,} notifications/s to one webhook"
+        f"\nC serve end to end: {result['C_serve_events_per_second']:,} events/s; last of "
+        f"{result['C_notifications']} notifications "
+        f"{result['C_last_notification_after_first_commit_s']}s after the first commit"
+        f"\ncommand: {command}"
     )
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 if __name__ == "__main__":
