@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 
-from tests.support import free_port
-from tocsin import contracts
+from tests.support import HttpSink, free_port, publish, wait_until, webhook_config
+from tocsin import broker, contracts
 from tocsin.embedded import NatsServerNotFound, find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,3 +166,93 @@ def test_serve_with_embedded_nats_then_publish_through_the_data_dir(tmp_path: Pa
     assert "disk full" in out
     assert not (data / "nats.url").exists()
     assert "embedded nats-server" in err
+
+
+async def test_router_and_deliver_as_separate_processes(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """The scale-out shape: `tocsin router` owns the log, two `tocsin deliver` workers
+    share the receiver's consumer, and each notification is sent once."""
+    config = tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url))
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--nats-url", nats_url, "--config", str(config)]
+    processes = [
+        await asyncio.create_subprocess_exec(TOCSIN, role, *common, stderr=asyncio.subprocess.PIPE)
+        for role in ("router", "deliver", "deliver")
+    ]
+    try:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+
+        async def consumers_exist() -> bool:
+            try:
+                await js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
+                await js.consumer_info(broker.STREAM_WORK, broker.deliver_consumer("hook"))
+            except nats.js.errors.NotFoundError:
+                return False
+            return True
+
+        await wait_until(consumers_exist, 30, "the router's and workers' consumers")
+        await nc.close()
+        for i in range(20):
+            await publish(
+                nats_url,
+                "alerts.in.apart",
+                {
+                    "type": "apart",
+                    "severity": "error",
+                    "summary": f"event {i}",
+                    "labels": {"n": str(i)},
+                },
+            )
+        await wait_until(lambda: len(sink.requests) == 20, 30, "20 notifications")
+        db = data / "tocsin.db"
+
+        def recorded() -> bool:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                query = "SELECT COUNT(*) FROM events WHERE kind = 'delivery.succeeded'"
+                return int(conn.execute(query).fetchone()[0]) == 20
+
+        await wait_until(recorded, 30, "20 outcomes recorded by the router")
+        keys = [r.headers["idempotency-key"] for r in sink.requests]
+        assert len(set(keys)) == 20
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 30) for p in processes]
+        logs = [(await p.stderr.read()).decode() for p in processes if p.stderr]
+    assert codes == [0, 0, 0], logs
+
+
+async def test_readyz_says_why_until_nats_answers(tmp_path: Path) -> None:
+    """Ready only once streams and consumers exist: with NATS unreachable, /readyz is
+    503 with the reason, and the process still stops cleanly on SIGTERM."""
+    http = f"127.0.0.1:{free_port()}"
+    dead = f"nats://127.0.0.1:{free_port()}"
+    process = await asyncio.create_subprocess_exec(
+        TOCSIN,
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--nats-url",
+        dead,
+        "--http",
+        http,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def answered() -> httpx.Response | None:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return await client.get(f"http://{http}/readyz")
+            except httpx.HTTPError:
+                return None
+
+        response = await wait_until(answered, 20, "/readyz to answer")
+        assert response.status_code == 503
+        assert response.json() == {"ready": False, "reason": f"connecting to NATS at {dead}"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0

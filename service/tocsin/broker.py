@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 log = logging.getLogger("tocsin.broker")
 
@@ -166,15 +166,19 @@ async def connect(url: str, name: str) -> NATS:
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the streams, or update them to this version's config."""
+    """Create the streams, or update them to this version's config. Safe when several
+    tocsin processes start at once: whoever loses the race to create, updates."""
     for config in stream_configs():
         try:
             await js.stream_info(config.name or "")
         except NotFoundError:
-            await js.add_stream(config)
-            log.info("created stream %s", config.name)
-        else:
-            await js.update_stream(config)
+            try:
+                await js.add_stream(config)
+                log.info("created stream %s", config.name)
+                continue
+            except BadRequestError:
+                log.info("stream %s was created meanwhile; updating it", config.name)
+        await js.update_stream(config)
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, config: js_api.ConsumerConfig) -> None:

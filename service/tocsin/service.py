@@ -122,7 +122,19 @@ async def run(options: Options) -> int:
             server = http_server(create_app(state_of, readiness), *http_address)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         readiness.reason = f"connecting to NATS at {url}"
-        nc = await broker.connect(url, name=f"tocsin-{__version__}")
+        log.info("connecting to NATS at %s", url)
+        connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            log.info("stopped before NATS at %s answered", url)
+            if server is not None:
+                server.should_exit = True
+            await asyncio.wait(tasks, timeout=10)
+            return 0
+        nc = connecting.result()
         js = nc.jetstream(timeout=10)
         await broker.ensure_streams(js)
         log.info("connected to NATS at %s; streams ready", url)
