@@ -136,6 +136,7 @@ class HttpSink:
     port: int = field(default_factory=free_port)
     requests: list[Request] = field(default_factory=list)
     responder: Responder = field(default=always(200))
+    delay: float = 0.0  # seconds to hold each response (a slow receiver, for timeouts)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -157,6 +158,8 @@ class HttpSink:
         index = len(self.requests)
         self.requests.append(request)
         status, extra, payload = self.responder(request, index)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         await send(
             {
                 "type": "http.response.start",
