@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ from tocsin.channels import Channel
 from tocsin.config import RetrySection
 from tocsin.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
 from tocsin.retry import SendResult, Step, next_step, retryable
+from tocsin.throttle import PriorityLine, TokenBucket
 from tocsin.times import format_us, now_us
 from tocsin.tracing import traceparent_for
 
@@ -30,6 +32,51 @@ log = logging.getLogger("tocsin.delivery")
 _work_decoder = msgspec.json.Decoder(WorkItem)
 _encoder = msgspec.json.Encoder()
 OUTCOME_PUBLISH_PATIENCE = 20.0
+PROGRESS_EVERY = 15.0  # seconds between +WPI for a held item; well inside ack_wait
+
+
+class Gate:
+    """Admits sends at the receiver's ``max_per_minute``, highest severity first.
+
+    Waiting sends keep their work item (they count against the worker's concurrency,
+    so the rest stays in JetStream) and tell JetStream they are in progress.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._bucket = TokenBucket(per_minute)
+        self._line: PriorityLine[asyncio.Future[None]] = PriorityLine()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def admit(self, severity: str, on_wait: Callable[[], Awaitable[None]]) -> float:
+        """Wait for a token; returns the seconds waited. ``on_wait`` runs every
+        ``PROGRESS_EVERY`` seconds while waiting."""
+        loop = asyncio.get_running_loop()
+        if not len(self._line) and self._bucket.take(loop.time()):
+            return 0.0
+        started = loop.time()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._line.push(severity, turn)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._release())
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(turn), PROGRESS_EVERY)
+                return loop.time() - started
+            except TimeoutError:
+                await on_wait()
+
+    async def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self._line):
+            delay = self._bucket.wait(loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            self._bucket.take(loop.time())
+            turn = self._line.pop()
+            if not turn.done():
+                turn.set_result(None)
 
 
 class ReceiverWorker:
@@ -43,6 +90,7 @@ class ReceiverWorker:
         channel: Channel,
         retry: RetrySection,
         concurrency: int,
+        max_per_minute: int | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -52,6 +100,7 @@ class ReceiverWorker:
         self._backoff = [float(d) for d in retry.backoff]
         self._concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._gate = Gate(max_per_minute) if max_per_minute else None
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -88,6 +137,20 @@ class ReceiverWorker:
             await broker.ack_all(self._nc, [msg], broker.TERM)
             return
         attempt = broker.delivery_count(msg)
+        if self._gate is not None:
+
+            async def still_working() -> None:
+                await broker.ack_all(self._nc, [msg], broker.PROGRESS)
+
+            waited = await self._gate.admit(item.notification.severity, still_working)
+            if waited > 0.001:
+                log.info(
+                    "throttled %s to %s for %.2fs (max_per_minute=%d)",
+                    item.notification.notification_id,
+                    self.receiver,
+                    waited,
+                    self._gate.per_minute,
+                )
         traceparent = traceparent_for(item.trace_id) if item.trace_id else None
         try:
             result = await self._channel.send(item.notification, traceparent=traceparent)

@@ -160,7 +160,13 @@ async def run(options: Options) -> int:
             )
             workers.append(
                 ReceiverWorker(
-                    nc, js, name, channel, config.retry, config.delivery.concurrency
+                    nc,
+                    js,
+                    name,
+                    channel,
+                    config.retry,
+                    config.delivery.concurrency,
+                    receiver.max_per_minute,
                 ).run(stop)
             )
         tasks.extend(asyncio.create_task(w) for w in workers)
