@@ -1,12 +1,17 @@
-"""``email``: a plain-text message per notification over SMTP (aiosmtplib).
+"""``email``: one message per notification over SMTP (aiosmtplib), text and HTML parts.
 
-Server settings come from ``[smtp]`` (or ``SMTP_*`` in the environment); a refused
-recipient or a bad address is permanent, a connection failure or a 4xx reply retryable.
+Subject and text come from the receiver's templates (default subject
+``[SEVERITY] summary``); the HTML part renders the same body with autoescaping, since
+alert fields are untrusted. Server settings come from ``[smtp]`` (or ``SMTP_*``):
+STARTTLS (default), implicit TLS (``tls = true``), optional login. A refused recipient,
+a failed login or another 5xx reply is permanent; a connection failure, a timeout or a
+4xx reply is retryable.
 """
 
 from __future__ import annotations
 
 from email.message import EmailMessage
+from html import escape
 
 import aiosmtplib
 
@@ -19,34 +24,43 @@ from tocsin.channels import (
 )
 from tocsin.contracts import Notification
 from tocsin.retry import SENT, SendResult, permanent, retryable
+from tocsin.templates import TemplateConfigError, Templates, context
+
+_COLOURS = {"critical": "#b3261e", "error": "#d9480f", "warning": "#b08800", "info": "#1c64b8"}
 
 
 class EmailConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     to: list[str]
 
 
-def render(notification: Notification, sender: str, to: list[str]) -> EmailMessage:
-    """The message for a notification: subject ``[SEVERITY] summary``."""
+def render(
+    notification: Notification,
+    sender: str,
+    to: list[str],
+    templates: Templates | None = None,
+    dashboard_url: str | None = None,
+) -> EmailMessage:
+    """The message for a notification: subject from the title template (one line, so
+    untrusted text cannot add headers), a text part and an escaped HTML part."""
+    templates = templates or Templates()
+    variables = context(notification, dashboard_url)
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
-    summary = " ".join(notification.summary.split())
-    message["Subject"] = f"[{notification.severity.upper()}] {summary}"
+    message["Subject"] = " ".join(templates.render("title", variables).split())[:250]
     message["X-Tocsin-Notification-Id"] = notification.notification_id
-    labels = "\n".join(f"  {key} = {value}" for key, value in sorted(notification.labels.items()))
-    message.set_content(
-        f"{notification.summary}\n\n"
-        f"reason:      {notification.reason}\n"
-        f"status:      {notification.status}\n"
-        f"severity:    {notification.severity}\n"
-        f"type:        {notification.type}\n"
-        f"source:      {notification.source}\n"
-        f"alert:       {notification.alert_id}\n"
-        f"fingerprint: {notification.fingerprint}\n"
-        f"first seen:  {notification.first_seen}\n"
-        f"last seen:   {notification.last_seen}\n"
-        f"occurrences: {notification.occurrences} ({notification.suppressed_count} suppressed)\n"
-        f"labels:\n{labels or '  (none)'}\n"
+    text = templates.render("body", variables)
+    link = variables["alert_url"]
+    message.set_content(text + (f"\n\n{link}" if link else ""))
+    colour = _COLOURS.get(notification.severity, "#444")
+    html_body = templates.render("body", variables, html=True)
+    button = f'<p><a href="{escape(link)}">Open in tocsin</a></p>' if link else ""
+    message.add_alternative(
+        '<!doctype html><html><body style="font-family:sans-serif">'
+        f'<h2 style="color:{colour}">{escape(message["Subject"])}</h2>'
+        f'<pre style="white-space:pre-wrap;font-family:inherit">{html_body}</pre>'
+        f"{button}</body></html>",
+        subtype="html",
     )
     return message
 
@@ -54,22 +68,28 @@ def render(notification: Notification, sender: str, to: list[str]) -> EmailMessa
 class EmailChannel:
     kind = "email"
 
-    def __init__(self, name: str, config: EmailConfig, smtp: SmtpSettings | None) -> None:
+    def __init__(self, name: str, config: EmailConfig, env: ChannelEnv) -> None:
+        smtp = env.smtp
         if smtp is None or not smtp.host:
             raise ChannelConfigError(
                 "smtp.host", "an email receiver needs [smtp] host (or SMTP_HOST)"
             )
         if not config.to or any("@" not in address for address in config.to):
             raise ChannelConfigError("to", "to must list one or more email addresses")
+        try:
+            self._templates = Templates(config.templates)
+        except TemplateConfigError as error:
+            raise ChannelConfigError(error.key, str(error)) from error
         self._to = list(config.to)
-        self._smtp = smtp
+        self._smtp: SmtpSettings = smtp
         self._timeout = config.timeout
+        self._dashboard = env.dashboard_url
 
     async def send(
         self, notification: Notification, *, traceparent: str | None = None
     ) -> SendResult:
         smtp = self._smtp
-        message = render(notification, smtp.sender, self._to)
+        message = render(notification, smtp.sender, self._to, self._templates, self._dashboard)
         try:
             await aiosmtplib.send(
                 message,
@@ -97,7 +117,7 @@ class EmailChannel:
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> EmailChannel:
     assert isinstance(config, EmailConfig)
-    return EmailChannel(name, config, env.smtp)
+    return EmailChannel(name, config, env)
 
 
 KIND = ChannelKind(name="email", config_type=EmailConfig, build=_build)
