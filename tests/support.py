@@ -26,7 +26,7 @@ import uvicorn
 
 from tocsin import config as config_module
 from tocsin import service
-from tocsin.ledger import load_state
+from tocsin.ledger import Ledger, load_state
 from tocsin.log import db_path
 from tocsin.projections import State
 
@@ -298,6 +298,11 @@ class Tocsin:
 
     def rebuilt_state(self) -> State:
         return load_state(self.db)
+
+    def ledger(self) -> Ledger:
+        assert self._options is not None
+        assert self._options.ledger is not None
+        return self._options.ledger
 
     def live_state(self) -> State:
         assert self._options is not None

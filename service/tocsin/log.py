@@ -124,6 +124,16 @@ class EventLog:
     async def close(self) -> None:
         await self._conn.close()
 
+    async def set_page_limit(self, pages: int | None) -> int:
+        """Cap the file at ``pages`` pages (``PRAGMA max_page_count``; None lifts the
+        cap); returns the current page count. A storage quota, and how the tests make
+        the disk "full"."""
+        limit = pages if pages is not None else 4294967294
+        await self._conn.execute(f"PRAGMA max_page_count={int(limit)}")
+        async with self._conn.execute("PRAGMA page_count") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def append(self, facts: Sequence[Fact], ts: int) -> list[int]:
         """Commit ``facts`` in one transaction; returns their seqs. On failure nothing is
         committed, the writer's position is unchanged, and ``LogWriteError`` is raised."""
@@ -155,7 +165,9 @@ class EventLog:
                 )
                 await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                # SQLite already rolled back on some errors (SQLITE_FULL among them).
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
             raise LogWriteError(f"event log write failed: {error}") from error

@@ -109,19 +109,20 @@ async def run(options: Options) -> int:
         options.data_dir.mkdir(parents=True, exist_ok=True)
         url = options.nats_url
         if url is None and options.embedded_nats:
-            readiness.reason = "starting the embedded NATS server"
+            readiness.stage = "starting the embedded NATS server"
             embedded = EmbeddedNats(options.data_dir)
             url = await embedded.start()
         url = resolve_nats_url(url, options.data_dir)
         if options.run_router:
-            readiness.reason = "rebuilding projections from the log"
+            readiness.stage = "rebuilding projections from the log"
             ledger = options.ledger = await Ledger.open(db_path(options.data_dir))
+            readiness.checks.append(lambda: ledger.problem if ledger else None)
         if http_address is not None:
             empty = State()
             state_of = (lambda: ledger.state) if ledger else (lambda: empty)
             server = http_server(create_app(state_of, readiness), *http_address)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
-        readiness.reason = f"connecting to NATS at {url}"
+        readiness.stage = f"connecting to NATS at {url}"
         log.info("connecting to NATS at %s", url)
         connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
         stopped = asyncio.create_task(stop.wait())
@@ -135,6 +136,9 @@ async def run(options: Options) -> int:
             await asyncio.wait(tasks, timeout=10)
             return 0
         nc = connecting.result()
+        readiness.checks.append(
+            lambda: None if nc.is_connected else f"disconnected from NATS at {url}; reconnecting"
+        )
         js = nc.jetstream(timeout=10)
         await broker.ensure_streams(js)
         log.info("connected to NATS at %s; streams ready", url)
@@ -170,7 +174,7 @@ async def run(options: Options) -> int:
                 ).run(stop)
             )
         tasks.extend(asyncio.create_task(w) for w in workers)
-        readiness.reason = None
+        readiness.stage = None
         log.info(
             "tocsin %s ready (config: %s; receivers: %s)",
             __version__,
@@ -187,7 +191,7 @@ async def run(options: Options) -> int:
                 )
                 code = 1
         stop.set()
-        readiness.reason = "shutting down"
+        readiness.stage = "shutting down"
         stopper.cancel()
         if server is not None:
             server.should_exit = True

@@ -16,10 +16,22 @@ from tocsin.projections import State
 
 
 class Readiness:
-    """Why the service is not ready, or ``None`` when it is."""
+    """Why the service is not ready, or ``None`` when it is: the start-up stage, then
+    whatever the running parts report (a log that refuses writes, a lost broker)."""
 
     def __init__(self) -> None:
-        self.reason: str | None = "starting"
+        self.stage: str | None = "starting"
+        self.checks: list[Callable[[], str | None]] = []
+
+    @property
+    def reason(self) -> str | None:
+        if self.stage is not None:
+            return self.stage
+        for check in self.checks:
+            problem = check()
+            if problem is not None:
+                return problem
+        return None
 
 
 def _error(status: int, message: str, field: str | None = None) -> Response[dict[str, Any]]:
