@@ -16,8 +16,10 @@ from pathlib import Path
 
 import msgspec
 
-from tocsin import __version__, broker, config, contracts
+from tocsin import __version__, broker, config, contracts, forensics
 from tocsin.embedded import NatsServerNotFound
+from tocsin.log import db_path
+from tocsin.times import parse_instant
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -94,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--resolved", action="store_true")
     publish.add_argument("--fingerprint")
 
+    replay = sub.add_parser("replay", help="print the log's history, oldest first")
+    _common(replay, nats=False)
+    replay.add_argument("--since", help="RFC 3339 or a duration back from now (15m, 2h, 7d)")
+    replay.add_argument("--until", help="RFC 3339 or a duration back from now")
+    replay.add_argument("--fingerprint")
+    replay.add_argument("--alert", help="an alert id")
+    replay.add_argument("--type", dest="type_", help="every event of alerts of this type")
+    replay.add_argument(
+        "--json", action="store_true", help='one {"seq","ts","kind","data"} per line'
+    )
+
+    state = sub.add_parser("state", help="the projection as of now or of time T")
+    _common(state, nats=False)
+    state.add_argument("--at", help="RFC 3339 or a duration back from now")
+    state.add_argument("--json", action="store_true")
+
+    verify = sub.add_parser("verify", help="check the hash chain and rebuild every projection")
+    _common(verify, nats=False)
+
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire contract")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
     return parser
@@ -133,6 +154,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _schemas(args.out)
     if command == "publish":
         return asyncio.run(_publish(args))
+    if command in ("replay", "state", "verify"):
+        return _forensics(args)
     from tocsin import service
 
     options = service.Options(
@@ -146,6 +169,75 @@ def _dispatch(args: argparse.Namespace) -> int:
         embedded_nats=command == "serve" and not args.nats_url,
     )
     return asyncio.run(service.run(options))
+
+
+def _instant(option: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}") from error
+
+
+def _forensics(args: argparse.Namespace) -> int:
+    path = db_path(args.data_dir)
+    out = sys.stdout
+    try:
+        if args.command == "replay":
+            rows = forensics.replay(
+                path,
+                since=_instant("--since", args.since),
+                until=_instant("--until", args.until),
+                fingerprint=args.fingerprint,
+                alert_id=args.alert,
+                type_=args.type_,
+            )
+            count = 0
+            for entry in rows:
+                out.write(
+                    msgspec.json.encode(entry).decode() if args.json else forensics.line(entry)
+                )
+                out.write("\n")
+                count += 1
+            if not args.json:
+                print(f"{count} event(s)", file=sys.stderr)
+            return EXIT_OK
+        if args.command == "state":
+            state, last_ts = forensics.state_at(path, _instant("--at", args.at))
+            report = forensics.state_report(state, last_ts)
+            if args.json:
+                out.write(msgspec.json.encode(report).decode() + "\n")
+                return EXIT_OK
+            print(
+                f"state as of seq {report.as_of_seq} ({report.as_of or 'empty log'}): "
+                f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open"
+            )
+            for a in report.alerts:
+                print(
+                    f"{a.id}  {a.status:<8} {a.severity:<8} x{a.occurrences:<5} "
+                    f"({a.suppressed_count} suppressed)  {a.last_seen}  {a.summary}"
+                )
+            return EXIT_OK
+        verdict = forensics.verify(path)
+        if not verdict.ok:
+            print(
+                f"tocsin: verify FAILED at seq {verdict.bad_seq}: {verdict.problem} "
+                f"({verdict.events} event(s) before it were sound)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        print(
+            f"ok: {verdict.events} event(s), seq {verdict.first_seq}..{verdict.last_seq}, "
+            f"hash chain intact; projection rebuilt from scratch ({verdict.alerts} alert(s), "
+            f"{verdict.open_alerts} open) in {verdict.seconds:.2f}s"
+        )
+        return EXIT_OK
+    except forensics.LogMissing as error:
+        print(f"tocsin: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:  # e.g. `tocsin replay | head`
+        return EXIT_OK
 
 
 def _schemas(out: Path) -> int:
