@@ -34,6 +34,7 @@ REJECTED = "alerts.rejected"
 ROUTE_PREFIX = "tocsin.route."
 ATTEMPTS_PREFIX = "tocsin.attempts."
 CONTROL_PREFIX = "tocsin.control."
+DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
 
 STREAM_IN = "TOCSIN_IN"
 STREAM_WORK = "TOCSIN_WORK"
@@ -101,38 +102,40 @@ def stream_configs() -> list[js_api.StreamConfig]:
     ]
 
 
-def router_consumer_config() -> js_api.ConsumerConfig:
+def router_consumer_config(ack_wait: float = 30.0) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=ROUTER_CONSUMER,
         filter_subject=IN_SUBJECTS,
         ack_policy=js_api.AckPolicy.EXPLICIT,
-        ack_wait=30.0,
+        ack_wait=ack_wait,
         max_ack_pending=20_000,
         max_deliver=-1,
         max_waiting=16,
     )
 
 
-def recorder_consumer_config() -> js_api.ConsumerConfig:
+def recorder_consumer_config(ack_wait: float = 30.0) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=RECORDER_CONSUMER,
         filter_subjects=[DELIVERED, DELIVERY_FAILED, ATTEMPTS_PREFIX + ">"],
         ack_policy=js_api.AckPolicy.EXPLICIT,
-        ack_wait=30.0,
+        ack_wait=ack_wait,
         max_ack_pending=20_000,
         max_deliver=-1,
         max_waiting=16,
     )
 
 
-def deliver_consumer_config(receiver: str, send_timeout: float) -> js_api.ConsumerConfig:
+def deliver_consumer_config(
+    receiver: str, send_timeout: float, ack_wait: float = 30.0
+) -> js_api.ConsumerConfig:
     """Pending work waits in the stream, not in a worker's memory; ``ack_wait`` outlasts
-    a send plus its outcome publish. Attempts are counted by tocsin, not capped here."""
+    a send (longer holds send +WPI). Attempts are counted by tocsin, not capped here."""
     return js_api.ConsumerConfig(
         durable_name=deliver_consumer(receiver),
         filter_subject=route_subject(receiver),
         ack_policy=js_api.AckPolicy.EXPLICIT,
-        ack_wait=max(60.0, 2 * send_timeout + 30.0),
+        ack_wait=max(ack_wait, send_timeout + 5.0),
         max_ack_pending=10_000,
         max_deliver=-1,
         max_waiting=64,

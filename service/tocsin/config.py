@@ -68,6 +68,14 @@ class SmtpSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     tls: bool | None = None
 
 
+class NatsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """How long JetStream waits for an ack before redelivering: after a crash, unacked
+    messages come back this much later (delivery consumers also allow for their
+    receiver's timeout)."""
+
+    ack_wait: Duration = Duration(30.0)
+
+
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How hard delivery workers push: sends in flight per receiver per process."""
 
@@ -81,6 +89,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     retry: RetrySection = RetrySection()
     smtp: SmtpSection = SmtpSection()
     delivery: DeliverySection = DeliverySection()
+    nats: NatsSection = NatsSection()
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class Config:
     retry: RetrySection
     smtp: SmtpSettings | None
     delivery: DeliverySection = field(default_factory=DeliverySection)
+    nats: NatsSection = field(default_factory=NatsSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
 
@@ -134,6 +144,8 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("retry.backoff: delays must not be negative")
     if parsed.delivery.concurrency < 1:
         raise ConfigError("delivery.concurrency: must be at least 1")
+    if parsed.nats.ack_wait < 1:
+        raise ConfigError("nats.ack_wait: must be at least 1s")
     kinds = registry()
     receivers = {name: _receiver(name, table, kinds) for name, table in parsed.receivers.items()}
     if not receivers:
@@ -148,6 +160,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         retry=parsed.retry,
         smtp=_smtp(parsed.smtp, env),
         delivery=parsed.delivery,
+        nats=parsed.nats,
         source=source,
         kinds=kinds,
     )

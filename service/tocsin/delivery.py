@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from tocsin import broker
+from tocsin import broker, faults
 from tocsin.channels import Channel
 from tocsin.config import RetrySection
 from tocsin.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
@@ -32,7 +32,7 @@ log = logging.getLogger("tocsin.delivery")
 _work_decoder = msgspec.json.Decoder(WorkItem)
 _encoder = msgspec.json.Encoder()
 OUTCOME_PUBLISH_PATIENCE = 20.0
-PROGRESS_EVERY = 15.0  # seconds between +WPI for a held item; well inside ack_wait
+STATUS_PATIENCE = 2.0  # seconds to wait for the router's word on a redelivered item
 
 
 class Gate:
@@ -42,15 +42,16 @@ class Gate:
     so the rest stays in JetStream) and tell JetStream they are in progress.
     """
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, progress_every: float) -> None:
         self.per_minute = per_minute
+        self._progress_every = progress_every
         self._bucket = TokenBucket(per_minute)
         self._line: PriorityLine[asyncio.Future[None]] = PriorityLine()
         self._pump: asyncio.Task[None] | None = None
 
     async def admit(self, severity: str, on_wait: Callable[[], Awaitable[None]]) -> float:
         """Wait for a token; returns the seconds waited. ``on_wait`` runs every
-        ``PROGRESS_EVERY`` seconds while waiting."""
+        ``progress_every`` seconds while waiting (a third of the consumer's ack_wait)."""
         loop = asyncio.get_running_loop()
         if not len(self._line) and self._bucket.take(loop.time()):
             return 0.0
@@ -61,7 +62,7 @@ class Gate:
             self._pump = asyncio.create_task(self._release())
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(turn), PROGRESS_EVERY)
+                await asyncio.wait_for(asyncio.shield(turn), self._progress_every)
                 return loop.time() - started
             except TimeoutError:
                 await on_wait()
@@ -91,6 +92,7 @@ class ReceiverWorker:
         retry: RetrySection,
         concurrency: int,
         max_per_minute: int | None = None,
+        progress_every: float = 10.0,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -100,7 +102,7 @@ class ReceiverWorker:
         self._backoff = [float(d) for d in retry.backoff]
         self._concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
-        self._gate = Gate(max_per_minute) if max_per_minute else None
+        self._gate = Gate(max_per_minute, progress_every) if max_per_minute else None
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -137,6 +139,9 @@ class ReceiverWorker:
             await broker.ack_all(self._nc, [msg], broker.TERM)
             return
         attempt = broker.delivery_count(msg)
+        if attempt > 1 and await self._already_settled(item):
+            await broker.ack_all(self._nc, [msg])
+            return
         if self._gate is not None:
 
             async def still_working() -> None:
@@ -157,6 +162,7 @@ class ReceiverWorker:
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             result = retryable(f"channel error: {type(error).__name__}: {error}")
+        faults.point("delivery.after_send")
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         outcome = self._outcome(item, attempt, result, step)
         if not await self._publish_outcome(msg, outcome):
@@ -165,10 +171,33 @@ class ReceiverWorker:
                 item.notification.notification_id,
             )
             return
+        faults.point("delivery.after_outcome")
         if step.action == "retry":
             await broker.nak(self._nc, msg, step.delay)
         else:
             await broker.ack_all(self._nc, [msg])
+
+    async def _already_settled(self, item: WorkItem) -> bool:
+        """A redelivered item whose outcome the log already holds (the worker died after
+        publishing it, before acking) is not sent again. The router answers from its
+        projection; with no answer, the item is sent (at least once beats never)."""
+        nid = item.notification.notification_id
+        try:
+            reply = await self._nc.request(
+                broker.DELIVERY_STATUS, nid.encode(), timeout=STATUS_PATIENCE
+            )
+        except Exception:
+            return False
+        status = reply.data.decode()
+        if status in ("delivered", "dead"):
+            log.info(
+                "%s to %s is already %s in the log; not sending it again",
+                nid,
+                self.receiver,
+                status,
+            )
+            return True
+        return False
 
     def _outcome(
         self, item: WorkItem, attempt: int, result: SendResult, step: Step

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from tocsin import broker, ingest
+from tocsin import broker, faults, ingest
 from tocsin import events as ev
 from tocsin.config import Config
 from tocsin.ledger import Ledger
@@ -86,6 +86,8 @@ class Router:
                 seen.add(in_seq)
                 for event in self.facts_for(msg, batch.ts):
                     fresh.append((batch.add(event, in_seq=in_seq), in_seq, event))
+            faults.point("router.before_commit")
+        faults.point("router.after_commit")
         state = ledger.state
         outbound = [m for seq, in_seq, e in fresh for m in messages_for(state, seq, e, in_seq)]
         for in_seq, rows in logged.items():
@@ -106,6 +108,7 @@ class Router:
                 len(stored),
             )
             return
+        faults.point("router.after_publish")
         await broker.ack_all(self._nc, msgs)
         self.processed += len(msgs)
 

@@ -48,6 +48,17 @@ class Options:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+async def answer_delivery_status(nc: Any, ledger: Ledger) -> None:
+    """Reply to ``tocsin.control.delivery-status`` from the projection: what the log
+    says of a notification (pending, retrying, delivered, dead, unknown)."""
+
+    async def reply(msg: Any) -> None:
+        delivery = ledger.state.deliveries.get(msg.data.decode(errors="replace"))
+        await msg.respond((delivery.status if delivery else "unknown").encode())
+
+    await nc.subscribe(broker.DELIVERY_STATUS, queue="tocsin-router", cb=reply)
+
+
 def resolve_nats_url(explicit: str | None, data_dir: Path) -> str:
     """``--nats-url`` / ``TOCSIN_NATS_URL``, else ``<data-dir>/nats.url``, else 4222."""
     if explicit:
@@ -144,8 +155,12 @@ async def run(options: Options) -> int:
         log.info("connected to NATS at %s; streams ready", url)
         workers: list[Coroutine[Any, Any, None]] = []
         if ledger is not None:
-            await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
-            await broker.ensure_consumer(js, broker.STREAM_OUT, broker.recorder_consumer_config())
+            await broker.ensure_consumer(
+                js, broker.STREAM_IN, broker.router_consumer_config(config.nats.ack_wait)
+            )
+            await broker.ensure_consumer(
+                js, broker.STREAM_OUT, broker.recorder_consumer_config(config.nats.ack_wait)
+            )
             async with ledger.batch() as batch:
                 batch.add(
                     ev.ConfigLoaded(
@@ -155,24 +170,24 @@ async def run(options: Options) -> int:
                         dedup_window_seconds=config.dedup_window,
                     )
                 )
+            await answer_delivery_status(nc, ledger)
             workers.append(Router(nc, js, ledger, config).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
         for name, channel in channels.items():
             receiver = config.receivers[name]
-            await broker.ensure_consumer(
-                js, broker.STREAM_WORK, broker.deliver_consumer_config(name, receiver.timeout)
+            consumer = broker.deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait)
+            await broker.ensure_consumer(js, broker.STREAM_WORK, consumer)
+            worker = ReceiverWorker(
+                nc,
+                js,
+                name,
+                channel,
+                config.retry,
+                config.delivery.concurrency,
+                receiver.max_per_minute,
+                progress_every=(consumer.ack_wait or 30.0) / 3,
             )
-            workers.append(
-                ReceiverWorker(
-                    nc,
-                    js,
-                    name,
-                    channel,
-                    config.retry,
-                    config.delivery.concurrency,
-                    receiver.max_per_minute,
-                ).run(stop)
-            )
+            workers.append(worker.run(stop))
         tasks.extend(asyncio.create_task(w) for w in workers)
         readiness.stage = None
         log.info(

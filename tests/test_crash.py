@@ -1,0 +1,224 @@
+"""Crash safety, proven by killing the process (DESIGN.md invariants 2-5).
+
+`tocsin serve` runs as its own process against the session nats-server while events
+stream in; it is SIGKILLed at a fail-point (or from outside at a seeded random moment),
+restarted on the same data dir, and then the log must be exact: every event counted
+once, every dedup key notified, nothing stranded, live state == fold(log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import pytest
+
+from tests.support import HttpSink, free_port, wait_until, webhook_config
+from tocsin import broker, forensics
+from tocsin.log import db_path
+from tocsin.times import format_us, now_us
+
+TOCSIN = str(Path(sys.executable).parent / "tocsin")
+EVENTS = 600
+FINGERPRINTS = 60
+WINDOW_US = 600 * 1_000_000
+
+
+class Serve:
+    """One `tocsin serve` process."""
+
+    def __init__(self, data_dir: Path, nats_url: str, config: Path, fault: str | None) -> None:
+        self.port = free_port()
+        self.args = [
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--nats-url",
+            nats_url,
+            "--config",
+            str(config),
+            "--http",
+            f"127.0.0.1:{self.port}",
+        ]
+        self.env = {k: v for k, v in os.environ.items() if k != "TOCSIN_FAULT"}
+        if fault:
+            self.env["TOCSIN_FAULT"] = fault
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Serve:
+        self.process = await asyncio.create_subprocess_exec(
+            TOCSIN,
+            "--log-level",
+            "warning",
+            *self.args,
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+        async def ready() -> bool:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                return True  # died already (an early fail-point)
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (
+                        await client.get(f"http://127.0.0.1:{self.port}/readyz")
+                    ).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_until(ready, 20, "tocsin serve to be ready")
+        return self
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"http://127.0.0.1:{self.port}/api/v1/alerts", params={"limit": 500}
+            )
+        return list(response.json()["alerts"])
+
+    def kill(self) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.wait()
+
+
+def bucket_time() -> int:
+    now = now_us()
+    return now - now % WINDOW_US - WINDOW_US + 1_000_000  # early in the previous bucket
+
+
+async def stream(nats_url: str, base: int) -> None:
+    """Publish every event with a PubAck, one at a time, so the router sees many small
+    batches (many commits to be killed in)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    for i in range(EVENTS):
+        body = {
+            "type": "crash_test",
+            "severity": "warning",
+            "summary": f"event {i}",
+            "labels": {"n": str(i % FINGERPRINTS)},
+            "timestamp": format_us(base + i * 1000),
+        }
+        await js.publish("alerts.in.crash", msgspec.json.encode(body), timeout=5)
+    await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "kill_after"),
+    [
+        ("router.before_commit:3", None),
+        ("router.after_commit:3", None),
+        ("router.after_publish:3", None),
+        ("delivery.after_send:5", None),
+        ("delivery.after_outcome:5", None),
+        (None, 11),
+        (None, 23),
+    ],
+)
+async def test_killed_and_restarted_the_log_is_exact(
+    nats_url: str, sink: HttpSink, tmp_path: Path, fault: str | None, kill_after: int | None
+) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "tocsin.toml"
+    # Short ack_wait: what a crash leaves unacked comes back in seconds, not half a minute.
+    config.write_text(
+        webhook_config(sink.url).replace('timeout = "2s"', 'timeout = "1s"')
+        + '\n[nats]\nack_wait = "2s"\n'
+    )
+    first = await Serve(data, nats_url, config, fault).start()
+    publisher = asyncio.create_task(stream(nats_url, bucket_time()))
+    if kill_after is not None:  # from outside, at a seeded random moment
+        await asyncio.sleep(random.Random(kill_after).uniform(0.05, 0.6))
+        first.kill()
+    assert await first.wait() == -signal.SIGKILL
+    await publisher
+
+    second = await Serve(data, nats_url, config, None).start()
+    db = db_path(data)
+    try:
+        await wait_until(lambda: _count(db, "alert.received") == EVENTS, 60, "every event logged")
+        await wait_until(
+            lambda: _count(db, "delivery.succeeded") >= FINGERPRINTS,
+            60,
+            "every notification delivered",
+        )
+        # exactly once in the log
+        assert _count(db, "alert.received") == EVENTS
+        assert _count(db, "alert.opened") == FINGERPRINTS
+        state, _ = forensics.state_at(db)
+        alerts = list(state.alerts.values())
+        assert sum(a.occurrences for a in alerts) == EVENTS
+        assert sum(1 + a.suppressed_count for a in alerts) == EVENTS
+        # every dedup key notified, and each notification recorded delivered once
+        routed = {e["dedup_key"] for e in _events(db, "alert.routed")}
+        notified = {r.json()["dedup_key"] for r in sink.requests}
+        assert notified == routed
+        assert len(routed) == FINGERPRINTS
+        sends = Counter(r.headers["idempotency-key"] for r in sink.requests)
+        assert _count(db, "delivery.succeeded") == FINGERPRINTS
+        if fault == "delivery.after_outcome:5":  # its success was logged: not sent again
+            assert max(sends.values()) == 1
+        else:
+            assert max(sends.values()) <= 2
+        # nothing stranded: redeliveries of what the crash left unacked are settled
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+
+        async def drained() -> bool:
+            work = (await js.stream_info(broker.STREAM_WORK)).state.messages
+            router = await js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
+            return (work, router.num_pending, router.num_ack_pending) == (0, 0, 0)
+
+        await wait_until(drained, 30, "no work item or inbound message left")
+        await nc.close()
+        assert _count(db, "delivery.succeeded") == FINGERPRINTS
+        sends = Counter(r.headers["idempotency-key"] for r in sink.requests)
+        if fault == "delivery.after_outcome:5":  # its success was logged: not sent again
+            assert max(sends.values()) == 1
+        # live state == fold(log)
+        live = {
+            a["id"]: (a["occurrences"], a["suppressed_count"], a["status"])
+            for a in await second.alerts()
+        }
+        assert live == {a.id: (a.occurrences, a.suppressed_count, a.status) for a in alerts}
+        assert forensics.verify(db).ok
+    finally:
+        assert await second.stop() == 0
+
+
+def _count(db: Path, kind: str) -> int:
+    return sum(1 for _ in _events(db, kind))
+
+
+def _events(db: Path, kind: str) -> list[dict[str, Any]]:
+    import sqlite3
+
+    import msgspec
+
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT data FROM events WHERE kind = ?", (kind,)).fetchall()
+    return [msgspec.json.decode(row[0]) for row in rows]
