@@ -9,9 +9,10 @@ from pathlib import Path
 
 import nats
 import pytest
+from aiosmtpd.controller import Controller
 from nats.js.errors import NotFoundError
 
-from tests.support import HttpSink, NatsServer
+from tests.support import HttpSink, Mailbox, NatsServer, authenticate, free_port
 from tocsin import broker
 
 
@@ -48,3 +49,16 @@ async def sink() -> AsyncIterator[HttpSink]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives."""
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
+    )
+    controller.start()
+    yield mailbox, port
+    controller.stop()

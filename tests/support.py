@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
 import os
 import shutil
 import signal
@@ -17,12 +18,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import nats
 import uvicorn
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tocsin import config as config_module
 from tocsin import service
@@ -323,3 +326,27 @@ class Tocsin:
         with contextlib.closing(sqlite3.connect(self.db)) as conn:
             rows = conn.execute("SELECT data FROM events WHERE kind = ? ORDER BY seq", (kind,))
             return [msgspec.json.decode(row[0]) for row in rows]
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps what it receives, refusing one address."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], Message]] = []
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address.startswith("nobody@"):
+            return "550 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 Message accepted"
+
+
+def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"tocsin", b"pw")
+    return AuthResult(success=ok, handled=False)

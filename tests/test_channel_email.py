@@ -3,56 +3,15 @@ escaping, and which failures are permanent."""
 
 from __future__ import annotations
 
-import email
-from collections.abc import Iterator
-from email.message import Message
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.support import free_port
+from tests.support import Mailbox, free_port
 from tocsin.channels import ChannelConfigError, ChannelEnv, SmtpSettings
 from tocsin.channels.email import EmailChannel, EmailConfig
 from tocsin.contracts import Notification
 from tocsin.times import Duration
-
-
-class Mailbox:
-    """An aiosmtpd handler that keeps what it receives, refusing one address."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], Message]] = []
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: Any
-    ) -> str:
-        if address.startswith("nobody@"):
-            return "550 no such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 Message accepted"
-
-
-def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"tocsin", b"pw")
-    return AuthResult(success=ok, handled=False)
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-    port = free_port()
-    controller = Controller(
-        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
-    )
-    controller.start()
-    yield mailbox, port
-    controller.stop()
 
 
 def notification(**fields: Any) -> Notification:

@@ -79,9 +79,30 @@ class ChannelKind:
 
 def registry() -> dict[str, ChannelKind]:
     """Built-in channels plus every installed ``tocsin.channels`` entry point."""
-    from tocsin.channels import email, log, webhook
+    from tocsin.channels import (
+        discord,
+        email,
+        file,
+        log,
+        opsgenie,
+        pagerduty,
+        slack,
+        teams,
+        webhook,
+    )
 
-    kinds = {kind.name: kind for kind in (webhook.KIND, log.KIND, email.KIND)}
+    builtin = (
+        webhook.KIND,
+        slack.KIND,
+        discord.KIND,
+        teams.KIND,
+        pagerduty.KIND,
+        opsgenie.KIND,
+        email.KIND,
+        file.KIND,
+        log.KIND,
+    )
+    kinds = {kind.name: kind for kind in builtin}
     for point in entry_points(group="tocsin.channels"):
         loaded = point.load()
         if isinstance(loaded, ChannelKind):

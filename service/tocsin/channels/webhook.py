@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
+from urllib.parse import urlsplit
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels import (
+    Channel,
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    discord,
+    slack,
+)
 from tocsin.channels.http import pooled_client, post
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
 
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger("tocsin.channels.webhook")
 
 
 class WebhookConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
@@ -67,9 +78,43 @@ class WebhookChannel:
         await self._client.aclose()
 
 
-def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> WebhookChannel:
+def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> Channel:
+    """A generic webhook, unless its URL is a Slack or Discord incoming webhook (teams
+    paste those into generic webhooks): then it speaks that provider's format."""
     assert isinstance(config, WebhookConfig)
+    if slack.matches_url(config.url):
+        log.info(
+            "receiver %s: %s is a Slack webhook; sending Slack messages", name, _host(config.url)
+        )
+        slack_config = slack.SlackConfig(
+            channel="slack",
+            url=config.url,
+            timeout=config.timeout,
+            max_per_minute=config.max_per_minute,
+            templates=config.templates,
+        )
+        return slack.SlackChannel(name, slack_config, env)
+    if discord.matches_url(config.url):
+        log.info(
+            "receiver %s: %s is a Discord webhook; sending Discord messages",
+            name,
+            _host(config.url),
+        )
+        discord_config = discord.DiscordConfig(
+            channel="discord",
+            url=config.url,
+            timeout=config.timeout,
+            max_per_minute=config.max_per_minute,
+            templates=config.templates,
+        )
+        return discord.DiscordChannel(name, discord_config, env)
     return WebhookChannel(name, config, env)
+
+
+def _host(url: str) -> str:
+    """The URL without its path: Slack and Discord webhook paths are credentials."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 KIND = ChannelKind(name="webhook", config_type=WebhookConfig, build=_build)

@@ -1,0 +1,329 @@
+"""``discord``: one rich embed posted to a Discord webhook (Execute Webhook).
+
+The receiver's ``url`` is a webhook URL
+(``https://discord.com/api/webhooks/<id>/<token>``). tocsin posts to it with
+``?wait=true``: without it Discord answers 204 before the message is stored and "a
+message that is not saved does not return an error", so a lost message would be
+counted as delivered; with it, the answer is 200 with the message once it is saved.
+Any 2xx is a success; 429 (with ``Retry-After``), 408 and 5xx are retried, other 4xx
+(400 for a payload Discord refuses, 401/404 for a deleted webhook) are permanent.
+
+Discord documentation relied on:
+
+- Execute Webhook: ``content`` up to 2000 characters, up to 10 ``embeds``,
+  ``allowed_mentions``, the ``wait`` query parameter:
+  https://discord.com/developers/docs/resources/webhook#execute-webhook
+- Embed object (``title``, ``description``, ``url``, ``timestamp`` ISO8601, ``color``
+  integer, ``footer.text``, ``fields`` of ``name``/``value``/``inline``) and its limits:
+  title 256, description 4096, at most 25 fields, field name 256, field value 1024,
+  footer text 2048, and the sum of title, description, field names and values, footer
+  text and author name at most 6000 characters (whitespace at either end trimmed);
+  a violation is a 400:
+  https://discord.com/developers/docs/resources/message#embed-object-embed-limits
+- Allowed mentions: ``{"parse": []}`` suppresses every mention (``@everyone``,
+  ``@here``, users, roles); message content from user-generated strings should be
+  sanitized and sent with ``allowed_mentions``:
+  https://discord.com/developers/docs/resources/message#allowed-mentions-object
+  https://discord.com/developers/docs/resources/message#create-message
+- Backslash-escaping Discord-flavoured markdown, as the client libraries do
+  (discord.js ``escapeMarkdown``):
+  https://discord.js.org/docs/packages/discord.js/14.25.1/escapeMarkdown:Function
+
+Choices:
+
+- Colour by severity: critical ``0xD32F2F`` (13840175, red), error ``0xF57C00``
+  (16088064, orange), warning ``0xFBC02D`` (16498733, yellow), info ``0x1976D2``
+  (1668818, blue); a resolved notification ``0x388E3C`` (3706428, green) whatever its
+  severity, so a resolved critical alert does not look like a firing one.
+- ``allowed_mentions: {"parse": []}`` always: alert text is untrusted and must not ping.
+- Untrusted text (every notification field) is escaped *before* it reaches the
+  templates wherever Discord renders markdown (``content``, ``description``, field
+  values): ``\\ * _ ~ ` | < > [ ] ( ) #`` get a backslash, so an alert cannot form a
+  masked link, a mention, a heading or a code block, while markdown a receiver's
+  ``templates`` write keeps working. The embed title, field names and footer (which
+  render no links or mentions; the footer no markdown at all) carry the raw text.
+- Fields: one inline field per label, sorted by key (at most 24, or 23 when details
+  are present; then one "+N more labels" field), and one "Details" field summarizing
+  ``details`` as ``key: <JSON value>`` lines.
+- ``timestamp`` is the alert's ``last_seen``; ``url`` the alert in the dashboard when
+  one is configured; the footer names source, occurrences, alert id and fingerprint.
+- Limits are met by cutting (a cut ends with "…"), never by failing: content 2000,
+  title 256, description 4096, field name 256, value 1024, footer 512, and the embed's
+  total within 6000 (title and footer first, then the description, then fields in
+  order while they fit).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+
+from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import pooled_client, post
+from tocsin.contracts import Notification
+from tocsin.retry import SendResult
+from tocsin.templates import TemplateConfigError, Templates, context
+
+MAX_CONTENT_CHARS = 2000
+MAX_TITLE_CHARS = 256
+MAX_DESCRIPTION_CHARS = 4096
+MAX_FIELDS = 25
+MAX_FIELD_NAME_CHARS = 256
+MAX_FIELD_VALUE_CHARS = 1024
+MAX_FOOTER_CHARS = 512  # Discord allows 2048; ours is an id line, kept short for the total
+MAX_EMBED_CHARS = 6000
+MAX_DETAIL_KEYS = 10
+MAX_DETAIL_KEY_CHARS = 64
+MAX_DETAIL_VALUE_CHARS = 200
+MIN_CUT_VALUE_CHARS = 16  # a field cut shorter than this to fit the total is left out
+ELLIPSIS = "…"
+EMPTY_VALUE = "(empty)"
+
+COLORS = {
+    "critical": 0xD32F2F,
+    "error": 0xF57C00,
+    "warning": 0xFBC02D,
+    "info": 0x1976D2,
+}
+RESOLVED_COLOR = 0x388E3C
+
+_HOSTS = {"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"}
+_WEBHOOK_PATH = re.compile(r"^/api(?:/v\d+)?/webhooks/\d+/[A-Za-z0-9_-]+/?$")
+_MARKDOWN = re.compile(r"([\\*_~`|<>\[\]()#])")
+
+_encoder = msgspec.json.Encoder()
+
+
+class DiscordConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
+    url: str
+
+
+def matches_url(url: str) -> bool:
+    """Whether ``url`` is a Discord webhook URL: ``discord.com/api/webhooks/<id>/<token>``
+    or the same on ``discordapp.com`` (also ``ptb.``/``canary.``, and with an API
+    version like ``/api/v10/``). The ``/slack`` and ``/github`` variants take other
+    payloads and do not match."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return (
+        parts.scheme.lower() in ("http", "https")
+        and (parts.hostname or "") in _HOSTS
+        and _WEBHOOK_PATH.match(parts.path) is not None
+    )
+
+
+def execute_url(url: str) -> str:
+    """``url`` with ``wait=true`` added (unless it already sets ``wait``), other query
+    parameters (``thread_id``) kept."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "wait" for key, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("wait", "true")])))
+
+
+def escape(text: str) -> str:
+    """``text`` as literal Discord markdown: markup characters backslash-escaped."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` trimmed, in at most ``limit`` characters; a cut ends with "…" and never
+    leaves a dangling escape backslash."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    kept = text[: max(limit - 1, 0)]
+    if (len(kept) - len(kept.rstrip("\\"))) % 2:
+        kept = kept[:-1]
+    return kept + ELLIPSIS
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _escaped(value: Any) -> Any:
+    """Every string in ``value``, dictionary keys included, escaped."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {
+            (escape(key) if isinstance(key, str) else key): _escaped(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value
+
+
+def details_summary(details: dict[str, Any]) -> list[str]:
+    """One ``key: <JSON value>`` line per key (raw, not escaped), bounded: at most
+    ``MAX_DETAIL_KEYS`` keys, long keys and values cut, then a line counting the rest."""
+    lines = []
+    items = list(details.items())
+    for key, value in items[:MAX_DETAIL_KEYS]:
+        encoded = msgspec.json.encode(value, enc_hook=str).decode()
+        name = str(key)
+        if len(name) > MAX_DETAIL_KEY_CHARS:
+            name = name[: MAX_DETAIL_KEY_CHARS - 1] + ELLIPSIS
+        if len(encoded) > MAX_DETAIL_VALUE_CHARS:
+            encoded = encoded[: MAX_DETAIL_VALUE_CHARS - 1] + ELLIPSIS
+        lines.append(f"{name}: {encoded}")
+    if len(items) > MAX_DETAIL_KEYS:
+        lines.append(f"{ELLIPSIS} {len(items) - MAX_DETAIL_KEYS} more keys")
+    return lines
+
+
+def _field(name: str, value: str, *, inline: bool) -> dict[str, Any]:
+    return {
+        "name": cut(name, MAX_FIELD_NAME_CHARS) or EMPTY_VALUE,
+        "value": cut(value, MAX_FIELD_VALUE_CHARS) or EMPTY_VALUE,
+        "inline": inline,
+    }
+
+
+def _candidate_fields(notification: Notification) -> list[dict[str, Any]]:
+    items = sorted(notification.labels.items())
+    room = MAX_FIELDS - (1 if notification.details else 0)
+    shown = items if len(items) <= room else items[: room - 1]
+    fields = [_field(key, escape(value), inline=True) for key, value in shown]
+    hidden = items[len(shown) :]
+    if hidden:
+        names = ", ".join(escape(key) for key, _ in hidden)
+        fields.append(_field(f"+{len(hidden)} more labels", names, inline=False))
+    if notification.details:
+        lines = "\n".join(details_summary(notification.details))
+        fields.append(_field("Details", escape(lines), inline=False))
+    return fields
+
+
+def _fit(fields: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The fields, in order, that fit in ``budget`` characters (the last one cut)."""
+    kept = []
+    for field in fields:
+        size = len(field["name"]) + len(field["value"])
+        if size <= budget:
+            kept.append(field)
+            budget -= size
+            continue
+        room = budget - len(field["name"])
+        if room >= MIN_CUT_VALUE_CHARS:
+            kept.append({**field, "value": cut(field["value"], room)})
+        break
+    return kept
+
+
+def payload(
+    notification: Notification, templates: Templates, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The Execute Webhook body for ``notification`` (pure)."""
+    raw = context(notification, dashboard_url)
+    variables = {
+        key: value if key == "alert_url" else _escaped(value) for key, value in raw.items()
+    }
+    title = cut(
+        _one_line(templates.render("title", raw)) or _one_line(notification.summary),
+        MAX_TITLE_CHARS,
+    )
+    content = cut(
+        _one_line(templates.render("title", variables)) or escape(notification.summary),
+        MAX_CONTENT_CHARS,
+    )
+    footer = cut(
+        f"{notification.source} · {notification.occurrences} occurrences"
+        f" ({notification.suppressed_count} suppressed) · alert {notification.alert_id}"
+        f" · fingerprint {notification.fingerprint}",
+        MAX_FOOTER_CHARS,
+    )
+    budget = MAX_EMBED_CHARS - len(title) - len(footer)
+    description = cut(
+        templates.render("body", variables) or escape(notification.summary),
+        min(MAX_DESCRIPTION_CHARS, budget),
+    )
+    budget -= len(description)
+
+    resolved = notification.status == "resolved" or notification.reason == "resolved"
+    embed: dict[str, Any] = {
+        "title": title,
+        "color": RESOLVED_COLOR if resolved else COLORS.get(notification.severity, 0),
+        "timestamp": notification.last_seen,
+        "footer": {"text": footer},
+    }
+    if description:
+        embed["description"] = description
+    if raw["alert_url"]:
+        embed["url"] = raw["alert_url"]
+    fields = _fit(_candidate_fields(notification), budget)
+    if fields:
+        embed["fields"] = fields
+    return {"content": content, "embeds": [embed], "allowed_mentions": {"parse": []}}
+
+
+def embed_chars(embed: dict[str, Any]) -> int:
+    """The characters Discord counts against an embed's 6000: title, description, field
+    names and values, footer text, author name."""
+    fields = embed.get("fields", [])
+    return (
+        len(embed.get("title", ""))
+        + len(embed.get("description", ""))
+        + sum(len(field["name"]) + len(field["value"]) for field in fields)
+        + len(embed.get("footer", {}).get("text", ""))
+        + len(embed.get("author", {}).get("name", ""))
+    )
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # the URL is the credential: do not echo it into logs
+        raise ChannelConfigError(
+            "url",
+            "url must be an http:// or https:// URL (https://discord.com/api/webhooks/...)",
+        )
+
+
+class DiscordChannel:
+    kind = "discord"
+
+    def __init__(self, name: str, config: DiscordConfig, env: ChannelEnv) -> None:
+        _check_url(config.url)
+        try:
+            self._templates = Templates(config.templates)
+        except TemplateConfigError as error:
+            raise ChannelConfigError(error.key, str(error)) from error
+        self._url = execute_url(config.url)
+        self._dashboard_url = env.dashboard_url
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"tocsin/{env.version}",
+        }
+        self._client = pooled_client(config.timeout)
+
+    async def send(
+        self, notification: Notification, *, traceparent: str | None = None
+    ) -> SendResult:
+        body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
+        headers = dict(self._headers)
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return await post(self._client, self._url, body, headers)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> DiscordChannel:
+    assert isinstance(config, DiscordConfig)
+    return DiscordChannel(name, config, env)
+
+
+KIND = ChannelKind(name="discord", config_type=DiscordConfig, build=_build)

@@ -1,0 +1,269 @@
+"""``slack``: a Block Kit message posted to a Slack incoming webhook.
+
+The receiver's ``url`` is an incoming-webhook URL (``https://hooks.slack.com/services/...``).
+Slack answers 200 ``ok``; errors come as 400 ``invalid_payload``, 403, 404, 410 (all
+permanent) or 500 (retryable), and 429 with ``Retry-After``: the shared classifier in
+``channels/http.py`` already reads them that way.
+
+Slack documentation relied on:
+
+- Incoming webhooks: a JSON POST with ``text`` and ``blocks``; with blocks, ``text`` is
+  the fallback shown in notifications:
+  https://api.slack.com/messaging/webhooks
+- Incoming-webhook error answers (400 invalid_payload, 403 action_prohibited, 404
+  channel_not_found, 410 channel_is_archived, 500 rollup_error):
+  https://api.slack.com/changelog/2016-05-17-changes-to-errors-for-incoming-webhooks
+- Section block: ``text`` 1-3000 characters, ``fields`` at most 10 items of at most
+  2000 characters each:
+  https://docs.slack.dev/reference/block-kit/blocks/section-block
+- Context block: at most 10 elements:
+  https://docs.slack.dev/reference/block-kit/blocks/context-block
+- Header block (``plain_text``, 150 characters; not used, see below):
+  https://docs.slack.dev/reference/block-kit/blocks/header-block
+- Text object: ``mrkdwn`` text 1-3000 characters; ``verbatim: true`` stops Slack from
+  auto-linking URLs, link-ifying channel names and parsing mentions in the text:
+  https://docs.slack.dev/reference/block-kit/composition-objects/text-object
+- Escaping: ``&``, ``<`` and ``>`` are control characters and must be sent as ``&amp;``,
+  ``&lt;`` and ``&gt;`` when they are not markup; links are ``<url|text>``:
+  https://api.slack.com/reference/surfaces/formatting
+
+Choices:
+
+- Untrusted text (every notification field: summary, labels, details, source, ...) is
+  escaped *before* it reaches the templates, so a receiver's ``templates`` may use
+  mrkdwn and ``<url|text>`` links while an alert's fields cannot form a link, a
+  ``<!channel>``/``<!here>`` broadcast or a ``<@U123>`` mention; every text object is
+  ``verbatim`` so a plain ``@channel`` or URL in an alert is not parsed either.
+- The headline is a ``section`` (severity emoji + bold title), not a ``header``: a
+  header is ``plain_text``, whose treatment of ``&amp;`` entities is not documented, so
+  one escaping rule (mrkdwn) covers every block. Emoji: critical ``:red_circle:``,
+  error ``:large_orange_circle:``, warning ``:large_yellow_circle:``, info
+  ``:large_blue_circle:``; a resolved notification ``:white_check_mark:``.
+- Limits are met by cutting (a cut ends with "…", never inside an entity), never by
+  failing: every text object at most 3000 characters, at most 10 label fields (the
+  10th says how many more) of at most 2000, details summarized to 10 keys of 200
+  characters, the fallback ``text`` at most 3000.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import msgspec
+
+from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import pooled_client, post
+from tocsin.contracts import Notification
+from tocsin.retry import SendResult
+from tocsin.templates import TemplateConfigError, Templates, context
+
+MAX_TEXT_CHARS = 3000
+MAX_FIELDS = 10
+MAX_FIELD_CHARS = 2000
+MAX_FIELD_KEY_CHARS = 200
+MAX_FALLBACK_CHARS = 3000
+MAX_DETAIL_KEYS = 10
+MAX_DETAIL_KEY_CHARS = 64
+MAX_DETAIL_VALUE_CHARS = 200
+MAX_CONTEXT_CHARS = 500
+ELLIPSIS = "…"
+OPEN_LINK_TEXT = "Open in tocsin"
+
+SEVERITY_EMOJI = {
+    "critical": ":red_circle:",
+    "error": ":large_orange_circle:",
+    "warning": ":large_yellow_circle:",
+    "info": ":large_blue_circle:",
+}
+RESOLVED_EMOJI = ":white_check_mark:"
+
+_encoder = msgspec.json.Encoder()
+
+
+class SlackConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
+    url: str
+
+
+def matches_url(url: str) -> bool:
+    """Whether ``url`` is a Slack incoming-webhook URL (``hooks.slack.com/services/...``)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    segments = [segment for segment in parts.path.split("/") if segment]
+    return (
+        parts.scheme.lower() in ("http", "https")
+        and (parts.hostname or "") == "hooks.slack.com"
+        and len(segments) >= 2
+        and segments[0] == "services"
+    )
+
+
+def escape(text: str) -> str:
+    """``text`` as literal mrkdwn: only ``&``, ``<`` and ``>`` are entity-encoded."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` (mrkdwn) in at most ``limit`` characters; a cut ends with "…" and never
+    leaves half an entity (``&am``) behind."""
+    if len(text) <= limit:
+        return text
+    kept = text[: max(limit - 1, 0)]
+    amp = kept.rfind("&")
+    if amp != -1 and ";" not in kept[amp:] and len(kept) - amp <= len("&amp"):
+        kept = kept[:amp]
+    return kept + ELLIPSIS
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _escaped(value: Any) -> Any:
+    """Every string in ``value``, dictionary keys included, escaped."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {
+            (escape(key) if isinstance(key, str) else key): _escaped(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_escaped(item) for item in value]
+    return value
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _link_target(url: str) -> str:
+    """A URL safe inside ``<url|text>``: ``|``, ``<``, ``>`` and spaces percent-encoded,
+    ``&`` entity-encoded as Slack asks."""
+    return escape(quote(url, safe=":/?#[]@!$&'()*+,;=%~"))
+
+
+def _label_fields(labels: dict[str, str]) -> list[dict[str, Any]]:
+    items = sorted(labels.items())
+    shown = items if len(items) <= MAX_FIELDS else items[: MAX_FIELDS - 1]
+    fields = []
+    for key, value in shown:
+        name = cut(escape(key), MAX_FIELD_KEY_CHARS)
+        head = f"*{name}*\n"
+        fields.append(_mrkdwn(head + cut(escape(value) or " ", MAX_FIELD_CHARS - len(head))))
+    hidden = items[len(shown) :]
+    if hidden:
+        names = ", ".join(escape(key) for key, _ in hidden)
+        more = f"*+{len(hidden)} more labels*\n"
+        fields.append(_mrkdwn(more + cut(names, MAX_FIELD_CHARS - len(more))))
+    return fields
+
+
+def details_summary(details: dict[str, Any]) -> list[str]:
+    """One ``key: <JSON value>`` line per key (raw, not escaped), bounded: at most
+    ``MAX_DETAIL_KEYS`` keys, long keys and values cut, then a line counting the rest."""
+    lines = []
+    items = list(details.items())
+    for key, value in items[:MAX_DETAIL_KEYS]:
+        encoded = msgspec.json.encode(value, enc_hook=str).decode()
+        name = str(key)
+        if len(name) > MAX_DETAIL_KEY_CHARS:
+            name = name[: MAX_DETAIL_KEY_CHARS - 1] + ELLIPSIS
+        if len(encoded) > MAX_DETAIL_VALUE_CHARS:
+            encoded = encoded[: MAX_DETAIL_VALUE_CHARS - 1] + ELLIPSIS
+        lines.append(f"{name}: {encoded}")
+    if len(items) > MAX_DETAIL_KEYS:
+        lines.append(f"{ELLIPSIS} {len(items) - MAX_DETAIL_KEYS} more keys")
+    return lines
+
+
+def payload(
+    notification: Notification, templates: Templates, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The incoming-webhook body for ``notification`` (pure)."""
+    raw = context(notification, dashboard_url)
+    variables = {key: _escaped(value) for key, value in raw.items()}
+    summary = escape(notification.summary)
+    title = _one_line(templates.render("title", variables)) or _one_line(summary)
+    body = templates.render("body", variables) or summary
+
+    resolved = notification.status == "resolved" or notification.reason == "resolved"
+    emoji = RESOLVED_EMOJI if resolved else SEVERITY_EMOJI.get(notification.severity, "")
+    prefix = f"{emoji} *" if emoji else "*"
+    headline = prefix + cut(title, MAX_TEXT_CHARS - len(prefix) - 1) + "*"
+
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": _mrkdwn(headline)},
+        {"type": "section", "text": _mrkdwn(cut(body, MAX_TEXT_CHARS))},
+    ]
+    if notification.labels:
+        blocks.append({"type": "section", "fields": _label_fields(notification.labels)})
+    if notification.details:
+        opening, closing = "*Details*\n```\n", "\n```"
+        lines = escape("\n".join(details_summary(notification.details)))
+        room = MAX_TEXT_CHARS - len(opening) - len(closing)
+        blocks.append({"type": "section", "text": _mrkdwn(opening + cut(lines, room) + closing)})
+
+    elements = [
+        _mrkdwn(cut(f"Source: *{escape(notification.source)}*", MAX_CONTEXT_CHARS)),
+        _mrkdwn(cut(f"Alert `{escape(notification.alert_id)}`", MAX_CONTEXT_CHARS)),
+        _mrkdwn(
+            f"Occurrences: {notification.occurrences} ({notification.suppressed_count} suppressed)"
+        ),
+    ]
+    if raw["alert_url"]:
+        elements.append(_mrkdwn(f"<{_link_target(raw['alert_url'])}|{OPEN_LINK_TEXT}>"))
+    blocks.append({"type": "context", "elements": elements})
+    return {"text": cut(title, MAX_FALLBACK_CHARS), "blocks": blocks}
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # the URL is the credential: do not echo it into logs
+        raise ChannelConfigError(
+            "url", "url must be an http:// or https:// URL (https://hooks.slack.com/services/...)"
+        )
+
+
+class SlackChannel:
+    kind = "slack"
+
+    def __init__(self, name: str, config: SlackConfig, env: ChannelEnv) -> None:
+        _check_url(config.url)
+        try:
+            self._templates = Templates(config.templates)
+        except TemplateConfigError as error:
+            raise ChannelConfigError(error.key, str(error)) from error
+        self._url = config.url
+        self._dashboard_url = env.dashboard_url
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"tocsin/{env.version}",
+        }
+        self._client = pooled_client(config.timeout)
+
+    async def send(
+        self, notification: Notification, *, traceparent: str | None = None
+    ) -> SendResult:
+        body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
+        headers = dict(self._headers)
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return await post(self._client, self._url, body, headers)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> SlackChannel:
+    assert isinstance(config, SlackConfig)
+    return SlackChannel(name, config, env)
+
+
+KIND = ChannelKind(name="slack", config_type=SlackConfig, build=_build)

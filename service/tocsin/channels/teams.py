@@ -1,0 +1,271 @@
+"""``teams``: an Adaptive Card posted to a Microsoft Teams Workflows webhook.
+
+The receiver's ``url`` is the HTTP POST URL of a Teams workflow (Power Automate) started
+by "When a Teams webhook request is received", whose "Post card in a chat or channel"
+step posts ``attachments[0].content``. Such a webhook answers 202 Accepted (sometimes
+200); any 2xx is a success, and every other answer is classified like the webhook
+channel's (429 with ``Retry-After``, 408 and 5xx retryable, other 4xx permanent).
+
+Documentation relied on:
+
+- Office 365 connectors are retired in favour of Workflows and the "When a Teams
+  webhook request is received" trigger; Workflows take Adaptive Cards only; a message
+  is at most 28 KB; more than four requests a second are throttled:
+  https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/add-incoming-webhook
+- The request body (``type: message``, ``attachments`` of ``contentType``
+  ``application/vnd.microsoft.card.adaptive`` with ``contentUrl: null`` and the card as
+  ``content``) and ``Action.OpenUrl`` among the supported actions:
+  https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/connectors-using
+- Teams renders Adaptive Card features of schema v1.5 or earlier:
+  https://learn.microsoft.com/en-us/microsoftteams/platform/task-modules-and-cards/cards/cards-reference
+  https://learn.microsoft.com/en-us/microsoft-copilot-studio/guidance/adaptive-cards-overview
+- Markdown is rendered in ``TextBlock`` text and in ``Fact.title``/``Fact.value``
+  (bold, italic, lists, ``[Title](url)`` links; no HTML); a line break outside a list
+  needs ``\\n\\n``:
+  https://learn.microsoft.com/en-us/microsoftteams/platform/task-modules-and-cards/cards/cards-format
+  https://learn.microsoft.com/adaptive-cards/create/textfeatures
+- ``TextBlock`` ``color`` (default, dark, light, accent, good, warning, attention),
+  ``weight`` (lighter, default, bolder), ``wrap``; ``FactSet``; ``Action.OpenUrl``:
+  https://adaptivecards.io/explorer/TextBlock.html
+  https://learn.microsoft.com/en-us/adaptive-cards/schema-explorer/fact-set
+  https://learn.microsoft.com/adaptive-cards/schema-explorer/action-open-url
+- Workflows webhooks answer 202 Accepted with an empty body (not in Microsoft's pages;
+  reported by their users): https://github.com/Skitionek/notify-microsoft-teams/issues/98
+
+Choices:
+
+- Card version ``1.4``: below Teams' ceiling of 1.5, and everything used here
+  (``TextBlock``, ``FactSet``, ``Action.OpenUrl``) exists since 1.0, so older clients
+  render it too.
+- Title colour by severity: ``attention`` for critical and error, ``warning`` for
+  warning, ``accent`` for info; a ``resolved`` notification is ``good`` whatever its
+  severity, so a resolved critical alert does not look like a firing one.
+- Untrusted text (every notification field: summary, labels, details, source, ...) is
+  neutralized *before* it reaches the templates, so markdown an operator writes in a
+  ``templates`` table keeps working while markdown smuggled in an alert cannot form a
+  link: ``[ ] ( ) < >`` in those values become their fullwidth look-alikes (U+FF3B,
+  U+FF3D, U+FF08, U+FF09, U+FF1C, U+FF1E). Without ``[``/``]`` no inline link,
+  reference link or link definition can start; without ``<``/``>`` no autolink; and
+  without ``(``/``)`` no ``](`` can be completed by a value placed right after a
+  template's own ``]`` (nor a ``{{DATE(...)}}`` card function run). Substitution rather
+  than backslash escapes: the Adaptive Card docs do not promise that every Teams client
+  honours CommonMark escapes, and an unhonoured escape would leave the link live; a
+  substituted character cannot become syntax on any renderer, and reads the same.
+  ``*`` and ``_`` are left alone: emphasis is cosmetic, not a way out of the card. Bare
+  ``http(s)`` URLs may still be auto-linked by Teams, as in any chat message; the
+  fact titles and values (labels, source) are neutralized the same way, and control
+  characters are dropped. The ``Open in tocsin`` action takes ``alert_url`` as tocsin
+  built it (dashboard URL + alert id), never text from the alert.
+- Limits instead of failures: title 256 characters, body 4000, at most 20 label facts
+  (fact titles 64, values 128 characters) plus severity, source and occurrences, a
+  "more labels" fact for the rest; the body is cut further if the encoded message would
+  pass Teams' 28 KB limit. A cut ends with "…".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import pooled_client, post
+from tocsin.contracts import Notification
+from tocsin.retry import SendResult
+from tocsin.templates import TemplateConfigError, Templates, context
+
+CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+CARD_VERSION = "1.4"
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+
+MAX_TITLE_CHARS = 256
+MAX_BODY_CHARS = 4000
+MAX_LABEL_FACTS = 20
+MAX_FACT_TITLE_CHARS = 64
+MAX_FACT_VALUE_CHARS = 128
+MAX_MESSAGE_BYTES = 27 * 1024  # Teams refuses messages over 28 KB; keep a margin
+OPEN_ACTION_TITLE = "Open in tocsin"
+
+SEVERITY_COLORS: dict[str, str] = {
+    "critical": "attention",
+    "error": "attention",
+    "warning": "warning",
+    "info": "accent",
+}
+RESOLVED_COLOR = "good"
+
+_MARKDOWN_SAFE = str.maketrans(
+    {
+        "[": "\N{FULLWIDTH LEFT SQUARE BRACKET}",
+        "]": "\N{FULLWIDTH RIGHT SQUARE BRACKET}",
+        "(": "\N{FULLWIDTH LEFT PARENTHESIS}",
+        ")": "\N{FULLWIDTH RIGHT PARENTHESIS}",
+        "<": "\N{FULLWIDTH LESS-THAN SIGN}",
+        ">": "\N{FULLWIDTH GREATER-THAN SIGN}",
+        "\t": " ",
+    }
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+_NEWLINES = re.compile(r"\r\n?|[\n\u2028\u2029]")
+_BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n)*")
+_WHITESPACE = re.compile(r"\s+")
+
+_encoder = msgspec.json.Encoder()
+
+
+class TeamsConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
+    url: str
+
+
+def neutralize(value: Any) -> Any:
+    """Untrusted text that markdown cannot turn into a link (see the module docstring);
+    dicts and lists are walked, other values returned as they are."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n")).translate(
+            _MARKDOWN_SAFE
+        )
+    if isinstance(value, dict):
+        return {neutralize(key): neutralize(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [neutralize(item) for item in value]
+    return value
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, ending with "…" when it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def title_text(rendered: str) -> str:
+    """The title on one line (a heading), cut to its limit."""
+    return cut(_WHITESPACE.sub(" ", rendered).strip(), MAX_TITLE_CHARS)
+
+
+def body_text(rendered: str, limit: int = MAX_BODY_CHARS) -> str:
+    """Each line of the body its own paragraph (Teams needs ``\\n\\n`` to break a line
+    outside a list), cut to ``limit``."""
+    text = _BLANK_RUNS.sub("\n\n", _NEWLINES.sub("\n", rendered).strip())
+    return cut(text, limit)
+
+
+def color(notification: Notification) -> str:
+    if notification.reason == "resolved":
+        return RESOLVED_COLOR
+    return SEVERITY_COLORS.get(notification.severity, "default")
+
+
+def facts(notification: Notification) -> list[dict[str, str]]:
+    """Severity, source, occurrences, then at most ``MAX_LABEL_FACTS`` labels by name."""
+
+    def fact(title: str, value: str) -> dict[str, str]:
+        return {
+            "title": cut(_WHITESPACE.sub(" ", neutralize(title)).strip(), MAX_FACT_TITLE_CHARS),
+            "value": cut(_WHITESPACE.sub(" ", neutralize(value)).strip(), MAX_FACT_VALUE_CHARS),
+        }
+
+    out = [
+        fact("Severity", notification.severity),
+        fact("Source", notification.source),
+        fact("Occurrences", str(notification.occurrences)),
+    ]
+    labels = sorted(notification.labels.items())
+    out.extend(fact(key, value) for key, value in labels[:MAX_LABEL_FACTS])
+    if len(labels) > MAX_LABEL_FACTS:
+        out.append(fact("\N{HORIZONTAL ELLIPSIS}", f"{len(labels) - MAX_LABEL_FACTS} more labels"))
+    return out
+
+
+def card(
+    notification: Notification,
+    title: str,
+    body: str,
+    alert_url: str | None,
+) -> dict[str, Any]:
+    """The Adaptive Card for a notification whose title and body are rendered."""
+    actions: list[dict[str, Any]] = []
+    if alert_url:
+        actions.append({"type": "Action.OpenUrl", "title": OPEN_ACTION_TITLE, "url": alert_url})
+    return {
+        "$schema": CARD_SCHEMA,
+        "type": "AdaptiveCard",
+        "version": CARD_VERSION,
+        "body": [
+            {
+                "type": "TextBlock",
+                "text": title,
+                "weight": "bolder",
+                "size": "medium",
+                "color": color(notification),
+                "wrap": True,
+            },
+            {"type": "TextBlock", "text": body, "wrap": True},
+            {"type": "FactSet", "facts": facts(notification)},
+        ],
+        "actions": actions,
+    }
+
+
+def message(content: dict[str, Any]) -> dict[str, Any]:
+    """The Workflows webhook body around one card."""
+    return {
+        "type": "message",
+        "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": content}],
+    }
+
+
+class TeamsChannel:
+    kind = "teams"
+
+    def __init__(self, name: str, config: TeamsConfig, env: ChannelEnv) -> None:
+        if not config.url.startswith(("http://", "https://")):
+            raise ChannelConfigError(
+                "url", f"url must start with http:// or https://, got {config.url!r}"
+            )
+        try:
+            self._templates = Templates(config.templates)
+        except TemplateConfigError as error:
+            raise ChannelConfigError(error.key, str(error)) from error
+        self._url = config.url
+        self._dashboard_url = env.dashboard_url
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"tocsin/{env.version}",
+        }
+        self._client = pooled_client(config.timeout)
+
+    def render(self, notification: Notification) -> bytes:
+        """The request body: the card, its body cut further if the message is too big."""
+        raw = context(notification, self._dashboard_url)
+        variables = neutralize(raw)
+        variables["alert_url"] = raw["alert_url"]  # built by tocsin, not by the publisher
+        title = title_text(self._templates.render("title", variables))
+        rendered_body = self._templates.render("body", variables)
+        limit = MAX_BODY_CHARS
+        while True:
+            body = body_text(rendered_body, limit)
+            encoded = _encoder.encode(message(card(notification, title, body, raw["alert_url"])))
+            if len(encoded) <= MAX_MESSAGE_BYTES or limit <= 64:
+                return encoded
+            limit //= 2
+
+    async def send(
+        self, notification: Notification, *, traceparent: str | None = None
+    ) -> SendResult:
+        headers = dict(self._headers)
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return await post(self._client, self._url, self.render(notification), headers)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> TeamsChannel:
+    assert isinstance(config, TeamsConfig)
+    return TeamsChannel(name, config, env)
+
+
+KIND = ChannelKind(name="teams", config_type=TeamsConfig, build=_build)
