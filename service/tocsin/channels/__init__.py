@@ -7,7 +7,7 @@ entry-point group (each entry point names a ``ChannelKind``), so a team can
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Protocol
@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
+from tocsin.templates import TemplateConfigError, Templates
 from tocsin.times import Duration
 
 
@@ -66,6 +67,17 @@ class ChannelConfigError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+def compile_templates(
+    overrides: Mapping[str, str] | None, defaults: Mapping[str, str] | None = None
+) -> Templates:
+    """A receiver's templates (``defaults`` under its own ``templates`` table), or a
+    ``ChannelConfigError`` naming ``templates.<key>``."""
+    try:
+        return Templates({**(defaults or {}), **(overrides or {})})
+    except TemplateConfigError as error:
+        raise ChannelConfigError(error.key, str(error)) from error
 
 
 @dataclass(frozen=True)

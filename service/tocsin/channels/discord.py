@@ -61,11 +61,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
-from tocsin.channels.http import pooled_client, post
+from tocsin.channels import (
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    compile_templates,
+)
+from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import Templates, context
 
 MAX_CONTENT_CHARS = 2000
 MAX_TITLE_CHARS = 256
@@ -79,7 +86,6 @@ MAX_DETAIL_KEYS = 10
 MAX_DETAIL_KEY_CHARS = 64
 MAX_DETAIL_VALUE_CHARS = 200
 MIN_CUT_VALUE_CHARS = 16  # a field cut shorter than this to fit the total is left out
-ELLIPSIS = "…"
 EMPTY_VALUE = "(empty)"
 
 COLORS = {
@@ -144,42 +150,6 @@ def cut(text: str, limit: int) -> str:
     return kept + ELLIPSIS
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _escaped(value: Any) -> Any:
-    """Every string in ``value``, dictionary keys included, escaped."""
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, dict):
-        return {
-            (escape(key) if isinstance(key, str) else key): _escaped(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_escaped(item) for item in value]
-    return value
-
-
-def details_summary(details: dict[str, Any]) -> list[str]:
-    """One ``key: <JSON value>`` line per key (raw, not escaped), bounded: at most
-    ``MAX_DETAIL_KEYS`` keys, long keys and values cut, then a line counting the rest."""
-    lines = []
-    items = list(details.items())
-    for key, value in items[:MAX_DETAIL_KEYS]:
-        encoded = msgspec.json.encode(value, enc_hook=str).decode()
-        name = str(key)
-        if len(name) > MAX_DETAIL_KEY_CHARS:
-            name = name[: MAX_DETAIL_KEY_CHARS - 1] + ELLIPSIS
-        if len(encoded) > MAX_DETAIL_VALUE_CHARS:
-            encoded = encoded[: MAX_DETAIL_VALUE_CHARS - 1] + ELLIPSIS
-        lines.append(f"{name}: {encoded}")
-    if len(items) > MAX_DETAIL_KEYS:
-        lines.append(f"{ELLIPSIS} {len(items) - MAX_DETAIL_KEYS} more keys")
-    return lines
-
-
 def _field(name: str, value: str, *, inline: bool) -> dict[str, Any]:
     return {
         "name": cut(name, MAX_FIELD_NAME_CHARS) or EMPTY_VALUE,
@@ -198,7 +168,14 @@ def _candidate_fields(notification: Notification) -> list[dict[str, Any]]:
         names = ", ".join(escape(key) for key, _ in hidden)
         fields.append(_field(f"+{len(hidden)} more labels", names, inline=False))
     if notification.details:
-        lines = "\n".join(details_summary(notification.details))
+        lines = "\n".join(
+            details_lines(
+                notification.details,
+                max_keys=MAX_DETAIL_KEYS,
+                max_key_chars=MAX_DETAIL_KEY_CHARS,
+                max_value_chars=MAX_DETAIL_VALUE_CHARS,
+            )
+        )
         fields.append(_field("Details", escape(lines), inline=False))
     return fields
 
@@ -225,14 +202,15 @@ def payload(
     """The Execute Webhook body for ``notification`` (pure)."""
     raw = context(notification, dashboard_url)
     variables = {
-        key: value if key == "alert_url" else _escaped(value) for key, value in raw.items()
+        key: value if key == "alert_url" else map_strings(value, escape)
+        for key, value in raw.items()
     }
     title = cut(
-        _one_line(templates.render("title", raw)) or _one_line(notification.summary),
+        one_line(templates.render("title", raw)) or one_line(notification.summary),
         MAX_TITLE_CHARS,
     )
     content = cut(
-        _one_line(templates.render("title", variables)) or escape(notification.summary),
+        one_line(templates.render("title", variables)) or escape(notification.summary),
         MAX_CONTENT_CHARS,
     )
     footer = cut(
@@ -295,30 +273,20 @@ class DiscordChannel:
     kind = "discord"
 
     def __init__(self, name: str, config: DiscordConfig, env: ChannelEnv) -> None:
-        _check_url(config.url)
-        try:
-            self._templates = Templates(config.templates)
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
+        check_url(config.url, "https://discord.com/api/webhooks/...")
         self._url = execute_url(config.url)
+        self._templates = compile_templates(config.templates)
         self._dashboard_url = env.dashboard_url
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{env.version}",
-        }
-        self._client = pooled_client(config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout)
 
     async def send(
         self, notification: Notification, *, traceparent: str | None = None
     ) -> SendResult:
         body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
-        headers = dict(self._headers)
-        if traceparent:
-            headers["traceparent"] = traceparent
-        return await post(self._client, self._url, body, headers)
+        return await self._poster.post(self._url, body, traceparent)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._poster.close()
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> DiscordChannel:

@@ -21,10 +21,11 @@ from tocsin.channels import (
     ChannelKind,
     ReceiverConfig,
     SmtpSettings,
+    compile_templates,
 )
 from tocsin.contracts import Notification
 from tocsin.retry import SENT, SendResult, permanent, retryable
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import Templates, context
 
 _COLOURS = {"critical": "#b3261e", "error": "#d9480f", "warning": "#b08800", "info": "#1c64b8"}
 
@@ -76,10 +77,7 @@ class EmailChannel:
             )
         if not config.to or any("@" not in address for address in config.to):
             raise ChannelConfigError("to", "to must list one or more email addresses")
-        try:
-            self._templates = Templates(config.templates)
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
+        self._templates = compile_templates(config.templates)
         self._to = list(config.to)
         self._smtp: SmtpSettings = smtp
         self._timeout = config.timeout

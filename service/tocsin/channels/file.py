@@ -37,10 +37,16 @@ from pathlib import Path
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels import (
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    compile_templates,
+)
 from tocsin.contracts import Notification, Timestamp
 from tocsin.retry import SENT, SendResult, permanent, retryable
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import context
 from tocsin.times import format_us, now_us
 
 FORMATS = ("text", "json")
@@ -92,10 +98,7 @@ class FileChannel:
             raise ChannelConfigError(
                 "format", f"format must be one of {', '.join(FORMATS)}, got {config.format!r}"
             )
-        try:
-            self._templates = Templates({"title": DEFAULT_TITLE, **(config.templates or {})})
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
+        self._templates = compile_templates(config.templates, {"title": DEFAULT_TITLE})
         if not config.path.strip():
             raise ChannelConfigError("path", "path must name a file")
         path = Path(config.path)

@@ -9,14 +9,58 @@ at 4-32 connections on this kind of machine; the aiohttp transport took ~0.56 ms
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from tocsin.channels import ChannelConfigError
 from tocsin.retry import SendResult, classify_http, retryable
 
 MAX_CONNECTIONS_PER_RECEIVER = 32
+
+
+def check_url(url: str, example: str = "https://...") -> str:
+    """``url`` if it is http(s) with a host; else a config error on ``url`` that does not
+    echo it (for Slack and Discord the URL is the credential)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ChannelConfigError("url", f"url must be an http:// or https:// URL ({example})")
+    return url
+
+
+class JsonPoster:
+    """POSTs JSON bodies for one receiver: pooled keep-alive connections, tocsin's
+    ``User-Agent``, the receiver's fixed headers, and ``traceparent`` when traced."""
+
+    def __init__(
+        self, version: str, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._headers = {
+            **(headers or {}),
+            "Content-Type": "application/json",
+            "User-Agent": f"tocsin/{version}",
+        }
+        self._client = pooled_client(timeout)
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        traceparent: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> SendResult:
+        merged = {**self._headers, **(headers or {})}
+        if traceparent:
+            merged["traceparent"] = traceparent
+        return await post(self._client, url, body, merged)
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 def pooled_client(timeout: float) -> httpx.AsyncClient:

@@ -47,12 +47,18 @@ from urllib.parse import quote
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
-from tocsin.channels.http import pooled_client, post
+from tocsin.channels import (
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    compile_templates,
+)
+from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.pagerduty import clip, redact
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import Templates, context
 
 DEFAULT_URL = "https://api.opsgenie.com"
 MAX_MESSAGE = 130
@@ -175,24 +181,14 @@ class OpsgenieChannel:
         api_key = config.api_key.strip()
         if not api_key:
             raise ChannelConfigError("api_key", "api_key is required: an Opsgenie API key")
-        if not config.url.startswith(("http://", "https://")):
-            raise ChannelConfigError(
-                "url", f"url must start with http:// or https://, got {config.url!r}"
-            )
-        try:
-            self._templates = Templates(config.templates)
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
         self._name = name
-        self._base = config.url.rstrip("/")
+        self._base = check_url(config.url, "https://api.opsgenie.com").rstrip("/")
         self._api_key = api_key
+        self._templates = compile_templates(config.templates)
         self._dashboard_url = env.dashboard_url
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{env.version}",
-            "Authorization": f"GenieKey {api_key}",
-        }
-        self._client = pooled_client(config.timeout)
+        self._poster = JsonPoster(
+            env.version, config.timeout, {"Authorization": f"GenieKey {api_key}"}
+        )
 
     def __repr__(self) -> str:
         return f"OpsgenieChannel(name={self._name!r}, url={self._base!r})"
@@ -206,14 +202,11 @@ class OpsgenieChannel:
         else:
             url = f"{self._base}/v2/alerts"
             payload = create_body(notification, self._templates, self._dashboard_url)
-        headers = dict(self._headers)
-        if traceparent:
-            headers["traceparent"] = traceparent
-        result = await post(self._client, url, _encoder.encode(payload), headers)
+        result = await self._poster.post(url, _encoder.encode(payload), traceparent)
         return redact(result, self._api_key)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._poster.close()
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> OpsgenieChannel:

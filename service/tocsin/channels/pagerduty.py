@@ -36,11 +36,17 @@ from typing import Any
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
-from tocsin.channels.http import pooled_client, post
+from tocsin.channels import (
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    compile_templates,
+)
+from tocsin.channels.http import JsonPoster, check_url
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import Templates, context
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024  # payload.summary, "Send an Alert Event"
@@ -151,23 +157,12 @@ class PagerDutyChannel:
             raise ChannelConfigError(
                 "routing_key", "routing_key is required: the Events API v2 integration key"
             )
-        if not config.url.startswith(("http://", "https://")):
-            raise ChannelConfigError(
-                "url", f"url must start with http:// or https://, got {config.url!r}"
-            )
-        try:
-            self._templates = Templates(config.templates)
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
         self._name = name
-        self._url = config.url
+        self._url = check_url(config.url, "https://events.pagerduty.com/v2/enqueue")
         self._routing_key = routing_key
+        self._templates = compile_templates(config.templates)
         self._dashboard_url = env.dashboard_url
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{env.version}",
-        }
-        self._client = pooled_client(config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout)
 
     def __repr__(self) -> str:
         return f"PagerDutyChannel(name={self._name!r}, url={self._url!r})"
@@ -178,14 +173,11 @@ class PagerDutyChannel:
         body = _encoder.encode(
             event_body(notification, self._routing_key, self._templates, self._dashboard_url)
         )
-        headers = dict(self._headers)
-        if traceparent:
-            headers["traceparent"] = traceparent
-        result = await post(self._client, self._url, body, headers)
+        result = await self._poster.post(self._url, body, traceparent)
         return redact(result, self._routing_key)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._poster.close()
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> PagerDutyChannel:

@@ -52,11 +52,18 @@ from urllib.parse import quote, urlsplit
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
-from tocsin.channels.http import pooled_client, post
+from tocsin.channels import (
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    compile_templates,
+)
+from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import Templates, context
 
 MAX_TEXT_CHARS = 3000
 MAX_FIELDS = 10
@@ -67,7 +74,6 @@ MAX_DETAIL_KEYS = 10
 MAX_DETAIL_KEY_CHARS = 64
 MAX_DETAIL_VALUE_CHARS = 200
 MAX_CONTEXT_CHARS = 500
-ELLIPSIS = "…"
 OPEN_LINK_TEXT = "Open in tocsin"
 
 SEVERITY_EMOJI = {
@@ -117,24 +123,6 @@ def cut(text: str, limit: int) -> str:
     return kept + ELLIPSIS
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _escaped(value: Any) -> Any:
-    """Every string in ``value``, dictionary keys included, escaped."""
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, dict):
-        return {
-            (escape(key) if isinstance(key, str) else key): _escaped(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_escaped(item) for item in value]
-    return value
-
-
 def _mrkdwn(text: str) -> dict[str, Any]:
     return {"type": "mrkdwn", "text": text, "verbatim": True}
 
@@ -161,32 +149,14 @@ def _label_fields(labels: dict[str, str]) -> list[dict[str, Any]]:
     return fields
 
 
-def details_summary(details: dict[str, Any]) -> list[str]:
-    """One ``key: <JSON value>`` line per key (raw, not escaped), bounded: at most
-    ``MAX_DETAIL_KEYS`` keys, long keys and values cut, then a line counting the rest."""
-    lines = []
-    items = list(details.items())
-    for key, value in items[:MAX_DETAIL_KEYS]:
-        encoded = msgspec.json.encode(value, enc_hook=str).decode()
-        name = str(key)
-        if len(name) > MAX_DETAIL_KEY_CHARS:
-            name = name[: MAX_DETAIL_KEY_CHARS - 1] + ELLIPSIS
-        if len(encoded) > MAX_DETAIL_VALUE_CHARS:
-            encoded = encoded[: MAX_DETAIL_VALUE_CHARS - 1] + ELLIPSIS
-        lines.append(f"{name}: {encoded}")
-    if len(items) > MAX_DETAIL_KEYS:
-        lines.append(f"{ELLIPSIS} {len(items) - MAX_DETAIL_KEYS} more keys")
-    return lines
-
-
 def payload(
     notification: Notification, templates: Templates, dashboard_url: str | None = None
 ) -> dict[str, Any]:
     """The incoming-webhook body for ``notification`` (pure)."""
     raw = context(notification, dashboard_url)
-    variables = {key: _escaped(value) for key, value in raw.items()}
+    variables = {key: map_strings(value, escape) for key, value in raw.items()}
     summary = escape(notification.summary)
-    title = _one_line(templates.render("title", variables)) or _one_line(summary)
+    title = one_line(templates.render("title", variables)) or one_line(summary)
     body = templates.render("body", variables) or summary
 
     resolved = notification.status == "resolved" or notification.reason == "resolved"
@@ -202,7 +172,16 @@ def payload(
         blocks.append({"type": "section", "fields": _label_fields(notification.labels)})
     if notification.details:
         opening, closing = "*Details*\n```\n", "\n```"
-        lines = escape("\n".join(details_summary(notification.details)))
+        lines = escape(
+            "\n".join(
+                details_lines(
+                    notification.details,
+                    max_keys=MAX_DETAIL_KEYS,
+                    max_key_chars=MAX_DETAIL_KEY_CHARS,
+                    max_value_chars=MAX_DETAIL_VALUE_CHARS,
+                )
+            )
+        )
         room = MAX_TEXT_CHARS - len(opening) - len(closing)
         blocks.append({"type": "section", "text": _mrkdwn(opening + cut(lines, room) + closing)})
 
@@ -235,30 +214,19 @@ class SlackChannel:
     kind = "slack"
 
     def __init__(self, name: str, config: SlackConfig, env: ChannelEnv) -> None:
-        _check_url(config.url)
-        try:
-            self._templates = Templates(config.templates)
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
-        self._url = config.url
+        self._url = check_url(config.url, "https://hooks.slack.com/services/...")
+        self._templates = compile_templates(config.templates)
         self._dashboard_url = env.dashboard_url
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{env.version}",
-        }
-        self._client = pooled_client(config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout)
 
     async def send(
         self, notification: Notification, *, traceparent: str | None = None
     ) -> SendResult:
         body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
-        headers = dict(self._headers)
-        if traceparent:
-            headers["traceparent"] = traceparent
-        return await post(self._client, self._url, body, headers)
+        return await self._poster.post(self._url, body, traceparent)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._poster.close()
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> SlackChannel:

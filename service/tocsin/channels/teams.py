@@ -69,11 +69,12 @@ from typing import Any
 
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ChannelKind, ReceiverConfig
-from tocsin.channels.http import pooled_client, post
+from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig, compile_templates
+from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.text import map_strings
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
-from tocsin.templates import TemplateConfigError, Templates, context
+from tocsin.templates import context
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.4"
@@ -118,18 +119,16 @@ class TeamsConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     url: str
 
 
+def _neutral(text: str) -> str:
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).translate(
+        _MARKDOWN_SAFE
+    )
+
+
 def neutralize(value: Any) -> Any:
     """Untrusted text that markdown cannot turn into a link (see the module docstring);
     dicts and lists are walked, other values returned as they are."""
-    if isinstance(value, str):
-        return _CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n")).translate(
-            _MARKDOWN_SAFE
-        )
-    if isinstance(value, dict):
-        return {neutralize(key): neutralize(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [neutralize(item) for item in value]
-    return value
+    return map_strings(value, _neutral)
 
 
 def cut(text: str, limit: int) -> str:
@@ -220,21 +219,10 @@ class TeamsChannel:
     kind = "teams"
 
     def __init__(self, name: str, config: TeamsConfig, env: ChannelEnv) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ChannelConfigError(
-                "url", f"url must start with http:// or https://, got {config.url!r}"
-            )
-        try:
-            self._templates = Templates(config.templates)
-        except TemplateConfigError as error:
-            raise ChannelConfigError(error.key, str(error)) from error
-        self._url = config.url
+        self._url = check_url(config.url, "the Teams workflow's webhook URL")
+        self._templates = compile_templates(config.templates)
         self._dashboard_url = env.dashboard_url
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{env.version}",
-        }
-        self._client = pooled_client(config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout)
 
     def render(self, notification: Notification) -> bytes:
         """The request body: the card, its body cut further if the message is too big."""
@@ -254,13 +242,10 @@ class TeamsChannel:
     async def send(
         self, notification: Notification, *, traceparent: str | None = None
     ) -> SendResult:
-        headers = dict(self._headers)
-        if traceparent:
-            headers["traceparent"] = traceparent
-        return await post(self._client, self._url, self.render(notification), headers)
+        return await self._poster.post(self._url, self.render(notification), traceparent)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._poster.close()
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> TeamsChannel:

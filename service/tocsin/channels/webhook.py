@@ -18,14 +18,13 @@ import msgspec
 
 from tocsin.channels import (
     Channel,
-    ChannelConfigError,
     ChannelEnv,
     ChannelKind,
     ReceiverConfig,
     discord,
     slack,
 )
-from tocsin.channels.http import pooled_client, post
+from tocsin.channels.http import JsonPoster, check_url
 from tocsin.contracts import Notification
 from tocsin.retry import SendResult
 
@@ -49,33 +48,21 @@ class WebhookChannel:
     kind = "webhook"
 
     def __init__(self, name: str, config: WebhookConfig, env: ChannelEnv) -> None:
-        if not config.url.startswith(("http://", "https://")):
-            raise ChannelConfigError(
-                "url", f"url must start with http:// or https://, got {config.url!r}"
-            )
-        self._url = config.url
+        self._url = check_url(config.url)
         self._secret = config.secret
-        self._headers = {
-            **(config.headers or {}),
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{env.version}",
-        }
-        self._client = pooled_client(config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout, config.headers)
 
     async def send(
         self, notification: Notification, *, traceparent: str | None = None
     ) -> SendResult:
         body = _encoder.encode(notification)
-        headers = dict(self._headers)
-        headers["Idempotency-Key"] = notification.notification_id
-        if traceparent:
-            headers["traceparent"] = traceparent
+        headers = {"Idempotency-Key": notification.notification_id}
         if self._secret:
             headers["X-Tocsin-Signature"] = signature(self._secret, body, int(time.time()))
-        return await post(self._client, self._url, body, headers)
+        return await self._poster.post(self._url, body, traceparent, headers)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._poster.close()
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> Channel:

@@ -1,0 +1,51 @@
+"""Text helpers the chat channels share: apply an escaper to every string of a value,
+fold text onto one line, and summarise details as bounded ``key: <JSON>`` lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+ELLIPSIS = "…"
+
+
+def map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` with ``change`` applied to every string in it, dictionary keys included
+    (untrusted alert fields are escaped before templates see them)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {
+            (change(key) if isinstance(key, str) else key): map_strings(item, change)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [map_strings(item, change) for item in value]
+    return value
+
+
+def one_line(text: str) -> str:
+    """Runs of whitespace, line breaks included, as single spaces."""
+    return " ".join(text.split())
+
+
+def details_lines(
+    details: dict[str, Any], *, max_keys: int, max_key_chars: int, max_value_chars: int
+) -> list[str]:
+    """One ``key: <JSON value>`` line per key (raw, not escaped), bounded: at most
+    ``max_keys`` keys, long keys and values cut with "…", then a line counting the rest."""
+    lines = []
+    items = list(details.items())
+    for key, value in items[:max_keys]:
+        encoded = msgspec.json.encode(value, enc_hook=str).decode()
+        name = str(key)
+        if len(name) > max_key_chars:
+            name = name[: max_key_chars - 1] + ELLIPSIS
+        if len(encoded) > max_value_chars:
+            encoded = encoded[: max_value_chars - 1] + ELLIPSIS
+        lines.append(f"{name}: {encoded}")
+    if len(items) > max_keys:
+        lines.append(f"{ELLIPSIS} {len(items) - max_keys} more keys")
+    return lines
