@@ -302,6 +302,19 @@ class Tocsin:
     def rebuilt_state(self) -> State:
         return load_state(self.db)
 
+    async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """``/metrics`` parsed: (sample name, labels) -> value."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{self.api}/metrics")).text
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
     def ledger(self) -> Ledger:
         assert self._options is not None
         assert self._options.ledger is not None

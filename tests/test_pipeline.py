@@ -146,6 +146,18 @@ async def test_duplicates_in_a_bucket_are_suppressed_and_counted(
         assert alert["receivers"] == ["hook"]
         assert alert["last_delivery_status"] == "delivered"
         assert service.live_state() == service.rebuilt_state()
+        metrics = await service.metrics()
+        assert metrics[("tocsin_events_received_total", frozenset({("source", "db")}))] == 5
+        assert metrics[("tocsin_events_suppressed_total", frozenset({("cause", "duplicate")}))] == 4
+        routed = frozenset({("receiver", "hook"), ("reason", "firing")})
+        assert metrics[("tocsin_notifications_routed_total", routed)] == 1
+        delivered = frozenset(
+            {("receiver", "hook"), ("channel", "webhook"), ("severity", "warning")}
+        )
+        assert metrics[("tocsin_notifications_delivered_total", delivered)] == 1
+        sends = frozenset({("receiver", "hook"), ("channel", "webhook"), ("outcome", "ok")})
+        assert metrics[("tocsin_send_duration_seconds_count", sends)] == 1
+        assert metrics[("tocsin_log_last_seq", frozenset())] == service.ledger().log.last_seq
     finally:
         await service.stop()
 

@@ -86,6 +86,10 @@ async def test_throttled_receiver_delays_sends_critical_first_and_drops_none(
         gaps = [b.at - a.at for a, b in zip(sink.requests[10:], sink.requests[11:], strict=False)]
         assert min(gaps) >= 0.8  # one token a second once the burst of 10 is spent
         assert any("throttled" in r.getMessage() for r in caplog.records)
+        metrics = await service.metrics()
+        waits = frozenset({("receiver", "hook")})
+        assert metrics[("tocsin_throttle_delay_seconds_count", waits)] == 14
+        assert metrics[("tocsin_throttle_delay_seconds_sum", waits)] >= 4 * 0.8
         await wait_until(lambda: service.count("delivery.succeeded") == 14, 10, "outcomes")
     finally:
         await service.stop()

@@ -23,6 +23,7 @@ from tocsin.channels import Channel
 from tocsin.config import RetrySection
 from tocsin.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
 from tocsin.retry import SendResult, Step, next_step, retryable
+from tocsin.telemetry import Metrics
 from tocsin.throttle import PriorityLine, TokenBucket
 from tocsin.times import format_us, now_us
 from tocsin.tracing import traceparent_for
@@ -93,6 +94,7 @@ class ReceiverWorker:
         concurrency: int,
         max_per_minute: int | None = None,
         progress_every: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -103,6 +105,7 @@ class ReceiverWorker:
         self._concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
         self._gate = Gate(max_per_minute, progress_every) if max_per_minute else None
+        self._metrics = metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -148,6 +151,8 @@ class ReceiverWorker:
                 await broker.ack_all(self._nc, [msg], broker.PROGRESS)
 
             waited = await self._gate.admit(item.notification.severity, still_working)
+            if self._metrics is not None:
+                self._metrics.throttle_seconds.record(waited, {"receiver": self.receiver})
             if waited > 0.001:
                 log.info(
                     "throttled %s to %s for %.2fs (max_per_minute=%d)",
@@ -157,11 +162,21 @@ class ReceiverWorker:
                     self._gate.per_minute,
                 )
         traceparent = traceparent_for(item.trace_id) if item.trace_id else None
+        started = asyncio.get_running_loop().time()
         try:
             result = await self._channel.send(item.notification, traceparent=traceparent)
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             result = retryable(f"channel error: {type(error).__name__}: {error}")
+        if self._metrics is not None:
+            self._metrics.send_seconds.record(
+                asyncio.get_running_loop().time() - started,
+                {
+                    "receiver": self.receiver,
+                    "channel": self._channel.kind,
+                    "outcome": "ok" if result.ok else "failed",
+                },
+            )
         faults.point("delivery.after_send")
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         outcome = self._outcome(item, attempt, result, step)

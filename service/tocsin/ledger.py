@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -55,6 +55,7 @@ class Ledger:
         self.state = state
         self.problem: str | None = None
         self.rebuild_seconds = 0.0
+        self.listeners: list[Callable[[list[ev.Event], State], None]] = []
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -102,6 +103,9 @@ class Ledger:
             if self.problem is not None:
                 log.info("event log writable again; resuming")
                 self.problem = None
+            committed = [fact.event for fact in batch.facts]
+            for listener in self.listeners:
+                listener(committed, self.state)
 
     async def _restore(self) -> None:
         self.state = await asyncio.to_thread(load_state, self.path)

@@ -27,6 +27,7 @@ from tocsin.log import db_path
 from tocsin.projections import State
 from tocsin.recorder import Recorder
 from tocsin.router import Router
+from tocsin.telemetry import Metrics
 
 log = logging.getLogger("tocsin.service")
 
@@ -112,6 +113,7 @@ async def run(options: Options) -> int:
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
 
     readiness = Readiness()
+    metrics = Metrics()
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None
     tasks: list[asyncio.Task[Any]] = []
@@ -128,10 +130,21 @@ async def run(options: Options) -> int:
             readiness.stage = "rebuilding projections from the log"
             ledger = options.ledger = await Ledger.open(db_path(options.data_dir))
             readiness.checks.append(lambda: ledger.problem if ledger else None)
+            ledger.listeners.append(metrics.count_committed)
+            metrics.observe(
+                "tocsin_log_last_seq",
+                "seq of the last event in the log",
+                lambda: float(ledger.log.last_seq) if ledger else None,
+            )
+            metrics.observe(
+                "tocsin_projection_rebuild_seconds",
+                "time the projection took to rebuild at start",
+                lambda: ledger.rebuild_seconds if ledger else None,
+            )
         if http_address is not None:
             empty = State()
             state_of = (lambda: ledger.state) if ledger else (lambda: empty)
-            server = http_server(create_app(state_of, readiness), *http_address)
+            server = http_server(create_app(state_of, readiness, metrics), *http_address)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         readiness.stage = f"connecting to NATS at {url}"
         log.info("connecting to NATS at %s", url)
@@ -186,6 +199,7 @@ async def run(options: Options) -> int:
                 config.delivery.concurrency,
                 receiver.max_per_minute,
                 progress_every=(consumer.ack_wait or 30.0) / 3,
+                metrics=metrics,
             )
             workers.append(worker.run(stop))
         tasks.extend(asyncio.create_task(w) for w in workers)
@@ -221,4 +235,5 @@ async def run(options: Options) -> int:
             await ledger.close()
         if embedded is not None:
             await embedded.stop()
+        metrics.shutdown()
         log.info("tocsin stopped")

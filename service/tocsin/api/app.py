@@ -13,6 +13,7 @@ from litestar.params import FromQuery, QueryParameter
 from tocsin import __version__
 from tocsin.api import queries
 from tocsin.projections import State
+from tocsin.telemetry import CONTENT_TYPE, Metrics
 
 
 class Readiness:
@@ -38,7 +39,9 @@ def _error(status: int, message: str, field: str | None = None) -> Response[dict
     return Response({"error": message, "field": field}, status_code=status)
 
 
-def create_app(state: Callable[[], State], readiness: Readiness) -> Litestar:
+def create_app(
+    state: Callable[[], State], readiness: Readiness, metrics: Metrics | None = None
+) -> Litestar:
     """The app; ``state`` returns the live projection (it is replaced on a rebuild)."""
 
     @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False)
@@ -51,6 +54,11 @@ def create_app(state: Callable[[], State], readiness: Readiness) -> Litestar:
         if reason is None:
             return Response({"ready": True}, status_code=200)
         return Response({"ready": False, "reason": reason}, status_code=503)
+
+    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    def prometheus() -> Response[bytes]:
+        body = metrics.render() if metrics is not None else b""
+        return Response(body, media_type=CONTENT_TYPE)
 
     @get("/api/v1/alerts", sync_to_thread=False)
     def list_alerts(
@@ -78,7 +86,7 @@ def create_app(state: Callable[[], State], readiness: Readiness) -> Litestar:
         return Response(page)
 
     return Litestar(
-        route_handlers=[healthz, readyz, list_alerts],
+        route_handlers=[healthz, readyz, prometheus, list_alerts],
         openapi_config=OpenAPIConfig(title="tocsin", version=__version__, path="/schema"),
         debug=False,
         logging_config=None,
