@@ -185,15 +185,16 @@ async def test_router_and_deliver_as_separate_processes(
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
 
-        async def consumers_exist() -> bool:
+        async def all_pulling() -> bool:
+            """The router and both workers are up: each holds a pull request open."""
             try:
-                await js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
-                await js.consumer_info(broker.STREAM_WORK, broker.deliver_consumer("hook"))
+                router = await js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
+                work = await js.consumer_info(broker.STREAM_WORK, broker.deliver_consumer("hook"))
             except nats.js.errors.NotFoundError:
                 return False
-            return True
+            return bool(router.num_waiting) and (work.num_waiting or 0) >= 2
 
-        await wait_until(consumers_exist, 30, "the router's and workers' consumers")
+        await wait_until(all_pulling, 30, "the router and two workers pulling")
         await nc.close()
         for i in range(20):
             await publish(

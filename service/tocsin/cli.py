@@ -9,7 +9,9 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,7 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_during_start(signum: int, frame: object) -> None:
+    """SIGTERM/SIGINT before the service is up: nothing is running yet, so just stop
+    (``service.run`` installs its own handlers once it starts)."""
+    raise SystemExit(EXIT_OK)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_during_start)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -230,7 +240,8 @@ def _forensics(args: argparse.Namespace) -> int:
         print(
             f"ok: {verdict.events} event(s), seq {verdict.first_seq}..{verdict.last_seq}, "
             f"hash chain intact; projection rebuilt from scratch ({verdict.alerts} alert(s), "
-            f"{verdict.open_alerts} open) in {verdict.seconds:.2f}s"
+            f"{verdict.open_alerts} open), checked against {verdict.snapshots} snapshot(s), "
+            f"in {verdict.seconds:.2f}s"
         )
         return EXIT_OK
     except forensics.LogMissing as error:

@@ -76,6 +76,13 @@ class NatsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     ack_wait: Duration = Duration(30.0)
 
 
+class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """How often the projection is snapshotted (0: never). Start-up folds only the
+    events after the newest snapshot."""
+
+    snapshot_every: int = 50_000
+
+
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How hard delivery workers push: sends in flight per receiver per process."""
 
@@ -90,6 +97,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     smtp: SmtpSection = SmtpSection()
     delivery: DeliverySection = DeliverySection()
     nats: NatsSection = NatsSection()
+    log: LogSection = LogSection()
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class Config:
     smtp: SmtpSettings | None
     delivery: DeliverySection = field(default_factory=DeliverySection)
     nats: NatsSection = field(default_factory=NatsSection)
+    log: LogSection = field(default_factory=LogSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
 
@@ -144,6 +153,8 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("retry.backoff: delays must not be negative")
     if parsed.delivery.concurrency < 1:
         raise ConfigError("delivery.concurrency: must be at least 1")
+    if parsed.log.snapshot_every < 0:
+        raise ConfigError("log.snapshot_every: must be 0 (never) or more")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
     kinds = registry()
@@ -161,6 +172,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         smtp=_smtp(parsed.smtp, env),
         delivery=parsed.delivery,
         nats=parsed.nats,
+        log=parsed.log,
         source=source,
         kinds=kinds,
     )

@@ -15,7 +15,7 @@ import msgspec
 
 from tocsin import events as ev
 from tocsin.api.queries import AlertView, alert_view
-from tocsin.log import GENESIS, chain_hash
+from tocsin.log import GENESIS, chain_hash, read_rows, read_snapshots
 from tocsin.projections import State, fold
 from tocsin.times import format_us
 
@@ -161,6 +161,7 @@ class Verdict:
     alerts: int = 0
     open_alerts: int = 0
     seconds: float = 0.0
+    snapshots: int = 0
 
 
 def verify(path: Path) -> Verdict:
@@ -199,8 +200,22 @@ def verify(path: Path) -> Verdict:
                 previous, expected, count = bytes(digest), seq + 1, count + 1
     finally:
         conn.close()
+    snapshots = 0
+    for snapshot in read_snapshots(path):
+        try:
+            restored = msgspec.msgpack.Decoder(State).decode(snapshot.state)
+        except msgspec.DecodeError as error:
+            return _bad(count, first, snapshot.seq, f"snapshot unreadable: {error}")
+        for row in read_rows(path, after_seq=snapshot.seq):
+            fold(restored, row.seq, row.ts, row.event)
+        if restored != state:
+            return _bad(
+                count, first, snapshot.seq, "snapshot + the log after it differs from the full fold"
+            )
+        snapshots += 1
     return Verdict(
         ok=True,
+        snapshots=snapshots,
         events=count,
         first_seq=first,
         last_seq=state.last_seq or None,

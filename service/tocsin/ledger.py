@@ -10,24 +10,58 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgspec
+
 from tocsin import events as ev
-from tocsin.log import EventLog, Fact, LogWriteError, read_rows
+from tocsin.log import (
+    EventLog,
+    Fact,
+    LogWriteError,
+    Snapshot,
+    read_rows,
+    read_snapshots,
+    write_snapshot,
+)
 from tocsin.projections import State, fold, rebuild
 from tocsin.times import now_us
 
 log = logging.getLogger("tocsin.ledger")
 
 
+_state_decoder = msgspec.msgpack.Decoder(State)
+
+
 def load_state(path: Path) -> State:
-    """Fold the whole log at ``path`` (blocking; run it in a thread)."""
+    """Fold the whole log at ``path`` from nothing (blocking; run it in a thread)."""
     if not path.exists():
         return State()
     return rebuild((row.seq, row.ts, row.event) for row in read_rows(path))
+
+
+def load_state_fast(path: Path) -> tuple[State, int | None]:
+    """The newest valid snapshot plus the log after it; ``(state, snapshot seq or None)``.
+    A snapshot that does not decode is skipped (the log is the truth; snapshots only
+    save time)."""
+    if not path.exists():
+        return State(), None
+    for snapshot in read_snapshots(path):
+        try:
+            state = _state_decoder.decode(snapshot.state)
+        except msgspec.DecodeError as error:
+            log.warning(
+                "snapshot at seq %d unreadable (%s); trying an older one", snapshot.seq, error
+            )
+            continue
+        for row in read_rows(path, after_seq=snapshot.seq):
+            fold(state, row.seq, row.ts, row.event)
+        return state, snapshot.seq
+    return load_state(path), None
 
 
 class Batch:
@@ -49,8 +83,12 @@ class Batch:
 
 
 class Ledger:
-    def __init__(self, path: Path, event_log: EventLog, state: State) -> None:
+    def __init__(
+        self, path: Path, event_log: EventLog, state: State, snapshot_every: int = 50_000
+    ) -> None:
         self.path = path
+        self.snapshot_every = snapshot_every
+        self.snapshot_seq = 0
         self.log = event_log
         self.state = state
         self.problem: str | None = None
@@ -59,15 +97,19 @@ class Ledger:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, busy_timeout_ms: int = 5000) -> Ledger:
+    async def open(
+        cls, path: Path, busy_timeout_ms: int = 5000, snapshot_every: int = 50_000
+    ) -> Ledger:
         event_log = await EventLog.open(path, busy_timeout_ms)
         started = time.perf_counter()
-        state = await asyncio.to_thread(load_state, path)
-        ledger = cls(path, event_log, state)
+        state, snapshot_seq = await asyncio.to_thread(load_state_fast, path)
+        ledger = cls(path, event_log, state, snapshot_every)
+        ledger.snapshot_seq = snapshot_seq or 0
         ledger.rebuild_seconds = time.perf_counter() - started
         log.info(
-            "projection rebuilt from %s: %d events, %d alerts (%d open) in %.3fs",
+            "projection rebuilt from %s (%s): %d events, %d alerts (%d open) in %.3fs",
             path,
+            f"snapshot at seq {snapshot_seq} + tail" if snapshot_seq else "full fold",
             state.last_seq,
             len(state.alerts),
             len(state.open_by_fingerprint),
@@ -106,6 +148,22 @@ class Ledger:
             committed = [fact.event for fact in batch.facts]
             for listener in self.listeners:
                 listener(committed, self.state)
+            if self.snapshot_every and self.log.last_seq - self.snapshot_seq >= self.snapshot_every:
+                await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        """Snapshot the projection (called holding the lock, so it cannot change while
+        it is encoded off the event loop). A failure costs only start-up time."""
+        snapshot_at = self.log.last_seq
+        try:
+            encoded = await asyncio.to_thread(msgspec.msgpack.encode, self.state)
+            snapshot = Snapshot(snapshot_at, now_us(), self.log.last_hash, encoded)
+            await asyncio.to_thread(write_snapshot, self.path, snapshot)
+        except (OSError, sqlite3.Error) as error:
+            log.warning("snapshot at seq %d not written: %s", snapshot_at, error)
+            return
+        self.snapshot_seq = snapshot_at
+        log.info("snapshot at seq %d (%d bytes)", snapshot_at, len(encoded))
 
     async def _restore(self) -> None:
-        self.state = await asyncio.to_thread(load_state, self.path)
+        self.state, _ = await asyncio.to_thread(load_state_fast, self.path)

@@ -39,6 +39,12 @@ CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NO
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
 CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq     INTEGER PRIMARY KEY,
+    ts      INTEGER NOT NULL,
+    anchor  BLOB    NOT NULL,
+    state   BLOB    NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -124,6 +130,11 @@ class EventLog:
     async def close(self) -> None:
         await self._conn.close()
 
+    @property
+    def last_hash(self) -> bytes:
+        """The hash of the last committed row (a snapshot's anchor)."""
+        return self._last_hash
+
     async def set_page_limit(self, pages: int | None) -> int:
         """Cap the file at ``pages`` pages (``PRAGMA max_page_count``; None lifts the
         cap); returns the current page count. A storage quota, and how the tests make
@@ -196,6 +207,53 @@ class EventLog:
                 async for key, seq, ts, kind, data in cursor:
                     found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The projection as of ``seq``, valid only with the log whose row ``seq`` has the
+    hash ``anchor``. A cache for fast starts: it never replaces the log."""
+
+    seq: int
+    ts: int
+    anchor: bytes
+    state: bytes
+
+
+def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:
+    """Store a snapshot and drop all but the newest ``keep`` (blocking; run in a thread)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state) VALUES (?, ?, ?, ?)",
+            (snapshot.seq, snapshot.ts, snapshot.anchor, snapshot.state),
+        )
+        conn.execute(
+            "DELETE FROM snapshots WHERE seq NOT IN"
+            " (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
+            (keep,),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def read_snapshots(path: Path) -> Iterator[Snapshot]:
+    """Snapshots whose anchor matches the log, newest first."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT s.seq, s.ts, s.anchor, s.state FROM snapshots s JOIN events e"
+            " ON e.seq = s.seq AND e.hash = s.anchor ORDER BY s.seq DESC"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a log from before snapshots existed
+        rows = []
+    finally:
+        conn.close()
+    for seq, ts, anchor, state in rows:
+        yield Snapshot(seq, ts, bytes(anchor), bytes(state))
 
 
 def read_rows(path: Path, after_seq: int = 0, until_ts: int | None = None) -> Iterator[Row]:

@@ -128,7 +128,9 @@ async def run(options: Options) -> int:
         url = resolve_nats_url(url, options.data_dir)
         if options.run_router:
             readiness.stage = "rebuilding projections from the log"
-            ledger = options.ledger = await Ledger.open(db_path(options.data_dir))
+            ledger = options.ledger = await Ledger.open(
+                db_path(options.data_dir), snapshot_every=config.log.snapshot_every
+            )
             readiness.checks.append(lambda: ledger.problem if ledger else None)
             ledger.listeners.append(metrics.count_committed)
             metrics.observe(
