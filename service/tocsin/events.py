@@ -18,8 +18,9 @@ from tocsin.contracts import Reason, Severity, Status
 SuppressCause = Literal["duplicate", "acked", "no_route"]
 
 
-class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
-    """Base of all events; ``trace_id`` ties a fact to its trace."""
+class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True, gc=False):
+    """Base of all events; ``trace_id`` ties a fact to its trace. ``gc=False``: events
+    cannot form reference cycles, so the cyclic GC need not scan millions of them."""
 
     trace_id: str | None = None
 

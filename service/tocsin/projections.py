@@ -2,7 +2,9 @@
 
 ``fold`` mutates the state it is given, for speed, but is pure in every other sense: no
 I/O, no clock, no randomness; the same events in the same order give an equal state.
-``rebuild`` folds from nothing; a test holds live state equal to it.
+``rebuild`` folds from nothing; a test holds live state equal to it. The state's structs
+are untracked by the cyclic GC (``gc=False``): they hold no cycles, and a large
+projection would otherwise be rescanned again and again while it is built.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tocsin.dedup import OpenAlert
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
 
 
-class Alert(Struct, kw_only=True):
+class Alert(Struct, kw_only=True, gc=False):
     """One fingerprint from its first firing event until resolved."""
 
     id: str
@@ -42,7 +44,7 @@ class Alert(Struct, kw_only=True):
     trace_id: str | None = None
 
 
-class Delivery(Struct, kw_only=True):
+class Delivery(Struct, kw_only=True, gc=False):
     """One notification's fate."""
 
     notification_id: str
@@ -58,7 +60,7 @@ class Delivery(Struct, kw_only=True):
     updated_at: int = 0
 
 
-class Counters(Struct, kw_only=True):
+class Counters(Struct, kw_only=True, gc=False):
     received: int = 0
     suppressed: int = 0
     routed: int = 0
@@ -68,7 +70,7 @@ class Counters(Struct, kw_only=True):
     dead_lettered: int = 0
 
 
-class State(Struct, kw_only=True):
+class State(Struct, kw_only=True, gc=False):
     """Everything tocsin knows, as of ``last_seq``."""
 
     last_seq: int = 0

@@ -1,0 +1,174 @@
+"""A log of a million events: how fast tocsin folds it, starts on it, and answers.
+
+Generates the log with the real pipeline code (triage -> facts -> EventLog.append, in
+group commits), then measures: the fold rate (decode + fold, events/s), start time
+without and with a snapshot, and `tocsin replay`, `state` and `verify` on it.
+
+Run: .venv/bin/python bench/log_scale.py [--events 1000000] [--keep DIR]
+Writes bench/results/log_scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOCSIN = str(Path(sys.executable).parent / "tocsin")
+
+from tocsin.config import Match, Route  # noqa: E402
+from tocsin.ingest import Normalized, default_fingerprint  # noqa: E402
+from tocsin.ledger import Ledger, load_state, load_state_fast  # noqa: E402
+from tocsin.log import db_path  # noqa: E402
+from tocsin.routing import RoutingTable  # noqa: E402
+from tocsin.triage import triage  # noqa: E402
+
+T0 = 1_790_000_000 * 1_000_000
+
+
+async def generate(data: Path, target: int) -> int:
+    """Append about ``target`` facts: alerts over 50,000 fingerprints, each firing in
+    several buckets with duplicates, some resolved and reopened."""
+    ledger = await Ledger.open(db_path(data), snapshot_every=0)
+    routing = RoutingTable.compile(
+        [
+            Route(receivers=["hook", "mail"], match=Match(severity="critical")),
+            Route(receivers=["hook"], match=Match()),
+        ]
+    )
+    ids = itertools.count()
+    i = 0
+    started = time.perf_counter()
+    while ledger.log.last_seq < target:
+        async with ledger.batch() as batch:
+            for _ in range(2000):
+                labels = {"host": f"h{i % 50_000}", "dc": f"dc{i % 3}"}
+                status = "resolved" if i % 29 == 0 else "firing"
+                event = Normalized(
+                    type="disk_full",
+                    severity="critical" if i % 11 == 0 else "warning",
+                    summary=f"disk nearly full on host {i % 50_000}",
+                    source="bench",
+                    status=status,
+                    labels=labels,  # type: ignore[arg-type]
+                    fingerprint=default_fingerprint("disk_full", labels),
+                    details={"used": i % 100},
+                    timestamp=T0 + i * 20_000,
+                    timestamp_replaced=False,
+                    event_id=None,
+                )
+                for fact in triage(
+                    ledger.state,
+                    event,
+                    subject="alerts.in.bench",
+                    received_at=event.timestamp,
+                    routing=routing,
+                    window_seconds=600,
+                    new_id=lambda: f"{next(ids):x}",
+                    trace_id=None,
+                ):
+                    batch.add(fact, in_seq=i + 1)
+                i += 1
+        if i % 100_000 < 2000:
+            print(
+                f"  {ledger.log.last_seq:,} events ({i:,} inbound) after "
+                f"{time.perf_counter() - started:.0f}s",
+                file=sys.stderr,
+            )
+    count = ledger.log.last_seq
+    await ledger.close()
+    return count
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, help="keep the generated data dir here")
+    args = parser.parse_args()
+    command = " ".join(["python bench/log_scale.py", *sys.argv[1:]])
+    tmp = Path(tempfile.mkdtemp())
+    data = tmp / "data"
+    result: dict[str, object] = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }
+    try:
+        print(f"generating about {args.events:,} events...", file=sys.stderr)
+        started = time.perf_counter()
+        events = await generate(data, args.events)
+        result["events"] = events
+        result["generate_seconds"] = round(time.perf_counter() - started, 1)
+        path = db_path(data)
+
+        started = time.perf_counter()
+        state = load_state(path)
+        full = time.perf_counter() - started
+        result["fold_events_per_second"] = round(events / full)
+        result["start_without_snapshot_seconds"] = round(full, 2)
+        result["alerts"] = len(state.alerts)
+
+        ledger = await Ledger.open(path, snapshot_every=1)  # full fold, then snapshot now
+        async with ledger.batch():
+            pass
+        await ledger._snapshot()
+        await ledger.close()
+        started = time.perf_counter()
+        restored, snapshot_seq = load_state_fast(path)
+        result["start_with_snapshot_seconds"] = round(time.perf_counter() - started, 2)
+        assert snapshot_seq == events
+        assert restored == state
+
+        base = ["--data-dir", str(data)]
+        result["cli_replay_json_seconds"] = round(timed([TOCSIN, "replay", *base, "--json"]), 1)
+        result["cli_replay_one_alert_seconds"] = round(
+            timed(
+                [
+                    TOCSIN,
+                    "replay",
+                    *base,
+                    "--fingerprint",
+                    next(iter(state.alerts.values())).fingerprint,
+                ]
+            ),
+            2,
+        )
+        result["cli_state_at_seconds"] = round(
+            timed([TOCSIN, "state", *base, "--at", "2026-09-20T00:00:00Z", "--json"]), 1
+        )
+        result["cli_verify_seconds"] = round(timed([TOCSIN, "verify", *base]), 1)
+        result["log_bytes"] = path.stat().st_size
+    finally:
+        if args.keep:
+            shutil.copytree(data, args.keep, dirs_exist_ok=True)
+        shutil.rmtree(tmp)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "log_scale.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(
+        f"\nfold: {result['fold_events_per_second']:,} events/s; start on {events:,} events: "
+        f"{result['start_without_snapshot_seconds']}s without a snapshot, "
+        f"{result['start_with_snapshot_seconds']}s with one\ncommand: {command}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
