@@ -166,6 +166,17 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     dedup_window_seconds: float
 
 
+class LogCompacted(_Event, frozen=True, tag="log.compacted"):
+    """Rows ``first_seq..last_seq`` moved to ``archive``; ``anchor`` is the hex hash of
+    row ``last_seq``, which the first remaining row chains to."""
+
+    archive: str
+    first_seq: int
+    last_seq: int
+    anchor: str
+    archive_sha256: str
+
+
 Event = (
     AlertReceived
     | AlertOpened
@@ -179,6 +190,7 @@ Event = (
     | DeliverySucceeded
     | DeliveryDeadLettered
     | ConfigLoaded
+    | LogCompacted
 )
 
 _encoder = msgspec.json.Encoder()

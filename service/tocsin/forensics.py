@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import msgspec
 
 from tocsin import events as ev
 from tocsin.api.queries import AlertView, alert_view
-from tocsin.log import GENESIS, chain_hash, read_rows, read_snapshots
+from tocsin.log import GENESIS, chain_hash, compacted, read_base, read_rows, read_snapshots
 from tocsin.projections import State, fold
 from tocsin.times import format_us
 
@@ -65,9 +65,10 @@ def replay(
     fingerprint: str | None = None,
     alert_id: str | None = None,
     type_: str | None = None,
+    archives: Sequence[Path] = (),
 ) -> Iterator[EventRecord]:
-    """Matching rows, oldest first. ``type_`` selects every event of the fingerprints
-    that ever received an event of that type."""
+    """Matching rows, oldest first, archives (oldest first) before the log. ``type_``
+    selects every event of the fingerprints that ever received an event of that type."""
     clauses: list[str] = []
     params: list[Any] = []
     if since is not None:
@@ -89,6 +90,8 @@ def replay(
         )
         params.append(type_)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    for archive in archives:
+        yield from _replay_archive(archive, since, until, fingerprint, alert_id, type_)
     conn = connect(path)
     try:
         cursor = conn.execute(f"SELECT seq, ts, kind, data FROM events{where} ORDER BY seq", params)
@@ -97,6 +100,34 @@ def replay(
                 yield record(seq, ts, kind, data)
     finally:
         conn.close()
+
+
+def _replay_archive(
+    archive: Path,
+    since: int | None,
+    until: int | None,
+    fingerprint: str | None,
+    alert_id: str | None,
+    type_: str | None,
+) -> Iterator[EventRecord]:
+    from tocsin.compaction import read_archive
+
+    _, rows = read_archive(archive)
+    typed: set[str] = set()
+    for row in rows:
+        entry = record(row.seq, row.ts, row.kind, row.data.encode())
+        data = entry.data
+        if row.kind == "alert.received" and type_ is not None and data.get("type") == type_:
+            typed.add(data["fingerprint"])
+        if (since is not None and row.ts < since) or (until is not None and row.ts > until):
+            continue
+        if fingerprint is not None and data.get("fingerprint") != fingerprint:
+            continue
+        if alert_id is not None and data.get("alert_id") != alert_id:
+            continue
+        if type_ is not None and data.get("fingerprint") not in typed:
+            continue
+        yield entry
 
 
 _LINE_KEYS = {
@@ -125,11 +156,20 @@ def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
     conn = connect(path)
     state = State()
     last_ts: int | None = None
+    base = read_base(path)
+    if base is not None:
+        if at is not None and at < base.ts:
+            conn.close()
+            raise LogMissing(
+                f"events up to seq {base.seq} were compacted into an archive; "
+                "the state before that moment is not in the log any more"
+            )
+        state = msgspec.msgpack.decode(base.state, type=State)
     try:
-        query = "SELECT seq, ts, data FROM events"
-        params: list[Any] = []
+        query = "SELECT seq, ts, data FROM events WHERE seq > ?"
+        params: list[Any] = [base.seq if base else 0]
         if at is not None:
-            query += " WHERE ts <= ?"
+            query += " AND ts <= ?"
             params.append(at)
         cursor = conn.execute(query + " ORDER BY seq", params)
         while batch := cursor.fetchmany(5000):
@@ -172,6 +212,13 @@ def verify(path: Path) -> Verdict:
     state = State()
     previous = GENESIS
     expected: int | None = None
+    base = read_base(path)
+    if base is not None:  # a compacted log: the chain goes on from the base's anchor
+        state = msgspec.msgpack.decode(base.state, type=State)
+        previous, expected = base.anchor, base.seq + 1
+    elif compacted(path):
+        conn.close()
+        return _bad(0, None, 0, "the log was compacted but its base snapshot is missing or altered")
     count = 0
     first: int | None = None
     try:

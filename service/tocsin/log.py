@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sqlite3
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import aiosqlite
 
@@ -43,10 +46,15 @@ CREATE TABLE IF NOT EXISTS snapshots (
     seq     INTEGER PRIMARY KEY,
     ts      INTEGER NOT NULL,
     anchor  BLOB    NOT NULL,
-    state   BLOB    NOT NULL
+    state   BLOB    NOT NULL,
+    base    INTEGER NOT NULL DEFAULT 0   -- 1: the state of rows compacted away
 );
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
+"""
+
+# Compaction lifts this trigger for its one DELETE, in the same transaction.
+NO_DELETE_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
 """
@@ -116,7 +124,7 @@ class EventLog:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        await conn.executescript(SCHEMA)
+        await conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
         async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cursor:
             last = await cursor.fetchone()
         async with conn.execute(
@@ -231,8 +239,8 @@ def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:
             (snapshot.seq, snapshot.ts, snapshot.anchor, snapshot.state),
         )
         conn.execute(
-            "DELETE FROM snapshots WHERE seq NOT IN"
-            " (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
+            "DELETE FROM snapshots WHERE base = 0 AND seq NOT IN"
+            " (SELECT seq FROM snapshots WHERE base = 0 ORDER BY seq DESC LIMIT ?)",
             (keep,),
         )
         conn.execute("COMMIT")
@@ -241,12 +249,14 @@ def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:
 
 
 def read_snapshots(path: Path) -> Iterator[Snapshot]:
-    """Snapshots whose anchor matches the log, newest first."""
+    """Snapshots whose anchor matches the log, newest first (the base snapshot of a
+    compacted log matches the anchor its ``log.compacted`` event recorded)."""
+    base = read_base(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = conn.execute(
             "SELECT s.seq, s.ts, s.anchor, s.state FROM snapshots s JOIN events e"
-            " ON e.seq = s.seq AND e.hash = s.anchor ORDER BY s.seq DESC"
+            " ON e.seq = s.seq AND e.hash = s.anchor WHERE s.base = 0 ORDER BY s.seq DESC"
         ).fetchall()
     except sqlite3.OperationalError:  # a log from before snapshots existed
         rows = []
@@ -254,6 +264,70 @@ def read_snapshots(path: Path) -> Iterator[Snapshot]:
         conn.close()
     for seq, ts, anchor, state in rows:
         yield Snapshot(seq, ts, bytes(anchor), bytes(state))
+    if base is not None:
+        yield base
+
+
+def compacted(path: Path) -> bool:
+    """Whether rows were ever compacted out of this log."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = conn.execute("SELECT 1 FROM events WHERE kind = 'log.compacted' LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    return found is not None
+
+
+class WriterLock:
+    """An exclusive lock on ``<data-dir>/tocsin.lock``: one writer per log. Held by the
+    running router for its lifetime, and by ``tocsin compact``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "tocsin.lock"
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+b")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n".encode())
+        handle.flush()
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def read_base(path: Path) -> Snapshot | None:
+    """The base snapshot of a compacted log: the state of every archived row, valid
+    only if it matches the anchor of the newest ``log.compacted`` event."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        compacted = conn.execute(
+            "SELECT data FROM events WHERE kind = 'log.compacted' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if compacted is None:
+            return None
+        event = ev.decode(bytes(compacted[0]))
+        assert isinstance(event, ev.LogCompacted)
+        row = conn.execute(
+            "SELECT seq, ts, anchor, state FROM snapshots WHERE base = 1 AND seq = ?",
+            (event.last_seq,),
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None or bytes(row[2]).hex() != event.anchor:
+        return None
+    return Snapshot(row[0], row[1], bytes(row[2]), bytes(row[3]))
 
 
 def read_rows(path: Path, after_seq: int = 0, until_ts: int | None = None) -> Iterator[Row]:

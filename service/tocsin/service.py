@@ -23,7 +23,7 @@ from tocsin.config import Config, ConfigError
 from tocsin.delivery import ReceiverWorker
 from tocsin.embedded import EmbeddedNats, url_file
 from tocsin.ledger import Ledger
-from tocsin.log import db_path
+from tocsin.log import WriterLock, db_path
 from tocsin.projections import State
 from tocsin.recorder import Recorder
 from tocsin.router import Router
@@ -116,6 +116,7 @@ async def run(options: Options) -> int:
     metrics = Metrics()
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None
+    writer_lock = WriterLock(options.data_dir)
     tasks: list[asyncio.Task[Any]] = []
     server = None
     try:
@@ -127,6 +128,11 @@ async def run(options: Options) -> int:
             url = await embedded.start()
         url = resolve_nats_url(url, options.data_dir)
         if options.run_router:
+            if not writer_lock.acquire():
+                raise ConfigError(
+                    f"--data-dir: another tocsin already writes the log in {options.data_dir} "
+                    f"({writer_lock.path} is locked); one router per log"
+                )
             readiness.stage = "rebuilding projections from the log"
             ledger = options.ledger = await Ledger.open(
                 db_path(options.data_dir), snapshot_every=config.log.snapshot_every
@@ -235,6 +241,7 @@ async def run(options: Options) -> int:
                 task.cancel()
         if ledger is not None:
             await ledger.close()
+        writer_lock.release()
         if embedded is not None:
             await embedded.stop()
         metrics.shutdown()
