@@ -27,6 +27,7 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/router_throughput.py
+	$(BIN)/python bench/log_scale.py
 
 clean:
 	rm -rf $(VENV) tocsin-data .pytest_cache .mypy_cache .ruff_cache

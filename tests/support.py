@@ -29,6 +29,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tocsin import config as config_module
 from tocsin import service
+from tocsin.contracts import Notification
 from tocsin.ledger import Ledger, load_state
 from tocsin.log import db_path
 from tocsin.projections import State
@@ -363,3 +364,28 @@ class Mailbox:
 def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"tocsin", b"pw")
     return AuthResult(success=ok, handled=False)
+
+
+def make_notification(**fields: Any) -> Notification:
+    """A notification for channel tests; ``fields`` override the defaults."""
+    base: dict[str, Any] = {
+        "notification_id": "n1",
+        "reason": "firing",
+        "alert_id": "a1",
+        "fingerprint": "fp1",
+        "dedup_key": "fp1:1",
+        "type": "disk_full",
+        "severity": "critical",
+        "status": "firing",
+        "summary": "disk full on db1",
+        "source": "db",
+        "labels": {"host": "db1"},
+        "details": {},
+        "first_seen": "2026-11-23T12:00:00.000000Z",
+        "last_seen": "2026-11-23T12:01:00.000000Z",
+        "occurrences": 3,
+        "suppressed_count": 2,
+        "receiver": "r",
+    }
+    base.update(fields)
+    return Notification(**base)

@@ -7,35 +7,22 @@ from typing import Any
 
 import pytest
 
-from tests.support import Mailbox, free_port
+from tests.support import Mailbox, free_port, make_notification
 from tocsin.channels import ChannelConfigError, ChannelEnv, SmtpSettings
 from tocsin.channels.email import EmailChannel, EmailConfig
 from tocsin.contracts import Notification
 from tocsin.times import Duration
 
+# What this file's notifications differ in from tests.support.make_notification.
+NOTIFICATION = {
+    "fingerprint": "fp",
+    "dedup_key": "fp:1",
+    "receiver": "mail",
+}
+
 
 def notification(**fields: Any) -> Notification:
-    base: dict[str, Any] = dict(
-        notification_id="n1",
-        reason="firing",
-        alert_id="a1",
-        fingerprint="fp",
-        dedup_key="fp:1",
-        type="disk_full",
-        severity="critical",
-        status="firing",
-        summary="disk full on db1",
-        source="db",
-        labels={"host": "db1"},
-        details={},
-        first_seen="2026-11-23T12:00:00.000000Z",
-        last_seen="2026-11-23T12:01:00.000000Z",
-        occurrences=3,
-        suppressed_count=2,
-        receiver="mail",
-    )
-    base.update(fields)
-    return Notification(**base)
+    return make_notification(**{**NOTIFICATION, **fields})
 
 
 def channel(port: int, to: list[str], **smtp: Any) -> EmailChannel:

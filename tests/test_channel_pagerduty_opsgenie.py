@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.support import HttpSink, Request, always, free_port
+from tests.support import HttpSink, Request, always, free_port, make_notification
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
 from tocsin.channels import opsgenie as og
 from tocsin.channels import pagerduty as pd
@@ -36,28 +36,18 @@ EXPLICIT = {
 }
 
 
+# What this file's notifications differ in from tests.support.make_notification.
+NOTIFICATION = {
+    "fingerprint": "fp-db1-disk",
+    "dedup_key": "fp-db1-disk:2948",
+    "labels": {"host": "db1", "component": "postgres"},
+    "details": {"used_pct": 95, "mount": "/var"},
+    "receiver": "oncall",
+}
+
+
 def notification(**fields: Any) -> Notification:
-    base: dict[str, Any] = dict(
-        notification_id="n1",
-        reason="firing",
-        alert_id="a1",
-        fingerprint="fp-db1-disk",
-        dedup_key="fp-db1-disk:2948",
-        type="disk_full",
-        severity="critical",
-        status="firing",
-        summary="disk full on db1",
-        source="db",
-        labels={"host": "db1", "component": "postgres"},
-        details={"used_pct": 95, "mount": "/var"},
-        first_seen="2026-11-23T12:00:00.000000Z",
-        last_seen="2026-11-23T12:01:00.000000Z",
-        occurrences=3,
-        suppressed_count=2,
-        receiver="oncall",
-    )
-    base.update(fields)
-    return Notification(**base)
+    return make_notification(**{**NOTIFICATION, **fields})
 
 
 def resolved(**fields: Any) -> Notification:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.support import HttpSink, always, free_port
+from tests.support import HttpSink, always, free_port, make_notification
 from tocsin.channels import ChannelConfigError, ChannelEnv
 from tocsin.channels import discord as discord_module
 from tocsin.channels import slack as slack_module
@@ -25,28 +25,19 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 HOSTILE = "<!channel> <https://evil.example|x> & <@U123> @here [y](https://evil.example) @everyone"
 
 
+# What this file's notifications differ in from tests.support.make_notification.
+NOTIFICATION = {
+    "summary": "disk 95% full on db1",
+    "source": "billing",
+    "labels": {"host": "db1", "env": "prod"},
+    "details": {"used_pct": 95, "mount": "/var"},
+    "last_seen": "2026-11-23T12:05:00.000000Z",
+    "receiver": "chat",
+}
+
+
 def notification(**fields: Any) -> Notification:
-    base: dict[str, Any] = dict(
-        notification_id="n1",
-        reason="firing",
-        alert_id="a1",
-        fingerprint="fp1",
-        dedup_key="fp1:1",
-        type="disk_full",
-        severity="critical",
-        status="firing",
-        summary="disk 95% full on db1",
-        source="billing",
-        labels={"host": "db1", "env": "prod"},
-        details={"used_pct": 95, "mount": "/var"},
-        first_seen="2026-11-23T12:00:00.000000Z",
-        last_seen="2026-11-23T12:05:00.000000Z",
-        occurrences=3,
-        suppressed_count=2,
-        receiver="chat",
-    )
-    base.update(fields)
-    return Notification(**base)
+    return make_notification(**{**NOTIFICATION, **fields})
 
 
 def oversized() -> Notification:

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from markdown_it import MarkdownIt
 
-from tests.support import HttpSink, always, free_port
+from tests.support import HttpSink, always, free_port, make_notification
 from tocsin.channels import ChannelConfigError, ChannelEnv, teams
 from tocsin.channels import file as file_channel
 from tocsin.channels.file import FileChannel, FileConfig
@@ -35,28 +35,24 @@ ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 markdown = MarkdownIt("commonmark")
 
 
+# What this file's notifications differ in from tests.support.make_notification.
+NOTIFICATION = {
+    "notification_id": "n-1",
+    "alert_id": "a-1",
+    "fingerprint": "fp-1",
+    "dedup_key": "fp-1:2950",
+    "summary": "disk 95% full on db1",
+    "source": "billing",
+    "labels": {"host": "db1", "env": "prod"},
+    "details": {"used_percent": 95},
+    "last_seen": "2026-11-23T12:05:00.000000Z",
+    "suppressed_count": 1,
+    "receiver": "team",
+}
+
+
 def notification(**changes: Any) -> Notification:
-    fields: dict[str, Any] = {
-        "notification_id": "n-1",
-        "reason": "firing",
-        "alert_id": "a-1",
-        "fingerprint": "fp-1",
-        "dedup_key": "fp-1:2950",
-        "type": "disk_full",
-        "severity": "critical",
-        "status": "firing",
-        "summary": "disk 95% full on db1",
-        "source": "billing",
-        "labels": {"host": "db1", "env": "prod"},
-        "details": {"used_percent": 95},
-        "first_seen": "2026-11-23T12:00:00.000000Z",
-        "last_seen": "2026-11-23T12:05:00.000000Z",
-        "occurrences": 3,
-        "suppressed_count": 1,
-        "receiver": "team",
-    }
-    fields.update(changes)
-    return Notification(**fields)
+    return make_notification(**{**NOTIFICATION, **changes})
 
 
 def links(text: str) -> list[str]:
