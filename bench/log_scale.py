@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from tocsin.ingest import Normalized, default_fingerprint  # noqa: E402
 from tocsin.ledger import Ledger, load_state, load_state_fast  # noqa: E402
 from tocsin.log import db_path  # noqa: E402
 from tocsin.routing import RoutingTable  # noqa: E402
+from tocsin.times import format_us  # noqa: E402
 from tocsin.triage import triage  # noqa: E402
 
 T0 = 1_790_000_000 * 1_000_000
@@ -155,6 +157,25 @@ async def main() -> None:
         )
         result["cli_verify_seconds"] = round(timed([TOCSIN, "verify", *base]), 1)
         result["log_bytes"] = path.stat().st_size
+        # compact the older half, then check that the archive, the log and the state agree
+        with sqlite3.connect(path) as conn:
+            middle = conn.execute("SELECT ts FROM events WHERE seq = ?", (events // 2,)).fetchone()[
+                0
+            ]
+        archive = tmp / "archive.jsonl.gz"
+        result["cli_compact_half_seconds"] = round(
+            timed(
+                [TOCSIN, "compact", *base, "--before", format_us(middle), "--archive", str(archive)]
+            ),
+            1,
+        )
+        result["archive_bytes"] = archive.stat().st_size
+        result["cli_verify_with_archive_seconds"] = round(
+            timed([TOCSIN, "verify", *base, "--archive", str(archive)]), 1
+        )
+        after = load_state(path)
+        after.last_seq, after.last_ts = state.last_seq, state.last_ts
+        assert after == state, "compaction changed the state"
     finally:
         if args.keep:
             shutil.copytree(data, args.keep, dirs_exist_ok=True)

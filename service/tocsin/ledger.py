@@ -43,8 +43,9 @@ def load_state(path: Path) -> State:
     """Fold the whole log at ``path`` from nothing (blocking; run it in a thread)."""
     if not path.exists():
         return State()
-    state, after = base_state(path)
-    fold_rows(state, path, after_seq=after)
+    with _gc_paused():
+        state, after = base_state(path)
+        fold_rows(state, path, after_seq=after)
     return state
 
 
