@@ -152,6 +152,20 @@ def test_state_at_a_time_is_the_fold_of_the_log_until_then(data_dir: Path, capsy
     )
 
 
+def test_state_text_shows_alerts_suppressed_counts_and_deliveries(
+    data_dir: Path, capsys: Any
+) -> None:
+    code, out, _ = run(capsys, "state", "--data-dir", str(data_dir))
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert "2 alert(s), 1 open" in header
+    assert "deliveries: 0 delivered, 3 pending, 0 retrying, 0 dead-lettered" in header
+    disk = next(line for line in lines if "disk_full on db1" in line)
+    assert "resolved" in disk
+    assert "(1 suppressed)" in disk
+    assert "told hook: pending" in disk
+
+
 def test_verify_passes_on_a_sound_log(data_dir: Path, capsys: Any) -> None:
     code, out, _ = run(capsys, "verify", "--data-dir", str(data_dir))
     assert code == 0

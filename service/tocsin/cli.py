@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -242,14 +243,19 @@ def _forensics(args: argparse.Namespace) -> int:
             if args.json:
                 out.write(msgspec.json.encode(report).decode() + "\n")
                 return EXIT_OK
+            deliveries = Counter(d.status for d in state.deliveries.values())
             print(
                 f"state as of seq {report.as_of_seq} ({report.as_of or 'empty log'}): "
-                f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open"
+                f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open; "
+                f"deliveries: {deliveries['delivered']} delivered, "
+                f"{deliveries['pending']} pending, {deliveries['retrying']} retrying, "
+                f"{deliveries['dead']} dead-lettered"
             )
             for a in report.alerts:
                 print(
                     f"{a.id}  {a.status:<8} {a.severity:<8} x{a.occurrences:<5} "
-                    f"({a.suppressed_count} suppressed)  {a.last_seen}  {a.summary}"
+                    f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
+                    f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
                 )
             return EXIT_OK
         if args.archive:
