@@ -4,6 +4,10 @@ Each kind's tag is its ``kind`` in the log, ``replay --json`` and ``/api/v1/even
 (DESIGN.md section 10). Events record *outcomes* (what was decided), never inputs to be
 re-decided, so a rebuild does not depend on the version of the decision code.
 Instants are microseconds since the epoch (see ``times``).
+
+Evolving the vocabulary: logs are kept for years, so a field added to an event must
+have a default (older rows lack it), a field is never renamed or retyped, and a kind is
+never reused; a new fact is a new kind.
 """
 
 from __future__ import annotations
