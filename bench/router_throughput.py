@@ -69,8 +69,11 @@ async def preload(url: str, events: int, fingerprints: int) -> float:
 def query(db: Path, sql: str) -> tuple[int, ...]:
     if not db.exists():
         return (0,)
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return tuple(conn.execute(sql).fetchone())
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return tuple(conn.execute(sql).fetchone())
+    except sqlite3.OperationalError:  # the file exists before its schema does
+        return (0,)
 
 
 def count(db: Path, kind: str) -> int:
