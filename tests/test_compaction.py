@@ -22,6 +22,11 @@ def ts_of(path: Path, seq: int) -> int:
         return int(conn.execute("SELECT ts FROM events WHERE seq = ?", (seq,)).fetchone()[0])
 
 
+def compact(data: str, before: str, archive: str) -> int:
+    """``tocsin compact`` through the CLI entry point; returns its exit code."""
+    return main(["compact", "--data-dir", data, "--before", before, "--archive", archive])
+
+
 def replay_json(
     capsys: pytest.CaptureFixture[str], data: Path, *extra: str
 ) -> list[dict[str, object]]:
@@ -46,20 +51,7 @@ async def test_compaction_moves_old_rows_and_changes_nothing_else(
     cut = ts_of(path, 50)
     archive = tmp_path / "archive" / "2026-11.jsonl.gz"
 
-    assert (
-        main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                format_us(cut),
-                "--archive",
-                str(archive),
-            ]
-        )
-        == 0
-    )
+    assert compact(str(data), format_us(cut), str(archive)) == 0
     assert "compacted" in capsys.readouterr().out
 
     with sqlite3.connect(path) as conn:
@@ -93,38 +85,12 @@ async def test_a_compacted_log_keeps_working_and_compacts_again(
 ) -> None:
     path = db_path(data)
     first, second = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
-    assert (
-        main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                format_us(ts_of(path, 30)),
-                "--archive",
-                str(first),
-            ]
-        )
-        == 0
-    )
+    assert compact(str(data), format_us(ts_of(path, 30)), str(first)) == 0
     ledger = await Ledger.open(path, snapshot_every=0)
     assert ledger.state == load_state(path)
     await feed(ledger, 10, start=40)
     await ledger.close()
-    assert (
-        main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                format_us(ts_of(path, 90)),
-                "--archive",
-                str(second),
-            ]
-        )
-        == 0
-    )
+    assert compact(str(data), format_us(ts_of(path, 90)), str(second)) == 0
     capsys.readouterr()
     assert (
         main(["verify", "--data-dir", str(data), "--archive", str(first), "--archive", str(second)])
@@ -143,20 +109,7 @@ async def test_a_tampered_archive_is_caught(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     archive = tmp_path / "a.jsonl.gz"
-    assert (
-        main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                format_us(ts_of(db_path(data), 30)),
-                "--archive",
-                str(archive),
-            ]
-        )
-        == 0
-    )
+    assert compact(str(data), format_us(ts_of(db_path(data), 30)), str(archive)) == 0
     lines = gzip.decompress(archive.read_bytes()).splitlines()
     lines[3] = lines[3].replace(b"warning", b"critical")
     archive.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
@@ -171,54 +124,18 @@ async def test_compaction_refuses_while_the_service_writes_and_says_what_it_cann
     held = WriterLock(data)
     assert held.acquire()
     try:
-        code = main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                "0s",
-                "--archive",
-                str(tmp_path / "x.jsonl.gz"),
-            ]
-        )
+        code = compact(str(data), "0s", str(tmp_path / "x.jsonl.gz"))
     finally:
         held.release()
     assert code == 1
     assert "stop it first" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl.gz").exists()
 
-    assert (
-        main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                "2000-01-01T00:00:00Z",
-                "--archive",
-                str(tmp_path / "none.jsonl.gz"),
-            ]
-        )
-        == 0
-    )
+    assert compact(str(data), "2000-01-01T00:00:00Z", str(tmp_path / "none.jsonl.gz")) == 0
     assert "nothing to compact" in capsys.readouterr().out
 
     cut = ts_of(db_path(data), 30)
-    assert (
-        main(
-            [
-                "compact",
-                "--data-dir",
-                str(data),
-                "--before",
-                format_us(cut),
-                "--archive",
-                str(tmp_path / "a.jsonl.gz"),
-            ]
-        )
-        == 0
-    )
+    assert compact(str(data), format_us(cut), str(tmp_path / "a.jsonl.gz")) == 0
     capsys.readouterr()
     assert main(["state", "--data-dir", str(data), "--at", format_us(cut - 1)]) == 1
     assert "compacted into an archive" in capsys.readouterr().err
