@@ -174,3 +174,46 @@ async def test_a_failed_append_commits_nothing_and_keeps_the_position(tmp_path: 
     found = await log.facts_of_inbound([1, 2, 3])
     assert sorted(found) == [1, 3]
     await log.close()
+
+
+async def test_a_recreated_inbound_stream_does_not_hide_new_alerts(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Deleting and re-creating TOCSIN_IN restarts its seqs at 1. New messages must not
+    be taken for redeliveries of the old ones with the same seqs (silently dropped)."""
+    from tests.support import Tocsin, publish
+
+    data = tmp_path / "data"
+    first = await Tocsin(data, nats_url).start()
+    for i in range(3):
+        await publish(
+            nats_url,
+            "alerts.in.svc",
+            {"type": "before", "severity": "info", "summary": f"old {i}", "labels": {"i": str(i)}},
+        )
+    await wait_until(lambda: first.count("alert.received") == 3, what="3 old events")
+    await first.stop()
+
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().delete_stream(broker.STREAM_IN)
+    await nc.close()
+
+    second = await Tocsin(data, nats_url).start()
+    try:
+        for i in range(2):
+            await publish(
+                nats_url,
+                "alerts.in.svc",
+                {
+                    "type": "after",
+                    "severity": "info",
+                    "summary": f"new {i}",
+                    "labels": {"i": str(i)},
+                },
+            )
+        await wait_until(lambda: second.count("alert.received") == 5, 10, "the 2 new events logged")
+        summaries = sorted(e["summary"] for e in second.events("alert.received"))
+        assert summaries == ["new 0", "new 1", "old 0", "old 1", "old 2"]
+        assert second.live_state() == second.rebuilt_state()
+    finally:
+        await second.stop()

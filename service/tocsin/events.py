@@ -170,6 +170,16 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     dedup_window_seconds: float
 
 
+class StreamBound(_Event, frozen=True, tag="stream.bound"):
+    """The router consumes this incarnation of the inbound stream (identified by its
+    creation time); its seqs are logged as ``offset + seq``, so a re-created stream,
+    whose seqs restart at 1, never looks like a redelivery of old messages."""
+
+    stream: str
+    created: str
+    offset: int
+
+
 class LogCompacted(_Event, frozen=True, tag="log.compacted"):
     """Rows ``first_seq..last_seq`` moved to ``archive``; ``anchor`` is the hex hash of
     row ``last_seq``, which the first remaining row chains to."""
@@ -194,6 +204,7 @@ Event = (
     | DeliverySucceeded
     | DeliveryDeadLettered
     | ConfigLoaded
+    | StreamBound
     | LogCompacted
 )
 

@@ -44,9 +44,10 @@ def notification_for(state: State, routed: ev.AlertRouted) -> Notification | Non
 
 
 def messages_for(
-    state: State, seq: int, event: ev.Event, in_seq: int | None
+    state: State, seq: int, event: ev.Event, stream_seq: int | None
 ) -> list[broker.Outbound]:
-    """What leaves tocsin because the fact at ``seq`` was committed."""
+    """What leaves tocsin because the fact at ``seq`` was committed; ``stream_seq`` is
+    the TOCSIN_IN seq of the message that produced it (the rejection's message id)."""
     if isinstance(event, ev.AlertRouted):
         delivery = state.deliveries.get(event.notification_id)
         if delivery is not None and delivery.status in ("delivered", "dead"):
@@ -64,7 +65,7 @@ def messages_for(
                 headers=headers,
             )
         ]
-    if isinstance(event, ev.AlertRejected) and in_seq is not None:
+    if isinstance(event, ev.AlertRejected) and stream_seq is not None:
         message = Rejected(
             reason=event.reason,
             field=event.field,
@@ -78,7 +79,7 @@ def messages_for(
             broker.Outbound(
                 subject=broker.REJECTED,
                 payload=_encoder.encode(message),
-                msg_id=f"rejected:{in_seq}",
+                msg_id=f"rejected:{stream_seq}",
             )
         ]
     return []

@@ -78,6 +78,8 @@ class State(Struct, kw_only=True, gc=False):
     alerts: dict[str, Alert] = {}
     open_by_fingerprint: dict[str, OpenAlert] = {}
     deliveries: dict[str, Delivery] = {}
+    inbound_stream: str | None = None  # creation time of the TOCSIN_IN being consumed
+    inbound_offset: int = 0  # logged in_seq = inbound_offset + stream seq
     counters: Counters = msgspec.field(default_factory=Counters)
 
 
@@ -225,7 +227,14 @@ def _delivery(status: DeliveryStatus) -> Any:
     return apply
 
 
+def _bound(state: State, seq: int, event: Any) -> None:
+    e: ev.StreamBound = event
+    state.inbound_stream = e.created
+    state.inbound_offset = e.offset
+
+
 _HANDLERS: dict[type, Any] = {
+    ev.StreamBound: _bound,
     ev.AlertReceived: _received,
     ev.AlertOpened: _opened,
     ev.AlertSuppressed: _suppressed,

@@ -74,7 +74,8 @@ class Router:
     async def handle(self, msgs: Sequence[Msg]) -> None:
         """Process one batch end to end."""
         ledger = self._ledger
-        seqs = [broker.stream_seq(m) for m in msgs]
+        offset = ledger.state.inbound_offset  # see events.StreamBound
+        seqs = [offset + broker.stream_seq(m) for m in msgs]
         maybe_logged = [s for s in seqs if s <= ledger.log.max_in_seq]
         logged = await ledger.log.facts_of_inbound(maybe_logged) if maybe_logged else {}
         fresh: list[tuple[int, int, ev.Event]] = []
@@ -89,10 +90,12 @@ class Router:
             faults.point("router.before_commit")
         faults.point("router.after_commit")
         state = ledger.state
-        outbound = [m for seq, in_seq, e in fresh for m in messages_for(state, seq, e, in_seq)]
+        outbound = [
+            m for seq, in_seq, e in fresh for m in messages_for(state, seq, e, in_seq - offset)
+        ]
         for in_seq, rows in logged.items():
             outbound.extend(
-                m for row in rows for m in messages_for(state, row.seq, row.event, in_seq)
+                m for row in rows for m in messages_for(state, row.seq, row.event, in_seq - offset)
             )
         if logged:
             log.info(

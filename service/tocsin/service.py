@@ -49,6 +49,29 @@ class Options:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
+    """Record which TOCSIN_IN the router consumes. A stream deleted and re-created
+    restarts its seqs at 1; without a new offset its new messages would look like
+    redeliveries of logged ones and be skipped."""
+    info = await js.stream_info(broker.STREAM_IN)
+    created = info.created.isoformat() if info.created else ""
+    state = ledger.state
+    if state.inbound_stream == created:
+        return
+    offset = state.inbound_offset
+    if state.inbound_stream is not None:
+        offset = ledger.log.max_in_seq
+        log.warning(
+            "%s was re-created (was %s, now %s); its seqs are logged from %d on",
+            broker.STREAM_IN,
+            state.inbound_stream,
+            created,
+            offset + 1,
+        )
+    async with ledger.batch() as batch:
+        batch.add(ev.StreamBound(stream=broker.STREAM_IN, created=created, offset=offset))
+
+
 async def answer_delivery_status(nc: Any, ledger: Ledger) -> None:
     """Reply to ``tocsin.control.delivery-status`` from the projection: what the log
     says of a notification (pending, retrying, delivered, dead, unknown)."""
@@ -191,6 +214,7 @@ async def run(options: Options) -> int:
                         dedup_window_seconds=config.dedup_window,
                     )
                 )
+            await bind_inbound_stream(js, ledger)
             await answer_delivery_status(nc, ledger)
             workers.append(Router(nc, js, ledger, config).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
