@@ -217,3 +217,33 @@ async def test_a_recreated_inbound_stream_does_not_hide_new_alerts(
         assert second.live_state() == second.rebuilt_state()
     finally:
         await second.stop()
+
+
+async def test_a_full_inbound_stream_refuses_publishers_and_drops_nothing(nats_url: str) -> None:
+    """Invariant 5: critical alerts are never discarded by stream limits. TOCSIN_IN is
+    created from tocsin's own config (here with a tiny byte cap): once full, a publish
+    is refused (the publisher knows) and every stored alert is still there."""
+    import dataclasses
+
+    from nats.js.errors import APIError
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    [inbound] = [c for c in broker.stream_configs() if c.name == broker.STREAM_IN]
+    await js.add_stream(dataclasses.replace(inbound, max_bytes=2048))
+    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+    stored = 0
+    refusal: APIError | None = None
+    for _ in range(100):
+        try:
+            await js.publish("alerts.in.svc", alert(summary="disk full"))
+        except APIError as error:
+            refusal = error
+            break
+        stored += 1
+    assert refusal is not None
+    assert "maximum bytes" in str(refusal)
+    assert stored > 0
+    assert (await js.stream_info(broker.STREAM_IN)).state.messages == stored
+    assert (await js.stream_info(broker.STREAM_IN)).state.first_seq == 1  # nothing dropped
+    await nc.close()
