@@ -23,7 +23,7 @@ import msgspec
 
 from tocsin import events as ev
 from tocsin.log import GENESIS, NO_DELETE_TRIGGER, WriterLock, chain_hash, db_path, read_base
-from tocsin.projections import State, fold
+from tocsin.projections import State, decode_state, encode_state, fold
 from tocsin.times import now_us
 
 FORMAT = "tocsin-archive/1"
@@ -87,7 +87,7 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
             return None
         prev_hash = base.anchor if base else GENESIS
         # Pass 1: the chain holds, and the state of the rows to archive.
-        state = msgspec.msgpack.decode(base.state, type=State) if base else State()
+        state = decode_state(base.state) if base else State()
         anchor = prev_hash
         for seq, ts, kind, data, digest in _rows(conn, last_seq):
             if chain_hash(anchor, seq, ts, kind, data) != digest:
@@ -156,7 +156,7 @@ def _commit(
         conn.execute(
             "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base)"
             " VALUES (?, ?, ?, ?, 1)",
-            (last_seq, ts, anchor, msgspec.msgpack.encode(state)),
+            (last_seq, ts, anchor, encode_state(state)),
         )
         conn.execute("DELETE FROM snapshots WHERE seq < ?", (last_seq,))  # they cover gone rows
         conn.execute("DROP TRIGGER events_no_delete")

@@ -15,8 +15,9 @@ import msgspec
 
 from tocsin import events as ev
 from tocsin.api.queries import AlertView, alert_view
-from tocsin.log import GENESIS, chain_hash, compacted, read_base, read_rows, read_snapshots
-from tocsin.projections import State, fold
+from tocsin.ledger import base_state, fold_rows
+from tocsin.log import GENESIS, chain_hash, compacted, read_base, read_snapshots
+from tocsin.projections import State, decode_state, fold
 from tocsin.times import format_us
 
 TIME_FIELDS = frozenset({"timestamp", "received_at", "resolved_at", "at"})
@@ -152,33 +153,17 @@ def line(entry: EventRecord) -> str:
 
 
 def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
-    """The projection folded from every row appended at or before ``at``."""
-    conn = connect(path)
-    state = State()
-    last_ts: int | None = None
+    """The projection folded from every row appended at or before ``at``, and the append
+    time of the last of them."""
+    connect(path).close()  # LogMissing when there is no log
     base = read_base(path)
-    if base is not None:
-        if at is not None and at < base.ts:
-            conn.close()
-            raise LogMissing(
-                f"events up to seq {base.seq} were compacted into an archive; "
-                "the state before that moment is not in the log any more"
-            )
-        state = msgspec.msgpack.decode(base.state, type=State)
-    try:
-        query = "SELECT seq, ts, data FROM events WHERE seq > ?"
-        params: list[Any] = [base.seq if base else 0]
-        if at is not None:
-            query += " AND ts <= ?"
-            params.append(at)
-        cursor = conn.execute(query + " ORDER BY seq", params)
-        while batch := cursor.fetchmany(5000):
-            for seq, ts, data in batch:
-                fold(state, seq, ts, ev.decode(data))
-                last_ts = ts
-    finally:
-        conn.close()
-    return state, last_ts
+    if base is not None and at is not None and at < base.ts:
+        raise LogMissing(
+            f"events up to seq {base.seq} were compacted into an archive; "
+            "the state before that moment is not in the log any more"
+        )
+    state, after = base_state(path)
+    return state, fold_rows(state, path, after_seq=after, until_ts=at)
 
 
 def state_report(state: State, last_ts: int | None) -> StateReport:
@@ -214,7 +199,7 @@ def verify(path: Path) -> Verdict:
     expected: int | None = None
     base = read_base(path)
     if base is not None:  # a compacted log: the chain goes on from the base's anchor
-        state = msgspec.msgpack.decode(base.state, type=State)
+        state = decode_state(base.state)
         previous, expected = base.anchor, base.seq + 1
     elif compacted(path):
         conn.close()
@@ -250,11 +235,10 @@ def verify(path: Path) -> Verdict:
     snapshots = 0
     for snapshot in read_snapshots(path):
         try:
-            restored = msgspec.msgpack.Decoder(State).decode(snapshot.state)
+            restored = decode_state(snapshot.state)
         except msgspec.DecodeError as error:
             return _bad(count, first, snapshot.seq, f"snapshot unreadable: {error}")
-        for row in read_rows(path, after_seq=snapshot.seq):
-            fold(restored, row.seq, row.ts, row.event)
+        fold_rows(restored, path, after_seq=snapshot.seq)
         if restored != state:
             return _bad(
                 count, first, snapshot.seq, "snapshot + the log after it differs from the full fold"

@@ -30,13 +30,10 @@ from tocsin.log import (
     read_snapshots,
     write_snapshot,
 )
-from tocsin.projections import State, fold
+from tocsin.projections import State, decode_state, encode_state, fold
 from tocsin.times import now_us
 
 log = logging.getLogger("tocsin.ledger")
-
-
-_state_decoder = msgspec.msgpack.Decoder(State)
 
 
 def load_state(path: Path) -> State:
@@ -54,7 +51,7 @@ def base_state(path: Path) -> tuple[State, int]:
     (the state of the archived rows) and its seq."""
     base = read_base(path)
     if base is not None:
-        return _state_decoder.decode(base.state), base.seq
+        return decode_state(base.state), base.seq
     if compacted(path):
         raise RuntimeError(
             f"{path} was compacted but its base snapshot is missing or does not match"
@@ -62,20 +59,29 @@ def base_state(path: Path) -> tuple[State, int]:
     return State(), 0
 
 
-def fold_rows(state: State, path: Path, after_seq: int = 0) -> None:
-    """Fold the log's rows after ``after_seq`` into ``state``: the tight loop a start
-    spends its time in (no per-row objects beyond the event itself)."""
+def fold_rows(
+    state: State, path: Path, after_seq: int = 0, until_ts: int | None = None
+) -> int | None:
+    """Fold the log's rows after ``after_seq`` (appended at or before ``until_ts``) into
+    ``state``; returns the append time of the last row folded. The tight loop a start
+    spends its time in: no per-row objects beyond the event itself."""
+    query = "SELECT seq, ts, data FROM events WHERE seq > ?"
+    params: list[int] = [after_seq]
+    if until_ts is not None:
+        query += " AND ts <= ?"
+        params.append(until_ts)
+    last_ts: int | None = None
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        cursor = conn.execute(
-            "SELECT seq, ts, data FROM events WHERE seq > ? ORDER BY seq", (after_seq,)
-        )
+        cursor = conn.execute(query + " ORDER BY seq", params)
         decode = ev.decode
         while batch := cursor.fetchmany(10_000):
             for seq, ts, data in batch:
                 fold(state, seq, ts, decode(data))
+                last_ts = ts
     finally:
         conn.close()
+    return last_ts
 
 
 @contextmanager
@@ -105,7 +111,7 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
         return State(), None
     for snapshot in read_snapshots(path):
         try:
-            state = _state_decoder.decode(snapshot.state)
+            state = decode_state(snapshot.state)
         except msgspec.DecodeError as error:
             log.warning(
                 "snapshot at seq %d unreadable (%s); trying an older one", snapshot.seq, error
@@ -209,7 +215,7 @@ class Ledger:
         it is encoded off the event loop). A failure costs only start-up time."""
         snapshot_at = self.log.last_seq
         try:
-            encoded = await asyncio.to_thread(msgspec.msgpack.encode, self.state)
+            encoded = await asyncio.to_thread(encode_state, self.state)
             snapshot = Snapshot(snapshot_at, now_us(), self.log.last_hash, encoded)
             await asyncio.to_thread(write_snapshot, self.path, snapshot)
         except (OSError, sqlite3.Error) as error:

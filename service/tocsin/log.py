@@ -328,23 +328,3 @@ def read_base(path: Path) -> Snapshot | None:
     if row is None or bytes(row[2]).hex() != event.anchor:
         return None
     return Snapshot(row[0], row[1], bytes(row[2]), bytes(row[3]))
-
-
-def read_rows(path: Path, after_seq: int = 0, until_ts: int | None = None) -> Iterator[Row]:
-    """Rows in seq order straight from the file (read-only; safe while the service runs)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        query = "SELECT seq, ts, kind, data FROM events WHERE seq > ?"
-        params: list[int] = [after_seq]
-        if until_ts is not None:
-            query += " AND ts <= ?"
-            params.append(until_ts)
-        cursor = conn.execute(query + " ORDER BY seq", params)
-        while True:
-            batch = cursor.fetchmany(5000)
-            if not batch:
-                break
-            for seq, ts, kind, data in batch:
-                yield Row(seq, ts, kind, ev.decode(data))
-    finally:
-        conn.close()

@@ -92,6 +92,19 @@ def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
         handler(state, seq, event)
 
 
+_state_decoder = msgspec.msgpack.Decoder(State)
+
+
+def encode_state(state: State) -> bytes:
+    """The snapshot form of a projection (MessagePack)."""
+    return msgspec.msgpack.encode(state)
+
+
+def decode_state(blob: bytes) -> State:
+    """A projection from its snapshot form; raises ``msgspec.DecodeError`` if corrupt."""
+    return _state_decoder.decode(blob)
+
+
 def rebuild(rows: Iterable[tuple[int, int, ev.Event]]) -> State:
     """The state after folding ``(seq, ts, event)`` rows from an empty state."""
     state = State()

@@ -43,7 +43,6 @@ class Router:
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
-        self.processed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -113,7 +112,6 @@ class Router:
             return
         faults.point("router.after_publish")
         await broker.ack_all(self._nc, msgs)
-        self.processed += len(msgs)
 
     def facts_for(self, msg: Msg, received_at: int) -> list[ev.Event]:
         """The facts one inbound message produces (accepted or rejected)."""
