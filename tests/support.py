@@ -249,10 +249,18 @@ timeout = "2s"
 class Tocsin:
     """``tocsin serve`` running in this process (router, recorder, workers, HTTP)."""
 
-    def __init__(self, data_dir: Path, nats_url: str, toml: str = "", http: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        nats_url: str,
+        toml: str = "",
+        http: bool = True,
+        api_token: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.nats_url = nats_url
         self.toml = toml
+        self.api_token = api_token
         self.http_port = free_port() if http else None
         self._task: asyncio.Task[int] | None = None
         self._options: service.Options | None = None
@@ -276,6 +284,7 @@ class Tocsin:
             http=f"127.0.0.1:{self.http_port}" if self.http_port else None,
             receivers=receivers,
             handle_signals=False,
+            api_token=self.api_token,
         )
         self._task = asyncio.create_task(service.run(self._options))
         if self.http_port:

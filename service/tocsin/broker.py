@@ -35,6 +35,7 @@ ROUTE_PREFIX = "tocsin.route."
 ATTEMPTS_PREFIX = "tocsin.attempts."
 CONTROL_PREFIX = "tocsin.control."
 DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
+RETRY_FAILED = CONTROL_PREFIX + "retry-failed"  # request: control.RetryRequest; reply: RetryReply
 
 STREAM_IN = "TOCSIN_IN"
 STREAM_WORK = "TOCSIN_WORK"

@@ -200,6 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_delivery=command in ("serve", "deliver"),
         receivers=getattr(args, "receivers", None),
         embedded_nats=command == "serve" and not args.nats_url,
+        api_token=os.environ.get("TOCSIN_API_TOKEN") or None,
     )
     return asyncio.run(service.run(options))
 

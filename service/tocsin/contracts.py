@@ -98,6 +98,7 @@ class WorkItem(Struct, kw_only=True):
     notification: Notification
     log_seq: int
     trace_id: str | None = None
+    generation: int = 0  # re-queues after a dead letter; part of the outcome message ids
 
 
 class Delivered(Notification, kw_only=True):

@@ -28,6 +28,7 @@ class OpenAlert(Struct, kw_only=True, gc=False):
     routed_severity: Severity
     receivers: list[str]
     acked: bool = False
+    silenced: bool = False  # the current bucket's would-be notification was silenced
 
 
 Verdict = Literal["open", "reminder", "escalate", "suppress", "resolve", "resolve_ignored"]

@@ -219,6 +219,8 @@ class ReceiverWorker:
     ) -> broker.Outbound:
         notification = item.notification
         nid = notification.notification_id
+        # A re-queued item's outcomes need ids JetStream has not deduplicated already.
+        again = f":{item.generation}" if item.generation else ""
         body: dict[str, Any] = msgspec.structs.asdict(notification)
         now = format_us(now_us())
         common: dict[str, Any] = {
@@ -228,7 +230,9 @@ class ReceiverWorker:
         }
         if step.action == "delivered":
             message: Any = Delivered(**body, **common, attempts=attempt, delivered_at=now)
-            return broker.Outbound(broker.DELIVERED, _encoder.encode(message), f"{nid}:delivered")
+            return broker.Outbound(
+                broker.DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}"
+            )
         if step.action == "dead_letter":
             message = DeliveryFailed(
                 **body,
@@ -246,7 +250,7 @@ class ReceiverWorker:
                 result.error,
             )
             return broker.Outbound(
-                broker.DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed"
+                broker.DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}"
             )
         message = AttemptFailed(
             notification_id=nid,
@@ -271,7 +275,7 @@ class ReceiverWorker:
         return broker.Outbound(
             broker.attempts_subject(self.receiver),
             _encoder.encode(message),
-            f"{nid}:attempt:{attempt}",
+            f"{nid}:attempt:{attempt}{again}",
         )
 
     async def _publish_outcome(self, msg: Msg, outcome: broker.Outbound) -> bool:

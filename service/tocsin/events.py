@@ -94,11 +94,34 @@ class AlertRouted(_Event, frozen=True, tag="alert.routed"):
 
 
 class AlertResolved(_Event, frozen=True, tag="alert.resolved"):
-    """A resolved event closed the open alert of its fingerprint."""
+    """A resolved event closed the open alert of its fingerprint; ``by`` is set when an
+    operator resolved it through the API rather than its publisher."""
 
     alert_id: str
     fingerprint: str
     resolved_at: int
+    by: str | None = None
+    comment: str | None = None
+
+
+class AlertAcked(_Event, frozen=True, tag="alert.acked"):
+    """An operator acknowledged the open alert: no more reminders until it resolves."""
+
+    alert_id: str
+    fingerprint: str
+    by: str
+    at: int
+    comment: str = ""
+
+
+class AlertSilenced(_Event, frozen=True, tag="alert.silenced"):
+    """A firing event that would have been routed matched an active silence; it is
+    counted but nobody is told, and its dedup key stays unspent."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    silence_id: str
 
 
 class AlertResolveIgnored(_Event, frozen=True, tag="alert.resolve_ignored"):
@@ -161,6 +184,44 @@ class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
     at: int
 
 
+class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
+    """A dead-lettered notification was put back on its receiver's queue (by
+    ``retry-failed`` or the API); ``generation`` counts the re-queues, so the new work
+    item and its outcomes get message ids JetStream has not seen."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    reason: Reason
+    severity: Severity
+    routed_seq: int
+    generation: int
+    by: str | None = None
+
+
+class SilenceCreated(_Event, frozen=True, tag="silence.created"):
+    """Alerts matching ``matchers`` (the route ``match`` grammar) are silenced between
+    ``starts_at`` and ``ends_at``."""
+
+    silence_id: str
+    matchers: dict[str, Any]
+    starts_at: int
+    ends_at: int
+    created_by: str
+    created_at: int
+    comment: str = ""
+
+
+class SilenceDeleted(_Event, frozen=True, tag="silence.deleted"):
+    """A silence was lifted before its end."""
+
+    silence_id: str
+    at: int
+    by: str | None = None
+
+
 class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     """The service started with this configuration (secrets never included)."""
 
@@ -200,9 +261,14 @@ Event = (
     | AlertResolved
     | AlertResolveIgnored
     | AlertRejected
+    | AlertAcked
+    | AlertSilenced
     | DeliveryAttemptFailed
     | DeliverySucceeded
     | DeliveryDeadLettered
+    | DeliveryRequeued
+    | SilenceCreated
+    | SilenceDeleted
     | ConfigLoaded
     | StreamBound
     | LogCompacted

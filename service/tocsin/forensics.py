@@ -14,22 +14,11 @@ from typing import Any
 import msgspec
 
 from tocsin import events as ev
-from tocsin.api.queries import AlertView, alert_view
+from tocsin.api.queries import AlertView, EventRecord, alert_view, record
 from tocsin.ledger import base_state, fold_rows
 from tocsin.log import GENESIS, chain_hash, compacted, read_base, read_snapshots
 from tocsin.projections import State, decode_state, fold
 from tocsin.times import format_us
-
-TIME_FIELDS = frozenset({"timestamp", "received_at", "resolved_at", "at"})
-
-
-class EventRecord(msgspec.Struct, kw_only=True):
-    """One log row as ``replay --json`` and ``/api/v1/events`` print it."""
-
-    seq: int
-    ts: str
-    kind: str
-    data: dict[str, Any]
 
 
 class StateReport(msgspec.Struct, kw_only=True):
@@ -46,16 +35,6 @@ def connect(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise LogMissing(f"no event log at {path} (is --data-dir right?)")
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-
-def record(seq: int, ts: int, kind: str, data: bytes) -> EventRecord:
-    """A row for output: the event's fields without its tag, instants as RFC 3339."""
-    fields: dict[str, Any] = msgspec.json.decode(data)
-    fields.pop("kind", None)
-    for key in TIME_FIELDS & fields.keys():
-        if isinstance(fields[key], int):
-            fields[key] = format_us(fields[key])
-    return EventRecord(seq=seq, ts=format_us(ts), kind=kind, data=fields)
 
 
 def replay(

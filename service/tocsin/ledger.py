@@ -191,7 +191,8 @@ class Ledger:
             try:
                 yield batch
             except BaseException:
-                await self._restore()
+                if batch.facts:  # a block that added nothing left the state untouched
+                    await self._restore()
                 raise
             try:
                 await self.log.append(batch.facts, batch.ts)

@@ -43,6 +43,29 @@ def notification_for(state: State, routed: ev.AlertRouted) -> Notification | Non
     )
 
 
+def _work_item(
+    state: State, routed: ev.AlertRouted, seq: int, generation: int = 0
+) -> list[broker.Outbound]:
+    notification = notification_for(state, routed)
+    if notification is None:
+        return []
+    item = WorkItem(
+        notification=notification, log_seq=seq, trace_id=routed.trace_id, generation=generation
+    )
+    headers = {"traceparent": traceparent_for(routed.trace_id)} if routed.trace_id else None
+    msg_id = routed.notification_id
+    if generation:
+        msg_id += f":g{generation}"
+    return [
+        broker.Outbound(
+            subject=broker.route_subject(routed.receiver),
+            payload=_encoder.encode(item),
+            msg_id=msg_id,
+            headers=headers,
+        )
+    ]
+
+
 def messages_for(
     state: State, seq: int, event: ev.Event, stream_seq: int | None
 ) -> list[broker.Outbound]:
@@ -52,19 +75,27 @@ def messages_for(
         delivery = state.deliveries.get(event.notification_id)
         if delivery is not None and delivery.status in ("delivered", "dead"):
             return []
-        notification = notification_for(state, event)
-        if notification is None:
+        if delivery is not None and delivery.generation:
+            return []  # re-queued since: the re-queue fact publishes its own item
+        return _work_item(state, event, seq)
+    if isinstance(event, ev.DeliveryRequeued):
+        delivery = state.deliveries.get(event.notification_id)
+        if delivery is None or delivery.generation != event.generation:
             return []
-        item = WorkItem(notification=notification, log_seq=seq, trace_id=event.trace_id)
-        headers = {"traceparent": traceparent_for(event.trace_id)} if event.trace_id else None
-        return [
-            broker.Outbound(
-                subject=broker.route_subject(event.receiver),
-                payload=_encoder.encode(item),
-                msg_id=event.notification_id,
-                headers=headers,
-            )
-        ]
+        if delivery.status in ("delivered", "dead"):
+            return []
+        routed = ev.AlertRouted(
+            alert_id=event.alert_id,
+            fingerprint=event.fingerprint,
+            dedup_key=event.dedup_key,
+            bucket=0,
+            reason=event.reason,
+            severity=event.severity,
+            receiver=event.receiver,
+            notification_id=event.notification_id,
+            trace_id=event.trace_id,
+        )
+        return _work_item(state, routed, event.routed_seq, event.generation)
     if isinstance(event, ev.AlertRejected) and stream_seq is not None:
         message = Rejected(
             reason=event.reason,

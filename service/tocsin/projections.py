@@ -42,6 +42,10 @@ class Alert(Struct, kw_only=True, gc=False):
     resolved_at: int | None = None
     last_delivery_status: DeliveryStatus | None = None
     trace_id: str | None = None
+    resolved_by: str | None = None
+    acked_by: str | None = None
+    acked_at: int | None = None
+    ack_comment: str | None = None
 
 
 class Delivery(Struct, kw_only=True, gc=False):
@@ -58,6 +62,56 @@ class Delivery(Struct, kw_only=True, gc=False):
     error: str | None = None
     status_code: int | None = None
     updated_at: int = 0
+    generation: int = 0  # times re-queued after a dead letter
+
+
+class Silence(Struct, kw_only=True, gc=False):
+    """Alerts matching ``matchers`` are silenced from ``starts_at`` until ``ends_at``
+    (or until deleted)."""
+
+    id: str
+    matchers: dict[str, Any]
+    starts_at: int
+    ends_at: int
+    created_by: str
+    comment: str
+    created_at: int
+    deleted_at: int | None = None
+    deleted_by: str | None = None
+
+    def active_at(self, at: int) -> bool:
+        end = self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)
+        return self.starts_at <= at < end
+
+
+class ReceiverStats(Struct, kw_only=True, gc=False):
+    delivered: int = 0
+    failed_attempts: int = 0
+    dead: int = 0
+
+
+class HourStats(Struct, kw_only=True, gc=False):
+    """What happened in one hour of log time (``ts``): the stats API and the dashboard
+    chart sum these over their window."""
+
+    by_severity: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    suppressed: int = 0
+    by_receiver: dict[str, ReceiverStats] = {}
+
+
+class LastAlert(Struct, kw_only=True, gc=False):
+    alert_id: str
+    summary: str
+    ts: int
+
+
+HOUR_US = 3_600_000_000
+KEEP_HOURS = 168  # hourly stats are kept for a week of log time
+
+
+def hour_of(ts: int) -> int:
+    return ts // HOUR_US
 
 
 class Counters(Struct, kw_only=True, gc=False):
@@ -81,6 +135,21 @@ class State(Struct, kw_only=True, gc=False):
     inbound_stream: str | None = None  # creation time of the TOCSIN_IN being consumed
     inbound_offset: int = 0  # logged in_seq = inbound_offset + stream seq
     counters: Counters = msgspec.field(default_factory=Counters)
+    silences: dict[str, Silence] = {}
+    hours: dict[int, HourStats] = {}
+    last_by_severity: dict[str, LastAlert] = {}
+    queue: dict[str, int] = {}  # deliveries by status: pending, retrying, delivered, dead
+
+    def hour(self) -> HourStats:
+        """The stats of the hour of the event being folded; hours older than a week
+        are dropped when a new one starts (a pure function of the log's ``ts``)."""
+        hour = hour_of(self.last_ts)
+        stats = self.hours.get(hour)
+        if stats is None:
+            stats = self.hours[hour] = HourStats()
+            for old in [h for h in self.hours if h <= hour - KEEP_HOURS]:
+                del self.hours[old]
+        return stats
 
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
@@ -113,9 +182,32 @@ def rebuild(rows: Iterable[tuple[int, int, ev.Event]]) -> State:
     return state
 
 
+def _set_status(state: State, delivery: Delivery, status: DeliveryStatus) -> None:
+    queue = state.queue
+    queue[delivery.status] = queue.get(delivery.status, 0) - 1
+    queue[status] = queue.get(status, 0) + 1
+    delivery.status = status
+
+
+def _receiver_stats(state: State, receiver: str) -> ReceiverStats:
+    by_receiver = state.hour().by_receiver
+    stats = by_receiver.get(receiver)
+    if stats is None:
+        stats = by_receiver[receiver] = ReceiverStats()
+    return stats
+
+
 def _received(state: State, seq: int, event: Any) -> None:
     e: ev.AlertReceived = event
     state.counters.received += 1
+    if e.status == "firing":
+        hour = state.hour()
+        hour.by_severity[e.severity] = hour.by_severity.get(e.severity, 0) + 1
+        hour.by_type[e.type] = hour.by_type.get(e.type, 0) + 1
+        if e.alert_id is not None:
+            state.last_by_severity[e.severity] = LastAlert(
+                alert_id=e.alert_id, summary=e.summary, ts=state.last_ts
+            )
     if e.alert_id is None:
         return
     alert = state.alerts.get(e.alert_id)
@@ -155,11 +247,26 @@ def _opened(state: State, seq: int, event: Any) -> None:
 
 
 def _suppressed(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertSuppressed = event
+    e: ev.AlertSuppressed | ev.AlertSilenced = event
     state.counters.suppressed += 1
+    state.hour().suppressed += 1
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.suppressed_count += 1
+    if isinstance(e, ev.AlertSilenced):
+        current = state.open_by_fingerprint.get(e.fingerprint)
+        if current is not None and current.alert_id == e.alert_id:
+            current.silenced = True
+
+
+def _acked(state: State, seq: int, event: Any) -> None:
+    e: ev.AlertAcked = event
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id:
+        current.acked = True
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        alert.acked_by, alert.acked_at, alert.ack_comment = e.by, e.at, e.comment
 
 
 def _escalated(state: State, seq: int, event: Any) -> None:
@@ -182,6 +289,7 @@ def _routed(state: State, seq: int, event: Any) -> None:
             current.routed_severity = e.severity
         if e.receiver not in current.receivers:
             current.receivers.append(e.receiver)
+        current.silenced = False
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         if e.receiver not in alert.receivers:
@@ -194,6 +302,7 @@ def _routed(state: State, seq: int, event: Any) -> None:
         reason=e.reason,
         routed_seq=seq,
     )
+    state.queue["pending"] = state.queue.get("pending", 0) + 1
 
 
 def _resolved(state: State, seq: int, event: Any) -> None:
@@ -205,6 +314,7 @@ def _resolved(state: State, seq: int, event: Any) -> None:
     if alert is not None:
         alert.status = "resolved"
         alert.resolved_at = e.resolved_at
+        alert.resolved_by = e.by
 
 
 def _rejected(state: State, seq: int, event: Any) -> None:
@@ -219,25 +329,63 @@ def _delivery(status: DeliveryStatus) -> Any:
             return
         terminal = delivery.status in ("delivered", "dead")
         if not (terminal and isinstance(e, ev.DeliveryAttemptFailed)):
-            delivery.status = status
+            _set_status(state, delivery, status)
         delivery.channel = e.channel
         delivery.updated_at = e.at
+        stats = _receiver_stats(state, e.receiver)
         if isinstance(e, ev.DeliveryAttemptFailed):
             state.counters.attempt_failures += 1
+            stats.failed_attempts += 1
             delivery.attempts = max(delivery.attempts, e.attempt)
             delivery.error, delivery.status_code = e.error, e.status_code
         else:
             delivery.attempts = max(delivery.attempts, e.attempts)
             if isinstance(e, ev.DeliveryDeadLettered):
                 state.counters.dead_lettered += 1
+                stats.dead += 1
                 delivery.error, delivery.status_code = e.error, e.status_code
             else:
                 state.counters.delivered += 1
+                stats.delivered += 1
         alert = state.alerts.get(e.alert_id)
         if alert is not None:
             alert.last_delivery_status = delivery.status
 
     return apply
+
+
+def _requeued(state: State, seq: int, event: Any) -> None:
+    e: ev.DeliveryRequeued = event
+    delivery = state.deliveries.get(e.notification_id)
+    if delivery is None:
+        return
+    _set_status(state, delivery, "pending")
+    delivery.generation = e.generation
+    delivery.attempts = 0
+    delivery.error = delivery.status_code = None
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        alert.last_delivery_status = "pending"
+
+
+def _silence_created(state: State, seq: int, event: Any) -> None:
+    e: ev.SilenceCreated = event
+    state.silences[e.silence_id] = Silence(
+        id=e.silence_id,
+        matchers=e.matchers,
+        starts_at=e.starts_at,
+        ends_at=e.ends_at,
+        created_by=e.created_by,
+        comment=e.comment,
+        created_at=e.created_at,
+    )
+
+
+def _silence_deleted(state: State, seq: int, event: Any) -> None:
+    e: ev.SilenceDeleted = event
+    silence = state.silences.get(e.silence_id)
+    if silence is not None and silence.deleted_at is None:
+        silence.deleted_at, silence.deleted_by = e.at, e.by
 
 
 def _bound(state: State, seq: int, event: Any) -> None:
@@ -255,7 +403,12 @@ _HANDLERS: dict[type, Any] = {
     ev.AlertRouted: _routed,
     ev.AlertResolved: _resolved,
     ev.AlertRejected: _rejected,
+    ev.AlertAcked: _acked,
+    ev.AlertSilenced: _suppressed,
     ev.DeliveryAttemptFailed: _delivery("retrying"),
     ev.DeliverySucceeded: _delivery("delivered"),
     ev.DeliveryDeadLettered: _delivery("dead"),
+    ev.DeliveryRequeued: _requeued,
+    ev.SilenceCreated: _silence_created,
+    ev.SilenceDeleted: _silence_deleted,
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Coroutine
@@ -17,13 +18,16 @@ from typing import Any
 
 from tocsin import __version__, broker
 from tocsin import events as ev
-from tocsin.api.app import Readiness, create_app, http_server
+from tocsin.api.app import create_app, http_server
+from tocsin.api.context import ApiContext, Readiness
+from tocsin.api.dashboard import dashboard_pages
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
 from tocsin.config import Config, ConfigError
+from tocsin.control import Control
 from tocsin.delivery import ReceiverWorker
 from tocsin.embedded import EmbeddedNats, url_file
 from tocsin.ledger import Ledger
-from tocsin.log import WriterLock, db_path
+from tocsin.log import LogReader, WriterLock, db_path
 from tocsin.projections import State
 from tocsin.recorder import Recorder
 from tocsin.router import Router
@@ -45,6 +49,7 @@ class Options:
     receivers: list[str] | None = None
     embedded_nats: bool = False
     handle_signals: bool = True
+    api_token: str | None = None  # TOCSIN_API_TOKEN
     ledger: Ledger | None = None  # set once open: the running service's single writer
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -116,6 +121,15 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def run(options: Options) -> int:
     """Run until SIGINT/SIGTERM or ``options.stop``; returns the exit code."""
     config = options.config
@@ -132,6 +146,12 @@ async def run(options: Options) -> int:
                 f"configured: {', '.join(sorted(config.receivers))}"
             )
     http_address = split_host_port(options.http) if options.http else None
+    exposed = http_address is not None and not is_loopback(http_address[0])
+    if exposed and not options.api_token:
+        raise ConfigError(
+            f"TOCSIN_HTTP: {options.http} is not a loopback address; set TOCSIN_API_TOKEN "
+            "so that the API is not open to the network (or bind 127.0.0.1)"
+        )
     dashboard = f"http://{options.http}/" if options.http else None
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
 
@@ -139,7 +159,12 @@ async def run(options: Options) -> int:
     metrics = Metrics()
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None
+    reader: LogReader | None = None
     writer_lock = WriterLock(options.data_dir)
+    api = ApiContext(
+        state=State, readiness=readiness, metrics=metrics, token=options.api_token or None
+    )
+    api.protect_reads = exposed
     tasks: list[asyncio.Task[Any]] = []
     server = None
     try:
@@ -162,6 +187,10 @@ async def run(options: Options) -> int:
             )
             readiness.checks.append(lambda: ledger.problem if ledger else None)
             ledger.listeners.append(metrics.count_committed)
+            ledger.listeners.append(api.live.committed)
+            reader = api.reader = await LogReader.open(db_path(options.data_dir))
+            live_ledger = ledger
+            api.state = lambda: live_ledger.state
             metrics.observe(
                 "tocsin_log_last_seq",
                 "seq of the last event in the log",
@@ -173,9 +202,10 @@ async def run(options: Options) -> int:
                 lambda: ledger.rebuild_seconds if ledger else None,
             )
         if http_address is not None:
-            empty = State()
-            state_of = (lambda: ledger.state) if ledger else (lambda: empty)
-            server = http_server(create_app(state_of, readiness, metrics), *http_address)
+            if ledger is None:
+                empty = State()
+                api.state = lambda: empty
+            server = http_server(create_app(api, dashboard_pages(api)), *http_address)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         readiness.stage = f"connecting to NATS at {url}"
         log.info("connecting to NATS at %s", url)
@@ -196,6 +226,7 @@ async def run(options: Options) -> int:
         )
         js = nc.jetstream(timeout=10)
         await broker.ensure_streams(js)
+        api.js = js
         log.info("connected to NATS at %s; streams ready", url)
         workers: list[Coroutine[Any, Any, None]] = []
         if ledger is not None:
@@ -216,6 +247,9 @@ async def run(options: Options) -> int:
                 )
             await bind_inbound_stream(js, ledger)
             await answer_delivery_status(nc, ledger)
+            assert reader is not None
+            control = api.control = Control(ledger, reader, js)
+            await control.answer(nc)
             workers.append(Router(nc, js, ledger, config).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
         for name, channel in channels.items():
@@ -263,6 +297,8 @@ async def run(options: Options) -> int:
         for task in tasks:
             if not task.done():
                 task.cancel()
+        if reader is not None:
+            await reader.close()
         if ledger is not None:
             await ledger.close()
         writer_lock.release()

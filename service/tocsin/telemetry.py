@@ -56,6 +56,10 @@ class Metrics:
             resource=Resource.create({"service.name": "tocsin", "service.version": __version__}),
         )
         meter = self._provider.get_meter("tocsin", __version__)
+        self.http_refused = meter.create_counter(
+            "tocsin_http_events_refused",
+            description="events refused by POST /api/v1/events (answered, not logged), by reason",
+        )
         self.received = meter.create_counter(
             "tocsin_events_received", description="inbound events accepted, by source"
         )

@@ -15,6 +15,7 @@ from tocsin.dedup import decide
 from tocsin.ingest import Normalized
 from tocsin.projections import State
 from tocsin.routing import RoutingTable
+from tocsin.silences import covering
 
 
 def triage(
@@ -28,8 +29,14 @@ def triage(
     new_id: Callable[[], str],
     trace_id: str | None,
 ) -> list[ev.Event]:
-    """The facts for ``event``: received, then opened / suppressed / escalated / routed /
-    resolved, in the order they are appended."""
+    """The facts for ``event``: received, then opened / suppressed / silenced /
+    escalated / routed / resolved, in the order they are appended.
+
+    A firing event that would be routed while an active silence matches it is recorded
+    as ``alert.silenced`` instead, and its bucket stays unspent: once the silence ends,
+    the next event of the alert is routed (``firing`` if nobody was ever told of the
+    alert, else ``reminder``). An acknowledged alert gets no reminders (escalations
+    still go out) until it resolves."""
     fp = event.fingerprint
     current = state.open_by_fingerprint.get(fp)
     decision = decide(
@@ -94,11 +101,14 @@ def triage(
         )
         facts.extend(routed(receiver, "resolved") for receiver in current.receivers)
         return facts
-    if decision.verdict == "suppress":
+    verdict = decision.verdict
+    # A bucket whose notification was silenced is unspent: its next event is routed.
+    unspent = verdict == "suppress" and current is not None and current.silenced
+    if verdict == "suppress" and not unspent:
         facts.append(suppressed("duplicate"))
         return facts
     receivers = routing.receivers_for(event.severity, event.type, event.source, event.labels)
-    if decision.verdict == "open":
+    if verdict == "open":
         facts.append(
             ev.AlertOpened(
                 alert_id=alert_id,
@@ -109,8 +119,33 @@ def triage(
                 trace_id=trace_id,
             )
         )
-        facts.extend(routed(receiver, "firing") for receiver in receivers)
-    elif decision.verdict == "escalate":
+    reason: Reason = "reminder"
+    if verdict == "open" or (unspent and current is not None and not current.receivers):
+        reason = "firing"
+    elif verdict == "escalate":
+        reason = "escalated"
+    acked = reason == "reminder" and current is not None and current.acked
+    if receivers and not acked:
+        silence = covering(
+            state.silences.values(),
+            received_at,
+            severity=event.severity,
+            type_=event.type,
+            source=event.source,
+            labels=event.labels,
+        )
+        if silence is not None:
+            facts.append(
+                ev.AlertSilenced(
+                    alert_id=alert_id,
+                    fingerprint=fp,
+                    dedup_key=key,
+                    silence_id=silence.id,
+                    trace_id=trace_id,
+                )
+            )
+            return facts
+    if verdict == "escalate":
         assert current is not None
         facts.append(
             ev.AlertEscalated(
@@ -123,13 +158,10 @@ def triage(
                 trace_id=trace_id,
             )
         )
-        facts.extend(routed(receiver, "escalated") for receiver in receivers)
-    elif decision.verdict == "reminder":
-        assert current is not None
-        if current.acked:
-            facts.append(suppressed("acked"))
-        elif receivers:
-            facts.extend(routed(receiver, "reminder") for receiver in receivers)
-        else:
-            facts.append(suppressed("no_route"))
+    if acked:
+        facts.append(suppressed("acked"))
+    elif receivers:
+        facts.extend(routed(receiver, reason) for receiver in receivers)
+    elif verdict in ("reminder", "suppress"):
+        facts.append(suppressed("no_route"))
     return facts

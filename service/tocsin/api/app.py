@@ -1,64 +1,144 @@
-"""Litestar application: msgspec in and out, OpenAPI generated from the same types."""
+"""The HTTP API (DESIGN.md section 7): Litestar, msgspec in and out, OpenAPI generated
+from the same types the handlers use.
+
+Handlers are thin: reads shape the projection (and, for histories, the alert's log rows)
+through ``queries``; writes go through ``control`` as facts in the log. Every error is
+``{"error", "field"}`` with the status the contract names.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import binascii
+import contextlib
+import logging
+import re
+import secrets
 from typing import Annotated, Any
 
+import msgspec
 import uvicorn
-from litestar import Litestar, MediaType, Response, get
+from litestar import Litestar, MediaType, Request, Response, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from msgspec import Meta, Struct
 
-from tocsin import __version__
+from tocsin import __version__, broker, commands, ingest
 from tocsin.api import queries
-from tocsin.projections import State
-from tocsin.telemetry import CONTENT_TYPE, Metrics
+from tocsin.api.context import ApiContext
+from tocsin.commands import CommandError
+from tocsin.contracts import MAX_PAYLOAD_BYTES, InboundEvent
+from tocsin.control import RetryReply, RetryRequest, new_id
+from tocsin.telemetry import CONTENT_TYPE
+from tocsin.times import now_us
+from tocsin.tracing import new_trace_id, trace_id_from, traceparent_for
+
+log = logging.getLogger("tocsin.api")
+
+_SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FIELD_IN_MESSAGE = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+
+Name = Annotated[str, Meta(min_length=1, max_length=commands.MAX_NAME)]
+Comment = Annotated[str, Meta(max_length=commands.MAX_COMMENT)]
 
 
-class Readiness:
-    """Why the service is not ready, or ``None`` when it is: the start-up stage, then
-    whatever the running parts report (a log that refuses writes, a lost broker)."""
+class ActionBody(Struct, kw_only=True):
+    """Who acknowledges or resolves, and why."""
 
-    def __init__(self) -> None:
-        self.stage: str | None = "starting"
-        self.checks: list[Callable[[], str | None]] = []
-
-    @property
-    def reason(self) -> str | None:
-        if self.stage is not None:
-            return self.stage
-        for check in self.checks:
-            problem = check()
-            if problem is not None:
-                return problem
-        return None
+    by: Name
+    comment: Comment | None = None
 
 
-def _error(status: int, message: str, field: str | None = None) -> Response[dict[str, Any]]:
-    return Response({"error": message, "field": field}, status_code=status)
+class SilenceBody(Struct, kw_only=True):
+    """A silence: ``matchers`` in the route ``match`` grammar (severity, type, source:
+    a string or a list; labels: a table; ``*`` suffix = prefix); times RFC 3339, and
+    ``ends_at`` may be a duration after the start (``2h``)."""
+
+    matchers: dict[str, Any]
+    ends_at: Annotated[str, Meta(min_length=1, max_length=64)]
+    created_by: Name
+    starts_at: Annotated[str, Meta(max_length=64)] | None = None
+    comment: Comment | None = None
 
 
-def create_app(
-    state: Callable[[], State], readiness: Readiness, metrics: Metrics | None = None
-) -> Litestar:
-    """The app; ``state`` returns the live projection (it is replaced on a rebuild)."""
+class Created(Struct, kw_only=True):
+    id: str
 
-    @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False)
+
+class Accepted(Struct, kw_only=True):
+    event_id: str
+
+
+class ErrorBody(Struct, kw_only=True):
+    error: str
+    field: str | None = None
+
+
+def _error(status: int, message: str, field: str | None = None, **headers: str) -> Response[Any]:
+    return Response(ErrorBody(error=message, field=field), status_code=status, headers=headers)
+
+
+def _now() -> int:
+    return now_us()
+
+
+def _supplied_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The bearer token, or the password of HTTP Basic (what a browser sends after the
+    dashboard's login prompt)."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        with contextlib.suppress(ValueError, binascii.Error, UnicodeDecodeError):
+            return base64.b64decode(value.strip()).decode().partition(":")[2]
+    return None
+
+
+def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Litestar:
+    """The app over ``ctx``; ``extra_handlers`` are the dashboard's pages."""
+
+    def authorize(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        """Mutations need the token when one is set; on a non-loopback bind every read
+        but the probes needs it too."""
+        if handler.opt.get("public"):
+            return
+        mutates = connection.scope.get("method", "GET") not in ("GET", "HEAD", "OPTIONS")
+        if ctx.token is None or not (mutates or ctx.protect_reads):
+            return
+        supplied = _supplied_token(connection)
+        if supplied is None or not secrets.compare_digest(supplied.encode(), ctx.token.encode()):
+            raise NotAuthorizedException(
+                "a valid 'Authorization: Bearer <TOCSIN_API_TOKEN>' is required",
+                headers={"WWW-Authenticate": 'Bearer realm="tocsin", Basic realm="tocsin"'},
+            )
+
+    # -- probes and metrics -------------------------------------------------------------
+
+    @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False, opt={"public": True})
     def healthz() -> str:
+        """200 while the process runs."""
         return "ok\n"
 
-    @get("/readyz", sync_to_thread=False)
+    @get("/readyz", sync_to_thread=False, opt={"public": True})
     def readyz() -> Response[dict[str, Any]]:
-        reason = readiness.reason
+        """200 once streams and consumers exist and projections are rebuilt; else 503."""
+        reason = ctx.readiness.reason
         if reason is None:
             return Response({"ready": True}, status_code=200)
         return Response({"ready": False, "reason": reason}, status_code=503)
 
-    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    @get("/metrics", sync_to_thread=False, include_in_schema=False, opt={"public": True})
     def prometheus() -> Response[bytes]:
-        body = metrics.render() if metrics is not None else b""
+        body = ctx.metrics.render() if ctx.metrics is not None else b""
         return Response(body, media_type=CONTENT_TYPE)
+
+    # -- alerts -----------------------------------------------------------------------
 
     @get("/api/v1/alerts", sync_to_thread=False)
     def list_alerts(
@@ -69,36 +149,255 @@ def create_app(
         q: FromQuery[str | None] = None,
         limit: FromQuery[int] = queries.DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
-    ) -> Response[Any]:
-        try:
-            page = queries.list_alerts(
-                state(),
-                severity=severity,
-                type_=type_,
-                status=status,
-                source=source,
-                q=q,
-                limit=limit,
-                cursor=cursor,
-            )
-        except queries.QueryError as error:
-            return _error(400, str(error), error.field)
-        return Response(page)
+    ) -> queries.AlertPage:
+        """Alerts, newest ``last_seen`` first, filtered, one page at a time."""
+        return queries.list_alerts(
+            ctx.state(),
+            severity=severity,
+            type_=type_,
+            status=status,
+            source=source,
+            q=q,
+            limit=limit,
+            cursor=cursor,
+            now=_now(),
+        )
 
+    async def _rows_of(alert_id: str) -> tuple[Any, list[Any]]:
+        state = ctx.state()
+        alert = state.alerts.get(alert_id)
+        if alert is None:
+            raise CommandError(404, f"no alert {alert_id!r}", "id")
+        if ctx.reader is None:
+            raise CommandError(503, "this process does not hold the event log")
+        return alert, await ctx.reader.of_alert(alert_id)
+
+    @get("/api/v1/alerts/{alert_id:str}")
+    async def get_alert(alert_id: FromPath[str]) -> queries.AlertDetail:
+        """The alert and its history from the log (runs of duplicates folded)."""
+        alert, rows = await _rows_of(alert_id)
+        return queries.alert_detail(ctx.state(), alert, rows, _now())
+
+    @get("/api/v1/alerts/{alert_id:str}/deliveries")
+    async def get_deliveries(alert_id: FromPath[str]) -> queries.DeliveryList:
+        """Every step of every notification of the alert: queued, attempts, outcome."""
+        _, rows = await _rows_of(alert_id)
+        return queries.deliveries(rows)
+
+    def _control() -> Any:
+        if ctx.control is None:
+            raise CommandError(503, "this process does not run the router (or NATS is away)")
+        return ctx.control
+
+    @post("/api/v1/alerts/{alert_id:str}/ack", status_code=200)
+    async def ack(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> queries.AlertView:
+        """Acknowledge: no more reminders for this alert until it resolves (an
+        escalation to a higher severity still notifies)."""
+        now = _now()
+        await _control().execute(
+            lambda s: commands.ack(s, alert_id, by=data.by, comment=data.comment, at=now)
+        )
+        state = ctx.state()
+        return queries.alert_view(state.alerts[alert_id])
+
+    @post("/api/v1/alerts/{alert_id:str}/resolve", status_code=200)
+    async def resolve(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> queries.AlertView:
+        """Resolve by hand; every receiver told of the alert gets a ``resolved``."""
+        now = _now()
+        await _control().execute(
+            lambda s: commands.resolve(
+                s, alert_id, by=data.by, comment=data.comment, at=now, new_id=new_id
+            )
+        )
+        return queries.alert_view(ctx.state().alerts[alert_id])
+
+    # -- silences ---------------------------------------------------------------------
+
+    @get("/api/v1/silences", sync_to_thread=False)
+    def list_silences() -> queries.SilenceList:
+        """Every silence: active and pending first, then newest first."""
+        return queries.silence_list(ctx.state(), _now())
+
+    @post("/api/v1/silences", status_code=201)
+    async def create_silence(data: JSONBody[SilenceBody]) -> Created:
+        """Silence the alerts the matchers select while it is active."""
+        now = _now()
+        facts = await _control().execute(
+            lambda s: commands.create_silence(
+                s,
+                matchers=data.matchers,
+                starts_at=data.starts_at,
+                ends_at=data.ends_at,
+                created_by=data.created_by,
+                comment=data.comment,
+                now=now,
+                new_id=new_id,
+            )
+        )
+        return Created(id=facts[0].silence_id)
+
+    @delete("/api/v1/silences/{silence_id:str}", status_code=200)
+    async def delete_silence(
+        silence_id: FromPath[str], by: FromQuery[str | None] = None
+    ) -> Created:
+        """Lift a silence before its end."""
+        now = _now()
+        await _control().execute(lambda s: commands.delete_silence(s, silence_id, by=by, at=now))
+        return Created(id=silence_id)
+
+    # -- deliveries, stats, the log ---------------------------------------------------
+
+    @post("/api/v1/deliveries/retry", status_code=200)
+    async def retry_deliveries(data: JSONBody[RetryRequest | None] = None) -> RetryReply:
+        """Re-queue dead-lettered notifications (same as ``tocsin retry-failed``)."""
+        return await _control().retry_failed(data or RetryRequest())  # type: ignore[no-any-return]
+
+    @get("/api/v1/stats", sync_to_thread=False)
+    def stats(hours: FromQuery[int] = 24) -> queries.Stats:
+        """Counts over the last ``hours`` hours (hourly buckets of log time)."""
+        return queries.stats(ctx.state(), hours, _now())
+
+    @get("/api/v1/events")
+    async def list_events(
+        after_seq: FromQuery[int] = 0, limit: FromQuery[int] = queries.DEFAULT_EVENTS_LIMIT
+    ) -> queries.EventPage:
+        """The raw log, ascending, a page at a time."""
+        queries.check_events_limit(limit, after_seq)
+        if ctx.reader is None:
+            raise CommandError(503, "this process does not hold the event log")
+        rows = await ctx.reader.page(after_seq, limit)
+        return queries.event_page(rows, limit, ctx.state().last_seq)
+
+    @post("/api/v1/events", status_code=202, request_max_body_size=MAX_PAYLOAD_BYTES)
+    async def ingest_event(request: Request[Any, Any, Any]) -> Response[Any]:
+        """Ingest one alert event (the body of ``alerts.in.<source>``) for clients that
+        cannot speak NATS; 202 once JetStream has stored it."""
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            return _refused(415, "the body must be application/json", "content_type")
+        payload = await request.body()
+        parsed = ingest.parse(payload, default_source="http", received_at=_now())
+        if isinstance(parsed, ingest.Rejection):
+            return _refused(parsed.http_status, parsed.message, parsed.code, parsed.field)
+        if ctx.js is None:
+            return _error(503, "not connected to NATS yet")
+        event_id = parsed.event_id or new_id()
+        token = parsed.source if _SUBJECT_TOKEN.match(parsed.source) else "http"
+        trace_id = trace_id_from(request.headers) or new_trace_id()
+        headers = {broker.MSG_ID: event_id, "traceparent": traceparent_for(trace_id)}
+        try:
+            await ctx.js.publish(broker.IN_PREFIX + token, payload, headers=headers, timeout=5.0)
+        except Exception as error:
+            log.warning("HTTP ingest could not publish: %s", error)
+            return _error(503, f"NATS did not store the event: {type(error).__name__}")
+        return Response(Accepted(event_id=event_id), status_code=202)
+
+    def _refused(status: int, message: str, code: str, field: str | None = None) -> Response[Any]:
+        if ctx.metrics is not None:
+            ctx.metrics.http_refused.add(1, {"reason": code})
+        return _error(status, message, field)
+
+    # -- the contract itself ----------------------------------------------------------
+
+    @get("/openapi.json", sync_to_thread=False, include_in_schema=False, opt={"public": True})
+    def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return openapi_document(request.app)
+
+    handlers: list[Any] = [
+        healthz,
+        readyz,
+        prometheus,
+        list_alerts,
+        get_alert,
+        get_deliveries,
+        ack,
+        resolve,
+        list_silences,
+        create_silence,
+        delete_silence,
+        retry_deliveries,
+        stats,
+        list_events,
+        ingest_event,
+        openapi,
+        *(extra_handlers or []),
+    ]
     return Litestar(
-        route_handlers=[healthz, readyz, prometheus, list_alerts],
-        openapi_config=OpenAPIConfig(title="tocsin", version=__version__, path="/schema"),
+        route_handlers=handlers,
+        guards=[authorize],
+        exception_handlers={
+            CommandError: _command_error,
+            queries.QueryError: _query_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        openapi_config=OpenAPIConfig(
+            title="tocsin",
+            version=__version__,
+            path="/schema",
+            description="Event-sourced alerting over NATS JetStream (DESIGN.md section 7).",
+        ),
+        request_max_body_size=1024 * 1024,
         debug=False,
         logging_config=None,
     )
+
+
+def _command_error(request: Request[Any, Any, Any], error: CommandError) -> Response[Any]:
+    return _error(error.status, str(error), error.field)
+
+
+def _query_error(request: Request[Any, Any, Any], error: queries.QueryError) -> Response[Any]:
+    return _error(400, str(error), error.field)
+
+
+def _validation_error(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
+    """Litestar's own validation (query parameters, JSON bodies) in the contract's
+    shape: 400 for a malformed request or parameter, 422 for a body field."""
+    details = error.extra if isinstance(error.extra, list) else []
+    first = details[0] if details and isinstance(details[0], dict) else {}
+    message = str(first.get("message") or error.detail)
+    field = first.get("key") or None
+    match = _FIELD_IN_MESSAGE.search(message)
+    if match:
+        field = match.group(1)
+    if first.get("source") == "body":
+        malformed = "malformed" in message.lower() or "expected `object`" in message.lower()
+        return _error(400 if malformed or field is None else 422, message, field)
+    return _error(400, f"{field}: {message}" if field else message, field)
+
+
+def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    return _error(error.status_code, str(error.detail), None, **(error.headers or {}))
+
+
+def _internal_error(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+    return _error(500, f"internal error: {type(error).__name__}")
+
+
+def openapi_document(app: Litestar) -> dict[str, Any]:
+    """Litestar's OpenAPI document, with the ingest body described by the contract's own
+    ``InboundEvent`` type (the handler reads raw bytes so that 413/415/400/422 follow
+    DESIGN.md section 10 exactly, so Litestar cannot infer it)."""
+    document: dict[str, Any] = app.openapi_schema.to_schema()
+    (inbound,), components = msgspec.json.schema_components(
+        [InboundEvent], ref_template="#/components/schemas/{name}"
+    )
+    document.setdefault("components", {}).setdefault("schemas", {}).update(components)
+    operation = document["paths"]["/api/v1/events"]["post"]
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": inbound}},
+    }
+    return document
 
 
 class EmbeddedServer(uvicorn.Server):
     """uvicorn inside tocsin's own event loop; tocsin owns the signal handlers."""
 
     def capture_signals(self) -> Any:
-        import contextlib
-
         return contextlib.nullcontext()
 
 
