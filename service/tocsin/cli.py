@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--before", required=True, help="RFC 3339 or a duration back from now")
     compact.add_argument("--archive", required=True, type=Path, help="the .jsonl.gz to write")
 
+    retry = sub.add_parser(
+        "retry-failed", help="re-queue dead-lettered deliveries (asks the running service)"
+    )
+    _common(retry, nats=True)
+    retry.add_argument("--receiver", help="only this receiver's dead letters")
+    retry.add_argument("--since", help="dead-lettered since: RFC 3339 or a duration (2h)")
+
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire contract")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
     return parser
@@ -185,6 +193,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _schemas(args.out)
     if command == "publish":
         return asyncio.run(_publish(args))
+    if command == "retry-failed":
+        return asyncio.run(_retry_failed(args))
     if command in ("replay", "state", "verify"):
         return _forensics(args)
     if command == "compact":
@@ -314,27 +324,10 @@ def _schemas(out: Path) -> int:
     return EXIT_OK
 
 
-async def _publish(args: argparse.Namespace) -> int:
+async def _connect(args: argparse.Namespace) -> tuple[str, Any]:
+    """A NATS connection for a one-shot command, or ``None`` after saying why."""
     from tocsin.service import resolve_nats_url
 
-    labels: dict[str, str] = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--label {item!r}: expected key=value")
-        labels[key] = value
-    event_id = uuid.uuid4().hex
-    body: dict[str, object] = {
-        "type": args.type,
-        "severity": args.severity,
-        "summary": args.summary,
-        "source": args.source,
-        "status": "resolved" if args.resolved else "firing",
-        "labels": labels,
-        "event_id": event_id,
-    }
-    if args.fingerprint:
-        body["fingerprint"] = args.fingerprint
     url = resolve_nats_url(args.nats_url, args.data_dir)
     import nats
     from nats.errors import NoServersError
@@ -354,6 +347,67 @@ async def _publish(args: argparse.Namespace) -> int:
             "Pass --nats-url or --data-dir",
             file=sys.stderr,
         )
+        return url, None
+    return url, nc
+
+
+async def _retry_failed(args: argparse.Namespace) -> int:
+    """Ask the running service (the log's only writer) to re-queue dead letters."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from tocsin.control import RetryReply, RetryRequest
+
+    if args.since is not None:
+        _instant("--since", args.since)  # refuse a bad time here, with exit code 2
+    request = RetryRequest(receiver=args.receiver, since=args.since, by="tocsin retry-failed")
+    url, nc = await _connect(args)
+    if nc is None:
+        return EXIT_FAILURE
+    try:
+        reply = await nc.request(broker.RETRY_FAILED, msgspec.json.encode(request), timeout=30)
+    except (NoRespondersError, NatsTimeout):
+        print(
+            f"tocsin: no tocsin service answered on {broker.RETRY_FAILED} at {url}; "
+            "retry-failed is carried out by the running service (start `tocsin serve` "
+            "or `tocsin router`)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    finally:
+        await nc.close()
+    answer = msgspec.json.decode(reply.data, type=RetryReply)
+    if answer.error:
+        print(f"tocsin: retry-failed refused: {answer.error}", file=sys.stderr)
+        return EXIT_FAILURE
+    scope = f" for receiver {args.receiver}" if args.receiver else ""
+    print(f"re-queued {answer.requeued} dead-lettered notification(s){scope}")
+    for nid in answer.notification_ids:
+        print(f"  {nid}")
+    return EXIT_OK
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    labels: dict[str, str] = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label {item!r}: expected key=value")
+        labels[key] = value
+    event_id = uuid.uuid4().hex
+    body: dict[str, object] = {
+        "type": args.type,
+        "severity": args.severity,
+        "summary": args.summary,
+        "source": args.source,
+        "status": "resolved" if args.resolved else "firing",
+        "labels": labels,
+        "event_id": event_id,
+    }
+    if args.fingerprint:
+        body["fingerprint"] = args.fingerprint
+    url, nc = await _connect(args)
+    if nc is None:
         return EXIT_FAILURE
     try:
         subject = broker.IN_PREFIX + args.source

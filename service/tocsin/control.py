@@ -44,7 +44,7 @@ class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     by: str | None = None
 
 
-class RetryReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RetryReply(msgspec.Struct, kw_only=True):
     requeued: int = 0
     notification_ids: list[str] = []
     error: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tocsin import events as ev
-from tocsin.contracts import Reason
+from tocsin.contracts import SEVERITY_RANK, Reason
 from tocsin.dedup import decide
 from tocsin.ingest import Normalized
 from tocsin.projections import State
@@ -119,6 +119,13 @@ def triage(
                 trace_id=trace_id,
             )
         )
+    if (
+        verdict == "reminder"
+        and current is not None
+        and current.acked
+        and SEVERITY_RANK[event.severity] > SEVERITY_RANK[current.routed_severity]
+    ):
+        verdict = "escalate"  # acknowledged stops reminders, not news of a worse state
     reason: Reason = "reminder"
     if verdict == "open" or (unspent and current is not None and not current.receivers):
         reason = "firing"

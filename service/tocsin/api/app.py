@@ -30,7 +30,7 @@ from tocsin import __version__, broker, commands, ingest
 from tocsin.api import queries
 from tocsin.api.context import ApiContext
 from tocsin.commands import CommandError
-from tocsin.contracts import MAX_PAYLOAD_BYTES, InboundEvent
+from tocsin.contracts import InboundEvent
 from tocsin.control import RetryReply, RetryRequest, new_id
 from tocsin.telemetry import CONTENT_TYPE
 from tocsin.times import now_us
@@ -40,6 +40,7 @@ log = logging.getLogger("tocsin.api")
 
 _SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELD_IN_MESSAGE = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+_MISSING_FIELD = re.compile(r"missing required field `([A-Za-z0-9_]+)`")
 
 Name = Annotated[str, Meta(min_length=1, max_length=commands.MAX_NAME)]
 Comment = Annotated[str, Meta(max_length=commands.MAX_COMMENT)]
@@ -268,13 +269,13 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         rows = await ctx.reader.page(after_seq, limit)
         return queries.event_page(rows, limit, ctx.state().last_seq)
 
-    @post("/api/v1/events", status_code=202, request_max_body_size=MAX_PAYLOAD_BYTES)
+    @post("/api/v1/events", status_code=202)
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[Any]:
         """Ingest one alert event (the body of ``alerts.in.<source>``) for clients that
         cannot speak NATS; 202 once JetStream has stored it."""
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != "application/json":
-            return _refused(415, "the body must be application/json", "content_type")
+            return _refused(415, "the body must be application/json", "unsupported_media_type")
         payload = await request.body()
         parsed = ingest.parse(payload, default_source="http", received_at=_now())
         if isinstance(parsed, ingest.Rejection):
@@ -359,12 +360,14 @@ def _validation_error(request: Request[Any, Any, Any], error: ValidationExceptio
     first = details[0] if details and isinstance(details[0], dict) else {}
     message = str(first.get("message") or error.detail)
     field = first.get("key") or None
-    match = _FIELD_IN_MESSAGE.search(message)
+    match = _FIELD_IN_MESSAGE.search(message) or _MISSING_FIELD.search(message)
     if match:
         field = match.group(1)
-    if first.get("source") == "body":
-        malformed = "malformed" in message.lower() or "expected `object`" in message.lower()
-        return _error(400 if malformed or field is None else 422, message, field)
+    lowered = message.lower()
+    if "malformed" in lowered or "expected `object`" in lowered:
+        return _error(400, message, None)  # not a JSON object at all
+    if first.get("source") == "body" or field == "data":
+        return _error(422, message, None if field == "data" else field)
     return _error(400, f"{field}: {message}" if field else message, field)
 
 
