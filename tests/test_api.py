@@ -83,9 +83,12 @@ async def test_reads_filters_paging_history_deliveries_stats_and_the_raw_log(
     assert [a["type"] for a in page["alerts"]] == ["latency_high", "disk_full"]  # newest first
     assert page["next_cursor"] is None
     disk = page["alerts"][1]
-    assert disk["occurrences"] == 4 and disk["suppressed_count"] == 3
-    assert disk["status"] == "firing" and disk["receivers"] == ["hook"]
-    assert disk["last_delivery_status"] == "delivered" and disk["source"] == "billing"
+    assert disk["occurrences"] == 4
+    assert disk["suppressed_count"] == 3
+    assert disk["status"] == "firing"
+    assert disk["receivers"] == ["hook"]
+    assert disk["last_delivery_status"] == "delivered"
+    assert disk["source"] == "billing"
 
     for params, types in [
         ({"severity": "critical"}, ["latency_high"]),
@@ -100,11 +103,14 @@ async def test_reads_filters_paging_history_deliveries_stats_and_the_raw_log(
     first = (await http.get("/api/v1/alerts", params={"limit": 1})).json()
     assert [a["type"] for a in first["alerts"]] == ["latency_high"]
     rest = (await http.get("/api/v1/alerts", params={"cursor": first["next_cursor"]})).json()
-    assert [a["type"] for a in rest["alerts"]] == ["disk_full"] and rest["next_cursor"] is None
+    assert [a["type"] for a in rest["alerts"]] == ["disk_full"]
+    assert rest["next_cursor"] is None
     bad = await http.get("/api/v1/alerts", params={"limit": 501})
-    assert bad.status_code == 400 and bad.json()["field"] == "limit"
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "limit"
     bad = await http.get("/api/v1/alerts", params={"status": "sleeping"})
-    assert bad.status_code == 400 and bad.json()["field"] == "status"
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "status"
 
     detail = (await http.get(f"/api/v1/alerts/{disk['id']}")).json()
     kinds = [h["kind"] for h in detail["history"]]
@@ -115,9 +121,11 @@ async def test_reads_filters_paging_history_deliveries_stats_and_the_raw_log(
     runs = [h["data"] for h in detail["history"] if h["kind"] == "alert.suppressed"]
     assert sum(r["count"] for r in runs) == 3
     assert {r.get("cause", "duplicate") for r in runs} == {"duplicate"}  # the default is omitted
-    assert detail["occurrences"] == 4 and detail["id"] == disk["id"]
+    assert detail["occurrences"] == 4
+    assert detail["id"] == disk["id"]
     missing = await http.get("/api/v1/alerts/nope")
-    assert missing.status_code == 404 and missing.json()["field"] == "id"
+    assert missing.status_code == 404
+    assert missing.json()["field"] == "id"
 
     steps = (await http.get(f"/api/v1/alerts/{disk['id']}/deliveries")).json()["deliveries"]
     assert [(s["status"], s["attempt"], s["channel"]) for s in steps] == [
@@ -130,7 +138,8 @@ async def test_reads_filters_paging_history_deliveries_stats_and_the_raw_log(
 
     stats = (await http.get("/api/v1/stats")).json()
     assert stats["window_hours"] == 24
-    assert stats["total"] == 5 and stats["suppressed"] == 3
+    assert stats["total"] == 5
+    assert stats["suppressed"] == 3
     assert stats["by_severity"] == {"critical": 1, "error": 0, "warning": 4, "info": 0}
     assert stats["by_type"] == {"disk_full": 4, "latency_high": 1}
     assert stats["dedup_ratio"] == pytest.approx(3 / 5)
@@ -152,7 +161,8 @@ async def test_reads_filters_paging_history_deliveries_stats_and_the_raw_log(
         after = page["next_after_seq"]
     assert [e["seq"] for e in everything] == list(range(1, svc.live_state().last_seq + 1))
     rejected = [e for e in everything if e["kind"] == "alert.rejected"]
-    assert len(rejected) == 1 and rejected[0]["data"]["raw"] == "not json"
+    assert len(rejected) == 1
+    assert rejected[0]["data"]["raw"] == "not json"
     assert all(e["ts"].endswith("Z") for e in everything)
     assert (await http.get("/api/v1/events", params={"limit": 1001})).status_code == 400
 
@@ -165,7 +175,8 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     event_id = accepted.json()["event_id"]
     alert = await alert_of(http, source="shop")
     received = svc.events("alert.received")
-    assert received[-1]["event_id"] == event_id and received[-1]["subject"] == "alerts.in.shop"
+    assert received[-1]["event_id"] == event_id
+    assert received[-1]["subject"] == "alerts.in.shop"
     await wait_until(lambda: len(sink.requests) == 1, 10, "the notification")
     assert sink.requests[0].json()["alert_id"] == alert["id"]
 
@@ -186,7 +197,8 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
         answer = await http.post("/api/v1/events", headers=headers, **request)
         assert answer.status_code == status, (request, answer.text)
         body = answer.json()
-        assert body["error"] and body.get("field") == field, body
+        assert body["error"], body
+        assert body.get("field") == field, body
     assert svc.count("alert.rejected") == 0  # refused over HTTP: answered, not logged
     metrics = await svc.metrics()
     refused = sum(
@@ -194,7 +206,8 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     )
     assert refused == len(cases)
     unauthorised = await http.post("/api/v1/events", json=event())
-    assert unauthorised.status_code == 401 and "Bearer" in unauthorised.headers["www-authenticate"]
+    assert unauthorised.status_code == 401
+    assert "Bearer" in unauthorised.headers["www-authenticate"]
 
 
 async def test_ack_stops_reminders_until_resolve(
@@ -211,7 +224,8 @@ async def test_ack_stops_reminders_until_resolve(
         f"/api/v1/alerts/{alert['id']}/ack", json={"by": "ana", "comment": "on it"}, headers=AUTH
     )
     assert acked.status_code == 200, acked.text
-    assert acked.json()["status"] == "acked" and acked.json()["acked_by"] == "ana"
+    assert acked.json()["status"] == "acked"
+    assert acked.json()["acked_by"] == "ana"
     assert (await alert_of(http, status="acked"))["id"] == alert["id"]
 
     # A new bucket would remind; acknowledged, it is counted and suppressed instead.
@@ -230,21 +244,26 @@ async def test_ack_stops_reminders_until_resolve(
         json={"by": "ana", "comment": "fixed"},
         headers=AUTH,
     )
-    assert resolved.status_code == 200 and resolved.json()["status"] == "resolved"
+    assert resolved.status_code == 200
+    assert resolved.json()["status"] == "resolved"
     await wait_until(lambda: len(sink.requests) == 3, 10, "the resolved notification")
     assert sink.requests[2].json()["reason"] == "resolved"
     assert sink.requests[2].json()["status"] == "resolved"
     again = await http.post(f"/api/v1/alerts/{alert['id']}/ack", json={"by": "x"}, headers=AUTH)
-    assert again.status_code == 409 and again.json()["field"] == "id"
+    assert again.status_code == 409
+    assert again.json()["field"] == "id"
     unknown = await http.post("/api/v1/alerts/nope/resolve", json={"by": "x"}, headers=AUTH)
     assert unknown.status_code == 404
     nameless = await http.post(f"/api/v1/alerts/{alert['id']}/ack", json={}, headers=AUTH)
-    assert nameless.status_code == 422 and nameless.json()["field"] == "by"
+    assert nameless.status_code == 422
+    assert nameless.json()["field"] == "by"
 
     kinds = [h["kind"] for h in (await http.get(f"/api/v1/alerts/{alert['id']}")).json()["history"]]
-    assert "alert.acked" in kinds and kinds.count("alert.resolved") == 1
+    assert "alert.acked" in kinds
+    assert kinds.count("alert.resolved") == 1
     resolved_event = svc.events("alert.resolved")[0]
-    assert resolved_event["by"] == "ana" and resolved_event["comment"] == "fixed"
+    assert resolved_event["by"] == "ana"
+    assert resolved_event["comment"] == "fixed"
 
 
 async def test_a_silence_holds_notifications_while_active_and_its_bucket_stays_unspent(
@@ -267,7 +286,8 @@ async def test_a_silence_holds_notifications_while_active_and_its_bucket_stays_u
     await publish(nats_url, "alerts.in.db", event())
     await wait_until(lambda: svc.count("alert.silenced") == 1, 10, "the event silenced")
     alert = await alert_of(http, status="silenced")
-    assert alert["suppressed_count"] == 1 and alert["receivers"] == []
+    assert alert["suppressed_count"] == 1
+    assert alert["receivers"] == []
     await publish(nats_url, "alerts.in.db", event(labels={"host": "web1"}))  # not matched
     await wait_until(lambda: len(sink.requests) == 1, 10, "the unsilenced alert")
     assert sink.requests[0].json()["labels"] == {"host": "web1"}
@@ -283,7 +303,8 @@ async def test_a_silence_holds_notifications_while_active_and_its_bucket_stays_u
     await publish(nats_url, "alerts.in.db", event())
     await wait_until(lambda: len(sink.requests) == 2, 10, "the notification after the silence")
     told = sink.requests[1].json()
-    assert told["alert_id"] == alert["id"] and told["reason"] == "firing"
+    assert told["alert_id"] == alert["id"]
+    assert told["reason"] == "firing"
     assert (await alert_of(http, type="disk_full", q="db1"))["status"] == "firing"
 
     for bad, field in [
@@ -294,7 +315,8 @@ async def test_a_silence_holds_notifications_while_active_and_its_bucket_stays_u
         ({**body, "created_by": ""}, "created_by"),
     ]:
         answer = await http.post("/api/v1/silences", json=bad, headers=AUTH)
-        assert answer.status_code == 422 and answer.json()["field"] == field, answer.text
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == field, answer.text
     gone = await http.delete(f"/api/v1/silences/{silence_id}", headers=AUTH)
     assert gone.status_code == 404
     kinds = {e["kind"] for e in (await http.get("/api/v1/events")).json()["events"]}
@@ -312,9 +334,11 @@ async def test_dead_letters_are_requeued_and_delivered(
     assert (await http.get("/api/v1/stats")).json()["queue"]["dead"] == 1
 
     nothing = await http.post("/api/v1/deliveries/retry", json={"receiver": "other"}, headers=AUTH)
-    assert nothing.json()["requeued"] == 0 and nothing.json()["error"] is None
+    assert nothing.json()["requeued"] == 0
+    assert nothing.json()["error"] is None
     retried = await http.post("/api/v1/deliveries/retry", json={}, headers=AUTH)
-    assert retried.status_code == 200 and retried.json()["requeued"] == 1
+    assert retried.status_code == 200
+    assert retried.json()["requeued"] == 1
     await wait_until(lambda: svc.count("delivery.succeeded") == 1, 10, "the re-queued delivery")
     assert len(sink.requests) == 2
     keys = {r.headers["idempotency-key"] for r in sink.requests}
@@ -327,7 +351,8 @@ async def test_dead_letters_are_requeued_and_delivered(
     assert stats["by_receiver"]["hook"] == {"delivered": 1, "failed_attempts": 0, "dead": 1}
     assert stats["delivery_success_rate"] == 0.5
     bad_since = await http.post("/api/v1/deliveries/retry", json={"since": "then"}, headers=AUTH)
-    assert bad_since.status_code == 422 and bad_since.json()["field"] == "since"
+    assert bad_since.status_code == 422
+    assert bad_since.json()["field"] == "since"
 
 
 async def test_openapi_describes_every_path_of_the_contract(http: httpx.AsyncClient) -> None:
