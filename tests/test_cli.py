@@ -257,3 +257,70 @@ async def test_readyz_says_why_until_nats_answers(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    """Run ``tocsin`` without blocking the event loop the in-process service runs on."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "ALERT_", "SMTP_"))
+    }
+    process = await asyncio.create_subprocess_exec(
+        TOCSIN,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_retry_failed_asks_the_running_service_to_requeue(
+    data_dir: Path, nats_url: str, sink: HttpSink
+) -> None:
+    from tests.support import Tocsin, script
+
+    sink.responder = script(400, 200)  # permanent failure first: dead-lettered at once
+    svc = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
+    try:
+        await publish(
+            nats_url, "alerts.in.cli", {"type": "t", "severity": "error", "summary": "s"}
+        )
+        await wait_until(lambda: svc.count("delivery.dead_lettered") == 1, 10, "a dead letter")
+        common = ("--nats-url", nats_url, "--data-dir", str(data_dir))
+        code, out, err = await _cli("retry-failed", "--receiver", "hook", *common)
+        assert code == 0, err
+        assert "re-queued 1 dead-lettered notification(s) for receiver hook" in out
+        await wait_until(lambda: svc.count("delivery.succeeded") == 1, 10, "the redelivery")
+        assert svc.events("delivery.requeued")[0]["by"] == "tocsin retry-failed"
+        code, out, err = await _cli("retry-failed", "--since", "1h", *common)
+        assert code == 0, err
+        assert "re-queued 0" in out
+        code, _, err = await _cli("retry-failed", "--since", "yesterday-ish", *common)
+        assert code == 2
+        assert "--since" in err
+    finally:
+        await svc.stop()
+
+
+async def test_retry_failed_with_no_service_running_says_so_and_exits_1(
+    nats_url: str, tmp_path: Path
+) -> None:
+    code, _, err = await _cli("retry-failed", "--nats-url", nats_url, "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "no tocsin service answered" in err
+
+
+def test_serve_refuses_to_open_the_api_to_the_network_without_a_token(tmp_path: Path) -> None:
+    result = run(
+        "serve",
+        "--http",
+        f"0.0.0.0:{free_port()}",
+        "--nats-url",
+        f"nats://127.0.0.1:{free_port()}",
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert result.returncode == 2
+    assert "TOCSIN_API_TOKEN" in result.stderr
