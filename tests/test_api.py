@@ -13,27 +13,11 @@ import httpx
 import pytest
 
 from tests.support import HttpSink, Tocsin, publish, script, wait_until, webhook_config
-from tocsin.times import format_us, now_us
+from tests.test_pipeline import WINDOW_US, bucket_start, event
+from tocsin.times import format_us
 
-WINDOW_US = 600 * 1_000_000
 TOKEN = "t0ps3cret-api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "disk_full",
-        "severity": "warning",
-        "summary": "disk 91% full on db1",
-        "labels": {"host": "db1"},
-    }
-    body.update(fields)
-    return body
-
-
-def bucket_start(hours_ago: int = 2) -> int:
-    now = now_us() - hours_ago * 3600 * 1_000_000
-    return now - now % WINDOW_US + 1_000_000
 
 
 @pytest.fixture

@@ -24,12 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without tocsin's own variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "ALERT_", "SMTP_"))}
+
+
 def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "ALERT_", "SMTP_"))
-    }
+    clean = clean_env()
     return subprocess.run(
         [TOCSIN, *args],
         capture_output=True,
@@ -261,15 +264,12 @@ async def test_readyz_says_why_until_nats_answers(tmp_path: Path) -> None:
 
 async def _cli(*args: str) -> tuple[int, str, str]:
     """Run ``tocsin`` without blocking the event loop the in-process service runs on."""
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "ALERT_", "SMTP_"))
-    }
     process = await asyncio.create_subprocess_exec(
         TOCSIN,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=clean,
+        env=clean_env(),
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
@@ -284,9 +284,7 @@ async def test_retry_failed_asks_the_running_service_to_requeue(
     sink.responder = script(400, 200)  # permanent failure first: dead-lettered at once
     svc = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
     try:
-        await publish(
-            nats_url, "alerts.in.cli", {"type": "t", "severity": "error", "summary": "s"}
-        )
+        await publish(nats_url, "alerts.in.cli", {"type": "t", "severity": "error", "summary": "s"})
         await wait_until(lambda: svc.count("delivery.dead_lettered") == 1, 10, "a dead letter")
         common = ("--nats-url", nats_url, "--data-dir", str(data_dir))
         code, out, err = await _cli("retry-failed", "--receiver", "hook", *common)

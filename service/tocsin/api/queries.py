@@ -330,67 +330,41 @@ def deliveries(rows: list[StoredRow]) -> DeliveryList:
         if not row.kind.startswith(("delivery.", "alert.routed")):
             continue
         event = ev.decode(row.data)
-        if isinstance(event, ev.AlertRouted):
-            out.append(
-                DeliveryRecord(
-                    notification_id=event.notification_id,
-                    receiver=event.receiver,
-                    channel=None,
-                    attempt=0,
-                    status="queued",
-                    status_code=None,
-                    error=None,
-                    ts=format_us(row.ts),
-                    reason=event.reason,
-                    seq=row.seq,
-                )
-            )
-        elif isinstance(event, ev.DeliveryAttemptFailed):
-            channels[event.notification_id] = event.channel
-            out.append(
-                DeliveryRecord(
-                    notification_id=event.notification_id,
-                    receiver=event.receiver,
-                    channel=event.channel,
-                    attempt=event.attempt,
-                    status="failed",
-                    status_code=event.status_code,
-                    error=event.error,
-                    ts=format_us(event.at),
-                    seq=row.seq,
-                )
-            )
-        elif isinstance(event, ev.DeliverySucceeded | ev.DeliveryDeadLettered):
-            channels[event.notification_id] = event.channel
-            dead = event if isinstance(event, ev.DeliveryDeadLettered) else None
-            out.append(
-                DeliveryRecord(
-                    notification_id=event.notification_id,
-                    receiver=event.receiver,
-                    channel=event.channel,
-                    attempt=event.attempts,
-                    status="dead" if dead else "delivered",
-                    status_code=dead.status_code if dead else None,
-                    error=dead.error if dead else None,
-                    ts=format_us(event.at),
-                    seq=row.seq,
-                )
-            )
-        elif isinstance(event, ev.DeliveryRequeued):
-            out.append(
-                DeliveryRecord(
-                    notification_id=event.notification_id,
-                    receiver=event.receiver,
-                    channel=channels.get(event.notification_id),
-                    attempt=0,
-                    status="requeued",
-                    status_code=None,
-                    error=None,
-                    ts=format_us(row.ts),
-                    reason=event.reason,
-                    seq=row.seq,
-                )
-            )
+        if not isinstance(
+            event,
+            ev.AlertRouted
+            | ev.DeliveryAttemptFailed
+            | ev.DeliverySucceeded
+            | ev.DeliveryDeadLettered
+            | ev.DeliveryRequeued,
+        ):
+            continue
+        step = DeliveryRecord(
+            notification_id=event.notification_id,
+            receiver=event.receiver,
+            channel=None,
+            attempt=0,
+            status="queued",
+            status_code=None,
+            error=None,
+            ts=format_us(row.ts),
+            seq=row.seq,
+        )
+        if isinstance(event, ev.AlertRouted | ev.DeliveryRequeued):
+            step.reason = event.reason
+            step.status = "queued" if isinstance(event, ev.AlertRouted) else "requeued"
+        else:
+            channels[event.notification_id] = step.channel = event.channel
+            step.ts = format_us(event.at)
+            if isinstance(event, ev.DeliveryAttemptFailed):
+                step.attempt, step.status = event.attempt, "failed"
+                step.status_code, step.error = event.status_code, event.error
+            elif isinstance(event, ev.DeliveryDeadLettered):
+                step.attempt, step.status = event.attempts, "dead"
+                step.status_code, step.error = event.status_code, event.error
+            else:
+                step.attempt, step.status = event.attempts, "delivered"
+        out.append(step)
     for entry in out:
         if entry.channel is None:
             entry.channel = channels.get(entry.notification_id)
