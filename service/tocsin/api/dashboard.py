@@ -1,12 +1,524 @@
-"""The dashboard (``GET /``): server-rendered HTML over the same read models as the API."""
+"""The dashboard: server-rendered HTML over the same read models as the API.
+
+``GET /`` (stat cards, alerts per hour, the alerts table), ``GET /alerts/{id}`` (one
+alert, its history as a timeline, its deliveries) and ``GET /silences`` (the list and a
+form) read without JavaScript; filters are GET query parameters. A little inline script
+adds the rest: it listens to ``GET /live`` (Server-Sent Events: ``{"last_seq"}`` at most
+once a second after a commit, a comment line as heartbeat) and then swaps the page's
+``data-live`` regions for those of ``?partial=1`` of the same URL, so filters and the
+form stay as they are; operator actions post JSON to the API.
+
+Every alert field is untrusted input: Jinja2 escapes all of it, and the Content Security
+Policy lets only this response's nonce-tagged ``<script>`` and ``<style>`` run.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import msgspec
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from litestar import MediaType, Request, Response, get
+from litestar.params import FromPath
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from tocsin import __version__
+from tocsin.api import queries
 from tocsin.api.context import ApiContext
+from tocsin.times import now_us, parse_rfc3339
+
+TEMPLATES = Path(__file__).with_name("templates")
+TABLE_LIMIT = 100
+CHART_HOURS = 24
+LIVE_MIN_INTERVAL = 1.0  # seconds: at most one live event per second per stream
+LIVE_HEARTBEAT = 15.0  # seconds of quiet before a comment line keeps proxies from closing
+LIVE_POLL = 1.0  # seconds: how often a quiet stream checks whether the server stops
+LIVE_RETRY_MS = 3000  # the browser's reconnect delay after the stream ends
+SHUTTING_DOWN = "shutting down"  # the readiness stage ``service.run`` sets as it stops
+
+SEVERITIES = queries.SEVERITIES  # critical first
+STATUSES = queries.ALERT_STATUSES
+
+HTML_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def security_headers(nonce: str) -> dict[str, str]:
+    """The headers of every dashboard response: scripts and styles only with this
+    response's nonce, requests only to this origin, never framed."""
+    policy = (
+        "default-src 'none'; "
+        f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "img-src 'self' data:; connect-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return {"Content-Security-Policy": policy, **HTML_HEADERS}
+
+
+# -- formatting -------------------------------------------------------------------------
+
+
+def ago(stamp: str | None, now: int) -> str:
+    """``"42s ago"``, ``"5m ago"``, ``"1h 59m ago"`` (under 10 h), ``"13h ago"``, ``"2d ago"``,
+    ``"in 2h"`` (the page's script keeps these fresh with the same rules)."""
+    if not stamp:
+        return "never"
+    try:
+        seconds = (now - parse_rfc3339(stamp)) // 1_000_000
+    except ValueError:
+        return stamp
+    if -5 < seconds < 5:
+        return "just now"
+    span = abs(seconds)
+    if span < 60:
+        text = f"{span}s"
+    elif span < 3600:
+        text = f"{span // 60}m"
+    elif span < 10 * 3600 and span // 60 % 60:
+        text = f"{span // 3600}h {span // 60 % 60}m"
+    elif span < 48 * 3600:
+        text = f"{span // 3600}h"
+    else:
+        text = f"{span // 86400}d"
+    return f"in {text}" if seconds < 0 else f"{text} ago"
+
+
+def clock(stamp: str | None) -> str:
+    """``2026-11-23 12:00:01`` (UTC) from an RFC 3339 instant."""
+    if not stamp:
+        return ""
+    return stamp[:19].replace("T", " ")
+
+
+def percent(rate: float | None) -> str:
+    if rate is None:
+        return "n/a"
+    if rate >= 1.0:
+        return "100%"
+    return f"{min(rate * 100, 99.9):.1f}%"
+
+
+def matcher_terms(matchers: Mapping[str, Any]) -> list[str]:
+    """A silence's (or route's) matchers as ``key=value`` terms; a list as ``a|b``."""
+
+    def text(value: Any) -> str:
+        return "|".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    terms = [
+        f"{key}={text(matchers[key])}" for key in ("severity", "type", "source") if key in matchers
+    ]
+    labels = matchers.get("labels") or {}
+    if isinstance(labels, dict):
+        terms.extend(f"{key}={text(value)}" for key, value in sorted(labels.items()))
+    return terms
+
+
+def pretty_json(value: Any) -> str:
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+# -- the chart: alerts per hour by severity, stacked, as SVG geometry ------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    severity: str
+    y: float
+    height: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Column:
+    x: float
+    width: float
+    label: str | None
+    title: str
+    total: int
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: float
+    plot_height: float
+    columns: list[Column]
+    ticks: list[tuple[float, int]]  # (y, value)
+    total: int
+
+
+def _step(peak: int) -> int:
+    """A 1-2-5 step that splits ``peak`` into at most four intervals."""
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            step = factor * magnitude
+            if peak <= 4 * step:
+                return step
+        magnitude *= 10
+
+
+def chart(per_hour: list[dict[str, Any]], width: int = 1200, height: int = 200) -> Chart:
+    """Stacked bars, critical at the bottom, one per hour; an hour label every third bar
+    (ending on the current hour), y ticks on a 1-2-5 scale."""
+    left, right, top, bottom = 34, 6, 10, 22
+    plot_width = width - left - right
+    plot_height = height - top - bottom
+    totals = [sum(int(hour.get(s, 0)) for s in SEVERITIES) for hour in per_hour]
+    step = _step(max(totals, default=0))
+    ceiling = step * max(1, -(-max(totals, default=0) // step))
+    scale = plot_height / ceiling
+    slot = plot_width / max(1, len(per_hour))
+    bar = max(2.0, slot * 0.72)
+    columns = []
+    last = len(per_hour) - 1
+    for index, hour in enumerate(per_hour):
+        stamp = str(hour["hour"])
+        start = stamp[11:16]
+        x = left + index * slot + (slot - bar) / 2
+        y: float = top + plot_height
+        segments = []
+        for severity in SEVERITIES:
+            count = int(hour.get(severity, 0))
+            if count:
+                h = count * scale
+                y -= h
+                segments.append(Segment(severity, round(y, 2), round(h, 2), count))
+        counts = ", ".join(f"{s.count} {s.severity}" for s in segments) or "no alerts"
+        columns.append(
+            Column(
+                x=round(x, 2),
+                width=round(bar, 2),
+                label=start if (last - index) % 3 == 0 else None,
+                title=f"{stamp[:10]} {start} UTC: {counts}",
+                total=totals[index],
+                segments=segments,
+            )
+        )
+    ticks = [
+        (round(top + plot_height - value * scale, 2), value)
+        for value in range(0, ceiling + 1, step)
+    ]
+    return Chart(
+        width=width,
+        height=height,
+        left=left,
+        top=top,
+        plot_width=plot_width,
+        plot_height=plot_height,
+        columns=columns,
+        ticks=ticks,
+        total=sum(totals),
+    )
+
+
+# -- the timeline: an alert's history in words ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    ts: str
+    kind: str
+    tone: str  # neutral, info, good, warn, bad, muted, acked
+    title: str
+    detail: str
+    count: int = 1
+    last_ts: str | None = None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _failure(data: Mapping[str, Any]) -> str:
+    """A failed delivery's error, with its HTTP status when the error does not say it."""
+    error, code = str(data.get("error", "")), data.get("status_code")
+    return f"HTTP {code}: {error}" if code and str(code) not in error else error
+
+
+def describe(record: queries.EventRecord) -> Entry:
+    """One history record (``queries.history``) as a timeline entry."""
+    d = record.data
+    kind = record.kind
+    tone, title, detail = "neutral", kind, ""
+    if kind == "alert.received":
+        resolved = d.get("status") == "resolved"
+        title = "Resolve received" if resolved else f"Received ({d.get('severity')})"
+        detail = f"{d.get('summary', '')} · on {d.get('subject', '?')}"
+        if d.get("timestamp_replaced"):
+            detail += " · timestamp in the future, replaced by the receive time"
+    elif kind == "alert.opened":
+        tone, title, detail = "info", "Opened", f"dedup key {d.get('dedup_key', '')}"
+    elif kind == "alert.suppressed":
+        count = int(d.get("count", 1))
+        cause = d.get("cause", "duplicate")
+        tone = "muted"
+        if cause == "acked":
+            title = f"{_plural(count, 'event')} suppressed: acknowledged"
+        elif cause == "no_route":
+            title = f"{_plural(count, 'event')} not routed: no route matches"
+        else:
+            title = f"{_plural(count, 'duplicate')} suppressed"
+        detail = f"dedup key {d.get('dedup_key', '')}"
+        return Entry(
+            seq=record.seq,
+            ts=record.ts,
+            kind=kind,
+            tone=tone,
+            title=title,
+            detail=detail,
+            count=count,
+            last_ts=d.get("last_ts") if count > 1 else None,
+        )
+    elif kind == "alert.silenced":
+        tone, title, detail = "muted", "Silenced", f"silence {d.get('silence_id', '')}"
+    elif kind == "alert.escalated":
+        tone = "bad"
+        title = f"Escalated {d.get('from_severity')} → {d.get('severity')}"
+    elif kind == "alert.routed":
+        tone, title = "info", f"Routed to {d.get('receiver')}"
+        detail = f"{d.get('reason')} · notification {d.get('notification_id')}"
+    elif kind == "delivery.attempt_failed":
+        tone = "warn"
+        title = f"Attempt {d.get('attempt')} to {d.get('receiver')} failed"
+        detail = _failure(d) + f" · retry in {float(d.get('retry_in_seconds', 0)):g}s"
+    elif kind == "delivery.succeeded":
+        tone, title = "good", f"Delivered to {d.get('receiver')}"
+        detail = f"{d.get('channel')} · {_plural(int(d.get('attempts', 1)), 'attempt')}"
+    elif kind == "delivery.dead_lettered":
+        tone, title = "bad", f"Dead-lettered at {d.get('receiver')}"
+        detail = _failure(d) + f" · after {_plural(int(d.get('attempts', 0)), 'attempt')}"
+    elif kind == "delivery.requeued":
+        tone, title = "info", f"Re-queued for {d.get('receiver')}"
+        detail = f"by {d['by']}" if d.get("by") else ""
+    elif kind == "alert.acked":
+        tone, title = "acked", f"Acknowledged by {d.get('by')}"
+        detail = str(d.get("comment") or "")
+    elif kind == "alert.resolved":
+        tone = "good"
+        title = f"Resolved by {d['by']}" if d.get("by") else "Resolved"
+        detail = str(d.get("comment") or "")
+    elif kind == "alert.resolve_ignored":
+        tone, title = "muted", "Resolve ignored: no open alert"
+    else:
+        detail = msgspec.json.encode(d).decode()
+    return Entry(seq=record.seq, ts=record.ts, kind=kind, tone=tone, title=title, detail=detail)
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["clock"] = clock
+    env.filters["percent"] = percent
+    env.filters["terms"] = matcher_terms
+    env.filters["pretty_json"] = pretty_json
+    env.globals["severities"] = SEVERITIES
+    env.globals["statuses"] = STATUSES
+    env.globals["version"] = __version__
+    return env
+
+
+_ENV = _environment()
+
+
+def _url(path: str, params: Mapping[str, str | None], **changes: str | None) -> str:
+    """``path`` with ``params`` (``changes`` applied; ``None`` or ``""`` drops one)."""
+    merged = {**params, **changes}
+    query = urlencode({k: v for k, v in merged.items() if v})
+    return f"{path}?{query}" if query else path
+
+
+class Pages:
+    """Renders the pages of one service (its context) with a fresh nonce each."""
+
+    def __init__(self, ctx: ApiContext, now: Callable[[], int] = now_us) -> None:
+        self.ctx = ctx
+        self.now = now
+
+    def render(
+        self, request: Request[Any, Any, Any], template: str, status: int = 200, **values: Any
+    ) -> Response[str]:
+        state = self.ctx.state()
+        now = self.now()
+        nonce = secrets.token_urlsafe(18)
+        values.update(
+            nonce=nonce,
+            now=now,
+            ago=lambda stamp: ago(stamp, now),
+            last_seq=state.last_seq,
+            ready=self.ctx.readiness.reason,
+            silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
+            path=request.url.path,
+        )
+        page = _ENV.get_template(template)
+        if request.query_params.get("partial") == "1":
+            context = page.new_context(values)
+            html = "".join(page.blocks["main"](context))
+        else:
+            html = page.render(values)
+        headers = {**security_headers(nonce), "X-Tocsin-Seq": str(state.last_seq)}
+        return Response(html, status_code=status, media_type=MediaType.HTML, headers=headers)
+
+    def index(self, request: Request[Any, Any, Any]) -> Response[str]:
+        query = request.query_params
+        filters = {k: query.get(k) or None for k in ("severity", "status", "q", "type", "source")}
+        state = self.ctx.state()
+        now = self.now()
+        error = None
+        try:
+            page = queries.list_alerts(
+                state,
+                severity=filters["severity"],
+                type_=filters["type"],
+                status=filters["status"],
+                source=filters["source"],
+                q=filters["q"],
+                limit=TABLE_LIMIT,
+                cursor=query.get("cursor") or None,
+                now=now,
+            )
+        except queries.QueryError as problem:
+            error = str(problem)
+            page = queries.AlertPage(alerts=[], next_cursor=None)
+        stats = queries.stats(state, CHART_HOURS, now)
+        open_counts = dict.fromkeys(SEVERITIES, 0)
+        for alert in state.alerts.values():
+            if alert.status != "resolved":
+                open_counts[alert.severity] = open_counts.get(alert.severity, 0) + 1
+        return self.render(
+            request,
+            "index.html",
+            status=400 if error else 200,
+            filters=filters,
+            page=page,
+            error=error,
+            stats=stats,
+            chart=chart(stats.per_hour),
+            open_counts=open_counts,
+            filter_url=lambda **changes: _url("/", filters, cursor=None, **changes),
+            older_url=_url("/", filters, cursor=page.next_cursor) if page.next_cursor else None,
+        )
+
+    async def alert(self, request: Request[Any, Any, Any], alert_id: str) -> Response[str]:
+        state = self.ctx.state()
+        alert = state.alerts.get(alert_id)
+        if alert is None:
+            return self.render(
+                request, "missing.html", status=404, what="alert", name=alert_id, back="/"
+            )
+        if self.ctx.reader is None:
+            return self.render(
+                request, "missing.html", status=503, what="event log", name="", back="/"
+            )
+        rows = await self.ctx.reader.of_alert(alert_id)
+        detail = queries.alert_detail(self.ctx.state(), alert, rows, self.now())
+        return self.render(
+            request,
+            "alert.html",
+            alert=detail,
+            timeline=[describe(r) for r in reversed(detail.history)],
+            deliveries=queries.deliveries(rows).deliveries,
+        )
+
+    def silences(self, request: Request[Any, Any, Any]) -> Response[str]:
+        query = request.query_params
+        prefill = {k: query.get(k) or "" for k in ("severity", "type", "label")}
+        listed = queries.silence_list(self.ctx.state(), self.now()).silences
+        return self.render(request, "silences.html", silences=listed, prefill=prefill)
+
+
+# -- live updates -----------------------------------------------------------------------
+
+
+async def live_events(
+    ctx: ApiContext, clock_s: Callable[[], float] = time.monotonic
+) -> AsyncIterator[ServerSentEventMessage]:
+    """``{"last_seq": N}`` at once and then after commits (a burst is one event; at most
+    one a second), a comment line after 15 s of quiet; ends when the server stops. A
+    disconnect cancels it (Litestar listens for one), and ``finally`` lets go of the feed."""
+    feed = ctx.live
+    waiter = feed.subscribe()
+
+    def current() -> int:
+        return max(feed.last_seq, ctx.state().last_seq)
+
+    def message(seq: int) -> ServerSentEventMessage:
+        return ServerSentEventMessage(data=f'{{"last_seq": {seq}}}', id=seq, retry=LIVE_RETRY_MS)
+
+    try:
+        sent = current()
+        yield message(sent)
+        last_write = clock_s()
+        last_event = float("-inf")
+        while ctx.readiness.stage != SHUTTING_DOWN:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), LIVE_POLL)
+            if waiter.is_set():
+                hold = last_event + LIVE_MIN_INTERVAL - clock_s()
+                if hold > 0:  # a burst of commits: one event for all of it
+                    await asyncio.sleep(hold)
+                waiter.clear()
+                seq = current()
+                if seq != sent:
+                    sent = seq
+                    yield message(seq)
+                    last_write = last_event = clock_s()
+                    continue
+            if clock_s() - last_write >= LIVE_HEARTBEAT:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
+                last_write = clock_s()
+    finally:
+        feed.unsubscribe(waiter)
 
 
 def dashboard_pages(ctx: ApiContext) -> list[Any]:
-    """The dashboard's route handlers."""
-    return []
+    """The dashboard's route handlers (reads: the app's guard applies)."""
+    pages = Pages(ctx)
+
+    @get("/", include_in_schema=False, sync_to_thread=False)
+    def index(request: Request[Any, Any, Any]) -> Response[str]:
+        """Stat cards, alerts per hour, the filterable alerts table."""
+        return pages.index(request)
+
+    @get("/alerts/{alert_id:str}", include_in_schema=False)
+    async def alert_page(request: Request[Any, Any, Any], alert_id: FromPath[str]) -> Response[str]:
+        """One alert: its facts, history timeline, deliveries, ack and resolve."""
+        return await pages.alert(request, alert_id)
+
+    @get("/silences", include_in_schema=False, sync_to_thread=False)
+    def silences_page(request: Request[Any, Any, Any]) -> Response[str]:
+        """The silences and a form to add one."""
+        return pages.silences(request)
+
+    @get("/live", include_in_schema=False, sync_to_thread=False)
+    def live() -> ServerSentEvent:
+        """Server-Sent Events: ``{"last_seq"}`` after commits, for the pages' script."""
+        headers = {**security_headers(secrets.token_urlsafe(18)), "Cache-Control": "no-cache"}
+        return ServerSentEvent(live_events(ctx), headers=headers)
+
+    return [index, alert_page, silences_page, live]
