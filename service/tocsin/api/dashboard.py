@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -457,7 +457,7 @@ class Pages:
 
 async def live_events(
     ctx: ApiContext, clock_s: Callable[[], float] = time.monotonic
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     """``{"last_seq": N}`` at once and then after commits (a burst is one event; at most
     one a second), a comment line after 15 s of quiet; ends when the server stops. A
     disconnect cancels it (Litestar listens for one), and ``finally`` lets go of the feed."""
