@@ -30,7 +30,7 @@ import pytest
 from tests.support import HttpSink, Tocsin, publish, wait_until, webhook_config
 from tocsin import events as ev
 from tocsin.api.context import ApiContext, Readiness
-from tocsin.api.dashboard import SHUTTING_DOWN, live_events
+from tocsin.api.dashboard import live_events
 from tocsin.contracts import Severity
 from tocsin.log import EventLog, Fact, db_path
 from tocsin.projections import HOUR_US, State
@@ -266,14 +266,14 @@ async def test_live_events_coalesce_bursts_let_go_and_end_on_shutdown() -> None:
 
     other = live_events(ctx)
     await anext(other)
-    assert len(ctx.live._waiters) == 2
+    assert ctx.live.subscribers == 2
     await other.aclose()  # what a disconnect does (Litestar cancels the stream)
-    assert len(ctx.live._waiters) == 1
+    assert ctx.live.subscribers == 1
 
-    ctx.readiness.stage = SHUTTING_DOWN
+    ctx.live.close()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(stream), 5)
-    assert not ctx.live._waiters
+    assert ctx.live.subscribers == 0
 
 
 # -- the browser --------------------------------------------------------------------------

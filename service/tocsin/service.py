@@ -216,6 +216,7 @@ async def run(options: Options) -> int:
         if not connecting.done():
             connecting.cancel()
             log.info("stopped before NATS at %s answered", url)
+            api.live.close()
             if server is not None:
                 server.should_exit = True
             await asyncio.wait(tasks, timeout=10)
@@ -287,6 +288,7 @@ async def run(options: Options) -> int:
                 code = 1
         stop.set()
         readiness.stage = "shutting down"
+        api.live.close()
         stopper.cancel()
         if server is not None:
             server.should_exit = True

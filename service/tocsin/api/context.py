@@ -49,6 +49,17 @@ class LiveFeed:
     def __init__(self) -> None:
         self._waiters: set[asyncio.Event] = set()
         self.last_seq = 0
+        self.closed = False
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._waiters)
+
+    def close(self) -> None:
+        """The service is stopping: wake every stream so it ends (and lets uvicorn stop)."""
+        self.closed = True
+        for waiter in self._waiters:
+            waiter.set()
 
     def committed(self, facts: list[ev.Event], state: State) -> None:
         """A ledger listener."""

@@ -42,7 +42,6 @@ LIVE_MIN_INTERVAL = 1.0  # seconds: at most one live event per second per stream
 LIVE_HEARTBEAT = 15.0  # seconds of quiet before a comment line keeps proxies from closing
 LIVE_POLL = 1.0  # seconds: how often a quiet stream checks whether the server stops
 LIVE_RETRY_MS = 3000  # the browser's reconnect delay after the stream ends
-SHUTTING_DOWN = "shutting down"  # the readiness stage ``service.run`` sets as it stops
 
 SEVERITIES = queries.SEVERITIES  # critical first
 STATUSES = queries.ALERT_STATUSES
@@ -475,7 +474,7 @@ async def live_events(
         yield message(sent)
         last_write = clock_s()
         last_event = float("-inf")
-        while ctx.readiness.stage != SHUTTING_DOWN:
+        while not feed.closed:  # ``service.run`` closes the feed as it stops
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), LIVE_POLL)
             if waiter.is_set():
