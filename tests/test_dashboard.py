@@ -34,7 +34,7 @@ from tocsin.api.dashboard import live_events
 from tocsin.contracts import Severity
 from tocsin.log import EventLog, Fact, db_path
 from tocsin.projections import HOUR_US, State
-from tocsin.times import now_us
+from tocsin.times import format_us, now_us
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -328,17 +328,16 @@ async def test_dashboard_in_a_browser_updates_live_filters_and_acts(
         await expect(page.locator("#live-state")).to_have_class(re.compile(r"\bon\b"))
         await page.evaluate("window.notReloaded = true")
 
-        # Published now: it shows up without a reload, newest first.
-        await publish(
-            nats_url,
-            "alerts.in.billing",
-            event(
-                type="payment_failed",
-                severity="critical",
-                summary="payments failing at checkout",
-                labels={"region": "eu-west-1"},
-            ),
+        # Published now: it shows up without a reload, newest first. Its duplicates below
+        # carry the same timestamp, so a dedup-bucket boundary cannot split them.
+        payment_failed = event(
+            type="payment_failed",
+            severity="critical",
+            summary="payments failing at checkout",
+            labels={"region": "eu-west-1"},
+            timestamp=format_us(now_us()),
         )
+        await publish(nats_url, "alerts.in.billing", payment_failed)
         await expect(rows).to_have_count(2)
         await expect(rows.first).to_contain_text("payments failing at checkout")
         await expect(rows.first.locator(".sev")).to_have_text("critical")
@@ -384,16 +383,7 @@ async def test_dashboard_in_a_browser_updates_live_filters_and_acts(
         await expect(timeline.filter(has_text="Delivered to hook")).to_have_count(1)
         await expect(page.locator("table.deliveries")).to_contain_text("delivered")
         for _ in range(3):
-            await publish(
-                nats_url,
-                "alerts.in.billing",
-                event(
-                    type="payment_failed",
-                    severity="critical",
-                    summary="payments failing at checkout",
-                    labels={"region": "eu-west-1"},
-                ),
-            )
+            await publish(nats_url, "alerts.in.billing", payment_failed)
         duplicates = timeline.filter(has_text="3 duplicates suppressed")
         await expect(duplicates).to_have_count(1)
         await expect(duplicates.locator(".count")).to_have_text("\u00d73")  # x3
@@ -686,6 +676,7 @@ async def test_readme_screenshot_of_a_realistic_dashboard(
                     severity="error",
                     summary="checkout-api 5xx rate 6.1% over 5m",
                     labels={"service": "checkout-api", "region": "eu-west-1"},
+                    timestamp=format_us(now_us()),  # its 23 duplicates: one bucket
                 ),
             ),
             (

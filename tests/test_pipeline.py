@@ -133,9 +133,10 @@ async def test_duplicates_in_a_bucket_are_suppressed_and_counted(
     nats_url: str, sink: HttpSink, data_dir: Path
 ) -> None:
     service = await start(data_dir, nats_url, sink)
+    t0 = bucket_start()  # all five in one bucket, whatever the clock says
     try:
-        for _ in range(5):
-            await publish(nats_url, "alerts.in.db", event())
+        for i in range(5):
+            await publish(nats_url, "alerts.in.db", event(timestamp=stamp(t0 + i)))
         await wait_until(lambda: service.count("alert.received") == 5, what="5 events logged")
         await wait_until(lambda: service.count("delivery.succeeded") == 1, what="1 delivery")
         assert len(sink.requests) == 1
