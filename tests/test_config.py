@@ -276,3 +276,39 @@ def test_default_config_with_webhook_and_email() -> None:
     assert routed(config, "error") == [webhook]
     assert routed(config, "warning") == [webhook]
     assert routed(config, "info") == ["log"]
+
+
+# --- [nats] replicas: the copies JetStream keeps of tocsin's streams and consumers ------
+
+
+def test_replicas_default_to_one(tmp_path: Path) -> None:
+    assert load(write(tmp_path, ""), {}).nats.replicas == 1
+    assert load(None, {}).nats.replicas == 1
+
+
+def test_replicas_from_the_file_win_over_the_environment(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "[nats]\nreplicas = 3\n"), {"TOCSIN_NATS_REPLICAS": "5"})
+    assert config.nats.replicas == 3
+
+
+def test_replicas_from_the_environment_when_the_file_has_none(tmp_path: Path) -> None:
+    assert load(write(tmp_path, ""), {"TOCSIN_NATS_REPLICAS": "3"}).nats.replicas == 3
+    assert load(None, {"TOCSIN_NATS_REPLICAS": " 3 "}).nats.replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[nats]\nreplicas = 0\n", {}, "nats.replicas: must be 1 to 5"),
+        ("[nats]\nreplicas = 7\n", {}, "nats.replicas: must be 1 to 5"),
+        ('[nats]\nreplicas = "3"\n', {}, "nats.replicas:"),
+        ("", {"TOCSIN_NATS_REPLICAS": "three"}, "nats.replicas (from TOCSIN_NATS_REPLICAS="),
+        ("", {"TOCSIN_NATS_REPLICAS": "6"}, "nats.replicas (from TOCSIN_NATS_REPLICAS='6'): must"),
+    ],
+    ids=["zero", "too-many", "not-an-integer", "env-not-a-number", "env-too-many"],
+)
+def test_bad_replicas_name_the_key_and_the_variable(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    error = load_error(tmp_path, text, env)
+    assert error.startswith(message), error

@@ -70,10 +70,11 @@ def source_of(subject: str) -> str:
     return parts[2] if len(parts) > 2 and parts[2] else "unknown"
 
 
-def stream_configs() -> list[js_api.StreamConfig]:
-    """The three streams. Inbound uses interest retention with discard-new: a message
-    leaves only once the router acked it, and a full stream refuses publishers instead
-    of silently dropping (critical alerts are never discarded by limits)."""
+def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
+    """The three streams, each kept in ``replicas`` copies (3 on a three-node cluster).
+    Inbound uses interest retention with discard-new: a message leaves only once the
+    router acked it, and a full stream refuses publishers instead of silently dropping
+    (critical alerts are never discarded by limits)."""
     return [
         js_api.StreamConfig(
             name=STREAM_IN,
@@ -83,6 +84,7 @@ def stream_configs() -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             max_bytes=1 << 30,
             duplicate_window=120.0,
+            num_replicas=replicas,
         ),
         js_api.StreamConfig(
             name=STREAM_WORK,
@@ -91,6 +93,7 @@ def stream_configs() -> list[js_api.StreamConfig]:
             discard=js_api.DiscardPolicy.NEW,
             storage=js_api.StorageType.FILE,
             duplicate_window=120.0,
+            num_replicas=replicas,
         ),
         js_api.StreamConfig(
             name=STREAM_OUT,
@@ -99,11 +102,12 @@ def stream_configs() -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             max_age=30 * DAY,
             duplicate_window=120.0,
+            num_replicas=replicas,
         ),
     ]
 
 
-def router_consumer_config(ack_wait: float = 30.0) -> js_api.ConsumerConfig:
+def router_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=ROUTER_CONSUMER,
         filter_subject=IN_SUBJECTS,
@@ -112,10 +116,11 @@ def router_consumer_config(ack_wait: float = 30.0) -> js_api.ConsumerConfig:
         max_ack_pending=20_000,
         max_deliver=-1,
         max_waiting=16,
+        num_replicas=replicas,
     )
 
 
-def recorder_consumer_config(ack_wait: float = 30.0) -> js_api.ConsumerConfig:
+def recorder_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=RECORDER_CONSUMER,
         filter_subjects=[DELIVERED, DELIVERY_FAILED, ATTEMPTS_PREFIX + ">"],
@@ -124,11 +129,12 @@ def recorder_consumer_config(ack_wait: float = 30.0) -> js_api.ConsumerConfig:
         max_ack_pending=20_000,
         max_deliver=-1,
         max_waiting=16,
+        num_replicas=replicas,
     )
 
 
 def deliver_consumer_config(
-    receiver: str, send_timeout: float, ack_wait: float = 30.0
+    receiver: str, send_timeout: float, ack_wait: float = 30.0, replicas: int = 1
 ) -> js_api.ConsumerConfig:
     """Pending work waits in the stream, not in a worker's memory; ``ack_wait`` outlasts
     a send (longer holds send +WPI). Attempts are counted by tocsin, not capped here."""
@@ -140,6 +146,7 @@ def deliver_consumer_config(
         max_ack_pending=10_000,
         max_deliver=-1,
         max_waiting=64,
+        num_replicas=replicas,
     )
 
 
@@ -169,10 +176,11 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the streams, or update them to this version's config. Safe when several
-    tocsin processes start at once: whoever loses the race to create, updates."""
-    for config in stream_configs():
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the streams, or update them to this version's config (JetStream moves an
+    existing stream to a new replica count). Safe when several tocsin processes start
+    at once: whoever loses the race to create, updates."""
+    for config in stream_configs(replicas):
         try:
             await js.stream_info(config.name or "")
         except NotFoundError:

@@ -23,6 +23,7 @@ from tocsin.contracts import SEVERITY_ALIASES
 from tocsin.times import Duration, decode_duration
 
 RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_REPLICAS = 5  # JetStream keeps at most five copies of a stream
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -71,9 +72,12 @@ class SmtpSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
 class NatsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How long JetStream waits for an ack before redelivering: after a crash, unacked
     messages come back this much later (delivery consumers also allow for their
-    receiver's timeout)."""
+    receiver's timeout). ``replicas``: copies JetStream keeps of tocsin's streams and
+    durable consumers (3 on a three-node cluster); unset in the file, it is
+    ``TOCSIN_NATS_REPLICAS``, else 1."""
 
     ack_wait: Duration = Duration(30.0)
+    replicas: int | None = None
 
 
 class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -157,6 +161,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("log.snapshot_every: must be 0 (never) or more")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
+    nats = msgspec.structs.replace(parsed.nats, replicas=_replicas(parsed.nats.replicas, env))
     kinds = registry()
     receivers = {name: _receiver(name, table, kinds) for name, table in parsed.receivers.items()}
     if not receivers:
@@ -171,7 +176,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         retry=parsed.retry,
         smtp=_smtp(parsed.smtp, env),
         delivery=parsed.delivery,
-        nats=parsed.nats,
+        nats=nats,
         log=parsed.log,
         source=source,
         kinds=kinds,
@@ -198,6 +203,24 @@ def default_config(env: dict[str, str]) -> Config:
     ]
     config = from_mapping({"receivers": receivers, "route": routes}, env, source="environment")
     return config
+
+
+def _replicas(configured: int | None, env: dict[str, str]) -> int:
+    """``nats.replicas`` from the file, else ``TOCSIN_NATS_REPLICAS``, else 1."""
+    if configured is not None:
+        replicas, source = configured, "nats.replicas"
+    else:
+        raw = env.get("TOCSIN_NATS_REPLICAS", "").strip()
+        if not raw:
+            return 1
+        source = f"nats.replicas (from TOCSIN_NATS_REPLICAS={raw!r})"
+        try:
+            replicas = int(raw)
+        except ValueError as error:
+            raise ConfigError(f"{source}: not a whole number") from error
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError(f"{source}: must be 1 to {MAX_REPLICAS} (copies JetStream keeps)")
+    return replicas
 
 
 def _receiver(name: str, table: dict[str, Any], kinds: dict[str, ChannelKind]) -> ReceiverConfig:

@@ -226,16 +226,19 @@ async def run(options: Options) -> int:
             lambda: None if nc.is_connected else f"disconnected from NATS at {url}; reconnecting"
         )
         js = nc.jetstream(timeout=10)
-        await broker.ensure_streams(js)
+        replicas = config.nats.replicas or 1
+        await broker.ensure_streams(js, replicas)
         api.js = js
         log.info("connected to NATS at %s; streams ready", url)
         workers: list[Coroutine[Any, Any, None]] = []
         if ledger is not None:
             await broker.ensure_consumer(
-                js, broker.STREAM_IN, broker.router_consumer_config(config.nats.ack_wait)
+                js, broker.STREAM_IN, broker.router_consumer_config(config.nats.ack_wait, replicas)
             )
             await broker.ensure_consumer(
-                js, broker.STREAM_OUT, broker.recorder_consumer_config(config.nats.ack_wait)
+                js,
+                broker.STREAM_OUT,
+                broker.recorder_consumer_config(config.nats.ack_wait, replicas),
             )
             async with ledger.batch() as batch:
                 batch.add(
@@ -255,7 +258,9 @@ async def run(options: Options) -> int:
             workers.append(Recorder(nc, ledger).run(stop))
         for name, channel in channels.items():
             receiver = config.receivers[name]
-            consumer = broker.deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait)
+            consumer = broker.deliver_consumer_config(
+                name, receiver.timeout, config.nats.ack_wait, replicas
+            )
             await broker.ensure_consumer(js, broker.STREAM_WORK, consumer)
             worker = ReceiverWorker(
                 nc,
