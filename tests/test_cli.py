@@ -322,3 +322,30 @@ def test_serve_refuses_to_open_the_api_to_the_network_without_a_token(tmp_path: 
     )
     assert result.returncode == 2
     assert "TOCSIN_API_TOKEN" in result.stderr
+
+
+async def test_a_server_list_reaches_the_live_server_when_the_first_is_down(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """TOCSIN_NATS_URL may name a cluster's seeds, comma-separated: one of them being
+    down does not stop a command (here the first, and it has no server behind it)."""
+    dead = f"nats://127.0.0.1:{free_port()}"
+    nc = await nats.connect(nats_url)
+    await broker.ensure_streams(nc.jetstream())
+    await nc.close()
+    for _ in range(3):  # nats-py picks the order at random: try a few times
+        code, out, err = await _cli(
+            "publish",
+            "--type",
+            "t",
+            "--severity",
+            "info",
+            "--summary",
+            "s",
+            "--data-dir",
+            str(tmp_path),
+            "--nats-url",
+            f"{dead}, {nats_url}",
+        )
+        assert code == 0, err
+        assert "stream TOCSIN_IN" in out

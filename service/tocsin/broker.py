@@ -150,8 +150,16 @@ def deliver_consumer_config(
     )
 
 
+def server_urls(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222`` -> each URL: a cluster named by several seeds, so
+    that a client starts even while one of them is down (NATS's usual comma list)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(url: str, name: str) -> NATS:
-    """A connection that reconnects forever and logs what happens to it."""
+    """A connection that reconnects forever and logs what happens to it. ``url`` may
+    list several servers, comma-separated; the client also learns the rest of a cluster
+    from the server it reaches, and fails over to them."""
 
     async def on_disconnect() -> None:
         log.warning("disconnected from NATS at %s", url)
@@ -163,7 +171,7 @@ async def connect(url: str, name: str) -> NATS:
         log.warning("NATS error: %s", error)
 
     return await nats.connect(
-        url,
+        server_urls(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -56,8 +56,8 @@ def _common(parser: argparse.ArgumentParser, nats: bool) -> None:
         parser.add_argument(
             "--nats-url",
             default=os.environ.get("TOCSIN_NATS_URL"),
-            help="NATS server URL (env TOCSIN_NATS_URL); default: <data-dir>/nats.url, "
-            "then nats://127.0.0.1:4222",
+            help="NATS server URL, or several comma-separated (a cluster's seeds) "
+            "(env TOCSIN_NATS_URL); default: <data-dir>/nats.url, then nats://127.0.0.1:4222",
         )
 
 
@@ -338,7 +338,13 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any]:
     try:
         # nats-py retries the first connect even without reconnects: bound it ourselves.
         nc = await asyncio.wait_for(
-            nats.connect(url, connect_timeout=2, allow_reconnect=False, error_cb=quiet), 5
+            nats.connect(
+                broker.server_urls(url),
+                connect_timeout=2,
+                allow_reconnect=False,
+                error_cb=quiet,
+            ),
+            5,
         )
     except (NoServersError, OSError, TimeoutError) as error:
         print(
