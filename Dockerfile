@@ -15,10 +15,12 @@
 #     -v "$PWD/tocsin.toml:/etc/tocsin/tocsin.toml:ro" -e TOCSIN_CONFIG=/etc/tocsin/tocsin.toml
 #
 # Components apart (deploy/README.md): the same image with another command, e.g.
-#   docker run -d --no-healthcheck -e TOCSIN_NATS_URL=nats://nats:4222 \
+#   docker run -d -e TOCSIN_NATS_URL=nats://nats:4222 -e TOCSIN_HEALTH=0.0.0.0:8080 \
 #     -v tocsin-router:/var/lib/tocsin tocsin:0.1.0 router
-#   docker run -d --no-healthcheck -e TOCSIN_NATS_URL=nats://nats:4222 tocsin:0.1.0 deliver
-# (`router` and `deliver` serve no HTTP, hence --no-healthcheck.)
+#   docker run -d -e TOCSIN_NATS_URL=nats://nats:4222 -e TOCSIN_HEALTH=0.0.0.0:8080 \
+#     tocsin:0.1.0 deliver
+# (`router` and `deliver` serve no API; TOCSIN_HEALTH gives them /healthz, /readyz and
+# /metrics on 8080, which the HEALTHCHECK below reads. Without it, use --no-healthcheck.)
 #
 # TOCSIN_NATS_URL is required: without it `tocsin serve` tries to start an embedded
 # nats-server, which this image does not have, and exits 1 saying so.

@@ -349,3 +349,82 @@ async def test_a_server_list_reaches_the_live_server_when_the_first_is_down(
         )
         assert code == 0, err
         assert "stream TOCSIN_IN" in out
+
+
+async def test_router_and_deliver_serve_probes_with_health(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """`--health HOST:PORT` (env TOCSIN_HEALTH) gives the separate processes the probes a
+    container platform needs: /healthz while the process runs, /readyz once its streams
+    and consumers exist (503 with the reason before), /metrics; and nothing of the API."""
+    config = tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url))
+    common = ["--data-dir", str(tmp_path / "data"), "--config", str(config)]
+    router, deliver, stranded = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    dead = f"nats://127.0.0.1:{free_port()}"
+    processes = [
+        await asyncio.create_subprocess_exec(
+            TOCSIN, "router", *common, "--nats-url", nats_url, "--health", router, env=clean_env()
+        ),
+        await asyncio.create_subprocess_exec(
+            TOCSIN,
+            "deliver",
+            *common,
+            "--nats-url",
+            nats_url,
+            env={**clean_env(), "TOCSIN_HEALTH": deliver},
+        ),
+        await asyncio.create_subprocess_exec(
+            TOCSIN,
+            "deliver",
+            "--data-dir",
+            str(tmp_path / "elsewhere"),
+            "--nats-url",
+            dead,
+            "--health",
+            stranded,
+            env=clean_env(),
+        ),
+    ]
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def answer(address: str, path: str) -> httpx.Response | None:
+                try:
+                    return await client.get(f"http://{address}{path}")
+                except httpx.HTTPError:
+                    return None
+
+            async def ready(address: str) -> bool:
+                response = await answer(address, "/readyz")
+                return response is not None and response.status_code == 200
+
+            for address in (router, deliver):
+                await wait_until(lambda a=address: ready(a), 30, f"{address}/readyz")
+                assert (await client.get(f"http://{address}/readyz")).json() == {"ready": True}
+                healthz = await client.get(f"http://{address}/healthz")
+                assert (healthz.status_code, healthz.text) == (200, "ok\n")
+                metrics = await client.get(f"http://{address}/metrics")
+                assert metrics.status_code == 200
+                assert metrics.headers["content-type"].startswith("text/plain")
+                for path in ("/api/v1/alerts", "/openapi.json", "/"):
+                    assert (await client.get(f"http://{address}{path}")).status_code == 404
+            metrics = await client.get(f"http://{router}/metrics")
+            assert "tocsin_log_last_seq" in metrics.text  # the router's log, observed
+
+            waiting = await wait_until(lambda: answer(stranded, "/readyz"), 30, "stranded")
+            assert waiting.status_code == 503
+            assert waiting.json() == {"ready": False, "reason": f"connecting to NATS at {dead}"}
+            healthz = await client.get(f"http://{stranded}/healthz")
+            assert healthz.status_code == 200
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 30) for p in processes]
+    assert codes == [0, 0, 0]
+
+
+def test_a_bad_health_address_exits_2_naming_it(tmp_path: Path) -> None:
+    result = run("deliver", "--data-dir", str(tmp_path), "--health", "8080")
+    assert result.returncode == 2
+    assert "TOCSIN_HEALTH: '8080' is not host:port" in result.stderr

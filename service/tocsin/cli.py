@@ -61,6 +61,16 @@ def _common(parser: argparse.ArgumentParser, nats: bool) -> None:
         )
 
 
+def _health(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--health",
+        default=os.environ.get("TOCSIN_HEALTH") or None,
+        metavar="HOST:PORT",
+        help="serve the probes /healthz and /readyz, and /metrics, on this address "
+        "(env TOCSIN_HEALTH); default: no HTTP at all",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tocsin", description="Event-sourced alerting over NATS JetStream.")
     parser.add_argument("--version", action="version", version=f"tocsin {__version__}")
@@ -81,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     router = sub.add_parser("router", help="the router (and outcome recorder) alone")
     _common(router, nats=True)
+    _health(router)
 
     deliver = sub.add_parser("deliver", help="delivery workers alone")
     _common(deliver, nats=True)
+    _health(deliver)
     deliver.add_argument(
         "--receiver",
         action="append",
@@ -206,6 +218,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         config=config.load(args.config),
         nats_url=args.nats_url,
         http=getattr(args, "http", None) if command == "serve" else None,
+        health=getattr(args, "health", None),
         run_router=command in ("serve", "router"),
         run_delivery=command in ("serve", "deliver"),
         receivers=getattr(args, "receivers", None),

@@ -18,7 +18,7 @@ from typing import Any
 
 from tocsin import __version__, broker
 from tocsin import events as ev
-from tocsin.api.app import create_app, http_server
+from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_server
 from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
@@ -44,6 +44,7 @@ class Options:
     config: Config
     nats_url: str | None = None
     http: str | None = "127.0.0.1:8080"
+    health: str | None = None  # router/deliver --health: the probes and /metrics only
     run_router: bool = True
     run_delivery: bool = True
     receivers: list[str] | None = None
@@ -114,10 +115,10 @@ def build_channels(
     return channels
 
 
-def split_host_port(value: str) -> tuple[str, int]:
+def split_host_port(value: str, key: str = "TOCSIN_HTTP") -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"TOCSIN_HTTP: {value!r} is not host:port")
+        raise ConfigError(f"{key}: {value!r} is not host:port")
     return host.strip("[]"), int(port)
 
 
@@ -146,6 +147,7 @@ async def run(options: Options) -> int:
                 f"configured: {', '.join(sorted(config.receivers))}"
             )
     http_address = split_host_port(options.http) if options.http else None
+    health_address = split_host_port(options.health, "TOCSIN_HEALTH") if options.health else None
     exposed = http_address is not None and not is_loopback(http_address[0])
     if exposed and not options.api_token:
         raise ConfigError(
@@ -166,9 +168,13 @@ async def run(options: Options) -> int:
     )
     api.protect_reads = exposed
     tasks: list[asyncio.Task[Any]] = []
-    server = None
+    servers: list[EmbeddedServer] = []  # the API, or the probes alone
     try:
         options.data_dir.mkdir(parents=True, exist_ok=True)
+        if health_address is not None:
+            # Up first, so that a liveness probe is answered during a long rebuild.
+            servers.append(http_server(create_probe_app(api), *health_address))
+            tasks.append(asyncio.create_task(servers[-1].serve(), name="health"))
         url = options.nats_url
         if url is None and options.embedded_nats:
             readiness.stage = "starting the embedded NATS server"
@@ -205,8 +211,8 @@ async def run(options: Options) -> int:
             if ledger is None:
                 empty = State()
                 api.state = lambda: empty
-            server = http_server(create_app(api, dashboard_pages(api)), *http_address)
-            tasks.append(asyncio.create_task(server.serve(), name="http"))
+            servers.append(http_server(create_app(api, dashboard_pages(api)), *http_address))
+            tasks.append(asyncio.create_task(servers[-1].serve(), name="http"))
         readiness.stage = f"connecting to NATS at {url}"
         log.info("connecting to NATS at %s", url)
         connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
@@ -217,7 +223,7 @@ async def run(options: Options) -> int:
             connecting.cancel()
             log.info("stopped before NATS at %s answered", url)
             api.live.close()
-            if server is not None:
+            for server in servers:
                 server.should_exit = True
             await asyncio.wait(tasks, timeout=10)
             return 0
@@ -295,7 +301,7 @@ async def run(options: Options) -> int:
         readiness.stage = "shutting down"
         api.live.close()
         stopper.cancel()
-        if server is not None:
+        for server in servers:
             server.should_exit = True
         await asyncio.wait(tasks, timeout=20)
         await nc.drain()

@@ -99,6 +99,42 @@ def _supplied_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | Non
     return None
 
 
+def probe_handlers(ctx: ApiContext) -> list[Any]:
+    """``/healthz``, ``/readyz`` and ``/metrics``: public, and all that ``tocsin router``
+    and ``tocsin deliver`` serve (``--health``)."""
+
+    @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False, opt={"public": True})
+    def healthz() -> str:
+        """200 while the process runs."""
+        return "ok\n"
+
+    @get("/readyz", sync_to_thread=False, opt={"public": True})
+    def readyz() -> Response[dict[str, Any]]:
+        """200 once streams and consumers exist and projections are rebuilt; else 503."""
+        reason = ctx.readiness.reason
+        if reason is None:
+            return Response({"ready": True}, status_code=200)
+        return Response({"ready": False, "reason": reason}, status_code=503)
+
+    @get("/metrics", sync_to_thread=False, include_in_schema=False, opt={"public": True})
+    def prometheus() -> Response[bytes]:
+        body = ctx.metrics.render() if ctx.metrics is not None else b""
+        return Response(body, media_type=CONTENT_TYPE)
+
+    return [healthz, readyz, prometheus]
+
+
+def create_probe_app(ctx: ApiContext) -> Litestar:
+    """The probes alone: no API, no dashboard, no OpenAPI document, nothing to protect."""
+    return Litestar(
+        route_handlers=probe_handlers(ctx),
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        openapi_config=None,
+        debug=False,
+        logging_config=None,
+    )
+
+
 def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Litestar:
     """The app over ``ctx``; ``extra_handlers`` are the dashboard's pages."""
 
@@ -118,26 +154,6 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
                 "a valid 'Authorization: Bearer <TOCSIN_API_TOKEN>' is required",
                 headers={"WWW-Authenticate": 'Bearer realm="tocsin", Basic realm="tocsin"'},
             )
-
-    # -- probes and metrics -------------------------------------------------------------
-
-    @get("/healthz", media_type=MediaType.TEXT, sync_to_thread=False, opt={"public": True})
-    def healthz() -> str:
-        """200 while the process runs."""
-        return "ok\n"
-
-    @get("/readyz", sync_to_thread=False, opt={"public": True})
-    def readyz() -> Response[dict[str, Any]]:
-        """200 once streams and consumers exist and projections are rebuilt; else 503."""
-        reason = ctx.readiness.reason
-        if reason is None:
-            return Response({"ready": True}, status_code=200)
-        return Response({"ready": False, "reason": reason}, status_code=503)
-
-    @get("/metrics", sync_to_thread=False, include_in_schema=False, opt={"public": True})
-    def prometheus() -> Response[bytes]:
-        body = ctx.metrics.render() if ctx.metrics is not None else b""
-        return Response(body, media_type=CONTENT_TYPE)
 
     # -- alerts -----------------------------------------------------------------------
 
@@ -305,9 +321,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         return openapi_document(request.app)
 
     handlers: list[Any] = [
-        healthz,
-        readyz,
-        prometheus,
+        *probe_handlers(ctx),
         list_alerts,
         get_alert,
         get_deliveries,
