@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -20,9 +21,10 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 log = logging.getLogger("tocsin.broker")
 
@@ -50,6 +52,7 @@ TERM = b"+TERM"
 PROGRESS = b"+WPI"
 
 DAY = 86400.0
+SETUP_PATIENCE = 60.0  # seconds to keep asking JetStream to create streams and consumers
 
 
 def route_subject(receiver: str) -> str:
@@ -184,25 +187,82 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, replicas: int = 1, patience: float = SETUP_PATIENCE
+) -> None:
     """Create the streams, or update them to this version's config (JetStream moves an
     existing stream to a new replica count). Safe when several tocsin processes start
-    at once: whoever loses the race to create, updates."""
+    at once: whoever loses the race to create finds the stream, and updates it only if
+    its config differs."""
     for config in stream_configs(replicas):
+        await _until_answered(
+            functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
+        )
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    config: js_api.ConsumerConfig,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """Create the durable consumer, or update it (creating one that exists with the same
+    config is a no-op)."""
+
+    async def create() -> None:
+        await js.add_consumer(stream, config)
+
+    await _until_answered(create, f"consumer {config.durable_name} of {stream}", patience)
+
+
+async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    name = config.name or ""
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
         try:
-            await js.stream_info(config.name or "")
-        except NotFoundError:
-            try:
-                await js.add_stream(config)
-                log.info("created stream %s", config.name)
-                continue
-            except BadRequestError:
-                log.info("stream %s was created meanwhile; updating it", config.name)
+            await js.add_stream(config)
+            log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
+            return
+        except BadRequestError:
+            log.info("stream %s was created meanwhile", name)
+            info = await js.stream_info(name)
+    if not _covers(info.config, config):
         await js.update_stream(config)
+        log.info("updated stream %s to this version's config", name)
 
 
-async def ensure_consumer(js: JetStreamContext, stream: str, config: js_api.ConsumerConfig) -> None:
-    await js.add_consumer(stream, config)
+def _covers(existing: js_api.StreamConfig, wanted: js_api.StreamConfig) -> bool:
+    """Every field tocsin sets has the value it wants (the server fills in the rest)."""
+    have = existing.as_dict()
+    return all(have.get(key) == value for key, value in wanted.as_dict().items())
+
+
+async def _until_answered(step: Callable[[], Awaitable[None]], what: str, patience: float) -> None:
+    """Run ``step`` again while JetStream gives no answer in time or says it is busy.
+
+    On a cluster, a stream or consumer that several processes create at once can leave
+    requests unanswered while its Raft group forms (measured: every one of three
+    concurrent starts timed out), and a leader election does the same for seconds.
+    Every step is idempotent, so asking again is safe."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    delay = 0.25
+    while True:
+        try:
+            await step()
+            return
+        except (NatsTimeout, ServiceUnavailableError) as error:
+            if loop.time() + delay > deadline:
+                raise
+            log.info(
+                "%s: JetStream did not answer (%s); asking again in %.2fs",
+                what,
+                type(error).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
