@@ -26,6 +26,7 @@ import msgspec
 import nats
 import uvicorn
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import config as config_module
 from tocsin import service
@@ -249,11 +250,19 @@ timeout = "2s"
 class Tocsin:
     """``tocsin serve`` running in this process (router, recorder, workers, HTTP)."""
 
-    def __init__(self, data_dir: Path, nats_url: str, toml: str = "", http: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        nats_url: str,
+        toml: str = "",
+        http: bool = True,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.nats_url = nats_url
         self.toml = toml
         self.http_port = free_port() if http else None
+        self.tracer_provider = tracer_provider
         self._task: asyncio.Task[int] | None = None
         self._options: service.Options | None = None
 
@@ -276,6 +285,7 @@ class Tocsin:
             http=f"127.0.0.1:{self.http_port}" if self.http_port else None,
             receivers=receivers,
             handle_signals=False,
+            tracer_provider=self.tracer_provider,
         )
         self._task = asyncio.create_task(service.run(self._options))
         if self.http_port:

@@ -44,10 +44,15 @@ def notification_for(state: State, routed: ev.AlertRouted) -> Notification | Non
 
 
 def messages_for(
-    state: State, seq: int, event: ev.Event, stream_seq: int | None
+    state: State,
+    seq: int,
+    event: ev.Event,
+    stream_seq: int | None,
+    trace_headers: dict[str, str] | None = None,
 ) -> list[broker.Outbound]:
     """What leaves tocsin because the fact at ``seq`` was committed; ``stream_seq`` is
-    the TOCSIN_IN seq of the message that produced it (the rejection's message id)."""
+    the TOCSIN_IN seq of the message that produced it (the rejection's message id);
+    ``trace_headers`` name the router span a work item continues."""
     if isinstance(event, ev.AlertRouted):
         delivery = state.deliveries.get(event.notification_id)
         if delivery is not None and delivery.status in ("delivered", "dead"):
@@ -56,7 +61,9 @@ def messages_for(
         if notification is None:
             return []
         item = WorkItem(notification=notification, log_seq=seq, trace_id=event.trace_id)
-        headers = {"traceparent": traceparent_for(event.trace_id)} if event.trace_id else None
+        headers = trace_headers
+        if headers is None and event.trace_id:
+            headers = {"traceparent": traceparent_for(event.trace_id)}
         return [
             broker.Outbound(
                 subject=broker.route_subject(event.receiver),

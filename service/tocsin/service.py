@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__, broker
 from tocsin import events as ev
@@ -26,8 +29,10 @@ from tocsin.ledger import Ledger
 from tocsin.log import WriterLock, db_path
 from tocsin.projections import State
 from tocsin.recorder import Recorder
+from tocsin.redact import Secrets, display_url, secrets_of
 from tocsin.router import Router
 from tocsin.telemetry import Metrics
+from tocsin.tracing import Tracing, TracingConfigError
 
 log = logging.getLogger("tocsin.service")
 
@@ -47,6 +52,10 @@ class Options:
     handle_signals: bool = True
     ledger: Ledger | None = None  # set once open: the running service's single writer
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Observability: spans go to this provider (else to OTLP per OTEL_*, else nowhere);
+    # known secrets are masked in logs, errors and spans.
+    tracer_provider: TracerProvider | None = None
+    secrets: Secrets = field(default_factory=Secrets)
 
 
 async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
@@ -135,6 +144,17 @@ async def run(options: Options) -> int:
     dashboard = f"http://{options.http}/" if options.http else None
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
 
+    secrets = options.secrets
+    secrets.add(
+        secrets_of(config.receivers, config.smtp.password if config.smtp else None, os.environ)
+    )
+    if options.tracer_provider is not None:
+        tracing = Tracing(options.tracer_provider)
+    else:
+        try:
+            tracing = Tracing.from_environment(os.environ)
+        except TracingConfigError as error:
+            raise ConfigError(str(error)) from error
     readiness = Readiness()
     metrics = Metrics()
     embedded: EmbeddedNats | None = None
@@ -177,26 +197,27 @@ async def run(options: Options) -> int:
             state_of = (lambda: ledger.state) if ledger else (lambda: empty)
             server = http_server(create_app(state_of, readiness, metrics), *http_address)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
-        readiness.stage = f"connecting to NATS at {url}"
-        log.info("connecting to NATS at %s", url)
+        shown = display_url(url)
+        readiness.stage = f"connecting to NATS at {shown}"
+        log.info("connecting to NATS at %s", shown)
         connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if not connecting.done():
             connecting.cancel()
-            log.info("stopped before NATS at %s answered", url)
+            log.info("stopped before NATS at %s answered", shown)
             if server is not None:
                 server.should_exit = True
             await asyncio.wait(tasks, timeout=10)
             return 0
         nc = connecting.result()
         readiness.checks.append(
-            lambda: None if nc.is_connected else f"disconnected from NATS at {url}; reconnecting"
+            lambda: None if nc.is_connected else f"disconnected from NATS at {shown}; reconnecting"
         )
         js = nc.jetstream(timeout=10)
         await broker.ensure_streams(js)
-        log.info("connected to NATS at %s; streams ready", url)
+        log.info("connected to NATS at %s; streams ready", shown)
         workers: list[Coroutine[Any, Any, None]] = []
         if ledger is not None:
             await broker.ensure_consumer(
@@ -216,7 +237,7 @@ async def run(options: Options) -> int:
                 )
             await bind_inbound_stream(js, ledger)
             await answer_delivery_status(nc, ledger)
-            workers.append(Router(nc, js, ledger, config).run(stop))
+            workers.append(Router(nc, js, ledger, config, tracing, secrets).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
         for name, channel in channels.items():
             receiver = config.receivers[name]
@@ -232,6 +253,8 @@ async def run(options: Options) -> int:
                 receiver.max_per_minute,
                 progress_every=(consumer.ack_wait or 30.0) / 3,
                 metrics=metrics,
+                tracing=tracing,
+                secrets=secrets,
             )
             workers.append(worker.run(stop))
         tasks.extend(asyncio.create_task(w) for w in workers)
@@ -269,4 +292,5 @@ async def run(options: Options) -> int:
         if embedded is not None:
             await embedded.stop()
         metrics.shutdown()
+        await asyncio.to_thread(tracing.shutdown)  # flushes spans; may wait on a collector
         log.info("tocsin stopped")
