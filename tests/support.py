@@ -257,12 +257,14 @@ class Tocsin:
         toml: str = "",
         http: bool = True,
         tracer_provider: TracerProvider | None = None,
+        consumer_poll_seconds: float = 5.0,
     ) -> None:
         self.data_dir = data_dir
         self.nats_url = nats_url
         self.toml = toml
         self.http_port = free_port() if http else None
         self.tracer_provider = tracer_provider
+        self.consumer_poll_seconds = consumer_poll_seconds
         self._task: asyncio.Task[int] | None = None
         self._options: service.Options | None = None
 
@@ -286,6 +288,7 @@ class Tocsin:
             receivers=receivers,
             handle_signals=False,
             tracer_provider=self.tracer_provider,
+            consumer_poll_seconds=self.consumer_poll_seconds,
         )
         self._task = asyncio.create_task(service.run(self._options))
         if self.http_port:

@@ -31,7 +31,7 @@ from tocsin.projections import State
 from tocsin.recorder import Recorder
 from tocsin.redact import Secrets, display_url, secrets_of
 from tocsin.router import Router
-from tocsin.telemetry import Metrics
+from tocsin.telemetry import Metrics, watch_consumers
 from tocsin.tracing import Tracing, TracingConfigError
 
 log = logging.getLogger("tocsin.service")
@@ -53,9 +53,11 @@ class Options:
     ledger: Ledger | None = None  # set once open: the running service's single writer
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     # Observability: spans go to this provider (else to OTLP per OTEL_*, else nowhere);
-    # known secrets are masked in logs, errors and spans.
+    # known secrets are masked in logs, errors and spans; consumer pending counts are
+    # polled this often for /metrics.
     tracer_provider: TracerProvider | None = None
     secrets: Secrets = field(default_factory=Secrets)
+    consumer_poll_seconds: float = 5.0
 
 
 async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
@@ -157,6 +159,11 @@ async def run(options: Options) -> int:
             raise ConfigError(str(error)) from error
     readiness = Readiness()
     metrics = Metrics()
+    metrics.observe(
+        "tocsin_ready",
+        "1 when /readyz answers 200, else 0",
+        lambda: 0.0 if readiness.reason else 1.0,
+    )
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None
     writer_lock = WriterLock(options.data_dir)
@@ -192,6 +199,16 @@ async def run(options: Options) -> int:
                 "time the projection took to rebuild at start",
                 lambda: ledger.rebuild_seconds if ledger else None,
             )
+            metrics.observe(
+                "tocsin_log_size_bytes",
+                "bytes of the SQLite log on disk (database and write-ahead log)",
+                lambda: float(ledger.size_bytes()) if ledger else None,
+            )
+            metrics.observe(
+                "tocsin_alerts_open",
+                "alerts firing now (opened and not resolved)",
+                lambda: float(len(ledger.state.open_by_fingerprint)) if ledger else None,
+            )
         if http_address is not None:
             empty = State()
             state_of = (lambda: ledger.state) if ledger else (lambda: empty)
@@ -219,6 +236,7 @@ async def run(options: Options) -> int:
         await broker.ensure_streams(js)
         log.info("connected to NATS at %s; streams ready", shown)
         workers: list[Coroutine[Any, Any, None]] = []
+        watched: list[tuple[str, str]] = []
         if ledger is not None:
             await broker.ensure_consumer(
                 js, broker.STREAM_IN, broker.router_consumer_config(config.nats.ack_wait)
@@ -239,6 +257,10 @@ async def run(options: Options) -> int:
             await answer_delivery_status(nc, ledger)
             workers.append(Router(nc, js, ledger, config, tracing, secrets).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
+            watched += [
+                (broker.STREAM_IN, broker.ROUTER_CONSUMER),
+                (broker.STREAM_OUT, broker.RECORDER_CONSUMER),
+            ]
         for name, channel in channels.items():
             receiver = config.receivers[name]
             consumer = broker.deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait)
@@ -257,6 +279,8 @@ async def run(options: Options) -> int:
                 secrets=secrets,
             )
             workers.append(worker.run(stop))
+            watched.append((broker.STREAM_WORK, broker.deliver_consumer(name)))
+        workers.append(watch_consumers(js, watched, metrics, stop, options.consumer_poll_seconds))
         tasks.extend(asyncio.create_task(w) for w in workers)
         readiness.stage = None
         log.info(
