@@ -104,6 +104,12 @@ class EmbeddedServer(uvicorn.Server):
 
 def http_server(app: Litestar, host: str, port: int) -> EmbeddedServer:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=None,  # uvicorn's records go through tocsin's handler (logs.py)
+        lifespan="on",
+        access_log=False,
     )
     return EmbeddedServer(config)
