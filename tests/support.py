@@ -111,6 +111,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     at: float
+    query: str = ""
 
     def json(self) -> Any:
         return msgspec.json.decode(self.body)
@@ -159,7 +160,14 @@ class HttpSink:
             if not message.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        request = Request(scope["method"], scope["path"], headers, body, time.time())
+        request = Request(
+            scope["method"],
+            scope["path"],
+            headers,
+            body,
+            time.time(),
+            scope.get("query_string", b"").decode(),
+        )
         index = len(self.requests)
         self.requests.append(request)
         status, extra, payload = self.responder(request, index)
