@@ -194,7 +194,7 @@ async def test_pending_counts_follow_a_backlog(
 ) -> None:
     """A slow receiver with one send at a time: the rest of its work waits in
     TOCSIN_WORK, and the polled gauges say so."""
-    sink.delay = 1.0
+    sink.delay = 2.0  # long enough for the polls to see the backlog on a busy machine
     toml = f"""
 [delivery]
 concurrency = 1
@@ -221,7 +221,7 @@ url = "{sink.url}"
             )
 
         await wait_until(backlog, what="two items waiting behind one in flight")
-        await wait_until(lambda: len(sink.requests) == 3, what="the backlog drained")
+        await wait_until(lambda: len(sink.requests) == 3, 20, what="the backlog drained")
 
         async def drained() -> bool:
             samples = await service.metrics()
@@ -230,6 +230,6 @@ url = "{sink.url}"
                 and samples.get(("tocsin_consumer_ack_pending_messages", where)) == 0
             )
 
-        await wait_until(drained, what="the gauges back to zero")
+        await wait_until(drained, 20, what="the gauges back to zero")
     finally:
         await service.stop()
