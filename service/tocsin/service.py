@@ -217,6 +217,7 @@ async def run(options: Options) -> int:
             readiness.checks.append(lambda: ledger.problem if ledger else None)
             ledger.listeners.append(metrics.count_committed)
             ledger.listeners.append(api.live.committed)
+            api.live.last_seq = ledger.log.last_seq
             reader = api.reader = await LogReader.open(db_path(options.data_dir))
             live_ledger = ledger
             api.state = lambda: live_ledger.state
