@@ -275,7 +275,11 @@ async def test_a_redelivery_and_a_failed_commit_keep_the_logged_trace(rig: Rig) 
     one logged; a redelivery of a logged message is traced in the trace it logged."""
     provider, exporter = traced()
     rig.router = Router(
-        rig.nc, rig.js, rig.ledger, config.load(None, {}), tracing=Tracing(provider)
+        rig.nc,
+        broker.Publisher(rig.nc),
+        rig.ledger,
+        config.load(None, {}),
+        tracing=Tracing(provider),
     )
     await rig.js.publish("alerts.in.svc", alert())
     msgs = await rig.take(1)

@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tocsin import broker, faults
@@ -89,7 +88,7 @@ class ReceiverWorker:
     def __init__(
         self,
         nc: NATS,
-        js: JetStreamContext,
+        publisher: broker.Publisher,
         receiver: str,
         channel: Channel,
         retry: RetrySection,
@@ -101,7 +100,7 @@ class ReceiverWorker:
         secrets: Secrets | None = None,
     ) -> None:
         self._nc = nc
-        self._js = js
+        self._publisher = publisher
         self.receiver = receiver
         self._channel = channel
         self._max_attempts = retry.max_attempts
@@ -339,7 +338,7 @@ class ReceiverWorker:
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         delay = 0.1
         while True:
-            if (await broker.publish_acked(self._js, [outcome]))[0]:
+            if (await self._publisher.publish([outcome]))[0]:
                 return True
             if loop.time() > deadline:
                 return False

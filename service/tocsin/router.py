@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tocsin import broker, faults, ingest
@@ -51,14 +50,14 @@ class Router:
     def __init__(
         self,
         nc: NATS,
-        js: JetStreamContext,
+        publisher: broker.Publisher,
         ledger: Ledger,
         config: Config,
         tracing: Tracing | None = None,
         secrets: Secrets | None = None,
     ) -> None:
         self._nc = nc
-        self._js = js
+        self._publisher = publisher
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
@@ -151,7 +150,7 @@ class Router:
             log.info(
                 "recognised %d redelivered message(s); re-published their outcomes", len(logged)
             )
-        stored = await broker.publish_acked(self._js, outbound)
+        stored = await self._publisher.publish(outbound)
         if not all(stored):
             # Unacked inbound messages come back; their facts are logged, so the retry
             # only re-publishes (deduplicated by Nats-Msg-Id).

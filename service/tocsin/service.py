@@ -269,6 +269,7 @@ async def run(options: Options) -> int:
         js = nc.jetstream(timeout=10)
         await broker.ensure_streams(js)
         api.js = js
+        publisher = broker.Publisher(nc)
         log.info("connected to NATS at %s; streams ready", shown)
         workers: list[Coroutine[Any, Any, None]] = []
         watched: list[tuple[str, str]] = []
@@ -291,9 +292,9 @@ async def run(options: Options) -> int:
             await bind_inbound_stream(js, ledger)
             await answer_delivery_status(nc, ledger)
             assert reader is not None
-            control = api.control = Control(ledger, reader, js)
+            control = api.control = Control(ledger, reader, publisher)
             await control.answer(nc)
-            workers.append(Router(nc, js, ledger, config, tracing, secrets).run(stop))
+            workers.append(Router(nc, publisher, ledger, config, tracing, secrets).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
             watched += [
                 (broker.STREAM_IN, broker.ROUTER_CONSUMER),
@@ -305,7 +306,7 @@ async def run(options: Options) -> int:
             await broker.ensure_consumer(js, broker.STREAM_WORK, consumer)
             worker = ReceiverWorker(
                 nc,
-                js,
+                publisher,
                 name,
                 channel,
                 config.retry,
