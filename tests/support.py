@@ -26,6 +26,7 @@ import msgspec
 import nats
 import uvicorn
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import config as config_module
 from tocsin import service
@@ -110,6 +111,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     at: float
+    query: str = ""
 
     def json(self) -> Any:
         return msgspec.json.decode(self.body)
@@ -158,7 +160,14 @@ class HttpSink:
             if not message.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        request = Request(scope["method"], scope["path"], headers, body, time.time())
+        request = Request(
+            scope["method"],
+            scope["path"],
+            headers,
+            body,
+            time.time(),
+            scope.get("query_string", b"").decode(),
+        )
         index = len(self.requests)
         self.requests.append(request)
         status, extra, payload = self.responder(request, index)
@@ -256,12 +265,16 @@ class Tocsin:
         toml: str = "",
         http: bool = True,
         api_token: str | None = None,
+        tracer_provider: TracerProvider | None = None,
+        consumer_poll_seconds: float = 5.0,
     ) -> None:
         self.data_dir = data_dir
         self.nats_url = nats_url
         self.toml = toml
         self.api_token = api_token
         self.http_port = free_port() if http else None
+        self.tracer_provider = tracer_provider
+        self.consumer_poll_seconds = consumer_poll_seconds
         self._task: asyncio.Task[int] | None = None
         self._options: service.Options | None = None
 
@@ -285,6 +298,8 @@ class Tocsin:
             receivers=receivers,
             handle_signals=False,
             api_token=self.api_token,
+            tracer_provider=self.tracer_provider,
+            consumer_poll_seconds=self.consumer_poll_seconds,
         )
         self._task = asyncio.create_task(service.run(self._options))
         if self.http_port:

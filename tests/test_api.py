@@ -158,6 +158,8 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     assert accepted.status_code == 202, accepted.text
     event_id = accepted.json()["event_id"]
     alert = await alert_of(http, source="shop")
+    # The projection folds a batch while its commit is under way: wait for the file too.
+    await wait_until(lambda: svc.count("alert.received") == 1, 10, "the event committed")
     received = svc.events("alert.received")
     assert received[-1]["event_id"] == event_id
     assert received[-1]["subject"] == "alerts.in.shop"

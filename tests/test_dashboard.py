@@ -314,6 +314,7 @@ async def test_dashboard_in_a_browser_updates_live_filters_and_acts(
 ) -> None:
     from playwright.async_api import expect
 
+    expect.set_options(timeout=15_000)  # CI's two cores are shared with the whole suite
     service = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
     problems: list[str] = []
     page = await new_page(browser, problems)

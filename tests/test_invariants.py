@@ -28,7 +28,7 @@ class Rig:
 
     def __init__(self, nc: Any, js: Any, ledger: Ledger) -> None:
         self.nc, self.js, self.ledger = nc, js, ledger
-        self.router = Router(nc, js, ledger, config.load(None, {}))
+        self.router = Router(nc, broker.Publisher(nc), ledger, config.load(None, {}))
         self.puller = broker.Puller(
             nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, 100, prefetch=False
         )

@@ -148,7 +148,8 @@ async def test_duplicates_in_a_bucket_are_suppressed_and_counted(
         assert alert["last_delivery_status"] == "delivered"
         assert service.live_state() == service.rebuilt_state()
         metrics = await service.metrics()
-        assert metrics[("tocsin_events_received_total", frozenset({("source", "db")}))] == 5
+        received = frozenset({("source", "db"), ("severity", "warning")})
+        assert metrics[("tocsin_events_received_total", received)] == 5
         assert metrics[("tocsin_events_suppressed_total", frozenset({("cause", "duplicate")}))] == 4
         routed = frozenset({("receiver", "hook"), ("reason", "firing")})
         assert metrics[("tocsin_notifications_routed_total", routed)] == 1

@@ -20,10 +20,11 @@ from typing import Any
 
 import msgspec
 
-from tocsin import __version__, broker, config, contracts, forensics
+from tocsin import __version__, broker, config, contracts, forensics, logs
 from tocsin.compaction import CompactionError, compact, verify_archives
 from tocsin.embedded import NatsServerNotFound
 from tocsin.log import db_path
+from tocsin.redact import Secrets
 from tocsin.times import parse_instant
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -40,7 +41,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _logging_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """``--log-level`` and ``--log-format``, before the subcommand (with the defaults)
+    or after it (overriding only when given)."""
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("TOCSIN_LOG_LEVEL", "info") if defaults else argparse.SUPPRESS,
+        choices=logs.LEVELS,
+        help="env TOCSIN_LOG_LEVEL; default info",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("TOCSIN_LOG_FORMAT", "auto") if defaults else argparse.SUPPRESS,
+        choices=logs.FORMATS,
+        help="env TOCSIN_LOG_FORMAT; json: one object per line; text: for people; "
+        "auto (default): text when stderr is a terminal, else json",
+    )
+
+
 def _common(parser: argparse.ArgumentParser, nats: bool) -> None:
+    _logging_options(parser, defaults=False)
     parser.add_argument(
         "--config",
         default=os.environ.get("TOCSIN_CONFIG"),
@@ -74,11 +94,7 @@ def _health(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tocsin", description="Event-sourced alerting over NATS JetStream.")
     parser.add_argument("--version", action="version", version=f"tocsin {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("TOCSIN_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-    )
+    _logging_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="router + delivery workers + HTTP API in one process")
@@ -173,13 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_during_start)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The service adds its configuration's secrets here once it has read them.
+    secrets = Secrets()
+    logs.configure(args.log_level, args.log_format, secrets)
     try:
-        return _dispatch(args)
+        return _dispatch(args, secrets)
     except (config.ConfigError, UsageError) as error:
         print(f"tocsin: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -199,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     command = args.command
     if command == "schemas":
         return _schemas(args.out)
@@ -224,6 +238,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         receivers=getattr(args, "receivers", None),
         embedded_nats=command == "serve" and not args.nats_url,
         api_token=os.environ.get("TOCSIN_API_TOKEN") or None,
+        secrets=secrets,
     )
     return asyncio.run(service.run(options))
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
 from tocsin import broker, commands
 from tocsin import events as ev
@@ -53,10 +52,10 @@ class RetryReply(msgspec.Struct, kw_only=True):
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
-    def __init__(self, ledger: Ledger, reader: LogReader, js: JetStreamContext) -> None:
+    def __init__(self, ledger: Ledger, reader: LogReader, publisher: broker.Publisher) -> None:
         self._ledger = ledger
         self._reader = reader
-        self._js = js
+        self._publisher = publisher
 
     async def execute(self, decide: Callable[[State], list[ev.Event]]) -> list[ev.Event]:
         """Decide under the ledger's lock (so no router batch slips in between), commit,
@@ -81,7 +80,7 @@ class Control:
         deadline = loop.time() + PUBLISH_PATIENCE
         delay = 0.1
         while True:
-            stored = await broker.publish_acked(self._js, outbound)
+            stored = await self._publisher.publish(outbound)
             outbound = [m for m, ok in zip(outbound, stored, strict=True) if not ok]
             if not outbound:
                 return
@@ -129,11 +128,3 @@ class Control:
             await msg.respond(msgspec.json.encode(answer))
 
         await nc.subscribe(broker.RETRY_FAILED, queue="tocsin-router", cb=reply)
-
-
-async def publish_inbound(
-    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]
-) -> None:
-    """Publish one HTTP-ingested event on ``alerts.in.<source>`` and wait for its
-    PubAck, so a 202 means JetStream has it."""
-    await js.publish(subject, payload, headers=headers, timeout=5.0)

@@ -16,17 +16,18 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tocsin import broker, faults
 from tocsin.channels import Channel
 from tocsin.config import RetrySection
 from tocsin.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
+from tocsin.redact import Secrets
 from tocsin.retry import SendResult, Step, next_step, retryable
 from tocsin.telemetry import Metrics
 from tocsin.throttle import PriorityLine, TokenBucket
 from tocsin.times import format_us, now_us
-from tocsin.tracing import traceparent_for
+from tocsin.tracing import Tracing, activated, in_trace, parent_from, record_error, traceparent_of
 
 log = logging.getLogger("tocsin.delivery")
 
@@ -87,7 +88,7 @@ class ReceiverWorker:
     def __init__(
         self,
         nc: NATS,
-        js: JetStreamContext,
+        publisher: broker.Publisher,
         receiver: str,
         channel: Channel,
         retry: RetrySection,
@@ -95,9 +96,11 @@ class ReceiverWorker:
         max_per_minute: int | None = None,
         progress_every: float = 10.0,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self._nc = nc
-        self._js = js
+        self._publisher = publisher
         self.receiver = receiver
         self._channel = channel
         self._max_attempts = retry.max_attempts
@@ -106,6 +109,8 @@ class ReceiverWorker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._gate = Gate(max_per_minute, progress_every) if max_per_minute else None
         self._metrics = metrics
+        self._tracing = tracing or Tracing()
+        self._secrets = secrets or Secrets()
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -134,15 +139,41 @@ class ReceiverWorker:
             await self._channel.close()
 
     async def deliver(self, msg: Msg) -> None:
-        """One attempt at one work item, and what follows from it."""
+        """One attempt at one work item, and what follows from it, in a delivery span
+        under the router span that queued it (the receiver's request continues it)."""
         try:
             item = _work_decoder.decode(msg.data)
         except msgspec.DecodeError as error:
             log.error("unreadable work item on %s terminated: %s", msg.subject, error)
             await broker.ack_all(self._nc, [msg], broker.TERM)
             return
+        parent = parent_from(msg.headers)
+        if parent is None and item.trace_id:
+            parent = in_trace(item.trace_id)
+        span = self._tracing.start(f"deliver {self.receiver}", parent, SpanKind.CLIENT)
+        if span.is_recording():
+            notification = item.notification
+            span.set_attributes(
+                {
+                    "tocsin.receiver": self.receiver,
+                    "tocsin.channel": self._channel.kind,
+                    "tocsin.notification_id": notification.notification_id,
+                    "tocsin.alert_id": notification.alert_id,
+                    "tocsin.fingerprint": notification.fingerprint,
+                    "tocsin.dedup_key": notification.dedup_key,
+                    "tocsin.severity": notification.severity,
+                    "tocsin.reason": notification.reason,
+                    "tocsin.attempt": broker.delivery_count(msg),
+                }
+            )
+        with activated(span, self._secrets.scrub):
+            await self._attempt(msg, item, span)
+
+    async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
+        nid = item.notification.notification_id
         attempt = broker.delivery_count(msg)
         if attempt > 1 and await self._already_settled(item):
+            span.set_attribute("tocsin.outcome", "already_settled")
             await broker.ack_all(self._nc, [msg])
             return
         if self._gate is not None:
@@ -151,23 +182,30 @@ class ReceiverWorker:
                 await broker.ack_all(self._nc, [msg], broker.PROGRESS)
 
             waited = await self._gate.admit(item.notification.severity, still_working)
+            span.set_attribute("tocsin.throttle_wait_seconds", waited)
             if self._metrics is not None:
                 self._metrics.throttle_seconds.record(waited, {"receiver": self.receiver})
             if waited > 0.001:
                 log.info(
                     "throttled %s to %s for %.2fs (max_per_minute=%d)",
-                    item.notification.notification_id,
+                    nid,
                     self.receiver,
                     waited,
                     self._gate.per_minute,
+                    extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
                 )
-        traceparent = traceparent_for(item.trace_id) if item.trace_id else None
         started = asyncio.get_running_loop().time()
         try:
-            result = await self._channel.send(item.notification, traceparent=traceparent)
+            result = await self._channel.send(item.notification, traceparent=traceparent_of(span))
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
+            record_error(span, error, self._secrets.scrub)
             result = retryable(f"channel error: {type(error).__name__}: {error}")
+        if result.error is not None:
+            # Receivers echo URLs, bodies and headers into their answers: whatever the
+            # error says is stored in the log and the audit messages, so it is scrubbed.
+            scrubbed = self._secrets.scrub(result.error, cut=True)
+            result = msgspec.structs.replace(result, error=scrubbed)
         if self._metrics is not None:
             self._metrics.send_seconds.record(
                 asyncio.get_running_loop().time() - started,
@@ -179,12 +217,15 @@ class ReceiverWorker:
             )
         faults.point("delivery.after_send")
         step = next_step(result, attempt, self._max_attempts, self._backoff)
+        _describe(span, result, step)
         outcome = self._outcome(item, attempt, result, step)
         if not await self._publish_outcome(msg, outcome):
             log.error(
                 "outcome of %s not stored; the item will be redelivered",
-                item.notification.notification_id,
+                nid,
+                extra={"notification_id": nid, "receiver": self.receiver},
             )
+            span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
             return
         faults.point("delivery.after_outcome")
         if step.action == "retry":
@@ -248,6 +289,12 @@ class ReceiverWorker:
                 self.receiver,
                 attempt,
                 result.error,
+                extra={
+                    "notification_id": nid,
+                    "receiver": self.receiver,
+                    "attempt": attempt,
+                    "status_code": result.status_code,
+                },
             )
             return broker.Outbound(
                 broker.DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}"
@@ -271,6 +318,12 @@ class ReceiverWorker:
             self.receiver,
             result.error,
             step.delay,
+            extra={
+                "notification_id": nid,
+                "receiver": self.receiver,
+                "attempt": attempt,
+                "status_code": result.status_code,
+            },
         )
         return broker.Outbound(
             broker.attempts_subject(self.receiver),
@@ -285,10 +338,23 @@ class ReceiverWorker:
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         delay = 0.1
         while True:
-            if (await broker.publish_acked(self._js, [outcome]))[0]:
+            if (await self._publisher.publish([outcome]))[0]:
                 return True
             if loop.time() > deadline:
                 return False
             await broker.ack_all(self._nc, [msg], broker.PROGRESS)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _describe(span: Span, result: SendResult, step: Step) -> None:
+    """What the attempt came to, on its span: outcome, HTTP status, error (scrubbed)."""
+    if not span.is_recording():
+        return
+    span.set_attribute("tocsin.outcome", step.action)
+    if result.status_code is not None:
+        span.set_attribute("http.response.status_code", result.status_code)
+    if step.action == "retry":
+        span.set_attribute("tocsin.retry_in_seconds", step.delay)
+    if not result.ok:
+        span.set_status(Status(StatusCode.ERROR, result.error or "send failed"))

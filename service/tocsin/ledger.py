@@ -9,6 +9,7 @@ so live state never differs from ``fold(log)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sqlite3
@@ -178,6 +179,15 @@ class Ledger:
 
     async def close(self) -> None:
         await self.log.close()
+
+    def size_bytes(self) -> int:
+        """The log's bytes on disk: the database and its write-ahead log (a stat each,
+        cheap enough for a scrape)."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:

@@ -44,7 +44,11 @@ def notification_for(state: State, routed: ev.AlertRouted) -> Notification | Non
 
 
 def _work_item(
-    state: State, routed: ev.AlertRouted, seq: int, generation: int = 0
+    state: State,
+    routed: ev.AlertRouted,
+    seq: int,
+    generation: int = 0,
+    trace_headers: dict[str, str] | None = None,
 ) -> list[broker.Outbound]:
     notification = notification_for(state, routed)
     if notification is None:
@@ -52,7 +56,9 @@ def _work_item(
     item = WorkItem(
         notification=notification, log_seq=seq, trace_id=routed.trace_id, generation=generation
     )
-    headers = {"traceparent": traceparent_for(routed.trace_id)} if routed.trace_id else None
+    headers = trace_headers
+    if headers is None and routed.trace_id:
+        headers = {"traceparent": traceparent_for(routed.trace_id)}
     msg_id = routed.notification_id
     if generation:
         msg_id += f":g{generation}"
@@ -67,17 +73,22 @@ def _work_item(
 
 
 def messages_for(
-    state: State, seq: int, event: ev.Event, stream_seq: int | None
+    state: State,
+    seq: int,
+    event: ev.Event,
+    stream_seq: int | None,
+    trace_headers: dict[str, str] | None = None,
 ) -> list[broker.Outbound]:
     """What leaves tocsin because the fact at ``seq`` was committed; ``stream_seq`` is
-    the TOCSIN_IN seq of the message that produced it (the rejection's message id)."""
+    the TOCSIN_IN seq of the message that produced it (the rejection's message id);
+    ``trace_headers`` name the router span a work item continues."""
     if isinstance(event, ev.AlertRouted):
         delivery = state.deliveries.get(event.notification_id)
         if delivery is not None and delivery.status in ("delivered", "dead"):
             return []
         if delivery is not None and delivery.generation:
             return []  # re-queued since: the re-queue fact publishes its own item
-        return _work_item(state, event, seq)
+        return _work_item(state, event, seq, trace_headers=trace_headers)
     if isinstance(event, ev.DeliveryRequeued):
         delivery = state.deliveries.get(event.notification_id)
         if delivery is None or delivery.generation != event.generation:

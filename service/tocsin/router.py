@@ -15,21 +15,31 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tocsin import broker, faults, ingest
 from tocsin import events as ev
 from tocsin.config import Config
 from tocsin.ledger import Ledger
-from tocsin.log import LogWriteError
+from tocsin.log import LogWriteError, Row
 from tocsin.outbound import messages_for
+from tocsin.redact import Secrets
 from tocsin.routing import RoutingTable
-from tocsin.tracing import new_trace_id, trace_id_from
+from tocsin.tracing import (
+    Tracing,
+    headers_of,
+    in_trace,
+    parent_from,
+    record_error,
+    route_attributes,
+    trace_id_of,
+)
 from tocsin.triage import triage
 
 log = logging.getLogger("tocsin.router")
 
 BATCH = 1000
+ROUTE_SPAN = "route"
 
 
 def new_id() -> str:
@@ -37,12 +47,22 @@ def new_id() -> str:
 
 
 class Router:
-    def __init__(self, nc: NATS, js: JetStreamContext, ledger: Ledger, config: Config) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        publisher: broker.Publisher,
+        ledger: Ledger,
+        config: Config,
+        tracing: Tracing | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
         self._nc = nc
-        self._js = js
+        self._publisher = publisher
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
+        self._tracing = tracing or Tracing()
+        self._secrets = secrets or Secrets()
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -71,8 +91,22 @@ class Router:
                 delay = min(delay * 2, 5.0)
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        """Process one batch end to end."""
+        """Process one batch end to end. Each message gets a router span (in the
+        publisher's trace, or a new one) from triage until its ack."""
+        spans: dict[int, Span] = {}
+        try:
+            await self._handle(msgs, spans)
+        except BaseException as error:
+            for span in spans.values():
+                record_error(span, error, self._secrets.scrub)
+                span.end()
+            raise
+        for span in spans.values():
+            span.end()
+
+    async def _handle(self, msgs: Sequence[Msg], spans: dict[int, Span]) -> None:
         ledger = self._ledger
+        tracing = self._tracing
         offset = ledger.state.inbound_offset  # see events.StreamBound
         seqs = [offset + broker.stream_seq(m) for m in msgs]
         maybe_logged = [s for s in seqs if s <= ledger.log.max_in_seq]
@@ -84,23 +118,39 @@ class Router:
                 if in_seq in seen:
                     continue
                 seen.add(in_seq)
-                for event in self.facts_for(msg, batch.ts):
+                span = tracing.start(ROUTE_SPAN, parent_from(msg.headers), SpanKind.CONSUMER)
+                spans[in_seq] = span
+                for event in self.facts_for(msg, batch.ts, span):
                     fresh.append((batch.add(event, in_seq=in_seq), in_seq, event))
             faults.point("router.before_commit")
         faults.point("router.after_commit")
+        for msg, in_seq in zip(msgs, seqs, strict=True):
+            if in_seq in logged and in_seq not in spans:
+                spans[in_seq] = self._redelivery_span(msg, logged[in_seq])
         state = ledger.state
+
+        def trace_headers(in_seq: int, event: ev.Event) -> dict[str, str] | None:
+            """A work item continues its message's router span."""
+            return headers_of(spans[in_seq]) if isinstance(event, ev.AlertRouted) else None
+
         outbound = [
-            m for seq, in_seq, e in fresh for m in messages_for(state, seq, e, in_seq - offset)
+            m
+            for seq, in_seq, e in fresh
+            for m in messages_for(state, seq, e, in_seq - offset, trace_headers(in_seq, e))
         ]
         for in_seq, rows in logged.items():
             outbound.extend(
-                m for row in rows for m in messages_for(state, row.seq, row.event, in_seq - offset)
+                m
+                for row in rows
+                for m in messages_for(
+                    state, row.seq, row.event, in_seq - offset, trace_headers(in_seq, row.event)
+                )
             )
         if logged:
             log.info(
                 "recognised %d redelivered message(s); re-published their outcomes", len(logged)
             )
-        stored = await broker.publish_acked(self._js, outbound)
+        stored = await self._publisher.publish(outbound)
         if not all(stored):
             # Unacked inbound messages come back; their facts are logged, so the retry
             # only re-publishes (deduplicated by Nats-Msg-Id).
@@ -109,14 +159,38 @@ class Router:
                 stored.count(False),
                 len(stored),
             )
+            for span in spans.values():
+                span.set_status(Status(StatusCode.ERROR, "outbound messages not stored"))
             return
         faults.point("router.after_publish")
         await broker.ack_all(self._nc, msgs)
 
-    def facts_for(self, msg: Msg, received_at: int) -> list[ev.Event]:
-        """The facts one inbound message produces (accepted or rejected)."""
+    def _redelivery_span(self, msg: Msg, rows: Sequence[Row]) -> Span:
+        """A span for a message whose facts are already logged, in the trace they
+        recorded (the publisher's, or the one tocsin started the first time)."""
+        trace_id = next((row.event.trace_id for row in rows if row.event.trace_id), None)
+        parent = parent_from(msg.headers)
+        if trace_id is not None and (parent is None or f"{parent.trace_id:032x}" != trace_id):
+            parent = in_trace(trace_id)
+        span = self._tracing.start(ROUTE_SPAN, parent, SpanKind.CONSUMER)
+        if span.is_recording():
+            span.set_attribute("messaging.destination.name", msg.subject)
+            span.set_attribute("tocsin.outcome", "redelivered")
+        return span
+
+    def facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
+        """The facts one inbound message produces (accepted or rejected), tagged with
+        the trace of its router ``span``."""
+        facts = self._facts_for(msg, received_at, span)
+        if span.is_recording():
+            span.set_attributes(route_attributes(msg.subject, facts))
+            if isinstance(facts[0], ev.AlertRejected):
+                span.set_status(Status(StatusCode.ERROR, f"rejected: {facts[0].reason}"))
+        return facts
+
+    def _facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
+        trace_id = trace_id_of(span)
         headers = msg.headers or {}
-        trace_id = trace_id_from(headers) or new_trace_id()
         parsed = ingest.parse(
             msg.data,
             default_source=broker.source_of(msg.subject),
@@ -125,7 +199,17 @@ class Router:
         )
         if isinstance(parsed, ingest.Rejection):
             raw, encoding = ingest.capped_raw(msg.data)
-            log.info("rejected message on %s: %s", msg.subject, parsed.message)
+            log.info(
+                "rejected message on %s: %s",
+                msg.subject,
+                parsed.message,
+                extra={
+                    "trace_id": trace_id,
+                    "span_id": f"{span.get_span_context().span_id:016x}",
+                    "reason": parsed.code,
+                    "subject": msg.subject,
+                },
+            )
             return [
                 ev.AlertRejected(
                     code=parsed.code,

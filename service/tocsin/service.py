@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__, broker
 from tocsin import events as ev
@@ -30,8 +33,10 @@ from tocsin.ledger import Ledger
 from tocsin.log import LogReader, WriterLock, db_path
 from tocsin.projections import State
 from tocsin.recorder import Recorder
+from tocsin.redact import Secrets, display_url, secrets_of
 from tocsin.router import Router
-from tocsin.telemetry import Metrics
+from tocsin.telemetry import Metrics, watch_consumers
+from tocsin.tracing import Tracing, TracingConfigError
 
 log = logging.getLogger("tocsin.service")
 
@@ -53,6 +58,12 @@ class Options:
     api_token: str | None = None  # TOCSIN_API_TOKEN
     ledger: Ledger | None = None  # set once open: the running service's single writer
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Observability: spans go to this provider (else to OTLP per OTEL_*, else nowhere);
+    # known secrets are masked in logs, errors and spans; consumer pending counts are
+    # polled this often for /metrics.
+    tracer_provider: TracerProvider | None = None
+    secrets: Secrets = field(default_factory=Secrets)
+    consumer_poll_seconds: float = 5.0
 
 
 async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
@@ -157,8 +168,26 @@ async def run(options: Options) -> int:
     dashboard = f"http://{options.http}/" if options.http else None
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
 
+    secrets = options.secrets
+    secrets.add(
+        secrets_of(config.receivers, config.smtp.password if config.smtp else None, os.environ)
+    )
+    if options.api_token:
+        secrets.add([options.api_token])
+    if options.tracer_provider is not None:
+        tracing = Tracing(options.tracer_provider)
+    else:
+        try:
+            tracing = Tracing.from_environment(os.environ)
+        except TracingConfigError as error:
+            raise ConfigError(str(error)) from error
     readiness = Readiness()
     metrics = Metrics()
+    metrics.observe(
+        "tocsin_ready",
+        "1 when /readyz answers 200, else 0",
+        lambda: 0.0 if readiness.reason else 1.0,
+    )
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None
     reader: LogReader | None = None
@@ -194,6 +223,7 @@ async def run(options: Options) -> int:
             readiness.checks.append(lambda: ledger.problem if ledger else None)
             ledger.listeners.append(metrics.count_committed)
             ledger.listeners.append(api.live.committed)
+            api.live.last_seq = ledger.log.last_seq
             reader = api.reader = await LogReader.open(db_path(options.data_dir))
             live_ledger = ledger
             api.state = lambda: live_ledger.state
@@ -207,21 +237,32 @@ async def run(options: Options) -> int:
                 "time the projection took to rebuild at start",
                 lambda: ledger.rebuild_seconds if ledger else None,
             )
+            metrics.observe(
+                "tocsin_log_size_bytes",
+                "bytes of the SQLite log on disk (database and write-ahead log)",
+                lambda: float(ledger.size_bytes()) if ledger else None,
+            )
+            metrics.observe(
+                "tocsin_alerts_open",
+                "alerts firing now (opened and not resolved)",
+                lambda: float(len(ledger.state.open_by_fingerprint)) if ledger else None,
+            )
         if http_address is not None:
             if ledger is None:
                 empty = State()
                 api.state = lambda: empty
             servers.append(http_server(create_app(api, dashboard_pages(api)), *http_address))
             tasks.append(asyncio.create_task(servers[-1].serve(), name="http"))
-        readiness.stage = f"connecting to NATS at {url}"
-        log.info("connecting to NATS at %s", url)
+        shown = display_url(url)
+        readiness.stage = f"connecting to NATS at {shown}"
+        log.info("connecting to NATS at %s", shown)
         connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if not connecting.done():
             connecting.cancel()
-            log.info("stopped before NATS at %s answered", url)
+            log.info("stopped before NATS at %s answered", shown)
             api.live.close()
             for server in servers:
                 server.should_exit = True
@@ -229,14 +270,16 @@ async def run(options: Options) -> int:
             return 0
         nc = connecting.result()
         readiness.checks.append(
-            lambda: None if nc.is_connected else f"disconnected from NATS at {url}; reconnecting"
+            lambda: None if nc.is_connected else f"disconnected from NATS at {shown}; reconnecting"
         )
         js = nc.jetstream(timeout=10)
         replicas = config.nats.replicas or 1
         await broker.ensure_streams(js, replicas)
         api.js = js
-        log.info("connected to NATS at %s; streams ready", url)
+        publisher = broker.Publisher(nc)
+        log.info("connected to NATS at %s; streams ready", shown)
         workers: list[Coroutine[Any, Any, None]] = []
+        watched: list[tuple[str, str]] = []
         if ledger is not None:
             await broker.ensure_consumer(
                 js, broker.STREAM_IN, broker.router_consumer_config(config.nats.ack_wait, replicas)
@@ -258,10 +301,14 @@ async def run(options: Options) -> int:
             await bind_inbound_stream(js, ledger)
             await answer_delivery_status(nc, ledger)
             assert reader is not None
-            control = api.control = Control(ledger, reader, js)
+            control = api.control = Control(ledger, reader, publisher)
             await control.answer(nc)
-            workers.append(Router(nc, js, ledger, config).run(stop))
+            workers.append(Router(nc, publisher, ledger, config, tracing, secrets).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
+            watched += [
+                (broker.STREAM_IN, broker.ROUTER_CONSUMER),
+                (broker.STREAM_OUT, broker.RECORDER_CONSUMER),
+            ]
         for name, channel in channels.items():
             receiver = config.receivers[name]
             consumer = broker.deliver_consumer_config(
@@ -270,7 +317,7 @@ async def run(options: Options) -> int:
             await broker.ensure_consumer(js, broker.STREAM_WORK, consumer)
             worker = ReceiverWorker(
                 nc,
-                js,
+                publisher,
                 name,
                 channel,
                 config.retry,
@@ -278,8 +325,12 @@ async def run(options: Options) -> int:
                 receiver.max_per_minute,
                 progress_every=(consumer.ack_wait or 30.0) / 3,
                 metrics=metrics,
+                tracing=tracing,
+                secrets=secrets,
             )
             workers.append(worker.run(stop))
+            watched.append((broker.STREAM_WORK, broker.deliver_consumer(name)))
+        workers.append(watch_consumers(js, watched, metrics, stop, options.consumer_poll_seconds))
         tasks.extend(asyncio.create_task(w) for w in workers)
         readiness.stage = None
         log.info(
@@ -318,4 +369,5 @@ async def run(options: Options) -> int:
         if embedded is not None:
             await embedded.stop()
         metrics.shutdown()
+        await asyncio.to_thread(tracing.shutdown)  # flushes spans; may wait on a collector
         log.info("tocsin stopped")

@@ -34,7 +34,7 @@ from tocsin.contracts import InboundEvent
 from tocsin.control import RetryReply, RetryRequest, new_id
 from tocsin.telemetry import CONTENT_TYPE
 from tocsin.times import now_us
-from tocsin.tracing import new_trace_id, trace_id_from, traceparent_for
+from tocsin.tracing import trace_context_from
 
 log = logging.getLogger("tocsin.api")
 
@@ -300,8 +300,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
             return _error(503, "not connected to NATS yet")
         event_id = parsed.event_id or new_id()
         token = parsed.source if _SUBJECT_TOKEN.match(parsed.source) else "http"
-        trace_id = trace_id_from(request.headers) or new_trace_id()
-        headers = {broker.MSG_ID: event_id, "traceparent": traceparent_for(trace_id)}
+        headers = {broker.MSG_ID: event_id, **trace_context_from(request.headers)}
         try:
             await ctx.js.publish(broker.IN_PREFIX + token, payload, headers=headers, timeout=5.0)
         except Exception as error:
@@ -420,6 +419,12 @@ class EmbeddedServer(uvicorn.Server):
 
 def http_server(app: Litestar, host: str, port: int) -> EmbeddedServer:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=None,  # uvicorn's records go through tocsin's handler (logs.py)
+        lifespan="on",
+        access_log=False,
     )
     return EmbeddedServer(config)

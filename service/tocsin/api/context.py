@@ -48,7 +48,7 @@ class LiveFeed:
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Event] = set()
-        self.last_seq = 0
+        self.last_seq = 0  # the last committed seq (set at start, then by each commit)
         self.closed = False
 
     @property

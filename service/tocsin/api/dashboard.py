@@ -360,16 +360,26 @@ class Pages:
         self.now = now
 
     def render(
-        self, request: Request[Any, Any, Any], template: str, status: int = 200, **values: Any
+        self,
+        request: Request[Any, Any, Any],
+        template: str,
+        status: int = 200,
+        seq: int | None = None,
+        **values: Any,
     ) -> Response[str]:
+        """``seq``: the last committed seq the page is known to show (read before any
+        await that read the log). The script asks for a refresh only past it, so it must
+        never run ahead of what the page holds: the projection can be ahead of the file
+        while a batch commits, and the log reader sees only the file."""
         state = self.ctx.state()
+        shown = self.ctx.live.last_seq if seq is None else seq
         now = self.now()
         nonce = secrets.token_urlsafe(18)
         values.update(
             nonce=nonce,
             now=now,
             ago=lambda stamp: ago(stamp, now),
-            last_seq=state.last_seq,
+            last_seq=shown,
             ready=self.ctx.readiness.reason,
             silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
             path=request.url.path,
@@ -380,7 +390,7 @@ class Pages:
             html = "".join(page.blocks["main"](context))
         else:
             html = page.render(values)
-        headers = {**security_headers(nonce), "X-Tocsin-Seq": str(state.last_seq)}
+        headers = {**security_headers(nonce), "X-Tocsin-Seq": str(shown)}
         return Response(html, status_code=status, media_type=MediaType.HTML, headers=headers)
 
     def index(self, request: Request[Any, Any, Any]) -> Response[str]:
@@ -424,6 +434,7 @@ class Pages:
         )
 
     async def alert(self, request: Request[Any, Any, Any], alert_id: str) -> Response[str]:
+        shown = self.ctx.live.last_seq  # before the history is read: it holds at least this
         state = self.ctx.state()
         alert = state.alerts.get(alert_id)
         if alert is None:
@@ -439,6 +450,7 @@ class Pages:
         return self.render(
             request,
             "alert.html",
+            seq=shown,
             alert=detail,
             timeline=[describe(r) for r in reversed(detail.history)],
             deliveries=queries.deliveries(rows).deliveries,
@@ -464,7 +476,7 @@ async def live_events(
     waiter = feed.subscribe()
 
     def current() -> int:
-        return max(feed.last_seq, ctx.state().last_seq)
+        return feed.last_seq  # committed, so a page fetched now can show it
 
     def message(seq: int) -> ServerSentEventMessage:
         return ServerSentEventMessage(data=f'{{"last_seq": {seq}}}', id=seq, retry=LIVE_RETRY_MS)
