@@ -27,6 +27,13 @@ def test_urls_are_shown_without_their_credentials() -> None:
         "https://events.pagerduty.com/v2/enqueue"
     )
     assert display_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
+    # A cluster's seed list: each server shown, each one's credentials dropped.
+    assert display_url("nats://u:pw@n1:4222, nats://n2:4222,tls://n3:4222") == (
+        f"nats://{MASK}@n1:4222,nats://n2:4222,tls://n3:4222"
+    )
+    assert display_url("https://h.example/a?x=1,nats://n2:4222") == (
+        f"https://h.example/a?x={MASK}"
+    )
 
 
 def test_secrets_are_collected_from_the_config_and_masked_anywhere() -> None:

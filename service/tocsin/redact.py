@@ -45,6 +45,8 @@ _SECRET_FIELDS = ("secret", "routing_key", "api_key", "password", "token")
 # A URL in running text; trailing punctuation belongs to the sentence, not the URL.
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]*[^\s'\"<>`.,;:!?)\]}]")
 _TOKENISH = re.compile(r"^(?=.*[0-9])(?=.*[a-zA-Z])[A-Za-z0-9_\-.~%+=]+$")
+# A NATS server list (TOCSIN_NATS_URL naming a cluster): comma-separated URLs.
+_NATS_SERVER = re.compile(r"^(nats|tls|ws|wss)://", re.I)
 
 
 def _host_has_secret_path(host: str) -> bool:
@@ -58,7 +60,11 @@ def _tokenish(segment: str) -> bool:
 
 def display_url(url: str) -> str:
     """``url`` safe to show: scheme, host and port kept; userinfo dropped; every query
-    value, a secret-path provider's path and token-like path segments masked."""
+    value, a secret-path provider's path and token-like path segments masked. A NATS
+    server list is shown server by server."""
+    servers = url.split(",")
+    if len(servers) > 1 and all(_NATS_SERVER.match(server.strip()) for server in servers):
+        return ",".join(display_url(server.strip()) for server in servers)
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
