@@ -178,14 +178,12 @@ def markdown(results: Result) -> str:
             f"| {line.label} {line.better} | {line.ours} | {line.theirs} | {line.ratio} "
             f"| {line.goal} |"
         )
-    loads = results["loads"]
-    held = loads["storm_events"] + loads["duplicate_fingerprints"]
     notes = [
         "",
         "↑ higher is better, ↓ lower is better; the ratio is tocsin / Alertmanager.",
-        f"W1-W3 and resources: `{commands['suite']}`. W1, W2 and W3 run one after the other "
-        f"on the same processes, so W3 runs while both hold the {held:,} alerts of W1 and W2 "
-        "(Alertmanager re-evaluates each alert's group every `group_interval`, 1 s).",
+        f"W1-W3 and resources: `{commands['suite']}`. W2 runs on the process W1 ran on; "
+        f"W3 on a fresh one, after {results['loads']['warmup_seconds']:g} s at its rate "
+        "that are not counted.",
     ]
     if commands["replay"]:
         notes.append(f"W4 (tocsin only, a log of the size shown): `{commands['replay']}`.")
@@ -292,7 +290,7 @@ def plots(results: Result, docs: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     drawn = False
     for name, result in results["targets"].items():
-        latencies = (result.get("W3") or {}).get("latencies_ms") or []
+        latencies = sorted((result.get("W3") or {}).get("latencies_ms") or [])
         if not latencies:
             continue
         n = len(latencies)

@@ -30,6 +30,7 @@ class Loads:
     duplicate_fingerprints: int = 1_000
     steady_rate: float = 200.0
     steady_seconds: float = 20.0
+    warmup_seconds: float = 1.0  # W3 runs this long at its rate first, not counted
     timeout: float = 120.0  # the longest one workload may wait for the service
     settle: float = 3.0  # quiet time after W2 in which a second notification would show
 
@@ -183,11 +184,16 @@ def percentile(ordered: list[float], q: float) -> float | None:
 
 
 async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) -> dict[str, Any]:
-    """W3: distinct alerts at a steady rate; latency from the send to the receipt."""
+    """W3: distinct alerts at a steady rate; latency from the send to the receipt.
+
+    The first ``warmup_seconds`` of sends are not counted: on a fresh process they pay
+    for opening connections and first runs of code, which is not the steady state."""
     receiver.reset()
     mark = target.mark()
     count = round(loads.steady_rate * loads.steady_seconds)
-    keys = [f"{tag}-w3-{i}" for i in range(count)]
+    warm = round(loads.steady_rate * loads.warmup_seconds)
+    keys = [f"{tag}-w3warm-{i}" for i in range(warm)] + [f"{tag}-w3-{i}" for i in range(count)]
+    total = len(keys)
     sent_at: dict[str, float] = {}
     interval = 1.0 / loads.steady_rate
     started = time.perf_counter()
@@ -200,27 +206,29 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
         await target.send(key)
         if sent_at[key] - shown >= PROGRESS_EVERY:
             print(
-                f"    W3 {target.label}: {i + 1:,}/{count:,} sent, {receiver.unique:,} notified",
+                f"    W3 {target.label}: {i + 1:,}/{total:,} sent, {receiver.unique:,} notified",
                 flush=True,
             )
             shown = sent_at[key]
     send_seconds = time.perf_counter() - started
     budget = Budget(loads.timeout)  # from the last send: the sending itself is paced
     refused = await target.settle(budget.left())
-    line = _status(target, receiver, mark, count)
+    line = _status(target, receiver, mark, total)
     complete = await wait_for(
-        f"W3 {target.label}", lambda: receiver.unique >= count, target, budget.left(), line
+        f"W3 {target.label}", lambda: receiver.unique >= total, target, budget.left(), line
     )
-    await target.quiesce(mark, count, budget.left())
-    latencies = sorted(
-        (receiver.first_seen[key] - sent) * 1000
-        for key, sent in sent_at.items()
+    await target.quiesce(mark, total, budget.left())
+    in_order = [  # send order: a time series, so a stall shows
+        (receiver.first_seen[key] - sent_at[key]) * 1000
+        for key in keys[warm:]
         if key in receiver.first_seen
-    )
+    ]
+    latencies = sorted(in_order)
     return {
         "events": count,
         "rate": loads.steady_rate,
-        "achieved_rate": count / send_seconds,
+        "achieved_rate": total / send_seconds,
+        "warmup_events": warm,
         "refused": refused,
         "notified": len(latencies),
         "missing": count - len(latencies),
@@ -232,5 +240,5 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
         "mean_ms": sum(latencies) / len(latencies) if latencies else None,
         "max_connections": receiver.phase_max_open,
         "timeouts": [] if complete else [f"{count - len(latencies):,} never notified"],
-        "latencies_ms": latencies,
+        "latencies_ms": in_order,
     }
