@@ -42,8 +42,12 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def reset(self) -> None:
-        """Forget notifications; the per-workload connection peak restarts from now."""
+    def reset(self, prefix: str = "") -> None:
+        """Forget notifications and count only keys starting with ``prefix`` (a late
+        notification of the previous workload is ``stray``, not one of this one's); the
+        per-workload connection peak restarts from now."""
+        self.prefix = prefix
+        self.stray = 0
         self.first_seen: dict[str, float] = {}  # key -> perf_counter() of first receipt
         self.notifications = 0  # every notification, duplicates included
         self.requests = 0
@@ -90,9 +94,12 @@ class Receiver:
             self.bad_requests += 1
             return False
         for key in keys:
+            if not key.startswith(self.prefix):
+                self.stray += 1
+                continue
             self.first_seen.setdefault(key, at)
-        self.notifications += len(keys)
-        self.last_at = at
+            self.notifications += 1
+            self.last_at = at
         return True
 
 

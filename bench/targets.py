@@ -83,24 +83,22 @@ class Target(Protocol):
         """Wait for every ``send`` to be accepted; the number refused or lost."""
         ...
 
-    def mark(self) -> int:
-        """Start of a workload in the service's log (0 where there is none)."""
+    def begin(self) -> None:
+        """A workload starts: count the service's progress from here."""
         ...
 
-    async def committed(
-        self, mark: int, received: int, routed: int, timeout: float
-    ) -> float | None:
+    async def committed(self, received: int, routed: int, timeout: float) -> float | None:
         """Wall-clock time of the commit that completed ``received`` events and
-        ``routed`` notifications since ``mark``; ``None`` if n/a or not in time."""
+        ``routed`` notifications since ``begin``; ``None`` if n/a or not in time."""
         ...
 
-    async def quiesce(self, mark: int, delivered: int, timeout: float) -> float | None:
-        """Wait until ``delivered`` outcomes since ``mark`` are recorded; wall-clock
+    async def quiesce(self, delivered: int, timeout: float) -> float | None:
+        """Wait until ``delivered`` outcomes since ``begin`` are recorded; wall-clock
         time of the last one, ``None`` if n/a or not in time."""
         ...
 
-    def progress(self, mark: int) -> str:
-        """One short line on what the service has done since ``mark``."""
+    def progress(self) -> str:
+        """One short line on what the service has done since ``begin``."""
         ...
 
     def usage(self) -> Usage: ...
@@ -144,7 +142,7 @@ def _event(key: str) -> bytes:
 
 @dataclass
 class LogWatch:
-    """Counts the log's rows by kind since a mark, reading only rows it has not seen.
+    """Counts the log's rows by kind since ``begin``, reading only rows it has not seen.
 
     Read-only and incremental (``seq > last seen``, the primary key), so polling costs
     the service nothing but a shared lock for a few milliseconds.
@@ -161,12 +159,11 @@ class LogWatch:
             self._conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         return self._conn
 
-    def mark(self) -> int:
+    def begin(self) -> None:
         """Forget what was counted; count from the log's current end."""
         self.poll()
         self.counts.clear()
         self.last_ts.clear()
-        return self.seen_seq
 
     def poll(self) -> None:
         conn = self._connection()
@@ -288,12 +285,10 @@ class TocsinTarget:
         pending, self._pending = self._pending, []
         return (await _gather_acks(pending, timeout))[1]
 
-    def mark(self) -> int:
-        return self.watch.mark()
+    def begin(self) -> None:
+        self.watch.begin()
 
-    async def committed(
-        self, mark: int, received: int, routed: int, timeout: float
-    ) -> float | None:
+    async def committed(self, received: int, routed: int, timeout: float) -> float | None:
         watch = self.watch
         assert self._tocsin is not None
 
@@ -309,7 +304,7 @@ class TocsinTarget:
             max(watch.last_ts.get("alert.received", 0), watch.last_ts.get("alert.routed", 0)) / 1e6
         )
 
-    async def quiesce(self, mark: int, delivered: int, timeout: float) -> float | None:
+    async def quiesce(self, delivered: int, timeout: float) -> float | None:
         watch = self.watch
         assert self._tocsin is not None
 
@@ -321,7 +316,7 @@ class TocsinTarget:
             return None
         return watch.last_ts.get("delivery.succeeded", 0) / 1e6
 
-    def progress(self, mark: int) -> str:
+    def progress(self) -> str:
         self.watch.poll()
         count = self.watch.count
         return (
@@ -525,18 +520,16 @@ class AlertmanagerTarget:
         accepted = sum(t.result() for t in done if not t.cancelled() and t.exception() is None)
         return len(pending) - accepted
 
-    def mark(self) -> int:
-        return 0
-
-    async def committed(
-        self, mark: int, received: int, routed: int, timeout: float
-    ) -> float | None:
+    def begin(self) -> None:
         return None
 
-    async def quiesce(self, mark: int, delivered: int, timeout: float) -> float | None:
+    async def committed(self, received: int, routed: int, timeout: float) -> float | None:
         return None
 
-    def progress(self, mark: int) -> str:
+    async def quiesce(self, delivered: int, timeout: float) -> float | None:
+        return None
+
+    def progress(self) -> str:
         return ""
 
     def usage(self) -> Usage:

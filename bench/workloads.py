@@ -78,9 +78,9 @@ def _rate(count: float, seconds: float | None) -> float | None:
     return count / seconds if seconds and seconds > 0 else None
 
 
-def _status(target: Target, receiver: Receiver, mark: int, expected: int) -> Callable[[], str]:
+def _status(target: Target, receiver: Receiver, expected: int) -> Callable[[], str]:
     def line() -> str:
-        log = target.progress(mark)
+        log = target.progress()
         notified = f"{receiver.unique:,}/{expected:,} notified"
         return f"{notified}; {log}" if log else notified
 
@@ -94,11 +94,13 @@ async def storm(
     keys: list[str],
     notifications: int,
     what: str,
+    prefix: str,
 ) -> dict[str, Any]:
-    """Send ``keys`` as one burst; wait for commits, ``notifications`` distinct
-    notifications and (tocsin) their recorded outcomes. The figures of W1 and W2."""
-    receiver.reset()
-    mark = target.mark()
+    """Send ``keys`` (all starting with ``prefix``) as one burst; wait for commits,
+    ``notifications`` distinct notifications and (tocsin) their recorded outcomes. The
+    figures of W1 and W2."""
+    receiver.reset(prefix)
+    target.begin()
     offset = wall_offset()
     timeouts: list[str] = []
     budget = Budget(loads.timeout)
@@ -113,16 +115,16 @@ async def storm(
         timeouts.append(sent.error)
     first_wall = sent.first_sent + offset
     routed = notifications
-    committed_at = await target.committed(mark, events, routed, budget.left())
+    committed_at = await target.committed(events, routed, budget.left())
     if target.has_log and committed_at is None:
         timeouts.append(budget.missed(f"not all {events:,} events committed"))
-    line = _status(target, receiver, mark, notifications)
+    line = _status(target, receiver, notifications)
     complete = await wait_for(
         what, lambda: receiver.unique >= notifications, target, budget.left(), line
     )
     if not complete:
         timeouts.append(budget.missed(f"{receiver.unique:,} of {notifications:,} notified"))
-    recorded_at = await target.quiesce(mark, notifications, budget.left())
+    recorded_at = await target.quiesce(notifications, budget.left())
     if target.has_log and recorded_at is None:
         timeouts.append(budget.missed("not all outcomes recorded"))
     publish_seconds = sent.last_accepted - sent.first_sent
@@ -133,6 +135,7 @@ async def storm(
         "accepted": sent.accepted,
         "refused": sent.refused,
         "publish_seconds": publish_seconds,
+        "send_seconds": sent.last_sent - sent.first_sent,
         "accepted_per_second": _rate(sent.accepted, publish_seconds),
         "committed_seconds": commit_seconds,
         "committed_per_second": _rate(events, commit_seconds),
@@ -149,6 +152,7 @@ async def storm(
         "max_connections": receiver.phase_max_open,
         "requests": receiver.requests,
         "bad_requests": receiver.bad_requests,
+        "stray_notifications": receiver.stray,
         "timeouts": timeouts,
     }
 
@@ -156,8 +160,9 @@ async def storm(
 async def w1_distinct(target: Target, receiver: Receiver, loads: Loads, tag: str) -> dict[str, Any]:
     """W1: a storm of distinct alerts; every event is one notification."""
     n = loads.storm_events
-    keys = [f"{tag}-w1-{i}" for i in range(n)]
-    return await storm(target, receiver, loads, keys, n, f"W1 {target.label}")
+    prefix = f"{tag}-w1-"
+    keys = [f"{prefix}{i}" for i in range(n)]
+    return await storm(target, receiver, loads, keys, n, f"W1 {target.label}", prefix)
 
 
 async def w2_duplicates(
@@ -166,8 +171,9 @@ async def w2_duplicates(
     """W2: a storm over few fingerprints; exactly one notification per fingerprint.
     After the last one, a quiet ``settle`` period catches any notification too many."""
     n, k = loads.storm_events, loads.duplicate_fingerprints
-    keys = [f"{tag}-w2-{i % k}" for i in range(n)]
-    result = await storm(target, receiver, loads, keys, k, f"W2 {target.label}")
+    prefix = f"{tag}-w2-"
+    keys = [f"{prefix}{i % k}" for i in range(n)]
+    result = await storm(target, receiver, loads, keys, k, f"W2 {target.label}", prefix)
     await asyncio.sleep(loads.settle)
     result["notifications"] = receiver.notifications
     result["notified"] = receiver.unique
@@ -188,8 +194,8 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
 
     The first ``warmup_seconds`` of sends are not counted: on a fresh process they pay
     for opening connections and first runs of code, which is not the steady state."""
-    receiver.reset()
-    mark = target.mark()
+    receiver.reset(f"{tag}-w3")
+    target.begin()
     count = round(loads.steady_rate * loads.steady_seconds)
     warm = round(loads.steady_rate * loads.warmup_seconds)
     keys = [f"{tag}-w3warm-{i}" for i in range(warm)] + [f"{tag}-w3-{i}" for i in range(count)]
@@ -213,11 +219,11 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
     send_seconds = time.perf_counter() - started
     budget = Budget(loads.timeout)  # from the last send: the sending itself is paced
     refused = await target.settle(budget.left())
-    line = _status(target, receiver, mark, total)
+    line = _status(target, receiver, total)
     complete = await wait_for(
         f"W3 {target.label}", lambda: receiver.unique >= total, target, budget.left(), line
     )
-    await target.quiesce(mark, total, budget.left())
+    await target.quiesce(total, budget.left())
     in_order = [  # send order: a time series, so a stall shows
         (receiver.first_seen[key] - sent_at[key]) * 1000
         for key in keys[warm:]
