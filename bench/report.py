@@ -191,8 +191,14 @@ def markdown(results: Result) -> str:
         if result.get("error"):
             notes.append(f"{name}: {result['error']}")
         for workload in ("W1", "W2", "W3"):
-            for problem in (result.get(workload) or {}).get("timeouts", []):
+            w = result.get(workload) or {}
+            for problem in w.get("timeouts", []):
                 notes.append(f"{name} {workload}: {problem}")
+            if w.get("publisher_bound"):
+                notes.append(
+                    f"{name} {workload}: committed as fast as the bench published "
+                    f"({w['accepted_per_second']:,.0f}/s): a lower bound, not the service's limit."
+                )
     return "\n".join(head + body + notes) + "\n"
 
 

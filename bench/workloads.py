@@ -130,8 +130,12 @@ async def storm(
     publish_seconds = sent.last_accepted - sent.first_sent
     commit_seconds = committed_at - first_wall if committed_at is not None else None
     notified_seconds = receiver.last_at - sent.first_sent if complete else None
+    # The last commit can only follow the last PubAck: within 10% of it, the service kept
+    # up with the publisher and its figure is a lower bound, not its limit.
+    kept_up = commit_seconds is not None and commit_seconds <= publish_seconds * 1.1
     return {
         "events": events,
+        "publisher_bound": kept_up,
         "accepted": sent.accepted,
         "refused": sent.refused,
         "publish_seconds": publish_seconds,
