@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint schemas bench clean
+.PHONY: run test lint schemas bench bench-parts clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +26,16 @@ lint: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/tocsin schemas --out schemas
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[embedded,dev,bench]'
+	touch $(BENCH_STAMP)
+
+# tocsin vs Alertmanager, W1-W4 of issue #8 (< 10 min); BENCH_ARGS="--profile /tmp/p" etc.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The parts apart (router alone, delivery alone) and every command on a 1M-event log.
+bench-parts: $(STAMP)
 	$(BIN)/python bench/router_throughput.py
 	$(BIN)/python bench/log_scale.py
 

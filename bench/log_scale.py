@@ -4,8 +4,9 @@ Generates the log with the real pipeline code (triage -> facts -> EventLog.appen
 group commits), then measures: the fold rate (decode + fold, events/s), start time
 without and with a snapshot, and `tocsin replay`, `state` and `verify` on it.
 
-Run: .venv/bin/python bench/log_scale.py [--events 1000000] [--keep DIR]
-Writes bench/results/log_scale.json.
+Run: .venv/bin/python bench/log_scale.py [--events 1000000] [--keep DIR] [--replay-only]
+Writes bench/results/log_scale.json (or --out FILE). ``--replay-only`` stops after the
+fold and start figures (W4 of ``make bench``, which has a time budget).
 """
 
 from __future__ import annotations
@@ -102,6 +103,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="keep the generated data dir here")
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only the fold rate and start times (no replay/state/verify/compact timings)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "log_scale.json")
     args = parser.parse_args()
     command = " ".join(["python bench/log_scale.py", *sys.argv[1:]])
     tmp = Path(tempfile.mkdtemp())
@@ -137,6 +144,9 @@ async def main() -> None:
         result["start_with_snapshot_seconds"] = round(time.perf_counter() - started, 2)
         assert snapshot_seq == events
         assert restored == state
+        if args.replay_only:
+            finish(result, args.out, command, events)
+            return
 
         base = ["--data-dir", str(data)]
         result["cli_replay_json_seconds"] = round(timed([TOCSIN, "replay", *base, "--json"]), 1)
@@ -180,9 +190,12 @@ async def main() -> None:
         if args.keep:
             shutil.copytree(data, args.keep, dirs_exist_ok=True)
         shutil.rmtree(tmp)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "log_scale.json").write_text(json.dumps(result, indent=2) + "\n")
+    finish(result, args.out, command, events)
+
+
+def finish(result: dict[str, object], out: Path, command: str, events: int) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(
         f"\nfold: {result['fold_events_per_second']:,} events/s; start on {events:,} events: "

@@ -11,7 +11,8 @@ Preloads TOCSIN_IN with N events (the publisher is not what is measured), then:
                      notification was delivered and recorded.
 
 Run: .venv/bin/python bench/router_throughput.py [--events 20000] [--fingerprints N]
-Writes bench/results/latest.json.
+Writes bench/results/router_throughput.json (``make bench-parts``; the suite of
+``make bench`` writes latest.json).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ async def main() -> None:
             server.stop()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "router_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(
         f"\nA router alone: {result['A_router_events_per_second']:,} events/s committed + routed"

