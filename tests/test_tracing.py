@@ -29,7 +29,13 @@ from tocsin import broker, config
 from tocsin.ledger import Ledger
 from tocsin.log import LogWriteError, db_path
 from tocsin.router import Router
-from tocsin.tracing import Tracing, TracingConfigError, otlp_endpoint, parent_from
+from tocsin.tracing import (
+    Tracing,
+    TracingConfigError,
+    otlp_endpoint,
+    parent_from,
+    trace_context_from,
+)
 
 PUBLISHER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 PUBLISHER_SPAN = "b7ad6b7169203331"
@@ -341,3 +347,16 @@ def test_otlp_export_is_chosen_by_the_standard_variables() -> None:
     assert otlp_endpoint({**base, "OTEL_SDK_DISABLED": "true"}) is None
     with pytest.raises(TracingConfigError, match="http/protobuf"):
         otlp_endpoint({**base, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+
+
+def test_http_ingest_carries_the_callers_trace_context_or_starts_one() -> None:
+    given = {
+        "traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01",
+        "tracestate": "vendor=abc",
+    }
+    assert trace_context_from(given) == given
+    started = trace_context_from({"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"})
+    assert set(started) == {"traceparent"}
+    version, trace_id, span_id, flags = started["traceparent"].split("-")
+    assert (version, flags, len(trace_id), len(span_id)) == ("00", "01", 32, 16)
+    assert trace_id != "0" * 32

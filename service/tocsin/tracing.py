@@ -121,13 +121,7 @@ def trace_context_from(given: Mapping[str, str]) -> dict[str, str]:
     parent = parent_from(given)
     if parent is None:
         return {TRACEPARENT: traceparent_for(f"{random.getrandbits(128) or 1:032x}")}
-    context = {
-        TRACEPARENT: f"00-{parent.trace_id:032x}-{parent.span_id:016x}"
-        f"-{int(parent.trace_flags):02x}"
-    }
-    if parent.trace_state:
-        context[TRACESTATE] = parent.trace_state.to_header()
-    return context
+    return headers_of(NonRecordingSpan(parent))
 
 
 class TracingConfigError(ValueError):
