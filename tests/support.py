@@ -380,9 +380,11 @@ class Serve:
         config: Path,
         fault: str | None = None,
         stderr: Path | None = None,
+        log_level: str = "warning",
     ) -> None:
         self.port = free_port()
         self.stderr = stderr  # tocsin's own log lines go here when given
+        self.log_level = log_level
         self.args = [
             "serve",
             "--data-dir",
@@ -415,7 +417,7 @@ class Serve:
         self.process = await asyncio.create_subprocess_exec(
             TOCSIN,
             "--log-level",
-            "warning",
+            self.log_level,
             *self.args,
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
