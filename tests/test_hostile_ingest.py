@@ -198,6 +198,7 @@ INJECTIONS = [
     "<script>alert(1)</script>",
     "<!channel> @here <@U123> [link](http://evil) ||spoiler||",
     "=?utf-8?b?SGVsbG8=?=",
+    "=?utf-8?q?x=0D=0ABcc:_victim@evil.example=0D=0A?=",  # decoded: a header line
     "\x00\x1b[31m\u2028\u202e\ufeff",
 ]
 hostile_strings = (
