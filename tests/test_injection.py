@@ -42,6 +42,7 @@ ALERT: dict[str, Any] = {
         "host": EXPRESSION,
         f"key{CRLF}": HTML,
         "stmt": STATEMENT,
+        "breaks": "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg",  # str.splitlines splits on each
         "long": LONG,
     },
     "details": {"expr": EXPRESSION, "html": HTML, "crlf": CRLF, "encoded": ENCODED},
