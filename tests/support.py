@@ -22,6 +22,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import nats
 import uvicorn
@@ -364,6 +365,126 @@ class Tocsin:
         with contextlib.closing(sqlite3.connect(self.db)) as conn:
             rows = conn.execute("SELECT data FROM events WHERE kind = ? ORDER BY seq", (kind,))
             return [msgspec.json.decode(row[0]) for row in rows]
+
+
+TOCSIN = str(Path(sys.executable).parent / "tocsin")
+
+
+class Serve:
+    """One `tocsin serve` process (killed or stopped by its own PID)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        nats_url: str,
+        config: Path,
+        fault: str | None = None,
+        stderr: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.port = free_port()
+        self.stderr = stderr  # tocsin's own log lines go here when given
+        self.log_level = log_level
+        self.args = [
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--nats-url",
+            nats_url,
+            "--config",
+            str(config),
+            "--http",
+            f"127.0.0.1:{self.port}",
+        ]
+        self.env = {k: v for k, v in os.environ.items() if k != "TOCSIN_FAULT"}
+        if fault:
+            self.env["TOCSIN_FAULT"] = fault
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self, timeout: float = 20) -> Serve:
+        err: Any = asyncio.subprocess.DEVNULL
+        if self.stderr is not None:
+            err = await asyncio.to_thread(open, self.stderr, "ab")  # closed below
+        self.process = await asyncio.create_subprocess_exec(
+            TOCSIN,
+            "--log-level",
+            self.log_level,
+            *self.args,
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+        if err is not asyncio.subprocess.DEVNULL:
+            err.close()
+
+        async def ready() -> bool:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                return True  # died already (an early fail-point)
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (
+                        await client.get(f"http://127.0.0.1:{self.port}/readyz")
+                    ).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_until(ready, timeout, "tocsin serve to be ready")
+        return self
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"http://127.0.0.1:{self.port}/api/v1/alerts", params={"limit": 500}
+            )
+        return list(response.json()["alerts"])
+
+    def kill(self) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.wait()
+
+
+def log_events(db: Path, kind: str) -> list[dict[str, Any]]:
+    """The ``data`` of every log event of ``kind``, read from the file (read-only)."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT data FROM events WHERE kind = ?", (kind,)).fetchall()
+    return [msgspec.json.decode(row[0]) for row in rows]
+
+
+def log_count(db: Path, kind: str) -> int:
+    """How many log events of ``kind`` the file holds (read-only)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()[0]
+        )
 
 
 class Mailbox:

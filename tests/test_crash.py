@@ -9,98 +9,23 @@ once, every dedup key notified, nothing stranded, live state == fold(log).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import httpx
 import msgspec
 import nats
 import pytest
 
-from tests.support import HttpSink, free_port, wait_until, webhook_config
+from tests.support import HttpSink, Serve, log_count, log_events, wait_until, webhook_config
 from tocsin import broker, forensics
 from tocsin.log import db_path
 from tocsin.times import format_us, now_us
 
-TOCSIN = str(Path(sys.executable).parent / "tocsin")
 EVENTS = 600
 FINGERPRINTS = 60
 WINDOW_US = 600 * 1_000_000
-
-
-class Serve:
-    """One `tocsin serve` process."""
-
-    def __init__(self, data_dir: Path, nats_url: str, config: Path, fault: str | None) -> None:
-        self.port = free_port()
-        self.args = [
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--nats-url",
-            nats_url,
-            "--config",
-            str(config),
-            "--http",
-            f"127.0.0.1:{self.port}",
-        ]
-        self.env = {k: v for k, v in os.environ.items() if k != "TOCSIN_FAULT"}
-        if fault:
-            self.env["TOCSIN_FAULT"] = fault
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Serve:
-        self.process = await asyncio.create_subprocess_exec(
-            TOCSIN,
-            "--log-level",
-            "warning",
-            *self.args,
-            env=self.env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-
-        async def ready() -> bool:
-            assert self.process is not None
-            if self.process.returncode is not None:
-                return True  # died already (an early fail-point)
-            try:
-                async with httpx.AsyncClient() as client:
-                    return (
-                        await client.get(f"http://127.0.0.1:{self.port}/readyz")
-                    ).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_until(ready, 20, "tocsin serve to be ready")
-        return self
-
-    async def alerts(self) -> list[dict[str, Any]]:
-        async with httpx.AsyncClient() as client:
-            response = await client.get(
-                f"http://127.0.0.1:{self.port}/api/v1/alerts", params={"limit": 500}
-            )
-        return list(response.json()["alerts"])
-
-    def kill(self) -> None:
-        assert self.process is not None
-        if self.process.returncode is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-
-    async def wait(self) -> int:
-        assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), 30)
-
-    async def stop(self) -> int:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        return await self.wait()
 
 
 def bucket_time() -> int:
@@ -158,21 +83,23 @@ async def test_killed_and_restarted_the_log_is_exact(
     second = await Serve(data, nats_url, config, None).start()
     db = db_path(data)
     try:
-        await wait_until(lambda: _count(db, "alert.received") == EVENTS, 60, "every event logged")
         await wait_until(
-            lambda: _count(db, "delivery.succeeded") >= FINGERPRINTS,
+            lambda: log_count(db, "alert.received") == EVENTS, 60, "every event logged"
+        )
+        await wait_until(
+            lambda: log_count(db, "delivery.succeeded") >= FINGERPRINTS,
             60,
             "every notification delivered",
         )
         # exactly once in the log
-        assert _count(db, "alert.received") == EVENTS
-        assert _count(db, "alert.opened") == FINGERPRINTS
+        assert log_count(db, "alert.received") == EVENTS
+        assert log_count(db, "alert.opened") == FINGERPRINTS
         state, _ = forensics.state_at(db)
         alerts = list(state.alerts.values())
         assert sum(a.occurrences for a in alerts) == EVENTS
         assert sum(1 + a.suppressed_count for a in alerts) == EVENTS
         # every dedup key notified, and each notification recorded delivered once
-        routed = {e["dedup_key"] for e in _events(db, "alert.routed")}
+        routed = {e["dedup_key"] for e in log_events(db, "alert.routed")}
         notified = {r.json()["dedup_key"] for r in sink.requests}
         assert notified == routed
         assert len(routed) == FINGERPRINTS
@@ -186,7 +113,7 @@ async def test_killed_and_restarted_the_log_is_exact(
             return (work, router.num_pending, router.num_ack_pending) == (0, 0, 0)
 
         await wait_until(drained, 30, "no work item or inbound message left")
-        assert _count(db, "delivery.succeeded") == FINGERPRINTS
+        assert log_count(db, "delivery.succeeded") == FINGERPRINTS
         sends = Counter(r.headers["idempotency-key"] for r in sink.requests)
         assert max(sends.values()) <= 2  # a second send only for what died mid-send
         if fault == "delivery.after_outcome:5":
@@ -210,19 +137,3 @@ async def test_killed_and_restarted_the_log_is_exact(
         assert forensics.verify(db).ok
     finally:
         assert await second.stop() == 0
-
-
-def _count(db: Path, kind: str) -> int:
-    return sum(1 for _ in _events(db, kind))
-
-
-def _events(db: Path, kind: str) -> list[dict[str, Any]]:
-    import sqlite3
-
-    import msgspec
-
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT data FROM events WHERE kind = ?", (kind,)).fetchall()
-    return [msgspec.json.decode(row[0]) for row in rows]

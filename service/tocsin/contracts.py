@@ -36,6 +36,7 @@ MAX_FINGERPRINT_CHARS = 128
 MAX_DETAILS_KEYS = 20
 MAX_DETAILS_STRING = 512
 MAX_DETAILS_BYTES = 8 * 1024
+MAX_DETAILS_DEPTH = 32  # containers nested deeper inside details are cut
 MAX_RAW_BYTES = 1024
 
 Timestamp = Annotated[

@@ -21,6 +21,7 @@ from tocsin.times import parse_rfc3339
 _TYPE_RE = re.compile(c.TYPE_PATTERN)
 _FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
 _TRUNCATED_MARK = "_truncated"
+_FIELD_AT = re.compile(r" - at `\$\.([a-z_]+)")  # msgspec's path to a known field
 
 
 class Normalized(Struct, frozen=True, kw_only=True):
@@ -92,6 +93,16 @@ def parse(
     try:
         raw = _raw_decoder.decode(payload)
     except msgspec.ValidationError as error:
+        # An object whose field holds a number msgspec cannot represent (1e400, an
+        # integer of thousands of digits) is that field's fault, not "not an object".
+        at = _FIELD_AT.search(str(error))
+        if at is not None:
+            return Rejection(
+                code="invalid_field",
+                field=at.group(1),
+                message=f"{at.group(1)}: {error}",
+                http_status=422,
+            )
         return Rejection(
             code="not_an_object",
             field=None,
@@ -103,6 +114,15 @@ def parse(
             code="invalid_json",
             field=None,
             message=f"payload is not JSON ({error})",
+            http_status=400,
+        )
+    except RecursionError:
+        # Nesting deeper than the interpreter's recursion limit (a few hundred bytes of
+        # "[[[[..."): raised, it would kill the router at every redelivery.
+        return Rejection(
+            code="invalid_json",
+            field=None,
+            message="payload is nested too deeply to decode",
             http_status=400,
         )
     try:
@@ -175,7 +195,8 @@ def default_fingerprint(kind: str, labels: dict[str, str]) -> str:
 
 
 def sanitize_details(value: Any) -> dict[str, Any]:
-    """At most 20 keys, strings at most 512 characters, 8 KiB encoded; marks what it cut."""
+    """At most 20 keys, strings at most 512 characters, nesting at most 32 deep, 8 KiB
+    encoded; marks what it cut."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -201,16 +222,22 @@ def sanitize_details(value: Any) -> dict[str, Any]:
     return out
 
 
-def _clip_strings(value: Any) -> tuple[Any, bool]:
+def _clip_strings(value: Any, depth: int = 1) -> tuple[Any, bool]:
+    """``value`` with long strings cut and containers nested deeper than
+    ``MAX_DETAILS_DEPTH`` replaced by null (every later step that walks details, from
+    the channels' escaping to the API's encoder, then stays far from the recursion
+    limit); the flag says whether anything was cut."""
     if isinstance(value, str):
         if len(value) > c.MAX_DETAILS_STRING:
             return value[: c.MAX_DETAILS_STRING], True
         return value, False
+    if isinstance(value, list | dict) and depth > c.MAX_DETAILS_DEPTH:
+        return None, True
     if isinstance(value, list):
         cut = False
         clipped = []
         for item in value:
-            clean, item_cut = _clip_strings(item)
+            clean, item_cut = _clip_strings(item, depth + 1)
             clipped.append(clean)
             cut = cut or item_cut
         return clipped, cut
@@ -218,7 +245,7 @@ def _clip_strings(value: Any) -> tuple[Any, bool]:
         cut = False
         out = {}
         for key, item in value.items():
-            clean, item_cut = _clip_strings(item)
+            clean, item_cut = _clip_strings(item, depth + 1)
             out[key[: c.MAX_DETAILS_STRING]] = clean
             cut = cut or item_cut or len(key) > c.MAX_DETAILS_STRING
         return out, cut

@@ -41,14 +41,20 @@ def render(
     templates: Templates | None = None,
     dashboard_url: str | None = None,
 ) -> EmailMessage:
-    """The message for a notification: subject from the title template (one line, so
-    untrusted text cannot add headers), a text part and an escaped HTML part."""
+    """The message for a notification: subject from the title template (one line, no
+    encoded words, so untrusted text cannot add headers), a text part and an escaped
+    HTML part."""
     templates = templates or Templates()
     variables = context(notification, dashboard_url)
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
-    message["Subject"] = " ".join(templates.render("title", variables).split())[:250]
+    subject = " ".join(templates.render("title", variables).split())[:250]
+    # The email module decodes RFC 2047 encoded words ("=?utf-8?b?...?=") in a value it
+    # is given and, without the fix for CVE-2024-6923, writes what they decode to, line
+    # breaks included, into the header block: untrusted text could add headers. A word
+    # joiner after "=" keeps such text literal (and looks the same).
+    message["Subject"] = subject.replace("=?", "=\N{WORD JOINER}?")
     message["X-Tocsin-Notification-Id"] = notification.notification_id
     text = templates.render("body", variables)
     link = variables["alert_url"]

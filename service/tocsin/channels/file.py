@@ -44,6 +44,7 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
+from tocsin.channels.text import json_one_line
 from tocsin.contracts import Notification, Timestamp
 from tocsin.retry import SENT, SendResult, permanent, retryable
 from tocsin.templates import context
@@ -54,14 +55,6 @@ DEFAULT_TITLE = "{{ summary }}"
 
 # Everything ``str.splitlines`` splits on, and every other control character.
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-# Raw in msgspec's JSON output, but line breaks to ``str.splitlines``: written escaped.
-# (UTF-8 is self-synchronizing, so these byte sequences only ever encode these code
-# points, and in JSON text they can only occur inside strings.)
-_JSON_LINE_BREAKS = (
-    ("\u0085".encode(), b"\\u0085"),
-    ("\u2028".encode(), b"\\u2028"),
-    ("\u2029".encode(), b"\\u2029"),
-)
 
 _encoder = msgspec.json.Encoder()
 
@@ -84,10 +77,7 @@ def one_line(text: str) -> str:
 
 def json_line(notification: Notification, delivered_at: str) -> bytes:
     record = FileRecord(**msgspec.structs.asdict(notification), delivered_at=delivered_at)
-    data = _encoder.encode(record)
-    for raw, escaped in _JSON_LINE_BREAKS:
-        data = data.replace(raw, escaped)
-    return data + b"\n"
+    return json_one_line(_encoder.encode(record)) + b"\n"
 
 
 class FileChannel:

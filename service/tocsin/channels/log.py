@@ -1,4 +1,5 @@
-"""``log``: one JSON line per notification on stdout, so a first run visibly works."""
+"""``log``: one JSON line per notification on stdout, so a first run visibly works.
+One notification is one line, for ``str.splitlines`` too (see ``text.json_one_line``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import msgspec
 
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.text import json_one_line
 from tocsin.contracts import Notification
 from tocsin.retry import SENT, SendResult, retryable
 
@@ -28,7 +30,7 @@ class LogChannel:
     ) -> SendResult:
         line = {"msg": "notification", "receiver": self._name, "notification": notification}
         try:
-            sys.stdout.buffer.write(_encoder.encode(line) + b"\n")
+            sys.stdout.buffer.write(json_one_line(_encoder.encode(line)) + b"\n")
             sys.stdout.flush()
         except OSError as error:
             return retryable(f"stdout: {error}")

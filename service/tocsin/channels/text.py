@@ -1,5 +1,6 @@
-"""Text helpers the chat channels share: apply an escaper to every string of a value,
-fold text onto one line, and summarise details as bounded ``key: <JSON>`` lines."""
+"""Text helpers the channels share: apply an escaper to every string of a value, fold
+text onto one line, keep a JSON record on one line, and summarise details as bounded
+``key: <JSON>`` lines."""
 
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ def map_strings(value: Any, change: Callable[[str], str]) -> Any:
 def one_line(text: str) -> str:
     """Runs of whitespace, line breaks included, as single spaces."""
     return " ".join(text.split())
+
+
+# Raw in msgspec's JSON output, but line breaks to ``str.splitlines``: written escaped.
+# (UTF-8 is self-synchronizing, so these byte sequences only ever encode these code
+# points, and in JSON text they can only occur inside strings.)
+_JSON_LINE_BREAKS = (
+    ("\u0085".encode(), b"\\u0085"),
+    ("\u2028".encode(), b"\\u2028"),
+    ("\u2029".encode(), b"\\u2029"),
+)
+
+
+def json_one_line(data: bytes) -> bytes:
+    """Encoded JSON with the line breaks JSON leaves raw escaped, so that neither
+    ``for line in file`` nor ``str.splitlines`` can split the record."""
+    for raw, escaped in _JSON_LINE_BREAKS:
+        data = data.replace(raw, escaped)
+    return data
 
 
 def details_lines(
