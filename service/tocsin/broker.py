@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import nats
@@ -23,6 +24,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
+
+from tocsin.connection import redact
 
 log = logging.getLogger("tocsin.broker")
 
@@ -143,20 +146,23 @@ def deliver_consumer_config(
     )
 
 
-async def connect(url: str, name: str) -> NATS:
-    """A connection that reconnects forever and logs what happens to it."""
+async def connect(url: str, name: str, login: dict[str, Any] | None = None) -> NATS:
+    """A connection that reconnects forever and logs what happens to it. ``login`` is
+    ``connection.connect_options(...)``: credentials and TLS."""
+    shown = redact(url)
 
     async def on_disconnect() -> None:
-        log.warning("disconnected from NATS at %s", url)
+        log.warning("disconnected from NATS at %s", shown)
 
     async def on_reconnect() -> None:
-        log.info("reconnected to NATS at %s", url)
+        log.info("reconnected to NATS at %s", shown)
 
     async def on_error(error: Exception) -> None:
         log.warning("NATS error: %s", error)
 
     return await nats.connect(
         url,
+        **(login or {}),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

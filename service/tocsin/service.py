@@ -23,6 +23,7 @@ from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
 from tocsin.config import Config, ConfigError
+from tocsin.connection import connect_options, redact
 from tocsin.control import Control
 from tocsin.delivery import ReceiverWorker
 from tocsin.embedded import EmbeddedNats, url_file
@@ -154,6 +155,7 @@ async def run(options: Options) -> int:
         )
     dashboard = f"http://{options.http}/" if options.http else None
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
+    login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
 
     readiness = Readiness()
     metrics = Metrics()
@@ -175,6 +177,7 @@ async def run(options: Options) -> int:
             embedded = EmbeddedNats(options.data_dir)
             url = await embedded.start()
         url = resolve_nats_url(url, options.data_dir)
+        shown = redact(url)  # what logs and /readyz may say of it
         if options.run_router:
             if not writer_lock.acquire():
                 raise ConfigError(
@@ -207,15 +210,17 @@ async def run(options: Options) -> int:
                 api.state = lambda: empty
             server = http_server(create_app(api, dashboard_pages(api)), *http_address)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
-        readiness.stage = f"connecting to NATS at {url}"
-        log.info("connecting to NATS at %s", url)
-        connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
+        readiness.stage = f"connecting to NATS at {shown}"
+        log.info("connecting to NATS at %s", shown)
+        connecting = asyncio.create_task(
+            broker.connect(url, name=f"tocsin-{__version__}", login=login)
+        )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if not connecting.done():
             connecting.cancel()
-            log.info("stopped before NATS at %s answered", url)
+            log.info("stopped before NATS at %s answered", shown)
             api.live.close()
             if server is not None:
                 server.should_exit = True
@@ -223,12 +228,12 @@ async def run(options: Options) -> int:
             return 0
         nc = connecting.result()
         readiness.checks.append(
-            lambda: None if nc.is_connected else f"disconnected from NATS at {url}; reconnecting"
+            lambda: None if nc.is_connected else f"disconnected from NATS at {shown}; reconnecting"
         )
         js = nc.jetstream(timeout=10)
         await broker.ensure_streams(js)
         api.js = js
-        log.info("connected to NATS at %s; streams ready", url)
+        log.info("connected to NATS at %s; streams ready", shown)
         workers: list[Coroutine[Any, Any, None]] = []
         if ledger is not None:
             await broker.ensure_consumer(
