@@ -166,7 +166,8 @@ class Client:
     async def refused(self, action: str, subject: str, timeout: float = 15.0) -> str:
         """Wait for the server's permissions violation for ``action`` (``publish`` or
         ``subscription``) on exactly ``subject``; returns the error text."""
-        wanted = f'permissions violation for {action} to "{subject}"'
+        # nats-py lowercases the server's -ERR text, the subject included.
+        wanted = f'permissions violation for {action} to "{subject}"'.lower()
         found = await wait_until(
             lambda: next((e for e in self.errors if wanted in e.lower()), None),
             timeout,

@@ -1,8 +1,11 @@
 """The deployment files: the NATS config parses, and the Dockerfile has the promised shape.
 
-- ``deploy/nats/nats-server.conf`` passes the real ``nats-server -t -c`` (test-config mode,
-  which parses and checks every field and exits) and keeps the values the deploy docs rely
-  on; a copy with a bad field fails the same check, so the check is not vacuous.
+- ``deploy/nats/nats-server.conf`` (with the ``accounts.conf`` and ``tls.conf`` it
+  includes) passes the real ``nats-server -t -c`` (test-config mode, which parses and
+  checks every field and exits) given the passwords and certificate paths it takes from
+  the environment, fails without them (no secret lives in the files), and keeps the values
+  the deploy docs rely on; a copy with a bad field fails the same check, so the check is
+  not vacuous. What each role may do is tested on a running server in test_nats_roles.py.
 - ``Dockerfile`` (checked as text: no Docker engine here): ``python:3.11-slim`` stages, the
   project's wheel without extras, a non-root ``USER``, the ``/var/lib/tocsin`` volume,
   ``EXPOSE 8080``, a ``/healthz`` health check, and ``tocsin serve`` as the command;
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,8 +24,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.natsauth import Certs, password
+
 ROOT = Path(__file__).resolve().parents[1]
 NATS_CONF = ROOT / "deploy" / "nats" / "nats-server.conf"
+ACCOUNTS_CONF = ROOT / "deploy" / "nats" / "accounts.conf"
+NATS_ENV = (
+    "TOCSIN_NATS_PASSWORD",
+    "TOCSIN_PUBLISHER_PASSWORD",
+    "TOCSIN_AUDITOR_PASSWORD",
+    "NATS_TLS_CERT",
+    "NATS_TLS_KEY",
+)
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -40,13 +54,28 @@ def nats_server_binary() -> Path:
     )
 
 
-def check_config(conf: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What the config takes from the environment: passwords, certificate paths."""
+    certs = Certs.make(tmp_path_factory.mktemp("certs"))
+    return {
+        "TOCSIN_NATS_PASSWORD": password(),
+        "TOCSIN_PUBLISHER_PASSWORD": password(),
+        "TOCSIN_AUDITOR_PASSWORD": password(),
+        "NATS_TLS_CERT": str(certs.server_cert),
+        "NATS_TLS_KEY": str(certs.server_key),
+    }
+
+
+def check_config(conf: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in NATS_ENV}
     return subprocess.run(
         [str(nats_server_binary()), "-t", "-c", str(conf)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env={**clean, **env},
     )
 
 
@@ -54,18 +83,40 @@ def described(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
 
 
-def test_nats_config_passes_nats_server_test_mode() -> None:
-    result = check_config(NATS_CONF)
+def test_nats_config_passes_nats_server_test_mode(server_env: dict[str, str]) -> None:
+    result = check_config(NATS_CONF, server_env)
     assert result.returncode == 0, described(result)
     assert "is valid" in result.stdout + result.stderr, described(result)
 
 
-def test_nats_config_check_rejects_a_broken_copy(tmp_path: Path) -> None:
-    broken = tmp_path / "nats-server.conf"
+def test_nats_config_check_rejects_a_broken_copy(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    shutil.copytree(NATS_CONF.parent, tmp_path / "nats")
+    broken = tmp_path / "nats" / "nats-server.conf"
     broken.write_text(NATS_CONF.read_text() + "\nnot_a_nats_option: 1\n")
-    result = check_config(broken)
+    result = check_config(broken, server_env)
     assert result.returncode != 0, described(result)
     assert "not_a_nats_option" in result.stdout + result.stderr, described(result)
+
+
+@pytest.mark.parametrize("missing", NATS_ENV)
+def test_nats_config_takes_its_secrets_from_the_environment(
+    server_env: dict[str, str], missing: str
+) -> None:
+    result = check_config(NATS_CONF, {k: v for k, v in server_env.items() if k != missing})
+    assert result.returncode != 0, described(result)
+    assert f"'{missing}'" in result.stdout + result.stderr, described(result)
+
+
+def test_no_password_is_written_in_the_accounts() -> None:
+    settings = "\n".join(line.split("#", 1)[0] for line in ACCOUNTS_CONF.read_text().splitlines())
+    passwords = re.findall(r"password:\s*([^,}\s]+)", settings)
+    assert sorted(passwords) == [
+        "$TOCSIN_AUDITOR_PASSWORD",
+        "$TOCSIN_NATS_PASSWORD",
+        "$TOCSIN_PUBLISHER_PASSWORD",
+    ]
 
 
 def test_nats_config_values() -> None:
