@@ -316,3 +316,26 @@ async def test_no_secret_in_logs_or_readiness(
     assert f"nats://***@127.0.0.1:{dead}" in logged
     for secret in (in_url, in_file, api_token):
         assert secret not in logged
+
+
+def test_every_connection_tocsin_opens_is_built_by_connect_options() -> None:
+    """Two places open NATS connections, both with the builder's options: the service's
+    (broker.connect, used by serve / router / deliver) and the one-shot commands'
+    (cli._connect). A new ``nats.connect(`` elsewhere would bypass the login."""
+    package = Path(service.__file__).parent
+    openers = {
+        path.relative_to(package).as_posix(): path.read_text()
+        for path in package.rglob("*.py")
+        if "nats.connect(" in path.read_text()
+    }
+    assert set(openers) == {"broker.py", "cli.py"}
+    assert "**(login or {})" in openers["broker.py"]
+    assert "login = connect_options(config.load_nats_login(args.config))" in openers["cli.py"]
+    assert "**login" in openers["cli.py"]
+    callers = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if "broker.connect(" in path.read_text()
+    }
+    assert callers == {"service.py"}
+    assert "login = connect_options(config.nats_login)" in (package / "service.py").read_text()
