@@ -219,16 +219,19 @@ def load(path: str | os.PathLike[str] | None, environ: dict[str, str] | None = N
     env = dict(os.environ if environ is None else environ)
     if path is None:
         return default_config(env)
+    return from_mapping(_expand(_read_toml(path), env, ""), env, source=str(path))
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"{file}: no such config file") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{file}: not valid TOML: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{file}: cannot read: {error}") from error
-    return from_mapping(_expand(raw, env, ""), env, source=str(file))
 
 
 def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline") -> Config:
@@ -350,17 +353,7 @@ def load_nats_login(
     """Only ``[nats]`` of the file (and ``TOCSIN_NATS_*``): what the one-shot commands
     (``publish``, ``retry-failed``) need to connect, without the receivers' settings."""
     env = dict(os.environ if environ is None else environ)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError as error:
-            raise ConfigError(f"{file}: no such config file") from error
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{file}: not valid TOML: {error}") from error
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{file}: cannot read: {error}") from error
+    raw = {} if path is None else _read_toml(path)
     table = raw.get("nats", {})
     if not isinstance(table, dict):
         raise ConfigError("nats: expected a table")
