@@ -363,3 +363,31 @@ async def test_openapi_describes_every_path_of_the_contract(http: httpx.AsyncCli
     ingest = paths["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]
     assert ingest["schema"] == {"$ref": "#/components/schemas/InboundEvent"}
     assert "severity" in document["components"]["schemas"]["InboundEvent"]["required"]
+
+
+async def test_every_response_carries_the_security_headers(http: httpx.AsyncClient) -> None:
+    """JSON, errors, probes, metrics and the dashboard alike: not sniffed, not framed, no
+    referrer, not stored; each header once (the dashboard's own values are kept)."""
+    answers = {
+        "alerts": await http.get("/api/v1/alerts"),
+        "unauthorised": await http.post("/api/v1/events", json=event()),
+        "missing": await http.get("/api/v1/alerts/nope"),
+        "invalid": await http.get("/api/v1/alerts", params={"limit": "many"}),
+        "readyz": await http.get("/readyz"),
+        "healthz": await http.get("/healthz"),
+        "metrics": await http.get("/metrics"),
+        "openapi": await http.get("/openapi.json"),
+        "dashboard": await http.get("/"),
+    }
+    assert answers["unauthorised"].status_code == 401
+    assert answers["missing"].status_code == 404
+    assert answers["invalid"].status_code == 400
+    for name, answer in answers.items():
+        for header, value in (
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("cache-control", "no-store"),
+        ):
+            assert answer.headers.get_list(header) == [value], (name, header, answer.headers)
+    assert "nonce-" in answers["dashboard"].headers["content-security-policy"]

@@ -3,9 +3,12 @@ the Dockerfile has the promised shape.
 
 - Every ``*.conf`` under ``deploy/`` passes the real ``nats-server -t -c`` (test-config
   mode, which parses and checks every field and exits), with the environment variables it
-  references set (the values compose gives them, or a dummy); a copy with a bad field
-  fails the same check, so the check is not vacuous. ``nats-server.conf`` keeps the
-  values the deploy docs rely on.
+  references set (real passwords and test-time certificates for the single node's roles
+  and TLS, the values compose gives the cluster, else a dummy); a copy with a bad field
+  fails the same check, so the check is not vacuous. ``nats-server.conf`` (with the
+  ``accounts.conf`` and ``tls.conf`` it includes) fails without its secrets (none lives in
+  the files) and keeps the values the deploy docs rely on. What each role may do is tested
+  on a running server in test_nats_roles.py.
 - ``deploy/compose.cluster.yaml`` (no Docker engine here: parsed with PyYAML, checked for
   what would break the cluster): three nodes on the cluster config, each node's compose
   environment passing ``nats-server -t``, routes and client URLs naming every node, one
@@ -34,6 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.natsauth import Certs, password
 from tocsin import config as tocsin_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +49,15 @@ CLUSTER_TOML = DEPLOY / "tocsin.cluster.toml"
 K8S = DEPLOY / "k8s"
 # Every nats-server config under deploy/, whoever wrote it (fragments included).
 NATS_CONFIGS = sorted(DEPLOY.rglob("*.conf"))
+ACCOUNTS_CONF = DEPLOY / "nats" / "accounts.conf"
+# What the single node's config takes from the environment: no secret is in its files.
+NATS_ENV = (
+    "TOCSIN_NATS_PASSWORD",
+    "TOCSIN_PUBLISHER_PASSWORD",
+    "TOCSIN_AUDITOR_PASSWORD",
+    "NATS_TLS_CERT",
+    "NATS_TLS_KEY",
+)
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -63,14 +76,28 @@ def nats_server_binary() -> Path:
     )
 
 
-def check_config(conf: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What the config takes from the environment: passwords, certificate paths."""
+    certs = Certs.make(tmp_path_factory.mktemp("certs"))
+    return {
+        "TOCSIN_NATS_PASSWORD": password(),
+        "TOCSIN_PUBLISHER_PASSWORD": password(),
+        "TOCSIN_AUDITOR_PASSWORD": password(),
+        "NATS_TLS_CERT": str(certs.server_cert),
+        "NATS_TLS_KEY": str(certs.server_key),
+    }
+
+
+def check_config(conf: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in NATS_ENV}
     return subprocess.run(
         [str(nats_server_binary()), "-t", "-c", str(conf)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
-        env={**os.environ, **(env or {})},
+        env={**clean, **env},
     )
 
 
@@ -114,8 +141,10 @@ def example_environment() -> dict[str, str]:
 @pytest.mark.parametrize(
     "conf", NATS_CONFIGS, ids=[str(c.relative_to(DEPLOY)) for c in NATS_CONFIGS]
 )
-def test_every_nats_config_in_deploy_passes_nats_server_test_mode(conf: Path) -> None:
-    examples = example_environment()
+def test_every_nats_config_in_deploy_passes_nats_server_test_mode(
+    conf: Path, server_env: dict[str, str]
+) -> None:
+    examples = {**example_environment(), **server_env}
     env = {name: examples.get(name, f"dummy-{name.lower()}") for name in referenced_variables(conf)}
     result = check_config(conf, env)
     assert result.returncode == 0, f"with {env}: " + described(result)
@@ -131,12 +160,34 @@ def described(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
 
 
-def test_nats_config_check_rejects_a_broken_copy(tmp_path: Path) -> None:
-    broken = tmp_path / "nats-server.conf"
+def test_nats_config_check_rejects_a_broken_copy(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    shutil.copytree(NATS_CONF.parent, tmp_path / "nats")
+    broken = tmp_path / "nats" / "nats-server.conf"
     broken.write_text(NATS_CONF.read_text() + "\nnot_a_nats_option: 1\n")
-    result = check_config(broken)
+    result = check_config(broken, server_env)
     assert result.returncode != 0, described(result)
     assert "not_a_nats_option" in result.stdout + result.stderr, described(result)
+
+
+@pytest.mark.parametrize("missing", NATS_ENV)
+def test_nats_config_takes_its_secrets_from_the_environment(
+    server_env: dict[str, str], missing: str
+) -> None:
+    result = check_config(NATS_CONF, {k: v for k, v in server_env.items() if k != missing})
+    assert result.returncode != 0, described(result)
+    assert f"'{missing}'" in result.stdout + result.stderr, described(result)
+
+
+def test_no_password_is_written_in_the_accounts() -> None:
+    settings = "\n".join(line.split("#", 1)[0] for line in ACCOUNTS_CONF.read_text().splitlines())
+    passwords = re.findall(r"password:\s*([^,}\s]+)", settings)
+    assert sorted(passwords) == [
+        "$TOCSIN_AUDITOR_PASSWORD",
+        "$TOCSIN_NATS_PASSWORD",
+        "$TOCSIN_PUBLISHER_PASSWORD",
+    ]
 
 
 def test_nats_config_values() -> None:

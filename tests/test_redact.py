@@ -4,7 +4,13 @@ URLs are shown, and how known secrets are masked in any text."""
 from __future__ import annotations
 
 from tocsin import config as config_module
-from tocsin.redact import MASK, Secrets, display_url, secrets_of, url_secrets
+from tocsin.redact import (
+    MASK,
+    Secrets,
+    display_url,
+    secrets_of,
+    url_secrets,
+)
 
 
 def test_urls_are_shown_without_their_credentials() -> None:
@@ -34,6 +40,8 @@ def test_urls_are_shown_without_their_credentials() -> None:
     assert display_url("https://h.example/a?x=1,nats://n2:4222") == (
         f"https://h.example/a?x={MASK}"
     )
+    # A NATS token written as the user: masked like a password.
+    assert display_url("nats://tok3n@nats:4222") == f"nats://{MASK}@nats:4222"
 
 
 def test_secrets_are_collected_from_the_config_and_masked_anywhere() -> None:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import nats
@@ -25,6 +26,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+
+from tocsin.redact import display_url
 
 log = logging.getLogger("tocsin.broker")
 
@@ -159,22 +162,25 @@ def server_urls(url: str) -> list[str]:
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
-async def connect(url: str, name: str) -> NATS:
+async def connect(url: str, name: str, login: dict[str, Any] | None = None) -> NATS:
     """A connection that reconnects forever and logs what happens to it. ``url`` may
     list several servers, comma-separated; the client also learns the rest of a cluster
-    from the server it reaches, and fails over to them."""
+    from the server it reaches, and fails over to them. ``login`` is
+    ``connection.connect_options(...)``: credentials and TLS."""
+    shown = display_url(url)
 
     async def on_disconnect() -> None:
-        log.warning("disconnected from NATS at %s", url)
+        log.warning("disconnected from NATS at %s", shown)
 
     async def on_reconnect() -> None:
-        log.info("reconnected to NATS at %s", url)
+        log.info("reconnected to NATS at %s", shown)
 
     async def on_error(error: Exception) -> None:
         log.warning("NATS error: %s", error)
 
     return await nats.connect(
         server_urls(url),
+        **(login or {}),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

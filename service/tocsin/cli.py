@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import uuid
@@ -352,37 +353,71 @@ def _schemas(out: Path) -> int:
     return EXIT_OK
 
 
-async def _connect(args: argparse.Namespace) -> tuple[str, Any]:
-    """A NATS connection for a one-shot command, or ``None`` after saying why."""
+async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]:
+    """A NATS connection for a one-shot command, or ``None`` after saying why. It logs in
+    as ``[nats]`` of ``--config`` and ``TOCSIN_NATS_*`` say (only that section is read).
+    Returns the URL to show (credentials redacted) and the list the server's asynchronous
+    errors (e.g. a permissions violation) are collected in."""
+    from tocsin.connection import connect_options
+    from tocsin.redact import display_url
     from tocsin.service import resolve_nats_url
 
+    login = connect_options(config.load_nats_login(args.config))
     url = resolve_nats_url(args.nats_url, args.data_dir)
+    shown = display_url(url)
     import nats
+    from nats.errors import Error as NatsError
     from nats.errors import NoServersError
 
+    errors: list[Exception] = []
+
     async def quiet(error: Exception) -> None:
-        return None
+        errors.append(error)
 
     try:
         # nats-py retries the first connect even without reconnects: bound it ourselves.
         nc = await asyncio.wait_for(
             nats.connect(
                 broker.server_urls(url),
+                **login,
                 connect_timeout=2,
                 allow_reconnect=False,
                 error_cb=quiet,
             ),
             5,
         )
+    except ssl.SSLError as error:
+        print(
+            f"tocsin: TLS with NATS at {shown} failed ({error}); check [nats] tls_ca, "
+            "tls_cert, tls_key, tls_verify_hostname or TOCSIN_NATS_TLS_*",
+            file=sys.stderr,
+        )
+        return shown, None, errors
     except (NoServersError, OSError, TimeoutError) as error:
         print(
-            f"tocsin: cannot reach NATS at {url} ({error or 'no answer within 5s'}); "
+            f"tocsin: cannot reach NATS at {shown} ({error or 'no answer within 5s'}); "
             "is `tocsin serve` running? "
             "Pass --nats-url or --data-dir",
             file=sys.stderr,
         )
-        return url, None
-    return url, nc
+        return shown, None, errors
+    except NatsError as error:
+        if "authorization violation" not in str(error).lower():
+            print(f"tocsin: NATS at {shown} refused the connection: {error}", file=sys.stderr)
+            return shown, None, errors
+        print(
+            f"tocsin: NATS at {shown} refused the login; check [nats] in --config or "
+            "TOCSIN_NATS_USER / _PASSWORD / _TOKEN / _NKEY_SEED / _CREDS",
+            file=sys.stderr,
+        )
+        return shown, None, errors
+    return shown, nc, errors
+
+
+def _refusal(errors: list[Exception]) -> str:
+    """The server's permissions violation behind a timeout, if it sent one."""
+    denied = [str(e) for e in errors if "permissions violation" in str(e).lower()]
+    return f" ({denied[-1]})" if denied else ""
 
 
 async def _retry_failed(args: argparse.Namespace) -> int:
@@ -395,12 +430,15 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     if args.since is not None:
         _instant("--since", args.since)  # refuse a bad time here, with exit code 2
     request = RetryRequest(receiver=args.receiver, since=args.since, by="tocsin retry-failed")
-    url, nc = await _connect(args)
+    url, nc, errors = await _connect(args)
     if nc is None:
         return EXIT_FAILURE
     try:
         reply = await nc.request(broker.RETRY_FAILED, msgspec.json.encode(request), timeout=30)
     except (NoRespondersError, NatsTimeout):
+        if _refusal(errors):
+            print(f"tocsin: NATS at {url} refused the request{_refusal(errors)}", file=sys.stderr)
+            return EXIT_FAILURE
         print(
             f"tocsin: no tocsin service answered on {broker.RETRY_FAILED} at {url}; "
             "retry-failed is carried out by the running service (start `tocsin serve` "
@@ -440,7 +478,7 @@ async def _publish(args: argparse.Namespace) -> int:
     }
     if args.fingerprint:
         body["fingerprint"] = args.fingerprint
-    url, nc = await _connect(args)
+    url, nc, errors = await _connect(args)
     if nc is None:
         return EXIT_FAILURE
     try:
@@ -449,7 +487,7 @@ async def _publish(args: argparse.Namespace) -> int:
             subject, msgspec.json.encode(body), headers={broker.MSG_ID: event_id}, timeout=5
         )
     except Exception as error:
-        print(f"tocsin: publish to {url} failed: {error}", file=sys.stderr)
+        print(f"tocsin: publish to {url} failed: {error}{_refusal(errors)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         await nc.close()

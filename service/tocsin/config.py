@@ -69,15 +69,103 @@ class SmtpSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     tls: bool | None = None
 
 
+class Secret:
+    """A credential from the config or the environment. It prints as ``***`` (repr, str,
+    f-strings, logs), so it cannot leak by being shown; ``reveal()`` is for the connect."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
 class NatsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """How long JetStream waits for an ack before redelivering: after a crash, unacked
-    messages come back this much later (delivery consumers also allow for their
-    receiver's timeout). ``replicas``: copies JetStream keeps of tocsin's streams and
+    """``ack_wait``: how long JetStream waits for an ack before redelivering: after a
+    crash, unacked messages come back this much later (delivery consumers also allow for
+    their receiver's timeout). ``replicas``: copies JetStream keeps of tocsin's streams and
     durable consumers (3 on a three-node cluster); unset in the file, it is
-    ``TOCSIN_NATS_REPLICAS``, else 1."""
+    ``TOCSIN_NATS_REPLICAS``, else 1. The rest is how to log in to NATS: one of user + password,
+    token, NKey seed file or ``.creds`` file, and TLS; ``TOCSIN_NATS_*`` fill what the
+    file leaves out (``NATS_ENV``)."""
 
     ack_wait: Duration = Duration(30.0)
     replicas: int | None = None
+    user: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    nkey_seed: str | None = None
+    creds: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify_hostname: bool | None = None
+
+
+# [nats] key -> the environment variable that fills it when the file leaves it out.
+NATS_ENV = {
+    "user": "TOCSIN_NATS_USER",
+    "password": "TOCSIN_NATS_PASSWORD",
+    "token": "TOCSIN_NATS_TOKEN",
+    "nkey_seed": "TOCSIN_NATS_NKEY_SEED",
+    "creds": "TOCSIN_NATS_CREDS",
+    "tls_ca": "TOCSIN_NATS_TLS_CA",
+    "tls_cert": "TOCSIN_NATS_TLS_CERT",
+    "tls_key": "TOCSIN_NATS_TLS_KEY",
+    "tls_verify_hostname": "TOCSIN_NATS_TLS_VERIFY_HOSTNAME",
+}
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """How every tocsin connection logs in to NATS (``[nats]`` + ``TOCSIN_NATS_*``),
+    validated: at most one way to authenticate, files that exist, a client certificate
+    with its key. ``tocsin.connection.connect_options`` turns it into nats-py's options."""
+
+    user: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    nkey_seed: Path | None = None
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_verify_hostname: bool = True
+
+    @property
+    def method(self) -> str:
+        """How it authenticates: ``user``, ``token``, ``nkey``, ``creds`` or ``none``."""
+        if self.user is not None:
+            return "user"
+        if self.token is not None:
+            return "token"
+        if self.nkey_seed is not None:
+            return "nkey"
+        if self.creds is not None:
+            return "creds"
+        return "none"
+
+    @property
+    def tls(self) -> bool:
+        """Whether any TLS setting differs from nats-py's defaults."""
+        return bool(self.tls_ca or self.tls_cert or not self.tls_verify_hostname)
 
 
 class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -115,6 +203,7 @@ class Config:
     smtp: SmtpSettings | None
     delivery: DeliverySection = field(default_factory=DeliverySection)
     nats: NatsSection = field(default_factory=NatsSection)
+    nats_login: NatsLogin = field(default_factory=NatsLogin)
     log: LogSection = field(default_factory=LogSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
@@ -134,16 +223,19 @@ def load(path: str | os.PathLike[str] | None, environ: dict[str, str] | None = N
     env = dict(os.environ if environ is None else environ)
     if path is None:
         return default_config(env)
+    return from_mapping(_expand(_read_toml(path), env, ""), env, source=str(path))
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"{file}: no such config file") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{file}: not valid TOML: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{file}: cannot read: {error}") from error
-    return from_mapping(_expand(raw, env, ""), env, source=str(file))
 
 
 def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline") -> Config:
@@ -177,6 +269,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         smtp=_smtp(parsed.smtp, env),
         delivery=parsed.delivery,
         nats=nats,
+        nats_login=nats_login(parsed.nats, env),
         log=parsed.log,
         source=source,
         kinds=kinds,
@@ -277,6 +370,126 @@ def _smtp(section: SmtpSection, env: dict[str, str]) -> SmtpSettings | None:
     )
 
 
+def load_nats_login(
+    path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None
+) -> NatsLogin:
+    """Only ``[nats]`` of the file (and ``TOCSIN_NATS_*``): what the one-shot commands
+    (``publish``, ``retry-failed``) need to connect, without the receivers' settings."""
+    env = dict(os.environ if environ is None else environ)
+    raw = {} if path is None else _read_toml(path)
+    table = raw.get("nats", {})
+    if not isinstance(table, dict):
+        raise ConfigError("nats: expected a table")
+    section: NatsSection = _convert(_expand(table, env, "nats"), NatsSection, "nats")
+    return nats_login(section, env)
+
+
+_SEED = re.compile(r"\s*S[A-Z2-7]{57}\s*")
+
+
+def _read(file: Path, key: str) -> str:
+    try:
+        return file.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {file}: {error.strerror}") from error
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def nats_login(section: NatsSection, env: dict[str, str]) -> NatsLogin:
+    """``[nats]`` with ``TOCSIN_NATS_*`` filling what it leaves out, validated. Errors
+    name the key (and the variable it came from) but never a secret's value."""
+    origin: dict[str, str] = {}
+
+    def pick(key: str) -> str | Secret | bool | None:
+        value: str | Secret | bool | None = getattr(section, key)
+        if isinstance(value, Secret) and not value.reveal():
+            value = None  # e.g. "${NATS_PASSWORD:-}" with the variable unset
+        if value is not None and value != "":
+            origin[key] = f"nats.{key}"
+            return value
+        variable = NATS_ENV[key]
+        text = env.get(variable)
+        if not text:
+            return None
+        origin[key] = f"nats.{key} ({variable})"
+        return text
+
+    def name(key: str) -> str:
+        return origin.get(key, f"nats.{key}")
+
+    def text(key: str) -> str | None:
+        value = pick(key)
+        return value if isinstance(value, str) else None
+
+    def secret(key: str) -> Secret | None:
+        value = pick(key)
+        if isinstance(value, str):
+            return Secret(value)
+        return value if isinstance(value, Secret) else None
+
+    def existing_file(key: str) -> Path | None:
+        value = text(key)
+        if value is None:
+            return None
+        file = Path(value).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"{name(key)}: no such file: {file}")
+        if not os.access(file, os.R_OK):
+            raise ConfigError(f"{name(key)}: cannot read {file}")
+        return file
+
+    user, password, token = text("user"), secret("password"), secret("token")
+    nkey_seed, creds = existing_file("nkey_seed"), existing_file("creds")
+    if nkey_seed is not None and not _SEED.fullmatch(_read(nkey_seed, name("nkey_seed"))):
+        raise ConfigError(f"{name('nkey_seed')}: {nkey_seed} holds no NKey seed (SU...)")
+    if creds is not None:
+        content = _read(creds, name("creds"))
+        if "BEGIN NATS USER JWT" not in content or "BEGIN USER NKEY SEED" not in content:
+            raise ConfigError(
+                f"{name('creds')}: {creds} is not a .creds file (a user JWT and its seed)"
+            )
+    if user is not None and password is None:
+        raise ConfigError(f"nats.password: required with {name('user')}")
+    if password is not None and user is None:
+        raise ConfigError(f"nats.user: required with {name('password')}")
+    given = {"user": user, "token": token, "nkey_seed": nkey_seed, "creds": creds}
+    ways = [key for key, value in given.items() if value is not None]
+    if len(ways) > 1:
+        raise ConfigError(
+            f"{name(ways[1])}: not with {name(ways[0])}; choose one way to authenticate "
+            "(user + password, token, nkey_seed or creds)"
+        )
+
+    verify = pick("tls_verify_hostname")
+    if isinstance(verify, str):
+        if verify.lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{name('tls_verify_hostname')}: expected true or false")
+        verify = verify.lower() in _TRUE
+    tls_ca, tls_cert, tls_key = (
+        existing_file("tls_ca"),
+        existing_file("tls_cert"),
+        existing_file("tls_key"),
+    )
+    if tls_cert is not None and tls_key is None:
+        raise ConfigError(f"nats.tls_key: required with {name('tls_cert')}")
+    if tls_key is not None and tls_cert is None:
+        raise ConfigError(f"nats.tls_cert: required with {name('tls_key')}")
+    return NatsLogin(
+        user=user,
+        password=password,
+        token=token,
+        nkey_seed=nkey_seed,
+        creds=creds,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_verify_hostname=True if verify is None else bool(verify),
+    )
+
+
 def _as_list(value: StrOrList | None) -> list[str]:
     if value is None:
         return []
@@ -286,6 +499,10 @@ def _as_list(value: StrOrList | None) -> list[str]:
 def _dec_hook(kind: type, value: Any) -> Any:
     if kind is Duration:
         return decode_duration(value)
+    if kind is Secret:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        return Secret(value)
     raise NotImplementedError
 
 

@@ -26,6 +26,7 @@ from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
 from tocsin.config import Config, ConfigError
+from tocsin.connection import connect_options
 from tocsin.control import Control
 from tocsin.delivery import ReceiverWorker
 from tocsin.embedded import EmbeddedNats, url_file
@@ -167,6 +168,7 @@ async def run(options: Options) -> int:
         )
     dashboard = f"http://{options.http}/" if options.http else None
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
+    login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
 
     secrets = options.secrets
     secrets.add(
@@ -210,6 +212,7 @@ async def run(options: Options) -> int:
             embedded = EmbeddedNats(options.data_dir)
             url = await embedded.start()
         url = resolve_nats_url(url, options.data_dir)
+        shown = display_url(url)  # what logs and /readyz may say of it
         if options.run_router:
             if not writer_lock.acquire():
                 raise ConfigError(
@@ -253,10 +256,11 @@ async def run(options: Options) -> int:
                 api.state = lambda: empty
             servers.append(http_server(create_app(api, dashboard_pages(api)), *http_address))
             tasks.append(asyncio.create_task(servers[-1].serve(), name="http"))
-        shown = display_url(url)
         readiness.stage = f"connecting to NATS at {shown}"
         log.info("connecting to NATS at %s", shown)
-        connecting = asyncio.create_task(broker.connect(url, name=f"tocsin-{__version__}"))
+        connecting = asyncio.create_task(
+            broker.connect(url, name=f"tocsin-{__version__}", login=login)
+        )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

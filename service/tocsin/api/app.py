@@ -20,10 +20,12 @@ import msgspec
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, delete, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.types import Message, Scope
 from msgspec import Meta, Struct
 
 from tocsin import __version__, broker, commands, ingest
@@ -76,6 +78,25 @@ class Accepted(Struct, kw_only=True):
 class ErrorBody(Struct, kw_only=True):
     error: str
     field: str | None = None
+
+
+# On every response, the JSON API's included: never MIME-sniffed, never framed, no
+# Referer leaking paths, not kept by browsers or proxies. A handler's own values win
+# (the dashboard sets these too, with its Content-Security-Policy).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+async def _security_headers(message: Message, scope: Scope) -> None:
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in SECURITY_HEADERS.items():
+            if name not in headers:
+                headers[name] = value
 
 
 def _error(status: int, message: str, field: str | None = None, **headers: str) -> Response[Any]:
@@ -339,6 +360,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
     return Litestar(
         route_handlers=handlers,
         guards=[authorize],
+        before_send=[_security_headers],
         exception_handlers={
             CommandError: _command_error,
             queries.QueryError: _query_error,
