@@ -8,6 +8,7 @@ from tocsin.redact import (
     MASK,
     Secrets,
     display_url,
+    nats_url_secrets,
     secrets_of,
     url_secrets,
 )
@@ -42,6 +43,14 @@ def test_urls_are_shown_without_their_credentials() -> None:
     )
     # A NATS token written as the user: masked like a password.
     assert display_url("nats://tok3n@nats:4222") == f"nats://{MASK}@nats:4222"
+
+
+def test_credentials_in_a_nats_url_become_known_secrets() -> None:
+    assert nats_url_secrets("nats://tocsin:s3cret@n1:4222,tls://tok3n@n2:4222,nats://n3:4222") == [
+        "s3cret",
+        "tok3n",
+    ]
+    assert nats_url_secrets("nats://127.0.0.1:4222") == []
 
 
 def test_secrets_are_collected_from_the_config_and_masked_anywhere() -> None:

@@ -105,6 +105,23 @@ def url_secrets(url: str, path_is_secret: bool) -> list[str]:
     return found
 
 
+def nats_url_secrets(url: str) -> list[str]:
+    """Credentials written into a NATS URL or comma-separated server list: each server's
+    password, or its user name when it stands alone (``nats://TOKEN@host``, a token)."""
+    found: list[str] = []
+    for server in url.split(","):
+        try:
+            parts = urlsplit(server.strip())
+        except ValueError:
+            found.append(server.strip())
+            continue
+        if parts.password:
+            found.append(parts.password)
+        elif parts.username:
+            found.append(parts.username)
+    return found
+
+
 # Channels whose ``url`` is where the credential lives (the URL is the only thing that
 # lets anyone post there). PagerDuty's and Opsgenie's URLs are public API endpoints.
 _URL_IS_CREDENTIAL = ("webhook", "slack", "discord", "teams")

@@ -34,7 +34,7 @@ from tocsin.ledger import Ledger
 from tocsin.log import LogReader, WriterLock, db_path
 from tocsin.projections import State
 from tocsin.recorder import Recorder
-from tocsin.redact import Secrets, display_url, secrets_of
+from tocsin.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.router import Router
 from tocsin.telemetry import Metrics, watch_consumers
 from tocsin.tracing import Tracing, TracingConfigError
@@ -176,6 +176,8 @@ async def run(options: Options) -> int:
     )
     if options.api_token:
         secrets.add([options.api_token])
+    nats_login = config.nats_login
+    secrets.add([s.reveal() for s in (nats_login.password, nats_login.token) if s is not None])
     if options.tracer_provider is not None:
         tracing = Tracing(options.tracer_provider)
     else:
@@ -213,6 +215,7 @@ async def run(options: Options) -> int:
             url = await embedded.start()
         url = resolve_nats_url(url, options.data_dir)
         shown = display_url(url)  # what logs and /readyz may say of it
+        secrets.add(nats_url_secrets(url))
         if options.run_router:
             if not writer_lock.acquire():
                 raise ConfigError(
