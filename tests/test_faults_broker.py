@@ -33,7 +33,7 @@ from tocsin import broker, forensics
 from tocsin.log import db_path
 from tocsin.times import format_us, now_us
 
-EVENTS = 1500
+EVENTS = 5000
 FINGERPRINTS = 100
 KILL_AT = EVENTS // 3  # acknowledged events before the SIGKILL
 STOP_AT = 2 * EVENTS // 3  # ... before the 10 s stop
