@@ -351,6 +351,17 @@ class Tocsin:
         assert self._options.ledger is not None
         return self._options.ledger.state
 
+    async def assert_live_state_is_the_log(self, timeout: float = 10.0) -> None:
+        """The live projection equals a fold of the log file. A batch is folded before
+        its commit, so the two may differ for the moment a commit takes: wait for them
+        to agree, and show the difference if they never do."""
+        try:
+            await wait_until(
+                lambda: self.live_state() == self.rebuilt_state(), timeout, "live == rebuilt"
+            )
+        except AssertionError:
+            assert self.live_state() == self.rebuilt_state()
+
     def count(self, kind: str) -> int:
         import sqlite3
 

@@ -27,7 +27,7 @@ async def svc(data_dir: Path, nats_url: str, sink: HttpSink) -> AsyncIterator[To
     ).start()
     yield service
     await service.stop()
-    assert service.rebuilt_state() == service.live_state()
+    await service.assert_live_state_is_the_log()
 
 
 @pytest.fixture

@@ -252,7 +252,7 @@ timeout = "{TIMEOUT}s"
         late = [(e, m) for e, m in gaps if m > e + 5.0]  # a busy 2-core machine: generous
         assert not early, f"retried sooner than configured: {early}"
         assert not late, f"retried much later than configured: {late}"
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
         overshoot = [m - e for e, m in gaps]
         print(
             f"\n{NOTIFICATIONS} notifications, {len(gaps)} retries "

@@ -214,7 +214,7 @@ async def test_a_recreated_inbound_stream_does_not_hide_new_alerts(
         await wait_until(lambda: second.count("alert.received") == 5, 10, "the 2 new events logged")
         summaries = sorted(e["summary"] for e in second.events("alert.received"))
         assert summaries == ["new 0", "new 1", "old 0", "old 1", "old 2"]
-        assert second.live_state() == second.rebuilt_state()
+        await second.assert_live_state_is_the_log()
     finally:
         await second.stop()
 

@@ -123,7 +123,7 @@ async def test_first_firing_event_reaches_the_webhook_with_the_documented_body(
         )
         routed = service.events("alert.routed")
         assert [r["notification_id"] for r in routed] == [body["notification_id"]]
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
         await audit.close()
@@ -146,7 +146,7 @@ async def test_duplicates_in_a_bucket_are_suppressed_and_counted(
         assert alert["suppressed_count"] == 4
         assert alert["receivers"] == ["hook"]
         assert alert["last_delivery_status"] == "delivered"
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
         metrics = await service.metrics()
         received = frozenset({("source", "db"), ("severity", "warning")})
         assert metrics[("tocsin_events_received_total", received)] == 5
@@ -193,7 +193,7 @@ async def test_new_bucket_reminds_and_higher_severity_escalates(
         [alert] = await alerts(service)
         assert alert["occurrences"] == 6
         assert alert["suppressed_count"] == 3
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
 
@@ -227,7 +227,7 @@ async def test_resolved_notifies_told_receivers_and_the_next_firing_opens_a_new_
         assert statuses == {first["alert_id"]: "resolved", second["alert_id"]: "firing"}
         await wait_until(lambda: service.count("delivery.succeeded") == 3, what="outcomes logged")
         assert len(sink.requests) == 3
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
 
@@ -331,7 +331,7 @@ async def test_failed_sends_are_retried_with_backoff_then_delivered(
         failures = service.events("delivery.attempt_failed")
         assert [(f["attempt"], f["status_code"]) for f in failures] == [(1, 500), (2, 503)]
         assert [f["retry_in_seconds"] for f in failures] == [0.3, 0.6]
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
         await audit.close()
@@ -375,7 +375,7 @@ async def test_a_send_that_never_goes_through_is_dead_lettered(
         assert service.count("delivery.attempt_failed") == attempts - 1
         [alert] = await alerts(service)
         assert alert["last_delivery_status"] == "dead"
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
         await failed.close()
@@ -417,7 +417,7 @@ async def test_state_is_rebuilt_at_restart_and_duplicates_stay_suppressed(
         assert len(sink.requests) == 1
         [alert] = await alerts(again)
         assert alert["occurrences"] == 2
-        assert again.live_state() == again.rebuilt_state()
+        await again.assert_live_state_is_the_log()
     finally:
         await again.stop()
 

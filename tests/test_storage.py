@@ -56,7 +56,7 @@ async def test_a_full_log_holds_everything_back_until_it_accepts_writes(
         info = await js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
         assert info.num_ack_pending == 0
         assert service.count("alert.received") == 1
-        assert service.live_state() == service.rebuilt_state()
+        await service.assert_live_state_is_the_log()
     finally:
         await nc.close()
         await service.stop()
