@@ -31,7 +31,8 @@ from tocsin.log import (
     read_snapshots,
     write_snapshot,
 )
-from tocsin.projections import State, decode_state, encode_state, fold
+from tocsin.projections import State, fold
+from tocsin.snapshots import StaleSnapshot, decode_state, encode_state
 from tocsin.times import now_us
 
 log = logging.getLogger("tocsin.ledger")
@@ -113,6 +114,11 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
     for snapshot in read_snapshots(path):
         try:
             state = decode_state(snapshot.state)
+        except StaleSnapshot:
+            log.info(
+                "snapshot at seq %d is from another version; trying an older one", snapshot.seq
+            )
+            continue
         except msgspec.DecodeError as error:
             log.warning(
                 "snapshot at seq %d unreadable (%s); trying an older one", snapshot.seq, error
