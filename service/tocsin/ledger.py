@@ -31,7 +31,7 @@ from tocsin.log import (
     read_snapshots,
     write_snapshot,
 )
-from tocsin.projections import State, fold
+from tocsin.projections import State, fold, fold_stored
 from tocsin.snapshots import StaleSnapshot, decode_state, encode_state
 from tocsin.times import now_us
 
@@ -76,11 +76,9 @@ def fold_rows(
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         cursor = conn.execute(query + " ORDER BY seq", params)
-        decode = ev.decode
         while batch := cursor.fetchmany(10_000):
-            for seq, ts, data in batch:
-                fold(state, seq, ts, decode(data))
-                last_ts = ts
+            fold_stored(state, batch)
+            last_ts = batch[-1][1]
     finally:
         conn.close()
     return last_ts
