@@ -23,7 +23,8 @@ import msgspec
 
 from tocsin import events as ev
 from tocsin.log import GENESIS, NO_DELETE_TRIGGER, WriterLock, chain_hash, db_path, read_base
-from tocsin.projections import State, decode_state, encode_state, fold
+from tocsin.projections import State, fold
+from tocsin.snapshots import decode_state, encode_state
 from tocsin.times import now_us
 
 FORMAT = "tocsin-archive/1"
@@ -156,7 +157,7 @@ def _commit(
         conn.execute(
             "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base)"
             " VALUES (?, ?, ?, ?, 1)",
-            (last_seq, ts, anchor, encode_state(state)),
+            (last_seq, ts, anchor, encode_state(state, named=True)),
         )
         conn.execute("DELETE FROM snapshots WHERE seq < ?", (last_seq,))  # they cover gone rows
         conn.execute("DROP TRIGGER events_no_delete")

@@ -20,7 +20,7 @@ from tocsin.contracts import SEVERITY_RANK, Severity, Status
 _US = 1_000_000
 
 
-class OpenAlert(Struct, kw_only=True, gc=False):
+class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     """What dedup needs to know of a fingerprint's open alert (a projection)."""
 
     alert_id: str

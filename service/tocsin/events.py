@@ -275,7 +275,8 @@ Event = (
 )
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+# The log's decoder; ``decode`` wraps it, loops over many rows call it directly.
+decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 def encode(event: Event) -> bytes:
@@ -285,7 +286,7 @@ def encode(event: Event) -> bytes:
 
 def decode(data: bytes) -> Event:
     """An event from its stored bytes."""
-    return _decoder.decode(data)
+    return decoder.decode(data)
 
 
 def kind_of(event: Event) -> str:

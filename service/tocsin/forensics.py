@@ -17,7 +17,8 @@ from tocsin import events as ev
 from tocsin.api.queries import AlertView, EventRecord, alert_view, record
 from tocsin.ledger import base_state, fold_rows
 from tocsin.log import GENESIS, chain_hash, compacted, read_base, read_snapshots
-from tocsin.projections import State, decode_state, fold
+from tocsin.projections import State, fold
+from tocsin.snapshots import StaleSnapshot, decode_state
 from tocsin.times import format_us
 
 
@@ -215,6 +216,8 @@ def verify(path: Path) -> Verdict:
     for snapshot in read_snapshots(path):
         try:
             restored = decode_state(snapshot.state)
+        except StaleSnapshot:
+            continue  # a cache another version wrote; starts skip it too, nothing is wrong
         except msgspec.DecodeError as error:
             return _bad(count, first, snapshot.seq, f"snapshot unreadable: {error}")
         fold_rows(restored, path, after_seq=snapshot.seq)

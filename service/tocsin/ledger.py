@@ -31,7 +31,8 @@ from tocsin.log import (
     read_snapshots,
     write_snapshot,
 )
-from tocsin.projections import State, decode_state, encode_state, fold
+from tocsin.projections import State, fold, fold_stored
+from tocsin.snapshots import StaleSnapshot, decode_state, encode_state
 from tocsin.times import now_us
 
 log = logging.getLogger("tocsin.ledger")
@@ -75,11 +76,9 @@ def fold_rows(
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         cursor = conn.execute(query + " ORDER BY seq", params)
-        decode = ev.decode
         while batch := cursor.fetchmany(10_000):
-            for seq, ts, data in batch:
-                fold(state, seq, ts, decode(data))
-                last_ts = ts
+            fold_stored(state, batch)
+            last_ts = batch[-1][1]
     finally:
         conn.close()
     return last_ts
@@ -113,6 +112,11 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
     for snapshot in read_snapshots(path):
         try:
             state = decode_state(snapshot.state)
+        except StaleSnapshot:
+            log.info(
+                "snapshot at seq %d is from another version; trying an older one", snapshot.seq
+            )
+            continue
         except msgspec.DecodeError as error:
             log.warning(
                 "snapshot at seq %d unreadable (%s); trying an older one", snapshot.seq, error

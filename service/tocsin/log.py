@@ -306,19 +306,26 @@ def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:
 def read_snapshots(path: Path) -> Iterator[Snapshot]:
     """Snapshots whose anchor matches the log, newest first (the base snapshot of a
     compacted log matches the anchor its ``log.compacted`` event recorded)."""
-    base = read_base(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = conn.execute(
-            "SELECT s.seq, s.ts, s.anchor, s.state FROM snapshots s JOIN events e"
-            " ON e.seq = s.seq AND e.hash = s.anchor WHERE s.base = 0 ORDER BY s.seq DESC"
-        ).fetchall()
-    except sqlite3.OperationalError:  # a log from before snapshots existed
-        rows = []
+        try:
+            # The list first, each blob when asked for: a start reads only the newest
+            # (a million-event projection is ~60-150 MB).
+            rows = conn.execute(
+                "SELECT s.seq, s.ts, s.anchor FROM snapshots s JOIN events e"
+                " ON e.seq = s.seq AND e.hash = s.anchor WHERE s.base = 0 ORDER BY s.seq DESC"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a log from before snapshots existed
+            rows = []
+        for seq, ts, anchor in rows:
+            found = conn.execute(
+                "SELECT state FROM snapshots WHERE seq = ? AND base = 0", (seq,)
+            ).fetchone()
+            if found is not None:  # gone if a writer pruned it meanwhile
+                yield Snapshot(seq, ts, bytes(anchor), bytes(found[0]))
     finally:
         conn.close()
-    for seq, ts, anchor, state in rows:
-        yield Snapshot(seq, ts, bytes(anchor), bytes(state))
+    base = read_base(path)
     if base is not None:
         yield base
 

@@ -4,7 +4,9 @@
 I/O, no clock, no randomness; the same events in the same order give an equal state.
 ``rebuild`` folds from nothing; a test holds live state equal to it. The state's structs
 are untracked by the cyclic GC (``gc=False``): they hold no cycles, and a large
-projection would otherwise be rescanned again and again while it is built.
+projection would otherwise be rescanned again and again while it is built. They are
+``array_like`` for compact snapshots (``tocsin.snapshots``): nothing encodes them for
+people (the API and the CLI answer with their own view types).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tocsin.dedup import OpenAlert
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
 
 
-class Alert(Struct, kw_only=True, gc=False):
+class Alert(Struct, kw_only=True, gc=False, array_like=True):
     """One fingerprint from its first firing event until resolved."""
 
     id: str
@@ -48,7 +50,7 @@ class Alert(Struct, kw_only=True, gc=False):
     ack_comment: str | None = None
 
 
-class Delivery(Struct, kw_only=True, gc=False):
+class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     """One notification's fate."""
 
     notification_id: str
@@ -65,7 +67,7 @@ class Delivery(Struct, kw_only=True, gc=False):
     generation: int = 0  # times re-queued after a dead letter
 
 
-class Silence(Struct, kw_only=True, gc=False):
+class Silence(Struct, kw_only=True, gc=False, array_like=True):
     """Alerts matching ``matchers`` are silenced from ``starts_at`` until ``ends_at``
     (or until deleted)."""
 
@@ -84,13 +86,13 @@ class Silence(Struct, kw_only=True, gc=False):
         return self.starts_at <= at < end
 
 
-class ReceiverStats(Struct, kw_only=True, gc=False):
+class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     failed_attempts: int = 0
     dead: int = 0
 
 
-class HourStats(Struct, kw_only=True, gc=False):
+class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     """What happened in one hour of log time (``ts``): the stats API and the dashboard
     chart sum these over their window."""
 
@@ -100,7 +102,7 @@ class HourStats(Struct, kw_only=True, gc=False):
     by_receiver: dict[str, ReceiverStats] = {}
 
 
-class LastAlert(Struct, kw_only=True, gc=False):
+class LastAlert(Struct, kw_only=True, gc=False, array_like=True):
     alert_id: str
     summary: str
     ts: int
@@ -114,7 +116,7 @@ def hour_of(ts: int) -> int:
     return ts // HOUR_US
 
 
-class Counters(Struct, kw_only=True, gc=False):
+class Counters(Struct, kw_only=True, gc=False, array_like=True):
     received: int = 0
     suppressed: int = 0
     routed: int = 0
@@ -124,7 +126,7 @@ class Counters(Struct, kw_only=True, gc=False):
     dead_lettered: int = 0
 
 
-class State(Struct, kw_only=True, gc=False):
+class State(Struct, kw_only=True, gc=False, array_like=True):
     """Everything tocsin knows, as of ``last_seq``."""
 
     last_seq: int = 0
@@ -161,17 +163,19 @@ def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
         handler(state, seq, event)
 
 
-_state_decoder = msgspec.msgpack.Decoder(State)
-
-
-def encode_state(state: State) -> bytes:
-    """The snapshot form of a projection (MessagePack)."""
-    return msgspec.msgpack.encode(state)
-
-
-def decode_state(blob: bytes) -> State:
-    """A projection from its snapshot form; raises ``msgspec.DecodeError`` if corrupt."""
-    return _state_decoder.decode(blob)
+def fold_stored(state: State, rows: Iterable[tuple[int, int, bytes]]) -> None:
+    """``fold`` for rows as the log stores them, ``(seq, ts, event bytes)``: the loop a
+    start spends its time in, with the decode and the dispatch of ``fold`` inlined
+    (two calls fewer per row is ~8% of a rebuild)."""
+    decode = ev.decoder.decode
+    handlers = _HANDLERS
+    for seq, ts, data in rows:
+        event = decode(data)
+        state.last_seq = seq
+        state.last_ts = ts
+        handler = handlers.get(type(event))
+        if handler is not None:
+            handler(state, seq, event)
 
 
 def rebuild(rows: Iterable[tuple[int, int, ev.Event]]) -> State:
