@@ -175,6 +175,13 @@ class Client:
         )
         return str(found)
 
+    async def refuses_publishing(self, *subjects: str) -> None:
+        """Publish to each subject (with a reply inbox, as a request would) and wait for
+        the server to refuse each one."""
+        for subject in subjects:
+            await self.nc.publish(subject, b"{}", reply=self.nc.new_inbox())
+            await self.refused("publish", subject)
+
     def denials(self) -> list[str]:
         return [e for e in self.errors if "permissions violation" in e.lower()]
 

@@ -235,7 +235,7 @@ async def publish(url: str, subject: str, body: Any, headers: dict[str, str] | N
         await nc.close()
 
 
-def webhook_config(url: str, **retry: Any) -> str:
+def webhook_config(url: str, timeout: str = "2s", **retry: Any) -> str:
     """A config routing everything to one webhook receiver ``hook`` with a secret."""
     max_attempts = retry.get("max_attempts", 3)
     backoff = retry.get("backoff", ["100ms", "200ms"])
@@ -252,7 +252,7 @@ receivers = ["hook"]
 channel = "webhook"
 url = "{url}"
 secret = "s3cret"
-timeout = "2s"
+timeout = "{timeout}"
 """
 
 

@@ -30,7 +30,15 @@ import msgspec
 import nats
 import pytest
 
-from tests.support import Serve, Tocsin, free_port, log_count, publish, wait_until
+from tests.support import (
+    Serve,
+    Tocsin,
+    free_port,
+    log_count,
+    publish,
+    wait_until,
+    webhook_config,
+)
 from tocsin import broker
 from tocsin.log import db_path
 
@@ -188,20 +196,12 @@ async def test_a_flapping_receiver_gets_everything_once_with_the_configured_back
     plan, order = flapping_plan()
     receiver = await RawReceiver(plan).start()
     receivers.append(receiver)
-    toml = f"""
-[retry]
-max_attempts = 6
-backoff = {msgspec.json.encode([f"{int(b * 1000)}ms" for b in BACKOFF]).decode()}
-
-[[route]]
-match = {{}}
-receivers = ["flappy"]
-
-[receivers.flappy]
-channel = "webhook"
-url = "{receiver.url}"
-timeout = "{TIMEOUT}s"
-"""
+    toml = webhook_config(
+        receiver.url,
+        timeout=f"{TIMEOUT}s",
+        max_attempts=6,
+        backoff=[f"{int(b * 1000)}ms" for b in BACKOFF],
+    )
     service = await Tocsin(data_dir, nats_url, toml).start()
     try:
         for i in range(NOTIFICATIONS):

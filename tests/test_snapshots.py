@@ -58,6 +58,15 @@ async def feed(ledger: Ledger, count: int, start: int = 0) -> None:
                 batch.add(fact, in_seq=i + 1)
 
 
+async def logged_with_snapshots(tmp_path: Path) -> tuple[Path, State]:
+    """A log of 30 events with a snapshot taken every 20, and its final state."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=20)
+    await feed(ledger, 30)
+    await ledger.close()
+    return path, ledger.state
+
+
 def snapshot_seqs(path: Path) -> list[int]:
     with sqlite3.connect(path) as conn:
         return [row[0] for row in conn.execute("SELECT seq FROM snapshots ORDER BY seq")]
@@ -85,10 +94,7 @@ async def test_snapshots_are_taken_and_start_uses_the_newest_plus_the_tail(tmp_p
 async def test_verify_checks_every_snapshot_against_the_full_fold(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = db_path(tmp_path)
-    ledger = await Ledger.open(path, snapshot_every=20)
-    await feed(ledger, 30)
-    await ledger.close()
+    path, _ = await logged_with_snapshots(tmp_path)
     taken = snapshot_seqs(path)
     assert main(["verify", "--data-dir", str(tmp_path)]) == 0
     assert f"checked against {len(taken)} snapshot(s)" in capsys.readouterr().out
@@ -105,11 +111,7 @@ async def test_verify_checks_every_snapshot_against_the_full_fold(
 
 
 async def test_an_unreadable_snapshot_is_skipped_at_start(tmp_path: Path) -> None:
-    path = db_path(tmp_path)
-    ledger = await Ledger.open(path, snapshot_every=20)
-    await feed(ledger, 30)
-    live = ledger.state
-    await ledger.close()
+    path, live = await logged_with_snapshots(tmp_path)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE snapshots SET state = x'00ff'")
     reopened = await Ledger.open(path, snapshot_every=0)
@@ -120,10 +122,7 @@ async def test_an_unreadable_snapshot_is_skipped_at_start(tmp_path: Path) -> Non
 
 async def test_a_snapshot_of_another_log_is_never_used(tmp_path: Path) -> None:
     """The anchor (the hash of the row it covers) ties a snapshot to its log."""
-    path = db_path(tmp_path)
-    ledger = await Ledger.open(path, snapshot_every=20)
-    await feed(ledger, 30)
-    await ledger.close()
+    path, _ = await logged_with_snapshots(tmp_path)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE snapshots SET anchor = zeroblob(32)")
     reopened = await Ledger.open(path, snapshot_every=0)
@@ -181,11 +180,7 @@ async def test_a_named_snapshot_from_another_version_fills_defaults_and_drops_ex
 async def test_a_compact_snapshot_of_another_layout_is_not_used_and_not_a_fault(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = db_path(tmp_path)
-    ledger = await Ledger.open(path, snapshot_every=20)
-    await feed(ledger, 30)
-    live = ledger.state
-    await ledger.close()
+    path, live = await logged_with_snapshots(tmp_path)
     other_layout = LAYOUT[:4] + bytes(8)
     with sqlite3.connect(path) as conn:
         blob = conn.execute("SELECT state FROM snapshots").fetchone()[0]
