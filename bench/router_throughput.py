@@ -129,11 +129,41 @@ async def until(predicate: object, timeout: float, what: str, proc: Proc) -> Non
         await asyncio.sleep(0.05)
 
 
+def start_profile(proc: Proc, out: str) -> subprocess.Popen[bytes]:
+    """py-spy on the router process (needs ptrace rights), with its native threads."""
+    assert proc.process is not None
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(proc.process.pid),
+            "--rate",
+            "250",
+            "--threads",
+            "--format",
+            "raw",
+            "--output",
+            out,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--fingerprints", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument(
+        "--router-only", action="store_true", help="run A only (the router's own rate)"
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="py-spy record the router during A (speedscope json)"
+    )
     args = parser.parse_args()
     n = args.events
     fingerprints = args.fingerprints or n
@@ -165,11 +195,28 @@ async def main() -> None:
             common = ("--data-dir", str(data), "--nats-url", server.url, "--config", str(config))
             db = data / "tocsin.db"
             async with Proc("router", *common) as router:
+                await until(lambda: count(db, "alert.received") > 0, args.timeout, "A", router)
+                cpu_at_first, first = router.cpu_seconds(), count(db, "alert.received")
+                spy = start_profile(router, args.profile) if args.profile else None
                 await until(lambda: count(db, "alert.received") == n, args.timeout, "A", router)
                 result["A_router_events_per_second"] = round(n / span_seconds(db, "alert.received"))
                 result["A_router_commits"] = query(
                     db, "SELECT COUNT(DISTINCT ts) FROM events WHERE kind = 'alert.received'"
                 )[0]
+                result["A_router_cpu_us_per_event"] = round(
+                    (router.cpu_seconds() - cpu_at_first) * 1e6 / max(n - first, 1), 1
+                )
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    await asyncio.to_thread(spy.wait)
+                if args.router_only:
+                    print(json.dumps(result, indent=2))
+                    print(
+                        f"\nA router alone: {result['A_router_events_per_second']:,} events/s"
+                        f" committed + routed, {result['A_router_cpu_us_per_event']} us CPU"
+                        f" per event after the first commit\ncommand: {command}"
+                    )
+                    return
                 async with Proc("deliver", *common) as deliver:
                     await until(
                         lambda: len(sink.requests) >= notifications, args.timeout, "B", deliver
