@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,8 +43,20 @@ BATCH = 1000
 ROUTE_SPAN = "route"
 
 
+_ID_BYTES = 10
+_random_pool = b""
+_random_at = 0
+
+
 def new_id() -> str:
-    return secrets.token_hex(10)
+    """20 hex digits from the OS's CSPRNG, as ``secrets.token_hex(10)``, but drawn from
+    a pool refilled 10 KiB at a time: one ``getrandom`` call per thousand ids instead
+    of one per id (two ids per new alert, on the router's hot path)."""
+    global _random_pool, _random_at
+    if _random_at >= len(_random_pool):
+        _random_pool, _random_at = os.urandom(_ID_BYTES * 1024), 0
+    _random_at += _ID_BYTES
+    return _random_pool[_random_at - _ID_BYTES : _random_at].hex()
 
 
 @dataclass
