@@ -18,11 +18,10 @@ import hashlib
 import os
 import sqlite3
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 import aiosqlite
 
@@ -61,8 +60,6 @@ NO_DELETE_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
 """
-
-T = TypeVar("T")
 
 GENESIS = b"\x00" * 32
 _PACK = struct.Struct(">qq")
@@ -103,25 +100,24 @@ def db_path(data_dir: Path) -> Path:
 
 
 class EventLog:
-    """The single writer of one log, on a thread of its own.
+    """The single writer of one log, through aiosqlite's thread.
 
-    Every call is one job on that thread, run in the order called; a whole ``append``
-    (BEGIN, the inserts, COMMIT) is one job, so nothing else on the connection (a
-    lookup of redelivered seqs, a pragma) can run inside a transaction and see rows
-    that may still be rolled back. Not safe for concurrent ``append`` calls: the ledger
+    A transaction (BEGIN, the inserts, COMMIT) is several jobs on that thread; the
+    ``_transaction`` lock keeps every other use of the connection (a lookup of
+    redelivered seqs, a pragma) out from between them, where it would see rows that
+    may still be rolled back. Not safe for concurrent ``append`` calls: the ledger
     orders them (see ``ledger.Ledger``)."""
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
-        thread: ThreadPoolExecutor,
+        conn: aiosqlite.Connection,
         last_seq: int,
         last_hash: bytes,
         max_in_seq: int,
         max_out_seq: int,
     ) -> None:
         self._conn = conn
-        self._thread = thread
+        self._transaction = asyncio.Lock()
         self.last_seq = last_seq
         self._last_hash = last_hash
         self.max_in_seq = max_in_seq
@@ -132,36 +128,24 @@ class EventLog:
         """Open (creating if needed) the log; a write waits up to ``busy_timeout_ms`` for
         a lock held by another process before it fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-log")
-
-        def connect() -> tuple[sqlite3.Connection, tuple[int, bytes], tuple[int, int]]:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-                conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
-                last = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                row = last.fetchone()
-                maxima = conn.execute(
-                    "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
-                ).fetchone()
-            except BaseException:
-                conn.close()
-                raise
-            position = (row[0], bytes(row[1])) if row else (0, GENESIS)
-            return conn, position, (int(maxima[0]), int(maxima[1]))
-
-        try:
-            conn, (last_seq, last_hash), (max_in, max_out) = await _on(thread, connect)
-        except BaseException:
-            thread.shutdown(wait=False)
-            raise
-        return cls(conn, thread, last_seq, last_hash, max_in, max_out)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        await conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
+        async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cursor:
+            last = await cursor.fetchone()
+        async with conn.execute(
+            "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
+        ) as cursor:
+            maxima = await cursor.fetchone()
+        assert maxima is not None
+        last_seq, last_hash = (last[0], bytes(last[1])) if last else (0, GENESIS)
+        return cls(conn, last_seq, last_hash, int(maxima[0]), int(maxima[1]))
 
     async def close(self) -> None:
-        await _on(self._thread, self._conn.close)
-        self._thread.shutdown(wait=True)
+        async with self._transaction:
+            await self._conn.close()
 
     @property
     def last_hash(self) -> bytes:
@@ -173,18 +157,17 @@ class EventLog:
         cap); returns the current page count. A storage quota, and how the tests make
         the disk "full"."""
         limit = pages if pages is not None else 4294967294
-
-        def apply() -> int:
-            self._conn.execute(f"PRAGMA max_page_count={int(limit)}")
-            row = self._conn.execute("PRAGMA page_count").fetchone()
-            return int(row[0]) if row else 0
-
-        return await _on(self._thread, apply)
+        async with self._transaction:
+            await self._conn.execute(f"PRAGMA max_page_count={int(limit)}")
+            async with self._conn.execute("PRAGMA page_count") as cursor:
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def set_query_only(self, on: bool) -> None:
         """Make the writer's connection refuse writes as a read-only file does
         (SQLITE_READONLY); how the tests make the file system read-only."""
-        await _on(self._thread, self._conn.execute, f"PRAGMA query_only = {int(on)}")
+        async with self._transaction:
+            await self._conn.execute(f"PRAGMA query_only = {int(on)}")
 
     async def append(self, facts: Sequence[Fact], ts: int) -> list[int]:
         """Commit ``facts`` in one transaction; returns their seqs. On failure nothing is
@@ -193,22 +176,16 @@ class EventLog:
         (the position moves with it)."""
         if not facts:
             return []
-        encode = ev.encode
-        prepared = [
-            (ev.kind_of(fact.event), encode(fact.event), fact, *_ids(fact.event)) for fact in facts
-        ]
-        return await _on(self._thread, self._write, prepared, ts)
-
-    def _write(
-        self, prepared: list[tuple[str, bytes, Fact, str | None, str | None]], ts: int
-    ) -> list[int]:
-        """The transaction, on the writer's thread."""
         rows = []
         seq, previous = self.last_seq, self._last_hash
         max_in, max_out = self.max_in_seq, self.max_out_seq
-        for kind, data, fact, fingerprint, alert_id in prepared:
+        encode, kind_of = ev.encode, ev.kind_of
+        for fact in facts:
             seq += 1
+            kind = kind_of(fact.event)
+            data = encode(fact.event)
             previous = chain_hash(previous, seq, ts, kind, data)
+            fingerprint, alert_id = _ids(fact.event)
             rows.append(
                 (seq, ts, kind, data, fact.in_seq, fact.out_seq, fingerprint, alert_id, previous)
             )
@@ -216,46 +193,55 @@ class EventLog:
                 max_in = fact.in_seq
             if fact.out_seq is not None and fact.out_seq > max_out:
                 max_out = fact.out_seq
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                start = 0
-                for size in _insert_sizes(len(rows)):
-                    chunk = rows[start : start + size]
-                    conn.execute(_insert_sql(size), [value for row in chunk for value in row])
-                    start += size
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite already rolled back on some errors (SQLITE_FULL among them).
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as error:
-            raise LogWriteError(f"event log write failed: {error}") from error
+        await asyncio.shield(asyncio.ensure_future(self._write(rows)))
         self.last_seq, self._last_hash = seq, previous
         self.max_in_seq, self.max_out_seq = max_in, max_out
         return [row[0] for row in rows]
 
+    async def _write(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """The transaction: a few multi-row INSERTs between BEGIN and COMMIT."""
+        conn = self._conn
+        async with self._transaction:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    start = 0
+                    for size in _insert_sizes(len(rows)):
+                        chunk = rows[start : start + size]
+                        await conn.execute(
+                            _insert_sql(size), [value for row in chunk for value in row]
+                        )
+                        start += size
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite already rolled back on some errors (SQLITE_FULL among them).
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as error:
+                raise LogWriteError(f"event log write failed: {error}") from error
+
     async def facts_of_inbound(self, in_seqs: Iterable[int]) -> dict[int, list[Row]]:
         """Logged facts of the given inbound stream seqs (those already committed)."""
-        return await _on(self._thread, self._by_column, "in_seq", sorted(set(in_seqs)))
+        return await self._by_column("in_seq", in_seqs)
 
     async def facts_of_outcomes(self, out_seqs: Iterable[int]) -> dict[int, list[Row]]:
-        return await _on(self._thread, self._by_column, "out_seq", sorted(set(out_seqs)))
+        return await self._by_column("out_seq", out_seqs)
 
-    def _by_column(self, column: str, wanted: list[int]) -> dict[int, list[Row]]:
+    async def _by_column(self, column: str, values: Iterable[int]) -> dict[int, list[Row]]:
+        wanted = sorted(set(values))
         found: dict[int, list[Row]] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            cursor = self._conn.execute(
-                f"SELECT {column}, seq, ts, kind, data FROM events WHERE {column} IN ({marks})"
-                " ORDER BY seq",
-                chunk,
-            )
-            for key, seq, ts, kind, data in cursor:
-                found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
+        async with self._transaction:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                async with self._conn.execute(
+                    f"SELECT {column}, seq, ts, kind, data FROM events WHERE {column} IN ({marks})"
+                    " ORDER BY seq",
+                    chunk,
+                ) as cursor:
+                    async for key, seq, ts, kind, data in cursor:
+                        found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
         return found
 
 
@@ -288,12 +274,6 @@ def _insert_sql(rows: int) -> str:
         "INSERT INTO events (seq, ts, kind, data, in_seq, out_seq, fingerprint, alert_id, hash)"
         " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
-
-
-async def _on(thread: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
-    """Run ``fn(*args)`` on the writer's thread. Shielded: a job, once queued, runs to
-    its end (a transaction is never cut in half by a cancelled caller)."""
-    return await asyncio.shield(asyncio.wrap_future(thread.submit(fn, *args)))
 
 
 @dataclass(frozen=True, slots=True)
