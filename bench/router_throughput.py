@@ -81,6 +81,15 @@ def count(db: Path, kind: str) -> int:
     return int(query(db, f"SELECT COUNT(*) FROM events WHERE kind = '{kind}'")[0])
 
 
+def received_all(db: Path, n: int) -> bool:
+    """Whether all ``n`` preloaded events are logged: polled cheaply (the indexed
+    highest inbound seq) so that the bench takes little CPU from the router while it
+    works, then checked by count."""
+    return int(query(db, "SELECT COALESCE(MAX(in_seq), 0) FROM events")[0]) >= n and (
+        count(db, "alert.received") == n
+    )
+
+
 def span_seconds(db: Path, kind: str) -> float:
     first, last = query(db, f"SELECT MIN(ts), MAX(ts) FROM events WHERE kind = '{kind}'")
     return max((last - first) / 1e6, 1e-6)
@@ -129,11 +138,44 @@ async def until(predicate: object, timeout: float, what: str, proc: Proc) -> Non
         await asyncio.sleep(0.05)
 
 
+def start_profile(proc: Proc, out: str) -> subprocess.Popen[bytes]:
+    """py-spy on the router process (needs ptrace rights), with its native threads."""
+    assert proc.process is not None
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(proc.process.pid),
+            "--rate",
+            "250",
+            "--threads",
+            "--format",
+            "raw",
+            "--output",
+            out,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--fingerprints", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument(
+        "--router-only", action="store_true", help="run A only (the router's own rate)"
+    )
+    parser.add_argument(
+        "--serve-only", action="store_true", help="run C only (`tocsin serve` end to end)"
+    )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="py-spy record the router during A (speedscope json)"
+    )
     args = parser.parse_args()
     n = args.events
     fingerprints = args.fingerprints or n
@@ -158,33 +200,62 @@ async def main() -> None:
             f'[receivers.hook]\nchannel = "webhook"\nurl = "{sink.url}"\n'
         )
         try:
-            # A + B: the parts apart.
-            data = Path(tmp) / "apart"
-            seconds = await preload(server.url, n, fingerprints)
-            result["publish_per_second"] = round(n / seconds)
-            common = ("--data-dir", str(data), "--nats-url", server.url, "--config", str(config))
-            db = data / "tocsin.db"
-            async with Proc("router", *common) as router:
-                await until(lambda: count(db, "alert.received") == n, args.timeout, "A", router)
-                result["A_router_events_per_second"] = round(n / span_seconds(db, "alert.received"))
-                result["A_router_commits"] = query(
-                    db, "SELECT COUNT(DISTINCT ts) FROM events WHERE kind = 'alert.received'"
-                )[0]
-                async with Proc("deliver", *common) as deliver:
-                    await until(
-                        lambda: len(sink.requests) >= notifications, args.timeout, "B", deliver
-                    )
-                    span = sink.requests[-1].at - sink.requests[0].at
-                    result["B_delivery_per_second"] = round(len(sink.requests) / max(span, 1e-6))
-                    result["B_deliver_cpu_ms_per_notification"] = round(
-                        deliver.cpu_seconds() * 1000 / len(sink.requests), 3
-                    )
-                await until(
-                    lambda: count(db, "delivery.succeeded") == notifications,
-                    args.timeout,
-                    "B outcomes",
-                    router,
+            if not args.serve_only:
+                # A + B: the parts apart.
+                data = Path(tmp) / "apart"
+                seconds = await preload(server.url, n, fingerprints)
+                result["publish_per_second"] = round(n / seconds)
+                common = (
+                    "--data-dir",
+                    str(data),
+                    "--nats-url",
+                    server.url,
+                    "--config",
+                    str(config),
                 )
+                db = data / "tocsin.db"
+                async with Proc("router", *common) as router:
+                    await until(lambda: count(db, "alert.received") > 0, args.timeout, "A", router)
+                    cpu_at_first, first = router.cpu_seconds(), count(db, "alert.received")
+                    spy = start_profile(router, args.profile) if args.profile else None
+                    await until(lambda: received_all(db, n), args.timeout, "A", router)
+                    result["A_router_events_per_second"] = round(
+                        n / span_seconds(db, "alert.received")
+                    )
+                    result["A_router_commits"] = query(
+                        db, "SELECT COUNT(DISTINCT ts) FROM events WHERE kind = 'alert.received'"
+                    )[0]
+                    result["A_router_cpu_us_per_event"] = round(
+                        (router.cpu_seconds() - cpu_at_first) * 1e6 / max(n - first, 1), 1
+                    )
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        await asyncio.to_thread(spy.wait)
+                    if args.router_only:
+                        print(json.dumps(result, indent=2))
+                        print(
+                            f"\nA router alone: {result['A_router_events_per_second']:,} events/s"
+                            f" committed + routed, {result['A_router_cpu_us_per_event']} us CPU"
+                            f" per event after the first commit\ncommand: {command}"
+                        )
+                        return
+                    async with Proc("deliver", *common) as deliver:
+                        await until(
+                            lambda: len(sink.requests) >= notifications, args.timeout, "B", deliver
+                        )
+                        span = sink.requests[-1].at - sink.requests[0].at
+                        result["B_delivery_per_second"] = round(
+                            len(sink.requests) / max(span, 1e-6)
+                        )
+                        result["B_deliver_cpu_ms_per_notification"] = round(
+                            deliver.cpu_seconds() * 1000 / len(sink.requests), 3
+                        )
+                    await until(
+                        lambda: count(db, "delivery.succeeded") == notifications,
+                        args.timeout,
+                        "B outcomes",
+                        router,
+                    )
             # C: one process, as `make run` runs it.
             sink.requests.clear()
             data = Path(tmp) / "together"
@@ -205,6 +276,15 @@ async def main() -> None:
                 result["C_notifications"] = len(sink.requests)
                 result["C_serve_cpu_seconds"] = serve.cpu_seconds()
                 result["C_serve_rss_mib"] = serve.rss_mib()
+                if args.serve_only:
+                    print(json.dumps(result, indent=2))
+                    print(
+                        f"\nC serve end to end: {result['C_serve_events_per_second']:,} events/s;"
+                        f" last of {result['C_notifications']} notifications"
+                        f" {result['C_last_notification_after_first_commit_s']}s after the first"
+                        f" commit; {result['C_serve_cpu_seconds']} s CPU\ncommand: {command}"
+                    )
+                    return
         finally:
             await sink.stop()
             server.stop()

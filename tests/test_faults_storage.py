@@ -188,10 +188,10 @@ async def test_full_then_read_only_log_holds_everything_back_and_loses_nothing(
         # after an error, a volume's permissions changed) with SQLITE_READONLY; the
         # query_only pragma makes the writer's own connection answer exactly that.
         async def read_only() -> None:
-            await log._conn.execute("PRAGMA query_only = 1")
+            await log.set_query_only(True)
 
         async def writable() -> None:
-            await log._conn.execute("PRAGMA query_only = 0")
+            await log.set_query_only(False)
 
         readonly = await trouble(
             service, js, stream, sink, 2 * PHASE, read_only, writable, "readonly", may_fit=False

@@ -6,6 +6,7 @@ test can hand it the same inbound messages twice or lock the database under it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,6 +128,50 @@ def _no_unacked(rig: Rig) -> Any:
         return await rig.unacked() == 0
 
     return check
+
+
+async def test_a_failed_commit_under_the_pipelined_router_loses_nothing_and_keeps_order(
+    rig: Rig,
+) -> None:
+    """Invariants 2-4 with pipelined commits: while the log is locked, every batch
+    fails (those decided on top of a failed one included) and nothing is acked; once it
+    accepts writes, every message is logged once, in the order published."""
+    count = 1500  # more than one router batch
+    await asyncio.gather(
+        *(
+            rig.js.publish("alerts.in.svc", alert(summary=f"n {i}", labels={"i": str(i % 7)}))
+            for i in range(count)
+        )
+    )
+    blocker = sqlite3.connect(rig.ledger.path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    stop = asyncio.Event()
+    running = asyncio.create_task(rig.router.run(stop))
+    try:
+        await wait_until(lambda: rig.ledger.problem is not None, 10, "a failed commit")
+        assert await rig.work_items() == 0
+        assert rig.ledger.log.last_seq == 0
+    finally:
+        blocker.rollback()
+        blocker.close()
+    try:
+        await wait_until(lambda: rig.ledger.state.counters.received == count, 30, "all logged")
+        await wait_until(_no_unacked(rig), 30, "every inbound message acked")
+    finally:
+        stop.set()
+        await running
+    with sqlite3.connect(rig.ledger.path) as conn:
+        summaries = [
+            row[0]
+            for row in conn.execute(
+                "SELECT json_extract(CAST(data AS TEXT), '$.summary') FROM events"
+                " WHERE kind = 'alert.received' ORDER BY seq"
+            )
+        ]
+    assert summaries == [f"n {i}" for i in range(count)]
+    assert rig.ledger.problem is None
+    assert await rig.work_items() == 7
+    assert rig.ledger.state == load_state(rig.ledger.path)
 
 
 async def test_the_log_refuses_update_and_delete(tmp_path: Path) -> None:

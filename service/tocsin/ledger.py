@@ -128,13 +128,21 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
 
 
 class Batch:
-    """Facts being added under the ledger's lock; committed when the block exits."""
+    """Facts being added under the ledger's lock; committed after the block exits."""
 
-    def __init__(self, state: State, first_seq: int, ts: int) -> None:
+    def __init__(self, state: State, first_seq: int, ts: int, epoch: int = 0) -> None:
         self.facts: list[Fact] = []
         self.ts = ts
+        self.first_seq = first_seq
+        self.epoch = epoch
+        self.commit: asyncio.Task[None] | None = None  # set when queued for commit
         self._state = state
         self._next_seq = first_seq
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the fact after this batch's last will have."""
+        return self._next_seq
 
     def add(self, event: ev.Event, *, in_seq: int | None = None, out_seq: int | None = None) -> int:
         """Add a fact and fold it; returns the seq it will have once committed."""
@@ -146,6 +154,13 @@ class Batch:
 
 
 class Ledger:
+    """The log and its projection, moved together. Batches are *decided* one at a time
+    under a lock (folded into the live state as their facts are added) and *committed*
+    strictly in the order decided, so the next batch can be decided while the last one
+    commits (pipelined). A batch decided on top of one whose commit fails is invalid
+    too: every batch of that *epoch* fails without touching the log, and the state is
+    rebuilt from what the log holds before anything new is decided."""
+
     def __init__(
         self, path: Path, event_log: EventLog, state: State, snapshot_every: int = 50_000
     ) -> None:
@@ -158,6 +173,11 @@ class Ledger:
         self.rebuild_seconds = 0.0
         self.listeners: list[Callable[[list[ev.Event], State], None]] = []
         self._lock = asyncio.Lock()
+        self._next_seq = event_log.last_seq + 1  # of the next fact decided
+        self._epoch = 0  # ends (and the next begins) when the state is rebuilt
+        self._dead_epoch = -1  # an epoch one of whose commits failed
+        self._tail: asyncio.Task[None] | None = None  # the last batch queued for commit
+        self._snapshot_due = False
 
     @classmethod
     async def open(
@@ -182,6 +202,7 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
+        await self.settled()
         await self.log.close()
 
     def size_bytes(self) -> int:
@@ -200,35 +221,104 @@ class Ledger:
         Raises ``LogWriteError`` when the commit fails; the state is then rebuilt from
         the log, and ``problem`` says why until a later commit succeeds.
         """
+        async with self.deciding() as batch:
+            yield batch
+        await self.committed(batch)
+        if self._snapshot_due:
+            async with self._lock:
+                if self._snapshot_due:
+                    await self._snapshot()
+
+    @asynccontextmanager
+    async def deciding(self) -> AsyncIterator[Batch]:
+        """Add facts inside the block, under the ledger's lock; when it exits, the batch
+        is queued to commit after every batch decided before it and the lock is let go,
+        so the next batch can be decided meanwhile. Nothing the facts justify may leave
+        before ``committed(batch)`` returns. An exception in the block undoes its facts
+        (the state is rebuilt once the batches before it are committed)."""
         async with self._lock:
-            batch = Batch(self.state, self.log.last_seq + 1, now_us())
+            if self._snapshot_due:
+                await self._snapshot()
+            batch = Batch(self.state, self._next_seq, now_us(), self._epoch)
             try:
                 yield batch
             except BaseException:
                 if batch.facts:  # a block that added nothing left the state untouched
                     await self._restore()
                 raise
-            try:
-                await self.log.append(batch.facts, batch.ts)
-            except LogWriteError as error:
-                if self.problem != str(error):
-                    log.error("%s; not acknowledging until the log accepts writes again", error)
-                self.problem = str(error)
-                await self._restore()
-                raise
-            if self.problem is not None:
-                log.info("event log writable again; resuming")
-                self.problem = None
-            committed = [fact.event for fact in batch.facts]
-            for listener in self.listeners:
-                listener(committed, self.state)
-            if self.snapshot_every and self.log.last_seq - self.snapshot_seq >= self.snapshot_every:
-                await self._snapshot()
+            if batch.facts:
+                self._next_seq = batch.next_seq
+                self._tail = batch.commit = asyncio.create_task(self._commit(batch, self._tail))
+
+    async def committed(self, batch: Batch) -> None:
+        """Wait until ``batch`` is on disk. ``LogWriteError`` when it is not: then no
+        batch decided on top of it is either, and the state has been rebuilt from the
+        log by the time this raises."""
+        if batch.commit is None:
+            return
+        try:
+            await asyncio.shield(batch.commit)
+        except LogWriteError:
+            async with self._lock:
+                if batch.epoch == self._epoch:  # the first to get here rebuilds
+                    await self._restore()
+            raise
+
+    def doomed(self, batch: Batch) -> bool:
+        """Whether ``batch`` failed to commit, or will: a batch before it in its epoch
+        failed."""
+        task = batch.commit
+        if task is None:
+            return False
+        if task.done():
+            return task.cancelled() or task.exception() is not None
+        return batch.epoch == self._dead_epoch
+
+    async def settled(self) -> None:
+        """Wait until every batch decided so far is committed (or has failed)."""
+        if self._tail is not None:
+            await asyncio.wait([self._tail])
+
+    async def _commit(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
+        """Commit ``batch`` once ``previous`` (the batch decided before it) is done."""
+        if previous is not None:
+            await asyncio.wait([previous])  # its failure is told to its own waiter
+        if batch.epoch == self._dead_epoch:
+            raise LogWriteError(f"not committed: an earlier batch failed ({self.problem})")
+        try:
+            if batch.first_seq != self.log.last_seq + 1:
+                raise LogWriteError(
+                    f"batch of seq {batch.first_seq} decided after the log's"
+                    f" {self.log.last_seq} + 1; not committed"
+                )
+            await self.log.append(batch.facts, batch.ts)
+        except LogWriteError as error:
+            self._dead_epoch = batch.epoch
+            if self.problem != str(error):
+                log.error("%s; not acknowledging until the log accepts writes again", error)
+            self.problem = str(error)
+            raise
+        except BaseException:
+            self._dead_epoch = batch.epoch
+            raise
+        if self.problem is not None:
+            log.info("event log writable again; resuming")
+            self.problem = None
+        committed = [fact.event for fact in batch.facts]
+        for listener in self.listeners:
+            listener(committed, self.state)
+        if self.snapshot_every and self.log.last_seq - self.snapshot_seq >= self.snapshot_every:
+            self._snapshot_due = True
 
     async def _snapshot(self) -> None:
-        """Snapshot the projection (called holding the lock, so it cannot change while
-        it is encoded off the event loop). A failure costs only start-up time."""
+        """Snapshot the projection (called holding the lock, once every decided batch
+        is committed, so the state is the log's and cannot change while it is encoded
+        off the event loop). A failure costs only start-up time."""
+        await self.settled()
+        self._snapshot_due = False
         snapshot_at = self.log.last_seq
+        if self.state.last_seq != snapshot_at:
+            return  # a failed commit: the state is rebuilt first; a later commit retries
         try:
             encoded = await asyncio.to_thread(encode_state, self.state)
             snapshot = Snapshot(snapshot_at, now_us(), self.log.last_hash, encoded)
@@ -240,4 +330,9 @@ class Ledger:
         log.info("snapshot at seq %d (%d bytes)", snapshot_at, len(encoded))
 
     async def _restore(self) -> None:
+        """(Holding the lock.) Let every queued commit end, rebuild the state from the
+        log, and begin a new epoch."""
+        await self.settled()
         self.state, _ = await asyncio.to_thread(load_state_fast, self.path)
+        self._next_seq = self.log.last_seq + 1
+        self._epoch += 1

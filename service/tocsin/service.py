@@ -228,10 +228,18 @@ async def run(options: Options) -> int:
             )
             readiness.checks.append(lambda: ledger.problem if ledger else None)
             ledger.listeners.append(metrics.count_committed)
-            ledger.listeners.append(api.live.committed)
+            live_feed = api.live
+
+            def tell_live_feed(facts: list[ev.Event], state: State) -> None:
+                live_feed.committed(facts, state)
+                # The projection may already hold the next batch, still committing; the
+                # feed promises only what a reader of the file can see.
+                live_feed.last_seq = live_ledger.log.last_seq
+
+            ledger.listeners.append(tell_live_feed)
+            live_ledger = ledger
             api.live.last_seq = ledger.log.last_seq
             reader = api.reader = await LogReader.open(db_path(options.data_dir))
-            live_ledger = ledger
             api.state = lambda: live_ledger.state
             metrics.observe(
                 "tocsin_log_last_seq",

@@ -6,6 +6,7 @@ compare, exact to store, and formatted only at the edges.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,15 @@ def now_us() -> int:
 def format_us(us: int) -> str:
     """``2026-11-23T12:00:00.123456Z``: the one output format for instants."""
     seconds, micros = divmod(us, _US)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    return f"{_second(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    """The whole-second part; cached, since the instants formatted together (a batch
+    of work items, their first and last seen) share few seconds and ``strftime`` is
+    most of the cost (~3 us)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 _RFC3339 = re.compile(
