@@ -91,10 +91,12 @@ class JsonPoster:
         )
         try:
             response = await self._transport.handle_async_request(request)
-            await response.aread()
+            excerpt = ""
+            if not response.is_success:  # a success's body is never decoded
+                await response.aread()
+                excerpt = response.text[:200]
         except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError) as error:
             return retryable(describe(error))
-        excerpt = "" if response.is_success else response.text[:200]
         return classify_http(response.status_code, response.headers, excerpt)
 
     async def close(self) -> None:
@@ -159,7 +161,7 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         return httpx.Response(
             answer.status,
             headers=answer.raw_headers,
-            content=body,  # read at once: no async stream to drain
+            stream=httpx.ByteStream(body),  # decoded only if read (not on a success)
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
