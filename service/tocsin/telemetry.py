@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -77,6 +77,9 @@ class Metrics:
         self._provider = MeterProvider(
             metric_readers=[reader],
             resource=Resource.create({"service.name": "tocsin", "service.version": __version__}),
+            # The Prometheus text format carries no exemplars, and sampling one (every
+            # send runs in a sampled trace) made each histogram record ~17 us, not ~11.
+            exemplar_filter=AlwaysOffExemplarFilter(),
         )
         self._meter = meter = self._provider.get_meter("tocsin", __version__)
         self.http_refused = meter.create_counter(
