@@ -82,6 +82,44 @@ class Gate:
                 turn.set_result(None)
 
 
+class OutcomeBatches:
+    """Outcomes stored in batches: those handed in during one turn of the event loop
+    (sends finishing together) go to JetStream in one ``Publisher.publish``, whose
+    PubAcks come back on one inbox. No outcome waits for another: a batch leaves on the
+    loop's next turn, whatever its size (at most ``limit``)."""
+
+    def __init__(self, publisher: broker.Publisher, limit: int = 256) -> None:
+        self._publisher = publisher
+        self._limit = limit
+        self._open: list[tuple[broker.Outbound, asyncio.Future[bool]]] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    async def store(self, outcome: broker.Outbound) -> bool:
+        """``True`` once JetStream stored ``outcome`` (PubAck); ``False`` if it did not."""
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[bool] = loop.create_future()
+        if self._open is None or len(self._open) >= self._limit:
+            self._open = []
+            task = loop.create_task(self._publish(self._open))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+        self._open.append((outcome, stored))
+        return await stored
+
+    async def _publish(self, batch: list[tuple[broker.Outbound, asyncio.Future[bool]]]) -> None:
+        if self._open is batch:
+            self._open = None  # what is handed in from now on makes the next batch
+        results: list[bool] = []
+        try:
+            results = await self._publisher.publish([outcome for outcome, _ in batch])
+        except Exception as error:  # e.g. the connection closed: none stored
+            log.warning("%d outcome(s) not published: %s", len(batch), error)
+        finally:  # what has no answer (cancelled, failed) counts as not stored
+            for index, (_, stored) in enumerate(batch):
+                if not stored.done():
+                    stored.set_result(index < len(results) and results[index])
+
+
 class ReceiverWorker:
     """Sends one receiver's notifications, ``concurrency`` at a time."""
 
@@ -100,7 +138,7 @@ class ReceiverWorker:
         secrets: Secrets | None = None,
     ) -> None:
         self._nc = nc
-        self._publisher = publisher
+        self._outcomes = OutcomeBatches(publisher)
         self.receiver = receiver
         self._channel = channel
         self._max_attempts = retry.max_attempts
@@ -338,7 +376,7 @@ class ReceiverWorker:
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         delay = 0.1
         while True:
-            if (await self._publisher.publish([outcome]))[0]:
+            if await self._outcomes.store(outcome):
                 return True
             if loop.time() > deadline:
                 return False
