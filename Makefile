@@ -34,10 +34,13 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The parts apart (router alone, delivery alone) and every command on a 1M-event log.
-bench-parts: $(STAMP)
+# The parts apart (router alone, delivery alone), every command on a 1M-event log, and
+# what the router's and delivery's parts cost alone (their ceiling in Python here).
+bench-parts: $(BENCH_STAMP)
 	$(BIN)/python bench/router_throughput.py
 	$(BIN)/python bench/log_scale.py
+	$(BIN)/python bench/ceiling_router.py
+	$(BIN)/python bench/ceiling_delivery.py
 
 clean:
 	rm -rf $(VENV) tocsin-data .pytest_cache .mypy_cache .ruff_cache
