@@ -1,0 +1,200 @@
+"""Where W3's latency goes, phase by phase, from tocsin's own spans.
+
+Runs ``tocsin serve`` against a fresh nats-server with trace export (OTLP/HTTP) to a
+collector in this process, sends distinct alerts at W3's rate, and matches each
+event's router span and delivery span (one trace) with its publish and its receipt
+at the webhook (also in this process, wall clock):
+
+  publish -> route start       the event waiting in JetStream for the router's pull
+  route span                   triage, the commit (queued behind earlier commits),
+                               the work item's publish and PubAck, the ack
+  route end -> deliver start   the work item waiting for a delivery worker's pull
+  deliver start -> receipt     the webhook POST until the receiver has it
+
+Recording spans costs ~130 us each, which this rate does not notice.
+
+Run: .venv/bin/python bench/w3_phases.py [--seconds 8] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port  # noqa: E402 - after the path tweak
+
+BIN = Path(sys.executable).parent
+
+PHASES = ("publish -> route start", "route span", "route end -> deliver start")
+PHASES += ("deliver start -> receipt", "total")
+
+
+class Collector:
+    """OTLP/HTTP traces and webhook receipts, both on one local aiohttp app."""
+
+    def __init__(self) -> None:
+        self.route: dict[str, tuple[int, int]] = {}  # trace id -> (start, end) ns
+        self.deliver: dict[str, tuple[int, int]] = {}
+        self.receipts: dict[str, int] = {}  # summary -> ns
+        self.expected = 0
+        self.all_received = asyncio.Event()
+
+    async def traces(self, request: web.Request) -> web.Response:
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(await request.read())
+        for resource in export.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    times = (span.start_time_unix_nano, span.end_time_unix_nano)
+                    if span.name == "route":
+                        self.route[span.trace_id.hex()] = times
+                    elif span.name.startswith("deliver"):
+                        self.deliver[span.trace_id.hex()] = times
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def hook(self, request: web.Request) -> web.Response:
+        now = time.time_ns()
+        self.receipts.setdefault((await request.json())["summary"], now)
+        if self.expected and len(self.receipts) >= self.expected:
+            self.all_received.set()
+        return web.Response(text="ok")
+
+
+async def run(seconds: float, rate: float) -> dict[str, list[float]]:
+    tmp = Path(tempfile.mkdtemp(prefix="tocsin-w3-"))
+    nats_port, api_port, port = free_port(), free_port(), free_port()
+    collector = Collector()
+    app = web.Application()
+    app.router.add_post("/v1/traces", collector.traces)
+    app.router.add_post("/hook", collector.hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = tmp / "tocsin.toml"
+    config.write_text(
+        '[[route]]\nmatch = {}\nreceivers = ["hook"]\n\n[receivers.hook]\n'
+        f'channel = "webhook"\nurl = "http://127.0.0.1:{port}/hook"\n'
+    )
+    server = await asyncio.create_subprocess_exec(
+        *[str(BIN / "nats-server"), "-js", "-a", "127.0.0.1", "-p", str(nats_port)],
+        *["-sd", str(tmp / "jetstream")],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    tocsin = await asyncio.create_subprocess_exec(
+        *[str(BIN / "tocsin"), "--log-level", "warning", "serve", "--data-dir", str(tmp / "data")],
+        *["--nats-url", f"nats://127.0.0.1:{nats_port}", "--config", str(config)],
+        *["--http", f"127.0.0.1:{api_port}"],
+        env=env,
+    )
+    sent: dict[str, int] = {}
+    try:
+        nc = await connect(f"nats://127.0.0.1:{nats_port}", 30)
+        js = nc.jetstream()
+        await ready(js, 30)
+        started, count = time.perf_counter(), round(seconds * rate)
+        for i in range(count):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            key = f"w3-{i}"
+            body = {"type": "w3", "severity": "error", "summary": key, "labels": {"i": str(i)}}
+            sent[key] = time.time_ns()
+            await js.publish("alerts.in.bench", json.dumps(body).encode())
+        collector.expected = count
+        with contextlib.suppress(TimeoutError):  # what arrived is reported
+            await asyncio.wait_for(collector.all_received.wait(), 30)
+        await nc.close()
+    finally:
+        tocsin.terminate()
+        await asyncio.wait_for(tocsin.wait(), 30)  # flushes its spans to us meanwhile
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
+        await runner.cleanup()
+    return phases(collector, sent)
+
+
+async def connect(url: str, patience: float) -> nats.NATS:
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await nats.connect(url)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def ready(js: nats.js.JetStreamContext, patience: float) -> None:
+    """tocsin has made its streams (and a second more for its consumers)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await js.stream_info("TOCSIN_IN")
+            await asyncio.sleep(1.0)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def phases(collector: Collector, sent: dict[str, int]) -> dict[str, list[float]]:
+    """Route spans in start order are the events in publish order (one publisher, one
+    router, a steady rate): that pairs each trace with its event."""
+    routes = sorted(collector.route.items(), key=lambda item: item[1][0])
+    keys = sorted(sent, key=sent.__getitem__)
+    out: dict[str, list[float]] = {name: [] for name in PHASES}
+    for (trace, (route_start, route_end)), key in zip(routes, keys, strict=False):
+        if trace not in collector.deliver or key not in collector.receipts:
+            continue
+        deliver_start, _ = collector.deliver[trace]
+        receipt = collector.receipts[key]
+        for name, ns in zip(
+            PHASES,
+            (
+                route_start - sent[key],
+                route_end - route_start,
+                deliver_start - route_end,
+                receipt - deliver_start,
+                receipt - sent[key],
+            ),
+            strict=True,
+        ):
+            out[name].append(ns / 1e6)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rate", type=float, default=200.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.seconds, args.rate))
+    print(f"{len(result['total'])} events traced; ms:")
+    for name, values in result.items():
+        values.sort()
+        if values:
+            p50, p90 = values[len(values) // 2], values[int(len(values) * 0.9)]
+            print(f"  {name:26s} p50 {p50:7.2f}  p90 {p90:7.2f}  max {values[-1]:7.2f}")
+    print("command: .venv/bin/python bench/w3_phases.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
