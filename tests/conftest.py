@@ -12,8 +12,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from nats.js.errors import NotFoundError
 
-from tests.support import HttpSink, Mailbox, NatsServer, authenticate, free_port
+from tests.support import HttpSink, Mailbox, NatsServer, Rig, authenticate, free_port
 from tocsin import broker
+from tocsin.ledger import Ledger
+from tocsin.log import db_path
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +64,19 @@ def smtp() -> Iterator[tuple[Mailbox, int]]:
     controller.start()
     yield mailbox, port
     controller.stop()
+
+
+@pytest.fixture
+async def rig(nats_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    """A router wired to real NATS and a real log in ``tmp_path``, driven by hand."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await broker.ensure_streams(js)
+    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+    ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
+    made = Rig(nc, js, ledger)
+    await made.puller.start()
+    yield made
+    await made.puller.stop()
+    await ledger.close()
+    await nc.close()

@@ -29,12 +29,13 @@ import uvicorn
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from opentelemetry.sdk.trace import TracerProvider
 
+from tocsin import broker, service
 from tocsin import config as config_module
-from tocsin import service
 from tocsin.contracts import Notification
 from tocsin.ledger import Ledger, load_state
 from tocsin.log import db_path
 from tocsin.projections import State
+from tocsin.router import Router
 
 
 def free_port() -> int:
@@ -545,3 +546,31 @@ def make_notification(**fields: Any) -> Notification:
     }
     base.update(fields)
     return Notification(**base)
+
+
+class Rig:
+    """A router wired to real NATS and a real log, driven by hand."""
+
+    def __init__(self, nc: Any, js: Any, ledger: Ledger) -> None:
+        self.nc, self.js, self.ledger = nc, js, ledger
+        self.router = Router(nc, broker.Publisher(nc), ledger, config_module.load(None, {}))
+        self.puller = broker.Puller(
+            nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, 100, prefetch=False
+        )
+
+    async def take(self, count: int) -> list[Any]:
+        msgs: list[Any] = []
+
+        async def got_all() -> bool:
+            msgs.extend(await self.puller.take(limit=count - len(msgs), wait=0.2))
+            return len(msgs) == count
+
+        await wait_until(got_all, what=f"{count} inbound messages")
+        return msgs
+
+    async def work_items(self) -> int:
+        return int((await self.js.stream_info(broker.STREAM_WORK)).state.messages)
+
+    async def unacked(self) -> int:
+        info = await self.js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
+        return int(info.num_ack_pending)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,55 +15,11 @@ import msgspec
 import nats
 import pytest
 
-from tests.support import wait_until
-from tocsin import broker, config
+from tests.support import Rig, wait_until
+from tocsin import broker
 from tocsin import events as ev
-from tocsin.ledger import Ledger, load_state
-from tocsin.log import GENESIS, EventLog, Fact, LogWriteError, chain_hash, db_path
-from tocsin.router import Router
-
-
-class Rig:
-    """A router wired to real NATS and a real log, driven by hand."""
-
-    def __init__(self, nc: Any, js: Any, ledger: Ledger) -> None:
-        self.nc, self.js, self.ledger = nc, js, ledger
-        self.router = Router(nc, broker.Publisher(nc), ledger, config.load(None, {}))
-        self.puller = broker.Puller(
-            nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, 100, prefetch=False
-        )
-
-    async def take(self, count: int) -> list[Any]:
-        msgs: list[Any] = []
-
-        async def got_all() -> bool:
-            msgs.extend(await self.puller.take(limit=count - len(msgs), wait=0.2))
-            return len(msgs) == count
-
-        await wait_until(got_all, what=f"{count} inbound messages")
-        return msgs
-
-    async def work_items(self) -> int:
-        return int((await self.js.stream_info(broker.STREAM_WORK)).state.messages)
-
-    async def unacked(self) -> int:
-        info = await self.js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
-        return int(info.num_ack_pending)
-
-
-@pytest.fixture
-async def rig(nats_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await broker.ensure_streams(js)
-    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
-    ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
-    rig = Rig(nc, js, ledger)
-    await rig.puller.start()
-    yield rig
-    await rig.puller.stop()
-    await ledger.close()
-    await nc.close()
+from tocsin.ledger import load_state
+from tocsin.log import GENESIS, EventLog, Fact, LogWriteError, chain_hash
 
 
 def alert(**fields: Any) -> bytes:

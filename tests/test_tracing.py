@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -23,11 +21,19 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.support import HttpSink, Subscriber, Tocsin, publish, script, wait_until, webhook_config
-from tests.test_invariants import Rig, alert
+from tests.support import (
+    HttpSink,
+    Rig,
+    Subscriber,
+    Tocsin,
+    publish,
+    script,
+    wait_until,
+    webhook_config,
+)
+from tests.test_invariants import alert
 from tocsin import broker, config
-from tocsin.ledger import Ledger
-from tocsin.log import LogWriteError, db_path
+from tocsin.log import LogWriteError
 from tocsin.router import Router
 from tocsin.tracing import (
     Tracing,
@@ -258,22 +264,6 @@ async def test_spans_leave_over_otlp_when_the_endpoint_is_set(
     assert spans["deliver hook"].parent_span_id == spans["route"].span_id
     traceparent = sink.requests[0].headers["traceparent"]
     assert traceparent == f"00-{PUBLISHER_TRACE}-{spans['deliver hook'].span_id.hex()}-01"
-
-
-@pytest.fixture
-async def rig(nats_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    """test_invariants' hand-driven router (real NATS, real log)."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await broker.ensure_streams(js)
-    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
-    ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
-    made = Rig(nc, js, ledger)
-    await made.puller.start()
-    yield made
-    await made.puller.stop()
-    await ledger.close()
-    await nc.close()
 
 
 async def test_a_redelivery_and_a_failed_commit_keep_the_logged_trace(rig: Rig) -> None:
