@@ -31,11 +31,15 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import broker, service
 from tocsin import config as config_module
-from tocsin.contracts import Notification
-from tocsin.ledger import Ledger, load_state
+from tocsin.config import Match, Route
+from tocsin.contracts import Notification, Severity
+from tocsin.ingest import Normalized, default_fingerprint
+from tocsin.ledger import Batch, Ledger, load_state
 from tocsin.log import db_path
 from tocsin.projections import State
 from tocsin.router import Router
+from tocsin.routing import RoutingTable
+from tocsin.triage import triage
 
 
 def free_port() -> int:
@@ -574,3 +578,47 @@ class Rig:
     async def unacked(self) -> int:
         info = await self.js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
         return int(info.num_ack_pending)
+
+
+ROUTE_ALL_TO_HOOK = RoutingTable.compile([Route(receivers=["hook"], match=Match())])
+T0 = 1_790_000_000 * 1_000_000  # the log tests' epoch, in microseconds
+
+
+def add_firing(
+    batch: Batch,
+    state: State,
+    i: int,
+    *,
+    hosts: int,
+    timestamp: int,
+    new_id: Callable[[], str],
+    severity: Severity = "warning",
+) -> None:
+    """Triage the ``i``-th firing ``disk_full`` event (host ``h{i % hosts}``, inbound
+    seq ``i + 1``) against ``state`` and add its facts to ``batch``: the log tests'
+    events, made by the real pipeline code without NATS."""
+    labels = {"host": f"h{i % hosts}"}
+    event = Normalized(
+        type="disk_full",
+        severity=severity,
+        summary=f"event {i}",
+        source="db",
+        status="firing",
+        labels=labels,
+        fingerprint=default_fingerprint("disk_full", labels),
+        details={},
+        timestamp=timestamp,
+        timestamp_replaced=False,
+        event_id=None,
+    )
+    for fact in triage(
+        state,
+        event,
+        subject="alerts.in.db",
+        received_at=T0 + i,
+        routing=ROUTE_ALL_TO_HOOK,
+        window_seconds=600,
+        new_id=new_id,
+        trace_id=None,
+    ):
+        batch.add(fact, in_seq=i + 1)

@@ -10,47 +10,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import T0, add_firing
 from tocsin import forensics
-from tocsin.config import Match, Route
-from tocsin.ingest import Normalized, default_fingerprint
 from tocsin.ledger import Batch, Ledger, load_state
 from tocsin.log import LogWriteError, db_path
-from tocsin.routing import RoutingTable
-from tocsin.triage import triage
 
-ROUTES = RoutingTable.compile([Route(receivers=["hook"], match=Match())])
-T0 = 1_790_000_000 * 1_000_000
 _ids = itertools.count()
 
 
 def decide(ledger: Ledger, batch: Batch, first: int, count: int) -> None:
     """Add the facts of ``count`` firing events over 5 fingerprints to ``batch``."""
     for i in range(first, first + count):
-        labels = {"host": f"h{i % 5}"}
-        event = Normalized(
-            type="disk_full",
-            severity="warning" if i % 3 else "critical",
-            summary=f"event {i}",
-            source="db",
-            status="firing",
-            labels=labels,
-            fingerprint=default_fingerprint("disk_full", labels),
-            details={},
-            timestamp=T0 + i * 60_000_000,
-            timestamp_replaced=False,
-            event_id=None,
-        )
-        for fact in triage(
+        add_firing(
+            batch,
             ledger.state,
-            event,
-            subject="alerts.in.db",
-            received_at=T0 + i,
-            routing=ROUTES,
-            window_seconds=600,
+            i,
+            hosts=5,
+            timestamp=T0 + i * 60_000_000,
             new_id=lambda: f"id{next(_ids)}",
-            trace_id=None,
-        ):
-            batch.add(fact, in_seq=i + 1)
+            severity="warning" if i % 3 else "critical",
+        )
 
 
 def received(path: Path) -> list[str]:

@@ -12,50 +12,22 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.support import T0, add_firing
 from tocsin.cli import main
-from tocsin.config import Match, Route
-from tocsin.ingest import Normalized, default_fingerprint
 from tocsin.ledger import Ledger, load_state
 from tocsin.log import db_path
 from tocsin.projections import State
-from tocsin.routing import RoutingTable
 from tocsin.snapshots import LAYOUT, StaleSnapshot, decode_state, encode_state
-from tocsin.triage import triage
-
-ROUTES = RoutingTable.compile([Route(receivers=["hook"], match=Match())])
-T0 = 1_790_000_000 * 1_000_000
 
 
 async def feed(ledger: Ledger, count: int, start: int = 0) -> None:
     """``count`` firing events over 7 fingerprints, one batch (commit) each."""
     ids = itertools.count(start * 10)
     for i in range(start, start + count):
-        labels = {"host": f"h{i % 7}"}
-        event = Normalized(
-            type="disk_full",
-            severity="warning",
-            summary=f"event {i}",
-            source="db",
-            status="firing",
-            labels=labels,
-            fingerprint=default_fingerprint("disk_full", labels),
-            details={},
-            timestamp=T0 + i,
-            timestamp_replaced=False,
-            event_id=None,
-        )
         async with ledger.batch() as batch:
-            for fact in triage(
-                ledger.state,
-                event,
-                subject="alerts.in.db",
-                received_at=T0 + i,
-                routing=ROUTES,
-                window_seconds=600,
-                new_id=lambda: f"id{next(ids)}",
-                trace_id=None,
-            ):
-                batch.add(fact, in_seq=i + 1)
+            add_firing(
+                batch, ledger.state, i, hosts=7, timestamp=T0 + i, new_id=lambda: f"id{next(ids)}"
+            )
 
 
 async def logged_with_snapshots(tmp_path: Path) -> tuple[Path, State]:
