@@ -622,3 +622,16 @@ def add_firing(
         trace_id=None,
     ):
         batch.add(fact, in_seq=i + 1)
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    """A valid inbound event body (a disk_full warning on db1); keyword arguments
+    override or add fields."""
+    body: dict[str, Any] = {
+        "type": "disk_full",
+        "severity": "warning",
+        "summary": "disk 91% full on db1",
+        "labels": {"host": "db1"},
+    }
+    body.update(fields)
+    return body

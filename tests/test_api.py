@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import HttpSink, Tocsin, publish, script, wait_until, webhook_config
-from tests.test_pipeline import WINDOW_US, bucket_start, event
+from tests.support import HttpSink, Tocsin, event, publish, script, wait_until, webhook_config
+from tests.test_pipeline import WINDOW_US, bucket_start
 from tocsin.times import format_us
 
 TOKEN = "t0ps3cret-api-token"

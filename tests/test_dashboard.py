@@ -27,7 +27,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.support import HttpSink, Tocsin, publish, wait_until, webhook_config
+from tests.support import HttpSink, Tocsin, event, publish, wait_until, webhook_config
 from tocsin import events as ev
 from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import live_events
@@ -65,17 +65,6 @@ def chromium_path() -> str | None:
     if found:
         return found
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "disk_full",
-        "severity": "warning",
-        "summary": "disk 91% full on db1",
-        "labels": {"host": "db1"},
-    }
-    body.update(fields)
-    return body
 
 
 async def api_get(service: Tocsin, path: str, **params: Any) -> Any:

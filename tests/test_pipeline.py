@@ -20,6 +20,7 @@ from tests.support import (
     Subscriber,
     Tocsin,
     always,
+    event,
     publish,
     script,
     wait_until,
@@ -31,17 +32,6 @@ from tocsin.contracts import Notification
 NOTIFICATION_FIELDS = set(Notification.__struct_fields__)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 WINDOW_US = 600 * 1_000_000
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "disk_full",
-        "severity": "warning",
-        "summary": "disk 91% full on db1",
-        "labels": {"host": "db1"},
-    }
-    body.update(fields)
-    return body
 
 
 def stamp(us: int) -> str:
