@@ -1,8 +1,11 @@
-"""How the log writes a batch: one job on the writer's thread per transaction, a few
-multi-row INSERTs per batch; the rows come out as if inserted one by one."""
+"""How the log writes a batch: a few multi-row INSERTs in one transaction, kept apart
+from other uses of the connection; the rows come out as if inserted one by one, and a
+transaction once started ends with the writer's position moved, whoever waited."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 from tocsin import events as ev
@@ -29,5 +32,25 @@ async def test_a_large_batch_is_chained_and_found_row_by_row(tmp_path: Path) -> 
     assert len(found) == 601
     assert [found[i][0].event for i in (1, 301, 601)] == [facts[i].event for i in (0, 300, 600)]
     assert [row.seq for row in found[1]] == [1, 602]  # the same in_seq twice: both rows
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_a_commit_whose_caller_was_cancelled_still_moves_the_position(
+    tmp_path: Path,
+) -> None:
+    """A cancelled waiter cannot cut a transaction in half; the commit it started lands,
+    and the next batch is chained after it, not written over its seqs."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    facts = [Fact(ev.AlertResolveIgnored(fingerprint=f"f{i}"), in_seq=i + 1) for i in range(300)]
+    waiter = asyncio.create_task(log.append(facts, ts=1))
+    await asyncio.sleep(0)  # the transaction is under way
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    more = [Fact(ev.AlertResolveIgnored(fingerprint="g"), in_seq=301)]
+    assert await log.append(more, ts=2) == [301]
+    assert (log.last_seq, log.max_in_seq) == (301, 301)
     await log.close()
     assert forensics.verify(path).ok

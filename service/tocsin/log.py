@@ -176,32 +176,41 @@ class EventLog:
         (the position moves with it)."""
         if not facts:
             return []
-        rows = []
-        seq, previous = self.last_seq, self._last_hash
-        max_in, max_out = self.max_in_seq, self.max_out_seq
-        encode, kind_of = ev.encode, ev.kind_of
-        for fact in facts:
-            seq += 1
-            kind = kind_of(fact.event)
-            data = encode(fact.event)
-            previous = chain_hash(previous, seq, ts, kind, data)
-            fingerprint, alert_id = _ids(fact.event)
-            rows.append(
-                (seq, ts, kind, data, fact.in_seq, fact.out_seq, fingerprint, alert_id, previous)
-            )
-            if fact.in_seq is not None and fact.in_seq > max_in:
-                max_in = fact.in_seq
-            if fact.out_seq is not None and fact.out_seq > max_out:
-                max_out = fact.out_seq
-        await asyncio.shield(asyncio.ensure_future(self._write(rows)))
-        self.last_seq, self._last_hash = seq, previous
-        self.max_in_seq, self.max_out_seq = max_in, max_out
-        return [row[0] for row in rows]
+        return await asyncio.shield(asyncio.ensure_future(self._write(facts, ts)))
 
-    async def _write(self, rows: Sequence[tuple[object, ...]]) -> None:
-        """The transaction: a few multi-row INSERTs between BEGIN and COMMIT."""
-        conn = self._conn
+    async def _write(self, facts: Sequence[Fact], ts: int) -> list[int]:
+        """Rows chained from the writer's position, then a few multi-row INSERTs between
+        BEGIN and COMMIT, then the position moves: all under ``_transaction``, so a write
+        queued behind one whose caller gave up starts from where that one ended."""
         async with self._transaction:
+            rows = []
+            seq, previous = self.last_seq, self._last_hash
+            max_in, max_out = self.max_in_seq, self.max_out_seq
+            encode, kind_of = ev.encode, ev.kind_of
+            for fact in facts:
+                seq += 1
+                kind = kind_of(fact.event)
+                data = encode(fact.event)
+                previous = chain_hash(previous, seq, ts, kind, data)
+                fingerprint, alert_id = _ids(fact.event)
+                rows.append(
+                    (
+                        seq,
+                        ts,
+                        kind,
+                        data,
+                        fact.in_seq,
+                        fact.out_seq,
+                        fingerprint,
+                        alert_id,
+                        previous,
+                    )
+                )
+                if fact.in_seq is not None and fact.in_seq > max_in:
+                    max_in = fact.in_seq
+                if fact.out_seq is not None and fact.out_seq > max_out:
+                    max_out = fact.out_seq
+            conn = self._conn
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -220,6 +229,9 @@ class EventLog:
                     raise
             except sqlite3.Error as error:
                 raise LogWriteError(f"event log write failed: {error}") from error
+            self.last_seq, self._last_hash = seq, previous
+            self.max_in_seq, self.max_out_seq = max_in, max_out
+        return [row[0] for row in rows]
 
     async def facts_of_inbound(self, in_seqs: Iterable[int]) -> dict[int, list[Row]]:
         """Logged facts of the given inbound stream seqs (those already committed)."""
