@@ -1,4 +1,5 @@
-"""How the log writes a batch: a few multi-row INSERTs in one transaction, kept apart
+"""How the log writes a batch: one INSERT (its own transaction) or, past 256 rows, a
+few multi-row INSERTs in one transaction, kept apart
 from other uses of the connection; the rows come out as if inserted one by one, and a
 transaction once started ends with the writer's position moved, whoever waited."""
 
@@ -8,9 +9,11 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import pytest
+
 from tocsin import events as ev
 from tocsin import forensics
-from tocsin.log import EventLog, Fact, _insert_sizes
+from tocsin.log import EventLog, Fact, LogWriteError, _insert_sizes
 
 
 def test_a_batch_is_inserted_in_a_few_statements_of_cached_shapes() -> None:
@@ -52,5 +55,25 @@ async def test_a_commit_whose_caller_was_cancelled_still_moves_the_position(
     more = [Fact(ev.AlertResolveIgnored(fingerprint="g"), in_seq=301)]
     assert await log.append(more, ts=2) == [301]
     assert (log.last_seq, log.max_in_seq) == (301, 301)
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_a_batch_that_does_not_fit_leaves_no_row_behind(tmp_path: Path) -> None:
+    """A batch of one statement commits on its own (autocommit); when the disk is full
+    halfway through it, none of its rows stay and the position does not move."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    assert await log.append([Fact(ev.AlertResolveIgnored(fingerprint="a"), in_seq=1)], ts=1) == [1]
+    await log.set_page_limit(await log.set_page_limit(None))  # full at today's size
+    big = [
+        Fact(ev.AlertResolveIgnored(fingerprint=f"{i}" * 3000), in_seq=i + 2) for i in range(200)
+    ]
+    with pytest.raises(LogWriteError):
+        await log.append(big, ts=2)
+    assert (log.last_seq, log.max_in_seq) == (1, 1)
+    assert await log.facts_of_inbound(range(2, 202)) == {}
+    await log.set_page_limit(None)
+    assert await log.append(big[:2], ts=3) == [2, 3]
     await log.close()
     assert forensics.verify(path).ok
