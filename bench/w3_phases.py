@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -39,7 +40,15 @@ from tests.support import free_port  # noqa: E402 - after the path tweak
 
 BIN = Path(sys.executable).parent
 
-PHASES = ("publish -> route start", "route span", "route end -> deliver start")
+# The route span's own events (router.Decided.mark) split it further.
+MILESTONES = ("decided", "committed", "published")
+ROUTE_PARTS = (
+    "  decide + the batch ahead",
+    "  commit (queued)",
+    "  work item publish + PubAck",
+    "  ack",
+)
+PHASES = ("publish -> route start", "route span", *ROUTE_PARTS, "route end -> deliver start")
 PHASES += ("deliver start -> receipt", "total")
 
 
@@ -48,6 +57,7 @@ class Collector:
 
     def __init__(self) -> None:
         self.route: dict[str, tuple[int, int]] = {}  # trace id -> (start, end) ns
+        self.milestones: dict[str, dict[str, int]] = {}  # trace id -> event name -> ns
         self.deliver: dict[str, tuple[int, int]] = {}
         self.receipts: dict[str, int] = {}  # summary -> ns
         self.expected = 0
@@ -62,6 +72,9 @@ class Collector:
                     times = (span.start_time_unix_nano, span.end_time_unix_nano)
                     if span.name == "route":
                         self.route[span.trace_id.hex()] = times
+                        self.milestones[span.trace_id.hex()] = {
+                            event.name: event.time_unix_nano for event in span.events
+                        }
                     elif span.name.startswith("deliver"):
                         self.deliver[span.trace_id.hex()] = times
         return web.Response(body=b"", content_type="application/x-protobuf")
@@ -166,11 +179,16 @@ def phases(collector: Collector, sent: dict[str, int]) -> dict[str, list[float]]
             continue
         deliver_start, _ = collector.deliver[trace]
         receipt = collector.receipts[key]
+        marks = collector.milestones.get(trace, {})
+        if not all(m in marks for m in MILESTONES):
+            continue
+        edges = [route_start, *(marks[m] for m in MILESTONES), route_end]
         for name, ns in zip(
             PHASES,
             (
                 route_start - sent[key],
                 route_end - route_start,
+                *(later - earlier for earlier, later in itertools.pairwise(edges)),
                 deliver_start - route_end,
                 receipt - deliver_start,
                 receipt - sent[key],
@@ -192,7 +210,7 @@ def main() -> None:
         values.sort()
         if values:
             p50, p90 = values[len(values) // 2], values[int(len(values) * 0.9)]
-            print(f"  {name:26s} p50 {p50:7.2f}  p90 {p90:7.2f}  max {values[-1]:7.2f}")
+            print(f"  {name:30s} p50 {p50:7.2f}  p90 {p90:7.2f}  max {values[-1]:7.2f}")
     print("command: .venv/bin/python bench/w3_phases.py " + " ".join(sys.argv[1:]))
 
 

@@ -289,7 +289,8 @@ async def test_a_redelivery_and_a_failed_commit_keep_the_logged_trace(rig: Rig) 
         blocker.close()
     [failed] = named(exporter, "route")
     assert failed.status.status_code is StatusCode.ERROR
-    assert [e.name for e in failed.events] == ["exception"]
+    # It was decided, never committed: the trace says where it stopped.
+    assert [e.name for e in failed.events] == ["decided", "exception"]
 
     await rig.router.handle(msgs)  # the retry commits
     await rig.router.handle(msgs)  # and the same message again, as after a lost ack
@@ -298,6 +299,7 @@ async def test_a_redelivery_and_a_failed_commit_keep_the_logged_trace(rig: Rig) 
     assert logged == {hexes(committed)[0]}
     assert hexes(failed)[0] != hexes(committed)[0]  # its facts were never logged
     assert hexes(redelivered)[0] == hexes(committed)[0]
+    assert [e.name for e in committed.events] == ["decided", "committed", "published"]
     assert redelivered.attributes is not None
     assert redelivered.attributes["tocsin.outcome"] == "redelivered"
 

@@ -73,6 +73,12 @@ class Decided:
     spans: dict[int, Span] = field(default_factory=dict)
     batch: Batch | None = None
 
+    def mark(self, milestone: str) -> None:
+        """A span event on every message's span: a trace then shows how long the batch
+        waited for its commit and for its PubAcks, not just the span's total."""
+        for span in self.spans.values():
+            span.add_event(milestone)
+
     def end_spans(
         self, error: BaseException | None = None, scrub: Callable[[str], str] | None = None
     ) -> None:
@@ -219,8 +225,10 @@ class Router:
         ledger = self._ledger
         msgs, seqs, offset = decided.msgs, decided.seqs, decided.offset
         logged, spans, fresh = decided.logged, decided.spans, decided.fresh
+        decided.mark("decided")
         if decided.batch is not None:
             await ledger.committed(decided.batch)
+        decided.mark("committed")
         faults.point("router.after_commit")
         for msg, in_seq in zip(msgs, seqs, strict=True):
             if in_seq in logged and in_seq not in spans:
@@ -260,6 +268,7 @@ class Router:
             for span in spans.values():
                 span.set_status(Status(StatusCode.ERROR, "outbound messages not stored"))
             return
+        decided.mark("published")
         faults.point("router.after_publish")
         await broker.ack_all(self._nc, msgs)
 
