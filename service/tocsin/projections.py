@@ -204,20 +204,23 @@ def _receiver_stats(state: State, receiver: str) -> ReceiverStats:
 def _received(state: State, seq: int, event: Any) -> None:
     e: ev.AlertReceived = event
     state.counters.received += 1
-    if e.status == "firing":
+    firing = e.status == "firing"
+    if firing:
         hour = state.hour()
-        hour.by_severity[e.severity] = hour.by_severity.get(e.severity, 0) + 1
-        hour.by_type[e.type] = hour.by_type.get(e.type, 0) + 1
+        by_severity, by_type = hour.by_severity, hour.by_type
+        by_severity[e.severity] = by_severity.get(e.severity, 0) + 1
+        by_type[e.type] = by_type.get(e.type, 0) + 1
         if e.alert_id is not None:
             state.last_by_severity[e.severity] = LastAlert(
                 alert_id=e.alert_id, summary=e.summary, ts=state.last_ts
             )
-    if e.alert_id is None:
+    alert_id = e.alert_id
+    if alert_id is None:
         return
-    alert = state.alerts.get(e.alert_id)
-    if alert is None:
-        alert = Alert(
-            id=e.alert_id,
+    alert = state.alerts.get(alert_id)
+    if alert is None:  # the rebuild's most common case: born with this event's fields
+        state.alerts[alert_id] = Alert(
+            id=alert_id,
             fingerprint=e.fingerprint,
             type=e.type,
             severity=e.severity,
@@ -228,10 +231,11 @@ def _received(state: State, seq: int, event: Any) -> None:
             details=e.details,
             first_seen=e.timestamp,
             last_seen=e.timestamp,
+            occurrences=1 if firing else 0,
             trace_id=e.trace_id,
         )
-        state.alerts[e.alert_id] = alert
-    if e.status == "firing":
+        return
+    if firing:
         alert.occurrences += 1
         alert.severity = e.severity
         alert.summary = e.summary
@@ -240,7 +244,8 @@ def _received(state: State, seq: int, event: Any) -> None:
         alert.type = e.type
         alert.source = e.source
         alert.trace_id = e.trace_id
-    alert.last_seen = max(alert.last_seen, e.timestamp)
+    if e.timestamp > alert.last_seen:
+        alert.last_seen = e.timestamp
 
 
 def _opened(state: State, seq: int, event: Any) -> None:
