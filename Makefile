@@ -41,6 +41,8 @@ bench-parts: $(BENCH_STAMP)
 	$(BIN)/python bench/log_scale.py
 	$(BIN)/python bench/ceiling_router.py
 	$(BIN)/python bench/ceiling_delivery.py
+	$(BIN)/python bench/ceiling_latency.py
+	$(BIN)/python bench/ceiling_fold.py
 
 clean:
 	rm -rf $(VENV) tocsin-data .pytest_cache .mypy_cache .ruff_cache
