@@ -329,6 +329,7 @@ async def run(options: Options) -> int:
                 config.delivery.concurrency,
                 receiver.max_per_minute,
                 progress_every=(consumer.ack_wait or 30.0) / 3,
+                ack_wait=consumer.ack_wait or 30.0,
                 metrics=metrics,
                 tracing=tracing,
                 secrets=secrets,
