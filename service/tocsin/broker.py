@@ -40,6 +40,7 @@ ROUTE_PREFIX = "tocsin.route."
 ATTEMPTS_PREFIX = "tocsin.attempts."
 CONTROL_PREFIX = "tocsin.control."
 DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
+# (the reply values are listed in tocsin/status.py)
 RETRY_FAILED = CONTROL_PREFIX + "retry-failed"  # request: control.RetryRequest; reply: RetryReply
 
 STREAM_IN = "TOCSIN_IN"
@@ -58,6 +59,14 @@ DAY = 86400.0
 SETUP_PATIENCE = 60.0  # seconds to keep asking JetStream to create streams and consumers
 
 
+# JetStream's own word that a replicated stream or consumer has a new leader: core NATS
+# messages published in the stream's account (nats-server ``server/jetstream_api.go``
+# ``JSAdvisoryStreamLeaderElectedPre`` + ".<stream>", ``JSAdvisoryConsumerLeaderElectedPre``
+# + ".<stream>.<consumer>"). A new leader may not know what the old one delivered.
+STREAM_LEADER_ELECTED_PREFIX = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+CONSUMER_LEADER_ELECTED_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED."
+
+
 def route_subject(receiver: str) -> str:
     return ROUTE_PREFIX + receiver
 
@@ -68,6 +77,14 @@ def attempts_subject(receiver: str) -> str:
 
 def deliver_consumer(receiver: str) -> str:
     return f"deliver-{receiver}"
+
+
+def leader_elected_subjects(stream: str, consumer: str) -> list[str]:
+    """The advisories announcing a new leader for ``stream`` or its ``consumer``."""
+    return [
+        STREAM_LEADER_ELECTED_PREFIX + stream,
+        f"{CONSUMER_LEADER_ELECTED_PREFIX}{stream}.{consumer}",
+    ]
 
 
 def source_of(subject: str) -> str:
@@ -382,16 +399,16 @@ class Publisher:
             self._sub = None
 
 
-def _ack_tokens(msg: Msg) -> tuple[str, str]:
-    """(times delivered, stream seq) from a JetStream message's reply subject:
+def _ack_tokens(msg: Msg) -> tuple[str, str, str]:
+    """(times delivered, stream seq, stored at in ns) from a JetStream message's reply subject:
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the
     newer form with domain and account hash after ``ACK``. nats-py's ``msg.metadata``
-    builds a dataclass and a datetime for the same two numbers (~10 us a message)."""
+    builds a dataclass and a datetime for the same numbers (~10 us a message)."""
     tokens = (msg.reply or "").split(".")
     if len(tokens) == 9:
-        return tokens[4], tokens[5]
+        return tokens[4], tokens[5], tokens[7]
     if len(tokens) >= 11:
-        return tokens[6], tokens[7]
+        return tokens[6], tokens[7], tokens[9]
     raise ValueError(f"not a JetStream message (reply subject {msg.reply!r})")
 
 
@@ -401,6 +418,11 @@ def stream_seq(msg: Msg) -> int:
 
 def delivery_count(msg: Msg) -> int:
     return int(_ack_tokens(msg)[0])
+
+
+def stored_at(msg: Msg) -> float:
+    """When the stream stored ``msg``: Unix time in seconds."""
+    return int(_ack_tokens(msg)[2]) / 1e9
 
 
 class Puller:

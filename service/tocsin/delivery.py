@@ -1,15 +1,20 @@
 """Delivery workers: work item -> channel -> outcome published with a PubAck -> ack.
 
-Stateless: the attempt number is JetStream's delivery count, the retry delay is a NAK
-with delay, and the outcome goes to TOCSIN_OUT for the recorder to log. A work item is
-acked only after its outcome is stored (delivered or dead-lettered); a retry publishes
-the failed attempt first, then NAKs (DESIGN.md section 5, invariant 3).
+Stateless: the attempt number is JetStream's delivery count (less the deferrals this
+worker made), the retry delay is a NAK with delay, and the outcome goes to TOCSIN_OUT for
+the recorder to log. A work item is acked only after its outcome is stored (delivered or
+dead-lettered); a retry publishes the failed attempt first, then NAKs (DESIGN.md section
+5, invariant 3). A redelivered item, and any item in a turbulence window (see
+``turbulence.py``), is checked with the router first, so that one whose outcome is
+stored is not sent again (invariant 4).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +24,7 @@ from nats.aio.msg import Msg
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tocsin import broker, faults
+from tocsin import turbulence as tb
 from tocsin.channels import Channel
 from tocsin.config import RetrySection
 from tocsin.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
@@ -35,6 +41,7 @@ _work_decoder = msgspec.json.Decoder(WorkItem)
 _encoder = msgspec.json.Encoder()
 OUTCOME_PUBLISH_PATIENCE = 20.0
 STATUS_PATIENCE = 2.0  # seconds to wait for the router's word on a redelivered item
+DEFERRALS_KEPT = 10_000  # items whose deferrals a worker remembers (the oldest go first)
 
 
 class Gate:
@@ -136,6 +143,7 @@ class ReceiverWorker:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         secrets: Secrets | None = None,
+        ack_wait: float = 30.0,
     ) -> None:
         self._nc = nc
         self._outcomes = OutcomeBatches(publisher)
@@ -149,6 +157,10 @@ class ReceiverWorker:
         self._metrics = metrics
         self._tracing = tracing or Tracing()
         self._secrets = secrets or Secrets()
+        self._window_length = ack_wait + tb.TURBULENCE_MARGIN
+        self._window: tb.Window | None = None
+        self._reconnects = self._reconnect_count()
+        self._deferrals: dict[int, int] = {}  # work item's stream seq -> deferrals here
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = broker.Puller(
@@ -159,6 +171,12 @@ class ReceiverWorker:
             prefetch=False,
         )
         await puller.start()
+        elections = [
+            await self._nc.subscribe(subject, cb=self._on_leader_elected)
+            for subject in broker.leader_elected_subjects(
+                broker.STREAM_WORK, broker.deliver_consumer(self.receiver)
+            )
+        ]
         log.info("delivering to receiver %s (%s)", self.receiver, self._channel.kind)
         try:
             while not stop.is_set():
@@ -173,6 +191,9 @@ class ReceiverWorker:
         finally:
             if self._inflight:
                 await asyncio.wait(self._inflight, timeout=15)
+            for subscription in elections:
+                with contextlib.suppress(Exception):  # closing anyway
+                    await subscription.unsubscribe()
             await puller.stop()
             await self._channel.close()
 
@@ -201,19 +222,87 @@ class ReceiverWorker:
                     "tocsin.dedup_key": notification.dedup_key,
                     "tocsin.severity": notification.severity,
                     "tocsin.reason": notification.reason,
-                    "tocsin.attempt": broker.delivery_count(msg),
+                    "tocsin.delivery_count": broker.delivery_count(msg),
                 }
             )
         with activated(span, self._secrets.scrub):
             await self._attempt(msg, item, span)
 
+    def _reconnect_count(self) -> int:
+        return int(getattr(self._nc, "stats", {}).get("reconnects", 0))
+
+    def _turbulence(self, why: str) -> None:
+        """Open (or extend) the turbulence window: delivery counts are not to be trusted
+        for a while."""
+        now = time.time()
+        if not tb.is_open(self._window, now):
+            log.info(
+                "%s: checking every item to %s with the router for %.0fs",
+                why,
+                self.receiver,
+                self._window_length,
+            )
+        self._window = tb.opened(self._window, now, self._window_length)
+
+    async def _on_leader_elected(self, msg: Msg) -> None:
+        self._turbulence(f"JetStream elected a new leader ({msg.subject})")
+
+    def _turbulent(self, now: float) -> bool:
+        reconnects = self._reconnect_count()
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self._turbulence("reconnected to NATS")
+        return tb.is_open(self._window, now)
+
     async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
         nid = item.notification.notification_id
-        attempt = broker.delivery_count(msg)
-        if attempt > 1 and await self._already_settled(item):
-            span.set_attribute("tocsin.outcome", "already_settled")
-            await broker.ack_all(self._nc, [msg])
-            return
+        count = broker.delivery_count(msg)
+        seq = broker.stream_seq(msg)
+        deferrals = self._deferrals.get(seq, 0)
+        attempt = tb.attempt_number(count, deferrals)
+        span.set_attribute("tocsin.attempt", attempt)
+        now = time.time()
+        turbulent = self._turbulent(now) or deferrals > 0
+        if tb.must_ask(count, turbulent):
+            answer = await self._ask_router(nid)
+            waited = tb.waiting(now, broker.stored_at(msg), self._window)
+            action = tb.before_send(answer, turbulent, waited)
+            if action == "skip":
+                log.info(
+                    "%s to %s is already %s in the log; not sending it again",
+                    nid,
+                    self.receiver,
+                    answer,
+                    extra={"notification_id": nid, "receiver": self.receiver},
+                )
+                span.set_attribute("tocsin.outcome", "already_settled")
+                self._deferrals.pop(seq, None)
+                await broker.ack_all(self._nc, [msg])
+                return
+            if action == "defer":
+                self._deferred(seq, deferrals + 1)
+                log.info(
+                    "deferring %s to %s: the router cannot yet say whether it was sent"
+                    " (%s); asking again in %.1fs",
+                    nid,
+                    self.receiver,
+                    answer or "no answer",
+                    tb.DEFER_DELAY,
+                    extra={"notification_id": nid, "receiver": self.receiver},
+                )
+                span.set_attribute("tocsin.outcome", "deferred")
+                await broker.nak(self._nc, msg, tb.DEFER_DELAY)
+                return
+            if action == "send_anyway":
+                log.warning(
+                    "sending %s to %s after %.0fs deferred although the log may not hold"
+                    " its last outcome (%s): it may reach the receiver twice",
+                    nid,
+                    self.receiver,
+                    waited,
+                    answer or "no answer",
+                    extra={"notification_id": nid, "receiver": self.receiver},
+                )
         if self._gate is not None:
 
             async def still_working() -> None:
@@ -269,29 +358,27 @@ class ReceiverWorker:
         if step.action == "retry":
             await broker.nak(self._nc, msg, step.delay)
         else:
+            self._deferrals.pop(seq, None)
             await broker.ack_all(self._nc, [msg])
 
-    async def _already_settled(self, item: WorkItem) -> bool:
-        """A redelivered item whose outcome the log already holds (the worker died after
-        publishing it, before acking) is not sent again. The router answers from its
-        projection; with no answer, the item is sent (at least once beats never)."""
-        nid = item.notification.notification_id
+    def _deferred(self, seq: int, deferrals: int) -> None:
+        self._deferrals[seq] = deferrals
+        while len(self._deferrals) > DEFERRALS_KEPT:  # items another worker finished
+            del self._deferrals[next(iter(self._deferrals))]
+
+    async def _ask_router(self, nid: str) -> str | None:
+        """What the log says of ``nid`` (``status.REPLIES``); ``None`` when the router
+        does not answer in time. An item whose outcome the log holds (the worker died
+        after publishing it, before acking; or a new consumer leader handed it out
+        again) is not sent again."""
         try:
             reply = await self._nc.request(
                 broker.DELIVERY_STATUS, nid.encode(), timeout=STATUS_PATIENCE
             )
-        except Exception:
-            return False
-        status = reply.data.decode()
-        if status in ("delivered", "dead"):
-            log.info(
-                "%s to %s is already %s in the log; not sending it again",
-                nid,
-                self.receiver,
-                status,
-            )
-            return True
-        return False
+        except Exception as error:
+            log.info("no delivery status for %s from the router: %s", nid, error)
+            return None
+        return reply.data.decode(errors="replace")
 
     def _outcome(
         self, item: WorkItem, attempt: int, result: SendResult, step: Step

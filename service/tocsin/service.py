@@ -36,6 +36,7 @@ from tocsin.projections import State
 from tocsin.recorder import Recorder
 from tocsin.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.router import Router
+from tocsin.status import answer_delivery_status
 from tocsin.telemetry import Metrics, watch_consumers
 from tocsin.tracing import Tracing, TracingConfigError
 
@@ -88,17 +89,6 @@ async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
         )
     async with ledger.batch() as batch:
         batch.add(ev.StreamBound(stream=broker.STREAM_IN, created=created, offset=offset))
-
-
-async def answer_delivery_status(nc: Any, ledger: Ledger) -> None:
-    """Reply to ``tocsin.control.delivery-status`` from the projection: what the log
-    says of a notification (pending, retrying, delivered, dead, unknown)."""
-
-    async def reply(msg: Any) -> None:
-        delivery = ledger.state.deliveries.get(msg.data.decode(errors="replace"))
-        await msg.respond((delivery.status if delivery else "unknown").encode())
-
-    await nc.subscribe(broker.DELIVERY_STATUS, queue="tocsin-router", cb=reply)
 
 
 def resolve_nats_url(explicit: str | None, data_dir: Path) -> str:
@@ -339,6 +329,7 @@ async def run(options: Options) -> int:
                 config.delivery.concurrency,
                 receiver.max_per_minute,
                 progress_every=(consumer.ack_wait or 30.0) / 3,
+                ack_wait=consumer.ack_wait or 30.0,
                 metrics=metrics,
                 tracing=tracing,
                 secrets=secrets,
