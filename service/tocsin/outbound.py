@@ -10,7 +10,7 @@ import msgspec
 from tocsin import broker
 from tocsin import events as ev
 from tocsin.contracts import Notification, Rejected, WorkItem
-from tocsin.projections import State
+from tocsin.projections import SETTLED, State
 from tocsin.times import format_us
 from tocsin.tracing import traceparent_for
 
@@ -84,7 +84,7 @@ def messages_for(
     ``trace_headers`` name the router span a work item continues."""
     if isinstance(event, ev.AlertRouted):
         delivery = state.deliveries.get(event.notification_id)
-        if delivery is not None and delivery.status in ("delivered", "dead"):
+        if delivery is not None and delivery.status in SETTLED:
             return []
         if delivery is not None and delivery.generation:
             return []  # re-queued since: the re-queue fact publishes its own item
@@ -93,7 +93,7 @@ def messages_for(
         delivery = state.deliveries.get(event.notification_id)
         if delivery is None or delivery.generation != event.generation:
             return []
-        if delivery.status in ("delivered", "dead"):
+        if delivery.status in SETTLED:
             return []
         routed = ev.AlertRouted(
             alert_id=event.alert_id,

@@ -22,6 +22,8 @@ from tocsin.contracts import SEVERITY_RANK, Severity, Status
 from tocsin.dedup import OpenAlert
 
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
+SETTLED: frozenset[DeliveryStatus] = frozenset({"delivered", "dead"})
+"""A notification in one of these is done: nothing is sent for it again (until re-queued)."""
 
 
 class Alert(Struct, kw_only=True, gc=False, array_like=True):
@@ -336,7 +338,7 @@ def _delivery(status: DeliveryStatus) -> Any:
         delivery = state.deliveries.get(e.notification_id)
         if delivery is None:
             return
-        terminal = delivery.status in ("delivered", "dead")
+        terminal = delivery.status in SETTLED
         if not (terminal and isinstance(e, ev.DeliveryAttemptFailed)):
             _set_status(state, delivery, status)
         delivery.channel = e.channel

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from tocsin import broker
+from tocsin import broker, projections
 from tocsin.ledger import Ledger
 
 log = logging.getLogger("tocsin.status")
@@ -34,6 +34,8 @@ DEAD = "dead"
 UNKNOWN = "unknown"
 BEHIND = "behind"
 
+SETTLED: frozenset[str] = projections.SETTLED  # final: a worker must not send these again
+
 REPLIES = {
     PENDING: "routed; no attempt recorded",
     RETRYING: "at least one failed attempt recorded; another is due",
@@ -42,7 +44,6 @@ REPLIES = {
     UNKNOWN: "no such notification in the log",
     BEHIND: "the log may not hold every stored outcome yet: undetermined",
 }
-SETTLED = frozenset({DELIVERED, DEAD})  # a worker must not send these again
 
 CATCH_UP_PATIENCE = 1.5  # seconds; below the worker's STATUS_PATIENCE (2 s)
 CATCH_UP_POLL = 0.05  # seconds between looks at the recorder's progress
