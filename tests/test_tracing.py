@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests import support
 from tests.support import (
     HttpSink,
     Rig,
@@ -48,14 +49,8 @@ PUBLISHER_SPAN = "b7ad6b7169203331"
 
 
 def event(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "disk_full",
-        "severity": "critical",
-        "summary": "disk 97% full on db1",
-        "labels": {"host": "db1"},
-    }
-    body.update(fields)
-    return body
+    """A critical disk_full event (the support one, more severe)."""
+    return support.event(**{"severity": "critical", "summary": "disk 97% full on db1", **fields})
 
 
 def traced() -> tuple[TracerProvider, InMemorySpanExporter]:
