@@ -16,8 +16,8 @@ receiver that reads the (small) answer whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -61,14 +61,6 @@ class JsonPoster:
         self._transport = AiohttpPool()
         self._urls: dict[str, httpx.URL] = {}
 
-    def _url(self, url: str) -> httpx.URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= 64:  # one receiver has one URL, or a few; bound anyway
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        return parsed
-
     async def post(
         self,
         url: str,
@@ -84,7 +76,7 @@ class JsonPoster:
         # ``Host`` and ``Content-Length`` headers).
         request = httpx.Request(
             "POST",
-            self._url(url),
+            _parsed(self._urls, url, httpx.URL),
             headers=merged,
             stream=httpx.ByteStream(body),
             extensions=self._extensions,
@@ -138,19 +130,10 @@ class AiohttpPool(httpx.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
-    def _url(self, request: httpx.Request) -> yarl.URL:
-        text = str(request.url)
-        url = self._urls.get(text)
-        if url is None:
-            if len(self._urls) >= 64:
-                self._urls.clear()
-            url = self._urls[text] = yarl.URL(text, encoded=True)
-        return url
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         async with self._session_now().request(
             request.method,
-            self._url(request),
+            _parsed(self._urls, str(request.url), _yarl_url),
             headers=request.headers.multi_items(),
             data=request.read() or None,
             allow_redirects=False,
@@ -170,6 +153,26 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+URLS_KEPT = 64  # one receiver posts to one URL, or a few; bounded anyway
+
+T = TypeVar("T")
+
+
+def _parsed(cache: dict[str, T], text: str, parse: Callable[[str], T]) -> T:
+    """``parse(text)``, remembered in ``cache`` (at most ``URLS_KEPT`` entries): parsing
+    a URL on every request costs more than the lookup."""
+    found = cache.get(text)
+    if found is None:
+        if len(cache) >= URLS_KEPT:
+            cache.clear()
+        found = cache[text] = parse(text)
+    return found
+
+
+def _yarl_url(text: str) -> yarl.URL:
+    return yarl.URL(text, encoded=True)  # httpx has already encoded it
 
 
 def describe(error: BaseException) -> str:
