@@ -7,9 +7,9 @@ the process, so the figures bound what ``tocsin serve`` can reach:
   a. webhook POSTs to ``bench/receiver.py`` (in its own process), 32 at a time over a
      keep-alive pool of 32: httpx over aiohttp's transport (as tocsin), httpx over its
      own httpcore pool, aiohttp alone, and a raw asyncio HTTP/1.1 client (no library);
-  b. JetStream pull + ack of small messages through ``broker.Puller`` and ``ack_all``,
+  b. JetStream pull + ack of small messages through ``Puller`` and ``ack_all``,
      in batches of 500 (the recorder's way) and 32 (a delivery worker's);
-  c. ``broker.Publisher.publish`` of outcome-sized messages with msg ids: one message
+  c. ``Publisher.publish`` of outcome-sized messages with msg ids: one message
      per call from 32 concurrent senders (one outcome per notification), and batches;
   d. the parts assembled as tocsin's worker assembles them (a task per work item, 32
      at a time: pull, POST, outcome batched with PubAck, ack) without the rest of its
@@ -42,12 +42,14 @@ from nats.aio.msg import Msg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import NatsServer  # noqa: E402
+from tests.support import NatsServer
 
-from bench.receiver import Receiver  # noqa: E402
-from tocsin import broker  # noqa: E402
-from tocsin.channels.http import JsonPoster  # noqa: E402
-from tocsin.delivery import OutcomeBatches  # noqa: E402
+from bench.receiver import Receiver
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.puller import Puller, ack_all, stream_seq
+from tocsin.channels.http import JsonPoster
+from tocsin.core.outbound import Outbound
+from tocsin.pipeline.delivery import OutcomeBatches
 
 POOL = 32
 BODY = msgspec.json.encode(
@@ -244,17 +246,17 @@ async def pull_and_ack(nc: nats.NATS, n: int) -> list[Figure]:
             ack_policy=nats.js.api.AckPolicy.EXPLICIT,
             max_ack_pending=20_000,
         )
-        puller = broker.Puller(nc, stream, "c", batch, prefetch=prefetch)
+        puller = Puller(nc, stream, "c", batch, prefetch=prefetch)
         await puller.start()
 
-        async def drain(puller: broker.Puller = puller) -> None:
+        async def drain(puller: Puller = puller) -> None:
             got = 0
             while got < n:
                 msgs = await puller.take(wait=5.0)
                 if not msgs:
                     raise RuntimeError(f"pull stalled at {got} of {n}")
                 got += len(msgs)
-                await broker.ack_all(nc, msgs)
+                await ack_all(nc, msgs)
             await nc.flush()
 
         mode = "prefetch" if prefetch else "no prefetch"
@@ -266,12 +268,12 @@ async def pull_and_ack(nc: nats.NATS, n: int) -> list[Figure]:
 async def publish(nc: nats.NATS, n: int) -> list[Figure]:
     js = nc.jetstream()
     await js.add_stream(name="CEIL_PUB", subjects=["ceiling.pub.>"], duplicate_window=120.0)
-    publisher = broker.Publisher(nc)
+    publisher = Publisher(nc)
     payload = BODY + b" " * 200  # an outcome: the notification plus a few fields
     figures = []
 
-    def outbound(run: str, i: int) -> broker.Outbound:
-        return broker.Outbound(f"ceiling.pub.{run}", payload, f"{run}:{i}:delivered")
+    def outbound(run: str, i: int) -> Outbound:
+        return Outbound(f"ceiling.pub.{run}", payload, f"{run}:{i}:delivered")
 
     async def one_each() -> None:
         left = n
@@ -305,11 +307,10 @@ async def pipeline(nc: nats.NATS, n: int, url: str) -> Figure:
     js = nc.jetstream()
     await js.add_stream(name="CEIL_WORK", subjects=["ceiling.work"])
     await js.add_stream(name="CEIL_OUT", subjects=["ceiling.out"], duplicate_window=120.0)
-    publisher = broker.Publisher(nc)
+    publisher = Publisher(nc)
     for start in range(0, n, 1000):
         items = [
-            broker.Outbound("ceiling.work", BODY, f"work:{i}")
-            for i in range(start, min(n, start + 1000))
+            Outbound("ceiling.work", BODY, f"work:{i}") for i in range(start, min(n, start + 1000))
         ]
         if not all(await publisher.publish(items)):
             raise RuntimeError("preload not stored")
@@ -319,7 +320,7 @@ async def pipeline(nc: nats.NATS, n: int, url: str) -> Figure:
         ack_policy=nats.js.api.AckPolicy.EXPLICIT,
         max_ack_pending=20_000,
     )
-    puller = broker.Puller(nc, "CEIL_WORK", "w", POOL, prefetch=False)
+    puller = Puller(nc, "CEIL_WORK", "w", POOL, prefetch=False)
     await puller.start()
     poster = JsonPoster("0.1.0", 10.0)
     outcomes = OutcomeBatches(publisher)
@@ -327,12 +328,12 @@ async def pipeline(nc: nats.NATS, n: int, url: str) -> Figure:
 
     async def deliver(msg: Msg) -> None:
         nonlocal done
-        seq = broker.stream_seq(msg)
+        seq = stream_seq(msg)
         if not (await poster.post(url, msg.data, None, {"Idempotency-Key": str(seq)})).ok:
             raise RuntimeError("receiver refused a request")
-        if not await outcomes.store(broker.Outbound("ceiling.out", msg.data, f"{seq}:delivered")):
+        if not await outcomes.store(Outbound("ceiling.out", msg.data, f"{seq}:delivered")):
             raise RuntimeError("outcome not stored")
-        await broker.ack_all(nc, [msg])
+        await ack_all(nc, [msg])
         done += 1
 
     async def run() -> None:

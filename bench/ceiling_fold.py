@@ -30,11 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.log_scale import generate  # noqa: E402
-from tocsin import events as ev  # noqa: E402
-from tocsin.ledger import _gc_paused  # noqa: E402
-from tocsin.log import db_path  # noqa: E402
-from tocsin.projections import State, fold_stored  # noqa: E402
+from bench.log_scale import generate
+from tocsin.core import events as ev
+from tocsin.core.fold import fold_stored
+from tocsin.core.state import State
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import _gc_paused
 
 QUERY = "SELECT seq, ts, data FROM events ORDER BY seq"
 

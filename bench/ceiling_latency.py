@@ -3,7 +3,7 @@
 From publish to the webhook's receipt an alert crosses, one after the other:
 
   a. JetStream, into TOCSIN_IN: a client's publish until the router's pull (tocsin's
-     ``broker.Puller``, a request always outstanding) hands it over;
+     ``Puller``, a request always outstanding) hands it over;
   b. the durable commit of its facts (3 rows: received, created, routed) through
      ``EventLog.append``: aiosqlite's thread, WAL, ``synchronous=FULL``;
   c. JetStream again, into TOCSIN_WORK: the work item's publish until a delivery
@@ -38,12 +38,12 @@ import nats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import NatsServer  # noqa: E402
+from tests.support import NatsServer
 
-from tocsin import broker  # noqa: E402
-from tocsin import events as ev  # noqa: E402
-from tocsin.channels.http import JsonPoster  # noqa: E402
-from tocsin.log import SCHEMA, EventLog, Fact  # noqa: E402
+from tocsin.bus.puller import Puller, ack_all
+from tocsin.channels.http import JsonPoster
+from tocsin.core import events as ev
+from tocsin.store.eventlog import SCHEMA, EventLog, Fact
 
 PAUSE = 0.004  # between samples: the loop and the threads are idle when one starts
 ALERT = msgspec.json.encode(
@@ -88,7 +88,7 @@ async def jetstream_hop(url: str, n: int, stream: str, subject: str, body: bytes
     await js.add_consumer(
         stream, durable_name="c", ack_policy="explicit", max_ack_pending=1000, filter_subject=""
     )
-    puller = broker.Puller(receiver, stream, "c", 32, prefetch=True)
+    puller = Puller(receiver, stream, "c", 32, prefetch=True)
     await puller.start()
     await puller.take(wait=0.05)  # the pull request is now outstanding
 
@@ -99,7 +99,7 @@ async def jetstream_hop(url: str, n: int, stream: str, subject: str, body: bytes
         while not msgs:
             msgs = await puller.take(wait=1.0)
         elapsed = time.perf_counter() - started
-        await broker.ack_all(receiver, msgs)  # type: ignore[arg-type]
+        await ack_all(receiver, msgs)  # type: ignore[arg-type]
         return elapsed
 
     try:

@@ -1,7 +1,7 @@
 """The router's ceiling on this machine: the irreducible per-event costs, each alone.
 
   a. NATS: pull + ack of N small messages from a JetStream stream with tocsin's raw
-     batch puller (``broker.Puller``, batches of 1000) and plain-publish acks
+     batch puller (``Puller``, batches of 1000) and plain-publish acks
   b. msgspec: decode + validate an inbound event into a typed Struct, and encode the
      ``alert.received`` fact it becomes (the bare library, no tocsin rules)
   c. SQLite: the log's own multi-row INSERTs of the rows an event produces into its real schema,
@@ -36,16 +36,20 @@ import nats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import NatsServer  # noqa: E402 - after the path tweak
+from tests.support import NatsServer
 
-from tocsin import broker, ingest  # noqa: E402
-from tocsin import events as ev  # noqa: E402
-from tocsin.contracts import TYPE_PATTERN  # noqa: E402
-from tocsin.ledger import Batch  # noqa: E402
-from tocsin.log import SCHEMA, _insert_sizes, _insert_sql, chain_hash  # noqa: E402
-from tocsin.projections import State  # noqa: E402
-from tocsin.routing import RoutingTable  # noqa: E402
-from tocsin.triage import triage  # noqa: E402
+from tocsin.bus.puller import Puller, ack_all
+from tocsin.bus.streams import ensure_consumer, ensure_streams, router_consumer_config
+from tocsin.core import events as ev
+from tocsin.core import ingest
+from tocsin.core.contracts import TYPE_PATTERN
+from tocsin.core.decide.route import RoutingTable
+from tocsin.core.decide.triage import triage
+from tocsin.core.state import State
+from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN
+from tocsin.store.chain import chain_hash
+from tocsin.store.eventlog import SCHEMA, _insert_sizes, _insert_sql
+from tocsin.store.ledger import Batch
 
 BATCH = 1000
 
@@ -76,8 +80,8 @@ async def nats_pull_ack(events: int, tmp: Path) -> dict[str, float]:
     try:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
-        await broker.ensure_streams(js)
-        await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+        await ensure_streams(js)
+        await ensure_consumer(js, STREAM_IN, router_consumer_config())
         for start in range(0, events, 2000):
             await asyncio.gather(
                 *(
@@ -85,7 +89,7 @@ async def nats_pull_ack(events: int, tmp: Path) -> dict[str, float]:
                     for i in range(start, min(events, start + 2000))
                 )
             )
-        puller = broker.Puller(nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, BATCH, prefetch=True)
+        puller = Puller(nc, STREAM_IN, ROUTER_CONSUMER, BATCH, prefetch=True)
         await puller.start()
         server_cpu, cpu, wall = cpu_of(server.process.pid), time.process_time(), time.perf_counter()
         done = 0
@@ -94,7 +98,7 @@ async def nats_pull_ack(events: int, tmp: Path) -> dict[str, float]:
             if not msgs:
                 raise SystemExit("a: the stream ran dry before every message was pulled")
             done += len(msgs)
-            await broker.ack_all(nc, msgs)
+            await ack_all(nc, msgs)
         await nc.flush()
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu

@@ -28,13 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 
-from tocsin.config import Match, Route  # noqa: E402
-from tocsin.ingest import Normalized, default_fingerprint  # noqa: E402
-from tocsin.ledger import Ledger, load_state, load_state_fast  # noqa: E402
-from tocsin.log import db_path  # noqa: E402
-from tocsin.routing import RoutingTable  # noqa: E402
-from tocsin.times import format_us  # noqa: E402
-from tocsin.triage import triage  # noqa: E402
+from tocsin.core.decide.route import (
+    Route,
+    RoutingTable,
+)
+from tocsin.core.decide.triage import triage
+from tocsin.core.ingest import Normalized, default_fingerprint
+from tocsin.core.matchers import Match
+from tocsin.core.times import format_us
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import Ledger, load_state, load_state_fast
 
 T0 = 1_790_000_000 * 1_000_000
 

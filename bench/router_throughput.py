@@ -36,9 +36,10 @@ import nats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import HttpSink, NatsServer  # noqa: E402 - after the path tweak
+from tests.support import HttpSink, NatsServer
 
-from tocsin import broker  # noqa: E402
+from tocsin.bus.streams import ensure_consumer, ensure_streams, router_consumer_config
+from tocsin.core.subjects import STREAM_IN
 
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 
@@ -47,8 +48,8 @@ async def preload(url: str, events: int, fingerprints: int) -> float:
     """Publish ``events`` with PubAcks; returns the seconds it took."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await broker.ensure_streams(js)
-    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_IN, router_consumer_config())
     started = time.perf_counter()
     window = 2000
     for start in range(0, events, window):

@@ -13,9 +13,10 @@ from aiosmtpd.controller import Controller
 from nats.js.errors import NotFoundError
 
 from tests.support import HttpSink, Mailbox, NatsServer, Rig, authenticate, free_port
-from tocsin import broker
-from tocsin.ledger import Ledger
-from tocsin.log import db_path
+from tocsin.bus.streams import ensure_consumer, ensure_streams, router_consumer_config
+from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import Ledger
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,7 @@ async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
         nats_server.start()
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for name in (broker.STREAM_IN, broker.STREAM_WORK, broker.STREAM_OUT):
+    for name in (STREAM_IN, STREAM_WORK, STREAM_OUT):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
     await nc.close()
@@ -71,8 +72,8 @@ async def rig(nats_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
     """A router wired to real NATS and a real log in ``tmp_path``, driven by hand."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    await broker.ensure_streams(js)
-    await broker.ensure_consumer(js, broker.STREAM_IN, broker.router_consumer_config())
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_IN, router_consumer_config())
     ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
     made = Rig(nc, js, ledger)
     await made.puller.start()

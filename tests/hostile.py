@@ -13,7 +13,7 @@ import json
 import random
 from typing import Any
 
-from tocsin.contracts import MAX_PAYLOAD_BYTES
+from tocsin.core.contracts import MAX_PAYLOAD_BYTES
 
 FIELDS = ("type", "severity", "summary", "source", "status", "labels", "fingerprint")
 FIELDS += ("details", "timestamp", "event_id")

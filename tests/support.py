@@ -29,17 +29,20 @@ import uvicorn
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from opentelemetry.sdk.trace import TracerProvider
 
-from tocsin import broker, service
 from tocsin import config as config_module
-from tocsin.config import Match, Route
-from tocsin.contracts import Notification, Severity
-from tocsin.ingest import Normalized, default_fingerprint
-from tocsin.ledger import Batch, Ledger, load_state
-from tocsin.log import db_path
-from tocsin.projections import State
-from tocsin.router import Router
-from tocsin.routing import RoutingTable
-from tocsin.triage import triage
+from tocsin import service
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.puller import Puller
+from tocsin.core.contracts import Notification, Severity
+from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.decide.triage import triage
+from tocsin.core.ingest import Normalized, default_fingerprint
+from tocsin.core.matchers import Match
+from tocsin.core.state import State
+from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, STREAM_WORK
+from tocsin.pipeline.router import Router
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import Batch, Ledger, load_state
 
 
 def free_port() -> int:
@@ -557,10 +560,8 @@ class Rig:
 
     def __init__(self, nc: Any, js: Any, ledger: Ledger) -> None:
         self.nc, self.js, self.ledger = nc, js, ledger
-        self.router = Router(nc, broker.Publisher(nc), ledger, config_module.load(None, {}))
-        self.puller = broker.Puller(
-            nc, broker.STREAM_IN, broker.ROUTER_CONSUMER, 100, prefetch=False
-        )
+        self.router = Router(nc, Publisher(nc), ledger, config_module.load(None, {}))
+        self.puller = Puller(nc, STREAM_IN, ROUTER_CONSUMER, 100, prefetch=False)
 
     async def take(self, count: int) -> list[Any]:
         msgs: list[Any] = []
@@ -573,10 +574,10 @@ class Rig:
         return msgs
 
     async def work_items(self) -> int:
-        return int((await self.js.stream_info(broker.STREAM_WORK)).state.messages)
+        return int((await self.js.stream_info(STREAM_WORK)).state.messages)
 
     async def unacked(self) -> int:
-        info = await self.js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
+        info = await self.js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
         return int(info.num_ack_pending)
 
 

@@ -17,8 +17,10 @@ import nats
 import pytest
 
 from tests.support import HttpSink, free_port, publish, wait_until, webhook_config
-from tocsin import broker, contracts
-from tocsin.embedded import NatsServerNotFound, find_binary
+from tocsin.bus.embedded import NatsServerNotFound, find_binary
+from tocsin.bus.streams import ensure_streams
+from tocsin.core import contracts
+from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, STREAM_WORK, deliver_consumer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
@@ -191,8 +193,8 @@ async def test_router_and_deliver_as_separate_processes(
         async def all_pulling() -> bool:
             """The router and both workers are up: each holds a pull request open."""
             try:
-                router = await js.consumer_info(broker.STREAM_IN, broker.ROUTER_CONSUMER)
-                work = await js.consumer_info(broker.STREAM_WORK, broker.deliver_consumer("hook"))
+                router = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
+                work = await js.consumer_info(STREAM_WORK, deliver_consumer("hook"))
             except nats.js.errors.NotFoundError:
                 return False
             return bool(router.num_waiting) and (work.num_waiting or 0) >= 2
@@ -331,7 +333,7 @@ async def test_a_server_list_reaches_the_live_server_when_the_first_is_down(
     down does not stop a command (here the first, and it has no server behind it)."""
     dead = f"nats://127.0.0.1:{free_port()}"
     nc = await nats.connect(nats_url)
-    await broker.ensure_streams(nc.jetstream())
+    await ensure_streams(nc.jetstream())
     await nc.close()
     for _ in range(3):  # nats-py picks the order at random: try a few times
         code, out, err = await _cli(

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.config import Config, ConfigError, default_config, load
-from tocsin.routing import RoutingTable
+from tocsin.config import Config, default_config, load
+from tocsin.core.decide.route import RoutingTable
+from tocsin.core.errors import ConfigError
 
 SEVERITIES = ["critical", "error", "warning", "info"]
 

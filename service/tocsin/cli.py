@@ -21,12 +21,18 @@ from typing import Any
 
 import msgspec
 
-from tocsin import __version__, broker, config, contracts, forensics, logs
-from tocsin.compaction import CompactionError, compact, verify_archives
-from tocsin.embedded import NatsServerNotFound
-from tocsin.log import db_path
-from tocsin.redact import Secrets
-from tocsin.times import parse_instant
+from tocsin import __version__, config
+from tocsin.bus.connection import server_urls
+from tocsin.bus.embedded import NatsServerNotFound
+from tocsin.core import contracts
+from tocsin.core.errors import ConfigError
+from tocsin.core.subjects import IN_PREFIX, MSG_ID, RETRY_FAILED
+from tocsin.core.times import parse_instant
+from tocsin.observability import logs
+from tocsin.observability.redact import Secrets
+from tocsin.store import forensics
+from tocsin.store.compaction import CompactionError, compact, verify_archives
+from tocsin.store.eventlog import db_path
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -195,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format, secrets)
     try:
         return _dispatch(args, secrets)
-    except (config.ConfigError, UsageError) as error:
+    except (ConfigError, UsageError) as error:
         print(f"tocsin: {error}", file=sys.stderr)
         return EXIT_USAGE
     except NatsServerNotFound as error:
@@ -358,8 +364,8 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]
     as ``[nats]`` of ``--config`` and ``TOCSIN_NATS_*`` say (only that section is read).
     Returns the URL to show (credentials redacted) and the list the server's asynchronous
     errors (e.g. a permissions violation) are collected in."""
-    from tocsin.connection import connect_options
-    from tocsin.redact import display_url
+    from tocsin.bus.connection import connect_options
+    from tocsin.observability.redact import display_url
     from tocsin.service import resolve_nats_url
 
     login = connect_options(config.load_nats_login(args.config))
@@ -378,7 +384,7 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]
         # nats-py retries the first connect even without reconnects: bound it ourselves.
         nc = await asyncio.wait_for(
             nats.connect(
-                broker.server_urls(url),
+                server_urls(url),
                 **login,
                 connect_timeout=2,
                 allow_reconnect=False,
@@ -425,7 +431,7 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
 
-    from tocsin.control import RetryReply, RetryRequest
+    from tocsin.pipeline.control import RetryReply, RetryRequest
 
     if args.since is not None:
         _instant("--since", args.since)  # refuse a bad time here, with exit code 2
@@ -434,13 +440,13 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     if nc is None:
         return EXIT_FAILURE
     try:
-        reply = await nc.request(broker.RETRY_FAILED, msgspec.json.encode(request), timeout=30)
+        reply = await nc.request(RETRY_FAILED, msgspec.json.encode(request), timeout=30)
     except (NoRespondersError, NatsTimeout):
         if _refusal(errors):
             print(f"tocsin: NATS at {url} refused the request{_refusal(errors)}", file=sys.stderr)
             return EXIT_FAILURE
         print(
-            f"tocsin: no tocsin service answered on {broker.RETRY_FAILED} at {url}; "
+            f"tocsin: no tocsin service answered on {RETRY_FAILED} at {url}; "
             "retry-failed is carried out by the running service (start `tocsin serve` "
             "or `tocsin router`)",
             file=sys.stderr,
@@ -482,9 +488,9 @@ async def _publish(args: argparse.Namespace) -> int:
     if nc is None:
         return EXIT_FAILURE
     try:
-        subject = broker.IN_PREFIX + args.source
+        subject = IN_PREFIX + args.source
         ack = await nc.jetstream().publish(
-            subject, msgspec.json.encode(body), headers={broker.MSG_ID: event_id}, timeout=5
+            subject, msgspec.json.encode(body), headers={MSG_ID: event_id}, timeout=5
         )
     except Exception as error:
         print(f"tocsin: publish to {url} failed: {error}{_refusal(errors)}", file=sys.stderr)

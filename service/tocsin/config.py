@@ -18,34 +18,20 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from tocsin.bus.connection import NatsLogin
 from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
-from tocsin.contracts import SEVERITY_ALIASES
-from tocsin.times import Duration, decode_duration
+from tocsin.core.contracts import SEVERITY_ALIASES
+from tocsin.core.decide.route import Route
+from tocsin.core.errors import ConfigError
+from tocsin.core.matchers import StrOrList
+from tocsin.core.times import Duration, decode_duration
+from tocsin.observability.redact import Secret
 
 RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
 MAX_REPLICAS = 5  # JetStream keeps at most five copies of a stream
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message starts with the key at fault."""
-
-
-StrOrList = str | list[str]
-
-
-class Match(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """A route's (or silence's) matcher; every key given must match; ``{}`` matches all."""
-
-    severity: StrOrList | None = None
-    type: StrOrList | None = None
-    source: StrOrList | None = None
-    labels: dict[str, StrOrList] | None = None
-
-
-class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    receivers: list[str]
-    match: Match = Match()
 
 
 class DedupSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -67,34 +53,6 @@ class SmtpSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     password: str | None = None
     starttls: bool | None = None
     tls: bool | None = None
-
-
-class Secret:
-    """A credential from the config or the environment. It prints as ``***`` (repr, str,
-    f-strings, logs), so it cannot leak by being shown; ``reveal()`` is for the connect."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __format__(self, spec: str) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 class NatsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -131,41 +89,6 @@ NATS_ENV = {
     "tls_key": "TOCSIN_NATS_TLS_KEY",
     "tls_verify_hostname": "TOCSIN_NATS_TLS_VERIFY_HOSTNAME",
 }
-
-
-@dataclass(frozen=True)
-class NatsLogin:
-    """How every tocsin connection logs in to NATS (``[nats]`` + ``TOCSIN_NATS_*``),
-    validated: at most one way to authenticate, files that exist, a client certificate
-    with its key. ``tocsin.connection.connect_options`` turns it into nats-py's options."""
-
-    user: str | None = None
-    password: Secret | None = None
-    token: Secret | None = None
-    nkey_seed: Path | None = None
-    creds: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_verify_hostname: bool = True
-
-    @property
-    def method(self) -> str:
-        """How it authenticates: ``user``, ``token``, ``nkey``, ``creds`` or ``none``."""
-        if self.user is not None:
-            return "user"
-        if self.token is not None:
-            return "token"
-        if self.nkey_seed is not None:
-            return "nkey"
-        if self.creds is not None:
-            return "creds"
-        return "none"
-
-    @property
-    def tls(self) -> bool:
-        """Whether any TLS setting differs from nats-py's defaults."""
-        return bool(self.tls_ca or self.tls_cert or not self.tls_verify_hostname)
 
 
 class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -395,6 +318,7 @@ def _read(file: Path, key: str) -> str:
 
 
 _TRUE = ("1", "true", "yes", "on")
+
 _FALSE = ("0", "false", "no", "off")
 
 

@@ -19,26 +19,45 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from tocsin import __version__, broker
-from tocsin import events as ev
+from tocsin import __version__
 from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_server
 from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
+from tocsin.bus.connection import connect, connect_options
+from tocsin.bus.embedded import EmbeddedNats, url_file
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.streams import (
+    deliver_consumer_config,
+    ensure_consumer,
+    ensure_streams,
+    recorder_consumer_config,
+    router_consumer_config,
+)
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
-from tocsin.config import Config, ConfigError
-from tocsin.connection import connect_options
-from tocsin.control import Control
-from tocsin.delivery import ReceiverWorker
-from tocsin.embedded import EmbeddedNats, url_file
-from tocsin.ledger import Ledger
-from tocsin.log import LogReader, WriterLock, db_path
-from tocsin.projections import State
-from tocsin.recorder import Recorder
-from tocsin.redact import Secrets, display_url, nats_url_secrets, secrets_of
-from tocsin.router import Router
-from tocsin.status import answer_delivery_status
-from tocsin.telemetry import Metrics, watch_consumers
-from tocsin.tracing import Tracing, TracingConfigError
+from tocsin.config import Config
+from tocsin.core import events as ev
+from tocsin.core.errors import ConfigError
+from tocsin.core.state import State
+from tocsin.core.subjects import (
+    RECORDER_CONSUMER,
+    ROUTER_CONSUMER,
+    STREAM_IN,
+    STREAM_OUT,
+    STREAM_WORK,
+    deliver_consumer,
+)
+from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
+from tocsin.observability.telemetry import Metrics, watch_consumers
+from tocsin.observability.tracing import Tracing, TracingConfigError
+from tocsin.pipeline.control import Control
+from tocsin.pipeline.delivery import ReceiverWorker
+from tocsin.pipeline.recorder import Recorder
+from tocsin.pipeline.router import Router
+from tocsin.pipeline.status import answer_delivery_status
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import Ledger
+from tocsin.store.lock import WriterLock
+from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.service")
 
@@ -72,7 +91,7 @@ async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
     """Record which TOCSIN_IN the router consumes. A stream deleted and re-created
     restarts its seqs at 1; without a new offset its new messages would look like
     redeliveries of logged ones and be skipped."""
-    info = await js.stream_info(broker.STREAM_IN)
+    info = await js.stream_info(STREAM_IN)
     created = info.created.isoformat() if info.created else ""
     state = ledger.state
     if state.inbound_stream == created:
@@ -82,13 +101,13 @@ async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
         offset = ledger.log.max_in_seq
         log.warning(
             "%s was re-created (was %s, now %s); its seqs are logged from %d on",
-            broker.STREAM_IN,
+            STREAM_IN,
             state.inbound_stream,
             created,
             offset + 1,
         )
     async with ledger.batch() as batch:
-        batch.add(ev.StreamBound(stream=broker.STREAM_IN, created=created, offset=offset))
+        batch.add(ev.StreamBound(stream=STREAM_IN, created=created, offset=offset))
 
 
 def resolve_nats_url(explicit: str | None, data_dir: Path) -> str:
@@ -259,9 +278,7 @@ async def run(options: Options) -> int:
             tasks.append(asyncio.create_task(servers[-1].serve(), name="http"))
         readiness.stage = f"connecting to NATS at {shown}"
         log.info("connecting to NATS at %s", shown)
-        connecting = asyncio.create_task(
-            broker.connect(url, name=f"tocsin-{__version__}", login=login)
-        )
+        connecting = asyncio.create_task(connect(url, name=f"tocsin-{__version__}", login=login))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -279,20 +296,20 @@ async def run(options: Options) -> int:
         )
         js = nc.jetstream(timeout=10)
         replicas = config.nats.replicas or 1
-        await broker.ensure_streams(js, replicas)
+        await ensure_streams(js, replicas)
         api.js = js
-        publisher = broker.Publisher(nc)
+        publisher = Publisher(nc)
         log.info("connected to NATS at %s; streams ready", shown)
         workers: list[Coroutine[Any, Any, None]] = []
         watched: list[tuple[str, str]] = []
         if ledger is not None:
-            await broker.ensure_consumer(
-                js, broker.STREAM_IN, broker.router_consumer_config(config.nats.ack_wait, replicas)
+            await ensure_consumer(
+                js, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas)
             )
-            await broker.ensure_consumer(
+            await ensure_consumer(
                 js,
-                broker.STREAM_OUT,
-                broker.recorder_consumer_config(config.nats.ack_wait, replicas),
+                STREAM_OUT,
+                recorder_consumer_config(config.nats.ack_wait, replicas),
             )
             async with ledger.batch() as batch:
                 batch.add(
@@ -311,15 +328,15 @@ async def run(options: Options) -> int:
             workers.append(Router(nc, publisher, ledger, config, tracing, secrets).run(stop))
             workers.append(Recorder(nc, ledger).run(stop))
             watched += [
-                (broker.STREAM_IN, broker.ROUTER_CONSUMER),
-                (broker.STREAM_OUT, broker.RECORDER_CONSUMER),
+                (STREAM_IN, ROUTER_CONSUMER),
+                (STREAM_OUT, RECORDER_CONSUMER),
             ]
         for name, channel in channels.items():
             receiver = config.receivers[name]
-            consumer = broker.deliver_consumer_config(
+            consumer = deliver_consumer_config(
                 name, receiver.timeout, config.nats.ack_wait, replicas
             )
-            await broker.ensure_consumer(js, broker.STREAM_WORK, consumer)
+            await ensure_consumer(js, STREAM_WORK, consumer)
             worker = ReceiverWorker(
                 nc,
                 publisher,
@@ -335,7 +352,7 @@ async def run(options: Options) -> int:
                 secrets=secrets,
             )
             workers.append(worker.run(stop))
-            watched.append((broker.STREAM_WORK, broker.deliver_consumer(name)))
+            watched.append((STREAM_WORK, deliver_consumer(name)))
         workers.append(watch_consumers(js, watched, metrics, stop, options.consumer_poll_seconds))
         tasks.extend(asyncio.create_task(w) for w in workers)
         readiness.stage = None

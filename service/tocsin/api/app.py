@@ -28,15 +28,16 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.types import Message, Scope
 from msgspec import Meta, Struct
 
-from tocsin import __version__, broker, commands, ingest
-from tocsin.api import queries
+from tocsin import __version__
 from tocsin.api.context import ApiContext
-from tocsin.commands import CommandError
-from tocsin.contracts import InboundEvent
-from tocsin.control import RetryReply, RetryRequest, new_id
-from tocsin.telemetry import CONTENT_TYPE
-from tocsin.times import now_us
-from tocsin.tracing import trace_context_from
+from tocsin.core import commands, ingest, views
+from tocsin.core.commands import CommandError
+from tocsin.core.contracts import InboundEvent
+from tocsin.core.subjects import IN_PREFIX, MSG_ID
+from tocsin.core.times import now_us
+from tocsin.observability.telemetry import CONTENT_TYPE
+from tocsin.observability.tracing import trace_context_from
+from tocsin.pipeline.control import RetryReply, RetryRequest, new_id
 
 log = logging.getLogger("tocsin.api")
 
@@ -185,11 +186,11 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         status: FromQuery[str | None] = None,
         source: FromQuery[str | None] = None,
         q: FromQuery[str | None] = None,
-        limit: FromQuery[int] = queries.DEFAULT_LIMIT,
+        limit: FromQuery[int] = views.DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
-    ) -> queries.AlertPage:
+    ) -> views.AlertPage:
         """Alerts, newest ``last_seen`` first, filtered, one page at a time."""
-        return queries.list_alerts(
+        return views.list_alerts(
             ctx.state(),
             severity=severity,
             type_=type_,
@@ -211,16 +212,16 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         return alert, await ctx.reader.of_alert(alert_id)
 
     @get("/api/v1/alerts/{alert_id:str}")
-    async def get_alert(alert_id: FromPath[str]) -> queries.AlertDetail:
+    async def get_alert(alert_id: FromPath[str]) -> views.AlertDetail:
         """The alert and its history from the log (runs of duplicates folded)."""
         alert, rows = await _rows_of(alert_id)
-        return queries.alert_detail(ctx.state(), alert, rows, _now())
+        return views.alert_detail(ctx.state(), alert, rows, _now())
 
     @get("/api/v1/alerts/{alert_id:str}/deliveries")
-    async def get_deliveries(alert_id: FromPath[str]) -> queries.DeliveryList:
+    async def get_deliveries(alert_id: FromPath[str]) -> views.DeliveryList:
         """Every step of every notification of the alert: queued, attempts, outcome."""
         _, rows = await _rows_of(alert_id)
-        return queries.deliveries(rows)
+        return views.deliveries(rows)
 
     def _control() -> Any:
         if ctx.control is None:
@@ -228,7 +229,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         return ctx.control
 
     @post("/api/v1/alerts/{alert_id:str}/ack", status_code=200)
-    async def ack(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> queries.AlertView:
+    async def ack(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> views.AlertView:
         """Acknowledge: no more reminders for this alert until it resolves (an
         escalation to a higher severity still notifies)."""
         now = _now()
@@ -236,10 +237,10 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
             lambda s: commands.ack(s, alert_id, by=data.by, comment=data.comment, at=now)
         )
         state = ctx.state()
-        return queries.alert_view(state.alerts[alert_id])
+        return views.alert_view(state.alerts[alert_id])
 
     @post("/api/v1/alerts/{alert_id:str}/resolve", status_code=200)
-    async def resolve(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> queries.AlertView:
+    async def resolve(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> views.AlertView:
         """Resolve by hand; every receiver told of the alert gets a ``resolved``."""
         now = _now()
         await _control().execute(
@@ -247,14 +248,14 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
                 s, alert_id, by=data.by, comment=data.comment, at=now, new_id=new_id
             )
         )
-        return queries.alert_view(ctx.state().alerts[alert_id])
+        return views.alert_view(ctx.state().alerts[alert_id])
 
     # -- silences ---------------------------------------------------------------------
 
     @get("/api/v1/silences", sync_to_thread=False)
-    def list_silences() -> queries.SilenceList:
+    def list_silences() -> views.SilenceList:
         """Every silence: active and pending first, then newest first."""
-        return queries.silence_list(ctx.state(), _now())
+        return views.silence_list(ctx.state(), _now())
 
     @post("/api/v1/silences", status_code=201)
     async def create_silence(data: JSONBody[SilenceBody]) -> Created:
@@ -291,20 +292,20 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         return await _control().retry_failed(data or RetryRequest())  # type: ignore[no-any-return]
 
     @get("/api/v1/stats", sync_to_thread=False)
-    def stats(hours: FromQuery[int] = 24) -> queries.Stats:
+    def stats(hours: FromQuery[int] = 24) -> views.Stats:
         """Counts over the last ``hours`` hours (hourly buckets of log time)."""
-        return queries.stats(ctx.state(), hours, _now())
+        return views.stats(ctx.state(), hours, _now())
 
     @get("/api/v1/events")
     async def list_events(
-        after_seq: FromQuery[int] = 0, limit: FromQuery[int] = queries.DEFAULT_EVENTS_LIMIT
-    ) -> queries.EventPage:
+        after_seq: FromQuery[int] = 0, limit: FromQuery[int] = views.DEFAULT_EVENTS_LIMIT
+    ) -> views.EventPage:
         """The raw log, ascending, a page at a time."""
-        queries.check_events_limit(limit, after_seq)
+        views.check_events_limit(limit, after_seq)
         if ctx.reader is None:
             raise CommandError(503, "this process does not hold the event log")
         rows = await ctx.reader.page(after_seq, limit)
-        return queries.event_page(rows, limit, ctx.state().last_seq)
+        return views.event_page(rows, limit, ctx.state().last_seq)
 
     @post("/api/v1/events", status_code=202)
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -321,9 +322,9 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
             return _error(503, "not connected to NATS yet")
         event_id = parsed.event_id or new_id()
         token = parsed.source if _SUBJECT_TOKEN.match(parsed.source) else "http"
-        headers = {broker.MSG_ID: event_id, **trace_context_from(request.headers)}
+        headers = {MSG_ID: event_id, **trace_context_from(request.headers)}
         try:
-            await ctx.js.publish(broker.IN_PREFIX + token, payload, headers=headers, timeout=5.0)
+            await ctx.js.publish(IN_PREFIX + token, payload, headers=headers, timeout=5.0)
         except Exception as error:
             log.warning("HTTP ingest could not publish: %s", error)
             return _error(503, f"NATS did not store the event: {type(error).__name__}")
@@ -363,7 +364,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         before_send=[_security_headers],
         exception_handlers={
             CommandError: _command_error,
-            queries.QueryError: _query_error,
+            views.QueryError: _query_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
             Exception: _internal_error,
@@ -384,7 +385,7 @@ def _command_error(request: Request[Any, Any, Any], error: CommandError) -> Resp
     return _error(error.status, str(error), error.field)
 
 
-def _query_error(request: Request[Any, Any, Any], error: queries.QueryError) -> Response[Any]:
+def _query_error(request: Request[Any, Any, Any], error: views.QueryError) -> Response[Any]:
     return _error(400, str(error), error.field)
 
 

@@ -11,15 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tocsin import events as ev
-from tocsin.projections import State
-from tocsin.telemetry import Metrics
+from tocsin.core import events as ev
+from tocsin.core.state import State
+from tocsin.observability.telemetry import Metrics
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
-    from tocsin.control import Control
-    from tocsin.log import LogReader
+    from tocsin.pipeline.control import Control
+    from tocsin.store.reader import LogReader
 
 
 class Readiness:

@@ -31,9 +31,9 @@ from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from tocsin import __version__
-from tocsin.api import queries
 from tocsin.api.context import ApiContext
-from tocsin.times import now_us, parse_rfc3339
+from tocsin.core import views
+from tocsin.core.times import now_us, parse_rfc3339
 
 TEMPLATES = Path(__file__).with_name("templates")
 TABLE_LIMIT = 100
@@ -43,8 +43,8 @@ LIVE_HEARTBEAT = 15.0  # seconds of quiet before a comment line keeps proxies fr
 LIVE_POLL = 1.0  # seconds: how often a quiet stream checks whether the server stops
 LIVE_RETRY_MS = 3000  # the browser's reconnect delay after the stream ends
 
-SEVERITIES = queries.SEVERITIES  # critical first
-STATUSES = queries.ALERT_STATUSES
+SEVERITIES = views.SEVERITIES  # critical first
+STATUSES = views.ALERT_STATUSES
 
 HTML_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -252,8 +252,8 @@ def _failure(data: Mapping[str, Any]) -> str:
     return f"HTTP {code}: {error}" if code and str(code) not in error else error
 
 
-def describe(record: queries.EventRecord) -> Entry:
-    """One history record (``queries.history``) as a timeline entry."""
+def describe(record: views.EventRecord) -> Entry:
+    """One history record (``views.history``) as a timeline entry."""
     d = record.data
     kind = record.kind
     tone, title, detail = "neutral", kind, ""
@@ -400,7 +400,7 @@ class Pages:
         now = self.now()
         error = None
         try:
-            page = queries.list_alerts(
+            page = views.list_alerts(
                 state,
                 severity=filters["severity"],
                 type_=filters["type"],
@@ -411,10 +411,10 @@ class Pages:
                 cursor=query.get("cursor") or None,
                 now=now,
             )
-        except queries.QueryError as problem:
+        except views.QueryError as problem:
             error = str(problem)
-            page = queries.AlertPage(alerts=[], next_cursor=None)
-        stats = queries.stats(state, CHART_HOURS, now)
+            page = views.AlertPage(alerts=[], next_cursor=None)
+        stats = views.stats(state, CHART_HOURS, now)
         open_counts = dict.fromkeys(SEVERITIES, 0)
         for alert in state.alerts.values():
             if alert.status != "resolved":
@@ -446,20 +446,20 @@ class Pages:
                 request, "missing.html", status=503, what="event log", name="", back="/"
             )
         rows = await self.ctx.reader.of_alert(alert_id)
-        detail = queries.alert_detail(self.ctx.state(), alert, rows, self.now())
+        detail = views.alert_detail(self.ctx.state(), alert, rows, self.now())
         return self.render(
             request,
             "alert.html",
             seq=shown,
             alert=detail,
             timeline=[describe(r) for r in reversed(detail.history)],
-            deliveries=queries.deliveries(rows).deliveries,
+            deliveries=views.deliveries(rows).deliveries,
         )
 
     def silences(self, request: Request[Any, Any, Any]) -> Response[str]:
         query = request.query_params
         prefill = {k: query.get(k) or "" for k in ("severity", "type", "label")}
-        listed = queries.silence_list(self.ctx.state(), self.now()).silences
+        listed = views.silence_list(self.ctx.state(), self.now()).silences
         return self.render(request, "silences.html", silences=listed, prefill=prefill)
 
 

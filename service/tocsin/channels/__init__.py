@@ -14,10 +14,10 @@ from typing import Protocol
 
 from msgspec import Struct
 
-from tocsin.contracts import Notification
-from tocsin.retry import SendResult
-from tocsin.templates import TemplateConfigError, Templates
-from tocsin.times import Duration
+from tocsin.channels.templates import TemplateConfigError, Templates
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SendResult
+from tocsin.core.times import Duration
 
 
 class ReceiverConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -69,10 +69,10 @@ from tocsin.channels import (
     compile_templates,
 )
 from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.templates import Templates, context
 from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
-from tocsin.contracts import Notification
-from tocsin.retry import SendResult
-from tocsin.templates import Templates, context
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SendResult
 
 MAX_CONTENT_CHARS = 2000
 MAX_TITLE_CHARS = 256

@@ -23,9 +23,9 @@ from tocsin.channels import (
     SmtpSettings,
     compile_templates,
 )
-from tocsin.contracts import Notification
-from tocsin.retry import SENT, SendResult, permanent, retryable
-from tocsin.templates import Templates, context
+from tocsin.channels.templates import Templates, context
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SENT, SendResult, permanent, retryable
 
 _COLOURS = {"critical": "#b3261e", "error": "#d9480f", "warning": "#b08800", "info": "#1c64b8"}
 

@@ -44,11 +44,11 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
+from tocsin.channels.templates import context
 from tocsin.channels.text import json_one_line
-from tocsin.contracts import Notification, Timestamp
-from tocsin.retry import SENT, SendResult, permanent, retryable
-from tocsin.templates import context
-from tocsin.times import format_us, now_us
+from tocsin.core.contracts import Notification, Timestamp
+from tocsin.core.policy.retry import SENT, SendResult, permanent, retryable
+from tocsin.core.times import format_us, now_us
 
 FORMATS = ("text", "json")
 DEFAULT_TITLE = "{{ summary }}"

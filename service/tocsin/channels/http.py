@@ -25,7 +25,7 @@ import httpx
 import yarl
 
 from tocsin.channels import ChannelConfigError
-from tocsin.retry import SendResult, classify_http, retryable
+from tocsin.core.policy.retry import SendResult, classify_http, retryable
 
 MAX_CONNECTIONS_PER_RECEIVER = 32
 

@@ -9,8 +9,8 @@ import msgspec
 
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
 from tocsin.channels.text import json_one_line
-from tocsin.contracts import Notification
-from tocsin.retry import SENT, SendResult, retryable
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SENT, SendResult, retryable
 
 _encoder = msgspec.json.Encoder()
 

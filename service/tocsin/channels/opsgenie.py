@@ -56,9 +56,9 @@ from tocsin.channels import (
 )
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.pagerduty import clip, redact
-from tocsin.contracts import Notification
-from tocsin.retry import SendResult
-from tocsin.templates import Templates, context
+from tocsin.channels.templates import Templates, context
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SendResult
 
 DEFAULT_URL = "https://api.opsgenie.com"
 MAX_MESSAGE = 130

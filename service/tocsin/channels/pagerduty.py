@@ -44,9 +44,9 @@ from tocsin.channels import (
     compile_templates,
 )
 from tocsin.channels.http import JsonPoster, check_url
-from tocsin.contracts import Notification
-from tocsin.retry import SendResult
-from tocsin.templates import Templates, context
+from tocsin.channels.templates import Templates, context
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SendResult
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024  # payload.summary, "Send an Alert Event"

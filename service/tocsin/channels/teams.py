@@ -71,10 +71,10 @@ import msgspec
 
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig, compile_templates
 from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.templates import context
 from tocsin.channels.text import map_strings
-from tocsin.contracts import Notification
-from tocsin.retry import SendResult
-from tocsin.templates import context
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SendResult
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.4"

@@ -16,17 +16,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tocsin.channels import (
-    Channel,
-    ChannelEnv,
-    ChannelKind,
-    ReceiverConfig,
-    discord,
-    slack,
-)
+from tocsin.channels import Channel, ChannelEnv, ChannelKind, ReceiverConfig, discord, slack
 from tocsin.channels.http import JsonPoster, check_url
-from tocsin.contracts import Notification
-from tocsin.retry import SendResult
+from tocsin.core.contracts import Notification
+from tocsin.core.policy.retry import SendResult
 
 _encoder = msgspec.json.Encoder()
 log = logging.getLogger("tocsin.channels.webhook")

@@ -1,0 +1,141 @@
+"""Pulling batches from a JetStream pull consumer, and acking them.
+
+The pull path avoids nats-py's per-fetch machinery: one persistent inbox subscription
+is fed by raw ``CONSUMER.MSG.NEXT`` batch requests and acks are plain publishes, which
+measured ~6x faster than ``fetch()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Sequence
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from tocsin.core.subjects import ACK
+
+
+def _ack_tokens(msg: Msg) -> tuple[str, str, str]:
+    """(times delivered, stream seq, stored at in ns) from a JetStream message's reply subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the
+    newer form with domain and account hash after ``ACK``. nats-py's ``msg.metadata``
+    builds a dataclass and a datetime for the same numbers (~10 us a message)."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        return tokens[4], tokens[5], tokens[7]
+    if len(tokens) >= 11:
+        return tokens[6], tokens[7], tokens[9]
+    raise ValueError(f"not a JetStream message (reply subject {msg.reply!r})")
+
+
+def stream_seq(msg: Msg) -> int:
+    return int(_ack_tokens(msg)[1])
+
+
+def delivery_count(msg: Msg) -> int:
+    return int(_ack_tokens(msg)[0])
+
+
+def stored_at(msg: Msg) -> float:
+    """When the stream stored ``msg``: Unix time in seconds."""
+    return int(_ack_tokens(msg)[2]) / 1e9
+
+
+class Puller:
+    """A pull consumer read through one persistent inbox.
+
+    One ``MSG.NEXT`` request is outstanding at a time; it is renewed the moment it is
+    filled or ends (status 408/409/404). With ``prefetch`` it is renewed as soon as it is
+    filled, so the server streams the next batch while the caller works on this one;
+    without, the next request waits for the next ``take`` and asks only for what the
+    caller has room for (delivery workers keep pending work in the stream).
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        consumer: str,
+        batch: int,
+        *,
+        prefetch: bool,
+        expires: float = 5.0,
+    ) -> None:
+        self._nc = nc
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._batch = batch
+        self._expires = expires
+        self._prefetch = prefetch
+        self._inbox = nc.new_inbox()
+        self._queue: collections.deque[Msg] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._credit = 0
+        self._requested_at = 0.0
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):  # closing anyway
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._queue.append(msg)
+        self._arrived.set()
+
+    async def _request(self, size: int) -> None:
+        payload = msgspec.json.encode({"batch": size, "expires": int(self._expires * 1e9)})
+        self._credit = size
+        self._requested_at = time.monotonic()
+        await self._nc.publish(self._subject, payload, reply=self._inbox)
+
+    async def take(self, limit: int | None = None, wait: float = 1.0) -> list[Msg]:
+        """Messages that arrived (at most ``limit``), waiting up to ``wait`` seconds for
+        the first. Status messages are consumed here and never returned."""
+        size = min(self._batch, limit) if limit else self._batch
+        if size <= 0:
+            return []
+        stale = time.monotonic() - self._requested_at > self._expires + 2.0
+        if self._credit <= 0 or (stale and not self._queue):
+            await self._request(size)
+        if not self._queue:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            except TimeoutError:
+                return []
+        out: list[Msg] = []
+        while self._queue and len(out) < size:
+            msg = self._queue.popleft()
+            if not msg.data and msg.headers and "Status" in msg.headers:
+                if msg.headers["Status"] != "100":
+                    self._credit = 0
+                continue
+            self._credit -= 1
+            out.append(msg)
+        if self._prefetch and self._credit <= 0:
+            await self._request(size)
+        return out
+
+
+async def ack_all(nc: NATS, msgs: Sequence[Msg], body: bytes = ACK) -> None:
+    """Acknowledge (or TERM / progress) messages with plain publishes."""
+    for msg in msgs:
+        if msg.reply:
+            await nc.publish(msg.reply, body)
+
+
+async def nak(nc: NATS, msg: Msg, delay: float) -> None:
+    """Redeliver ``msg`` after ``delay`` seconds (JetStream's ``-NAK {"delay"}``)."""
+    if msg.reply:
+        body = b"-NAK " + msgspec.json.encode({"delay": int(max(0.0, delay) * 1e9)})
+        await nc.publish(msg.reply, body)

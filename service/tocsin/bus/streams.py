@@ -1,0 +1,198 @@
+"""The streams and consumers of DESIGN.md section 3, created or updated at start.
+
+JetStream may be electing a leader or still starting when tocsin asks: creation is
+retried until it answers, for at most ``SETUP_PATIENCE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+
+from tocsin.core.subjects import (
+    ATTEMPTS_PREFIX,
+    DELIVERED,
+    DELIVERY_FAILED,
+    IN_SUBJECTS,
+    RECORDER_CONSUMER,
+    REJECTED,
+    ROUTE_PREFIX,
+    ROUTER_CONSUMER,
+    STREAM_IN,
+    STREAM_OUT,
+    STREAM_WORK,
+    deliver_consumer,
+    route_subject,
+)
+
+log = logging.getLogger("tocsin.broker")
+
+
+DAY = 86400.0
+
+SETUP_PATIENCE = 60.0  # seconds to keep asking JetStream to create streams and consumers
+
+
+def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
+    """The three streams, each kept in ``replicas`` copies (3 on a three-node cluster).
+    Inbound uses interest retention with discard-new: a message leaves only once the
+    router acked it, and a full stream refuses publishers instead of silently dropping
+    (critical alerts are never discarded by limits)."""
+    return [
+        js_api.StreamConfig(
+            name=STREAM_IN,
+            subjects=[IN_SUBJECTS],
+            retention=js_api.RetentionPolicy.INTEREST,
+            discard=js_api.DiscardPolicy.NEW,
+            storage=js_api.StorageType.FILE,
+            max_bytes=1 << 30,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+        js_api.StreamConfig(
+            name=STREAM_WORK,
+            subjects=[ROUTE_PREFIX + ">"],
+            retention=js_api.RetentionPolicy.WORK_QUEUE,
+            discard=js_api.DiscardPolicy.NEW,
+            storage=js_api.StorageType.FILE,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+        js_api.StreamConfig(
+            name=STREAM_OUT,
+            subjects=[DELIVERED, DELIVERY_FAILED, REJECTED, ATTEMPTS_PREFIX + ">"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            max_age=30 * DAY,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+    ]
+
+
+def router_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=ROUTER_CONSUMER,
+        filter_subject=IN_SUBJECTS,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=20_000,
+        max_deliver=-1,
+        max_waiting=16,
+        num_replicas=replicas,
+    )
+
+
+def recorder_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=RECORDER_CONSUMER,
+        filter_subjects=[DELIVERED, DELIVERY_FAILED, ATTEMPTS_PREFIX + ">"],
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=20_000,
+        max_deliver=-1,
+        max_waiting=16,
+        num_replicas=replicas,
+    )
+
+
+def deliver_consumer_config(
+    receiver: str, send_timeout: float, ack_wait: float = 30.0, replicas: int = 1
+) -> js_api.ConsumerConfig:
+    """Pending work waits in the stream, not in a worker's memory; ``ack_wait`` outlasts
+    a send (longer holds send +WPI). Attempts are counted by tocsin, not capped here."""
+    return js_api.ConsumerConfig(
+        durable_name=deliver_consumer(receiver),
+        filter_subject=route_subject(receiver),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=max(ack_wait, send_timeout + 5.0),
+        max_ack_pending=10_000,
+        max_deliver=-1,
+        max_waiting=64,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_streams(
+    js: JetStreamContext, replicas: int = 1, patience: float = SETUP_PATIENCE
+) -> None:
+    """Create the streams, or update them to this version's config (JetStream moves an
+    existing stream to a new replica count). Safe when several tocsin processes start
+    at once: whoever loses the race to create finds the stream, and updates it only if
+    its config differs."""
+    for config in stream_configs(replicas):
+        await _until_answered(
+            functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
+        )
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    config: js_api.ConsumerConfig,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """Create the durable consumer, or update it (creating one that exists with the same
+    config is a no-op)."""
+
+    async def create() -> None:
+        await js.add_consumer(stream, config)
+
+    await _until_answered(create, f"consumer {config.durable_name} of {stream}", patience)
+
+
+async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    name = config.name or ""
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
+            return
+        except BadRequestError:
+            log.info("stream %s was created meanwhile", name)
+            info = await js.stream_info(name)
+    if not _covers(info.config, config):
+        await js.update_stream(config)
+        log.info("updated stream %s to this version's config", name)
+
+
+def _covers(existing: js_api.StreamConfig, wanted: js_api.StreamConfig) -> bool:
+    """Every field tocsin sets has the value it wants (the server fills in the rest)."""
+    have = existing.as_dict()
+    return all(have.get(key) == value for key, value in wanted.as_dict().items())
+
+
+async def _until_answered(step: Callable[[], Awaitable[None]], what: str, patience: float) -> None:
+    """Run ``step`` again while JetStream gives no answer in time or says it is busy.
+
+    On a cluster, a stream or consumer that several processes create at once can leave
+    requests unanswered while its Raft group forms (measured: every one of three
+    concurrent starts timed out), and a leader election does the same for seconds.
+    Every step is idempotent, so asking again is safe."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    delay = 0.25
+    while True:
+        try:
+            await step()
+            return
+        except (NatsTimeout, ServiceUnavailableError) as error:
+            if loop.time() + delay > deadline:
+                raise
+            log.info(
+                "%s: JetStream did not answer (%s); asking again in %.2fs",
+                what,
+                type(error).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,219 @@
+"""Operator commands -> the facts they add to the log (pure).
+
+Acknowledging, resolving, silencing and re-queueing are facts like any other: each
+command checks the projection and returns the events to append, or raises
+``CommandError`` (with the HTTP status and the field at fault) without changing
+anything. ``control`` commits them through the single writer and publishes what they
+justify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from tocsin.core import events as ev
+from tocsin.core.decide.silences import MatchersError, parse_matchers
+from tocsin.core.state import Delivery, State
+from tocsin.core.times import parse_duration, parse_rfc3339
+
+MAX_NAME = 200
+MAX_COMMENT = 2000
+MAX_SILENCE_US = 366 * 86400 * 1_000_000
+
+
+class CommandError(Exception):
+    """A command refused: ``status`` is its HTTP answer, ``field`` the input at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def _text(value: str | None, field: str, limit: int, required: bool) -> str:
+    text = (value or "").strip()
+    if required and not text:
+        raise CommandError(422, f"{field} is required", field)
+    if len(text) > limit:
+        raise CommandError(422, f"{field} is longer than {limit} characters", field)
+    return text
+
+
+def _open_alert(state: State, alert_id: str) -> tuple[str, Any]:
+    alert = state.alerts.get(alert_id)
+    if alert is None:
+        raise CommandError(404, f"no alert {alert_id!r}", "id")
+    current = state.open_by_fingerprint.get(alert.fingerprint)
+    if alert.status == "resolved" or current is None or current.alert_id != alert_id:
+        raise CommandError(409, f"alert {alert_id} is already resolved", "id")
+    return alert.fingerprint, current
+
+
+def ack(state: State, alert_id: str, *, by: str, comment: str | None, at: int) -> list[ev.Event]:
+    """Acknowledge an open alert: its reminders stop until it resolves (escalations
+    still notify). Acknowledging an acknowledged alert adds nothing."""
+    who = _text(by, "by", MAX_NAME, required=True)
+    note = _text(comment, "comment", MAX_COMMENT, required=False)
+    fingerprint, current = _open_alert(state, alert_id)
+    if current.acked:
+        return []
+    return [ev.AlertAcked(alert_id=alert_id, fingerprint=fingerprint, by=who, comment=note, at=at)]
+
+
+def resolve(
+    state: State,
+    alert_id: str,
+    *,
+    by: str,
+    comment: str | None,
+    at: int,
+    new_id: Callable[[], str],
+) -> list[ev.Event]:
+    """Close an open alert by hand; like a publisher's ``resolved`` event, every
+    receiver that was told of it gets a ``resolved`` notification."""
+    who = _text(by, "by", MAX_NAME, required=True)
+    note = _text(comment, "comment", MAX_COMMENT, required=False)
+    fingerprint, current = _open_alert(state, alert_id)
+    alert = state.alerts[alert_id]
+    dedup_key = f"{fingerprint}:{current.bucket}"
+    facts: list[ev.Event] = [
+        ev.AlertResolved(
+            alert_id=alert_id,
+            fingerprint=fingerprint,
+            resolved_at=at,
+            by=who,
+            comment=note or None,
+            trace_id=alert.trace_id,
+        )
+    ]
+    facts.extend(
+        ev.AlertRouted(
+            alert_id=alert_id,
+            fingerprint=fingerprint,
+            dedup_key=dedup_key,
+            bucket=current.bucket,
+            reason="resolved",
+            severity=alert.severity,
+            receiver=receiver,
+            notification_id=new_id(),
+            trace_id=alert.trace_id,
+        )
+        for receiver in current.receivers
+    )
+    return facts
+
+
+def _instant(value: str, field: str, base: int) -> int:
+    """RFC 3339, or a duration forward from ``base`` (``2h`` = two hours after it)."""
+    try:
+        return base + int(parse_duration(value) * 1_000_000)
+    except ValueError:
+        pass
+    try:
+        return parse_rfc3339(value)
+    except ValueError as error:
+        raise CommandError(
+            422, f"{field}: {value[:80]!r} is neither RFC 3339 nor a duration like 2h", field
+        ) from error
+
+
+def create_silence(
+    state: State,
+    *,
+    matchers: Any,
+    starts_at: str | None,
+    ends_at: str,
+    created_by: str,
+    comment: str | None,
+    now: int,
+    new_id: Callable[[], str],
+) -> list[ev.Event]:
+    """A silence over the alerts ``matchers`` select (route ``match`` grammar, at least
+    one key) from ``starts_at`` (default now) to ``ends_at`` (RFC 3339, or a duration
+    after the start)."""
+    who = _text(created_by, "created_by", MAX_NAME, required=True)
+    note = _text(comment, "comment", MAX_COMMENT, required=False)
+    try:
+        match = parse_matchers(matchers)
+    except MatchersError as error:
+        raise CommandError(422, f"matchers: {error}", "matchers") from error
+    table = {k: v for k, v in msgspec.structs.asdict(match).items() if v is not None}
+    if not table:
+        raise CommandError(
+            422, "matchers: give at least one of severity, type, source, labels", "matchers"
+        )
+    start = _instant(starts_at, "starts_at", now) if starts_at else now
+    end = _instant(ends_at, "ends_at", start)
+    if end <= start:
+        raise CommandError(422, "ends_at must be after starts_at", "ends_at")
+    if end <= now:
+        raise CommandError(422, "ends_at is in the past", "ends_at")
+    if end - start > MAX_SILENCE_US:
+        raise CommandError(422, "a silence may last at most 366 days", "ends_at")
+    return [
+        ev.SilenceCreated(
+            silence_id=new_id(),
+            matchers=table,
+            starts_at=start,
+            ends_at=end,
+            created_by=who,
+            comment=note,
+            created_at=now,
+        )
+    ]
+
+
+def delete_silence(state: State, silence_id: str, *, by: str | None, at: int) -> list[ev.Event]:
+    silence = state.silences.get(silence_id)
+    if silence is None or silence.deleted_at is not None:
+        raise CommandError(404, f"no silence {silence_id!r}", "id")
+    who = _text(by, "by", MAX_NAME, required=False) or None
+    return [ev.SilenceDeleted(silence_id=silence_id, by=who, at=at)]
+
+
+def dead_letters(state: State, *, receiver: str | None, since: int | None) -> list[Delivery]:
+    """The dead-lettered deliveries a ``retry-failed`` would re-queue, oldest first."""
+    chosen = [
+        d
+        for d in state.deliveries.values()
+        if d.status == "dead"
+        and (receiver is None or d.receiver == receiver)
+        and (since is None or d.updated_at >= since)
+    ]
+    return sorted(chosen, key=lambda d: d.routed_seq)
+
+
+def requeue(
+    state: State,
+    routed: Mapping[int, ev.AlertRouted],
+    *,
+    receiver: str | None,
+    since: int | None,
+    by: str | None,
+) -> list[ev.Event]:
+    """Re-queue dead letters; ``routed`` holds their routed facts by seq (read from the
+    log by the caller). Each goes back to its receiver with the same notification id."""
+    facts: list[ev.Event] = []
+    for delivery in dead_letters(state, receiver=receiver, since=since):
+        fact = routed.get(delivery.routed_seq)
+        if fact is None:
+            continue  # its routed fact was compacted away; nothing to rebuild it from
+        facts.append(
+            ev.DeliveryRequeued(
+                notification_id=delivery.notification_id,
+                receiver=delivery.receiver,
+                alert_id=delivery.alert_id,
+                fingerprint=fact.fingerprint,
+                dedup_key=fact.dedup_key,
+                reason=fact.reason,
+                severity=fact.severity,
+                routed_seq=delivery.routed_seq,
+                generation=delivery.generation + 1,
+                by=by,
+                trace_id=fact.trace_id,
+            )
+        )
+    return facts

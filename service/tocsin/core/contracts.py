@@ -1,0 +1,191 @@
+"""Wire types other programs rely on (DESIGN.md sections 4 and 5).
+
+These structs are the single source of ``schemas/``: ``tocsin schemas`` renders them as
+JSON Schema, and a test fails when the committed files drift from them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Severity = Literal["critical", "error", "warning", "info"]
+Status = Literal["firing", "resolved"]
+Reason = Literal["firing", "reminder", "escalated", "resolved"]
+
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+SEVERITY_ALIASES: dict[str, str] = {
+    "critical": "critical",
+    "error": "error",
+    "warning": "warning",
+    "info": "info",
+    "sev1": "critical",
+    "sev2": "warning",
+    "sev3": "info",
+    "fatal": "critical",
+    "warn": "warning",
+}
+
+TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_SUMMARY_CHARS = 255
+MAX_LABELS = 32
+MAX_FINGERPRINT_CHARS = 128
+MAX_DETAILS_KEYS = 20
+MAX_DETAILS_STRING = 512
+MAX_DETAILS_BYTES = 8 * 1024
+MAX_DETAILS_DEPTH = 32  # containers nested deeper inside details are cut
+MAX_RAW_BYTES = 1024
+
+Timestamp = Annotated[
+    str, Meta(description="RFC 3339 UTC with a Z, e.g. 2026-11-23T12:00:00.123456Z")
+]
+
+
+class InboundEvent(Struct, kw_only=True):
+    """An alert event as a publisher sends it on ``alerts.in.<source>``.
+
+    Severity is matched case-insensitively with aliases (sev1, sev2, sev3, fatal, warn);
+    a summary over 255 characters is cut, not refused; details are sanitized.
+    """
+
+    type: Annotated[str, Meta(pattern=TYPE_PATTERN, examples=["order_rejected"])]
+    severity: Annotated[
+        str,
+        Meta(
+            description="critical, error, warning or info, any case; aliases sev1, sev2, "
+            "sev3, fatal, warn",
+            examples=["critical"],
+        ),
+    ]
+    summary: Annotated[str, Meta(min_length=1, description="longer than 255 is cut to 252 + '...'")]
+    source: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    status: Status = "firing"
+    labels: Annotated[dict[str, str], Meta(max_length=MAX_LABELS)] | None = None
+    fingerprint: Annotated[str, Meta(min_length=1, max_length=MAX_FINGERPRINT_CHARS)] | None = None
+    details: dict[str, Any] | None = None
+    timestamp: Annotated[str, Meta(description="RFC 3339 with an offset")] | None = None
+    event_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+
+
+class Notification(Struct, kw_only=True):
+    """What a receiver is told: the webhook body; other channels render the same fields."""
+
+    notification_id: str
+    reason: Reason
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    type: str
+    severity: Severity
+    status: Status
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: Timestamp
+    last_seen: Timestamp
+    occurrences: int
+    suppressed_count: int
+    receiver: str
+
+
+class WorkItem(Struct, kw_only=True):
+    """A notification queued on ``tocsin.route.<receiver>`` (internal): the body to send
+    plus where its routed fact sits in the log."""
+
+    notification: Notification
+    log_seq: int
+    trace_id: str | None = None
+    generation: int = 0  # re-queues after a dead letter; part of the outcome message ids
+
+
+class Delivered(Notification, kw_only=True):
+    """One message on ``alerts.delivered`` per successful notification."""
+
+    channel: str
+    attempts: int
+    delivered_at: Timestamp
+    log_seq: int
+    trace_id: str | None = None
+
+
+class DeliveryFailed(Notification, kw_only=True):
+    """One message on ``alerts.delivery_failed`` per dead-lettered notification."""
+
+    channel: str
+    attempts: int
+    failed_at: Timestamp
+    log_seq: int
+    error: str
+    last_status_code: int | None
+    trace_id: str | None = None
+
+
+class AttemptFailed(Struct, kw_only=True):
+    """One message on ``tocsin.attempts.<receiver>`` per failed attempt that will be retried."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempt: int
+    error: str
+    status_code: int | None
+    retry_in_seconds: float
+    failed_at: Timestamp
+    log_seq: int
+    trace_id: str | None = None
+
+
+class Rejected(Struct, kw_only=True):
+    """One message on ``alerts.rejected`` per refused inbound event."""
+
+    reason: str
+    field: str | None
+    subject: str
+    received_at: Timestamp
+    raw: str
+    raw_encoding: Literal["utf-8", "base64"]
+    log_seq: int
+
+
+SCHEMA_TYPES: dict[str, type[Struct]] = {
+    "alert-event": InboundEvent,
+    "notification": Notification,
+    "alerts.delivered": Delivered,
+    "alerts.delivery_failed": DeliveryFailed,
+    "alerts.rejected": Rejected,
+}
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Every ``description`` as ``inspect.cleandoc`` gives it: msgspec releases differ in
+    whether they keep a docstring's indentation, and ``schemas/`` must not depend on that."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
+
+
+def json_schemas() -> dict[str, bytes]:
+    """Each wire type's JSON Schema, keyed by file name, formatted for review in diffs."""
+    out: dict[str, bytes] = {}
+    for name, kind in SCHEMA_TYPES.items():
+        schema = _clean_descriptions(msgspec.json.schema(kind))
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = name
+        out[f"{name}.schema.json"] = (
+            msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
+        )
+    return out

@@ -1,0 +1,53 @@
+"""Silences (pure): which active silence, if any, covers an alert at an instant.
+
+A silence's ``matchers`` use the route ``match`` grammar (DESIGN.md section 8), so one
+matcher implementation serves routes and silences alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from tocsin.core.matchers import Match, Matcher
+from tocsin.core.state import Silence
+
+
+class MatchersError(ValueError):
+    """The matchers are not a route ``match`` table."""
+
+
+def parse_matchers(raw: Any) -> Match:
+    """``raw`` as a ``match`` table, or ``MatchersError`` saying what is wrong."""
+    try:
+        return msgspec.convert(raw, Match)
+    except msgspec.ValidationError as error:
+        raise MatchersError(str(error)) from error
+
+
+@lru_cache(maxsize=4096)
+def _compiled(encoded: bytes) -> Matcher:
+    return Matcher.compile(msgspec.json.decode(encoded, type=Match))
+
+
+def matcher_of(silence: Silence) -> Matcher:
+    return _compiled(msgspec.json.encode(silence.matchers))
+
+
+def covering(
+    silences: Iterable[Silence],
+    at: int,
+    *,
+    severity: str,
+    type_: str,
+    source: str,
+    labels: Mapping[str, str],
+) -> Silence | None:
+    """The first silence active at ``at`` whose matchers match, if any."""
+    for silence in silences:
+        if silence.active_at(at) and matcher_of(silence).matches(severity, type_, source, labels):
+            return silence
+    return None

@@ -1,0 +1,307 @@
+"""The log's vocabulary: every fact tocsin knows is one of these immutable events.
+
+Each kind's tag is its ``kind`` in the log, ``replay --json`` and ``/api/v1/events``
+(DESIGN.md section 10). Events record *outcomes* (what was decided), never inputs to be
+re-decided, so a rebuild does not depend on the version of the decision code.
+Instants are microseconds since the epoch (see ``times``).
+
+Evolving the vocabulary: logs are kept for years, so a field added to an event must
+have a default (older rows lack it), a field is never renamed or retyped, and a kind is
+never reused; a new fact is a new kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+from tocsin.core.contracts import Reason, Severity, Status
+
+SuppressCause = Literal["duplicate", "acked", "no_route"]
+
+
+class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True, gc=False):
+    """Base of all events; ``trace_id`` ties a fact to its trace. ``gc=False``: events
+    cannot form reference cycles, so the cyclic GC need not scan millions of them."""
+
+    trace_id: str | None = None
+
+
+class AlertReceived(_Event, frozen=True, tag="alert.received"):
+    """An inbound event passed validation; ``alert_id`` is the alert it counts for
+    (``None`` for a resolve that matched no open alert)."""
+
+    alert_id: str | None
+    fingerprint: str
+    dedup_key: str
+    type: str
+    severity: Severity
+    summary: str
+    source: str
+    status: Status
+    labels: dict[str, str]
+    details: dict[str, Any]
+    timestamp: int
+    received_at: int
+    subject: str
+    event_id: str | None = None
+    timestamp_replaced: bool = False
+
+
+class AlertOpened(_Event, frozen=True, tag="alert.opened"):
+    """A firing event opened a new alert for its fingerprint."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    severity: Severity
+
+
+class AlertSuppressed(_Event, frozen=True, tag="alert.suppressed"):
+    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route)."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    cause: SuppressCause = "duplicate"
+
+
+class AlertEscalated(_Event, frozen=True, tag="alert.escalated"):
+    """A later event of the same dedup key carried a higher severity than any routed."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    from_severity: Severity
+    severity: Severity
+
+
+class AlertRouted(_Event, frozen=True, tag="alert.routed"):
+    """One notification for one receiver: the fact a work item is derived from."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    reason: Reason
+    severity: Severity
+    receiver: str
+    notification_id: str
+
+
+class AlertResolved(_Event, frozen=True, tag="alert.resolved"):
+    """A resolved event closed the open alert of its fingerprint; ``by`` is set when an
+    operator resolved it through the API rather than its publisher."""
+
+    alert_id: str
+    fingerprint: str
+    resolved_at: int
+    by: str | None = None
+    comment: str | None = None
+
+
+class AlertAcked(_Event, frozen=True, tag="alert.acked"):
+    """An operator acknowledged the open alert: no more reminders until it resolves."""
+
+    alert_id: str
+    fingerprint: str
+    by: str
+    at: int
+    comment: str = ""
+
+
+class AlertSilenced(_Event, frozen=True, tag="alert.silenced"):
+    """A firing event that would have been routed matched an active silence; it is
+    counted but nobody is told, and its dedup key stays unspent."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    silence_id: str
+
+
+class AlertResolveIgnored(_Event, frozen=True, tag="alert.resolve_ignored"):
+    """A resolved event found no open alert; recorded, not routed."""
+
+    fingerprint: str
+    alert_id: str | None = None
+
+
+class AlertRejected(_Event, frozen=True, tag="alert.rejected"):
+    """An inbound message was refused; its capped raw bytes are kept for forensics."""
+
+    code: str
+    reason: str
+    field: str | None
+    subject: str
+    received_at: int
+    raw: str
+    raw_encoding: Literal["utf-8", "base64"]
+
+
+class DeliveryAttemptFailed(_Event, frozen=True, tag="delivery.attempt_failed"):
+    """A send failed and will be retried after ``retry_in_seconds``."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempt: int
+    error: str
+    status_code: int | None
+    retry_in_seconds: float
+    at: int
+
+
+class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
+    """The receiver accepted the notification."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempts: int
+    at: int
+
+
+class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
+    """The notification never went through: permanent failure or attempts exhausted."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempts: int
+    error: str
+    status_code: int | None
+    at: int
+
+
+class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
+    """A dead-lettered notification was put back on its receiver's queue (by
+    ``retry-failed`` or the API); ``generation`` counts the re-queues, so the new work
+    item and its outcomes get message ids JetStream has not seen."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    reason: Reason
+    severity: Severity
+    routed_seq: int
+    generation: int
+    by: str | None = None
+
+
+class SilenceCreated(_Event, frozen=True, tag="silence.created"):
+    """Alerts matching ``matchers`` (the route ``match`` grammar) are silenced between
+    ``starts_at`` and ``ends_at``."""
+
+    silence_id: str
+    matchers: dict[str, Any]
+    starts_at: int
+    ends_at: int
+    created_by: str
+    created_at: int
+    comment: str = ""
+
+
+class SilenceDeleted(_Event, frozen=True, tag="silence.deleted"):
+    """A silence was lifted before its end."""
+
+    silence_id: str
+    at: int
+    by: str | None = None
+
+
+class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
+    """The service started with this configuration (secrets never included)."""
+
+    digest: str
+    receivers: dict[str, str]
+    routes: int
+    dedup_window_seconds: float
+
+
+class StreamBound(_Event, frozen=True, tag="stream.bound"):
+    """The router consumes this incarnation of the inbound stream (identified by its
+    creation time); its seqs are logged as ``offset + seq``, so a re-created stream,
+    whose seqs restart at 1, never looks like a redelivery of old messages."""
+
+    stream: str
+    created: str
+    offset: int
+
+
+class LogCompacted(_Event, frozen=True, tag="log.compacted"):
+    """Rows ``first_seq..last_seq`` moved to ``archive``; ``anchor`` is the hex hash of
+    row ``last_seq``, which the first remaining row chains to."""
+
+    archive: str
+    first_seq: int
+    last_seq: int
+    anchor: str
+    archive_sha256: str
+
+
+Event = (
+    AlertReceived
+    | AlertOpened
+    | AlertSuppressed
+    | AlertEscalated
+    | AlertRouted
+    | AlertResolved
+    | AlertResolveIgnored
+    | AlertRejected
+    | AlertAcked
+    | AlertSilenced
+    | DeliveryAttemptFailed
+    | DeliverySucceeded
+    | DeliveryDeadLettered
+    | DeliveryRequeued
+    | SilenceCreated
+    | SilenceDeleted
+    | ConfigLoaded
+    | StreamBound
+    | LogCompacted
+)
+
+_encoder = msgspec.json.Encoder()
+# The log's decoder; ``decode`` wraps it, loops over many rows call it directly.
+decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+
+
+def encode(event: Event) -> bytes:
+    """The canonical bytes of an event, as stored in the log (tag included)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event:
+    """An event from its stored bytes."""
+    return decoder.decode(data)
+
+
+def kind_of(event: Event) -> str:
+    """The event's ``kind`` tag."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """A log row as stored: the event still in its canonical JSON bytes."""
+
+    seq: int
+    ts: int
+    kind: str
+    data: bytes

@@ -1,0 +1,155 @@
+"""The projection: what tocsin knows, as folded from the log (DESIGN.md invariant 1).
+
+The structs are untracked by the cyclic GC (``gc=False``): they hold no cycles, and a
+large projection would otherwise be rescanned again and again while it is built. They
+are ``array_like`` for compact snapshots (``tocsin.store.snapshots``): nothing encodes
+them for people (the API and the CLI answer with their own view types,
+``tocsin.core.views``). ``tocsin.core.fold`` is how events change them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+from tocsin.core.contracts import Severity, Status
+from tocsin.core.decide.dedup import OpenAlert
+
+DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
+
+SETTLED: frozenset[DeliveryStatus] = frozenset({"delivered", "dead"})
+
+"""A notification in one of these is done: nothing is sent for it again (until re-queued)."""
+
+
+class Alert(Struct, kw_only=True, gc=False, array_like=True):
+    """One fingerprint from its first firing event until resolved."""
+
+    id: str
+    fingerprint: str
+    type: str
+    severity: Severity
+    summary: str
+    source: str
+    status: Status
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: int
+    last_seen: int
+    occurrences: int = 0
+    suppressed_count: int = 0
+    receivers: list[str] = []
+    resolved_at: int | None = None
+    last_delivery_status: DeliveryStatus | None = None
+    trace_id: str | None = None
+    resolved_by: str | None = None
+    acked_by: str | None = None
+    acked_at: int | None = None
+    ack_comment: str | None = None
+
+
+class Delivery(Struct, kw_only=True, gc=False, array_like=True):
+    """One notification's fate."""
+
+    notification_id: str
+    alert_id: str
+    receiver: str
+    reason: str
+    routed_seq: int
+    status: DeliveryStatus = "pending"
+    channel: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    status_code: int | None = None
+    updated_at: int = 0
+    generation: int = 0  # times re-queued after a dead letter
+
+
+class Silence(Struct, kw_only=True, gc=False, array_like=True):
+    """Alerts matching ``matchers`` are silenced from ``starts_at`` until ``ends_at``
+    (or until deleted)."""
+
+    id: str
+    matchers: dict[str, Any]
+    starts_at: int
+    ends_at: int
+    created_by: str
+    comment: str
+    created_at: int
+    deleted_at: int | None = None
+    deleted_by: str | None = None
+
+    def active_at(self, at: int) -> bool:
+        end = self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)
+        return self.starts_at <= at < end
+
+
+class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
+    delivered: int = 0
+    failed_attempts: int = 0
+    dead: int = 0
+
+
+class HourStats(Struct, kw_only=True, gc=False, array_like=True):
+    """What happened in one hour of log time (``ts``): the stats API and the dashboard
+    chart sum these over their window."""
+
+    by_severity: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    suppressed: int = 0
+    by_receiver: dict[str, ReceiverStats] = {}
+
+
+class LastAlert(Struct, kw_only=True, gc=False, array_like=True):
+    alert_id: str
+    summary: str
+    ts: int
+
+
+HOUR_US = 3_600_000_000
+
+KEEP_HOURS = 168  # hourly stats are kept for a week of log time
+
+
+def hour_of(ts: int) -> int:
+    return ts // HOUR_US
+
+
+class Counters(Struct, kw_only=True, gc=False, array_like=True):
+    received: int = 0
+    suppressed: int = 0
+    routed: int = 0
+    rejected: int = 0
+    delivered: int = 0
+    attempt_failures: int = 0
+    dead_lettered: int = 0
+
+
+class State(Struct, kw_only=True, gc=False, array_like=True):
+    """Everything tocsin knows, as of ``last_seq``."""
+
+    last_seq: int = 0
+    last_ts: int = 0
+    alerts: dict[str, Alert] = {}
+    open_by_fingerprint: dict[str, OpenAlert] = {}
+    deliveries: dict[str, Delivery] = {}
+    inbound_stream: str | None = None  # creation time of the TOCSIN_IN being consumed
+    inbound_offset: int = 0  # logged in_seq = inbound_offset + stream seq
+    counters: Counters = msgspec.field(default_factory=Counters)
+    silences: dict[str, Silence] = {}
+    hours: dict[int, HourStats] = {}
+    last_by_severity: dict[str, LastAlert] = {}
+    queue: dict[str, int] = {}  # deliveries by status: pending, retrying, delivered, dead
+
+    def hour(self) -> HourStats:
+        """The stats of the hour of the event being folded; hours older than a week
+        are dropped when a new one starts (a pure function of the log's ``ts``)."""
+        hour = hour_of(self.last_ts)
+        stats = self.hours.get(hour)
+        if stats is None:
+            stats = self.hours[hour] = HourStats()
+            for old in [h for h in self.hours if h <= hour - KEEP_HOURS]:
+                del self.hours[old]
+        return stats

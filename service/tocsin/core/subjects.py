@@ -1,0 +1,83 @@
+"""Every NATS name tocsin uses: subjects, streams, consumers, headers (DESIGN.md
+section 3). Plain strings, so the core can say where a message goes without a broker;
+``tocsin.bus`` creates what they name.
+"""
+
+from __future__ import annotations
+
+IN_PREFIX = "alerts.in."
+
+IN_SUBJECTS = "alerts.in.>"
+
+DELIVERED = "alerts.delivered"
+
+DELIVERY_FAILED = "alerts.delivery_failed"
+
+REJECTED = "alerts.rejected"
+
+ROUTE_PREFIX = "tocsin.route."
+
+ATTEMPTS_PREFIX = "tocsin.attempts."
+
+CONTROL_PREFIX = "tocsin.control."
+
+DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
+
+# (the reply values are listed in tocsin/status.py)
+RETRY_FAILED = CONTROL_PREFIX + "retry-failed"  # request: control.RetryRequest; reply: RetryReply
+
+
+STREAM_IN = "TOCSIN_IN"
+
+STREAM_WORK = "TOCSIN_WORK"
+
+STREAM_OUT = "TOCSIN_OUT"
+
+
+ROUTER_CONSUMER = "router"
+
+RECORDER_CONSUMER = "recorder"
+
+
+MSG_ID = "Nats-Msg-Id"
+
+ACK = b"+ACK"
+
+TERM = b"+TERM"
+
+PROGRESS = b"+WPI"
+
+
+# JetStream's own word that a replicated stream or consumer has a new leader: core NATS
+# messages published in the stream's account (nats-server ``server/jetstream_api.go``
+# ``JSAdvisoryStreamLeaderElectedPre`` + ".<stream>", ``JSAdvisoryConsumerLeaderElectedPre``
+# + ".<stream>.<consumer>"). A new leader may not know what the old one delivered.
+STREAM_LEADER_ELECTED_PREFIX = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+
+CONSUMER_LEADER_ELECTED_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED."
+
+
+def route_subject(receiver: str) -> str:
+    return ROUTE_PREFIX + receiver
+
+
+def attempts_subject(receiver: str) -> str:
+    return ATTEMPTS_PREFIX + receiver
+
+
+def deliver_consumer(receiver: str) -> str:
+    return f"deliver-{receiver}"
+
+
+def leader_elected_subjects(stream: str, consumer: str) -> list[str]:
+    """The advisories announcing a new leader for ``stream`` or its ``consumer``."""
+    return [
+        STREAM_LEADER_ELECTED_PREFIX + stream,
+        f"{CONSUMER_LEADER_ELECTED_PREFIX}{stream}.{consumer}",
+    ]
+
+
+def source_of(subject: str) -> str:
+    """``alerts.in.<source>`` -> ``<source>`` (the third token)."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) > 2 and parts[2] else "unknown"

@@ -1,0 +1,475 @@
+"""Read models over the projection (pure): what the API, the dashboard and the commands
+show. Handlers fetch (the projection, a few log rows); these functions shape."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from tocsin.core import events as ev
+from tocsin.core.contracts import SEVERITY_RANK
+from tocsin.core.decide.silences import covering
+from tocsin.core.events import StoredRow
+from tocsin.core.state import HOUR_US, KEEP_HOURS, Alert, Silence, State, hour_of
+from tocsin.core.times import format_us
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+MAX_EVENTS_LIMIT = 1000
+DEFAULT_EVENTS_LIMIT = 100
+SEVERITIES = sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=True)
+ALERT_STATUSES = ("firing", "acked", "silenced", "resolved")
+
+
+class AlertView(Struct, kw_only=True):
+    id: str
+    fingerprint: str
+    type: str
+    severity: str
+    status: str
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: str
+    last_seen: str
+    occurrences: int
+    suppressed_count: int
+    receivers: list[str]
+    last_delivery_status: str | None
+    resolved_at: str | None = None
+    trace_id: str | None = None
+    acked_by: str | None = None
+    acked_at: str | None = None
+    ack_comment: str | None = None
+    resolved_by: str | None = None
+
+
+class AlertDetail(AlertView, kw_only=True):
+    """An alert and its history from the log."""
+
+    history: list[EventRecord]
+
+
+class DeliveryRecord(Struct, kw_only=True):
+    """One step of one notification: queued, each failed attempt, the outcome."""
+
+    notification_id: str
+    receiver: str
+    channel: str | None
+    attempt: int
+    status: str
+    status_code: int | None
+    error: str | None
+    ts: str
+    reason: str | None = None
+    seq: int
+
+
+class DeliveryList(Struct, kw_only=True):
+    deliveries: list[DeliveryRecord]
+
+
+class EventPage(Struct, kw_only=True):
+    events: list[EventRecord]
+    next_after_seq: int | None
+
+
+class ReceiverCounts(Struct, kw_only=True):
+    delivered: int = 0
+    failed_attempts: int = 0
+    dead: int = 0
+
+
+class QueueCounts(Struct, kw_only=True):
+    pending: int
+    retrying: int
+    dead: int
+
+
+class LastSeen(Struct, kw_only=True):
+    alert_id: str
+    summary: str
+    ts: str
+
+
+class Stats(Struct, kw_only=True):
+    """DESIGN.md sections 7 and 10; ``delivery_success_rate`` is null while nothing in
+    the window was delivered or dead-lettered (no rate to speak of)."""
+
+    window_hours: int
+    total: int
+    by_severity: dict[str, int]
+    by_type: dict[str, int]
+    suppressed: int
+    dedup_ratio: float
+    delivery_success_rate: float | None
+    by_receiver: dict[str, ReceiverCounts]
+    queue: QueueCounts
+    last_by_severity: dict[str, LastSeen | None]
+    per_hour: list[dict[str, Any]]
+
+
+class SilenceView(Struct, kw_only=True):
+    id: str
+    matchers: dict[str, Any]
+    starts_at: str
+    ends_at: str
+    created_by: str
+    comment: str
+    created_at: str
+    state: str  # pending, active, expired, deleted
+    deleted_at: str | None = None
+    deleted_by: str | None = None
+
+
+class SilenceList(Struct, kw_only=True):
+    silences: list[SilenceView]
+
+
+class AlertPage(Struct, kw_only=True):
+    alerts: list[AlertView]
+    next_cursor: str | None
+
+
+TIME_FIELDS = frozenset(
+    {"timestamp", "received_at", "resolved_at", "at", "starts_at", "ends_at", "created_at"}
+)
+
+
+class EventRecord(msgspec.Struct, kw_only=True):
+    """One log row as ``replay --json`` and ``/api/v1/events`` print it."""
+
+    seq: int
+    ts: str
+    kind: str
+    data: dict[str, Any]
+
+
+class QueryError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def view_status(alert: Alert, silenced: bool) -> str:
+    """``resolved``, else ``acked``, else ``silenced`` (an active silence matches it),
+    else ``firing``."""
+    if alert.status == "resolved":
+        return "resolved"
+    if alert.acked_at is not None:
+        return "acked"
+    return "silenced" if silenced else "firing"
+
+
+def is_silenced(state: State, alert: Alert, now: int) -> bool:
+    if alert.status == "resolved" or not state.silences:
+        return False
+    return (
+        covering(
+            state.silences.values(),
+            now,
+            severity=alert.severity,
+            type_=alert.type,
+            source=alert.source,
+            labels=alert.labels,
+        )
+        is not None
+    )
+
+
+def _optional_time(us: int | None) -> str | None:
+    return None if us is None else format_us(us)
+
+
+def record(seq: int, ts: int, kind: str, data: bytes) -> EventRecord:
+    """A row for output: the event's fields without its tag, instants as RFC 3339."""
+    fields: dict[str, Any] = msgspec.json.decode(data)
+    fields.pop("kind", None)
+    for key in TIME_FIELDS & fields.keys():
+        if isinstance(fields[key], int):
+            fields[key] = format_us(fields[key])
+    return EventRecord(seq=seq, ts=format_us(ts), kind=kind, data=fields)
+
+
+def alert_view(alert: Alert, silenced: bool = False) -> AlertView:
+    return AlertView(
+        id=alert.id,
+        fingerprint=alert.fingerprint,
+        type=alert.type,
+        severity=alert.severity,
+        status=view_status(alert, silenced),
+        summary=alert.summary,
+        source=alert.source,
+        labels=alert.labels,
+        details=alert.details,
+        first_seen=format_us(alert.first_seen),
+        last_seen=format_us(alert.last_seen),
+        occurrences=alert.occurrences,
+        suppressed_count=alert.suppressed_count,
+        receivers=list(alert.receivers),
+        last_delivery_status=alert.last_delivery_status,
+        resolved_at=_optional_time(alert.resolved_at),
+        trace_id=alert.trace_id,
+        acked_by=alert.acked_by,
+        acked_at=_optional_time(alert.acked_at),
+        ack_comment=alert.ack_comment,
+        resolved_by=alert.resolved_by,
+    )
+
+
+def _encode_cursor(alert: Alert) -> str:
+    return base64.urlsafe_b64encode(f"{alert.last_seen}:{alert.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        last_seen, _, alert_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        return int(last_seen), alert_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise QueryError("cursor", "cursor is not one this API returned") from error
+
+
+def list_alerts(
+    state: State,
+    *,
+    severity: str | None = None,
+    type_: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    q: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    now: int = 0,
+) -> AlertPage:
+    """Alerts newest first by ``last_seen``, filtered, one page at a time; ``status``
+    is the one shown (firing, acked, silenced as of ``now``, resolved)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError("limit", f"limit must be 1 to {MAX_LIMIT}")
+    if status and status not in ALERT_STATUSES:
+        raise QueryError("status", f"status must be one of {', '.join(ALERT_STATUSES)}")
+    needle = q.lower() if q else None
+
+    def keep(alert: Alert) -> bool:
+        if severity and alert.severity != severity:
+            return False
+        if type_ and alert.type != type_:
+            return False
+        if status and view_status(alert, is_silenced(state, alert, now)) != status:
+            return False
+        if source and alert.source != source:
+            return False
+        if needle:
+            haystack = " ".join([alert.summary, *alert.labels.keys(), *alert.labels.values()])
+            if needle not in haystack.lower():
+                return False
+        return True
+
+    ordered = sorted(
+        (a for a in state.alerts.values() if keep(a)),
+        key=lambda a: (a.last_seen, a.id),
+        reverse=True,
+    )
+    if cursor:
+        after = _decode_cursor(cursor)
+        ordered = [a for a in ordered if (a.last_seen, a.id) < after]
+    page = ordered[:limit]
+    next_cursor = _encode_cursor(page[-1]) if len(ordered) > limit else None
+    views = [alert_view(a, is_silenced(state, a, now)) for a in page]
+    return AlertPage(alerts=views, next_cursor=next_cursor)
+
+
+def history(rows: list[StoredRow]) -> list[EventRecord]:
+    """An alert's log rows for people: each duplicate (a received event and the
+    suppression that followed it) is folded into one entry per run of duplicates, with
+    ``count``, ``last_seq`` and ``last_ts``, so an alert that fired 100,000 times reads
+    as a page, not a scroll."""
+    out: list[EventRecord] = []
+    received: StoredRow | None = None
+    for row in rows:
+        if row.kind == "alert.received":
+            if received is not None:
+                out.append(record(received.seq, received.ts, received.kind, received.data))
+            received = row
+            continue
+        if row.kind == "alert.suppressed" and received is not None:
+            received = None
+            previous = out[-1] if out else None
+            if previous is not None and previous.kind == "alert.suppressed":
+                previous.data["count"] = previous.data.get("count", 1) + 1
+                previous.data["last_seq"] = row.seq
+                previous.data["last_ts"] = format_us(row.ts)
+                continue
+            entry = record(row.seq, row.ts, row.kind, row.data)
+            entry.data.update(count=1, last_seq=row.seq, last_ts=format_us(row.ts))
+            out.append(entry)
+            continue
+        if received is not None:
+            out.append(record(received.seq, received.ts, received.kind, received.data))
+            received = None
+        out.append(record(row.seq, row.ts, row.kind, row.data))
+    if received is not None:
+        out.append(record(received.seq, received.ts, received.kind, received.data))
+    return out
+
+
+def alert_detail(state: State, alert: Alert, rows: list[StoredRow], now: int) -> AlertDetail:
+    view = alert_view(alert, is_silenced(state, alert, now))
+    return AlertDetail(**msgspec.structs.asdict(view), history=history(rows))
+
+
+def deliveries(rows: list[StoredRow]) -> DeliveryList:
+    """Every step of every notification of an alert, in log order."""
+    out: list[DeliveryRecord] = []
+    channels: dict[str, str] = {}
+    for row in rows:
+        if not row.kind.startswith(("delivery.", "alert.routed")):
+            continue
+        event = ev.decode(row.data)
+        if not isinstance(
+            event,
+            ev.AlertRouted
+            | ev.DeliveryAttemptFailed
+            | ev.DeliverySucceeded
+            | ev.DeliveryDeadLettered
+            | ev.DeliveryRequeued,
+        ):
+            continue
+        step = DeliveryRecord(
+            notification_id=event.notification_id,
+            receiver=event.receiver,
+            channel=None,
+            attempt=0,
+            status="queued",
+            status_code=None,
+            error=None,
+            ts=format_us(row.ts),
+            seq=row.seq,
+        )
+        if isinstance(event, ev.AlertRouted | ev.DeliveryRequeued):
+            step.reason = event.reason
+            step.status = "queued" if isinstance(event, ev.AlertRouted) else "requeued"
+        else:
+            channels[event.notification_id] = step.channel = event.channel
+            step.ts = format_us(event.at)
+            if isinstance(event, ev.DeliveryAttemptFailed):
+                step.attempt, step.status = event.attempt, "failed"
+                step.status_code, step.error = event.status_code, event.error
+            elif isinstance(event, ev.DeliveryDeadLettered):
+                step.attempt, step.status = event.attempts, "dead"
+                step.status_code, step.error = event.status_code, event.error
+            else:
+                step.attempt, step.status = event.attempts, "delivered"
+        out.append(step)
+    for entry in out:
+        if entry.channel is None:
+            entry.channel = channels.get(entry.notification_id)
+    return DeliveryList(deliveries=out)
+
+
+def event_page(rows: list[StoredRow], limit: int, last_seq: int) -> EventPage:
+    """A page of the raw log; ``next_after_seq`` is null only when nothing follows."""
+    events = [record(r.seq, r.ts, r.kind, r.data) for r in rows]
+    last = rows[-1].seq if rows else None
+    more = last is not None and last < last_seq
+    return EventPage(events=events, next_after_seq=last if more else None)
+
+
+def check_events_limit(limit: int, after_seq: int) -> None:
+    if not 1 <= limit <= MAX_EVENTS_LIMIT:
+        raise QueryError("limit", f"limit must be 1 to {MAX_EVENTS_LIMIT}")
+    if after_seq < 0:
+        raise QueryError("after_seq", "after_seq must be 0 or more")
+
+
+def stats(state: State, hours: int, now: int) -> Stats:
+    """DESIGN.md section 10's stats over the current hour of log time and the
+    ``hours - 1`` before it (hourly buckets)."""
+    if not 1 <= hours <= KEEP_HOURS:
+        raise QueryError("hours", f"hours must be 1 to {KEEP_HOURS}")
+    last_hour = hour_of(now)
+    by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    by_type: dict[str, int] = {}
+    by_receiver: dict[str, ReceiverCounts] = {}
+    suppressed = 0
+    per_hour: list[dict[str, Any]] = []
+    for hour in range(last_hour - hours + 1, last_hour + 1):
+        bucket = state.hours.get(hour)
+        counts = dict.fromkeys(SEVERITIES, 0)
+        if bucket is not None:
+            for severity, n in bucket.by_severity.items():
+                by_severity[severity] = by_severity.get(severity, 0) + n
+                counts[severity] = n
+            for kind, n in bucket.by_type.items():
+                by_type[kind] = by_type.get(kind, 0) + n
+            suppressed += bucket.suppressed
+            for receiver, r in bucket.by_receiver.items():
+                sums = by_receiver.setdefault(receiver, ReceiverCounts())
+                sums.delivered += r.delivered
+                sums.failed_attempts += r.failed_attempts
+                sums.dead += r.dead
+        per_hour.append({"hour": format_us(hour * HOUR_US), **counts})
+    total = sum(by_severity.values())
+    delivered = sum(r.delivered for r in by_receiver.values())
+    dead = sum(r.dead for r in by_receiver.values())
+    last: dict[str, LastSeen | None] = {}
+    for severity in SEVERITIES:
+        seen = state.last_by_severity.get(severity)
+        last[severity] = (
+            None
+            if seen is None
+            else LastSeen(alert_id=seen.alert_id, summary=seen.summary, ts=format_us(seen.ts))
+        )
+    return Stats(
+        window_hours=hours,
+        total=total,
+        by_severity=by_severity,
+        by_type=dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
+        suppressed=suppressed,
+        dedup_ratio=suppressed / total if total else 0.0,
+        delivery_success_rate=delivered / (delivered + dead) if delivered + dead else None,
+        by_receiver=dict(sorted(by_receiver.items())),
+        queue=QueueCounts(
+            pending=state.queue.get("pending", 0),
+            retrying=state.queue.get("retrying", 0),
+            dead=state.queue.get("dead", 0),
+        ),
+        last_by_severity=last,
+        per_hour=per_hour,
+    )
+
+
+def silence_view(silence: Silence, now: int) -> SilenceView:
+    if silence.deleted_at is not None:
+        phase = "deleted"
+    elif now < silence.starts_at:
+        phase = "pending"
+    elif now < silence.ends_at:
+        phase = "active"
+    else:
+        phase = "expired"
+    return SilenceView(
+        id=silence.id,
+        matchers=silence.matchers,
+        starts_at=format_us(silence.starts_at),
+        ends_at=format_us(silence.ends_at),
+        created_by=silence.created_by,
+        comment=silence.comment,
+        created_at=format_us(silence.created_at),
+        state=phase,
+        deleted_at=_optional_time(silence.deleted_at),
+        deleted_by=silence.deleted_by,
+    )
+
+
+def silence_list(state: State, now: int) -> SilenceList:
+    """Every silence, active and pending first, then newest first."""
+    order = {"active": 0, "pending": 1, "expired": 2, "deleted": 3}
+    views = [silence_view(s, now) for s in state.silences.values()]
+    views.sort(key=lambda v: v.created_at, reverse=True)
+    views.sort(key=lambda v: order[v.state])
+    return SilenceList(silences=views)

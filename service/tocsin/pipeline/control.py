@@ -1,0 +1,133 @@
+"""Operator commands carried out by the service that writes the log (DESIGN.md section 6).
+
+The HTTP API (ack, resolve, silences, re-queue) and ``tocsin retry-failed`` (over
+``tocsin.control.retry-failed``) end here: the pure ``commands`` decide the facts under
+the ledger's lock, the ledger commits them, and the work items they justify are
+published after the commit, as the router does for its own facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+
+from tocsin.bus.publisher import Publisher
+from tocsin.core import commands
+from tocsin.core import events as ev
+from tocsin.core.commands import CommandError
+from tocsin.core.outbound import Outbound, messages_for
+from tocsin.core.state import State
+from tocsin.core.subjects import RETRY_FAILED
+from tocsin.core.times import parse_instant
+from tocsin.store.eventlog import LogWriteError
+from tocsin.store.ledger import Ledger
+from tocsin.store.reader import LogReader
+
+log = logging.getLogger("tocsin.control")
+
+PUBLISH_PATIENCE = 20.0  # seconds to keep trying to queue the work items of a command
+
+
+def new_id() -> str:
+    return secrets.token_hex(10)
+
+
+class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/v1/deliveries/retry`` and of ``tocsin.control.retry-failed``."""
+
+    receiver: str | None = None
+    since: str | None = None
+    by: str | None = None
+
+
+class RetryReply(msgspec.Struct, kw_only=True):
+    requeued: int = 0
+    notification_ids: list[str] = []
+    error: str | None = None
+
+
+class Control:
+    """Commits operator commands through the single writer and queues their work."""
+
+    def __init__(self, ledger: Ledger, reader: LogReader, publisher: Publisher) -> None:
+        self._ledger = ledger
+        self._reader = reader
+        self._publisher = publisher
+
+    async def execute(self, decide: Callable[[State], list[ev.Event]]) -> list[ev.Event]:
+        """Decide under the ledger's lock (so no router batch slips in between), commit,
+        then publish; returns the facts added. ``CommandError`` when refused (nothing
+        added); ``CommandError(503)`` when the log or the broker cannot take it."""
+        added: list[tuple[int, ev.Event]] = []
+        try:
+            async with self._ledger.batch() as batch:
+                added = [(batch.add(fact), fact) for fact in decide(self._ledger.state)]
+        except LogWriteError as error:
+            raise CommandError(503, f"the event log refused the write: {error}") from error
+        state = self._ledger.state
+        outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]
+        if outbound:
+            await self._publish(outbound)
+        for seq, fact in added:
+            log.info("operator command logged: %s at seq %d", ev.kind_of(fact), seq)
+        return [fact for _, fact in added]
+
+    async def _publish(self, outbound: list[Outbound]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_PATIENCE
+        delay = 0.1
+        while True:
+            stored = await self._publisher.publish(outbound)
+            outbound = [m for m, ok in zip(outbound, stored, strict=True) if not ok]
+            if not outbound:
+                return
+            if loop.time() > deadline:
+                ids = ", ".join(m.msg_id or "?" for m in outbound)
+                log.error("committed, but work items %s could not be queued", ids)
+                raise CommandError(
+                    503, f"committed, but {len(outbound)} work item(s) not queued: NATS away"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def retry_failed(self, request: RetryRequest) -> RetryReply:
+        """Re-queue dead letters (optionally of one receiver, dead since a time)."""
+        since = None
+        if request.since:
+            try:
+                since = parse_instant(request.since)
+            except ValueError as error:
+                raise CommandError(422, f"since: {error}", "since") from error
+        chosen = commands.dead_letters(self._ledger.state, receiver=request.receiver, since=since)
+        routed_by_seq = await self._reader.events_at(d.routed_seq for d in chosen)
+        routed = {s: e for s, e in routed_by_seq.items() if isinstance(e, ev.AlertRouted)}
+        facts = await self.execute(
+            lambda state: commands.requeue(
+                state, routed, receiver=request.receiver, since=since, by=request.by
+            )
+        )
+        ids = [f.notification_id for f in facts if isinstance(f, ev.DeliveryRequeued)]
+        if ids:
+            log.info("re-queued %d dead-lettered notification(s)", len(ids))
+        return RetryReply(requeued=len(ids), notification_ids=ids)
+
+    async def answer(self, nc: NATS) -> None:
+        """Serve ``tocsin.control.retry-failed`` (request-reply) for the CLI."""
+
+        async def reply(msg: Any) -> None:
+            try:
+                request = msgspec.json.decode(msg.data or b"{}", type=RetryRequest)
+                answer = await self.retry_failed(request)
+            except msgspec.DecodeError as error:
+                answer = RetryReply(error=f"bad request: {error}")
+            except CommandError as error:
+                answer = RetryReply(error=str(error))
+            await msg.respond(msgspec.json.encode(answer))
+
+        await nc.subscribe(RETRY_FAILED, queue="tocsin-router", cb=reply)

@@ -1,0 +1,496 @@
+"""Delivery workers: work item -> channel -> outcome published with a PubAck -> ack.
+
+Stateless: the attempt number is JetStream's delivery count (less the deferrals this
+worker made), the retry delay is a NAK with delay, and the outcome goes to TOCSIN_OUT for
+the recorder to log. A work item is acked only after its outcome is stored (delivered or
+dead-lettered); a retry publishes the failed attempt first, then NAKs (DESIGN.md section
+5, invariant 3). A redelivered item, and any item in a turbulence window (see
+``turbulence.py``), is checked with the router first, so that one whose outcome is
+stored is not sent again (invariant 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
+from tocsin.channels import Channel
+from tocsin.config import RetrySection
+from tocsin.core.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
+from tocsin.core.outbound import Outbound
+from tocsin.core.policy import failover as tb
+from tocsin.core.policy.retry import SendResult, Step, next_step, retryable
+from tocsin.core.policy.throttle import PriorityLine, TokenBucket
+from tocsin.core.subjects import (
+    DELIVERED,
+    DELIVERY_FAILED,
+    DELIVERY_STATUS,
+    PROGRESS,
+    STREAM_WORK,
+    TERM,
+    attempts_subject,
+    deliver_consumer,
+    leader_elected_subjects,
+)
+from tocsin.core.times import format_us, now_us
+from tocsin.observability.redact import Secrets
+from tocsin.observability.telemetry import Metrics
+from tocsin.observability.tracing import (
+    Tracing,
+    activated,
+    in_trace,
+    parent_from,
+    record_error,
+    traceparent_of,
+)
+from tocsin.pipeline import faults
+
+log = logging.getLogger("tocsin.delivery")
+
+_work_decoder = msgspec.json.Decoder(WorkItem)
+_encoder = msgspec.json.Encoder()
+OUTCOME_PUBLISH_PATIENCE = 20.0
+STATUS_PATIENCE = 2.0  # seconds to wait for the router's word on a redelivered item
+DEFERRALS_KEPT = 10_000  # items whose deferrals a worker remembers (the oldest go first)
+
+
+class Gate:
+    """Admits sends at the receiver's ``max_per_minute``, highest severity first.
+
+    Waiting sends keep their work item (they count against the worker's concurrency,
+    so the rest stays in JetStream) and tell JetStream they are in progress.
+    """
+
+    def __init__(self, per_minute: int, progress_every: float) -> None:
+        self.per_minute = per_minute
+        self._progress_every = progress_every
+        self._bucket = TokenBucket(per_minute)
+        self._line: PriorityLine[asyncio.Future[None]] = PriorityLine()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def admit(self, severity: str, on_wait: Callable[[], Awaitable[None]]) -> float:
+        """Wait for a token; returns the seconds waited. ``on_wait`` runs every
+        ``progress_every`` seconds while waiting (a third of the consumer's ack_wait)."""
+        loop = asyncio.get_running_loop()
+        if not len(self._line) and self._bucket.take(loop.time()):
+            return 0.0
+        started = loop.time()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._line.push(severity, turn)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._release())
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(turn), self._progress_every)
+                return loop.time() - started
+            except TimeoutError:
+                await on_wait()
+
+    async def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        while len(self._line):
+            delay = self._bucket.wait(loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            self._bucket.take(loop.time())
+            turn = self._line.pop()
+            if not turn.done():
+                turn.set_result(None)
+
+
+class OutcomeBatches:
+    """Outcomes stored in batches: those handed in during one turn of the event loop
+    (sends finishing together) go to JetStream in one ``Publisher.publish``, whose
+    PubAcks come back on one inbox. No outcome waits for another: a batch leaves on the
+    loop's next turn, whatever its size (at most ``limit``)."""
+
+    def __init__(self, publisher: Publisher, limit: int = 256) -> None:
+        self._publisher = publisher
+        self._limit = limit
+        self._open: list[tuple[Outbound, asyncio.Future[bool]]] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    async def store(self, outcome: Outbound) -> bool:
+        """``True`` once JetStream stored ``outcome`` (PubAck); ``False`` if it did not."""
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[bool] = loop.create_future()
+        if self._open is None or len(self._open) >= self._limit:
+            self._open = []
+            task = loop.create_task(self._publish(self._open))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+        self._open.append((outcome, stored))
+        return await stored
+
+    async def _publish(self, batch: list[tuple[Outbound, asyncio.Future[bool]]]) -> None:
+        if self._open is batch:
+            self._open = None  # what is handed in from now on makes the next batch
+        results: list[bool] = []
+        try:
+            results = await self._publisher.publish([outcome for outcome, _ in batch])
+        except Exception as error:  # e.g. the connection closed: none stored
+            log.warning("%d outcome(s) not published: %s", len(batch), error)
+        finally:  # what has no answer (cancelled, failed) counts as not stored
+            for index, (_, stored) in enumerate(batch):
+                if not stored.done():
+                    stored.set_result(index < len(results) and results[index])
+
+
+class ReceiverWorker:
+    """Sends one receiver's notifications, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        publisher: Publisher,
+        receiver: str,
+        channel: Channel,
+        retry: RetrySection,
+        concurrency: int,
+        max_per_minute: int | None = None,
+        progress_every: float = 10.0,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        secrets: Secrets | None = None,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self._nc = nc
+        self._outcomes = OutcomeBatches(publisher)
+        self.receiver = receiver
+        self._channel = channel
+        self._max_attempts = retry.max_attempts
+        self._backoff = [float(d) for d in retry.backoff]
+        self._concurrency = concurrency
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._gate = Gate(max_per_minute, progress_every) if max_per_minute else None
+        self._metrics = metrics
+        self._tracing = tracing or Tracing()
+        self._secrets = secrets or Secrets()
+        self._window_length = ack_wait + tb.TURBULENCE_MARGIN
+        self._window: tb.Window | None = None
+        self._reconnects = self._reconnect_count()
+        self._deferrals: dict[int, int] = {}  # work item's stream seq -> deferrals here
+
+    async def run(self, stop: asyncio.Event) -> None:
+        puller = Puller(
+            self._nc,
+            STREAM_WORK,
+            deliver_consumer(self.receiver),
+            self._concurrency,
+            prefetch=False,
+        )
+        await puller.start()
+        elections = [
+            await self._nc.subscribe(subject, cb=self._on_leader_elected)
+            for subject in leader_elected_subjects(STREAM_WORK, deliver_consumer(self.receiver))
+        ]
+        log.info("delivering to receiver %s (%s)", self.receiver, self._channel.kind)
+        try:
+            while not stop.is_set():
+                free = self._concurrency - len(self._inflight)
+                if free <= 0:
+                    await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for msg in await puller.take(limit=free, wait=0.5):
+                    task = asyncio.create_task(self.deliver(msg))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+        finally:
+            if self._inflight:
+                await asyncio.wait(self._inflight, timeout=15)
+            for subscription in elections:
+                with contextlib.suppress(Exception):  # closing anyway
+                    await subscription.unsubscribe()
+            await puller.stop()
+            await self._channel.close()
+
+    async def deliver(self, msg: Msg) -> None:
+        """One attempt at one work item, and what follows from it, in a delivery span
+        under the router span that queued it (the receiver's request continues it)."""
+        try:
+            item = _work_decoder.decode(msg.data)
+        except msgspec.DecodeError as error:
+            log.error("unreadable work item on %s terminated: %s", msg.subject, error)
+            await ack_all(self._nc, [msg], TERM)
+            return
+        parent = parent_from(msg.headers)
+        if parent is None and item.trace_id:
+            parent = in_trace(item.trace_id)
+        span = self._tracing.start(f"deliver {self.receiver}", parent, SpanKind.CLIENT)
+        if span.is_recording():
+            notification = item.notification
+            span.set_attributes(
+                {
+                    "tocsin.receiver": self.receiver,
+                    "tocsin.channel": self._channel.kind,
+                    "tocsin.notification_id": notification.notification_id,
+                    "tocsin.alert_id": notification.alert_id,
+                    "tocsin.fingerprint": notification.fingerprint,
+                    "tocsin.dedup_key": notification.dedup_key,
+                    "tocsin.severity": notification.severity,
+                    "tocsin.reason": notification.reason,
+                    "tocsin.delivery_count": delivery_count(msg),
+                }
+            )
+        with activated(span, self._secrets.scrub):
+            await self._attempt(msg, item, span)
+
+    def _reconnect_count(self) -> int:
+        return int(getattr(self._nc, "stats", {}).get("reconnects", 0))
+
+    def _turbulence(self, why: str) -> None:
+        """Open (or extend) the turbulence window: delivery counts are not to be trusted
+        for a while."""
+        now = time.time()
+        if not tb.is_open(self._window, now):
+            log.info(
+                "%s: checking every item to %s with the router for %.0fs",
+                why,
+                self.receiver,
+                self._window_length,
+            )
+        self._window = tb.opened(self._window, now, self._window_length)
+
+    async def _on_leader_elected(self, msg: Msg) -> None:
+        self._turbulence(f"JetStream elected a new leader ({msg.subject})")
+
+    def _turbulent(self, now: float) -> bool:
+        reconnects = self._reconnect_count()
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self._turbulence("reconnected to NATS")
+        return tb.is_open(self._window, now)
+
+    async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
+        nid = item.notification.notification_id
+        count = delivery_count(msg)
+        seq = stream_seq(msg)
+        deferrals = self._deferrals.get(seq, 0)
+        attempt = tb.attempt_number(count, deferrals)
+        span.set_attribute("tocsin.attempt", attempt)
+        now = time.time()
+        turbulent = self._turbulent(now) or deferrals > 0
+        if tb.must_ask(count, turbulent):
+            answer = await self._ask_router(nid)
+            waited = tb.waiting(now, stored_at(msg), self._window)
+            action = tb.before_send(answer, turbulent, waited)
+            if action == "skip":
+                log.info(
+                    "%s to %s is already %s in the log; not sending it again",
+                    nid,
+                    self.receiver,
+                    answer,
+                    extra={"notification_id": nid, "receiver": self.receiver},
+                )
+                span.set_attribute("tocsin.outcome", "already_settled")
+                self._deferrals.pop(seq, None)
+                await ack_all(self._nc, [msg])
+                return
+            if action == "defer":
+                self._deferred(seq, deferrals + 1)
+                log.info(
+                    "deferring %s to %s: the router cannot yet say whether it was sent"
+                    " (%s); asking again in %.1fs",
+                    nid,
+                    self.receiver,
+                    answer or "no answer",
+                    tb.DEFER_DELAY,
+                    extra={"notification_id": nid, "receiver": self.receiver},
+                )
+                span.set_attribute("tocsin.outcome", "deferred")
+                await nak(self._nc, msg, tb.DEFER_DELAY)
+                return
+            if action == "send_anyway":
+                log.warning(
+                    "sending %s to %s after %.0fs deferred although the log may not hold"
+                    " its last outcome (%s): it may reach the receiver twice",
+                    nid,
+                    self.receiver,
+                    waited,
+                    answer or "no answer",
+                    extra={"notification_id": nid, "receiver": self.receiver},
+                )
+        if self._gate is not None:
+
+            async def still_working() -> None:
+                await ack_all(self._nc, [msg], PROGRESS)
+
+            waited = await self._gate.admit(item.notification.severity, still_working)
+            span.set_attribute("tocsin.throttle_wait_seconds", waited)
+            if self._metrics is not None:
+                self._metrics.throttle_seconds.record(waited, {"receiver": self.receiver})
+            if waited > 0.001:
+                log.info(
+                    "throttled %s to %s for %.2fs (max_per_minute=%d)",
+                    nid,
+                    self.receiver,
+                    waited,
+                    self._gate.per_minute,
+                    extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
+                )
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await self._channel.send(item.notification, traceparent=traceparent_of(span))
+        except Exception as error:
+            log.exception("channel %s raised", self._channel.kind)
+            record_error(span, error, self._secrets.scrub)
+            result = retryable(f"channel error: {type(error).__name__}: {error}")
+        if result.error is not None:
+            # Receivers echo URLs, bodies and headers into their answers: whatever the
+            # error says is stored in the log and the audit messages, so it is scrubbed.
+            scrubbed = self._secrets.scrub(result.error, cut=True)
+            result = msgspec.structs.replace(result, error=scrubbed)
+        if self._metrics is not None:
+            self._metrics.send_seconds.record(
+                asyncio.get_running_loop().time() - started,
+                {
+                    "receiver": self.receiver,
+                    "channel": self._channel.kind,
+                    "outcome": "ok" if result.ok else "failed",
+                },
+            )
+        faults.point("delivery.after_send")
+        step = next_step(result, attempt, self._max_attempts, self._backoff)
+        _describe(span, result, step)
+        outcome = self._outcome(item, attempt, result, step)
+        if not await self._publish_outcome(msg, outcome):
+            log.error(
+                "outcome of %s not stored; the item will be redelivered",
+                nid,
+                extra={"notification_id": nid, "receiver": self.receiver},
+            )
+            span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
+            return
+        faults.point("delivery.after_outcome")
+        if step.action == "retry":
+            await nak(self._nc, msg, step.delay)
+        else:
+            self._deferrals.pop(seq, None)
+            await ack_all(self._nc, [msg])
+
+    def _deferred(self, seq: int, deferrals: int) -> None:
+        self._deferrals[seq] = deferrals
+        while len(self._deferrals) > DEFERRALS_KEPT:  # items another worker finished
+            del self._deferrals[next(iter(self._deferrals))]
+
+    async def _ask_router(self, nid: str) -> str | None:
+        """What the log says of ``nid`` (``status.REPLIES``); ``None`` when the router
+        does not answer in time. An item whose outcome the log holds (the worker died
+        after publishing it, before acking; or a new consumer leader handed it out
+        again) is not sent again."""
+        try:
+            reply = await self._nc.request(DELIVERY_STATUS, nid.encode(), timeout=STATUS_PATIENCE)
+        except Exception as error:
+            log.info("no delivery status for %s from the router: %s", nid, error)
+            return None
+        return reply.data.decode(errors="replace")
+
+    def _outcome(self, item: WorkItem, attempt: int, result: SendResult, step: Step) -> Outbound:
+        notification = item.notification
+        nid = notification.notification_id
+        # A re-queued item's outcomes need ids JetStream has not deduplicated already.
+        again = f":{item.generation}" if item.generation else ""
+        body: dict[str, Any] = msgspec.structs.asdict(notification)
+        now = format_us(now_us())
+        common: dict[str, Any] = {
+            "channel": self._channel.kind,
+            "log_seq": item.log_seq,
+            "trace_id": item.trace_id,
+        }
+        if step.action == "delivered":
+            message: Any = Delivered(**body, **common, attempts=attempt, delivered_at=now)
+            return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
+        if step.action == "dead_letter":
+            message = DeliveryFailed(
+                **body,
+                **common,
+                attempts=attempt,
+                failed_at=now,
+                error=result.error or "unknown error",
+                last_status_code=result.status_code,
+            )
+            log.warning(
+                "dead-lettered %s to %s after %d attempt(s): %s",
+                nid,
+                self.receiver,
+                attempt,
+                result.error,
+                extra={
+                    "notification_id": nid,
+                    "receiver": self.receiver,
+                    "attempt": attempt,
+                    "status_code": result.status_code,
+                },
+            )
+            return Outbound(DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}")
+        message = AttemptFailed(
+            notification_id=nid,
+            receiver=self.receiver,
+            alert_id=notification.alert_id,
+            fingerprint=notification.fingerprint,
+            attempt=attempt,
+            error=result.error or "unknown error",
+            status_code=result.status_code,
+            retry_in_seconds=step.delay,
+            failed_at=now,
+            **common,
+        )
+        log.info(
+            "attempt %d of %s to %s failed (%s); retrying in %.1fs",
+            attempt,
+            nid,
+            self.receiver,
+            result.error,
+            step.delay,
+            extra={
+                "notification_id": nid,
+                "receiver": self.receiver,
+                "attempt": attempt,
+                "status_code": result.status_code,
+            },
+        )
+        return Outbound(
+            attempts_subject(self.receiver),
+            _encoder.encode(message),
+            f"{nid}:attempt:{attempt}{again}",
+        )
+
+    async def _publish_outcome(self, msg: Msg, outcome: Outbound) -> bool:
+        """Store the outcome, retrying while the broker is away (holding the item with
+        progress acks), so a broker blip does not cause a second send."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
+        delay = 0.1
+        while True:
+            if await self._outcomes.store(outcome):
+                return True
+            if loop.time() > deadline:
+                return False
+            await ack_all(self._nc, [msg], PROGRESS)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _describe(span: Span, result: SendResult, step: Step) -> None:
+    """What the attempt came to, on its span: outcome, HTTP status, error (scrubbed)."""
+    if not span.is_recording():
+        return
+    span.set_attribute("tocsin.outcome", step.action)
+    if result.status_code is not None:
+        span.set_attribute("http.response.status_code", result.status_code)
+    if step.action == "retry":
+        span.set_attribute("tocsin.retry_in_seconds", step.delay)
+    if not result.ok:
+        span.set_status(Status(StatusCode.ERROR, result.error or "send failed"))

@@ -1,0 +1,240 @@
+"""Retention without lying: old rows move to an archive, and the move is itself logged.
+
+``compact`` (offline: it takes the writer's lock) writes rows up to a time into a gzip
+JSON-lines archive that carries the hash chain (the hash before its first row, and each
+row's hash), then, in one SQLite transaction: stores a *base* snapshot of the state of
+those rows, deletes them (the only place rows ever leave the table), and appends a
+``log.compacted`` event naming the archive, the seq range and the anchor the first
+remaining row chains to. The live state is unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from tocsin.core import events as ev
+from tocsin.core.fold import fold
+from tocsin.core.state import State
+from tocsin.core.times import now_us
+from tocsin.store.chain import GENESIS, chain_hash
+from tocsin.store.eventlog import NO_DELETE_TRIGGER, db_path
+from tocsin.store.lock import WriterLock
+from tocsin.store.snapshots import decode_state, encode_state, read_base
+
+FORMAT = "tocsin-archive/1"
+
+
+class Header(msgspec.Struct, kw_only=True):
+    format: str
+    first_seq: int
+    last_seq: int
+    prev_hash: str
+    last_hash: str
+
+
+class ArchivedRow(msgspec.Struct, kw_only=True, array_like=False):
+    seq: int
+    ts: int
+    kind: str
+    data: str  # the event's exact stored bytes (UTF-8 JSON), so hashes can be rechecked
+    hash: str
+
+
+class CompactionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Compacted:
+    first_seq: int
+    last_seq: int
+    rows: int
+    archive: Path
+
+
+def compact(data_dir: Path, before: int, archive: Path) -> Compacted | None:
+    """Move rows appended before ``before`` (µs) into ``archive``; ``None`` if none are."""
+    lock = WriterLock(data_dir)
+    if not lock.acquire():
+        raise CompactionError(
+            f"tocsin is running on {data_dir} (it holds {lock.path}); stop it first: "
+            "compaction must be the log's only writer"
+        )
+    try:
+        return _compact(db_path(data_dir), before, archive)
+    finally:
+        lock.release()
+
+
+def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
+    if not path.exists():
+        raise CompactionError(f"no event log at {path}")
+    if archive.exists():
+        raise CompactionError(f"{archive} exists; archives are never overwritten")
+    base = read_base(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        found = conn.execute("SELECT MAX(seq) FROM events WHERE ts < ?", (before,)).fetchone()
+        last_seq = found[0] if found else None
+        first_seq = base.seq + 1 if base else 1
+        if last_seq is None or last_seq < first_seq:
+            return None
+        prev_hash = base.anchor if base else GENESIS
+        # Pass 1: the chain holds, and the state of the rows to archive.
+        state = decode_state(base.state) if base else State()
+        anchor = prev_hash
+        for seq, ts, kind, data, digest in _rows(conn, last_seq):
+            if chain_hash(anchor, seq, ts, kind, data) != digest:
+                raise CompactionError(f"seq {seq}: hash does not chain; run tocsin verify")
+            fold(state, seq, ts, ev.decode(data))
+            anchor = digest
+        # Pass 2: stream the archive, then make it durable before anything is deleted.
+        partial = archive.with_name(archive.name + ".partial")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        header = Header(
+            format=FORMAT,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            prev_hash=prev_hash.hex(),
+            last_hash=anchor.hex(),
+        )
+        count = 0
+        with gzip.open(partial, "wb") as out:
+            out.write(msgspec.json.encode(header) + b"\n")
+            for seq, ts, kind, data, digest in _rows(conn, last_seq):
+                row = ArchivedRow(seq=seq, ts=ts, kind=kind, data=data.decode(), hash=digest.hex())
+                out.write(msgspec.json.encode(row) + b"\n")
+                count += 1
+        with open(partial, "rb") as written:
+            os.fsync(written.fileno())
+            sha256 = hashlib.file_digest(written, "sha256").hexdigest()
+        os.replace(partial, archive)
+        _commit(conn, state, last_seq, anchor, archive, first_seq, sha256)
+    finally:
+        conn.close()
+    return Compacted(first_seq, last_seq, count, archive)
+
+
+def _rows(conn: sqlite3.Connection, last_seq: int) -> Iterator[tuple[int, int, str, bytes, bytes]]:
+    cursor = conn.execute(
+        "SELECT seq, ts, kind, data, hash FROM events WHERE seq <= ? ORDER BY seq", (last_seq,)
+    )
+    while batch := cursor.fetchmany(5000):
+        for seq, ts, kind, data, digest in batch:
+            yield seq, ts, kind, bytes(data), bytes(digest)
+
+
+def _commit(
+    conn: sqlite3.Connection,
+    state: State,
+    last_seq: int,
+    anchor: bytes,
+    archive: Path,
+    first_seq: int,
+    sha256: str,
+) -> None:
+    """One transaction: base snapshot in, archived rows out, the fact of it appended."""
+    last = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, previous = last[0] + 1, bytes(last[1])
+    ts = now_us()
+    event = ev.LogCompacted(
+        archive=str(archive),
+        first_seq=first_seq,
+        last_seq=last_seq,
+        anchor=anchor.hex(),
+        archive_sha256=sha256,
+    )
+    kind, data = ev.kind_of(event), ev.encode(event)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base)"
+            " VALUES (?, ?, ?, ?, 1)",
+            (last_seq, ts, anchor, encode_state(state, named=True)),
+        )
+        conn.execute("DELETE FROM snapshots WHERE seq < ?", (last_seq,))  # they cover gone rows
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
+        conn.execute(NO_DELETE_TRIGGER)
+        conn.execute(
+            "INSERT INTO events (seq, ts, kind, data, hash) VALUES (?, ?, ?, ?, ?)",
+            (seq, ts, kind, data, chain_hash(previous, seq, ts, kind, data)),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def read_archive(archive: Path) -> tuple[Header, Iterator[ArchivedRow]]:
+    """The header and the rows of an archive, oldest first."""
+    with gzip.open(archive, "rb") as handle:
+        header = msgspec.json.decode(handle.readline(), type=Header)
+    if header.format != FORMAT:
+        raise CompactionError(f"{archive}: not a tocsin archive ({header.format!r})")
+    return header, _archived_rows(archive)
+
+
+def _archived_rows(archive: Path) -> Iterator[ArchivedRow]:
+    decoder = msgspec.json.Decoder(ArchivedRow)
+    with gzip.open(archive, "rb") as handle:
+        handle.readline()
+        for line in handle:
+            yield decoder.decode(line)
+
+
+def check_archive(archive: Path) -> Header:
+    """Recheck an archive's own chain; raises ``CompactionError`` naming the bad seq."""
+    try:
+        header, rows = read_archive(archive)
+        previous = bytes.fromhex(header.prev_hash)
+        expected = header.first_seq
+        for row in rows:
+            if row.seq != expected:
+                raise CompactionError(f"seq {expected}: missing from the archive")
+            digest = chain_hash(previous, row.seq, row.ts, row.kind, row.data.encode())
+            if digest.hex() != row.hash:
+                raise CompactionError(f"seq {row.seq}: hash does not chain")
+            previous, expected = digest, expected + 1
+    except (OSError, EOFError, msgspec.DecodeError, ValueError) as error:
+        raise CompactionError(f"unreadable archive: {error}") from error
+    if previous.hex() != header.last_hash or expected - 1 != header.last_seq:
+        raise CompactionError("the archive ends before its header says it does")
+    return header
+
+
+def verify_archives(archives: list[Path], log_path: Path) -> list[str]:
+    """Every archive's chain, and the links between them: ordered by seq, each one
+    starts where the previous ended (same hash), and the newest ends at the anchor the
+    log's base snapshot continues from. Returns one line per archive; raises
+    ``CompactionError`` at the first break."""
+    checked = sorted(((check_archive(a), a) for a in archives), key=lambda item: item[0].first_seq)
+    lines = []
+    for (header, archive), following in itertools.zip_longest(checked, checked[1:]):
+        if following is not None:
+            if (following[0].first_seq, following[0].prev_hash) != (
+                header.last_seq + 1,
+                header.last_hash,
+            ):
+                raise CompactionError(f"{following[1]} does not continue {archive}")
+        else:
+            base = read_base(log_path)
+            if base is None or (base.seq, base.anchor.hex()) != (header.last_seq, header.last_hash):
+                raise CompactionError(
+                    f"{archive} ends at seq {header.last_seq}, but the log continues from "
+                    f"{'nothing archived' if base is None else f'seq {base.seq}'}: "
+                    "pass every archive since, oldest first"
+                )
+        lines.append(f"{archive}: seq {header.first_seq}..{header.last_seq}, chain intact, linked")
+    return lines

@@ -1,0 +1,245 @@
+"""Questions to the log, read straight from the SQLite file (read-only, safe while the
+service runs): ``replay`` (history, oldest first), ``state`` (the projection as of a
+time) and ``verify`` (hash chain intact, projection rebuildable)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tocsin.core import events as ev
+from tocsin.core.fold import fold
+from tocsin.core.state import State
+from tocsin.core.times import format_us
+from tocsin.core.views import AlertView, EventRecord, alert_view, record
+from tocsin.store.chain import GENESIS, chain_hash
+from tocsin.store.ledger import base_state, fold_rows
+from tocsin.store.snapshots import StaleSnapshot, compacted, decode_state, read_base, read_snapshots
+
+
+class StateReport(msgspec.Struct, kw_only=True):
+    as_of_seq: int
+    as_of: str | None
+    alerts: list[AlertView]
+
+
+class LogMissing(FileNotFoundError):
+    pass
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise LogMissing(f"no event log at {path} (is --data-dir right?)")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def replay(
+    path: Path,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    fingerprint: str | None = None,
+    alert_id: str | None = None,
+    type_: str | None = None,
+    archives: Sequence[Path] = (),
+) -> Iterator[EventRecord]:
+    """Matching rows, oldest first, archives (oldest first) before the log. ``type_``
+    selects every event of the fingerprints that ever received an event of that type."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("ts <= ?")
+        params.append(until)
+    if fingerprint is not None:
+        clauses.append("fingerprint = ?")
+        params.append(fingerprint)
+    if alert_id is not None:
+        clauses.append("alert_id = ?")
+        params.append(alert_id)
+    if type_ is not None:
+        clauses.append(
+            "fingerprint IN (SELECT fingerprint FROM events WHERE kind = 'alert.received'"
+            " AND json_extract(CAST(data AS TEXT), '$.type') = ?)"
+        )
+        params.append(type_)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    for archive in archives:
+        yield from _replay_archive(archive, since, until, fingerprint, alert_id, type_)
+    conn = connect(path)
+    try:
+        cursor = conn.execute(f"SELECT seq, ts, kind, data FROM events{where} ORDER BY seq", params)
+        while batch := cursor.fetchmany(2000):
+            for seq, ts, kind, data in batch:
+                yield record(seq, ts, kind, data)
+    finally:
+        conn.close()
+
+
+def _replay_archive(
+    archive: Path,
+    since: int | None,
+    until: int | None,
+    fingerprint: str | None,
+    alert_id: str | None,
+    type_: str | None,
+) -> Iterator[EventRecord]:
+    from tocsin.store.compaction import read_archive
+
+    _, rows = read_archive(archive)
+    typed: set[str] = set()
+    for row in rows:
+        entry = record(row.seq, row.ts, row.kind, row.data.encode())
+        data = entry.data
+        if row.kind == "alert.received" and type_ is not None and data.get("type") == type_:
+            typed.add(data["fingerprint"])
+        if (since is not None and row.ts < since) or (until is not None and row.ts > until):
+            continue
+        if fingerprint is not None and data.get("fingerprint") != fingerprint:
+            continue
+        if alert_id is not None and data.get("alert_id") != alert_id:
+            continue
+        if type_ is not None and data.get("fingerprint") not in typed:
+            continue
+        yield entry
+
+
+_LINE_KEYS = {
+    "alert.received": ("severity", "type", "summary"),
+    "alert.routed": ("receiver", "reason", "notification_id"),
+    "alert.suppressed": ("cause", "dedup_key"),
+    "alert.escalated": ("from_severity", "severity"),
+    "alert.rejected": ("subject", "reason"),
+    "delivery.attempt_failed": ("receiver", "attempt", "error"),
+    "delivery.succeeded": ("receiver", "attempts", "notification_id"),
+    "delivery.dead_lettered": ("receiver", "attempts", "error"),
+}
+
+
+def line(entry: EventRecord) -> str:
+    """One human line: seq, time, kind, the alert, and the fields that matter for it."""
+    data = entry.data
+    who = data.get("alert_id") or data.get("fingerprint") or ""
+    keys = _LINE_KEYS.get(entry.kind, ())
+    detail = " ".join(f"{k}={data[k]}" for k in keys if data.get(k) not in (None, ""))
+    return f"{entry.seq:>8}  {entry.ts}  {entry.kind:<24} {who:<22} {detail}".rstrip()
+
+
+def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
+    """The projection folded from every row appended at or before ``at``, and the append
+    time of the last of them."""
+    connect(path).close()  # LogMissing when there is no log
+    base = read_base(path)
+    if base is not None and at is not None and at < base.ts:
+        raise LogMissing(
+            f"events up to seq {base.seq} were compacted into an archive; "
+            "the state before that moment is not in the log any more"
+        )
+    state, after = base_state(path)
+    return state, fold_rows(state, path, after_seq=after, until_ts=at)
+
+
+def state_report(state: State, last_ts: int | None) -> StateReport:
+    alerts = sorted(state.alerts.values(), key=lambda a: (a.last_seen, a.id), reverse=True)
+    return StateReport(
+        as_of_seq=state.last_seq,
+        as_of=None if last_ts is None else format_us(last_ts),
+        alerts=[alert_view(a) for a in alerts],
+    )
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+    problem: str | None = None
+    bad_seq: int | None = None
+    alerts: int = 0
+    open_alerts: int = 0
+    seconds: float = 0.0
+    snapshots: int = 0
+
+
+def verify(path: Path) -> Verdict:
+    """Walk the whole log: every seq present, every hash chained, every event readable,
+    and the projection rebuilt from nothing."""
+    started = time.perf_counter()
+    conn = connect(path)
+    state = State()
+    previous = GENESIS
+    expected: int | None = None
+    base = read_base(path)
+    if base is not None:  # a compacted log: the chain goes on from the base's anchor
+        state = decode_state(base.state)
+        previous, expected = base.anchor, base.seq + 1
+    elif compacted(path):
+        conn.close()
+        return _bad(0, None, 0, "the log was compacted but its base snapshot is missing or altered")
+    count = 0
+    first: int | None = None
+    try:
+        cursor = conn.execute("SELECT seq, ts, kind, data, hash FROM events ORDER BY seq")
+        while batch := cursor.fetchmany(5000):
+            for seq, ts, kind, data, digest in batch:
+                first = seq if first is None else first
+                if expected is not None and seq != expected:
+                    return _bad(count, first, seq, f"rows {expected}..{seq - 1} are missing")
+                if chain_hash(previous, seq, ts, kind, bytes(data)) != bytes(digest):
+                    return _bad(
+                        count,
+                        first,
+                        seq,
+                        "hash does not chain: the row was changed or a row before it was removed",
+                    )
+                try:
+                    event = ev.decode(bytes(data))
+                except msgspec.DecodeError as error:
+                    return _bad(count, first, seq, f"unreadable event: {error}")
+                if ev.kind_of(event) != kind:
+                    return _bad(
+                        count, first, seq, f"kind column {kind!r} != event {ev.kind_of(event)!r}"
+                    )
+                fold(state, seq, ts, event)
+                previous, expected, count = bytes(digest), seq + 1, count + 1
+    finally:
+        conn.close()
+    snapshots = 0
+    for snapshot in read_snapshots(path):
+        try:
+            restored = decode_state(snapshot.state)
+        except StaleSnapshot:
+            continue  # a cache another version wrote; starts skip it too, nothing is wrong
+        except msgspec.DecodeError as error:
+            return _bad(count, first, snapshot.seq, f"snapshot unreadable: {error}")
+        fold_rows(restored, path, after_seq=snapshot.seq)
+        if restored != state:
+            return _bad(
+                count, first, snapshot.seq, "snapshot + the log after it differs from the full fold"
+            )
+        snapshots += 1
+    return Verdict(
+        ok=True,
+        snapshots=snapshots,
+        events=count,
+        first_seq=first,
+        last_seq=state.last_seq or None,
+        alerts=len(state.alerts),
+        open_alerts=len(state.open_by_fingerprint),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _bad(count: int, first: int | None, seq: int, problem: str) -> Verdict:
+    return Verdict(
+        ok=False, events=count, first_seq=first, last_seq=None, problem=problem, bad_seq=seq
+    )

@@ -1,0 +1,57 @@
+"""Read-only queries on the log for the HTTP API and the commands, on a connection of
+their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from tocsin.core import events as ev
+from tocsin.core.events import StoredRow
+
+
+class LogReader:
+    """Read-only queries for the HTTP API, on a connection of their own: in WAL mode a
+    reader never blocks the writer, and a slow page never delays a commit."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> LogReader:
+        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _rows(self, query: str, params: Sequence[object]) -> list[StoredRow]:
+        async with self._conn.execute(query, params) as cursor:
+            return [StoredRow(seq, ts, kind, bytes(data)) async for seq, ts, kind, data in cursor]
+
+    async def page(self, after_seq: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` rows after ``after_seq``, ascending."""
+        return await self._rows(
+            "SELECT seq, ts, kind, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+
+    async def of_alert(self, alert_id: str) -> list[StoredRow]:
+        """Every row about one alert, ascending (the ``alert_id`` column is indexed)."""
+        return await self._rows(
+            "SELECT seq, ts, kind, data FROM events WHERE alert_id = ? ORDER BY seq", (alert_id,)
+        )
+
+    async def events_at(self, seqs: Iterable[int]) -> dict[int, ev.Event]:
+        wanted = sorted(set(seqs))
+        found: dict[int, ev.Event] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in await self._rows(
+                f"SELECT seq, ts, kind, data FROM events WHERE seq IN ({marks})", chunk
+            ):
+                found[row.seq] = ev.decode(row.data)
+        return found

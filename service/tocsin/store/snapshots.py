@@ -1,0 +1,191 @@
+"""How a projection is stored: a snapshot's bytes, and back.
+
+A start on a long log is mostly the time to read and decode the newest snapshot, so
+periodic snapshots are MessagePack *arrays*: the projection's structs are
+``array_like``, which leaves every field name out (a million-event projection is
+~2.5x smaller than as maps, and decodes faster). Arrays are positional, so such a
+snapshot starts with a layout tag derived from every struct's fields; one written by
+a version whose structs differ is not decoded (``StaleSnapshot``: the log after an
+older snapshot, or the whole log, is folded instead, as for any unusable snapshot).
+
+The base snapshot of a compacted log is different: it stands for rows that are gone,
+so every later version must read it. It is stored *named* (MessagePack maps keyed by
+field name, the format of every snapshot before the layout tag); a named snapshot
+decodes whatever fields it has, missing ones taking their defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from tocsin.core import events as ev
+from tocsin.core.state import State
+
+LAYOUT = b"TSNP" + hashlib.blake2b(repr(mi.type_info(State)).encode(), digest_size=8).digest()
+
+_compact_encoder = msgspec.msgpack.Encoder()
+_compact_decoder = msgspec.msgpack.Decoder(State)
+
+
+def _named_twin(cls: type[msgspec.Struct], made: dict[type, type]) -> type[msgspec.Struct]:
+    """A map-encoded struct with ``cls``'s fields, defaults and nested types (each
+    projection struct in them replaced by its own twin): what a named snapshot is
+    decoded into and encoded from, converted to and from ``cls`` by msgspec in C."""
+    if cls in made:
+        return made[cls]
+    hints = typing.get_type_hints(cls)
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for info in msgspec.structs.fields(cls):
+        kind = _twin_type(hints[info.name], made)
+        if info.default is not msgspec.NODEFAULT:
+            fields.append((info.name, kind, info.default))
+        elif info.default_factory is not msgspec.NODEFAULT:
+            fields.append((info.name, kind, msgspec.field(default_factory=info.default_factory)))
+        else:
+            fields.append((info.name, kind))
+    twin = msgspec.defstruct(cls.__name__, fields, kw_only=True, gc=False, module=__name__)
+    made[cls] = twin
+    return twin
+
+
+def _twin_type(hint: Any, made: dict[type, type]) -> Any:
+    if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+        return _named_twin(hint, made)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is dict:
+        return dict[args[0], _twin_type(args[1], made)]  # type: ignore[misc,valid-type]
+    if origin is list:
+        return list[_twin_type(args[0], made)]  # type: ignore[misc]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_twin_type(a, made) for a in args)]  # noqa: UP007
+    return hint
+
+
+_NamedState = _named_twin(State, {})
+_named_decoder = msgspec.msgpack.Decoder(_NamedState)
+
+
+class StaleSnapshot(msgspec.DecodeError):
+    """A compact snapshot written with another layout of the projection's structs."""
+
+
+def encode_state(state: State, *, named: bool = False) -> bytes:
+    """A snapshot of ``state``: compact and tagged, or ``named`` for a compaction base."""
+    if named:
+        return msgspec.msgpack.encode(msgspec.convert(state, _NamedState, from_attributes=True))
+    return LAYOUT + _compact_encoder.encode(state)
+
+
+def decode_state(blob: bytes) -> State:
+    """A projection from a snapshot of either form; raises ``StaleSnapshot`` for a
+    compact one of another layout and ``msgspec.DecodeError`` if corrupt."""
+    if blob[: len(LAYOUT)] == LAYOUT:
+        return _compact_decoder.decode(memoryview(blob)[len(LAYOUT) :])
+    if blob[:4] == LAYOUT[:4]:
+        raise StaleSnapshot("snapshot written with another layout of the projection")
+    named = _named_decoder.decode(blob)
+    try:
+        return msgspec.convert(named, State, from_attributes=True)
+    except msgspec.ValidationError as error:
+        raise msgspec.DecodeError(f"named snapshot does not fit the projection: {error}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The projection as of ``seq``, valid only with the log whose row ``seq`` has the
+    hash ``anchor``. A cache for fast starts: it never replaces the log."""
+
+    seq: int
+    ts: int
+    anchor: bytes
+    state: bytes
+
+
+def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:
+    """Store a snapshot and drop all but the newest ``keep`` (blocking; run in a thread)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state) VALUES (?, ?, ?, ?)",
+            (snapshot.seq, snapshot.ts, snapshot.anchor, snapshot.state),
+        )
+        conn.execute(
+            "DELETE FROM snapshots WHERE base = 0 AND seq NOT IN"
+            " (SELECT seq FROM snapshots WHERE base = 0 ORDER BY seq DESC LIMIT ?)",
+            (keep,),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def read_snapshots(path: Path) -> Iterator[Snapshot]:
+    """Snapshots whose anchor matches the log, newest first (the base snapshot of a
+    compacted log matches the anchor its ``log.compacted`` event recorded)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        try:
+            # The list first, each blob when asked for: a start reads only the newest
+            # (a million-event projection is ~60-150 MB).
+            rows = conn.execute(
+                "SELECT s.seq, s.ts, s.anchor FROM snapshots s JOIN events e"
+                " ON e.seq = s.seq AND e.hash = s.anchor WHERE s.base = 0 ORDER BY s.seq DESC"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a log from before snapshots existed
+            rows = []
+        for seq, ts, anchor in rows:
+            found = conn.execute(
+                "SELECT state FROM snapshots WHERE seq = ? AND base = 0", (seq,)
+            ).fetchone()
+            if found is not None:  # gone if a writer pruned it meanwhile
+                yield Snapshot(seq, ts, bytes(anchor), bytes(found[0]))
+    finally:
+        conn.close()
+    base = read_base(path)
+    if base is not None:
+        yield base
+
+
+def compacted(path: Path) -> bool:
+    """Whether rows were ever compacted out of this log."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = conn.execute("SELECT 1 FROM events WHERE kind = 'log.compacted' LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    return found is not None
+
+
+def read_base(path: Path) -> Snapshot | None:
+    """The base snapshot of a compacted log: the state of every archived row, valid
+    only if it matches the anchor of the newest ``log.compacted`` event."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        compacted = conn.execute(
+            "SELECT data FROM events WHERE kind = 'log.compacted' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if compacted is None:
+            return None
+        event = ev.decode(bytes(compacted[0]))
+        assert isinstance(event, ev.LogCompacted)
+        row = conn.execute(
+            "SELECT seq, ts, anchor, state FROM snapshots WHERE base = 1 AND seq = ?",
+            (event.last_seq,),
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None or bytes(row[2]).hex() != event.anchor:
+        return None
+    return Snapshot(row[0], row[1], bytes(row[2]), bytes(row[3]))

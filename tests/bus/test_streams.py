@@ -1,0 +1,61 @@
+"""broker: reply-subject parsing and the PubAck-collecting publisher, against real NATS."""
+
+from __future__ import annotations
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.puller import delivery_count, stream_seq
+from tocsin.bus.streams import ensure_streams
+from tocsin.core.outbound import Outbound
+from tocsin.core.subjects import IN_PREFIX, STREAM_IN
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.TOCSIN_IN.router.3.1234.77.1700000000000000000.5",
+        "$JS.ACK._.ACCHASH.TOCSIN_IN.router.3.1234.77.1700000000000000000.5.tok",
+        "$JS.ACK.hub.ACCHASH.TOCSIN_IN.router.3.1234.77.1700000000000000000.5",
+    ],
+)
+def test_stream_seq_and_delivery_count_match_nats_py_metadata(reply: str) -> None:
+    msg = Msg(_client=None, subject="alerts.in.x", reply=reply)  # type: ignore[arg-type]
+    assert stream_seq(msg) == msg.metadata.sequence.stream == 1234
+    assert delivery_count(msg) == msg.metadata.num_delivered == 3
+
+
+def test_a_message_that_is_not_from_jetstream_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a JetStream message"):
+        stream_seq(Msg(_client=None, subject="x", reply="_INBOX.abc"))  # type: ignore[arg-type]
+
+
+async def test_publisher_reports_stored_duplicate_and_refused_messages(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc.jetstream())
+        publisher = Publisher(nc)
+        first = [Outbound(f"{IN_PREFIX}bench", b"{}", f"pub-test-{i}") for i in range(500)]
+        assert await publisher.publish(first) == [True] * 500
+        info = await nc.jetstream().stream_info(STREAM_IN)
+        stored = info.state.last_seq
+        # Same message ids: JetStream answers "duplicate", which counts as stored.
+        assert await publisher.publish(first[:10]) == [True] * 10
+        assert (await nc.jetstream().stream_info(STREAM_IN)).state.last_seq == stored
+        # No stream listens on this subject: a 503 status, answered at once.
+        nowhere = Outbound("tocsin.nowhere", b"{}", "pub-test-nowhere")
+        assert await publisher.publish([nowhere, first[0]], timeout=5.0) == [False, True]
+        await publisher.close()
+    finally:
+        await nc.close()
+
+
+async def test_publisher_answers_false_when_the_connection_is_closed(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    await ensure_streams(nc.jetstream())
+    publisher = Publisher(nc)
+    assert await publisher.publish([Outbound(f"{IN_PREFIX}x", b"{}", "pc-1")]) == [True]
+    await nc.close()
+    assert await publisher.publish([Outbound(f"{IN_PREFIX}x", b"{}", "pc-2")]) == [False]

@@ -1,0 +1,180 @@
+"""tocsin.routing: the route ``match`` grammar of DESIGN.md section 8 (strings or lists,
+``*`` prefixes, labels, every key must match, severity aliases) and receiver fan-out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.matchers import Match
+
+
+def route(receivers: list[str], **match: Any) -> Route:
+    return Route(receivers=receivers, match=Match(**match))
+
+
+def hits(
+    match: Match,
+    *,
+    severity: str = "warning",
+    type_: str = "disk_full",
+    source: str = "storage",
+    labels: dict[str, str] | None = None,
+) -> bool:
+    """Whether one route with ``match`` sends the event to its receiver."""
+    table = RoutingTable.compile([Route(receivers=["r"], match=match)])
+    return table.receivers_for(severity, type_, source, labels or {}) == ["r"]
+
+
+# --- values -----------------------------------------------------------------------------
+
+
+def test_string_value_matches_exactly() -> None:
+    match = Match(type="disk_full")
+    assert hits(match, type_="disk_full")
+    assert not hits(match, type_="disk_full_soon")
+    assert not hits(match, type_="disk")
+
+
+def test_list_value_matches_any_of() -> None:
+    match = Match(type=["disk_full", "cpu_hot"])
+    assert hits(match, type_="disk_full")
+    assert hits(match, type_="cpu_hot")
+    assert not hits(match, type_="mem_low")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "expected"),
+    [
+        ("order_*", "order_rejected", True),
+        ("order_*", "order_", True),
+        ("order_*", "orders", False),
+        ("order_*", "x_order_rejected", False),
+        ("order*", "orders", True),
+        ("*", "anything.at:all", True),
+    ],
+)
+def test_trailing_star_matches_by_prefix(pattern: str, value: str, expected: bool) -> None:
+    assert hits(Match(type=pattern), type_=value) is expected
+
+
+def test_prefix_and_exact_values_mix_in_a_list() -> None:
+    match = Match(source=["billing", "payments-*"])
+    assert hits(match, source="billing")
+    assert hits(match, source="payments-eu")
+    assert not hits(match, source="billing-eu")
+
+
+# --- labels -----------------------------------------------------------------------------
+
+
+def test_label_match_compares_the_label_value() -> None:
+    match = Match(labels={"env": "prod"})
+    assert hits(match, labels={"env": "prod", "host": "db-1"})
+    assert not hits(match, labels={"env": "staging"})
+
+
+def test_missing_label_does_not_match() -> None:
+    assert not hits(Match(labels={"env": "prod"}), labels={"host": "db-1"})
+    assert not hits(Match(labels={"env": "*"}), labels={})
+
+
+def test_label_values_take_lists_and_prefixes() -> None:
+    match = Match(labels={"env": ["prod", "stage-*"]})
+    assert hits(match, labels={"env": "prod"})
+    assert hits(match, labels={"env": "stage-2"})
+    assert not hits(match, labels={"env": "dev"})
+
+
+def test_every_label_given_must_match() -> None:
+    match = Match(labels={"env": "prod", "team": "storage"})
+    assert hits(match, labels={"env": "prod", "team": "storage"})
+    assert not hits(match, labels={"env": "prod"})
+    assert not hits(match, labels={"env": "prod", "team": "web"})
+
+
+# --- combining keys ---------------------------------------------------------------------
+
+
+def test_every_key_given_must_match() -> None:
+    match = Match(severity="critical", type="disk_*", source="storage", labels={"env": "prod"})
+    event = {"severity": "critical", "type_": "disk_full", "source": "storage"}
+    assert hits(match, **event, labels={"env": "prod"})
+    assert not hits(match, **{**event, "severity": "error"}, labels={"env": "prod"})
+    assert not hits(match, **{**event, "type_": "cpu_hot"}, labels={"env": "prod"})
+    assert not hits(match, **{**event, "source": "web"}, labels={"env": "prod"})
+    assert not hits(match, **event, labels={"env": "dev"})
+
+
+@pytest.mark.parametrize("severity", ["critical", "error", "warning", "info"])
+def test_empty_match_matches_everything(severity: str) -> None:
+    assert hits(Match(), severity=severity, type_="x", source="y", labels={"a": "b"})
+    assert hits(Match(), severity=severity, type_="other", source="z", labels={})
+
+
+def test_route_without_match_matches_everything() -> None:
+    table = RoutingTable.compile([Route(receivers=["log"])])
+    assert table.receivers_for("info", "t", "s", {}) == ["log"]
+
+
+# --- fan-out ----------------------------------------------------------------------------
+
+
+def test_every_matching_route_applies_in_config_order() -> None:
+    table = RoutingTable.compile(
+        [
+            route(["pager"], severity="critical"),
+            route(["risk-email"], type="daily_loss_limit"),
+            route(["ops-webhook"], labels={"team": "ops"}),
+            route(["log"]),
+        ]
+    )
+    assert table.receivers_for("critical", "disk_full", "storage", {"team": "ops"}) == [
+        "pager",
+        "ops-webhook",
+        "log",
+    ]
+    assert table.receivers_for("info", "daily_loss_limit", "risk", {}) == ["risk-email", "log"]
+
+
+def test_receivers_are_deduplicated_in_first_match_order() -> None:
+    table = RoutingTable.compile(
+        [route(["b", "a"]), route(["a", "c"]), route(["d", "b"], severity="info")]
+    )
+    assert table.receivers_for("info", "t", "s", {}) == ["b", "a", "c", "d"]
+    assert table.receivers_for("error", "t", "s", {}) == ["b", "a", "c"]
+
+
+def test_no_matching_route_gives_no_receivers() -> None:
+    table = RoutingTable.compile([route(["pager"], severity="critical")])
+    assert table.receivers_for("info", "t", "s", {}) == []
+
+
+# --- severity normalization -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "matches", "misses"),
+    [
+        ("sev1", "critical", "warning"),
+        ("fatal", "critical", "error"),
+        ("FATAL", "critical", "info"),
+        ("sev2", "warning", "critical"),
+        ("warn", "warning", "info"),
+        ("sev3", "info", "warning"),
+        ("Critical", "critical", "error"),
+        ("ERROR", "error", "critical"),
+    ],
+)
+def test_severity_in_match_is_normalized(written: str, matches: str, misses: str) -> None:
+    assert hits(Match(severity=written), severity=matches)
+    assert not hits(Match(severity=written), severity=misses)
+
+
+def test_severity_list_with_aliases() -> None:
+    match = Match(severity=["sev1", "error"])
+    assert hits(match, severity="critical")
+    assert hits(match, severity="error")
+    assert not hits(match, severity="warning")

@@ -1,0 +1,172 @@
+"""triage + fold, pure: the facts an event stream produces and the state they fold to.
+
+No I/O: events go through ``triage`` against the state, their facts are folded in, and
+the state must equal a rebuild from the same facts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from tocsin.core import events as ev
+from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.decide.triage import triage
+from tocsin.core.fold import fold, rebuild
+from tocsin.core.ingest import Normalized, default_fingerprint
+from tocsin.core.matchers import Match
+from tocsin.core.state import State
+
+WINDOW = 600.0
+MINUTE = 60 * 1_000_000
+T0 = 1_800_000_000 * 1_000_000 - (1_800_000_000 * 1_000_000) % (600 * 1_000_000)
+ROUTES = RoutingTable.compile(
+    [
+        Route(receivers=["pager"], match=Match(severity="critical")),
+        Route(receivers=["hook"], match=Match()),
+    ]
+)
+
+
+def normalized(
+    at_minute: int, severity: str = "warning", status: str = "firing", **labels: str
+) -> Normalized:
+    labels = labels or {"host": "db1"}
+    return Normalized(
+        type="disk_full",
+        severity=severity,
+        summary="disk full",
+        source="db",  # type: ignore[arg-type]
+        status=status,
+        labels=labels,
+        fingerprint=default_fingerprint("disk_full", labels),  # type: ignore[arg-type]
+        details={},
+        timestamp=T0 + at_minute * MINUTE,
+        timestamp_replaced=False,
+        event_id=None,
+    )
+
+
+class Run:
+    def __init__(self) -> None:
+        self.state = State()
+        self.log: list[tuple[int, int, ev.Event]] = []
+        ids = itertools.count(1)
+        self.new_id = lambda: f"id{next(ids)}"
+
+    def feed(self, event: Normalized) -> list[ev.Event]:
+        facts = triage(
+            self.state,
+            event,
+            subject="alerts.in.db",
+            received_at=event.timestamp,
+            routing=ROUTES,
+            window_seconds=WINDOW,
+            new_id=self.new_id,
+            trace_id="t",
+        )
+        for fact in facts:
+            seq = len(self.log) + 1
+            self.log.append((seq, event.timestamp, fact))
+            fold(self.state, seq, event.timestamp, fact)
+        return facts
+
+
+def kinds(facts: list[ev.Event]) -> list[str]:
+    return [ev.kind_of(f) for f in facts]
+
+
+def routed(facts: list[ev.Event]) -> list[tuple[str, str]]:
+    return [(f.reason, f.receiver) for f in facts if isinstance(f, ev.AlertRouted)]
+
+
+def test_an_alert_lifecycle_produces_the_documented_facts() -> None:
+    run = Run()
+    opened = run.feed(normalized(0))
+    assert kinds(opened) == ["alert.received", "alert.opened", "alert.routed"]
+    assert routed(opened) == [("firing", "hook")]
+    assert kinds(run.feed(normalized(1))) == ["alert.received", "alert.suppressed"]
+    escalated = run.feed(normalized(2, "critical"))
+    assert kinds(escalated)[:2] == ["alert.received", "alert.escalated"]
+    assert routed(escalated) == [("escalated", "pager"), ("escalated", "hook")]
+    assert kinds(run.feed(normalized(3, "error"))) == ["alert.received", "alert.suppressed"]
+    assert routed(run.feed(normalized(10))) == [("reminder", "hook")]
+    resolved = run.feed(normalized(11, status="resolved"))
+    assert kinds(resolved)[:2] == ["alert.received", "alert.resolved"]
+    assert sorted(routed(resolved)) == [("resolved", "hook"), ("resolved", "pager")]
+    reopened = run.feed(normalized(12))
+    assert kinds(reopened) == ["alert.received", "alert.opened", "alert.routed"]
+    assert kinds(run.feed(normalized(13, status="resolved", host="db9"))) == [
+        "alert.received",
+        "alert.resolve_ignored",
+    ]
+
+    first, second = sorted(run.state.alerts.values(), key=lambda a: a.first_seen)
+    assert first.id != second.id
+    assert (first.status, first.occurrences, first.suppressed_count) == ("resolved", 5, 2)
+    assert first.severity == "warning"  # the latest firing event's
+    assert sorted(first.receivers) == ["hook", "pager"]
+    assert (second.status, second.occurrences) == ("firing", 1)
+    assert run.state.open_by_fingerprint[second.fingerprint].alert_id == second.id
+    assert run.state == rebuild(run.log)
+
+
+def test_outcomes_fold_into_delivery_status_without_regressing() -> None:
+    run = Run()
+    [note] = [f for f in run.feed(normalized(0)) if isinstance(f, ev.AlertRouted)]
+    common: dict[str, Any] = {
+        "notification_id": note.notification_id,
+        "receiver": "hook",
+        "alert_id": note.alert_id,
+        "fingerprint": note.fingerprint,
+        "channel": "webhook",
+    }
+    outcomes: list[ev.Event] = [
+        ev.DeliveryAttemptFailed(
+            **common, attempt=1, error="HTTP 500", status_code=500, retry_in_seconds=1.0, at=1
+        ),
+        ev.DeliverySucceeded(**common, attempts=2, at=2),
+        ev.DeliveryAttemptFailed(
+            **common, attempt=1, error="late copy", status_code=500, retry_in_seconds=1.0, at=3
+        ),
+    ]
+    for outcome in outcomes:
+        run.log.append((len(run.log) + 1, 0, outcome))
+        fold(run.state, len(run.log), 0, outcome)
+    delivery = run.state.deliveries[note.notification_id]
+    assert (delivery.status, delivery.attempts) == ("delivered", 2)
+    assert run.state.alerts[note.alert_id].last_delivery_status == "delivered"
+    assert (run.state.counters.delivered, run.state.counters.attempt_failures) == (1, 2)
+    assert run.state == rebuild(run.log)
+
+
+def test_a_reminder_with_no_route_is_counted_as_suppressed() -> None:
+    run = Run()
+    only_critical = RoutingTable.compile(
+        [Route(receivers=["pager"], match=Match(severity="critical"))]
+    )
+    facts = triage(
+        run.state,
+        normalized(0),
+        subject="s",
+        received_at=0,
+        routing=only_critical,
+        window_seconds=WINDOW,
+        new_id=run.new_id,
+        trace_id=None,
+    )
+    for seq, fact in enumerate(facts, 1):
+        fold(run.state, seq, 0, fact)
+    assert kinds(facts) == ["alert.received", "alert.opened"]
+    later = triage(
+        run.state,
+        normalized(10),
+        subject="s",
+        received_at=0,
+        routing=only_critical,
+        window_seconds=WINDOW,
+        new_id=run.new_id,
+        trace_id=None,
+    )
+    assert kinds(later) == ["alert.received", "alert.suppressed"]
+    assert later[1].cause == "no_route"  # type: ignore[union-attr]

@@ -1,0 +1,41 @@
+"""telemetry.Histogram: what /metrics shows of the histograms recorded once per
+notification, in the shape the OpenTelemetry Prometheus exporter gives the others."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tocsin.observability.telemetry import Metrics
+
+
+def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+        if sample.name.startswith("tocsin_send_duration")
+    }
+
+
+def test_nothing_is_shown_before_the_first_record() -> None:
+    assert scrape(Metrics()) == {}
+
+
+def test_buckets_are_cumulative_their_bounds_inclusive_and_series_per_label_set() -> None:
+    metrics = Metrics()
+    ok = {"receiver": "hook", "channel": "webhook", "outcome": "ok"}
+    for amount in (0.001, 0.003, 0.2, 45.0):
+        metrics.send_seconds.record(amount, ok)
+    metrics.send_seconds.record(0.02, {**ok, "outcome": "failed"})
+    seen = scrape(metrics)
+    labels = tuple(sorted(ok.items()))
+    bucket = "tocsin_send_duration_seconds_bucket"
+    assert [
+        seen[bucket, tuple(sorted((*labels, ("le", le))))]
+        for le in ("0.001", "0.005", "0.25", "30.0", "+Inf")
+    ] == [1, 2, 3, 3, 4]
+    assert seen["tocsin_send_duration_seconds_count", labels] == 4
+    assert seen["tocsin_send_duration_seconds_sum", labels] == 45.204
+    failed = tuple(sorted({**ok, "outcome": "failed"}.items()))
+    assert seen["tocsin_send_duration_seconds_count", failed] == 1
+    assert not any(name.endswith("_created") for name, _ in seen)

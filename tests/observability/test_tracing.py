@@ -1,0 +1,350 @@
+"""One trace from the publisher to the receiver (issue #7), on real parts: nats-server,
+an HTTP receiver, the SQLite log, and the OpenTelemetry SDK with an in-memory exporter
+(or, for export, a real OTLP/HTTP request to a local receiver).
+
+publisher span -> router span (CONSUMER) -> delivery span (CLIENT) -> the webhook
+request's ``traceparent``; without a publisher ``traceparent`` the router span starts
+the trace, and its id is the ``trace_id`` of the log events and the audit messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from tests import support
+from tests.pipeline.test_invariants import alert
+from tests.support import (
+    HttpSink,
+    Rig,
+    Subscriber,
+    Tocsin,
+    publish,
+    script,
+    wait_until,
+    webhook_config,
+)
+from tocsin import config
+from tocsin.bus.publisher import Publisher
+from tocsin.observability.tracing import (
+    Tracing,
+    TracingConfigError,
+    otlp_endpoint,
+    parent_from,
+    trace_context_from,
+)
+from tocsin.pipeline.router import Router
+from tocsin.store.eventlog import LogWriteError
+
+PUBLISHER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+PUBLISHER_SPAN = "b7ad6b7169203331"
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    """A critical disk_full event (the support one, more severe)."""
+    return support.event(**{"severity": "critical", "summary": "disk 97% full on db1", **fields})
+
+
+def traced() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def traceparent(span: ReadableSpan) -> str:
+    """What OTel's own W3C propagator would send for ``span``."""
+    context = span.get_span_context()
+    assert context is not None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def hexes(span: ReadableSpan) -> tuple[str, str]:
+    """(trace id, span id) of a finished span, as W3C hex."""
+    context = span.get_span_context()
+    assert context is not None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def parent_hex(span: ReadableSpan) -> str:
+    assert span.parent is not None
+    return f"{span.parent.span_id:016x}"
+
+
+def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+async def test_a_published_traceparent_is_followed_to_the_webhook_request(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    provider, exporter = traced()
+    audit = await Subscriber().start(nats_url, "alerts.delivered")
+    service = await Tocsin(
+        data_dir, nats_url, webhook_config(sink.url), tracer_provider=provider
+    ).start()
+    try:
+        await publish(
+            nats_url,
+            "alerts.in.billing",
+            event(),
+            headers={
+                "traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01",
+                "tracestate": "vendor=opaque",
+            },
+        )
+        await wait_until(lambda: named(exporter, "deliver hook"), what="the delivery span")
+        await wait_until(lambda: audit.messages, what="the audit message")
+        await wait_until(lambda: service.count("delivery.succeeded") == 1, what="the outcome")
+    finally:
+        await service.stop()
+        await audit.close()
+
+    [route] = named(exporter, "route")
+    [deliver] = named(exporter, "deliver hook")
+    assert hexes(route)[0] == PUBLISHER_TRACE
+    assert parent_hex(route) == PUBLISHER_SPAN
+    assert route.kind is SpanKind.CONSUMER
+    assert route.parent is not None
+    assert route.parent.is_remote
+    assert hexes(deliver)[0] == PUBLISHER_TRACE
+    assert parent_hex(deliver) == hexes(route)[1]
+    assert deliver.kind is SpanKind.CLIENT
+    # The receiver's request continues the delivery span, so its own spans join too.
+    [request] = sink.requests
+    assert request.headers["traceparent"] == f"00-{PUBLISHER_TRACE}-{hexes(deliver)[1]}-01"
+    assert request.headers["traceparent"] == traceparent(deliver)
+    # The publisher's tracestate travels with the trace.
+    for span in (route, deliver):
+        assert span.context is not None
+        assert span.context.trace_state.get("vendor") == "opaque"
+
+    body = request.json()
+    assert route.attributes is not None
+    assert route.attributes["tocsin.fingerprint"] == body["fingerprint"]
+    assert route.attributes["tocsin.dedup_key"] == body["dedup_key"]
+    assert route.attributes["tocsin.severity"] == "critical"
+    assert route.attributes["tocsin.outcome"] == "routed"
+    assert list(route.attributes["tocsin.receivers"]) == ["hook"]  # type: ignore[arg-type]
+    assert route.attributes["messaging.destination.name"] == "alerts.in.billing"
+    assert deliver.attributes is not None
+    assert deliver.attributes["tocsin.receiver"] == "hook"
+    assert deliver.attributes["tocsin.channel"] == "webhook"
+    assert deliver.attributes["tocsin.notification_id"] == body["notification_id"]
+    assert deliver.attributes["tocsin.attempt"] == 1
+    assert deliver.attributes["tocsin.outcome"] == "delivered"
+    assert deliver.attributes["http.response.status_code"] == 200
+    assert deliver.status.status_code is not StatusCode.ERROR
+    assert route.start_time is not None
+    assert deliver.start_time is not None
+    assert route.start_time <= deliver.start_time
+
+    # Log events and audit messages name the same trace.
+    logged = [e for kind in ("alert.received", "alert.routed") for e in service.events(kind)]
+    logged += service.events("delivery.succeeded")
+    assert {e["trace_id"] for e in logged} == {PUBLISHER_TRACE}
+    assert audit.json()[0]["trace_id"] == PUBLISHER_TRACE
+
+
+async def test_without_traceparent_the_router_starts_the_trace_the_log_records(
+    nats_url: str, sink: HttpSink, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every message is traced: the router span is a root, its trace id is the one in
+    the log events, the audit messages and the receiver's ``traceparent``. A retried
+    send is a second delivery span in the same trace; a rejection is a failed span."""
+    provider, exporter = traced()
+    sink.responder = script(503, 200)
+    audit = await Subscriber().start(nats_url, "alerts.delivered")
+    service = await Tocsin(
+        data_dir, nats_url, webhook_config(sink.url), tracer_provider=provider
+    ).start()
+    caplog.set_level(logging.INFO, logger="tocsin")
+    try:
+        await publish(nats_url, "alerts.in.db", event())
+        await publish(nats_url, "alerts.in.db", b"{not json")
+        await wait_until(lambda: len(named(exporter, "deliver hook")) == 2, what="two sends")
+        await wait_until(lambda: audit.messages, what="the audit message")
+        await wait_until(lambda: service.count("alert.rejected") == 1, what="the rejection")
+    finally:
+        await service.stop()
+        await audit.close()
+
+    routes = named(exporter, "route")
+    [routed] = [s for s in routes if s.attributes and s.attributes["tocsin.outcome"] == "routed"]
+    [rejected] = [
+        s for s in routes if s.attributes and s.attributes["tocsin.outcome"] == "rejected"
+    ]
+    trace_id, route_span = hexes(routed)
+    assert routed.parent is None
+    [received] = service.events("alert.received")
+    assert received["trace_id"] == trace_id
+    assert {e["trace_id"] for e in service.events("alert.routed")} == {trace_id}
+    assert audit.json()[0]["trace_id"] == trace_id
+
+    first, second = sorted(named(exporter, "deliver hook"), key=lambda s: s.start_time or 0)
+    for attempt, span in enumerate((first, second), start=1):
+        assert hexes(span)[0] == trace_id
+        assert parent_hex(span) == route_span
+        assert span.attributes is not None
+        assert span.attributes["tocsin.attempt"] == attempt
+    assert first.attributes is not None
+    assert first.attributes["tocsin.outcome"] == "retry"
+    assert first.attributes["http.response.status_code"] == 503
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.attributes is not None
+    assert second.attributes["tocsin.outcome"] == "delivered"
+    assert [r.headers["traceparent"] for r in sink.requests] == [
+        traceparent(span) for span in (first, second)
+    ]
+
+    # The rejection: its own trace, recorded on the log event and the log line.
+    assert rejected.parent is None
+    assert rejected.status.status_code is StatusCode.ERROR
+    assert rejected.attributes is not None
+    assert rejected.attributes["tocsin.rejected_reason"] == "invalid_json"
+    [logged_rejection] = service.events("alert.rejected")
+    assert logged_rejection["trace_id"] == hexes(rejected)[0]
+    [line] = [r for r in caplog.records if r.getMessage().startswith("rejected message")]
+    assert line.__dict__["trace_id"] == hexes(rejected)[0]
+
+
+async def test_spans_leave_over_otlp_when_the_endpoint_is_set(
+    nats_url: str, sink: HttpSink, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standard variable alone turns export on: the batch processor posts OTLP/HTTP
+    protobuf to ``<endpoint>/v1/traces`` (flushed at the latest when the service stops)."""
+    collector = HttpSink()
+    await collector.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.port}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "tocsin-under-test")
+    service = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
+    try:
+        await publish(
+            nats_url,
+            "alerts.in.db",
+            event(),
+            headers={"traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01"},
+        )
+        await wait_until(lambda: service.count("delivery.succeeded") == 1, what="the delivery")
+    finally:
+        await service.stop()
+        await collector.stop()
+
+    spans: dict[str, Any] = {}
+    services: set[str] = set()
+    for request in collector.requests:
+        assert request.path == "/v1/traces"
+        assert request.headers["content-type"] == "application/x-protobuf"
+        export = ExportTraceServiceRequest.FromString(request.body)
+        for resource_spans in export.resource_spans:
+            for attribute in resource_spans.resource.attributes:
+                if attribute.key == "service.name":
+                    services.add(attribute.value.string_value)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans[span.name] = span
+    assert services == {"tocsin-under-test"}
+    assert {"route", "deliver hook"} <= set(spans)
+    assert spans["route"].trace_id.hex() == PUBLISHER_TRACE
+    assert spans["route"].parent_span_id.hex() == PUBLISHER_SPAN
+    assert spans["deliver hook"].trace_id.hex() == PUBLISHER_TRACE
+    assert spans["deliver hook"].parent_span_id == spans["route"].span_id
+    traceparent = sink.requests[0].headers["traceparent"]
+    assert traceparent == f"00-{PUBLISHER_TRACE}-{spans['deliver hook'].span_id.hex()}-01"
+
+
+async def test_a_redelivery_and_a_failed_commit_keep_the_logged_trace(rig: Rig) -> None:
+    """A batch whose commit fails ends its spans in error, and the retry's trace is the
+    one logged; a redelivery of a logged message is traced in the trace it logged."""
+    provider, exporter = traced()
+    rig.router = Router(
+        rig.nc,
+        Publisher(rig.nc),
+        rig.ledger,
+        config.load(None, {}),
+        tracing=Tracing(provider),
+    )
+    await rig.js.publish("alerts.in.svc", alert())
+    msgs = await rig.take(1)
+    blocker = sqlite3.connect(rig.ledger.path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LogWriteError):
+            await rig.router.handle(msgs)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    [failed] = named(exporter, "route")
+    assert failed.status.status_code is StatusCode.ERROR
+    # It was decided, never committed: the trace says where it stopped.
+    assert [e.name for e in failed.events] == ["decided", "exception"]
+
+    await rig.router.handle(msgs)  # the retry commits
+    await rig.router.handle(msgs)  # and the same message again, as after a lost ack
+    _, committed, redelivered = named(exporter, "route")
+    logged = {e.trace_id for e in rig.ledger.state.alerts.values()}
+    assert logged == {hexes(committed)[0]}
+    assert hexes(failed)[0] != hexes(committed)[0]  # its facts were never logged
+    assert hexes(redelivered)[0] == hexes(committed)[0]
+    assert [e.name for e in committed.events] == ["decided", "committed", "published"]
+    assert redelivered.attributes is not None
+    assert redelivered.attributes["tocsin.outcome"] == "redelivered"
+
+
+def test_traceparent_parsing_follows_w3c() -> None:
+    ok = parent_from({"traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01"})
+    assert ok is not None
+    assert ok.is_remote
+    assert ok.trace_flags.sampled
+    assert f"{ok.trace_id:032x}" == PUBLISHER_TRACE
+    unsampled = parent_from({"Traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-00"})
+    assert unsampled is not None
+    assert not unsampled.trace_flags.sampled
+    future = parent_from({"traceparent": f"01-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01-extra"})
+    assert future is not None
+    for bad in (
+        f"ff-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01",
+        f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01-extra",
+        f"00-{'0' * 32}-{PUBLISHER_SPAN}-01",
+        f"00-{PUBLISHER_TRACE}-{'0' * 16}-01",
+        f"00-{PUBLISHER_TRACE[:-1]}-{PUBLISHER_SPAN}-01",
+        "garbage",
+        "",
+    ):
+        assert parent_from({"traceparent": bad}) is None, bad
+    assert parent_from(None) is None
+    assert parent_from({}) is None
+
+
+def test_otlp_export_is_chosen_by_the_standard_variables() -> None:
+    assert otlp_endpoint({}) is None
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"}
+    assert otlp_endpoint(base) == "http://127.0.0.1:4318/v1/traces"
+    specific = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/custom"}
+    assert otlp_endpoint({**base, **specific}) == "http://127.0.0.1:9/custom"
+    assert otlp_endpoint({**base, "OTEL_TRACES_EXPORTER": "none"}) is None
+    assert otlp_endpoint({**base, "OTEL_SDK_DISABLED": "true"}) is None
+    with pytest.raises(TracingConfigError, match="http/protobuf"):
+        otlp_endpoint({**base, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+
+
+def test_http_ingest_carries_the_callers_trace_context_or_starts_one() -> None:
+    given = {
+        "traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01",
+        "tracestate": "vendor=abc",
+    }
+    assert trace_context_from(given) == given
+    started = trace_context_from({"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"})
+    assert set(started) == {"traceparent"}
+    version, trace_id, span_id, flags = started["traceparent"].split("-")
+    assert (version, flags, len(trace_id), len(span_id)) == ("00", "01", 32, 16)
+    assert trace_id != "0" * 32

@@ -1,0 +1,79 @@
+"""How the log writes a batch: one INSERT (its own transaction) or, past 256 rows, a
+few multi-row INSERTs in one transaction, kept apart
+from other uses of the connection; the rows come out as if inserted one by one, and a
+transaction once started ends with the writer's position moved, whoever waited."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tocsin.core import events as ev
+from tocsin.store import forensics
+from tocsin.store.eventlog import EventLog, Fact, LogWriteError, _insert_sizes
+
+
+def test_a_batch_is_inserted_in_a_few_statements_of_cached_shapes() -> None:
+    for rows in (0, 1, 3, 255, 256, 257, 1000, 2000, 5001):
+        sizes = _insert_sizes(rows)
+        assert sum(sizes) == rows
+        assert len(set(sizes)) <= 9  # 256 and the powers of two below it
+        assert len(sizes) <= rows // 256 + 8
+
+
+async def test_a_large_batch_is_chained_and_found_row_by_row(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    facts = [Fact(ev.AlertResolveIgnored(fingerprint=f"f{i}"), in_seq=i + 1) for i in range(601)]
+    assert await log.append(facts, ts=1) == list(range(1, 602))
+    assert await log.append(facts[:3], ts=2) == [602, 603, 604]
+    assert (log.last_seq, log.max_in_seq) == (604, 601)
+    found = await log.facts_of_inbound(range(1, 602))
+    assert len(found) == 601
+    assert [found[i][0].event for i in (1, 301, 601)] == [facts[i].event for i in (0, 300, 600)]
+    assert [row.seq for row in found[1]] == [1, 602]  # the same in_seq twice: both rows
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_a_commit_whose_caller_was_cancelled_still_moves_the_position(
+    tmp_path: Path,
+) -> None:
+    """A cancelled waiter cannot cut a transaction in half; the commit it started lands,
+    and the next batch is chained after it, not written over its seqs."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    facts = [Fact(ev.AlertResolveIgnored(fingerprint=f"f{i}"), in_seq=i + 1) for i in range(300)]
+    waiter = asyncio.create_task(log.append(facts, ts=1))
+    await asyncio.sleep(0)  # the transaction is under way
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    more = [Fact(ev.AlertResolveIgnored(fingerprint="g"), in_seq=301)]
+    assert await log.append(more, ts=2) == [301]
+    assert (log.last_seq, log.max_in_seq) == (301, 301)
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_a_batch_that_does_not_fit_leaves_no_row_behind(tmp_path: Path) -> None:
+    """A batch of one statement commits on its own (autocommit); when the disk is full
+    halfway through it, none of its rows stay and the position does not move."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    assert await log.append([Fact(ev.AlertResolveIgnored(fingerprint="a"), in_seq=1)], ts=1) == [1]
+    await log.set_page_limit(await log.set_page_limit(None))  # full at today's size
+    big = [
+        Fact(ev.AlertResolveIgnored(fingerprint=f"{i}" * 3000), in_seq=i + 2) for i in range(200)
+    ]
+    with pytest.raises(LogWriteError):
+        await log.append(big, ts=2)
+    assert (log.last_seq, log.max_in_seq) == (1, 1)
+    assert await log.facts_of_inbound(range(2, 202)) == {}
+    await log.set_page_limit(None)
+    assert await log.append(big[:2], ts=3) == [2, 3]
+    await log.close()
+    assert forensics.verify(path).ok

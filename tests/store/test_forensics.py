@@ -1,0 +1,207 @@
+"""replay, state --at and verify on a real log file, through the CLI entry point."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from tocsin.cli import main
+from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.decide.triage import triage
+from tocsin.core.fold import fold
+from tocsin.core.ingest import Normalized, default_fingerprint
+from tocsin.core.matchers import Match
+from tocsin.core.state import State
+from tocsin.core.times import format_us
+from tocsin.store.eventlog import EventLog, Fact, db_path
+
+T0 = 1_790_000_000 * 1_000_000
+SECOND = 1_000_000
+ROUTES = RoutingTable.compile([Route(receivers=["hook"], match=Match())])
+
+
+def event(kind: str, at: int, status: str = "firing", host: str = "db1") -> Normalized:
+    labels = {"host": host}
+    return Normalized(
+        type=kind,
+        severity="warning",
+        summary=f"{kind} on {host}",
+        source="db",
+        status=status,
+        labels=labels,
+        fingerprint=default_fingerprint(kind, labels),  # type: ignore[arg-type]
+        details={},
+        timestamp=at,
+        timestamp_replaced=False,
+        event_id=None,
+    )
+
+
+@pytest.fixture
+async def data_dir(tmp_path: Path) -> Path:
+    """A log of two alerts: disk_full (fired twice, then resolved) and cpu_hot."""
+    log = await EventLog.open(db_path(tmp_path))
+    state = State()
+    ids = itertools.count(1)
+    script = [
+        event("disk_full", T0),
+        event("disk_full", T0 + 10 * SECOND),
+        event("cpu_hot", T0 + 20 * SECOND, host="web1"),
+        event("disk_full", T0 + 30 * SECOND, status="resolved"),
+    ]
+    for in_seq, item in enumerate(script, 1):
+        facts = triage(
+            state,
+            item,
+            subject="alerts.in.db",
+            received_at=item.timestamp,
+            routing=ROUTES,
+            window_seconds=600,
+            new_id=lambda: f"id{next(ids)}",
+            trace_id=None,
+        )
+        first = log.last_seq + 1
+        for offset, fact in enumerate(facts):
+            fold(state, first + offset, item.timestamp, fact)
+        await log.append([Fact(f, in_seq=in_seq) for f in facts], ts=item.timestamp)
+    await log.close()
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def records(out: str) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(line) for line in out.splitlines()]
+
+
+def test_replay_json_prints_every_event_oldest_first(data_dir: Path, capsys: Any) -> None:
+    code, out, _ = run(capsys, "replay", "--data-dir", str(data_dir), "--json")
+    assert code == 0
+    rows = records(out)
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    assert set(rows[0]) == {"seq", "ts", "kind", "data"}
+    assert rows[0]["kind"] == "alert.received"
+    assert rows[0]["ts"] == format_us(T0)
+    assert rows[0]["data"]["timestamp"] == format_us(T0)  # instants as RFC 3339
+    assert "kind" not in rows[0]["data"]
+    assert [r["kind"] for r in rows].count("alert.resolved") == 1
+
+
+def test_replay_filters(data_dir: Path, capsys: Any) -> None:
+    base = ["replay", "--data-dir", str(data_dir), "--json"]
+    everything = records(run(capsys, *base)[1])
+    disk = records(run(capsys, *base, "--type", "disk_full")[1])
+    assert disk
+    assert {r["data"]["fingerprint"] for r in disk} == {
+        default_fingerprint("disk_full", {"host": "db1"})
+    }
+    alert_id = disk[0]["data"]["alert_id"]
+    by_alert = records(run(capsys, *base, "--alert", alert_id)[1])
+    assert by_alert == [r for r in everything if r["data"].get("alert_id") == alert_id]
+    fp = default_fingerprint("cpu_hot", {"host": "web1"})
+    assert {
+        r["data"]["fingerprint"] for r in records(run(capsys, *base, "--fingerprint", fp)[1])
+    } == {fp}
+    window = records(
+        run(
+            capsys,
+            *base,
+            "--since",
+            format_us(T0 + 5 * SECOND),
+            "--until",
+            format_us(T0 + 25 * SECOND),
+        )[1]
+    )
+    assert {r["ts"] for r in window} == {format_us(T0 + 10 * SECOND), format_us(T0 + 20 * SECOND)}
+
+
+def test_replay_text_and_bad_times(data_dir: Path, capsys: Any) -> None:
+    code, out, err = run(capsys, "replay", "--data-dir", str(data_dir))
+    assert code == 0
+    assert "alert.routed" in out
+    assert "receiver=hook" in out
+    assert err.strip().endswith("event(s)")
+    assert main(["replay", "--data-dir", str(data_dir), "--since", "yesterday"]) == 2
+
+
+def test_state_at_a_time_is_the_fold_of_the_log_until_then(data_dir: Path, capsys: Any) -> None:
+    base = ["state", "--data-dir", str(data_dir), "--json"]
+    before = msgspec.json.decode(run(capsys, *base, "--at", format_us(T0 + 25 * SECOND))[1])
+    after = msgspec.json.decode(run(capsys, *base)[1])
+    assert set(before) == {"as_of_seq", "as_of", "alerts"}
+    assert before["as_of"] == format_us(T0 + 20 * SECOND)
+    disk_before = next(a for a in before["alerts"] if a["type"] == "disk_full")
+    disk_after = next(a for a in after["alerts"] if a["type"] == "disk_full")
+    assert (disk_before["status"], disk_before["occurrences"], disk_before["suppressed_count"]) == (
+        "firing",
+        2,
+        1,
+    )
+    assert disk_after["status"] == "resolved"
+    assert after["as_of_seq"] > before["as_of_seq"]
+    assert [a["last_seen"] for a in after["alerts"]] == sorted(
+        (a["last_seen"] for a in after["alerts"]), reverse=True
+    )
+
+
+def test_state_text_shows_alerts_suppressed_counts_and_deliveries(
+    data_dir: Path, capsys: Any
+) -> None:
+    code, out, _ = run(capsys, "state", "--data-dir", str(data_dir))
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert "2 alert(s), 1 open" in header
+    assert "deliveries: 0 delivered, 3 pending, 0 retrying, 0 dead-lettered" in header
+    disk = next(line for line in lines if "disk_full on db1" in line)
+    assert "resolved" in disk
+    assert "(1 suppressed)" in disk
+    assert "told hook: pending" in disk
+
+
+def test_verify_passes_on_a_sound_log(data_dir: Path, capsys: Any) -> None:
+    code, out, _ = run(capsys, "verify", "--data-dir", str(data_dir))
+    assert code == 0
+    assert out.startswith("ok:")
+    assert "2 alert(s), 1 open" in out
+
+
+def _tamper(data_dir: Path, sql: str) -> None:
+    with sqlite3.connect(db_path(data_dir)) as conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute(sql)
+
+
+def test_verify_catches_a_row_edited_behind_its_back(data_dir: Path, capsys: Any) -> None:
+    with sqlite3.connect(db_path(data_dir)) as conn:
+        data = conn.execute("SELECT data FROM events WHERE seq = 4").fetchone()[0]
+    forged = bytes(data).replace(b'"warning"', b'"critical"')
+    assert forged != bytes(data)
+    _tamper(data_dir, f"UPDATE events SET data = x'{forged.hex()}' WHERE seq = 4")
+    code, _, err = run(capsys, "verify", "--data-dir", str(data_dir))
+    assert code == 1
+    assert "seq 4" in err
+    assert "hash does not chain" in err
+
+
+def test_verify_catches_a_removed_row(data_dir: Path, capsys: Any) -> None:
+    _tamper(data_dir, "DELETE FROM events WHERE seq = 3")
+    code, _, err = run(capsys, "verify", "--data-dir", str(data_dir))
+    assert code == 1
+    assert "seq 4" in err
+    assert "missing" in err
+
+
+def test_commands_say_when_there_is_no_log(tmp_path: Path, capsys: Any) -> None:
+    code, _, err = run(capsys, "verify", "--data-dir", str(tmp_path / "nowhere"))
+    assert code == 1
+    assert "no event log" in err

@@ -1,0 +1,144 @@
+"""The ledger's pipeline: batches are decided one after another while earlier ones
+commit, commit strictly in the order decided, and a failed commit takes every batch
+decided on top of it down with it (a failure epoch), leaving state == fold(log)."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.support import T0, add_firing
+from tocsin.store import forensics
+from tocsin.store.eventlog import LogWriteError, db_path
+from tocsin.store.ledger import Batch, Ledger, load_state
+
+_ids = itertools.count()
+
+
+def decide(ledger: Ledger, batch: Batch, first: int, count: int) -> None:
+    """Add the facts of ``count`` firing events over 5 fingerprints to ``batch``."""
+    for i in range(first, first + count):
+        add_firing(
+            batch,
+            ledger.state,
+            i,
+            hosts=5,
+            timestamp=T0 + i * 60_000_000,
+            new_id=lambda: f"id{next(_ids)}",
+            severity="warning" if i % 3 else "critical",
+        )
+
+
+def received(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT json_extract(CAST(data AS TEXT), '$.summary') FROM events"
+            " WHERE kind = 'alert.received' ORDER BY seq"
+        )
+        return [row[0] for row in rows]
+
+
+async def test_batches_decided_while_others_commit_commit_in_the_order_decided(
+    tmp_path: Path,
+) -> None:
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path)
+    batches = []
+    for n in range(4):
+        async with ledger.deciding() as batch:
+            decide(ledger, batch, n * 10, 10)
+        batches.append(batch)
+    assert ledger.log.last_seq < batches[-1].next_seq - 1  # decided ahead of the log
+    for batch in reversed(batches):
+        await ledger.committed(batch)
+    assert ledger.log.last_seq == batches[-1].next_seq - 1
+    assert received(path) == [f"event {i}" for i in range(40)]
+    assert ledger.state == load_state(path)
+    assert forensics.verify(path).ok  # one hash chain, in seq order
+    await ledger.close()
+
+
+async def test_a_failed_commit_fails_every_batch_decided_on_top_of_it(tmp_path: Path) -> None:
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, busy_timeout_ms=100)
+    async with ledger.batch() as batch:
+        decide(ledger, batch, 0, 5)
+    before = ledger.log.last_seq
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        async with ledger.deciding() as failing:
+            decide(ledger, failing, 5, 5)
+        async with ledger.deciding() as on_top:  # decided on the failing batch's facts
+            decide(ledger, on_top, 10, 5)
+        with pytest.raises(LogWriteError, match="locked"):
+            await ledger.committed(failing)
+        with pytest.raises(LogWriteError, match="an earlier batch failed"):
+            await ledger.committed(on_top)
+        assert ledger.problem is not None
+        assert ledger.log.last_seq == before
+        assert ledger.state.last_seq == before
+        assert ledger.state == load_state(path)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    async with ledger.batch() as batch:  # a new epoch: decided on the rebuilt state
+        assert batch.first_seq == before + 1
+        decide(ledger, batch, 5, 10)
+    assert ledger.problem is None
+    assert received(path) == [f"event {i}" for i in range(15)]
+    assert ledger.state == load_state(path)
+    assert forensics.verify(path).ok
+    await ledger.close()
+
+
+async def test_an_error_while_deciding_undoes_that_batch_and_lets_earlier_ones_commit(
+    tmp_path: Path,
+) -> None:
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path)
+    async with ledger.deciding() as earlier:
+        decide(ledger, earlier, 0, 5)
+    broken: list[Batch] = []
+
+    async def decide_and_fail() -> None:
+        async with ledger.deciding() as batch:
+            broken.append(batch)
+            decide(ledger, batch, 5, 5)
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await decide_and_fail()
+    await ledger.committed(earlier)
+    assert broken[0].commit is None
+    assert ledger.state == load_state(path)
+    async with ledger.batch() as batch:
+        assert batch.first_seq == earlier.next_seq
+        decide(ledger, batch, 5, 5)
+    assert received(path) == [f"event {i}" for i in range(10)]
+    assert ledger.state == load_state(path)
+    await ledger.close()
+
+
+async def test_a_snapshot_is_of_committed_state_only(tmp_path: Path) -> None:
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=20)
+    previous: Batch | None = None
+    for n in range(6):  # as the router does: decide the next batch, then finish the last
+        async with ledger.deciding() as batch:
+            decide(ledger, batch, n * 10, 10)
+        if previous is not None:
+            await ledger.committed(previous)
+        previous = batch
+    await ledger.settled()
+    live = ledger.state
+    await ledger.close()
+    reopened = await Ledger.open(path, snapshot_every=20)
+    assert reopened.snapshot_seq > 0
+    assert reopened.state == live == load_state(path)
+    assert forensics.verify(path).ok  # every snapshot equals the fold up to its seq
+    await reopened.close()

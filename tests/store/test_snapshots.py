@@ -1,0 +1,167 @@
+"""Snapshots: taken every N events, used at start (snapshot + tail), never trusted over
+the log: verify proves snapshot + tail == full fold, and a bad snapshot is caught.
+Their two forms: compact (positional, tagged with the structs' layout) for periodic
+snapshots, named (maps, any version reads them) for a compacted log's base."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.support import T0, add_firing
+from tocsin.cli import main
+from tocsin.core.state import State
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import Ledger, load_state
+from tocsin.store.snapshots import LAYOUT, StaleSnapshot, decode_state, encode_state
+
+
+async def feed(ledger: Ledger, count: int, start: int = 0) -> None:
+    """``count`` firing events over 7 fingerprints, one batch (commit) each."""
+    ids = itertools.count(start * 10)
+    for i in range(start, start + count):
+        async with ledger.batch() as batch:
+            add_firing(
+                batch, ledger.state, i, hosts=7, timestamp=T0 + i, new_id=lambda: f"id{next(ids)}"
+            )
+
+
+async def logged_with_snapshots(tmp_path: Path) -> tuple[Path, State]:
+    """A log of 30 events with a snapshot taken every 20, and its final state."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=20)
+    await feed(ledger, 30)
+    await ledger.close()
+    return path, ledger.state
+
+
+def snapshot_seqs(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT seq FROM snapshots ORDER BY seq")]
+
+
+async def test_snapshots_are_taken_and_start_uses_the_newest_plus_the_tail(tmp_path: Path) -> None:
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=25)
+    await feed(ledger, 40)
+    taken = snapshot_seqs(path)
+    assert taken
+    assert len(taken) <= 2  # older ones are dropped
+    assert all(seq >= 25 for seq in taken)
+    live = ledger.state
+    await ledger.close()
+
+    reopened = await Ledger.open(path, snapshot_every=25)
+    assert reopened.snapshot_seq == taken[-1]
+    assert reopened.state == live == load_state(path)
+    await feed(reopened, 5, start=40)
+    assert reopened.state == load_state(path)
+    await reopened.close()
+
+
+async def test_verify_checks_every_snapshot_against_the_full_fold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = await logged_with_snapshots(tmp_path)
+    taken = snapshot_seqs(path)
+    assert main(["verify", "--data-dir", str(tmp_path)]) == 0
+    assert f"checked against {len(taken)} snapshot(s)" in capsys.readouterr().out
+
+    # A snapshot that decodes but lies: one alert's count changed.
+    seq = taken[0]
+    with sqlite3.connect(path) as conn:
+        blob = conn.execute("SELECT state FROM snapshots WHERE seq = ?", (seq,)).fetchone()[0]
+        state = decode_state(blob)
+        next(iter(state.alerts.values())).occurrences += 100
+        conn.execute("UPDATE snapshots SET state = ? WHERE seq = ?", (encode_state(state), seq))
+    assert main(["verify", "--data-dir", str(tmp_path)]) == 1
+    assert "differs from the full fold" in capsys.readouterr().err
+
+
+async def test_an_unreadable_snapshot_is_skipped_at_start(tmp_path: Path) -> None:
+    path, live = await logged_with_snapshots(tmp_path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE snapshots SET state = x'00ff'")
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == 0  # fell back to the full fold
+    assert reopened.state == live
+    await reopened.close()
+
+
+async def test_a_snapshot_of_another_log_is_never_used(tmp_path: Path) -> None:
+    """The anchor (the hash of the row it covers) ties a snapshot to its log."""
+    path, _ = await logged_with_snapshots(tmp_path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE snapshots SET anchor = zeroblob(32)")
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == 0
+    assert reopened.state == load_state(path)
+    await reopened.close()
+
+
+async def folded_state(tmp_path: Path) -> State:
+    """A projection with records of each kind the feed makes: alerts, open dedup
+    entries, deliveries, hourly stats, counters (40 events over 7 fingerprints)."""
+    ledger = await Ledger.open(db_path(tmp_path), snapshot_every=0)
+    await feed(ledger, 40)
+    state = ledger.state
+    await ledger.close()
+    assert state.alerts
+    assert state.open_by_fingerprint
+    assert state.deliveries
+    assert state.hours
+    return state
+
+
+async def test_a_compact_snapshot_is_tagged_and_decodes_to_the_same_state(tmp_path: Path) -> None:
+    state = await folded_state(tmp_path)
+    compact = encode_state(state)
+    assert compact.startswith(LAYOUT)
+    assert decode_state(compact) == state
+    named = encode_state(state, named=True)
+    assert decode_state(named) == state
+    assert len(compact) < len(named) / 2  # no field names
+
+
+async def test_a_named_snapshot_is_maps_of_field_names_as_before(tmp_path: Path) -> None:
+    """The base of a compacted log, and every snapshot written before the compact form:
+    plain MessagePack maps that any version can read."""
+    state = await folded_state(tmp_path)
+    raw = msgspec.msgpack.decode(encode_state(state, named=True))
+    alert = next(iter(raw["alerts"].values()))
+    assert {"id", "fingerprint", "occurrences", "labels"} <= set(alert)
+    assert set(raw["counters"]) >= {"received", "routed"}
+
+
+async def test_a_named_snapshot_from_another_version_fills_defaults_and_drops_extras(
+    tmp_path: Path,
+) -> None:
+    state = await folded_state(tmp_path)
+    raw = msgspec.msgpack.decode(encode_state(state, named=True))
+    for alert in raw["alerts"].values():
+        del alert["acked_by"]  # a field an older version did not have
+        alert["from_the_future"] = 1  # and one a newer version added
+    decoded = decode_state(msgspec.msgpack.encode(raw))
+    assert decoded == state  # acked_by defaults to None, as it is in state
+
+
+async def test_a_compact_snapshot_of_another_layout_is_not_used_and_not_a_fault(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, live = await logged_with_snapshots(tmp_path)
+    other_layout = LAYOUT[:4] + bytes(8)
+    with sqlite3.connect(path) as conn:
+        blob = conn.execute("SELECT state FROM snapshots").fetchone()[0]
+        conn.execute("UPDATE snapshots SET state = ?", (other_layout + blob[len(LAYOUT) :],))
+    with pytest.raises(StaleSnapshot):
+        decode_state(other_layout + blob[len(LAYOUT) :])
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == 0  # folded the log instead
+    assert reopened.state == live
+    await reopened.close()
+    assert main(["verify", "--data-dir", str(tmp_path)]) == 0
+    assert "checked against 0 snapshot(s)" in capsys.readouterr().out
