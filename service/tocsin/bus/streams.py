@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+from tocsin.core.policy.backoff import Backoff
 from tocsin.core.subjects import (
     ATTEMPTS_PREFIX,
     DELIVERED,
@@ -180,12 +181,13 @@ async def _until_answered(step: Callable[[], Awaitable[None]], what: str, patien
     Every step is idempotent, so asking again is safe."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
-    delay = 0.25
+    backoff = Backoff(first=0.25, ceiling=2.0)
     while True:
         try:
             await step()
             return
         except (NatsTimeout, ServiceUnavailableError) as error:
+            delay = backoff.next()
             if loop.time() + delay > deadline:
                 raise
             log.info(
@@ -195,4 +197,3 @@ async def _until_answered(step: Callable[[], Awaitable[None]], what: str, patien
                 delay,
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
 from tocsin.core.outbound import Outbound, messages_for
+from tocsin.core.policy.backoff import Backoff
 from tocsin.core.state import State
 from tocsin.core.subjects import RETRY_FAILED
 from tocsin.core.times import parse_instant
@@ -32,10 +32,6 @@ from tocsin.store.reader import LogReader
 log = logging.getLogger("tocsin.control")
 
 PUBLISH_PATIENCE = 20.0  # seconds to keep trying to queue the work items of a command
-
-
-def new_id() -> str:
-    return secrets.token_hex(10)
 
 
 class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -81,7 +77,7 @@ class Control:
     async def _publish(self, outbound: list[Outbound]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_PATIENCE
-        delay = 0.1
+        backoff = Backoff(first=0.1, ceiling=2.0)
         while True:
             stored = await self._publisher.publish(outbound)
             outbound = [m for m, ok in zip(outbound, stored, strict=True) if not ok]
@@ -93,8 +89,7 @@ class Control:
                 raise CommandError(
                     503, f"committed, but {len(outbound)} work item(s) not queued: NATS away"
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(backoff.next())
 
     async def retry_failed(self, request: RetryRequest) -> RetryReply:
         """Re-queue dead letters (optionally of one receiver, dead since a time)."""

@@ -30,6 +30,7 @@ from tocsin.config import RetrySection
 from tocsin.core.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy import failover as tb
+from tocsin.core.policy.backoff import Backoff
 from tocsin.core.policy.retry import SendResult, Step, next_step, retryable
 from tocsin.core.policy.throttle import PriorityLine, TokenBucket
 from tocsin.core.subjects import (
@@ -472,15 +473,14 @@ class ReceiverWorker:
         progress acks), so a broker blip does not cause a second send."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
-        delay = 0.1
+        backoff = Backoff(first=0.1, ceiling=2.0)
         while True:
             if await self._outcomes.store(outcome):
                 return True
             if loop.time() > deadline:
                 return False
             await ack_all(self._nc, [msg], PROGRESS)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(backoff.next())
 
 
 def _describe(span: Span, result: SendResult, step: Step) -> None:

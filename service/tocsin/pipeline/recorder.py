@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from tocsin.bus.puller import Puller, ack_all, stream_seq
 from tocsin.core import events as ev
 from tocsin.core.contracts import AttemptFailed, Delivered, DeliveryFailed
+from tocsin.core.policy.backoff import Backoff
 from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.core.times import parse_rfc3339
 from tocsin.store.eventlog import LogWriteError
@@ -87,14 +88,13 @@ class Recorder:
         try:
             while not stop.is_set():
                 msgs = await puller.take(wait=0.5)
-                delay = 0.2
+                backoff = Backoff(first=0.2, ceiling=5.0)
                 while msgs and not stop.is_set():
                     try:
                         await self.handle(msgs)
                         break
                     except LogWriteError:
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 5.0)
+                        await asyncio.sleep(backoff.next())
         finally:
             await puller.stop()
 
