@@ -13,7 +13,6 @@ import signal
 import ssl
 import sys
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
 from tocsin.core import contracts
 from tocsin.core.errors import ConfigError
+from tocsin.core.ids import new_id
 from tocsin.core.subjects import IN_PREFIX, MSG_ID, RETRY_FAILED
 from tocsin.core.times import parse_instant
 from tocsin.observability import logs
@@ -472,7 +472,7 @@ async def _publish(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise UsageError(f"--label {item!r}: expected key=value")
         labels[key] = value
-    event_id = uuid.uuid4().hex
+    event_id = new_id()
     body: dict[str, object] = {
         "type": args.type,
         "severity": args.severity,

@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.support import HttpSink, Mailbox, Tocsin, publish, wait_until
 from tests.channels.test_every_channel import RECEIVERS
 from tests.channels.test_every_channel import config as every_channel
+from tests.support import HttpSink, Mailbox, Tocsin, publish, wait_until
 
 EXPRESSION = "{{ 'INJ' ~ 'ECTED' }}"  # evaluated, it would read INJECTED
 STATEMENT = "{% for i in range(3) %}LOOP{% endfor %}"  # evaluated: LOOPLOOPLOOP

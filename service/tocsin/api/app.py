@@ -33,11 +33,12 @@ from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
 from tocsin.core.commands import CommandError
 from tocsin.core.contracts import InboundEvent
+from tocsin.core.ids import new_id
 from tocsin.core.subjects import IN_PREFIX, MSG_ID
 from tocsin.core.times import now_us
 from tocsin.observability.telemetry import CONTENT_TYPE
 from tocsin.observability.tracing import trace_context_from
-from tocsin.pipeline.control import RetryReply, RetryRequest, new_id
+from tocsin.pipeline.control import RetryReply, RetryRequest
 
 log = logging.getLogger("tocsin.api")
 
