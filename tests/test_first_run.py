@@ -1,0 +1,92 @@
+"""The first hour of a new user, as `make run` gives it: `tocsin serve` with embedded
+NATS in a data dir, stopped with Ctrl-C and started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port
+
+TOCSIN = str(Path(sys.executable).parent / "tocsin")
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "ALERT_", "SMTP_"))}
+
+
+@contextmanager
+def serving(data: Path, http: str) -> Iterator[subprocess.Popen[str]]:
+    """``tocsin serve`` in a process group of its own, as a shell runs a foreground job,
+    ready when this yields; killed (with its group) if the test left it running."""
+    server = subprocess.Popen(
+        [TOCSIN, "serve", "--data-dir", str(data), "--http", http],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if httpx.get(f"http://{http}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.05)
+        yield server
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.communicate(timeout=30)
+
+
+def ctrl_c(server: subprocess.Popen[str]) -> tuple[str, str]:
+    """What a terminal does on Ctrl-C: SIGINT to every process of the foreground group."""
+    os.killpg(server.pid, signal.SIGINT)
+    return server.communicate(timeout=30)
+
+
+def test_ctrl_c_stops_everything_in_order_and_exits_0(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serving(data, f"127.0.0.1:{free_port()}") as server:
+        url = (data / "nats.url").read_text().strip()
+        port = int(url.rpartition(":")[2])
+        _, err = ctrl_c(server)
+    assert server.returncode == 0, err
+    assert "CRITICAL" not in err
+    assert "ConnectionReconnectingError" not in err
+    try:  # the embedded server stopped with it
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        listening = True
+    except OSError:
+        listening = False
+    assert not listening, "the embedded nats-server outlived tocsin"
+
+
+def test_a_quick_restart_comes_back_on_the_same_nats_url(tmp_path: Path) -> None:
+    """Three stop/start cycles in a row: publishers configured with the URL of the first
+    start keep finding the server (connections of the last run in TIME-WAIT included)."""
+    data = tmp_path / "data"
+    http = f"127.0.0.1:{free_port()}"
+    urls = []
+    for _ in range(3):
+        with serving(data, http) as server:
+            urls.append((data / "nats.url").read_text().strip())
+            _, err = ctrl_c(server)
+        assert server.returncode == 0, err
+        assert (data / "nats.url").read_text().strip() == urls[-1]
+    assert len(set(urls)) == 1, urls
