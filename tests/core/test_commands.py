@@ -104,6 +104,8 @@ def test_ack_stops_reminders_but_not_escalations_until_resolved() -> None:
     ("changes", "field"),
     [
         ({"matchers": {}}, "matchers"),
+        ({"matchers": {"labels": {}}}, "matchers"),  # selects everything: refused
+        ({"matchers": {"severity": [], "labels": {}}}, "matchers"),
         ({"matchers": {"severity": 3}}, "matchers"),
         ({"ends_at": "yesterday"}, "ends_at"),
         ({"starts_at": "1h", "ends_at": "2020-01-01T00:00:00Z"}, "ends_at"),

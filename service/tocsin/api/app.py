@@ -21,7 +21,12 @@ import uvicorn
 from litestar import Litestar, MediaType, Request, Response, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -34,6 +39,7 @@ from tocsin.core import commands, ingest, views
 from tocsin.core.commands import CommandError
 from tocsin.core.contracts import InboundEvent
 from tocsin.core.ids import new_id
+from tocsin.core.policy.origin import tokenless_mutation_refusal
 from tocsin.core.subjects import IN_PREFIX, MSG_ID
 from tocsin.core.times import now_us
 from tocsin.observability.telemetry import CONTENT_TYPE
@@ -165,11 +171,25 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         """Mutations need the token when one is set; on a non-loopback bind every read
-        but the probes needs it too."""
+        but the probes needs it too. Without a token, a mutation must come from this
+        machine's own client, not from a web page (``core.policy.origin``)."""
         if handler.opt.get("public"):
             return
         mutates = connection.scope.get("method", "GET") not in ("GET", "HEAD", "OPTIONS")
-        if ctx.token is None or not (mutates or ctx.protect_reads):
+        if ctx.token is None:
+            if mutates:
+                headers = connection.headers
+                refusal = tokenless_mutation_refusal(
+                    host=headers.get("host"),
+                    origin=headers.get("origin"),
+                    content_type=headers.get("content-type"),
+                    has_body=headers.get("content-length", "0") != "0"
+                    or "transfer-encoding" in headers,
+                )
+                if refusal is not None:
+                    raise PermissionDeniedException(refusal)
+            return
+        if not (mutates or ctx.protect_reads):
             return
         supplied = _supplied_token(connection)
         if supplied is None or not secrets.compare_digest(supplied.encode(), ctx.token.encode()):

@@ -140,7 +140,7 @@ def create_silence(
         match = parse_matchers(matchers)
     except MatchersError as error:
         raise CommandError(422, f"matchers: {error}", "matchers") from error
-    table = {k: v for k, v in msgspec.structs.asdict(match).items() if v is not None}
+    table = {k: v for k, v in msgspec.structs.asdict(match).items() if v}  # {} selects nothing
     if not table:
         raise CommandError(
             422, "matchers: give at least one of severity, type, source, labels", "matchers"
