@@ -70,7 +70,7 @@ from tocsin.channels import (
 )
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import Templates, context
-from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
+from tocsin.channels.text import details_lines, map_strings, one_line, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -138,22 +138,23 @@ def escape(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` trimmed, in at most ``limit`` characters; a cut ends with "…" and never
-    leaves a dangling escape backslash."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    kept = text[: max(limit - 1, 0)]
+def _without_lone_backslash(kept: str) -> str:
+    """``kept`` without an escape backslash a cut parted from the character it escaped."""
     if (len(kept) - len(kept.rstrip("\\"))) % 2:
-        kept = kept[:-1]
-    return kept + ELLIPSIS
+        return kept[:-1]
+    return kept
+
+
+def truncate_markdown(text: str, limit: int) -> str:
+    """``text`` trimmed, in at most ``limit`` characters (``text.truncate``: a cut ends
+    with "…"), never leaving a dangling escape backslash."""
+    return truncate(text.strip(), limit, tidy_end=_without_lone_backslash)
 
 
 def _field(name: str, value: str, *, inline: bool) -> dict[str, Any]:
     return {
-        "name": cut(name, MAX_FIELD_NAME_CHARS) or EMPTY_VALUE,
-        "value": cut(value, MAX_FIELD_VALUE_CHARS) or EMPTY_VALUE,
+        "name": truncate_markdown(name, MAX_FIELD_NAME_CHARS) or EMPTY_VALUE,
+        "value": truncate_markdown(value, MAX_FIELD_VALUE_CHARS) or EMPTY_VALUE,
         "inline": inline,
     }
 
@@ -191,7 +192,7 @@ def _fit(fields: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
             continue
         room = budget - len(field["name"])
         if room >= MIN_CUT_VALUE_CHARS:
-            kept.append({**field, "value": cut(field["value"], room)})
+            kept.append({**field, "value": truncate_markdown(field["value"], room)})
         break
     return kept
 
@@ -205,22 +206,22 @@ def payload(
         key: value if key == "alert_url" else map_strings(value, escape)
         for key, value in raw.items()
     }
-    title = cut(
+    title = truncate_markdown(
         one_line(templates.render("title", raw)) or one_line(notification.summary),
         MAX_TITLE_CHARS,
     )
-    content = cut(
+    content = truncate_markdown(
         one_line(templates.render("title", variables)) or escape(notification.summary),
         MAX_CONTENT_CHARS,
     )
-    footer = cut(
+    footer = truncate_markdown(
         f"{notification.source} · {notification.occurrences} occurrences"
         f" ({notification.suppressed_count} suppressed) · alert {notification.alert_id}"
         f" · fingerprint {notification.fingerprint}",
         MAX_FOOTER_CHARS,
     )
     budget = MAX_EMBED_CHARS - len(title) - len(footer)
-    description = cut(
+    description = truncate_markdown(
         templates.render("body", variables) or escape(notification.summary),
         min(MAX_DESCRIPTION_CHARS, budget),
     )

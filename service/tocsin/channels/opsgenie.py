@@ -55,8 +55,9 @@ from tocsin.channels import (
     compile_templates,
 )
 from tocsin.channels.http import JsonPoster, check_url
-from tocsin.channels.pagerduty import clip, redact
+from tocsin.channels.pagerduty import redact
 from tocsin.channels.templates import Templates, context
+from tocsin.channels.text import THREE_DOTS, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -91,12 +92,15 @@ class OpsgenieConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
 
 def alias_of(notification: Notification) -> str:
     """The Opsgenie alias of an alert: its fingerprint, the same on create and close."""
-    return clip(notification.fingerprint, MAX_ALIAS)
+    return truncate(notification.fingerprint, MAX_ALIAS, ellipsis=THREE_DOTS)
 
 
 def tags_of(labels: dict[str, str]) -> list[str]:
     """``key:value`` per label, sorted, at most 20 tags of at most 50 characters."""
-    return [clip(f"{key}:{value}", MAX_TAG) for key, value in sorted(labels.items())][:MAX_TAGS]
+    return [
+        truncate(f"{key}:{value}", MAX_TAG, ellipsis=THREE_DOTS)
+        for key, value in sorted(labels.items())
+    ][:MAX_TAGS]
 
 
 def details_of(notification: Notification, alert_url: str | None) -> dict[str, str]:
@@ -147,13 +151,15 @@ def create_body(
     variables = context(notification, dashboard_url)
     title = templates.render("title", variables) or notification.summary
     return {
-        "message": clip(title, MAX_MESSAGE),
+        "message": truncate(title, MAX_MESSAGE, ellipsis=THREE_DOTS),
         "alias": alias_of(notification),
-        "description": clip(templates.render("body", variables), MAX_DESCRIPTION),
+        "description": truncate(
+            templates.render("body", variables), MAX_DESCRIPTION, ellipsis=THREE_DOTS
+        ),
         "priority": PRIORITY[notification.severity],
         "tags": tags_of(notification.labels),
         "details": details_of(notification, variables["alert_url"]),
-        "source": clip(notification.source, MAX_SOURCE),
+        "source": truncate(notification.source, MAX_SOURCE, ellipsis=THREE_DOTS),
     }
 
 
@@ -169,8 +175,10 @@ def close_body(
     """The Close Alert body for a resolved notification (pure)."""
     title = templates.render("title", context(notification, dashboard_url))
     return {
-        "source": clip(notification.source, MAX_SOURCE),
-        "note": clip(f"Resolved in tocsin: {title or notification.summary}", MAX_NOTE),
+        "source": truncate(notification.source, MAX_SOURCE, ellipsis=THREE_DOTS),
+        "note": truncate(
+            f"Resolved in tocsin: {title or notification.summary}", MAX_NOTE, ellipsis=THREE_DOTS
+        ),
     }
 
 

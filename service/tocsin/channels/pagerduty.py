@@ -45,6 +45,7 @@ from tocsin.channels import (
 )
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import Templates, context
+from tocsin.channels.text import THREE_DOTS, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -80,11 +81,6 @@ class PagerDutyConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
         return [("channel", self.channel), ("url", self.url)]
 
 
-def clip(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters: cut to ``limit - 3`` plus ``...`` when longer."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def event_body(
     notification: Notification,
     routing_key: str,
@@ -101,7 +97,7 @@ def event_body(
     variables = context(notification, dashboard_url)
     title = templates.render("title", variables) or notification.summary
     payload: dict[str, Any] = {
-        "summary": clip(title, MAX_SUMMARY),
+        "summary": truncate(title, MAX_SUMMARY, ellipsis=THREE_DOTS),
         "source": notification.source,
         "severity": SEVERITY[notification.severity],
         "timestamp": notification.last_seen,

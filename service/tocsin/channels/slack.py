@@ -61,7 +61,7 @@ from tocsin.channels import (
 )
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import Templates, context
-from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
+from tocsin.channels.text import details_lines, map_strings, one_line, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -111,16 +111,18 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` (mrkdwn) in at most ``limit`` characters; a cut ends with "…" and never
-    leaves half an entity (``&am``) behind."""
-    if len(text) <= limit:
-        return text
-    kept = text[: max(limit - 1, 0)]
+def _without_half_entity(kept: str) -> str:
+    """``kept`` without the entity a cut broke at its end (``&am`` of ``&amp;``)."""
     amp = kept.rfind("&")
     if amp != -1 and ";" not in kept[amp:] and len(kept) - amp <= len("&amp"):
-        kept = kept[:amp]
-    return kept + ELLIPSIS
+        return kept[:amp]
+    return kept
+
+
+def truncate_mrkdwn(text: str, limit: int) -> str:
+    """``text`` (escaped mrkdwn) in at most ``limit`` characters (``text.truncate``: a cut
+    ends with "…"), never leaving half an entity (``&am``) behind."""
+    return truncate(text, limit, tidy_end=_without_half_entity)
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -138,14 +140,16 @@ def _label_fields(labels: dict[str, str]) -> list[dict[str, Any]]:
     shown = items if len(items) <= MAX_FIELDS else items[: MAX_FIELDS - 1]
     fields = []
     for key, value in shown:
-        name = cut(escape(key), MAX_FIELD_KEY_CHARS)
+        name = truncate_mrkdwn(escape(key), MAX_FIELD_KEY_CHARS)
         head = f"*{name}*\n"
-        fields.append(_mrkdwn(head + cut(escape(value) or " ", MAX_FIELD_CHARS - len(head))))
+        fields.append(
+            _mrkdwn(head + truncate_mrkdwn(escape(value) or " ", MAX_FIELD_CHARS - len(head)))
+        )
     hidden = items[len(shown) :]
     if hidden:
         names = ", ".join(escape(key) for key, _ in hidden)
         more = f"*+{len(hidden)} more labels*\n"
-        fields.append(_mrkdwn(more + cut(names, MAX_FIELD_CHARS - len(more))))
+        fields.append(_mrkdwn(more + truncate_mrkdwn(names, MAX_FIELD_CHARS - len(more))))
     return fields
 
 
@@ -162,11 +166,11 @@ def payload(
     resolved = notification.status == "resolved" or notification.reason == "resolved"
     emoji = RESOLVED_EMOJI if resolved else SEVERITY_EMOJI.get(notification.severity, "")
     prefix = f"{emoji} *" if emoji else "*"
-    headline = prefix + cut(title, MAX_TEXT_CHARS - len(prefix) - 1) + "*"
+    headline = prefix + truncate_mrkdwn(title, MAX_TEXT_CHARS - len(prefix) - 1) + "*"
 
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": _mrkdwn(headline)},
-        {"type": "section", "text": _mrkdwn(cut(body, MAX_TEXT_CHARS))},
+        {"type": "section", "text": _mrkdwn(truncate_mrkdwn(body, MAX_TEXT_CHARS))},
     ]
     if notification.labels:
         blocks.append({"type": "section", "fields": _label_fields(notification.labels)})
@@ -183,11 +187,13 @@ def payload(
             )
         )
         room = MAX_TEXT_CHARS - len(opening) - len(closing)
-        blocks.append({"type": "section", "text": _mrkdwn(opening + cut(lines, room) + closing)})
+        blocks.append(
+            {"type": "section", "text": _mrkdwn(opening + truncate_mrkdwn(lines, room) + closing)}
+        )
 
     elements = [
-        _mrkdwn(cut(f"Source: *{escape(notification.source)}*", MAX_CONTEXT_CHARS)),
-        _mrkdwn(cut(f"Alert `{escape(notification.alert_id)}`", MAX_CONTEXT_CHARS)),
+        _mrkdwn(truncate_mrkdwn(f"Source: *{escape(notification.source)}*", MAX_CONTEXT_CHARS)),
+        _mrkdwn(truncate_mrkdwn(f"Alert `{escape(notification.alert_id)}`", MAX_CONTEXT_CHARS)),
         _mrkdwn(
             f"Occurrences: {notification.occurrences} ({notification.suppressed_count} suppressed)"
         ),
@@ -195,7 +201,7 @@ def payload(
     if raw["alert_url"]:
         elements.append(_mrkdwn(f"<{_link_target(raw['alert_url'])}|{OPEN_LINK_TEXT}>"))
     blocks.append({"type": "context", "elements": elements})
-    return {"text": cut(title, MAX_FALLBACK_CHARS), "blocks": blocks}
+    return {"text": truncate_mrkdwn(title, MAX_FALLBACK_CHARS), "blocks": blocks}
 
 
 def _check_url(url: str) -> None:
