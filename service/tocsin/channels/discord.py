@@ -70,7 +70,7 @@ from tocsin.channels import (
 )
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import Templates, context
-from tocsin.channels.text import details_lines, map_strings, one_line, truncate
+from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -207,11 +207,11 @@ def payload(
         for key, value in raw.items()
     }
     title = truncate_markdown(
-        one_line(templates.render("title", raw)) or one_line(notification.summary),
+        collapse_whitespace(templates.render("title", raw) or notification.summary),
         MAX_TITLE_CHARS,
     )
     content = truncate_markdown(
-        one_line(templates.render("title", variables)) or escape(notification.summary),
+        collapse_whitespace(templates.render("title", variables)) or escape(notification.summary),
         MAX_CONTENT_CHARS,
     )
     footer = truncate_markdown(

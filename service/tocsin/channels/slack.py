@@ -61,7 +61,7 @@ from tocsin.channels import (
 )
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import Templates, context
-from tocsin.channels.text import details_lines, map_strings, one_line, truncate
+from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -160,7 +160,7 @@ def payload(
     raw = context(notification, dashboard_url)
     variables = {key: map_strings(value, escape) for key, value in raw.items()}
     summary = escape(notification.summary)
-    title = one_line(templates.render("title", variables)) or one_line(summary)
+    title = collapse_whitespace(templates.render("title", variables) or summary)
     body = templates.render("body", variables) or summary
 
     resolved = notification.status == "resolved" or notification.reason == "resolved"

@@ -72,7 +72,7 @@ import msgspec
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig, compile_templates
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import context
-from tocsin.channels.text import ELLIPSIS, map_strings, truncate
+from tocsin.channels.text import ELLIPSIS, collapse_whitespace, map_strings, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -110,7 +110,6 @@ _MARKDOWN_SAFE = str.maketrans(
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 _NEWLINES = re.compile(r"\r\n?|[\n\u2028\u2029]")
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n)*")
-_WHITESPACE = re.compile(r"\s+")
 
 _encoder = msgspec.json.Encoder()
 
@@ -133,7 +132,7 @@ def neutralize(value: Any) -> Any:
 
 def title_text(rendered: str) -> str:
     """The title on one line (a heading), cut to its limit."""
-    return truncate(_WHITESPACE.sub(" ", rendered).strip(), MAX_TITLE_CHARS)
+    return truncate(collapse_whitespace(rendered), MAX_TITLE_CHARS)
 
 
 def body_text(rendered: str, limit: int = MAX_BODY_CHARS) -> str:
@@ -154,12 +153,8 @@ def facts(notification: Notification) -> list[dict[str, str]]:
 
     def fact(title: str, value: str) -> dict[str, str]:
         return {
-            "title": truncate(
-                _WHITESPACE.sub(" ", neutralize(title)).strip(), MAX_FACT_TITLE_CHARS
-            ),
-            "value": truncate(
-                _WHITESPACE.sub(" ", neutralize(value)).strip(), MAX_FACT_VALUE_CHARS
-            ),
+            "title": truncate(collapse_whitespace(neutralize(title)), MAX_FACT_TITLE_CHARS),
+            "value": truncate(collapse_whitespace(neutralize(value)), MAX_FACT_VALUE_CHARS),
         }
 
     out = [

@@ -51,8 +51,10 @@ def map_strings(value: Any, change: Callable[[str], str]) -> Any:
     return value
 
 
-def one_line(text: str) -> str:
-    """Runs of whitespace, line breaks included, as single spaces."""
+def collapse_whitespace(text: str) -> str:
+    """``text`` on one line with its spacing normalised: every run of whitespace (spaces,
+    tabs, line breaks, anything ``str.isspace``) becomes one space, and both ends are
+    trimmed. Compare ``file.replace_controls_with_space``, which keeps spacing as it is."""
     return " ".join(text.split())
 
 
