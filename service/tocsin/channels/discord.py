@@ -62,7 +62,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from tocsin.channels import (
-    ChannelConfigError,
     ChannelEnv,
     ChannelKind,
     ReceiverConfig,
@@ -255,19 +254,6 @@ def embed_chars(embed: dict[str, Any]) -> int:
         + len(embed.get("footer", {}).get("text", ""))
         + len(embed.get("author", {}).get("name", ""))
     )
-
-
-def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        # the URL is the credential: do not echo it into logs
-        raise ChannelConfigError(
-            "url",
-            "url must be an http:// or https:// URL (https://discord.com/api/webhooks/...)",
-        )
 
 
 class DiscordChannel:

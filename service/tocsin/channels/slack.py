@@ -53,7 +53,6 @@ from urllib.parse import quote, urlsplit
 import msgspec
 
 from tocsin.channels import (
-    ChannelConfigError,
     ChannelEnv,
     ChannelKind,
     ReceiverConfig,
@@ -202,18 +201,6 @@ def payload(
         elements.append(_mrkdwn(f"<{_link_target(raw['alert_url'])}|{OPEN_LINK_TEXT}>"))
     blocks.append({"type": "context", "elements": elements})
     return {"text": truncate_mrkdwn(title, MAX_FALLBACK_CHARS), "blocks": blocks}
-
-
-def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        # the URL is the credential: do not echo it into logs
-        raise ChannelConfigError(
-            "url", "url must be an http:// or https:// URL (https://hooks.slack.com/services/...)"
-        )
 
 
 class SlackChannel:
