@@ -22,10 +22,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+import msgspec
 import yarl
 
 from tocsin.channels import ChannelConfigError
 from tocsin.core.policy.retry import SendResult, classify_http, retryable
+from tocsin.observability.redact import mask_secret
 
 MAX_CONNECTIONS_PER_RECEIVER = 32
 
@@ -40,6 +42,17 @@ def check_url(url: str, example: str = "https://...") -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ChannelConfigError("url", f"url must be an http:// or https:// URL ({example})")
     return url
+
+
+def mask_in_error(result: SendResult, secret: str) -> SendResult:
+    """``result`` with ``secret`` masked in its error text (``redact.mask_secret``): a
+    provider may echo the body or a header, and the excerpt ``JsonPoster.post`` keeps,
+    cut at 200 characters, may end inside the secret."""
+    error = result.error
+    if error is None or not secret:
+        return result
+    masked = mask_secret(error, secret, cut=True)
+    return result if masked == error else msgspec.structs.replace(result, error=masked)
 
 
 class JsonPoster:

@@ -54,12 +54,12 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
-from tocsin.channels.http import JsonPoster, check_url
-from tocsin.channels.pagerduty import redact
+from tocsin.channels.http import JsonPoster, check_url, mask_in_error
 from tocsin.channels.templates import Templates, context
 from tocsin.channels.text import THREE_DOTS, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
+from tocsin.observability.redact import HIDDEN
 
 DEFAULT_URL = "https://api.opsgenie.com"
 MAX_MESSAGE = 130
@@ -84,7 +84,7 @@ class OpsgenieConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     url: str = DEFAULT_URL
 
     def __repr__(self) -> str:
-        return f"OpsgenieConfig(channel={self.channel!r}, url={self.url!r}, api_key=***)"
+        return f"OpsgenieConfig(channel={self.channel!r}, url={self.url!r}, api_key={HIDDEN})"
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
         return [("channel", self.channel), ("url", self.url)]
@@ -211,7 +211,7 @@ class OpsgenieChannel:
             url = f"{self._base}/v2/alerts"
             payload = create_body(notification, self._templates, self._dashboard_url)
         result = await self._poster.post(url, _encoder.encode(payload), traceparent)
-        return redact(result, self._api_key)
+        return mask_in_error(result, self._api_key)
 
     async def close(self) -> None:
         await self._poster.close()
