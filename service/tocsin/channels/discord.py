@@ -59,19 +59,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgspec
-
-from tocsin.channels import (
-    ChannelEnv,
-    ChannelKind,
-    ReceiverConfig,
-    compile_templates,
-)
-from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import PayloadChannel, check_url
 from tocsin.channels.templates import Templates, context
 from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
 from tocsin.core.contracts import Notification
-from tocsin.core.policy.retry import SendResult
 
 MAX_CONTENT_CHARS = 2000
 MAX_TITLE_CHARS = 256
@@ -98,8 +90,6 @@ RESOLVED_COLOR = 0x388E3C
 _HOSTS = {"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"}
 _WEBHOOK_PATH = re.compile(r"^/api(?:/v\d+)?/webhooks/\d+/[A-Za-z0-9_-]+/?$")
 _MARKDOWN = re.compile(r"([\\*_~`|<>\[\]()#])")
-
-_encoder = msgspec.json.Encoder()
 
 
 class DiscordConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
@@ -256,24 +246,12 @@ def embed_chars(embed: dict[str, Any]) -> int:
     )
 
 
-class DiscordChannel:
+class DiscordChannel(PayloadChannel):
     kind = "discord"
 
     def __init__(self, name: str, config: DiscordConfig, env: ChannelEnv) -> None:
-        check_url(config.url, "https://discord.com/api/webhooks/...")
-        self._url = execute_url(config.url)
-        self._templates = compile_templates(config.templates)
-        self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
-
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
-        return await self._poster.post(self._url, body, traceparent)
-
-    async def close(self) -> None:
-        await self._poster.close()
+        url = execute_url(check_url(config.url, "https://discord.com/api/webhooks/..."))
+        super().__init__(url, config, env, payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> DiscordChannel:

@@ -50,19 +50,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import msgspec
-
-from tocsin.channels import (
-    ChannelEnv,
-    ChannelKind,
-    ReceiverConfig,
-    compile_templates,
-)
-from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import PayloadChannel, check_url
 from tocsin.channels.templates import Templates, context
 from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
 from tocsin.core.contracts import Notification
-from tocsin.core.policy.retry import SendResult
 
 MAX_TEXT_CHARS = 3000
 MAX_FIELDS = 10
@@ -82,8 +74,6 @@ SEVERITY_EMOJI = {
     "info": ":large_blue_circle:",
 }
 RESOLVED_EMOJI = ":white_check_mark:"
-
-_encoder = msgspec.json.Encoder()
 
 
 class SlackConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
@@ -203,23 +193,12 @@ def payload(
     return {"text": truncate_mrkdwn(title, MAX_FALLBACK_CHARS), "blocks": blocks}
 
 
-class SlackChannel:
+class SlackChannel(PayloadChannel):
     kind = "slack"
 
     def __init__(self, name: str, config: SlackConfig, env: ChannelEnv) -> None:
-        self._url = check_url(config.url, "https://hooks.slack.com/services/...")
-        self._templates = compile_templates(config.templates)
-        self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
-
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
-        return await self._poster.post(self._url, body, traceparent)
-
-    async def close(self) -> None:
-        await self._poster.close()
+        url = check_url(config.url, "https://hooks.slack.com/services/...")
+        super().__init__(url, config, env, payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> SlackChannel:
