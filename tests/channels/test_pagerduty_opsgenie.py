@@ -23,6 +23,7 @@ from tocsin.channels.pagerduty import PagerDutyChannel, PagerDutyConfig
 from tocsin.channels.templates import Templates
 from tocsin.core.contracts import Notification
 from tocsin.core.times import Duration
+from tocsin.observability.redact import MASK
 
 ROUTING_KEY = "R0UT1NGKEY" + "k" * 22  # 32 characters, like an integration key
 API_KEY = "eb243592-faa2-4ba2-a551-1afdf565c889"
@@ -465,7 +466,7 @@ async def test_a_secret_echoed_by_the_provider_is_masked_in_the_error(
     assert (result.ok, result.retryable, result.status_code) == (False, False, status)
     assert result.error is not None
     assert result.error.startswith(f"HTTP {status}: ")
-    assert pd.REDACTED in result.error
+    assert MASK in result.error
     assert secret[:4] not in result.error
 
 

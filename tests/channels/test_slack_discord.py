@@ -179,9 +179,9 @@ async def test_slack_cuts_oversized_input_to_the_block_kit_limits(sink: HttpSink
 
 
 async def test_slack_cuts_never_leave_half_an_entity() -> None:
-    assert slack_module.cut("ab&amp;cd", 4) == "ab…"
-    assert slack_module.cut("ab&amp;cd", 8) == "ab&amp;…"
-    assert slack_module.cut("&lt;" * 10, 6) == "&lt;…"
+    assert slack_module.truncate_mrkdwn("ab&amp;cd", 4) == "ab…"
+    assert slack_module.truncate_mrkdwn("ab&amp;cd", 8) == "ab&amp;…"
+    assert slack_module.truncate_mrkdwn("&lt;" * 10, 6) == "&lt;…"
 
 
 async def test_slack_resolved_and_severity_emoji_and_no_link_without_dashboard() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from tocsin import config as config_module
 from tocsin.observability.redact import (
+    HIDDEN,
     MASK,
+    Secret,
     Secrets,
     display_url,
+    mask_secret,
     nats_url_secrets,
     secrets_of,
     url_secrets,
@@ -99,4 +102,25 @@ def test_urls_in_running_text_keep_the_sentence_around_them() -> None:
     assert secrets.scrub("see (http://a.example/c?x=1).") == f"see (http://a.example/c?x={MASK})."
     assert secrets.scrub("at http://u:p@h.example:1/x, then") == (
         f"at http://{MASK}@h.example:1/x, then"
+    )
+
+
+def test_mask_secret_masks_one_known_secret_whole_and_cut_off() -> None:
+    assert mask_secret("echo rk-12345 and rk-12345", "rk-12345") == f"echo {MASK} and {MASK}"
+    assert mask_secret("HTTP 400: echo rk-12", "rk-12345") == "HTTP 400: echo rk-12"
+    assert mask_secret("HTTP 400: echo rk-12", "rk-12345", cut=True) == f"HTTP 400: echo {MASK}"
+    # A beginning shorter than four characters is ordinary text, not a secret's start.
+    assert mask_secret("HTTP 400: echo rk-", "rk-12345", cut=True) == "HTTP 400: echo rk-"
+    assert mask_secret("nothing to hide", "") == "nothing to hide"
+
+
+def test_the_two_marks_each_where_it_is_promised() -> None:
+    """Text with a secret taken out says ``[redacted]`` (README, "Secrets stay out"); a
+    secret value printed in place of itself says ``***`` (``Secret``, config reprs)."""
+    assert MASK == "[redacted]"
+    assert HIDDEN == "***"
+    assert (repr(Secret("s3cr3t")), str(Secret("s3cr3t")), f"{Secret('s3cr3t')}") == (
+        "Secret('***')",
+        "***",
+        "***",
     )

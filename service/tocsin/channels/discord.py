@@ -59,20 +59,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgspec
-
-from tocsin.channels import (
-    ChannelConfigError,
-    ChannelEnv,
-    ChannelKind,
-    ReceiverConfig,
-    compile_templates,
-)
-from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import PayloadChannel, check_url
 from tocsin.channels.templates import Templates, context
-from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
+from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
 from tocsin.core.contracts import Notification
-from tocsin.core.policy.retry import SendResult
 
 MAX_CONTENT_CHARS = 2000
 MAX_TITLE_CHARS = 256
@@ -99,8 +90,6 @@ RESOLVED_COLOR = 0x388E3C
 _HOSTS = {"discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com"}
 _WEBHOOK_PATH = re.compile(r"^/api(?:/v\d+)?/webhooks/\d+/[A-Za-z0-9_-]+/?$")
 _MARKDOWN = re.compile(r"([\\*_~`|<>\[\]()#])")
-
-_encoder = msgspec.json.Encoder()
 
 
 class DiscordConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
@@ -138,22 +127,23 @@ def escape(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` trimmed, in at most ``limit`` characters; a cut ends with "…" and never
-    leaves a dangling escape backslash."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    kept = text[: max(limit - 1, 0)]
+def _without_lone_backslash(kept: str) -> str:
+    """``kept`` without an escape backslash a cut parted from the character it escaped."""
     if (len(kept) - len(kept.rstrip("\\"))) % 2:
-        kept = kept[:-1]
-    return kept + ELLIPSIS
+        return kept[:-1]
+    return kept
+
+
+def truncate_markdown(text: str, limit: int) -> str:
+    """``text`` trimmed, in at most ``limit`` characters (``text.truncate``: a cut ends
+    with "…"), never leaving a dangling escape backslash."""
+    return truncate(text.strip(), limit, tidy_end=_without_lone_backslash)
 
 
 def _field(name: str, value: str, *, inline: bool) -> dict[str, Any]:
     return {
-        "name": cut(name, MAX_FIELD_NAME_CHARS) or EMPTY_VALUE,
-        "value": cut(value, MAX_FIELD_VALUE_CHARS) or EMPTY_VALUE,
+        "name": truncate_markdown(name, MAX_FIELD_NAME_CHARS) or EMPTY_VALUE,
+        "value": truncate_markdown(value, MAX_FIELD_VALUE_CHARS) or EMPTY_VALUE,
         "inline": inline,
     }
 
@@ -191,7 +181,7 @@ def _fit(fields: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
             continue
         room = budget - len(field["name"])
         if room >= MIN_CUT_VALUE_CHARS:
-            kept.append({**field, "value": cut(field["value"], room)})
+            kept.append({**field, "value": truncate_markdown(field["value"], room)})
         break
     return kept
 
@@ -205,22 +195,22 @@ def payload(
         key: value if key == "alert_url" else map_strings(value, escape)
         for key, value in raw.items()
     }
-    title = cut(
-        one_line(templates.render("title", raw)) or one_line(notification.summary),
+    title = truncate_markdown(
+        collapse_whitespace(templates.render("title", raw) or notification.summary),
         MAX_TITLE_CHARS,
     )
-    content = cut(
-        one_line(templates.render("title", variables)) or escape(notification.summary),
+    content = truncate_markdown(
+        collapse_whitespace(templates.render("title", variables)) or escape(notification.summary),
         MAX_CONTENT_CHARS,
     )
-    footer = cut(
+    footer = truncate_markdown(
         f"{notification.source} · {notification.occurrences} occurrences"
         f" ({notification.suppressed_count} suppressed) · alert {notification.alert_id}"
         f" · fingerprint {notification.fingerprint}",
         MAX_FOOTER_CHARS,
     )
     budget = MAX_EMBED_CHARS - len(title) - len(footer)
-    description = cut(
+    description = truncate_markdown(
         templates.render("body", variables) or escape(notification.summary),
         min(MAX_DESCRIPTION_CHARS, budget),
     )
@@ -256,37 +246,12 @@ def embed_chars(embed: dict[str, Any]) -> int:
     )
 
 
-def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        # the URL is the credential: do not echo it into logs
-        raise ChannelConfigError(
-            "url",
-            "url must be an http:// or https:// URL (https://discord.com/api/webhooks/...)",
-        )
-
-
-class DiscordChannel:
+class DiscordChannel(PayloadChannel):
     kind = "discord"
 
     def __init__(self, name: str, config: DiscordConfig, env: ChannelEnv) -> None:
-        check_url(config.url, "https://discord.com/api/webhooks/...")
-        self._url = execute_url(config.url)
-        self._templates = compile_templates(config.templates)
-        self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
-
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
-        return await self._poster.post(self._url, body, traceparent)
-
-    async def close(self) -> None:
-        await self._poster.close()
+        url = execute_url(check_url(config.url, "https://discord.com/api/webhooks/..."))
+        super().__init__(url, config, env, payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> DiscordChannel:

@@ -24,6 +24,7 @@ from tocsin.channels import (
     compile_templates,
 )
 from tocsin.channels.templates import Templates, context
+from tocsin.channels.text import collapse_whitespace
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SENT, SendResult, permanent, retryable
 
@@ -49,7 +50,7 @@ def render(
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(to)
-    subject = " ".join(templates.render("title", variables).split())[:250]
+    subject = collapse_whitespace(templates.render("title", variables))[:250]
     # The email module decodes RFC 2047 encoded words ("=?utf-8?b?...?=") in a value it
     # is given and, without the fix for CVE-2024-6923, writes what they decode to, line
     # breaks included, into the header block: untrusted text could add headers. A word

@@ -70,8 +70,10 @@ class FileRecord(Notification, kw_only=True):
     delivered_at: Timestamp
 
 
-def one_line(text: str) -> str:
-    """``text`` with every line break and control character turned into a space."""
+def replace_controls_with_space(text: str) -> str:
+    """``text`` with every run of line breaks and control characters (``\\x00``-``\\x1f``,
+    ``\\x7f``-``\\x9f``, U+2028, U+2029) turned into one space; other spacing and the
+    ends are left as they are (unlike ``text.collapse_whitespace``)."""
     return _LINE_BREAKING.sub(" ", text)
 
 
@@ -118,7 +120,7 @@ class FileChannel:
             f"{notification.last_seen} [{notification.severity.upper()}] {title}"
             f" ({notification.reason}, alert {notification.alert_id})"
         )
-        return one_line(text).encode() + b"\n"
+        return replace_controls_with_space(text).encode() + b"\n"
 
     def _open(self) -> FileIO:
         try:

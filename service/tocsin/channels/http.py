@@ -22,12 +22,18 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+import msgspec
 import yarl
 
-from tocsin.channels import ChannelConfigError
+from tocsin.channels import ChannelConfigError, ChannelEnv, ReceiverConfig, compile_templates
+from tocsin.channels.templates import Templates
+from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult, classify_http, retryable
+from tocsin.observability.redact import mask_secret
 
 MAX_CONNECTIONS_PER_RECEIVER = 32
+
+_encoder = msgspec.json.Encoder()
 
 
 def check_url(url: str, example: str = "https://...") -> str:
@@ -40,6 +46,48 @@ def check_url(url: str, example: str = "https://...") -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ChannelConfigError("url", f"url must be an http:// or https:// URL ({example})")
     return url
+
+
+def mask_in_error(result: SendResult, secret: str) -> SendResult:
+    """``result`` with ``secret`` masked in its error text (``redact.mask_secret``): a
+    provider may echo the body or a header, and the excerpt ``JsonPoster.post`` keeps,
+    cut at 200 characters, may end inside the secret."""
+    error = result.error
+    if error is None or not secret:
+        return result
+    masked = mask_secret(error, secret, cut=True)
+    return result if masked == error else msgspec.structs.replace(result, error=masked)
+
+
+class PayloadChannel:
+    """A channel whose provider takes one JSON body per notification at one URL, made by
+    ``payload(notification, templates, dashboard_url)`` (Slack's and Discord's
+    incoming webhooks): the receiver's templates, a ``JsonPoster``, and the send.
+    Subclasses set ``kind`` and pass the checked URL and their ``payload``."""
+
+    kind: str
+
+    def __init__(
+        self,
+        url: str,
+        config: ReceiverConfig,
+        env: ChannelEnv,
+        payload: Callable[[Notification, Templates, str | None], dict[str, Any]],
+    ) -> None:
+        self._url = url
+        self._payload = payload
+        self._templates = compile_templates(config.templates)
+        self._dashboard_url = env.dashboard_url
+        self._poster = JsonPoster(env.version, config.timeout)
+
+    async def send(
+        self, notification: Notification, *, traceparent: str | None = None
+    ) -> SendResult:
+        body = _encoder.encode(self._payload(notification, self._templates, self._dashboard_url))
+        return await self._poster.post(self._url, body, traceparent)
+
+    async def close(self) -> None:
+        await self._poster.close()
 
 
 class JsonPoster:

@@ -54,11 +54,12 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
-from tocsin.channels.http import JsonPoster, check_url
-from tocsin.channels.pagerduty import clip, redact
+from tocsin.channels.http import JsonPoster, check_url, mask_in_error
 from tocsin.channels.templates import Templates, context
+from tocsin.channels.text import THREE_DOTS, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
+from tocsin.observability.redact import HIDDEN
 
 DEFAULT_URL = "https://api.opsgenie.com"
 MAX_MESSAGE = 130
@@ -83,7 +84,7 @@ class OpsgenieConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     url: str = DEFAULT_URL
 
     def __repr__(self) -> str:
-        return f"OpsgenieConfig(channel={self.channel!r}, url={self.url!r}, api_key=***)"
+        return f"OpsgenieConfig(channel={self.channel!r}, url={self.url!r}, api_key={HIDDEN})"
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
         return [("channel", self.channel), ("url", self.url)]
@@ -91,12 +92,15 @@ class OpsgenieConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
 
 def alias_of(notification: Notification) -> str:
     """The Opsgenie alias of an alert: its fingerprint, the same on create and close."""
-    return clip(notification.fingerprint, MAX_ALIAS)
+    return truncate(notification.fingerprint, MAX_ALIAS, ellipsis=THREE_DOTS)
 
 
 def tags_of(labels: dict[str, str]) -> list[str]:
     """``key:value`` per label, sorted, at most 20 tags of at most 50 characters."""
-    return [clip(f"{key}:{value}", MAX_TAG) for key, value in sorted(labels.items())][:MAX_TAGS]
+    return [
+        truncate(f"{key}:{value}", MAX_TAG, ellipsis=THREE_DOTS)
+        for key, value in sorted(labels.items())
+    ][:MAX_TAGS]
 
 
 def details_of(notification: Notification, alert_url: str | None) -> dict[str, str]:
@@ -147,13 +151,15 @@ def create_body(
     variables = context(notification, dashboard_url)
     title = templates.render("title", variables) or notification.summary
     return {
-        "message": clip(title, MAX_MESSAGE),
+        "message": truncate(title, MAX_MESSAGE, ellipsis=THREE_DOTS),
         "alias": alias_of(notification),
-        "description": clip(templates.render("body", variables), MAX_DESCRIPTION),
+        "description": truncate(
+            templates.render("body", variables), MAX_DESCRIPTION, ellipsis=THREE_DOTS
+        ),
         "priority": PRIORITY[notification.severity],
         "tags": tags_of(notification.labels),
         "details": details_of(notification, variables["alert_url"]),
-        "source": clip(notification.source, MAX_SOURCE),
+        "source": truncate(notification.source, MAX_SOURCE, ellipsis=THREE_DOTS),
     }
 
 
@@ -169,8 +175,10 @@ def close_body(
     """The Close Alert body for a resolved notification (pure)."""
     title = templates.render("title", context(notification, dashboard_url))
     return {
-        "source": clip(notification.source, MAX_SOURCE),
-        "note": clip(f"Resolved in tocsin: {title or notification.summary}", MAX_NOTE),
+        "source": truncate(notification.source, MAX_SOURCE, ellipsis=THREE_DOTS),
+        "note": truncate(
+            f"Resolved in tocsin: {title or notification.summary}", MAX_NOTE, ellipsis=THREE_DOTS
+        ),
     }
 
 
@@ -203,7 +211,7 @@ class OpsgenieChannel:
             url = f"{self._base}/v2/alerts"
             payload = create_body(notification, self._templates, self._dashboard_url)
         result = await self._poster.post(url, _encoder.encode(payload), traceparent)
-        return redact(result, self._api_key)
+        return mask_in_error(result, self._api_key)
 
     async def close(self) -> None:
         await self._poster.close()

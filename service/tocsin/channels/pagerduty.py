@@ -43,10 +43,12 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
-from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.http import JsonPoster, check_url, mask_in_error
 from tocsin.channels.templates import Templates, context
+from tocsin.channels.text import THREE_DOTS, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
+from tocsin.observability.redact import HIDDEN
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024  # payload.summary, "Send an Alert Event"
@@ -61,10 +63,6 @@ SEVERITY: dict[str, str] = {
 }
 
 _encoder = msgspec.json.Encoder()
-REDACTED = "[redacted]"
-# A cut-off secret at the end of an error is masked from this many characters on: fewer
-# reveal next to nothing, and masking them would eat ordinary text.
-MIN_SECRET_TAIL = 4
 
 
 class PagerDutyConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
@@ -74,15 +72,10 @@ class PagerDutyConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     url: str = DEFAULT_URL
 
     def __repr__(self) -> str:
-        return f"PagerDutyConfig(channel={self.channel!r}, url={self.url!r}, routing_key=***)"
+        return f"PagerDutyConfig(channel={self.channel!r}, url={self.url!r}, routing_key={HIDDEN})"
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
         return [("channel", self.channel), ("url", self.url)]
-
-
-def clip(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters: cut to ``limit - 3`` plus ``...`` when longer."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def event_body(
@@ -101,7 +94,7 @@ def event_body(
     variables = context(notification, dashboard_url)
     title = templates.render("title", variables) or notification.summary
     payload: dict[str, Any] = {
-        "summary": clip(title, MAX_SUMMARY),
+        "summary": truncate(title, MAX_SUMMARY, ellipsis=THREE_DOTS),
         "source": notification.source,
         "severity": SEVERITY[notification.severity],
         "timestamp": notification.last_seen,
@@ -134,20 +127,6 @@ def event_body(
     return body
 
 
-def redact(result: SendResult, secret: str) -> SendResult:
-    """``result`` with ``secret`` masked in its error text: a provider may echo the body
-    or a header, and the excerpt, cut at 200 characters, may end inside the secret."""
-    error = result.error
-    if error is None or not secret:
-        return result
-    masked = error.replace(secret, REDACTED)
-    for size in range(len(secret) - 1, MIN_SECRET_TAIL - 1, -1):
-        if masked.endswith(secret[:size]):
-            masked = masked[:-size] + REDACTED
-            break
-    return result if masked == error else msgspec.structs.replace(result, error=masked)
-
-
 class PagerDutyChannel:
     kind = "pagerduty"
 
@@ -174,7 +153,7 @@ class PagerDutyChannel:
             event_body(notification, self._routing_key, self._templates, self._dashboard_url)
         )
         result = await self._poster.post(self._url, body, traceparent)
-        return redact(result, self._routing_key)
+        return mask_in_error(result, self._routing_key)
 
     async def close(self) -> None:
         await self._poster.close()

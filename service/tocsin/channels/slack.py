@@ -50,20 +50,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import msgspec
-
-from tocsin.channels import (
-    ChannelConfigError,
-    ChannelEnv,
-    ChannelKind,
-    ReceiverConfig,
-    compile_templates,
-)
-from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.http import PayloadChannel, check_url
 from tocsin.channels.templates import Templates, context
-from tocsin.channels.text import ELLIPSIS, details_lines, map_strings, one_line
+from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
 from tocsin.core.contracts import Notification
-from tocsin.core.policy.retry import SendResult
 
 MAX_TEXT_CHARS = 3000
 MAX_FIELDS = 10
@@ -83,8 +74,6 @@ SEVERITY_EMOJI = {
     "info": ":large_blue_circle:",
 }
 RESOLVED_EMOJI = ":white_check_mark:"
-
-_encoder = msgspec.json.Encoder()
 
 
 class SlackConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
@@ -111,16 +100,18 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` (mrkdwn) in at most ``limit`` characters; a cut ends with "…" and never
-    leaves half an entity (``&am``) behind."""
-    if len(text) <= limit:
-        return text
-    kept = text[: max(limit - 1, 0)]
+def _without_half_entity(kept: str) -> str:
+    """``kept`` without the entity a cut broke at its end (``&am`` of ``&amp;``)."""
     amp = kept.rfind("&")
     if amp != -1 and ";" not in kept[amp:] and len(kept) - amp <= len("&amp"):
-        kept = kept[:amp]
-    return kept + ELLIPSIS
+        return kept[:amp]
+    return kept
+
+
+def truncate_mrkdwn(text: str, limit: int) -> str:
+    """``text`` (escaped mrkdwn) in at most ``limit`` characters (``text.truncate``: a cut
+    ends with "…"), never leaving half an entity (``&am``) behind."""
+    return truncate(text, limit, tidy_end=_without_half_entity)
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -138,14 +129,16 @@ def _label_fields(labels: dict[str, str]) -> list[dict[str, Any]]:
     shown = items if len(items) <= MAX_FIELDS else items[: MAX_FIELDS - 1]
     fields = []
     for key, value in shown:
-        name = cut(escape(key), MAX_FIELD_KEY_CHARS)
+        name = truncate_mrkdwn(escape(key), MAX_FIELD_KEY_CHARS)
         head = f"*{name}*\n"
-        fields.append(_mrkdwn(head + cut(escape(value) or " ", MAX_FIELD_CHARS - len(head))))
+        fields.append(
+            _mrkdwn(head + truncate_mrkdwn(escape(value) or " ", MAX_FIELD_CHARS - len(head)))
+        )
     hidden = items[len(shown) :]
     if hidden:
         names = ", ".join(escape(key) for key, _ in hidden)
         more = f"*+{len(hidden)} more labels*\n"
-        fields.append(_mrkdwn(more + cut(names, MAX_FIELD_CHARS - len(more))))
+        fields.append(_mrkdwn(more + truncate_mrkdwn(names, MAX_FIELD_CHARS - len(more))))
     return fields
 
 
@@ -156,17 +149,17 @@ def payload(
     raw = context(notification, dashboard_url)
     variables = {key: map_strings(value, escape) for key, value in raw.items()}
     summary = escape(notification.summary)
-    title = one_line(templates.render("title", variables)) or one_line(summary)
+    title = collapse_whitespace(templates.render("title", variables) or summary)
     body = templates.render("body", variables) or summary
 
     resolved = notification.status == "resolved" or notification.reason == "resolved"
     emoji = RESOLVED_EMOJI if resolved else SEVERITY_EMOJI.get(notification.severity, "")
     prefix = f"{emoji} *" if emoji else "*"
-    headline = prefix + cut(title, MAX_TEXT_CHARS - len(prefix) - 1) + "*"
+    headline = prefix + truncate_mrkdwn(title, MAX_TEXT_CHARS - len(prefix) - 1) + "*"
 
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": _mrkdwn(headline)},
-        {"type": "section", "text": _mrkdwn(cut(body, MAX_TEXT_CHARS))},
+        {"type": "section", "text": _mrkdwn(truncate_mrkdwn(body, MAX_TEXT_CHARS))},
     ]
     if notification.labels:
         blocks.append({"type": "section", "fields": _label_fields(notification.labels)})
@@ -183,11 +176,13 @@ def payload(
             )
         )
         room = MAX_TEXT_CHARS - len(opening) - len(closing)
-        blocks.append({"type": "section", "text": _mrkdwn(opening + cut(lines, room) + closing)})
+        blocks.append(
+            {"type": "section", "text": _mrkdwn(opening + truncate_mrkdwn(lines, room) + closing)}
+        )
 
     elements = [
-        _mrkdwn(cut(f"Source: *{escape(notification.source)}*", MAX_CONTEXT_CHARS)),
-        _mrkdwn(cut(f"Alert `{escape(notification.alert_id)}`", MAX_CONTEXT_CHARS)),
+        _mrkdwn(truncate_mrkdwn(f"Source: *{escape(notification.source)}*", MAX_CONTEXT_CHARS)),
+        _mrkdwn(truncate_mrkdwn(f"Alert `{escape(notification.alert_id)}`", MAX_CONTEXT_CHARS)),
         _mrkdwn(
             f"Occurrences: {notification.occurrences} ({notification.suppressed_count} suppressed)"
         ),
@@ -195,38 +190,15 @@ def payload(
     if raw["alert_url"]:
         elements.append(_mrkdwn(f"<{_link_target(raw['alert_url'])}|{OPEN_LINK_TEXT}>"))
     blocks.append({"type": "context", "elements": elements})
-    return {"text": cut(title, MAX_FALLBACK_CHARS), "blocks": blocks}
+    return {"text": truncate_mrkdwn(title, MAX_FALLBACK_CHARS), "blocks": blocks}
 
 
-def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        # the URL is the credential: do not echo it into logs
-        raise ChannelConfigError(
-            "url", "url must be an http:// or https:// URL (https://hooks.slack.com/services/...)"
-        )
-
-
-class SlackChannel:
+class SlackChannel(PayloadChannel):
     kind = "slack"
 
     def __init__(self, name: str, config: SlackConfig, env: ChannelEnv) -> None:
-        self._url = check_url(config.url, "https://hooks.slack.com/services/...")
-        self._templates = compile_templates(config.templates)
-        self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
-
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(payload(notification, self._templates, self._dashboard_url))
-        return await self._poster.post(self._url, body, traceparent)
-
-    async def close(self) -> None:
-        await self._poster.close()
+        url = check_url(config.url, "https://hooks.slack.com/services/...")
+        super().__init__(url, config, env, payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> SlackChannel:

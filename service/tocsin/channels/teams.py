@@ -72,7 +72,7 @@ import msgspec
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig, compile_templates
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.channels.templates import context
-from tocsin.channels.text import map_strings
+from tocsin.channels.text import ELLIPSIS, collapse_whitespace, map_strings, truncate
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -110,7 +110,6 @@ _MARKDOWN_SAFE = str.maketrans(
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 _NEWLINES = re.compile(r"\r\n?|[\n\u2028\u2029]")
 _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n)*")
-_WHITESPACE = re.compile(r"\s+")
 
 _encoder = msgspec.json.Encoder()
 
@@ -131,23 +130,16 @@ def neutralize(value: Any) -> Any:
     return map_strings(value, _neutral)
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` in at most ``limit`` characters, ending with "…" when it was cut."""
-    if len(text) <= limit:
-        return text
-    return text[: max(limit - 1, 0)] + "\N{HORIZONTAL ELLIPSIS}"
-
-
 def title_text(rendered: str) -> str:
     """The title on one line (a heading), cut to its limit."""
-    return cut(_WHITESPACE.sub(" ", rendered).strip(), MAX_TITLE_CHARS)
+    return truncate(collapse_whitespace(rendered), MAX_TITLE_CHARS)
 
 
 def body_text(rendered: str, limit: int = MAX_BODY_CHARS) -> str:
     """Each line of the body its own paragraph (Teams needs ``\\n\\n`` to break a line
     outside a list), cut to ``limit``."""
     text = _BLANK_RUNS.sub("\n\n", _NEWLINES.sub("\n", rendered).strip())
-    return cut(text, limit)
+    return truncate(text, limit)
 
 
 def color(notification: Notification) -> str:
@@ -161,8 +153,8 @@ def facts(notification: Notification) -> list[dict[str, str]]:
 
     def fact(title: str, value: str) -> dict[str, str]:
         return {
-            "title": cut(_WHITESPACE.sub(" ", neutralize(title)).strip(), MAX_FACT_TITLE_CHARS),
-            "value": cut(_WHITESPACE.sub(" ", neutralize(value)).strip(), MAX_FACT_VALUE_CHARS),
+            "title": truncate(collapse_whitespace(neutralize(title)), MAX_FACT_TITLE_CHARS),
+            "value": truncate(collapse_whitespace(neutralize(value)), MAX_FACT_VALUE_CHARS),
         }
 
     out = [
@@ -173,7 +165,7 @@ def facts(notification: Notification) -> list[dict[str, str]]:
     labels = sorted(notification.labels.items())
     out.extend(fact(key, value) for key, value in labels[:MAX_LABEL_FACTS])
     if len(labels) > MAX_LABEL_FACTS:
-        out.append(fact("\N{HORIZONTAL ELLIPSIS}", f"{len(labels) - MAX_LABEL_FACTS} more labels"))
+        out.append(fact(ELLIPSIS, f"{len(labels) - MAX_LABEL_FACTS} more labels"))
     return out
 
 

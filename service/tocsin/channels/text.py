@@ -1,6 +1,6 @@
-"""Text helpers the channels share: apply an escaper to every string of a value, fold
-text onto one line, keep a JSON record on one line, and summarise details as bounded
-``key: <JSON>`` lines."""
+"""Text helpers the channels share: cut text to a provider's limit, apply an escaper to
+every string of a value, fold text onto one line, keep a JSON record on one line, and
+summarise details as bounded ``key: <JSON>`` lines."""
 
 from __future__ import annotations
 
@@ -10,6 +10,30 @@ from typing import Any
 import msgspec
 
 ELLIPSIS = "…"
+# PagerDuty's and Opsgenie's cut mark: ASCII, as their payloads have always ended.
+THREE_DOTS = "..."
+
+
+def truncate(
+    text: str,
+    limit: int,
+    *,
+    ellipsis: str = ELLIPSIS,
+    tidy_end: Callable[[str], str] | None = None,
+) -> str:
+    """``text`` in at most ``limit`` characters: unchanged when it fits, else its first
+    ``limit - len(ellipsis)`` characters followed by ``ellipsis``. Characters are code
+    points, as ``len`` counts them, for every channel (Teams' 28 KB is bytes, checked on
+    the encoded message instead).
+    ``tidy_end`` is applied to those kept characters before the ellipsis is added, so a
+    provider can drop an escape the cut broke in half (Slack's ``&am``, Discord's lone
+    ``\\``)."""
+    if len(text) <= limit:
+        return text
+    kept = text[: max(limit - len(ellipsis), 0)]
+    if tidy_end is not None:
+        kept = tidy_end(kept)
+    return kept + ellipsis
 
 
 def map_strings(value: Any, change: Callable[[str], str]) -> Any:
@@ -27,8 +51,10 @@ def map_strings(value: Any, change: Callable[[str], str]) -> Any:
     return value
 
 
-def one_line(text: str) -> str:
-    """Runs of whitespace, line breaks included, as single spaces."""
+def collapse_whitespace(text: str) -> str:
+    """``text`` on one line with its spacing normalised: every run of whitespace (spaces,
+    tabs, line breaks, anything ``str.isspace``) becomes one space, and both ends are
+    trimmed. Compare ``file.replace_controls_with_space``, which keeps spacing as it is."""
     return " ".join(text.split())
 
 
@@ -59,12 +85,8 @@ def details_lines(
     items = list(details.items())
     for key, value in items[:max_keys]:
         encoded = msgspec.json.encode(value, enc_hook=str).decode()
-        name = str(key)
-        if len(name) > max_key_chars:
-            name = name[: max_key_chars - 1] + ELLIPSIS
-        if len(encoded) > max_value_chars:
-            encoded = encoded[: max_value_chars - 1] + ELLIPSIS
-        lines.append(f"{name}: {encoded}")
+        name = truncate(str(key), max_key_chars)
+        lines.append(f"{name}: {truncate(encoded, max_value_chars)}")
     if len(items) > max_keys:
         lines.append(f"{ELLIPSIS} {len(items) - max_keys} more keys")
     return lines

@@ -13,6 +13,13 @@ Two nets, because a secret can reach text two ways:
 
 Pure functions and one small registry; applied where text is made (delivery errors) and
 again where it is written (the log formatters), so one forgotten call site leaks nothing.
+
+Two marks, each promised where it shows, and both defined here only:
+- ``MASK``, ``[redacted]``: what stands in a text where a secret was found and taken out
+  (README "Secrets stay out"; the log, ``/readyz`` and NATS tests assert it).
+- ``HIDDEN``, ``***``: what a value known to be a secret prints as in place of itself,
+  with no text around it to search: ``Secret`` (``Secret('***')``, asserted by the
+  config tests) and the receiver configs' ``repr``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 MASK = "[redacted]"
+HIDDEN = "***"
 # Shorter values are not masked: they would eat ordinary words out of every log line,
 # and a secret of three characters protects nothing anyway.
 MIN_SECRET_CHARS = 4
@@ -82,6 +90,26 @@ def display_url(url: str) -> str:
         path = "/".join(MASK if _tokenish(s) else s for s in parts.path.split("/"))
     query = "&".join(f"{key}={MASK}" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
     return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def mask_secret(text: str, secret: str, *, cut: bool = False) -> str:
+    """``text`` with ``secret`` replaced by ``MASK`` wherever it stands whole. ``cut``: the
+    text may have been cut short (a receiver's answer is kept to 200 characters), so a
+    beginning of ``secret`` at its very end is masked too (see ``_mask_cut_start``)."""
+    if not secret:
+        return text
+    text = text.replace(secret, MASK)
+    return _mask_cut_start(text, secret) if cut else text
+
+
+def _mask_cut_start(text: str, secret: str) -> str:
+    """``text`` with the longest beginning of ``secret`` that ends it, if at least
+    ``MIN_SECRET_CHARS`` long, replaced by ``MASK``: fewer characters reveal next to
+    nothing, and masking them would eat ordinary text."""
+    for size in range(len(secret) - 1, MIN_SECRET_CHARS - 1, -1):
+        if text.endswith(secret[:size]):
+            return text[:-size] + MASK
+    return text
 
 
 def url_secrets(url: str, path_is_secret: bool) -> list[str]:
@@ -180,17 +208,16 @@ class Secrets:
     def scrub(self, text: str, cut: bool = False) -> str:
         """``text`` with URLs shown safely and every known secret masked. ``cut``: the
         text may have been cut short (a receiver's answer is kept to 200 characters),
-        so a secret's beginning at its very end is masked too."""
+        so a secret's beginning at its very end is masked too. (One pattern for all the
+        secrets, longest first, rather than ``mask_secret`` for each: one pass, and a URL
+        is masked whole before its parts are.)"""
         if "://" in text:
             text = _URL.sub(lambda m: display_url(m.group(0)), text)
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
         if cut:
             for value in self._values:
-                for size in range(len(value) - 1, MIN_SECRET_CHARS - 1, -1):
-                    if text.endswith(value[:size]):
-                        text = text[:-size] + MASK
-                        break
+                text = _mask_cut_start(text, value)
         return text
 
     def __contains__(self, value: str) -> bool:
@@ -198,8 +225,9 @@ class Secrets:
 
 
 class Secret:
-    """A credential from the config or the environment. It prints as ``***`` (repr, str,
-    f-strings, logs), so it cannot leak by being shown; ``reveal()`` is for the connect."""
+    """A credential from the config or the environment. It prints as ``HIDDEN`` (``***``:
+    repr, str, f-strings, logs), so it cannot leak by being shown; ``reveal()`` is for
+    the connect."""
 
     __slots__ = ("_value",)
 
@@ -210,13 +238,13 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return "Secret('***')"
+        return f"Secret({HIDDEN!r})"
 
     def __str__(self) -> str:
-        return "***"
+        return HIDDEN
 
     def __format__(self, spec: str) -> str:
-        return "***"
+        return HIDDEN
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value
