@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,11 @@ log = logging.getLogger("tocsin.service")
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
+    """What ``run`` is asked to do: inputs only, never changed by it (what it builds
+    while it runs is a ``Running``)."""
+
     data_dir: Path
     config: Config
     nats_url: str | None = None
@@ -77,14 +80,23 @@ class Options:
     embedded_nats: bool = False
     handle_signals: bool = True
     api_token: str | None = None  # TOCSIN_API_TOKEN
-    ledger: Ledger | None = None  # set once open: the running service's single writer
+    # The caller's handle: setting it stops the service (which sets it too, when a part
+    # fails, so that the others stop).
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     # Observability: spans go to this provider (else to OTLP per OTEL_*, else nowhere);
-    # known secrets are masked in logs, errors and spans; consumer pending counts are
-    # polled this often for /metrics.
+    # known secrets are masked in logs, errors and spans (the service adds those it
+    # learns to the caller's set); consumer pending counts are polled this often for
+    # /metrics.
     tracer_provider: TracerProvider | None = None
     secrets: Secrets = field(default_factory=Secrets)
     consumer_poll_seconds: float = 5.0
+
+
+@dataclass
+class Running:
+    """What a running service holds, filled in while it starts."""
+
+    ledger: Ledger | None = None  # set once open: the running service's single writer
 
 
 async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
@@ -152,8 +164,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def run(options: Options) -> int:
-    """Run until SIGINT/SIGTERM or ``options.stop``; returns the exit code."""
+async def run(options: Options, on_start: Callable[[Running], None] | None = None) -> int:
+    """Run until SIGINT/SIGTERM or ``options.stop``; returns the exit code. ``on_start``
+    is handed the ``Running`` as soon as it exists, for a caller that reads the running
+    parts (the tests read the ledger)."""
     config = options.config
     stop = options.stop
     loop = asyncio.get_running_loop()
@@ -195,6 +209,9 @@ async def run(options: Options) -> int:
         except TracingConfigError as error:
             raise ConfigError(str(error)) from error
     readiness = Readiness()
+    running = Running()
+    if on_start is not None:
+        on_start(running)
     metrics = Metrics()
     metrics.observe(
         "tocsin_ready",
@@ -232,7 +249,7 @@ async def run(options: Options) -> int:
                     f"({writer_lock.path} is locked); one router per log"
                 )
             readiness.stage = "rebuilding projections from the log"
-            ledger = options.ledger = await Ledger.open(
+            ledger = running.ledger = await Ledger.open(
                 db_path(options.data_dir), snapshot_every=config.log.snapshot_every
             )
             readiness.checks.append(lambda: ledger.problem if ledger else None)
