@@ -2,6 +2,12 @@
 
 ``serve`` = router + recorder + delivery workers + HTTP (+ embedded NATS when no URL is
 given); ``router`` and ``deliver`` run the same parts as separate processes.
+
+``run`` is the sequence: check the options (``Plan``) and learn the secrets; set up
+observability (``Running``, which holds whatever is opened from then on); serve the
+probes, find NATS, open the log, serve the API; connect; build the parts (``Part``),
+ensure the streams and their consumers, take up the log; start the parts; wait; stop
+in order; release. ``Options`` are the inputs and are never changed.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__
@@ -40,14 +47,7 @@ from tocsin.config import Config
 from tocsin.core import events as ev
 from tocsin.core.errors import ConfigError
 from tocsin.core.state import State
-from tocsin.core.subjects import (
-    RECORDER_CONSUMER,
-    ROUTER_CONSUMER,
-    STREAM_IN,
-    STREAM_OUT,
-    STREAM_WORK,
-    deliver_consumer,
-)
+from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
 from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
@@ -117,11 +117,32 @@ class Running:
     metrics: Metrics
     api: ApiContext
     writer_lock: WriterLock
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # servers and workers
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # servers and parts
     servers: list[EmbeddedServer] = field(default_factory=list)  # the API, or the probes alone
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None  # set once open: the running service's single writer
     reader: LogReader | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One of the loops the service runs from ``start_parts`` until ``stop`` is set: the
+    router, the recorder, a receiver's delivery worker, the consumers' watcher.
+    ``run(stop)`` returns once ``stop`` is set; one that ends before stops the service
+    (exit 1, logged, if it raised). ``consumer`` is the durable consumer of ``stream``
+    it pulls from, if any: created or updated before any part starts, and watched for
+    /metrics."""
+
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+    stream: str = ""
+    consumer: ConsumerConfig | None = None
+
+    @property
+    def watched(self) -> tuple[str, str] | None:
+        """(stream, durable name) of its consumer, whose pending counts /metrics shows."""
+        if self.consumer is None or self.consumer.durable_name is None:
+            return None
+        return self.stream, self.consumer.durable_name
 
 
 @dataclass(frozen=True)
@@ -154,8 +175,10 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
         broker = await connect_nats(url, plan, options.stop, running)
         if broker is None:
             return await stop_unconnected(running)
-        await prepare_streams(broker, options.config, running)
-        await start_workers(options, plan, running, broker)
+        parts = build_parts(options, plan, running, broker)
+        await prepare_streams_and_consumers(broker, options.config, parts, running)
+        await take_up_the_log(options.config, running, broker)
+        start_parts(parts, options, plan, running)
         code = await wait_for_stop(options.stop, running)
         await stop_in_order(options.stop, running, broker)
         return code
@@ -357,57 +380,29 @@ async def stop_unconnected(running: Running) -> int:
     return 0
 
 
-async def prepare_streams(broker: Broker, config: Config, running: Running) -> None:
-    """Create or update the streams before anything uses them; the API may publish
-    from here on."""
-    await ensure_streams(broker.js, config.nats.replicas or 1)
-    running.api.js = broker.js
-    log.info("connected to NATS at %s; streams ready", broker.shown)
-
-
-async def start_workers(options: Options, plan: Plan, running: Running, broker: Broker) -> None:
-    """The router and recorder (with the log) and a delivery worker per receiver, each
-    on its durable consumer, and the consumers' watcher for /metrics; ready once they
-    run."""
+def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) -> list[Part]:
+    """The loops this process runs, in the order they start: the router and the
+    recorder where the log is, a delivery worker per receiver, and last the watcher of
+    their consumers for /metrics. Another part (a clock, worker processes) goes in this
+    list, before the watcher."""
     config = options.config
-    nc, js, publisher = broker.nc, broker.js, broker.publisher
+    nc, publisher = broker.nc, broker.publisher
     tracing, metrics, secrets = running.tracing, running.metrics, options.secrets
-    ledger, reader, api = running.ledger, running.reader, running.api
-    stop = options.stop
+    ledger = running.ledger
     replicas = config.nats.replicas or 1
-    workers: list[Coroutine[Any, Any, None]] = []
-    watched: list[tuple[str, str]] = []
+    parts: list[Part] = []
     if ledger is not None:
-        await ensure_consumer(js, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
-        await ensure_consumer(
-            js,
-            STREAM_OUT,
-            recorder_consumer_config(config.nats.ack_wait, replicas),
+        router = Router(nc, publisher, ledger, config, tracing, secrets)
+        parts.append(
+            Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
         )
-        async with ledger.batch() as batch:
-            batch.add(
-                ev.ConfigLoaded(
-                    digest=config.digest(),
-                    receivers={name: r.channel for name, r in config.receivers.items()},
-                    routes=len(config.routes),
-                    dedup_window_seconds=config.dedup_window,
-                )
-            )
-        await bind_inbound_stream(js, ledger)
-        await answer_delivery_status(nc, ledger)
-        assert reader is not None
-        control = api.control = Control(ledger, reader, publisher)
-        await control.answer(nc)
-        workers.append(Router(nc, publisher, ledger, config, tracing, secrets).run(stop))
-        workers.append(Recorder(nc, ledger).run(stop))
-        watched += [
-            (STREAM_IN, ROUTER_CONSUMER),
-            (STREAM_OUT, RECORDER_CONSUMER),
-        ]
+        recorder = Recorder(nc, ledger)
+        parts.append(
+            Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
+        )
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
-        await ensure_consumer(js, STREAM_WORK, consumer)
         worker = ReceiverWorker(
             nc,
             publisher,
@@ -422,21 +417,69 @@ async def start_workers(options: Options, plan: Plan, running: Running, broker: 
             tracing=tracing,
             secrets=secrets,
         )
-        workers.append(worker.run(stop))
-        watched.append((STREAM_WORK, deliver_consumer(name)))
-    workers.append(watch_consumers(js, watched, metrics, stop, options.consumer_poll_seconds))
-    running.tasks.extend(asyncio.create_task(w) for w in workers)
+        parts.append(Part(worker.run, STREAM_WORK, consumer))
+    watched = [part.watched for part in parts if part.watched is not None]
+
+    def watch(stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        return watch_consumers(broker.js, watched, metrics, stop, options.consumer_poll_seconds)
+
+    parts.append(Part(watch))
+    return parts
+
+
+async def prepare_streams_and_consumers(
+    broker: Broker, config: Config, parts: list[Part], running: Running
+) -> None:
+    """Create or update the streams, then each part's durable consumer, before any part
+    starts: pending work waits in the streams, not in a process. The API may publish
+    once the streams exist."""
+    js = broker.js
+    await ensure_streams(js, config.nats.replicas or 1)
+    running.api.js = js
+    log.info("connected to NATS at %s; streams ready", broker.shown)
+    for part in parts:
+        if part.consumer is not None:
+            await ensure_consumer(js, part.stream, part.consumer)
+
+
+async def take_up_the_log(config: Config, running: Running, broker: Broker) -> None:
+    """Where the log is, before any part starts: record the config the router runs with
+    (so that it precedes every fact decided under it) and which inbound stream it
+    consumes, and start answering delivery-status questions (a worker may ask about its
+    first item) and retry-failed requests, giving the API the same control."""
+    ledger, reader = running.ledger, running.reader
+    if ledger is None:
+        return
+    async with ledger.batch() as batch:
+        batch.add(
+            ev.ConfigLoaded(
+                digest=config.digest(),
+                receivers={name: r.channel for name, r in config.receivers.items()},
+                routes=len(config.routes),
+                dedup_window_seconds=config.dedup_window,
+            )
+        )
+    await bind_inbound_stream(broker.js, ledger)
+    await answer_delivery_status(broker.nc, ledger)
+    assert reader is not None
+    control = running.api.control = Control(ledger, reader, broker.publisher)
+    await control.answer(broker.nc)
+
+
+def start_parts(parts: list[Part], options: Options, plan: Plan, running: Running) -> None:
+    """Each part in a task, in order; the service is ready once they all run."""
+    running.tasks.extend(asyncio.create_task(part.run(options.stop)) for part in parts)
     running.readiness.stage = None
     log.info(
         "tocsin %s ready (config: %s; receivers: %s)",
         __version__,
-        config.source,
+        options.config.source,
         ", ".join(plan.receivers),
     )
 
 
 async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
-    """Until ``stop`` is set or a server or worker ends: 0, or 1 (logged) if one
+    """Until ``stop`` is set or a server or part ends: 0, or 1 (logged) if one
     failed."""
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*running.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -452,9 +495,9 @@ async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
 
 
 async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -> None:
-    """Every worker is told to stop and the servers to finish, and given 20 s together;
-    then the connection drains, so that what they published and acked reaches NATS
-    before it closes. The log is closed after, by ``release``."""
+    """Every part is told to stop and the servers to finish, and all are given 20 s
+    together; then the connection drains, so that what they published and acked reaches
+    NATS before it closes. The log is closed after that, by ``release``."""
     stop.set()
     running.readiness.stage = "shutting down"
     close_doors(running)
