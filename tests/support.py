@@ -286,6 +286,7 @@ class Tocsin:
         self.consumer_poll_seconds = consumer_poll_seconds
         self._task: asyncio.Task[int] | None = None
         self._options: service.Options | None = None
+        self._running: service.Running | None = None
 
     @property
     def api(self) -> str:
@@ -310,7 +311,7 @@ class Tocsin:
             tracer_provider=self.tracer_provider,
             consumer_poll_seconds=self.consumer_poll_seconds,
         )
-        self._task = asyncio.create_task(service.run(self._options))
+        self._task = asyncio.create_task(service.run(self._options, on_start=self._started))
         if self.http_port:
             import httpx
 
@@ -326,6 +327,9 @@ class Tocsin:
 
             await wait_until(ready, 20, "tocsin /readyz")
         return self
+
+    def _started(self, running: service.Running) -> None:
+        self._running = running
 
     async def stop(self) -> int:
         assert self._options is not None
@@ -350,14 +354,12 @@ class Tocsin:
         }
 
     def ledger(self) -> Ledger:
-        assert self._options is not None
-        assert self._options.ledger is not None
-        return self._options.ledger
+        assert self._running is not None
+        assert self._running.ledger is not None
+        return self._running.ledger
 
     def live_state(self) -> State:
-        assert self._options is not None
-        assert self._options.ledger is not None
-        return self._options.ledger.state
+        return self.ledger().state
 
     async def assert_live_state_is_the_log(self, timeout: float = 10.0) -> None:
         """The live projection equals a fold of the log file. A batch is folded before

@@ -2,6 +2,12 @@
 
 ``serve`` = router + recorder + delivery workers + HTTP (+ embedded NATS when no URL is
 given); ``router`` and ``deliver`` run the same parts as separate processes.
+
+``run`` is the sequence: check the options (``Plan``) and learn the secrets; set up
+observability (``Running``, which holds whatever is opened from then on); serve the
+probes, find NATS, open the log, serve the API; connect; build the parts (``Part``),
+ensure the streams and their consumers, take up the log; start the parts; wait; stop
+in order; release. ``Options`` are the inputs and are never changed.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__
@@ -38,14 +47,7 @@ from tocsin.config import Config
 from tocsin.core import events as ev
 from tocsin.core.errors import ConfigError
 from tocsin.core.state import State
-from tocsin.core.subjects import (
-    RECORDER_CONSUMER,
-    ROUTER_CONSUMER,
-    STREAM_IN,
-    STREAM_OUT,
-    STREAM_WORK,
-    deliver_consumer,
-)
+from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
 from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
@@ -64,8 +66,11 @@ log = logging.getLogger("tocsin.service")
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
+    """What ``run`` is asked to do: inputs only, never changed by it (what it builds
+    while it runs is a ``Running``)."""
+
     data_dir: Path
     config: Config
     nats_url: str | None = None
@@ -77,14 +82,454 @@ class Options:
     embedded_nats: bool = False
     handle_signals: bool = True
     api_token: str | None = None  # TOCSIN_API_TOKEN
-    ledger: Ledger | None = None  # set once open: the running service's single writer
+    # The caller's handle: setting it stops the service (which sets it too, when a part
+    # fails, so that the others stop).
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     # Observability: spans go to this provider (else to OTLP per OTEL_*, else nowhere);
-    # known secrets are masked in logs, errors and spans; consumer pending counts are
-    # polled this often for /metrics.
+    # known secrets are masked in logs, errors and spans (the service adds those it
+    # learns to the caller's set); consumer pending counts are polled this often for
+    # /metrics.
     tracer_provider: TracerProvider | None = None
     secrets: Secrets = field(default_factory=Secrets)
     consumer_poll_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the options come to once checked. Everything that can be refused as bad
+    usage or bad config (exit 2) is refused while making it, before anything starts."""
+
+    receivers: list[str]  # those asked for (--receiver), else every configured one
+    http_address: tuple[str, int] | None  # the API's
+    health_address: tuple[str, int] | None  # the probes' alone (router/deliver --health)
+    exposed: bool  # the API listens beyond loopback: reads need the token too
+    channels: dict[str, Channel]  # the receivers this process delivers to
+    login: dict[str, Any]  # nats-py's keyword arguments for ``[nats]``
+
+
+@dataclass
+class Running:
+    """What a running service holds, filled in while it starts; ``release`` lets go of
+    whatever of it was opened, however far the start got."""
+
+    tracing: Tracing
+    readiness: Readiness
+    metrics: Metrics
+    api: ApiContext
+    writer_lock: WriterLock
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # servers and parts
+    servers: list[EmbeddedServer] = field(default_factory=list)  # the API, or the probes alone
+    embedded: EmbeddedNats | None = None
+    ledger: Ledger | None = None  # set once open: the running service's single writer
+    reader: LogReader | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One of the loops the service runs from ``start_parts`` until ``stop`` is set: the
+    router, the recorder, a receiver's delivery worker, the consumers' watcher.
+    ``run(stop)`` returns once ``stop`` is set; one that ends before stops the service
+    (exit 1, logged, if it raised). ``consumer`` is the durable consumer of ``stream``
+    it pulls from, if any: created or updated before any part starts, and watched for
+    /metrics."""
+
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+    stream: str = ""
+    consumer: ConsumerConfig | None = None
+
+    @property
+    def watched(self) -> tuple[str, str] | None:
+        """(stream, durable name) of its consumer, whose pending counts /metrics shows."""
+        if self.consumer is None or self.consumer.durable_name is None:
+            return None
+        return self.stream, self.consumer.durable_name
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The NATS connection and what the service makes of it."""
+
+    nc: NATS
+    js: JetStreamContext
+    publisher: Publisher
+    shown: str  # the server's URL as logs and /readyz may show it
+
+
+async def run(options: Options, on_start: Callable[[Running], None] | None = None) -> int:
+    """Run until SIGINT/SIGTERM or ``options.stop``; returns the exit code: 0, or 1 when a
+    part failed. Bad usage or config raises ``ConfigError`` (``cli`` exits 2). ``on_start``
+    is handed the ``Running`` as soon as it exists, for a caller that reads the running
+    parts (the tests read the ledger)."""
+    catch_signals(options)
+    plan = check(options)
+    learn_secrets(options)
+    running = observe(options, plan)
+    if on_start is not None:
+        on_start(running)
+    try:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        serve_probes(plan, running)
+        url = await find_nats(options, running)
+        await open_log(options, running)
+        serve_api(plan, running)
+        broker = await connect_nats(url, plan, options.stop, running)
+        if broker is None:
+            return await stop_unconnected(running)
+        parts = build_parts(options, plan, running, broker)
+        await prepare_streams_and_consumers(broker, options.config, parts, running)
+        await take_up_the_log(options.config, running, broker)
+        start_parts(parts, options, plan, running)
+        code = await wait_for_stop(options.stop, running)
+        await stop_in_order(options.stop, running, broker)
+        return code
+    finally:
+        await release(running)
+
+
+def catch_signals(options: Options) -> None:
+    """SIGINT and SIGTERM set ``stop``. First of all, so that from here on a signal
+    stops the service in order (``cli`` stops a process that has not got this far)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM) if options.handle_signals else ():
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, options.stop.set)
+
+
+def check(options: Options) -> Plan:
+    """Refuse bad usage and bad config before anything is opened or started: unknown
+    receivers, malformed addresses, an API open to the network without a token, a
+    receiver whose channel cannot be built, a NATS login that cannot be loaded."""
+    config = options.config
+    receivers = options.receivers or sorted(config.receivers)
+    for name in receivers:
+        if name not in config.receivers:
+            raise ConfigError(
+                f"--receiver: unknown receiver {name!r}; "
+                f"configured: {', '.join(sorted(config.receivers))}"
+            )
+    http_address = split_host_port(options.http) if options.http else None
+    health_address = split_host_port(options.health, "TOCSIN_HEALTH") if options.health else None
+    exposed = http_address is not None and not is_loopback(http_address[0])
+    if exposed and not options.api_token:
+        raise ConfigError(
+            f"TOCSIN_HTTP: {options.http} is not a loopback address; set TOCSIN_API_TOKEN "
+            "so that the API is not open to the network (or bind 127.0.0.1)"
+        )
+    dashboard = f"http://{options.http}/" if options.http else None
+    channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
+    login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
+    return Plan(receivers, http_address, health_address, exposed, channels, login)
+
+
+def learn_secrets(options: Options) -> None:
+    """Add the configuration's credentials to the caller's ``secrets``, which the log
+    handler masks: before the first log line, span or error that could carry one."""
+    config = options.config
+    secrets = options.secrets
+    secrets.add(
+        secrets_of(config.receivers, config.smtp.password if config.smtp else None, os.environ)
+    )
+    if options.api_token:
+        secrets.add([options.api_token])
+    nats_login = config.nats_login
+    secrets.add([s.reveal() for s in (nats_login.password, nats_login.token) if s is not None])
+
+
+def observe(options: Options, plan: Plan) -> Running:
+    """Tracing, readiness and metrics, and the ``Running`` that carries them: everything
+    from here on reports through them. A bad ``OTEL_*`` setting is bad config (exit 2)."""
+    if options.tracer_provider is not None:
+        tracing = Tracing(options.tracer_provider)
+    else:
+        try:
+            tracing = Tracing.from_environment(os.environ)
+        except TracingConfigError as error:
+            raise ConfigError(str(error)) from error
+    readiness = Readiness()
+    metrics = Metrics()
+    metrics.observe(
+        "tocsin_ready",
+        "1 when /readyz answers 200, else 0",
+        lambda: 0.0 if readiness.reason else 1.0,
+    )
+    api = ApiContext(
+        state=State, readiness=readiness, metrics=metrics, token=options.api_token or None
+    )
+    api.protect_reads = plan.exposed
+    return Running(tracing, readiness, metrics, api, WriterLock(options.data_dir))
+
+
+def serve_probes(plan: Plan, running: Running) -> None:
+    """``router``/``deliver --health``: the probes and /metrics. Up first, so that a
+    liveness probe is answered during a long rebuild."""
+    if plan.health_address is None:
+        return
+    running.servers.append(http_server(create_probe_app(running.api), *plan.health_address))
+    running.tasks.append(asyncio.create_task(running.servers[-1].serve(), name="health"))
+
+
+async def find_nats(options: Options, running: Running) -> str:
+    """The URL to connect to: the embedded server's when ``serve`` was given none
+    (started here, before the log, and stopped last), else the one given or written.
+    Its credentials join the secrets before anything logs it."""
+    url = options.nats_url
+    if url is None and options.embedded_nats:
+        running.readiness.stage = "starting the embedded NATS server"
+        running.embedded = EmbeddedNats(options.data_dir)
+        url = await running.embedded.start()
+    url = resolve_nats_url(url, options.data_dir)
+    options.secrets.add(nats_url_secrets(url))
+    return url
+
+
+async def open_log(options: Options, running: Running) -> None:
+    """The router's process takes the writer's lock and rebuilds the projection from the
+    log, before NATS: nothing is consumed until the state it is decided against is
+    whole. The API, the live feed and /metrics read the ledger from here on."""
+    if not options.run_router:
+        return
+    writer_lock = running.writer_lock
+    if not writer_lock.acquire():
+        raise ConfigError(
+            f"--data-dir: another tocsin already writes the log in {options.data_dir} "
+            f"({writer_lock.path} is locked); one router per log"
+        )
+    readiness, metrics, api = running.readiness, running.metrics, running.api
+    readiness.stage = "rebuilding projections from the log"
+    ledger = running.ledger = await Ledger.open(
+        db_path(options.data_dir), snapshot_every=options.config.log.snapshot_every
+    )
+    readiness.checks.append(lambda: ledger.problem)
+    ledger.listeners.append(metrics.count_committed)
+    live_feed = api.live
+
+    def tell_live_feed(facts: list[ev.Event], state: State) -> None:
+        live_feed.committed(facts, state)
+        # The projection may already hold the next batch, still committing; the
+        # feed promises only what a reader of the file can see.
+        live_feed.last_seq = ledger.log.last_seq
+
+    ledger.listeners.append(tell_live_feed)
+    api.live.last_seq = ledger.log.last_seq
+    running.reader = api.reader = await LogReader.open(db_path(options.data_dir))
+    api.state = lambda: ledger.state
+    metrics.observe(
+        "tocsin_log_last_seq",
+        "seq of the last event in the log",
+        lambda: float(ledger.log.last_seq),
+    )
+    metrics.observe(
+        "tocsin_projection_rebuild_seconds",
+        "time the projection took to rebuild at start",
+        lambda: ledger.rebuild_seconds,
+    )
+    metrics.observe(
+        "tocsin_log_size_bytes",
+        "bytes of the SQLite log on disk (database and write-ahead log)",
+        lambda: float(ledger.size_bytes()),
+    )
+    metrics.observe(
+        "tocsin_alerts_open",
+        "alerts firing now (opened and not resolved)",
+        lambda: float(len(ledger.state.open_by_fingerprint)),
+    )
+
+
+def serve_api(plan: Plan, running: Running) -> None:
+    """The HTTP API, once the log is open (it reads the projection; a process without
+    the log shows an empty one) and before NATS answers, so that /readyz can say what
+    the start waits for."""
+    if plan.http_address is None:
+        return
+    api = running.api
+    if running.ledger is None:
+        empty = State()
+        api.state = lambda: empty
+    running.servers.append(http_server(create_app(api, dashboard_pages(api)), *plan.http_address))
+    running.tasks.append(asyncio.create_task(running.servers[-1].serve(), name="http"))
+
+
+async def connect_nats(
+    url: str, plan: Plan, stop: asyncio.Event, running: Running
+) -> Broker | None:
+    """Connect, or ``None`` when ``stop`` is set before NATS answers (an unreachable
+    server is waited for, not an error). From here on /readyz also says when the
+    connection is lost."""
+    shown = display_url(url)  # what logs and /readyz may say of it
+    running.readiness.stage = f"connecting to NATS at {shown}"
+    log.info("connecting to NATS at %s", shown)
+    connecting = asyncio.create_task(connect(url, name=f"tocsin-{__version__}", login=plan.login))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        log.info("stopped before NATS at %s answered", shown)
+        return None
+    nc = connecting.result()
+    running.readiness.checks.append(
+        lambda: None if nc.is_connected else f"disconnected from NATS at {shown}; reconnecting"
+    )
+    return Broker(nc, nc.jetstream(timeout=10), Publisher(nc), shown)
+
+
+async def stop_unconnected(running: Running) -> int:
+    """Stopped while connecting: only the servers run; let them finish (exit 0)."""
+    close_doors(running)
+    await asyncio.wait(running.tasks, timeout=10)
+    return 0
+
+
+def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) -> list[Part]:
+    """The loops this process runs, in the order they start: the router and the
+    recorder where the log is, a delivery worker per receiver, and last the watcher of
+    their consumers for /metrics. Another part (a clock, worker processes) goes in this
+    list, before the watcher."""
+    config = options.config
+    nc, publisher = broker.nc, broker.publisher
+    tracing, metrics, secrets = running.tracing, running.metrics, options.secrets
+    ledger = running.ledger
+    replicas = config.nats.replicas or 1
+    parts: list[Part] = []
+    if ledger is not None:
+        router = Router(nc, publisher, ledger, config, tracing, secrets)
+        parts.append(
+            Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
+        )
+        recorder = Recorder(nc, ledger)
+        parts.append(
+            Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
+        )
+    for name, channel in plan.channels.items():
+        receiver = config.receivers[name]
+        consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
+        worker = ReceiverWorker(
+            nc,
+            publisher,
+            name,
+            channel,
+            config.retry,
+            config.delivery.concurrency,
+            receiver.max_per_minute,
+            progress_every=(consumer.ack_wait or 30.0) / 3,
+            ack_wait=consumer.ack_wait or 30.0,
+            metrics=metrics,
+            tracing=tracing,
+            secrets=secrets,
+        )
+        parts.append(Part(worker.run, STREAM_WORK, consumer))
+    watched = [part.watched for part in parts if part.watched is not None]
+
+    def watch(stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        return watch_consumers(broker.js, watched, metrics, stop, options.consumer_poll_seconds)
+
+    parts.append(Part(watch))
+    return parts
+
+
+async def prepare_streams_and_consumers(
+    broker: Broker, config: Config, parts: list[Part], running: Running
+) -> None:
+    """Create or update the streams, then each part's durable consumer, before any part
+    starts: pending work waits in the streams, not in a process. The API may publish
+    once the streams exist."""
+    js = broker.js
+    await ensure_streams(js, config.nats.replicas or 1)
+    running.api.js = js
+    log.info("connected to NATS at %s; streams ready", broker.shown)
+    for part in parts:
+        if part.consumer is not None:
+            await ensure_consumer(js, part.stream, part.consumer)
+
+
+async def take_up_the_log(config: Config, running: Running, broker: Broker) -> None:
+    """Where the log is, before any part starts: record the config the router runs with
+    (so that it precedes every fact decided under it) and which inbound stream it
+    consumes, and start answering delivery-status questions (a worker may ask about its
+    first item) and retry-failed requests, giving the API the same control."""
+    ledger, reader = running.ledger, running.reader
+    if ledger is None:
+        return
+    async with ledger.batch() as batch:
+        batch.add(
+            ev.ConfigLoaded(
+                digest=config.digest(),
+                receivers={name: r.channel for name, r in config.receivers.items()},
+                routes=len(config.routes),
+                dedup_window_seconds=config.dedup_window,
+            )
+        )
+    await bind_inbound_stream(broker.js, ledger)
+    await answer_delivery_status(broker.nc, ledger)
+    assert reader is not None
+    control = running.api.control = Control(ledger, reader, broker.publisher)
+    await control.answer(broker.nc)
+
+
+def start_parts(parts: list[Part], options: Options, plan: Plan, running: Running) -> None:
+    """Each part in a task, in order; the service is ready once they all run."""
+    running.tasks.extend(asyncio.create_task(part.run(options.stop)) for part in parts)
+    running.readiness.stage = None
+    log.info(
+        "tocsin %s ready (config: %s; receivers: %s)",
+        __version__,
+        options.config.source,
+        ", ".join(plan.receivers),
+    )
+
+
+async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
+    """Until ``stop`` is set or a server or part ends: 0, or 1 (logged) if one
+    failed."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*running.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error(
+                "%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception()
+            )
+            code = 1
+    stopper.cancel()
+    return code
+
+
+async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -> None:
+    """Every part is told to stop and the servers to finish, and all are given 20 s
+    together; then the connection drains, so that what they published and acked reaches
+    NATS before it closes. The log is closed after that, by ``release``."""
+    stop.set()
+    running.readiness.stage = "shutting down"
+    close_doors(running)
+    await asyncio.wait(running.tasks, timeout=20)
+    await broker.nc.drain()
+
+
+def close_doors(running: Running) -> None:
+    """End the live feed's streams (an open one would hold uvicorn) and ask the servers
+    to finish."""
+    running.api.live.close()
+    for server in running.servers:
+        server.should_exit = True
+
+
+async def release(running: Running) -> None:
+    """Whatever happened, in the reverse order of opening: tasks still running are
+    cancelled, the log closed, the writer's lock released, the embedded NATS stopped,
+    and metrics and spans flushed."""
+    for task in running.tasks:
+        if not task.done():
+            task.cancel()
+    if running.reader is not None:
+        await running.reader.close()
+    if running.ledger is not None:
+        await running.ledger.close()
+    running.writer_lock.release()
+    if running.embedded is not None:
+        await running.embedded.stop()
+    running.metrics.shutdown()
+    await asyncio.to_thread(running.tracing.shutdown)  # flushes spans; may wait on a collector
+    log.info("tocsin stopped")
 
 
 async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
@@ -150,247 +595,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-async def run(options: Options) -> int:
-    """Run until SIGINT/SIGTERM or ``options.stop``; returns the exit code."""
-    config = options.config
-    stop = options.stop
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM) if options.handle_signals else ():
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    receivers = options.receivers or sorted(config.receivers)
-    for name in receivers:
-        if name not in config.receivers:
-            raise ConfigError(
-                f"--receiver: unknown receiver {name!r}; "
-                f"configured: {', '.join(sorted(config.receivers))}"
-            )
-    http_address = split_host_port(options.http) if options.http else None
-    health_address = split_host_port(options.health, "TOCSIN_HEALTH") if options.health else None
-    exposed = http_address is not None and not is_loopback(http_address[0])
-    if exposed and not options.api_token:
-        raise ConfigError(
-            f"TOCSIN_HTTP: {options.http} is not a loopback address; set TOCSIN_API_TOKEN "
-            "so that the API is not open to the network (or bind 127.0.0.1)"
-        )
-    dashboard = f"http://{options.http}/" if options.http else None
-    channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
-    login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
-
-    secrets = options.secrets
-    secrets.add(
-        secrets_of(config.receivers, config.smtp.password if config.smtp else None, os.environ)
-    )
-    if options.api_token:
-        secrets.add([options.api_token])
-    nats_login = config.nats_login
-    secrets.add([s.reveal() for s in (nats_login.password, nats_login.token) if s is not None])
-    if options.tracer_provider is not None:
-        tracing = Tracing(options.tracer_provider)
-    else:
-        try:
-            tracing = Tracing.from_environment(os.environ)
-        except TracingConfigError as error:
-            raise ConfigError(str(error)) from error
-    readiness = Readiness()
-    metrics = Metrics()
-    metrics.observe(
-        "tocsin_ready",
-        "1 when /readyz answers 200, else 0",
-        lambda: 0.0 if readiness.reason else 1.0,
-    )
-    embedded: EmbeddedNats | None = None
-    ledger: Ledger | None = None
-    reader: LogReader | None = None
-    writer_lock = WriterLock(options.data_dir)
-    api = ApiContext(
-        state=State, readiness=readiness, metrics=metrics, token=options.api_token or None
-    )
-    api.protect_reads = exposed
-    tasks: list[asyncio.Task[Any]] = []
-    servers: list[EmbeddedServer] = []  # the API, or the probes alone
-    try:
-        options.data_dir.mkdir(parents=True, exist_ok=True)
-        if health_address is not None:
-            # Up first, so that a liveness probe is answered during a long rebuild.
-            servers.append(http_server(create_probe_app(api), *health_address))
-            tasks.append(asyncio.create_task(servers[-1].serve(), name="health"))
-        url = options.nats_url
-        if url is None and options.embedded_nats:
-            readiness.stage = "starting the embedded NATS server"
-            embedded = EmbeddedNats(options.data_dir)
-            url = await embedded.start()
-        url = resolve_nats_url(url, options.data_dir)
-        shown = display_url(url)  # what logs and /readyz may say of it
-        secrets.add(nats_url_secrets(url))
-        if options.run_router:
-            if not writer_lock.acquire():
-                raise ConfigError(
-                    f"--data-dir: another tocsin already writes the log in {options.data_dir} "
-                    f"({writer_lock.path} is locked); one router per log"
-                )
-            readiness.stage = "rebuilding projections from the log"
-            ledger = options.ledger = await Ledger.open(
-                db_path(options.data_dir), snapshot_every=config.log.snapshot_every
-            )
-            readiness.checks.append(lambda: ledger.problem if ledger else None)
-            ledger.listeners.append(metrics.count_committed)
-            live_feed = api.live
-
-            def tell_live_feed(facts: list[ev.Event], state: State) -> None:
-                live_feed.committed(facts, state)
-                # The projection may already hold the next batch, still committing; the
-                # feed promises only what a reader of the file can see.
-                live_feed.last_seq = live_ledger.log.last_seq
-
-            ledger.listeners.append(tell_live_feed)
-            live_ledger = ledger
-            api.live.last_seq = ledger.log.last_seq
-            reader = api.reader = await LogReader.open(db_path(options.data_dir))
-            api.state = lambda: live_ledger.state
-            metrics.observe(
-                "tocsin_log_last_seq",
-                "seq of the last event in the log",
-                lambda: float(ledger.log.last_seq) if ledger else None,
-            )
-            metrics.observe(
-                "tocsin_projection_rebuild_seconds",
-                "time the projection took to rebuild at start",
-                lambda: ledger.rebuild_seconds if ledger else None,
-            )
-            metrics.observe(
-                "tocsin_log_size_bytes",
-                "bytes of the SQLite log on disk (database and write-ahead log)",
-                lambda: float(ledger.size_bytes()) if ledger else None,
-            )
-            metrics.observe(
-                "tocsin_alerts_open",
-                "alerts firing now (opened and not resolved)",
-                lambda: float(len(ledger.state.open_by_fingerprint)) if ledger else None,
-            )
-        if http_address is not None:
-            if ledger is None:
-                empty = State()
-                api.state = lambda: empty
-            servers.append(http_server(create_app(api, dashboard_pages(api)), *http_address))
-            tasks.append(asyncio.create_task(servers[-1].serve(), name="http"))
-        readiness.stage = f"connecting to NATS at {shown}"
-        log.info("connecting to NATS at %s", shown)
-        connecting = asyncio.create_task(connect(url, name=f"tocsin-{__version__}", login=login))
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([connecting, stopped], return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not connecting.done():
-            connecting.cancel()
-            log.info("stopped before NATS at %s answered", shown)
-            api.live.close()
-            for server in servers:
-                server.should_exit = True
-            await asyncio.wait(tasks, timeout=10)
-            return 0
-        nc = connecting.result()
-        readiness.checks.append(
-            lambda: None if nc.is_connected else f"disconnected from NATS at {shown}; reconnecting"
-        )
-        js = nc.jetstream(timeout=10)
-        replicas = config.nats.replicas or 1
-        await ensure_streams(js, replicas)
-        api.js = js
-        publisher = Publisher(nc)
-        log.info("connected to NATS at %s; streams ready", shown)
-        workers: list[Coroutine[Any, Any, None]] = []
-        watched: list[tuple[str, str]] = []
-        if ledger is not None:
-            await ensure_consumer(
-                js, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas)
-            )
-            await ensure_consumer(
-                js,
-                STREAM_OUT,
-                recorder_consumer_config(config.nats.ack_wait, replicas),
-            )
-            async with ledger.batch() as batch:
-                batch.add(
-                    ev.ConfigLoaded(
-                        digest=config.digest(),
-                        receivers={name: r.channel for name, r in config.receivers.items()},
-                        routes=len(config.routes),
-                        dedup_window_seconds=config.dedup_window,
-                    )
-                )
-            await bind_inbound_stream(js, ledger)
-            await answer_delivery_status(nc, ledger)
-            assert reader is not None
-            control = api.control = Control(ledger, reader, publisher)
-            await control.answer(nc)
-            workers.append(Router(nc, publisher, ledger, config, tracing, secrets).run(stop))
-            workers.append(Recorder(nc, ledger).run(stop))
-            watched += [
-                (STREAM_IN, ROUTER_CONSUMER),
-                (STREAM_OUT, RECORDER_CONSUMER),
-            ]
-        for name, channel in channels.items():
-            receiver = config.receivers[name]
-            consumer = deliver_consumer_config(
-                name, receiver.timeout, config.nats.ack_wait, replicas
-            )
-            await ensure_consumer(js, STREAM_WORK, consumer)
-            worker = ReceiverWorker(
-                nc,
-                publisher,
-                name,
-                channel,
-                config.retry,
-                config.delivery.concurrency,
-                receiver.max_per_minute,
-                progress_every=(consumer.ack_wait or 30.0) / 3,
-                ack_wait=consumer.ack_wait or 30.0,
-                metrics=metrics,
-                tracing=tracing,
-                secrets=secrets,
-            )
-            workers.append(worker.run(stop))
-            watched.append((STREAM_WORK, deliver_consumer(name)))
-        workers.append(watch_consumers(js, watched, metrics, stop, options.consumer_poll_seconds))
-        tasks.extend(asyncio.create_task(w) for w in workers)
-        readiness.stage = None
-        log.info(
-            "tocsin %s ready (config: %s; receivers: %s)",
-            __version__,
-            config.source,
-            ", ".join(receivers),
-        )
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        code = 0
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error(
-                    "%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception()
-                )
-                code = 1
-        stop.set()
-        readiness.stage = "shutting down"
-        api.live.close()
-        stopper.cancel()
-        for server in servers:
-            server.should_exit = True
-        await asyncio.wait(tasks, timeout=20)
-        await nc.drain()
-        return code
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        if reader is not None:
-            await reader.close()
-        if ledger is not None:
-            await ledger.close()
-        writer_lock.release()
-        if embedded is not None:
-            await embedded.stop()
-        metrics.shutdown()
-        await asyncio.to_thread(tracing.shutdown)  # flushes spans; may wait on a collector
-        log.info("tocsin stopped")
