@@ -90,3 +90,36 @@ def test_a_quick_restart_comes_back_on_the_same_nats_url(tmp_path: Path) -> None
         assert server.returncode == 0, err
         assert (data / "nats.url").read_text().strip() == urls[-1]
     assert len(set(urls)) == 1, urls
+
+
+def test_a_second_serve_in_the_same_dir_is_refused_and_leaves_the_first_untouched(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    http = f"127.0.0.1:{free_port()}"
+    with serving(data, http) as first:
+        url = (data / "nats.url").read_text()
+        log_before = (data / "nats-server.log").read_text()
+        second = subprocess.run(
+            [TOCSIN, "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{free_port()}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+        )
+        assert second.returncode == 2, second.stderr
+        assert "another tocsin already writes the log" in second.stderr
+        assert (data / "nats.url").read_text() == url
+        assert (data / "nats-server.log").read_text() == log_before, "a second nats-server ran"
+        assert httpx.get(f"http://{http}/readyz", timeout=5).status_code == 200
+        event = ["--type", "t", "--severity", "info", "--summary", "still here"]
+        published = subprocess.run(
+            [TOCSIN, "publish", "--data-dir", str(data), *event],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+        )
+        assert published.returncode == 0, published.stderr
+        _, err = ctrl_c(first)
+    assert first.returncode == 0, err

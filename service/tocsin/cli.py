@@ -365,8 +365,8 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]
     Returns the URL to show (credentials redacted) and the list the server's asynchronous
     errors (e.g. a permissions violation) are collected in."""
     from tocsin.bus.connection import connect_options
+    from tocsin.bus.embedded import resolve_nats_url
     from tocsin.observability.redact import display_url
-    from tocsin.service import resolve_nats_url
 
     login = connect_options(config.load_nats_login(args.config))
     url = resolve_nats_url(args.nats_url, args.data_dir)

@@ -33,7 +33,7 @@ from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_se
 from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
 from tocsin.bus.connection import connect, connect_options
-from tocsin.bus.embedded import EmbeddedNats, url_file
+from tocsin.bus.embedded import EmbeddedNats, resolve_nats_url
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import (
     deliver_consumer_config,
@@ -62,8 +62,6 @@ from tocsin.store.lock import WriterLock
 from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.service")
-
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 @dataclass(frozen=True)
@@ -168,6 +166,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
         on_start(running)
     try:
         options.data_dir.mkdir(parents=True, exist_ok=True)
+        take_the_writer_lock(options, running)
         serve_probes(plan, running)
         url = await find_nats(options, running)
         await open_log(options, running)
@@ -282,10 +281,10 @@ async def find_nats(options: Options, running: Running) -> str:
     return url
 
 
-async def open_log(options: Options, running: Running) -> None:
-    """The router's process takes the writer's lock and rebuilds the projection from the
-    log, before NATS: nothing is consumed until the state it is decided against is
-    whole. The API, the live feed and /metrics read the ledger from here on."""
+def take_the_writer_lock(options: Options, running: Running) -> None:
+    """The router's process takes the log's lock before anything else touches the data
+    dir: a second tocsin on the same dir is refused (exit 2) having started nothing, so
+    it cannot start a second nats-server on the live store or disturb ``nats.url``."""
     if not options.run_router:
         return
     writer_lock = running.writer_lock
@@ -294,6 +293,14 @@ async def open_log(options: Options, running: Running) -> None:
             f"--data-dir: another tocsin already writes the log in {options.data_dir} "
             f"({writer_lock.path} is locked); one router per log"
         )
+
+
+async def open_log(options: Options, running: Running) -> None:
+    """The router's process takes the writer's lock and rebuilds the projection from the
+    log, before NATS: nothing is consumed until the state it is decided against is
+    whole. The API, the live feed and /metrics read the ledger from here on."""
+    if not options.run_router:
+        return
     readiness, metrics, api = running.readiness, running.metrics, running.api
     readiness.stage = "rebuilding projections from the log"
     ledger = running.ledger = await Ledger.open(
@@ -376,7 +383,8 @@ async def connect_nats(
 async def stop_unconnected(running: Running) -> int:
     """Stopped while connecting: only the servers run; let them finish (exit 0)."""
     close_doors(running)
-    await asyncio.wait(running.tasks, timeout=10)
+    if running.tasks:  # router/deliver without --health run no server
+        await asyncio.wait(running.tasks, timeout=10)
     return 0
 
 
@@ -553,17 +561,6 @@ async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
         )
     async with ledger.batch() as batch:
         batch.add(ev.StreamBound(stream=STREAM_IN, created=created, offset=offset))
-
-
-def resolve_nats_url(explicit: str | None, data_dir: Path) -> str:
-    """``--nats-url`` / ``TOCSIN_NATS_URL``, else ``<data-dir>/nats.url``, else 4222."""
-    if explicit:
-        return explicit
-    try:
-        written = url_file(data_dir).read_text().strip()
-    except OSError:
-        written = ""
-    return written or DEFAULT_NATS_URL
 
 
 def build_channels(

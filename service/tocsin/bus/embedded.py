@@ -26,6 +26,7 @@ from pathlib import Path
 log = logging.getLogger("tocsin.embedded")
 
 DEFAULT_PORT = 4222
+DEFAULT_NATS_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"  # where every NATS client looks first
 
 
 class NatsServerNotFound(RuntimeError):
@@ -179,3 +180,14 @@ class EmbeddedNats:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+def resolve_nats_url(explicit: str | None, data_dir: Path) -> str:
+    """``--nats-url`` / ``TOCSIN_NATS_URL``, else ``<data-dir>/nats.url``, else 4222."""
+    if explicit:
+        return explicit
+    try:
+        written = url_file(data_dir).read_text().strip()
+    except OSError:
+        written = ""
+    return written or DEFAULT_NATS_URL
