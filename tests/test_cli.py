@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import nats
 import pytest
 
@@ -430,3 +431,71 @@ def test_a_bad_health_address_exits_2_naming_it(tmp_path: Path) -> None:
     result = run("deliver", "--data-dir", str(tmp_path), "--health", "8080")
     assert result.returncode == 2
     assert "TOCSIN_HEALTH: '8080' is not host:port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--severity", "urgent"], "--severity"),
+        (["--severity", "info", "--label", "9lives=x"], "--label"),
+        (["--severity", "info", "--details", "[1, 2]"], "--details"),
+        (["--severity", "info", "--details", "{not json"], "--details"),
+        (["--severity", "info", "--timestamp", "2026-01-01T00:00:00"], "--timestamp"),
+        (["--severity", "info", "--type", "a b"], "--type"),
+    ],
+)
+def test_publish_refuses_what_the_service_would_reject_before_connecting(
+    tmp_path: Path, flags: list[str], named: str
+) -> None:
+    """Checked with the service's own ingest rules: exit 2 naming the flag, instead of
+    "published" for an event the router then rejects (no server is reachable here: the
+    refusal comes first)."""
+    dead = f"nats://127.0.0.1:{free_port()}"
+    result = run("publish", "--type", "t", "--summary", "s", *flags, "--nats-url", dead)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"tocsin: {named}"), result.stderr
+
+
+async def test_publish_sends_every_field_of_the_contract(nats_url: str, tmp_path: Path) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc.jetstream())
+        seen = await nc.subscribe("alerts.in.k8s")  # what reaches the stream reaches us
+        published = await asyncio.to_thread(
+            run,
+            "publish",
+            *("--type", "KubePodCrashLooping", "--severity", "sev2", "--summary", "crash"),
+            *("--label", "pod=api-1", "--source", "k8s", "--fingerprint", "fp-1"),
+            *("--details", '{"restarts": 5}', "--timestamp", "2026-12-04T10:00:00+01:00"),
+            *("--ends-at", "2026-12-04T11:00:00Z", "--event-id", "ev-42", "--resolved"),
+            *("--nats-url", nats_url, "--data-dir", str(tmp_path)),
+        )
+        assert published.returncode == 0, published.stderr
+        message = await seen.next_msg(timeout=10)
+    finally:
+        await nc.close()
+    assert message.subject == "alerts.in.k8s"
+    assert message.headers is not None
+    assert message.headers["Nats-Msg-Id"] == "ev-42"
+    assert msgspec.json.decode(message.data) == {
+        "type": "KubePodCrashLooping",
+        "severity": "sev2",
+        "summary": "crash",
+        "source": "k8s",
+        "status": "resolved",
+        "labels": {"pod": "api-1"},
+        "event_id": "ev-42",
+        "fingerprint": "fp-1",
+        "timestamp": "2026-12-04T10:00:00+01:00",
+        "ends_at": "2026-12-04T11:00:00Z",
+        "details": {"restarts": 5},
+    }
+
+
+def test_serve_help_says_what_happens_without_a_nats_url() -> None:
+    wide = {"COLUMNS": "400"}  # argparse wraps at the terminal's width
+    serve = run("serve", "--help", env=wide).stdout
+    router = run("router", "--help", env=wide).stdout
+    assert "default: none, and tocsin starts an embedded nats-server" in serve
+    assert "embedded nats-server" not in router
+    assert "default: <data-dir>/nats.url, then nats://127.0.0.1:4222" in router

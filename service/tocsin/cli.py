@@ -23,11 +23,11 @@ import msgspec
 from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
-from tocsin.core import contracts
+from tocsin.core import contracts, ingest
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
 from tocsin.core.subjects import IN_PREFIX, MSG_ID, RETRY_FAILED
-from tocsin.core.times import parse_instant
+from tocsin.core.times import now_us, parse_instant
 from tocsin.observability import logs
 from tocsin.observability.redact import Secrets
 from tocsin.store import forensics
@@ -66,7 +66,17 @@ def _logging_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     )
 
 
-def _common(parser: argparse.ArgumentParser, nats: bool) -> None:
+NATS_URL_FOUND = "default: <data-dir>/nats.url, then nats://127.0.0.1:4222"
+NATS_URL_EMBEDDED = (
+    "default: none, and tocsin starts an embedded nats-server with its store in the data "
+    "dir, on the port of its last start, else 4222, else another (written to "
+    "<data-dir>/nats.url)"
+)
+
+
+def _common(
+    parser: argparse.ArgumentParser, nats: bool, nats_default: str = NATS_URL_FOUND
+) -> None:
     _logging_options(parser, defaults=False)
     parser.add_argument(
         "--config",
@@ -84,7 +94,7 @@ def _common(parser: argparse.ArgumentParser, nats: bool) -> None:
             "--nats-url",
             default=os.environ.get("TOCSIN_NATS_URL"),
             help="NATS server URL, or several comma-separated (a cluster's seeds) "
-            "(env TOCSIN_NATS_URL); default: <data-dir>/nats.url, then nats://127.0.0.1:4222",
+            f"(env TOCSIN_NATS_URL); {nats_default}",
         )
 
 
@@ -105,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="router + delivery workers + HTTP API in one process")
-    _common(serve, nats=True)
+    _common(serve, nats=True, nats_default=NATS_URL_EMBEDDED)
     serve.add_argument(
         "--http",
         default=os.environ.get("TOCSIN_HTTP", "127.0.0.1:8080"),
@@ -126,15 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="deliver only to this receiver (repeatable); default: all",
     )
 
-    publish = sub.add_parser("publish", help="publish one alert event")
+    publish = sub.add_parser(
+        "publish",
+        help="publish one alert event",
+        description="Publish one alert event (DESIGN.md section 4) with a JetStream ack. "
+        "It is checked first with the service's own ingest rules: an event the service "
+        "would reject is refused here, exit 2, naming the field.",
+    )
     _common(publish, nats=True)
     publish.add_argument("--type", required=True)
-    publish.add_argument("--severity", required=True)
+    publish.add_argument("--severity", required=True, help="critical, error, warning, info")
     publish.add_argument("--summary", required=True)
     publish.add_argument("--label", action="append", default=[], metavar="K=V")
-    publish.add_argument("--source", default="cli")
+    publish.add_argument("--source", default="cli", help="default: cli (subject alerts.in.cli)")
     publish.add_argument("--resolved", action="store_true")
-    publish.add_argument("--fingerprint")
+    publish.add_argument("--fingerprint", help="explicit identity (default: type + labels)")
+    publish.add_argument("--details", metavar="JSON", help="a JSON object of details")
+    publish.add_argument("--timestamp", metavar="T", help="RFC 3339 with an offset")
+    publish.add_argument("--ends-at", metavar="T", help="RFC 3339: resolves by itself then")
+    publish.add_argument("--event-id", help="idempotency key (default: a new id)")
 
     replay = sub.add_parser("replay", help="print the log's history, oldest first")
     _common(replay, nats=False)
@@ -465,6 +485,9 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_PUBLISH_FLAGS = {"labels": "--label", "status": "--resolved"}  # the rest: --<field>
+
+
 async def _publish(args: argparse.Namespace) -> int:
     labels: dict[str, str] = {}
     for item in args.label:
@@ -472,7 +495,7 @@ async def _publish(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise UsageError(f"--label {item!r}: expected key=value")
         labels[key] = value
-    event_id = new_id()
+    event_id = args.event_id or new_id()
     body: dict[str, object] = {
         "type": args.type,
         "severity": args.severity,
@@ -482,16 +505,29 @@ async def _publish(args: argparse.Namespace) -> int:
         "labels": labels,
         "event_id": event_id,
     }
-    if args.fingerprint:
+    if args.fingerprint is not None:
         body["fingerprint"] = args.fingerprint
+    if args.timestamp is not None:
+        body["timestamp"] = args.timestamp
+    if args.ends_at is not None:
+        body["ends_at"] = args.ends_at
+    if args.details is not None:
+        try:
+            body["details"] = msgspec.json.decode(args.details)
+        except msgspec.DecodeError as error:
+            raise UsageError(f"--details: not JSON ({error})") from error
+    payload = msgspec.json.encode(body)
+    checked = ingest.parse(payload, default_source=args.source, received_at=now_us())
+    if isinstance(checked, ingest.Rejection):
+        field = (checked.field or "").split(".")[0]
+        flag = _PUBLISH_FLAGS.get(field, f"--{field.replace('_', '-')}") if field else "event"
+        raise UsageError(f"{flag}: the service would reject this event: {checked.message}")
     url, nc, errors = await _connect(args)
     if nc is None:
         return EXIT_FAILURE
     try:
         subject = IN_PREFIX + args.source
-        ack = await nc.jetstream().publish(
-            subject, msgspec.json.encode(body), headers={MSG_ID: event_id}, timeout=5
-        )
+        ack = await nc.jetstream().publish(subject, payload, headers={MSG_ID: event_id}, timeout=5)
     except Exception as error:
         print(f"tocsin: publish to {url} failed: {error}{_refusal(errors)}", file=sys.stderr)
         return EXIT_FAILURE

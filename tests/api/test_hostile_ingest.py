@@ -213,8 +213,14 @@ accepted_shape = st.fixed_dictionaries(
         "severity": st.sampled_from(["critical", "WARN", "sev3", "Error"]),
         "summary": hostile_strings | st.text(min_size=300, max_size=600),
         "source": hostile_strings.filter(lambda t: len(t) <= 255),
+        # Label names have a grammar (they are identity, and Alertmanager's); their
+        # values take any text up to 1024 characters.
         "labels": st.dictionaries(
-            hostile_strings, hostile_strings | st.text(max_size=3000), max_size=32
+            st.from_regex(c.LABEL_NAME_PATTERN, fullmatch=True),
+            (hostile_strings | st.text(max_size=1024)).filter(
+                lambda t: len(t) <= c.MAX_LABEL_VALUE_CHARS
+            ),
+            max_size=32,
         ),
         "details": st.dictionaries(hostile_strings, json_values | hostile_strings, max_size=25),
     },

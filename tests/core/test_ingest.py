@@ -135,7 +135,11 @@ def test_empty_summary_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["a", "0", "order_rejected", "disk.full", "a:b-c_d.e", "9lives", "a" * 64]
+    "kind",
+    [
+        *("a", "0", "order_rejected", "disk.full", "a:b-c_d.e", "9lives", "a" * 128),
+        *("A", "KubePodCrashLooping", "Order_rejected"),  # case-sensitive, as Alertmanager's
+    ],
 )
 def test_type_matching_the_pattern_is_accepted(kind: str) -> None:
     assert accept(event(type=kind)).type == kind
@@ -143,10 +147,29 @@ def test_type_matching_the_pattern_is_accepted(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    ["", "A", "Order_rejected", "_x", "-x", ".x", ":x", "a b", "a/b", "naïve", "a" * 65],
+    ["", "_x", "-x", ".x", ":x", "a b", "a/b", "naïve", "a" * 129],
 )
 def test_type_breaking_the_pattern_is_rejected(kind: str) -> None:
     assert_field_rejected(event(type=kind), "type")
+
+
+def test_types_differing_in_case_are_different_alerts() -> None:
+    assert accept(event(type="DiskFull")).fingerprint != accept(event(type="diskfull")).fingerprint
+
+
+@pytest.mark.parametrize("name", ["host", "_private", "k8s.io-app_name", "A" * 128])
+def test_label_names_of_the_contract_are_accepted(name: str) -> None:
+    assert accept(event(labels={name: "v"})).labels == {name: "v"}
+
+
+@pytest.mark.parametrize("name", ["", "9lives", "-x", ".x", "a b", "a/b", "é", "a" * 129])
+def test_a_label_name_breaking_the_pattern_is_rejected_naming_it(name: str) -> None:
+    assert_field_rejected(event(labels={name: "v"}), f"labels.{name[:64]}")
+
+
+def test_a_label_value_over_1024_characters_is_rejected_naming_its_label() -> None:
+    assert accept(event(labels={"k": "é" * 1024})).labels == {"k": "é" * 1024}
+    assert_field_rejected(event(labels={"k": "v" * 1025}), "labels.k")
 
 
 # --- source and status ------------------------------------------------------------------

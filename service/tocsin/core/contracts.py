@@ -29,7 +29,9 @@ SEVERITY_ALIASES: dict[str, str] = {
     "warn": "warning",
 }
 
-TYPE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"  # case-sensitive: KubePodCrashLooping
+LABEL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
+MAX_LABEL_VALUE_CHARS = 1024
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_SUMMARY_CHARS = 255
 MAX_LABELS = 32
@@ -64,7 +66,16 @@ class InboundEvent(Struct, kw_only=True):
     summary: Annotated[str, Meta(min_length=1, description="longer than 255 is cut to 252 + '...'")]
     source: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
     status: Status = "firing"
-    labels: Annotated[dict[str, str], Meta(max_length=MAX_LABELS)] | None = None
+    labels: (
+        Annotated[
+            dict[
+                Annotated[str, Meta(pattern=LABEL_NAME_PATTERN)],
+                Annotated[str, Meta(max_length=MAX_LABEL_VALUE_CHARS)],
+            ],
+            Meta(max_length=MAX_LABELS, description="the alert's identity, with its type"),
+        ]
+        | None
+    ) = None
     fingerprint: Annotated[str, Meta(min_length=1, max_length=MAX_FINGERPRINT_CHARS)] | None = None
     details: dict[str, Any] | None = None
     timestamp: Annotated[str, Meta(description="RFC 3339 with an offset")] | None = None

@@ -19,6 +19,7 @@ from tocsin.core.contracts import Severity, Status
 from tocsin.core.times import parse_rfc3339
 
 _TYPE_RE = re.compile(c.TYPE_PATTERN)
+_LABEL_NAME_RE = re.compile(c.LABEL_NAME_PATTERN)
 _FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
 _TRUNCATED_MARK = "_truncated"
 _FIELD_AT = re.compile(r" - at `\$\.([a-z_]+)")  # msgspec's path to a known field
@@ -296,8 +297,18 @@ def _labels(value: Any) -> dict[str, str]:
     if len(value) > c.MAX_LABELS:
         raise _Invalid("labels", f"labels has {len(value)} keys; at most {c.MAX_LABELS}")
     for key, item in value.items():
+        if not _LABEL_NAME_RE.match(key):
+            raise _Invalid(
+                f"labels.{key[:64]}",
+                f"label name {key[:64]!r} does not match {c.LABEL_NAME_PATTERN}",
+            )
         if not isinstance(item, str):
-            raise _Invalid(f"labels.{key[:64]}", f"label {key[:64]!r} must be a string")
+            raise _Invalid(f"labels.{key}", f"label {key!r} must be a string")
+        if len(item) > c.MAX_LABEL_VALUE_CHARS:
+            raise _Invalid(
+                f"labels.{key}",
+                f"label {key!r} is {len(item)} characters; at most {c.MAX_LABEL_VALUE_CHARS}",
+            )
     return value
 
 
