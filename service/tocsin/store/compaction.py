@@ -25,7 +25,7 @@ from tocsin.core import events as ev
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import now_us
-from tocsin.store.chain import GENESIS, chain_hash
+from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, chain_hash, walk
 from tocsin.store.eventlog import NO_DELETE_TRIGGER, db_path
 from tocsin.store.lock import WriterLock
 from tocsin.store.snapshots import decode_state, encode_state, read_base
@@ -93,11 +93,14 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
         # Pass 1: the chain holds, and the state of the rows to archive.
         state = decode_state(base.state) if base else State()
         anchor = prev_hash
-        for seq, ts, kind, data, digest in _rows(conn, last_seq):
-            if chain_hash(anchor, seq, ts, kind, data) != digest:
-                raise CompactionError(f"seq {seq}: hash does not chain; run tocsin verify")
-            fold(state, seq, ts, ev.decode(data))
-            anchor = digest
+        try:
+            for seq, ts, _, data, digest in walk(_rows(conn, last_seq), prev_hash, first_seq):
+                fold(state, seq, ts, ev.decode(data))
+                anchor = digest
+        except ChainBreak as broken:  # verify tells a gap from an edit
+            raise CompactionError(
+                f"seq {broken.seq}: hash does not chain; run tocsin verify"
+            ) from broken
         # Pass 2: stream the archive, then make it durable before anything is deleted.
         partial = archive.with_name(archive.name + ".partial")
         archive.parent.mkdir(parents=True, exist_ok=True)
@@ -199,19 +202,34 @@ def check_archive(archive: Path) -> Header:
     try:
         header, rows = read_archive(archive)
         previous = bytes.fromhex(header.prev_hash)
-        expected = header.first_seq
-        for row in rows:
-            if row.seq != expected:
-                raise CompactionError(f"seq {expected}: missing from the archive")
-            digest = chain_hash(previous, row.seq, row.ts, row.kind, row.data.encode())
-            if digest.hex() != row.hash:
-                raise CompactionError(f"seq {row.seq}: hash does not chain")
-            previous, expected = digest, expected + 1
+        last_seq = header.first_seq - 1
+        for row in walk(_chain_rows(rows), previous, header.first_seq):
+            last_seq, previous = row[0], row[4]
+    except ChainBreak as broken:
+        if broken.expected is not None:
+            raise CompactionError(f"seq {broken.expected}: missing from the archive") from broken
+        raise CompactionError(f"seq {broken.seq}: hash does not chain") from broken
     except (OSError, EOFError, msgspec.DecodeError, ValueError) as error:
         raise CompactionError(f"unreadable archive: {error}") from error
-    if previous.hex() != header.last_hash or expected - 1 != header.last_seq:
+    if previous.hex() != header.last_hash or last_seq != header.last_seq:
         raise CompactionError("the archive ends before its header says it does")
     return header
+
+
+def _chain_rows(rows: Iterator[ArchivedRow]) -> Iterator[ChainRow]:
+    for row in rows:
+        yield row.seq, row.ts, row.kind, row.data.encode(), _stored_hash(row.hash)
+
+
+def _stored_hash(text: str) -> bytes:
+    """The bytes an archived row's hex ``hash`` spells, or ``b""`` (which no hash
+    equals) when it is not the lowercase hex ``bytes.hex`` writes: such a row does not
+    chain, as before, rather than making the archive unreadable."""
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        return b""
+    return digest if digest.hex() == text else b""
 
 
 def verify_archives(archives: list[Path], log_path: Path) -> list[str]:

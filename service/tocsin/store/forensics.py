@@ -18,7 +18,7 @@ from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import format_us
 from tocsin.core.views import AlertView, EventRecord, alert_view, record
-from tocsin.store.chain import GENESIS, chain_hash
+from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, walk
 from tocsin.store.ledger import base_state, fold_rows
 from tocsin.store.snapshots import StaleSnapshot, compacted, decode_state, read_base, read_snapshots
 
@@ -188,29 +188,24 @@ def verify(path: Path) -> Verdict:
     count = 0
     first: int | None = None
     try:
-        cursor = conn.execute("SELECT seq, ts, kind, data, hash FROM events ORDER BY seq")
-        while batch := cursor.fetchmany(5000):
-            for seq, ts, kind, data, digest in batch:
-                first = seq if first is None else first
-                if expected is not None and seq != expected:
-                    return _bad(count, first, seq, f"rows {expected}..{seq - 1} are missing")
-                if chain_hash(previous, seq, ts, kind, bytes(data)) != bytes(digest):
-                    return _bad(
-                        count,
-                        first,
-                        seq,
-                        "hash does not chain: the row was changed or a row before it was removed",
-                    )
-                try:
-                    event = ev.decode(bytes(data))
-                except msgspec.DecodeError as error:
-                    return _bad(count, first, seq, f"unreadable event: {error}")
-                if ev.kind_of(event) != kind:
-                    return _bad(
-                        count, first, seq, f"kind column {kind!r} != event {ev.kind_of(event)!r}"
-                    )
-                fold(state, seq, ts, event)
-                previous, expected, count = bytes(digest), seq + 1, count + 1
+        for seq, ts, kind, data, _ in walk(_chain_rows(conn), previous, expected):
+            first = seq if first is None else first
+            try:
+                event = ev.decode(data)
+            except msgspec.DecodeError as error:
+                return _bad(count, first, seq, f"unreadable event: {error}")
+            if ev.kind_of(event) != kind:
+                return _bad(
+                    count, first, seq, f"kind column {kind!r} != event {ev.kind_of(event)!r}"
+                )
+            fold(state, seq, ts, event)
+            count += 1
+    except ChainBreak as broken:
+        if broken.expected is not None:
+            problem = f"rows {broken.expected}..{broken.seq - 1} are missing"
+        else:
+            problem = "hash does not chain: the row was changed or a row before it was removed"
+        return _bad(count, broken.seq if first is None else first, broken.seq, problem)
     finally:
         conn.close()
     snapshots = 0
@@ -237,6 +232,13 @@ def verify(path: Path) -> Verdict:
         open_alerts=len(state.open_by_fingerprint),
         seconds=time.perf_counter() - started,
     )
+
+
+def _chain_rows(conn: sqlite3.Connection) -> Iterator[ChainRow]:
+    cursor = conn.execute("SELECT seq, ts, kind, data, hash FROM events ORDER BY seq")
+    while batch := cursor.fetchmany(5000):
+        for seq, ts, kind, data, digest in batch:
+            yield seq, ts, kind, bytes(data), bytes(digest)
 
 
 def _bad(count: int, first: int | None, seq: int, problem: str) -> Verdict:
