@@ -25,8 +25,9 @@ from tocsin.core import events as ev
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import now_us
+from tocsin.store import tables
 from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, chain_hash, walk
-from tocsin.store.eventlog import NO_DELETE_TRIGGER, db_path
+from tocsin.store.eventlog import db_path
 from tocsin.store.lock import WriterLock
 from tocsin.store.snapshots import decode_state, encode_state, read_base
 
@@ -84,7 +85,7 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=FULL")
-        found = conn.execute("SELECT MAX(seq) FROM events WHERE ts < ?", (before,)).fetchone()
+        found = conn.execute(tables.LAST_SEQ_BEFORE, (before,)).fetchone()
         last_seq = found[0] if found else None
         first_seq = base.seq + 1 if base else 1
         if last_seq is None or last_seq < first_seq:
@@ -94,7 +95,9 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
         state = decode_state(base.state) if base else State()
         anchor = prev_hash
         try:
-            for seq, ts, _, data, digest in walk(_rows(conn, last_seq), prev_hash, first_seq):
+            for seq, ts, _, data, digest in walk(
+                tables.chain_rows(conn, last_seq), prev_hash, first_seq
+            ):
                 fold(state, seq, ts, ev.decode(data))
                 anchor = digest
         except ChainBreak as broken:  # verify tells a gap from an edit
@@ -114,7 +117,7 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
         count = 0
         with gzip.open(partial, "wb") as out:
             out.write(msgspec.json.encode(header) + b"\n")
-            for seq, ts, kind, data, digest in _rows(conn, last_seq):
+            for seq, ts, kind, data, digest in tables.chain_rows(conn, last_seq):
                 row = ArchivedRow(seq=seq, ts=ts, kind=kind, data=data.decode(), hash=digest.hex())
                 out.write(msgspec.json.encode(row) + b"\n")
                 count += 1
@@ -128,15 +131,6 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
     return Compacted(first_seq, last_seq, count, archive)
 
 
-def _rows(conn: sqlite3.Connection, last_seq: int) -> Iterator[tuple[int, int, str, bytes, bytes]]:
-    cursor = conn.execute(
-        "SELECT seq, ts, kind, data, hash FROM events WHERE seq <= ? ORDER BY seq", (last_seq,)
-    )
-    while batch := cursor.fetchmany(5000):
-        for seq, ts, kind, data, digest in batch:
-            yield seq, ts, kind, bytes(data), bytes(digest)
-
-
 def _commit(
     conn: sqlite3.Connection,
     state: State,
@@ -147,7 +141,7 @@ def _commit(
     sha256: str,
 ) -> None:
     """One transaction: base snapshot in, archived rows out, the fact of it appended."""
-    last = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    last = conn.execute(tables.LAST_ROW).fetchone()
     seq, previous = last[0] + 1, bytes(last[1])
     ts = now_us()
     event = ev.LogCompacted(
@@ -161,14 +155,12 @@ def _commit(
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
-            "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base)"
-            " VALUES (?, ?, ?, ?, 1)",
-            (last_seq, ts, anchor, encode_state(state, named=True)),
+            tables.PUT_BASE_SNAPSHOT, (last_seq, ts, anchor, encode_state(state, named=True))
         )
-        conn.execute("DELETE FROM snapshots WHERE seq < ?", (last_seq,))  # they cover gone rows
-        conn.execute("DROP TRIGGER events_no_delete")
-        conn.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
-        conn.execute(NO_DELETE_TRIGGER)
+        conn.execute(tables.DROP_SNAPSHOTS_BEFORE, (last_seq,))
+        conn.execute(tables.DROP_NO_DELETE_TRIGGER)
+        conn.execute(tables.DELETE_THROUGH, (last_seq,))
+        conn.execute(tables.NO_DELETE_TRIGGER)
         conn.execute(
             "INSERT INTO events (seq, ts, kind, data, hash) VALUES (?, ?, ?, ?, ?)",
             (seq, ts, kind, data, chain_hash(previous, seq, ts, kind, data)),

@@ -7,6 +7,8 @@
   ``synchronous=FULL``: when it returns, the facts are on disk.
 - ``in_seq`` / ``out_seq`` record the JetStream stream sequence that produced a fact, in
   the same transaction, which is how a redelivered message is recognised.
+
+The table's schema and the statements run on it are in ``tables``.
 """
 
 from __future__ import annotations
@@ -17,46 +19,14 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 
 from tocsin.core import events as ev
+from tocsin.store import tables
 from tocsin.store.chain import GENESIS, chain_hash
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY,
-    ts          INTEGER NOT NULL,
-    kind        TEXT    NOT NULL,
-    data        BLOB    NOT NULL,
-    in_seq      INTEGER,
-    out_seq     INTEGER,
-    fingerprint TEXT,
-    alert_id    TEXT,
-    hash        BLOB    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_in_seq ON events(in_seq) WHERE in_seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
-CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
-CREATE TABLE IF NOT EXISTS snapshots (
-    seq     INTEGER PRIMARY KEY,
-    ts      INTEGER NOT NULL,
-    anchor  BLOB    NOT NULL,
-    state   BLOB    NOT NULL,
-    base    INTEGER NOT NULL DEFAULT 0   -- 1: the state of rows compacted away
-);
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
-"""
-
-
-# Compaction lifts this trigger for its one DELETE, in the same transaction.
-NO_DELETE_TRIGGER = """
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
-"""
+from tocsin.store.tables import NO_DELETE_TRIGGER, SCHEMA
 
 
 class LogWriteError(RuntimeError):
@@ -123,11 +93,9 @@ class EventLog:
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         await conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
-        async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cursor:
+        async with conn.execute(tables.LAST_ROW) as cursor:
             last = await cursor.fetchone()
-        async with conn.execute(
-            "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
-        ) as cursor:
+        async with conn.execute(tables.STREAM_SEQ_MAXIMA) as cursor:
             maxima = await cursor.fetchone()
         assert maxima is not None
         last_seq, last_hash = (last[0], bytes(last[1])) if last else (0, GENESIS)
@@ -239,17 +207,16 @@ class EventLog:
     async def facts_of_outcomes(self, out_seqs: Iterable[int]) -> dict[int, list[Row]]:
         return await self._by_column("out_seq", out_seqs)
 
-    async def _by_column(self, column: str, values: Iterable[int]) -> dict[int, list[Row]]:
+    async def _by_column(
+        self, column: Literal["in_seq", "out_seq"], values: Iterable[int]
+    ) -> dict[int, list[Row]]:
         wanted = sorted(set(values))
         found: dict[int, list[Row]] = {}
         async with self._transaction:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for start in range(0, len(wanted), tables.IN_LIST_MAX):
+                chunk = wanted[start : start + tables.IN_LIST_MAX]
                 async with self._conn.execute(
-                    f"SELECT {column}, seq, ts, kind, data FROM events WHERE {column} IN ({marks})"
-                    " ORDER BY seq",
-                    chunk,
+                    tables.rows_of_stream_seqs(column, len(chunk)), chunk
                 ) as cursor:
                     async for key, seq, ts, kind, data in cursor:
                         found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))

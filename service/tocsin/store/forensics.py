@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -18,7 +17,8 @@ from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import format_us
 from tocsin.core.views import AlertView, EventRecord, alert_view, record
-from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, walk
+from tocsin.store import tables
+from tocsin.store.chain import GENESIS, ChainBreak, walk
 from tocsin.store.ledger import base_state, fold_rows
 from tocsin.store.snapshots import StaleSnapshot, compacted, decode_state, read_base, read_snapshots
 
@@ -51,32 +51,14 @@ def replay(
 ) -> Iterator[EventRecord]:
     """Matching rows, oldest first, archives (oldest first) before the log. ``type_``
     selects every event of the fingerprints that ever received an event of that type."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        clauses.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts <= ?")
-        params.append(until)
-    if fingerprint is not None:
-        clauses.append("fingerprint = ?")
-        params.append(fingerprint)
-    if alert_id is not None:
-        clauses.append("alert_id = ?")
-        params.append(alert_id)
-    if type_ is not None:
-        clauses.append(
-            "fingerprint IN (SELECT fingerprint FROM events WHERE kind = 'alert.received'"
-            " AND json_extract(CAST(data AS TEXT), '$.type') = ?)"
-        )
-        params.append(type_)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    query, params = tables.replay(
+        since=since, until=until, fingerprint=fingerprint, alert_id=alert_id, type_=type_
+    )
     for archive in archives:
         yield from _replay_archive(archive, since, until, fingerprint, alert_id, type_)
     conn = connect(path)
     try:
-        cursor = conn.execute(f"SELECT seq, ts, kind, data FROM events{where} ORDER BY seq", params)
+        cursor = conn.execute(query, params)
         while batch := cursor.fetchmany(2000):
             for seq, ts, kind, data in batch:
                 yield record(seq, ts, kind, data)
@@ -188,7 +170,7 @@ def verify(path: Path) -> Verdict:
     count = 0
     first: int | None = None
     try:
-        for seq, ts, kind, data, _ in walk(_chain_rows(conn), previous, expected):
+        for seq, ts, kind, data, _ in walk(tables.chain_rows(conn), previous, expected):
             first = seq if first is None else first
             try:
                 event = ev.decode(data)
@@ -232,13 +214,6 @@ def verify(path: Path) -> Verdict:
         open_alerts=len(state.open_by_fingerprint),
         seconds=time.perf_counter() - started,
     )
-
-
-def _chain_rows(conn: sqlite3.Connection) -> Iterator[ChainRow]:
-    cursor = conn.execute("SELECT seq, ts, kind, data, hash FROM events ORDER BY seq")
-    while batch := cursor.fetchmany(5000):
-        for seq, ts, kind, data, digest in batch:
-            yield seq, ts, kind, bytes(data), bytes(digest)
 
 
 def _bad(count: int, first: int | None, seq: int, problem: str) -> Verdict:
