@@ -26,7 +26,7 @@ from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import now_us
 from tocsin.store import tables
-from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, chain_hash, walk
+from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, walk
 from tocsin.store.eventlog import db_path
 from tocsin.store.lock import WriterLock
 from tocsin.store.snapshots import decode_state, encode_state, read_base
@@ -142,7 +142,6 @@ def _commit(
 ) -> None:
     """One transaction: base snapshot in, archived rows out, the fact of it appended."""
     last = conn.execute(tables.LAST_ROW).fetchone()
-    seq, previous = last[0] + 1, bytes(last[1])
     ts = now_us()
     event = ev.LogCompacted(
         archive=str(archive),
@@ -151,7 +150,7 @@ def _commit(
         anchor=anchor.hex(),
         archive_sha256=sha256,
     )
-    kind, data = ev.kind_of(event), ev.encode(event)
+    new = tables.new_rows([tables.Fact(event)], ts, last[0], bytes(last[1]))
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
@@ -161,10 +160,8 @@ def _commit(
         conn.execute(tables.DROP_NO_DELETE_TRIGGER)
         conn.execute(tables.DELETE_THROUGH, (last_seq,))
         conn.execute(tables.NO_DELETE_TRIGGER)
-        conn.execute(
-            "INSERT INTO events (seq, ts, kind, data, hash) VALUES (?, ?, ?, ?, ?)",
-            (seq, ts, kind, data, chain_hash(previous, seq, ts, kind, data)),
-        )
+        for statement, params in new.inserts():
+            conn.execute(statement, params)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
