@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -13,6 +14,7 @@ import pytest
 from tests.store.test_snapshots import feed
 from tocsin.cli import main
 from tocsin.core.times import format_us
+from tocsin.store.compaction import CompactionError, check_archive
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger, load_state
 from tocsin.store.lock import WriterLock
@@ -140,3 +142,66 @@ async def test_compaction_refuses_while_the_service_writes_and_says_what_it_cann
     capsys.readouterr()
     assert main(["state", "--data-dir", str(data), "--at", format_us(cut - 1)]) == 1
     assert "compacted into an archive" in capsys.readouterr().err
+
+
+def _upper_hash(line: bytes) -> bytes:
+    """The same row with its hash in upper-case hex: the same bytes, not the stored text."""
+    row = msgspec.json.decode(line)
+    row["hash"] = row["hash"].upper()
+    return msgspec.json.encode(row)
+
+
+def _rewrite_archive(archive: Path, change: Callable[[list[bytes]], list[bytes]]) -> None:
+    lines = gzip.decompress(archive.read_bytes()).splitlines()
+    archive.write_bytes(gzip.compress(b"\n".join(change(lines)) + b"\n"))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda lines: lines[:3] + lines[4:], "seq 3: missing from the archive"),
+        (lambda lines: lines[:-1], "the archive ends before its header says it does"),
+        (
+            lambda lines: [*lines[:2], lines[2].replace(b'"hash":"', b'"hash":"zz'), *lines[3:]],
+            "seq 2: hash does not chain",
+        ),
+        (
+            lambda lines: [*lines[:2], _upper_hash(lines[2]), *lines[3:]],
+            "seq 2: hash does not chain",
+        ),
+        (lambda lines: [*lines[:2], b"{", *lines[3:]], "unreadable archive"),
+    ],
+)
+async def test_each_break_in_an_archive_is_named(
+    data: Path,
+    tmp_path: Path,
+    change: Callable[[list[bytes]], list[bytes]],
+    problem: str,
+) -> None:
+    archive = tmp_path / "a.jsonl.gz"
+    assert compact(str(data), format_us(ts_of(db_path(data), 30)), str(archive)) == 0
+    _rewrite_archive(archive, change)
+    with pytest.raises(CompactionError) as error:
+        check_archive(archive)
+    assert problem in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq"),
+    [("UPDATE events SET ts = ts + 1 WHERE seq = 7", 7), ("DELETE FROM events WHERE seq = 7", 8)],
+)
+async def test_compaction_refuses_a_log_whose_chain_is_broken(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper: str, bad_seq: int
+) -> None:
+    path = db_path(data)
+    cut = ts_of(path, 30)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute(tamper)
+    archive = tmp_path / "a.jsonl.gz"
+    assert compact(str(data), format_us(cut), str(archive)) == 1
+    assert f"seq {bad_seq}: hash does not chain; run tocsin verify" in capsys.readouterr().err
+    assert not archive.exists()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MIN(seq) FROM events").fetchone()[0] == 1

@@ -13,12 +13,13 @@ import pytest
 
 from tocsin.core import events as ev
 from tocsin.store import forensics
-from tocsin.store.eventlog import EventLog, Fact, LogWriteError, _insert_sizes
+from tocsin.store.eventlog import EventLog, Fact, LogWriteError
+from tocsin.store.tables import insert_sizes
 
 
 def test_a_batch_is_inserted_in_a_few_statements_of_cached_shapes() -> None:
     for rows in (0, 1, 3, 255, 256, 257, 1000, 2000, 5001):
-        sizes = _insert_sizes(rows)
+        sizes = insert_sizes(rows)
         assert sum(sizes) == rows
         assert len(set(sizes)) <= 9  # 256 and the powers of two below it
         assert len(sizes) <= rows // 256 + 8

@@ -25,8 +25,9 @@ from tocsin.core import events as ev
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import now_us
-from tocsin.store.chain import GENESIS, chain_hash
-from tocsin.store.eventlog import NO_DELETE_TRIGGER, db_path
+from tocsin.store import tables
+from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, walk
+from tocsin.store.eventlog import db_path
 from tocsin.store.lock import WriterLock
 from tocsin.store.snapshots import decode_state, encode_state, read_base
 
@@ -84,7 +85,7 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=FULL")
-        found = conn.execute("SELECT MAX(seq) FROM events WHERE ts < ?", (before,)).fetchone()
+        found = conn.execute(tables.LAST_SEQ_BEFORE, (before,)).fetchone()
         last_seq = found[0] if found else None
         first_seq = base.seq + 1 if base else 1
         if last_seq is None or last_seq < first_seq:
@@ -93,11 +94,16 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
         # Pass 1: the chain holds, and the state of the rows to archive.
         state = decode_state(base.state) if base else State()
         anchor = prev_hash
-        for seq, ts, kind, data, digest in _rows(conn, last_seq):
-            if chain_hash(anchor, seq, ts, kind, data) != digest:
-                raise CompactionError(f"seq {seq}: hash does not chain; run tocsin verify")
-            fold(state, seq, ts, ev.decode(data))
-            anchor = digest
+        try:
+            for seq, ts, _, data, digest in walk(
+                tables.chain_rows(conn, last_seq), prev_hash, first_seq
+            ):
+                fold(state, seq, ts, ev.decode(data))
+                anchor = digest
+        except ChainBreak as broken:  # verify tells a gap from an edit
+            raise CompactionError(
+                f"seq {broken.seq}: hash does not chain; run tocsin verify"
+            ) from broken
         # Pass 2: stream the archive, then make it durable before anything is deleted.
         partial = archive.with_name(archive.name + ".partial")
         archive.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +117,7 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
         count = 0
         with gzip.open(partial, "wb") as out:
             out.write(msgspec.json.encode(header) + b"\n")
-            for seq, ts, kind, data, digest in _rows(conn, last_seq):
+            for seq, ts, kind, data, digest in tables.chain_rows(conn, last_seq):
                 row = ArchivedRow(seq=seq, ts=ts, kind=kind, data=data.decode(), hash=digest.hex())
                 out.write(msgspec.json.encode(row) + b"\n")
                 count += 1
@@ -125,15 +131,6 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
     return Compacted(first_seq, last_seq, count, archive)
 
 
-def _rows(conn: sqlite3.Connection, last_seq: int) -> Iterator[tuple[int, int, str, bytes, bytes]]:
-    cursor = conn.execute(
-        "SELECT seq, ts, kind, data, hash FROM events WHERE seq <= ? ORDER BY seq", (last_seq,)
-    )
-    while batch := cursor.fetchmany(5000):
-        for seq, ts, kind, data, digest in batch:
-            yield seq, ts, kind, bytes(data), bytes(digest)
-
-
 def _commit(
     conn: sqlite3.Connection,
     state: State,
@@ -144,8 +141,7 @@ def _commit(
     sha256: str,
 ) -> None:
     """One transaction: base snapshot in, archived rows out, the fact of it appended."""
-    last = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, previous = last[0] + 1, bytes(last[1])
+    last = conn.execute(tables.LAST_ROW).fetchone()
     ts = now_us()
     event = ev.LogCompacted(
         archive=str(archive),
@@ -154,22 +150,18 @@ def _commit(
         anchor=anchor.hex(),
         archive_sha256=sha256,
     )
-    kind, data = ev.kind_of(event), ev.encode(event)
+    new = tables.new_rows([tables.Fact(event)], ts, last[0], bytes(last[1]))
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
-            "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base)"
-            " VALUES (?, ?, ?, ?, 1)",
-            (last_seq, ts, anchor, encode_state(state, named=True)),
+            tables.PUT_BASE_SNAPSHOT, (last_seq, ts, anchor, encode_state(state, named=True))
         )
-        conn.execute("DELETE FROM snapshots WHERE seq < ?", (last_seq,))  # they cover gone rows
-        conn.execute("DROP TRIGGER events_no_delete")
-        conn.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
-        conn.execute(NO_DELETE_TRIGGER)
-        conn.execute(
-            "INSERT INTO events (seq, ts, kind, data, hash) VALUES (?, ?, ?, ?, ?)",
-            (seq, ts, kind, data, chain_hash(previous, seq, ts, kind, data)),
-        )
+        conn.execute(tables.DROP_SNAPSHOTS_BEFORE, (last_seq,))
+        conn.execute(tables.DROP_NO_DELETE_TRIGGER)
+        conn.execute(tables.DELETE_THROUGH, (last_seq,))
+        conn.execute(tables.NO_DELETE_TRIGGER)
+        for statement, params in new.inserts():
+            conn.execute(statement, params)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -199,19 +191,34 @@ def check_archive(archive: Path) -> Header:
     try:
         header, rows = read_archive(archive)
         previous = bytes.fromhex(header.prev_hash)
-        expected = header.first_seq
-        for row in rows:
-            if row.seq != expected:
-                raise CompactionError(f"seq {expected}: missing from the archive")
-            digest = chain_hash(previous, row.seq, row.ts, row.kind, row.data.encode())
-            if digest.hex() != row.hash:
-                raise CompactionError(f"seq {row.seq}: hash does not chain")
-            previous, expected = digest, expected + 1
+        last_seq = header.first_seq - 1
+        for row in walk(_chain_rows(rows), previous, header.first_seq):
+            last_seq, previous = row[0], row[4]
+    except ChainBreak as broken:
+        if broken.expected is not None:
+            raise CompactionError(f"seq {broken.expected}: missing from the archive") from broken
+        raise CompactionError(f"seq {broken.seq}: hash does not chain") from broken
     except (OSError, EOFError, msgspec.DecodeError, ValueError) as error:
         raise CompactionError(f"unreadable archive: {error}") from error
-    if previous.hex() != header.last_hash or expected - 1 != header.last_seq:
+    if previous.hex() != header.last_hash or last_seq != header.last_seq:
         raise CompactionError("the archive ends before its header says it does")
     return header
+
+
+def _chain_rows(rows: Iterator[ArchivedRow]) -> Iterator[ChainRow]:
+    for row in rows:
+        yield row.seq, row.ts, row.kind, row.data.encode(), _stored_hash(row.hash)
+
+
+def _stored_hash(text: str) -> bytes:
+    """The bytes an archived row's hex ``hash`` spells, or ``b""`` (which no hash
+    equals) when it is not the lowercase hex ``bytes.hex`` writes: such a row does not
+    chain, as before, rather than making the archive unreadable."""
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        return b""
+    return digest if digest.hex() == text else b""
 
 
 def verify_archives(archives: list[Path], log_path: Path) -> list[str]:

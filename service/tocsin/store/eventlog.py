@@ -1,62 +1,33 @@
 """The event log: an append-only SQLite table, the only source of truth.
 
-- UPDATE and DELETE are refused by triggers; rows only ever arrive by ``append``.
+- UPDATE and DELETE are refused by triggers; rows only ever arrive by ``append`` (and
+  compaction's ``log.compacted`` row), through the one writer, ``tables.new_rows``.
 - Each row's ``hash`` chains it to the previous row: SHA-256 over the previous hash,
   the seq, the append time, the kind and the canonical event bytes.
 - ``append`` writes a whole batch in one transaction (group commit) with WAL and
   ``synchronous=FULL``: when it returns, the facts are on disk.
 - ``in_seq`` / ``out_seq`` record the JetStream stream sequence that produced a fact, in
   the same transaction, which is how a redelivered message is recognised.
+
+The table's schema, the writer and every statement run on it are in ``tables``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 
 from tocsin.core import events as ev
-from tocsin.store.chain import GENESIS, chain_hash
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY,
-    ts          INTEGER NOT NULL,
-    kind        TEXT    NOT NULL,
-    data        BLOB    NOT NULL,
-    in_seq      INTEGER,
-    out_seq     INTEGER,
-    fingerprint TEXT,
-    alert_id    TEXT,
-    hash        BLOB    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_in_seq ON events(in_seq) WHERE in_seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
-CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
-CREATE TABLE IF NOT EXISTS snapshots (
-    seq     INTEGER PRIMARY KEY,
-    ts      INTEGER NOT NULL,
-    anchor  BLOB    NOT NULL,
-    state   BLOB    NOT NULL,
-    base    INTEGER NOT NULL DEFAULT 0   -- 1: the state of rows compacted away
-);
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
-"""
-
-
-# Compaction lifts this trigger for its one DELETE, in the same transaction.
-NO_DELETE_TRIGGER = """
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
-"""
+from tocsin.store import tables
+from tocsin.store.chain import GENESIS
+from tocsin.store.tables import NO_DELETE_TRIGGER, SCHEMA
+from tocsin.store.tables import Fact as Fact  # appended facts are built by this name
 
 
 class LogWriteError(RuntimeError):
@@ -69,19 +40,6 @@ class Row:
     ts: int
     kind: str
     event: ev.Event
-
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """An event to append, with the stream position that produced it (if any)."""
-
-    event: ev.Event
-    in_seq: int | None = None
-    out_seq: int | None = None
-
-
-def _ids(event: ev.Event) -> tuple[str | None, str | None]:
-    return getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
 
 
 def db_path(data_dir: Path) -> Path:
@@ -117,17 +75,15 @@ class EventLog:
         """Open (creating if needed) the log; a write waits up to ``busy_timeout_ms`` for
         a lock held by another process before it fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Every batch size up to _INSERT_ROWS is its own INSERT text: keep them prepared.
+        # Every batch size up to INSERT_ROWS is its own INSERT text: keep them prepared.
         conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=512)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         await conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
-        async with conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cursor:
+        async with conn.execute(tables.LAST_ROW) as cursor:
             last = await cursor.fetchone()
-        async with conn.execute(
-            "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
-        ) as cursor:
+        async with conn.execute(tables.STREAM_SEQ_MAXIMA) as cursor:
             maxima = await cursor.fetchone()
         assert maxima is not None
         last_seq, last_hash = (last[0], bytes(last[1])) if last else (0, GENESIS)
@@ -169,62 +125,35 @@ class EventLog:
         return await asyncio.shield(asyncio.ensure_future(self._write(facts, ts)))
 
     async def _write(self, facts: Sequence[Fact], ts: int) -> list[int]:
-        """Rows chained from the writer's position, then a few multi-row INSERTs between
-        BEGIN and COMMIT, then the position moves: all under ``_transaction``, so a write
-        queued behind one whose caller gave up starts from where that one ended."""
+        """Rows chained from the writer's position (``tables.new_rows``), then their
+        INSERTs, then the position moves: all under ``_transaction``, so a write queued
+        behind one whose caller gave up starts from where that one ended."""
         async with self._transaction:
-            rows = []
-            seq, previous = self.last_seq, self._last_hash
-            max_in, max_out = self.max_in_seq, self.max_out_seq
-            encode, kind_of = ev.encode, ev.kind_of
-            for fact in facts:
-                seq += 1
-                kind = kind_of(fact.event)
-                data = encode(fact.event)
-                previous = chain_hash(previous, seq, ts, kind, data)
-                fingerprint, alert_id = _ids(fact.event)
-                rows.append(
-                    (
-                        seq,
-                        ts,
-                        kind,
-                        data,
-                        fact.in_seq,
-                        fact.out_seq,
-                        fingerprint,
-                        alert_id,
-                        previous,
-                    )
-                )
-                if fact.in_seq is not None and fact.in_seq > max_in:
-                    max_in = fact.in_seq
-                if fact.out_seq is not None and fact.out_seq > max_out:
-                    max_out = fact.out_seq
-            conn = self._conn
+            new = tables.new_rows(
+                facts, ts, self.last_seq, self._last_hash, self.max_in_seq, self.max_out_seq
+            )
+            inserts = new.inserts()
             try:
-                if len(rows) <= _INSERT_ROWS:
+                if len(inserts) == 1:
                     # One statement is its own transaction (autocommit): one job on the
                     # writer's thread instead of four (BEGIN, INSERT, INSERT, COMMIT).
-                    await conn.execute(_insert_sql(len(rows)), [v for row in rows for v in row])
+                    await self._conn.execute(*inserts[0])
                 else:
-                    await self._insert_in_transaction(rows)
+                    await self._in_transaction(inserts)
             except sqlite3.Error as error:
                 raise LogWriteError(f"event log write failed: {error}") from error
-            self.last_seq, self._last_hash = seq, previous
-            self.max_in_seq, self.max_out_seq = max_in, max_out
-        return [row[0] for row in rows]
+            self.last_seq, self._last_hash = new.last_seq, new.last_hash
+            self.max_in_seq, self.max_out_seq = new.max_in_seq, new.max_out_seq
+        return [row[0] for row in new.rows]
 
-    async def _insert_in_transaction(self, rows: Sequence[tuple[object, ...]]) -> None:
-        """More rows than one statement carries: statements of ``_insert_sizes`` between
-        BEGIN and COMMIT."""
+    async def _in_transaction(self, statements: Sequence[tuple[str, list[object]]]) -> None:
+        """More rows than one statement carries: their statements between BEGIN and
+        COMMIT."""
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            start = 0
-            for size in _insert_sizes(len(rows)):
-                chunk = rows[start : start + size]
-                await conn.execute(_insert_sql(size), [value for row in chunk for value in row])
-                start += size
+            for statement, params in statements:
+                await conn.execute(statement, params)
             await conn.execute("COMMIT")
         except BaseException:
             # SQLite already rolled back on some errors (SQLITE_FULL among them).
@@ -239,49 +168,21 @@ class EventLog:
     async def facts_of_outcomes(self, out_seqs: Iterable[int]) -> dict[int, list[Row]]:
         return await self._by_column("out_seq", out_seqs)
 
-    async def _by_column(self, column: str, values: Iterable[int]) -> dict[int, list[Row]]:
+    async def _by_column(
+        self, column: Literal["in_seq", "out_seq"], values: Iterable[int]
+    ) -> dict[int, list[Row]]:
         wanted = sorted(set(values))
         found: dict[int, list[Row]] = {}
         async with self._transaction:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for start in range(0, len(wanted), tables.IN_LIST_MAX):
+                chunk = wanted[start : start + tables.IN_LIST_MAX]
                 async with self._conn.execute(
-                    f"SELECT {column}, seq, ts, kind, data FROM events WHERE {column} IN ({marks})"
-                    " ORDER BY seq",
-                    chunk,
+                    tables.rows_of_stream_seqs(column, len(chunk)), chunk
                 ) as cursor:
                     async for key, seq, ts, kind, data in cursor:
                         found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
         return found
 
 
-_INSERT_ROWS = 256  # 2,304 parameters a statement; SQLite allows 32,766
-
-
-def _insert_sizes(rows: int) -> list[int]:
-    """How many rows each INSERT of a batch carries: full statements of
-    ``_INSERT_ROWS``, then powers of two (so every statement's text is one of a few,
-    prepared once and cached).
-
-    One multi-row INSERT instead of ``executemany``: SQLite releases the GIL for each
-    statement it steps, and ``executemany`` steps once per row, so the writer's thread
-    took the GIL back per row; with the event loop busy deciding the next batch, each
-    take waits out the interpreter's switch interval (5 ms). Measured with a busy
-    second thread, 2,000 rows a commit: 473 -> 101 us per event."""
-    sizes = [_INSERT_ROWS] * (rows // _INSERT_ROWS)
-    rest, size = rows % _INSERT_ROWS, _INSERT_ROWS
-    while rest:
-        size //= 2
-        if rest >= size:
-            sizes.append(size)
-            rest -= size
-    return sizes
-
-
-@functools.lru_cache(maxsize=_INSERT_ROWS + 1)
-def _insert_sql(rows: int) -> str:
-    return (
-        "INSERT INTO events (seq, ts, kind, data, in_seq, out_seq, fingerprint, alert_id, hash)"
-        " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    )
+# The bench scripts drive the log's own statements by these names.
+_insert_sizes, _insert_sql = tables.insert_sizes, tables.insert_sql

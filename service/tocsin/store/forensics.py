@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -18,7 +17,8 @@ from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import format_us
 from tocsin.core.views import AlertView, EventRecord, alert_view, record
-from tocsin.store.chain import GENESIS, chain_hash
+from tocsin.store import tables
+from tocsin.store.chain import GENESIS, ChainBreak, walk
 from tocsin.store.ledger import base_state, fold_rows
 from tocsin.store.snapshots import StaleSnapshot, compacted, decode_state, read_base, read_snapshots
 
@@ -51,32 +51,14 @@ def replay(
 ) -> Iterator[EventRecord]:
     """Matching rows, oldest first, archives (oldest first) before the log. ``type_``
     selects every event of the fingerprints that ever received an event of that type."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        clauses.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts <= ?")
-        params.append(until)
-    if fingerprint is not None:
-        clauses.append("fingerprint = ?")
-        params.append(fingerprint)
-    if alert_id is not None:
-        clauses.append("alert_id = ?")
-        params.append(alert_id)
-    if type_ is not None:
-        clauses.append(
-            "fingerprint IN (SELECT fingerprint FROM events WHERE kind = 'alert.received'"
-            " AND json_extract(CAST(data AS TEXT), '$.type') = ?)"
-        )
-        params.append(type_)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    query, params = tables.replay(
+        since=since, until=until, fingerprint=fingerprint, alert_id=alert_id, type_=type_
+    )
     for archive in archives:
         yield from _replay_archive(archive, since, until, fingerprint, alert_id, type_)
     conn = connect(path)
     try:
-        cursor = conn.execute(f"SELECT seq, ts, kind, data FROM events{where} ORDER BY seq", params)
+        cursor = conn.execute(query, params)
         while batch := cursor.fetchmany(2000):
             for seq, ts, kind, data in batch:
                 yield record(seq, ts, kind, data)
@@ -188,29 +170,24 @@ def verify(path: Path) -> Verdict:
     count = 0
     first: int | None = None
     try:
-        cursor = conn.execute("SELECT seq, ts, kind, data, hash FROM events ORDER BY seq")
-        while batch := cursor.fetchmany(5000):
-            for seq, ts, kind, data, digest in batch:
-                first = seq if first is None else first
-                if expected is not None and seq != expected:
-                    return _bad(count, first, seq, f"rows {expected}..{seq - 1} are missing")
-                if chain_hash(previous, seq, ts, kind, bytes(data)) != bytes(digest):
-                    return _bad(
-                        count,
-                        first,
-                        seq,
-                        "hash does not chain: the row was changed or a row before it was removed",
-                    )
-                try:
-                    event = ev.decode(bytes(data))
-                except msgspec.DecodeError as error:
-                    return _bad(count, first, seq, f"unreadable event: {error}")
-                if ev.kind_of(event) != kind:
-                    return _bad(
-                        count, first, seq, f"kind column {kind!r} != event {ev.kind_of(event)!r}"
-                    )
-                fold(state, seq, ts, event)
-                previous, expected, count = bytes(digest), seq + 1, count + 1
+        for seq, ts, kind, data, _ in walk(tables.chain_rows(conn), previous, expected):
+            first = seq if first is None else first
+            try:
+                event = ev.decode(data)
+            except msgspec.DecodeError as error:
+                return _bad(count, first, seq, f"unreadable event: {error}")
+            if ev.kind_of(event) != kind:
+                return _bad(
+                    count, first, seq, f"kind column {kind!r} != event {ev.kind_of(event)!r}"
+                )
+            fold(state, seq, ts, event)
+            count += 1
+    except ChainBreak as broken:
+        if broken.expected is not None:
+            problem = f"rows {broken.expected}..{broken.seq - 1} are missing"
+        else:
+            problem = "hash does not chain: the row was changed or a row before it was removed"
+        return _bad(count, broken.seq if first is None else first, broken.seq, problem)
     finally:
         conn.close()
     snapshots = 0

@@ -10,6 +10,7 @@ import aiosqlite
 
 from tocsin.core import events as ev
 from tocsin.core.events import StoredRow
+from tocsin.store import tables
 
 
 class LogReader:
@@ -33,25 +34,17 @@ class LogReader:
 
     async def page(self, after_seq: int, limit: int) -> list[StoredRow]:
         """Up to ``limit`` rows after ``after_seq``, ascending."""
-        return await self._rows(
-            "SELECT seq, ts, kind, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        )
+        return await self._rows(tables.PAGE, (after_seq, limit))
 
     async def of_alert(self, alert_id: str) -> list[StoredRow]:
         """Every row about one alert, ascending (the ``alert_id`` column is indexed)."""
-        return await self._rows(
-            "SELECT seq, ts, kind, data FROM events WHERE alert_id = ? ORDER BY seq", (alert_id,)
-        )
+        return await self._rows(tables.OF_ALERT, (alert_id,))
 
     async def events_at(self, seqs: Iterable[int]) -> dict[int, ev.Event]:
         wanted = sorted(set(seqs))
         found: dict[int, ev.Event] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in await self._rows(
-                f"SELECT seq, ts, kind, data FROM events WHERE seq IN ({marks})", chunk
-            ):
+        for start in range(0, len(wanted), tables.IN_LIST_MAX):
+            chunk = wanted[start : start + tables.IN_LIST_MAX]
+            for row in await self._rows(tables.rows_at(len(chunk)), chunk):
                 found[row.seq] = ev.decode(row.data)
         return found

@@ -30,6 +30,7 @@ import msgspec.inspect as mi
 
 from tocsin.core import events as ev
 from tocsin.core.state import State
+from tocsin.store import tables
 
 LAYOUT = b"TSNP" + hashlib.blake2b(repr(mi.type_info(State)).encode(), digest_size=8).digest()
 
@@ -118,14 +119,9 @@ def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
-            "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state) VALUES (?, ?, ?, ?)",
-            (snapshot.seq, snapshot.ts, snapshot.anchor, snapshot.state),
+            tables.PUT_SNAPSHOT, (snapshot.seq, snapshot.ts, snapshot.anchor, snapshot.state)
         )
-        conn.execute(
-            "DELETE FROM snapshots WHERE base = 0 AND seq NOT IN"
-            " (SELECT seq FROM snapshots WHERE base = 0 ORDER BY seq DESC LIMIT ?)",
-            (keep,),
-        )
+        conn.execute(tables.PRUNE_SNAPSHOTS, (keep,))
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -139,16 +135,11 @@ def read_snapshots(path: Path) -> Iterator[Snapshot]:
         try:
             # The list first, each blob when asked for: a start reads only the newest
             # (a million-event projection is ~60-150 MB).
-            rows = conn.execute(
-                "SELECT s.seq, s.ts, s.anchor FROM snapshots s JOIN events e"
-                " ON e.seq = s.seq AND e.hash = s.anchor WHERE s.base = 0 ORDER BY s.seq DESC"
-            ).fetchall()
+            rows = conn.execute(tables.SNAPSHOTS_OF_THE_LOG).fetchall()
         except sqlite3.OperationalError:  # a log from before snapshots existed
             rows = []
         for seq, ts, anchor in rows:
-            found = conn.execute(
-                "SELECT state FROM snapshots WHERE seq = ? AND base = 0", (seq,)
-            ).fetchone()
+            found = conn.execute(tables.SNAPSHOT_STATE, (seq,)).fetchone()
             if found is not None:  # gone if a writer pruned it meanwhile
                 yield Snapshot(seq, ts, bytes(anchor), bytes(found[0]))
     finally:
@@ -162,7 +153,7 @@ def compacted(path: Path) -> bool:
     """Whether rows were ever compacted out of this log."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        found = conn.execute("SELECT 1 FROM events WHERE kind = 'log.compacted' LIMIT 1").fetchone()
+        found = conn.execute(tables.ANY_COMPACTED).fetchone()
     finally:
         conn.close()
     return found is not None
@@ -173,17 +164,12 @@ def read_base(path: Path) -> Snapshot | None:
     only if it matches the anchor of the newest ``log.compacted`` event."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        compacted = conn.execute(
-            "SELECT data FROM events WHERE kind = 'log.compacted' ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        compacted = conn.execute(tables.LAST_COMPACTED).fetchone()
         if compacted is None:
             return None
         event = ev.decode(bytes(compacted[0]))
         assert isinstance(event, ev.LogCompacted)
-        row = conn.execute(
-            "SELECT seq, ts, anchor, state FROM snapshots WHERE base = 1 AND seq = ?",
-            (event.last_seq,),
-        ).fetchone()
+        row = conn.execute(tables.BASE_SNAPSHOT, (event.last_seq,)).fetchone()
     finally:
         conn.close()
     if row is None or bytes(row[2]).hex() != event.anchor:

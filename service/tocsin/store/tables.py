@@ -1,0 +1,323 @@
+"""The log file's SQL: the schema of its two tables (``events``, the log, and
+``snapshots``, caches of the projection) and every statement the store runs on them,
+each named once here. The appender, the API's reader, snapshots, compaction and
+forensics run these; none of them writes SQL of its own, so a change to a column or an
+index is made and reviewed in one place.
+
+Rows reach ``events`` one way: ``new_rows`` makes facts into rows chained on from the
+log's last one, and ``NewRows.inserts`` gives the statements that write them. The
+appender runs those on its connection, compaction (for its ``log.compacted`` row) on
+its own, inside its transaction.
+
+Statements are constants, or small functions where their text depends on a count
+(``IN`` lists) or on which filters are given. Parameters are always bound, never
+formatted in: the only text a function adds is placeholders and fixed clauses.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tocsin.core import events as ev
+from tocsin.store.chain import ChainRow, chain_hash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    data        BLOB    NOT NULL,
+    in_seq      INTEGER,
+    out_seq     INTEGER,
+    fingerprint TEXT,
+    alert_id    TEXT,
+    hash        BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_in_seq ON events(in_seq) WHERE in_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
+CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    seq     INTEGER PRIMARY KEY,
+    ts      INTEGER NOT NULL,
+    anchor  BLOB    NOT NULL,
+    state   BLOB    NOT NULL,
+    base    INTEGER NOT NULL DEFAULT 0   -- 1: the state of rows compacted away
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
+"""
+
+
+# Compaction lifts this trigger for its one DELETE, in the same transaction.
+NO_DELETE_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
+"""
+DROP_NO_DELETE_TRIGGER = "DROP TRIGGER events_no_delete"
+
+IN_LIST_MAX = 500
+"""Values bound in one ``IN (...)`` list: a long lookup is asked in chunks of this."""
+
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+# -- events: the writer's position ---------------------------------------------------
+
+LAST_ROW = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+"""``(seq, hash)`` of the newest row, or no row: where the next row chains on."""
+
+STREAM_SEQ_MAXIMA = "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
+"""The highest inbound and outcome stream seqs logged (0 when none)."""
+
+
+# -- events: the one writer -----------------------------------------------------------
+
+EventRow = tuple[int, int, str, bytes, int | None, int | None, str | None, str | None, bytes]
+"""A row of ``events`` in ``INSERT_COLUMNS`` order."""
+
+INSERT_COLUMNS = "seq, ts, kind, data, in_seq, out_seq, fingerprint, alert_id, hash"
+
+INSERT_ROWS = 256  # 2,304 parameters a statement; SQLite allows 32,766
+"""The most rows one INSERT carries: a batch up to this is one statement."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """An event to append, with the stream position that produced it (if any)."""
+
+    event: ev.Event
+    in_seq: int | None = None
+    out_seq: int | None = None
+
+
+def _ids(event: ev.Event) -> tuple[str | None, str | None]:
+    return getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
+
+
+@dataclass(frozen=True, slots=True)
+class NewRows:
+    """Facts made into the log's next rows, and where the log stands once they are in:
+    its last seq and hash, and the highest stream seqs it records."""
+
+    rows: list[EventRow]
+    last_seq: int
+    last_hash: bytes
+    max_in_seq: int
+    max_out_seq: int
+
+    def inserts(self) -> list[tuple[str, list[object]]]:
+        """The statements (text, parameters) that write ``rows``, in order: one for up to
+        ``INSERT_ROWS`` rows (it can be its own transaction: autocommit), else a few of
+        ``insert_sizes``, to run between BEGIN and COMMIT."""
+        rows = self.rows
+        if len(rows) <= INSERT_ROWS:
+            return [(insert_sql(len(rows)), [v for row in rows for v in row])]
+        statements: list[tuple[str, list[object]]] = []
+        start = 0
+        for size in insert_sizes(len(rows)):
+            chunk = rows[start : start + size]
+            statements.append((insert_sql(size), [value for row in chunk for value in row]))
+            start += size
+        return statements
+
+
+def new_rows(
+    facts: Iterable[Fact],
+    ts: int,
+    after_seq: int,
+    after_hash: bytes,
+    max_in_seq: int = 0,
+    max_out_seq: int = 0,
+) -> NewRows:
+    """``facts`` as rows appended at ``ts`` after the row ``after_seq`` whose hash is
+    ``after_hash``: seqs from the next one, each hash chained to the row before it,
+    and the ``fingerprint`` / ``alert_id`` columns from the event. ``max_in_seq`` and
+    ``max_out_seq`` are the highest stream seqs logged so far. The router's commit
+    path: the per-row work is only what a row needs."""
+    rows: list[EventRow] = []
+    seq, previous = after_seq, after_hash
+    max_in, max_out = max_in_seq, max_out_seq
+    encode, kind_of = ev.encode, ev.kind_of
+    for fact in facts:
+        seq += 1
+        kind = kind_of(fact.event)
+        data = encode(fact.event)
+        previous = chain_hash(previous, seq, ts, kind, data)
+        fingerprint, alert_id = _ids(fact.event)
+        rows.append(
+            (
+                seq,
+                ts,
+                kind,
+                data,
+                fact.in_seq,
+                fact.out_seq,
+                fingerprint,
+                alert_id,
+                previous,
+            )
+        )
+        if fact.in_seq is not None and fact.in_seq > max_in:
+            max_in = fact.in_seq
+        if fact.out_seq is not None and fact.out_seq > max_out:
+            max_out = fact.out_seq
+    return NewRows(rows, seq, previous, max_in, max_out)
+
+
+def insert_sizes(rows: int) -> list[int]:
+    """How many rows each INSERT of a batch carries: full statements of
+    ``INSERT_ROWS``, then powers of two (so every statement's text is one of a few,
+    prepared once and cached).
+
+    One multi-row INSERT instead of ``executemany``: SQLite releases the GIL for each
+    statement it steps, and ``executemany`` steps once per row, so the writer's thread
+    took the GIL back per row; with the event loop busy deciding the next batch, each
+    take waits out the interpreter's switch interval (5 ms). Measured with a busy
+    second thread, 2,000 rows a commit: 473 -> 101 us per event."""
+    sizes = [INSERT_ROWS] * (rows // INSERT_ROWS)
+    rest, size = rows % INSERT_ROWS, INSERT_ROWS
+    while rest:
+        size //= 2
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+    return sizes
+
+
+@functools.lru_cache(maxsize=INSERT_ROWS + 1)
+def insert_sql(rows: int) -> str:
+    """The INSERT of ``rows`` rows: every size up to ``INSERT_ROWS`` has its own text,
+    so a connection should keep that many statements prepared."""
+    return f"INSERT INTO events ({INSERT_COLUMNS}) VALUES " + ",".join(
+        ["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows
+    )
+
+
+def rows_of_stream_seqs(column: Literal["in_seq", "out_seq"], count: int) -> str:
+    """``(stream seq, seq, ts, kind, data)`` of the rows produced by ``count`` given
+    stream seqs of ``column``, ascending by seq (both columns are indexed)."""
+    return (
+        f"SELECT {column}, seq, ts, kind, data FROM events WHERE {column} IN ({_marks(count)})"
+        " ORDER BY seq"
+    )
+
+
+# -- events: pages for the API ----------------------------------------------------------
+
+PAGE = "SELECT seq, ts, kind, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+"""Up to ``limit`` rows after ``after_seq``: parameters ``(after_seq, limit)``."""
+
+OF_ALERT = "SELECT seq, ts, kind, data FROM events WHERE alert_id = ? ORDER BY seq"
+"""Every row of one alert, ascending (``alert_id`` is indexed)."""
+
+
+def rows_at(count: int) -> str:
+    """``(seq, ts, kind, data)`` of the rows at ``count`` given seqs."""
+    return f"SELECT seq, ts, kind, data FROM events WHERE seq IN ({_marks(count)})"
+
+
+# -- events: history and the chain, read straight from the file ------------------------
+
+
+def replay(
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    fingerprint: str | None = None,
+    alert_id: str | None = None,
+    type_: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The query (and its parameters) for ``(seq, ts, kind, data)`` of the rows matching
+    every filter given, oldest first: appended in ``[since, until]``, of a fingerprint,
+    of an alert, or of any fingerprint that ever received an event of type ``type_``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("ts <= ?")
+        params.append(until)
+    if fingerprint is not None:
+        clauses.append("fingerprint = ?")
+        params.append(fingerprint)
+    if alert_id is not None:
+        clauses.append("alert_id = ?")
+        params.append(alert_id)
+    if type_ is not None:
+        clauses.append(
+            "fingerprint IN (SELECT fingerprint FROM events WHERE kind = 'alert.received'"
+            " AND json_extract(CAST(data AS TEXT), '$.type') = ?)"
+        )
+        params.append(type_)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return f"SELECT seq, ts, kind, data FROM events{where} ORDER BY seq", params
+
+
+CHAIN_ROWS = "SELECT seq, ts, kind, data, hash FROM events WHERE seq <= ? ORDER BY seq"
+"""Rows as the hash chain covers them, ``(seq, ts, kind, data, hash)``, up to a seq."""
+
+
+def chain_rows(conn: sqlite3.Connection, through_seq: int = MAX_SEQ) -> Iterator[ChainRow]:
+    """The rows up to ``through_seq`` (all of them by default), oldest first, as
+    ``chain.walk`` takes them; fetched a few thousand at a time."""
+    cursor = conn.execute(CHAIN_ROWS, (through_seq,))
+    while batch := cursor.fetchmany(5000):
+        for seq, ts, kind, data, digest in batch:
+            yield seq, ts, kind, bytes(data), bytes(digest)
+
+
+# -- events: compaction ------------------------------------------------------------------
+
+LAST_SEQ_BEFORE = "SELECT MAX(seq) FROM events WHERE ts < ?"
+"""The newest row appended before a time (NULL when none)."""
+
+DELETE_THROUGH = "DELETE FROM events WHERE seq <= ?"
+"""Compaction's one DELETE, with ``events_no_delete`` lifted around it."""
+
+ANY_COMPACTED = "SELECT 1 FROM events WHERE kind = 'log.compacted' LIMIT 1"
+"""A row when rows were ever compacted out of the log."""
+
+LAST_COMPACTED = "SELECT data FROM events WHERE kind = 'log.compacted' ORDER BY seq DESC LIMIT 1"
+"""The newest ``log.compacted`` event, which names the base snapshot's seq and anchor."""
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+PUT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state) VALUES (?, ?, ?, ?)"
+"""A periodic snapshot: ``(seq, ts, anchor, state)``."""
+
+PRUNE_SNAPSHOTS = (
+    "DELETE FROM snapshots WHERE base = 0 AND seq NOT IN"
+    " (SELECT seq FROM snapshots WHERE base = 0 ORDER BY seq DESC LIMIT ?)"
+)
+"""Drop all but the newest ``keep`` periodic snapshots (the base is kept)."""
+
+SNAPSHOTS_OF_THE_LOG = (
+    "SELECT s.seq, s.ts, s.anchor FROM snapshots s JOIN events e"
+    " ON e.seq = s.seq AND e.hash = s.anchor WHERE s.base = 0 ORDER BY s.seq DESC"
+)
+"""``(seq, ts, anchor)`` of the periodic snapshots whose anchor is the hash of their row
+in this log, newest first (without their state: it is read one at a time)."""
+
+SNAPSHOT_STATE = "SELECT state FROM snapshots WHERE seq = ? AND base = 0"
+
+PUT_BASE_SNAPSHOT = (
+    "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base) VALUES (?, ?, ?, ?, 1)"
+)
+"""A compacted log's base snapshot: ``(seq, ts, anchor, state)``."""
+
+DROP_SNAPSHOTS_BEFORE = "DELETE FROM snapshots WHERE seq < ?"
+"""Snapshots older than a new base: they cover rows that are gone."""
+
+BASE_SNAPSHOT = "SELECT seq, ts, anchor, state FROM snapshots WHERE base = 1 AND seq = ?"
