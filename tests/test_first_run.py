@@ -62,11 +62,15 @@ def ctrl_c(server: subprocess.Popen[str]) -> tuple[str, str]:
 
 def test_ctrl_c_stops_everything_in_order_and_exits_0(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with serving(data, f"127.0.0.1:{free_port()}") as server:
+    http = f"127.0.0.1:{free_port()}"
+    with serving(data, http) as server:
         url = (data / "nats.url").read_text().strip()
         port = int(url.rpartition(":")[2])
         _, err = ctrl_c(server)
     assert server.returncode == 0, err
+    ready = next(line for line in err.splitlines() if " ready; " in line)
+    assert f"dashboard: http://{http}/" in ready  # where to look, and where to publish
+    assert f"NATS: {url}" in ready
     assert "CRITICAL" not in err
     assert "ConnectionReconnectingError" not in err
     try:  # the embedded server stopped with it

@@ -177,7 +177,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
         parts = build_parts(options, plan, running, broker)
         await prepare_streams_and_consumers(broker, options.config, parts, running)
         await take_up_the_log(options.config, running, broker)
-        start_parts(parts, options, plan, running)
+        start_parts(parts, options, plan, running, broker)
         code = await wait_for_stop(options.stop, running)
         await stop_in_order(options.stop, running, broker)
         return code
@@ -474,13 +474,22 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     await control.answer(broker.nc)
 
 
-def start_parts(parts: list[Part], options: Options, plan: Plan, running: Running) -> None:
-    """Each part in a task, in order; the service is ready once they all run."""
+def start_parts(
+    parts: list[Part], options: Options, plan: Plan, running: Running, broker: Broker
+) -> None:
+    """Each part in a task, in order; the service is ready once they all run. The ready
+    line says where to look and where to publish: the dashboard and the NATS URL."""
     running.tasks.extend(asyncio.create_task(part.run(options.stop)) for part in parts)
     running.readiness.stage = None
+    where = [f"NATS: {broker.shown}"]
+    if plan.http_address is not None:
+        host, port = plan.http_address
+        shown_host = f"[{host}]" if ":" in host else host
+        where.insert(0, f"dashboard: http://{shown_host}:{port}/")
     log.info(
-        "tocsin %s ready (config: %s; receivers: %s)",
+        "tocsin %s ready; %s (config: %s; receivers: %s)",
         __version__,
+        "; ".join(where),
         options.config.source,
         ", ".join(plan.receivers),
     )
