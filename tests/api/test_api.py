@@ -172,6 +172,8 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     cases: list[tuple[dict[str, Any], int, str | None]] = [
         ({"content": b"type=x", "headers": {"content-type": "text/plain"}}, 415, None),
         ({"content": b"{" + b" " * 70_000 + b"}"}, 413, None),
+        ({"content": b"{" + b" " * 5_000_000 + b"}"}, 413, None),  # past the server's limit
+        ({"content": chunked(b"{" + b" " * 200_000 + b"}")}, 413, None),  # no Content-Length
         ({"content": b"{not json"}, 400, None),
         ({"content": b"[1, 2]"}, 400, None),
         ({"json": event(type="Bad Type")}, 422, "type"),
@@ -185,6 +187,8 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
         body = answer.json()
         assert body["error"], body
         assert body.get("field") == field, body
+        if status == 413:
+            assert "the limit is 65536" in body["error"], body
     assert svc.count("alert.rejected") == 0  # refused over HTTP: answered, not logged
     metrics = await svc.metrics()
     refused = sum(
@@ -194,6 +198,12 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     unauthorised = await http.post("/api/v1/events", json=event())
     assert unauthorised.status_code == 401
     assert "Bearer" in unauthorised.headers["www-authenticate"]
+
+
+async def chunked(body: bytes, size: int = 16_384) -> AsyncIterator[bytes]:
+    """A body sent in chunks, with no Content-Length to refuse it by."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
 
 
 async def test_ack_stops_reminders_until_resolve(

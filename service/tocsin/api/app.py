@@ -37,7 +37,7 @@ from tocsin import __version__
 from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
 from tocsin.core.commands import CommandError
-from tocsin.core.contracts import InboundEvent
+from tocsin.core.contracts import MAX_PAYLOAD_BYTES, InboundEvent
 from tocsin.core.ids import new_id
 from tocsin.core.policy.origin import tokenless_mutation_refusal
 from tocsin.core.subjects import IN_PREFIX, MSG_ID
@@ -109,6 +109,20 @@ async def _security_headers(message: Message, scope: Scope) -> None:
 
 def _error(status: int, message: str, field: str | None = None, **headers: str) -> Response[Any]:
     return Response(ErrorBody(error=message, field=field), status_code=status, headers=headers)
+
+
+async def _body_within(request: Request[Any, Any, Any], limit: int) -> bytes | None:
+    """The body, or ``None`` once it is known to exceed ``limit`` bytes (from its
+    Content-Length, else while reading: never more than ``limit`` + one chunk)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _now() -> int:
@@ -328,14 +342,24 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         rows = await ctx.reader.page(after_seq, limit)
         return views.event_page(rows, limit, ctx.state().last_seq)
 
-    @post("/api/v1/events", status_code=202)
+    @post("/api/v1/events", status_code=202, request_max_body_size=None)
     async def ingest_event(request: Request[Any, Any, Any]) -> Response[Any]:
         """Ingest one alert event (the body of ``alerts.in.<source>``) for clients that
-        cannot speak NATS; 202 once JetStream has stored it."""
+        cannot speak NATS; 202 once JetStream has stored it. The body is read only up to
+        the contract's limit: a larger one is refused as the contract says (413, counted),
+        not by the server's generic body limit."""
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != "application/json":
             return _refused(415, "the body must be application/json", "unsupported_media_type")
-        payload = await request.body()
+        payload = await _body_within(request, MAX_PAYLOAD_BYTES)
+        if payload is None:
+            declared = request.headers.get("content-length", "")
+            size = f"{declared} bytes" if declared.isdigit() else "larger"
+            return _refused(
+                413,
+                f"payload is {size}; the limit is {MAX_PAYLOAD_BYTES}",
+                "payload_too_large",
+            )
         parsed = ingest.parse(payload, default_source="http", received_at=_now())
         if isinstance(parsed, ingest.Rejection):
             return _refused(parsed.http_status, parsed.message, parsed.code, parsed.field)
