@@ -250,7 +250,8 @@ def activated(span: Span, scrub: Callable[[str], str]) -> Iterator[Span]:
 
 def route_attributes(subject: str, facts: Sequence[ev.Event]) -> dict[str, AttributeValue]:
     """What a router span says about one inbound message: what it was and what became
-    of it (``tocsin.outcome``: routed, suppressed, rejected, resolve_ignored, unrouted)."""
+    of it (``tocsin.outcome``: routed, suppressed, silenced, rejected, resolve_ignored,
+    unrouted)."""
     # Each attribute costs ~10 us to encode for export: only what answers a question.
     attributes: dict[str, AttributeValue] = {"messaging.destination.name": subject}
     receivers: list[str] = []
@@ -270,6 +271,8 @@ def route_attributes(subject: str, facts: Sequence[ev.Event]) -> dict[str, Attri
         elif isinstance(fact, ev.AlertSuppressed):
             attributes["tocsin.suppressed_cause"] = fact.cause
             outcome = "suppressed"
+        elif isinstance(fact, ev.AlertSilenced):
+            outcome = "silenced"
         elif isinstance(fact, ev.AlertResolveIgnored):
             outcome = "resolve_ignored"
         elif isinstance(fact, ev.AlertRejected):
