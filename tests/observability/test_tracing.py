@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests import support
+from tests.core.test_fold import MINUTE, T0, Run, normalized
 from tests.pipeline.test_invariants import alert
 from tests.support import (
     HttpSink,
@@ -35,11 +36,14 @@ from tests.support import (
 )
 from tocsin import config
 from tocsin.bus.publisher import Publisher
+from tocsin.core import events as ev
+from tocsin.core.fold import fold
 from tocsin.observability.tracing import (
     Tracing,
     TracingConfigError,
     otlp_endpoint,
     parent_from,
+    route_attributes,
     trace_context_from,
 )
 from tocsin.pipeline.router import Router
@@ -348,3 +352,67 @@ def test_http_ingest_carries_the_callers_trace_context_or_starts_one() -> None:
     version, trace_id, span_id, flags = started["traceparent"].split("-")
     assert (version, flags, len(trace_id), len(span_id)) == ("00", "01", 32, 16)
     assert trace_id != "0" * 32
+
+
+SUBJECT = "alerts.in.db"
+
+
+def silenced_run() -> Run:
+    """triage + fold (tests/core/test_fold: critical to pager, all to hook), with a
+    silence of host db2 for the first hour."""
+    run = Run()
+    silence = ev.SilenceCreated(
+        silence_id="s1",
+        matchers={"labels": {"host": "db2"}},
+        starts_at=T0,
+        ends_at=T0 + 60 * MINUTE,
+        created_by="ann",
+        created_at=T0,
+    )
+    run.log.append((1, T0, silence))
+    fold(run.state, 1, T0, silence)
+    return run
+
+
+def test_a_silenced_alerts_route_span_says_silenced() -> None:
+    run = silenced_run()
+    facts = run.feed(normalized(0, host="db2"))
+    assert [ev.kind_of(f) for f in facts][-1] == "alert.silenced"
+    attributes = route_attributes(SUBJECT, facts)
+    assert attributes["tocsin.outcome"] == "silenced"
+    assert "tocsin.receivers" not in attributes
+    assert attributes["tocsin.fingerprint"] == facts[0].fingerprint  # type: ignore[union-attr]
+
+
+def test_a_route_span_says_what_became_of_each_message() -> None:
+    run = silenced_run()
+
+    def outcome(facts: list[ev.Event]) -> object:
+        return route_attributes(SUBJECT, facts)["tocsin.outcome"]
+
+    opened = run.feed(normalized(0))
+    routed = route_attributes(SUBJECT, opened)
+    assert (routed["tocsin.outcome"], routed["tocsin.reason"]) == ("routed", "firing")
+    assert routed["tocsin.receivers"] == ["hook"]
+    assert routed["tocsin.alert_id"] == opened[0].alert_id  # type: ignore[union-attr]
+    assert outcome(opened[:2]) == "unrouted"  # received and opened, no route taken
+    duplicate = route_attributes(SUBJECT, run.feed(normalized(1)))
+    assert duplicate["tocsin.outcome"] == "suppressed"
+    assert duplicate["tocsin.suppressed_cause"] == "duplicate"
+    assert outcome(run.feed(normalized(2, status="resolved", host="db9"))) == "resolve_ignored"
+    assert outcome(run.feed(normalized(3, host="db2"))) == "silenced"
+    rejected = ev.AlertRejected(
+        code="invalid_field",
+        reason="severity: not one of critical, error, warning, info",
+        field="severity",
+        subject=SUBJECT,
+        received_at=T0,
+        raw="{}",
+        raw_encoding="utf-8",
+    )
+    assert route_attributes(SUBJECT, [rejected]) == {
+        "messaging.destination.name": SUBJECT,
+        "tocsin.rejected_reason": "invalid_field",
+        "tocsin.rejected_field": "severity",
+        "tocsin.outcome": "rejected",
+    }

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import urlencode
 
 import msgspec
@@ -32,7 +32,9 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from tocsin import __version__
 from tocsin.api.context import ApiContext
+from tocsin.core import events as ev
 from tocsin.core import views
+from tocsin.core.kinds import by_tag
 from tocsin.core.times import now_us, parse_rfc3339
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -254,71 +256,169 @@ def _failure(data: Mapping[str, Any]) -> str:
 
 def describe(record: views.EventRecord) -> Entry:
     """One history record (``views.history``) as a timeline entry."""
+    return _DESCRIBE.get(record.kind, _as_logged)(record)
+
+
+def _entry(
+    record: views.EventRecord,
+    tone: str,
+    title: str,
+    detail: str = "",
+    count: int = 1,
+    last_ts: str | None = None,
+) -> Entry:
+    return Entry(
+        seq=record.seq,
+        ts=record.ts,
+        kind=record.kind,
+        tone=tone,
+        title=title,
+        detail=detail,
+        count=count,
+        last_ts=last_ts,
+    )
+
+
+def _received(record: views.EventRecord) -> Entry:
     d = record.data
-    kind = record.kind
-    tone, title, detail = "neutral", kind, ""
-    if kind == "alert.received":
-        resolved = d.get("status") == "resolved"
-        title = "Resolve received" if resolved else f"Received ({d.get('severity')})"
-        detail = f"{d.get('summary', '')} · on {d.get('subject', '?')}"
-        if d.get("timestamp_replaced"):
-            detail += " · timestamp in the future, replaced by the receive time"
-    elif kind == "alert.opened":
-        tone, title, detail = "info", "Opened", f"dedup key {d.get('dedup_key', '')}"
-    elif kind == "alert.suppressed":
-        count = int(d.get("count", 1))
-        cause = d.get("cause", "duplicate")
-        tone = "muted"
-        if cause == "acked":
-            title = f"{_plural(count, 'event')} suppressed: acknowledged"
-        elif cause == "no_route":
-            title = f"{_plural(count, 'event')} not routed: no route matches"
-        else:
-            title = f"{_plural(count, 'duplicate')} suppressed"
-        detail = f"dedup key {d.get('dedup_key', '')}"
-        return Entry(
-            seq=record.seq,
-            ts=record.ts,
-            kind=kind,
-            tone=tone,
-            title=title,
-            detail=detail,
-            count=count,
-            last_ts=d.get("last_ts") if count > 1 else None,
-        )
-    elif kind == "alert.silenced":
-        tone, title, detail = "muted", "Silenced", f"silence {d.get('silence_id', '')}"
-    elif kind == "alert.escalated":
-        tone = "bad"
-        title = f"Escalated {d.get('from_severity')} → {d.get('severity')}"
-    elif kind == "alert.routed":
-        tone, title = "info", f"Routed to {d.get('receiver')}"
-        detail = f"{d.get('reason')} · notification {d.get('notification_id')}"
-    elif kind == "delivery.attempt_failed":
-        tone = "warn"
-        title = f"Attempt {d.get('attempt')} to {d.get('receiver')} failed"
-        detail = _failure(d) + f" · retry in {float(d.get('retry_in_seconds', 0)):g}s"
-    elif kind == "delivery.succeeded":
-        tone, title = "good", f"Delivered to {d.get('receiver')}"
-        detail = f"{d.get('channel')} · {_plural(int(d.get('attempts', 1)), 'attempt')}"
-    elif kind == "delivery.dead_lettered":
-        tone, title = "bad", f"Dead-lettered at {d.get('receiver')}"
-        detail = _failure(d) + f" · after {_plural(int(d.get('attempts', 0)), 'attempt')}"
-    elif kind == "delivery.requeued":
-        tone, title = "info", f"Re-queued for {d.get('receiver')}"
-        detail = f"by {d['by']}" if d.get("by") else ""
-    elif kind == "alert.acked":
-        tone, title = "acked", f"Acknowledged by {d.get('by')}"
-        detail = str(d.get("comment") or "")
-    elif kind == "alert.resolved":
-        tone = "good"
-        title = f"Resolved by {d['by']}" if d.get("by") else "Resolved"
-        detail = str(d.get("comment") or "")
-    elif kind == "alert.resolve_ignored":
-        tone, title = "muted", "Resolve ignored: no open alert"
+    resolved = d.get("status") == "resolved"
+    title = "Resolve received" if resolved else f"Received ({d.get('severity')})"
+    detail = f"{d.get('summary', '')} · on {d.get('subject', '?')}"
+    if d.get("timestamp_replaced"):
+        detail += " · timestamp in the future, replaced by the receive time"
+    return _entry(record, "neutral", title, detail)
+
+
+def _opened(record: views.EventRecord) -> Entry:
+    return _entry(record, "info", "Opened", f"dedup key {record.data.get('dedup_key', '')}")
+
+
+def _suppressed(record: views.EventRecord) -> Entry:
+    d = record.data
+    count = int(d.get("count", 1))
+    cause = d.get("cause", "duplicate")
+    if cause == "acked":
+        title = f"{_plural(count, 'event')} suppressed: acknowledged"
+    elif cause == "no_route":
+        title = f"{_plural(count, 'event')} not routed: no route matches"
     else:
-        detail = msgspec.json.encode(d).decode()
-    return Entry(seq=record.seq, ts=record.ts, kind=kind, tone=tone, title=title, detail=detail)
+        title = f"{_plural(count, 'duplicate')} suppressed"
+    return _entry(
+        record,
+        "muted",
+        title,
+        f"dedup key {d.get('dedup_key', '')}",
+        count=count,
+        last_ts=d.get("last_ts") if count > 1 else None,
+    )
+
+
+def _silenced(record: views.EventRecord) -> Entry:
+    return _entry(record, "muted", "Silenced", f"silence {record.data.get('silence_id', '')}")
+
+
+def _escalated(record: views.EventRecord) -> Entry:
+    d = record.data
+    return _entry(record, "bad", f"Escalated {d.get('from_severity')} → {d.get('severity')}")
+
+
+def _routed(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"{d.get('reason')} · notification {d.get('notification_id')}"
+    return _entry(record, "info", f"Routed to {d.get('receiver')}", detail)
+
+
+def _attempt_failed(record: views.EventRecord) -> Entry:
+    d = record.data
+    title = f"Attempt {d.get('attempt')} to {d.get('receiver')} failed"
+    detail = _failure(d) + f" · retry in {float(d.get('retry_in_seconds', 0)):g}s"
+    return _entry(record, "warn", title, detail)
+
+
+def _delivered(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"{d.get('channel')} · {_plural(int(d.get('attempts', 1)), 'attempt')}"
+    return _entry(record, "good", f"Delivered to {d.get('receiver')}", detail)
+
+
+def _dead_lettered(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = _failure(d) + f" · after {_plural(int(d.get('attempts', 0)), 'attempt')}"
+    return _entry(record, "bad", f"Dead-lettered at {d.get('receiver')}", detail)
+
+
+def _requeued(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"by {d['by']}" if d.get("by") else ""
+    return _entry(record, "info", f"Re-queued for {d.get('receiver')}", detail)
+
+
+def _acked(record: views.EventRecord) -> Entry:
+    d = record.data
+    return _entry(record, "acked", f"Acknowledged by {d.get('by')}", str(d.get("comment") or ""))
+
+
+def _resolved(record: views.EventRecord) -> Entry:
+    d = record.data
+    title = f"Resolved by {d['by']}" if d.get("by") else "Resolved"
+    return _entry(record, "good", title, str(d.get("comment") or ""))
+
+
+def _resolve_ignored(record: views.EventRecord) -> Entry:
+    return _entry(record, "muted", "Resolve ignored: no open alert")
+
+
+def _as_logged(record: views.EventRecord) -> Entry:
+    """A kind the timeline has no words for: its kind and its fields as logged."""
+    return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
+
+
+Describe = Callable[[views.EventRecord], Entry]
+
+
+def _describer(kind: type[ev.Event]) -> Describe:
+    """How the timeline tells of a fact of ``kind``."""
+    if issubclass(kind, ev.AlertReceived):
+        return _received
+    if issubclass(kind, ev.AlertOpened):
+        return _opened
+    if issubclass(kind, ev.AlertSuppressed):
+        return _suppressed
+    if issubclass(kind, ev.AlertSilenced):
+        return _silenced
+    if issubclass(kind, ev.AlertEscalated):
+        return _escalated
+    if issubclass(kind, ev.AlertRouted):
+        return _routed
+    if issubclass(kind, ev.DeliveryAttemptFailed):
+        return _attempt_failed
+    if issubclass(kind, ev.DeliverySucceeded):
+        return _delivered
+    if issubclass(kind, ev.DeliveryDeadLettered):
+        return _dead_lettered
+    if issubclass(kind, ev.DeliveryRequeued):
+        return _requeued
+    if issubclass(kind, ev.AlertAcked):
+        return _acked
+    if issubclass(kind, ev.AlertResolved):
+        return _resolved
+    if issubclass(kind, ev.AlertResolveIgnored):
+        return _resolve_ignored
+    if issubclass(
+        kind,
+        # Not facts of an alert (no alert_id): never in its history, shown as logged.
+        ev.AlertRejected
+        | ev.SilenceCreated
+        | ev.SilenceDeleted
+        | ev.ConfigLoaded
+        | ev.StreamBound
+        | ev.LogCompacted,
+    ):
+        return _as_logged
+    assert_never(kind)
+
+
+_DESCRIBE = by_tag(_describer)
 
 
 # -- rendering --------------------------------------------------------------------------

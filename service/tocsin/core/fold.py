@@ -7,12 +7,13 @@ I/O, no clock, no randomness; the same events in the same order give an equal st
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, assert_never
 
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide.dedup import OpenAlert
+from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import (
     SETTLED,
     Alert,
@@ -29,9 +30,9 @@ def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
     """Apply one logged event (its ``seq`` and append time ``ts``) to ``state``."""
     state.last_seq = seq
     state.last_ts = ts
-    handler = _HANDLERS.get(type(event))
+    handler = _HANDLERS[type(event)]
     if handler is not None:
-        handler(state, seq, event)
+        handler(event, state, seq)
 
 
 def fold_stored(state: State, rows: Iterable[tuple[int, int, bytes]]) -> None:
@@ -44,9 +45,9 @@ def fold_stored(state: State, rows: Iterable[tuple[int, int, bytes]]) -> None:
         event = decode(data)
         state.last_seq = seq
         state.last_ts = ts
-        handler = handlers.get(type(event))
+        handler = handlers[type(event)]
         if handler is not None:
-            handler(state, seq, event)
+            handler(event, state, seq)
 
 
 def rebuild(rows: Iterable[tuple[int, int, ev.Event]]) -> State:
@@ -72,8 +73,7 @@ def _receiver_stats(state: State, receiver: str) -> ReceiverStats:
     return stats
 
 
-def _received(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertReceived = event
+def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
     state.counters.received += 1
     firing = e.status == "firing"
     if firing:
@@ -119,28 +119,28 @@ def _received(state: State, seq: int, event: Any) -> None:
         alert.last_seen = e.timestamp
 
 
-def _opened(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertOpened = event
+def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
     state.open_by_fingerprint[e.fingerprint] = OpenAlert(
         alert_id=e.alert_id, bucket=e.bucket, routed_severity=e.severity, receivers=[]
     )
 
 
-def _suppressed(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertSuppressed | ev.AlertSilenced = event
+def _suppressed(e: ev.AlertSuppressed | ev.AlertSilenced, state: State, seq: int) -> None:
     state.counters.suppressed += 1
     state.hour().suppressed += 1
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.suppressed_count += 1
-    if isinstance(e, ev.AlertSilenced):
-        current = state.open_by_fingerprint.get(e.fingerprint)
-        if current is not None and current.alert_id == e.alert_id:
-            current.silenced = True
 
 
-def _acked(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertAcked = event
+def _silenced(e: ev.AlertSilenced, state: State, seq: int) -> None:
+    _suppressed(e, state, seq)  # counted as suppressed, and its bucket stays unspent
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id:
+        current.silenced = True
+
+
+def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         current.acked = True
@@ -149,16 +149,14 @@ def _acked(state: State, seq: int, event: Any) -> None:
         alert.acked_by, alert.acked_at, alert.ack_comment = e.by, e.at, e.comment
 
 
-def _escalated(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertEscalated = event
+def _escalated(e: ev.AlertEscalated, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         current.bucket = e.bucket
         current.routed_severity = e.severity
 
 
-def _routed(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertRouted = event
+def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
     state.counters.routed += 1
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id and e.reason != "resolved":
@@ -185,8 +183,7 @@ def _routed(state: State, seq: int, event: Any) -> None:
     state.queue["pending"] = state.queue.get("pending", 0) + 1
 
 
-def _resolved(state: State, seq: int, event: Any) -> None:
-    e: ev.AlertResolved = event
+def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         del state.open_by_fingerprint[e.fingerprint]
@@ -197,45 +194,60 @@ def _resolved(state: State, seq: int, event: Any) -> None:
         alert.resolved_by = e.by
 
 
-def _rejected(state: State, seq: int, event: Any) -> None:
+def _rejected(e: ev.AlertRejected, state: State, seq: int) -> None:
     state.counters.rejected += 1
 
 
-def _delivery(status: DeliveryStatus) -> Any:
-    def apply(state: State, seq: int, event: Any) -> None:
-        e: ev.DeliverySucceeded | ev.DeliveryDeadLettered | ev.DeliveryAttemptFailed = event
-        delivery = state.deliveries.get(e.notification_id)
-        if delivery is None:
-            return
-        terminal = delivery.status in SETTLED
-        if not (terminal and isinstance(e, ev.DeliveryAttemptFailed)):
-            _set_status(state, delivery, status)
-        delivery.channel = e.channel
-        delivery.updated_at = e.at
-        stats = _receiver_stats(state, e.receiver)
-        if isinstance(e, ev.DeliveryAttemptFailed):
-            state.counters.attempt_failures += 1
-            stats.failed_attempts += 1
-            delivery.attempts = max(delivery.attempts, e.attempt)
-            delivery.error, delivery.status_code = e.error, e.status_code
-        else:
-            delivery.attempts = max(delivery.attempts, e.attempts)
-            if isinstance(e, ev.DeliveryDeadLettered):
-                state.counters.dead_lettered += 1
-                stats.dead += 1
-                delivery.error, delivery.status_code = e.error, e.status_code
-            else:
-                state.counters.delivered += 1
-                stats.delivered += 1
-        alert = state.alerts.get(e.alert_id)
-        if alert is not None:
-            alert.last_delivery_status = delivery.status
-
-    return apply
+def _attempt_failed(e: ev.DeliveryAttemptFailed, state: State, seq: int) -> None:
+    delivery = state.deliveries.get(e.notification_id)
+    if delivery is None:
+        return
+    if delivery.status not in SETTLED:  # a late copy of a failure never un-settles it
+        _set_status(state, delivery, "retrying")
+    state.counters.attempt_failures += 1
+    _receiver_stats(state, e.receiver).failed_attempts += 1
+    delivery.attempts = max(delivery.attempts, e.attempt)
+    delivery.error, delivery.status_code = e.error, e.status_code
+    _sent(e, state, delivery)
 
 
-def _requeued(state: State, seq: int, event: Any) -> None:
-    e: ev.DeliveryRequeued = event
+def _succeeded(e: ev.DeliverySucceeded, state: State, seq: int) -> None:
+    delivery = state.deliveries.get(e.notification_id)
+    if delivery is None:
+        return
+    _set_status(state, delivery, "delivered")
+    state.counters.delivered += 1
+    _receiver_stats(state, e.receiver).delivered += 1
+    delivery.attempts = max(delivery.attempts, e.attempts)
+    _sent(e, state, delivery)
+
+
+def _dead_lettered(e: ev.DeliveryDeadLettered, state: State, seq: int) -> None:
+    delivery = state.deliveries.get(e.notification_id)
+    if delivery is None:
+        return
+    _set_status(state, delivery, "dead")
+    state.counters.dead_lettered += 1
+    _receiver_stats(state, e.receiver).dead += 1
+    delivery.attempts = max(delivery.attempts, e.attempts)
+    delivery.error, delivery.status_code = e.error, e.status_code
+    _sent(e, state, delivery)
+
+
+def _sent(
+    e: ev.DeliveryAttemptFailed | ev.DeliverySucceeded | ev.DeliveryDeadLettered,
+    state: State,
+    delivery: Delivery,
+) -> None:
+    """What every logged send tells, whatever its outcome."""
+    delivery.channel = e.channel
+    delivery.updated_at = e.at
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        alert.last_delivery_status = delivery.status
+
+
+def _requeued(e: ev.DeliveryRequeued, state: State, seq: int) -> None:
     delivery = state.deliveries.get(e.notification_id)
     if delivery is None:
         return
@@ -248,8 +260,7 @@ def _requeued(state: State, seq: int, event: Any) -> None:
         alert.last_delivery_status = "pending"
 
 
-def _silence_created(state: State, seq: int, event: Any) -> None:
-    e: ev.SilenceCreated = event
+def _silence_created(e: ev.SilenceCreated, state: State, seq: int) -> None:
     state.silences[e.silence_id] = Silence(
         id=e.silence_id,
         matchers=e.matchers,
@@ -261,34 +272,58 @@ def _silence_created(state: State, seq: int, event: Any) -> None:
     )
 
 
-def _silence_deleted(state: State, seq: int, event: Any) -> None:
-    e: ev.SilenceDeleted = event
+def _silence_deleted(e: ev.SilenceDeleted, state: State, seq: int) -> None:
     silence = state.silences.get(e.silence_id)
     if silence is not None and silence.deleted_at is None:
         silence.deleted_at, silence.deleted_by = e.at, e.by
 
 
-def _bound(state: State, seq: int, event: Any) -> None:
-    e: ev.StreamBound = event
+def _bound(e: ev.StreamBound, state: State, seq: int) -> None:
     state.inbound_stream = e.created
     state.inbound_offset = e.offset
 
 
-_HANDLERS: dict[type, Any] = {
-    ev.StreamBound: _bound,
-    ev.AlertReceived: _received,
-    ev.AlertOpened: _opened,
-    ev.AlertSuppressed: _suppressed,
-    ev.AlertEscalated: _escalated,
-    ev.AlertRouted: _routed,
-    ev.AlertResolved: _resolved,
-    ev.AlertRejected: _rejected,
-    ev.AlertAcked: _acked,
-    ev.AlertSilenced: _suppressed,
-    ev.DeliveryAttemptFailed: _delivery("retrying"),
-    ev.DeliverySucceeded: _delivery("delivered"),
-    ev.DeliveryDeadLettered: _delivery("dead"),
-    ev.DeliveryRequeued: _requeued,
-    ev.SilenceCreated: _silence_created,
-    ev.SilenceDeleted: _silence_deleted,
-}
+Handler = Callable[[Any, State, int], None]
+
+
+def _handler(kind: type[ev.Event]) -> Handler | None:
+    """What the fold does with an event of ``kind``; ``None``: the state does not
+    depend on it."""
+    if issubclass(kind, ev.AlertReceived):
+        return handled_by(kind, _received)
+    if issubclass(kind, ev.AlertOpened):
+        return handled_by(kind, _opened)
+    if issubclass(kind, ev.AlertSuppressed):
+        return handled_by(kind, _suppressed)
+    if issubclass(kind, ev.AlertSilenced):
+        return handled_by(kind, _silenced)
+    if issubclass(kind, ev.AlertEscalated):
+        return handled_by(kind, _escalated)
+    if issubclass(kind, ev.AlertRouted):
+        return handled_by(kind, _routed)
+    if issubclass(kind, ev.AlertResolved):
+        return handled_by(kind, _resolved)
+    if issubclass(kind, ev.AlertAcked):
+        return handled_by(kind, _acked)
+    if issubclass(kind, ev.AlertRejected):
+        return handled_by(kind, _rejected)
+    if issubclass(kind, ev.DeliveryAttemptFailed):
+        return handled_by(kind, _attempt_failed)
+    if issubclass(kind, ev.DeliverySucceeded):
+        return handled_by(kind, _succeeded)
+    if issubclass(kind, ev.DeliveryDeadLettered):
+        return handled_by(kind, _dead_lettered)
+    if issubclass(kind, ev.DeliveryRequeued):
+        return handled_by(kind, _requeued)
+    if issubclass(kind, ev.SilenceCreated):
+        return handled_by(kind, _silence_created)
+    if issubclass(kind, ev.SilenceDeleted):
+        return handled_by(kind, _silence_deleted)
+    if issubclass(kind, ev.StreamBound):
+        return handled_by(kind, _bound)
+    if issubclass(kind, ev.AlertResolveIgnored | ev.ConfigLoaded | ev.LogCompacted):
+        return None
+    assert_never(kind)
+
+
+_HANDLERS = by_kind(_handler)

@@ -5,13 +5,16 @@ between commit and publish is healed by re-publishing the same bytes with the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, assert_never
 
 import msgspec
 
 from tocsin.core import events as ev
 from tocsin.core.contracts import Notification, Rejected, WorkItem
 from tocsin.core.ids import traceparent_for
+from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import SETTLED, State
 from tocsin.core.subjects import REJECTED, route_subject
 from tocsin.core.times import format_us
@@ -84,49 +87,83 @@ def messages_for(
     """What leaves tocsin because the fact at ``seq`` was committed; ``stream_seq`` is
     the TOCSIN_IN seq of the message that produced it (the rejection's message id);
     ``trace_headers`` name the router span a work item continues."""
-    if isinstance(event, ev.AlertRouted):
-        delivery = state.deliveries.get(event.notification_id)
-        if delivery is not None and delivery.status in SETTLED:
-            return []
-        if delivery is not None and delivery.generation:
-            return []  # re-queued since: the re-queue fact publishes its own item
-        return _work_item(state, event, seq, trace_headers=trace_headers)
-    if isinstance(event, ev.DeliveryRequeued):
-        delivery = state.deliveries.get(event.notification_id)
-        if delivery is None or delivery.generation != event.generation:
-            return []
-        if delivery.status in SETTLED:
-            return []
-        routed = ev.AlertRouted(
-            alert_id=event.alert_id,
-            fingerprint=event.fingerprint,
-            dedup_key=event.dedup_key,
-            bucket=0,
-            reason=event.reason,
-            severity=event.severity,
-            receiver=event.receiver,
-            notification_id=event.notification_id,
-            trace_id=event.trace_id,
+    make = _MESSAGES[type(event)]
+    if make is None:
+        return []
+    return make(event, state, seq, stream_seq, trace_headers)
+
+
+def _routed(
+    event: ev.AlertRouted,
+    state: State,
+    seq: int,
+    stream_seq: int | None,
+    trace_headers: dict[str, str] | None,
+) -> list[Outbound]:
+    """The work item of a notification, unless it is settled or re-queued since."""
+    delivery = state.deliveries.get(event.notification_id)
+    if delivery is not None and delivery.status in SETTLED:
+        return []
+    if delivery is not None and delivery.generation:
+        return []  # re-queued since: the re-queue fact publishes its own item
+    return _work_item(state, event, seq, trace_headers=trace_headers)
+
+
+def _requeued(
+    event: ev.DeliveryRequeued,
+    state: State,
+    seq: int,
+    stream_seq: int | None,
+    trace_headers: dict[str, str] | None,
+) -> list[Outbound]:
+    """The work item again, as routed at ``routed_seq``, with the re-queue's generation
+    (unless a later re-queue or an outcome overtook it)."""
+    delivery = state.deliveries.get(event.notification_id)
+    if delivery is None or delivery.generation != event.generation:
+        return []
+    if delivery.status in SETTLED:
+        return []
+    routed = ev.AlertRouted(
+        alert_id=event.alert_id,
+        fingerprint=event.fingerprint,
+        dedup_key=event.dedup_key,
+        bucket=0,
+        reason=event.reason,
+        severity=event.severity,
+        receiver=event.receiver,
+        notification_id=event.notification_id,
+        trace_id=event.trace_id,
+    )
+    return _work_item(state, routed, event.routed_seq, event.generation)
+
+
+def _rejected(
+    event: ev.AlertRejected,
+    state: State,
+    seq: int,
+    stream_seq: int | None,
+    trace_headers: dict[str, str] | None,
+) -> list[Outbound]:
+    """The audit message of a refused inbound message (none for a rejection that came
+    from no stream message)."""
+    if stream_seq is None:
+        return []
+    message = Rejected(
+        reason=event.reason,
+        field=event.field,
+        subject=event.subject,
+        received_at=format_us(event.received_at),
+        raw=event.raw,
+        raw_encoding=event.raw_encoding,
+        log_seq=seq,
+    )
+    return [
+        Outbound(
+            subject=REJECTED,
+            payload=_encoder.encode(message),
+            msg_id=f"rejected:{stream_seq}",
         )
-        return _work_item(state, routed, event.routed_seq, event.generation)
-    if isinstance(event, ev.AlertRejected) and stream_seq is not None:
-        message = Rejected(
-            reason=event.reason,
-            field=event.field,
-            subject=event.subject,
-            received_at=format_us(event.received_at),
-            raw=event.raw,
-            raw_encoding=event.raw_encoding,
-            log_seq=seq,
-        )
-        return [
-            Outbound(
-                subject=REJECTED,
-                payload=_encoder.encode(message),
-                msg_id=f"rejected:{stream_seq}",
-            )
-        ]
-    return []
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +174,40 @@ class Outbound:
     payload: bytes
     msg_id: str
     headers: dict[str, str] | None = None
+
+
+Messages = Callable[[Any, State, int, int | None, dict[str, str] | None], list[Outbound]]
+
+
+def _messages(kind: type[ev.Event]) -> Messages | None:
+    """What a committed fact of ``kind`` sends; ``None``: nothing leaves tocsin."""
+    if issubclass(kind, ev.AlertRouted):
+        return handled_by(kind, _routed)
+    if issubclass(kind, ev.DeliveryRequeued):
+        return handled_by(kind, _requeued)
+    if issubclass(kind, ev.AlertRejected):
+        return handled_by(kind, _rejected)
+    if issubclass(
+        kind,
+        ev.AlertReceived
+        | ev.AlertOpened
+        | ev.AlertSuppressed
+        | ev.AlertEscalated
+        | ev.AlertResolved
+        | ev.AlertResolveIgnored
+        | ev.AlertAcked
+        | ev.AlertSilenced
+        | ev.DeliveryAttemptFailed
+        | ev.DeliverySucceeded
+        | ev.DeliveryDeadLettered
+        | ev.SilenceCreated
+        | ev.SilenceDeleted
+        | ev.ConfigLoaded
+        | ev.StreamBound
+        | ev.LogCompacted,
+    ):
+        return None
+    assert_never(kind)
+
+
+_MESSAGES = by_kind(_messages)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, assert_never
 
 import msgspec
 from msgspec import Struct
@@ -14,6 +15,7 @@ from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide.silences import covering
 from tocsin.core.events import StoredRow
+from tocsin.core.kinds import by_tag, handled_by
 from tocsin.core.state import HOUR_US, KEEP_HOURS, Alert, Silence, State, hour_of
 from tocsin.core.times import format_us
 
@@ -291,15 +293,16 @@ def history(rows: list[StoredRow]) -> list[EventRecord]:
     out: list[EventRecord] = []
     received: StoredRow | None = None
     for row in rows:
-        if row.kind == "alert.received":
+        part = _IN_HISTORY.get(row.kind, "entry")
+        if part == "received":
             if received is not None:
                 out.append(record(received.seq, received.ts, received.kind, received.data))
             received = row
             continue
-        if row.kind == "alert.suppressed" and received is not None:
+        if part == "suppressed" and received is not None:
             received = None
             previous = out[-1] if out else None
-            if previous is not None and previous.kind == "alert.suppressed":
+            if previous is not None and previous.kind == row.kind:
                 previous.data["count"] = previous.data.get("count", 1) + 1
                 previous.data["last_seq"] = row.seq
                 previous.data["last_ts"] = format_us(row.ts)
@@ -317,6 +320,44 @@ def history(rows: list[StoredRow]) -> list[EventRecord]:
     return out
 
 
+HistoryPart = Literal["received", "suppressed", "entry"]
+
+
+def _in_history(kind: type[ev.Event]) -> HistoryPart:
+    """What a row of ``kind`` is in an alert's history: ``received`` waits for the next
+    row, a ``suppressed`` row right after it folds the two into a run of duplicates, an
+    ``entry`` is shown as it is."""
+    if issubclass(kind, ev.AlertReceived):
+        return "received"
+    if issubclass(kind, ev.AlertSuppressed):
+        return "suppressed"
+    if issubclass(
+        kind,
+        ev.AlertOpened
+        | ev.AlertEscalated
+        | ev.AlertRouted
+        | ev.AlertResolved
+        | ev.AlertResolveIgnored
+        | ev.AlertRejected
+        | ev.AlertAcked
+        | ev.AlertSilenced
+        | ev.DeliveryAttemptFailed
+        | ev.DeliverySucceeded
+        | ev.DeliveryDeadLettered
+        | ev.DeliveryRequeued
+        | ev.SilenceCreated
+        | ev.SilenceDeleted
+        | ev.ConfigLoaded
+        | ev.StreamBound
+        | ev.LogCompacted,
+    ):
+        return "entry"
+    assert_never(kind)
+
+
+_IN_HISTORY = by_tag(_in_history)
+
+
 def alert_detail(state: State, alert: Alert, rows: list[StoredRow], now: int) -> AlertDetail:
     view = alert_view(alert, is_silenced(state, alert, now))
     return AlertDetail(**msgspec.structs.asdict(view), history=history(rows))
@@ -327,48 +368,137 @@ def deliveries(rows: list[StoredRow]) -> DeliveryList:
     out: list[DeliveryRecord] = []
     channels: dict[str, str] = {}
     for row in rows:
-        if not row.kind.startswith(("delivery.", "alert.routed")):
-            continue
-        event = ev.decode(row.data)
-        if not isinstance(
-            event,
-            ev.AlertRouted
-            | ev.DeliveryAttemptFailed
-            | ev.DeliverySucceeded
-            | ev.DeliveryDeadLettered
-            | ev.DeliveryRequeued,
-        ):
-            continue
-        step = DeliveryRecord(
-            notification_id=event.notification_id,
-            receiver=event.receiver,
-            channel=None,
-            attempt=0,
-            status="queued",
-            status_code=None,
-            error=None,
-            ts=format_us(row.ts),
-            seq=row.seq,
-        )
-        if isinstance(event, ev.AlertRouted | ev.DeliveryRequeued):
-            step.reason = event.reason
-            step.status = "queued" if isinstance(event, ev.AlertRouted) else "requeued"
-        else:
-            channels[event.notification_id] = step.channel = event.channel
-            step.ts = format_us(event.at)
-            if isinstance(event, ev.DeliveryAttemptFailed):
-                step.attempt, step.status = event.attempt, "failed"
-                step.status_code, step.error = event.status_code, event.error
-            elif isinstance(event, ev.DeliveryDeadLettered):
-                step.attempt, step.status = event.attempts, "dead"
-                step.status_code, step.error = event.status_code, event.error
-            else:
-                step.attempt, step.status = event.attempts, "delivered"
-        out.append(step)
+        step = _STEPS.get(row.kind)
+        if step is not None:
+            out.append(step(ev.decode(row.data), row, channels))
     for entry in out:
         if entry.channel is None:
             entry.channel = channels.get(entry.notification_id)
     return DeliveryList(deliveries=out)
+
+
+def _queued(event: ev.AlertRouted, row: StoredRow, channels: dict[str, str]) -> DeliveryRecord:
+    return DeliveryRecord(
+        notification_id=event.notification_id,
+        receiver=event.receiver,
+        channel=None,
+        attempt=0,
+        status="queued",
+        status_code=None,
+        error=None,
+        ts=format_us(row.ts),
+        reason=event.reason,
+        seq=row.seq,
+    )
+
+
+def _requeued(
+    event: ev.DeliveryRequeued, row: StoredRow, channels: dict[str, str]
+) -> DeliveryRecord:
+    return DeliveryRecord(
+        notification_id=event.notification_id,
+        receiver=event.receiver,
+        channel=None,
+        attempt=0,
+        status="requeued",
+        status_code=None,
+        error=None,
+        ts=format_us(row.ts),
+        reason=event.reason,
+        seq=row.seq,
+    )
+
+
+def _failed(
+    event: ev.DeliveryAttemptFailed, row: StoredRow, channels: dict[str, str]
+) -> DeliveryRecord:
+    channels[event.notification_id] = event.channel
+    return DeliveryRecord(
+        notification_id=event.notification_id,
+        receiver=event.receiver,
+        channel=event.channel,
+        attempt=event.attempt,
+        status="failed",
+        status_code=event.status_code,
+        error=event.error,
+        ts=format_us(event.at),
+        seq=row.seq,
+    )
+
+
+def _dead(
+    event: ev.DeliveryDeadLettered, row: StoredRow, channels: dict[str, str]
+) -> DeliveryRecord:
+    channels[event.notification_id] = event.channel
+    return DeliveryRecord(
+        notification_id=event.notification_id,
+        receiver=event.receiver,
+        channel=event.channel,
+        attempt=event.attempts,
+        status="dead",
+        status_code=event.status_code,
+        error=event.error,
+        ts=format_us(event.at),
+        seq=row.seq,
+    )
+
+
+def _delivered(
+    event: ev.DeliverySucceeded, row: StoredRow, channels: dict[str, str]
+) -> DeliveryRecord:
+    channels[event.notification_id] = event.channel
+    return DeliveryRecord(
+        notification_id=event.notification_id,
+        receiver=event.receiver,
+        channel=event.channel,
+        attempt=event.attempts,
+        status="delivered",
+        status_code=None,
+        error=None,
+        ts=format_us(event.at),
+        seq=row.seq,
+    )
+
+
+# One step of a notification from its row (``channels``: notification id -> the
+# channel its sends went through, for the steps logged before the first send).
+Step = Callable[[Any, StoredRow, dict[str, str]], DeliveryRecord]
+
+
+def _step(kind: type[ev.Event]) -> Step | None:
+    """The delivery step a row of ``kind`` is; ``None``: not a step of a notification."""
+    if issubclass(kind, ev.AlertRouted):
+        return handled_by(kind, _queued)
+    if issubclass(kind, ev.DeliveryRequeued):
+        return handled_by(kind, _requeued)
+    if issubclass(kind, ev.DeliveryAttemptFailed):
+        return handled_by(kind, _failed)
+    if issubclass(kind, ev.DeliveryDeadLettered):
+        return handled_by(kind, _dead)
+    if issubclass(kind, ev.DeliverySucceeded):
+        return handled_by(kind, _delivered)
+    if issubclass(
+        kind,
+        ev.AlertReceived
+        | ev.AlertOpened
+        | ev.AlertSuppressed
+        | ev.AlertEscalated
+        | ev.AlertResolved
+        | ev.AlertResolveIgnored
+        | ev.AlertRejected
+        | ev.AlertAcked
+        | ev.AlertSilenced
+        | ev.SilenceCreated
+        | ev.SilenceDeleted
+        | ev.ConfigLoaded
+        | ev.StreamBound
+        | ev.LogCompacted,
+    ):
+        return None
+    assert_never(kind)
+
+
+_STEPS = by_tag(_step)
 
 
 def event_page(rows: list[StoredRow], limit: int, last_seq: int) -> EventPage:

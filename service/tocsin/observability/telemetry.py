@@ -21,7 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 import prometheus_client
 from nats.js import JetStreamContext
@@ -34,6 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from tocsin import __version__
 from tocsin.core import events as ev
+from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import State
 
 log = logging.getLogger("tocsin.telemetry")
@@ -231,34 +232,14 @@ class Metrics:
         its ``last_ts`` is their append time). A batch of a thousand facts makes a
         handful of SDK calls: counts are summed per label set first (an SDK ``add``
         costs ~8 us, too much to pay per fact on the router's hot path)."""
-        counts: Counter[tuple[str, Labels]] = Counter()
-        routed_reason: str | None = None  # of the inbound event being walked
+        tally = _Tally(state)
         for event in events:
-            if isinstance(event, ev.AlertReceived):
-                if routed_reason is not None:
-                    counts["events_routed", (("reason", routed_reason),)] += 1
-                    routed_reason = None
-                counts["received", (("source", event.source), ("severity", event.severity))] += 1
-            elif isinstance(event, ev.AlertRouted):
-                counts["routed", (("receiver", event.receiver), ("reason", event.reason))] += 1
-                self._routed_at[event.notification_id] = (state.last_ts, event.severity)
-                routed_reason = event.reason
-            elif isinstance(event, ev.AlertSuppressed):
-                counts["suppressed", (("cause", event.cause),)] += 1
-            elif isinstance(event, ev.AlertSilenced):
-                counts["suppressed", (("cause", "silenced"),)] += 1
-            elif isinstance(event, ev.AlertRejected):
-                counts["rejected", (("reason", event.code),)] += 1
-            elif isinstance(event, ev.DeliverySucceeded):
-                self._settled(event, state, event.at, counts, "delivered")
-            elif isinstance(event, ev.DeliveryAttemptFailed):
-                self._settled(event, state, None, counts, "failed")
-            elif isinstance(event, ev.DeliveryDeadLettered):
-                self._settled(event, state, None, counts, "dead_lettered")
-        if routed_reason is not None:
-            counts["events_routed", (("reason", routed_reason),)] += 1
-        for (name, labels), count in counts.items():
-            getattr(self, name).add(count, dict(labels))
+            count = _COUNTS[type(event)]
+            if count is not None:
+                count(event, self, tally)
+        tally.end_inbound()
+        for (name, labels), n in tally.counts.items():
+            getattr(self, name).add(n, dict(labels))
 
     def _settled(
         self,
@@ -294,6 +275,101 @@ class Metrics:
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+
+
+class _Tally:
+    """The counts of one committed batch, summed per label set before the SDK sees them."""
+
+    __slots__ = ("counts", "routed_reason", "state")
+
+    def __init__(self, state: State) -> None:
+        self.counts: Counter[tuple[str, Labels]] = Counter()
+        self.routed_reason: str | None = None  # of the inbound event being walked
+        self.state = state
+
+    def end_inbound(self) -> None:
+        """The facts of one inbound event are all counted: it was routed or not."""
+        if self.routed_reason is not None:
+            self.counts["events_routed", (("reason", self.routed_reason),)] += 1
+            self.routed_reason = None
+
+
+# What a committed fact counts: one function per kind that counts (``_count``).
+Count = Callable[[Any, Metrics, _Tally], None]
+
+
+def _received(event: ev.AlertReceived, metrics: Metrics, tally: _Tally) -> None:
+    tally.end_inbound()  # the facts of the previous inbound event end here
+    tally.counts["received", (("source", event.source), ("severity", event.severity))] += 1
+
+
+def _routed(event: ev.AlertRouted, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["routed", (("receiver", event.receiver), ("reason", event.reason))] += 1
+    metrics._routed_at[event.notification_id] = (tally.state.last_ts, event.severity)
+    tally.routed_reason = event.reason
+
+
+def _suppressed(event: ev.AlertSuppressed, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["suppressed", (("cause", event.cause),)] += 1
+
+
+def _silenced(event: ev.AlertSilenced, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["suppressed", (("cause", "silenced"),)] += 1
+
+
+def _rejected(event: ev.AlertRejected, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["rejected", (("reason", event.code),)] += 1
+
+
+def _delivered(event: ev.DeliverySucceeded, metrics: Metrics, tally: _Tally) -> None:
+    metrics._settled(event, tally.state, event.at, tally.counts, "delivered")
+
+
+def _failed(event: ev.DeliveryAttemptFailed, metrics: Metrics, tally: _Tally) -> None:
+    metrics._settled(event, tally.state, None, tally.counts, "failed")
+
+
+def _dead_lettered(event: ev.DeliveryDeadLettered, metrics: Metrics, tally: _Tally) -> None:
+    metrics._settled(event, tally.state, None, tally.counts, "dead_lettered")
+
+
+def _count(kind: type[ev.Event]) -> Count | None:
+    """What a committed fact of ``kind`` counts; ``None``: no metric counts it."""
+    if issubclass(kind, ev.AlertReceived):
+        return handled_by(kind, _received)
+    if issubclass(kind, ev.AlertRouted):
+        return handled_by(kind, _routed)
+    if issubclass(kind, ev.AlertSuppressed):
+        return handled_by(kind, _suppressed)
+    if issubclass(kind, ev.AlertSilenced):
+        return handled_by(kind, _silenced)
+    if issubclass(kind, ev.AlertRejected):
+        return handled_by(kind, _rejected)
+    if issubclass(kind, ev.DeliverySucceeded):
+        return handled_by(kind, _delivered)
+    if issubclass(kind, ev.DeliveryAttemptFailed):
+        return handled_by(kind, _failed)
+    if issubclass(kind, ev.DeliveryDeadLettered):
+        return handled_by(kind, _dead_lettered)
+    if issubclass(
+        kind,
+        ev.AlertOpened
+        | ev.AlertEscalated
+        | ev.AlertResolved
+        | ev.AlertResolveIgnored
+        | ev.AlertAcked
+        | ev.DeliveryRequeued
+        | ev.SilenceCreated
+        | ev.SilenceDeleted
+        | ev.ConfigLoaded
+        | ev.StreamBound
+        | ev.LogCompacted,
+    ):
+        return None
+    assert_never(kind)
+
+
+_COUNTS = by_kind(_count)
 
 
 async def watch_consumers(

@@ -21,6 +21,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any, assert_never
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -43,6 +44,7 @@ from opentelemetry.util.types import AttributeValue
 from tocsin import __version__
 from tocsin.core import events as ev
 from tocsin.core.ids import traceparent_for
+from tocsin.core.kinds import by_kind, handled_by
 
 TRACEPARENT = "traceparent"
 
@@ -250,34 +252,107 @@ def activated(span: Span, scrub: Callable[[str], str]) -> Iterator[Span]:
 
 def route_attributes(subject: str, facts: Sequence[ev.Event]) -> dict[str, AttributeValue]:
     """What a router span says about one inbound message: what it was and what became
-    of it (``tocsin.outcome``: routed, suppressed, rejected, resolve_ignored, unrouted)."""
+    of it (``tocsin.outcome``: routed, suppressed, silenced, rejected, resolve_ignored,
+    unrouted)."""
     # Each attribute costs ~10 us to encode for export: only what answers a question.
     attributes: dict[str, AttributeValue] = {"messaging.destination.name": subject}
     receivers: list[str] = []
     outcome = "unrouted"
     for fact in facts:
-        if isinstance(fact, ev.AlertReceived):
-            attributes["tocsin.fingerprint"] = fact.fingerprint
-            attributes["tocsin.dedup_key"] = fact.dedup_key
-            attributes["tocsin.severity"] = fact.severity
-            attributes["tocsin.type"] = fact.type
-            if fact.alert_id:
-                attributes["tocsin.alert_id"] = fact.alert_id
-        elif isinstance(fact, ev.AlertRouted):
-            receivers.append(fact.receiver)
-            attributes["tocsin.reason"] = fact.reason
-            outcome = "routed"
-        elif isinstance(fact, ev.AlertSuppressed):
-            attributes["tocsin.suppressed_cause"] = fact.cause
-            outcome = "suppressed"
-        elif isinstance(fact, ev.AlertResolveIgnored):
-            outcome = "resolve_ignored"
-        elif isinstance(fact, ev.AlertRejected):
-            attributes["tocsin.rejected_reason"] = fact.code
-            if fact.field:
-                attributes["tocsin.rejected_field"] = fact.field
-            outcome = "rejected"
+        note = _NOTES[type(fact)]
+        if note is not None:
+            outcome = note(fact, attributes, receivers) or outcome
     if receivers:
         attributes["tocsin.receivers"] = receivers
     attributes["tocsin.outcome"] = outcome
     return attributes
+
+
+# What each fact of an inbound message adds to its route span: attributes, and the
+# outcome it makes the message's (``None``: the outcome stays what it was).
+Note = Callable[[Any, dict[str, AttributeValue], list[str]], str | None]
+
+
+def _received(
+    fact: ev.AlertReceived, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> None:
+    attributes["tocsin.fingerprint"] = fact.fingerprint
+    attributes["tocsin.dedup_key"] = fact.dedup_key
+    attributes["tocsin.severity"] = fact.severity
+    attributes["tocsin.type"] = fact.type
+    if fact.alert_id:
+        attributes["tocsin.alert_id"] = fact.alert_id
+
+
+def _routed(
+    fact: ev.AlertRouted, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    receivers.append(fact.receiver)
+    attributes["tocsin.reason"] = fact.reason
+    return "routed"
+
+
+def _suppressed(
+    fact: ev.AlertSuppressed, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    attributes["tocsin.suppressed_cause"] = fact.cause
+    return "suppressed"
+
+
+def _silenced(
+    fact: ev.AlertSilenced, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    return "silenced"
+
+
+def _resolve_ignored(
+    fact: ev.AlertResolveIgnored, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    return "resolve_ignored"
+
+
+def _rejected(
+    fact: ev.AlertRejected, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    attributes["tocsin.rejected_reason"] = fact.code
+    if fact.field:
+        attributes["tocsin.rejected_field"] = fact.field
+    return "rejected"
+
+
+def _note(kind: type[ev.Event]) -> Note | None:
+    """What a route span notes of a fact of ``kind``; ``None``: nothing (it adds
+    nothing a trace is read for, or the router never decides it)."""
+    if issubclass(kind, ev.AlertReceived):
+        return handled_by(kind, _received)
+    if issubclass(kind, ev.AlertRouted):
+        return handled_by(kind, _routed)
+    if issubclass(kind, ev.AlertSuppressed):
+        return handled_by(kind, _suppressed)
+    if issubclass(kind, ev.AlertSilenced):
+        return handled_by(kind, _silenced)
+    if issubclass(kind, ev.AlertResolveIgnored):
+        return handled_by(kind, _resolve_ignored)
+    if issubclass(kind, ev.AlertRejected):
+        return handled_by(kind, _rejected)
+    if issubclass(
+        kind,
+        ev.AlertOpened
+        | ev.AlertEscalated
+        | ev.AlertResolved
+        | ev.AlertAcked
+        | ev.DeliveryAttemptFailed
+        | ev.DeliverySucceeded
+        | ev.DeliveryDeadLettered
+        | ev.DeliveryRequeued
+        | ev.SilenceCreated
+        | ev.SilenceDeleted
+        | ev.ConfigLoaded
+        | ev.StreamBound
+        | ev.LogCompacted,
+    ):
+        return None
+    assert_never(kind)
+
+
+_NOTES = by_kind(_note)
