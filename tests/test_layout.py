@@ -1,5 +1,5 @@
-"""The README's module table is the map of the package: every module is on it, and
-everything on it exists, so it cannot drift from the tree again."""
+"""The module table of docs/architecture.md is the map of the package: every module is on
+it, and everything on it exists, so it cannot drift from the tree again."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "service" / "tocsin"
+MAP = ROOT / "docs" / "architecture.md"
 LAYERS = ("core", "store", "bus", "pipeline", "channels", "api", "observability")
 
 
 def table_rows() -> list[tuple[str, str]]:
-    """(first cell's path, the row's text) for the rows of the README's module table."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## How it works", 1)[1].split("\n## ", 1)[0]
+    """(first cell's path, the row's text) for the rows of the module table, in the
+    section "## The modules" of docs/architecture.md."""
+    page = MAP.read_text()
+    assert "\n## The modules\n" in page, f"{MAP.relative_to(ROOT)} has no section 'The modules'"
+    section = page.split("\n## The modules\n", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
         match = re.match(r"^\| \**`([^`]+)`\** \|(.*)\|$", line)
@@ -44,15 +47,17 @@ def covered(module: str, rows: list[tuple[str, str]]) -> bool:
     return False
 
 
-def test_every_module_is_on_the_readme_map() -> None:
+def test_every_module_is_on_the_map() -> None:
     rows = table_rows()
     missing = sorted(m for m in modules() if not covered(m, rows))
-    assert not missing, f"README's module table leaves out: {missing}"
+    assert not missing, f"the module table of docs/architecture.md leaves out: {missing}"
 
 
-def test_everything_on_the_readme_map_exists() -> None:
+def test_everything_on_the_map_exists() -> None:
     absent = [path for path, _ in table_rows() if not (PACKAGE / path).exists()]
-    assert not absent, f"README's module table names what the tree lacks: {absent}"
+    assert not absent, (
+        f"the module table of docs/architecture.md names what the tree lacks: {absent}"
+    )
     for path, text in table_rows():
         if path.endswith("/"):
             for name in re.findall(r"`([a-z_]+\.py)`", text):
@@ -63,4 +68,4 @@ def test_every_layer_has_its_folder_and_its_row() -> None:
     named = {path.rstrip("/") for path, _ in table_rows()}
     for layer in LAYERS:
         assert (PACKAGE / layer / "__init__.py").exists(), f"no package {layer}/"
-        assert layer in named, f"README's module table has no row for {layer}/"
+        assert layer in named, f"the module table of docs/architecture.md has no row for {layer}/"
