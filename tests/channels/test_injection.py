@@ -32,7 +32,7 @@ ENCODED = (
     "=?utf-8?b?" + base64.b64encode(b"x\r\nBcc: victim@evil.example\r\nX-Injected: 1").decode()
 )
 ENCODED += "?="
-LONG = "L" * 30_000
+LONG = "L" * 1024  # the longest label value section 4 accepts
 ALERT: dict[str, Any] = {
     "type": "injection_test",
     "severity": "critical",
@@ -40,7 +40,8 @@ ALERT: dict[str, Any] = {
     "source": f"src{CRLF}",
     "labels": {
         "host": EXPRESSION,
-        f"key{CRLF}": HTML,
+        "html": HTML,  # label names have a grammar; their values take any text
+        "crlf": CRLF,
         "stmt": STATEMENT,
         "breaks": "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg",  # str.splitlines splits on each
         "long": LONG,
