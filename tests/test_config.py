@@ -173,6 +173,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
     ("text", "key"),
     [
         ('[dedup]\nwindow = "10 minutes"\n', "dedup.window"),
+        ('[dedup]\nwindow = "0s"\n', "dedup.window"),
+        ('[dedup]\nwindow = "0.0000001s"\n', "dedup.window"),  # rounds to 0 us
+        ('[dedup]\nwindow = "500ms"\n', "dedup.window"),
         ('[retry]\nbackoff = ["1s", "soon", "30s"]\n', "retry.backoff[1]"),
         ("[retry]\nmax_attempts = 0\n", "retry.max_attempts"),
         ('[receivers.x]\nchannel = "carrier-pigeon"\n', "receivers.x.channel"),
@@ -194,6 +197,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
     ],
     ids=[
         "bad-duration",
+        "zero-window",
+        "window-rounding-to-zero",
+        "window-below-a-second",
         "bad-backoff-entry",
         "zero-attempts",
         "unknown-channel",

@@ -30,6 +30,7 @@ from tocsin.observability.redact import Secret
 RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 MAX_REPLICAS = 5  # JetStream keeps at most five copies of a stream
+MIN_DEDUP_WINDOW = 1.0  # seconds
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -164,8 +165,13 @@ def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline") -> Config:
     """Validate a parsed TOML document."""
     parsed = _convert(raw, _File, "")
-    if parsed.dedup.window <= 0:
-        raise ConfigError("dedup.window: must be positive")
+    if parsed.dedup.window < MIN_DEDUP_WINDOW:
+        # A bucket is floor(unix_time / window) in whole microseconds: a window that
+        # rounds to 0 us would divide by zero on every event, and one below a second
+        # would make every event a bucket of its own.
+        raise ConfigError(
+            f"dedup.window: must be at least {MIN_DEDUP_WINDOW:g}s, got {parsed.dedup.window:g}s"
+        )
     if parsed.retry.max_attempts < 1:
         raise ConfigError("retry.max_attempts: must be at least 1")
     if any(delay < 0 for delay in parsed.retry.backoff):
