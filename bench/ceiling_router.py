@@ -49,7 +49,7 @@ from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN
 from tocsin.store.chain import chain_hash
 from tocsin.store.eventlog import SCHEMA, _insert_sizes, _insert_sql
-from tocsin.store.ledger import Batch
+from tocsin.store.ledger import Batch, Input
 
 BATCH = 1000
 
@@ -178,7 +178,7 @@ def tocsin_python(events: int, fingerprints: int) -> float:
         for i in range(start, min(events, start + BATCH)):
             parsed = ingest.parse(payloads[i], default_source="bench", received_at=batch.ts)
             assert isinstance(parsed, ingest.Normalized)
-            for fact in triage(
+            facts = triage(
                 state,
                 parsed,
                 subject="alerts.in.bench",
@@ -187,8 +187,9 @@ def tocsin_python(events: int, fingerprints: int) -> float:
                 window_seconds=600,
                 new_id=lambda: f"{next(ids):020x}",
                 trace_id=None,
-            ):
-                seq = batch.add(fact, in_seq=i + 1)
+            )
+            seqs = batch.add_caused(facts, Input.INBOUND, i + 1)
+            for seq, fact in zip(seqs, facts, strict=True):
                 data = ev.encode(fact)
                 previous = chain_hash(previous, seq, batch.ts, ev.kind_of(fact), data)
     return (time.process_time() - started) * 1e6 / events

@@ -165,11 +165,12 @@ class Batch:
         """The seq the fact after this batch's last will have."""
         return self._next_seq
 
-    def add(self, event: ev.Event, *, in_seq: int | None = None, out_seq: int | None = None) -> int:
-        """Add a fact and fold it; returns the seq it will have once committed."""
+    def add(self, event: ev.Event) -> int:
+        """Add a fact no input message caused (a command's, a stream binding) and fold
+        it; returns the seq it will have once committed."""
         seq = self._next_seq
         self._next_seq += 1
-        self.facts.append(Fact(event, in_seq, out_seq))
+        self.facts.append(Fact(event))
         fold(self._state, seq, self.ts, event)
         return seq
 
