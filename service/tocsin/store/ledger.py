@@ -177,22 +177,22 @@ class Batch:
     def add_caused(self, events: Sequence[ev.Event], stream: Input, position: int) -> range:
         """Add the facts that message ``position`` of ``stream`` caused, each recorded
         with that position, and fold them; returns the seqs they will have."""
-        first = self._next_seq
-        state, ts, facts = self._state, self.ts, self.facts
+        first = seq = self._next_seq
         if stream is _INBOUND:
+            in_seq, out_seq = position, None
             if position > self.last_inbound:
                 self.last_inbound = position
-            for seq, event in enumerate(events, first):
-                facts.append(Fact(event, position, None))
-                fold(state, seq, ts, event)
         else:
+            in_seq, out_seq = None, position
             if position > self.last_outcome:
                 self.last_outcome = position
-            for seq, event in enumerate(events, first):
-                facts.append(Fact(event, None, position))
-                fold(state, seq, ts, event)
-        self._next_seq = first + len(events)
-        return range(first, self._next_seq)
+        facts, state, ts = self.facts, self._state, self.ts
+        for event in events:
+            facts.append(Fact(event, in_seq, out_seq))
+            fold(state, seq, ts, event)
+            seq += 1
+        self._next_seq = seq
+        return range(first, seq)
 
 
 class Ledger:
