@@ -5,7 +5,7 @@ A mute source is a pure function ``(state, candidate) -> fact | None``: the fact
 records why the candidate is held back (counted for its alert, told to nobody), or
 ``None`` to let it go. Silences are the first source; inhibition and time intervals
 (DESIGN.md section 12) join as sources, each a function in its own module and one
-name in ``triage.STAGES``.
+more argument of ``mute(...)`` in ``triage.STAGES``.
 """
 
 from __future__ import annotations
