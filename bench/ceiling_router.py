@@ -49,7 +49,7 @@ from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN
 from tocsin.store.chain import chain_hash
 from tocsin.store.eventlog import SCHEMA, _insert_sizes, _insert_sql
-from tocsin.store.ledger import Batch
+from tocsin.store.ledger import Batch, Input
 
 BATCH = 1000
 
@@ -170,6 +170,7 @@ def tocsin_python(events: int, fingerprints: int) -> float:
     state = State()
     payloads = [body(i, fingerprints) for i in range(events)]
     ids = iter(range(10 * events))
+    inbound = Input.INBOUND
     started = time.process_time()
     previous = b"\x00" * 32
     seq = 0
@@ -178,7 +179,7 @@ def tocsin_python(events: int, fingerprints: int) -> float:
         for i in range(start, min(events, start + BATCH)):
             parsed = ingest.parse(payloads[i], default_source="bench", received_at=batch.ts)
             assert isinstance(parsed, ingest.Normalized)
-            for fact in triage(
+            facts = triage(
                 state,
                 parsed,
                 subject="alerts.in.bench",
@@ -187,8 +188,9 @@ def tocsin_python(events: int, fingerprints: int) -> float:
                 window_seconds=600,
                 new_id=lambda: f"{next(ids):020x}",
                 trace_id=None,
-            ):
-                seq = batch.add(fact, in_seq=i + 1)
+            )
+            first = batch.add_caused(facts, inbound, i + 1).start
+            for seq, fact in enumerate(facts, first):
                 data = ev.encode(fact)
                 previous = chain_hash(previous, seq, batch.ts, ev.kind_of(fact), data)
     return (time.process_time() - started) * 1e6 / events

@@ -37,7 +37,7 @@ from tocsin.core.ingest import Normalized, default_fingerprint
 from tocsin.core.matchers import Match
 from tocsin.core.times import format_us
 from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Ledger, load_state, load_state_fast
+from tocsin.store.ledger import Input, Ledger, load_state, load_state_fast
 
 T0 = 1_790_000_000 * 1_000_000
 
@@ -73,7 +73,7 @@ async def generate(data: Path, target: int) -> int:
                     timestamp_replaced=False,
                     event_id=None,
                 )
-                for fact in triage(
+                facts = triage(
                     ledger.state,
                     event,
                     subject="alerts.in.bench",
@@ -82,8 +82,8 @@ async def generate(data: Path, target: int) -> int:
                     window_seconds=600,
                     new_id=lambda: f"{next(ids):x}",
                     trace_id=None,
-                ):
-                    batch.add(fact, in_seq=i + 1)
+                )
+                batch.add_caused(facts, Input.INBOUND, i + 1)
                 i += 1
         if i % 100_000 < 2000:
             print(

@@ -42,7 +42,7 @@ from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, STREAM_WORK
 from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Batch, Ledger, load_state
+from tocsin.store.ledger import Batch, Input, Ledger, load_state
 
 
 def free_port() -> int:
@@ -614,7 +614,7 @@ def add_firing(
         timestamp_replaced=False,
         event_id=None,
     )
-    for fact in triage(
+    facts = triage(
         state,
         event,
         subject="alerts.in.db",
@@ -623,8 +623,8 @@ def add_firing(
         window_seconds=600,
         new_id=new_id,
         trace_id=None,
-    ):
-        batch.add(fact, in_seq=i + 1)
+    )
+    batch.add_caused(facts, Input.INBOUND, i + 1)
 
 
 def event(**fields: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ lookup. The points are the moments the invariants care about (DESIGN.md section 
 - ``router.before_commit``  facts decided, not yet committed
 - ``router.after_commit``   committed, nothing published yet
 - ``router.after_publish``  work items stored, inbound not acked
+- ``recorder.before_commit``, ``recorder.after_commit``, ``recorder.after_publish``: the
+  same moments of the recorder (both run the processor shell, ``processor``)
 - ``delivery.after_send``   the receiver has it, no outcome published
 - ``delivery.after_outcome`` outcome stored, work item not acked
 """

@@ -1,8 +1,9 @@
 """The recorder: delivery outcomes on TOCSIN_OUT -> facts in the log.
 
 Workers stay stateless and publish outcomes; this consumer is how those outcomes reach
-the single writer of the log. The outcome stream seq is committed with the fact, so a
-redelivered outcome is recognised and acked without being counted twice.
+the single writer of the log. Its loop is the processor shell's (``processor``): the
+outcome stream seq is committed with the fact as its input position, so a redelivered
+outcome is recognised and acked without being counted twice.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from tocsin.bus.puller import Puller, ack_all, stream_seq
+from tocsin.bus.puller import stream_seq
 from tocsin.core import events as ev
 from tocsin.core.contracts import AttemptFailed, Delivered, DeliveryFailed
-from tocsin.core.policy.backoff import Backoff
+from tocsin.core.state import State
 from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.core.times import parse_rfc3339
-from tocsin.store.eventlog import LogWriteError
-from tocsin.store.ledger import Ledger
+from tocsin.pipeline.processor import Processor, Pulled, Step
+from tocsin.store.ledger import Input, Ledger
 
 log = logging.getLogger("tocsin.recorder")
 
@@ -77,43 +78,33 @@ def outcome_event(subject: str, data: bytes) -> ev.Event:
     )
 
 
-class Recorder:
+class Recorder(Step[None]):
+    """The processor step of TOCSIN_OUT: each outcome message becomes one fact; there
+    is nothing to publish. An unreadable outcome is logged and skipped (acked with its
+    batch): sending it again would not make it readable."""
+
+    name = "recorder"
+    input = Input.OUTCOMES
+
     def __init__(self, nc: NATS, ledger: Ledger) -> None:
-        self._nc = nc
-        self._ledger = ledger
+        self._processor = Processor(
+            nc, ledger, self, stream=STREAM_OUT, consumer=RECORDER_CONSUMER, batch_size=BATCH
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
-        puller = Puller(self._nc, STREAM_OUT, RECORDER_CONSUMER, BATCH, prefetch=True)
-        await puller.start()
-        try:
-            while not stop.is_set():
-                msgs = await puller.take(wait=0.5)
-                backoff = Backoff(first=0.2, ceiling=5.0)
-                while msgs and not stop.is_set():
-                    try:
-                        await self.handle(msgs)
-                        break
-                    except LogWriteError:
-                        await asyncio.sleep(backoff.next())
-        finally:
-            await puller.stop()
+        """Consume until ``stop`` (pipelined: see ``processor``)."""
+        await self._processor.run(stop)
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        ledger = self._ledger
-        seqs = [stream_seq(m) for m in msgs]
-        maybe_logged = [s for s in seqs if s <= ledger.log.max_out_seq]
-        seen = set(await ledger.log.facts_of_outcomes(maybe_logged)) if maybe_logged else set()
-        async with ledger.batch() as batch:
-            for msg, out_seq in zip(msgs, seqs, strict=True):
-                if out_seq in seen:
-                    continue
-                seen.add(out_seq)
-                try:
-                    event = outcome_event(msg.subject, msg.data)
-                except (msgspec.DecodeError, ValueError) as error:
-                    log.error(
-                        "unreadable outcome on %s (seq %d) skipped: %s", msg.subject, out_seq, error
-                    )
-                    continue
-                batch.add(event, out_seq=out_seq)
-        await ack_all(self._nc, msgs)
+        """Record one batch of outcomes end to end (decide, commit, ack)."""
+        await self._processor.handle(msgs)
+
+    def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], None]:
+        return [stream_seq(m) for m in msgs], None
+
+    def facts(self, pulled: Pulled[None], msg: Msg, position: int, at: int) -> list[ev.Event]:
+        try:
+            return [outcome_event(msg.subject, msg.data)]
+        except (msgspec.DecodeError, ValueError) as error:
+            log.error("unreadable outcome on %s (seq %d) skipped: %s", msg.subject, position, error)
+            return []

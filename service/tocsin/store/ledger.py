@@ -4,6 +4,12 @@ Every change goes through ``Ledger.batch()``: facts are folded into the live sta
 they are added (so the next decision of the same batch sees them), then committed in one
 transaction. If the commit fails, the state is rebuilt from what the log really holds,
 so live state never differs from ``fold(log)``.
+
+Facts caused by an input message are added with its position on its input stream
+(``Batch.add_caused``) and committed with them: the ledger answers "what is my last
+position" (``last_position``) and "what did these positions cause"
+(``facts_caused_by``), which is how a redelivered message is recognised (DESIGN.md
+invariant 4) without its consumer knowing how the log stores positions.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import gc
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from enum import Enum
 from pathlib import Path
 
 import msgspec
@@ -24,7 +31,7 @@ from tocsin.core import events as ev
 from tocsin.core.fold import fold, fold_stored
 from tocsin.core.state import State
 from tocsin.core.times import now_us
-from tocsin.store.eventlog import EventLog, Fact, LogWriteError
+from tocsin.store.eventlog import EventLog, Fact, LogWriteError, Row
 from tocsin.store.snapshots import (
     Snapshot,
     StaleSnapshot,
@@ -128,6 +135,17 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
     return load_state(path), None
 
 
+class Input(Enum):
+    """An input stream whose message positions the log records with the facts they
+    cause, in the same transaction."""
+
+    INBOUND = "inbound"  # TOCSIN_IN as the router numbers it: StreamBound's offset + seq
+    OUTCOMES = "outcomes"  # TOCSIN_OUT's stream seq: the recorder's input
+
+
+_INBOUND = Input.INBOUND  # Batch.add_caused runs per inbound message: no enum lookup there
+
+
 class Batch:
     """Facts being added under the ledger's lock; committed after the block exits."""
 
@@ -137,6 +155,8 @@ class Batch:
         self.first_seq = first_seq
         self.epoch = epoch
         self.commit: asyncio.Task[None] | None = None  # set when queued for commit
+        self.last_inbound = 0  # the highest position of each input its facts record
+        self.last_outcome = 0
         self._state = state
         self._next_seq = first_seq
 
@@ -145,13 +165,34 @@ class Batch:
         """The seq the fact after this batch's last will have."""
         return self._next_seq
 
-    def add(self, event: ev.Event, *, in_seq: int | None = None, out_seq: int | None = None) -> int:
-        """Add a fact and fold it; returns the seq it will have once committed."""
+    def add(self, event: ev.Event) -> int:
+        """Add a fact no input message caused (a command's, a stream binding) and fold
+        it; returns the seq it will have once committed."""
         seq = self._next_seq
         self._next_seq += 1
-        self.facts.append(Fact(event, in_seq, out_seq))
+        self.facts.append(Fact(event))
         fold(self._state, seq, self.ts, event)
         return seq
+
+    def add_caused(self, events: Sequence[ev.Event], stream: Input, position: int) -> range:
+        """Add the facts that message ``position`` of ``stream`` caused, each recorded
+        with that position, and fold them; returns the seqs they will have."""
+        first = seq = self._next_seq
+        if stream is _INBOUND:
+            in_seq, out_seq = position, None
+            if position > self.last_inbound:
+                self.last_inbound = position
+        else:
+            in_seq, out_seq = None, position
+            if position > self.last_outcome:
+                self.last_outcome = position
+        facts, state, ts = self.facts, self._state, self.ts
+        for event in events:
+            facts.append(Fact(event, in_seq, out_seq))
+            fold(state, seq, ts, event)
+            seq += 1
+        self._next_seq = seq
+        return range(first, seq)
 
 
 class Ledger:
@@ -179,6 +220,7 @@ class Ledger:
         self._dead_epoch = -1  # an epoch one of whose commits failed
         self._tail: asyncio.Task[None] | None = None  # the last batch queued for commit
         self._snapshot_due = False
+        self._last_positions = self._logged_positions()  # decided: committed or queued
 
     @classmethod
     async def open(
@@ -215,6 +257,26 @@ class Ledger:
                 total += path.stat().st_size
         return total
 
+    def last_position(self, stream: Input) -> int:
+        """The highest position of ``stream`` whose facts the ledger has taken
+        (committed, or queued to commit); 0 before any. A message at or below it may
+        have been decided already: ask ``facts_caused_by``."""
+        return self._last_positions[stream]
+
+    async def facts_caused_by(
+        self, stream: Input, positions: Iterable[int]
+    ) -> dict[int, list[Row]]:
+        """The logged facts of those ``positions`` of ``stream`` that have any, by
+        position, once every batch decided so far is committed (one still committing
+        may hold some)."""
+        await self.settled()
+        if stream is Input.INBOUND:
+            return await self.log.facts_of_inbound(positions)
+        return await self.log.facts_of_outcomes(positions)
+
+    def _logged_positions(self) -> dict[Input, int]:
+        return {Input.INBOUND: self.log.max_in_seq, Input.OUTCOMES: self.log.max_out_seq}
+
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:
         """Add facts inside the block; they are committed (on disk) when it exits.
@@ -250,6 +312,9 @@ class Ledger:
             if batch.facts:
                 self._next_seq = batch.next_seq
                 self._tail = batch.commit = asyncio.create_task(self._commit(batch, self._tail))
+                last = self._last_positions
+                last[Input.INBOUND] = max(last[Input.INBOUND], batch.last_inbound)
+                last[Input.OUTCOMES] = max(last[Input.OUTCOMES], batch.last_outcome)
 
     async def committed(self, batch: Batch) -> None:
         """Wait until ``batch`` is on disk. ``LogWriteError`` when it is not: then no
@@ -336,4 +401,5 @@ class Ledger:
         await self.settled()
         self.state, _ = await asyncio.to_thread(load_state_fast, self.path)
         self._next_seq = self.log.last_seq + 1
+        self._last_positions = self._logged_positions()
         self._epoch += 1

@@ -1,12 +1,18 @@
 """tocsin.dedup: epoch-aligned time buckets and the open / suppress / escalate / reminder /
-resolve decision of DESIGN.md section 4."""
+resolve decision of DESIGN.md section 4, and the dedup stage that turns it into facts."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.core.decide.support import ack, apply, candidate, silence
+from tests.core.test_fold import MINUTE, Run, kinds, normalized
+from tocsin.core import commands
+from tocsin.core import events as ev
 from tocsin.core.contracts import Severity
-from tocsin.core.decide.dedup import Decision, OpenAlert, bucket_of, decide
+from tocsin.core.decide.candidate import PASS, STOP
+from tocsin.core.decide.dedup import Decision, OpenAlert, bucket_of, decide, dedup
+from tocsin.core.state import State
 
 WINDOW = 600.0
 SECOND = 1_000_000
@@ -153,3 +159,98 @@ def test_resolved_in_a_later_bucket_still_resolves() -> None:
 
 def test_resolved_without_open_alert_is_ignored() -> None:
     assert resolved(None).verdict == "resolve_ignored"
+
+
+# --- the dedup stage: the decision as facts, and whether the candidate goes on ---------
+
+
+def test_a_new_alert_is_received_opened_and_passed_on_as_firing() -> None:
+    judged = candidate(normalized(0))
+    assert dedup(State(), judged) is PASS
+    received, opened = judged.facts
+    assert isinstance(received, ev.AlertReceived)
+    assert isinstance(opened, ev.AlertOpened)
+    assert received.alert_id == opened.alert_id == judged.alert_id == "n1"
+    assert opened.dedup_key == received.dedup_key == judged.dedup_key
+    assert (judged.reason, judged.current) == ("firing", None)
+
+
+def test_a_resolve_with_no_open_alert_is_recorded_and_stops() -> None:
+    judged = candidate(normalized(0, status="resolved"))
+    assert dedup(State(), judged) is STOP
+    assert kinds(judged.facts) == ["alert.received", "alert.resolve_ignored"]
+    assert judged.facts[0].alert_id is None  # type: ignore[union-attr]
+
+
+def test_a_resolve_closes_the_open_alert_and_goes_on_as_resolved() -> None:
+    run = Run()
+    run.feed(normalized(0))
+    judged = candidate(normalized(1, status="resolved"))
+    assert dedup(run.state, judged) is PASS
+    assert kinds(judged.facts) == ["alert.received", "alert.resolved"]
+    assert judged.reason == "resolved"
+    assert judged.alert_id == next(iter(run.state.alerts))
+
+
+def test_a_duplicate_in_a_notified_bucket_is_suppressed_and_stops() -> None:
+    run = Run()
+    run.feed(normalized(0))
+    judged = candidate(normalized(1))
+    assert dedup(run.state, judged) is STOP
+    assert kinds(judged.facts) == ["alert.received", "alert.suppressed"]
+    assert judged.facts[1].cause == "duplicate"  # type: ignore[union-attr]
+
+
+def test_a_duplicate_in_a_silenced_bucket_is_news_firing_if_nobody_was_told() -> None:
+    run = Run()
+    sid = silence(run, T0, ends_at="2m", type="disk_full")
+    run.feed(normalized(0))  # opened, silenced: nobody told
+    apply(run, commands.delete_silence(run.state, sid, by="ana", at=T0 + MINUTE), T0 + MINUTE)
+    judged = candidate(normalized(1))
+    assert dedup(run.state, judged) is PASS
+    assert (kinds(judged.facts), judged.reason) == (["alert.received"], "firing")
+
+
+def test_a_duplicate_in_a_silenced_bucket_is_a_reminder_if_someone_was_told() -> None:
+    run = Run()
+    run.feed(normalized(0))  # routed to hook
+    silence(run, T0, ends_at="15m", type="disk_full")
+    run.feed(normalized(10))  # the next bucket's reminder, silenced
+    judged = candidate(normalized(16))
+    assert dedup(run.state, judged) is PASS
+    assert (kinds(judged.facts), judged.reason) == (["alert.received"], "reminder")
+
+
+def test_a_worse_severity_in_the_notified_bucket_escalates() -> None:
+    run = Run()
+    run.feed(normalized(0, "warning"))
+    judged = candidate(normalized(1, "critical"))
+    assert dedup(run.state, judged) is PASS
+    assert (kinds(judged.facts), judged.reason) == (["alert.received"], "escalated")
+
+
+def test_a_new_bucket_is_a_reminder_whatever_its_severity() -> None:
+    run = Run()
+    run.feed(normalized(0, "warning"))
+    judged = candidate(normalized(10, "critical"))
+    assert dedup(run.state, judged) is PASS
+    assert (kinds(judged.facts), judged.reason) == (["alert.received"], "reminder")
+
+
+def test_an_acknowledged_alert_gets_no_reminder() -> None:
+    run = Run()
+    run.feed(normalized(0))
+    ack(run, next(iter(run.state.alerts)), T0)
+    judged = candidate(normalized(10))
+    assert dedup(run.state, judged) is STOP
+    assert kinds(judged.facts) == ["alert.received", "alert.suppressed"]
+    assert judged.facts[1].cause == "acked"  # type: ignore[union-attr]
+
+
+def test_an_acknowledged_alert_still_escalates_in_a_later_bucket() -> None:
+    run = Run()
+    run.feed(normalized(0, "warning"))
+    ack(run, next(iter(run.state.alerts)), T0)
+    judged = candidate(normalized(10, "critical"))
+    assert dedup(run.state, judged) is PASS
+    assert (kinds(judged.facts), judged.reason) == (["alert.received"], "escalated")

@@ -1,5 +1,6 @@
 """tocsin.routing: the route ``match`` grammar of DESIGN.md section 8 (strings or lists,
-``*`` prefixes, labels, every key must match, severity aliases) and receiver fan-out."""
+``*`` prefixes, labels, every key must match, severity aliases), receiver fan-out, and
+the route stage that turns it into facts."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from typing import Any
 
 import pytest
 
+from tests.core.decide.support import after_dedup
+from tests.core.test_fold import Run, kinds, normalized
+from tocsin.core import events as ev
+from tocsin.core.decide.candidate import PASS
 from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.decide.route import route as route_stage
 from tocsin.core.matchers import Match
+from tocsin.core.state import State
 
 
 def route(receivers: list[str], **match: Any) -> Route:
@@ -178,3 +185,68 @@ def test_severity_list_with_aliases() -> None:
     assert hits(match, severity="critical")
     assert hits(match, severity="error")
     assert not hits(match, severity="warning")
+
+
+# --- the route stage: one routed fact per receiver --------------------------------------
+
+
+def routed_to(facts: list[ev.Event]) -> list[tuple[str, str, str]]:
+    return [
+        (f.reason, f.receiver, f.notification_id) for f in facts if isinstance(f, ev.AlertRouted)
+    ]
+
+
+def test_a_new_alert_is_routed_to_every_matching_receiver_with_its_own_id() -> None:
+    judged = after_dedup(Run(), normalized(0, "critical"))  # alert id n1
+    assert route_stage(State(), judged) is PASS
+    assert kinds(judged.facts) == ["alert.received", "alert.opened"] + ["alert.routed"] * 2
+    assert routed_to(judged.facts) == [("firing", "pager", "n2"), ("firing", "hook", "n3")]
+    assert {f.dedup_key for f in judged.facts[2:]} == {judged.dedup_key}  # type: ignore[union-attr]
+
+
+def test_an_escalation_is_recorded_before_it_is_routed() -> None:
+    run = Run()
+    run.feed(normalized(0, "warning"))
+    judged = after_dedup(run, normalized(1, "critical"))
+    assert route_stage(run.state, judged) is PASS
+    escalated = judged.facts[1]
+    assert isinstance(escalated, ev.AlertEscalated)
+    assert (escalated.from_severity, escalated.severity) == ("warning", "critical")
+    assert [r[:2] for r in routed_to(judged.facts)] == [
+        ("escalated", "pager"),
+        ("escalated", "hook"),
+    ]
+
+
+def test_an_escalation_no_route_delivers_is_recorded_all_the_same() -> None:
+    run = Run()
+    run.feed(normalized(0, "warning"))
+    judged = after_dedup(run, normalized(1, "critical"), routing=RoutingTable.compile([]))
+    route_stage(run.state, judged)
+    assert kinds(judged.facts) == ["alert.received", "alert.escalated"]
+
+
+def test_a_resolve_goes_to_every_receiver_told_whatever_the_routes_say_now() -> None:
+    run = Run()
+    run.feed(normalized(0, "critical"))  # told pager and hook
+    judged = after_dedup(run, normalized(1, status="resolved"), routing=RoutingTable.compile([]))
+    route_stage(run.state, judged)
+    assert [r[:2] for r in routed_to(judged.facts)] == [
+        ("resolved", "pager"),
+        ("resolved", "hook"),
+    ]
+
+
+def test_a_reminder_no_route_delivers_is_counted_as_suppressed() -> None:
+    run = Run()
+    run.feed(normalized(0))
+    judged = after_dedup(run, normalized(10), routing=RoutingTable.compile([]))
+    route_stage(run.state, judged)
+    assert kinds(judged.facts) == ["alert.received", "alert.suppressed"]
+    assert judged.facts[1].cause == "no_route"  # type: ignore[union-attr]
+
+
+def test_a_new_alert_no_route_delivers_is_only_opened() -> None:
+    judged = after_dedup(Run(), normalized(0), routing=RoutingTable.compile([]))
+    route_stage(State(), judged)
+    assert kinds(judged.facts) == ["alert.received", "alert.opened"]

@@ -7,15 +7,23 @@ suppressed unless their severity beats the highest already routed for it
 (``escalated``). ``resolved`` bypasses dedup. An event whose timestamp falls in an
 earlier bucket than the alert's current one is judged against the current bucket: an
 old event never re-opens a period that was already notified.
+
+``dedup`` is the first decision stage: it records the event and tells the stages after
+it whether the event is news for its alert, and why (``candidate.reason``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from msgspec import Struct
 
-from tocsin.core.contracts import SEVERITY_RANK, Severity, Status
+from tocsin.core import events as ev
+from tocsin.core.contracts import SEVERITY_RANK, Reason, Severity, Status
+from tocsin.core.decide.candidate import PASS, STOP, Candidate
+
+if TYPE_CHECKING:  # the projection holds OpenAlert: state.py imports this module
+    from tocsin.core.state import State
 
 _US = 1_000_000
 
@@ -74,3 +82,101 @@ def decide(
     if SEVERITY_RANK[severity] > SEVERITY_RANK[current.routed_severity]:
         return Decision(verdict="escalate", bucket=bucket, dedup_key=key)
     return Decision(verdict="suppress", bucket=bucket, dedup_key=key)
+
+
+def dedup(state: State, candidate: Candidate) -> bool:
+    """Record the event (``alert.received``) and judge whether it is news for its alert.
+
+    Stops a resolve that matches no open alert (``alert.resolve_ignored``), a duplicate
+    in a bucket already notified (suppressed, ``duplicate``) and a reminder of an
+    acknowledged alert (suppressed, ``acked``: an ack stops reminders until the alert
+    resolves, not news of a worse state). Passes on a resolve (after ``alert.resolved``),
+    a new alert (after ``alert.opened``), a reminder, an escalation, and a duplicate in
+    a bucket whose notification was silenced: that bucket is unspent, so the event is
+    its news (``firing`` if nobody was ever told of the alert, else ``reminder``)."""
+    event = candidate.event
+    current = candidate.current = state.open_by_fingerprint.get(event.fingerprint)
+    decision = decide(
+        current,
+        fingerprint=event.fingerprint,
+        status=event.status,
+        severity=event.severity,
+        timestamp_us=event.timestamp,
+        window_seconds=candidate.window_seconds,
+    )
+    verdict = decision.verdict
+    candidate.dedup_key, candidate.bucket = decision.dedup_key, decision.bucket
+    facts = candidate.facts
+    if verdict == "open":
+        alert_id = candidate.alert_id = candidate.new_id()
+        facts.append(_received(candidate, alert_id))
+        facts.append(
+            ev.AlertOpened(
+                alert_id=alert_id,
+                fingerprint=event.fingerprint,
+                dedup_key=decision.dedup_key,
+                bucket=decision.bucket,
+                severity=event.severity,
+                trace_id=candidate.trace_id,
+            )
+        )
+        candidate.reason = "firing"
+        return PASS
+    if current is None:  # a resolve with no open alert ("resolve_ignored")
+        facts.append(_received(candidate, None))
+        facts.append(
+            ev.AlertResolveIgnored(fingerprint=event.fingerprint, trace_id=candidate.trace_id)
+        )
+        return STOP
+    candidate.alert_id = current.alert_id
+    facts.append(_received(candidate, current.alert_id))
+    if verdict == "resolve":
+        facts.append(
+            ev.AlertResolved(
+                alert_id=current.alert_id,
+                fingerprint=event.fingerprint,
+                resolved_at=event.timestamp,
+                trace_id=candidate.trace_id,
+            )
+        )
+        candidate.reason = "resolved"
+        return PASS
+    reason: Reason
+    if verdict == "suppress":
+        if not current.silenced:
+            facts.append(candidate.suppressed("duplicate"))
+            return STOP
+        reason = "reminder" if current.receivers else "firing"
+    elif verdict == "escalate":
+        reason = "escalated"
+    elif current.acked and SEVERITY_RANK[event.severity] > SEVERITY_RANK[current.routed_severity]:
+        reason = "escalated"  # an ack stops reminders, not news of a worse state
+    else:
+        reason = "reminder"
+    if reason == "reminder" and current.acked:
+        facts.append(candidate.suppressed("acked"))
+        return STOP
+    candidate.reason = reason
+    return PASS
+
+
+def _received(candidate: Candidate, alert_id: str | None) -> ev.AlertReceived:
+    event = candidate.event
+    return ev.AlertReceived(
+        alert_id=alert_id,
+        fingerprint=event.fingerprint,
+        dedup_key=candidate.dedup_key,
+        type=event.type,
+        severity=event.severity,
+        summary=event.summary,
+        source=event.source,
+        status=event.status,
+        labels=event.labels,
+        details=event.details,
+        timestamp=event.timestamp,
+        received_at=candidate.received_at,
+        subject=candidate.subject,
+        event_id=event.event_id,
+        timestamp_replaced=event.timestamp_replaced,
+        trace_id=candidate.trace_id,
+    )

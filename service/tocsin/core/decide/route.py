@@ -3,16 +3,24 @@
 ``match`` keys: ``severity``, ``type``, ``source`` (a string or a list: any of) and
 ``labels`` (label -> string or list); a value ending in ``*`` matches by prefix; every
 key given must match; ``{}`` matches everything. Severity compares after normalization.
+
+``route`` is the decision stage that tells the receivers (one ``alert.routed`` each).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
+from tocsin.core import events as ev
+from tocsin.core.decide.candidate import PASS, Candidate
 from tocsin.core.matchers import Match, Matcher
+
+if TYPE_CHECKING:
+    from tocsin.core.state import State
 
 
 @dataclass(frozen=True)
@@ -37,3 +45,48 @@ class RoutingTable:
 class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     receivers: list[str]
     match: Match = Match()
+
+
+def route(state: State, candidate: Candidate) -> bool:
+    """Tell the receivers: an escalation is recorded first (``alert.escalated``: its
+    severity is now the one routed), then one ``alert.routed`` per receiver, each with
+    its own notification id. News of an alert already open that no route delivers is
+    counted as suppressed (``no_route``); a new alert's ``alert.opened`` and an
+    escalation's own fact already record theirs."""
+    facts = candidate.facts
+    current = candidate.current
+    reason = candidate.reason
+    if reason == "escalated":
+        assert current is not None  # only an open alert escalates
+        facts.append(
+            ev.AlertEscalated(
+                alert_id=candidate.alert_id,
+                fingerprint=candidate.event.fingerprint,
+                dedup_key=candidate.dedup_key,
+                bucket=candidate.bucket,
+                from_severity=current.routed_severity,
+                severity=candidate.event.severity,
+                trace_id=candidate.trace_id,
+            )
+        )
+    receivers = candidate.receivers
+    if receivers:
+        facts += [_routed(candidate, receiver) for receiver in receivers]
+    elif current is not None and reason in ("firing", "reminder"):
+        facts.append(candidate.suppressed("no_route"))
+    return PASS
+
+
+def _routed(candidate: Candidate, receiver: str) -> ev.AlertRouted:
+    event = candidate.event
+    return ev.AlertRouted(
+        alert_id=candidate.alert_id,
+        fingerprint=event.fingerprint,
+        dedup_key=candidate.dedup_key,
+        bucket=candidate.bucket,
+        reason=candidate.reason,
+        severity=event.severity,
+        receiver=receiver,
+        notification_id=candidate.new_id(),
+        trace_id=candidate.trace_id,
+    )

@@ -1,7 +1,8 @@
 """Silences (pure): which active silence, if any, covers an alert at an instant.
 
 A silence's ``matchers`` use the route ``match`` grammar (DESIGN.md section 8), so one
-matcher implementation serves routes and silences alike.
+matcher implementation serves routes and silences alike. ``silenced`` is the mute
+source the decision stages consult (see ``mute``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 
 import msgspec
 
+from tocsin.core import events as ev
+from tocsin.core.decide.candidate import Candidate
 from tocsin.core.matchers import Match, Matcher
-from tocsin.core.state import Silence
+from tocsin.core.state import Silence, State
 
 
 class MatchersError(ValueError):
@@ -51,3 +54,27 @@ def covering(
         if silence.active_at(at) and matcher_of(silence).matches(severity, type_, source, labels):
             return silence
     return None
+
+
+def silenced(state: State, candidate: Candidate) -> ev.AlertSilenced | None:
+    """A mute source: an active silence matching the event when it was received holds
+    it back (``alert.silenced``), and its bucket stays unspent so that the alert's next
+    event after the silence is news."""
+    event = candidate.event
+    silence = covering(
+        state.silences.values(),
+        candidate.received_at,
+        severity=event.severity,
+        type_=event.type,
+        source=event.source,
+        labels=event.labels,
+    )
+    if silence is None:
+        return None
+    return ev.AlertSilenced(
+        alert_id=candidate.alert_id,
+        fingerprint=event.fingerprint,
+        dedup_key=candidate.dedup_key,
+        silence_id=silence.id,
+        trace_id=candidate.trace_id,
+    )

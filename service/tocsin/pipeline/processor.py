@@ -1,0 +1,241 @@
+"""One shape for every consumer that turns input messages into facts.
+
+Pull a batch; decide its facts against the projection (a ``Step`` supplies the
+deciding); commit them with each message's position on its input stream; publish what
+the commit justifies and wait for JetStream's PubAcks; then ack the batch. Nothing
+leaves before the commit, nothing is acked before its messages are stored, and a
+redelivered message is recognised by the position logged with its facts: it is not
+decided again, only its messages are published again (DESIGN.md invariants 2-4).
+
+Pipelined: batch N+1 is decided while batch N commits; N is published and acked once
+N is committed, and batches finish strictly in order. A batch whose commit fails (and
+with it every batch decided on top of it) is handled again, with backoff, until the log
+takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Generic, Literal, TypeVar
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.puller import Puller, ack_all
+from tocsin.core import events as ev
+from tocsin.core.outbound import Outbound
+from tocsin.core.policy.backoff import Backoff
+from tocsin.core.state import State
+from tocsin.pipeline import faults
+from tocsin.store.eventlog import LogWriteError, Row
+from tocsin.store.ledger import Batch, Input, Ledger
+
+Own = TypeVar("Own")
+
+Milestone = Literal["decided", "committed", "published"]
+
+
+@dataclass(eq=False)
+class Pulled(Generic[Own]):
+    """A batch of input messages on its way through the shell."""
+
+    msgs: Sequence[Msg]
+    positions: list[int]  # each message's position on the input stream, as logged
+    own: Own  # what the step keeps of the batch (the router: its spans)
+    logged: dict[int, list[Row]] = field(default_factory=dict)  # redelivered: their facts
+    fresh: list[tuple[range, int, list[ev.Event]]] = field(default_factory=list)
+    """(seqs, position, facts) of each message decided this time."""
+    batch: Batch | None = None  # set once decided (queued for commit if it has facts)
+
+
+class Step(ABC, Generic[Own]):
+    """What a processor supplies: how it reads its input, the facts one message
+    causes, and what the committed facts justify; the shell does the rest. The hooks
+    (``reached``, ``not_stored``, ``ended``) let a step follow its batch, as the router's
+    spans do; by default they do nothing."""
+
+    name: ClassVar[str]  # its logger is tocsin.<name>, its fail-points <name>.before_commit...
+    input: ClassVar[Input]  # the stream whose positions the log records for it
+
+    @abstractmethod
+    def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], Own]:
+        """Each message's position on the input stream, and what the step keeps of
+        this batch."""
+
+    @abstractmethod
+    def facts(self, pulled: Pulled[Own], msg: Msg, position: int, at: int) -> list[ev.Event]:
+        """The facts of one message the log does not hold yet, decided against the
+        ledger's state (each message's facts are folded in before the next is decided);
+        ``at`` is the batch's append time."""
+
+    def outbound(self, pulled: Pulled[Own], state: State) -> list[Outbound]:
+        """Once the batch is committed: what its facts justify publishing, those of
+        redelivered messages included (their ``Nats-Msg-Id`` makes copies harmless)."""
+        return []
+
+    def reached(self, pulled: Pulled[Own], milestone: Milestone) -> None:
+        """The batch was decided (and now waits for its commit), committed, or
+        published."""
+
+    def not_stored(self, pulled: Pulled[Own]) -> None:
+        """Some of the batch's messages were not stored: it stays unacked."""
+
+    def ended(self, pulled: Pulled[Own], error: BaseException | None) -> None:
+        """The shell is done with the batch: finished, or given up by ``error``."""
+
+
+class Processor(Generic[Own]):
+    """pull -> decide -> commit with the input position -> publish -> ack, for one
+    durable pull consumer and one ``Step``."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        ledger: Ledger,
+        step: Step[Own],
+        *,
+        stream: str,
+        consumer: str,
+        batch_size: int,
+        publisher: Publisher | None = None,
+    ) -> None:
+        """``publisher`` may be left out by a step that never publishes."""
+        self._nc = nc
+        self._ledger = ledger
+        self._step = step
+        self._stream, self._consumer, self._batch_size = stream, consumer, batch_size
+        self._publisher = publisher
+        self._log = logging.getLogger(f"tocsin.{step.name}")
+        self._before_commit = f"{step.name}.before_commit"
+        self._after_commit = f"{step.name}.after_commit"
+        self._after_publish = f"{step.name}.after_publish"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``, pipelined: batch N+1 is decided while batch N
+        commits; N's messages are published and acked once N is committed, and batches
+        finish strictly in order."""
+        puller = Puller(self._nc, self._stream, self._consumer, self._batch_size, prefetch=True)
+        await puller.start()
+        self._log.info("%s consuming %s", self._step.name, self._stream)
+        finishing: asyncio.Task[None] | None = None
+        previous: Pulled[Own] | None = None  # the batch ``finishing`` finishes
+        try:
+            while not stop.is_set():
+                msgs = await puller.take(wait=0.5)
+                if not msgs:
+                    continue
+                pulled = await self._decide(msgs, after=previous)
+                if finishing is not None:
+                    await finishing
+                if pulled is None:  # the batch before failed: decide after its retry
+                    pulled = await self._decide(msgs)
+                    assert pulled is not None
+                finishing = asyncio.create_task(self._finish_until_committed(pulled, stop))
+                previous = pulled
+            if finishing is not None:
+                await finishing
+                finishing = None
+        finally:
+            if finishing is not None and not finishing.done():
+                await asyncio.wait([finishing])  # its commit is under way: see it through
+            await puller.stop()
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """Process one batch end to end: decide, commit, publish, ack."""
+        pulled = await self._decide(msgs)
+        assert pulled is not None
+        await self._finish(pulled)
+
+    async def _finish_until_committed(self, pulled: Pulled[Own], stop: asyncio.Event) -> None:
+        """Finish a decided batch; if its commit failed (and with it any batch decided
+        on top of it), handle its messages again until the log takes them. The next
+        batch is decided only after that (see ``_decide``), so the log keeps the input's
+        order."""
+        try:
+            await self._finish(pulled)
+        except LogWriteError:
+            await self._handle_until_committed(pulled.msgs, stop)
+
+    async def _handle_until_committed(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        backoff = Backoff(first=0.2, ceiling=5.0)
+        while True:
+            try:
+                await self.handle(msgs)
+                return
+            except LogWriteError:
+                if stop.is_set():
+                    return
+                await asyncio.sleep(backoff.next())
+
+    async def _decide(
+        self, msgs: Sequence[Msg], after: Pulled[Own] | None = None
+    ) -> Pulled[Own] | None:
+        """Recognise redeliveries, decide the rest and queue the facts for commit.
+        ``None`` (nothing done) when the batch decided ``after``, not finished yet,
+        will not be committed: its messages are handled again first, and this batch
+        must come after them."""
+        ledger, step, stream = self._ledger, self._step, self._step.input
+        positions, own = step.begin(msgs, ledger.state)
+        pulled = Pulled(msgs, positions, own)
+        try:
+            last = ledger.last_position(stream)
+            maybe_logged = [p for p in positions if p <= last]
+            if maybe_logged:
+                pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
+            seen: set[int] = set(pulled.logged)
+            fresh = pulled.fresh
+            async with ledger.deciding() as batch:
+                if after is not None and after.batch is not None and ledger.doomed(after.batch):
+                    return None
+                for msg, position in zip(msgs, positions, strict=True):
+                    if position in seen:
+                        continue
+                    seen.add(position)
+                    facts = step.facts(pulled, msg, position, batch.ts)
+                    fresh.append((batch.add_caused(facts, stream, position), position, facts))
+                faults.point(self._before_commit)
+            pulled.batch = batch
+            return pulled
+        except BaseException as error:
+            step.ended(pulled, error)
+            raise
+
+    async def _finish(self, pulled: Pulled[Own]) -> None:
+        """Once the batch is committed: publish what its facts justify, wait for the
+        PubAcks, then ack its messages."""
+        try:
+            await self._finish_unended(pulled)
+        except BaseException as error:
+            self._step.ended(pulled, error)
+            raise
+        self._step.ended(pulled, None)
+
+    async def _finish_unended(self, pulled: Pulled[Own]) -> None:
+        step = self._step
+        step.reached(pulled, "decided")
+        if pulled.batch is not None:
+            await self._ledger.committed(pulled.batch)
+        step.reached(pulled, "committed")
+        faults.point(self._after_commit)
+        outbound = step.outbound(pulled, self._ledger.state)
+        if outbound:
+            assert self._publisher is not None, f"{step.name} publishes, with no publisher"
+            stored = await self._publisher.publish(outbound)
+            if not all(stored):
+                # Unacked messages come back; their facts are logged, so the retry only
+                # publishes again (deduplicated by Nats-Msg-Id).
+                self._log.warning(
+                    "%d of %d outbound messages not stored; leaving the batch unacked",
+                    stored.count(False),
+                    len(stored),
+                )
+                step.not_stored(pulled)
+                return
+        step.reached(pulled, "published")
+        faults.point(self._after_publish)
+        await ack_all(self._nc, pulled.msgs)

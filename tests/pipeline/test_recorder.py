@@ -1,0 +1,154 @@
+"""The recorder on the processor shell, against the real nats-server and a real SQLite
+file: each outcome on TOCSIN_OUT becomes one fact, recorded once however often it is
+delivered, and acked only once it is committed (DESIGN.md invariants 3 and 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+
+from tests.support import make_notification, wait_until
+from tocsin.bus.puller import Puller
+from tocsin.bus.streams import ensure_consumer, ensure_streams, recorder_consumer_config
+from tocsin.core.contracts import Delivered
+from tocsin.core.subjects import DELIVERED, RECORDER_CONSUMER, STREAM_OUT
+from tocsin.pipeline.recorder import Recorder
+from tocsin.store.eventlog import LogWriteError, db_path
+from tocsin.store.ledger import Ledger, load_state
+
+
+class OutcomeRig:
+    """A recorder wired to real NATS and a real log, driven by hand."""
+
+    def __init__(self, nc: Any, js: Any, ledger: Ledger) -> None:
+        self.nc, self.js, self.ledger = nc, js, ledger
+        self.recorder = Recorder(nc, ledger)
+        self.puller = Puller(nc, STREAM_OUT, RECORDER_CONSUMER, 100, prefetch=False)
+
+    async def publish_delivered(self, notification_id: str) -> None:
+        outcome = Delivered(
+            **msgspec.structs.asdict(make_notification(notification_id=notification_id)),
+            channel="webhook",
+            attempts=1,
+            delivered_at="2026-11-23T12:00:00.000000Z",
+            log_seq=1,
+        )
+        await self.js.publish(DELIVERED, msgspec.json.encode(outcome))
+
+    async def take(self, count: int) -> list[Any]:
+        msgs: list[Any] = []
+
+        async def got_all() -> bool:
+            msgs.extend(await self.puller.take(limit=count - len(msgs), wait=0.2))
+            return len(msgs) == count
+
+        await wait_until(got_all, what=f"{count} outcome messages")
+        return msgs
+
+    async def unacked(self) -> int:
+        info = await self.js.consumer_info(STREAM_OUT, RECORDER_CONSUMER)
+        return int(info.num_ack_pending) + int(info.num_pending)
+
+    def recorded(self) -> list[tuple[str, int]]:
+        """(kind, outcome seq) of every logged row, in log order."""
+        with sqlite3.connect(self.ledger.path) as conn:
+            return list(conn.execute("SELECT kind, out_seq FROM events ORDER BY seq"))
+
+
+@pytest.fixture
+async def outcomes(nats_url: str, tmp_path: Path) -> AsyncIterator[OutcomeRig]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_OUT, recorder_consumer_config())
+    ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
+    rig = OutcomeRig(nc, js, ledger)
+    await rig.puller.start()
+    yield rig
+    await rig.puller.stop()
+    await ledger.close()
+    await nc.close()
+
+
+async def test_a_redelivered_outcome_is_recorded_once_and_acked(outcomes: OutcomeRig) -> None:
+    await outcomes.publish_delivered("n1")
+    msgs = await outcomes.take(1)
+    await outcomes.recorder.handle(msgs)
+    await outcomes.recorder.handle(msgs)  # the same message again, as after a lost ack
+
+    assert outcomes.recorded() == [("delivery.succeeded", 1)]
+    await wait_until(_all_acked(outcomes), what="the outcome acked")
+    assert outcomes.ledger.state == load_state(outcomes.ledger.path)
+
+
+async def test_an_unreadable_outcome_is_skipped_and_acked_with_its_batch(
+    outcomes: OutcomeRig,
+) -> None:
+    await outcomes.js.publish(DELIVERED, b"not an outcome")
+    await outcomes.publish_delivered("n2")
+    await outcomes.recorder.handle(await outcomes.take(2))
+
+    assert outcomes.recorded() == [("delivery.succeeded", 2)]
+    await wait_until(_all_acked(outcomes), what="both outcomes acked")
+
+
+async def test_an_outcome_is_not_acked_before_its_commit(outcomes: OutcomeRig) -> None:
+    await outcomes.publish_delivered("n3")
+    msgs = await outcomes.take(1)
+    blocker = sqlite3.connect(outcomes.ledger.path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LogWriteError):
+            await outcomes.recorder.handle(msgs)
+        assert await outcomes.unacked() == 1
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert outcomes.recorded() == []
+
+    await outcomes.recorder.handle(msgs)
+
+    assert outcomes.recorded() == [("delivery.succeeded", 1)]
+    await wait_until(_all_acked(outcomes), what="the outcome acked after its commit")
+
+
+async def test_the_running_recorder_waits_out_a_refusing_log_and_loses_nothing(
+    outcomes: OutcomeRig,
+) -> None:
+    """Pipelined batches (more outcomes than one batch) while the log refuses writes:
+    nothing is acked; once it accepts them, every outcome is logged once, in order."""
+    await outcomes.puller.stop()  # the running recorder pulls for itself
+    count = 700
+    await asyncio.gather(*(outcomes.publish_delivered(f"n{i}") for i in range(count)))
+    blocker = sqlite3.connect(outcomes.ledger.path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    stop = asyncio.Event()
+    running = asyncio.create_task(outcomes.recorder.run(stop))
+    try:
+        await wait_until(lambda: outcomes.ledger.problem is not None, what="a refused commit")
+        assert outcomes.ledger.log.last_seq == 0
+        assert await outcomes.unacked() == count
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await wait_until(_all_acked(outcomes), 30, "every outcome acked")
+    stop.set()
+    await running
+
+    assert outcomes.recorded() == [("delivery.succeeded", seq) for seq in range(1, count + 1)]
+    assert outcomes.ledger.problem is None
+    assert outcomes.ledger.state == load_state(outcomes.ledger.path)
+
+
+def _all_acked(rig: OutcomeRig) -> Any:
+    async def check() -> bool:
+        return await rig.unacked() == 0
+
+    return check
