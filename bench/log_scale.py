@@ -55,7 +55,7 @@ async def generate(data: Path, target: int) -> int:
     ids = itertools.count()
     i = 0
     started = time.perf_counter()
-    while ledger.log.last_seq < target:
+    while ledger.event_log.last_seq < target:
         async with ledger.batch() as batch:
             for _ in range(2000):
                 labels = {"host": f"h{i % 50_000}", "dc": f"dc{i % 3}"}
@@ -87,11 +87,11 @@ async def generate(data: Path, target: int) -> int:
                 i += 1
         if i % 100_000 < 2000:
             print(
-                f"  {ledger.log.last_seq:,} events ({i:,} inbound) after "
+                f"  {ledger.event_log.last_seq:,} events ({i:,} inbound) after "
                 f"{time.perf_counter() - started:.0f}s",
                 file=sys.stderr,
             )
-    count = ledger.log.last_seq
+    count = ledger.event_log.last_seq
     await ledger.close()
     return count
 

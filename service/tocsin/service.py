@@ -57,7 +57,7 @@ from tocsin.pipeline.recorder import Recorder
 from tocsin.pipeline.router import Router
 from tocsin.pipeline.status import answer_delivery_status
 from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Ledger
+from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
 from tocsin.store.reader import LogReader
 
@@ -314,16 +314,16 @@ async def open_log(options: Options, running: Running) -> None:
         live_feed.committed(facts, state)
         # The projection may already hold the next batch, still committing; the
         # feed promises only what a reader of the file can see.
-        live_feed.last_seq = ledger.log.last_seq
+        live_feed.last_seq = ledger.event_log.last_seq
 
     ledger.listeners.append(tell_live_feed)
-    api.live.last_seq = ledger.log.last_seq
+    api.live.last_seq = ledger.event_log.last_seq
     running.reader = api.reader = await LogReader.open(db_path(options.data_dir))
     api.state = lambda: ledger.state
     metrics.observe(
         "tocsin_log_last_seq",
         "seq of the last event in the log",
-        lambda: float(ledger.log.last_seq),
+        lambda: float(ledger.event_log.last_seq),
     )
     metrics.observe(
         "tocsin_projection_rebuild_seconds",
@@ -560,7 +560,7 @@ async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
         return
     offset = state.inbound_offset
     if state.inbound_stream is not None:
-        offset = ledger.log.max_in_seq
+        offset = ledger.last_position(Input.INBOUND)
         log.warning(
             "%s was re-created (was %s, now %s); its seqs are logged from %d on",
             STREAM_IN,

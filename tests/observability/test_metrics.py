@@ -112,7 +112,7 @@ async def test_metrics_count_what_the_log_committed(
         metrics: Samples = await wait_until(settled, what="consumers polled with nothing pending")
         ledger = service.ledger()
         size = ledger.size_bytes()
-        last_seq = ledger.log.last_seq
+        last_seq = ledger.event_log.last_seq
     finally:
         await service.stop()
 

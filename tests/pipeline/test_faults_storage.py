@@ -169,7 +169,7 @@ async def test_full_then_read_only_log_holds_everything_back_and_loses_nothing(
 ) -> None:
     config = webhook_config(sink.url) + '\n[nats]\nack_wait = "3s"\n'
     service = await Tocsin(data_dir, nats_url, config).start()
-    log = service.ledger().log
+    log = service.ledger().event_log
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     stream = Stream(js, big=True)

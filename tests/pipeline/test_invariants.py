@@ -36,13 +36,13 @@ async def test_a_redelivered_message_is_recognised_and_not_counted_twice(rig: Ri
     await rig.js.publish("alerts.in.svc", alert())
     msgs = await rig.take(1)
     await rig.router.handle(msgs)
-    facts_after_first = rig.ledger.log.last_seq
+    facts_after_first = rig.ledger.event_log.last_seq
     assert rig.ledger.state.counters.received == 1
     assert await rig.work_items() == 1
 
     await rig.router.handle(msgs)  # the same message again, as after a lost ack
 
-    assert rig.ledger.log.last_seq == facts_after_first
+    assert rig.ledger.event_log.last_seq == facts_after_first
     assert rig.ledger.state.counters.received == 1
     assert await rig.work_items() == 1
     assert rig.ledger.state == load_state(rig.ledger.path)
@@ -64,7 +64,7 @@ async def test_nothing_leaves_and_nothing_is_acked_before_the_commit(rig: Rig) -
         assert await rig.unacked() == 2
         assert rig.ledger.problem is not None
         assert "locked" in rig.ledger.problem
-        assert rig.ledger.state.last_seq == rig.ledger.log.last_seq
+        assert rig.ledger.state.last_seq == rig.ledger.event_log.last_seq
         with pytest.raises(nats.errors.TimeoutError):
             await rejections.next_msg(timeout=0.2)
     finally:
@@ -107,7 +107,7 @@ async def test_a_failed_commit_under_the_pipelined_router_loses_nothing_and_keep
     try:
         await wait_until(lambda: rig.ledger.problem is not None, 10, "a failed commit")
         assert await rig.work_items() == 0
-        assert rig.ledger.log.last_seq == 0
+        assert rig.ledger.event_log.last_seq == 0
     finally:
         blocker.rollback()
         blocker.close()

@@ -149,7 +149,7 @@ async def test_duplicates_in_a_bucket_are_suppressed_and_counted(
         assert metrics[("tocsin_notifications_delivered_total", delivered)] == 1
         sends = frozenset({("receiver", "hook"), ("channel", "webhook"), ("outcome", "ok")})
         assert metrics[("tocsin_send_duration_seconds_count", sends)] == 1
-        assert metrics[("tocsin_log_last_seq", frozenset())] == service.ledger().log.last_seq
+        assert metrics[("tocsin_log_last_seq", frozenset())] == service.ledger().event_log.last_seq
     finally:
         await service.stop()
 

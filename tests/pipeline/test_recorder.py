@@ -133,7 +133,7 @@ async def test_the_running_recorder_waits_out_a_refusing_log_and_loses_nothing(
     running = asyncio.create_task(outcomes.recorder.run(stop))
     try:
         await wait_until(lambda: outcomes.ledger.problem is not None, what="a refused commit")
-        assert outcomes.ledger.log.last_seq == 0
+        assert outcomes.ledger.event_log.last_seq == 0
         assert await outcomes.unacked() == count
     finally:
         blocker.rollback()

@@ -51,10 +51,10 @@ async def test_batches_decided_while_others_commit_commit_in_the_order_decided(
         async with ledger.deciding() as batch:
             decide(ledger, batch, n * 10, 10)
         batches.append(batch)
-    assert ledger.log.last_seq < batches[-1].next_seq - 1  # decided ahead of the log
+    assert ledger.event_log.last_seq < batches[-1].next_seq - 1  # decided ahead of the log
     for batch in reversed(batches):
         await ledger.committed(batch)
-    assert ledger.log.last_seq == batches[-1].next_seq - 1
+    assert ledger.event_log.last_seq == batches[-1].next_seq - 1
     assert received(path) == [f"event {i}" for i in range(40)]
     assert ledger.state == load_state(path)
     assert forensics.verify(path).ok  # one hash chain, in seq order
@@ -66,7 +66,7 @@ async def test_a_failed_commit_fails_every_batch_decided_on_top_of_it(tmp_path: 
     ledger = await Ledger.open(path, busy_timeout_ms=100)
     async with ledger.batch() as batch:
         decide(ledger, batch, 0, 5)
-    before = ledger.log.last_seq
+    before = ledger.event_log.last_seq
     blocker = sqlite3.connect(path)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -79,7 +79,7 @@ async def test_a_failed_commit_fails_every_batch_decided_on_top_of_it(tmp_path: 
         with pytest.raises(LogWriteError, match="an earlier batch failed"):
             await ledger.committed(on_top)
         assert ledger.problem is not None
-        assert ledger.log.last_seq == before
+        assert ledger.event_log.last_seq == before
         assert ledger.state.last_seq == before
         assert ledger.state == load_state(path)
     finally:

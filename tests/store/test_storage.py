@@ -20,8 +20,8 @@ async def test_a_full_log_holds_everything_back_until_it_accepts_writes(
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     try:
-        pages = await ledger.log.set_page_limit(None)
-        await ledger.log.set_page_limit(pages)  # no room for one more page: "disk full"
+        pages = await ledger.event_log.set_page_limit(None)
+        await ledger.event_log.set_page_limit(pages)  # no room for one more page: "disk full"
         big = {
             "type": "disk_full",
             "severity": "critical",
@@ -44,7 +44,7 @@ async def test_a_full_log_holds_everything_back_until_it_accepts_writes(
         assert sink.requests == []
         assert service.count("alert.received") == 0
 
-        await ledger.log.set_page_limit(None)
+        await ledger.event_log.set_page_limit(None)
 
         await wait_until(lambda: len(sink.requests) == 1, 15, "delivery after recovery")
         await wait_until(lambda: service.count("delivery.succeeded") == 1, 10, "outcome logged")

@@ -209,7 +209,7 @@ class Ledger:
         self.path = path
         self.snapshot_every = snapshot_every
         self.snapshot_seq = 0
-        self.log = event_log
+        self.event_log = event_log
         self.state = state
         self.problem: str | None = None
         self.rebuild_seconds = 0.0
@@ -246,7 +246,7 @@ class Ledger:
 
     async def close(self) -> None:
         await self.settled()
-        await self.log.close()
+        await self.event_log.close()
 
     def size_bytes(self) -> int:
         """The log's bytes on disk: the database and its write-ahead log (a stat each,
@@ -271,11 +271,14 @@ class Ledger:
         may hold some)."""
         await self.settled()
         if stream is Input.INBOUND:
-            return await self.log.facts_of_inbound(positions)
-        return await self.log.facts_of_outcomes(positions)
+            return await self.event_log.facts_of_inbound(positions)
+        return await self.event_log.facts_of_outcomes(positions)
 
     def _logged_positions(self) -> dict[Input, int]:
-        return {Input.INBOUND: self.log.max_in_seq, Input.OUTCOMES: self.log.max_out_seq}
+        return {
+            Input.INBOUND: self.event_log.max_in_seq,
+            Input.OUTCOMES: self.event_log.max_out_seq,
+        }
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:
@@ -352,12 +355,12 @@ class Ledger:
         if batch.epoch == self._dead_epoch:
             raise LogWriteError(f"not committed: an earlier batch failed ({self.problem})")
         try:
-            if batch.first_seq != self.log.last_seq + 1:
+            if batch.first_seq != self.event_log.last_seq + 1:
                 raise LogWriteError(
                     f"batch of seq {batch.first_seq} decided after the log's"
-                    f" {self.log.last_seq} + 1; not committed"
+                    f" {self.event_log.last_seq} + 1; not committed"
                 )
-            await self.log.append(batch.facts, batch.ts)
+            await self.event_log.append(batch.facts, batch.ts)
         except LogWriteError as error:
             self._dead_epoch = batch.epoch
             if self.problem != str(error):
@@ -373,7 +376,10 @@ class Ledger:
         committed = [fact.event for fact in batch.facts]
         for listener in self.listeners:
             listener(committed, self.state)
-        if self.snapshot_every and self.log.last_seq - self.snapshot_seq >= self.snapshot_every:
+        if (
+            self.snapshot_every
+            and self.event_log.last_seq - self.snapshot_seq >= self.snapshot_every
+        ):
             self._snapshot_due = True
 
     async def _snapshot(self) -> None:
@@ -382,12 +388,12 @@ class Ledger:
         off the event loop). A failure costs only start-up time."""
         await self.settled()
         self._snapshot_due = False
-        snapshot_at = self.log.last_seq
+        snapshot_at = self.event_log.last_seq
         if self.state.last_seq != snapshot_at:
             return  # a failed commit: the state is rebuilt first; a later commit retries
         try:
             encoded = await asyncio.to_thread(encode_state, self.state)
-            snapshot = Snapshot(snapshot_at, now_us(), self.log.last_hash, encoded)
+            snapshot = Snapshot(snapshot_at, now_us(), self.event_log.last_hash, encoded)
             await asyncio.to_thread(write_snapshot, self.path, snapshot)
         except (OSError, sqlite3.Error) as error:
             log.warning("snapshot at seq %d not written: %s", snapshot_at, error)
@@ -400,6 +406,6 @@ class Ledger:
         log, and begin a new epoch."""
         await self.settled()
         self.state, _ = await asyncio.to_thread(load_state_fast, self.path)
-        self._next_seq = self.log.last_seq + 1
+        self._next_seq = self.event_log.last_seq + 1
         self._last_positions = self._logged_positions()
         self._epoch += 1
