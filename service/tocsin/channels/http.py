@@ -73,12 +73,14 @@ class PayloadChannel:
     """A channel whose provider takes one JSON body per notification at one URL, made by
     ``payload(notification, templates, dashboard_url)`` (Slack's and Discord's
     incoming webhooks): the receiver's templates, a ``JsonPoster``, and the send.
-    Subclasses set ``kind`` and pass the checked URL and their ``payload``."""
+    Subclasses set ``kind`` and pass the receiver's name, the checked URL and their
+    ``payload``."""
 
     kind: str
 
     def __init__(
         self,
+        name: str,
         url: str,
         config: ReceiverConfig,
         env: ChannelEnv,
@@ -86,7 +88,7 @@ class PayloadChannel:
     ) -> None:
         self._url = url
         self._payload = payload
-        self._templates = compile_templates(config.templates)
+        self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(env.version, config.timeout)
 
