@@ -70,12 +70,16 @@ class ChannelConfigError(ValueError):
 
 
 def compile_templates(
-    overrides: Mapping[str, str] | None, defaults: Mapping[str, str] | None = None
+    overrides: Mapping[str, str] | None,
+    defaults: Mapping[str, str] | None = None,
+    *,
+    receiver: str | None = None,
 ) -> Templates:
-    """A receiver's templates (``defaults`` under its own ``templates`` table), or a
-    ``ChannelConfigError`` naming ``templates.<key>``."""
+    """A receiver's templates (its own ``templates`` table over its channel's
+    ``defaults``), or a ``ChannelConfigError`` naming ``templates.<key>``. ``receiver``
+    names it in the log line of a template that fails to render."""
     try:
-        return Templates({**(defaults or {}), **(overrides or {})})
+        return Templates(overrides, defaults=defaults, receiver=receiver)
     except TemplateConfigError as error:
         raise ChannelConfigError(error.key, str(error)) from error
 

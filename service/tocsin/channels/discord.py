@@ -251,7 +251,7 @@ class DiscordChannel(PayloadChannel):
 
     def __init__(self, name: str, config: DiscordConfig, env: ChannelEnv) -> None:
         url = execute_url(check_url(config.url, "https://discord.com/api/webhooks/..."))
-        super().__init__(url, config, env, payload)
+        super().__init__(name, url, config, env, payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> DiscordChannel:

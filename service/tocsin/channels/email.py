@@ -84,7 +84,7 @@ class EmailChannel:
             )
         if not config.to or any("@" not in address for address in config.to):
             raise ChannelConfigError("to", "to must list one or more email addresses")
-        self._templates = compile_templates(config.templates)
+        self._templates = compile_templates(config.templates, receiver=name)
         self._to = list(config.to)
         self._smtp: SmtpSettings = smtp
         self._timeout = config.timeout

@@ -90,7 +90,9 @@ class FileChannel:
             raise ChannelConfigError(
                 "format", f"format must be one of {', '.join(FORMATS)}, got {config.format!r}"
             )
-        self._templates = compile_templates(config.templates, {"title": DEFAULT_TITLE})
+        self._templates = compile_templates(
+            config.templates, {"title": DEFAULT_TITLE}, receiver=name
+        )
         if not config.path.strip():
             raise ChannelConfigError("path", "path must name a file")
         path = Path(config.path)

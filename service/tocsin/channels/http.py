@@ -11,11 +11,17 @@ fed through urllib's request objects) is ~260 us and the general transport (URL
 re-parsed, headers converted, body streamed through three async generators) ~120 us.
 A receiver needs none of that: ``JsonPoster`` builds the ``httpx.Request`` from parts
 made once (URL, headers, timeout) and hands it to ``AiohttpPool``, a transport for one
-receiver that reads the (small) answer whole.
+receiver that reads at most ``MAX_ANSWER_BYTES`` of the answer.
+
+A receiver's ``timeout`` is one deadline for the whole exchange (DESIGN.md section 10):
+waiting for a connection, connecting, sending, and the whole answer. A per-read timeout
+alone lets a receiver that trickles a byte a second keep a send alive past the
+consumer's ack_wait, and then JetStream hands the same item to a second worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -32,6 +38,10 @@ from tocsin.core.policy.retry import SendResult, classify_http, retryable
 from tocsin.observability.redact import mask_secret
 
 MAX_CONNECTIONS_PER_RECEIVER = 32
+# What is read of an answer: enough for any error message; the rest is discarded (the
+# connection is then closed, not reused), so a receiver that streams forever costs a
+# bounded buffer. The status code decides the verdict either way.
+MAX_ANSWER_BYTES = 64 * 1024
 
 _encoder = msgspec.json.Encoder()
 
@@ -63,12 +73,14 @@ class PayloadChannel:
     """A channel whose provider takes one JSON body per notification at one URL, made by
     ``payload(notification, templates, dashboard_url)`` (Slack's and Discord's
     incoming webhooks): the receiver's templates, a ``JsonPoster``, and the send.
-    Subclasses set ``kind`` and pass the checked URL and their ``payload``."""
+    Subclasses set ``kind`` and pass the receiver's name, the checked URL and their
+    ``payload``."""
 
     kind: str
 
     def __init__(
         self,
+        name: str,
         url: str,
         config: ReceiverConfig,
         env: ChannelEnv,
@@ -76,7 +88,7 @@ class PayloadChannel:
     ) -> None:
         self._url = url
         self._payload = payload
-        self._templates = compile_templates(config.templates)
+        self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(env.version, config.timeout)
 
@@ -93,7 +105,8 @@ class PayloadChannel:
 class JsonPoster:
     """POSTs JSON bodies for one receiver: pooled keep-alive connections, tocsin's
     ``User-Agent``, the receiver's fixed headers, and ``traceparent`` when traced.
-    Redirects are not followed (a 3xx is a permanent failure) and no cookies are kept."""
+    Redirects are not followed (a 3xx is a permanent failure) and no cookies are kept.
+    ``timeout`` bounds each ``post`` as a whole, the answer included."""
 
     def __init__(
         self, version: str, timeout: float, headers: Mapping[str, str] | None = None
@@ -105,6 +118,7 @@ class JsonPoster:
             "Content-Type": "application/json",
             "User-Agent": f"tocsin/{version}",
         }
+        self._timeout = timeout
         self._extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout).as_dict()}
         self._transport = AiohttpPool()
         self._urls: dict[str, httpx.URL] = {}
@@ -129,13 +143,17 @@ class JsonPoster:
             stream=httpx.ByteStream(body),
             extensions=self._extensions,
         )
+        deadline = asyncio.timeout(self._timeout)
         try:
-            response = await self._transport.handle_async_request(request)
+            async with deadline:
+                response = await self._transport.handle_async_request(request)
             excerpt = ""
             if not response.is_success:  # a success's body is never decoded
                 await response.aread()
                 excerpt = response.text[:200]
         except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            if deadline.expired():
+                return retryable(f"timeout: no whole answer within {self._timeout:g}s")
             return retryable(describe(error))
         return classify_http(response.status_code, response.headers, excerpt)
 
@@ -145,7 +163,9 @@ class JsonPoster:
 
 class AiohttpPool(httpx.AsyncBaseTransport):
     """httpx requests sent through one aiohttp connection pool: at most
-    ``MAX_CONNECTIONS_PER_RECEIVER`` connections, kept alive between requests.
+    ``MAX_CONNECTIONS_PER_RECEIVER`` connections, kept alive between requests. Of each
+    answer, at most ``MAX_ANSWER_BYTES`` are read (httpx's timeouts are per phase and
+    per read: ``JsonPoster`` puts the deadline around the whole request).
 
     aiohttp's exceptions are not mapped to httpx's (``JsonPoster.post`` catches both
     and ``describe`` reads the root cause); redirects are not followed, aiohttp keeps no
@@ -188,7 +208,7 @@ class AiohttpPool(httpx.AsyncBaseTransport):
             auto_decompress=False,
             timeout=self._timeout(request),
         ) as answer:
-            body = await answer.read()
+            body = await _read_at_most(answer.content, MAX_ANSWER_BYTES)
         return httpx.Response(
             answer.status,
             headers=answer.raw_headers,
@@ -201,6 +221,23 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The answer's first ``limit`` bytes, or all of it when shorter. Leaving the
+    response's context with bytes unread closes the connection instead of pooling it."""
+    first = await content.read(limit)
+    if len(first) >= limit or content.at_eof():
+        return first
+    chunks = [first]
+    size = len(first)
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 URLS_KEPT = 64  # one receiver posts to one URL, or a few; bounded anyway

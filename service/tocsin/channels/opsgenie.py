@@ -192,7 +192,7 @@ class OpsgenieChannel:
         self._name = name
         self._base = check_url(config.url, "https://api.opsgenie.com").rstrip("/")
         self._api_key = api_key
-        self._templates = compile_templates(config.templates)
+        self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(
             env.version, config.timeout, {"Authorization": f"GenieKey {api_key}"}

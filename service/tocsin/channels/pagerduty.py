@@ -139,7 +139,7 @@ class PagerDutyChannel:
         self._name = name
         self._url = check_url(config.url, "https://events.pagerduty.com/v2/enqueue")
         self._routing_key = routing_key
-        self._templates = compile_templates(config.templates)
+        self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(env.version, config.timeout)
 

@@ -198,7 +198,7 @@ class SlackChannel(PayloadChannel):
 
     def __init__(self, name: str, config: SlackConfig, env: ChannelEnv) -> None:
         url = check_url(config.url, "https://hooks.slack.com/services/...")
-        super().__init__(url, config, env, payload)
+        super().__init__(name, url, config, env, payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> SlackChannel:

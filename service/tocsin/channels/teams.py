@@ -212,7 +212,7 @@ class TeamsChannel:
 
     def __init__(self, name: str, config: TeamsConfig, env: ChannelEnv) -> None:
         self._url = check_url(config.url, "the Teams workflow's webhook URL")
-        self._templates = compile_templates(config.templates)
+        self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(env.version, config.timeout)
 

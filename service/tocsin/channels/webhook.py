@@ -2,12 +2,22 @@
 
 Headers: ``Content-Type``, ``Idempotency-Key`` (the notification id, stable across
 retries and restarts), ``User-Agent: tocsin/<version>``, ``traceparent`` when traced,
-custom ``headers``, and ``X-Tocsin-Signature: t=<unix>,v1=<hex HMAC-SHA256 of
-"<t>.<body>">`` when the receiver has a ``secret``.
+custom ``headers``, and, when the receiver has a ``secret``, two signatures of the same
+body at the same second (DESIGN.md section 10):
+
+- the Standard Webhooks headers (https://www.standardwebhooks.com), which the
+  ``standardwebhooks`` verifiers of every language accept: ``webhook-id`` (the
+  notification id), ``webhook-timestamp`` (unix seconds) and ``webhook-signature:
+  v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with the secret
+  base64-decoded when it is written ``whsec_<base64>``, else with its UTF-8 bytes;
+- ``X-Tocsin-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``, keyed with
+  the secret's UTF-8 bytes as written (``whsec_`` included), as before.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -16,7 +26,15 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tocsin.channels import Channel, ChannelEnv, ChannelKind, ReceiverConfig, discord, slack
+from tocsin.channels import (
+    Channel,
+    ChannelConfigError,
+    ChannelEnv,
+    ChannelKind,
+    ReceiverConfig,
+    discord,
+    slack,
+)
 from tocsin.channels.http import JsonPoster, check_url
 from tocsin.core.contracts import Notification
 from tocsin.core.policy.retry import SendResult
@@ -37,21 +55,57 @@ def signature(secret: str, body: bytes, unix_seconds: int) -> str:
     return f"t={unix_seconds},v1={digest.hexdigest()}"
 
 
+STANDARD_SECRET_PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks key of ``secret``: ``whsec_<base64>`` decoded (padding
+    optional), any other string as its UTF-8 bytes. A ``ValueError`` that does not echo
+    the secret when the part after ``whsec_`` is not base64 or is empty."""
+    if not secret.startswith(STANDARD_SECRET_PREFIX):
+        return secret.encode()
+    encoded = secret.removeprefix(STANDARD_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("a secret written whsec_... must be base64 after whsec_") from None
+    if not key:
+        raise ValueError("a secret written whsec_... needs a key after whsec_")
+    return key
+
+
+def standard_signature(key: bytes, message_id: str, unix_seconds: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value for ``body``."""
+    signed = f"{message_id}.{unix_seconds}.".encode() + body
+    return "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode()
+
+
 class WebhookChannel:
     kind = "webhook"
 
     def __init__(self, name: str, config: WebhookConfig, env: ChannelEnv) -> None:
         self._url = check_url(config.url)
         self._secret = config.secret
+        self._key = b""
+        if config.secret:
+            try:
+                self._key = signing_key(config.secret)
+            except ValueError as error:
+                raise ChannelConfigError("secret", str(error)) from None
         self._poster = JsonPoster(env.version, config.timeout, config.headers)
 
     async def send(
         self, notification: Notification, *, traceparent: str | None = None
     ) -> SendResult:
         body = _encoder.encode(notification)
-        headers = {"Idempotency-Key": notification.notification_id}
+        nid = notification.notification_id
+        headers = {"Idempotency-Key": nid}
         if self._secret:
-            headers["X-Tocsin-Signature"] = signature(self._secret, body, int(time.time()))
+            now = int(time.time())
+            headers["webhook-id"] = nid
+            headers["webhook-timestamp"] = str(now)
+            headers["webhook-signature"] = standard_signature(self._key, nid, now, body)
+            headers["X-Tocsin-Signature"] = signature(self._secret, body, now)
         return await self._poster.post(self._url, body, traceparent, headers)
 
     async def close(self) -> None:
