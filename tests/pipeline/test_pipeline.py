@@ -28,6 +28,8 @@ from tests.support import (
 )
 from tocsin import __version__
 from tocsin.core.contracts import Notification
+from tocsin.store import forensics
+from tocsin.store.eventlog import db_path
 
 NOTIFICATION_FIELDS = set(Notification.__struct_fields__)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -101,8 +103,10 @@ async def test_first_firing_event_reaches_the_webhook_with_the_documented_body(
             "delivered_at",
             "log_seq",
             "trace_id",
+            "status_code",
         }
         assert {k: delivered[k] for k in NOTIFICATION_FIELDS} == body
+        assert delivered["status_code"] == 200  # what the webhook answered
         assert delivered["channel"] == "webhook"
         assert delivered["attempts"] == 1
         assert delivered["trace_id"] == TRACE
@@ -117,6 +121,13 @@ async def test_first_firing_event_reaches_the_webhook_with_the_documented_body(
     finally:
         await service.stop()
         await audit.close()
+    # Who was told, found by fingerprint: delivery facts carry it (DESIGN section 10).
+    told = [
+        (record.kind, record.data.get("receiver"))
+        for record in forensics.replay(db_path(data_dir), fingerprint=body["fingerprint"])
+    ]
+    assert ("alert.routed", "hook") in told
+    assert ("delivery.succeeded", "hook") in told
 
 
 async def test_duplicates_in_a_bucket_are_suppressed_and_counted(

@@ -17,7 +17,7 @@ import pytest
 from tests.support import make_notification, wait_until
 from tocsin.bus.puller import Puller
 from tocsin.bus.streams import ensure_consumer, ensure_streams, recorder_consumer_config
-from tocsin.core.contracts import Delivered
+from tocsin.core.contracts import DeliverySucceeded
 from tocsin.core.subjects import DELIVERED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.pipeline.recorder import Recorder
 from tocsin.store.eventlog import LogWriteError, db_path
@@ -33,7 +33,7 @@ class OutcomeRig:
         self.puller = Puller(nc, STREAM_OUT, RECORDER_CONSUMER, 100, prefetch=False)
 
     async def publish_delivered(self, notification_id: str) -> None:
-        outcome = Delivered(
+        outcome = DeliverySucceeded(
             **msgspec.structs.asdict(make_notification(notification_id=notification_id)),
             channel="webhook",
             attempts=1,

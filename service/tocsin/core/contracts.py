@@ -114,7 +114,7 @@ class WorkItem(Struct, kw_only=True):
     generation: int = 0  # re-queues after a dead letter; part of the outcome message ids
 
 
-class Delivered(Notification, kw_only=True):
+class DeliverySucceeded(Notification, kw_only=True):
     """One message on ``alerts.delivered`` per successful notification."""
 
     channel: str
@@ -122,9 +122,10 @@ class Delivered(Notification, kw_only=True):
     delivered_at: Timestamp
     log_seq: int
     trace_id: str | None = None
+    status_code: int | None = None  # the receiver's HTTP answer; null when not HTTP
 
 
-class DeliveryFailed(Notification, kw_only=True):
+class DeliveryDeadLettered(Notification, kw_only=True):
     """One message on ``alerts.delivery_failed`` per dead-lettered notification."""
 
     channel: str
@@ -136,7 +137,7 @@ class DeliveryFailed(Notification, kw_only=True):
     trace_id: str | None = None
 
 
-class AttemptFailed(Struct, kw_only=True):
+class DeliveryAttemptFailed(Struct, kw_only=True):
     """One message on ``tocsin.attempts.<receiver>`` per failed attempt that will be retried."""
 
     notification_id: str
@@ -168,8 +169,8 @@ class Rejected(Struct, kw_only=True):
 SCHEMA_TYPES: dict[str, type[Struct]] = {
     "alert-event": InboundEvent,
     "notification": Notification,
-    "alerts.delivered": Delivered,
-    "alerts.delivery_failed": DeliveryFailed,
+    "alerts.delivered": DeliverySucceeded,
+    "alerts.delivery_failed": DeliveryDeadLettered,
     "alerts.rejected": Rejected,
 }
 

@@ -169,6 +169,7 @@ class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
     channel: str
     attempts: int
     at: int
+    status_code: int | None = None  # the receiver's HTTP answer; None when not HTTP
 
 
 class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):

@@ -453,7 +453,7 @@ def _delivered(
         channel=event.channel,
         attempt=event.attempts,
         status="delivered",
-        status_code=None,
+        status_code=event.status_code,
         error=None,
         ts=format_us(event.at),
         seq=row.seq,

@@ -27,7 +27,12 @@ from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
 from tocsin.channels import Channel
 from tocsin.config import RetrySection
-from tocsin.core.contracts import AttemptFailed, Delivered, DeliveryFailed, WorkItem
+from tocsin.core.contracts import (
+    DeliveryAttemptFailed,
+    DeliveryDeadLettered,
+    DeliverySucceeded,
+    WorkItem,
+)
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy import failover as tb
 from tocsin.core.policy.backoff import Backoff
@@ -411,10 +416,16 @@ class ReceiverWorker:
             "trace_id": item.trace_id,
         }
         if step.action == "delivered":
-            message: Any = Delivered(**body, **common, attempts=attempt, delivered_at=now)
+            message: Any = DeliverySucceeded(
+                **body,
+                **common,
+                attempts=attempt,
+                delivered_at=now,
+                status_code=result.status_code,
+            )
             return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
         if step.action == "dead_letter":
-            message = DeliveryFailed(
+            message = DeliveryDeadLettered(
                 **body,
                 **common,
                 attempts=attempt,
@@ -436,7 +447,7 @@ class ReceiverWorker:
                 },
             )
             return Outbound(DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}")
-        message = AttemptFailed(
+        message = DeliveryAttemptFailed(
             notification_id=nid,
             receiver=self.receiver,
             alert_id=notification.alert_id,

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 
 from tocsin.bus.puller import stream_seq
 from tocsin.core import events as ev
-from tocsin.core.contracts import AttemptFailed, Delivered, DeliveryFailed
+from tocsin.core.contracts import DeliveryAttemptFailed, DeliveryDeadLettered, DeliverySucceeded
 from tocsin.core.state import State
 from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.core.times import parse_rfc3339
@@ -29,9 +29,9 @@ log = logging.getLogger("tocsin.recorder")
 
 BATCH = 500
 
-_delivered = msgspec.json.Decoder(Delivered)
-_failed = msgspec.json.Decoder(DeliveryFailed)
-_attempt = msgspec.json.Decoder(AttemptFailed)
+_delivered = msgspec.json.Decoder(DeliverySucceeded)
+_failed = msgspec.json.Decoder(DeliveryDeadLettered)
+_attempt = msgspec.json.Decoder(DeliveryAttemptFailed)
 
 
 def outcome_event(subject: str, data: bytes) -> ev.Event:
@@ -46,6 +46,7 @@ def outcome_event(subject: str, data: bytes) -> ev.Event:
             channel=d.channel,
             attempts=d.attempts,
             at=parse_rfc3339(d.delivered_at),
+            status_code=d.status_code,
             trace_id=d.trace_id,
         )
     if subject == DELIVERY_FAILED:
