@@ -101,7 +101,10 @@ class LastSeen(Struct, kw_only=True):
 
 class Stats(Struct, kw_only=True):
     """DESIGN.md sections 7 and 10; ``delivery_success_rate`` is null while nothing in
-    the window was delivered or dead-lettered (no rate to speak of)."""
+    the window was delivered or dead-lettered (no rate to speak of). Additive:
+    ``per_hour`` (firing events per hour by severity, the dashboard's chart),
+    ``rejected`` (inbound messages refused in the window) and ``rejected_by_reason``
+    (those by reason code, most first)."""
 
     window_hours: int
     total: int
@@ -114,6 +117,8 @@ class Stats(Struct, kw_only=True):
     queue: QueueCounts
     last_by_severity: dict[str, LastSeen | None]
     per_hour: list[dict[str, Any]]
+    rejected: int
+    rejected_by_reason: dict[str, int]
 
 
 class SilenceView(Struct, kw_only=True):
@@ -526,6 +531,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
     suppressed = 0
+    rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
         bucket = state.hours.get(hour)
@@ -537,6 +543,8 @@ def stats(state: State, hours: int, now: int) -> Stats:
             for kind, n in bucket.by_type.items():
                 by_type[kind] = by_type.get(kind, 0) + n
             suppressed += bucket.suppressed
+            for code, n in bucket.rejected.items():
+                rejected[code] = rejected.get(code, 0) + n
             for receiver, r in bucket.by_receiver.items():
                 sums = by_receiver.setdefault(receiver, ReceiverCounts())
                 sums.delivered += r.delivered
@@ -570,6 +578,8 @@ def stats(state: State, hours: int, now: int) -> Stats:
         ),
         last_by_severity=last,
         per_hour=per_hour,
+        rejected=sum(rejected.values()),
+        rejected_by_reason=dict(sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
 
