@@ -686,7 +686,9 @@ async def test_readme_screenshot_of_a_realistic_dashboard(
         ]
         for source, body in now:
             await publish(nats_url, f"alerts.in.{source}", body)
+        await publish(nats_url, "alerts.in.orders", event(severity="urgent"))  # rejected
         await one_alert(service, type="db_unavailable")
+        await wait_until(lambda: service.count("alert.rejected") == 1, what="the rejection")
 
         async def dead_lettered() -> bool:
             queue = (await api_get(service, "/api/v1/stats"))["queue"]
@@ -730,6 +732,209 @@ async def test_readme_screenshot_of_a_realistic_dashboard(
         target = os.environ.get("TOCSIN_SCREENSHOT")
         if target:
             shutil.copyfile(shot, target)
+    finally:
+        await page.close()
+        await service.stop()
+
+
+# -- every figure on the index page against the API (issue #23, item 7) ---------------
+
+FIGURES_CONFIG = """
+[retry]
+max_attempts = 2
+backoff = ["100ms"]
+
+[[route]]
+match = {{}}
+receivers = ["hook"]
+
+[[route]]
+match = {{ type = "db_down" }}
+receivers = ["pager"]
+
+[receivers.hook]
+channel = "webhook"
+url = "{ok}"
+timeout = "2s"
+
+[receivers.pager]
+channel = "webhook"
+url = "{pager}"
+timeout = "2s"
+"""
+SEVERITY_ORDER = ["critical", "error", "warning", "info"]
+STATUS_ORDER = ["firing", "acked", "silenced", "resolved"]
+# Every card names what it counts: alerts, events, delivery outcomes or notifications.
+COUNTED = re.compile(r"\b(alerts|events|outcomes|notifications)\b", re.IGNORECASE)
+
+
+async def figures_on(page: Page) -> dict[str, str]:
+    """Each ``data-figure`` on the page and its text, as a reader sees it; a name used
+    twice fails (two figures would claim to be the same count)."""
+    pairs = await page.evaluate(
+        "() => [...document.querySelectorAll('[data-figure]')]"
+        ".map(e => [e.dataset.figure, e.textContent.trim()])"
+    )
+    names = [name for name, _ in pairs]
+    assert len(names) == len(set(names)), names
+    return dict(pairs)
+
+
+async def test_every_figure_on_the_dashboard_says_what_it_counts_and_agrees_with_the_api(
+    browser: Browser, nats_url: str, sink: HttpSink, data_dir: Path, tmp_path: Path
+) -> None:
+    """Issue #23 item 7: firing, acked, silenced and resolved alerts, a notification
+    dead-lettered, re-queued and delivered, another dead-lettered, re-queued and
+    dead-lettered again, delivered ones and two rejected messages; then every figure on
+    ``/`` is read in the browser and compared with ``/api/v1/stats`` and
+    ``/api/v1/alerts?status=...&severity=...``."""
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=15_000)
+    pager_status = [400]  # 400 is permanent: dead-lettered at once
+    sink.responder = lambda request, index: (
+        pager_status[0] if request.path == "/pager" else 200,
+        {},
+        b"",
+    )
+    pager = f"http://127.0.0.1:{sink.port}/pager"
+    config = FIGURES_CONFIG.format(ok=sink.url, pager=pager)
+    service = await Tocsin(data_dir, nats_url, config).start()
+    problems: list[str] = []
+    page = await new_page(browser, problems)
+
+    async def outcomes(dead: int, delivered: int) -> bool:
+        logged = service.count("delivery.dead_lettered"), service.count("delivery.succeeded")
+        return logged == (dead, delivered) and await settled(service)
+
+    try:
+        await api_post(
+            service,
+            "/api/v1/silences",
+            {"matchers": {"labels": {"host": "db7"}}, "ends_at": "1h", "created_by": "ana"},
+            expect=201,
+        )
+        # pg-1 down: three firing events, one alert; its pager notification is
+        # dead-lettered, re-queued, and delivered.
+        pg1 = event(
+            type="db_down",
+            severity="critical",
+            summary="pg-1 down",
+            labels={"host": "pg-1"},
+            timestamp=format_us(now_us()),  # one dedup bucket for the three
+        )
+        for _ in range(3):
+            await publish(nats_url, "alerts.in.db", pg1)
+        await wait_until(lambda: outcomes(dead=1, delivered=1), what="pg-1's dead letter")
+        pager_status[0] = 200
+        requeued = await api_post(service, "/api/v1/deliveries/retry", {"receiver": "pager"})
+        assert requeued["requeued"] == 1
+        await wait_until(lambda: outcomes(dead=1, delivered=2), what="pg-1's re-queue")
+        # pg-2 down: dead-lettered, re-queued, dead-lettered again: one notification dead.
+        pager_status[0] = 400
+        pg2 = event(
+            type="db_down", severity="critical", summary="pg-2 down", labels={"host": "pg-2"}
+        )
+        await publish(nats_url, "alerts.in.db", pg2)
+        await wait_until(lambda: outcomes(dead=2, delivered=3), what="pg-2's dead letter")
+        requeued = await api_post(service, "/api/v1/deliveries/retry", {"receiver": "pager"})
+        assert requeued["requeued"] == 1
+        await wait_until(lambda: outcomes(dead=3, delivered=3), what="pg-2's second dead letter")
+
+        others = [
+            event(type="replica_lag", severity="critical", summary="pg-3 lagging 95s"),
+            event(type="pod_crashloop", severity="error", summary="payments crashlooping"),
+            event(summary="disk 97% full on db7", labels={"host": "db7"}),  # silenced
+            event(type="latency_high", summary="search p99 1.8s", labels={"svc": "search"}),
+            event(summary="disk 91% full on db1"),  # resolved below, by an event
+            event(type="cert_expiry", severity="info", summary="cert expires in 13 days"),
+        ]
+        for body in others:
+            await publish(nats_url, "alerts.in.ops", body)
+        await wait_until(lambda: service.count("alert.received") == 10, what="the events")
+        lagging = await one_alert(service, type="replica_lag")
+        crashloop = await one_alert(service, type="pod_crashloop")
+        await api_post(service, f"/api/v1/alerts/{lagging['id']}/resolve", {"by": "sam"})
+        await api_post(service, f"/api/v1/alerts/{crashloop['id']}/ack", {"by": "ana"})
+        # Resolved by an event, so its last_seen is the newest of all: the API lists it
+        # first, the page after every open alert.
+        await publish(nats_url, "alerts.in.ops", event(summary="disk ok", status="resolved"))
+        await publish(nats_url, "alerts.in.bad", b"{not json")
+        await publish(nats_url, "alerts.in.bad", event(severity="sev9"))
+        await wait_until(lambda: service.count("alert.rejected") == 2, what="the rejections")
+        await wait_until(lambda: outcomes(dead=3, delivered=10), what="every delivery")
+        await service.assert_live_state_is_the_log()
+
+        stats = await api_get(service, "/api/v1/stats")
+
+        async def count(**params: str) -> int:
+            return len(await alerts(service, limit=500, **params))
+
+        # The state has what the issue found confusing: more critical events than
+        # critical alerts, more dead-letter outcomes than dead notifications, a silenced
+        # alert, a resolved alert newest of all, rejected messages.
+        assert stats["by_severity"]["critical"] == 5
+        assert await count(severity="critical", status="firing") == 2
+        assert stats["queue"]["dead"] == 1
+        assert sum(r["dead"] for r in stats["by_receiver"].values()) == 3
+        assert await count(status="silenced") == 1
+        listed_by_api = await alerts(service, limit=500)
+        assert listed_by_api[0]["status"] == "resolved"
+        assert stats["rejected"] == 2
+
+        expected: dict[str, str] = {}
+        for s in SEVERITY_ORDER:
+            for st in ("firing", "acked", "silenced"):
+                expected[f"alerts-{st}-{s}"] = str(await count(status=st, severity=s))
+            expected[f"listed-{s}"] = str(await count(severity=s))
+            expected[f"chart-events-{s}"] = str(stats["by_severity"][s])
+        expected["listed-all"] = str(await count())
+        for st in STATUS_ORDER:
+            expected[f"listed-status-{st}"] = str(await count(status=st))
+        expected["events-firing"] = expected["chart-events"] = str(stats["total"])
+        expected["events-suppressed"] = str(stats["suppressed"])
+        expected["events-suppressed-share"] = f"{stats['dedup_ratio'] * 100:.0f}%"
+        expected["events-rejected"] = str(stats["rejected"])
+        for code, n in stats["rejected_by_reason"].items():
+            expected[f"events-rejected-{code}"] = str(n)
+        delivered = sum(r["delivered"] for r in stats["by_receiver"].values())
+        dead = sum(r["dead"] for r in stats["by_receiver"].values())
+        assert stats["delivery_success_rate"] == pytest.approx(delivered / (delivered + dead))
+        expected["delivery-success"] = f"{stats['delivery_success_rate'] * 100:.1f}%"
+        expected["outcomes-delivered"] = str(delivered)
+        expected["outcomes"] = str(delivered + dead)
+        for key in ("dead", "pending", "retrying"):
+            expected[f"notifications-{key}"] = str(stats["queue"][key])
+
+        await page.goto(f"{service.api}/")
+        assert await figures_on(page) == expected
+        for card in await page.locator(".card").all():
+            text = " ".join((await card.inner_text()).split())
+            assert COUNTED.search(text), f"a card that does not say what it counts: {text}"
+
+        # The table: firing before acked, silenced and resolved, each newest first; the
+        # API's order (newest first, whatever the status) is unchanged.
+        rank = {st: index for index, st in enumerate(STATUS_ORDER)}
+        grouped = sorted(listed_by_api, key=lambda a: rank[a["status"]])
+        rows = page.locator("table.alerts tbody tr[data-alert-id]")
+        shown = [await r.get_attribute("data-alert-id") for r in await rows.all()]
+        assert shown == [a["id"] for a in grouped]
+        groups = page.locator("table.alerts tr.group-row")
+        assert [await g.get_attribute("data-group") for g in await groups.all()] == STATUS_ORDER
+        last_seen = [a["last_seen"] for a in listed_by_api]
+        assert last_seen == sorted(last_seen, reverse=True)
+
+        await page.screenshot(path=str(tmp_path / "figures.png"), full_page=True)
+        # A card's link lists the alerts it counts, and the severity chip as many as
+        # its number says.
+        await page.locator(".card-critical").click()
+        await expect(page).to_have_url(re.compile(r"severity=critical"))
+        await expect(rows).to_have_count(int(expected["alerts-firing-critical"]))
+        await expect(rows.locator(".badge")).to_have_text(["firing"] * 2)
+        await page.goto(f"{service.api}/")
+        await page.locator(".chips a[data-severity='warning']").click()
+        await expect(rows).to_have_count(int(expected["listed-warning"]))
+        assert problems == [], problems
     finally:
         await page.close()
         await service.stop()

@@ -452,6 +452,42 @@ def _url(path: str, params: Mapping[str, str | None], **changes: str | None) -> 
     return f"{path}?{query}" if query else path
 
 
+@dataclass(frozen=True)
+class Listed:
+    """How many alerts the table lists: with each severity chip (the status filter
+    applied), in all, and in each status group (the severity filter applied)."""
+
+    by_severity: dict[str, int]
+    total: int
+    by_status: dict[str, int]
+
+    @staticmethod
+    def of(
+        counts: Mapping[str, Mapping[str, int]], severity: str | None, status: str | None
+    ) -> Listed:
+        statuses = [status] if status is not None and status in counts else list(counts)
+        by_severity = {s: sum(counts[st].get(s, 0) for st in statuses) for s in SEVERITIES}
+        severities = [severity] if severity else list(SEVERITIES)
+        by_status = {st: sum(counts[st].get(s, 0) for s in severities) for st in counts}
+        return Listed(by_severity=by_severity, total=sum(by_severity.values()), by_status=by_status)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Delivery outcomes logged in the stats window: ``delivered`` of ``total``
+    (delivered + dead-lettered) is ``stats.delivery_success_rate``. A notification
+    re-queued after a dead letter has one outcome per round."""
+
+    delivered: int
+    total: int
+
+    @staticmethod
+    def of(stats: views.Stats) -> Outcomes:
+        delivered = sum(r.delivered for r in stats.by_receiver.values())
+        dead = sum(r.dead for r in stats.by_receiver.values())
+        return Outcomes(delivered=delivered, total=delivered + dead)
+
+
 class Pages:
     """Renders the pages of one service (its context) with a fresh nonce each."""
 
@@ -494,6 +530,10 @@ class Pages:
         return Response(html, status_code=status, media_type=MediaType.HTML, headers=headers)
 
     def index(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """The cards count alerts as of now, events and outcomes in the window, and
+        notifications as of now, each saying which; the chips and the table's group
+        headings count the alerts the table lists (the filters but severity and status
+        applied), so a number and the rows its link shows agree."""
         query = request.query_params
         filters = {k: query.get(k) or None for k in ("severity", "status", "q", "type", "source")}
         state = self.ctx.state()
@@ -510,15 +550,21 @@ class Pages:
                 limit=TABLE_LIMIT,
                 cursor=query.get("cursor") or None,
                 now=now,
+                order="status",
             )
         except views.QueryError as problem:
             error = str(problem)
             page = views.AlertPage(alerts=[], next_cursor=None)
         stats = views.stats(state, CHART_HOURS, now)
-        open_counts = dict.fromkeys(SEVERITIES, 0)
-        for alert in state.alerts.values():
-            if alert.status != "resolved":
-                open_counts[alert.severity] = open_counts.get(alert.severity, 0) + 1
+        alerts_now = views.alert_counts(state, now)
+        narrowed = filters["type"] or filters["source"] or filters["q"]
+        listed = (
+            views.alert_counts(
+                state, now, type_=filters["type"], source=filters["source"], q=filters["q"]
+            )
+            if narrowed
+            else alerts_now
+        )
         return self.render(
             request,
             "index.html",
@@ -528,7 +574,10 @@ class Pages:
             error=error,
             stats=stats,
             chart=chart(stats.per_hour),
-            open_counts=open_counts,
+            alerts_now=alerts_now,
+            listed=Listed.of(listed, filters["severity"], filters["status"]),
+            outcomes=Outcomes.of(stats),
+            card_url=lambda severity: _url("/", {}, severity=severity, status="firing"),
             filter_url=lambda **changes: _url("/", filters, cursor=None, **changes),
             older_url=_url("/", filters, cursor=page.next_cursor) if page.next_cursor else None,
         )

@@ -196,6 +196,8 @@ def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
 
 def _rejected(e: ev.AlertRejected, state: State, seq: int) -> None:
     state.counters.rejected += 1
+    rejected = state.hour().rejected
+    rejected[e.code] = rejected.get(e.code, 0) + 1
 
 
 def _attempt_failed(e: ev.DeliveryAttemptFailed, state: State, seq: int) -> None:

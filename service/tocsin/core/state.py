@@ -100,6 +100,7 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     by_type: dict[str, int] = {}
     suppressed: int = 0
     by_receiver: dict[str, ReceiverStats] = {}
+    rejected: dict[str, int] = {}  # refused inbound messages by reason code
 
 
 class LastAlert(Struct, kw_only=True, gc=False, array_like=True):

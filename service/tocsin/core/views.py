@@ -101,7 +101,10 @@ class LastSeen(Struct, kw_only=True):
 
 class Stats(Struct, kw_only=True):
     """DESIGN.md sections 7 and 10; ``delivery_success_rate`` is null while nothing in
-    the window was delivered or dead-lettered (no rate to speak of)."""
+    the window was delivered or dead-lettered (no rate to speak of). Additive:
+    ``per_hour`` (firing events per hour by severity, the dashboard's chart),
+    ``rejected`` (inbound messages refused in the window) and ``rejected_by_reason``
+    (those by reason code, most first)."""
 
     window_hours: int
     total: int
@@ -114,6 +117,8 @@ class Stats(Struct, kw_only=True):
     queue: QueueCounts
     last_by_severity: dict[str, LastSeen | None]
     per_hour: list[dict[str, Any]]
+    rejected: int
+    rejected_by_reason: dict[str, int]
 
 
 class SilenceView(Struct, kw_only=True):
@@ -224,16 +229,64 @@ def alert_view(alert: Alert, silenced: bool = False) -> AlertView:
     )
 
 
-def _encode_cursor(alert: Alert) -> str:
-    return base64.urlsafe_b64encode(f"{alert.last_seen}:{alert.id}".encode()).decode()
+def _encode_cursor(alert: Alert, group: int | None = None) -> str:
+    position = f"{alert.last_seen}:{alert.id}"
+    if group is not None:  # the status-grouped order (the dashboard's): its group too
+        position = f"g{group}:{position}"
+    return base64.urlsafe_b64encode(position.encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[int, str]:
+def _decode_cursor(cursor: str, grouped: bool) -> tuple[int, int, str]:
+    """``(group, last_seen, id)``; the group is 0 in the plain order."""
     try:
-        last_seen, _, alert_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        return int(last_seen), alert_id
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        group = 0
+        if grouped:
+            head, _, text = text.partition(":")
+            if not head.startswith("g"):
+                raise ValueError(head)
+            group = int(head[1:])
+        last_seen, _, alert_id = text.partition(":")
+        return group, int(last_seen), alert_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise QueryError("cursor", "cursor is not one this API returned") from error
+
+
+AlertOrder = Literal["last_seen", "status"]
+
+
+def shown_status(state: State, alert: Alert, now: int) -> str:
+    """The status an alert shows as of ``now`` (``view_status``); a silence is looked for
+    only when it could matter (an open alert nobody acknowledged)."""
+    if alert.status == "resolved" or alert.acked_at is not None:
+        return view_status(alert, False)
+    return view_status(alert, is_silenced(state, alert, now))
+
+
+def _matching(
+    state: State,
+    *,
+    severity: str | None = None,
+    type_: str | None = None,
+    source: str | None = None,
+    q: str | None = None,
+) -> list[Alert]:
+    """The alerts that match these filters (all but status), in no particular order."""
+    needle = q.lower() if q else None
+    out: list[Alert] = []
+    for alert in state.alerts.values():
+        if severity and alert.severity != severity:
+            continue
+        if type_ and alert.type != type_:
+            continue
+        if source and alert.source != source:
+            continue
+        if needle:
+            haystack = " ".join([alert.summary, *alert.labels.keys(), *alert.labels.values()])
+            if needle not in haystack.lower():
+                continue
+        out.append(alert)
+    return out
 
 
 def list_alerts(
@@ -247,42 +300,62 @@ def list_alerts(
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
     now: int = 0,
+    order: AlertOrder = "last_seen",
 ) -> AlertPage:
     """Alerts newest first by ``last_seen``, filtered, one page at a time; ``status``
-    is the one shown (firing, acked, silenced as of ``now``, resolved)."""
+    is the one shown (firing, acked, silenced as of ``now``, resolved). ``order="status"``
+    (the dashboard's table) groups them by that status first, in ``ALERT_STATUSES``
+    order (firing first, resolved last), each group newest first; its cursors are its
+    own. The API keeps the plain order (DESIGN.md section 10)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise QueryError("limit", f"limit must be 1 to {MAX_LIMIT}")
     if status and status not in ALERT_STATUSES:
         raise QueryError("status", f"status must be one of {', '.join(ALERT_STATUSES)}")
-    needle = q.lower() if q else None
-
-    def keep(alert: Alert) -> bool:
-        if severity and alert.severity != severity:
-            return False
-        if type_ and alert.type != type_:
-            return False
-        if status and view_status(alert, is_silenced(state, alert, now)) != status:
-            return False
-        if source and alert.source != source:
-            return False
-        if needle:
-            haystack = " ".join([alert.summary, *alert.labels.keys(), *alert.labels.values()])
-            if needle not in haystack.lower():
-                return False
-        return True
-
-    ordered = sorted(
-        (a for a in state.alerts.values() if keep(a)),
-        key=lambda a: (a.last_seen, a.id),
-        reverse=True,
-    )
-    if cursor:
-        after = _decode_cursor(cursor)
-        ordered = [a for a in ordered if (a.last_seen, a.id) < after]
+    grouped = order == "status"
+    after = _decode_cursor(cursor, grouped) if cursor else None
+    alerts = _matching(state, severity=severity, type_=type_, source=source, q=q)
+    if status:
+        alerts = [a for a in alerts if shown_status(state, a, now) == status]
+    rank = dict.fromkeys(ALERT_STATUSES, 0)
+    if grouped:
+        rank = {name: index for index, name in enumerate(ALERT_STATUSES)}
+    # (group, alert): newest first, ties by id descending; then (stable) by group.
+    ordered = [(rank[shown_status(state, a, now)] if grouped else 0, a) for a in alerts]
+    ordered.sort(key=lambda item: (item[1].last_seen, item[1].id), reverse=True)
+    if grouped:
+        ordered.sort(key=lambda item: item[0])
+    if after is not None:
+        group, last_seen, alert_id = after
+        ordered = [
+            (g, a)
+            for g, a in ordered
+            if g > group or (g == group and (a.last_seen, a.id) < (last_seen, alert_id))
+        ]
     page = ordered[:limit]
-    next_cursor = _encode_cursor(page[-1]) if len(ordered) > limit else None
-    views = [alert_view(a, is_silenced(state, a, now)) for a in page]
+    next_cursor = None
+    if len(ordered) > limit:
+        group, last = page[-1]
+        next_cursor = _encode_cursor(last, group if grouped else None)
+    views = [alert_view(a, is_silenced(state, a, now)) for _, a in page]
     return AlertPage(alerts=views, next_cursor=next_cursor)
+
+
+def alert_counts(
+    state: State,
+    now: int,
+    *,
+    type_: str | None = None,
+    source: str | None = None,
+    q: str | None = None,
+) -> dict[str, dict[str, int]]:
+    """``{status: {severity: n}}``: how many alerts ``list_alerts`` would list with these
+    filters and that status and severity (every status and severity present, zeros
+    included), the status as of ``now``."""
+    counts = {status: dict.fromkeys(SEVERITIES, 0) for status in ALERT_STATUSES}
+    for alert in _matching(state, type_=type_, source=source, q=q):
+        row = counts[shown_status(state, alert, now)]
+        row[alert.severity] = row.get(alert.severity, 0) + 1
+    return counts
 
 
 def history(rows: list[StoredRow]) -> list[EventRecord]:
@@ -526,6 +599,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
     suppressed = 0
+    rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
         bucket = state.hours.get(hour)
@@ -537,6 +611,8 @@ def stats(state: State, hours: int, now: int) -> Stats:
             for kind, n in bucket.by_type.items():
                 by_type[kind] = by_type.get(kind, 0) + n
             suppressed += bucket.suppressed
+            for code, n in bucket.rejected.items():
+                rejected[code] = rejected.get(code, 0) + n
             for receiver, r in bucket.by_receiver.items():
                 sums = by_receiver.setdefault(receiver, ReceiverCounts())
                 sums.delivered += r.delivered
@@ -570,6 +646,8 @@ def stats(state: State, hours: int, now: int) -> Stats:
         ),
         last_by_severity=last,
         per_hour=per_hour,
+        rejected=sum(rejected.values()),
+        rejected_by_reason=dict(sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
 
