@@ -301,6 +301,10 @@ async def test_retry_failed_asks_the_running_service_to_requeue(
         code, _, err = await _cli("retry-failed", "--since", "yesterday-ish", *common)
         assert code == 2
         assert "--since" in err
+        code, out, err = await _cli("retry-failed", "--receiver", "nope", *common)
+        assert code == 2, (out, err)  # a typo is bad usage, not "0 re-queued"
+        assert "receiver 'nope' is not configured" in err
+        assert "configured: hook" in err
     finally:
         await svc.stop()
 

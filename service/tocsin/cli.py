@@ -477,7 +477,7 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     answer = msgspec.json.decode(reply.data, type=RetryReply)
     if answer.error:
         print(f"tocsin: retry-failed refused: {answer.error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE if answer.status in (404, 422) else EXIT_FAILURE
     scope = f" for receiver {args.receiver}" if args.receiver else ""
     print(f"re-queued {answer.requeued} dead-lettered notification(s){scope}")
     for nid in answer.notification_ids:

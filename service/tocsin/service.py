@@ -470,7 +470,9 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     await bind_inbound_stream(broker.js, ledger)
     await answer_delivery_status(broker.nc, ledger)
     assert reader is not None
-    control = running.api.control = Control(ledger, reader, broker.publisher)
+    control = running.api.control = Control(
+        ledger, reader, broker.publisher, receivers=config.receivers
+    )
     await control.answer(broker.nc)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.pipeline.test_pipeline import WINDOW_US, bucket_start
 from tests.support import HttpSink, Tocsin, event, publish, script, wait_until, webhook_config
-from tocsin.core.times import format_us
+from tocsin.core.times import format_us, now_us
 
 TOKEN = "t0ps3cret-api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -330,7 +330,13 @@ async def test_dead_letters_are_requeued_and_delivered(
     assert alert["last_delivery_status"] == "dead"
     assert (await http.get("/api/v1/stats")).json()["queue"]["dead"] == 1
 
-    nothing = await http.post("/api/v1/deliveries/retry", json={"receiver": "other"}, headers=AUTH)
+    unknown = await http.post("/api/v1/deliveries/retry", json={"receiver": "other"}, headers=AUTH)
+    assert unknown.status_code == 404
+    assert unknown.json()["field"] == "receiver"
+    later = format_us(now_us() + 3_600_000_000)  # dead since an hour from now: none
+    nothing = await http.post(
+        "/api/v1/deliveries/retry", json={"receiver": "hook", "since": later}, headers=AUTH
+    )
     assert nothing.json()["requeued"] == 0
     assert nothing.json()["error"] is None
     retried = await http.post("/api/v1/deliveries/retry", json={}, headers=AUTH)

@@ -150,3 +150,13 @@ def test_stats_sum_the_window_and_forget_hours_older_than_a_week() -> None:
     with pytest.raises(views.QueryError):
         views.stats(run.state, KEEP_HOURS + 1, later)
     assert rebuild(run.log) == run.state
+
+
+def test_a_re_queue_may_name_a_configured_receiver_or_one_the_log_delivered_to() -> None:
+    run = Run()
+    commands.check_receiver(run.state, None, configured={"hook"})
+    commands.check_receiver(run.state, "hook", configured={"hook"})
+    with pytest.raises(CommandError) as refused:
+        commands.check_receiver(run.state, "nope", configured={"hook", "pager"})
+    assert (refused.value.status, refused.value.field) == (404, "receiver")
+    assert "configured: hook, pager" in str(refused.value)

@@ -9,7 +9,7 @@ justify.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -172,6 +172,22 @@ def delete_silence(state: State, silence_id: str, *, by: str | None, at: int) ->
         raise CommandError(404, f"no silence {silence_id!r}", "id")
     who = _text(by, "by", MAX_NAME, required=False) or None
     return [ev.SilenceDeleted(silence_id=silence_id, by=who, at=at)]
+
+
+def check_receiver(state: State, receiver: str | None, configured: Collection[str]) -> None:
+    """A re-queue may name a receiver that is configured, or one the log has delivered
+    to (its dead letters outlive its removal from the config); any other name is a
+    typo, refused (404) rather than answered with "0 re-queued"."""
+    if receiver is None or receiver in configured:
+        return
+    if any(d.receiver == receiver for d in state.deliveries.values()):
+        return
+    known = ", ".join(sorted(configured)) or "none"
+    raise CommandError(
+        404,
+        f"receiver {receiver!r} is not configured and has no deliveries; configured: {known}",
+        "receiver",
+    )
 
 
 def dead_letters(state: State, *, receiver: str | None, since: int | None) -> list[Delivery]:

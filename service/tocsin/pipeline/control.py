@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import msgspec
@@ -46,15 +46,23 @@ class RetryReply(msgspec.Struct, kw_only=True):
     requeued: int = 0
     notification_ids: list[str] = []
     error: str | None = None
+    status: int | None = None  # the refusal's HTTP-style status: 404/422 are bad usage
 
 
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
-    def __init__(self, ledger: Ledger, reader: LogReader, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        reader: LogReader,
+        publisher: Publisher,
+        receivers: Collection[str] = (),
+    ) -> None:
         self._ledger = ledger
         self._reader = reader
         self._publisher = publisher
+        self._receivers = frozenset(receivers)  # the configured ones, for re-queues
 
     async def execute(self, decide: Callable[[State], list[ev.Event]]) -> list[ev.Event]:
         """Decide under the ledger's lock (so no router batch slips in between), commit,
@@ -99,6 +107,7 @@ class Control:
                 since = parse_instant(request.since)
             except ValueError as error:
                 raise CommandError(422, f"since: {error}", "since") from error
+        commands.check_receiver(self._ledger.state, request.receiver, self._receivers)
         chosen = commands.dead_letters(self._ledger.state, receiver=request.receiver, since=since)
         routed_by_seq = await self._reader.events_at(d.routed_seq for d in chosen)
         routed = {s: e for s, e in routed_by_seq.items() if isinstance(e, ev.AlertRouted)}
@@ -122,7 +131,7 @@ class Control:
             except msgspec.DecodeError as error:
                 answer = RetryReply(error=f"bad request: {error}")
             except CommandError as error:
-                answer = RetryReply(error=str(error))
+                answer = RetryReply(error=str(error), status=error.status)
             await msg.respond(msgspec.json.encode(answer))
 
         await nc.subscribe(RETRY_FAILED, queue="tocsin-router", cb=reply)
