@@ -3,7 +3,9 @@ NATS in a data dir, stopped with Ctrl-C and started again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -49,9 +51,12 @@ def serving(data: Path, http: str) -> Iterator[subprocess.Popen[str]]:
             time.sleep(0.05)
         yield server
     finally:
-        if server.poll() is None:
+        if server.poll() is None:  # the test failed with it running: leave nothing behind
             os.killpg(server.pid, signal.SIGKILL)
-            server.communicate(timeout=30)
+            _, err = server.communicate(timeout=30)
+            for pid in re.findall(r"embedded nats-server \(pid (\d+)\)", err):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)  # in a session of its own
 
 
 def ctrl_c(server: subprocess.Popen[str]) -> tuple[str, str]:
