@@ -64,12 +64,17 @@ class AlertOpened(_Event, frozen=True, tag="alert.opened"):
 
 
 class AlertSuppressed(_Event, frozen=True, tag="alert.suppressed"):
-    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route)."""
+    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route).
+    ``newly_unrouted`` (no_route only): no receiver had been told of the alert and it
+    was not known to be unrouted yet; it is from now on, until a route takes it. Set on
+    one fact per alert at most, so the log, the metric and the router's warning say so
+    once, not at every event of the alert."""
 
     alert_id: str
     fingerprint: str
     dedup_key: str
     cause: SuppressCause = "duplicate"
+    newly_unrouted: bool = False
 
 
 class AlertEscalated(_Event, frozen=True, tag="alert.escalated"):

@@ -50,9 +50,10 @@ class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
 def route(state: State, candidate: Candidate) -> bool:
     """Tell the receivers: an escalation is recorded first (``alert.escalated``: its
     severity is now the one routed), then one ``alert.routed`` per receiver, each with
-    its own notification id. News of an alert already open that no route delivers is
-    counted as suppressed (``no_route``); a new alert's ``alert.opened`` and an
-    escalation's own fact already record theirs."""
+    its own notification id. Firing news that no route delivers (a new alert's, a
+    reminder's, an escalation's) is counted as suppressed (``no_route``: DESIGN.md
+    section 10's "suppressed = those not routed"), marked ``newly_unrouted`` when it
+    finds an alert nobody was told of and not yet known to be unrouted."""
     facts = candidate.facts
     current = candidate.current
     reason = candidate.reason
@@ -72,9 +73,17 @@ def route(state: State, candidate: Candidate) -> bool:
     receivers = candidate.receivers
     if receivers:
         facts += [_routed(candidate, receiver) for receiver in receivers]
-    elif current is not None and reason in ("firing", "reminder"):
-        facts.append(candidate.suppressed("no_route"))
+    elif reason != "resolved":
+        newly = _told_nobody_yet(state, candidate.alert_id)
+        facts.append(candidate.suppressed("no_route", newly_unrouted=newly))
     return PASS
+
+
+def _told_nobody_yet(state: State, alert_id: str) -> bool:
+    """Whether no receiver was told of the alert and it is not known to be unrouted:
+    a new alert (not folded yet), or an open one that was only ever silenced."""
+    alert = state.alerts.get(alert_id)
+    return alert is None or not (alert.receivers or alert.unrouted)
 
 
 def _routed(candidate: Candidate, receiver: str) -> ev.AlertRouted:
