@@ -12,7 +12,12 @@ from tests.core.decide.support import after_dedup, silence
 from tests.core.test_fold import ONLY_CRITICAL, T0, Run, kinds, normalized
 from tocsin.core import events as ev
 from tocsin.core.decide.candidate import PASS
-from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.decide.route import (
+    Route,
+    RoutingTable,
+    severity_coverage,
+    unreachable_severities,
+)
 from tocsin.core.decide.route import route as route_stage
 from tocsin.core.matchers import Match
 from tocsin.core.state import State
@@ -289,3 +294,65 @@ def test_an_alert_only_ever_silenced_is_found_unrouted_when_no_route_takes_its_n
     judged = after_dedup(run, normalized(1, "warning"), routing=ONLY_CRITICAL)
     route_stage(run.state, judged)
     assert no_route_marks(judged.facts) == [True]
+
+
+# --- which severities can reach nobody (for `tocsin config check`) ----------------------
+
+
+def table(*routes: Route) -> RoutingTable:
+    return RoutingTable.compile(list(routes))
+
+
+def test_a_severity_no_route_admits_reaches_nobody() -> None:
+    """Issue #23 item 5: the newcomer's config, critical to the pager, warning and error
+    to a webhook: every info alert is unrouted."""
+    routes = table(
+        route(["pager"], severity="critical"), route(["hook"], severity=["warning", "sev2", "err*"])
+    )
+    assert unreachable_severities(routes) == ["info"]
+    assert severity_coverage(routes) == {
+        "critical": "always",
+        "error": "always",
+        "warning": "always",
+        "info": "never",
+    }
+
+
+def test_a_catch_all_route_leaves_no_severity_unreached() -> None:
+    for catch_all in (route(["hook"]), route(["hook"], type="*", labels={})):
+        routes = table(route(["pager"], severity="critical"), catch_all)
+        assert unreachable_severities(routes) == []
+        assert set(severity_coverage(routes).values()) == {"always"}
+
+
+def test_a_route_that_also_looks_at_type_source_or_labels_reaches_some_events() -> None:
+    """Info events of other types, sources or without the label still reach nobody."""
+    for narrow in (
+        route(["ops"], type="db_*"),
+        route(["ops"], source="billing", severity="info"),
+        route(["ops"], labels={"env": "*"}),  # the label must be there
+    ):
+        routes = table(route(["pager"], severity="critical"), narrow)
+        assert severity_coverage(routes)["info"] == "sometimes", narrow
+        assert "info" not in unreachable_severities(routes)
+
+
+def test_a_route_no_event_can_match_reaches_nobody() -> None:
+    routes = table(route(["ops"], type=[]), route(["ops"], labels={"env": []}))
+    assert unreachable_severities(routes) == ["critical", "error", "warning", "info"]
+    assert unreachable_severities(table()) == ["critical", "error", "warning", "info"]
+
+
+def test_the_answer_agrees_with_the_routing_of_real_events() -> None:
+    """``never`` means no event of the severity is routed; ``always`` that every one is."""
+    routes = table(route(["pager"], severity="critical"), route(["ops"], type="db_*"))
+    events = [
+        (type_, source, labels)
+        for type_ in ("db_down", "disk_full")
+        for source in ("db", "web")
+        for labels in ({}, {"env": "prod"})
+    ]
+    for severity, covered in severity_coverage(routes).items():
+        reached = [bool(routes.receivers_for(severity, *e)) for e in events]
+        expected = {"always": all(reached), "sometimes": any(reached) and not all(reached)}
+        assert expected.get(covered, not any(reached)), (severity, covered, reached)

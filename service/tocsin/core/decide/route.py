@@ -5,17 +5,20 @@
 key given must match; ``{}`` matches everything. Severity compares after normalization.
 
 ``route`` is the decision stage that tells the receivers (one ``alert.routed`` each).
+``severity_coverage`` and ``unreachable_severities`` tell, from the table alone, which
+severities may reach nobody (for ``tocsin config check`` to warn).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from msgspec import Struct
 
 from tocsin.core import events as ev
+from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
 from tocsin.core.matchers import Match, Matcher
 
@@ -40,6 +43,36 @@ class RoutingTable:
             if matcher.matches(severity, type_, source, labels):
                 out.update(dict.fromkeys(receivers))
         return list(out)
+
+
+Coverage = Literal["always", "sometimes", "never"]
+
+_SEVERITIES: tuple[Severity, ...] = tuple(
+    sorted(get_args(Severity), key=SEVERITY_RANK.__getitem__, reverse=True)
+)
+
+
+def severity_coverage(table: RoutingTable) -> dict[Severity, Coverage]:
+    """For each severity, most severe first, whether its events reach a receiver under
+    ``table``: ``always`` (a route with receivers takes every event of it), ``sometimes``
+    (only routes that also look at type, source or labels do: the others reach nobody)
+    or ``never`` (no route takes any: every alert of it is unrouted)."""
+    coverage: dict[Severity, Coverage] = {}
+    routes = [matcher for matcher, receivers in table.routes if receivers]
+    for severity in _SEVERITIES:
+        if any(matcher.matches_every_of(severity) for matcher in routes):
+            coverage[severity] = "always"
+        elif any(matcher.matches_some_of(severity) for matcher in routes):
+            coverage[severity] = "sometimes"
+        else:
+            coverage[severity] = "never"
+    return coverage
+
+
+def unreachable_severities(table: RoutingTable) -> list[Severity]:
+    """The severities whose events can reach no receiver under ``table``, most severe
+    first: every alert of them would be unrouted."""
+    return [s for s, covered in severity_coverage(table).items() if covered == "never"]
 
 
 class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
