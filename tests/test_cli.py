@@ -18,6 +18,7 @@ import nats
 import pytest
 
 from tests.support import HttpSink, free_port, publish, wait_until, webhook_config
+from tocsin import cli
 from tocsin.bus.embedded import NatsServerNotFound, find_binary
 from tocsin.bus.streams import ensure_streams
 from tocsin.core import contracts
@@ -460,6 +461,23 @@ def test_publish_refuses_what_the_service_would_reject_before_connecting(
     assert result.stderr.startswith(f"tocsin: {named}"), result.stderr
 
 
+def test_publish_warns_of_fields_the_service_would_ignore(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue #23 item 6: the service accepts a field it does not know and ignores it, so
+    ``publish`` says so on stderr before sending. No flag of today adds such a field
+    (``--ends-at`` adds a known one), so the check ``publish`` runs on the body it
+    built is called here on one that has a typo."""
+    body = {"type": "t", "severity": "info", "summary": "s", "lables": {"a": "b"}}
+    cli._check_publish(msgspec.json.encode(body), "cli")
+    assert capsys.readouterr().err == (
+        "tocsin: warning: the service will ignore field(s) it does not know: lables\n"
+    )
+    body = {"type": "t", "severity": "info", "summary": "s", "ends_at": "2026-12-04T11:00:00Z"}
+    cli._check_publish(msgspec.json.encode(body), "cli")
+    assert capsys.readouterr().err == ""
+
+
 async def test_publish_sends_every_field_of_the_contract(nats_url: str, tmp_path: Path) -> None:
     nc = await nats.connect(nats_url)
     try:
@@ -475,6 +493,7 @@ async def test_publish_sends_every_field_of_the_contract(nats_url: str, tmp_path
             *("--nats-url", nats_url, "--data-dir", str(tmp_path)),
         )
         assert published.returncode == 0, published.stderr
+        assert "warning" not in published.stderr  # every field it sends is known
         message = await seen.next_msg(timeout=10)
     finally:
         await nc.close()

@@ -488,6 +488,23 @@ async def _retry_failed(args: argparse.Namespace) -> int:
 _PUBLISH_FLAGS = {"labels": "--label", "status": "--resolved"}  # the rest: --<field>
 
 
+def _check_publish(payload: bytes, source: str) -> None:
+    """Refuse (``UsageError``) what the service would reject, before connecting; warn
+    on stderr of fields it would accept but ignore (``ingest`` is the one judge of
+    which fields are known), so a flag that adds one is not a silent no-op."""
+    checked = ingest.parse(payload, default_source=source, received_at=now_us())
+    if isinstance(checked, ingest.Rejection):
+        field = (checked.field or "").split(".")[0]
+        flag = _PUBLISH_FLAGS.get(field, f"--{field.replace('_', '-')}") if field else "event"
+        raise UsageError(f"{flag}: the service would reject this event: {checked.message}")
+    if checked.ignored_fields:
+        names = ", ".join(checked.ignored_fields)
+        print(
+            f"tocsin: warning: the service will ignore field(s) it does not know: {names}",
+            file=sys.stderr,
+        )
+
+
 async def _publish(args: argparse.Namespace) -> int:
     labels: dict[str, str] = {}
     for item in args.label:
@@ -517,11 +534,7 @@ async def _publish(args: argparse.Namespace) -> int:
         except msgspec.DecodeError as error:
             raise UsageError(f"--details: not JSON ({error})") from error
     payload = msgspec.json.encode(body)
-    checked = ingest.parse(payload, default_source=args.source, received_at=now_us())
-    if isinstance(checked, ingest.Rejection):
-        field = (checked.field or "").split(".")[0]
-        flag = _PUBLISH_FLAGS.get(field, f"--{field.replace('_', '-')}") if field else "event"
-        raise UsageError(f"{flag}: the service would reject this event: {checked.message}")
+    _check_publish(payload, args.source)
     url, nc, errors = await _connect(args)
     if nc is None:
         return EXIT_FAILURE

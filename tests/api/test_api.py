@@ -201,6 +201,25 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     assert "Bearer" in unauthorised.headers["www-authenticate"]
 
 
+async def test_fields_the_contract_does_not_know_are_accepted_and_named(
+    svc: Tocsin, http: httpx.AsyncClient, nats_url: str
+) -> None:
+    """Issue #23 item 6: a typo (``lables``) is accepted, as a newer field must be, and
+    said: in the HTTP answer, and for a NATS publisher (who gets no answer) in the
+    ``alert.received`` fact. ``ends_at`` is in the contract: never named."""
+    typo = event(source="shop", lables={"host": "db1"}, ends_at="2099-01-01T00:00:00Z")
+    del typo["labels"]
+    answer = await http.post("/api/v1/events", json=typo, headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"event_id": answer.json()["event_id"], "ignored_fields": ["lables"]}
+    await publish(nats_url, "alerts.in.web", event(type="t2", severity_level="high"))
+    await wait_until(lambda: svc.count("alert.received") == 2, 10, "both events committed")
+    ignored = {e["subject"]: e.get("ignored_fields") for e in svc.events("alert.received")}
+    assert ignored == {"alerts.in.shop": ["lables"], "alerts.in.web": ["severity_level"]}
+    alert = await alert_of(http, source="shop")
+    assert alert["labels"] == {}  # the typo's labels were not taken for labels
+
+
 async def chunked(body: bytes, size: int = 16_384) -> AsyncIterator[bytes]:
     """A body sent in chunks, with no Content-Length to refuse it by."""
     for start in range(0, len(body), size):

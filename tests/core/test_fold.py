@@ -54,13 +54,13 @@ class Run:
         ids = itertools.count(1)
         self.new_id = lambda: f"id{next(ids)}"
 
-    def feed(self, event: Normalized) -> list[ev.Event]:
+    def feed(self, event: Normalized, routing: RoutingTable = ROUTES) -> list[ev.Event]:
         facts = triage(
             self.state,
             event,
             subject="alerts.in.db",
             received_at=event.timestamp,
-            routing=ROUTES,
+            routing=routing,
             window_seconds=WINDOW,
             new_id=self.new_id,
             trace_id="t",
@@ -157,7 +157,7 @@ def test_a_reminder_with_no_route_is_counted_as_suppressed() -> None:
     )
     for seq, fact in enumerate(facts, 1):
         fold(run.state, seq, 0, fact)
-    assert kinds(facts) == ["alert.received", "alert.opened"]
+    assert kinds(facts) == ["alert.received", "alert.opened", "alert.suppressed"]
     later = triage(
         run.state,
         normalized(10),
@@ -170,3 +170,27 @@ def test_a_reminder_with_no_route_is_counted_as_suppressed() -> None:
     )
     assert kinds(later) == ["alert.received", "alert.suppressed"]
     assert later[1].cause == "no_route"  # type: ignore[union-attr]
+
+
+ONLY_CRITICAL = RoutingTable.compile([Route(receivers=["pager"], match=Match(severity="critical"))])
+
+
+def test_an_unrouted_alert_is_marked_and_counted_once_until_a_route_takes_it() -> None:
+    """Issue #23 item 5: an alert no route delivers is not silently like any other.
+    Every event of it is counted as not routed (stats: suppressed = those not routed),
+    the alert is marked unrouted, and the hour counts one unrouted alert, not one per
+    event; a route that takes it later clears the mark."""
+    run = Run()
+    for minute in (0, 1, 10, 11):  # open, duplicate, reminder, reminder
+        run.feed(normalized(minute, "info"), routing=ONLY_CRITICAL)
+    [alert] = run.state.alerts.values()
+    assert (alert.unrouted, alert.receivers) == (True, [])
+    assert (alert.occurrences, alert.suppressed_count) == (4, 4)
+    assert sum(hour.suppressed for hour in run.state.hours.values()) == 4
+    assert sum(hour.unrouted for hour in run.state.hours.values()) == 1
+    run.feed(normalized(20, "critical"), routing=ONLY_CRITICAL)
+    assert (alert.unrouted, alert.receivers) == (False, ["pager"])
+    run.feed(normalized(30, "info"), routing=ONLY_CRITICAL)  # someone was told: not unrouted
+    assert not alert.unrouted
+    assert sum(hour.unrouted for hour in run.state.hours.values()) == 1
+    assert run.state == rebuild(run.log)

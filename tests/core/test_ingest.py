@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tocsin.core.ingest import Normalized, Rejection, capped_raw, parse
+from tocsin.core import ingest
+from tocsin.core.ingest import KNOWN_FIELDS, Normalized, Rejection, capped_raw, parse
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RECEIVED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -433,6 +434,64 @@ def test_msg_id_is_used_when_the_body_has_no_event_id() -> None:
 
 def test_event_id_is_none_without_either() -> None:
     assert accept(event()).event_id is None
+
+
+# --- fields the contract does not know (issue #23 item 6) ------------------------------
+
+
+def test_an_unknown_field_is_accepted_and_named() -> None:
+    """A typo (``lables``) is not refused, a publisher may send a newer field, but it
+    is not dropped without a word either."""
+    normalized = accept(event(lables={"host": "db1"}))
+    assert normalized.ignored_fields == ("lables",)
+    assert normalized.labels == {}
+
+
+def test_an_event_of_known_fields_ignores_none() -> None:
+    assert accept(event(labels={"host": "db1"}, event_id="e1")).ignored_fields == ()
+
+
+def test_every_field_of_section_4_is_known_ends_at_included() -> None:
+    """``ends_at`` is in DESIGN.md section 4 before tocsin acts on it: never "ignored"."""
+    every = event(
+        source="orders",
+        status="firing",
+        labels={"host": "db1"},
+        fingerprint="f",
+        details={"k": 1},
+        timestamp=RECEIVED.isoformat(),
+        ends_at=(RECEIVED + timedelta(hours=1)).isoformat(),
+        event_id="e1",
+    )
+    assert set(every) == KNOWN_FIELDS
+    assert accept(every).ignored_fields == ()
+
+
+def test_the_lenient_pass_knows_the_same_fields_as_the_contract() -> None:
+    assert set(ingest._Raw.__struct_fields__) == KNOWN_FIELDS
+
+
+def test_unknown_fields_are_named_in_order_each_once() -> None:
+    payload = b'{"zeta": 1, "type": "t", "severity": "info", "summary": "s", "alpha": 2, "zeta": 3}'
+    assert accept(payload).ignored_fields == ("zeta", "alpha")
+
+
+def test_at_most_20_ignored_names_each_cut_to_64_characters() -> None:
+    """A hostile payload of thousands of keys does not bloat the log."""
+    body = event(**{f"{'k' * 100}{n:05d}": n for n in range(400)})
+    ignored = accept(body).ignored_fields
+    # The 100-character names all cut to the same 64: reported once.
+    assert ignored == ("k" * 64,)
+    body = event(**{f"extra_{n}": n for n in range(50)})
+    assert accept(body).ignored_fields == tuple(f"extra_{n}" for n in range(20))
+
+
+def test_an_unknown_field_does_not_change_how_a_bad_event_is_refused() -> None:
+    """The strict first pass only routes payloads with unknown fields to the lenient
+    one: errors are the same, with or without an unknown field before them."""
+    assert_field_rejected({"lables": {}, **without("type")}, "type")
+    assert reject(b'{"lables": 1, "type": ').code == "invalid_json"
+    assert reject(b'{"lables": 1, "summary": 1e400}').field == "summary"
 
 
 # --- payload-level rejections -----------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -462,5 +463,86 @@ async def test_health_readiness_and_alert_paging(
             bad = await client.get("/api/v1/alerts", params={"limit": 501})
             assert bad.status_code == 400
             assert bad.json()["field"] == "limit"
+    finally:
+        await service.stop()
+
+
+ONLY_CRITICAL = """
+[[route]]
+match = {{ severity = "critical" }}
+receivers = ["hook"]
+
+[receivers.hook]
+channel = "webhook"
+url = "{url}"
+timeout = "2s"
+"""
+
+
+async def test_an_alert_no_route_matches_is_said_once_in_the_log_metrics_api_and_dashboard(
+    nats_url: str, sink: HttpSink, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #23 item 5: with a config file, an info alert no route matched was opened
+    with no log line, no metric, and a dash for receivers on the dashboard, the same as a
+    silenced one. Now it is flagged unrouted, counted, and warned of: once, not at each
+    of its events (two duplicates, then a reminder in the next bucket)."""
+    caplog.set_level(logging.WARNING, logger="tocsin.router")
+    service = await Tocsin(data_dir, nats_url, ONLY_CRITICAL.format(url=sink.url)).start()
+    t0 = bucket_start()
+    try:
+        for at in (t0, t0 + 1, t0 + 2, t0 + WINDOW_US):
+            await publish(nats_url, "alerts.in.db", event(severity="info", timestamp=stamp(at)))
+        routed = event(type="db_down", severity="critical", labels={"host": "pg"})
+        await publish(nats_url, "alerts.in.db", routed)  # last: its delivery ends the run
+        await wait_until(lambda: service.count("delivery.succeeded") == 1, what="the critical")
+
+        def warnings() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "tocsin.router" and "matches no route" in r.getMessage()
+            ]
+
+        suppressions = service.events("alert.suppressed")
+        no_route = [e for e in suppressions if e.get("cause") == "no_route"]  # default: duplicate
+        assert [e.get("newly_unrouted", False) for e in no_route] == [True, False]
+        alert_id = no_route[0]["alert_id"]
+        assert warnings() == [
+            f"alert {alert_id} (disk_full, info, from db) matches no route: nobody is told"
+            " of it; add a route for it, or a catch-all route (match = {})"
+        ]
+        [record] = [r for r in caplog.records if "matches no route" in r.getMessage()]
+        assert record.levelname == "WARNING"
+        where = [getattr(record, key) for key in ("alert_id", "type", "severity", "source")]
+        assert where == [alert_id, "disk_full", "info", "db"]
+
+        unrouted = ("tocsin_alerts_unrouted_total", frozenset({("severity", "info")}))
+
+        async def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+            samples = await service.metrics()
+            return samples if samples.get(unrouted) == 1 else None
+
+        metrics = await wait_until(counted, what="the unrouted alert counted")
+        assert [k for k in metrics if k[0] == "tocsin_alerts_unrouted_total"] == [unrouted]
+        suppressed = "tocsin_events_suppressed_total"
+        assert metrics[(suppressed, frozenset({("cause", "no_route")}))] == 2
+        assert metrics[(suppressed, frozenset({("cause", "duplicate")}))] == 2
+
+        async with httpx.AsyncClient(base_url=service.api) as client:
+            shown = (await client.get(f"/api/v1/alerts/{alert_id}")).json()
+            assert (shown["status"], shown["receivers"], shown["unrouted"]) == ("firing", [], True)
+            assert shown["suppressed_count"] == shown["occurrences"] == 4  # none routed
+            other = (await client.get("/api/v1/alerts", params={"type": "db_down"})).json()
+            assert other["alerts"][0]["unrouted"] is False
+            stats = (await client.get("/api/v1/stats")).json()
+            assert (stats["total"], stats["suppressed"], stats["unrouted"]) == (5, 4, 1)
+            index = (await client.get("/")).text
+            assert index.count('class="flag-unrouted"') == 1
+            row = index.split(f'data-alert-id="{alert_id}"', 1)[1].split("</tr>", 1)[0]
+            assert 'class="flag-unrouted"' in row
+            page = (await client.get(f"/alerts/{alert_id}")).text
+            assert "no route matches it" in page
+        await service.assert_live_state_is_the_log()
+        assert len(warnings()) == 1
     finally:
         await service.stop()

@@ -79,8 +79,12 @@ class Created(Struct, kw_only=True):
     id: str
 
 
-class Accepted(Struct, kw_only=True):
+class Accepted(Struct, kw_only=True, omit_defaults=True):
+    """202 to ``POST /api/v1/events``; ``ignored_fields`` (only when there are some) names
+    the body's top-level fields the contract does not know: accepted, not acted on."""
+
     event_id: str
+    ignored_fields: tuple[str, ...] = ()
 
 
 class ErrorBody(Struct, kw_only=True):
@@ -373,7 +377,8 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         except Exception as error:
             log.warning("HTTP ingest could not publish: %s", error)
             return _error(503, f"NATS did not store the event: {type(error).__name__}")
-        return Response(Accepted(event_id=event_id), status_code=202)
+        accepted = Accepted(event_id=event_id, ignored_fields=parsed.ignored_fields)
+        return Response(accepted, status_code=202)
 
     def _refused(status: int, message: str, code: str, field: str | None = None) -> Response[Any]:
         if ctx.metrics is not None:

@@ -286,6 +286,9 @@ def _received(record: views.EventRecord) -> Entry:
     detail = f"{d.get('summary', '')} · on {d.get('subject', '?')}"
     if d.get("timestamp_replaced"):
         detail += " · timestamp in the future, replaced by the receive time"
+    ignored = d.get("ignored_fields")
+    if ignored:
+        detail += " · fields not in the contract, ignored: " + ", ".join(map(str, ignored))
     return _entry(record, "neutral", title, detail)
 
 

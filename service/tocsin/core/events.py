@@ -32,7 +32,8 @@ class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=
 
 class AlertReceived(_Event, frozen=True, tag="alert.received"):
     """An inbound event passed validation; ``alert_id`` is the alert it counts for
-    (``None`` for a resolve that matched no open alert)."""
+    (``None`` for a resolve that matched no open alert); ``ignored_fields`` names the
+    top-level fields it carried that the contract does not know (``ingest``)."""
 
     alert_id: str | None
     fingerprint: str
@@ -49,6 +50,7 @@ class AlertReceived(_Event, frozen=True, tag="alert.received"):
     subject: str
     event_id: str | None = None
     timestamp_replaced: bool = False
+    ignored_fields: tuple[str, ...] = ()
 
 
 class AlertOpened(_Event, frozen=True, tag="alert.opened"):
@@ -62,12 +64,17 @@ class AlertOpened(_Event, frozen=True, tag="alert.opened"):
 
 
 class AlertSuppressed(_Event, frozen=True, tag="alert.suppressed"):
-    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route)."""
+    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route).
+    ``newly_unrouted`` (no_route only): no receiver had been told of the alert and it
+    was not known to be unrouted yet; it is from now on, until a route takes it. Set on
+    one fact per alert at most, so the log, the metric and the router's warning say so
+    once, not at every event of the alert."""
 
     alert_id: str
     fingerprint: str
     dedup_key: str
     cause: SuppressCause = "duplicate"
+    newly_unrouted: bool = False
 
 
 class AlertEscalated(_Event, frozen=True, tag="alert.escalated"):

@@ -2,6 +2,11 @@
 
 The rules are DESIGN.md section 4. Everything here is deterministic given the bytes, the
 subject, the headers and the receive time, so the same code serves NATS and HTTP ingest.
+
+Fields the contract does not know are accepted (a publisher may already send a newer
+one) and named in ``Normalized.ignored_fields``: this module is the one place that knows
+which fields are known (``KNOWN_FIELDS``), so the HTTP answer, the ``alert.received``
+fact and ``tocsin publish`` all say the same.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -23,6 +29,15 @@ _LABEL_NAME_RE = re.compile(c.LABEL_NAME_PATTERN)
 _FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
 _TRUNCATED_MARK = "_truncated"
 _FIELD_AT = re.compile(r" - at `\$\.([a-z_]+)")  # msgspec's path to a known field
+
+KNOWN_FIELDS: frozenset[str] = frozenset(
+    [*c.InboundEvent.__struct_fields__, "ends_at"]  # ends_at: section 4, not acted on yet
+)
+"""The top-level fields of an inbound event (DESIGN.md section 4); any other is ignored."""
+MAX_IGNORED_FIELDS = 20
+MAX_IGNORED_NAME_CHARS = 64
+"""At most 20 ignored names are reported, each cut to 64 characters: a payload of
+thousands of odd keys must not bloat the log or an answer."""
 
 
 class Normalized(Struct, frozen=True, kw_only=True):
@@ -39,6 +54,7 @@ class Normalized(Struct, frozen=True, kw_only=True):
     timestamp: int
     timestamp_replaced: bool
     event_id: str | None
+    ignored_fields: tuple[str, ...] = ()  # top-level fields not in KNOWN_FIELDS, capped
 
 
 class Rejection(Struct, frozen=True, kw_only=True):
@@ -63,9 +79,17 @@ class _Raw(Struct, kw_only=True):
     details: Any = None
     timestamp: Any = None
     event_id: Any = None
+    ends_at: Any = None  # known (section 4), so never reported as ignored; not acted on yet
 
 
+class _Known(_Raw, kw_only=True, forbid_unknown_fields=True):
+    """``_Raw`` that fails on a field it does not know: the common payload is decoded
+    once, and only one with an unknown field pays for a second, lenient pass."""
+
+
+_known_decoder = msgspec.json.Decoder(_Known)
 _raw_decoder = msgspec.json.Decoder(_Raw)
+_keys_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
 
@@ -92,7 +116,7 @@ def parse(
             http_status=413,
         )
     try:
-        raw = _raw_decoder.decode(payload)
+        raw, ignored = _decode(payload)
     except msgspec.ValidationError as error:
         # An object whose field holds a number msgspec cannot represent (1e400, an
         # integer of thousands of digits) is that field's fault, not "not an object".
@@ -127,14 +151,46 @@ def parse(
             http_status=400,
         )
     try:
-        return _normalize(raw, default_source, received_at, msg_id)
+        return _normalize(raw, default_source, received_at, msg_id, ignored)
     except _Invalid as bad:
         return Rejection(
             code="invalid_field", field=bad.field, message=bad.message, http_status=422
         )
 
 
-def _normalize(raw: _Raw, default_source: str, received_at: int, msg_id: str | None) -> Normalized:
+def _decode(payload: bytes) -> tuple[_Raw, tuple[str, ...]]:
+    """The payload's known fields, and the names of the others (``ignored_fields``).
+    A payload the strict pass refuses is decoded leniently: if that fails too, its error
+    is the one the caller answers with, exactly as without the strict pass."""
+    try:
+        return _known_decoder.decode(payload), ()
+    except msgspec.ValidationError:
+        pass
+    raw = _raw_decoder.decode(payload)
+    return raw, ignored_fields(_keys_decoder.decode(payload))
+
+
+def ignored_fields(fields: Iterable[str]) -> tuple[str, ...]:
+    """The names among ``fields`` (an event's top-level keys) that the contract does not
+    know, in order, each once: at most ``MAX_IGNORED_FIELDS``, each cut to
+    ``MAX_IGNORED_NAME_CHARS`` characters."""
+    out: dict[str, None] = {}
+    for name in fields:
+        if name in KNOWN_FIELDS:
+            continue
+        out[name[:MAX_IGNORED_NAME_CHARS]] = None
+        if len(out) == MAX_IGNORED_FIELDS:
+            break
+    return tuple(out)
+
+
+def _normalize(
+    raw: _Raw,
+    default_source: str,
+    received_at: int,
+    msg_id: str | None,
+    ignored: tuple[str, ...],
+) -> Normalized:
     kind = _require_str(raw.type, "type")
     if not _TYPE_RE.match(kind):
         raise _Invalid("type", f"type {kind[:80]!r} does not match {c.TYPE_PATTERN}")
@@ -174,6 +230,7 @@ def _normalize(raw: _Raw, default_source: str, received_at: int, msg_id: str | N
         timestamp=timestamp,
         timestamp_replaced=replaced,
         event_id=event_id,
+        ignored_fields=ignored,
     )
 
 

@@ -24,6 +24,14 @@ class _Values:
     def matches(self, value: str) -> bool:
         return value in self.exact or any(value.startswith(p) for p in self.prefixes)
 
+    def matches_some(self) -> bool:
+        """Whether some value matches (not an empty list)."""
+        return bool(self.exact or self.prefixes)
+
+    def matches_every(self) -> bool:
+        """Whether every value matches (``"*"``)."""
+        return "" in self.prefixes
+
 
 def _values(spec: StrOrList, normalize_severity: bool = False) -> _Values:
     items = [spec] if isinstance(spec, str) else list(spec)
@@ -67,6 +75,24 @@ class Matcher:
             if value is None or not values.matches(value):
                 return False
         return True
+
+    def matches_some_of(self, severity: str) -> bool:
+        """Whether some event of ``severity`` matches: the severity key admits it and
+        no other key is an empty list. (A value no valid event can carry, such as a
+        type outside the type pattern, is not looked into.)"""
+        if self.severity is not None and not self.severity.matches(severity):
+            return False
+        keys = [self.type, self.source, *(values for _, values in self.labels)]
+        return all(values is None or values.matches_some() for values in keys)
+
+    def matches_every_of(self, severity: str) -> bool:
+        """Whether every event of ``severity`` matches: the severity key admits it and
+        no other key narrows (absent, or ``"*"``; a label key narrows: the label must
+        be there)."""
+        if self.severity is not None and not self.severity.matches(severity):
+            return False
+        keys = (self.type, self.source)
+        return not self.labels and all(v is None or v.matches_every() for v in keys)
 
 
 StrOrList = str | list[str]

@@ -48,6 +48,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     acked_by: str | None = None
     acked_at: int | None = None
     ack_comment: str | None = None
+    unrouted: bool = False  # no route matched its news, and no receiver was ever told
 
 
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
@@ -101,6 +102,7 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     suppressed: int = 0
     by_receiver: dict[str, ReceiverStats] = {}
     rejected: dict[str, int] = {}  # refused inbound messages by reason code
+    unrouted: int = 0  # alerts found to match no route (``newly_unrouted`` facts)
 
 
 class LastAlert(Struct, kw_only=True, gc=False, array_like=True):

@@ -28,6 +28,10 @@ ALERT_STATUSES = ("firing", "acked", "silenced", "resolved")
 
 
 class AlertView(Struct, kw_only=True):
+    """An alert as the API shows it. ``unrouted`` (additive; ``status`` keeps DESIGN's
+    values, ``ALERT_STATUSES``): no route matched its news and no receiver was ever
+    told of it, which ``receivers: []`` alone does not tell from a silenced alert."""
+
     id: str
     fingerprint: str
     type: str
@@ -49,6 +53,7 @@ class AlertView(Struct, kw_only=True):
     acked_at: str | None = None
     ack_comment: str | None = None
     resolved_by: str | None = None
+    unrouted: bool = False
 
 
 class AlertDetail(AlertView, kw_only=True):
@@ -103,8 +108,9 @@ class Stats(Struct, kw_only=True):
     """DESIGN.md sections 7 and 10; ``delivery_success_rate`` is null while nothing in
     the window was delivered or dead-lettered (no rate to speak of). Additive:
     ``per_hour`` (firing events per hour by severity, the dashboard's chart),
-    ``rejected`` (inbound messages refused in the window) and ``rejected_by_reason``
-    (those by reason code, most first)."""
+    ``rejected`` (inbound messages refused in the window), ``rejected_by_reason``
+    (those by reason code, most first) and ``unrouted`` (alerts found in the window to
+    match no route: nobody was told of them)."""
 
     window_hours: int
     total: int
@@ -119,6 +125,7 @@ class Stats(Struct, kw_only=True):
     per_hour: list[dict[str, Any]]
     rejected: int
     rejected_by_reason: dict[str, int]
+    unrouted: int
 
 
 class SilenceView(Struct, kw_only=True):
@@ -226,6 +233,7 @@ def alert_view(alert: Alert, silenced: bool = False) -> AlertView:
         acked_at=_optional_time(alert.acked_at),
         ack_comment=alert.ack_comment,
         resolved_by=alert.resolved_by,
+        unrouted=alert.unrouted,
     )
 
 
@@ -598,7 +606,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
-    suppressed = 0
+    suppressed = unrouted = 0
     rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
@@ -611,6 +619,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
             for kind, n in bucket.by_type.items():
                 by_type[kind] = by_type.get(kind, 0) + n
             suppressed += bucket.suppressed
+            unrouted += bucket.unrouted
             for code, n in bucket.rejected.items():
                 rejected[code] = rejected.get(code, 0) + n
             for receiver, r in bucket.by_receiver.items():
@@ -648,6 +657,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
         per_hour=per_hour,
         rejected=sum(rejected.values()),
         rejected_by_reason=dict(sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
+        unrouted=unrouted,
     )
 
 

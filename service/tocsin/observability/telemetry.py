@@ -140,6 +140,11 @@ class Metrics:
         self.suppressed = meter.create_counter(
             "tocsin_events_suppressed", description="firing events counted but not routed, by cause"
         )
+        self.unrouted = meter.create_counter(
+            "tocsin_alerts_unrouted",
+            description="alerts that match no route, so nobody is told of them, by severity "
+            "(once per alert)",
+        )
         self.events_routed = meter.create_counter(
             "tocsin_events_routed",
             description="inbound events that produced at least one notification, by reason",
@@ -280,11 +285,12 @@ class Metrics:
 class _Tally:
     """The counts of one committed batch, summed per label set before the SDK sees them."""
 
-    __slots__ = ("counts", "routed_reason", "state")
+    __slots__ = ("counts", "routed_reason", "severity", "state")
 
     def __init__(self, state: State) -> None:
         self.counts: Counter[tuple[str, Labels]] = Counter()
         self.routed_reason: str | None = None  # of the inbound event being walked
+        self.severity = UNKNOWN  # of the inbound event being walked
         self.state = state
 
     def end_inbound(self) -> None:
@@ -301,6 +307,7 @@ Count = Callable[[Any, Metrics, _Tally], None]
 def _received(event: ev.AlertReceived, metrics: Metrics, tally: _Tally) -> None:
     tally.end_inbound()  # the facts of the previous inbound event end here
     tally.counts["received", (("source", event.source), ("severity", event.severity))] += 1
+    tally.severity = event.severity
 
 
 def _routed(event: ev.AlertRouted, metrics: Metrics, tally: _Tally) -> None:
@@ -311,6 +318,8 @@ def _routed(event: ev.AlertRouted, metrics: Metrics, tally: _Tally) -> None:
 
 def _suppressed(event: ev.AlertSuppressed, metrics: Metrics, tally: _Tally) -> None:
     tally.counts["suppressed", (("cause", event.cause),)] += 1
+    if event.newly_unrouted:  # set once per alert, on a fact of the event received
+        tally.counts["unrouted", (("severity", tally.severity),)] += 1
 
 
 def _silenced(event: ev.AlertSilenced, metrics: Metrics, tally: _Tally) -> None:

@@ -140,6 +140,8 @@ class Router(Step[Traced]):
             log.info(
                 "recognised %d redelivered message(s); re-published their outcomes", len(logged)
             )
+        for _, _, facts in pulled.fresh:
+            _warn_if_unrouted(facts)
         return outbound
 
     def reached(self, pulled: Pulled[Traced], milestone: Milestone) -> None:
@@ -226,4 +228,31 @@ class Router(Step[Traced]):
             window_seconds=self._config.dedup_window,
             new_id=new_id,
             trace_id=trace_id,
+        )
+
+
+def _warn_if_unrouted(facts: Sequence[ev.Event]) -> None:
+    """Once the facts of one inbound event are committed: a warning when they found
+    its alert unrouted (no route matches it, nobody was ever told of it). The route
+    stage marks one fact per alert, so this is said once, not at every event; a
+    redelivered message's facts are not decided again, nor warned of again. Its fact
+    is the event's last (the route stage is the last stage): one look per event."""
+    last, received = facts[-1], facts[0]
+    if not (isinstance(last, ev.AlertSuppressed) and last.newly_unrouted):
+        return
+    if isinstance(received, ev.AlertReceived):  # an accepted event's first fact
+        log.warning(
+            "alert %s (%s, %s, from %s) matches no route: nobody is told of it;"
+            " add a route for it, or a catch-all route (match = {})",
+            last.alert_id,
+            received.type,
+            received.severity,
+            received.source,
+            extra={
+                "trace_id": last.trace_id,
+                "alert_id": last.alert_id,
+                "type": received.type,
+                "severity": received.severity,
+                "source": received.source,
+            },
         )

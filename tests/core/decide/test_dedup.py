@@ -3,6 +3,7 @@ resolve decision of DESIGN.md section 4, and the dedup stage that turns it into 
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from tests.core.decide.support import ack, apply, candidate, silence
@@ -173,6 +174,20 @@ def test_a_new_alert_is_received_opened_and_passed_on_as_firing() -> None:
     assert received.alert_id == opened.alert_id == judged.alert_id == "n1"
     assert opened.dedup_key == received.dedup_key == judged.dedup_key
     assert (judged.reason, judged.current) == ("firing", None)
+
+
+def test_the_received_fact_names_the_fields_ingest_ignored() -> None:
+    """Issue #23 item 6: a NATS publisher gets no answer, so the log says which of its
+    fields were ignored; an event that had none logs the same bytes as before."""
+    judged = candidate(msgspec.structs.replace(normalized(0), ignored_fields=("lables",)))
+    dedup(State(), judged)
+    received = judged.facts[0]
+    assert isinstance(received, ev.AlertReceived)
+    assert received.ignored_fields == ("lables",)
+    assert b'"ignored_fields":["lables"]' in ev.encode(received)
+    plain = candidate(normalized(0))
+    dedup(State(), plain)
+    assert b"ignored_fields" not in ev.encode(plain.facts[0])
 
 
 def test_a_resolve_with_no_open_alert_is_recorded_and_stops() -> None:

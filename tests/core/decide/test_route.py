@@ -8,11 +8,16 @@ from typing import Any
 
 import pytest
 
-from tests.core.decide.support import after_dedup
-from tests.core.test_fold import Run, kinds, normalized
+from tests.core.decide.support import after_dedup, silence
+from tests.core.test_fold import ONLY_CRITICAL, T0, Run, kinds, normalized
 from tocsin.core import events as ev
 from tocsin.core.decide.candidate import PASS
-from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.decide.route import (
+    Route,
+    RoutingTable,
+    severity_coverage,
+    unreachable_severities,
+)
 from tocsin.core.decide.route import route as route_stage
 from tocsin.core.matchers import Match
 from tocsin.core.state import State
@@ -218,12 +223,15 @@ def test_an_escalation_is_recorded_before_it_is_routed() -> None:
     ]
 
 
-def test_an_escalation_no_route_delivers_is_recorded_all_the_same() -> None:
+def test_an_escalation_no_route_delivers_is_recorded_and_counted_as_not_routed() -> None:
     run = Run()
-    run.feed(normalized(0, "warning"))
+    run.feed(normalized(0, "warning"))  # told hook
     judged = after_dedup(run, normalized(1, "critical"), routing=RoutingTable.compile([]))
     route_stage(run.state, judged)
-    assert kinds(judged.facts) == ["alert.received", "alert.escalated"]
+    assert kinds(judged.facts) == ["alert.received", "alert.escalated", "alert.suppressed"]
+    suppressed = judged.facts[2]
+    assert isinstance(suppressed, ev.AlertSuppressed)
+    assert (suppressed.cause, suppressed.newly_unrouted) == ("no_route", False)
 
 
 def test_a_resolve_goes_to_every_receiver_told_whatever_the_routes_say_now() -> None:
@@ -246,7 +254,105 @@ def test_a_reminder_no_route_delivers_is_counted_as_suppressed() -> None:
     assert judged.facts[1].cause == "no_route"  # type: ignore[union-attr]
 
 
-def test_a_new_alert_no_route_delivers_is_only_opened() -> None:
+def test_a_new_alert_no_route_delivers_is_opened_and_found_unrouted() -> None:
+    """Issue #23 item 5: its first event was neither routed nor counted as suppressed,
+    so nothing told it from a silenced one."""
     judged = after_dedup(Run(), normalized(0), routing=RoutingTable.compile([]))
     route_stage(State(), judged)
-    assert kinds(judged.facts) == ["alert.received", "alert.opened"]
+    assert kinds(judged.facts) == ["alert.received", "alert.opened", "alert.suppressed"]
+    suppressed = judged.facts[2]
+    assert isinstance(suppressed, ev.AlertSuppressed)
+    assert (suppressed.cause, suppressed.newly_unrouted) == ("no_route", True)
+
+
+def no_route_marks(facts: list[ev.Event]) -> list[bool]:
+    """``newly_unrouted`` of each no_route fact among ``facts``."""
+    return [
+        f.newly_unrouted
+        for f in facts
+        if isinstance(f, ev.AlertSuppressed) and f.cause == "no_route"
+    ]
+
+
+def test_an_alert_is_found_unrouted_once_not_at_each_of_its_events() -> None:
+    run = Run()
+    facts: list[ev.Event] = []
+    for minute in (0, 1, 10, 11, 25):  # open, duplicate, then reminders no route takes
+        facts += run.feed(normalized(minute, "info"), routing=ONLY_CRITICAL)
+    assert no_route_marks(facts) == [True, False, False, False]
+    later = run.feed(normalized(26, "critical"), routing=ONLY_CRITICAL)
+    assert [r[:2] for r in routed_to(later)] == [("reminder", "pager")]
+    # Told someone: news no route takes now is not routed, but the alert is not unrouted.
+    assert no_route_marks(run.feed(normalized(40, "info"), routing=ONLY_CRITICAL)) == [False]
+
+
+def test_an_alert_only_ever_silenced_is_found_unrouted_when_no_route_takes_its_news() -> None:
+    """Nobody was told of it (silenced), and its news now matches no route."""
+    run = Run()
+    silence(run, T0, labels={"host": "db1"})
+    assert kinds(run.feed(normalized(0, "critical"), routing=ONLY_CRITICAL))[-1] == "alert.silenced"
+    judged = after_dedup(run, normalized(1, "warning"), routing=ONLY_CRITICAL)
+    route_stage(run.state, judged)
+    assert no_route_marks(judged.facts) == [True]
+
+
+# --- which severities can reach nobody (for `tocsin config check`) ----------------------
+
+
+def table(*routes: Route) -> RoutingTable:
+    return RoutingTable.compile(list(routes))
+
+
+def test_a_severity_no_route_admits_reaches_nobody() -> None:
+    """Issue #23 item 5: the newcomer's config, critical to the pager, warning and error
+    to a webhook: every info alert is unrouted."""
+    routes = table(
+        route(["pager"], severity="critical"), route(["hook"], severity=["warning", "sev2", "err*"])
+    )
+    assert unreachable_severities(routes) == ["info"]
+    assert severity_coverage(routes) == {
+        "critical": "always",
+        "error": "always",
+        "warning": "always",
+        "info": "never",
+    }
+
+
+def test_a_catch_all_route_leaves_no_severity_unreached() -> None:
+    for catch_all in (route(["hook"]), route(["hook"], type="*", labels={})):
+        routes = table(route(["pager"], severity="critical"), catch_all)
+        assert unreachable_severities(routes) == []
+        assert set(severity_coverage(routes).values()) == {"always"}
+
+
+def test_a_route_that_also_looks_at_type_source_or_labels_reaches_some_events() -> None:
+    """Info events of other types, sources or without the label still reach nobody."""
+    for narrow in (
+        route(["ops"], type="db_*"),
+        route(["ops"], source="billing", severity="info"),
+        route(["ops"], labels={"env": "*"}),  # the label must be there
+    ):
+        routes = table(route(["pager"], severity="critical"), narrow)
+        assert severity_coverage(routes)["info"] == "sometimes", narrow
+        assert "info" not in unreachable_severities(routes)
+
+
+def test_a_route_no_event_can_match_reaches_nobody() -> None:
+    routes = table(route(["ops"], type=[]), route(["ops"], labels={"env": []}))
+    assert unreachable_severities(routes) == ["critical", "error", "warning", "info"]
+    assert unreachable_severities(table()) == ["critical", "error", "warning", "info"]
+
+
+def test_the_answer_agrees_with_the_routing_of_real_events() -> None:
+    """``never`` means no event of the severity is routed; ``always`` that every one is."""
+    routes = table(route(["pager"], severity="critical"), route(["ops"], type="db_*"))
+    events = [
+        (type_, source, labels)
+        for type_ in ("db_down", "disk_full")
+        for source in ("db", "web")
+        for labels in ({}, {"env": "prod"})
+    ]
+    for severity, covered in severity_coverage(routes).items():
+        reached = [bool(routes.receivers_for(severity, *e)) for e in events]
+        expected = {"always": all(reached), "sometimes": any(reached) and not all(reached)}
+        assert expected.get(covered, not any(reached)), (severity, covered, reached)

@@ -65,13 +65,16 @@ class Candidate(Struct, kw_only=True, gc=False):
             self._receivers = receivers
         return receivers
 
-    def suppressed(self, cause: ev.SuppressCause) -> ev.AlertSuppressed:
+    def suppressed(
+        self, cause: ev.SuppressCause, *, newly_unrouted: bool = False
+    ) -> ev.AlertSuppressed:
         """The fact of an event counted for its alert but told to nobody."""
         return ev.AlertSuppressed(
             alert_id=self.alert_id,
             fingerprint=self.event.fingerprint,
             dedup_key=self.dedup_key,
             cause=cause,
+            newly_unrouted=newly_unrouted,
             trace_id=self.trace_id,
         )
 

@@ -178,5 +178,6 @@ def _received(candidate: Candidate, alert_id: str | None) -> ev.AlertReceived:
         subject=candidate.subject,
         event_id=event.event_id,
         timestamp_replaced=event.timestamp_replaced,
+        ignored_fields=event.ignored_fields,
         trace_id=candidate.trace_id,
     )

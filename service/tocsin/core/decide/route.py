@@ -5,17 +5,20 @@
 key given must match; ``{}`` matches everything. Severity compares after normalization.
 
 ``route`` is the decision stage that tells the receivers (one ``alert.routed`` each).
+``severity_coverage`` and ``unreachable_severities`` tell, from the table alone, which
+severities may reach nobody (for ``tocsin config check`` to warn).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from msgspec import Struct
 
 from tocsin.core import events as ev
+from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
 from tocsin.core.matchers import Match, Matcher
 
@@ -42,6 +45,36 @@ class RoutingTable:
         return list(out)
 
 
+Coverage = Literal["always", "sometimes", "never"]
+
+_SEVERITIES: tuple[Severity, ...] = tuple(
+    sorted(get_args(Severity), key=SEVERITY_RANK.__getitem__, reverse=True)
+)
+
+
+def severity_coverage(table: RoutingTable) -> dict[Severity, Coverage]:
+    """For each severity, most severe first, whether its events reach a receiver under
+    ``table``: ``always`` (a route with receivers takes every event of it), ``sometimes``
+    (only routes that also look at type, source or labels do: the others reach nobody)
+    or ``never`` (no route takes any: every alert of it is unrouted)."""
+    coverage: dict[Severity, Coverage] = {}
+    routes = [matcher for matcher, receivers in table.routes if receivers]
+    for severity in _SEVERITIES:
+        if any(matcher.matches_every_of(severity) for matcher in routes):
+            coverage[severity] = "always"
+        elif any(matcher.matches_some_of(severity) for matcher in routes):
+            coverage[severity] = "sometimes"
+        else:
+            coverage[severity] = "never"
+    return coverage
+
+
+def unreachable_severities(table: RoutingTable) -> list[Severity]:
+    """The severities whose events can reach no receiver under ``table``, most severe
+    first: every alert of them would be unrouted."""
+    return [s for s, covered in severity_coverage(table).items() if covered == "never"]
+
+
 class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     receivers: list[str]
     match: Match = Match()
@@ -50,9 +83,10 @@ class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
 def route(state: State, candidate: Candidate) -> bool:
     """Tell the receivers: an escalation is recorded first (``alert.escalated``: its
     severity is now the one routed), then one ``alert.routed`` per receiver, each with
-    its own notification id. News of an alert already open that no route delivers is
-    counted as suppressed (``no_route``); a new alert's ``alert.opened`` and an
-    escalation's own fact already record theirs."""
+    its own notification id. Firing news that no route delivers (a new alert's, a
+    reminder's, an escalation's) is counted as suppressed (``no_route``: DESIGN.md
+    section 10's "suppressed = those not routed"), marked ``newly_unrouted`` when it
+    finds an alert nobody was told of and not yet known to be unrouted."""
     facts = candidate.facts
     current = candidate.current
     reason = candidate.reason
@@ -72,9 +106,17 @@ def route(state: State, candidate: Candidate) -> bool:
     receivers = candidate.receivers
     if receivers:
         facts += [_routed(candidate, receiver) for receiver in receivers]
-    elif current is not None and reason in ("firing", "reminder"):
-        facts.append(candidate.suppressed("no_route"))
+    elif reason != "resolved":
+        newly = _told_nobody_yet(state, candidate.alert_id)
+        facts.append(candidate.suppressed("no_route", newly_unrouted=newly))
     return PASS
+
+
+def _told_nobody_yet(state: State, alert_id: str) -> bool:
+    """Whether no receiver was told of the alert and it is not known to be unrouted:
+    a new alert (not folded yet), or an open one that was only ever silenced."""
+    alert = state.alerts.get(alert_id)
+    return alert is None or not (alert.receivers or alert.unrouted)
 
 
 def _routed(candidate: Candidate, receiver: str) -> ev.AlertRouted:
