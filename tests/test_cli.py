@@ -522,3 +522,36 @@ def test_serve_help_says_what_happens_without_a_nats_url() -> None:
     assert "default: none, and tocsin starts an embedded nats-server" in serve
     assert "embedded nats-server" not in router
     assert "default: <data-dir>/nats.url, then nats://127.0.0.1:4222" in router
+
+
+def test_config_check_prints_what_the_file_says_and_warns_of_unrouted_severities(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "tocsin.toml"
+    good.write_text(
+        '[[route]]\nmatch = { severity = ["critical"] }\nreceivers = ["hook"]\n\n'
+        '[[route]]\nmatch = { type = "disk*", severity = "warning" }\nreceivers = ["hook"]\n\n'
+        '[receivers.hook]\nchannel = "webhook"\nurl = "http://127.0.0.1:9/x"\nsecret = "s3cret"\n'
+    )
+    checked = run("config", "check", str(good))
+    assert checked.returncode == 0, checked.stderr
+    assert '  route[0] match {"severity":["critical"]} -> hook' in checked.stdout
+    assert "  hook: webhook" in checked.stdout
+    assert "s3cret" not in checked.stdout + checked.stderr
+    warned = [line for line in checked.stderr.splitlines() if "no route delivers" in line]
+    assert [line.split()[5] for line in warned] == ["error", "info"]  # warning: sometimes
+
+    catch_all = tmp_path / "all.toml"
+    catch_all.write_text(
+        '[[route]]\nmatch = {}\nreceivers = ["out"]\n[receivers.out]\nchannel = "log"\n'
+    )
+    quiet = run("config", "check", "--config", str(catch_all))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "match {} (everything) -> out" in quiet.stdout
+    assert "no route delivers" not in quiet.stderr
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[route]]\nreceivers = ["nope"]\n')
+    refused = run("config", "check", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("tocsin: route[0].receivers:")

@@ -24,6 +24,7 @@ from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
 from tocsin.core import contracts, ingest
+from tocsin.core.decide.route import RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
 from tocsin.core.subjects import IN_PREFIX, MSG_ID, RETRY_FAILED
@@ -125,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     router = sub.add_parser("router", help="the router (and outcome recorder) alone")
     _common(router, nats=True)
     _health(router)
+
+    config_command = sub.add_parser("config", help="check a configuration file")
+    config_sub = config_command.add_subparsers(
+        dest="config_command", required=True, parser_class=_Parser
+    )
+    check = config_sub.add_parser(
+        "check",
+        help="validate a config file, print its routes and receivers",
+        description="Validate a config file as the service would (exit 2 naming the key at "
+        "fault), print its routes and receivers, and warn of severities no route delivers.",
+    )
+    _common(check, nats=False)
+    check.add_argument("file", nargs="?", help="the TOML file (default: --config / TOCSIN_CONFIG)")
 
     deliver = sub.add_parser("deliver", help="delivery workers alone")
     _common(deliver, nats=True)
@@ -252,6 +266,8 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return _forensics(args)
     if command == "compact":
         return _compact(args)
+    if command == "config":
+        return _config_check(args)
     from tocsin import service
 
     options = service.Options(
@@ -482,6 +498,32 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     print(f"re-queued {answer.requeued} dead-lettered notification(s){scope}")
     for nid in answer.notification_ids:
         print(f"  {nid}")
+    return EXIT_OK
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """``tocsin config check``: the file loaded exactly as the service loads it (a bad one
+    raises ``ConfigError``, exit 2), then what it says, then what it leaves unrouted."""
+    path = args.file or args.config
+    if path is None:
+        raise UsageError("config check: give a file (or --config / TOCSIN_CONFIG)")
+    checked = config.load(path)
+    print(f"config OK: {checked.source}")
+    print(f"routes ({len(checked.routes)}, every matching route applies, in order):")
+    for index, route in enumerate(checked.routes):
+        match = {k: v for k, v in msgspec.structs.asdict(route.match).items() if v is not None}
+        shown = msgspec.json.encode(match).decode() if match else "{} (everything)"
+        print(f"  route[{index}] match {shown} -> {', '.join(route.receivers)}")
+    print(f"receivers ({len(checked.receivers)}):")
+    for name, receiver in sorted(checked.receivers.items()):
+        print(f"  {name}: {receiver.channel}")
+    table = RoutingTable.compile(checked.routes)
+    for severity in unreachable_severities(table):
+        print(
+            f"tocsin: warning: no route delivers {severity} alerts: each would open unrouted "
+            "and reach nobody (add a route for them, or a last [[route]] with match = {})",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
