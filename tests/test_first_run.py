@@ -132,3 +132,23 @@ def test_a_second_serve_in_the_same_dir_is_refused_and_leaves_the_first_untouche
         assert published.returncode == 0, published.stderr
         _, err = ctrl_c(first)
     assert first.returncode == 0, err
+
+
+def test_an_http_port_in_use_is_refused_naming_it_and_nothing_is_started(tmp_path: Path) -> None:
+    """DESIGN section 6 knows exit codes 0, 1 and 2: uvicorn's own 3 came out before."""
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(
+            [TOCSIN, "serve", "--data-dir", str(data), "--http", http],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"tocsin: TOCSIN_HTTP: cannot listen on {http}")
+    assert not data.exists()  # no log, no nats-server, no nats.url

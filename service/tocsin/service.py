@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,10 @@ def check(options: Options) -> Plan:
             )
     http_address = split_host_port(options.http) if options.http else None
     health_address = split_host_port(options.health, "TOCSIN_HEALTH") if options.health else None
+    if http_address is not None:
+        check_listenable(http_address, "TOCSIN_HTTP")
+    if health_address is not None:
+        check_listenable(health_address, "TOCSIN_HEALTH")
     exposed = http_address is not None and not is_loopback(http_address[0])
     if exposed and not options.api_token:
         raise ConfigError(
@@ -587,6 +592,24 @@ def build_channels(
         except ChannelConfigError as error:
             raise ConfigError(f"receivers.{name}.{error.key}: {error}") from error
     return channels
+
+
+def check_listenable(address: tuple[str, int], key: str) -> None:
+    """Refuse, before anything starts, an address the HTTP server could not listen on
+    (in use, or not this machine's), naming the setting: uvicorn would find out only
+    after the log and NATS are up, and exit with a code of its own (3)."""
+    host, port = address
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, where = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(where)
+    except OSError as error:
+        raise ConfigError(
+            f"{key}: cannot listen on {host}:{port}: {error.strerror or error} "
+            "(is another tocsin running there? choose another address)"
+        ) from error
 
 
 def split_host_port(value: str, key: str = "TOCSIN_HTTP") -> tuple[str, int]:
