@@ -78,6 +78,13 @@ def test_ctrl_c_stops_everything_in_order_and_exits_0(tmp_path: Path) -> None:
     assert f"NATS: {url}" in ready
     assert "CRITICAL" not in err
     assert "ConnectionReconnectingError" not in err
+    troubles = [
+        line
+        for line in err.splitlines()
+        if '"level":"warning"' in line or '"level":"error"' in line
+    ]
+    assert troubles == [], "an orderly stop warns of nothing"
+    assert '"msg":"stopping: ' in err
     try:  # the embedded server stopped with it
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         listening = True

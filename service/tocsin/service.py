@@ -524,6 +524,7 @@ async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -
     NATS before it closes. The log is closed after that, by ``release``."""
     stop.set()
     running.readiness.stage = "shutting down"
+    log.info("stopping: the servers, then the parts, then the NATS connection")
     close_doors(running)
     await asyncio.wait(running.tasks, timeout=20)
     await broker.nc.drain()

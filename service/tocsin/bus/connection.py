@@ -78,8 +78,12 @@ async def connect(url: str, name: str, login: dict[str, Any] | None = None) -> N
     from the server it reaches, and fails over to them. ``login`` is
     ``connection.connect_options(...)``: credentials and TLS."""
     shown = display_url(url)
+    client: list[NATS] = []  # set once connected: the callbacks ask it why it disconnected
 
     async def on_disconnect() -> None:
+        if client and (client[0].is_draining or client[0].is_closed):
+            log.info("closed the connection to NATS at %s", shown)  # our own stop
+            return
         log.warning("disconnected from NATS at %s", shown)
 
     async def on_reconnect() -> None:
@@ -88,7 +92,7 @@ async def connect(url: str, name: str, login: dict[str, Any] | None = None) -> N
     async def on_error(error: Exception) -> None:
         log.warning("NATS error: %s", error)
 
-    return await nats.connect(
+    nc = await nats.connect(
         server_urls(url),
         **(login or {}),
         name=name,
@@ -101,6 +105,8 @@ async def connect(url: str, name: str, login: dict[str, Any] | None = None) -> N
         error_cb=on_error,
         pending_size=64 * 1024 * 1024,
     )
+    client.append(nc)
+    return nc
 
 
 @dataclass(frozen=True)
