@@ -438,11 +438,12 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
 async def prepare_streams_and_consumers(
     broker: Broker, config: Config, parts: list[Part], running: Running
 ) -> None:
-    """Create or update the streams, then each part's durable consumer, before any part
-    starts: pending work waits in the streams, not in a process. The API may publish
-    once the streams exist."""
+    """Create or update the streams (TOCSIN_IN with the router's consumer, wherever it
+    is created: without it the stream would discard what it is sent), then each part's
+    durable consumer, before any part starts: pending work waits in the streams, not in
+    a process. The API may publish once the streams exist."""
     js = broker.js
-    await ensure_streams(js, config.nats.replicas or 1)
+    await ensure_streams(js, config.nats.replicas or 1, config.nats.ack_wait)
     running.api.js = js
     log.info("connected to NATS at %s; streams ready", broker.shown)
     for part in parts:
