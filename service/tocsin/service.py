@@ -51,6 +51,7 @@ from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
 from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
+from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.recorder import Recorder
@@ -453,9 +454,10 @@ async def prepare_streams_and_consumers(
 
 async def take_up_the_log(config: Config, running: Running, broker: Broker) -> None:
     """Where the log is, before any part starts: record the config the router runs with
-    (so that it precedes every fact decided under it) and which inbound stream it
-    consumes, and start answering delivery-status questions (a worker may ask about its
-    first item) and retry-failed requests, giving the API the same control."""
+    (so that it precedes every fact decided under it) and which incarnation of each
+    input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
+    delivery-status questions (a worker may ask about its first item) and retry-failed
+    requests, giving the API the same control."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
@@ -468,7 +470,8 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 dedup_window_seconds=config.dedup_window,
             )
         )
-    await bind_inbound_stream(broker.js, ledger)
+    for stream in Input:
+        await bind_stream(broker.js, ledger, stream)
     await answer_delivery_status(broker.nc, ledger)
     assert reader is not None
     control = running.api.control = Control(ledger, reader, broker.publisher)
@@ -548,29 +551,6 @@ async def release(running: Running) -> None:
     running.metrics.shutdown()
     await asyncio.to_thread(running.tracing.shutdown)  # flushes spans; may wait on a collector
     log.info("tocsin stopped")
-
-
-async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
-    """Record which TOCSIN_IN the router consumes. A stream deleted and re-created
-    restarts its seqs at 1; without a new offset its new messages would look like
-    redeliveries of logged ones and be skipped."""
-    info = await js.stream_info(STREAM_IN)
-    created = info.created.isoformat() if info.created else ""
-    state = ledger.state
-    if state.inbound_stream == created:
-        return
-    offset = state.inbound_offset
-    if state.inbound_stream is not None:
-        offset = ledger.last_position(Input.INBOUND)
-        log.warning(
-            "%s was re-created (was %s, now %s); its seqs are logged from %d on",
-            STREAM_IN,
-            state.inbound_stream,
-            created,
-            offset + 1,
-        )
-    async with ledger.batch() as batch:
-        batch.add(ev.StreamBound(stream=STREAM_IN, created=created, offset=offset))
 
 
 def build_channels(

@@ -170,3 +170,17 @@ def test_a_reminder_with_no_route_is_counted_as_suppressed() -> None:
     )
     assert kinds(later) == ["alert.received", "alert.suppressed"]
     assert later[1].cause == "no_route"  # type: ignore[union-attr]
+
+
+def test_each_stream_binding_folds_into_its_own_stream() -> None:
+    """``stream.bound`` of TOCSIN_IN sets the router's offset, of TOCSIN_OUT the
+    recorder's; neither touches the other's."""
+    state = State()
+    fold(state, 1, 10, ev.StreamBound(stream="TOCSIN_IN", created="in-1", offset=0))
+    fold(state, 2, 10, ev.StreamBound(stream="TOCSIN_OUT", created="out-1", offset=0))
+    fold(state, 3, 10, ev.StreamBound(stream="TOCSIN_OUT", created="out-2", offset=7))
+    assert (state.inbound_stream, state.inbound_offset) == ("in-1", 0)
+    assert (state.outbound_stream, state.outbound_offset) == ("out-2", 7)
+    fold(state, 4, 10, ev.StreamBound(stream="TOCSIN_IN", created="in-2", offset=5))
+    assert (state.inbound_stream, state.inbound_offset) == ("in-2", 5)
+    assert (state.outbound_stream, state.outbound_offset) == ("out-2", 7)

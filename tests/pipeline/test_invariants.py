@@ -15,10 +15,10 @@ import msgspec
 import nats
 import pytest
 
-from tests.support import Rig, wait_until
+from tests.support import HttpSink, Rig, wait_until
 from tocsin.bus.streams import ensure_consumer, router_consumer_config, stream_configs
 from tocsin.core import events as ev
-from tocsin.core.subjects import STREAM_IN
+from tocsin.core.subjects import STREAM_IN, STREAM_OUT
 from tocsin.store.chain import GENESIS, chain_hash
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError
 from tocsin.store.ledger import load_state
@@ -216,6 +216,44 @@ async def test_a_recreated_inbound_stream_does_not_hide_new_alerts(
         await wait_until(lambda: second.count("alert.received") == 5, 10, "the 2 new events logged")
         summaries = sorted(e["summary"] for e in second.events("alert.received"))
         assert summaries == ["new 0", "new 1", "old 0", "old 1", "old 2"]
+        await second.assert_live_state_is_the_log()
+    finally:
+        await second.stop()
+
+
+async def test_a_recreated_outcome_stream_does_not_hide_new_outcomes(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """Deleting TOCSIN_OUT (and tocsin creating it again at its next start) restarts
+    its seqs at 1: the next outcome must not be taken for a redelivery of the logged
+    outcome with the same seq (silently dropped). The log is bound to the new stream,
+    past every outcome logged before."""
+    from tests.support import Tocsin, event, publish, webhook_config
+
+    data = tmp_path / "data"
+    toml = webhook_config(sink.url)
+    first = await Tocsin(data, nats_url, toml).start()
+    try:
+        await publish(nats_url, "alerts.in.svc", event(labels={"host": "db1"}))
+        await wait_until(lambda: first.count("delivery.succeeded") == 1, 15, "1 outcome logged")
+    finally:
+        await first.stop()
+
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().delete_stream(STREAM_OUT)
+    await nc.close()
+
+    second = await Tocsin(data, nats_url, toml).start()
+    try:
+        await publish(nats_url, "alerts.in.svc", event(labels={"host": "db2"}))
+        await wait_until(lambda: len(sink.requests) == 2, 15, "the second alert sent")
+        await wait_until(
+            lambda: second.count("delivery.succeeded") == 2, 15, "the second outcome logged"
+        )
+        delivered = {e["notification_id"] for e in second.events("delivery.succeeded")}
+        assert delivered == {e["notification_id"] for e in second.events("alert.routed")}
+        outbound = [e for e in second.events("stream.bound") if e["stream"] == STREAM_OUT]
+        assert [b["offset"] for b in outbound] == [0, 1]
         await second.assert_live_state_is_the_log()
     finally:
         await second.stop()

@@ -2,8 +2,10 @@
 
 Workers stay stateless and publish outcomes; this consumer is how those outcomes reach
 the single writer of the log. Its loop is the processor shell's (``processor``): the
-outcome stream seq is committed with the fact as its input position, so a redelivered
-outcome is recognised and acked without being counted twice.
+outcome's position (its stream seq past the offset of the TOCSIN_OUT incarnation the
+log is bound to, see ``binding``) is committed with the fact, so a redelivered outcome
+is recognised and acked without being counted twice, and an outcome of a re-created
+TOCSIN_OUT is never taken for an old one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tocsin.core.contracts import DeliveryAttemptFailed, DeliveryDeadLettered, D
 from tocsin.core.state import State
 from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.core.times import parse_rfc3339
+from tocsin.pipeline import binding
 from tocsin.pipeline.processor import Processor, Pulled, Step
 from tocsin.store.ledger import Input, Ledger
 
@@ -101,11 +104,14 @@ class Recorder(Step[None]):
         await self._processor.handle(msgs)
 
     def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], None]:
-        return [stream_seq(m) for m in msgs], None
+        offset = binding.bound(state, self.input)[1]  # see events.StreamBound
+        return [offset + stream_seq(m) for m in msgs], None
 
     def facts(self, pulled: Pulled[None], msg: Msg, position: int, at: int) -> list[ev.Event]:
         try:
             return [outcome_event(msg.subject, msg.data)]
         except (msgspec.DecodeError, ValueError) as error:
-            log.error("unreadable outcome on %s (seq %d) skipped: %s", msg.subject, position, error)
+            log.error(
+                "unreadable outcome on %s (seq %d) skipped: %s", msg.subject, stream_seq(msg), error
+            )
             return []

@@ -40,6 +40,7 @@ from tocsin.observability.tracing import (
     route_attributes,
     trace_id_of,
 )
+from tocsin.pipeline import binding
 from tocsin.pipeline.processor import Milestone, Processor, Pulled, Step
 from tocsin.store.eventlog import Row
 from tocsin.store.ledger import Input, Ledger
@@ -102,7 +103,7 @@ class Router(Step[Traced]):
         await self._processor.handle(msgs)
 
     def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], Traced]:
-        offset = state.inbound_offset  # see events.StreamBound
+        offset = binding.bound(state, self.input)[1]  # see events.StreamBound
         return [offset + stream_seq(m) for m in msgs], Traced(offset)
 
     def facts(self, pulled: Pulled[Traced], msg: Msg, position: int, at: int) -> list[ev.Event]:
