@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -38,6 +39,7 @@ from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import (
     deliver_consumer_config,
     ensure_consumer,
+    ensure_outcomes,
     ensure_streams,
     recorder_consumer_config,
     router_consumer_config,
@@ -401,14 +403,22 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     replicas = config.nats.replicas or 1
     parts: list[Part] = []
     if ledger is not None:
-        router = Router(nc, publisher, ledger, config, tracing, secrets)
+        # Each creates its consumer (and stream) again should it vanish, and says so to
+        # /readyz until it is back.
+        router = Router(nc, publisher, ledger, config, tracing, secrets, metrics)
         parts.append(
             Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
         )
-        recorder = Recorder(nc, ledger)
+        recorder = Recorder(
+            nc,
+            ledger,
+            metrics,
+            functools.partial(ensure_outcomes, replicas=replicas, ack_wait=config.nats.ack_wait),
+        )
         parts.append(
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
+        running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)

@@ -1,4 +1,5 @@
-"""The streams and consumers of DESIGN.md section 3, created or updated at start.
+"""The streams and consumers of DESIGN.md section 3, created or updated at start (and
+again by the router and the recorder when they find their consumer gone).
 
 JetStream may be electing a leader or still starting when tocsin asks: creation is
 retried until it answers, for at most ``SETUP_PATIENCE``.
@@ -149,9 +150,26 @@ async def ensure_inbound(
     """TOCSIN_IN and the router's consumer, together. The stream keeps a message only
     while a consumer is interested in it: without the router's consumer nats-server
     PubAcks an alert and discards it at once. So whoever creates the stream (``tocsin
-    deliver`` as much as the router) creates the consumer with it."""
+    deliver`` as much as the router) creates the consumer with it, and the router does
+    both again when it finds its consumer gone."""
     await ensure_stream_with_consumer(
         js, stream_config(STREAM_IN, replicas), router_consumer_config(ack_wait, replicas), patience
+    )
+
+
+async def ensure_outcomes(
+    js: JetStreamContext,
+    replicas: int = 1,
+    ack_wait: float = 30.0,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """TOCSIN_OUT and the recorder's consumer, together: what the recorder does again
+    when it finds its consumer gone."""
+    await ensure_stream_with_consumer(
+        js,
+        stream_config(STREAM_OUT, replicas),
+        recorder_consumer_config(ack_wait, replicas),
+        patience,
     )
 
 

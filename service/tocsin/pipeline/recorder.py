@@ -19,13 +19,15 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from tocsin.bus.puller import stream_seq
+from tocsin.bus.streams import ensure_outcomes
 from tocsin.core import events as ev
 from tocsin.core.contracts import DeliveryAttemptFailed, DeliveryDeadLettered, DeliverySucceeded
 from tocsin.core.state import State
 from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.core.times import parse_rfc3339
+from tocsin.observability.telemetry import Metrics
 from tocsin.pipeline import binding
-from tocsin.pipeline.processor import Processor, Pulled, Step
+from tocsin.pipeline.processor import Processor, Pulled, Setup, Step
 from tocsin.store.ledger import Input, Ledger
 
 log = logging.getLogger("tocsin.recorder")
@@ -90,10 +92,30 @@ class Recorder(Step[None]):
     name = "recorder"
     input = Input.OUTCOMES
 
-    def __init__(self, nc: NATS, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        ledger: Ledger,
+        metrics: Metrics | None = None,
+        setup: Setup | None = None,
+    ) -> None:
+        """``setup`` creates TOCSIN_OUT and the recorder's consumer should the consumer
+        vanish (by default ``ensure_outcomes`` with one replica)."""
         self._processor = Processor(
-            nc, ledger, self, stream=STREAM_OUT, consumer=RECORDER_CONSUMER, batch_size=BATCH
+            nc,
+            ledger,
+            self,
+            stream=STREAM_OUT,
+            consumer=RECORDER_CONSUMER,
+            batch_size=BATCH,
+            setup=setup or ensure_outcomes,
+            metrics=metrics,
         )
+
+    @property
+    def missing(self) -> str | None:
+        """Why the recorder cannot pull: its consumer is gone (for /readyz)."""
+        return self._processor.missing
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` (pipelined: see ``processor``)."""
