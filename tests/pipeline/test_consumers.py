@@ -5,7 +5,9 @@ consumer, nats-server PubAcks an alert and discards it. So whoever creates the s
 creates the consumer with it, and the router (like the recorder) creates its consumer
 again when it vanishes, saying so on /readyz and in ``tocsin_consumer_recreated_total``.
 A stream re-created restarts its seqs at 1: the log is bound to the new incarnation
-before any of its messages is decided, so none is taken for a redelivery of an old one.
+before any of its messages is decided, so none is taken for a redelivery of an old one
+(a stream re-created by another process under a running step: test_invariants and
+test_recorder).
 
 Real nats-server, real HTTP receiver, the service running in this process.
 """

@@ -16,12 +16,18 @@ import nats
 import pytest
 
 from tests.support import HttpSink, Rig, wait_until
-from tocsin.bus.streams import ensure_consumer, router_consumer_config, stream_configs
+from tocsin.bus.streams import (
+    ensure_consumer,
+    ensure_inbound,
+    router_consumer_config,
+    stream_configs,
+)
 from tocsin.core import events as ev
 from tocsin.core.subjects import STREAM_IN, STREAM_OUT
+from tocsin.pipeline.binding import bind_stream
 from tocsin.store.chain import GENESIS, chain_hash
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError
-from tocsin.store.ledger import load_state
+from tocsin.store.ledger import Input, load_state
 
 
 def alert(**fields: Any) -> bytes:
@@ -219,6 +225,36 @@ async def test_a_recreated_inbound_stream_does_not_hide_new_alerts(
         await second.assert_live_state_is_the_log()
     finally:
         await second.stop()
+
+
+async def test_an_inbound_stream_recreated_under_the_router_is_bound_before_its_messages(
+    rig: Rig,
+) -> None:
+    """Another process deletes TOCSIN_IN and creates it again with the router's
+    consumer (as a starting `tocsin deliver` does) while the router pulls: the new
+    stream's first message, at seq 1, looks like a redelivery of the logged seq 1. The
+    router asks the stream, finds it new, and binds the log to it in the same commit as
+    that message's facts."""
+    await bind_stream(rig.js, rig.ledger, Input.INBOUND)
+    await rig.js.publish("alerts.in.svc", alert(summary="old", labels={"n": "1"}))
+    await rig.router.handle(await rig.take(1))
+
+    await rig.js.delete_stream(STREAM_IN)
+    await ensure_inbound(rig.js)
+    await rig.js.publish("alerts.in.svc", alert(summary="new", labels={"n": "2"}))
+    await rig.router.handle(await rig.take(1))
+
+    assert rig.ledger.state.counters.received == 2
+    assert [b.offset for b in _bindings(rig.ledger.path, STREAM_IN)] == [0, 1]
+    assert await rig.work_items() == 2
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+def _bindings(path: Path, stream: str) -> list[ev.StreamBound]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT data FROM events WHERE kind = 'stream.bound' ORDER BY seq")
+        facts = [msgspec.json.decode(row[0], type=ev.StreamBound) for row in rows]
+    return [fact for fact in facts if fact.stream == stream]
 
 
 async def test_a_recreated_outcome_stream_does_not_hide_new_outcomes(

@@ -15,8 +15,9 @@ takes it.
 A consumer that vanishes (deleted by an operator, or with its stream) is noticed by
 its pulls, created again with its stream (``setup``), counted in
 ``tocsin_consumer_recreated_total``, and reported by ``missing`` (for /readyz) until
-it is back. A stream created again with it is a new incarnation, bound (``binding``)
-before any of its messages is pulled, so its seqs, which restart at 1, are never taken
+it is back. Positions are ``offset + seq`` of the stream's incarnation the log is bound
+to (``binding``): a stream re-created, by tocsin or by anyone else, is bound anew
+before any of its messages is decided, so its seqs, which restart at 1, are never taken
 for redeliveries.
 """
 
@@ -185,10 +186,11 @@ class Processor(Generic[Own]):
         """The puller was told its consumer may be gone. If JetStream says so, create
         it again with its stream (a stream re-created here is a new incarnation: bound
         before anything is pulled from it) and count it; ``True`` once it is back
-        (created here, or by another process meanwhile). ``False``: it exists and was
-        never missing (a passing answer, such as a leader election on a cluster), or it
-        could not be created, or JetStream did not answer; the caller pauses, then
-        pulls (and so finds out) again."""
+        (created here, or by another process meanwhile: a new stream is then bound by
+        ``_decide``). ``False``: it exists and was never missing (a passing answer,
+        such as a leader election on a cluster), or it could not be created, or
+        JetStream did not answer; the caller pauses, then pulls (and so finds out)
+        again."""
         where = f"consumer {self._consumer} of {self._stream}"
         try:
             await self._js.consumer_info(self._stream, self._consumer)
@@ -265,14 +267,17 @@ class Processor(Generic[Own]):
         try:
             last = ledger.last_position(stream)
             maybe_logged = [p for p in positions if p <= last]
-            if maybe_logged:
+            renewed = await self._renewed_stream() if maybe_logged else None
+            if maybe_logged and renewed is None:
                 pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
             seen: set[int] = set(pulled.logged)
-            fresh = pulled.fresh
             async with ledger.deciding() as batch:
                 if after is not None and after.batch is not None and ledger.doomed(after.batch):
                     return None
-                for msg, position in zip(msgs, positions, strict=True):
+                if renewed is not None:
+                    pulled = self._rebound(batch, msgs, renewed)
+                fresh = pulled.fresh
+                for msg, position in zip(pulled.msgs, pulled.positions, strict=True):
                     if position in seen:
                         continue
                     seen.add(position)
@@ -284,6 +289,44 @@ class Processor(Generic[Own]):
         except BaseException as error:
             step.ended(pulled, error)
             raise
+
+    async def _renewed_stream(self) -> binding.Incarnation | None:
+        """The stream's incarnation, if it is not the one the log is bound to: someone
+        deleted and re-created the stream (and the consumer with it) while this
+        processor ran, and its seqs restart at 1. Asked only when a batch holds
+        positions that may be logged already, so seldom. ``None`` too when JetStream
+        does not answer (the messages are then taken as the redeliveries they look
+        like) or when the log is bound to no incarnation (a test driving a step by
+        hand)."""
+        stream = self._step.input
+        was, _ = binding.bound(self._ledger.state, stream)
+        if was is None:
+            return None
+        try:
+            now = await binding.incarnation(self._js, stream)
+        except Exception as error:
+            self._log.warning(
+                "%s's incarnation unknown (%s: %s); taking the batch for redeliveries",
+                self._stream,
+                type(error).__name__,
+                error,
+            )
+            return None
+        return now if now.created != was else None
+
+    def _rebound(self, batch: Batch, msgs: Sequence[Msg], now: binding.Incarnation) -> Pulled[Own]:
+        """Bind the log to the stream's new incarnation in ``batch``, before the facts
+        of ``msgs``, which are its messages: their positions follow every one logged."""
+        ledger, stream = self._ledger, self._step.input
+        was = binding.bound(ledger.state, stream)[0]
+        fact = binding.binding(ledger.state, stream, now, ledger.last_position(stream))
+        # Only this processor binds its stream once it runs, and it decides one batch
+        # at a time: the binding ``_renewed_stream`` saw is still the log's.
+        assert fact is not None
+        batch.add(fact)
+        binding.told(fact, was)
+        positions, own = self._step.begin(msgs, ledger.state)
+        return Pulled(msgs, positions, own)
 
     async def _finish(self, pulled: Pulled[Own]) -> None:
         """Once the batch is committed: publish what its facts justify, wait for the
