@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support import NatsServer
 
 from tocsin.bus.puller import Puller, ack_all
-from tocsin.bus.streams import ensure_consumer, ensure_streams, router_consumer_config
+from tocsin.bus.streams import ensure_streams
 from tocsin.core import events as ev
 from tocsin.core import ingest
 from tocsin.core.contracts import TYPE_PATTERN
@@ -81,7 +81,6 @@ async def nats_pull_ack(events: int, tmp: Path) -> dict[str, float]:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await ensure_streams(js)
-        await ensure_consumer(js, STREAM_IN, router_consumer_config())
         for start in range(0, events, 2000):
             await asyncio.gather(
                 *(

@@ -38,8 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import HttpSink, NatsServer
 
-from tocsin.bus.streams import ensure_consumer, ensure_streams, router_consumer_config
-from tocsin.core.subjects import STREAM_IN
+from tocsin.bus.streams import ensure_streams
 
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 
@@ -49,7 +48,6 @@ async def preload(url: str, events: int, fingerprints: int) -> float:
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_streams(js)
-    await ensure_consumer(js, STREAM_IN, router_consumer_config())
     started = time.perf_counter()
     window = 2000
     for start in range(0, events, window):

@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from nats.js.errors import NotFoundError
 
 from tests.support import HttpSink, Mailbox, NatsServer, Rig, authenticate, free_port
-from tocsin.bus.streams import ensure_consumer, ensure_streams, router_consumer_config
+from tocsin.bus.streams import ensure_streams
 from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger
@@ -73,7 +73,6 @@ async def rig(nats_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_streams(js)
-    await ensure_consumer(js, STREAM_IN, router_consumer_config())
     ledger = await Ledger.open(db_path(tmp_path), busy_timeout_ms=100)
     made = Rig(nc, js, ledger)
     await made.puller.start()

@@ -265,7 +265,9 @@ timeout = "{timeout}"
 
 
 class Tocsin:
-    """``tocsin serve`` running in this process (router, recorder, workers, HTTP)."""
+    """``tocsin serve`` running in this process (router, recorder, workers, HTTP); with
+    ``router=False`` what ``tocsin deliver`` runs, with ``delivery=False`` what ``tocsin
+    router`` runs (each with the HTTP API, for its /readyz)."""
 
     def __init__(
         self,
@@ -276,8 +278,11 @@ class Tocsin:
         api_token: str | None = None,
         tracer_provider: TracerProvider | None = None,
         consumer_poll_seconds: float = 5.0,
+        router: bool = True,
+        delivery: bool = True,
     ) -> None:
         self.data_dir = data_dir
+        self.router, self.delivery = router, delivery
         self.nats_url = nats_url
         self.toml = toml
         self.api_token = api_token
@@ -310,6 +315,8 @@ class Tocsin:
             api_token=self.api_token,
             tracer_provider=self.tracer_provider,
             consumer_poll_seconds=self.consumer_poll_seconds,
+            run_router=self.router,
+            run_delivery=self.delivery,
         )
         self._task = asyncio.create_task(service.run(self._options, on_start=self._started))
         if self.http_port:

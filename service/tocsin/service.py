@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -39,6 +40,7 @@ from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import (
     deliver_consumer_config,
     ensure_consumer,
+    ensure_outcomes,
     ensure_streams,
     recorder_consumer_config,
     router_consumer_config,
@@ -52,6 +54,7 @@ from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
 from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
+from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.recorder import Recorder
@@ -405,14 +408,22 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     replicas = config.nats.replicas or 1
     parts: list[Part] = []
     if ledger is not None:
-        router = Router(nc, publisher, ledger, config, tracing, secrets)
+        # Each creates its consumer (and stream) again should it vanish, and says so to
+        # /readyz until it is back.
+        router = Router(nc, publisher, ledger, config, tracing, secrets, metrics)
         parts.append(
             Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
         )
-        recorder = Recorder(nc, ledger)
+        recorder = Recorder(
+            nc,
+            ledger,
+            metrics,
+            functools.partial(ensure_outcomes, replicas=replicas, ack_wait=config.nats.ack_wait),
+        )
         parts.append(
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
+        running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
@@ -443,11 +454,12 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
 async def prepare_streams_and_consumers(
     broker: Broker, config: Config, parts: list[Part], running: Running
 ) -> None:
-    """Create or update the streams, then each part's durable consumer, before any part
-    starts: pending work waits in the streams, not in a process. The API may publish
-    once the streams exist."""
+    """Create or update the streams (TOCSIN_IN with the router's consumer, wherever it
+    is created: without it the stream would discard what it is sent), then each part's
+    durable consumer, before any part starts: pending work waits in the streams, not in
+    a process. The API may publish once the streams exist."""
     js = broker.js
-    await ensure_streams(js, config.nats.replicas or 1)
+    await ensure_streams(js, config.nats.replicas or 1, config.nats.ack_wait)
     running.api.js = js
     log.info("connected to NATS at %s; streams ready", broker.shown)
     for part in parts:
@@ -457,9 +469,10 @@ async def prepare_streams_and_consumers(
 
 async def take_up_the_log(config: Config, running: Running, broker: Broker) -> None:
     """Where the log is, before any part starts: record the config the router runs with
-    (so that it precedes every fact decided under it) and which inbound stream it
-    consumes, and start answering delivery-status questions (a worker may ask about its
-    first item) and retry-failed requests, giving the API the same control."""
+    (so that it precedes every fact decided under it) and which incarnation of each
+    input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
+    delivery-status questions (a worker may ask about its first item) and retry-failed
+    requests, giving the API the same control."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
@@ -472,7 +485,8 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 dedup_window_seconds=config.dedup_window,
             )
         )
-    await bind_inbound_stream(broker.js, ledger)
+    for stream in Input:
+        await bind_stream(broker.js, ledger, stream)
     await answer_delivery_status(broker.nc, ledger)
     assert reader is not None
     control = running.api.control = Control(
@@ -555,29 +569,6 @@ async def release(running: Running) -> None:
     running.metrics.shutdown()
     await asyncio.to_thread(running.tracing.shutdown)  # flushes spans; may wait on a collector
     log.info("tocsin stopped")
-
-
-async def bind_inbound_stream(js: Any, ledger: Ledger) -> None:
-    """Record which TOCSIN_IN the router consumes. A stream deleted and re-created
-    restarts its seqs at 1; without a new offset its new messages would look like
-    redeliveries of logged ones and be skipped."""
-    info = await js.stream_info(STREAM_IN)
-    created = info.created.isoformat() if info.created else ""
-    state = ledger.state
-    if state.inbound_stream == created:
-        return
-    offset = state.inbound_offset
-    if state.inbound_stream is not None:
-        offset = ledger.last_position(Input.INBOUND)
-        log.warning(
-            "%s was re-created (was %s, now %s); its seqs are logged from %d on",
-            STREAM_IN,
-            state.inbound_stream,
-            created,
-            offset + 1,
-        )
-    async with ledger.batch() as batch:
-        batch.add(ev.StreamBound(stream=STREAM_IN, created=created, offset=offset))
 
 
 def build_channels(

@@ -194,3 +194,17 @@ def test_an_unrouted_alert_is_marked_and_counted_once_until_a_route_takes_it() -
     assert not alert.unrouted
     assert sum(hour.unrouted for hour in run.state.hours.values()) == 1
     assert run.state == rebuild(run.log)
+
+
+def test_each_stream_binding_folds_into_its_own_stream() -> None:
+    """``stream.bound`` of TOCSIN_IN sets the router's offset, of TOCSIN_OUT the
+    recorder's; neither touches the other's."""
+    state = State()
+    fold(state, 1, 10, ev.StreamBound(stream="TOCSIN_IN", created="in-1", offset=0))
+    fold(state, 2, 10, ev.StreamBound(stream="TOCSIN_OUT", created="out-1", offset=0))
+    fold(state, 3, 10, ev.StreamBound(stream="TOCSIN_OUT", created="out-2", offset=7))
+    assert (state.inbound_stream, state.inbound_offset) == ("in-1", 0)
+    assert (state.outbound_stream, state.outbound_offset) == ("out-2", 7)
+    fold(state, 4, 10, ev.StreamBound(stream="TOCSIN_IN", created="in-2", offset=5))
+    assert (state.inbound_stream, state.inbound_offset) == ("in-2", 5)
+    assert (state.outbound_stream, state.outbound_offset) == ("out-2", 7)

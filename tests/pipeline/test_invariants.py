@@ -15,13 +15,19 @@ import msgspec
 import nats
 import pytest
 
-from tests.support import Rig, wait_until
-from tocsin.bus.streams import ensure_consumer, router_consumer_config, stream_configs
+from tests.support import HttpSink, Rig, wait_until
+from tocsin.bus.streams import (
+    ensure_consumer,
+    ensure_inbound,
+    router_consumer_config,
+    stream_configs,
+)
 from tocsin.core import events as ev
-from tocsin.core.subjects import STREAM_IN
+from tocsin.core.subjects import STREAM_IN, STREAM_OUT
+from tocsin.pipeline.binding import bind_stream
 from tocsin.store.chain import GENESIS, chain_hash
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError
-from tocsin.store.ledger import load_state
+from tocsin.store.ledger import Input, load_state
 
 
 def alert(**fields: Any) -> bytes:
@@ -216,6 +222,74 @@ async def test_a_recreated_inbound_stream_does_not_hide_new_alerts(
         await wait_until(lambda: second.count("alert.received") == 5, 10, "the 2 new events logged")
         summaries = sorted(e["summary"] for e in second.events("alert.received"))
         assert summaries == ["new 0", "new 1", "old 0", "old 1", "old 2"]
+        await second.assert_live_state_is_the_log()
+    finally:
+        await second.stop()
+
+
+async def test_an_inbound_stream_recreated_under_the_router_is_bound_before_its_messages(
+    rig: Rig,
+) -> None:
+    """Another process deletes TOCSIN_IN and creates it again with the router's
+    consumer (as a starting `tocsin deliver` does) while the router pulls: the new
+    stream's first message, at seq 1, looks like a redelivery of the logged seq 1. The
+    router asks the stream, finds it new, and binds the log to it in the same commit as
+    that message's facts."""
+    await bind_stream(rig.js, rig.ledger, Input.INBOUND)
+    await rig.js.publish("alerts.in.svc", alert(summary="old", labels={"n": "1"}))
+    await rig.router.handle(await rig.take(1))
+
+    await rig.js.delete_stream(STREAM_IN)
+    await ensure_inbound(rig.js)
+    await rig.js.publish("alerts.in.svc", alert(summary="new", labels={"n": "2"}))
+    await rig.router.handle(await rig.take(1))
+
+    assert rig.ledger.state.counters.received == 2
+    assert [b.offset for b in _bindings(rig.ledger.path, STREAM_IN)] == [0, 1]
+    assert await rig.work_items() == 2
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+def _bindings(path: Path, stream: str) -> list[ev.StreamBound]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT data FROM events WHERE kind = 'stream.bound' ORDER BY seq")
+        facts = [msgspec.json.decode(row[0], type=ev.StreamBound) for row in rows]
+    return [fact for fact in facts if fact.stream == stream]
+
+
+async def test_a_recreated_outcome_stream_does_not_hide_new_outcomes(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """Deleting TOCSIN_OUT (and tocsin creating it again at its next start) restarts
+    its seqs at 1: the next outcome must not be taken for a redelivery of the logged
+    outcome with the same seq (silently dropped). The log is bound to the new stream,
+    past every outcome logged before."""
+    from tests.support import Tocsin, event, publish, webhook_config
+
+    data = tmp_path / "data"
+    toml = webhook_config(sink.url)
+    first = await Tocsin(data, nats_url, toml).start()
+    try:
+        await publish(nats_url, "alerts.in.svc", event(labels={"host": "db1"}))
+        await wait_until(lambda: first.count("delivery.succeeded") == 1, 15, "1 outcome logged")
+    finally:
+        await first.stop()
+
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().delete_stream(STREAM_OUT)
+    await nc.close()
+
+    second = await Tocsin(data, nats_url, toml).start()
+    try:
+        await publish(nats_url, "alerts.in.svc", event(labels={"host": "db2"}))
+        await wait_until(lambda: len(sink.requests) == 2, 15, "the second alert sent")
+        await wait_until(
+            lambda: second.count("delivery.succeeded") == 2, 15, "the second outcome logged"
+        )
+        delivered = {e["notification_id"] for e in second.events("delivery.succeeded")}
+        assert delivered == {e["notification_id"] for e in second.events("alert.routed")}
+        outbound = [e for e in second.events("stream.bound") if e["stream"] == STREAM_OUT]
+        assert [b["offset"] for b in outbound] == [0, 1]
         await second.assert_live_state_is_the_log()
     finally:
         await second.stop()

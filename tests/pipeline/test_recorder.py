@@ -16,12 +16,18 @@ import pytest
 
 from tests.support import make_notification, wait_until
 from tocsin.bus.puller import Puller
-from tocsin.bus.streams import ensure_consumer, ensure_streams, recorder_consumer_config
+from tocsin.bus.streams import (
+    ensure_consumer,
+    ensure_outcomes,
+    ensure_streams,
+    recorder_consumer_config,
+)
 from tocsin.core.contracts import DeliverySucceeded
 from tocsin.core.subjects import DELIVERED, RECORDER_CONSUMER, STREAM_OUT
+from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.recorder import Recorder
 from tocsin.store.eventlog import LogWriteError, db_path
-from tocsin.store.ledger import Ledger, load_state
+from tocsin.store.ledger import Input, Ledger, load_state
 
 
 class OutcomeRig:
@@ -152,3 +158,29 @@ def _all_acked(rig: OutcomeRig) -> Any:
         return await rig.unacked() == 0
 
     return check
+
+
+async def test_an_outcome_stream_recreated_under_the_recorder_is_bound_before_its_outcomes(
+    outcomes: OutcomeRig,
+) -> None:
+    """Another process deletes TOCSIN_OUT and creates it again with the recorder's
+    consumer while the recorder pulls: the new stream's first outcome, at seq 1, looks
+    like a redelivery of the logged seq 1. The recorder asks the stream, finds it new,
+    and binds the log to it in the same commit as that outcome's fact."""
+    await bind_stream(outcomes.js, outcomes.ledger, Input.OUTCOMES)
+    await outcomes.publish_delivered("n1")
+    await outcomes.recorder.handle(await outcomes.take(1))
+
+    await outcomes.js.delete_stream(STREAM_OUT)
+    await ensure_outcomes(outcomes.js)
+    await outcomes.publish_delivered("n2")
+    await outcomes.recorder.handle(await outcomes.take(1))
+
+    assert outcomes.recorded() == [
+        ("stream.bound", None),
+        ("delivery.succeeded", 1),
+        ("stream.bound", None),
+        ("delivery.succeeded", 2),
+    ]
+    assert outcomes.ledger.state.outbound_offset == 1
+    assert outcomes.ledger.state == load_state(outcomes.ledger.path)

@@ -55,6 +55,11 @@ class Puller:
     filled, so the server streams the next batch while the caller works on this one;
     without, the next request waits for the next ``take`` and asks only for what the
     caller has room for (delivery workers keep pending work in the stream).
+
+    ``lost`` is set when an answer says the consumer may be gone: 409 "Consumer
+    Deleted" ends a pending request when it is deleted (with its stream or alone), and
+    503 "No Responders" answers a request to a consumer that does not exist (or whose
+    leader is being elected, on a cluster). The caller finds out which, and clears it.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class Puller:
         self._credit = 0
         self._requested_at = 0.0
         self._sub: Subscription | None = None
+        self.lost = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
@@ -117,14 +123,23 @@ class Puller:
         while self._queue and len(out) < size:
             msg = self._queue.popleft()
             if not msg.data and msg.headers and "Status" in msg.headers:
-                if msg.headers["Status"] != "100":
+                status = msg.headers["Status"]
+                if status != "100":
                     self._credit = 0
+                if status == "503" or (status == "409" and _says_deleted(msg.headers)):
+                    self.lost = True
                 continue
             self._credit -= 1
             out.append(msg)
         if self._prefetch and self._credit <= 0:
             await self._request(size)
         return out
+
+
+def _says_deleted(headers: dict[str, str]) -> bool:
+    """A 409 whose description is "Consumer Deleted" (nats-py keys it by an enum that
+    does not compare equal to the header's name)."""
+    return any("deleted" in str(value).lower() for value in headers.values())
 
 
 async def ack_all(nc: NATS, msgs: Sequence[Msg], body: bytes = ACK) -> None:

@@ -1,4 +1,5 @@
-"""The streams and consumers of DESIGN.md section 3, created or updated at start.
+"""The streams and consumers of DESIGN.md section 3, created or updated at start (and
+again by the router and the recorder when they find their consumer gone).
 
 JetStream may be electing a leader or still starting when tocsin asks: creation is
 retried until it answers, for at most ``SETUP_PATIENCE``.
@@ -122,16 +123,72 @@ def deliver_consumer_config(
 
 
 async def ensure_streams(
-    js: JetStreamContext, replicas: int = 1, patience: float = SETUP_PATIENCE
+    js: JetStreamContext,
+    replicas: int = 1,
+    ack_wait: float = 30.0,
+    patience: float = SETUP_PATIENCE,
 ) -> None:
     """Create the streams, or update them to this version's config (JetStream moves an
-    existing stream to a new replica count). Safe when several tocsin processes start
-    at once: whoever loses the race to create finds the stream, and updates it only if
-    its config differs."""
+    existing stream to a new replica count), and TOCSIN_IN's router consumer with its
+    stream (``ensure_inbound``). Safe when several tocsin processes start at once:
+    whoever loses the race to create finds the stream, and updates it only if its
+    config differs."""
+    await ensure_inbound(js, replicas, ack_wait, patience)
     for config in stream_configs(replicas):
-        await _until_answered(
-            functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
-        )
+        if config.name != STREAM_IN:
+            await _until_answered(
+                functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
+            )
+
+
+async def ensure_inbound(
+    js: JetStreamContext,
+    replicas: int = 1,
+    ack_wait: float = 30.0,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """TOCSIN_IN and the router's consumer, together. The stream keeps a message only
+    while a consumer is interested in it: without the router's consumer nats-server
+    PubAcks an alert and discards it at once. So whoever creates the stream (``tocsin
+    deliver`` as much as the router) creates the consumer with it, and the router does
+    both again when it finds its consumer gone."""
+    await ensure_stream_with_consumer(
+        js, stream_config(STREAM_IN, replicas), router_consumer_config(ack_wait, replicas), patience
+    )
+
+
+async def ensure_outcomes(
+    js: JetStreamContext,
+    replicas: int = 1,
+    ack_wait: float = 30.0,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """TOCSIN_OUT and the recorder's consumer, together: what the recorder does again
+    when it finds its consumer gone."""
+    await ensure_stream_with_consumer(
+        js,
+        stream_config(STREAM_OUT, replicas),
+        recorder_consumer_config(ack_wait, replicas),
+        patience,
+    )
+
+
+async def ensure_stream_with_consumer(
+    js: JetStreamContext,
+    stream: js_api.StreamConfig,
+    consumer: js_api.ConsumerConfig,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """Create or update ``stream``, then its durable ``consumer``."""
+    name = stream.name or ""
+    await _until_answered(functools.partial(_ensure_stream, js, stream), f"stream {name}", patience)
+    await ensure_consumer(js, name, consumer, patience)
+
+
+def stream_config(name: str, replicas: int = 1) -> js_api.StreamConfig:
+    """The config of one of the streams."""
+    [config] = [c for c in stream_configs(replicas) if c.name == name]
+    return config
 
 
 async def ensure_consumer(

@@ -241,9 +241,10 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):
-    """The router consumes this incarnation of the inbound stream (identified by its
-    creation time); its seqs are logged as ``offset + seq``, so a re-created stream,
-    whose seqs restart at 1, never looks like a redelivery of old messages."""
+    """The log consumes this incarnation of an input ``stream`` (``TOCSIN_IN``, the
+    router's; ``TOCSIN_OUT``, the recorder's), identified by its creation time; its
+    seqs are logged as ``offset + seq``, so a re-created stream, whose seqs restart at
+    1, never looks like a redelivery of old messages."""
 
     stream: str
     created: str

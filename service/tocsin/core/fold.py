@@ -24,6 +24,7 @@ from tocsin.core.state import (
     Silence,
     State,
 )
+from tocsin.core.subjects import STREAM_OUT
 
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
@@ -298,6 +299,10 @@ def _silence_deleted(e: ev.SilenceDeleted, state: State, seq: int) -> None:
 
 
 def _bound(e: ev.StreamBound, state: State, seq: int) -> None:
+    if e.stream == STREAM_OUT:
+        state.outbound_stream = e.created
+        state.outbound_offset = e.offset
+        return
     state.inbound_stream = e.created
     state.inbound_offset = e.offset
 

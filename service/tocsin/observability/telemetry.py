@@ -186,6 +186,11 @@ class Metrics:
             "time a notification waited for its receiver's max_per_minute",
             ("receiver",),
         )
+        # Counted by the router and the recorder when they find their consumer gone.
+        self.consumers_recreated = meter.create_counter(
+            "tocsin_consumer_recreated",
+            description="durable consumers found gone and created again, by stream and consumer",
+        )
         self._consumers: dict[tuple[str, str], ConsumerCounts] = {}
         self._observe_consumers()
         # notification id -> (receipt time in us, severity) of routed notifications not
@@ -231,6 +236,10 @@ class Metrics:
             self._consumers.pop((stream, consumer), None)
         else:
             self._consumers[(stream, consumer)] = counts
+
+    def consumer_recreated(self, stream: str, consumer: str) -> None:
+        """A processor found its consumer gone and created it again."""
+        self.consumers_recreated.add(1, {"stream": stream, "consumer": consumer})
 
     def count_committed(self, events: Sequence[ev.Event], state: State) -> None:
         """Count facts the log has just committed (``state`` already includes them, and

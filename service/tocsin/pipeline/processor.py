@@ -11,19 +11,30 @@ Pipelined: batch N+1 is decided while batch N commits; N is published and acked 
 N is committed, and batches finish strictly in order. A batch whose commit fails (and
 with it every batch decided on top of it) is handled again, with backoff, until the log
 takes it.
+
+A consumer that vanishes (deleted by an operator, or with its stream) is noticed by
+its pulls, created again with its stream (``setup``), counted in
+``tocsin_consumer_recreated_total``, and reported by ``missing`` (for /readyz) until
+it is back. Positions are ``offset + seq`` of the stream's incarnation the log is bound
+to (``binding``): a stream re-created, by tocsin or by anyone else, is bound anew
+before any of its messages is decided, so its seqs, which restart at 1, are never taken
+for redeliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, Literal, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all
@@ -31,13 +42,19 @@ from tocsin.core import events as ev
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.state import State
-from tocsin.pipeline import faults
+from tocsin.observability.telemetry import Metrics
+from tocsin.pipeline import binding, faults
 from tocsin.store.eventlog import LogWriteError, Row
 from tocsin.store.ledger import Batch, Input, Ledger
 
 Own = TypeVar("Own")
 
 Milestone = Literal["decided", "committed", "published"]
+
+Setup = Callable[[JetStreamContext], Awaitable[None]]
+"""Creates (or updates) a processor's stream and its consumer: ``streams.ensure_*``."""
+
+SETUP_PATIENCE = 10.0  # seconds one attempt to create a vanished consumer may take
 
 
 @dataclass(eq=False)
@@ -103,9 +120,19 @@ class Processor(Generic[Own]):
         consumer: str,
         batch_size: int,
         publisher: Publisher | None = None,
+        setup: Setup | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        """``publisher`` may be left out by a step that never publishes."""
+        """``publisher`` may be left out by a step that never publishes; without
+        ``setup`` a vanished consumer is reported (``missing``) but not created
+        again."""
         self._nc = nc
+        self._js = nc.jetstream(timeout=SETUP_PATIENCE / 2)
+        self._setup = setup
+        self._metrics = metrics
+        self.missing: str | None = None
+        """Why the processor cannot pull (its consumer is gone), for /readyz; else
+        ``None``."""
         self._ledger = ledger
         self._step = step
         self._stream, self._consumer, self._batch_size = stream, consumer, batch_size
@@ -124,10 +151,20 @@ class Processor(Generic[Own]):
         self._log.info("%s consuming %s", self._step.name, self._stream)
         finishing: asyncio.Task[None] | None = None
         previous: Pulled[Own] | None = None  # the batch ``finishing`` finishes
+        pause = Backoff(first=0.25, ceiling=5.0)
         try:
             while not stop.is_set():
                 msgs = await puller.take(wait=0.5)
                 if not msgs:
+                    if puller.lost:
+                        if finishing is not None:  # the old consumer's messages first
+                            await finishing
+                            finishing = previous = None
+                        if await self._recover(puller):
+                            pause = Backoff(first=0.25, ceiling=5.0)
+                        else:
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(stop.wait(), pause.next())
                     continue
                 pulled = await self._decide(msgs, after=previous)
                 if finishing is not None:
@@ -144,6 +181,51 @@ class Processor(Generic[Own]):
             if finishing is not None and not finishing.done():
                 await asyncio.wait([finishing])  # its commit is under way: see it through
             await puller.stop()
+
+    async def _recover(self, puller: Puller) -> bool:
+        """The puller was told its consumer may be gone. If JetStream says so, create
+        it again with its stream (a stream re-created here is a new incarnation: bound
+        before anything is pulled from it) and count it; ``True`` once it is back
+        (created here, or by another process meanwhile: a new stream is then bound by
+        ``_decide``). ``False``: it exists and was never missing (a passing answer,
+        such as a leader election on a cluster), or it could not be created, or
+        JetStream did not answer; the caller pauses, then pulls (and so finds out)
+        again."""
+        where = f"consumer {self._consumer} of {self._stream}"
+        try:
+            await self._js.consumer_info(self._stream, self._consumer)
+        except NotFoundError:
+            pass
+        except Exception as error:  # no answer: look again after a pause
+            self._log.info("%s did not answer: %s: %s", where, type(error).__name__, error)
+            return False
+        else:
+            puller.lost = False
+            if self.missing is None:
+                return False
+            self.missing = None
+            self._log.warning("%s is back (created by another process); consuming", where)
+            return True
+        if self.missing is None:
+            self._log.warning("%s is gone; creating it again", where)
+        self.missing = f"{where} is missing; creating it again"
+        if self._setup is None:
+            return False
+        try:
+            await asyncio.wait_for(self._setup(self._js), SETUP_PATIENCE)
+            await binding.bind_stream(self._js, self._ledger, self._step.input)
+        except Exception as error:
+            self.missing = f"{where} is missing and could not be created again: {error}"
+            self._log.warning(
+                "%s could not be created again: %s: %s", where, type(error).__name__, error
+            )
+            return False
+        self.missing = None
+        puller.lost = False
+        if self._metrics is not None:
+            self._metrics.consumer_recreated(self._stream, self._consumer)
+        self._log.warning("%s created again; consuming", where)
+        return True
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         """Process one batch end to end: decide, commit, publish, ack."""
@@ -185,14 +267,17 @@ class Processor(Generic[Own]):
         try:
             last = ledger.last_position(stream)
             maybe_logged = [p for p in positions if p <= last]
-            if maybe_logged:
+            renewed = await self._renewed_stream() if maybe_logged else None
+            if maybe_logged and renewed is None:
                 pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
             seen: set[int] = set(pulled.logged)
-            fresh = pulled.fresh
             async with ledger.deciding() as batch:
                 if after is not None and after.batch is not None and ledger.doomed(after.batch):
                     return None
-                for msg, position in zip(msgs, positions, strict=True):
+                if renewed is not None:
+                    pulled = self._rebound(batch, msgs, renewed)
+                fresh = pulled.fresh
+                for msg, position in zip(pulled.msgs, pulled.positions, strict=True):
                     if position in seen:
                         continue
                     seen.add(position)
@@ -204,6 +289,44 @@ class Processor(Generic[Own]):
         except BaseException as error:
             step.ended(pulled, error)
             raise
+
+    async def _renewed_stream(self) -> binding.Incarnation | None:
+        """The stream's incarnation, if it is not the one the log is bound to: someone
+        deleted and re-created the stream (and the consumer with it) while this
+        processor ran, and its seqs restart at 1. Asked only when a batch holds
+        positions that may be logged already, so seldom. ``None`` too when JetStream
+        does not answer (the messages are then taken as the redeliveries they look
+        like) or when the log is bound to no incarnation (a test driving a step by
+        hand)."""
+        stream = self._step.input
+        was, _ = binding.bound(self._ledger.state, stream)
+        if was is None:
+            return None
+        try:
+            now = await binding.incarnation(self._js, stream)
+        except Exception as error:
+            self._log.warning(
+                "%s's incarnation unknown (%s: %s); taking the batch for redeliveries",
+                self._stream,
+                type(error).__name__,
+                error,
+            )
+            return None
+        return now if now.created != was else None
+
+    def _rebound(self, batch: Batch, msgs: Sequence[Msg], now: binding.Incarnation) -> Pulled[Own]:
+        """Bind the log to the stream's new incarnation in ``batch``, before the facts
+        of ``msgs``, which are its messages: their positions follow every one logged."""
+        ledger, stream = self._ledger, self._step.input
+        was = binding.bound(ledger.state, stream)[0]
+        fact = binding.binding(ledger.state, stream, now, ledger.last_position(stream))
+        # Only this processor binds its stream once it runs, and it decides one batch
+        # at a time: the binding ``_renewed_stream`` saw is still the log's.
+        assert fact is not None
+        batch.add(fact)
+        binding.told(fact, was)
+        positions, own = self._step.begin(msgs, ledger.state)
+        return Pulled(msgs, positions, own)
 
     async def _finish(self, pulled: Pulled[Own]) -> None:
         """Once the batch is committed: publish what its facts justify, wait for the

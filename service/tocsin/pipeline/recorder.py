@@ -2,8 +2,10 @@
 
 Workers stay stateless and publish outcomes; this consumer is how those outcomes reach
 the single writer of the log. Its loop is the processor shell's (``processor``): the
-outcome stream seq is committed with the fact as its input position, so a redelivered
-outcome is recognised and acked without being counted twice.
+outcome's position (its stream seq past the offset of the TOCSIN_OUT incarnation the
+log is bound to, see ``binding``) is committed with the fact, so a redelivered outcome
+is recognised and acked without being counted twice, and an outcome of a re-created
+TOCSIN_OUT is never taken for an old one.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from tocsin.bus.puller import stream_seq
+from tocsin.bus.streams import ensure_outcomes
 from tocsin.core import events as ev
 from tocsin.core.contracts import DeliveryAttemptFailed, DeliveryDeadLettered, DeliverySucceeded
 from tocsin.core.state import State
 from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
 from tocsin.core.times import parse_rfc3339
-from tocsin.pipeline.processor import Processor, Pulled, Step
+from tocsin.observability.telemetry import Metrics
+from tocsin.pipeline import binding
+from tocsin.pipeline.processor import Processor, Pulled, Setup, Step
 from tocsin.store.ledger import Input, Ledger
 
 log = logging.getLogger("tocsin.recorder")
@@ -87,10 +92,30 @@ class Recorder(Step[None]):
     name = "recorder"
     input = Input.OUTCOMES
 
-    def __init__(self, nc: NATS, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        ledger: Ledger,
+        metrics: Metrics | None = None,
+        setup: Setup | None = None,
+    ) -> None:
+        """``setup`` creates TOCSIN_OUT and the recorder's consumer should the consumer
+        vanish (by default ``ensure_outcomes`` with one replica)."""
         self._processor = Processor(
-            nc, ledger, self, stream=STREAM_OUT, consumer=RECORDER_CONSUMER, batch_size=BATCH
+            nc,
+            ledger,
+            self,
+            stream=STREAM_OUT,
+            consumer=RECORDER_CONSUMER,
+            batch_size=BATCH,
+            setup=setup or ensure_outcomes,
+            metrics=metrics,
         )
+
+    @property
+    def missing(self) -> str | None:
+        """Why the recorder cannot pull: its consumer is gone (for /readyz)."""
+        return self._processor.missing
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` (pipelined: see ``processor``)."""
@@ -101,11 +126,14 @@ class Recorder(Step[None]):
         await self._processor.handle(msgs)
 
     def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], None]:
-        return [stream_seq(m) for m in msgs], None
+        offset = binding.bound(state, self.input)[1]  # see events.StreamBound
+        return [offset + stream_seq(m) for m in msgs], None
 
     def facts(self, pulled: Pulled[None], msg: Msg, position: int, at: int) -> list[ev.Event]:
         try:
             return [outcome_event(msg.subject, msg.data)]
         except (msgspec.DecodeError, ValueError) as error:
-            log.error("unreadable outcome on %s (seq %d) skipped: %s", msg.subject, position, error)
+            log.error(
+                "unreadable outcome on %s (seq %d) skipped: %s", msg.subject, stream_seq(msg), error
+            )
             return []

@@ -11,6 +11,7 @@ justify, and its tracing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import stream_seq
+from tocsin.bus.streams import ensure_inbound
 from tocsin.config import Config
 from tocsin.core import events as ev
 from tocsin.core import ingest
@@ -31,6 +33,7 @@ from tocsin.core.outbound import Outbound, messages_for
 from tocsin.core.state import State
 from tocsin.core.subjects import MSG_ID, ROUTER_CONSUMER, STREAM_IN, source_of
 from tocsin.observability.redact import Secrets
+from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
     Tracing,
     headers_of,
@@ -40,7 +43,8 @@ from tocsin.observability.tracing import (
     route_attributes,
     trace_id_of,
 )
-from tocsin.pipeline.processor import Milestone, Processor, Pulled, Step
+from tocsin.pipeline import binding
+from tocsin.pipeline.processor import Milestone, Processor, Pulled, Setup, Step
 from tocsin.store.eventlog import Row
 from tocsin.store.ledger import Input, Ledger
 
@@ -77,7 +81,12 @@ class Router(Step[Traced]):
         config: Config,
         tracing: Tracing | None = None,
         secrets: Secrets | None = None,
+        metrics: Metrics | None = None,
+        setup: Setup | None = None,
     ) -> None:
+        """``setup`` creates TOCSIN_IN and the router's consumer should the consumer
+        vanish (by default ``ensure_inbound`` with the config's replicas and ack
+        wait)."""
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
@@ -91,7 +100,17 @@ class Router(Step[Traced]):
             consumer=ROUTER_CONSUMER,
             batch_size=BATCH,
             publisher=publisher,
+            setup=setup
+            or functools.partial(
+                ensure_inbound, replicas=config.nats.replicas or 1, ack_wait=config.nats.ack_wait
+            ),
+            metrics=metrics,
         )
+
+    @property
+    def missing(self) -> str | None:
+        """Why the router cannot pull: its consumer is gone (for /readyz)."""
+        return self._processor.missing
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` (pipelined: see ``processor``)."""
@@ -102,7 +121,7 @@ class Router(Step[Traced]):
         await self._processor.handle(msgs)
 
     def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], Traced]:
-        offset = state.inbound_offset  # see events.StreamBound
+        offset = binding.bound(state, self.input)[1]  # see events.StreamBound
         return [offset + stream_seq(m) for m in msgs], Traced(offset)
 
     def facts(self, pulled: Pulled[Traced], msg: Msg, position: int, at: int) -> list[ev.Event]:
