@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tocsin.observability.telemetry import Metrics
+from tocsin.observability.telemetry import OTHER_SOURCES, Metrics
 
 
 def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,3 +39,12 @@ def test_buckets_are_cumulative_their_bounds_inclusive_and_series_per_label_set(
     failed = tuple(sorted({**ok, "outcome": "failed"}.items()))
     assert seen["tocsin_send_duration_seconds_count", failed] == 1
     assert not any(name.endswith("_created") for name, _ in seen)
+
+
+def test_sources_are_bounded_as_metric_labels() -> None:
+    """A publisher chooses its source: past the first 100, the rest share one label."""
+    metrics = Metrics()
+    labels = [metrics.source_label(f"svc-{i}") for i in range(150)]
+    assert labels[:100] == [f"svc-{i}" for i in range(100)]
+    assert set(labels[100:]) == {OTHER_SOURCES}
+    assert metrics.source_label("svc-7") == "svc-7"  # one already given keeps its label

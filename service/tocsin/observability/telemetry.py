@@ -109,6 +109,10 @@ class Histogram:
         child.observe(amount)
 
 
+MAX_SOURCE_LABELS = 100
+OTHER_SOURCES = "_other"  # not a valid subject token, so no publisher's source
+
+
 class Metrics:
     """The instruments tocsin records; ``render()`` is the ``/metrics`` body."""
 
@@ -196,6 +200,19 @@ class Metrics:
         # notification id -> (receipt time in us, severity) of routed notifications not
         # yet delivered or dead-lettered: the start of their end-to-end latency.
         self._routed_at: dict[str, tuple[int, str]] = {}
+        self._sources: set[str] = set()  # the source label values given out so far
+
+    def source_label(self, source: str) -> str:
+        """``source`` as a metric label, for the first ``MAX_SOURCE_LABELS`` sources
+        seen; any later one is counted as ``OTHER_SOURCES``. The source is the
+        publisher's to choose (the subject's last token, or a field): unbounded, it
+        would make a time series per value and grow /metrics and its scraper forever."""
+        if source in self._sources:
+            return source
+        if len(self._sources) < MAX_SOURCE_LABELS:
+            self._sources.add(source)
+            return source
+        return OTHER_SOURCES
 
     def _histogram(self, name: str, description: str, labels: Sequence[str]) -> Histogram:
         return Histogram(name, description, labels, SECONDS_BUCKETS, self.registry)
@@ -315,7 +332,8 @@ Count = Callable[[Any, Metrics, _Tally], None]
 
 def _received(event: ev.AlertReceived, metrics: Metrics, tally: _Tally) -> None:
     tally.end_inbound()  # the facts of the previous inbound event end here
-    tally.counts["received", (("source", event.source), ("severity", event.severity))] += 1
+    source = metrics.source_label(event.source)
+    tally.counts["received", (("source", source), ("severity", event.severity))] += 1
     tally.severity = event.severity
 
 
