@@ -490,55 +490,47 @@ def _requeued(
     )
 
 
-def _failed(
-    event: ev.DeliveryAttemptFailed, row: StoredRow, channels: dict[str, str]
+def _sent(
+    event: ev.DeliveryAttemptFailed | ev.DeliveryDeadLettered | ev.DeliverySucceeded,
+    row: StoredRow,
+    channels: dict[str, str],
+    *,
+    status: str,
+    attempt: int,
+    error: str | None,
 ) -> DeliveryRecord:
+    """The step of one send's outcome. It also notes the notification's channel in
+    ``channels``: the queued step, logged before any send, takes its channel from there."""
     channels[event.notification_id] = event.channel
     return DeliveryRecord(
         notification_id=event.notification_id,
         receiver=event.receiver,
         channel=event.channel,
-        attempt=event.attempt,
-        status="failed",
+        attempt=attempt,
+        status=status,
         status_code=event.status_code,
-        error=event.error,
+        error=error,
         ts=format_us(event.at),
         seq=row.seq,
     )
+
+
+def _failed(
+    event: ev.DeliveryAttemptFailed, row: StoredRow, channels: dict[str, str]
+) -> DeliveryRecord:
+    return _sent(event, row, channels, status="failed", attempt=event.attempt, error=event.error)
 
 
 def _dead(
     event: ev.DeliveryDeadLettered, row: StoredRow, channels: dict[str, str]
 ) -> DeliveryRecord:
-    channels[event.notification_id] = event.channel
-    return DeliveryRecord(
-        notification_id=event.notification_id,
-        receiver=event.receiver,
-        channel=event.channel,
-        attempt=event.attempts,
-        status="dead",
-        status_code=event.status_code,
-        error=event.error,
-        ts=format_us(event.at),
-        seq=row.seq,
-    )
+    return _sent(event, row, channels, status="dead", attempt=event.attempts, error=event.error)
 
 
 def _delivered(
     event: ev.DeliverySucceeded, row: StoredRow, channels: dict[str, str]
 ) -> DeliveryRecord:
-    channels[event.notification_id] = event.channel
-    return DeliveryRecord(
-        notification_id=event.notification_id,
-        receiver=event.receiver,
-        channel=event.channel,
-        attempt=event.attempts,
-        status="delivered",
-        status_code=event.status_code,
-        error=None,
-        ts=format_us(event.at),
-        seq=row.seq,
-    )
+    return _sent(event, row, channels, status="delivered", attempt=event.attempts, error=None)
 
 
 # One step of a notification from its row (``channels``: notification id -> the
