@@ -509,11 +509,19 @@ def _config_check(args: argparse.Namespace) -> int:
         raise UsageError("config check: give a file (or --config / TOCSIN_CONFIG)")
     checked = config.load(path)
     print(f"config OK: {checked.source}")
-    print(f"routes ({len(checked.routes)}, every matching route applies, in order):")
+    print(
+        f"routes ({len(checked.routes)}, every matching route applies, in order,"
+        " until one with continue = false):"
+    )
     for index, route in enumerate(checked.routes):
         match = {k: v for k, v in msgspec.structs.asdict(route.match).items() if v is not None}
-        shown = msgspec.json.encode(match).decode() if match else "{} (everything)"
-        print(f"  route[{index}] match {shown} -> {', '.join(route.receivers)}")
+        shown = msgspec.json.encode(match).decode() if match else "{}"
+        if route.matchers:
+            shown += f" matchers {msgspec.json.encode(route.matchers).decode()}"
+        elif not match:
+            shown += " (everything)"
+        stop = " (continue = false)" if not route.continue_ else ""
+        print(f"  route[{index}] match {shown} -> {', '.join(route.receivers)}{stop}")
     print(f"receivers ({len(checked.receivers)}):")
     for name, receiver in sorted(checked.receivers.items()):
         print(f"  {name}: {receiver.channel}")

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
 from tocsin.core.contracts import SEVERITY_ALIASES
 from tocsin.core.decide.route import Route
 from tocsin.core.errors import ConfigError
-from tocsin.core.matchers import StrOrList
+from tocsin.core.matchers import MatcherSyntaxError, StrOrList, parse_matchers
+from tocsin.core.timeintervals import Interval, TimeIntervals, TimeIntervalSpec, compile_interval
 from tocsin.core.times import Duration, decode_duration
 from tocsin.observability.redact import Secret
 
@@ -114,6 +116,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     delivery: DeliverySection = DeliverySection()
     nats: NatsSection = NatsSection()
     log: LogSection = LogSection()
+    time_intervals: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
+    time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
@@ -190,6 +194,9 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
     routes = parsed.route or [Route(receivers=sorted(receivers))]
     for index, route in enumerate(routes):
         _check_route(route, index, receivers)
+    intervals = TimeIntervals(
+        {name: _time_interval(name, raw) for name, raw in parsed.time_intervals.items()}
+    )
     return Config(
         dedup_window=float(parsed.dedup.window),
         routes=routes,
@@ -202,6 +209,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         log=parsed.log,
         source=source,
         kinds=kinds,
+        time_intervals=intervals,
     )
 
 
@@ -265,6 +273,27 @@ def _receiver(name: str, table: dict[str, Any], kinds: dict[str, ChannelKind]) -
     return receiver
 
 
+def _time_interval(name: str, raw: Any) -> tuple[Interval, ...]:
+    """``[time_intervals.<name>]`` (one interval) or ``[[time_intervals.<name>]]`` (any
+    of several, as Alertmanager's list), compiled; its zone must be known."""
+    where = f"time_intervals.{name}"
+    if not RECEIVER_NAME.match(name):
+        raise ConfigError(f"{where}: names are 1-64 of A-Z a-z 0-9 _ -")
+    entries = raw if isinstance(raw, list) else [raw]
+    if not entries:
+        raise ConfigError(f"{where}: give at least one interval")
+    compiled = []
+    for index, entry in enumerate(entries):
+        at = f"{where}[{index}]" if isinstance(raw, list) else where
+        spec: TimeIntervalSpec = _convert(entry, TimeIntervalSpec, at)
+        try:
+            zone = zoneinfo.ZoneInfo(spec.location)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ConfigError(f"{at}.location: unknown time zone {spec.location!r}") from error
+        compiled.append(compile_interval(spec, zone, at))
+    return tuple(compiled)
+
+
 def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig]) -> None:
     where = f"route[{index}]"
     if not route.receivers:
@@ -275,6 +304,17 @@ def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig])
     for value in _as_list(route.match.severity):
         if value.rstrip("*").lower() not in SEVERITY_ALIASES and not value.endswith("*"):
             raise ConfigError(f"{where}.match.severity: unknown severity {value!r}")
+    _check_matchers(route.match.matchers or [], f"{where}.match.matchers")
+    _check_matchers(route.matchers, f"{where}.matchers")
+
+
+def _check_matchers(texts: list[str], where: str) -> None:
+    """Each entry of a ``matchers`` list parses (Alertmanager syntax, valid regexes)."""
+    for index, text in enumerate(texts):
+        try:
+            parse_matchers(text)
+        except MatcherSyntaxError as error:
+            raise ConfigError(f"{where}[{index}]: {error}") from error
 
 
 def _smtp(section: SmtpSection, env: dict[str, str]) -> SmtpSettings | None:

@@ -65,10 +65,11 @@ class ActionBody(Struct, kw_only=True):
 
 class SilenceBody(Struct, kw_only=True):
     """A silence: ``matchers`` in the route ``match`` grammar (severity, type, source:
-    a string or a list; labels: a table; ``*`` suffix = prefix); times RFC 3339, and
-    ``ends_at`` may be a duration after the start (``2h``)."""
+    a string or a list; labels: a table; ``*`` suffix = prefix; ``matchers``: a list in
+    Alertmanager syntax), or that list alone; times RFC 3339, and ``ends_at`` may be a
+    duration after the start (``2h``)."""
 
-    matchers: dict[str, Any]
+    matchers: dict[str, Any] | list[str]
     ends_at: Annotated[str, Meta(min_length=1, max_length=64)]
     created_by: Name
     starts_at: Annotated[str, Meta(max_length=64)] | None = None

@@ -123,6 +123,7 @@ def matcher_terms(matchers: Mapping[str, Any]) -> list[str]:
     labels = matchers.get("labels") or {}
     if isinstance(labels, dict):
         terms.extend(f"{key}={text(value)}" for key, value in sorted(labels.items()))
+    terms.extend(str(m) for m in matchers.get("matchers") or ())  # Alertmanager syntax
     return terms
 
 

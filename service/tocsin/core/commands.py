@@ -143,7 +143,9 @@ def create_silence(
     table = {k: v for k, v in msgspec.structs.asdict(match).items() if v}  # {} selects nothing
     if not table:
         raise CommandError(
-            422, "matchers: give at least one of severity, type, source, labels", "matchers"
+            422,
+            "matchers: give at least one of severity, type, source, labels, matchers",
+            "matchers",
         )
     start = _instant(starts_at, "starts_at", now) if starts_at else now
     end = _instant(ends_at, "ends_at", start)

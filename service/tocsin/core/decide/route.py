@@ -1,8 +1,8 @@
-"""Routes -> receivers (pure). Every matching route applies, in config order.
+"""Routes -> receivers (pure). Every matching route applies, in config order, until
+one that matched says ``continue = false`` (Alertmanager's tree, flattened).
 
-``match`` keys: ``severity``, ``type``, ``source`` (a string or a list: any of) and
-``labels`` (label -> string or list); a value ending in ``*`` matches by prefix; every
-key given must match; ``{}`` matches everything. Severity compares after normalization.
+A route selects with a ``match`` table and/or Alertmanager ``matchers`` (both must
+match; the grammars are ``tocsin.core.matchers``'s).
 
 ``route`` is the decision stage that tells the receivers (one ``alert.routed`` each).
 ``severity_coverage`` and ``unreachable_severities`` tell, from the table alone, which
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
+import msgspec
 from msgspec import Struct
 
 from tocsin.core import events as ev
@@ -26,22 +27,49 @@ if TYPE_CHECKING:
     from tocsin.core.state import State
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route ready to match: its selector, receivers and whether evaluation goes on
+    after it matched."""
+
+    matcher: Matcher
+    receivers: tuple[str, ...]
+    goes_on: bool = True
+
+
 @dataclass(frozen=True)
 class RoutingTable:
-    routes: tuple[tuple[Matcher, tuple[str, ...]], ...]
+    routes: tuple[CompiledRoute, ...]
 
     @classmethod
     def compile(cls, routes: Sequence[Route]) -> RoutingTable:
-        return cls(tuple((Matcher.compile(r.match), tuple(r.receivers)) for r in routes))
+        return cls(
+            tuple(
+                CompiledRoute(Matcher.compile(r.match, r.matchers), tuple(r.receivers), r.continue_)
+                for r in routes
+            )
+        )
+
+    def matching(
+        self, severity: str, type_: str, source: str, labels: Mapping[str, str]
+    ) -> list[int]:
+        """The indexes of the routes that apply, in config order: every matching one,
+        up to and including the first matching one with ``continue = false``."""
+        out: list[int] = []
+        for index, compiled in enumerate(self.routes):
+            if compiled.matcher.matches(severity, type_, source, labels):
+                out.append(index)
+                if not compiled.goes_on:
+                    break
+        return out
 
     def receivers_for(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
     ) -> list[str]:
-        """Receivers of every matching route, each once, in first-match order."""
+        """Receivers of every route that applies, each once, in first-match order."""
         out: dict[str, None] = {}
-        for matcher, receivers in self.routes:
-            if matcher.matches(severity, type_, source, labels):
-                out.update(dict.fromkeys(receivers))
+        for index in self.matching(severity, type_, source, labels):
+            out.update(dict.fromkeys(self.routes[index].receivers))
         return list(out)
 
 
@@ -58,7 +86,7 @@ def severity_coverage(table: RoutingTable) -> dict[Severity, Coverage]:
     (only routes that also look at type, source or labels do: the others reach nobody)
     or ``never`` (no route takes any: every alert of it is unrouted)."""
     coverage: dict[Severity, Coverage] = {}
-    routes = [matcher for matcher, receivers in table.routes if receivers]
+    routes = [compiled.matcher for compiled in table.routes if compiled.receivers]
     for severity in _SEVERITIES:
         if any(matcher.matches_every_of(severity) for matcher in routes):
             coverage[severity] = "always"
@@ -76,8 +104,12 @@ def unreachable_severities(table: RoutingTable) -> list[Severity]:
 
 
 class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One ``[[route]]`` as written (DESIGN.md sections 8, 11-13)."""
+
     receivers: list[str]
     match: Match = Match()
+    matchers: list[str] = []
+    continue_: bool = msgspec.field(default=True, name="continue")
 
 
 def route(state: State, candidate: Candidate) -> bool:
