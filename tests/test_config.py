@@ -204,6 +204,20 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
             "route[0].match.matchers[0]",
         ),
         ('[[route]]\nreceivers = ["log"]\ncontinue = "no"\n', "route[0].continue"),
+        (
+            '[[route]]\nreceivers = ["log"]\n' * 2
+            + '[[route]]\nreceivers = ["log"]\ngroup_wait = "soon"\n',
+            "route[2].group_wait",
+        ),
+        ('[[route]]\nreceivers = ["log"]\ngroup_by = ["colour"]\n', "route[0].group_by"),
+        ('[[route]]\nreceivers = ["log"]\ngroup_by = ["...", "type"]\n', "route[0].group_by"),
+        ('[[route]]\nreceivers = ["log"]\nmax_alerts = 0\n', "route[0].max_alerts"),
+        ('[[route]]\nreceivers = ["log"]\nrepeat_interval = "0s"\n', "route[0].repeat_interval"),
+        ('[[route]]\nreceivers = ["log"]\ngroup_interval = "-5s"\n', "route[0].group_interval"),
+        (
+            '[[route]]\nreceivers = ["log"]\nmute_time_intervals = ["nights"]\n',
+            "route[0].mute_time_intervals[0]",
+        ),
     ],
     ids=[
         "bad-duration",
@@ -226,6 +240,13 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         "matcher-without-operator",
         "bad-matcher-in-match-table",
         "continue-not-a-boolean",
+        "group-wait-not-a-duration",
+        "group-by-unknown-field",
+        "group-by-every-label-not-alone",
+        "max-alerts-zero",
+        "repeat-interval-zero",
+        "group-interval-negative",
+        "unknown-time-interval",
     ],
 )
 def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, key: str) -> None:

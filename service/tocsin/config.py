@@ -24,6 +24,7 @@ from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
 from tocsin.core.contracts import SEVERITY_ALIASES
 from tocsin.core.decide.route import Route
 from tocsin.core.errors import ConfigError
+from tocsin.core.groups import check_group_by
 from tocsin.core.matchers import MatcherSyntaxError, StrOrList, parse_matchers
 from tocsin.core.timeintervals import Interval, TimeIntervals, TimeIntervalSpec, compile_interval
 from tocsin.core.times import Duration, decode_duration
@@ -192,11 +193,12 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
     if not receivers:
         receivers["log"] = _receiver("log", {"channel": "log"}, kinds)
     routes = parsed.route or [Route(receivers=sorted(receivers))]
-    for index, route in enumerate(routes):
-        _check_route(route, index, receivers)
     intervals = TimeIntervals(
         {name: _time_interval(name, raw) for name, raw in parsed.time_intervals.items()}
     )
+    for index, route in enumerate(routes):
+        _check_route(route, index, receivers)
+        _check_grouping(route, f"route[{index}]", intervals)
     return Config(
         dedup_window=float(parsed.dedup.window),
         routes=routes,
@@ -306,6 +308,29 @@ def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig])
             raise ConfigError(f"{where}.match.severity: unknown severity {value!r}")
     _check_matchers(route.match.matchers or [], f"{where}.match.matchers")
     _check_matchers(route.matchers, f"{where}.matchers")
+
+
+def _check_grouping(route: Route, where: str, intervals: TimeIntervals) -> None:
+    """The grouping keys of DESIGN.md sections 11 and 12: keys that can match, timings
+    that make sense, time intervals that exist."""
+    problem = check_group_by(route.group_by)
+    if problem is not None:
+        raise ConfigError(f"{where}.group_by: {problem}")
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        value = getattr(route, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{where}.{key}: must not be negative")
+    if route.repeat_interval is not None and route.repeat_interval <= 0:
+        raise ConfigError(f"{where}.repeat_interval: must be positive (leave it out for none)")
+    if route.max_alerts < 1:
+        raise ConfigError(f"{where}.max_alerts: must be at least 1")
+    for key in ("active_time_intervals", "mute_time_intervals"):
+        for index, name in enumerate(getattr(route, key)):
+            if name not in intervals.named:
+                known = ", ".join(sorted(intervals.named)) or "none defined"
+                raise ConfigError(
+                    f"{where}.{key}[{index}]: no [time_intervals.{name}] (known: {known})"
+                )
 
 
 def _check_matchers(texts: list[str], where: str) -> None:

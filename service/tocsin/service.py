@@ -55,6 +55,7 @@ from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, 
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
 from tocsin.pipeline.binding import bind_stream
+from tocsin.pipeline.clock import Clock
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.recorder import Recorder
@@ -410,10 +411,15 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     if ledger is not None:
         # Each creates its consumer (and stream) again should it vanish, and says so to
         # /readyz until it is back.
-        router = Router(nc, publisher, ledger, config, tracing, secrets, metrics)
+        assert running.reader is not None  # opened with the ledger
+        timers = Clock(Control(ledger, running.reader, publisher), ledger, config)
+        router = Router(
+            nc, publisher, ledger, config, tracing, secrets, metrics, on_commit=timers.nudge
+        )
         parts.append(
             Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
         )
+        parts.append(Part(timers.run))
         recorder = Recorder(
             nc,
             ledger,

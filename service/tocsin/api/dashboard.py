@@ -372,6 +372,12 @@ def _resolve_ignored(record: views.EventRecord) -> Entry:
     return _entry(record, "muted", "Resolve ignored: no open alert")
 
 
+def _grouped(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"{d.get('reason')} · group {d.get('group_key')}"
+    return _entry(record, "info", f"Grouped for {d.get('receiver')}", detail)
+
+
 def _as_logged(record: views.EventRecord) -> Entry:
     """A kind the timeline has no words for: its kind and its fields as logged."""
     return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
@@ -408,10 +414,15 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _resolved
     if issubclass(kind, ev.AlertResolveIgnored):
         return _resolve_ignored
+    if issubclass(kind, ev.AlertGrouped):
+        return _grouped
     if issubclass(
         kind,
         # Not facts of an alert (no alert_id): never in its history, shown as logged.
-        ev.AlertRejected
+        ev.GroupOpened
+        | ev.GroupNotified
+        | ev.GroupDeferred
+        | ev.AlertRejected
         | ev.SilenceCreated
         | ev.SilenceDeleted
         | ev.ConfigLoaded

@@ -150,6 +150,19 @@ Body = Notification | GroupNotification
 """Either body a channel sends."""
 
 
+def outcome_identity(body: Body) -> tuple[str, str, str | None]:
+    """``(alert_id, fingerprint, group_key)`` the outcomes of a notification carry: a
+    group's are its first listed alert's, with its group key."""
+    if isinstance(body, GroupNotification):
+        first = body.alerts[0] if body.alerts else None
+        return (
+            (first.alert_id, first.fingerprint, body.group_key)
+            if first
+            else ("", "", body.group_key)
+        )
+    return body.alert_id, body.fingerprint, None
+
+
 class WorkItem(Struct, kw_only=True):
     """A notification queued on ``tocsin.route.<receiver>`` (internal): the body to send
     (``notification`` for an alert, ``group`` for a group) plus where its routed fact
@@ -207,6 +220,7 @@ class DeliveryAttemptFailed(Struct, kw_only=True):
     failed_at: Timestamp
     log_seq: int
     trace_id: str | None = None
+    group_key: str | None = None  # a group notification's
 
 
 class GroupDeliverySucceeded(GroupNotification, kw_only=True):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from tocsin.core.contracts import Reason, Severity, Status
+from tocsin.core.contracts import AlertInGroup, GroupReason, Reason, Severity, Status
 
 SuppressCause = Literal["duplicate", "acked", "no_route"]
 
@@ -164,6 +164,7 @@ class DeliveryAttemptFailed(_Event, frozen=True, tag="delivery.attempt_failed"):
     status_code: int | None
     retry_in_seconds: float
     at: int
+    group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
 class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
@@ -177,6 +178,7 @@ class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
     attempts: int
     at: int
     status_code: int | None = None  # the receiver's HTTP answer; None when not HTTP
+    group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
 class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
@@ -191,6 +193,7 @@ class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
     error: str
     status_code: int | None
     at: int
+    group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
 class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
@@ -251,6 +254,70 @@ class StreamBound(_Event, frozen=True, tag="stream.bound"):
     offset: int
 
 
+class GroupOpened(_Event, frozen=True, tag="group.opened"):
+    """A grouped route's first news for a new group of alerts (DESIGN.md section 11):
+    the group's identity and the timings it keeps (from the route, as of now: a later
+    config does not re-time a group the log already holds)."""
+
+    group_key: str
+    receiver: str
+    route: int
+    group_labels: dict[str, str]
+    group_wait: int  # microseconds
+    group_interval: int
+    repeat_interval: int | None = None
+    max_alerts: int = 100
+    active_time_intervals: tuple[str, ...] = ()
+    mute_time_intervals: tuple[str, ...] = ()
+
+
+class AlertGrouped(_Event, frozen=True, tag="alert.grouped"):
+    """News of an alert for a group (``reason``: firing, reminder, escalated, resolved):
+    what ``alert.routed`` is for an ungrouped route. The group's clock decides when it
+    is told (``group.notified``)."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    reason: Reason
+    severity: Severity
+    group_key: str
+    receiver: str
+
+
+class GroupNotified(_Event, frozen=True, tag="group.notified"):
+    """A group's notification, the routed fact of a grouped route: fired by the clock
+    at ``fired_at`` for a timer due at ``due_at``. ``alerts`` is the body's alert list
+    exactly as sent (DESIGN.md invariant 6), so what a receiver was told is in the log
+    itself."""
+
+    group_key: str
+    receiver: str
+    notification_id: str
+    reason: GroupReason
+    alert_ids: list[str]
+    resolved_alert_ids: list[str]
+    truncated: int
+    group_labels: dict[str, str]
+    status: Status
+    alerts: list[AlertInGroup]
+    due_at: int
+    fired_at: int
+    config_version: str | None = None
+
+
+class GroupDeferred(_Event, frozen=True, tag="group.deferred"):
+    """A group notification fell due while its route's time intervals muted it: it is
+    deferred ``until`` the mute ends (checked again then), never dropped."""
+
+    group_key: str
+    receiver: str
+    until: int
+    due_at: int
+    fired_at: int
+
+
 class LogCompacted(_Event, frozen=True, tag="log.compacted"):
     """Rows ``first_seq..last_seq`` moved to ``archive``; ``anchor`` is the hex hash of
     row ``last_seq``, which the first remaining row chains to."""
@@ -282,6 +349,10 @@ Event = (
     | ConfigLoaded
     | StreamBound
     | LogCompacted
+    | GroupOpened
+    | AlertGrouped
+    | GroupNotified
+    | GroupDeferred
 )
 
 _encoder = msgspec.json.Encoder()

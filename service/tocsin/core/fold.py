@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from tocsin.core import events as ev
+from tocsin.core import groups
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide.dedup import OpenAlert
 from tocsin.core.kinds import by_kind, handled_by
@@ -19,6 +20,7 @@ from tocsin.core.state import (
     Alert,
     Delivery,
     DeliveryStatus,
+    Group,
     LastAlert,
     ReceiverStats,
     Silence,
@@ -164,6 +166,11 @@ def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.acked_by, alert.acked_at, alert.ack_comment = e.by, e.at, e.comment
+        for key in alert.groups:
+            group = state.groups.get(key)
+            if group is not None:
+                groups.acknowledge(group, e.alert_id)
+                _retimed(state, group)
 
 
 def _escalated(e: ev.AlertEscalated, state: State, seq: int) -> None:
@@ -199,6 +206,86 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
         routed_seq=seq,
     )
     state.queue["pending"] = state.queue.get("pending", 0) + 1
+
+
+def _group_opened(e: ev.GroupOpened, state: State, seq: int) -> None:
+    state.groups[e.group_key] = Group(
+        key=e.group_key,
+        receiver=e.receiver,
+        route=e.route,
+        labels=e.group_labels,
+        wait=e.group_wait,
+        interval=e.group_interval,
+        repeat=e.repeat_interval,
+        max_alerts=e.max_alerts,
+        active_intervals=e.active_time_intervals,
+        mute_intervals=e.mute_time_intervals,
+        members={},
+        opened_at=state.last_ts,
+    )
+
+
+def _retimed(state: State, group: Group) -> None:
+    """A group changed: its next due time again, or gone when it closed."""
+    if groups.closed(group):
+        del state.groups[group.key]
+    else:
+        group.due_at = groups.due_at(group)
+
+
+def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
+    """An alert's news for a group: ``_routed``'s dedup bookkeeping, then the group."""
+    resolved = e.reason == "resolved"
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id and not resolved:
+        if e.bucket > current.bucket:
+            current.bucket = e.bucket
+            current.routed_severity = e.severity
+        elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
+            current.routed_severity = e.severity
+        if e.group_key not in current.groups:
+            current.groups.append(e.group_key)
+        current.silenced = False
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        if e.group_key not in alert.groups:
+            alert.groups.append(e.group_key)
+        alert.unrouted = False
+    group = state.groups.get(e.group_key)
+    if group is not None:
+        groups.join(group, e.alert_id, e.reason, e.dedup_key)
+        _retimed(state, group)
+
+
+def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
+    """A group's notification: its routed fact (one delivery, one work item)."""
+    state.counters.routed += 1
+    group = state.groups.get(e.group_key)
+    if group is not None:
+        groups.notified(group, e.resolved_alert_ids, e.fired_at)
+        _retimed(state, group)
+    for alert_id in e.alert_ids:
+        alert = state.alerts.get(alert_id)
+        if alert is not None:
+            if e.receiver not in alert.receivers:
+                alert.receivers.append(e.receiver)
+            alert.last_delivery_status = "pending"
+    state.deliveries[e.notification_id] = Delivery(
+        notification_id=e.notification_id,
+        alert_id=e.alert_ids[0] if e.alert_ids else "",
+        receiver=e.receiver,
+        reason=e.reason,
+        routed_seq=seq,
+        group_key=e.group_key,
+    )
+    state.queue["pending"] = state.queue.get("pending", 0) + 1
+
+
+def _group_deferred(e: ev.GroupDeferred, state: State, seq: int) -> None:
+    group = state.groups.get(e.group_key)
+    if group is not None:
+        group.deferred_until = e.until
+        _retimed(state, group)
 
 
 def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
@@ -345,6 +432,14 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _silence_deleted)
     if issubclass(kind, ev.StreamBound):
         return handled_by(kind, _bound)
+    if issubclass(kind, ev.GroupOpened):
+        return handled_by(kind, _group_opened)
+    if issubclass(kind, ev.AlertGrouped):
+        return handled_by(kind, _grouped)
+    if issubclass(kind, ev.GroupNotified):
+        return handled_by(kind, _group_notified)
+    if issubclass(kind, ev.GroupDeferred):
+        return handled_by(kind, _group_deferred)
     if issubclass(kind, ev.AlertResolveIgnored | ev.ConfigLoaded | ev.LogCompacted):
         return None
     assert_never(kind)

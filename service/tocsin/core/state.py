@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from tocsin.core.contracts import Severity, Status
+from tocsin.core.contracts import Reason, Severity, Status
 from tocsin.core.decide.dedup import OpenAlert
 
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
@@ -49,6 +49,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     acked_at: int | None = None
     ack_comment: str | None = None
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
+    groups: list[str] = []  # the notification groups it joined (grouped routes)
 
 
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
@@ -66,6 +67,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     status_code: int | None = None
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
+    group_key: str | None = None  # a group notification's
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -85,6 +87,41 @@ class Silence(Struct, kw_only=True, gc=False, array_like=True):
     def active_at(self, at: int) -> bool:
         end = self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)
         return self.starts_at <= at < end
+
+
+class Member(Struct, kw_only=True, gc=False, array_like=True):
+    """An alert in a group: what is news about it since the group's last notification
+    (``news``: its reason, ``None`` when nothing is new), and whether it still fires."""
+
+    alert_id: str
+    news: Reason | None = None
+    resolved: bool = False
+    acked: bool = False
+    dedup_key: str = ""  # of its latest news
+
+
+class Group(Struct, kw_only=True, gc=False, array_like=True):
+    """A notification group (DESIGN.md section 11): alerts of one grouped route and
+    receiver that share their ``group_by`` values, and the group's timers. ``due_at`` is
+    when the clock next has something to decide for it (``groups.due_at``), ``None``
+    when nothing is pending."""
+
+    key: str
+    receiver: str
+    route: int
+    labels: dict[str, str]
+    wait: int
+    interval: int
+    repeat: int | None
+    max_alerts: int
+    active_intervals: tuple[str, ...] = ()
+    mute_intervals: tuple[str, ...] = ()
+    members: dict[str, Member] = {}
+    opened_at: int = 0
+    notified_at: int | None = None  # the last notification's firing time
+    notifications: int = 0
+    deferred_until: int | None = None
+    due_at: int | None = None
 
 
 class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
@@ -147,6 +184,7 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     queue: dict[str, int] = {}  # deliveries by status: pending, retrying, delivered, dead
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
+    groups: dict[str, Group] = {}  # open notification groups by group key
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

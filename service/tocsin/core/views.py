@@ -430,7 +430,11 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
-        | ev.LogCompacted,
+        | ev.LogCompacted
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupNotified
+        | ev.GroupDeferred,
     ):
         return "entry"
     assert_never(kind)
@@ -565,7 +569,11 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
-        | ev.LogCompacted,
+        | ev.LogCompacted
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupNotified
+        | ev.GroupDeferred,
     ):
         return None
     assert_never(kind)

@@ -349,7 +349,11 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
-        | ev.LogCompacted,
+        | ev.LogCompacted
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupNotified
+        | ev.GroupDeferred,
     ):
         return None
     assert_never(kind)

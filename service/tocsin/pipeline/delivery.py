@@ -31,7 +31,12 @@ from tocsin.core.contracts import (
     DeliveryAttemptFailed,
     DeliveryDeadLettered,
     DeliverySucceeded,
+    GroupDeliveryDeadLettered,
+    GroupDeliverySucceeded,
+    GroupNotification,
+    Notification,
     WorkItem,
+    outcome_identity,
 )
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy import failover as tb
@@ -236,20 +241,24 @@ class ReceiverWorker:
             parent = in_trace(item.trace_id)
         span = self._tracing.start(f"deliver {self.receiver}", parent, SpanKind.CLIENT)
         if span.is_recording():
-            notification = item.notification
+            body = item.body
+            alert_id, fingerprint, group_key = outcome_identity(body)
             span.set_attributes(
                 {
                     "tocsin.receiver": self.receiver,
                     "tocsin.channel": self._channel.kind,
-                    "tocsin.notification_id": notification.notification_id,
-                    "tocsin.alert_id": notification.alert_id,
-                    "tocsin.fingerprint": notification.fingerprint,
-                    "tocsin.dedup_key": notification.dedup_key,
-                    "tocsin.severity": notification.severity,
-                    "tocsin.reason": notification.reason,
+                    "tocsin.notification_id": body.notification_id,
+                    "tocsin.alert_id": alert_id,
+                    "tocsin.fingerprint": fingerprint,
+                    "tocsin.severity": body.severity,
+                    "tocsin.reason": body.reason,
                     "tocsin.delivery_count": delivery_count(msg),
                 }
             )
+            if isinstance(body, Notification):
+                span.set_attribute("tocsin.dedup_key", body.dedup_key)
+            if group_key is not None:
+                span.set_attribute("tocsin.group_key", group_key)
         with activated(span, self._secrets.scrub):
             await self._attempt(msg, item, span)
 
@@ -280,7 +289,7 @@ class ReceiverWorker:
         return tb.is_open(self._window, now)
 
     async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
-        nid = item.notification.notification_id
+        nid = item.body.notification_id
         count = delivery_count(msg)
         seq = stream_seq(msg)
         deferrals = self._deferrals.get(seq, 0)
@@ -333,7 +342,7 @@ class ReceiverWorker:
             async def still_working() -> None:
                 await ack_all(self._nc, [msg], PROGRESS)
 
-            waited = await self._gate.admit(item.notification.severity, still_working)
+            waited = await self._gate.admit(item.body.severity, still_working)
             span.set_attribute("tocsin.throttle_wait_seconds", waited)
             if self._metrics is not None:
                 self._metrics.throttle_seconds.record(waited, {"receiver": self.receiver})
@@ -348,7 +357,7 @@ class ReceiverWorker:
                 )
         started = asyncio.get_running_loop().time()
         try:
-            result = await self._channel.send(item.notification, traceparent=traceparent_of(span))
+            result = await self._channel.send(item.body, traceparent=traceparent_of(span))
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             record_error(span, error, self._secrets.scrub)
@@ -404,8 +413,10 @@ class ReceiverWorker:
         return reply.data.decode(errors="replace")
 
     def _outcome(self, item: WorkItem, attempt: int, result: SendResult, step: Step) -> Outbound:
-        notification = item.notification
+        notification = item.body
         nid = notification.notification_id
+        alert_id, fingerprint, group_key = outcome_identity(notification)
+        grouped = isinstance(notification, GroupNotification)
         # A re-queued item's outcomes need ids JetStream has not deduplicated already.
         again = f":{item.generation}" if item.generation else ""
         body: dict[str, Any] = msgspec.structs.asdict(notification)
@@ -416,7 +427,8 @@ class ReceiverWorker:
             "trace_id": item.trace_id,
         }
         if step.action == "delivered":
-            message: Any = DeliverySucceeded(
+            delivered = GroupDeliverySucceeded if grouped else DeliverySucceeded
+            message: Any = delivered(
                 **body,
                 **common,
                 attempts=attempt,
@@ -425,7 +437,8 @@ class ReceiverWorker:
             )
             return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
         if step.action == "dead_letter":
-            message = DeliveryDeadLettered(
+            dead = GroupDeliveryDeadLettered if grouped else DeliveryDeadLettered
+            message = dead(
                 **body,
                 **common,
                 attempts=attempt,
@@ -450,8 +463,9 @@ class ReceiverWorker:
         message = DeliveryAttemptFailed(
             notification_id=nid,
             receiver=self.receiver,
-            alert_id=notification.alert_id,
-            fingerprint=notification.fingerprint,
+            alert_id=alert_id,
+            fingerprint=fingerprint,
+            group_key=group_key,
             attempt=attempt,
             error=result.error or "unknown error",
             status_code=result.status_code,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
@@ -83,10 +83,13 @@ class Router(Step[Traced]):
         secrets: Secrets | None = None,
         metrics: Metrics | None = None,
         setup: Setup | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         """``setup`` creates TOCSIN_IN and the router's consumer should the consumer
         vanish (by default ``ensure_inbound`` with the config's replicas and ack
-        wait)."""
+        wait); ``on_commit`` is told of every batch committed (the clock's nudge: a
+        group may be due at once)."""
+        self._on_commit = on_commit
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
@@ -168,6 +171,8 @@ class Router(Step[Traced]):
         waited for its commit and for its PubAcks, not just the span's total."""
         for span in pulled.own.spans.values():
             span.add_event(milestone)
+        if milestone == "committed" and self._on_commit is not None:
+            self._on_commit()
 
     def not_stored(self, pulled: Pulled[Traced]) -> None:
         for span in pulled.own.spans.values():

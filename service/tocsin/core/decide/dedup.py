@@ -37,6 +37,7 @@ class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     receivers: list[str]
     acked: bool = False
     silenced: bool = False  # the current bucket's would-be notification was silenced
+    groups: list[str] = []  # the notification groups it joined: a resolve goes to each
 
 
 Verdict = Literal["open", "reminder", "escalate", "suppress", "resolve", "resolve_ignored"]
@@ -146,7 +147,7 @@ def dedup(state: State, candidate: Candidate) -> bool:
         if not current.silenced:
             facts.append(candidate.suppressed("duplicate"))
             return STOP
-        reason = "reminder" if current.receivers else "firing"
+        reason = "reminder" if current.receivers or current.groups else "firing"
     elif verdict == "escalate":
         reason = "escalated"
     elif current.acked and SEVERITY_RANK[event.severity] > SEVERITY_RANK[current.routed_severity]:

@@ -21,7 +21,17 @@ from msgspec import Struct
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
+from tocsin.core.groups import (
+    DEFAULT_MAX_ALERTS,
+    FINGERPRINT,
+    Grouping,
+    group_key,
+    group_labels,
+    seconds_to_us,
+)
+from tocsin.core.grouptarget import GroupTarget
 from tocsin.core.matchers import Match, Matcher
+from tocsin.core.times import Duration
 
 if TYPE_CHECKING:
     from tocsin.core.state import State
@@ -29,26 +39,33 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
-    """A route ready to match: its selector, receivers and whether evaluation goes on
-    after it matched."""
+    """A route ready to match: its selector, receivers, whether evaluation goes on
+    after it matched, and its grouping (``None``: not grouped, each alert notified at
+    once)."""
 
     matcher: Matcher
     receivers: tuple[str, ...]
     goes_on: bool = True
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
 class RoutingTable:
     routes: tuple[CompiledRoute, ...]
+    grouped: bool = False  # some route notifies through groups
 
     @classmethod
     def compile(cls, routes: Sequence[Route]) -> RoutingTable:
-        return cls(
-            tuple(
-                CompiledRoute(Matcher.compile(r.match, r.matchers), tuple(r.receivers), r.continue_)
-                for r in routes
+        compiled = tuple(
+            CompiledRoute(
+                Matcher.compile(r.match, r.matchers),
+                tuple(r.receivers),
+                r.continue_,
+                r.grouping if r.grouping.grouped else None,
             )
+            for r in routes
         )
+        return cls(compiled, any(c.grouping is not None for c in compiled))
 
     def matching(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
@@ -71,6 +88,34 @@ class RoutingTable:
         for index in self.matching(severity, type_, source, labels):
             out.update(dict.fromkeys(self.routes[index].receivers))
         return list(out)
+
+    def targets_for(
+        self, severity: str, type_: str, source: str, labels: Mapping[str, str], fingerprint: str
+    ) -> tuple[list[str], list[GroupTarget]]:
+        """Who is told of news of an alert: the receivers of the ungrouped routes that
+        apply (each once, in first-match order), and a group per receiver of each
+        grouped one."""
+        receivers: dict[str, None] = {}
+        groups: list[GroupTarget] = []
+        for index in self.matching(severity, type_, source, labels):
+            compiled = self.routes[index]
+            grouping = compiled.grouping
+            if grouping is None:
+                receivers.update(dict.fromkeys(compiled.receivers))
+                continue
+            values = group_labels(
+                grouping.group_by,
+                type_=type_,
+                source=source,
+                severity=severity,
+                fingerprint=fingerprint,
+                labels=labels,
+            )
+            groups.extend(
+                GroupTarget(group_key(index, receiver, values), receiver, index, values, grouping)
+                for receiver in compiled.receivers
+            )
+        return list(receivers), groups
 
 
 Coverage = Literal["always", "sometimes", "never"]
@@ -110,6 +155,25 @@ class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     match: Match = Match()
     matchers: list[str] = []
     continue_: bool = msgspec.field(default=True, name="continue")
+    group_by: list[str] = msgspec.field(default_factory=lambda: [FINGERPRINT])
+    group_wait: Duration = Duration(0.0)
+    group_interval: Duration = Duration(0.0)
+    repeat_interval: Duration | None = None
+    max_alerts: int = DEFAULT_MAX_ALERTS
+    active_time_intervals: list[str] = []
+    mute_time_intervals: list[str] = []
+
+    @property
+    def grouping(self) -> Grouping:
+        return Grouping(
+            group_by=tuple(self.group_by),
+            wait=seconds_to_us(self.group_wait),
+            interval=seconds_to_us(self.group_interval),
+            repeat=None if self.repeat_interval is None else seconds_to_us(self.repeat_interval),
+            max_alerts=self.max_alerts,
+            active_intervals=tuple(self.active_time_intervals),
+            mute_intervals=tuple(self.mute_time_intervals),
+        )
 
 
 def route(state: State, candidate: Candidate) -> bool:
@@ -138,17 +202,55 @@ def route(state: State, candidate: Candidate) -> bool:
     receivers = candidate.receivers
     if receivers:
         facts += [_routed(candidate, receiver) for receiver in receivers]
-    elif reason != "resolved":
+    groups = candidate.groups(state)
+    for target in groups:
+        if target.grouping is not None and target.key not in state.groups:
+            facts.append(_opened(target, candidate.trace_id))
+        facts.append(_grouped(candidate, target))
+    if not (receivers or groups) and reason != "resolved":
         newly = _told_nobody_yet(state, candidate.alert_id)
         facts.append(candidate.suppressed("no_route", newly_unrouted=newly))
     return PASS
+
+
+def _opened(target: GroupTarget, trace_id: str | None) -> ev.GroupOpened:
+    grouping = target.grouping
+    assert grouping is not None
+    return ev.GroupOpened(
+        group_key=target.key,
+        receiver=target.receiver,
+        route=target.route,
+        group_labels=target.labels,
+        group_wait=grouping.wait,
+        group_interval=grouping.interval,
+        repeat_interval=grouping.repeat,
+        max_alerts=grouping.max_alerts,
+        active_time_intervals=grouping.active_intervals,
+        mute_time_intervals=grouping.mute_intervals,
+        trace_id=trace_id,
+    )
+
+
+def _grouped(candidate: Candidate, target: GroupTarget) -> ev.AlertGrouped:
+    event = candidate.event
+    return ev.AlertGrouped(
+        alert_id=candidate.alert_id,
+        fingerprint=event.fingerprint,
+        dedup_key=candidate.dedup_key,
+        bucket=candidate.bucket,
+        reason=candidate.reason,
+        severity=event.severity,
+        group_key=target.key,
+        receiver=target.receiver,
+        trace_id=candidate.trace_id,
+    )
 
 
 def _told_nobody_yet(state: State, alert_id: str) -> bool:
     """Whether no receiver was told of the alert and it is not known to be unrouted:
     a new alert (not folded yet), or an open one that was only ever silenced."""
     alert = state.alerts.get(alert_id)
-    return alert is None or not (alert.receivers or alert.unrouted)
+    return alert is None or not (alert.receivers or alert.groups or alert.unrouted)
 
 
 def _routed(candidate: Candidate, receiver: str) -> ev.AlertRouted:
