@@ -81,6 +81,13 @@ class InboundEvent(Struct, kw_only=True):
     details: dict[str, Any] | None = None
     timestamp: Annotated[str, Meta(description="RFC 3339 with an offset")] | None = None
     event_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    ends_at: (
+        Annotated[
+            str,
+            Meta(description="RFC 3339 with an offset: the alert resolves by itself then"),
+        ]
+        | None
+    ) = None
 
 
 class Notification(Struct, kw_only=True):

@@ -51,6 +51,7 @@ class AlertReceived(_Event, frozen=True, tag="alert.received"):
     event_id: str | None = None
     timestamp_replaced: bool = False
     ignored_fields: tuple[str, ...] = ()
+    ends_at: int | None = None  # the alert resolves by itself then, unless moved
 
 
 class AlertOpened(_Event, frozen=True, tag="alert.opened"):
@@ -103,13 +104,17 @@ class AlertRouted(_Event, frozen=True, tag="alert.routed"):
 
 class AlertResolved(_Event, frozen=True, tag="alert.resolved"):
     """A resolved event closed the open alert of its fingerprint; ``by`` is set when an
-    operator resolved it through the API rather than its publisher."""
+    operator resolved it through the API rather than its publisher, or the clock did
+    (``ends_at`` passed, or ``timeout``: ``[alerts] resolve_timeout`` since its last
+    event), with the ``due_at`` and ``fired_at`` of that timer."""
 
     alert_id: str
     fingerprint: str
     resolved_at: int
     by: str | None = None
     comment: str | None = None
+    due_at: int | None = None
+    fired_at: int | None = None
 
 
 class AlertAcked(_Event, frozen=True, tag="alert.acked"):
@@ -241,6 +246,7 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     receivers: dict[str, str]
     routes: int
     dedup_window_seconds: float
+    resolve_timeout_seconds: float | None = None  # [alerts] resolve_timeout
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):
