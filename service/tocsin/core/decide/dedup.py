@@ -6,7 +6,9 @@ for an alert still open is routed (``reminder``); later events of the same key a
 suppressed unless their severity beats the highest already routed for it
 (``escalated``). ``resolved`` bypasses dedup. An event whose timestamp falls in an
 earlier bucket than the alert's current one is judged against the current bucket: an
-old event never re-opens a period that was already notified.
+old event never re-opens a period that was already notified. When the window changes,
+the fold moves each open alert's bucket to the new window (``rebucket``), so the
+comparison is always between buckets of the window in force.
 
 ``dedup`` is the first decision stage: it records the event and tells the stages after
 it whether the event is news for its alert, and why (``candidate.reason``).
@@ -55,6 +57,16 @@ def bucket_of(timestamp_us: int, window_seconds: float) -> int:
 
 def dedup_key(fingerprint: str, bucket: int) -> str:
     return f"{fingerprint}:{bucket}"
+
+
+def rebucket(bucket: int, old_window: float, new_window: float) -> int:
+    """The bucket of ``new_window`` that holds the first instant of ``bucket`` of
+    ``old_window``: where an open alert's notified bucket lies once ``[dedup] window``
+    changes. A bucket index means nothing under another window (10m -> 1h would leave
+    it far ahead of every new bucket: no reminder ever; 1h -> 10m far behind: a
+    reminder at once); its start time does, so the next reminder comes with the first
+    event of a later bucket of the new window, one per bucket as always."""
+    return bucket_of(bucket * int(old_window * _US), new_window)
 
 
 def decide(
