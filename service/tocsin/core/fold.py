@@ -75,6 +75,8 @@ def _receiver_stats(state: State, receiver: str) -> ReceiverStats:
 
 
 def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
+    if e.event_id is not None:  # an idempotency key for 24 h (decide/idempotency.py)
+        state.received_ids.remember(e.event_id, e.received_at, state.last_ts)
     state.counters.received += 1
     firing = e.status == "firing"
     if firing:
