@@ -304,8 +304,6 @@ def _suppressed(record: views.EventRecord) -> Entry:
         title = f"{_plural(count, 'event')} suppressed: acknowledged"
     elif cause == "no_route":
         title = f"{_plural(count, 'event')} not routed: no route matches"
-    elif cause == "duplicate_event":
-        title = f"{_plural(count, 'event')} suppressed: event_id already received"
     else:
         title = f"{_plural(count, 'duplicate')} suppressed"
     return _entry(
@@ -370,8 +368,6 @@ def _resolved(record: views.EventRecord) -> Entry:
 
 
 def _resolve_ignored(record: views.EventRecord) -> Entry:
-    if record.data.get("cause") == "duplicate_event":
-        return _entry(record, "muted", "Resolve ignored: event_id already received")
     return _entry(record, "muted", "Resolve ignored: no open alert")
 
 

@@ -32,7 +32,8 @@ class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=
 
 class AlertReceived(_Event, frozen=True, tag="alert.received"):
     """An inbound event passed validation; ``alert_id`` is the alert it counts for
-    (``None`` for a resolve that matched no open alert); ``ignored_fields`` names the
+    (``None`` for a resolve that matched no open alert, and for an event whose
+    ``event_id`` was received in the 24 h before); ``ignored_fields`` names the
     top-level fields it carried that the contract does not know (``ingest``)."""
 
     alert_id: str | None
