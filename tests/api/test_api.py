@@ -201,6 +201,31 @@ async def test_http_ingest_accepts_and_refuses_as_the_contract_says(
     assert "Bearer" in unauthorised.headers["www-authenticate"]
 
 
+async def test_an_http_event_repeating_an_event_id_is_answered_and_not_counted(
+    svc: Tocsin, http: httpx.AsyncClient, nats_url: str
+) -> None:
+    """Issue #16 item 14: the HTTP copy of an event first published on NATS (under
+    another ``Nats-Msg-Id``, so JetStream keeps it) is answered 202 and suppressed with
+    cause ``duplicate_event``: one occurrence, counted in the stats' ``suppressed`` and
+    the metric. Without the key it was a second occurrence (a ``duplicate``)."""
+    body = event(source="shop", event_id="evt-twice")
+    await publish(nats_url, "alerts.in.shop", body, headers={"Nats-Msg-Id": "nats-copy"})
+    await wait_until(lambda: svc.count("alert.received") == 1, 10, "the NATS copy committed")
+    again = await http.post("/api/v1/events", json=body, headers=AUTH)
+    assert again.status_code == 202, again.text
+    assert again.json() == {"event_id": "evt-twice"}
+    await wait_until(lambda: svc.count("alert.suppressed") == 1, 10, "the HTTP copy committed")
+    [suppressed] = svc.events("alert.suppressed")
+    assert suppressed["cause"] == "duplicate_event"
+    alert = await alert_of(http, source="shop")
+    assert (alert["occurrences"], alert["suppressed_count"]) == (1, 0)
+    stats = (await http.get("/api/v1/stats")).json()
+    assert (stats["total"], stats["suppressed"]) == (2, 1)
+    metrics = await svc.metrics()
+    cause = frozenset({("cause", "duplicate_event")})
+    assert metrics[("tocsin_events_suppressed_total", cause)] == 1
+
+
 async def test_fields_the_contract_does_not_know_are_accepted_and_named(
     svc: Tocsin, http: httpx.AsyncClient, nats_url: str
 ) -> None:

@@ -54,14 +54,16 @@ class Run:
         ids = itertools.count(1)
         self.new_id = lambda: f"id{next(ids)}"
 
-    def feed(self, event: Normalized, routing: RoutingTable = ROUTES) -> list[ev.Event]:
+    def feed(
+        self, event: Normalized, routing: RoutingTable = ROUTES, window: float = WINDOW
+    ) -> list[ev.Event]:
         facts = triage(
             self.state,
             event,
             subject="alerts.in.db",
             received_at=event.timestamp,
             routing=routing,
-            window_seconds=WINDOW,
+            window_seconds=window,
             new_id=self.new_id,
             trace_id="t",
         )

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -399,7 +400,16 @@ def test_a_route_span_says_what_became_of_each_message() -> None:
     duplicate = route_attributes(SUBJECT, run.feed(normalized(1)))
     assert duplicate["tocsin.outcome"] == "suppressed"
     assert duplicate["tocsin.suppressed_cause"] == "duplicate"
-    assert outcome(run.feed(normalized(2, status="resolved", host="db9"))) == "resolve_ignored"
+    ignored = route_attributes(SUBJECT, run.feed(normalized(2, status="resolved", host="db9")))
+    assert ignored["tocsin.outcome"] == "resolve_ignored"
+    assert "tocsin.suppressed_cause" not in ignored  # no open alert: no cause to give
+    again = msgspec.structs.replace(normalized(2, status="resolved"), event_id="r1")
+    run.feed(again)
+    repeated = route_attributes(SUBJECT, run.feed(again))  # issue #16 item 14
+    assert (repeated["tocsin.outcome"], repeated["tocsin.suppressed_cause"]) == (
+        "resolve_ignored",
+        "duplicate_event",
+    )
     assert outcome(run.feed(normalized(3, host="db2"))) == "silenced"
     rejected = ev.AlertRejected(
         code="invalid_field",

@@ -15,7 +15,7 @@ import msgspec
 import nats
 import pytest
 
-from tests.support import HttpSink, Rig, wait_until
+from tests.support import HttpSink, Rig, log_events, wait_until
 from tocsin.bus.streams import (
     ensure_consumer,
     ensure_inbound,
@@ -23,11 +23,14 @@ from tocsin.bus.streams import (
     stream_configs,
 )
 from tocsin.core import events as ev
-from tocsin.core.subjects import STREAM_IN, STREAM_OUT
+from tocsin.core.subjects import MSG_ID, STREAM_IN, STREAM_OUT
+from tocsin.core.times import now_us
 from tocsin.pipeline.binding import bind_stream
 from tocsin.store.chain import GENESIS, chain_hash
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError
 from tocsin.store.ledger import Input, load_state
+
+MINUTE_US = 60 * 1_000_000
 
 
 def alert(**fields: Any) -> bytes:
@@ -51,6 +54,36 @@ async def test_a_redelivered_message_is_recognised_and_not_counted_twice(rig: Ri
     assert rig.ledger.event_log.last_seq == facts_after_first
     assert rig.ledger.state.counters.received == 1
     assert await rig.work_items() == 1
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+async def test_an_event_id_sent_again_past_jetstreams_window_counts_once(rig: Rig) -> None:
+    """Invariant 4 past JetStream's 2-minute duplicate window (issue #16 item 14): the
+    same ``event_id`` 3 minutes later in log time, under another ``Nats-Msg-Id``, is
+    recorded and suppressed (``duplicate_event``), not counted nor routed; 25 h later
+    it counts again. Without the key the second copy was counted and, in a new bucket,
+    a reminder."""
+    clock = [now_us()]
+    rig.ledger.clock = lambda: clock[0]
+    body = alert(event_id="evt-1")
+    await rig.js.publish("alerts.in.svc", body, headers={MSG_ID: "first"})
+    await rig.router.handle(await rig.take(1))
+    clock[0] += 3 * MINUTE_US
+    await rig.js.publish("alerts.in.svc", body, headers={MSG_ID: "second"})
+    await rig.router.handle(await rig.take(1))
+    state = rig.ledger.state
+    [counted] = state.alerts.values()
+    assert (counted.occurrences, counted.suppressed_count) == (1, 0)
+    assert (state.counters.received, state.counters.suppressed) == (2, 1)
+    assert await rig.work_items() == 1
+    [repeat] = log_events(rig.ledger.path, "alert.suppressed")
+    assert (repeat["cause"], repeat["alert_id"]) == ("duplicate_event", "")
+
+    clock[0] += 25 * 60 * MINUTE_US
+    await rig.js.publish("alerts.in.svc", body, headers={MSG_ID: "third"})
+    await rig.router.handle(await rig.take(1))
+    assert counted.occurrences == 2
+    assert await rig.work_items() == 2  # a reminder: a day later is news again
     assert rig.ledger.state == load_state(rig.ledger.path)
 
 

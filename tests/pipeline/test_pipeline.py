@@ -29,6 +29,7 @@ from tests.support import (
 )
 from tocsin import __version__
 from tocsin.core.contracts import Notification
+from tocsin.core.times import now_us
 from tocsin.store import forensics
 from tocsin.store.eventlog import db_path
 
@@ -45,8 +46,6 @@ def stamp(us: int) -> str:
 
 def bucket_start(hours_ago: int = 2) -> int:
     """A bucket-aligned instant in the past (plus one second)."""
-    from tocsin.core.times import now_us
-
     now = now_us() - hours_ago * 3600 * 1_000_000
     return now - now % WINDOW_US + 1_000_000
 
@@ -195,6 +194,42 @@ async def test_new_bucket_reminds_and_higher_severity_escalates(
         [alert] = await alerts(service)
         assert alert["occurrences"] == 6
         assert alert["suppressed_count"] == 3
+        await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()
+
+
+async def test_a_router_restarted_with_another_window_reminds_by_the_new_one(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """Issue #16 item 11: the open alert's bucket was a 10-minute index; the router
+    restarted with ``window = "1h"`` must still remind once the next hour starts (it
+    never did: every hour index is far below a 10-minute one), and only then."""
+    hour = 3600 * 1_000_000
+    now = now_us() - 3 * hour
+    t0 = now - now % hour + 10 * 60 * 1_000_000  # 00:10 of an hour three hours ago
+    ten_minutes = webhook_config(sink.url) + '\n[dedup]\nwindow = "10m"\n'
+    service = await Tocsin(data_dir, nats_url, ten_minutes).start()
+    try:
+        await publish(nats_url, "alerts.in.db", event(timestamp=stamp(t0)))
+        await wait_until(lambda: len(sink.requests) == 1, what="the firing notification")
+    finally:
+        await service.stop()
+    one_hour = ten_minutes.replace('window = "10m"', 'window = "1h"')
+    service = await Tocsin(data_dir, nats_url, one_hour).start()
+    try:
+        for minutes in (25, 40, 49, 50):  # 00:35, 00:50, 00:59, then 01:00
+            await publish(
+                nats_url, "alerts.in.db", event(timestamp=stamp(t0 + minutes * 60_000_000))
+            )
+        await wait_until(lambda: service.count("alert.received") == 5, what="5 events logged")
+        await wait_until(lambda: len(sink.requests) == 2, what="the reminder")
+        assert [r.json()["reason"] for r in sink.requests] == ["firing", "reminder"]
+        fingerprint = sink.requests[0].json()["fingerprint"]
+        next_hour = (t0 + 50 * 60_000_000) // hour
+        assert sink.requests[1].json()["dedup_key"] == f"{fingerprint}:{next_hour}"
+        suppressed = service.events("alert.suppressed")
+        assert [s.get("cause", "duplicate") for s in suppressed] == ["duplicate"] * 3
         await service.assert_live_state_is_the_log()
     finally:
         await service.stop()

@@ -20,7 +20,7 @@ from msgspec import Struct
 
 from tocsin.core.contracts import AlertInGroup, GroupReason, Reason, Severity, Status
 
-SuppressCause = Literal["duplicate", "acked", "no_route"]
+SuppressCause = Literal["duplicate", "acked", "no_route", "duplicate_event"]
 
 
 class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True, gc=False):
@@ -32,7 +32,8 @@ class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=
 
 class AlertReceived(_Event, frozen=True, tag="alert.received"):
     """An inbound event passed validation; ``alert_id`` is the alert it counts for
-    (``None`` for a resolve that matched no open alert); ``ignored_fields`` names the
+    (``None`` for a resolve that matched no open alert, and for an event whose
+    ``event_id`` was received in the 24 h before); ``ignored_fields`` names the
     top-level fields it carried that the contract does not know (``ingest``)."""
 
     alert_id: str | None
@@ -65,7 +66,9 @@ class AlertOpened(_Event, frozen=True, tag="alert.opened"):
 
 
 class AlertSuppressed(_Event, frozen=True, tag="alert.suppressed"):
-    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route).
+    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route;
+    or ``duplicate_event``: its ``event_id`` was received in the 24 h before, so it is
+    counted in the stats only, for no alert: ``alert_id`` is empty).
     ``newly_unrouted`` (no_route only): no receiver had been told of the alert and it
     was not known to be unrouted yet; it is from now on, until a route takes it. Set on
     one fact per alert at most, so the log, the metric and the router's warning say so
@@ -138,10 +141,13 @@ class AlertSilenced(_Event, frozen=True, tag="alert.silenced"):
 
 
 class AlertResolveIgnored(_Event, frozen=True, tag="alert.resolve_ignored"):
-    """A resolved event found no open alert; recorded, not routed."""
+    """A resolved event found no open alert, or (``cause``: ``duplicate_event``) its
+    ``event_id`` was received in the 24 h before, so it closes nothing again; recorded,
+    not routed."""
 
     fingerprint: str
     alert_id: str | None = None
+    cause: SuppressCause | None = None
 
 
 class AlertRejected(_Event, frozen=True, tag="alert.rejected"):

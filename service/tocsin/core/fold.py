@@ -13,7 +13,7 @@ from typing import Any, assert_never
 from tocsin.core import events as ev
 from tocsin.core import groups
 from tocsin.core.contracts import SEVERITY_RANK
-from tocsin.core.decide.dedup import OpenAlert
+from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import (
     SETTLED,
@@ -77,6 +77,8 @@ def _receiver_stats(state: State, receiver: str) -> ReceiverStats:
 
 
 def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
+    if e.event_id is not None:  # an idempotency key for 24 h (decide/idempotency.py)
+        state.received_ids.remember(e.event_id, e.received_at, state.last_ts)
     state.counters.received += 1
     firing = e.status == "firing"
     if firing:
@@ -394,6 +396,18 @@ def _bound(e: ev.StreamBound, state: State, seq: int) -> None:
     state.inbound_offset = e.offset
 
 
+def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
+    """The service decides from now on with this configuration (logged before any fact
+    decided under it). When its dedup window differs from the last one, each open
+    alert's bucket is moved to the new window (``rebucket``), so its reminders follow
+    the window now in force."""
+    old, new = state.dedup_window, e.dedup_window_seconds
+    state.dedup_window = new
+    if old is not None and old != new:
+        for current in state.open_by_fingerprint.values():
+            current.bucket = rebucket(current.bucket, old, new)
+
+
 Handler = Callable[[Any, State, int], None]
 
 
@@ -440,7 +454,9 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _group_notified)
     if issubclass(kind, ev.GroupDeferred):
         return handled_by(kind, _group_deferred)
-    if issubclass(kind, ev.AlertResolveIgnored | ev.ConfigLoaded | ev.LogCompacted):
+    if issubclass(kind, ev.ConfigLoaded):
+        return handled_by(kind, _config_loaded)
+    if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)
 

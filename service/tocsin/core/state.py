@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from tocsin.core.contracts import Reason, Severity, Status
 from tocsin.core.decide.dedup import OpenAlert
+from tocsin.core.decide.idempotency import ReceivedIds
 
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
 
@@ -185,6 +186,8 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
     groups: dict[str, Group] = {}  # open notification groups by group key
+    dedup_window: float | None = None  # of the last config.loaded: open buckets are in it
+    received_ids: ReceivedIds = msgspec.field(default_factory=ReceivedIds)  # last 24 h
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

@@ -308,6 +308,8 @@ def _silenced(
 def _resolve_ignored(
     fact: ev.AlertResolveIgnored, attributes: dict[str, AttributeValue], receivers: list[str]
 ) -> str:
+    if fact.cause is not None:  # a repeated event_id, not a want of an open alert
+        attributes["tocsin.suppressed_cause"] = fact.cause
     return "resolve_ignored"
 
 

@@ -204,9 +204,17 @@ class Ledger:
     rebuilt from what the log holds before anything new is decided."""
 
     def __init__(
-        self, path: Path, event_log: EventLog, state: State, snapshot_every: int = 50_000
+        self,
+        path: Path,
+        event_log: EventLog,
+        state: State,
+        snapshot_every: int = 50_000,
+        clock: Callable[[], int] = now_us,
     ) -> None:
+        """``clock`` gives each batch its append time (the log's ``ts``, the router's
+        receive time): the wall clock, or a test's, to let log time pass."""
         self.path = path
+        self.clock = clock
         self.snapshot_every = snapshot_every
         self.snapshot_seq = 0
         self.event_log = event_log
@@ -305,7 +313,7 @@ class Ledger:
         async with self._lock:
             if self._snapshot_due:
                 await self._snapshot()
-            batch = Batch(self.state, self._next_seq, now_us(), self._epoch)
+            batch = Batch(self.state, self._next_seq, self.clock(), self._epoch)
             try:
                 yield batch
             except BaseException:

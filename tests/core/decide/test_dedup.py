@@ -12,7 +12,8 @@ from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.contracts import Severity
 from tocsin.core.decide.candidate import PASS, STOP
-from tocsin.core.decide.dedup import Decision, OpenAlert, bucket_of, decide, dedup
+from tocsin.core.decide.dedup import Decision, OpenAlert, bucket_of, decide, dedup, rebucket
+from tocsin.core.fold import rebuild
 from tocsin.core.state import State
 
 WINDOW = 600.0
@@ -269,3 +270,103 @@ def test_an_acknowledged_alert_still_escalates_in_a_later_bucket() -> None:
     judged = candidate(normalized(10, "critical"))
     assert dedup(run.state, judged) is PASS
     assert (kinds(judged.facts), judged.reason) == (["alert.received"], "escalated")
+
+
+# --- a change of window (issue #16 item 11) --------------------------------------------
+
+HOUR = 3600.0
+
+
+def load_config(run: Run, window: float, at: int) -> None:
+    """Log ``config.loaded`` with ``window``, as the service does at each start."""
+    fact = ev.ConfigLoaded(digest="d", receivers={}, routes=2, dedup_window_seconds=window)
+    apply(run, [fact], at)
+
+
+def verdicts(run: Run, minutes: list[int], window: float) -> list[tuple[int, str]]:
+    """Feed a firing event at each minute; what became of each: a notification's
+    reason, or the suppression's cause."""
+    out = []
+    for minute in minutes:
+        facts = run.feed(normalized(minute), window=window)
+        last = facts[-1]
+        if isinstance(last, ev.AlertRouted):
+            out.append((minute, last.reason))
+        else:
+            assert isinstance(last, ev.AlertSuppressed)
+            out.append((minute, last.cause))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("bucket", "old", "new", "expected"),
+    [
+        (B0 + 1, 600.0, HOUR, B0 // 6),  # 00:10 lies in the hour that starts at 00:00
+        (B0 + 5, 600.0, HOUR, B0 // 6),
+        (B0 + 6, 600.0, HOUR, B0 // 6 + 1),
+        (B0 // 6, HOUR, 600.0, B0),  # an hour's bucket starts with its first 10 minutes
+        (B0, 600.0, 600.0, B0),
+        (B0, 600.0, 900.0, (B0 * 600) // 900),
+    ],
+)
+def test_rebucket_maps_a_bucket_to_the_new_window_by_its_start(
+    bucket: int, old: float, new: float, expected: int
+) -> None:
+    assert rebucket(bucket, old, new) == expected
+
+
+def test_a_longer_window_still_brings_a_reminder_after_its_length() -> None:
+    """10m -> 1h: the alert's bucket was a 10-minute index, six times any hour index,
+    so without rebucketing no later event was ever in a new bucket: no reminder, ever."""
+    run = Run()
+    load_config(run, 600.0, T0)
+    assert verdicts(run, [0, 15], 600.0) == [(0, "firing"), (15, "reminder")]
+    load_config(run, HOUR, T0 + 20 * MINUTE)
+    assert verdicts(run, [25, 40, 59, 60, 61, 119, 120], HOUR) == [
+        (25, "duplicate"),
+        (40, "duplicate"),
+        (59, "duplicate"),
+        (60, "reminder"),
+        (61, "duplicate"),
+        (119, "duplicate"),
+        (120, "reminder"),
+    ]
+    suppressed = run.feed(normalized(121), window=HOUR)[-1]
+    assert isinstance(suppressed, ev.AlertSuppressed)
+    # The documented shape: the fingerprint and the bucket under the current window.
+    assert suppressed.dedup_key == f"{suppressed.fingerprint}:{bucket_of(T0, HOUR) + 2}"
+    assert run.state == rebuild(run.log)
+
+
+def test_a_shorter_window_brings_one_reminder_per_new_bucket_not_a_burst() -> None:
+    """1h -> 10m: the alert's bucket was an hour index, far behind every 10-minute
+    index, so without rebucketing the next event was a reminder at once, even inside
+    the 10 minutes already notified."""
+    run = Run()
+    load_config(run, HOUR, T0)
+    assert verdicts(run, [0], HOUR) == [(0, "firing")]
+    load_config(run, 600.0, T0 + MINUTE)
+    assert verdicts(run, [2, 5, 9, 10, 12, 19, 20, 25, 31], 600.0) == [
+        (2, "duplicate"),
+        (5, "duplicate"),
+        (9, "duplicate"),
+        (10, "reminder"),
+        (12, "duplicate"),
+        (19, "duplicate"),
+        (20, "reminder"),
+        (25, "duplicate"),
+        (31, "reminder"),
+    ]
+    assert run.state == rebuild(run.log)
+
+
+def test_the_same_window_loaded_again_moves_no_bucket() -> None:
+    """A restart with an unchanged window (or a first config.loaded) leaves the open
+    alerts' buckets as they are."""
+    run = Run()
+    run.feed(normalized(0))
+    before = msgspec.structs.replace(next(iter(run.state.open_by_fingerprint.values())))
+    load_config(run, WINDOW, T0 + MINUTE)
+    load_config(run, WINDOW, T0 + 2 * MINUTE)
+    assert next(iter(run.state.open_by_fingerprint.values())) == before
+    assert run.state.dedup_window == WINDOW

@@ -40,7 +40,7 @@ class Candidate(Struct, kw_only=True, gc=False):
     new_id: Callable[[], str]
     trace_id: str | None
     facts: list[ev.Event] = field(default_factory=list)
-    # What the dedup stage learns; every other stage runs after it.
+    # What the dedup stage learns, for the stages after it.
     current: OpenAlert | None = None  # the fingerprint's open alert, if any
     alert_id: str = ""
     dedup_key: str = ""
@@ -90,10 +90,36 @@ class Candidate(Struct, kw_only=True, gc=False):
             ]
         return groups
 
+    def received(self, alert_id: str | None) -> ev.AlertReceived:
+        """The fact of the event's arrival, counted for ``alert_id`` (``None``: for no
+        alert, as a resolve that found none, or a repeat of an event already received)."""
+        event = self.event
+        return ev.AlertReceived(
+            alert_id=alert_id,
+            fingerprint=event.fingerprint,
+            dedup_key=self.dedup_key,
+            type=event.type,
+            severity=event.severity,
+            summary=event.summary,
+            source=event.source,
+            status=event.status,
+            labels=event.labels,
+            details=event.details,
+            timestamp=event.timestamp,
+            received_at=self.received_at,
+            subject=self.subject,
+            event_id=event.event_id,
+            timestamp_replaced=event.timestamp_replaced,
+            ignored_fields=event.ignored_fields,
+            ends_at=event.ends_at,
+            trace_id=self.trace_id,
+        )
+
     def suppressed(
         self, cause: ev.SuppressCause, *, newly_unrouted: bool = False
     ) -> ev.AlertSuppressed:
-        """The fact of an event counted for its alert but told to nobody."""
+        """The fact of an event counted for its alert but told to nobody (for no alert,
+        ``alert_id`` empty, when it repeats an event already received)."""
         return ev.AlertSuppressed(
             alert_id=self.alert_id,
             fingerprint=self.event.fingerprint,

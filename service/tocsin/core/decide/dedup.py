@@ -6,10 +6,13 @@ for an alert still open is routed (``reminder``); later events of the same key a
 suppressed unless their severity beats the highest already routed for it
 (``escalated``). ``resolved`` bypasses dedup. An event whose timestamp falls in an
 earlier bucket than the alert's current one is judged against the current bucket: an
-old event never re-opens a period that was already notified.
+old event never re-opens a period that was already notified. When the window changes,
+the fold moves each open alert's bucket to the new window (``rebucket``), so the
+comparison is always between buckets of the window in force.
 
-``dedup`` is the first decision stage: it records the event and tells the stages after
-it whether the event is news for its alert, and why (``candidate.reason``).
+``dedup`` is the first decision stage after ``idempotency`` (which stops a repeated
+``event_id``): it records the event and tells the stages after it whether the event is
+news for its alert, and why (``candidate.reason``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,16 @@ def bucket_of(timestamp_us: int, window_seconds: float) -> int:
 
 def dedup_key(fingerprint: str, bucket: int) -> str:
     return f"{fingerprint}:{bucket}"
+
+
+def rebucket(bucket: int, old_window: float, new_window: float) -> int:
+    """The bucket of ``new_window`` that holds the first instant of ``bucket`` of
+    ``old_window``: where an open alert's notified bucket lies once ``[dedup] window``
+    changes. A bucket index means nothing under another window (10m -> 1h would leave
+    it far ahead of every new bucket: no reminder ever; 1h -> 10m far behind: a
+    reminder at once); its start time does, so the next reminder comes with the first
+    event of a later bucket of the new window, one per bucket as always."""
+    return bucket_of(bucket * int(old_window * _US), new_window)
 
 
 def decide(
@@ -110,7 +123,7 @@ def dedup(state: State, candidate: Candidate) -> bool:
     facts = candidate.facts
     if verdict == "open":
         alert_id = candidate.alert_id = candidate.new_id()
-        facts.append(_received(candidate, alert_id))
+        facts.append(candidate.received(alert_id))
         facts.append(
             ev.AlertOpened(
                 alert_id=alert_id,
@@ -124,13 +137,13 @@ def dedup(state: State, candidate: Candidate) -> bool:
         candidate.reason = "firing"
         return PASS
     if current is None:  # a resolve with no open alert ("resolve_ignored")
-        facts.append(_received(candidate, None))
+        facts.append(candidate.received(None))
         facts.append(
             ev.AlertResolveIgnored(fingerprint=event.fingerprint, trace_id=candidate.trace_id)
         )
         return STOP
     candidate.alert_id = current.alert_id
-    facts.append(_received(candidate, current.alert_id))
+    facts.append(candidate.received(current.alert_id))
     if verdict == "resolve":
         facts.append(
             ev.AlertResolved(
@@ -159,26 +172,3 @@ def dedup(state: State, candidate: Candidate) -> bool:
         return STOP
     candidate.reason = reason
     return PASS
-
-
-def _received(candidate: Candidate, alert_id: str | None) -> ev.AlertReceived:
-    event = candidate.event
-    return ev.AlertReceived(
-        alert_id=alert_id,
-        fingerprint=event.fingerprint,
-        dedup_key=candidate.dedup_key,
-        type=event.type,
-        severity=event.severity,
-        summary=event.summary,
-        source=event.source,
-        status=event.status,
-        labels=event.labels,
-        details=event.details,
-        timestamp=event.timestamp,
-        received_at=candidate.received_at,
-        subject=candidate.subject,
-        event_id=event.event_id,
-        timestamp_replaced=event.timestamp_replaced,
-        ignored_fields=event.ignored_fields,
-        trace_id=candidate.trace_id,
-    )
