@@ -108,6 +108,13 @@ class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     concurrency: int = 32
 
 
+class AlertsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``resolve_timeout``: an alert with no ``ends_at`` that sees no event for this long
+    is resolved by the clock (DESIGN.md section 11); none by default."""
+
+    resolve_timeout: Duration | None = None
+
+
 class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     dedup: DedupSection = DedupSection()
     route: list[Route] = msgspec.field(default_factory=list)
@@ -118,6 +125,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     nats: NatsSection = NatsSection()
     log: LogSection = LogSection()
     time_intervals: dict[str, Any] = msgspec.field(default_factory=dict)
+    alerts: AlertsSection = AlertsSection()
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,7 @@ class Config:
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
+    alerts: AlertsSection = field(default_factory=AlertsSection)
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
@@ -185,6 +194,9 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("delivery.concurrency: must be at least 1")
     if parsed.log.snapshot_every < 0:
         raise ConfigError("log.snapshot_every: must be 0 (never) or more")
+    timeout = parsed.alerts.resolve_timeout
+    if timeout is not None and timeout <= 0:
+        raise ConfigError("alerts.resolve_timeout: must be positive (leave it out for none)")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
     nats = msgspec.structs.replace(parsed.nats, replicas=_replicas(parsed.nats.replicas, env))
@@ -212,6 +224,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         source=source,
         kinds=kinds,
         time_intervals=intervals,
+        alerts=parsed.alerts,
     )
 
 

@@ -489,6 +489,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 receivers={name: r.channel for name, r in config.receivers.items()},
                 routes=len(config.routes),
                 dedup_window_seconds=config.dedup_window,
+                resolve_timeout_seconds=config.alerts.resolve_timeout,
             )
         )
     for stream in Input:

@@ -195,3 +195,28 @@ async def test_every_clock_fact_is_in_replay_with_its_due_time(
     data = notified.data
     assert data["fired_at"] >= data["due_at"]
     assert len(data["alert_ids"]) == 3
+
+
+async def test_an_alert_whose_ends_at_passes_is_resolved_by_the_clock(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """An event with ``ends_at`` a moment ahead and no later event: the clock resolves
+    it (``alert.resolved`` by ``ends_at``) and the receiver told of it hears so."""
+    from tests.support import webhook_config
+    from tocsin.core.times import format_us, now_us
+
+    service = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
+    try:
+        ends = now_us() + 1_500_000
+        await publish_many(nats_url, [event(ends_at=format_us(ends))])
+        await wait_until(lambda: len(sink.requests) == 2, 20, "the firing, then the resolve")
+        firing, resolved = (request.json() for request in sink.requests)
+        assert (firing["reason"], resolved["reason"]) == ("firing", "resolved")
+        assert resolved["alert_id"] == firing["alert_id"]
+        [fact] = service.events("alert.resolved")
+        assert fact["by"] == "ends_at"
+        assert fact["resolved_at"] == ends
+        assert fact["fired_at"] >= fact["due_at"] == ends
+        await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()

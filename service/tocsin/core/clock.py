@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from tocsin.core import events as ev
 from tocsin.core import groups
+from tocsin.core.decide.route import told_of_resolve
 from tocsin.core.state import Group, State
 from tocsin.core.timeintervals import TimeIntervals
 
@@ -25,6 +26,7 @@ RECHECK_US = 24 * 3_600 * 1_000_000
 def next_due(state: State) -> int | None:
     """The earliest instant at which ``tick`` has something to decide."""
     due = [g.due_at for g in state.groups.values() if g.due_at is not None]
+    due.extend(timer.due for timer in state.auto_resolve.values())
     return min(due) if due else None
 
 
@@ -36,9 +38,13 @@ def tick(
     intervals: TimeIntervals,
     config_version: str | None = None,
 ) -> list[ev.Event]:
-    """The facts of every timer due at ``now``: a group's notification, or its deferral
-    while its route's time intervals mute it."""
-    facts: list[ev.Event] = []
+    """The facts of every timer due at ``now``: an alert that resolves by itself (and
+    who hears of it), a group's notification, or its deferral while its route's time
+    intervals mute it. Resolves come first, so a group due at the same instant lists
+    them as resolved."""
+    facts = _auto_resolved(state, now, new_id)
+    if facts:
+        return facts  # folded first: the groups' notifications see them next tick
     for group in state.groups.values():
         due = group.due_at
         if due is None or due > now:
@@ -74,6 +80,33 @@ def tick(
                 fired_at=now,
                 config_version=config_version,
             )
+        )
+    return facts
+
+
+def _auto_resolved(state: State, now: int, new_id: Callable[[], str]) -> list[ev.Event]:
+    """Alerts whose ``ends_at`` passed, or that saw no event for ``resolve_timeout``:
+    resolved by the clock (``alert.resolved`` with ``by``), their resolve routed."""
+    facts: list[ev.Event] = []
+    for fingerprint, timer in state.auto_resolve.items():
+        if timer.due > now:
+            continue
+        current = state.open_by_fingerprint.get(fingerprint)
+        alert = state.alerts.get(timer.alert_id)
+        if current is None or current.alert_id != timer.alert_id or alert is None:
+            continue
+        facts.append(
+            ev.AlertResolved(
+                alert_id=timer.alert_id,
+                fingerprint=fingerprint,
+                resolved_at=timer.due,
+                by=timer.by,
+                due_at=timer.due,
+                fired_at=now,
+            )
+        )
+        facts += told_of_resolve(
+            state, current, fingerprint=fingerprint, severity=alert.severity, new_id=new_id
         )
     return facts
 

@@ -18,6 +18,7 @@ from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import (
     SETTLED,
     Alert,
+    AutoResolve,
     Delivery,
     DeliveryStatus,
     Group,
@@ -93,6 +94,8 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
     alert_id = e.alert_id
     if alert_id is None:
         return
+    if firing and (e.ends_at is not None or state.resolve_timeout is not None):
+        _time_auto_resolve(state, e)
     alert = state.alerts.get(alert_id)
     if alert is None:  # the rebuild's most common case: born with this event's fields
         state.alerts[alert_id] = Alert(
@@ -122,6 +125,20 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         alert.trace_id = e.trace_id
     if e.timestamp > alert.last_seen:
         alert.last_seen = e.timestamp
+
+
+def _time_auto_resolve(state: State, e: ev.AlertReceived) -> None:
+    """A firing event sets when its alert resolves by itself: at its ``ends_at``, else
+    ``resolve_timeout`` after it (a later event moves both)."""
+    assert e.alert_id is not None
+    if e.ends_at is not None:
+        due, by = e.ends_at, "ends_at"
+    else:
+        assert state.resolve_timeout is not None
+        due, by = e.received_at + state.resolve_timeout, "timeout"
+    state.auto_resolve[e.fingerprint] = AutoResolve(
+        alert_id=e.alert_id, due=due, by=by, last_event=e.received_at
+    )
 
 
 def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
@@ -291,6 +308,9 @@ def _group_deferred(e: ev.GroupDeferred, state: State, seq: int) -> None:
 
 
 def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
+    timer = state.auto_resolve.get(e.fingerprint)
+    if timer is not None and timer.alert_id == e.alert_id:
+        del state.auto_resolve[e.fingerprint]
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         del state.open_by_fingerprint[e.fingerprint]
@@ -406,6 +426,16 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     if old is not None and old != new:
         for current in state.open_by_fingerprint.values():
             current.bucket = rebucket(current.bucket, old, new)
+    timeout = None if e.resolve_timeout_seconds is None else round(e.resolve_timeout_seconds * 1e6)
+    if timeout != state.resolve_timeout:
+        state.resolve_timeout = timeout
+        for fingerprint, timer in list(state.auto_resolve.items()):
+            if timer.by != "timeout":
+                continue
+            if timeout is None:
+                del state.auto_resolve[fingerprint]
+            else:
+                timer.due = timer.last_event + timeout
 
 
 Handler = Callable[[Any, State, int], None]

@@ -90,6 +90,17 @@ class Silence(Struct, kw_only=True, gc=False, array_like=True):
         return self.starts_at <= at < end
 
 
+class AutoResolve(Struct, kw_only=True, gc=False, array_like=True):
+    """When the clock resolves a fingerprint's open alert by itself: at its ``ends_at``
+    (``by = "ends_at"``), or ``[alerts] resolve_timeout`` after its last event
+    (``by = "timeout"``, counted from ``last_event``)."""
+
+    alert_id: str
+    due: int
+    by: str
+    last_event: int
+
+
 class Member(Struct, kw_only=True, gc=False, array_like=True):
     """An alert in a group: what is news about it since the group's last notification
     (``news``: its reason, ``None`` when nothing is new), and whether it still fires."""
@@ -186,6 +197,8 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
     groups: dict[str, Group] = {}  # open notification groups by group key
+    auto_resolve: dict[str, AutoResolve] = {}  # by fingerprint: open alerts with an end
+    resolve_timeout: int | None = None  # [alerts] resolve_timeout of the last config.loaded
     dedup_window: float | None = None  # of the last config.loaded: open buckets are in it
     received_ids: ReceivedIds = msgspec.field(default_factory=ReceivedIds)  # last 24 h
 

@@ -63,7 +63,10 @@ class Clock:
             now = self._now()
             if due is not None and due <= now:
                 try:
-                    await self._fire()
+                    if not await self._fire():
+                        # Due but nothing to decide (a timer the fold left behind):
+                        # look again later rather than spin.
+                        await _nap(stop, MAX_NAP)
                 except CommandError as error:
                     # Committed facts whose work items NATS did not take are the
                     # outbox's to publish again; a refused write is tried again later.
@@ -76,7 +79,8 @@ class Clock:
             self._nudged.clear()
             await _nap(stop, nap, self._nudged)
 
-    async def _fire(self) -> None:
+    async def _fire(self) -> bool:
+        """Commit what is due now; whether anything was."""
         facts = await self._control.execute(
             lambda state: clock.tick(
                 state,
@@ -106,6 +110,14 @@ class Clock:
                     fact.receiver,
                     extra={"group_key": fact.group_key},
                 )
+            elif isinstance(fact, ev.AlertResolved):
+                log.info(
+                    "alert %s resolved by the clock (%s)",
+                    fact.alert_id,
+                    fact.by,
+                    extra={"alert_id": fact.alert_id},
+                )
+        return bool(facts)
 
 
 async def _nap(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:

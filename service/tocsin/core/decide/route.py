@@ -11,7 +11,7 @@ severities may reach nobody (for ``tocsin config check`` to warn).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -21,6 +21,7 @@ from msgspec import Struct
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
+from tocsin.core.decide.dedup import dedup_key
 from tocsin.core.groups import (
     DEFAULT_MAX_ALERTS,
     FINGERPRINT,
@@ -34,6 +35,7 @@ from tocsin.core.matchers import Match, Matcher
 from tocsin.core.times import Duration
 
 if TYPE_CHECKING:
+    from tocsin.core.decide.dedup import OpenAlert
     from tocsin.core.state import State
 
 
@@ -244,6 +246,51 @@ def _grouped(candidate: Candidate, target: GroupTarget) -> ev.AlertGrouped:
         receiver=target.receiver,
         trace_id=candidate.trace_id,
     )
+
+
+def told_of_resolve(
+    state: State,
+    current: OpenAlert,
+    *,
+    fingerprint: str,
+    severity: Severity,
+    new_id: Callable[[], str],
+    trace_id: str | None = None,
+) -> list[ev.Event]:
+    """Who hears that an open alert resolved, when no inbound event says so (the clock):
+    every receiver and group told of it, whatever the routes say now (DESIGN.md
+    section 4), as the route stage does for a resolved event."""
+    key = dedup_key(fingerprint, current.bucket)
+    facts: list[ev.Event] = [
+        ev.AlertRouted(
+            alert_id=current.alert_id,
+            fingerprint=fingerprint,
+            dedup_key=key,
+            bucket=current.bucket,
+            reason="resolved",
+            severity=severity,
+            receiver=receiver,
+            notification_id=new_id(),
+            trace_id=trace_id,
+        )
+        for receiver in current.receivers
+    ]
+    facts.extend(
+        ev.AlertGrouped(
+            alert_id=current.alert_id,
+            fingerprint=fingerprint,
+            dedup_key=key,
+            bucket=current.bucket,
+            reason="resolved",
+            severity=severity,
+            group_key=joined,
+            receiver=group.receiver,
+            trace_id=trace_id,
+        )
+        for joined in current.groups
+        if (group := state.groups.get(joined)) is not None
+    )
+    return facts
 
 
 def _told_nobody_yet(state: State, alert_id: str) -> bool:
