@@ -104,3 +104,56 @@ def test_a_grouped_alert_resolved_by_the_clock_is_listed_resolved_by_its_group()
     [update] = notified(run.tick(T0 + 30 * 1_000_000 + 300 * 1_000_000))
     assert update.reason == "update"
     assert [a.status for a in update.alerts if a.labels["host"] == "a"] == ["resolved"]
+
+
+def test_a_silence_that_expires_routes_what_it_held_back_as_firing() -> None:
+    from tests.core.decide.support import silence
+
+    run = Clocked()
+    silence_id = silence(run, T0, ends_at="30m", labels={"host": "db1"})
+    assert kinds_of(run.feed(normalized(1))) == ["alert.received", "alert.opened", "alert.silenced"]
+    assert clock.next_due(run.state) == T0 + 30 * MINUTE
+    assert run.tick(T0 + 30 * MINUTE - 1) == []
+    expired, *routed = run.tick(T0 + 31 * MINUTE)
+    assert isinstance(expired, ev.SilenceExpired)
+    assert (expired.silence_id, expired.at, expired.fired_at) == (
+        silence_id,
+        T0 + 30 * MINUTE,
+        T0 + 31 * MINUTE,
+    )
+    assert [(f.reason, f.receiver) for f in routed if isinstance(f, ev.AlertRouted)] == [
+        ("firing", "hook")
+    ]
+    assert expired.alert_ids == [routed[0].alert_id]  # type: ignore[attr-defined]
+    assert clock.next_due(run.state) is None  # each silence expires once
+    assert run.tick(T0 + 40 * MINUTE) == []
+
+
+def test_a_deleted_silence_releases_at_once_unless_another_still_covers() -> None:
+    from tests.core.decide.support import apply, silence
+    from tocsin.core import commands
+
+    run = Clocked()
+    first = silence(run, T0, ends_at="2h", labels={"host": "db1"})
+    silence(run, T0, ends_at="1h", severity="warning")
+    run.feed(normalized(1))
+    apply(run, commands.delete_silence(run.state, first, by="ana", at=T0 + 2 * MINUTE), T0)
+    [expired] = run.tick(T0 + 2 * MINUTE)
+    assert isinstance(expired, ev.SilenceExpired)
+    assert expired.alert_ids == []  # the second silence still covers the alert
+
+
+def test_resolved_alerts_are_not_released_by_an_expiring_silence() -> None:
+    from tests.core.decide.support import silence
+
+    run = Clocked()
+    silence(run, T0, ends_at="30m", labels={"host": "db1"})
+    run.feed(normalized(1))
+    run.feed(normalized(2, status="resolved"))
+    [expired] = run.tick(T0 + 30 * MINUTE)
+    assert isinstance(expired, ev.SilenceExpired)
+    assert expired.alert_ids == []
+
+
+def kinds_of(facts: list[ev.Event]) -> list[str]:
+    return [ev.kind_of(f) for f in facts]

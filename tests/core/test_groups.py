@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from tests.core.test_fold import MINUTE, T0, Run, kinds, normalized
+from tests.core.test_fold import MINUTE, ROUTES, T0, Run, kinds, normalized
 from tocsin.core import clock, groups
 from tocsin.core import events as ev
 from tocsin.core.decide.route import Route, RoutingTable
@@ -42,8 +42,13 @@ class Clocked(Run):
         ids = itertools.count(1)
         self.notes = lambda: f"n{next(ids)}"
 
-    def tick(self, at: int, intervals: TimeIntervals = NO_INTERVALS) -> list[ev.Event]:
-        facts = clock.tick(self.state, at, new_id=self.notes, intervals=intervals)
+    def tick(
+        self,
+        at: int,
+        intervals: TimeIntervals = NO_INTERVALS,
+        routing: RoutingTable = ROUTES,
+    ) -> list[ev.Event]:
+        facts = clock.tick(self.state, at, new_id=self.notes, intervals=intervals, routing=routing)
         for fact in facts:
             seq = len(self.log) + 1
             self.log.append((seq, at, fact))

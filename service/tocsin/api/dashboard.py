@@ -422,6 +422,7 @@ def _describer(kind: type[ev.Event]) -> Describe:
         ev.GroupOpened
         | ev.GroupNotified
         | ev.GroupDeferred
+        | ev.SilenceExpired
         | ev.AlertRejected
         | ev.SilenceCreated
         | ev.SilenceDeleted

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 
 from tocsin.core import events as ev
 from tocsin.core import groups
-from tocsin.core.decide.route import told_of_resolve
+from tocsin.core.decide.route import RoutingTable, told_after_silence, told_of_resolve
+from tocsin.core.decide.silences import covering
 from tocsin.core.state import Group, State
 from tocsin.core.timeintervals import TimeIntervals
 
@@ -27,6 +28,7 @@ def next_due(state: State) -> int | None:
     """The earliest instant at which ``tick`` has something to decide."""
     due = [g.due_at for g in state.groups.values() if g.due_at is not None]
     due.extend(timer.due for timer in state.auto_resolve.values())
+    due.extend(s.ends for s in state.silences.values() if not s.expired)
     return min(due) if due else None
 
 
@@ -36,13 +38,14 @@ def tick(
     *,
     new_id: Callable[[], str],
     intervals: TimeIntervals,
+    routing: RoutingTable,
     config_version: str | None = None,
 ) -> list[ev.Event]:
     """The facts of every timer due at ``now``: an alert that resolves by itself (and
     who hears of it), a group's notification, or its deferral while its route's time
     intervals mute it. Resolves come first, so a group due at the same instant lists
     them as resolved."""
-    facts = _auto_resolved(state, now, new_id)
+    facts = _auto_resolved(state, now, new_id) + _silences_ended(state, now, routing, new_id)
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
     for group in state.groups.values():
@@ -108,6 +111,46 @@ def _auto_resolved(state: State, now: int, new_id: Callable[[], str]) -> list[ev
         facts += told_of_resolve(
             state, current, fingerprint=fingerprint, severity=alert.severity, new_id=new_id
         )
+    return facts
+
+
+def _silences_ended(
+    state: State, now: int, routing: RoutingTable, new_id: Callable[[], str]
+) -> list[ev.Event]:
+    """Silences that ended (expired or deleted): the firing alerts each held back are
+    routed now, unless another silence still covers them (``silence.expired``)."""
+    facts: list[ev.Event] = []
+    for silence in state.silences.values():
+        if silence.expired or silence.ends > now:
+            continue
+        released: list[ev.Event] = []
+        ids: list[str] = []
+        for current in state.open_by_fingerprint.values():
+            alert = state.alerts.get(current.alert_id)
+            if current.silenced_by != silence.id or alert is None or current.acked:
+                continue
+            others = (s for s in state.silences.values() if s.id != silence.id)
+            if covering(
+                others,
+                now,
+                severity=alert.severity,
+                type_=alert.type,
+                source=alert.source,
+                labels=alert.labels,
+            ):
+                continue
+            ids.append(alert.id)
+            released += told_after_silence(state, routing, current, alert, new_id=new_id)
+        facts.append(
+            ev.SilenceExpired(
+                silence_id=silence.id,
+                at=silence.ends,
+                alert_ids=ids,
+                due_at=silence.ends,
+                fired_at=now,
+            )
+        )
+        facts += released
     return facts
 
 

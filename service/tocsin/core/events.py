@@ -245,6 +245,18 @@ class SilenceDeleted(_Event, frozen=True, tag="silence.deleted"):
     by: str | None = None
 
 
+class SilenceExpired(_Event, frozen=True, tag="silence.expired"):
+    """A silence ended (its ``ends_at`` passed, or it was deleted) at ``at``: the clock
+    routed the alerts it held back that still fire (``alert_ids``), each as news
+    (DESIGN.md section 12)."""
+
+    silence_id: str
+    at: int
+    alert_ids: list[str]
+    due_at: int
+    fired_at: int
+
+
 class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     """The service started with this configuration (secrets never included)."""
 
@@ -365,6 +377,7 @@ Event = (
     | AlertGrouped
     | GroupNotified
     | GroupDeferred
+    | SilenceExpired
 )
 
 _encoder = msgspec.json.Encoder()

@@ -176,6 +176,7 @@ def _silenced(e: ev.AlertSilenced, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         current.silenced = True
+        current.silenced_by = e.silence_id
 
 
 def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
@@ -211,6 +212,7 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
         if e.receiver not in current.receivers:
             current.receivers.append(e.receiver)
         current.silenced = False
+        current.silenced_by = None
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         if e.receiver not in alert.receivers:
@@ -265,6 +267,7 @@ def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
         if e.group_key not in current.groups:
             current.groups.append(e.group_key)
         current.silenced = False
+        current.silenced_by = None
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         if e.group_key not in alert.groups:
@@ -407,6 +410,12 @@ def _silence_deleted(e: ev.SilenceDeleted, state: State, seq: int) -> None:
         silence.deleted_at, silence.deleted_by = e.at, e.by
 
 
+def _silence_expired(e: ev.SilenceExpired, state: State, seq: int) -> None:
+    silence = state.silences.get(e.silence_id)
+    if silence is not None:
+        silence.expired = True
+
+
 def _bound(e: ev.StreamBound, state: State, seq: int) -> None:
     if e.stream == STREAM_OUT:
         state.outbound_stream = e.created
@@ -486,6 +495,8 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _group_deferred)
     if issubclass(kind, ev.ConfigLoaded):
         return handled_by(kind, _config_loaded)
+    if issubclass(kind, ev.SilenceExpired):
+        return handled_by(kind, _silence_expired)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

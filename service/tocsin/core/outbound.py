@@ -248,7 +248,8 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.LogCompacted
         | ev.GroupOpened
         | ev.AlertGrouped
-        | ev.GroupDeferred,
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return None
     assert_never(kind)

@@ -84,6 +84,12 @@ class Silence(Struct, kw_only=True, gc=False, array_like=True):
     created_at: int
     deleted_at: int | None = None
     deleted_by: str | None = None
+    expired: bool = False  # its end was seen by the clock (silence.expired)
+
+    @property
+    def ends(self) -> int:
+        """When it stops silencing: its end, or its deletion if sooner."""
+        return self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)
 
     def active_at(self, at: int) -> bool:
         end = self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)

@@ -434,7 +434,8 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupNotified
-        | ev.GroupDeferred,
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return "entry"
     assert_never(kind)
@@ -573,7 +574,8 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupNotified
-        | ev.GroupDeferred,
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return None
     assert_never(kind)

@@ -401,6 +401,7 @@ def _count(kind: type[ev.Event]) -> Count | None:
         ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupDeferred
+        | ev.SilenceExpired
         | ev.AlertOpened
         | ev.AlertEscalated
         | ev.AlertResolved

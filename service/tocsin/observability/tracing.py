@@ -355,7 +355,8 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupNotified
-        | ev.GroupDeferred,
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return None
     assert_never(kind)

@@ -20,6 +20,7 @@ from tocsin.config import Config
 from tocsin.core import clock
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
+from tocsin.core.decide.route import RoutingTable
 from tocsin.core.ids import new_id
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.times import now_us
@@ -48,6 +49,7 @@ class Clock:
         self._control = control
         self._ledger = ledger
         self._intervals = config.time_intervals
+        self._routing = RoutingTable.compile(config.routes)
         self._version = config.digest()
         self._now = now
         self._nudged = asyncio.Event()
@@ -87,6 +89,7 @@ class Clock:
                 self._now(),
                 new_id=new_id,
                 intervals=self._intervals,
+                routing=self._routing,
                 config_version=self._version,
             ),
             logged_as="",

@@ -41,6 +41,7 @@ class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     acked: bool = False
     silenced: bool = False  # the current bucket's would-be notification was silenced
     groups: list[str] = []  # the notification groups it joined: a resolve goes to each
+    silenced_by: str | None = None  # the silence that held back its current news
 
 
 Verdict = Literal["open", "reminder", "escalate", "suppress", "resolve", "resolve_ignored"]

@@ -36,7 +36,7 @@ from tocsin.core.times import Duration
 
 if TYPE_CHECKING:
     from tocsin.core.decide.dedup import OpenAlert
-    from tocsin.core.state import State
+    from tocsin.core.state import Alert, State
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +290,51 @@ def told_of_resolve(
         for joined in current.groups
         if (group := state.groups.get(joined)) is not None
     )
+    return facts
+
+
+def told_after_silence(
+    state: State,
+    routing: RoutingTable,
+    current: OpenAlert,
+    alert: Alert,
+    *,
+    new_id: Callable[[], str],
+) -> list[ev.Event]:
+    """The news a silence held back, now that it ended (the clock): the alert's routes
+    as the config says now, reason ``firing`` (DESIGN.md section 12)."""
+    key = dedup_key(alert.fingerprint, current.bucket)
+    receivers, groups = routing.targets_for(
+        alert.severity, alert.type, alert.source, alert.labels, alert.fingerprint
+    )
+    facts: list[ev.Event] = [
+        ev.AlertRouted(
+            alert_id=alert.id,
+            fingerprint=alert.fingerprint,
+            dedup_key=key,
+            bucket=current.bucket,
+            reason="firing",
+            severity=alert.severity,
+            receiver=receiver,
+            notification_id=new_id(),
+        )
+        for receiver in receivers
+    ]
+    for target in groups:
+        if target.grouping is not None and target.key not in state.groups:
+            facts.append(_opened(target, None))
+        facts.append(
+            ev.AlertGrouped(
+                alert_id=alert.id,
+                fingerprint=alert.fingerprint,
+                dedup_key=key,
+                bucket=current.bucket,
+                reason="firing",
+                severity=alert.severity,
+                group_key=target.key,
+                receiver=target.receiver,
+            )
+        )
     return facts
 
 
