@@ -200,6 +200,7 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.DeliveryAttemptFailed
         | ev.DeliverySucceeded
         | ev.DeliveryDeadLettered
+        | ev.DeliverySuperseded
         | ev.SilenceCreated
         | ev.SilenceDeleted
         | ev.ConfigLoaded
