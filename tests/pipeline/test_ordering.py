@@ -2,6 +2,11 @@
 a notification whose retry comes after its receiver accepted a later notification of
 the same fingerprint is dropped as superseded, logged as ``delivery.superseded``, and
 never sent. Real NATS (the shared key-value record), a real HTTP receiver, a real log.
+
+Retries come 2 s apart: the later notification is routed and delivered well within
+that, so no retry of the earlier one is in flight at the moment it is accepted (the
+record stops late sends, not concurrent ones). A slower machine only adds failed
+attempts of the earlier one before it is superseded.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ async def test_a_late_firing_retry_after_its_resolve_was_delivered_is_superseded
     sink.responder = by_status(failing="firing")
     failed = await Subscriber().start(nats_url, "alerts.delivery_failed")
     service = await Tocsin(
-        data_dir, nats_url, config(sink.url, max_attempts=6, backoff=["1s"])
+        data_dir, nats_url, config(sink.url, max_attempts=6, backoff=["2s"])
     ).start()
     try:
         await publish(nats_url, "alerts.in.db", event())
@@ -86,7 +91,7 @@ async def test_an_old_alerts_late_resolve_after_the_new_alerts_firing_is_superse
     Opsgenie key by fingerprint): the late resolve is dropped as superseded."""
     sink.responder = by_status(failing="resolved")
     service = await Tocsin(
-        data_dir, nats_url, config(sink.url, max_attempts=6, backoff=["1s"])
+        data_dir, nats_url, config(sink.url, max_attempts=6, backoff=["2s"])
     ).start()
     try:
         await publish(nats_url, "alerts.in.db", event())
