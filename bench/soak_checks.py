@@ -231,9 +231,10 @@ def count_checks(p: Published, facts: LogFacts, gathered: dict[str, Any]) -> lis
             " counted again)",
         ),
         Check(
-            "stats total = unique firing events acknowledged",
-            stats["total"] == p.firing,
-            f"/api/v1/stats total {stats['total']}, unique firing events {p.firing}",
+            "stats total = firing events acknowledged, repeats of an event_id included",
+            stats["total"] == p.firing + p.repeated_event_ids,
+            f"/api/v1/stats total {stats['total']}, unique firing events {p.firing} + "
+            f"{p.repeated_event_ids} repeats (received, counted as suppressed, DESIGN §10)",
         ),
         Check(
             "repeated event_ids suppressed as duplicate_event",
@@ -253,9 +254,10 @@ def count_checks(p: Published, facts: LogFacts, gathered: dict[str, Any]) -> lis
             f"{stats.get('rejected')}, acknowledged {p.bad}",
         ),
         Check(
-            "suppressed: stats = Σ suppressed_count = the log's facts",
-            stats["suppressed"] == suppressed == logged_suppressed,
-            f"stats {stats['suppressed']}, Σ suppressed_count {suppressed}, alert.suppressed + "
+            "suppressed: stats = Σ suppressed_count + repeats = the log's facts",
+            stats["suppressed"] == suppressed + duplicate_event == logged_suppressed,
+            f"stats {stats['suppressed']}, Σ suppressed_count {suppressed} + duplicate_event "
+            f"{duplicate_event} (a repeat belongs to no alert), alert.suppressed + "
             f"alert.silenced {logged_suppressed}",
         ),
         Check(
