@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 LOCKED := $(BIN)/pip install --quiet --require-hashes
 SELF := $(BIN)/pip install --quiet --no-deps -e .
 
-.PHONY: run test test-fast lint schemas lock bench bench-parts clean
+.PHONY: run test test-fast lint schemas lock bench bench-parts soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench-parts: $(BENCH_STAMP)
 	$(BIN)/python bench/ceiling_delivery.py
 	$(BIN)/python bench/ceiling_latency.py
 	$(BIN)/python bench/ceiling_fold.py
+
+# Ten minutes of mixed load while tocsin, its nats-server and its disk are made to fail,
+# then every count checked (docs/reliability.md, "The soak"); SOAK_ARGS="--minutes 2" etc.
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) tocsin-data .pytest_cache .mypy_cache .ruff_cache

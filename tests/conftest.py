@@ -14,7 +14,7 @@ from nats.js.errors import NotFoundError
 
 from tests.support import HttpSink, Mailbox, NatsServer, Rig, authenticate, free_port
 from tocsin.bus.streams import ensure_streams
-from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
+from tocsin.core.subjects import DELIVERED_SEQ_BUCKET, STREAM_IN, STREAM_OUT, STREAM_WORK
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger
 
@@ -29,12 +29,13 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 
 @pytest.fixture
 async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
-    """The session server's URL, with tocsin's streams deleted so each test starts clean."""
+    """The session server's URL, with tocsin's streams (and its key-value bucket)
+    deleted so each test starts clean."""
     if nats_server.process is None or nats_server.process.poll() is not None:
         nats_server.start()
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for name in (STREAM_IN, STREAM_WORK, STREAM_OUT):
+    for name in (STREAM_IN, STREAM_WORK, STREAM_OUT, f"KV_{DELIVERED_SEQ_BUCKET}"):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
     await nc.close()

@@ -58,6 +58,7 @@ from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.clock import Clock
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
+from tocsin.pipeline.orphans import clear_orphans
 from tocsin.pipeline.recorder import Recorder
 from tocsin.pipeline.router import Router
 from tocsin.pipeline.status import answer_delivery_status
@@ -463,11 +464,22 @@ async def prepare_streams_and_consumers(
     """Create or update the streams (TOCSIN_IN with the router's consumer, wherever it
     is created: without it the stream would discard what it is sent), then each part's
     durable consumer, before any part starts: pending work waits in the streams, not in
-    a process. The API may publish once the streams exist."""
+    a process. The API may publish once the streams exist. Where the log is, the work
+    of receivers no longer configured is dead-lettered and their consumers deleted
+    (``orphans``): nothing else would ever take it."""
     js = broker.js
     await ensure_streams(js, config.nats.replicas or 1, config.nats.ack_wait)
     running.api.js = js
     log.info("connected to NATS at %s; streams ready", broker.shown)
+    if running.ledger is not None:
+        try:
+            await clear_orphans(js, broker.publisher, config.receivers)
+        except Exception as error:  # a part of the start to retry next time, not a failure
+            log.error(
+                "could not clear the work of receivers no longer configured: %s: %s",
+                type(error).__name__,
+                error,
+            )
     for part in parts:
         if part.consumer is not None:
             await ensure_consumer(js, part.stream, part.consumer)

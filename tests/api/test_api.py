@@ -129,8 +129,10 @@ async def test_reads_filters_paging_history_deliveries_stats_and_the_raw_log(
     assert stats["by_type"] == {"disk_full": 4, "latency_high": 1}
     assert stats["dedup_ratio"] == pytest.approx(3 / 5)
     assert stats["delivery_success_rate"] == 1.0
-    assert stats["by_receiver"] == {"hook": {"delivered": 2, "failed_attempts": 0, "dead": 0}}
-    assert stats["queue"] == {"pending": 0, "retrying": 0, "dead": 0}
+    assert stats["by_receiver"] == {
+        "hook": {"delivered": 2, "failed_attempts": 0, "dead": 0, "superseded": 0}
+    }
+    assert stats["queue"] == {"pending": 0, "retrying": 0, "dead": 0, "superseded": 0}
     assert stats["last_by_severity"]["critical"]["summary"] == "p99 2s"
     assert stats["last_by_severity"]["info"] is None
     assert len(stats["per_hour"]) == 24
@@ -422,7 +424,12 @@ async def test_dead_letters_are_requeued_and_delivered(
     assert steps[1]["status_code"] == 400
     stats = (await http.get("/api/v1/stats")).json()
     assert stats["queue"]["dead"] == 0
-    assert stats["by_receiver"]["hook"] == {"delivered": 1, "failed_attempts": 0, "dead": 1}
+    assert stats["by_receiver"]["hook"] == {
+        "delivered": 1,
+        "failed_attempts": 0,
+        "dead": 1,
+        "superseded": 0,
+    }
     assert stats["delivery_success_rate"] == 0.5
     bad_since = await http.post("/api/v1/deliveries/retry", json={"since": "then"}, headers=AUTH)
     assert bad_since.status_code == 422

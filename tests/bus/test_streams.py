@@ -1,4 +1,5 @@
-"""broker: reply-subject parsing and the PubAck-collecting publisher, against real NATS."""
+"""broker: reply-subject parsing, the PubAck-collecting publisher and the streams made
+at start, against real NATS."""
 
 from __future__ import annotations
 
@@ -8,9 +9,26 @@ from nats.aio.msg import Msg
 
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import delivery_count, stream_seq
-from tocsin.bus.streams import ensure_streams
+from tocsin.bus.streams import (
+    ensure_consumer,
+    ensure_streams,
+    recorder_consumer_config,
+    stream_config,
+)
 from tocsin.core.outbound import Outbound
-from tocsin.core.subjects import IN_PREFIX, STREAM_IN
+from tocsin.core.subjects import (
+    ATTEMPTS_PREFIX,
+    DELIVERED,
+    DELIVERED_SEQ_BUCKET,
+    DELIVERY_FAILED,
+    IN_PREFIX,
+    RECORDER_CONSUMER,
+    REJECTED,
+    STREAM_IN,
+    STREAM_OUT,
+    SUPERSEDED_PREFIX,
+    superseded_subject,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +77,35 @@ async def test_publisher_answers_false_when_the_connection_is_closed(nats_url: s
     assert await publisher.publish([Outbound(f"{IN_PREFIX}x", b"{}", "pc-1")]) == [True]
     await nc.close()
     assert await publisher.publish([Outbound(f"{IN_PREFIX}x", b"{}", "pc-2")]) == [False]
+
+
+async def test_an_outcome_stream_and_recorder_of_an_earlier_version_take_superseded_outcomes(
+    nats_url: str,
+) -> None:
+    """Catches an upgrade that keeps TOCSIN_OUT and the recorder's consumer as an earlier
+    version made them (without ``tocsin.superseded.>``): a superseded outcome would then
+    be refused by the stream (no stream takes the subject) or never reach the log. The
+    streams, the consumer and the ordering bucket are brought up to date at start."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        earlier = [DELIVERED, DELIVERY_FAILED, ATTEMPTS_PREFIX + ">"]
+        old_stream = stream_config(STREAM_OUT)
+        old_stream.subjects = [*earlier, REJECTED]
+        await js.add_stream(old_stream)
+        old_recorder = recorder_consumer_config()
+        old_recorder.filter_subjects = earlier
+        await js.add_consumer(STREAM_OUT, old_recorder)
+
+        await ensure_streams(js)
+        await ensure_consumer(js, STREAM_OUT, recorder_consumer_config())
+
+        stream = await js.stream_info(STREAM_OUT)
+        assert SUPERSEDED_PREFIX + ">" in (stream.config.subjects or [])
+        recorder = await js.consumer_info(STREAM_OUT, RECORDER_CONSUMER)
+        assert SUPERSEDED_PREFIX + ">" in (recorder.config.filter_subjects or [])
+        await js.key_value(DELIVERED_SEQ_BUCKET)  # exists
+        await js.publish(superseded_subject("hook"), b"{}", timeout=5)
+        assert (await js.consumer_info(STREAM_OUT, RECORDER_CONSUMER)).num_pending == 1
+    finally:
+        await nc.close()

@@ -3,9 +3,14 @@ escaping, and which failures are permanent."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from tests.support import Mailbox, free_port, make_notification
 from tocsin.channels import ChannelConfigError, ChannelEnv, SmtpSettings
@@ -25,11 +30,11 @@ def notification(**fields: Any) -> Notification:
     return make_notification(**{**NOTIFICATION, **fields})
 
 
-def channel(port: int, to: list[str], **smtp: Any) -> EmailChannel:
+def channel(port: int, to: list[str], timeout: float = 3, **smtp: Any) -> EmailChannel:
     settings = SmtpSettings(
         host="127.0.0.1", port=port, sender="tocsin@example.org", starttls=False, **smtp
     )
-    config = EmailConfig(channel="email", to=to, timeout=Duration(3))
+    config = EmailConfig(channel="email", to=to, timeout=Duration(timeout))
     return EmailChannel(
         "mail",
         config,
@@ -85,6 +90,74 @@ async def test_no_server_is_retryable() -> None:
     result = await channel(free_port(), ["a@example.org"]).send(notification())
     assert not result.ok
     assert result.retryable
+
+
+TIMEOUT = 1.0
+
+
+class Stalling:
+    """An SMTP server that answers EHLO, MAIL and RCPT each just within the timeout
+    (``pause`` seconds: slow, never too slow for one command) and then holds DATA until
+    ``released`` is set (at teardown): a whole exchange far longer than the timeout."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.released = threading.Event()
+
+    async def _stall(self, seconds: float | None) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.released.wait, seconds)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        await self._stall(self.pause)
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        await self._stall(self.pause)
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        await self._stall(self.pause)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await self._stall(None)
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def stalling_smtp() -> Iterator[int]:
+    """A real aiosmtpd server with the ``Stalling`` handler; its port."""
+    handler = Stalling(pause=0.6 * TIMEOUT)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port
+    handler.released.set()
+    controller.stop()
+
+
+async def test_the_timeout_bounds_the_whole_smtp_exchange(stalling_smtp: int) -> None:
+    """Catches a timeout applied per SMTP command (aiosmtplib's own): each of EHLO, MAIL
+    and RCPT answers within it, so the send would only fail at DATA, about three times
+    the timeout in; the receiver's ``timeout`` is the whole exchange (DESIGN.md
+    section 10), so the attempt fails, retryable, once it has passed."""
+    mail = channel(stalling_smtp, ["a@example.org"], timeout=TIMEOUT)
+    started = time.monotonic()
+    result = await mail.send(notification())
+    took = time.monotonic() - started
+    assert not result.ok
+    assert result.retryable
+    assert "timeout" in (result.error or "")
+    assert TIMEOUT * 0.9 <= took < TIMEOUT * 1.6, took
 
 
 def test_config_errors_name_the_key() -> None:

@@ -10,12 +10,13 @@ import itertools
 from typing import Any
 
 from tocsin.core import events as ev
+from tocsin.core import views
 from tocsin.core.decide.route import Route, RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.fold import fold, rebuild
 from tocsin.core.ingest import Normalized, default_fingerprint
 from tocsin.core.matchers import Match
-from tocsin.core.state import State
+from tocsin.core.state import SETTLED, State
 
 WINDOW = 600.0
 MINUTE = 60 * 1_000_000
@@ -139,6 +140,68 @@ def test_outcomes_fold_into_delivery_status_without_regressing() -> None:
     assert (delivery.status, delivery.attempts) == ("delivered", 2)
     assert run.state.alerts[note.alert_id].last_delivery_status == "delivered"
     assert (run.state.counters.delivered, run.state.counters.attempt_failures) == (1, 2)
+    assert run.state == rebuild(run.log)
+
+
+def test_a_superseded_notification_is_settled_apart_from_deliveries_and_failures() -> None:
+    """Catches a superseded notification left pending (a redelivery would send it), or
+    counted as dead (it would lower ``delivery_success_rate`` and read as a failure):
+    it is settled, and counted in the queue and by receiver as its own number."""
+    run = Run()
+    [firing] = [f for f in run.feed(normalized(0)) if isinstance(f, ev.AlertRouted)]
+    [resolve] = [
+        f for f in run.feed(normalized(1, status="resolved")) if isinstance(f, ev.AlertRouted)
+    ]
+    common: dict[str, Any] = {"receiver": "hook", "channel": "webhook"}
+    outcomes: list[ev.Event] = [
+        ev.DeliveryAttemptFailed(
+            notification_id=firing.notification_id,
+            alert_id=firing.alert_id,
+            fingerprint=firing.fingerprint,
+            attempt=1,
+            error="HTTP 500",
+            status_code=500,
+            retry_in_seconds=60.0,
+            at=1,
+            **common,
+        ),
+        ev.DeliverySucceeded(
+            notification_id=resolve.notification_id,
+            alert_id=resolve.alert_id,
+            fingerprint=resolve.fingerprint,
+            attempts=1,
+            at=2,
+            **common,
+        ),
+        ev.DeliverySuperseded(
+            notification_id=firing.notification_id,
+            alert_id=firing.alert_id,
+            fingerprint=firing.fingerprint,
+            attempts=1,
+            log_seq=3,
+            superseded_by=resolve.notification_id,
+            superseded_by_seq=7,
+            at=3,
+            **common,
+        ),
+    ]
+    for outcome in outcomes:
+        run.log.append((len(run.log) + 1, T0, outcome))
+        fold(run.state, len(run.log), T0, outcome)
+    delivery = run.state.deliveries[firing.notification_id]
+    assert delivery.status == "superseded"
+    assert delivery.status in SETTLED
+    assert delivery.error == f"superseded by {resolve.notification_id}"
+    assert run.state.queue.get("pending", 0) == run.state.queue.get("retrying", 0) == 0
+    assert run.state.queue["superseded"] == 1
+    assert run.state.counters.superseded == 1
+    assert run.state.counters.dead_lettered == 0
+    numbers = views.stats(run.state, 1, T0)
+    assert numbers.queue.superseded == 1
+    assert numbers.queue.dead == 0
+    assert numbers.by_receiver["hook"].superseded == 1
+    assert numbers.by_receiver["hook"].dead == 0
+    assert numbers.delivery_success_rate == 1.0
     assert run.state == rebuild(run.log)
 
 

@@ -351,6 +351,12 @@ def _dead_lettered(record: views.EventRecord) -> Entry:
     return _entry(record, "bad", f"Dead-lettered at {d.get('receiver')}", detail)
 
 
+def _superseded(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"not sent: {d.get('receiver')} had accepted the later {d.get('superseded_by')}"
+    return _entry(record, "muted", f"Superseded at {d.get('receiver')}", detail)
+
+
 def _requeued(record: views.EventRecord) -> Entry:
     d = record.data
     detail = f"by {d['by']}" if d.get("by") else ""
@@ -408,6 +414,8 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _dead_lettered
     if issubclass(kind, ev.DeliveryRequeued):
         return _requeued
+    if issubclass(kind, ev.DeliverySuperseded):
+        return _superseded
     if issubclass(kind, ev.AlertAcked):
         return _acked
     if issubclass(kind, ev.AlertResolved):

@@ -15,12 +15,18 @@ from collections.abc import Awaitable, Callable
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.subjects import (
     ATTEMPTS_PREFIX,
     DELIVERED,
+    DELIVERED_SEQ_BUCKET,
     DELIVERY_FAILED,
     IN_SUBJECTS,
     RECORDER_CONSUMER,
@@ -30,6 +36,7 @@ from tocsin.core.subjects import (
     STREAM_IN,
     STREAM_OUT,
     STREAM_WORK,
+    SUPERSEDED_PREFIX,
     deliver_consumer,
     route_subject,
 )
@@ -40,6 +47,21 @@ log = logging.getLogger("tocsin.broker")
 DAY = 86400.0
 
 SETUP_PATIENCE = 60.0  # seconds to keep asking JetStream to create streams and consumers
+
+OUTCOMES = [DELIVERED, DELIVERY_FAILED, ATTEMPTS_PREFIX + ">", SUPERSEDED_PREFIX + ">"]
+"""The outcome subjects of TOCSIN_OUT: what the recorder logs."""
+
+OUT_SUBJECTS = [
+    DELIVERED,
+    DELIVERY_FAILED,
+    REJECTED,
+    ATTEMPTS_PREFIX + ">",
+    SUPERSEDED_PREFIX + ">",
+]
+
+DELIVERED_SEQ_TTL = 30 * 86400.0
+"""Seconds a receiver's record of its latest notification per fingerprint is kept after
+its last write (as long as TOCSIN_OUT keeps outcomes): far longer than any retry runs."""
 
 
 def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
@@ -69,7 +91,7 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
         ),
         js_api.StreamConfig(
             name=STREAM_OUT,
-            subjects=[DELIVERED, DELIVERY_FAILED, REJECTED, ATTEMPTS_PREFIX + ">"],
+            subjects=OUT_SUBJECTS,
             retention=js_api.RetentionPolicy.LIMITS,
             storage=js_api.StorageType.FILE,
             max_age=30 * DAY,
@@ -95,7 +117,7 @@ def router_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.
 def recorder_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=RECORDER_CONSUMER,
-        filter_subjects=[DELIVERED, DELIVERY_FAILED, ATTEMPTS_PREFIX + ">"],
+        filter_subjects=OUTCOMES,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_ack_pending=20_000,
@@ -139,6 +161,35 @@ async def ensure_streams(
             await _until_answered(
                 functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
             )
+    await _until_answered(
+        functools.partial(_ensure_delivered_seq, js, replicas),
+        f"key-value bucket {DELIVERED_SEQ_BUCKET}",
+        patience,
+    )
+
+
+def delivered_seq_config(replicas: int = 1) -> js_api.KeyValueConfig:
+    """The bucket of the latest notification each receiver accepted per fingerprint
+    (``core/policy/order.py``): one value per key, kept ``DELIVERED_SEQ_TTL``."""
+    return js_api.KeyValueConfig(
+        bucket=DELIVERED_SEQ_BUCKET,
+        history=1,
+        ttl=DELIVERED_SEQ_TTL,
+        storage=js_api.StorageType.FILE,
+        replicas=replicas,
+    )
+
+
+async def _ensure_delivered_seq(js: JetStreamContext, replicas: int) -> None:
+    """Create the bucket unless it exists (its records are kept as they are)."""
+    try:
+        await js.key_value(DELIVERED_SEQ_BUCKET)
+    except BucketNotFoundError:
+        try:
+            await js.create_key_value(delivered_seq_config(replicas))
+            log.info("created key-value bucket %s", DELIVERED_SEQ_BUCKET)
+        except BadRequestError:
+            log.info("key-value bucket %s was created meanwhile", DELIVERED_SEQ_BUCKET)
 
 
 async def ensure_inbound(

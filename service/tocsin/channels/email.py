@@ -6,10 +6,17 @@ alert fields are untrusted. Server settings come from ``[smtp]`` (or ``SMTP_*``)
 STARTTLS (default), implicit TLS (``tls = true``), optional login. A refused recipient,
 a failed login or another 5xx reply is permanent; a connection failure, a timeout or a
 4xx reply is retryable.
+
+The receiver's ``timeout`` bounds the whole exchange (DESIGN.md section 10), not each
+SMTP command: aiosmtplib's own ``timeout`` applies per command, so a server that answers
+every command just in time (connect, EHLO, STARTTLS, login, MAIL, RCPT, DATA) could hold
+one send for many times the timeout, past the consumer's ack_wait, and JetStream would
+then hand the same item to a second worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 from html import escape
 
@@ -96,23 +103,29 @@ class EmailChannel:
         smtp = self._smtp
         message = render(notification, smtp.sender, self._to, self._templates, self._dashboard)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=smtp.host,
-                port=smtp.port,
-                username=smtp.username,
-                password=smtp.password,
-                start_tls=smtp.starttls and not smtp.use_tls,
-                use_tls=smtp.use_tls,
-                timeout=self._timeout,
-            )
+            async with asyncio.timeout(self._timeout):  # the whole exchange, not per command
+                await aiosmtplib.send(
+                    message,
+                    hostname=smtp.host,
+                    port=smtp.port,
+                    username=smtp.username,
+                    password=smtp.password,
+                    start_tls=smtp.starttls and not smtp.use_tls,
+                    use_tls=smtp.use_tls,
+                    timeout=self._timeout,
+                )
         except aiosmtplib.SMTPRecipientsRefused as error:
             return permanent(f"recipients refused: {error}")
         except aiosmtplib.SMTPResponseException as error:
             if 400 <= error.code < 500:
                 return retryable(f"SMTP {error.code}: {error.message}")
             return permanent(f"SMTP {error.code}: {error.message}")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        except TimeoutError as error:  # aiosmtplib's per-command timeouts are ours too
+            return retryable(
+                f"SMTP: no complete exchange within the timeout of {self._timeout:g}s"
+                f" ({type(error).__name__})"
+            )
+        except (aiosmtplib.SMTPException, OSError) as error:
             return retryable(f"SMTP: {type(error).__name__}: {error}")
         return SENT
 

@@ -254,6 +254,25 @@ class GroupDeliveryDeadLettered(GroupNotification, kw_only=True):
     trace_id: str | None = None
 
 
+class DeliverySuperseded(Struct, kw_only=True):
+    """One message on ``tocsin.superseded.<receiver>`` (internal) per notification
+    dropped because the receiver already accepted a later one of its fingerprint
+    (``superseded_by``, routed at ``superseded_by_seq``)."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempts: int
+    superseded_by: str
+    superseded_by_seq: int
+    superseded_at: Timestamp
+    log_seq: int
+    trace_id: str | None = None
+    group_key: str | None = None  # a group notification's (ordered by its group key)
+
+
 class Rejected(Struct, kw_only=True):
     """One message on ``alerts.rejected`` per refused inbound event."""
 

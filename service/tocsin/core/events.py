@@ -207,6 +207,26 @@ class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
     group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
+class DeliverySuperseded(_Event, frozen=True, tag="delivery.superseded"):
+    """The notification was not sent (again): the receiver had already accepted
+    ``superseded_by``, a later notification of the same fingerprint (routed at
+    ``superseded_by_seq``, after this one's ``log_seq``), which a late firing or a late
+    resolve would contradict (``core/policy/order.py``). Settles it; not a failure.
+    ``attempts``: the sends made before (failed ones)."""
+
+    notification_id: str
+    receiver: str
+    alert_id: str
+    fingerprint: str
+    channel: str
+    attempts: int
+    log_seq: int
+    superseded_by: str
+    superseded_by_seq: int
+    at: int
+    group_key: str | None = None  # a group notification's: ordered by its group key
+
+
 class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
     """A dead-lettered notification was put back on its receiver's queue (by
     ``retry-failed`` or the API); ``generation`` counts the re-queues, so the new work
@@ -368,6 +388,7 @@ Event = (
     | DeliverySucceeded
     | DeliveryDeadLettered
     | DeliveryRequeued
+    | DeliverySuperseded
     | SilenceCreated
     | SilenceDeleted
     | ConfigLoaded

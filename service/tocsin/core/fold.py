@@ -366,12 +366,28 @@ def _dead_lettered(e: ev.DeliveryDeadLettered, state: State, seq: int) -> None:
     _sent(e, state, delivery)
 
 
+def _superseded(e: ev.DeliverySuperseded, state: State, seq: int) -> None:
+    """Settled without a send: neither delivered nor dead, counted on its own."""
+    delivery = state.deliveries.get(e.notification_id)
+    if delivery is None:
+        return
+    _set_status(state, delivery, "superseded")
+    state.counters.superseded += 1
+    _receiver_stats(state, e.receiver).superseded += 1
+    delivery.attempts = max(delivery.attempts, e.attempts)
+    delivery.error = f"superseded by {e.superseded_by}"
+    _sent(e, state, delivery)
+
+
 def _sent(
-    e: ev.DeliveryAttemptFailed | ev.DeliverySucceeded | ev.DeliveryDeadLettered,
+    e: ev.DeliveryAttemptFailed
+    | ev.DeliverySucceeded
+    | ev.DeliveryDeadLettered
+    | ev.DeliverySuperseded,
     state: State,
     delivery: Delivery,
 ) -> None:
-    """What every logged send tells, whatever its outcome."""
+    """What every logged outcome tells, whatever it is."""
     delivery.channel = e.channel
     delivery.updated_at = e.at
     alert = state.alerts.get(e.alert_id)
@@ -479,6 +495,8 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _dead_lettered)
     if issubclass(kind, ev.DeliveryRequeued):
         return handled_by(kind, _requeued)
+    if issubclass(kind, ev.DeliverySuperseded):
+        return handled_by(kind, _superseded)
     if issubclass(kind, ev.SilenceCreated):
         return handled_by(kind, _silence_created)
     if issubclass(kind, ev.SilenceDeleted):

@@ -5,21 +5,33 @@ between commit and publish is healed by re-publishing the same bytes with the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
 import msgspec
 
 from tocsin.core import events as ev
-from tocsin.core.contracts import GroupNotification, Notification, Rejected, WorkItem
+from tocsin.core.contracts import (
+    DeliveryDeadLettered,
+    GroupDeliveryDeadLettered,
+    GroupNotification,
+    Notification,
+    Rejected,
+    WorkItem,
+)
 from tocsin.core.ids import traceparent_for
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import SETTLED, State
-from tocsin.core.subjects import REJECTED, route_subject
+from tocsin.core.subjects import DELIVERY_FAILED, REJECTED, ROUTE_PREFIX, route_subject
 from tocsin.core.times import format_us
 
 _encoder = msgspec.json.Encoder()
+_work_decoder = msgspec.json.Decoder(WorkItem)
+
+NO_CHANNEL = "none"
+"""The ``channel`` of a notification dead-lettered without a send: its receiver is not
+configured, so no channel was ever chosen for it."""
 
 
 def notification_for(state: State, routed: ev.AlertRouted) -> Notification | None:
@@ -205,6 +217,57 @@ def _rejected(
     ]
 
 
+def unconfigured(receiver: str) -> str:
+    """The dead-letter reason of a notification for a receiver the config lacks."""
+    return f"receiver {receiver} is not in the configuration"
+
+
+def dead_letter(item: WorkItem, error: str, at: int, channel: str = NO_CHANNEL) -> Outbound:
+    """The ``alerts.delivery_failed`` message of a work item dead-lettered without a
+    send (``attempts`` 0), under the message id its delivery worker would have used."""
+    notification = item.body
+    dead = (
+        GroupDeliveryDeadLettered
+        if isinstance(notification, GroupNotification)
+        else DeliveryDeadLettered
+    )
+    message = dead(
+        **msgspec.structs.asdict(notification),
+        channel=channel,
+        attempts=0,
+        failed_at=format_us(at),
+        log_seq=item.log_seq,
+        error=error,
+        last_status_code=None,
+        trace_id=item.trace_id,
+    )
+    again = f":{item.generation}" if item.generation else ""
+    return Outbound(
+        DELIVERY_FAILED, _encoder.encode(message), f"{notification.notification_id}:failed{again}"
+    )
+
+
+def for_configured(
+    messages: Sequence[Outbound], configured: Collection[str], at: int
+) -> tuple[list[Outbound], list[WorkItem]]:
+    """``messages`` with every work item for a receiver not in ``configured`` replaced
+    by its dead letter (``unconfigured``), and those items. Such an item would wait in
+    TOCSIN_WORK forever, since no worker takes its subject: the resolve of an alert
+    goes to every receiver that was told of it, whatever the config says now (DESIGN.md
+    section 4), and a re-queue goes back to the receiver of the dead letter."""
+    out: list[Outbound] = []
+    dropped: list[WorkItem] = []
+    for message in messages:
+        receiver = message.subject.removeprefix(ROUTE_PREFIX)
+        if receiver == message.subject or receiver in configured:
+            out.append(message)
+            continue
+        item = _work_decoder.decode(message.payload)
+        dropped.append(item)
+        out.append(dead_letter(item, unconfigured(receiver), at))
+    return out, dropped
+
+
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """A message to publish to a stream and see acknowledged (PubAck)."""
@@ -241,6 +304,7 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.DeliveryAttemptFailed
         | ev.DeliverySucceeded
         | ev.DeliveryDeadLettered
+        | ev.DeliverySuperseded
         | ev.SilenceCreated
         | ev.SilenceDeleted
         | ev.ConfigLoaded

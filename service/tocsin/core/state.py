@@ -18,9 +18,9 @@ from tocsin.core.contracts import Reason, Severity, Status
 from tocsin.core.decide.dedup import OpenAlert
 from tocsin.core.decide.idempotency import ReceivedIds
 
-DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
+DeliveryStatus = Literal["pending", "retrying", "delivered", "dead", "superseded"]
 
-SETTLED: frozenset[DeliveryStatus] = frozenset({"delivered", "dead"})
+SETTLED: frozenset[DeliveryStatus] = frozenset({"delivered", "dead", "superseded"})
 
 """A notification in one of these is done: nothing is sent for it again (until re-queued)."""
 
@@ -146,6 +146,7 @@ class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     failed_attempts: int = 0
     dead: int = 0
+    superseded: int = 0  # not sent: a later notification of the fingerprint was accepted
 
 
 class HourStats(Struct, kw_only=True, gc=False, array_like=True):
@@ -183,6 +184,7 @@ class Counters(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     attempt_failures: int = 0
     dead_lettered: int = 0
+    superseded: int = 0
 
 
 class State(Struct, kw_only=True, gc=False, array_like=True):
@@ -199,7 +201,7 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     silences: dict[str, Silence] = {}
     hours: dict[int, HourStats] = {}
     last_by_severity: dict[str, LastAlert] = {}
-    queue: dict[str, int] = {}  # deliveries by status: pending, retrying, delivered, dead
+    queue: dict[str, int] = {}  # deliveries by status (``DeliveryStatus``)
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
     groups: dict[str, Group] = {}  # open notification groups by group key

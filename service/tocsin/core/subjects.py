@@ -19,6 +19,8 @@ ROUTE_PREFIX = "tocsin.route."
 
 ATTEMPTS_PREFIX = "tocsin.attempts."
 
+SUPERSEDED_PREFIX = "tocsin.superseded."  # internal: a notification dropped as superseded
+
 CONTROL_PREFIX = "tocsin.control."
 
 DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
@@ -32,6 +34,10 @@ STREAM_IN = "TOCSIN_IN"
 STREAM_WORK = "TOCSIN_WORK"
 
 STREAM_OUT = "TOCSIN_OUT"
+
+# Key-value bucket (stream ``KV_<name>``): per receiver and fingerprint, the routed log
+# seq of the latest notification accepted (``core/policy/order.py``).
+DELIVERED_SEQ_BUCKET = "TOCSIN_DELIVERED_SEQ"
 
 
 ROUTER_CONSUMER = "router"
@@ -63,6 +69,10 @@ def route_subject(receiver: str) -> str:
 
 def attempts_subject(receiver: str) -> str:
     return ATTEMPTS_PREFIX + receiver
+
+
+def superseded_subject(receiver: str) -> str:
+    return SUPERSEDED_PREFIX + receiver
 
 
 def deliver_consumer(receiver: str) -> str:

@@ -87,15 +87,22 @@ class EventPage(Struct, kw_only=True):
 
 
 class ReceiverCounts(Struct, kw_only=True):
+    """Additive: ``superseded`` (not sent: a later notification of the same fingerprint
+    had been accepted; neither a delivery nor a failure)."""
+
     delivered: int = 0
     failed_attempts: int = 0
     dead: int = 0
+    superseded: int = 0
 
 
 class QueueCounts(Struct, kw_only=True):
+    """Additive: ``superseded``, settled without a send (not in the success rate)."""
+
     pending: int
     retrying: int
     dead: int
+    superseded: int = 0
 
 
 class LastSeen(Struct, kw_only=True):
@@ -426,6 +433,7 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.DeliverySucceeded
         | ev.DeliveryDeadLettered
         | ev.DeliveryRequeued
+        | ev.DeliverySuperseded
         | ev.SilenceCreated
         | ev.SilenceDeleted
         | ev.ConfigLoaded
@@ -538,6 +546,25 @@ def _delivered(
     return _sent(event, row, channels, status="delivered", attempt=event.attempts, error=None)
 
 
+def _superseded(
+    event: ev.DeliverySuperseded, row: StoredRow, channels: dict[str, str]
+) -> DeliveryRecord:
+    """Settled unsent: the receiver had accepted a later notification of the
+    fingerprint (the error names it)."""
+    channels[event.notification_id] = event.channel
+    return DeliveryRecord(
+        notification_id=event.notification_id,
+        receiver=event.receiver,
+        channel=event.channel,
+        attempt=event.attempts,
+        status="superseded",
+        status_code=None,
+        error=f"superseded by {event.superseded_by} (routed at seq {event.superseded_by_seq})",
+        ts=format_us(event.at),
+        seq=row.seq,
+    )
+
+
 # One step of a notification from its row (``channels``: notification id -> the
 # channel its sends went through, for the steps logged before the first send).
 Step = Callable[[Any, StoredRow, dict[str, str]], DeliveryRecord]
@@ -555,6 +582,8 @@ def _step(kind: type[ev.Event]) -> Step | None:
         return handled_by(kind, _dead)
     if issubclass(kind, ev.DeliverySucceeded):
         return handled_by(kind, _delivered)
+    if issubclass(kind, ev.DeliverySuperseded):
+        return handled_by(kind, _superseded)
     if issubclass(
         kind,
         ev.AlertReceived
@@ -629,6 +658,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
                 sums.delivered += r.delivered
                 sums.failed_attempts += r.failed_attempts
                 sums.dead += r.dead
+                sums.superseded += r.superseded
         per_hour.append({"hour": format_us(hour * HOUR_US), **counts})
     total = sum(by_severity.values())
     delivered = sum(r.delivered for r in by_receiver.values())
@@ -654,6 +684,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
             pending=state.queue.get("pending", 0),
             retrying=state.queue.get("retrying", 0),
             dead=state.queue.get("dead", 0),
+            superseded=state.queue.get("superseded", 0),
         ),
         last_by_severity=last,
         per_hour=per_hour,

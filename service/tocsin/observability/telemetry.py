@@ -169,6 +169,11 @@ class Metrics:
             "tocsin_notifications_dead_lettered",
             description="notifications that never went through, by receiver, channel and severity",
         )
+        self.superseded = meter.create_counter(
+            "tocsin_notifications_superseded",
+            description="notifications not sent because their receiver had accepted a later "
+            "one of the same fingerprint, by receiver, channel and severity",
+        )
         self.attempts = meter.create_counter(
             "tocsin_delivery_attempts",
             description="sends whose outcome is logged, by receiver, channel and outcome",
@@ -376,6 +381,18 @@ def _dead_lettered(event: ev.DeliveryDeadLettered, metrics: Metrics, tally: _Tal
     metrics._settled(event, tally.state, None, tally.counts, "dead_lettered")
 
 
+def _superseded(event: ev.DeliverySuperseded, metrics: Metrics, tally: _Tally) -> None:
+    """Settled without a send: counted on its own (no attempt, no latency)."""
+    routed = metrics._routed_at.pop(event.notification_id, None)
+    if routed is not None:
+        severity = routed[1]
+    else:
+        alert = tally.state.alerts.get(event.alert_id)
+        severity = alert.severity if alert is not None else UNKNOWN
+    labels = (("receiver", event.receiver), ("channel", event.channel), ("severity", severity))
+    tally.counts["superseded", labels] += 1
+
+
 def _count(kind: type[ev.Event]) -> Count | None:
     """What a committed fact of ``kind`` counts; ``None``: no metric counts it."""
     if issubclass(kind, ev.AlertReceived):
@@ -396,6 +413,8 @@ def _count(kind: type[ev.Event]) -> Count | None:
         return handled_by(kind, _dead_lettered)
     if issubclass(kind, ev.GroupNotified):
         return handled_by(kind, _group_notified)
+    if issubclass(kind, ev.DeliverySuperseded):
+        return handled_by(kind, _superseded)
     if issubclass(
         kind,
         ev.GroupOpened

@@ -347,6 +347,7 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.DeliverySucceeded
         | ev.DeliveryDeadLettered
         | ev.DeliveryRequeued
+        | ev.DeliverySuperseded
         | ev.SilenceCreated
         | ev.SilenceDeleted
         | ev.ConfigLoaded

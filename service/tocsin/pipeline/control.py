@@ -20,11 +20,12 @@ from tocsin.bus.publisher import Publisher
 from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
-from tocsin.core.outbound import Outbound, messages_for
+from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.state import State
 from tocsin.core.subjects import RETRY_FAILED
-from tocsin.core.times import parse_instant
+from tocsin.core.times import now_us, parse_instant
+from tocsin.pipeline.router import warn_unconfigured
 from tocsin.store.eventlog import LogWriteError
 from tocsin.store.ledger import Ledger
 from tocsin.store.reader import LogReader
@@ -79,6 +80,9 @@ class Control:
             raise CommandError(503, f"the event log refused the write: {error}") from error
         state = self._ledger.state
         outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]
+        if self._receivers:  # a re-queue for a receiver removed since: dead-lettered again
+            outbound, unsent = for_configured(outbound, self._receivers, now_us())
+            warn_unconfigured(unsent)
         if outbound:
             await self._publish(outbound)
         if logged_as:

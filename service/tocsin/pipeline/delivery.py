@@ -6,7 +6,9 @@ the recorder to log. A work item is acked only after its outcome is stored (deli
 dead-lettered); a retry publishes the failed attempt first, then NAKs (DESIGN.md section
 5, invariant 3). A redelivered item, and any item in a turbulence window (see
 ``turbulence.py``), is checked with the router first, so that one whose outcome is
-stored is not sent again (invariant 4).
+stored is not sent again (invariant 4). An item routed before a notification of the
+same fingerprint that its receiver already accepted is not sent at all: it is dropped
+as superseded (``core/policy/order.py``; the record is ``bus/delivered.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
 from tocsin.channels import Channel
@@ -31,6 +34,7 @@ from tocsin.core.contracts import (
     DeliveryAttemptFailed,
     DeliveryDeadLettered,
     DeliverySucceeded,
+    DeliverySuperseded,
     GroupDeliveryDeadLettered,
     GroupDeliverySucceeded,
     GroupNotification,
@@ -40,6 +44,7 @@ from tocsin.core.contracts import (
 )
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy import failover as tb
+from tocsin.core.policy import order
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.policy.retry import SendResult, Step, next_step, retryable
 from tocsin.core.policy.throttle import PriorityLine, TokenBucket
@@ -53,6 +58,7 @@ from tocsin.core.subjects import (
     attempts_subject,
     deliver_consumer,
     leader_elected_subjects,
+    superseded_subject,
 )
 from tocsin.core.times import format_us, now_us
 from tocsin.observability.redact import Secrets
@@ -193,6 +199,7 @@ class ReceiverWorker:
         self._window: tb.Window | None = None
         self._reconnects = self._reconnect_count()
         self._deferrals: dict[int, int] = {}  # work item's stream seq -> deferrals here
+        self._delivered_seq = DeliveredSeq(nc)
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = Puller(
@@ -355,6 +362,11 @@ class ReceiverWorker:
                     self._gate.per_minute,
                     extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
                 )
+        ordered_by = _ordered_by(item)
+        latest = await self._delivered_seq.latest(self.receiver, ordered_by)
+        if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
+            await self._supersede(msg, item, attempt, latest, span)
+            return
         started = asyncio.get_running_loop().time()
         try:
             result = await self._channel.send(item.body, traceparent=traceparent_of(span))
@@ -377,6 +389,9 @@ class ReceiverWorker:
                 },
             )
         faults.point("delivery.after_send")
+        if result.ok:  # later retries of older notifications of the fingerprint: superseded
+            accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
+            await self._delivered_seq.raise_to(self.receiver, ordered_by, accepted)
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
         outcome = self._outcome(item, attempt, result, step)
@@ -394,6 +409,62 @@ class ReceiverWorker:
         else:
             self._deferrals.pop(seq, None)
             await ack_all(self._nc, [msg])
+
+    async def _supersede(
+        self, msg: Msg, item: WorkItem, attempt: int, latest: order.Latest, span: Span
+    ) -> None:
+        """Settle an item without sending it: its receiver already accepted ``latest``,
+        routed after it. The fact goes to the log like any outcome (never on
+        ``alerts.delivery_failed``: nothing failed), then the item is acked."""
+        notification = item.body
+        nid = notification.notification_id
+        alert_id, fingerprint, group_key = outcome_identity(notification)
+        again = f":{item.generation}" if item.generation else ""
+        message = DeliverySuperseded(
+            notification_id=nid,
+            receiver=self.receiver,
+            alert_id=alert_id,
+            fingerprint=fingerprint,
+            group_key=group_key,
+            channel=self._channel.kind,
+            attempts=attempt - 1,
+            superseded_by=latest.notification_id,
+            superseded_by_seq=latest.log_seq,
+            superseded_at=format_us(now_us()),
+            log_seq=item.log_seq,
+            trace_id=item.trace_id,
+        )
+        outcome = Outbound(
+            superseded_subject(self.receiver), _encoder.encode(message), f"{nid}:superseded{again}"
+        )
+        log.info(
+            "not sending %s (%s, routed at seq %d) to %s: it is superseded by %s (routed at"
+            " seq %d), which %s already accepted",
+            nid,
+            notification.reason,
+            item.log_seq,
+            self.receiver,
+            latest.notification_id,
+            latest.log_seq,
+            self.receiver,
+            extra={
+                "notification_id": nid,
+                "receiver": self.receiver,
+                "superseded_by": latest.notification_id,
+            },
+        )
+        span.set_attribute("tocsin.outcome", "superseded")
+        span.set_attribute("tocsin.superseded_by", latest.notification_id)
+        if not await self._publish_outcome(msg, outcome):
+            log.error(
+                "outcome of %s not stored; the item will be redelivered",
+                nid,
+                extra={"notification_id": nid, "receiver": self.receiver},
+            )
+            span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
+            return
+        self._deferrals.pop(stream_seq(msg), None)
+        await ack_all(self._nc, [msg])
 
     def _deferred(self, seq: int, deferrals: int) -> None:
         self._deferrals[seq] = deferrals
@@ -506,6 +577,13 @@ class ReceiverWorker:
                 return False
             await ack_all(self._nc, [msg], PROGRESS)
             await asyncio.sleep(backoff.next())
+
+
+def _ordered_by(item: WorkItem) -> str:
+    """What a receiver's notifications are ordered by (``order``): an alert's
+    fingerprint, or a group's key (one PagerDuty incident, one Opsgenie alias each)."""
+    _, fingerprint, group_key = outcome_identity(item.body)
+    return group_key if group_key is not None else fingerprint
 
 
 def _describe(span: Span, result: SendResult, step: Step) -> None:

@@ -21,9 +21,15 @@ from nats.aio.msg import Msg
 from tocsin.bus.puller import stream_seq
 from tocsin.bus.streams import ensure_outcomes
 from tocsin.core import events as ev
-from tocsin.core.contracts import DeliveryAttemptFailed
+from tocsin.core.contracts import DeliveryAttemptFailed, DeliverySuperseded
 from tocsin.core.state import State
-from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, STREAM_OUT
+from tocsin.core.subjects import (
+    DELIVERED,
+    DELIVERY_FAILED,
+    RECORDER_CONSUMER,
+    STREAM_OUT,
+    SUPERSEDED_PREFIX,
+)
 from tocsin.core.times import parse_rfc3339
 from tocsin.observability.telemetry import Metrics
 from tocsin.pipeline import binding
@@ -68,6 +74,7 @@ class _Outcome(msgspec.Struct, kw_only=True):
 
 _outcome = msgspec.json.Decoder(_Outcome)
 _attempt = msgspec.json.Decoder(DeliveryAttemptFailed)
+_superseded = msgspec.json.Decoder(DeliverySuperseded)
 
 
 def outcome_event(subject: str, data: bytes) -> ev.Event:
@@ -102,6 +109,22 @@ def outcome_event(subject: str, data: bytes) -> ev.Event:
             at=parse_rfc3339(f.failed_at),
             trace_id=f.trace_id,
             group_key=f.group_key,
+        )
+    if subject.startswith(SUPERSEDED_PREFIX):
+        s = _superseded.decode(data)
+        return ev.DeliverySuperseded(
+            notification_id=s.notification_id,
+            receiver=s.receiver,
+            alert_id=s.alert_id,
+            fingerprint=s.fingerprint,
+            channel=s.channel,
+            attempts=s.attempts,
+            log_seq=s.log_seq,
+            superseded_by=s.superseded_by,
+            superseded_by_seq=s.superseded_by_seq,
+            at=parse_rfc3339(s.superseded_at),
+            trace_id=s.trace_id,
+            group_key=s.group_key,
         )
     a = _attempt.decode(data)
     return ev.DeliveryAttemptFailed(

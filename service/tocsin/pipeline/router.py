@@ -26,12 +26,14 @@ from tocsin.bus.streams import ensure_inbound
 from tocsin.config import Config
 from tocsin.core import events as ev
 from tocsin.core import ingest
+from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
-from tocsin.core.outbound import Outbound, messages_for
+from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
 from tocsin.core.subjects import MSG_ID, ROUTER_CONSUMER, STREAM_IN, source_of
+from tocsin.core.times import now_us
 from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
@@ -93,6 +95,7 @@ class Router(Step[Traced]):
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
+        self._receivers = frozenset(config.receivers)
         self._tracing = tracing or Tracing()
         self._secrets = secrets or Secrets()
         self._processor = Processor(
@@ -164,6 +167,8 @@ class Router(Step[Traced]):
             )
         for _, _, facts in pulled.fresh:
             _warn_if_unrouted(facts)
+        outbound, unsent = for_configured(outbound, self._receivers, now_us())
+        warn_unconfigured(unsent)
         return outbound
 
     def reached(self, pulled: Pulled[Traced], milestone: Milestone) -> None:
@@ -252,6 +257,28 @@ class Router(Step[Traced]):
             window_seconds=self._config.dedup_window,
             new_id=new_id,
             trace_id=trace_id,
+        )
+
+
+def warn_unconfigured(items: Sequence[WorkItem]) -> None:
+    """Say which notifications were dead-lettered at once because their receiver is no
+    longer configured (a resolve goes to every receiver told of its alert)."""
+    for item in items:
+        notification = item.body
+        alert_id, _, group_key = outcome_identity(notification)
+        of = f"group {group_key}" if group_key is not None else f"alert {alert_id}"
+        log.warning(
+            "dead-lettered %s (%s of %s) at once: receiver %s is not in the configuration",
+            notification.notification_id,
+            notification.reason,
+            of,
+            notification.receiver,
+            extra={
+                "notification_id": notification.notification_id,
+                "receiver": notification.receiver,
+                "alert_id": alert_id,
+                "trace_id": item.trace_id,
+            },
         )
 
 

@@ -113,6 +113,8 @@ DELIVERED = "delivered"
 
 DEAD = "dead"
 
+SUPERSEDED = "superseded"
+
 UNKNOWN = "unknown"
 
 BEHIND = "behind"
@@ -123,6 +125,7 @@ REPLIES = {
     RETRYING: "at least one failed attempt recorded; another is due",
     DELIVERED: "a successful send is recorded",
     DEAD: "dead-lettered (until re-queued)",
+    SUPERSEDED: "not sent: its receiver accepted a later notification of the fingerprint",
     UNKNOWN: "no such notification in the log",
     BEHIND: "the log may not hold every stored outcome yet: undetermined",
 }
