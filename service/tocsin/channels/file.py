@@ -110,6 +110,7 @@ def json_line(notification: Notification, delivered_at: str) -> bytes:
 
 
 def group_json_lines(group: GroupNotification, delivered_at: str) -> bytes:
+    """The JSON lines of a group notification: one ``FileGroupRecord`` per listed alert."""
     return b"".join(
         json_one_line(
             _encoder.encode(
@@ -177,6 +178,8 @@ class FileChannel:
         return replace_controls_with_space(text).encode() + b"\n"
 
     def group_lines(self, group: GroupNotification, delivered_at: str) -> bytes:
+        """One line per alert ``group`` lists, each naming the group and notification
+        (and counting the alerts the route cut), so that every line stands alone."""
         if self._format == "json":
             return group_json_lines(group, delivered_at)
         more = and_more(group.truncated_alerts)
