@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 
 from tests.support import HttpSink, Serve, Tocsin, event, log_count, log_events, wait_until
@@ -91,6 +92,20 @@ async def test_a_storm_is_one_notification_per_group_then_updates_resolves_and_r
         for group in state.groups.values():
             assert group.notified_at is not None
             assert group.due_at == group.notified_at + 4_000_000
+        async with httpx.AsyncClient(base_url=service.api) as http:
+            listed = (await http.get("/api/v1/groups")).json()["groups"]
+            assert len(listed) == 5
+            for shown in listed:
+                assert len(shown["alert_ids"]) == 100
+                assert shown["firing"] == 100
+                assert shown["notifications"] == 1
+                assert shown["next_due_at"] is not None
+                assert shown["receiver"] == "hook"
+            one = listed[0]["alert_ids"][0]
+            page = (await http.get(f"/api/v1/alerts/{one}")).json()
+            assert [g["group_key"] for g in page["groups"]] == [listed[0]["group_key"]]
+            only_hook = (await http.get("/api/v1/groups", params={"receiver": "x"})).json()
+            assert only_hook == {"groups": []}
 
         await publish_many(
             nats_url, [event(summary="late", labels={"host": "late", "service": "s0"})]

@@ -290,6 +290,14 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         )
         return views.alert_view(ctx.state().alerts[alert_id])
 
+    # -- groups -----------------------------------------------------------------------
+
+    @get("/api/v1/groups", sync_to_thread=False)
+    def list_groups(receiver: str | None = None) -> views.GroupList:
+        """Open notification groups (DESIGN.md section 11), the next due first: each
+        with its receiver, group labels, alerts and next due time."""
+        return views.group_list(ctx.state(), receiver=receiver)
+
     # -- silences ---------------------------------------------------------------------
 
     @get("/api/v1/silences", sync_to_thread=False)
@@ -399,6 +407,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         get_deliveries,
         ack,
         resolve,
+        list_groups,
         list_silences,
         create_silence,
         delete_silence,
