@@ -17,6 +17,7 @@ from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import (
     SETTLED,
     Alert,
+    AlertAsRouted,
     Delivery,
     DeliveryStatus,
     LastAlert,
@@ -186,17 +187,30 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
             current.receivers.append(e.receiver)
         current.silenced = False
     alert = state.alerts.get(e.alert_id)
+    as_routed = None
     if alert is not None:
         if e.receiver not in alert.receivers:
             alert.receivers.append(e.receiver)
         alert.last_delivery_status = "pending"
         alert.unrouted = False
+        as_routed = AlertAsRouted(
+            type=alert.type,
+            summary=alert.summary,
+            source=alert.source,
+            labels=alert.labels,
+            details=alert.details,
+            first_seen=alert.first_seen,
+            last_seen=alert.last_seen,
+            occurrences=alert.occurrences,
+            suppressed_count=alert.suppressed_count,
+        )
     state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_id,
         receiver=e.receiver,
         reason=e.reason,
         routed_seq=seq,
+        as_routed=as_routed,
     )
     state.queue["pending"] = state.queue.get("pending", 0) + 1
 
@@ -236,6 +250,7 @@ def _succeeded(e: ev.DeliverySucceeded, state: State, seq: int) -> None:
     if delivery is None:
         return
     _set_status(state, delivery, "delivered")
+    delivery.as_routed = None  # delivered: never sent again, so its body is not kept
     state.counters.delivered += 1
     _receiver_stats(state, e.receiver).delivered += 1
     delivery.attempts = max(delivery.attempts, e.attempts)

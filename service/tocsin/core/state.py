@@ -51,8 +51,28 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
 
 
+class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True):
+    """The alert's fields a notification carries, as they stood when it was routed
+    (DESIGN.md invariant 6): its body is a function of the log up to its routed fact,
+    never of events folded after it, however the router batched them. ``labels`` and
+    ``details`` are shared with the alert and its events, which is safe: the fold
+    replaces those dicts, never changes one in place."""
+
+    type: str
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: int
+    last_seen: int
+    occurrences: int
+    suppressed_count: int
+
+
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
-    """One notification's fate."""
+    """One notification's fate. ``as_routed`` is kept while the notification may still
+    be sent (pending, retrying, or dead and so re-queueable), and dropped once it is
+    delivered."""
 
     notification_id: str
     alert_id: str
@@ -66,6 +86,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     status_code: int | None = None
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
+    as_routed: AlertAsRouted | None = None
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
