@@ -288,6 +288,7 @@ def _requeued(e: ev.DeliveryRequeued, state: State, seq: int) -> None:
         return
     _set_status(state, delivery, "pending")
     delivery.generation = e.generation
+    delivery.requeued_seq = seq
     delivery.attempts = 0
     delivery.error = delivery.status_code = None
     alert = state.alerts.get(e.alert_id)
@@ -320,6 +321,10 @@ def _bound(e: ev.StreamBound, state: State, seq: int) -> None:
         return
     state.inbound_stream = e.created
     state.inbound_offset = e.offset
+
+
+def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
+    state.published_through = max(state.published_through, e.up_to_seq)
 
 
 Handler = Callable[[Any, State, int], None]
@@ -360,6 +365,8 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _silence_deleted)
     if issubclass(kind, ev.StreamBound):
         return handled_by(kind, _bound)
+    if issubclass(kind, ev.OutboxPublished):
+        return handled_by(kind, _outbox_published)
     if issubclass(kind, ev.AlertResolveIgnored | ev.ConfigLoaded | ev.LogCompacted):
         return None
     assert_never(kind)

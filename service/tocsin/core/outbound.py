@@ -21,6 +21,10 @@ from tocsin.core.times import format_us
 
 _encoder = msgspec.json.Encoder()
 
+WORK_ITEM_KINDS: frozenset[type[ev.Event]] = frozenset({ev.AlertRouted, ev.DeliveryRequeued})
+"""The facts that justify a work item: the outbox owes each one its item until JetStream
+stores it (or it needs sending no more)."""
+
 
 def notification_body(routed: ev.AlertRouted, alert: AlertAsRouted) -> Notification:
     """The body a receiver gets for a routed fact: the alert as of that fact
@@ -221,6 +225,7 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return None

@@ -72,7 +72,8 @@ class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     """One notification's fate. ``as_routed`` is kept while the notification may still
     be sent (pending, retrying, or dead and so re-queueable), and dropped once it is
-    delivered."""
+    delivered; ``requeued_seq`` is the seq of its last re-queue fact (0: never), the
+    fact its current work item comes from."""
 
     notification_id: str
     alert_id: str
@@ -87,6 +88,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
     as_routed: AlertAsRouted | None = None
+    requeued_seq: int = 0
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -168,6 +170,7 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     queue: dict[str, int] = {}  # deliveries by status: pending, retrying, delivered, dead
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
+    published_through: int = 0  # outbox watermark: every work item of a fact <= it stored
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

@@ -448,6 +448,7 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return "entry"
@@ -618,6 +619,7 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return None

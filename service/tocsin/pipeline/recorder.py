@@ -27,7 +27,7 @@ from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, RECORDER_CONSUMER, 
 from tocsin.core.times import parse_rfc3339
 from tocsin.observability.telemetry import Metrics
 from tocsin.pipeline import binding
-from tocsin.pipeline.processor import Processor, Pulled, Setup, Step
+from tocsin.pipeline.processor import Processor, Pulled, Rider, Setup, Step
 from tocsin.store.ledger import Input, Ledger
 
 log = logging.getLogger("tocsin.recorder")
@@ -98,9 +98,11 @@ class Recorder(Step[None]):
         ledger: Ledger,
         metrics: Metrics | None = None,
         setup: Setup | None = None,
+        rider: Rider | None = None,
     ) -> None:
         """``setup`` creates TOCSIN_OUT and the recorder's consumer should the consumer
-        vanish (by default ``ensure_outcomes`` with one replica)."""
+        vanish (by default ``ensure_outcomes`` with one replica); ``rider``: the
+        outbox's watermark, which outcome batches carry too."""
         self._processor = Processor(
             nc,
             ledger,
@@ -110,6 +112,7 @@ class Recorder(Step[None]):
             batch_size=BATCH,
             setup=setup or ensure_outcomes,
             metrics=metrics,
+            rider=rider,
         )
 
     @property
