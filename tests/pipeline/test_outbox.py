@@ -29,12 +29,14 @@ from tests.support import (
     wait_until,
     webhook_config,
 )
+from tocsin import config as config_module
 from tocsin.bus.publisher import Publisher
 from tocsin.core import events as ev
 from tocsin.core.contracts import WorkItem
 from tocsin.core.subjects import ROUTE_PREFIX, STREAM_WORK
 from tocsin.core.times import now_us
 from tocsin.pipeline.outbox import Outbox
+from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger
 from tocsin.store.reader import LogReader
@@ -240,3 +242,34 @@ async def rows(ledger: Ledger) -> list[tuple[int, ev.Event]]:
     finally:
         await reader.close()
     return [(row.seq, ev.decode(row.data)) for row in page]
+
+
+async def test_a_redelivered_inbound_message_does_not_requeue_a_stored_work_item(
+    rig: Rig,
+) -> None:
+    """With the outbox, a redelivered inbound message (a lost ack) does not publish
+    again a work item JetStream stored, even while its notification waits to be sent:
+    past the two-minute duplicate window the copy would be queued as new, and sent
+    twice. Seen on core NATS, where even a copy JetStream would drop shows."""
+    reader = await LogReader.open(rig.ledger.path)
+    outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+    await outbox.take_up()
+    router = Router(rig.nc, outbox, rig.ledger, config_module.load(None, {}), rider=outbox.ride)
+    seen = Routed()
+    await rig.nc.subscribe(ROUTE_PREFIX + ">", cb=seen.collect)
+    try:
+        await publish_raw(rig, event())
+        msgs = await rig.take(1)
+        await router.handle(msgs)
+        await rig.nc.flush()
+        await wait_until(lambda: len(seen.ids) == 1, 5, "the work item")
+        assert outbox.owed == 0
+        (delivery,) = rig.ledger.state.deliveries.values()
+        assert delivery.status == "pending"
+
+        await router.handle(msgs)  # the same message again, as after a lost ack
+        await rig.nc.flush()
+        assert seen.ids == [delivery.notification_id]
+        assert rig.ledger.state.published_through >= delivery.routed_seq  # rode along
+    finally:
+        await reader.close()

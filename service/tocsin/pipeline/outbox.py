@@ -20,7 +20,9 @@ whose publish failed (a broker away, a full or missing ``TOCSIN_WORK``, a comman
 publish given up), every second while it fails, backing off to five. Before it
 publishes, it waits until the recorder has committed every outcome ``TOCSIN_OUT``
 holds, and asks the projection again: a notification delivered is never sent again
-on the strength of JetStream's two-minute duplicate window.
+on the strength of JetStream's two-minute duplicate window. For the same reason a work
+item that is not owed (a redelivered inbound message's, stored long ago) is not
+published again by anyone.
 """
 
 from __future__ import annotations
@@ -114,8 +116,16 @@ class Outbox:
         self._horizon = last
 
     async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
-        """Publish through the broker's publisher, noting the work items stored."""
-        stored = await self._publisher.publish(messages, timeout)
+        """Publish through the broker's publisher, noting the work items stored. A
+        work item whose fact is not owed (stored already: a redelivered inbound
+        message's, say) is not published again but answered as stored: JetStream's
+        duplicate window, two minutes, may have passed, and a copy would be queued as
+        new and sent twice."""
+        owed = self._owed
+        due = [m.fact_seq is None or m.fact_seq in owed for m in messages]
+        sending = [m for m, send in zip(messages, due, strict=True) if send]
+        answers = iter(await self._publisher.publish(sending, timeout) if sending else [])
+        stored = [next(answers) if send else True for send in due]
         for message, ok in zip(messages, stored, strict=True):
             if ok and message.fact_seq is not None:
                 self._settle(message.fact_seq)
