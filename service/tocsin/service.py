@@ -58,9 +58,10 @@ from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
+from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.recorder import Recorder
 from tocsin.pipeline.router import Router
-from tocsin.pipeline.status import answer_delivery_status
+from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
@@ -125,6 +126,7 @@ class Running:
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None  # set once open: the running service's single writer
     reader: LogReader | None = None
+    outbox: Outbox | None = None  # where the log is: owed work items and their relay
 
 
 @dataclass(frozen=True)
@@ -409,9 +411,22 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     replicas = config.nats.replicas or 1
     parts: list[Part] = []
     if ledger is not None:
+        # Work items leave through the outbox, which owes each until JetStream stores
+        # it; its watermark rides in the router's and the recorder's batches, and its
+        # relay publishes again what was committed but never stored.
+        assert running.reader is not None
+        outcomes = OutcomesRecorded(nc.jetstream(timeout=CATCH_UP_PATIENCE))
+        outbox = running.outbox = Outbox(
+            ledger, publisher, running.reader, outcomes.wait, receivers=config.receivers
+        )
+        metrics.observe(
+            "tocsin_outbox_owed",
+            "work items committed to the log and not yet stored by JetStream",
+            lambda: float(outbox.owed),
+        )
         # Each creates its consumer (and stream) again should it vanish, and says so to
         # /readyz until it is back.
-        router = Router(nc, publisher, ledger, config, tracing, secrets, metrics)
+        router = Router(nc, outbox, ledger, config, tracing, secrets, metrics, rider=outbox.ride)
         parts.append(
             Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
         )
@@ -420,10 +435,12 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             ledger,
             metrics,
             functools.partial(ensure_outcomes, replicas=replicas, ack_wait=config.nats.ack_wait),
+            rider=outbox.ride,
         )
         parts.append(
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
+        parts.append(Part(outbox.run))
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
@@ -484,7 +501,9 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     (so that it precedes every fact decided under it) and which incarnation of each
     input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
     delivery-status questions (a worker may ask about its first item) and retry-failed
-    requests, giving the API the same control."""
+    requests, giving the API the same control. The outbox owes, from here on, the work
+    items of every fact committed, and of those above its logged watermark that have
+    no outcome (``outbox``)."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
@@ -499,11 +518,18 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
         )
     for stream in Input:
         await bind_stream(broker.js, ledger, stream)
-    await answer_delivery_status(broker.nc, ledger)
+    outbox = running.outbox
     assert reader is not None
-    control = running.api.control = Control(
-        ledger, reader, broker.publisher, receivers=config.receivers
-    )
+    assert outbox is not None
+    owed = await outbox.take_up()
+    if owed:
+        log.info(
+            "outbox: %d notification(s) committed after the last confirmed publish and not"
+            " settled; the relay publishes them again once the recorder has caught up",
+            owed,
+        )
+    await answer_delivery_status(broker.nc, ledger)
+    control = running.api.control = Control(ledger, reader, outbox, receivers=config.receivers)
     await control.answer(broker.nc)
 
 

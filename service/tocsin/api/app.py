@@ -36,6 +36,7 @@ from msgspec import Meta, Struct
 from tocsin import __version__
 from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
+from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
 from tocsin.core.contracts import MAX_PAYLOAD_BYTES, InboundEvent
 from tocsin.core.ids import new_id
@@ -325,6 +326,30 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
 
     # -- deliveries, stats, the log ---------------------------------------------------
 
+    @get("/api/v1/notifications/{notification_id:str}")
+    async def get_notification(notification_id: FromPath[str]) -> views.NotificationView:
+        """One notification exactly as sent (DESIGN.md invariant 6): its receiver,
+        channel, the body it was sent with (the alert as of its routed fact) and its
+        attempts. Read from the log file, so it answers for every notification the log
+        holds, long after it was delivered."""
+        if ctx.reader is None:
+            raise CommandError(503, "this process does not hold the event log")
+        unknown = CommandError(404, f"no notification {notification_id!r}", "notification_id")
+        routed = await ctx.reader.routed(notification_id)
+        if routed is None:
+            raise unknown
+        event = ev.decode(routed.data)
+        assert isinstance(event, ev.AlertRouted)
+        config = await ctx.reader.config_as_of(routed.seq)
+        view = views.notification_view(
+            routed,
+            await ctx.reader.of_alert(event.alert_id),
+            config.receivers if config is not None else {},
+        )
+        if view is None:  # its alert's earlier rows were compacted into an archive
+            raise unknown
+        return view
+
     @post("/api/v1/deliveries/retry", status_code=200)
     async def retry_deliveries(data: JSONBody[RetryRequest | None] = None) -> RetryReply:
         """Re-queue dead-lettered notifications (same as ``tocsin retry-failed``)."""
@@ -401,6 +426,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         list_silences,
         create_silence,
         delete_silence,
+        get_notification,
         retry_deliveries,
         stats,
         list_events,

@@ -423,6 +423,7 @@ def _describer(kind: type[ev.Event]) -> Describe:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return _as_logged

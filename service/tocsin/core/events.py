@@ -276,6 +276,16 @@ class StreamBound(_Event, frozen=True, tag="stream.bound"):
     offset: int
 
 
+class OutboxPublished(_Event, frozen=True, tag="outbox.published"):
+    """The outbox's watermark (DESIGN.md invariant 5): every work item of a fact at or
+    below ``up_to_seq`` (``alert.routed``, ``delivery.requeued``) was stored by
+    JetStream (PubAck) or needs sending no more. Logged in the next batch's
+    transaction, or alone once the router is idle; a start re-publishes the work items
+    of the facts above it that have no outcome."""
+
+    up_to_seq: int
+
+
 class LogCompacted(_Event, frozen=True, tag="log.compacted"):
     """Rows ``first_seq..last_seq`` moved to ``archive``; ``anchor`` is the hex hash of
     row ``last_seq``, which the first remaining row chains to."""
@@ -307,6 +317,7 @@ Event = (
     | SilenceDeleted
     | ConfigLoaded
     | StreamBound
+    | OutboxPublished
     | LogCompacted
 )
 

@@ -17,6 +17,7 @@ from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import (
     SETTLED,
     Alert,
+    AlertAsRouted,
     Delivery,
     DeliveryStatus,
     LastAlert,
@@ -188,17 +189,30 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
             current.receivers.append(e.receiver)
         current.silenced = False
     alert = state.alerts.get(e.alert_id)
+    as_routed = None
     if alert is not None:
         if e.receiver not in alert.receivers:
             alert.receivers.append(e.receiver)
         alert.last_delivery_status = "pending"
         alert.unrouted = False
+        as_routed = AlertAsRouted(
+            type=alert.type,
+            summary=alert.summary,
+            source=alert.source,
+            labels=alert.labels,
+            details=alert.details,
+            first_seen=alert.first_seen,
+            last_seen=alert.last_seen,
+            occurrences=alert.occurrences,
+            suppressed_count=alert.suppressed_count,
+        )
     state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_id,
         receiver=e.receiver,
         reason=e.reason,
         routed_seq=seq,
+        as_routed=as_routed,
     )
     state.queue["pending"] = state.queue.get("pending", 0) + 1
 
@@ -238,6 +252,7 @@ def _succeeded(e: ev.DeliverySucceeded, state: State, seq: int) -> None:
     if delivery is None:
         return
     _set_status(state, delivery, "delivered")
+    delivery.as_routed = None  # delivered: never sent again, so its body is not kept
     state.counters.delivered += 1
     _receiver_stats(state, e.receiver).delivered += 1
     delivery.attempts = max(delivery.attempts, e.attempts)
@@ -291,6 +306,7 @@ def _requeued(e: ev.DeliveryRequeued, state: State, seq: int) -> None:
         return
     _set_status(state, delivery, "pending")
     delivery.generation = e.generation
+    delivery.requeued_seq = seq
     delivery.attempts = 0
     delivery.error = delivery.status_code = None
     alert = state.alerts.get(e.alert_id)
@@ -337,6 +353,10 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
             current.bucket = rebucket(current.bucket, old, new)
 
 
+def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
+    state.published_through = max(state.published_through, e.up_to_seq)
+
+
 Handler = Callable[[Any, State, int], None]
 
 
@@ -379,6 +399,8 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _bound)
     if issubclass(kind, ev.ConfigLoaded):
         return handled_by(kind, _config_loaded)
+    if issubclass(kind, ev.OutboxPublished):
+        return handled_by(kind, _outbox_published)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

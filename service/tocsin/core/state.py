@@ -52,8 +52,29 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
 
 
+class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True):
+    """The alert's fields a notification carries, as they stood when it was routed
+    (DESIGN.md invariant 6): its body is a function of the log up to its routed fact,
+    never of events folded after it, however the router batched them. ``labels`` and
+    ``details`` are shared with the alert and its events, which is safe: the fold
+    replaces those dicts, never changes one in place."""
+
+    type: str
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: int
+    last_seen: int
+    occurrences: int
+    suppressed_count: int
+
+
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
-    """One notification's fate."""
+    """One notification's fate. ``as_routed`` is kept while the notification may still
+    be sent (pending, retrying, or dead and so re-queueable), and dropped once it is
+    delivered; ``requeued_seq`` is the seq of its last re-queue fact (0: never), the
+    fact its current work item comes from."""
 
     notification_id: str
     alert_id: str
@@ -67,6 +88,8 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     status_code: int | None = None
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
+    as_routed: AlertAsRouted | None = None
+    requeued_seq: int = 0
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -152,6 +175,7 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
     dedup_window: float | None = None  # of the last config.loaded: open buckets are in it
     received_ids: ReceivedIds = msgspec.field(default_factory=ReceivedIds)  # last 24 h
+    published_through: int = 0  # outbox watermark: every work item of a fact <= it stored
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

@@ -12,11 +12,13 @@ import msgspec
 from msgspec import Struct
 
 from tocsin.core import events as ev
-from tocsin.core.contracts import SEVERITY_RANK
+from tocsin.core.contracts import SEVERITY_RANK, Notification
 from tocsin.core.decide.silences import covering
 from tocsin.core.events import StoredRow
+from tocsin.core.fold import fold
 from tocsin.core.kinds import by_tag, handled_by
-from tocsin.core.state import HOUR_US, KEEP_HOURS, Alert, Silence, State, hour_of
+from tocsin.core.outbound import notification_body
+from tocsin.core.state import HOUR_US, KEEP_HOURS, Alert, DeliveryStatus, Silence, State, hour_of
 from tocsin.core.times import format_us
 
 MAX_LIMIT = 500
@@ -75,6 +77,22 @@ class DeliveryRecord(Struct, kw_only=True):
     ts: str
     reason: str | None = None
     seq: int
+
+
+class NotificationView(Struct, kw_only=True):
+    """``GET /api/v1/notifications/{id}``: one notification exactly as sent (DESIGN.md
+    invariant 6): the body its receiver got, rebuilt from the log up to its routed
+    fact; ``status`` and ``attempts`` of its current round (reset by a re-queue),
+    ``generation`` the re-queues, ``routed_seq`` the seq of its routed fact."""
+
+    notification_id: str
+    receiver: str
+    channel: str | None
+    body: Notification
+    attempts: int
+    status: DeliveryStatus
+    routed_seq: int
+    generation: int
 
 
 class DeliveryList(Struct, kw_only=True):
@@ -438,6 +456,7 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return "entry"
@@ -464,6 +483,41 @@ def deliveries(rows: list[StoredRow]) -> DeliveryList:
         if entry.channel is None:
             entry.channel = channels.get(entry.notification_id)
     return DeliveryList(deliveries=out)
+
+
+def notification_view(
+    routed_row: StoredRow, alert_rows: list[StoredRow], channels: dict[str, str]
+) -> NotificationView | None:
+    """The notification of the routed fact at ``routed_row``, from its alert's rows in
+    the log (ascending; ``channels``: receiver -> channel of the config it was routed
+    under, for one not sent yet). The rows are folded with the projection's own fold:
+    its delivery's body is the alert as of the routed fact, exactly what
+    ``outbound`` built the work item from, and the rows after it tell its fate.
+    ``None`` when the rows before the routed fact are gone (compacted away)."""
+    routed = ev.decode(routed_row.data)
+    assert isinstance(routed, ev.AlertRouted)
+    state = State()
+    body: Notification | None = None
+    for row in alert_rows:
+        fold(state, row.seq, row.ts, ev.decode(row.data))
+        if row.seq == routed_row.seq:
+            delivery = state.deliveries.get(routed.notification_id)
+            if delivery is None or delivery.as_routed is None:
+                return None
+            body = notification_body(routed, delivery.as_routed)
+    delivery = state.deliveries.get(routed.notification_id)
+    if body is None or delivery is None:
+        return None
+    return NotificationView(
+        notification_id=routed.notification_id,
+        receiver=routed.receiver,
+        channel=delivery.channel or channels.get(routed.receiver),
+        body=body,
+        attempts=delivery.attempts,
+        status=delivery.status,
+        routed_seq=routed_row.seq,
+        generation=delivery.generation,
+    )
 
 
 def _queued(event: ev.AlertRouted, row: StoredRow, channels: dict[str, str]) -> DeliveryRecord:
@@ -594,6 +648,7 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return None

@@ -418,6 +418,7 @@ def _count(kind: type[ev.Event]) -> Count | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return None

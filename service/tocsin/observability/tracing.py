@@ -352,6 +352,7 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return None

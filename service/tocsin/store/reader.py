@@ -40,6 +40,17 @@ class LogReader:
         """Every row about one alert, ascending (the ``alert_id`` column is indexed)."""
         return await self._rows(tables.OF_ALERT, (alert_id,))
 
+    async def routed(self, notification_id: str) -> StoredRow | None:
+        """The routed fact of a notification, or ``None`` when the log holds none."""
+        rows = await self._rows(tables.ROUTED_NOTIFICATION, (notification_id,))
+        return rows[0] if rows else None
+
+    async def config_as_of(self, seq: int) -> ev.ConfigLoaded | None:
+        """The config the service ran with when the fact at ``seq`` was logged."""
+        rows = await self._rows(tables.CONFIG_AS_OF, (seq,))
+        event = ev.decode(rows[0].data) if rows else None
+        return event if isinstance(event, ev.ConfigLoaded) else None
+
     async def events_at(self, seqs: Iterable[int]) -> dict[int, ev.Event]:
         wanted = sorted(set(seqs))
         found: dict[int, ev.Event] = {}

@@ -42,6 +42,9 @@ CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NO
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
 CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
+CREATE INDEX IF NOT EXISTS events_routed_notification
+    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+    WHERE kind = 'alert.routed';
 CREATE TABLE IF NOT EXISTS snapshots (
     seq     INTEGER PRIMARY KEY,
     ts      INTEGER NOT NULL,
@@ -219,6 +222,21 @@ PAGE = "SELECT seq, ts, kind, data FROM events WHERE seq > ? ORDER BY seq LIMIT 
 
 OF_ALERT = "SELECT seq, ts, kind, data FROM events WHERE alert_id = ? ORDER BY seq"
 """Every row of one alert, ascending (``alert_id`` is indexed)."""
+
+
+ROUTED_NOTIFICATION = (
+    "SELECT seq, ts, kind, data FROM events WHERE kind = 'alert.routed'"
+    " AND json_extract(CAST(data AS TEXT), '$.notification_id') = ?"
+)
+"""The routed fact of one notification id (the partial index
+``events_routed_notification`` answers it without a scan)."""
+
+CONFIG_AS_OF = (
+    "SELECT seq, ts, kind, data FROM events WHERE kind = 'config.loaded' AND seq <= ?"
+    " ORDER BY seq DESC LIMIT 1"
+)
+"""The config the service ran with at a seq: the last ``config.loaded`` at or before it
+(one is logged at every start, so the walk back from the seq is short)."""
 
 
 def rows_at(count: int) -> str:
