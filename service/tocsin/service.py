@@ -483,6 +483,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 receivers={name: r.channel for name, r in config.receivers.items()},
                 routes=len(config.routes),
                 dedup_window_seconds=config.dedup_window,
+                keep_resolved_seconds=float(config.alerts.keep_resolved),
             )
         )
     for stream in Input:

@@ -49,6 +49,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     acked_at: int | None = None
     ack_comment: str | None = None
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
+    resolved_ts: int | None = None  # log time (``ts``) of its ``alert.resolved``
 
 
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
@@ -66,6 +67,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     status_code: int | None = None
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
+    delivered_ts: int | None = None  # log time (``ts``) of its ``delivery.succeeded``
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -115,6 +117,10 @@ HOUR_US = 3_600_000_000
 
 KEEP_HOURS = 168  # hourly stats are kept for a week of log time
 
+KEEP_RESOLVED_US = 24 * HOUR_US
+"""``[alerts] keep_resolved`` by default: how long what is over stays in the projection
+(``core.retention``)."""
+
 
 def hour_of(ts: int) -> int:
     return ts // HOUR_US
@@ -147,6 +153,9 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     queue: dict[str, int] = {}  # deliveries by status: pending, retrying, delivered, dead
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
+    keep_resolved: int = KEEP_RESOLVED_US  # the last ``config.loaded``'s (``core.retention``)
+    next_sweep: int = 0  # log time from which the next event sweeps (``core.retention``)
+    keep_everything: bool = False  # a report of the whole file: nothing is swept
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week
