@@ -328,6 +328,7 @@ async def open_log(options: Options, running: Running) -> None:
     api.live.last_seq = ledger.event_log.last_seq
     running.reader = api.reader = await LogReader.open(db_path(options.data_dir))
     api.state = lambda: ledger.state
+    api.alert_index = ledger.alert_index
     metrics.observe(
         "tocsin_log_last_seq",
         "seq of the last event in the log",

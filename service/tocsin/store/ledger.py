@@ -28,6 +28,7 @@ from pathlib import Path
 import msgspec
 
 from tocsin.core import events as ev
+from tocsin.core.alert_index import AlertIndex
 from tocsin.core.fold import fold, fold_stored
 from tocsin.core.state import State
 from tocsin.core.times import now_us
@@ -149,7 +150,14 @@ _INBOUND = Input.INBOUND  # Batch.add_caused runs per inbound message: no enum l
 class Batch:
     """Facts being added under the ledger's lock; committed after the block exits."""
 
-    def __init__(self, state: State, first_seq: int, ts: int, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        state: State,
+        first_seq: int,
+        ts: int,
+        epoch: int = 0,
+        touched: set[str] | None = None,
+    ) -> None:
         self.facts: list[Fact] = []
         self.ts = ts
         self.first_seq = first_seq
@@ -159,6 +167,8 @@ class Batch:
         self.last_outcome = 0
         self._state = state
         self._next_seq = first_seq
+        # Alerts whose place in the newest-first order may move (``AlertIndex.dirty``).
+        self._touched = touched if touched is not None else set()
 
     @property
     def next_seq(self) -> int:
@@ -172,6 +182,8 @@ class Batch:
         self._next_seq += 1
         self.facts.append(Fact(event))
         fold(self._state, seq, self.ts, event)
+        if type(event) is ev.AlertReceived and event.alert_id is not None:
+            self._touched.add(event.alert_id)
         return seq
 
     def add_caused(self, events: Sequence[ev.Event], stream: Input, position: int) -> range:
@@ -186,10 +198,13 @@ class Batch:
             in_seq, out_seq = None, position
             if position > self.last_outcome:
                 self.last_outcome = position
-        facts, state, ts = self.facts, self._state, self.ts
+        facts, state, ts, touched = self.facts, self._state, self.ts, self._touched
+        received = ev.AlertReceived
         for event in events:
             facts.append(Fact(event, in_seq, out_seq))
             fold(state, seq, ts, event)
+            if type(event) is received and event.alert_id is not None:
+                touched.add(event.alert_id)
             seq += 1
         self._next_seq = seq
         return range(first, seq)
@@ -214,6 +229,8 @@ class Ledger:
         self.problem: str | None = None
         self.rebuild_seconds = 0.0
         self.listeners: list[Callable[[list[ev.Event], State], None]] = []
+        self.alert_index = AlertIndex()  # the state's alerts newest first, for the API
+        self.clock = now_us  # the append time of each batch
         self._lock = asyncio.Lock()
         self._next_seq = event_log.last_seq + 1  # of the next fact decided
         self._epoch = 0  # ends (and the next begins) when the state is rebuilt
@@ -305,7 +322,9 @@ class Ledger:
         async with self._lock:
             if self._snapshot_due:
                 await self._snapshot()
-            batch = Batch(self.state, self._next_seq, now_us(), self._epoch)
+            batch = Batch(
+                self.state, self._next_seq, self.clock(), self._epoch, self.alert_index.dirty
+            )
             try:
                 yield batch
             except BaseException:
