@@ -55,6 +55,7 @@ from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, 
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
 from tocsin.pipeline.binding import bind_stream
+from tocsin.pipeline.compactor import Compactor
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.recorder import Recorder
@@ -124,6 +125,7 @@ class Running:
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None  # set once open: the running service's single writer
     reader: LogReader | None = None
+    compactor: Compactor | None = None  # where the log is: ``tocsin compact``, retention
 
 
 @dataclass(frozen=True)
@@ -401,7 +403,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     """The loops this process runs, in the order they start: the router and the
     recorder where the log is, a delivery worker per receiver, and last the watcher of
     their consumers for /metrics. Another part (a clock, worker processes) goes in this
-    list, before the watcher."""
+    list, before the watcher. Where the log is, its compactor keeps ``[log] retention``."""
     config = options.config
     nc, publisher = broker.nc, broker.publisher
     tracing, metrics, secrets = running.tracing, running.metrics, options.secrets
@@ -425,6 +427,9 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
+        compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
+        if config.log.retention is not None:
+            parts.append(Part(compactor.run))  # [log] retention, checked every hour
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
@@ -472,8 +477,8 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     """Where the log is, before any part starts: record the config the router runs with
     (so that it precedes every fact decided under it) and which incarnation of each
     input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
-    delivery-status questions (a worker may ask about its first item) and retry-failed
-    requests, giving the API the same control."""
+    delivery-status questions (a worker may ask about its first item), retry-failed
+    and compact requests, giving the API the same control."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
@@ -492,7 +497,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     await answer_delivery_status(broker.nc, ledger)
     assert reader is not None
     control = running.api.control = Control(
-        ledger, reader, broker.publisher, receivers=config.receivers
+        ledger, reader, broker.publisher, receivers=config.receivers, compactor=running.compactor
     )
     await control.answer(broker.nc)
 

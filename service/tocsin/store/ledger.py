@@ -32,6 +32,7 @@ from tocsin.core.alert_index import AlertIndex
 from tocsin.core.fold import fold, fold_stored
 from tocsin.core.state import State
 from tocsin.core.times import now_us
+from tocsin.store import compaction
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError, Row
 from tocsin.store.snapshots import (
     Snapshot,
@@ -232,6 +233,7 @@ class Ledger:
         self.alert_index = AlertIndex()  # the state's alerts newest first, for the API
         self.clock = now_us  # the append time of each batch
         self._lock = asyncio.Lock()
+        self._compacting = asyncio.Lock()  # one compaction at a time
         self._next_seq = event_log.last_seq + 1  # of the next fact decided
         self._epoch = 0  # ends (and the next begins) when the state is rebuilt
         self._dead_epoch = -1  # an epoch one of whose commits failed
@@ -400,6 +402,30 @@ class Ledger:
             and self.event_log.last_seq - self.snapshot_seq >= self.snapshot_every
         ):
             self._snapshot_due = True
+
+    async def compact(self, before: int, archive: Path) -> compaction.Compacted | None:
+        """Move the rows appended before ``before`` into ``archive`` (``None`` if there
+        are none), as the log's single writer: they are checked, folded and archived
+        beside the router (appended rows never change), then removed and the fact of it
+        appended under the lock, once every batch decided is committed, and folded into
+        the live state like any fact. ``CompactionError`` when refused."""
+        async with self._compacting:
+            prepared = await asyncio.to_thread(compaction.prepare, self.path, before, archive)
+            if prepared is None:
+                return None
+            async with self._lock:
+                await self.settled()
+                if self.state.last_seq != self.event_log.last_seq:
+                    raise compaction.CompactionError("the log refuses writes; not compacted")
+                ts = self.clock()
+                done = await asyncio.to_thread(compaction.commit, self.path, prepared, ts)
+                seq, last_hash, event = done
+                await self.event_log.moved(seq, last_hash)
+                self._next_seq = seq + 1
+                fold(self.state, seq, ts, event)
+                for listener in self.listeners:
+                    listener([event], self.state)
+        return compaction.Compacted(prepared.first_seq, prepared.last_seq, prepared.rows, archive)
 
     async def _snapshot(self) -> None:
         """Snapshot the projection (called holding the lock, once every decided batch
