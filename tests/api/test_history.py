@@ -27,7 +27,7 @@ from tocsin.core.state import HOUR_US
 from tocsin.store import forensics
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger, load_state
-from tocsin.store.reader import LogReader
+from tocsin.store.reader import LogReader, older_alerts
 
 T0 = 1_800_000_000 * 1_000_000
 MINUTE = 60 * 1_000_000
@@ -200,3 +200,10 @@ async def test_memory_stays_bounded_and_let_go_alerts_are_answered_from_the_file
     assert [a["labels"]["host"] for a in firing] == ["always-open"]
     early = await all_pages(api, q="h0-", limit=500)
     assert sorted(a["labels"]["host"] for a in early) == sorted(f"h0-{i}" for i in range(20))
+
+    # A filter few old alerts pass looks at a budget of them, and says where it stopped.
+    in_file = [alert_id for alert_id in expected if alert_id not in state.alerts]
+    older = older_alerts(
+        ledger.path, skip=state.alerts, before=None, want=10, passes=lambda a: False, budget=5
+    )
+    assert (older.alerts, older.reached) == ([], key_of(everything.alerts[in_file[4]]))

@@ -368,7 +368,8 @@ def alert_page(
     newest first with one more than a page): merged newest first, the cursor after the
     last one shown. ``reached``: the file was looked at only down to that position (it
     included), so nothing below it is shown yet and the next page starts there."""
-    ordered = sorted(alerts, key=key_of, reverse=True)
+    unique = {alert.id: alert for alert in alerts}  # let go of while the file was read
+    ordered = sorted(unique.values(), key=key_of, reverse=True)
     if reached is not None:
         ordered = [a for a in ordered if key_of(a) >= reached]
     page = ordered[: query.limit]

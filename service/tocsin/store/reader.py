@@ -62,8 +62,10 @@ def older_alerts(
                 seen.add(alert_id)
                 rows = conn.execute(tables.ALERT_ROWS, (alert_id,)).fetchall()
                 alert = fold_alert(alert_id, rows)
-                if alert is None or (before is not None and key_of(alert) >= before):
-                    continue  # its start was archived, or it was on an earlier page
+                if alert is None or alert.status != "resolved":
+                    continue  # its start was archived, or it is (being) folded in memory
+                if before is not None and key_of(alert) >= before:
+                    continue  # on an earlier page
                 looked += 1
                 if passes(alert):
                     found.append(alert)
