@@ -194,6 +194,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         ),
         ('[receivers."a.b"]\nchannel = "log"\n', "receivers.a.b"),
         ('[receivers."has space"]\nchannel = "log"\n', "receivers.has space"),
+        ('[log]\nretention = "10m"\n', "log.retention"),
+        ("[alerts]\nkeep_resolved = -1\n", "alerts.keep_resolved"),
+        ('[alerts]\nkeep_resolved = "a day"\n', "alerts.keep_resolved"),
     ],
     ids=[
         "bad-duration",
@@ -212,6 +215,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         "unknown-match-severity",
         "receiver-name-with-dot",
         "receiver-name-with-space",
+        "retention-below-the-hourly-check",
+        "negative-keep-resolved",
+        "bad-keep-resolved",
     ],
 )
 def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, key: str) -> None:

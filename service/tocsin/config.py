@@ -31,6 +31,7 @@ RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 MAX_REPLICAS = 5  # JetStream keeps at most five copies of a stream
 MIN_DEDUP_WINDOW = 1.0  # seconds
+MIN_RETENTION = 3600.0  # seconds: compaction is checked hourly; less would archive the hour
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -94,9 +95,20 @@ NATS_ENV = {
 
 class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How often the projection is snapshotted (0: never). Start-up folds only the
-    events after the newest snapshot."""
+    events after the newest snapshot. ``retention`` (default: none, keep every event):
+    the running service moves events older than this into archives in the data dir,
+    checking every hour."""
 
     snapshot_every: int = 50_000
+    retention: Duration | None = None
+
+
+class AlertsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``keep_resolved``: how long resolved alerts, delivered notifications and ended
+    silences stay in memory (``core.retention``); older ones are read from the log
+    file when asked for."""
+
+    keep_resolved: Duration = Duration(24 * 3600.0)
 
 
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -114,6 +126,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     delivery: DeliverySection = DeliverySection()
     nats: NatsSection = NatsSection()
     log: LogSection = LogSection()
+    alerts: AlertsSection = AlertsSection()
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,7 @@ class Config:
     nats: NatsSection = field(default_factory=NatsSection)
     nats_login: NatsLogin = field(default_factory=NatsLogin)
     log: LogSection = field(default_factory=LogSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
 
@@ -180,6 +194,13 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("delivery.concurrency: must be at least 1")
     if parsed.log.snapshot_every < 0:
         raise ConfigError("log.snapshot_every: must be 0 (never) or more")
+    if parsed.log.retention is not None and parsed.log.retention < MIN_RETENTION:
+        raise ConfigError(
+            f"log.retention: must be at least {MIN_RETENTION / 3600:g}h, "
+            f"got {parsed.log.retention:g}s"
+        )
+    if parsed.alerts.keep_resolved < 0:
+        raise ConfigError("alerts.keep_resolved: must not be negative")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
     nats = msgspec.structs.replace(parsed.nats, replicas=_replicas(parsed.nats.replicas, env))
@@ -200,6 +221,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         nats=nats,
         nats_login=nats_login(parsed.nats, env),
         log=parsed.log,
+        alerts=parsed.alerts,
         source=source,
         kinds=kinds,
     )

@@ -55,6 +55,7 @@ from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, 
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
 from tocsin.pipeline.binding import bind_stream
+from tocsin.pipeline.compactor import Compactor
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
@@ -127,6 +128,7 @@ class Running:
     ledger: Ledger | None = None  # set once open: the running service's single writer
     reader: LogReader | None = None
     outbox: Outbox | None = None  # where the log is: owed work items and their relay
+    compactor: Compactor | None = None  # where the log is: ``tocsin compact``, retention
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,7 @@ async def open_log(options: Options, running: Running) -> None:
     api.live.last_seq = ledger.event_log.last_seq
     running.reader = api.reader = await LogReader.open(db_path(options.data_dir))
     api.state = lambda: ledger.state
+    api.alert_index = ledger.alert_index
     metrics.observe(
         "tocsin_log_last_seq",
         "seq of the last event in the log",
@@ -403,7 +406,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     """The loops this process runs, in the order they start: the router and the
     recorder where the log is, a delivery worker per receiver, and last the watcher of
     their consumers for /metrics. Another part (a clock, worker processes) goes in this
-    list, before the watcher."""
+    list, before the watcher. Where the log is, its compactor keeps ``[log] retention``."""
     config = options.config
     nc, publisher = broker.nc, broker.publisher
     tracing, metrics, secrets = running.tracing, running.metrics, options.secrets
@@ -442,6 +445,9 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         )
         parts.append(Part(outbox.run))
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
+        compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
+        if config.log.retention is not None:
+            parts.append(Part(compactor.run))  # [log] retention, checked every hour
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
@@ -500,10 +506,10 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     """Where the log is, before any part starts: record the config the router runs with
     (so that it precedes every fact decided under it) and which incarnation of each
     input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
-    delivery-status questions (a worker may ask about its first item) and retry-failed
-    requests, giving the API the same control. The outbox owes, from here on, the work
-    items of every fact committed, and of those above its logged watermark that have
-    no outcome (``outbox``)."""
+    delivery-status questions (a worker may ask about its first item), retry-failed
+    and compact requests, giving the API the same control. The outbox owes, from here
+    on, the work items of every fact committed, and of those above its logged watermark
+    that have no outcome (``outbox``)."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
@@ -514,6 +520,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 receivers={name: r.channel for name, r in config.receivers.items()},
                 routes=len(config.routes),
                 dedup_window_seconds=config.dedup_window,
+                keep_resolved_seconds=float(config.alerts.keep_resolved),
             )
         )
     for stream in Input:
@@ -529,7 +536,9 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
             owed,
         )
     await answer_delivery_status(broker.nc, ledger)
-    control = running.api.control = Control(ledger, reader, outbox, receivers=config.receivers)
+    control = running.api.control = Control(
+        ledger, reader, outbox, receivers=config.receivers, compactor=running.compactor
+    )
     await control.answer(broker.nc)
 
 

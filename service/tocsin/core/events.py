@@ -257,12 +257,16 @@ class SilenceDeleted(_Event, frozen=True, tag="silence.deleted"):
 
 
 class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
-    """The service started with this configuration (secrets never included)."""
+    """The service started with this configuration (secrets never included).
+    ``keep_resolved_seconds`` (``[alerts] keep_resolved``; ``None`` in logs written
+    before it existed: the default) is how long the projection keeps what is over
+    (``core.retention``): a fact, so that every fold of the log keeps the same."""
 
     digest: str
     receivers: dict[str, str]
     routes: int
     dedup_window_seconds: float
+    keep_resolved_seconds: float | None = None
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):

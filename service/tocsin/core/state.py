@@ -50,6 +50,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     acked_at: int | None = None
     ack_comment: str | None = None
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
+    resolved_ts: int | None = None  # log time (``ts``) of its ``alert.resolved``
 
 
 class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True):
@@ -90,6 +91,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     generation: int = 0  # times re-queued after a dead letter
     as_routed: AlertAsRouted | None = None
     requeued_seq: int = 0
+    delivered_ts: int | None = None  # log time (``ts``) of its ``delivery.succeeded``
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -140,6 +142,10 @@ HOUR_US = 3_600_000_000
 
 KEEP_HOURS = 168  # hourly stats are kept for a week of log time
 
+KEEP_RESOLVED_US = 24 * HOUR_US
+"""``[alerts] keep_resolved`` by default: how long what is over stays in the projection
+(``core.retention``)."""
+
 
 def hour_of(ts: int) -> int:
     return ts // HOUR_US
@@ -176,6 +182,9 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     dedup_window: float | None = None  # of the last config.loaded: open buckets are in it
     received_ids: ReceivedIds = msgspec.field(default_factory=ReceivedIds)  # last 24 h
     published_through: int = 0  # outbox watermark: every work item of a fact <= it stored
+    keep_resolved: int = KEEP_RESOLVED_US  # the last ``config.loaded``'s (``core.retention``)
+    next_sweep: int = 0  # log time from which the next event sweeps (``core.retention``)
+    keep_everything: bool = False  # a report of the whole file: nothing is swept
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

@@ -28,6 +28,8 @@ DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id
 # (the reply values are listed in tocsin/status.py)
 RETRY_FAILED = CONTROL_PREFIX + "retry-failed"  # request: control.RetryRequest; reply: RetryReply
 
+COMPACT = CONTROL_PREFIX + "compact"  # request: control.CompactRequest; reply: CompactReply
+
 
 STREAM_IN = "TOCSIN_IN"
 

@@ -1,7 +1,8 @@
 """Operator commands carried out by the service that writes the log (DESIGN.md section 6).
 
-The HTTP API (ack, resolve, silences, re-queue) and ``tocsin retry-failed`` (over
-``tocsin.control.retry-failed``) end here: the pure ``commands`` decide the facts under
+The HTTP API (ack, resolve, silences, re-queue), ``tocsin retry-failed`` (over
+``tocsin.control.retry-failed``) and ``tocsin compact`` (over ``tocsin.control.compact``,
+done by ``compactor``) end here: the pure ``commands`` decide the facts under
 the ledger's lock, the ledger commits them, and the work items they justify are
 published after the commit, through the outbox, as the router does for its own facts.
 A work item the broker does not store at once is the outbox relay's: the command is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,11 +24,13 @@ from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
 from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
-from tocsin.core.subjects import RETRY_FAILED
+from tocsin.core.subjects import COMPACT, RETRY_FAILED
 from tocsin.core.times import now_us, parse_instant
 from tocsin.pipeline import faults
+from tocsin.pipeline.compactor import Compactor
 from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.router import warn_unconfigured
+from tocsin.store.compaction import CompactionError
 from tocsin.store.eventlog import LogWriteError
 from tocsin.store.ledger import Ledger
 from tocsin.store.reader import LogReader
@@ -49,6 +53,25 @@ class RetryReply(msgspec.Struct, kw_only=True):
     status: int | None = None  # the refusal's HTTP-style status: 404/422 are bad usage
 
 
+class CompactRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``tocsin.control.compact``: the data dir the caller means (a service
+    answers only for its own log), ``before`` (µs) and the archive's absolute path."""
+
+    data_dir: str
+    before: int
+    archive: str
+
+
+class CompactReply(msgspec.Struct, kw_only=True):
+    """``rows`` moved (0: nothing was appended before that time), or ``error``."""
+
+    rows: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    archive: str | None = None
+    error: str | None = None
+
+
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
@@ -58,8 +81,10 @@ class Control:
         reader: LogReader,
         outbox: Outbox,
         receivers: Collection[str] = (),
+        compactor: Compactor | None = None,
     ) -> None:
         self._ledger = ledger
+        self._compactor = compactor
         self._reader = reader
         self._outbox = outbox
         self._receivers = frozenset(receivers)  # the configured ones, for re-queues
@@ -120,8 +145,39 @@ class Control:
             log.info("re-queued %d dead-lettered notification(s)", len(ids))
         return RetryReply(requeued=len(ids), notification_ids=ids)
 
+    async def compact(self, request: CompactRequest) -> CompactReply | None:
+        """Compact as asked, or ``None`` when the request is for another data dir's log
+        (another service's: this one stays silent)."""
+        if self._compactor is None or not _same_dir(request.data_dir, self._compactor.data_dir):
+            return None
+        try:
+            done = await self._compactor.compact(request.before, Path(request.archive))
+        except (CompactionError, OSError) as error:
+            return CompactReply(error=str(error))
+        if done is None:
+            return CompactReply()
+        return CompactReply(
+            rows=done.rows,
+            first_seq=done.first_seq,
+            last_seq=done.last_seq,
+            archive=str(done.archive),
+        )
+
     async def answer(self, nc: NATS) -> None:
-        """Serve ``tocsin.control.retry-failed`` (request-reply) for the CLI."""
+        """Serve ``tocsin.control.retry-failed`` and ``tocsin.control.compact``
+        (request-reply) for the CLI."""
+
+        async def compact(msg: Any) -> None:
+            try:
+                request = msgspec.json.decode(msg.data, type=CompactRequest)
+            except msgspec.DecodeError as error:
+                await msg.respond(msgspec.json.encode(CompactReply(error=f"bad request: {error}")))
+                return
+            answer = await self.compact(request)
+            if answer is not None:
+                await msg.respond(msgspec.json.encode(answer))
+
+        await nc.subscribe(COMPACT, cb=compact)
 
         async def reply(msg: Any) -> None:
             try:
@@ -134,3 +190,10 @@ class Control:
             await msg.respond(msgspec.json.encode(answer))
 
         await nc.subscribe(RETRY_FAILED, queue="tocsin-router", cb=reply)
+
+
+def _same_dir(asked: str, mine: Path) -> bool:
+    try:
+        return Path(asked).resolve() == mine.resolve()
+    except OSError:
+        return False

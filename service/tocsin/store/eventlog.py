@@ -93,6 +93,12 @@ class EventLog:
         async with self._transaction:
             await self._conn.close()
 
+    async def moved(self, last_seq: int, last_hash: bytes) -> None:
+        """Another connection appended the log's last row (compaction's ``log.compacted``,
+        written while the ledger held every other write back): go on from it."""
+        async with self._transaction:
+            self.last_seq, self._last_hash = last_seq, last_hash
+
     @property
     def last_hash(self) -> bytes:
         """The hash of the last committed row (a snapshot's anchor)."""

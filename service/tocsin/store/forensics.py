@@ -117,7 +117,8 @@ def line(entry: EventRecord) -> str:
 
 def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
     """The projection folded from every row appended at or before ``at``, and the append
-    time of the last of them."""
+    time of the last of them. A report of the file: it keeps every alert the rows hold,
+    including those the running service has let go of (``core.retention``)."""
     connect(path).close()  # LogMissing when there is no log
     base = read_base(path)
     if base is not None and at is not None and at < base.ts:
@@ -126,6 +127,7 @@ def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
             "the state before that moment is not in the log any more"
         )
     state, after = base_state(path)
+    state.keep_everything = True
     return state, fold_rows(state, path, after_seq=after, until_ts=at)
 
 

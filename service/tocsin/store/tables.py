@@ -45,6 +45,9 @@ CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
 CREATE INDEX IF NOT EXISTS events_routed_notification
     ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
     WHERE kind = 'alert.routed';
+CREATE INDEX IF NOT EXISTS events_alert_seen
+    ON events(json_extract(CAST(data AS TEXT), '$.timestamp'), alert_id)
+    WHERE kind = 'alert.received' AND alert_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     seq     INTEGER PRIMARY KEY,
     ts      INTEGER NOT NULL,
@@ -237,6 +240,19 @@ CONFIG_AS_OF = (
 )
 """The config the service ran with at a seq: the last ``config.loaded`` at or before it
 (one is logged at every start, so the walk back from the seq is short)."""
+
+ALERT_ROWS = "SELECT seq, ts, data FROM events WHERE alert_id = ? ORDER BY seq"
+"""``(seq, ts, data)`` of one alert's rows, as ``fold.fold_alert`` takes them."""
+
+NEWEST_SEEN = (
+    "SELECT json_extract(CAST(data AS TEXT), '$.timestamp') AS seen, alert_id FROM events"
+    " WHERE kind = 'alert.received' AND alert_id IS NOT NULL"
+    " AND json_extract(CAST(data AS TEXT), '$.timestamp') <= ?"
+    " ORDER BY seen DESC, alert_id DESC"
+)
+"""``(timestamp, alert_id)`` of the received rows of alerts, newest event first, from a
+timestamp down (index ``events_alert_seen``): an alert's first row in this order is the
+one that set its ``last_seen``, so alerts come up newest ``last_seen`` first."""
 
 
 def rows_at(count: int) -> str:
