@@ -19,6 +19,7 @@ from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableErr
 
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.subjects import (
+    ANCHOR_PREFIX,
     ATTEMPTS_PREFIX,
     DELIVERED,
     DELIVERY_FAILED,
@@ -27,6 +28,7 @@ from tocsin.core.subjects import (
     REJECTED,
     ROUTE_PREFIX,
     ROUTER_CONSUMER,
+    STREAM_ANCHOR,
     STREAM_IN,
     STREAM_OUT,
     STREAM_WORK,
@@ -43,10 +45,12 @@ SETUP_PATIENCE = 60.0  # seconds to keep asking JetStream to create streams and 
 
 
 def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
-    """The three streams, each kept in ``replicas`` copies (3 on a three-node cluster).
-    Inbound uses interest retention with discard-new: a message leaves only once the
-    router acked it, and a full stream refuses publishers instead of silently dropping
-    (critical alerts are never discarded by limits)."""
+    """The three streams of DESIGN.md section 3 and the anchor's, each kept in
+    ``replicas`` copies (3 on a three-node cluster). Inbound uses interest retention
+    with discard-new: a message leaves only once the router acked it, and a full stream
+    refuses publishers instead of silently dropping (critical alerts are never
+    discarded by limits). The anchor keeps the last head of each log (one message a
+    subject), and refuses deleting or purging it: only a newer head replaces it."""
     return [
         js_api.StreamConfig(
             name=STREAM_IN,
@@ -74,6 +78,16 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             max_age=30 * DAY,
             duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+        js_api.StreamConfig(
+            name=STREAM_ANCHOR,
+            subjects=[ANCHOR_PREFIX + ">"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_msgs_per_subject=1,
+            storage=js_api.StorageType.FILE,
+            deny_delete=True,
+            deny_purge=True,
             num_replicas=replicas,
         ),
     ]

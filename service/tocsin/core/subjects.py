@@ -21,6 +21,13 @@ ATTEMPTS_PREFIX = "tocsin.attempts."
 
 CONTROL_PREFIX = "tocsin.control."
 
+ANCHOR_PREFIX = "tocsin.anchor."
+
+ANCHOR = ANCHOR_PREFIX + "log"
+"""The head of the log's hash chain (``core.anchor.Head``), kept outside the file: the
+writer publishes it, ``tocsin verify --against-nats`` compares the file with it. A
+partitioned log (DESIGN.md section 17) would anchor each partition under its own name."""
+
 DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
 
 # (the reply values are listed in tocsin/status.py)
@@ -32,6 +39,8 @@ STREAM_IN = "TOCSIN_IN"
 STREAM_WORK = "TOCSIN_WORK"
 
 STREAM_OUT = "TOCSIN_OUT"
+
+STREAM_ANCHOR = "TOCSIN_ANCHOR"  # tocsin.anchor.>, the last message of each subject kept
 
 
 ROUTER_CONSUMER = "router"

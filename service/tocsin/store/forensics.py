@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from tocsin.core import events as ev
+from tocsin.core.anchor import Head, disagreement
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import format_us
@@ -218,6 +219,25 @@ def verify(path: Path) -> Verdict:
         open_alerts=len(state.open_by_fingerprint),
         seconds=time.perf_counter() - started,
     )
+
+
+def check_anchor(path: Path, head: Head) -> str | None:
+    """What is wrong with the log against an anchored ``head`` (``core.anchor``), or
+    None when the log holds that row with that hash. Run after ``verify``: the chain
+    up to that row is then the anchored history. A head that compaction's base
+    snapshot now stands for is compared with the base's anchor."""
+    conn = connect(path)
+    try:
+        row = conn.execute(tables.HASH_AT, (head.seq,)).fetchone()
+        last = conn.execute(tables.LAST_ROW).fetchone()
+    finally:
+        conn.close()
+    found = bytes(row[0]) if row is not None else None
+    if found is None:
+        base = read_base(path)
+        if base is not None and base.seq == head.seq:
+            found = base.anchor
+    return disagreement(head, found, int(last[0]) if last is not None else 0)
 
 
 def _wrong_column(stored: tables.DerivedColumns, derived: tables.DerivedColumns) -> str | None:
