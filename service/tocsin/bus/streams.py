@@ -21,6 +21,8 @@ from tocsin.core.policy.backoff import Backoff
 from tocsin.core.subjects import (
     ANCHOR_PREFIX,
     ATTEMPTS_PREFIX,
+    AUDIT_CONSUMER,
+    AUDIT_SUBJECTS,
     DELIVERED,
     DELIVERY_FAILED,
     IN_SUBJECTS,
@@ -119,6 +121,24 @@ def recorder_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_ap
     )
 
 
+def audit_consumer_config(replicas: int = 1) -> js_api.ConsumerConfig:
+    """The auditors' durable *pull* consumer on TOCSIN_OUT (the audit subjects only).
+    tocsin makes it so that auditors need not, and may not, create consumers: NATS
+    cannot refuse a push consumer by permissions (push or pull is in the request's
+    body, and the server publishes to any deliver subject its creator names), so the
+    auditor role is only allowed to pull from and ack this one
+    (deploy/nats/accounts.conf)."""
+    return js_api.ConsumerConfig(
+        durable_name=AUDIT_CONSUMER,
+        filter_subjects=list(AUDIT_SUBJECTS),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        max_ack_pending=10_000,
+        max_deliver=-1,
+        max_waiting=16,
+        num_replicas=replicas,
+    )
+
+
 def deliver_consumer_config(
     receiver: str, send_timeout: float, ack_wait: float = 30.0, replicas: int = 1
 ) -> js_api.ConsumerConfig:
@@ -143,16 +163,17 @@ async def ensure_streams(
     patience: float = SETUP_PATIENCE,
 ) -> None:
     """Create the streams, or update them to this version's config (JetStream moves an
-    existing stream to a new replica count), and TOCSIN_IN's router consumer with its
-    stream (``ensure_inbound``). Safe when several tocsin processes start at once:
-    whoever loses the race to create finds the stream, and updates it only if its
-    config differs."""
+    existing stream to a new replica count), TOCSIN_IN's router consumer with its
+    stream (``ensure_inbound``), and the auditors' pull consumer on TOCSIN_OUT. Safe
+    when several tocsin processes start at once: whoever loses the race to create finds
+    the stream, and updates it only if its config differs."""
     await ensure_inbound(js, replicas, ack_wait, patience)
     for config in stream_configs(replicas):
         if config.name != STREAM_IN:
             await _until_answered(
                 functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
             )
+    await ensure_consumer(js, STREAM_OUT, audit_consumer_config(replicas), patience)
 
 
 async def ensure_inbound(

@@ -47,6 +47,10 @@ ROUTER_CONSUMER = "router"
 
 RECORDER_CONSUMER = "recorder"
 
+AUDIT_CONSUMER = "audit"  # the auditors' durable pull consumer on TOCSIN_OUT, made by tocsin
+
+AUDIT_SUBJECTS = (DELIVERED, DELIVERY_FAILED, REJECTED)  # what auditors read
+
 
 MSG_ID = "Nats-Msg-Id"
 
