@@ -24,10 +24,11 @@ from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
 from tocsin.core import contracts, ingest
+from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
-from tocsin.core.subjects import COMPACT, IN_PREFIX, MSG_ID, RETRY_FAILED
+from tocsin.core.subjects import ANCHOR, COMPACT, IN_PREFIX, MSG_ID, RETRY_FAILED, STREAM_ANCHOR
 from tocsin.core.times import now_us, parse_instant
 from tocsin.observability import logs
 from tocsin.observability.redact import Secrets
@@ -196,8 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--at", help="RFC 3339 or a duration back from now")
     state.add_argument("--json", action="store_true")
 
-    verify = sub.add_parser("verify", help="check the hash chain and rebuild every projection")
-    _common(verify, nats=False)
+    verify = sub.add_parser(
+        "verify",
+        help="check the hash chain and indexed columns, rebuild every projection, and "
+        "compare the chain with its anchor",
+    )
+    _common(verify, nats=True)
+    verify.add_argument(
+        "--against-nats",
+        action="store_true",
+        help="also check that the log holds the chain head anchored in NATS "
+        "(tocsin.anchor.log): a dropped tail or a rewritten history fails",
+    )
+    verify.add_argument(
+        "--head",
+        metavar="SEQ:HASH",
+        help="also check that the log holds this chain head (one written down earlier, "
+        "e.g. from a previous verify)",
+    )
     verify.add_argument(
         "--archive",
         action="append",
@@ -353,6 +370,7 @@ def _forensics(args: argparse.Namespace) -> int:
             except CompactionError as error:
                 print(f"tocsin: archive check FAILED: {error}", file=sys.stderr)
                 return EXIT_FAILURE
+        heads = [("--head", _head(args.head))] if args.head is not None else []
         verdict = forensics.verify(path)
         if not verdict.ok:
             print(
@@ -363,16 +381,78 @@ def _forensics(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         print(
             f"ok: {verdict.events} event(s), seq {verdict.first_seq}..{verdict.last_seq}, "
-            f"hash chain intact; projection rebuilt from scratch ({verdict.alerts} alert(s), "
-            f"{verdict.open_alerts} open), checked against {verdict.snapshots} snapshot(s), "
-            f"in {verdict.seconds:.2f}s"
+            f"hash chain and indexed columns intact; projection rebuilt from scratch "
+            f"({verdict.alerts} alert(s), {verdict.open_alerts} open), checked against "
+            f"{verdict.snapshots} snapshot(s), in {verdict.seconds:.2f}s"
         )
-        return EXIT_OK
+        if args.against_nats:
+            anchored = asyncio.run(_anchored_head(args))
+            if anchored is None:
+                return EXIT_FAILURE
+            heads.append(("the anchor in NATS", anchored))
+        return _check_heads(path, heads, verdict.last_seq or 0)
     except forensics.LogMissing as error:
         print(f"tocsin: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:  # e.g. `tocsin replay | head`
         return EXIT_OK
+
+
+def _head(text: str) -> Head:
+    try:
+        return parse_head(text)
+    except ValueError as error:
+        raise UsageError(f"--head: {error}") from error
+
+
+def _check_heads(path: Path, heads: list[tuple[str, Head]], last_seq: int) -> int:
+    """The log against each anchored head (the chain itself is verified): exit 1 at
+    the first it does not hold, naming what differs."""
+    for where, head in heads:
+        problem = forensics.check_anchor(path, head)
+        if problem is not None:
+            print(f"tocsin: verify FAILED against {where}: {problem}", file=sys.stderr)
+            return EXIT_FAILURE
+        ahead = last_seq - head.seq
+        print(
+            f"ok: the log holds the head of {where}, seq {head.seq} ({head.ts or 'time not given'})"
+            + (f"; {ahead} event(s) after it not anchored yet" if ahead > 0 else "")
+        )
+    return EXIT_OK
+
+
+async def _anchored_head(args: argparse.Namespace) -> Head | None:
+    """The chain head anchored in NATS, or None after saying why there is none."""
+    from nats.errors import Error as NatsError
+
+    from tocsin.bus.anchor import anchored_head
+
+    url, nc, errors = await _connect(args)
+    if nc is None:
+        return None
+    try:
+        head = await anchored_head(nc.jetstream(timeout=10))
+    except (NatsError, TimeoutError) as error:
+        print(
+            f"tocsin: cannot read the anchor from NATS at {url}: {error!r}{_refusal(errors)}",
+            file=sys.stderr,
+        )
+        return None
+    except ValueError as error:
+        print(
+            f"tocsin: verify FAILED: the anchor in NATS at {url} is unreadable: {error}",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        await nc.close()
+    if head is None:
+        print(
+            f"tocsin: verify FAILED: no chain head is anchored in NATS at {url} "
+            f"({STREAM_ANCHOR} has no {ANCHOR}); the writer publishes it once it runs",
+            file=sys.stderr,
+        )
+    return head
 
 
 def _compact(args: argparse.Namespace) -> int:

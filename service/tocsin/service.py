@@ -34,6 +34,7 @@ from tocsin import __version__
 from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_server
 from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
+from tocsin.bus.anchor import Anchor
 from tocsin.bus.connection import connect, connect_options
 from tocsin.bus.embedded import EmbeddedNats, resolve_nats_url
 from tocsin.bus.publisher import Publisher
@@ -48,6 +49,7 @@ from tocsin.bus.streams import (
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
 from tocsin.config import Config
 from tocsin.core import events as ev
+from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
 from tocsin.core.state import State
 from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
@@ -129,6 +131,7 @@ class Running:
     reader: LogReader | None = None
     outbox: Outbox | None = None  # where the log is: owed work items and their relay
     compactor: Compactor | None = None  # where the log is: ``tocsin compact``, retention
+    anchor: Anchor | None = None  # where the log is: publishes its chain head to NATS
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,14 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
         if config.log.retention is not None:
             parts.append(Part(compactor.run))  # [log] retention, checked every hour
+        anchor = running.anchor = Anchor(broker.js, functools.partial(chain_head, ledger))
+        ledger.listeners.append(anchor.committed)
+        metrics.observe(
+            "tocsin_log_anchored_seq",
+            "seq of the last chain head NATS acknowledged (what verify --against-nats checks)",
+            lambda: float(anchor.published.seq if anchor.published is not None else 0),
+        )
+        parts.append(Part(anchor.run))
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
@@ -581,14 +592,26 @@ async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
 
 async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -> None:
     """Every part is told to stop and the servers to finish, and all are given 20 s
-    together; then the connection drains, so that what they published and acked reaches
-    NATS before it closes. The log is closed after that, by ``release``."""
+    together; the log's last head is anchored; then the connection drains, so that what
+    they published and acked reaches NATS before it closes. The log is closed after
+    that, by ``release``."""
     stop.set()
     running.readiness.stage = "shutting down"
     log.info("stopping: the servers, then the parts, then the NATS connection")
     close_doors(running)
     await asyncio.wait(running.tasks, timeout=20)
+    if running.anchor is not None and running.ledger is not None:
+        await running.ledger.settled()  # the head the parts left, once they have stopped
+        await running.anchor.publish_now()
     await broker.nc.drain()
+
+
+def chain_head(ledger: Ledger) -> Head | None:
+    """The head of the log's chain as committed (None while the log is empty)."""
+    event_log = ledger.event_log
+    if event_log.last_seq == 0:
+        return None
+    return head_of(event_log.last_seq, event_log.last_hash, event_log.last_ts)
 
 
 def close_doors(running: Running) -> None:

@@ -79,8 +79,9 @@ def _marks(count: int) -> str:
 
 # -- events: the writer's position ---------------------------------------------------
 
-LAST_ROW = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
-"""``(seq, hash)`` of the newest row, or no row: where the next row chains on."""
+LAST_ROW = "SELECT seq, hash, ts FROM events ORDER BY seq DESC LIMIT 1"
+"""``(seq, hash, ts)`` of the newest row, or no row: where the next row chains on, and
+the head of the chain an anchor records."""
 
 STREAM_SEQ_MAXIMA = "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
 """The highest inbound and outcome stream seqs logged (0 when none)."""
@@ -106,8 +107,19 @@ class Fact:
     out_seq: int | None = None
 
 
-def _ids(event: ev.Event) -> tuple[str | None, str | None]:
-    return getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
+DerivedColumns = tuple[str, str | None, str | None]
+"""``(kind, fingerprint, alert_id)``: the columns of a row that repeat what its event
+says, for the indexes ``replay`` and the API look rows up by."""
+
+DERIVED_COLUMNS = ("kind", "fingerprint", "alert_id")
+
+
+def derived_columns(event: ev.Event) -> DerivedColumns:
+    """The ``kind``, ``fingerprint`` and ``alert_id`` columns of ``event``'s row: the
+    writer fills them from here and ``verify`` checks every row against here, so a
+    column edited behind the log's back (the hash covers ``data``, not the columns) is
+    found the way the writer would have written it."""
+    return ev.kind_of(event), getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +165,12 @@ def new_rows(
     rows: list[EventRow] = []
     seq, previous = after_seq, after_hash
     max_in, max_out = max_in_seq, max_out_seq
-    encode, kind_of = ev.encode, ev.kind_of
+    encode, derived = ev.encode, derived_columns
     for fact in facts:
         seq += 1
-        kind = kind_of(fact.event)
+        kind, fingerprint, alert_id = derived(fact.event)
         data = encode(fact.event)
         previous = chain_hash(previous, seq, ts, kind, data)
-        fingerprint, alert_id = _ids(fact.event)
         rows.append(
             (
                 seq,
@@ -310,6 +321,24 @@ def chain_rows(conn: sqlite3.Connection, through_seq: int = MAX_SEQ) -> Iterator
         for seq, ts, kind, data, digest in batch:
             yield seq, ts, kind, bytes(data), bytes(digest)
 
+
+VERIFIED_ROWS = "SELECT seq, ts, kind, data, hash, fingerprint, alert_id FROM events ORDER BY seq"
+"""Every row as ``verify`` checks it: the chain's columns and the derived ones."""
+
+
+def verified_rows(
+    conn: sqlite3.Connection,
+) -> Iterator[tuple[ChainRow, tuple[str | None, str | None]]]:
+    """Every row, oldest first, as ``chain.walk_carrying`` takes them: the chain's
+    columns with the row's ``(fingerprint, alert_id)`` columns."""
+    cursor = conn.execute(VERIFIED_ROWS)
+    while batch := cursor.fetchmany(5000):
+        for seq, ts, kind, data, digest, fingerprint, alert_id in batch:
+            yield (seq, ts, kind, bytes(data), bytes(digest)), (fingerprint, alert_id)
+
+
+HASH_AT = "SELECT hash FROM events WHERE seq = ?"
+"""The hash of the row at a seq (no row when there is none)."""
 
 # -- events: compaction ------------------------------------------------------------------
 
