@@ -8,6 +8,8 @@ TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 LOCKED := $(BIN)/pip install --quiet --require-hashes
 SELF := $(BIN)/pip install --quiet --no-deps -e .
+# The publisher library (clients/python) needs nats-py and msgspec, already in every lock.
+CLIENT := $(BIN)/pip install --quiet --no-deps -e clients/python
 
 .PHONY: run test test-fast lint schemas lock bench bench-parts soak clean
 
@@ -21,9 +23,10 @@ $(RUN_STAMP): requirements/run.txt pyproject.toml | $(BIN)/python
 	touch $@
 
 # Testing adds the test tools, and the Debian packages the tests drive (chromium).
-$(TEST_STAMP): requirements/test.txt pyproject.toml | $(BIN)/python
+$(TEST_STAMP): requirements/test.txt pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(LOCKED) -r requirements/test.txt
 	$(SELF)
+	$(CLIENT)
 	touch $@
 
 $(BENCH_STAMP): requirements/bench.txt pyproject.toml | $(BIN)/python
@@ -44,8 +47,8 @@ test-fast: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/core
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service tests bench clients
+	$(BIN)/ruff format --check service tests bench clients
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -14,7 +14,13 @@ from nats.js.errors import NotFoundError
 
 from tests.support import HttpSink, Mailbox, NatsServer, Rig, authenticate, free_port
 from tocsin.bus.streams import ensure_streams
-from tocsin.core.subjects import DELIVERED_SEQ_BUCKET, STREAM_IN, STREAM_OUT, STREAM_WORK
+from tocsin.core.subjects import (
+    DELIVERED_SEQ_BUCKET,
+    STREAM_ANCHOR,
+    STREAM_IN,
+    STREAM_OUT,
+    STREAM_WORK,
+)
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger
 
@@ -35,7 +41,7 @@ async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
         nats_server.start()
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for name in (STREAM_IN, STREAM_WORK, STREAM_OUT, f"KV_{DELIVERED_SEQ_BUCKET}"):
+    for name in (STREAM_IN, STREAM_WORK, STREAM_OUT, STREAM_ANCHOR, f"KV_{DELIVERED_SEQ_BUCKET}"):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
     await nc.close()

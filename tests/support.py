@@ -500,13 +500,16 @@ class Serve:
 
 
 def log_events(db: Path, kind: str) -> list[dict[str, Any]]:
-    """The ``data`` of every log event of ``kind``, read from the file (read-only)."""
+    """The ``data`` of every log event of ``kind``, oldest first, read from the file
+    (read-only)."""
     import sqlite3
 
     if not db.exists():
         return []
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        rows = conn.execute("SELECT data FROM events WHERE kind = ?", (kind,)).fetchall()
+        rows = conn.execute(
+            "SELECT data FROM events WHERE kind = ? ORDER BY seq", (kind,)
+        ).fetchall()
     return [msgspec.json.decode(row[0]) for row in rows]
 
 

@@ -447,6 +447,9 @@ def test_a_bad_health_address_exits_2_naming_it(tmp_path: Path) -> None:
         (["--severity", "info", "--details", "{not json"], "--details"),
         (["--severity", "info", "--timestamp", "2026-01-01T00:00:00"], "--timestamp"),
         (["--severity", "info", "--type", "a b"], "--type"),
+        (["--severity", "info", "--fingerprint", "f" * 129], "--fingerprint"),
+        (["--severity", "info", "--event-id", "e" * 257], "--event-id"),
+        (["--severity", "info", "--summary", ""], "--summary"),
     ],
 )
 def test_publish_refuses_what_the_service_would_reject_before_connecting(

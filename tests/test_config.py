@@ -218,6 +218,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
             '[[route]]\nreceivers = ["log"]\nmute_time_intervals = ["nights"]\n',
             "route[0].mute_time_intervals[0]",
         ),
+        ('[log]\nretention = "10m"\n', "log.retention"),
+        ("[alerts]\nkeep_resolved = -1\n", "alerts.keep_resolved"),
+        ('[alerts]\nkeep_resolved = "a day"\n', "alerts.keep_resolved"),
     ],
     ids=[
         "bad-duration",
@@ -247,6 +250,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         "repeat-interval-zero",
         "group-interval-negative",
         "unknown-time-interval",
+        "retention-below-the-hourly-check",
+        "negative-keep-resolved",
+        "bad-keep-resolved",
     ],
 )
 def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, key: str) -> None:

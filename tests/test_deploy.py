@@ -9,6 +9,10 @@ the Dockerfile has the promised shape.
   ``accounts.conf`` and ``tls.conf`` it includes) fails without its secrets (none lives in
   the files) and keeps the values the deploy docs rely on. What each role may do is tested
   on a running server in test_nats_roles.py.
+- The three-node cluster (``nats-cluster.conf``, compose, the Helm values) has the single
+  node's accounts and TLS, and TLS on its routes: it includes the same files, fails
+  without each secret, refuses clients without TLS or a known user when running
+  (test_cluster.py runs all three nodes so configured).
 - ``deploy/compose.cluster.yaml`` (no Docker engine here: parsed with PyYAML, checked for
   what would break the cluster): three nodes on the cluster config, each node's compose
   environment passing ``nats-server -t``, routes and client URLs naming every node, one
@@ -30,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +92,7 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "TOCSIN_AUDITOR_PASSWORD": password(),
         "NATS_TLS_CERT": str(certs.server_cert),
         "NATS_TLS_KEY": str(certs.server_key),
+        "NATS_TLS_CA": str(certs.ca),
     }
 
 
@@ -119,6 +125,23 @@ def referenced_variables(conf: Path, seen: frozenset[Path] = frozenset()) -> set
         if path.is_file() and path not in seen:
             names |= referenced_variables(path, seen | {conf.resolve()})
     return names
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+_DEFINED = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", re.M)
+
+
+def environment_variables(conf: Path) -> set[str]:
+    """The ``$NAME``s of a config (and its includes) the server takes from its
+    environment: not those inside quoted strings (``"$JS.API..."``), nor the config's
+    own variables (``TOCSIN_SERVICE = {...}``)."""
+    names: set[str] = set()
+    defined: set[str] = set()
+    for path in [conf, *includes(conf)]:
+        text = _QUOTED.sub("", uncommented(path))
+        names |= set(_VARIABLE.findall(text))
+        defined |= set(_DEFINED.findall(text))
+    return names - defined
 
 
 def compose() -> dict[str, Any]:
@@ -172,13 +195,96 @@ def test_nats_config_check_rejects_a_broken_copy(
     assert "not_a_nats_option" in result.stdout + result.stderr, described(result)
 
 
+def cluster_node_env(server_env: dict[str, str]) -> dict[str, str]:
+    """What compose gives its first node, its secrets (passwords and certificate paths
+    inside the container) replaced by real ones made for the test."""
+    return {**example_environment(), **server_env}
+
+
 @pytest.mark.parametrize("missing", NATS_ENV)
+@pytest.mark.parametrize("conf", [NATS_CONF, CLUSTER_CONF], ids=["single", "cluster"])
 def test_nats_config_takes_its_secrets_from_the_environment(
-    server_env: dict[str, str], missing: str
+    server_env: dict[str, str], missing: str, conf: Path
 ) -> None:
-    result = check_config(NATS_CONF, {k: v for k, v in server_env.items() if k != missing})
+    """Catches a role's password or the TLS certificate left out of a config (the
+    cluster's had no accounts and no TLS at all): without it the server refuses to
+    start, naming the variable."""
+    env = cluster_node_env(server_env) if conf == CLUSTER_CONF else server_env
+    result = check_config(conf, {k: v for k, v in env.items() if k != missing})
     assert result.returncode != 0, described(result)
     assert f"'{missing}'" in result.stdout + result.stderr, described(result)
+
+
+def includes(conf: Path) -> list[Path]:
+    return [(conf.parent / name).resolve() for name in _INCLUDE.findall(uncommented(conf))]
+
+
+def block(text: str, name: str) -> str:
+    """The body of the top-level-or-nested ``name { ... }`` block of a config's text,
+    braces balanced."""
+    match = re.search(rf"^\s*{name}\s*\{{", text, re.M)
+    assert match, f"no {name} {{ ... }} block"
+    depth, start = 1, match.end()
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start:index]
+    raise AssertionError(f"{name} {{ ... }} is not closed")
+
+
+def test_the_cluster_has_the_single_nodes_accounts_and_tls_and_tls_on_its_routes() -> None:
+    """Catches the three-node cluster running without the roles and TLS the single node
+    has: it includes the very same accounts.conf and tls.conf, and its routes speak
+    TLS with a CA to verify peers by (a route carries every message)."""
+    shared = {ACCOUNTS_CONF.resolve(), (DEPLOY / "nats" / "tls.conf").resolve()}
+    assert shared <= set(includes(NATS_CONF))
+    assert shared <= set(includes(CLUSTER_CONF))
+    routes_tls = block(block(uncommented(CLUSTER_CONF), "cluster"), "tls")
+    for key, variable in (
+        ("cert_file", "NATS_TLS_CERT"),
+        ("key_file", "NATS_TLS_KEY"),
+        ("ca_file", "NATS_TLS_CA"),
+    ):
+        assert re.search(rf"^\s*{key}:\s*\${variable}\s*$", routes_tls, re.M), key
+    assert "verify: false" not in routes_tls
+
+
+async def test_the_cluster_refuses_clients_without_tls_or_a_known_user(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """The cluster config running (one node; its routes to the others are retried in the
+    background): a client without TLS, or with TLS and no password, is refused; the
+    tocsin user over TLS gets in. tests/bus/test_cluster.py runs all three nodes so
+    configured, tocsin logged in as that user."""
+    from nats.errors import Error as NatsError
+
+    from tests.natsauth import Client, ConfiguredNats
+    from tests.support import free_port
+
+    env = {
+        **server_env,
+        "NATS_SERVER_NAME": "n1",
+        "NATS_STORE_DIR": str(tmp_path / "store"),
+        "NATS_LISTEN": "127.0.0.1:4222",  # ConfiguredNats's -p flag wins
+        "NATS_HTTP": f"127.0.0.1:{free_port()}",
+        "NATS_CLUSTER_LISTEN": f"127.0.0.1:{free_port()}",
+        "NATS_ROUTES": f"[nats://127.0.0.1:{free_port()}]",  # a peer not (yet) there
+    }
+    server = ConfiguredNats(CLUSTER_CONF, env, tls=True)
+    server.log = tmp_path / "node.log"
+    server.start()
+    ca = ssl.create_default_context(cafile=env["NATS_TLS_CA"])
+    login = {"user": "tocsin", "password": env["TOCSIN_NATS_PASSWORD"]}
+    try:
+        with pytest.raises((NatsError, OSError)):
+            await Client.connect(server.url.replace("tls://", "nats://"), **login)
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await Client.connect(server.url, tls=ca)
+        tocsin = await Client.connect(server.url, tls=ca, **login)
+        assert tocsin.nc.is_connected
+        await tocsin.close()
+    finally:
+        server.stop()
 
 
 def test_no_password_is_written_in_the_accounts() -> None:
@@ -221,6 +327,15 @@ def tocsin_services(services: dict[str, Any], command: str) -> list[dict[str, An
     return [svc for svc in services.values() if svc.get("command") == [command]]
 
 
+def on_host(service: dict[str, Any], path: str) -> Path:
+    """Where the file at ``path`` in the container comes from: the mount whose target
+    is the path itself or a directory above it."""
+    for target, source in sorted(mounts(service).items(), key=lambda item: -len(item[0])):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return (COMPOSE.parent / source / os.path.relpath(path, target)).resolve()
+    raise AssertionError(f"{path} is not mounted")
+
+
 def mounts(service: dict[str, Any]) -> dict[str, str]:
     """Container path -> source, for ``source:target[:mode]`` volume entries."""
     out: dict[str, str] = {}
@@ -230,7 +345,7 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def test_compose_runs_three_nats_nodes_on_the_cluster_config() -> None:
+def test_compose_runs_three_nats_nodes_on_the_cluster_config(server_env: dict[str, str]) -> None:
     services = compose()["services"]
     nodes = nats_services(services)
     assert len(nodes) == 3, sorted(nodes)
@@ -241,8 +356,17 @@ def test_compose_runs_three_nats_nodes_on_the_cluster_config() -> None:
         env = environment_of(svc)
         command = svc["command"]
         conf_in_container = command[command.index("-c") + 1]
-        source = mounts(svc)[conf_in_container]
-        assert (COMPOSE.parent / source).resolve() == CLUSTER_CONF, name
+        assert on_host(svc, conf_in_container) == CLUSTER_CONF, name
+        # Every file the config names through the environment is mounted: certificates.
+        for variable in ("NATS_TLS_CERT", "NATS_TLS_KEY", "NATS_TLS_CA"):
+            assert on_host(svc, env[variable]).parent == COMPOSE.parent / "tls", variable
+        # Passwords come from the host's environment, never from the file.
+        for variable in (
+            "TOCSIN_NATS_PASSWORD",
+            "TOCSIN_PUBLISHER_PASSWORD",
+            "TOCSIN_AUDITOR_PASSWORD",
+        ):
+            assert env[variable].startswith("${" + variable + ":?"), variable
         data = mounts(svc)["/data"]
         assert env["NATS_STORE_DIR"].startswith("/data/"), f"{name}: the store is not on /data"
         volumes.add(data)
@@ -250,8 +374,10 @@ def test_compose_runs_three_nats_nodes_on_the_cluster_config() -> None:
         cluster_port = env["NATS_CLUSTER_LISTEN"].rsplit(":", 1)[1]
         for peer in nodes:
             assert f"nats://{peer}:{cluster_port}" in routes, f"{name} has no route to {peer}"
-        # The node's compose environment is complete for the config it runs.
-        result = check_config(CLUSTER_CONF, env)
+        # The node's compose environment is complete for the config it runs (its
+        # secrets replaced by real ones: the container's paths are not on this host).
+        assert environment_variables(CLUSTER_CONF) <= set(env), name
+        result = check_config(CLUSTER_CONF, {**env, **server_env})
         assert result.returncode == 0, f"{name}: " + described(result)
     assert len(volumes) == 3, "each node needs its own store"
     assert volumes <= set(compose()["volumes"])
@@ -273,7 +399,14 @@ def test_compose_runs_one_router_on_a_volume_and_two_workers() -> None:
         assert (COMPOSE.parent / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
         env = environment_of(svc)
         seeds = env["TOCSIN_NATS_URL"].split(",")
-        assert sorted(seeds) == sorted(f"nats://{n}:{p}" for n, p in client_ports.items())
+        assert sorted(seeds) == sorted(f"tls://{n}:{p}" for n, p in client_ports.items())
+        # Logged in as the tocsin role, trusting the CA the nodes' certificate is from.
+        assert env["TOCSIN_NATS_USER"] == "tocsin"
+        assert env["TOCSIN_NATS_PASSWORD"].startswith("${TOCSIN_NATS_PASSWORD:?")
+        (node,) = [services["nats-1"]]
+        assert on_host(svc, env["TOCSIN_NATS_TLS_CA"]) == on_host(
+            node, environment_of(node)["NATS_TLS_CA"]
+        )
         # The image's HEALTHCHECK reads 127.0.0.1:8080/healthz.
         assert env["TOCSIN_HEALTH"] == "0.0.0.0:8080"
         config_file = mounts(svc)[env["TOCSIN_CONFIG"]]
@@ -357,6 +490,17 @@ def test_k8s_workload_references_resolve(kind: str, name: str, command: str, rep
     for service in services:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in ports
+    # Logged in to NATS as the tocsin role, over TLS, trusting a CA mounted from the
+    # Secret.
+    assert env["TOCSIN_NATS_URL"]["value"].startswith("tls://")
+    assert env["TOCSIN_NATS_USER"]["value"] == "tocsin"
+    assert env["TOCSIN_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "TOCSIN_NATS_PASSWORD"
+    ca_path = Path(env["TOCSIN_NATS_TLS_CA"]["value"])
+    mounts_by_path = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    ca_volume = {v["name"]: v for v in pod["spec"]["volumes"]}[mounts_by_path[str(ca_path.parent)]]
+    (item,) = [i for i in ca_volume["secret"]["items"] if i["path"] == ca_path.name]
+    assert ca_volume["secret"]["secretName"] == "tocsin-secrets"
+    assert "BEGIN CERTIFICATE" in secret["stringData"][item["key"]]
     mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     config_path = Path(env["TOCSIN_CONFIG"]["value"])
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
@@ -387,7 +531,13 @@ def test_the_k8s_router_keeps_its_log_on_a_claim() -> None:
 
 def test_the_k8s_config_is_the_cluster_config(tmp_path: Path) -> None:
     configmap = k8s_object("ConfigMap", "tocsin-config")
-    env = {k: str(v) for k, v in k8s_object("Secret", "tocsin-secrets")["stringData"].items()}
+    # What the TOML refers to as ${VAR}; the NATS login (a password here, its user and
+    # CA file in the pods) is checked with the workloads.
+    env = {
+        k: str(v)
+        for k, v in k8s_object("Secret", "tocsin-secrets")["stringData"].items()
+        if not k.startswith("TOCSIN_NATS_")
+    }
     mounted = tmp_path / "tocsin.toml"
     mounted.write_text(configmap["data"]["tocsin.toml"])
     in_k8s = tocsin_config.load(mounted, env)
@@ -399,9 +549,42 @@ def test_the_k8s_config_is_the_cluster_config(tmp_path: Path) -> None:
 
 def test_nats_helm_values_ask_for_three_jetstream_nodes() -> None:
     values = yaml.safe_load((K8S / "nats-values.yaml").read_text())["config"]
-    assert values["cluster"] == {"enabled": True, "replicas": 3}
+    assert {k: values["cluster"][k] for k in ("enabled", "replicas")} == {
+        "enabled": True,
+        "replicas": 3,
+    }
     assert values["jetstream"]["enabled"] is True
     assert values["jetstream"]["fileStore"]["pvc"]["size"]
+
+
+def test_nats_helm_values_give_the_cluster_the_accounts_and_tls() -> None:
+    """Catches the Kubernetes cluster running without the roles and TLS the single node
+    has: clients and routes over TLS (routes verifying peers against a CA), the shipped
+    accounts.conf included, and its three passwords from a Secret in the server's
+    environment, as accounts.conf reads them."""
+    document = yaml.safe_load((K8S / "nats-values.yaml").read_text())
+    values = document["config"]
+    assert values["nats"]["tls"]["enabled"] is True
+    assert values["nats"]["tls"]["secretName"]
+    routes = values["cluster"]["tls"]
+    assert routes["enabled"] is True
+    assert routes["secretName"]
+    assert routes["ca"], "routes must verify their peers against a CA"
+    assert values["merge"]["$include"] == "./accounts.conf"
+    header = (K8S / "nats-values.yaml").read_text()
+    assert "--set-file 'configMap.merge.data.accounts\\.conf=deploy/nats/accounts.conf'" in header
+    env = document["container"]["env"]
+    for variable in (
+        "TOCSIN_NATS_PASSWORD",
+        "TOCSIN_PUBLISHER_PASSWORD",
+        "TOCSIN_AUDITOR_PASSWORD",
+    ):
+        assert env[variable]["valueFrom"]["secretKeyRef"]["key"] == variable
+    assert environment_variables(ACCOUNTS_CONF) == {
+        "TOCSIN_NATS_PASSWORD",
+        "TOCSIN_PUBLISHER_PASSWORD",
+        "TOCSIN_AUDITOR_PASSWORD",
+    }
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

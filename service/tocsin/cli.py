@@ -24,18 +24,22 @@ from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
 from tocsin.core import contracts, ingest
+from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
-from tocsin.core.subjects import IN_PREFIX, MSG_ID, RETRY_FAILED
+from tocsin.core.subjects import ANCHOR, COMPACT, IN_PREFIX, MSG_ID, RETRY_FAILED, STREAM_ANCHOR
 from tocsin.core.times import now_us, parse_instant
 from tocsin.observability import logs
 from tocsin.observability.redact import Secrets
 from tocsin.store import forensics
 from tocsin.store.compaction import CompactionError, compact, verify_archives
 from tocsin.store.eventlog import db_path
+from tocsin.store.lock import WriterLock
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+COMPACT_PATIENCE = 600.0  # seconds the running service may take to archive and compact
 
 
 class UsageError(Exception):
@@ -193,8 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--at", help="RFC 3339 or a duration back from now")
     state.add_argument("--json", action="store_true")
 
-    verify = sub.add_parser("verify", help="check the hash chain and rebuild every projection")
-    _common(verify, nats=False)
+    verify = sub.add_parser(
+        "verify",
+        help="check the hash chain and indexed columns, rebuild every projection, and "
+        "compare the chain with its anchor",
+    )
+    _common(verify, nats=True)
+    verify.add_argument(
+        "--against-nats",
+        action="store_true",
+        help="also check that the log holds the chain head anchored in NATS "
+        "(tocsin.anchor.log): a dropped tail or a rewritten history fails",
+    )
+    verify.add_argument(
+        "--head",
+        metavar="SEQ:HASH",
+        help="also check that the log holds this chain head (one written down earlier, "
+        "e.g. from a previous verify)",
+    )
     verify.add_argument(
         "--archive",
         action="append",
@@ -203,8 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check this compaction archive against the log",
     )
 
-    compact = sub.add_parser("compact", help="move old events to an archive (service stopped)")
-    _common(compact, nats=False)
+    compact = sub.add_parser(
+        "compact",
+        help="move old events to an archive (asks the running service; offline when none runs)",
+    )
+    _common(compact, nats=True)
     compact.add_argument("--before", required=True, help="RFC 3339 or a duration back from now")
     compact.add_argument("--archive", required=True, type=Path, help="the .jsonl.gz to write")
 
@@ -347,6 +370,7 @@ def _forensics(args: argparse.Namespace) -> int:
             except CompactionError as error:
                 print(f"tocsin: archive check FAILED: {error}", file=sys.stderr)
                 return EXIT_FAILURE
+        heads = [("--head", _head(args.head))] if args.head is not None else []
         verdict = forensics.verify(path)
         if not verdict.ok:
             print(
@@ -357,11 +381,16 @@ def _forensics(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         print(
             f"ok: {verdict.events} event(s), seq {verdict.first_seq}..{verdict.last_seq}, "
-            f"hash chain intact; projection rebuilt from scratch ({verdict.alerts} alert(s), "
-            f"{verdict.open_alerts} open), checked against {verdict.snapshots} snapshot(s), "
-            f"in {verdict.seconds:.2f}s"
+            f"hash chain and indexed columns intact; projection rebuilt from scratch "
+            f"({verdict.alerts} alert(s), {verdict.open_alerts} open), checked against "
+            f"{verdict.snapshots} snapshot(s), in {verdict.seconds:.2f}s"
         )
-        return EXIT_OK
+        if args.against_nats:
+            anchored = asyncio.run(_anchored_head(args))
+            if anchored is None:
+                return EXIT_FAILURE
+            heads.append(("the anchor in NATS", anchored))
+        return _check_heads(path, heads, verdict.last_seq or 0)
     except forensics.LogMissing as error:
         print(f"tocsin: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -369,22 +398,127 @@ def _forensics(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _head(text: str) -> Head:
+    try:
+        return parse_head(text)
+    except ValueError as error:
+        raise UsageError(f"--head: {error}") from error
+
+
+def _check_heads(path: Path, heads: list[tuple[str, Head]], last_seq: int) -> int:
+    """The log against each anchored head (the chain itself is verified): exit 1 at
+    the first it does not hold, naming what differs."""
+    for where, head in heads:
+        problem = forensics.check_anchor(path, head)
+        if problem is not None:
+            print(f"tocsin: verify FAILED against {where}: {problem}", file=sys.stderr)
+            return EXIT_FAILURE
+        ahead = last_seq - head.seq
+        print(
+            f"ok: the log holds the head of {where}, seq {head.seq} ({head.ts or 'time not given'})"
+            + (f"; {ahead} event(s) after it not anchored yet" if ahead > 0 else "")
+        )
+    return EXIT_OK
+
+
+async def _anchored_head(args: argparse.Namespace) -> Head | None:
+    """The chain head anchored in NATS, or None after saying why there is none."""
+    from nats.errors import Error as NatsError
+
+    from tocsin.bus.anchor import anchored_head
+
+    url, nc, errors = await _connect(args)
+    if nc is None:
+        return None
+    try:
+        head = await anchored_head(nc.jetstream(timeout=10))
+    except (NatsError, TimeoutError) as error:
+        print(
+            f"tocsin: cannot read the anchor from NATS at {url}: {error!r}{_refusal(errors)}",
+            file=sys.stderr,
+        )
+        return None
+    except ValueError as error:
+        print(
+            f"tocsin: verify FAILED: the anchor in NATS at {url} is unreadable: {error}",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        await nc.close()
+    if head is None:
+        print(
+            f"tocsin: verify FAILED: no chain head is anchored in NATS at {url} "
+            f"({STREAM_ANCHOR} has no {ANCHOR}); the writer publishes it once it runs",
+            file=sys.stderr,
+        )
+    return head
+
+
 def _compact(args: argparse.Namespace) -> int:
+    """The running service compacts its own log (it alone writes it): when one holds the
+    data dir's writer lock it is asked over NATS on ``tocsin.control.compact``; with none
+    running, the log is compacted here (offline)."""
     before = _instant("--before", args.before)
     assert before is not None
-    try:
-        done = compact(args.data_dir, before, args.archive)
-    except CompactionError as error:
-        print(f"tocsin: {error}", file=sys.stderr)
+    archive = args.archive.resolve()
+    answer = None
+    if _writer_running(args.data_dir):
+        answer = asyncio.run(_ask_to_compact(args, before, archive))
+    if answer is None:  # none runs (or it did not answer: compact says so)
+        try:
+            done = compact(args.data_dir, before, archive)
+        except CompactionError as error:
+            print(f"tocsin: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        rows = (done.rows, done.first_seq, done.last_seq) if done is not None else None
+        by = "offline"
+    elif answer.error:
+        print(f"tocsin: the running service refused to compact: {answer.error}", file=sys.stderr)
         return EXIT_FAILURE
-    if done is None:
+    else:
+        rows = (answer.rows, answer.first_seq or 0, answer.last_seq or 0) if answer.rows else None
+        by = "by the running service"
+    if rows is None:
         print(f"nothing to compact: no event was appended before {args.before}")
         return EXIT_OK
     print(
-        f"compacted {done.rows} event(s), seq {done.first_seq}..{done.last_seq}, into "
-        f"{done.archive}; the state is unchanged (a base snapshot covers them)"
+        f"compacted {rows[0]} event(s), seq {rows[1]}..{rows[2]}, into {archive} ({by}); "
+        "the state is unchanged (a base snapshot covers them)"
     )
     return EXIT_OK
+
+
+def _writer_running(data_dir: Path) -> bool:
+    """Whether a service holds the log's writer lock in ``data_dir``."""
+    lock = WriterLock(data_dir)
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+async def _ask_to_compact(args: argparse.Namespace, before: int, archive: Path) -> Any:
+    """The running service's ``CompactReply``, or ``None`` when no service of this data
+    dir answers (none runs, or NATS is out of reach)."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from tocsin.pipeline.control import CompactReply, CompactRequest
+
+    request = CompactRequest(
+        data_dir=str(args.data_dir.resolve()), before=before, archive=str(archive)
+    )
+    _, nc, _ = await _connect(args, quiet=True)
+    if nc is None:
+        return None
+    try:
+        reply = await nc.request(COMPACT, msgspec.json.encode(request), timeout=COMPACT_PATIENCE)
+    except (NoRespondersError, NatsTimeout):
+        return None
+    finally:
+        await nc.close()
+    return msgspec.json.decode(reply.data, type=CompactReply)
 
 
 def _schemas(out: Path) -> int:
@@ -395,11 +529,14 @@ def _schemas(out: Path) -> int:
     return EXIT_OK
 
 
-async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]:
+async def _connect(
+    args: argparse.Namespace, quiet: bool = False
+) -> tuple[str, Any, list[Exception]]:
     """A NATS connection for a one-shot command, or ``None`` after saying why. It logs in
     as ``[nats]`` of ``--config`` and ``TOCSIN_NATS_*`` say (only that section is read).
     Returns the URL to show (credentials redacted) and the list the server's asynchronous
-    errors (e.g. a permissions violation) are collected in."""
+    errors (e.g. a permissions violation) are collected in. ``quiet``: a server out of
+    reach is not an error (the caller has another way), so nothing is printed."""
     from tocsin.bus.connection import connect_options
     from tocsin.bus.embedded import resolve_nats_url
     from tocsin.observability.redact import display_url
@@ -413,7 +550,7 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]
 
     errors: list[Exception] = []
 
-    async def quiet(error: Exception) -> None:
+    async def collect(error: Exception) -> None:
         errors.append(error)
 
     try:
@@ -424,7 +561,7 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]
                 **login,
                 connect_timeout=2,
                 allow_reconnect=False,
-                error_cb=quiet,
+                error_cb=collect,
             ),
             5,
         )
@@ -436,6 +573,8 @@ async def _connect(args: argparse.Namespace) -> tuple[str, Any, list[Exception]]
         )
         return shown, None, errors
     except (NoServersError, OSError, TimeoutError) as error:
+        if quiet:
+            return shown, None, errors
         print(
             f"tocsin: cannot reach NATS at {shown} ({error or 'no answer within 5s'}); "
             "is `tocsin serve` running? "

@@ -34,6 +34,7 @@ RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 MAX_REPLICAS = 5  # JetStream keeps at most five copies of a stream
 MIN_DEDUP_WINDOW = 1.0  # seconds
+MIN_RETENTION = 3600.0  # seconds: compaction is checked hourly; less would archive the hour
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -97,22 +98,29 @@ NATS_ENV = {
 
 class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How often the projection is snapshotted (0: never). Start-up folds only the
-    events after the newest snapshot."""
+    events after the newest snapshot. ``retention`` (default: none, keep every event):
+    the running service moves events older than this into archives in the data dir,
+    checking every hour."""
 
     snapshot_every: int = 50_000
+    retention: Duration | None = None
+
+
+class AlertsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``keep_resolved``: how long resolved alerts, delivered notifications and ended
+    silences stay in memory (``core.retention``); older ones are read from the log
+    file when asked for. ``resolve_timeout``: an alert with no ``ends_at`` that sees no
+    event for this long is resolved by the clock (DESIGN.md section 11); none by
+    default."""
+
+    keep_resolved: Duration = Duration(24 * 3600.0)
+    resolve_timeout: Duration | None = None
 
 
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How hard delivery workers push: sends in flight per receiver per process."""
 
     concurrency: int = 32
-
-
-class AlertsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """``resolve_timeout``: an alert with no ``ends_at`` that sees no event for this long
-    is resolved by the clock (DESIGN.md section 11); none by default."""
-
-    resolve_timeout: Duration | None = None
 
 
 class _File(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -141,10 +149,10 @@ class Config:
     nats: NatsSection = field(default_factory=NatsSection)
     nats_login: NatsLogin = field(default_factory=NatsLogin)
     log: LogSection = field(default_factory=LogSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
-    alerts: AlertsSection = field(default_factory=AlertsSection)
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
@@ -197,6 +205,13 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
     timeout = parsed.alerts.resolve_timeout
     if timeout is not None and timeout <= 0:
         raise ConfigError("alerts.resolve_timeout: must be positive (leave it out for none)")
+    if parsed.log.retention is not None and parsed.log.retention < MIN_RETENTION:
+        raise ConfigError(
+            f"log.retention: must be at least {MIN_RETENTION / 3600:g}h, "
+            f"got {parsed.log.retention:g}s"
+        )
+    if parsed.alerts.keep_resolved < 0:
+        raise ConfigError("alerts.keep_resolved: must not be negative")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
     nats = msgspec.structs.replace(parsed.nats, replicas=_replicas(parsed.nats.replicas, env))
@@ -221,10 +236,10 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         nats=nats,
         nats_login=nats_login(parsed.nats, env),
         log=parsed.log,
+        alerts=parsed.alerts,
         source=source,
         kinds=kinds,
         time_intervals=intervals,
-        alerts=parsed.alerts,
     )
 
 

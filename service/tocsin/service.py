@@ -34,6 +34,7 @@ from tocsin import __version__
 from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_server
 from tocsin.api.context import ApiContext, Readiness
 from tocsin.api.dashboard import dashboard_pages
+from tocsin.bus.anchor import Anchor
 from tocsin.bus.connection import connect, connect_options
 from tocsin.bus.embedded import EmbeddedNats, resolve_nats_url
 from tocsin.bus.publisher import Publisher
@@ -48,6 +49,7 @@ from tocsin.bus.streams import (
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
 from tocsin.config import Config
 from tocsin.core import events as ev
+from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
 from tocsin.core.state import State
 from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
@@ -56,12 +58,14 @@ from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
 from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.clock import Clock
+from tocsin.pipeline.compactor import Compactor
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
+from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.recorder import Recorder
 from tocsin.pipeline.router import Router
-from tocsin.pipeline.status import answer_delivery_status
+from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
@@ -126,6 +130,9 @@ class Running:
     embedded: EmbeddedNats | None = None
     ledger: Ledger | None = None  # set once open: the running service's single writer
     reader: LogReader | None = None
+    outbox: Outbox | None = None  # where the log is: owed work items and their relay
+    compactor: Compactor | None = None  # where the log is: ``tocsin compact``, retention
+    anchor: Anchor | None = None  # where the log is: publishes its chain head to NATS
 
 
 @dataclass(frozen=True)
@@ -330,6 +337,7 @@ async def open_log(options: Options, running: Running) -> None:
     api.live.last_seq = ledger.event_log.last_seq
     running.reader = api.reader = await LogReader.open(db_path(options.data_dir))
     api.state = lambda: ledger.state
+    api.alert_index = ledger.alert_index
     metrics.observe(
         "tocsin_log_last_seq",
         "seq of the last event in the log",
@@ -402,7 +410,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     """The loops this process runs, in the order they start: the router and the
     recorder where the log is, a delivery worker per receiver, and last the watcher of
     their consumers for /metrics. Another part (a clock, worker processes) goes in this
-    list, before the watcher."""
+    list, before the watcher. Where the log is, its compactor keeps ``[log] retention``."""
     config = options.config
     nc, publisher = broker.nc, broker.publisher
     tracing, metrics, secrets = running.tracing, running.metrics, options.secrets
@@ -410,12 +418,34 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     replicas = config.nats.replicas or 1
     parts: list[Part] = []
     if ledger is not None:
+        # Work items leave through the outbox, which owes each until JetStream stores
+        # it; its watermark rides in the router's and the recorder's batches, and its
+        # relay publishes again what was committed but never stored.
+        assert running.reader is not None
+        outcomes = OutcomesRecorded(nc.jetstream(timeout=CATCH_UP_PATIENCE))
+        outbox = running.outbox = Outbox(
+            ledger, publisher, running.reader, outcomes.wait, receivers=config.receivers
+        )
+        metrics.observe(
+            "tocsin_outbox_owed",
+            "work items committed to the log and not yet stored by JetStream",
+            lambda: float(outbox.owed),
+        )
         # Each creates its consumer (and stream) again should it vanish, and says so to
         # /readyz until it is back.
-        assert running.reader is not None  # opened with the ledger
-        timers = Clock(Control(ledger, running.reader, publisher), ledger, config)
+        timers = Clock(
+            Control(ledger, running.reader, outbox, receivers=config.receivers), ledger, config
+        )
         router = Router(
-            nc, publisher, ledger, config, tracing, secrets, metrics, on_commit=timers.nudge
+            nc,
+            outbox,
+            ledger,
+            config,
+            tracing,
+            secrets,
+            metrics,
+            rider=outbox.ride,
+            on_commit=timers.nudge,
         )
         parts.append(
             Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
@@ -426,11 +456,24 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             ledger,
             metrics,
             functools.partial(ensure_outcomes, replicas=replicas, ack_wait=config.nats.ack_wait),
+            rider=outbox.ride,
         )
         parts.append(
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
+        parts.append(Part(outbox.run))
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
+        compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
+        if config.log.retention is not None:
+            parts.append(Part(compactor.run))  # [log] retention, checked every hour
+        anchor = running.anchor = Anchor(broker.js, functools.partial(chain_head, ledger))
+        ledger.listeners.append(anchor.committed)
+        metrics.observe(
+            "tocsin_log_anchored_seq",
+            "seq of the last chain head NATS acknowledged (what verify --against-nats checks)",
+            lambda: float(anchor.published.seq if anchor.published is not None else 0),
+        )
+        parts.append(Part(anchor.run))
     for name, channel in plan.channels.items():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
@@ -489,8 +532,10 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     """Where the log is, before any part starts: record the config the router runs with
     (so that it precedes every fact decided under it) and which incarnation of each
     input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
-    delivery-status questions (a worker may ask about its first item) and retry-failed
-    requests, giving the API the same control."""
+    delivery-status questions (a worker may ask about its first item), retry-failed
+    and compact requests, giving the API the same control. The outbox owes, from here
+    on, the work items of every fact committed, and of those above its logged watermark
+    that have no outcome (``outbox``)."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
@@ -502,14 +547,24 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 routes=len(config.routes),
                 dedup_window_seconds=config.dedup_window,
                 resolve_timeout_seconds=config.alerts.resolve_timeout,
+                keep_resolved_seconds=float(config.alerts.keep_resolved),
             )
         )
     for stream in Input:
         await bind_stream(broker.js, ledger, stream)
-    await answer_delivery_status(broker.nc, ledger)
+    outbox = running.outbox
     assert reader is not None
+    assert outbox is not None
+    owed = await outbox.take_up()
+    if owed:
+        log.info(
+            "outbox: %d notification(s) committed after the last confirmed publish and not"
+            " settled; the relay publishes them again once the recorder has caught up",
+            owed,
+        )
+    await answer_delivery_status(broker.nc, ledger)
     control = running.api.control = Control(
-        ledger, reader, broker.publisher, receivers=config.receivers
+        ledger, reader, outbox, receivers=config.receivers, compactor=running.compactor
     )
     await control.answer(broker.nc)
 
@@ -553,14 +608,26 @@ async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
 
 async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -> None:
     """Every part is told to stop and the servers to finish, and all are given 20 s
-    together; then the connection drains, so that what they published and acked reaches
-    NATS before it closes. The log is closed after that, by ``release``."""
+    together; the log's last head is anchored; then the connection drains, so that what
+    they published and acked reaches NATS before it closes. The log is closed after
+    that, by ``release``."""
     stop.set()
     running.readiness.stage = "shutting down"
     log.info("stopping: the servers, then the parts, then the NATS connection")
     close_doors(running)
     await asyncio.wait(running.tasks, timeout=20)
+    if running.anchor is not None and running.ledger is not None:
+        await running.ledger.settled()  # the head the parts left, once they have stopped
+        await running.anchor.publish_now()
     await broker.nc.drain()
+
+
+def chain_head(ledger: Ledger) -> Head | None:
+    """The head of the log's chain as committed (None while the log is empty)."""
+    event_log = ledger.event_log
+    if event_log.last_seq == 0:
+        return None
+    return head_of(event_log.last_seq, event_log.last_hash, event_log.last_ts)
 
 
 def close_doors(running: Running) -> None:

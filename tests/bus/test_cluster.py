@@ -1,7 +1,10 @@
 """A real cluster: tocsin on three nats-server nodes, one of them killed mid-stream.
 
 Three ``nats-server`` processes run ``deploy/nats/cluster/nats-cluster.conf`` itself, their
-loopback ports and temporary stores given through the variables that file reads. Once
+loopback ports and temporary stores given through the variables that file reads, with
+the roles of ``accounts.conf`` (passwords made per test) and TLS for clients and for the
+routes between the nodes (certificates made per test). Every client here logs in as the
+``tocsin`` user over TLS, the way the compose file's processes do. Once
 they have a JetStream meta leader, one ``tocsin router`` (which creates the streams, R3 by
 ``TOCSIN_NATS_REPLICAS=3``) and two ``tocsin deliver`` workers start as processes, each
 given all three nodes as seeds. The test publishes 2,000 distinct alerts through
@@ -43,9 +46,11 @@ import msgspec
 import nats
 import pytest
 
+from tests.natsauth import Certs, password
 from tests.support import HttpSink, free_port, nats_binary, wait_until
-from tocsin.bus.connection import server_urls
+from tocsin.bus.connection import connect_options, server_urls
 from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
+from tocsin.config import load_nats_login
 from tocsin.core.subjects import (
     MSG_ID,
     RECORDER_CONSUMER,
@@ -94,13 +99,28 @@ class Node:
 
 
 class Cluster:
-    """Three nodes on ``deploy/nats/cluster/nats-cluster.conf``, on loopback."""
+    """Three nodes on ``deploy/nats/cluster/nats-cluster.conf``, on loopback, with its
+    accounts and TLS (clients and routes)."""
 
     def __init__(self, root: Path) -> None:
         self.formed_after = 0.0  # seconds from start to a meta leader
         self.nodes = [
             Node(f"n{i}", store=root / f"n{i}" / "store", log=root / f"n{i}.log") for i in (1, 2, 3)
         ]
+        self.certs = Certs.make(root / "certs")
+        self.passwords = {user: password() for user in ("tocsin", "publisher", "auditor")}
+
+    def login(self) -> dict[str, Any]:
+        """nats-py's options for the ``tocsin`` user, built the way tocsin builds them."""
+        return connect_options(load_nats_login(None, self.tocsin_login()))
+
+    def tocsin_login(self) -> dict[str, str]:
+        """What a tocsin process is given to log in (compose gives its processes the same)."""
+        return {
+            "TOCSIN_NATS_USER": "tocsin",
+            "TOCSIN_NATS_PASSWORD": self.passwords["tocsin"],
+            "TOCSIN_NATS_TLS_CA": str(self.certs.ca),
+        }
 
     @property
     def urls(self) -> str:
@@ -121,6 +141,12 @@ class Cluster:
             "NATS_HTTP": f"127.0.0.1:{node.http_port}",
             "NATS_CLUSTER_LISTEN": f"127.0.0.1:{node.cluster_port}",
             "NATS_ROUTES": f"[{routes}]",
+            "NATS_TLS_CERT": str(self.certs.server_cert),
+            "NATS_TLS_KEY": str(self.certs.server_key),
+            "NATS_TLS_CA": str(self.certs.ca),
+            "TOCSIN_NATS_PASSWORD": self.passwords["tocsin"],
+            "TOCSIN_PUBLISHER_PASSWORD": self.passwords["publisher"],
+            "TOCSIN_AUDITOR_PASSWORD": self.passwords["auditor"],
         }
 
     def start(self, node: Node) -> None:
@@ -202,7 +228,9 @@ async def test_processes_starting_together_create_streams_and_consumers_once(
     On a cluster, concurrent creates of one stream lose answers while its Raft group forms
     (every one of three processes timed out, and exited 1, before ``ensure_streams`` asked
     again on a timeout and stopped updating a stream that already has its config)."""
-    connections = [await nats.connect(server_urls(cluster.urls)) for _ in range(3)]
+    connections = [
+        await nats.connect(server_urls(cluster.urls), **cluster.login()) for _ in range(3)
+    ]
     try:
 
         async def start(nc: Any) -> None:
@@ -243,12 +271,13 @@ headers = { "X-Tocsin-Worker" = "${TOCSIN_WORKER}" }
 """
 
 
-def tocsin_env(worker: str, health: str) -> dict[str, str]:
+def tocsin_env(worker: str, health: str, login: dict[str, str]) -> dict[str, str]:
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith(("TOCSIN_", "ALERT_", "SMTP_"))
     }
     return {
         **clean,
+        **login,
         "TOCSIN_NATS_REPLICAS": "3",
         "TOCSIN_WORKER": worker,
         "TOCSIN_HEALTH": health,
@@ -352,7 +381,7 @@ async def test_a_node_killed_mid_stream_loses_and_repeats_nothing(
                     "--data-dir",
                     str(data_dir),
                     *common,
-                    env=tocsin_env(role, health[role]),
+                    env=tocsin_env(role, health[role], cluster.tocsin_login()),
                     stderr=outputs.enter_context((tmp_path / f"{role}.log").open("ab")),
                 )
 
@@ -372,6 +401,7 @@ async def test_a_node_killed_mid_stream_loses_and_repeats_nothing(
                 server_urls(cluster.urls),
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
+                **cluster.login(),
             )
             js = nc.jetstream(timeout=5)
 

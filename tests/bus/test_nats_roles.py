@@ -25,6 +25,7 @@ import httpx
 import msgspec
 import nats
 import pytest
+from nats.js import api as js_api
 
 from tests.natsauth import DEPLOY_NATS, Certs, Client, ConfiguredNats, password
 from tests.support import HttpSink, Tocsin, script, wait_until, webhook_config
@@ -32,7 +33,14 @@ from tocsin import cli
 from tocsin.bus.connection import connect_options
 from tocsin.bus.streams import ensure_streams
 from tocsin.config import load_nats_login
-from tocsin.core.subjects import DELIVERED, DELIVERY_FAILED, REJECTED, STREAM_IN, STREAM_OUT
+from tocsin.core.subjects import (
+    AUDIT_CONSUMER,
+    DELIVERED,
+    DELIVERY_FAILED,
+    REJECTED,
+    STREAM_IN,
+    STREAM_OUT,
+)
 
 ALERT = {"type": "disk_full", "severity": "critical", "summary": "db1 97% full"}
 
@@ -183,12 +191,15 @@ async def test_auditor_reads_outcomes_durably_and_nothing_else(secured: Secured)
             tocsin.errors,
         )
 
-        # A durable pull consumer of its own on TOCSIN_OUT: created, read, acknowledged...
+        # tocsin's durable pull consumer for auditors on TOCSIN_OUT: read, acknowledged...
         ajs = auditor.nc.jetstream(timeout=10)
         pull = await ajs.pull_subscribe(DELIVERED, durable="audit", stream=STREAM_OUT)
-        (first,) = await pull.fetch(1, timeout=10)
-        assert (first.subject, first.data) == (DELIVERED, b'{"n": 1}')
-        await first.ack_sync(timeout=10)
+        firsts = await pull.fetch(3, timeout=10)  # it carries every audit subject
+        assert [(m.subject, m.data) for m in firsts] == [
+            (subject, b'{"n": 1}') for subject in (DELIVERED, DELIVERY_FAILED, REJECTED)
+        ]
+        for first in firsts:
+            await first.ack_sync(timeout=10)
         await auditor.close()
         # ...and still there, at the same place, for the next session.
         await js.publish(DELIVERED, b'{"n": 2}', timeout=10)
@@ -224,6 +235,64 @@ async def test_auditor_reads_outcomes_durably_and_nothing_else(secured: Secured)
         for subject in ("_INBOX.>", "alerts.in.>", "tocsin.>"):
             await auditor.nc.subscribe(subject)
             await auditor.refused("subscription", subject)
+    finally:
+        await auditor.close()
+        await tocsin.close()
+
+
+async def test_auditor_pulls_but_cannot_make_the_server_push_to_it(secured: Secured) -> None:
+    """Catches the auditor creating a push consumer: the server would publish TOCSIN_OUT's
+    messages to any deliver subject it names (its own inbox, or a subject of tocsin's).
+    Push or pull is in the request body, so the auditor creates no consumer at all, and
+    pulls from the one tocsin makes for it. Before this, the push consumer below was
+    created and ``_INBOX.auditor.push`` received ``alerts.delivered``."""
+    await make_streams(secured)
+    tocsin = await secured.as_tocsin()
+    auditor = await secured.client("auditor", inbox_prefix="_INBOX.auditor")
+    try:
+        await tocsin.nc.jetstream().publish(DELIVERED, b'{"n": 1}', timeout=10)
+        pushed: list[Any] = []
+
+        async def keep(msg: Any) -> None:
+            pushed.append(msg)
+
+        await auditor.nc.subscribe("_INBOX.auditor.push", cb=keep)
+        await auditor.nc.flush()
+        ajs = auditor.nc.jetstream(timeout=2)
+        for create in (
+            js_api.ConsumerConfig(durable_name="push", deliver_subject="_INBOX.auditor.push"),
+            js_api.ConsumerConfig(name="push2", deliver_subject="_INBOX.auditor.push"),
+            js_api.ConsumerConfig(deliver_subject="_INBOX.auditor.push"),  # ephemeral
+            js_api.ConsumerConfig(name="own-pull", filter_subject=DELIVERED),
+        ):
+            with pytest.raises(nats.errors.TimeoutError):  # refused: no answer comes
+                await ajs.add_consumer(STREAM_OUT, create)
+        for refused in (
+            "$JS.API.CONSUMER.DURABLE.CREATE.TOCSIN_OUT.push",
+            "$JS.API.CONSUMER.CREATE.TOCSIN_OUT.push2",
+            "$JS.API.CONSUMER.CREATE.TOCSIN_OUT",
+            f"$JS.API.CONSUMER.CREATE.TOCSIN_OUT.own-pull.{DELIVERED}",
+        ):
+            await auditor.refused("publish", refused)
+        # tocsin's consumer may not be turned into a push consumer either.
+        with pytest.raises(nats.errors.TimeoutError):
+            await ajs.add_consumer(
+                STREAM_OUT,
+                js_api.ConsumerConfig(durable_name="audit", deliver_subject="_INBOX.auditor.push"),
+            )
+        await auditor.refused("publish", "$JS.API.CONSUMER.DURABLE.CREATE.TOCSIN_OUT.audit")
+        info = await auditor.nc.jetstream(timeout=10).consumer_info(STREAM_OUT, AUDIT_CONSUMER)
+        assert info.config.deliver_subject is None  # still a pull consumer
+
+        # The pull consumer works, and delivers to the auditor's inbox as the reply.
+        pull = await auditor.nc.jetstream(timeout=10).pull_subscribe(
+            DELIVERED, durable=AUDIT_CONSUMER, stream=STREAM_OUT
+        )
+        (message,) = await pull.fetch(1, timeout=10)
+        assert (message.subject, message.data) == (DELIVERED, b'{"n": 1}')
+        await message.ack_sync(timeout=10)
+        # Pushes would have arrived by now: the pulled message came after every create.
+        assert pushed == []
     finally:
         await auditor.close()
         await tocsin.close()

@@ -345,7 +345,10 @@ def _seqs_of(service: Tocsin, kind: str) -> list[int]:
     import sqlite3
 
     with sqlite3.connect(service.db) as conn:
-        return [row[0] for row in conn.execute("SELECT seq FROM events WHERE kind = ?", (kind,))]
+        return [
+            row[0]
+            for row in conn.execute("SELECT seq FROM events WHERE kind = ? ORDER BY seq", (kind,))
+        ]
 
 
 async def test_failed_sends_are_retried_with_backoff_then_delivered(

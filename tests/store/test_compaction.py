@@ -3,6 +3,7 @@ hash chain, logs that it did, and leaves the state exactly as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import sqlite3
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import msgspec
 import pytest
 
 from tests.store.test_snapshots import feed
+from tests.support import free_port
 from tocsin.cli import main
 from tocsin.core.times import format_us
 from tocsin.store.compaction import CompactionError, check_archive
@@ -124,14 +126,20 @@ async def test_a_tampered_archive_is_caught(
 async def test_compaction_refuses_while_the_service_writes_and_says_what_it_cannot_do(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A writer holds the lock but no service answers on NATS (none listens at that
+    URL): refused, nothing archived. (A service that answers compacts itself:
+    ``tests/pipeline/test_compactor.py``.)"""
     held = WriterLock(data)
     assert held.acquire()
+    nowhere = f"nats://127.0.0.1:{free_port()}"
+    args = ["compact", "--data-dir", str(data), "--before", "0s", "--nats-url", nowhere]
     try:
-        code = compact(str(data), "0s", str(tmp_path / "x.jsonl.gz"))
+        # In a thread: asking the service runs an event loop of its own.
+        code = await asyncio.to_thread(main, [*args, "--archive", str(tmp_path / "x.jsonl.gz")])
     finally:
         held.release()
     assert code == 1
-    assert "stop it first" in capsys.readouterr().err
+    assert "did not answer" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl.gz").exists()
 
     assert compact(str(data), "2000-01-01T00:00:00Z", str(tmp_path / "none.jsonl.gz")) == 0

@@ -201,6 +201,30 @@ def test_verify_catches_a_removed_row(data_dir: Path, capsys: Any) -> None:
     assert "missing" in err
 
 
+@pytest.mark.parametrize("column", ["alert_id", "fingerprint"])
+def test_verify_catches_an_indexed_column_edited_behind_its_back(
+    data_dir: Path, capsys: Any, column: str
+) -> None:
+    """The hash covers ``data``, not the columns ``replay --alert`` / ``--fingerprint``
+    look rows up by: one UPDATE hid an alert's row from ``replay --alert`` while verify
+    said ok. Now each column is checked against its event, naming the seq and column."""
+    with sqlite3.connect(db_path(data_dir)) as conn:
+        alert_id = conn.execute("SELECT alert_id FROM events WHERE seq = 2").fetchone()[0]
+    assert alert_id is not None
+    before = records(
+        run(capsys, "replay", "--data-dir", str(data_dir), "--json", "--alert", alert_id)[1]
+    )
+    assert 2 in [r["seq"] for r in before]
+    _tamper(data_dir, f"UPDATE events SET {column} = 'forged' WHERE seq = 2")
+    if column == "alert_id":  # what the edit does: the row no longer shows for its alert
+        after = run(capsys, "replay", "--data-dir", str(data_dir), "--json", "--alert", alert_id)
+        assert 2 not in [r["seq"] for r in records(after[1])]
+    code, out, err = run(capsys, "verify", "--data-dir", str(data_dir))
+    assert code == 1, out
+    assert "verify FAILED at seq 2" in err
+    assert f"{column} column 'forged'" in err
+
+
 def test_commands_say_when_there_is_no_log(tmp_path: Path, capsys: Any) -> None:
     code, _, err = run(capsys, "verify", "--data-dir", str(tmp_path / "nowhere"))
     assert code == 1

@@ -36,8 +36,10 @@ from msgspec import Meta, Struct
 from tocsin import __version__
 from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
+from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
 from tocsin.core.contracts import MAX_PAYLOAD_BYTES, InboundEvent
+from tocsin.core.fold import fold_alert
 from tocsin.core.ids import new_id
 from tocsin.core.policy.origin import tokenless_mutation_refusal
 from tocsin.core.subjects import IN_PREFIX, MSG_ID
@@ -219,8 +221,8 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
 
     # -- alerts -----------------------------------------------------------------------
 
-    @get("/api/v1/alerts", sync_to_thread=False)
-    def list_alerts(
+    @get("/api/v1/alerts")
+    async def list_alerts(
         severity: FromQuery[str | None] = None,
         type_: Annotated[str | None, QueryParameter(name="type")] = None,
         status: FromQuery[str | None] = None,
@@ -229,9 +231,10 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         limit: FromQuery[int] = views.DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> views.AlertPage:
-        """Alerts, newest ``last_seen`` first, filtered, one page at a time."""
-        return views.list_alerts(
-            ctx.state(),
+        """Alerts, newest ``last_seen`` first, filtered, one page at a time: those in
+        memory by their index, then, as the order reaches them, those resolved long
+        enough ago to be let go of, read from the log file off the event loop."""
+        query = views.alert_query(
             severity=severity,
             type_=type_,
             status=status,
@@ -239,17 +242,32 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
             q=q,
             limit=limit,
             cursor=cursor,
-            now=_now(),
         )
+        state, now = ctx.state(), _now()
+        alerts = views.newest_alerts(state, query, ctx.alert_index, now)
+        reached = None
+        if ctx.reader is not None and query.reaches_the_file():
+            older = await ctx.reader.older_alerts(
+                skip=state.alerts,
+                before=query.before,
+                want=query.limit + 1,
+                passes=views.accepts(state, query, now),
+            )
+            alerts += older.alerts
+            reached = older.reached
+        return views.alert_page(ctx.state(), query, alerts, now, reached)
 
     async def _rows_of(alert_id: str) -> tuple[Any, list[Any]]:
-        state = ctx.state()
-        alert = state.alerts.get(alert_id)
-        if alert is None:
-            raise CommandError(404, f"no alert {alert_id!r}", "id")
+        """The alert (the projection's, else folded back from the file) and its rows."""
         if ctx.reader is None:
             raise CommandError(503, "this process does not hold the event log")
-        return alert, await ctx.reader.of_alert(alert_id)
+        alert = ctx.state().alerts.get(alert_id)
+        rows = await ctx.reader.of_alert(alert_id)
+        if alert is None:
+            alert = fold_alert(alert_id, ((r.seq, r.ts, r.data) for r in rows))
+        if alert is None:
+            raise CommandError(404, f"no alert {alert_id!r} in the log", "id")
+        return alert, rows
 
     @get("/api/v1/alerts/{alert_id:str}")
     async def get_alert(alert_id: FromPath[str]) -> views.AlertDetail:
@@ -334,6 +352,30 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
 
     # -- deliveries, stats, the log ---------------------------------------------------
 
+    @get("/api/v1/notifications/{notification_id:str}")
+    async def get_notification(notification_id: FromPath[str]) -> views.NotificationView:
+        """One notification exactly as sent (DESIGN.md invariant 6): its receiver,
+        channel, the body it was sent with (the alert as of its routed fact) and its
+        attempts. Read from the log file, so it answers for every notification the log
+        holds, long after it was delivered."""
+        if ctx.reader is None:
+            raise CommandError(503, "this process does not hold the event log")
+        unknown = CommandError(404, f"no notification {notification_id!r}", "notification_id")
+        routed = await ctx.reader.routed(notification_id)
+        if routed is None:
+            raise unknown
+        event = ev.decode(routed.data)
+        assert isinstance(event, ev.AlertRouted)
+        config = await ctx.reader.config_as_of(routed.seq)
+        view = views.notification_view(
+            routed,
+            await ctx.reader.of_alert(event.alert_id),
+            config.receivers if config is not None else {},
+        )
+        if view is None:  # its alert's earlier rows were compacted into an archive
+            raise unknown
+        return view
+
     @post("/api/v1/deliveries/retry", status_code=200)
     async def retry_deliveries(data: JSONBody[RetryRequest | None] = None) -> RetryReply:
         """Re-queue dead-lettered notifications (same as ``tocsin retry-failed``)."""
@@ -411,6 +453,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         list_silences,
         create_silence,
         delete_silence,
+        get_notification,
         retry_deliveries,
         stats,
         list_events,

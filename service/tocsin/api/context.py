@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tocsin.core import events as ev
+from tocsin.core.alert_index import AlertIndex
 from tocsin.core.state import State
 from tocsin.observability.telemetry import Metrics
 
@@ -87,3 +88,4 @@ class ApiContext:
     token: str | None = None
     protect_reads: bool = False  # bound beyond loopback: reads need the token too
     live: LiveFeed = field(default_factory=LiveFeed)
+    alert_index: AlertIndex | None = None  # the ledger's, kept up to date as it folds

@@ -34,6 +34,7 @@ from tocsin import __version__
 from tocsin.api.context import ApiContext
 from tocsin.core import events as ev
 from tocsin.core import views
+from tocsin.core.fold import fold_alert
 from tocsin.core.kinds import by_tag
 from tocsin.core.times import now_us, parse_rfc3339
 
@@ -436,6 +437,7 @@ def _describer(kind: type[ev.Event]) -> Describe:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return _as_logged
@@ -608,17 +610,18 @@ class Pages:
 
     async def alert(self, request: Request[Any, Any, Any], alert_id: str) -> Response[str]:
         shown = self.ctx.live.last_seq  # before the history is read: it holds at least this
-        state = self.ctx.state()
-        alert = state.alerts.get(alert_id)
-        if alert is None:
-            return self.render(
-                request, "missing.html", status=404, what="alert", name=alert_id, back="/"
-            )
         if self.ctx.reader is None:
             return self.render(
                 request, "missing.html", status=503, what="event log", name="", back="/"
             )
+        alert = self.ctx.state().alerts.get(alert_id)
         rows = await self.ctx.reader.of_alert(alert_id)
+        if alert is None:  # let go of by the projection: folded back from its rows
+            alert = fold_alert(alert_id, ((r.seq, r.ts, r.data) for r in rows))
+        if alert is None:
+            return self.render(
+                request, "missing.html", status=404, what="alert", name=alert_id, back="/"
+            )
         detail = views.alert_detail(self.ctx.state(), alert, rows, self.now())
         return self.render(
             request,

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -29,6 +30,15 @@ class _PubAck(msgspec.Struct):
 
 
 _puback_decoder = msgspec.json.Decoder(_PubAck)
+
+
+class Publishes(Protocol):
+    """What publishes a batch and says which messages JetStream stored: a ``Publisher``,
+    or the outbox (``pipeline.outbox``), which also notes the work items stored."""
+
+    async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
+        """``True`` for each message stored (or a duplicate of one stored) in time."""
+        ...
 
 
 class Publisher:

@@ -24,7 +24,10 @@ from nats.js.errors import (
 
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.subjects import (
+    ANCHOR_PREFIX,
     ATTEMPTS_PREFIX,
+    AUDIT_CONSUMER,
+    AUDIT_SUBJECTS,
     DELIVERED,
     DELIVERED_SEQ_BUCKET,
     DELIVERY_FAILED,
@@ -33,6 +36,7 @@ from tocsin.core.subjects import (
     REJECTED,
     ROUTE_PREFIX,
     ROUTER_CONSUMER,
+    STREAM_ANCHOR,
     STREAM_IN,
     STREAM_OUT,
     STREAM_WORK,
@@ -65,10 +69,12 @@ its last write (as long as TOCSIN_OUT keeps outcomes): far longer than any retry
 
 
 def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
-    """The three streams, each kept in ``replicas`` copies (3 on a three-node cluster).
-    Inbound uses interest retention with discard-new: a message leaves only once the
-    router acked it, and a full stream refuses publishers instead of silently dropping
-    (critical alerts are never discarded by limits)."""
+    """The three streams of DESIGN.md section 3 and the anchor's, each kept in
+    ``replicas`` copies (3 on a three-node cluster). Inbound uses interest retention
+    with discard-new: a message leaves only once the router acked it, and a full stream
+    refuses publishers instead of silently dropping (critical alerts are never
+    discarded by limits). The anchor keeps the last head of each log (one message a
+    subject), and refuses deleting or purging it: only a newer head replaces it."""
     return [
         js_api.StreamConfig(
             name=STREAM_IN,
@@ -96,6 +102,16 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             max_age=30 * DAY,
             duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+        js_api.StreamConfig(
+            name=STREAM_ANCHOR,
+            subjects=[ANCHOR_PREFIX + ">"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_msgs_per_subject=1,
+            storage=js_api.StorageType.FILE,
+            deny_delete=True,
+            deny_purge=True,
             num_replicas=replicas,
         ),
     ]
@@ -127,6 +143,24 @@ def recorder_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_ap
     )
 
 
+def audit_consumer_config(replicas: int = 1) -> js_api.ConsumerConfig:
+    """The auditors' durable *pull* consumer on TOCSIN_OUT (the audit subjects only).
+    tocsin makes it so that auditors need not, and may not, create consumers: NATS
+    cannot refuse a push consumer by permissions (push or pull is in the request's
+    body, and the server publishes to any deliver subject its creator names), so the
+    auditor role is only allowed to pull from and ack this one
+    (deploy/nats/accounts.conf)."""
+    return js_api.ConsumerConfig(
+        durable_name=AUDIT_CONSUMER,
+        filter_subjects=list(AUDIT_SUBJECTS),
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        max_ack_pending=10_000,
+        max_deliver=-1,
+        max_waiting=16,
+        num_replicas=replicas,
+    )
+
+
 def deliver_consumer_config(
     receiver: str, send_timeout: float, ack_wait: float = 30.0, replicas: int = 1
 ) -> js_api.ConsumerConfig:
@@ -151,16 +185,17 @@ async def ensure_streams(
     patience: float = SETUP_PATIENCE,
 ) -> None:
     """Create the streams, or update them to this version's config (JetStream moves an
-    existing stream to a new replica count), and TOCSIN_IN's router consumer with its
-    stream (``ensure_inbound``). Safe when several tocsin processes start at once:
-    whoever loses the race to create finds the stream, and updates it only if its
-    config differs."""
+    existing stream to a new replica count), TOCSIN_IN's router consumer with its
+    stream (``ensure_inbound``), and the auditors' pull consumer on TOCSIN_OUT. Safe
+    when several tocsin processes start at once: whoever loses the race to create finds
+    the stream, and updates it only if its config differs."""
     await ensure_inbound(js, replicas, ack_wait, patience)
     for config in stream_configs(replicas):
         if config.name != STREAM_IN:
             await _until_answered(
                 functools.partial(_ensure_stream, js, config), f"stream {config.name}", patience
             )
+    await ensure_consumer(js, STREAM_OUT, audit_consumer_config(replicas), patience)
     await _until_answered(
         functools.partial(_ensure_delivered_seq, js, replicas),
         f"key-value bucket {DELIVERED_SEQ_BUCKET}",

@@ -278,13 +278,17 @@ class SilenceExpired(_Event, frozen=True, tag="silence.expired"):
 
 
 class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
-    """The service started with this configuration (secrets never included)."""
+    """The service started with this configuration (secrets never included).
+    ``keep_resolved_seconds`` (``[alerts] keep_resolved``; ``None`` in logs written
+    before it existed: the default) is how long the projection keeps what is over
+    (``core.retention``): a fact, so that every fold of the log keeps the same."""
 
     digest: str
     receivers: dict[str, str]
     routes: int
     dedup_window_seconds: float
     resolve_timeout_seconds: float | None = None  # [alerts] resolve_timeout
+    keep_resolved_seconds: float | None = None
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):
@@ -362,6 +366,16 @@ class GroupDeferred(_Event, frozen=True, tag="group.deferred"):
     fired_at: int
 
 
+class OutboxPublished(_Event, frozen=True, tag="outbox.published"):
+    """The outbox's watermark (DESIGN.md invariant 5): every work item of a fact at or
+    below ``up_to_seq`` (``alert.routed``, ``delivery.requeued``) was stored by
+    JetStream (PubAck) or needs sending no more. Logged in the next batch's
+    transaction, or alone once the router is idle; a start re-publishes the work items
+    of the facts above it that have no outcome."""
+
+    up_to_seq: int
+
+
 class LogCompacted(_Event, frozen=True, tag="log.compacted"):
     """Rows ``first_seq..last_seq`` moved to ``archive``; ``anchor`` is the hex hash of
     row ``last_seq``, which the first remaining row chains to."""
@@ -393,6 +407,7 @@ Event = (
     | SilenceDeleted
     | ConfigLoaded
     | StreamBound
+    | OutboxPublished
     | LogCompacted
     | GroupOpened
     | AlertGrouped

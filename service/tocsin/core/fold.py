@@ -15,9 +15,12 @@ from tocsin.core import groups
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
+from tocsin.core.retention import sweep
 from tocsin.core.state import (
+    KEEP_RESOLVED_US,
     SETTLED,
     Alert,
+    AlertAsRouted,
     AutoResolve,
     Delivery,
     DeliveryStatus,
@@ -31,9 +34,12 @@ from tocsin.core.subjects import STREAM_OUT
 
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
-    """Apply one logged event (its ``seq`` and append time ``ts``) to ``state``."""
+    """Apply one logged event (its ``seq`` and append time ``ts``) to ``state``; the
+    first of a new hour of ``ts`` first lets go of what is over (``core.retention``)."""
     state.last_seq = seq
     state.last_ts = ts
+    if ts >= state.next_sweep:
+        sweep(state)
     handler = _HANDLERS[type(event)]
     if handler is not None:
         handler(event, state, seq)
@@ -49,6 +55,8 @@ def fold_stored(state: State, rows: Iterable[tuple[int, int, bytes]]) -> None:
         event = decode(data)
         state.last_seq = seq
         state.last_ts = ts
+        if ts >= state.next_sweep:
+            sweep(state)
         handler = handlers[type(event)]
         if handler is not None:
             handler(event, state, seq)
@@ -60,6 +68,20 @@ def rebuild(rows: Iterable[tuple[int, int, ev.Event]]) -> State:
     for seq, ts, event in rows:
         fold(state, seq, ts, event)
     return state
+
+
+def fold_alert(alert_id: str, rows: Iterable[tuple[int, int, bytes]]) -> Alert | None:
+    """One alert as the full fold had it before letting it go, from its own rows as the
+    log stores them (``(seq, ts, event bytes)``, every row whose ``alert_id`` it is):
+    its fields depend on those rows alone. ``None`` when they do not hold its opening
+    (none at all, or the start of its history was compacted into an archive)."""
+    state = State(keep_everything=True)
+    opened = False
+    for seq, ts, data in rows:
+        event = ev.decoder.decode(data)
+        opened = opened or isinstance(event, ev.AlertOpened)
+        fold(state, seq, ts, event)
+    return state.alerts.get(alert_id) if opened else None
 
 
 def _set_status(state: State, delivery: Delivery, status: DeliveryStatus) -> None:
@@ -214,17 +236,30 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
         current.silenced = False
         current.silenced_by = None
     alert = state.alerts.get(e.alert_id)
+    as_routed = None
     if alert is not None:
         if e.receiver not in alert.receivers:
             alert.receivers.append(e.receiver)
         alert.last_delivery_status = "pending"
         alert.unrouted = False
+        as_routed = AlertAsRouted(
+            type=alert.type,
+            summary=alert.summary,
+            source=alert.source,
+            labels=alert.labels,
+            details=alert.details,
+            first_seen=alert.first_seen,
+            last_seen=alert.last_seen,
+            occurrences=alert.occurrences,
+            suppressed_count=alert.suppressed_count,
+        )
     state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_id,
         receiver=e.receiver,
         reason=e.reason,
         routed_seq=seq,
+        as_routed=as_routed,
     )
     state.queue["pending"] = state.queue.get("pending", 0) + 1
 
@@ -322,6 +357,7 @@ def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
         alert.status = "resolved"
         alert.resolved_at = e.resolved_at
         alert.resolved_by = e.by
+        alert.resolved_ts = state.last_ts
 
 
 def _rejected(e: ev.AlertRejected, state: State, seq: int) -> None:
@@ -348,6 +384,8 @@ def _succeeded(e: ev.DeliverySucceeded, state: State, seq: int) -> None:
     if delivery is None:
         return
     _set_status(state, delivery, "delivered")
+    delivery.as_routed = None  # delivered: never sent again, so its body is not kept
+    delivery.delivered_ts = state.last_ts
     state.counters.delivered += 1
     _receiver_stats(state, e.receiver).delivered += 1
     delivery.attempts = max(delivery.attempts, e.attempts)
@@ -400,7 +438,9 @@ def _requeued(e: ev.DeliveryRequeued, state: State, seq: int) -> None:
     if delivery is None:
         return
     _set_status(state, delivery, "pending")
+    delivery.delivered_ts = None
     delivery.generation = e.generation
+    delivery.requeued_seq = seq
     delivery.attempts = 0
     delivery.error = delivery.status_code = None
     alert = state.alerts.get(e.alert_id)
@@ -445,7 +485,10 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     """The service decides from now on with this configuration (logged before any fact
     decided under it). When its dedup window differs from the last one, each open
     alert's bucket is moved to the new window (``rebucket``), so its reminders follow
-    the window now in force."""
+    the window now in force. Its retention window holds from here on
+    (``core.retention``)."""
+    keep = e.keep_resolved_seconds
+    state.keep_resolved = KEEP_RESOLVED_US if keep is None else int(keep * 1_000_000)
     old, new = state.dedup_window, e.dedup_window_seconds
     state.dedup_window = new
     if old is not None and old != new:
@@ -461,6 +504,10 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
                 del state.auto_resolve[fingerprint]
             else:
                 timer.due = timer.last_event + timeout
+
+
+def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
+    state.published_through = max(state.published_through, e.up_to_seq)
 
 
 Handler = Callable[[Any, State, int], None]
@@ -515,6 +562,8 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _config_loaded)
     if issubclass(kind, ev.SilenceExpired):
         return handled_by(kind, _silence_expired)
+    if issubclass(kind, ev.OutboxPublished):
+        return handled_by(kind, _outbox_published)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

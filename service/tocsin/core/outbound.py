@@ -5,6 +5,7 @@ between commit and publish is healed by re-publishing the same bytes with the sa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -22,7 +23,7 @@ from tocsin.core.contracts import (
 )
 from tocsin.core.ids import traceparent_for
 from tocsin.core.kinds import by_kind, handled_by
-from tocsin.core.state import SETTLED, State
+from tocsin.core.state import SETTLED, AlertAsRouted, State
 from tocsin.core.subjects import DELIVERY_FAILED, REJECTED, ROUTE_PREFIX, route_subject
 from tocsin.core.times import format_us
 
@@ -33,17 +34,22 @@ NO_CHANNEL = "none"
 """The ``channel`` of a notification dead-lettered without a send: its receiver is not
 configured, so no channel was ever chosen for it."""
 
+WORK_ITEM_KINDS: frozenset[type[ev.Event]] = frozenset(
+    {ev.AlertRouted, ev.DeliveryRequeued, ev.GroupNotified}
+)
+"""The facts that justify a work item: the outbox owes each one its item until JetStream
+stores it (or it needs sending no more)."""
 
-def notification_for(state: State, routed: ev.AlertRouted) -> Notification | None:
-    """The body a receiver gets for a routed fact, from the alert as the state knows it."""
-    alert = state.alerts.get(routed.alert_id)
-    if alert is None:
-        return None
+
+def notification_body(routed: ev.AlertRouted, alert: AlertAsRouted) -> Notification:
+    """The body a receiver gets for a routed fact: the alert as of that fact
+    (DESIGN.md invariant 6). The live path and ``GET /api/v1/notifications/{id}``
+    (``views.notification_view``, from the file) both build it here."""
     return Notification(
         notification_id=routed.notification_id,
         reason=routed.reason,
-        alert_id=alert.id,
-        fingerprint=alert.fingerprint,
+        alert_id=routed.alert_id,
+        fingerprint=routed.fingerprint,
         dedup_key=routed.dedup_key,
         type=alert.type,
         severity=routed.severity,
@@ -60,13 +66,27 @@ def notification_for(state: State, routed: ev.AlertRouted) -> Notification | Non
     )
 
 
+def notification_for(state: State, routed: ev.AlertRouted) -> Notification | None:
+    """The body of a notification the state still means to send: from the alert as it
+    was when routed (kept with the delivery by the fold), never as the state knows it
+    now, which may hold later events of the same batch. ``None`` when the state keeps
+    no such body (the delivery is unknown, or delivered)."""
+    delivery = state.deliveries.get(routed.notification_id)
+    if delivery is None or delivery.as_routed is None:
+        return None
+    return notification_body(routed, delivery.as_routed)
+
+
 def _work_item(
     state: State,
     routed: ev.AlertRouted,
     seq: int,
+    fact_seq: int,
     generation: int = 0,
     trace_headers: dict[str, str] | None = None,
 ) -> list[Outbound]:
+    """The work item of ``routed`` (logged at ``seq``), justified by the fact at
+    ``fact_seq``: the routed fact itself, or the re-queue of ``generation``."""
     notification = notification_for(state, routed)
     if notification is None:
         return []
@@ -85,6 +105,7 @@ def _work_item(
             payload=_encoder.encode(item),
             msg_id=msg_id,
             headers=headers,
+            fact_seq=fact_seq,
         )
     ]
 
@@ -118,7 +139,7 @@ def _routed(
         return []
     if delivery is not None and delivery.generation:
         return []  # re-queued since: the re-queue fact publishes its own item
-    return _work_item(state, event, seq, trace_headers=trace_headers)
+    return _work_item(state, event, seq, seq, trace_headers=trace_headers)
 
 
 def group_notification_of(event: ev.GroupNotified) -> GroupNotification:
@@ -156,6 +177,7 @@ def _group_notified(
             payload=_encoder.encode(item),
             msg_id=event.notification_id,
             headers=headers,
+            fact_seq=seq,
         )
     ]
 
@@ -185,7 +207,7 @@ def _requeued(
         notification_id=event.notification_id,
         trace_id=event.trace_id,
     )
-    return _work_item(state, routed, event.routed_seq, event.generation)
+    return _work_item(state, routed, event.routed_seq, seq, event.generation)
 
 
 def _rejected(
@@ -264,18 +286,23 @@ def for_configured(
             continue
         item = _work_decoder.decode(message.payload)
         dropped.append(item)
-        out.append(dead_letter(item, unconfigured(receiver), at))
+        letter = dead_letter(item, unconfigured(receiver), at)
+        # Stored, the dead letter settles what the work item owed (the outbox's).
+        out.append(dataclasses.replace(letter, fact_seq=message.fact_seq))
     return out, dropped
 
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """A message to publish to a stream and see acknowledged (PubAck)."""
+    """A message to publish to a stream and see acknowledged (PubAck); ``fact_seq`` is
+    the seq of the fact whose work item it is (the outbox counts it as stored once its
+    PubAck came), ``None`` for other messages."""
 
     subject: str
     payload: bytes
     msg_id: str
     headers: dict[str, str] | None = None
+    fact_seq: int | None = None
 
 
 Messages = Callable[[Any, State, int, int | None, dict[str, str] | None], list[Outbound]]
@@ -310,6 +337,7 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.ConfigLoaded
         | ev.StreamBound
         | ev.LogCompacted
+        | ev.OutboxPublished
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupDeferred

@@ -51,10 +51,32 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     ack_comment: str | None = None
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
     groups: list[str] = []  # the notification groups it joined (grouped routes)
+    resolved_ts: int | None = None  # log time (``ts``) of its ``alert.resolved``
+
+
+class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True):
+    """The alert's fields a notification carries, as they stood when it was routed
+    (DESIGN.md invariant 6): its body is a function of the log up to its routed fact,
+    never of events folded after it, however the router batched them. ``labels`` and
+    ``details`` are shared with the alert and its events, which is safe: the fold
+    replaces those dicts, never changes one in place."""
+
+    type: str
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: int
+    last_seen: int
+    occurrences: int
+    suppressed_count: int
 
 
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
-    """One notification's fate."""
+    """One notification's fate. ``as_routed`` is kept while the notification may still
+    be sent (pending, retrying, or dead and so re-queueable), and dropped once it is
+    delivered; ``requeued_seq`` is the seq of its last re-queue fact (0: never), the
+    fact its current work item comes from."""
 
     notification_id: str
     alert_id: str
@@ -69,6 +91,9 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
     group_key: str | None = None  # a group notification's
+    as_routed: AlertAsRouted | None = None
+    requeued_seq: int = 0
+    delivered_ts: int | None = None  # log time (``ts``) of its ``delivery.succeeded``
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -171,6 +196,10 @@ HOUR_US = 3_600_000_000
 
 KEEP_HOURS = 168  # hourly stats are kept for a week of log time
 
+KEEP_RESOLVED_US = 24 * HOUR_US
+"""``[alerts] keep_resolved`` by default: how long what is over stays in the projection
+(``core.retention``)."""
+
 
 def hour_of(ts: int) -> int:
     return ts // HOUR_US
@@ -209,6 +238,10 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     resolve_timeout: int | None = None  # [alerts] resolve_timeout of the last config.loaded
     dedup_window: float | None = None  # of the last config.loaded: open buckets are in it
     received_ids: ReceivedIds = msgspec.field(default_factory=ReceivedIds)  # last 24 h
+    published_through: int = 0  # outbox watermark: every work item of a fact <= it stored
+    keep_resolved: int = KEEP_RESOLVED_US  # the last ``config.loaded``'s (``core.retention``)
+    next_sweep: int = 0  # log time from which the next event sweeps (``core.retention``)
+    keep_everything: bool = False  # a report of the whole file: nothing is swept
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

@@ -23,10 +23,19 @@ SUPERSEDED_PREFIX = "tocsin.superseded."  # internal: a notification dropped as 
 
 CONTROL_PREFIX = "tocsin.control."
 
+ANCHOR_PREFIX = "tocsin.anchor."
+
+ANCHOR = ANCHOR_PREFIX + "log"
+"""The head of the log's hash chain (``core.anchor.Head``), kept outside the file: the
+writer publishes it, ``tocsin verify --against-nats`` compares the file with it. A
+partitioned log (DESIGN.md section 17) would anchor each partition under its own name."""
+
 DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
 
 # (the reply values are listed in tocsin/status.py)
 RETRY_FAILED = CONTROL_PREFIX + "retry-failed"  # request: control.RetryRequest; reply: RetryReply
+
+COMPACT = CONTROL_PREFIX + "compact"  # request: control.CompactRequest; reply: CompactReply
 
 
 STREAM_IN = "TOCSIN_IN"
@@ -38,11 +47,16 @@ STREAM_OUT = "TOCSIN_OUT"
 # Key-value bucket (stream ``KV_<name>``): per receiver and fingerprint, the routed log
 # seq of the latest notification accepted (``core/policy/order.py``).
 DELIVERED_SEQ_BUCKET = "TOCSIN_DELIVERED_SEQ"
+STREAM_ANCHOR = "TOCSIN_ANCHOR"  # tocsin.anchor.>, the last message of each subject kept
 
 
 ROUTER_CONSUMER = "router"
 
 RECORDER_CONSUMER = "recorder"
+
+AUDIT_CONSUMER = "audit"  # the auditors' durable pull consumer on TOCSIN_OUT, made by tocsin
+
+AUDIT_SUBJECTS = (DELIVERED, DELIVERY_FAILED, REJECTED)  # what auditors read
 
 
 MSG_ID = "Nats-Msg-Id"

@@ -12,11 +12,23 @@ import msgspec
 from msgspec import Struct
 
 from tocsin.core import events as ev
-from tocsin.core.contracts import SEVERITY_RANK
+from tocsin.core.alert_index import AlertIndex, Key, key_of
+from tocsin.core.contracts import SEVERITY_RANK, Notification
 from tocsin.core.decide.silences import covering
 from tocsin.core.events import StoredRow
+from tocsin.core.fold import fold
 from tocsin.core.kinds import by_tag, handled_by
-from tocsin.core.state import HOUR_US, KEEP_HOURS, Alert, Group, Silence, State, hour_of
+from tocsin.core.outbound import notification_body
+from tocsin.core.state import (
+    HOUR_US,
+    KEEP_HOURS,
+    Alert,
+    DeliveryStatus,
+    Group,
+    Silence,
+    State,
+    hour_of,
+)
 from tocsin.core.times import format_us
 
 MAX_LIMIT = 500
@@ -76,6 +88,22 @@ class DeliveryRecord(Struct, kw_only=True):
     ts: str
     reason: str | None = None
     seq: int
+
+
+class NotificationView(Struct, kw_only=True):
+    """``GET /api/v1/notifications/{id}``: one notification exactly as sent (DESIGN.md
+    invariant 6): the body its receiver got, rebuilt from the log up to its routed
+    fact; ``status`` and ``attempts`` of its current round (reset by a re-queue),
+    ``generation`` the re-queues, ``routed_seq`` the seq of its routed fact."""
+
+    notification_id: str
+    receiver: str
+    channel: str | None
+    body: Notification
+    attempts: int
+    status: DeliveryStatus
+    routed_seq: int
+    generation: int
 
 
 class DeliveryList(Struct, kw_only=True):
@@ -277,8 +305,8 @@ def alert_view(alert: Alert, silenced: bool = False) -> AlertView:
     )
 
 
-def _encode_cursor(alert: Alert, group: int | None = None) -> str:
-    position = f"{alert.last_seen}:{alert.id}"
+def _encode_cursor(key: Key, group: int | None = None) -> str:
+    position = f"{key[0]}:{key[1]}"
     if group is not None:  # the status-grouped order (the dashboard's): its group too
         position = f"g{group}:{position}"
     return base64.urlsafe_b64encode(position.encode()).decode()
@@ -311,6 +339,116 @@ def shown_status(state: State, alert: Alert, now: int) -> str:
     return view_status(alert, is_silenced(state, alert, now))
 
 
+class AlertQuery(Struct, kw_only=True, frozen=True):
+    """A checked request for a page of alerts: the filters, the page size, and the
+    position after which it starts (``before``: the decoded cursor)."""
+
+    severity: str | None = None
+    type_: str | None = None
+    status: str | None = None
+    source: str | None = None
+    q: str | None = None
+    limit: int = DEFAULT_LIMIT
+    before: Key | None = None
+
+    def reaches_the_file(self) -> bool:
+        """Whether alerts the projection let go of can match: they are all resolved."""
+        return self.status in (None, "resolved")
+
+
+def alert_query(
+    *,
+    severity: str | None = None,
+    type_: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    q: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> AlertQuery:
+    """The query, or ``QueryError`` naming the parameter at fault."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError("limit", f"limit must be 1 to {MAX_LIMIT}")
+    if status and status not in ALERT_STATUSES:
+        raise QueryError("status", f"status must be one of {', '.join(ALERT_STATUSES)}")
+    before = None
+    if cursor:
+        _, last_seen, alert_id = _decode_cursor(cursor, grouped=False)
+        before = (last_seen, alert_id)
+    return AlertQuery(
+        severity=severity or None,
+        type_=type_ or None,
+        status=status or None,
+        source=source or None,
+        q=q or None,
+        limit=limit,
+        before=before,
+    )
+
+
+def accepts(state: State, query: AlertQuery, now: int) -> Callable[[Alert], bool]:
+    """Whether an alert (of the projection, or folded back from the file) passes the
+    query's filters; ``status`` is the one shown as of ``now``."""
+    needle = query.q.lower() if query.q else None
+
+    def passes(alert: Alert) -> bool:
+        if query.severity and alert.severity != query.severity:
+            return False
+        if query.type_ and alert.type != query.type_:
+            return False
+        if query.source and alert.source != query.source:
+            return False
+        if needle:
+            haystack = " ".join([alert.summary, *alert.labels.keys(), *alert.labels.values()])
+            if needle not in haystack.lower():
+                return False
+        return not query.status or shown_status(state, alert, now) == query.status
+
+    return passes
+
+
+def newest_alerts(
+    state: State, query: AlertQuery, index: AlertIndex | None, now: int
+) -> list[Alert]:
+    """Up to ``limit + 1`` of the projection's alerts that pass the query, newest first
+    after its cursor: a walk of ``index`` (made if not given) that stops there, so a
+    page looks at ``limit + 1`` alerts, or more only as filters skip some."""
+    index = index if index is not None else AlertIndex.of(state)
+    passes = accepts(state, query, now)
+    found: list[Alert] = []
+    for alert in index.newest_first(state, query.before):
+        if passes(alert):
+            found.append(alert)
+            if len(found) > query.limit:
+                break
+    return found
+
+
+def alert_page(
+    state: State,
+    query: AlertQuery,
+    alerts: list[Alert],
+    now: int,
+    reached: Key | None = None,
+) -> AlertPage:
+    """A page from ``alerts`` that pass ``query`` (the projection's and the file's, each
+    newest first with one more than a page): merged newest first, the cursor after the
+    last one shown. ``reached``: the file was looked at only down to that position (it
+    included), so nothing below it is shown yet and the next page starts there."""
+    unique = {alert.id: alert for alert in alerts}  # let go of while the file was read
+    ordered = sorted(unique.values(), key=key_of, reverse=True)
+    if reached is not None:
+        ordered = [a for a in ordered if key_of(a) >= reached]
+    page = ordered[: query.limit]
+    next_cursor = None
+    if len(ordered) > query.limit:
+        next_cursor = _encode_cursor(key_of(page[-1]))
+    elif reached is not None:
+        next_cursor = _encode_cursor(reached)
+    views = [alert_view(a, is_silenced(state, a, now)) for a in page]
+    return AlertPage(alerts=views, next_cursor=next_cursor)
+
+
 def _matching(
     state: State,
     *,
@@ -320,21 +458,8 @@ def _matching(
     q: str | None = None,
 ) -> list[Alert]:
     """The alerts that match these filters (all but status), in no particular order."""
-    needle = q.lower() if q else None
-    out: list[Alert] = []
-    for alert in state.alerts.values():
-        if severity and alert.severity != severity:
-            continue
-        if type_ and alert.type != type_:
-            continue
-        if source and alert.source != source:
-            continue
-        if needle:
-            haystack = " ".join([alert.summary, *alert.labels.keys(), *alert.labels.values()])
-            if needle not in haystack.lower():
-                continue
-        out.append(alert)
-    return out
+    passes = accepts(state, AlertQuery(severity=severity, type_=type_, source=source, q=q), 0)
+    return [alert for alert in state.alerts.values() if passes(alert)]
 
 
 def list_alerts(
@@ -349,41 +474,40 @@ def list_alerts(
     cursor: str | None = None,
     now: int = 0,
     order: AlertOrder = "last_seen",
+    index: AlertIndex | None = None,
 ) -> AlertPage:
-    """Alerts newest first by ``last_seen``, filtered, one page at a time; ``status``
-    is the one shown (firing, acked, silenced as of ``now``, resolved). ``order="status"``
-    (the dashboard's table) groups them by that status first, in ``ALERT_STATUSES``
-    order (firing first, resolved last), each group newest first; its cursors are its
-    own. The API keeps the plain order (DESIGN.md section 10)."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise QueryError("limit", f"limit must be 1 to {MAX_LIMIT}")
-    if status and status not in ALERT_STATUSES:
-        raise QueryError("status", f"status must be one of {', '.join(ALERT_STATUSES)}")
-    grouped = order == "status"
-    after = _decode_cursor(cursor, grouped) if cursor else None
+    """The projection's alerts newest first by ``last_seen``, filtered, one page at a
+    time; ``status`` is the one shown (firing, acked, silenced as of ``now``, resolved).
+    ``order="status"`` (the dashboard's table) groups them by that status first, in
+    ``ALERT_STATUSES`` order (firing first, resolved last), each group newest first; its
+    cursors are its own. The API keeps the plain order (DESIGN.md section 10), walking
+    ``index`` (``newest_alerts``) and adding what the file holds (``alert_page``)."""
+    filters = {"severity": severity, "type_": type_, "status": status, "source": source}
+    if order == "last_seen":
+        query = alert_query(**filters, q=q, limit=limit, cursor=cursor)
+        return alert_page(state, query, newest_alerts(state, query, index, now), now)
+    alert_query(**filters, q=q, limit=limit)  # the same checks
+    after = _decode_cursor(cursor, grouped=True) if cursor else None
     alerts = _matching(state, severity=severity, type_=type_, source=source, q=q)
     if status:
         alerts = [a for a in alerts if shown_status(state, a, now) == status]
-    rank = dict.fromkeys(ALERT_STATUSES, 0)
-    if grouped:
-        rank = {name: index for index, name in enumerate(ALERT_STATUSES)}
+    rank = {name: index for index, name in enumerate(ALERT_STATUSES)}
     # (group, alert): newest first, ties by id descending; then (stable) by group.
-    ordered = [(rank[shown_status(state, a, now)] if grouped else 0, a) for a in alerts]
-    ordered.sort(key=lambda item: (item[1].last_seen, item[1].id), reverse=True)
-    if grouped:
-        ordered.sort(key=lambda item: item[0])
+    ordered = [(rank[shown_status(state, a, now)], a) for a in alerts]
+    ordered.sort(key=lambda item: key_of(item[1]), reverse=True)
+    ordered.sort(key=lambda item: item[0])
     if after is not None:
         group, last_seen, alert_id = after
         ordered = [
             (g, a)
             for g, a in ordered
-            if g > group or (g == group and (a.last_seen, a.id) < (last_seen, alert_id))
+            if g > group or (g == group and key_of(a) < (last_seen, alert_id))
         ]
     page = ordered[:limit]
     next_cursor = None
     if len(ordered) > limit:
         group, last = page[-1]
-        next_cursor = _encode_cursor(last, group if grouped else None)
+        next_cursor = _encode_cursor(key_of(last), group)
     views = [alert_view(a, is_silenced(state, a, now)) for _, a in page]
     return AlertPage(alerts=views, next_cursor=next_cursor)
 
@@ -472,6 +596,7 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.ConfigLoaded
         | ev.StreamBound
         | ev.LogCompacted
+        | ev.OutboxPublished
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupNotified
@@ -506,6 +631,41 @@ def deliveries(rows: list[StoredRow]) -> DeliveryList:
         if entry.channel is None:
             entry.channel = channels.get(entry.notification_id)
     return DeliveryList(deliveries=out)
+
+
+def notification_view(
+    routed_row: StoredRow, alert_rows: list[StoredRow], channels: dict[str, str]
+) -> NotificationView | None:
+    """The notification of the routed fact at ``routed_row``, from its alert's rows in
+    the log (ascending; ``channels``: receiver -> channel of the config it was routed
+    under, for one not sent yet). The rows are folded with the projection's own fold:
+    its delivery's body is the alert as of the routed fact, exactly what
+    ``outbound`` built the work item from, and the rows after it tell its fate.
+    ``None`` when the rows before the routed fact are gone (compacted away)."""
+    routed = ev.decode(routed_row.data)
+    assert isinstance(routed, ev.AlertRouted)
+    state = State()
+    body: Notification | None = None
+    for row in alert_rows:
+        fold(state, row.seq, row.ts, ev.decode(row.data))
+        if row.seq == routed_row.seq:
+            delivery = state.deliveries.get(routed.notification_id)
+            if delivery is None or delivery.as_routed is None:
+                return None
+            body = notification_body(routed, delivery.as_routed)
+    delivery = state.deliveries.get(routed.notification_id)
+    if body is None or delivery is None:
+        return None
+    return NotificationView(
+        notification_id=routed.notification_id,
+        receiver=routed.receiver,
+        channel=delivery.channel or channels.get(routed.receiver),
+        body=body,
+        attempts=delivery.attempts,
+        status=delivery.status,
+        routed_seq=routed_row.seq,
+        generation=delivery.generation,
+    )
 
 
 def _queued(event: ev.AlertRouted, row: StoredRow, channels: dict[str, str]) -> DeliveryRecord:
@@ -637,6 +797,7 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.ConfigLoaded
         | ev.StreamBound
         | ev.LogCompacted
+        | ev.OutboxPublished
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupNotified

@@ -431,6 +431,7 @@ def _count(kind: type[ev.Event]) -> Count | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.OutboxPublished
         | ev.LogCompacted,
     ):
         return None

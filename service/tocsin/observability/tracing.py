@@ -353,6 +353,7 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.ConfigLoaded
         | ev.StreamBound
         | ev.LogCompacted
+        | ev.OutboxPublished
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupNotified

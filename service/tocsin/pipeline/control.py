@@ -1,38 +1,41 @@
 """Operator commands carried out by the service that writes the log (DESIGN.md section 6).
 
-The HTTP API (ack, resolve, silences, re-queue) and ``tocsin retry-failed`` (over
-``tocsin.control.retry-failed``) end here: the pure ``commands`` decide the facts under
+The HTTP API (ack, resolve, silences, re-queue), ``tocsin retry-failed`` (over
+``tocsin.control.retry-failed``) and ``tocsin compact`` (over ``tocsin.control.compact``,
+done by ``compactor``) end here: the pure ``commands`` decide the facts under
 the ledger's lock, the ledger commits them, and the work items they justify are
-published after the commit, as the router does for its own facts.
+published after the commit, through the outbox, as the router does for its own facts.
+A work item the broker does not store at once is the outbox relay's: the command is
+committed, so it is answered as done, and no notification waits on the operator.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
 
-from tocsin.bus.publisher import Publisher
 from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
 from tocsin.core.outbound import Outbound, for_configured, messages_for
-from tocsin.core.policy.backoff import Backoff
 from tocsin.core.state import State
-from tocsin.core.subjects import RETRY_FAILED
+from tocsin.core.subjects import COMPACT, RETRY_FAILED
 from tocsin.core.times import now_us, parse_instant
+from tocsin.pipeline import faults
+from tocsin.pipeline.compactor import Compactor
+from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.router import warn_unconfigured
+from tocsin.store.compaction import CompactionError
 from tocsin.store.eventlog import LogWriteError
 from tocsin.store.ledger import Ledger
 from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.control")
-
-PUBLISH_PATIENCE = 20.0  # seconds to keep trying to queue the work items of a command
 
 
 class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -50,6 +53,25 @@ class RetryReply(msgspec.Struct, kw_only=True):
     status: int | None = None  # the refusal's HTTP-style status: 404/422 are bad usage
 
 
+class CompactRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``tocsin.control.compact``: the data dir the caller means (a service
+    answers only for its own log), ``before`` (µs) and the archive's absolute path."""
+
+    data_dir: str
+    before: int
+    archive: str
+
+
+class CompactReply(msgspec.Struct, kw_only=True):
+    """``rows`` moved (0: nothing was appended before that time), or ``error``."""
+
+    rows: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    archive: str | None = None
+    error: str | None = None
+
+
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
@@ -57,12 +79,14 @@ class Control:
         self,
         ledger: Ledger,
         reader: LogReader,
-        publisher: Publisher,
+        outbox: Outbox,
         receivers: Collection[str] = (),
+        compactor: Compactor | None = None,
     ) -> None:
         self._ledger = ledger
+        self._compactor = compactor
         self._reader = reader
-        self._publisher = publisher
+        self._outbox = outbox
         self._receivers = frozenset(receivers)  # the configured ones, for re-queues
 
     async def execute(
@@ -70,14 +94,16 @@ class Control:
     ) -> list[ev.Event]:
         """Decide under the ledger's lock (so no router batch slips in between), commit,
         then publish; returns the facts added. ``CommandError`` when refused (nothing
-        added); ``CommandError(503)`` when the log or the broker cannot take it. Each
+        added); ``CommandError(503)`` when the log cannot take it. Each
         fact is logged as ``logged_as`` (the clock logs its own, in its words: "")."""
         added: list[tuple[int, ev.Event]] = []
         try:
             async with self._ledger.batch() as batch:
                 added = [(batch.add(fact), fact) for fact in decide(self._ledger.state)]
+                self._outbox.ride(batch)
         except LogWriteError as error:
             raise CommandError(503, f"the event log refused the write: {error}") from error
+        faults.point("control.after_commit")
         state = self._ledger.state
         outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]
         if self._receivers:  # a re-queue for a receiver removed since: dead-lettered again
@@ -91,21 +117,15 @@ class Control:
         return [fact for _, fact in added]
 
     async def _publish(self, outbound: list[Outbound]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_PATIENCE
-        backoff = Backoff(first=0.1, ceiling=2.0)
-        while True:
-            stored = await self._publisher.publish(outbound)
-            outbound = [m for m, ok in zip(outbound, stored, strict=True) if not ok]
-            if not outbound:
-                return
-            if loop.time() > deadline:
-                ids = ", ".join(m.msg_id or "?" for m in outbound)
-                log.error("committed, but work items %s could not be queued", ids)
-                raise CommandError(
-                    503, f"committed, but {len(outbound)} work item(s) not queued: NATS away"
-                )
-            await asyncio.sleep(backoff.next())
+        """Queue the command's work items once; those the broker does not store now
+        are owed, and the outbox relay publishes them when it can."""
+        stored = await self._outbox.publish(outbound)
+        if not all(stored):
+            log.warning(
+                "committed; %d work item(s) not queued yet: the outbox relay queues them"
+                " once NATS stores them",
+                stored.count(False),
+            )
 
     async def retry_failed(self, request: RetryRequest) -> RetryReply:
         """Re-queue dead letters (optionally of one receiver, dead since a time)."""
@@ -129,8 +149,39 @@ class Control:
             log.info("re-queued %d dead-lettered notification(s)", len(ids))
         return RetryReply(requeued=len(ids), notification_ids=ids)
 
+    async def compact(self, request: CompactRequest) -> CompactReply | None:
+        """Compact as asked, or ``None`` when the request is for another data dir's log
+        (another service's: this one stays silent)."""
+        if self._compactor is None or not _same_dir(request.data_dir, self._compactor.data_dir):
+            return None
+        try:
+            done = await self._compactor.compact(request.before, Path(request.archive))
+        except (CompactionError, OSError) as error:
+            return CompactReply(error=str(error))
+        if done is None:
+            return CompactReply()
+        return CompactReply(
+            rows=done.rows,
+            first_seq=done.first_seq,
+            last_seq=done.last_seq,
+            archive=str(done.archive),
+        )
+
     async def answer(self, nc: NATS) -> None:
-        """Serve ``tocsin.control.retry-failed`` (request-reply) for the CLI."""
+        """Serve ``tocsin.control.retry-failed`` and ``tocsin.control.compact``
+        (request-reply) for the CLI."""
+
+        async def compact(msg: Any) -> None:
+            try:
+                request = msgspec.json.decode(msg.data, type=CompactRequest)
+            except msgspec.DecodeError as error:
+                await msg.respond(msgspec.json.encode(CompactReply(error=f"bad request: {error}")))
+                return
+            answer = await self.compact(request)
+            if answer is not None:
+                await msg.respond(msgspec.json.encode(answer))
+
+        await nc.subscribe(COMPACT, cb=compact)
 
         async def reply(msg: Any) -> None:
             try:
@@ -143,3 +194,10 @@ class Control:
             await msg.respond(msgspec.json.encode(answer))
 
         await nc.subscribe(RETRY_FAILED, queue="tocsin-router", cb=reply)
+
+
+def _same_dir(asked: str, mine: Path) -> bool:
+    try:
+        return Path(asked).resolve() == mine.resolve()
+    except OSError:
+        return False

@@ -7,6 +7,7 @@ lookup. The points are the moments the invariants care about (DESIGN.md section 
 - ``router.after_publish``  work items stored, inbound not acked
 - ``recorder.before_commit``, ``recorder.after_commit``, ``recorder.after_publish``: the
   same moments of the recorder (both run the processor shell, ``processor``)
+- ``control.after_commit`` an operator command committed, its work items not published
 - ``delivery.after_send``   the receiver has it, no outcome published
 - ``delivery.after_outcome`` outcome stored, work item not acked
 """

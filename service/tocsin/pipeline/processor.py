@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from tocsin.bus.publisher import Publisher
+from tocsin.bus.publisher import Publishes
 from tocsin.bus.puller import Puller, ack_all
 from tocsin.core import events as ev
 from tocsin.core.outbound import Outbound
@@ -50,6 +50,10 @@ from tocsin.store.ledger import Batch, Input, Ledger
 Own = TypeVar("Own")
 
 Milestone = Literal["decided", "committed", "published"]
+
+Rider = Callable[[Batch], None]
+"""Adds a fact of its own to each batch being decided, if it has one due: the outbox's
+watermark (``outbox.Outbox.ride``), logged without a commit of its own."""
 
 Setup = Callable[[JetStreamContext], Awaitable[None]]
 """Creates (or updates) a processor's stream and its consumer: ``streams.ensure_*``."""
@@ -119,13 +123,14 @@ class Processor(Generic[Own]):
         stream: str,
         consumer: str,
         batch_size: int,
-        publisher: Publisher | None = None,
+        publisher: Publishes | None = None,
         setup: Setup | None = None,
         metrics: Metrics | None = None,
+        rider: Rider | None = None,
     ) -> None:
         """``publisher`` may be left out by a step that never publishes; without
         ``setup`` a vanished consumer is reported (``missing``) but not created
-        again."""
+        again; ``rider`` rides along in every batch decided."""
         self._nc = nc
         self._js = nc.jetstream(timeout=SETUP_PATIENCE / 2)
         self._setup = setup
@@ -137,6 +142,7 @@ class Processor(Generic[Own]):
         self._step = step
         self._stream, self._consumer, self._batch_size = stream, consumer, batch_size
         self._publisher = publisher
+        self._rider = rider
         self._log = logging.getLogger(f"tocsin.{step.name}")
         self._before_commit = f"{step.name}.before_commit"
         self._after_commit = f"{step.name}.after_commit"
@@ -283,6 +289,8 @@ class Processor(Generic[Own]):
                     seen.add(position)
                     facts = step.facts(pulled, msg, position, batch.ts)
                     fresh.append((batch.add_caused(facts, stream, position), position, facts))
+                if self._rider is not None:
+                    self._rider(batch)
                 faults.point(self._before_commit)
             pulled.batch = batch
             return pulled

@@ -33,7 +33,7 @@ from tocsin.core.subjects import (
 from tocsin.core.times import parse_rfc3339
 from tocsin.observability.telemetry import Metrics
 from tocsin.pipeline import binding
-from tocsin.pipeline.processor import Processor, Pulled, Setup, Step
+from tocsin.pipeline.processor import Processor, Pulled, Rider, Setup, Step
 from tocsin.store.ledger import Input, Ledger
 
 log = logging.getLogger("tocsin.recorder")
@@ -157,9 +157,11 @@ class Recorder(Step[None]):
         ledger: Ledger,
         metrics: Metrics | None = None,
         setup: Setup | None = None,
+        rider: Rider | None = None,
     ) -> None:
         """``setup`` creates TOCSIN_OUT and the recorder's consumer should the consumer
-        vanish (by default ``ensure_outcomes`` with one replica)."""
+        vanish (by default ``ensure_outcomes`` with one replica); ``rider``: the
+        outbox's watermark, which outcome batches carry too."""
         self._processor = Processor(
             nc,
             ledger,
@@ -169,6 +171,7 @@ class Recorder(Step[None]):
             batch_size=BATCH,
             setup=setup or ensure_outcomes,
             metrics=metrics,
+            rider=rider,
         )
 
     @property

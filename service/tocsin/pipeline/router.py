@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from tocsin.bus.publisher import Publisher
+from tocsin.bus.publisher import Publishes
 from tocsin.bus.puller import stream_seq
 from tocsin.bus.streams import ensure_inbound
 from tocsin.config import Config
@@ -46,7 +46,7 @@ from tocsin.observability.tracing import (
     trace_id_of,
 )
 from tocsin.pipeline import binding
-from tocsin.pipeline.processor import Milestone, Processor, Pulled, Setup, Step
+from tocsin.pipeline.processor import Milestone, Processor, Pulled, Rider, Setup, Step
 from tocsin.store.eventlog import Row
 from tocsin.store.ledger import Input, Ledger
 
@@ -78,19 +78,21 @@ class Router(Step[Traced]):
     def __init__(
         self,
         nc: NATS,
-        publisher: Publisher,
+        publisher: Publishes,
         ledger: Ledger,
         config: Config,
         tracing: Tracing | None = None,
         secrets: Secrets | None = None,
         metrics: Metrics | None = None,
         setup: Setup | None = None,
+        rider: Rider | None = None,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         """``setup`` creates TOCSIN_IN and the router's consumer should the consumer
         vanish (by default ``ensure_inbound`` with the config's replicas and ack
-        wait); ``on_commit`` is told of every batch committed (the clock's nudge: a
-        group may be due at once)."""
+        wait). In a service, ``publisher`` is the outbox and ``rider`` its watermark
+        (``outbox``); ``on_commit`` is told of every batch committed (the clock's
+        nudge: a group may be due at once)."""
         self._on_commit = on_commit
         self._ledger = ledger
         self._config = config
@@ -111,6 +113,7 @@ class Router(Step[Traced]):
                 ensure_inbound, replicas=config.nats.replicas or 1, ack_wait=config.nats.ack_wait
             ),
             metrics=metrics,
+            rider=rider,
         )
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 GENESIS = b"\x00" * 32
 
@@ -17,6 +18,8 @@ _PACK = struct.Struct(">qq")
 
 ChainRow = tuple[int, int, str, bytes, bytes]
 """A row as the chain sees it: ``(seq, ts, kind, data, hash)``."""
+
+T = TypeVar("T")
 
 
 def chain_hash(previous: bytes, seq: int, ts: int, kind: str, data: bytes) -> bytes:
@@ -47,12 +50,22 @@ def walk(
     previous row's (``first_seq`` for the first, any seq when None), and its hash is
     recomputed from its content and matches. Raises ``ChainBreak`` at the first row
     that does not, after yielding every row before it."""
+    for row, _ in walk_carrying(((row, None) for row in rows), previous, first_seq):
+        yield row
+
+
+def walk_carrying(
+    rows: Iterable[tuple[ChainRow, T]], previous: bytes = GENESIS, first_seq: int | None = None
+) -> Iterator[tuple[ChainRow, T]]:
+    """``walk`` over rows that carry more than the chain covers (``verify`` reads each
+    row's indexed columns with it): each ``(row, extra)`` is yielded once ``row`` is
+    checked, so the check of the chain stays in one place."""
     expected = first_seq
-    for row in rows:
-        seq, ts, kind, data, digest = row
+    for item in rows:
+        seq, ts, kind, data, digest = item[0]
         if expected is not None and seq != expected:
             raise ChainBreak(seq, expected)
         if chain_hash(previous, seq, ts, kind, data) != digest:
             raise ChainBreak(seq)
         previous, expected = digest, seq + 1
-        yield row
+        yield item

@@ -1,11 +1,16 @@
 """Retention without lying: old rows move to an archive, and the move is itself logged.
 
-``compact`` (offline: it takes the writer's lock) writes rows up to a time into a gzip
-JSON-lines archive that carries the hash chain (the hash before its first row, and each
-row's hash), then, in one SQLite transaction: stores a *base* snapshot of the state of
-those rows, deletes them (the only place rows ever leave the table), and appends a
-``log.compacted`` event naming the archive, the seq range and the anchor the first
-remaining row chains to. The live state is unchanged.
+Two steps. ``prepare`` checks the chain of the rows up to a time, folds their state and
+writes them into a gzip JSON-lines archive that carries the hash chain (the hash before
+its first row, and each row's hash): rows already appended never change, so this may
+run beside the log's writer. ``commit``, in one SQLite transaction, stores a *base*
+snapshot of the state of those rows, deletes them (the only place rows ever leave the
+table), and appends a ``log.compacted`` event naming the archive, the seq range and the
+anchor the first remaining row chains to: it must be the log's only writer at that
+moment. The live state is unchanged.
+
+The running service does both (``Ledger.compact``: ``commit`` under its lock); with no
+service running, ``compact`` takes the writer's lock and does both itself.
 """
 
 from __future__ import annotations
@@ -62,34 +67,54 @@ class Compacted:
     archive: Path
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Rows archived, not yet removed: what ``commit`` needs to finish the move."""
+
+    state: State
+    first_seq: int
+    last_seq: int
+    rows: int
+    anchor: bytes
+    archive: Path
+    sha256: str
+
+
 def compact(data_dir: Path, before: int, archive: Path) -> Compacted | None:
-    """Move rows appended before ``before`` (µs) into ``archive``; ``None`` if none are."""
+    """Move rows appended before ``before`` (µs) into ``archive``; ``None`` if none are.
+    Offline: refused while a service holds the writer's lock (it compacts itself)."""
     lock = WriterLock(data_dir)
     if not lock.acquire():
         raise CompactionError(
-            f"tocsin is running on {data_dir} (it holds {lock.path}); stop it first: "
-            "compaction must be the log's only writer"
+            f"tocsin is running on {data_dir} (it holds {lock.path}) but did not answer "
+            "on NATS (is --nats-url right?); compaction must be the log's only writer"
         )
     try:
-        return _compact(db_path(data_dir), before, archive)
+        path = db_path(data_dir)
+        prepared = prepare(path, before, archive)
+        if prepared is None:
+            return None
+        commit(path, prepared, now_us())
+        return Compacted(prepared.first_seq, prepared.last_seq, prepared.rows, archive)
     finally:
         lock.release()
 
 
-def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
+def prepare(path: Path, before: int, archive: Path) -> Prepared | None:
+    """Check, fold and archive the rows appended before ``before``; ``None`` if there
+    are none (blocking: run it in a thread)."""
     if not path.exists():
         raise CompactionError(f"no event log at {path}")
-    if archive.exists():
-        raise CompactionError(f"{archive} exists; archives are never overwritten")
     base = read_base(path)
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        conn.execute("PRAGMA synchronous=FULL")
         found = conn.execute(tables.LAST_SEQ_BEFORE, (before,)).fetchone()
         last_seq = found[0] if found else None
         first_seq = base.seq + 1 if base else 1
         if last_seq is None or last_seq < first_seq:
             return None
+        if archive.exists():
+            raise CompactionError(f"{archive} exists; archives are never overwritten")
         prev_hash = base.anchor if base else GENESIS
         # Pass 1: the chain holds, and the state of the rows to archive.
         state = decode_state(base.state) if base else State()
@@ -125,48 +150,46 @@ def _compact(path: Path, before: int, archive: Path) -> Compacted | None:
             os.fsync(written.fileno())
             sha256 = hashlib.file_digest(written, "sha256").hexdigest()
         os.replace(partial, archive)
-        _commit(conn, state, last_seq, anchor, archive, first_seq, sha256)
     finally:
         conn.close()
-    return Compacted(first_seq, last_seq, count, archive)
+    return Prepared(state, first_seq, last_seq, count, anchor, archive, sha256)
 
 
-def _commit(
-    conn: sqlite3.Connection,
-    state: State,
-    last_seq: int,
-    anchor: bytes,
-    archive: Path,
-    first_seq: int,
-    sha256: str,
-) -> None:
-    """One transaction: base snapshot in, archived rows out, the fact of it appended."""
-    last = conn.execute(tables.LAST_ROW).fetchone()
-    ts = now_us()
+def commit(path: Path, prepared: Prepared, ts: int) -> tuple[int, bytes, ev.LogCompacted]:
+    """One transaction: base snapshot in, archived rows out, the fact of it appended at
+    ``ts``; returns its seq, its hash (where the next row chains on) and the fact. The
+    caller is the log's only writer meanwhile (blocking: run it in a thread)."""
     event = ev.LogCompacted(
-        archive=str(archive),
-        first_seq=first_seq,
-        last_seq=last_seq,
-        anchor=anchor.hex(),
-        archive_sha256=sha256,
+        archive=str(prepared.archive),
+        first_seq=prepared.first_seq,
+        last_seq=prepared.last_seq,
+        anchor=prepared.anchor.hex(),
+        archive_sha256=prepared.sha256,
     )
-    new = tables.new_rows([tables.Fact(event)], ts, last[0], bytes(last[1]))
-    conn.execute("BEGIN IMMEDIATE")
+    base = encode_state(prepared.state, named=True)
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute(
-            tables.PUT_BASE_SNAPSHOT, (last_seq, ts, anchor, encode_state(state, named=True))
-        )
-        conn.execute(tables.DROP_SNAPSHOTS_BEFORE, (last_seq,))
-        conn.execute(tables.DROP_NO_DELETE_TRIGGER)
-        conn.execute(tables.DELETE_THROUGH, (last_seq,))
-        conn.execute(tables.NO_DELETE_TRIGGER)
-        for statement, params in new.inserts():
-            conn.execute(statement, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = conn.execute(tables.LAST_ROW).fetchone()
+            new = tables.new_rows([tables.Fact(event)], ts, last[0], bytes(last[1]))
+            conn.execute(tables.PUT_BASE_SNAPSHOT, (prepared.last_seq, ts, prepared.anchor, base))
+            conn.execute(tables.DROP_SNAPSHOTS_BEFORE, (prepared.last_seq,))
+            conn.execute(tables.DROP_NO_DELETE_TRIGGER)
+            conn.execute(tables.DELETE_THROUGH, (prepared.last_seq,))
+            conn.execute(tables.NO_DELETE_TRIGGER)
+            for statement, params in new.inserts():
+                conn.execute(statement, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return new.last_seq, new.last_hash, event
 
 
 def read_archive(archive: Path) -> tuple[Header, Iterator[ArchivedRow]]:

@@ -62,11 +62,13 @@ class EventLog:
         last_hash: bytes,
         max_in_seq: int,
         max_out_seq: int,
+        last_ts: int = 0,
     ) -> None:
         self._conn = conn
         self._transaction = asyncio.Lock()
         self.last_seq = last_seq
         self._last_hash = last_hash
+        self.last_ts = last_ts  # the append time of the last committed row (0: none)
         self.max_in_seq = max_in_seq
         self.max_out_seq = max_out_seq
 
@@ -86,12 +88,20 @@ class EventLog:
         async with conn.execute(tables.STREAM_SEQ_MAXIMA) as cursor:
             maxima = await cursor.fetchone()
         assert maxima is not None
-        last_seq, last_hash = (last[0], bytes(last[1])) if last else (0, GENESIS)
-        return cls(conn, last_seq, last_hash, int(maxima[0]), int(maxima[1]))
+        last_seq, last_hash, last_ts = (
+            (last[0], bytes(last[1]), last[2]) if last else (0, GENESIS, 0)
+        )
+        return cls(conn, last_seq, last_hash, int(maxima[0]), int(maxima[1]), last_ts)
 
     async def close(self) -> None:
         async with self._transaction:
             await self._conn.close()
+
+    async def moved(self, last_seq: int, last_hash: bytes) -> None:
+        """Another connection appended the log's last row (compaction's ``log.compacted``,
+        written while the ledger held every other write back): go on from it."""
+        async with self._transaction:
+            self.last_seq, self._last_hash = last_seq, last_hash
 
     @property
     def last_hash(self) -> bytes:
@@ -142,7 +152,7 @@ class EventLog:
                     await self._in_transaction(inserts)
             except sqlite3.Error as error:
                 raise LogWriteError(f"event log write failed: {error}") from error
-            self.last_seq, self._last_hash = new.last_seq, new.last_hash
+            self.last_seq, self._last_hash, self.last_ts = new.last_seq, new.last_hash, ts
             self.max_in_seq, self.max_out_seq = new.max_in_seq, new.max_out_seq
         return [row[0] for row in new.rows]
 

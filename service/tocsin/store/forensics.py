@@ -1,6 +1,7 @@
 """Questions to the log, read straight from the SQLite file (read-only, safe while the
 service runs): ``replay`` (history, oldest first), ``state`` (the projection as of a
-time) and ``verify`` (hash chain intact, projection rebuildable)."""
+time) and ``verify`` (hash chain intact, every indexed column what its event says,
+projection rebuildable)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 import msgspec
 
 from tocsin.core import events as ev
+from tocsin.core.anchor import Head, disagreement
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import format_us
 from tocsin.core.views import AlertView, EventRecord, alert_view, record
 from tocsin.store import tables
-from tocsin.store.chain import GENESIS, ChainBreak, walk
+from tocsin.store.chain import GENESIS, ChainBreak, walk_carrying
 from tocsin.store.ledger import base_state, fold_rows
 from tocsin.store.snapshots import StaleSnapshot, compacted, decode_state, read_base, read_snapshots
 
@@ -117,7 +119,8 @@ def line(entry: EventRecord) -> str:
 
 def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
     """The projection folded from every row appended at or before ``at``, and the append
-    time of the last of them."""
+    time of the last of them. A report of the file: it keeps every alert the rows hold,
+    including those the running service has let go of (``core.retention``)."""
     connect(path).close()  # LogMissing when there is no log
     base = read_base(path)
     if base is not None and at is not None and at < base.ts:
@@ -126,6 +129,7 @@ def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
             "the state before that moment is not in the log any more"
         )
     state, after = base_state(path)
+    state.keep_everything = True
     return state, fold_rows(state, path, after_seq=after, until_ts=at)
 
 
@@ -154,7 +158,10 @@ class Verdict:
 
 def verify(path: Path) -> Verdict:
     """Walk the whole log: every seq present, every hash chained, every event readable,
-    and the projection rebuilt from nothing."""
+    its ``kind``, ``fingerprint`` and ``alert_id`` columns the event's (the hash covers
+    the event, not the columns the lookups use), and the projection rebuilt from
+    nothing. The ``in_seq`` / ``out_seq`` columns are stream positions the event does
+    not carry: nothing here can check them."""
     started = time.perf_counter()
     conn = connect(path)
     state = State()
@@ -170,16 +177,16 @@ def verify(path: Path) -> Verdict:
     count = 0
     first: int | None = None
     try:
-        for seq, ts, kind, data, _ in walk(tables.chain_rows(conn), previous, expected):
+        for row, stored in walk_carrying(tables.verified_rows(conn), previous, expected):
+            seq, ts, kind, data, _ = row
             first = seq if first is None else first
             try:
                 event = ev.decode(data)
             except msgspec.DecodeError as error:
                 return _bad(count, first, seq, f"unreadable event: {error}")
-            if ev.kind_of(event) != kind:
-                return _bad(
-                    count, first, seq, f"kind column {kind!r} != event {ev.kind_of(event)!r}"
-                )
+            wrong = _wrong_column((kind, *stored), tables.derived_columns(event))
+            if wrong is not None:
+                return _bad(count, first, seq, wrong)
             fold(state, seq, ts, event)
             count += 1
     except ChainBreak as broken:
@@ -214,6 +221,34 @@ def verify(path: Path) -> Verdict:
         open_alerts=len(state.open_by_fingerprint),
         seconds=time.perf_counter() - started,
     )
+
+
+def check_anchor(path: Path, head: Head) -> str | None:
+    """What is wrong with the log against an anchored ``head`` (``core.anchor``), or
+    None when the log holds that row with that hash. Run after ``verify``: the chain
+    up to that row is then the anchored history. A head that compaction's base
+    snapshot now stands for is compared with the base's anchor."""
+    conn = connect(path)
+    try:
+        row = conn.execute(tables.HASH_AT, (head.seq,)).fetchone()
+        last = conn.execute(tables.LAST_ROW).fetchone()
+    finally:
+        conn.close()
+    found = bytes(row[0]) if row is not None else None
+    if found is None:
+        base = read_base(path)
+        if base is not None and base.seq == head.seq:
+            found = base.anchor
+    return disagreement(head, found, int(last[0]) if last is not None else 0)
+
+
+def _wrong_column(stored: tables.DerivedColumns, derived: tables.DerivedColumns) -> str | None:
+    """What is wrong with a row whose columns are ``stored`` and whose event says
+    ``derived``: the first column that differs, named, or None."""
+    for name, have, want in zip(tables.DERIVED_COLUMNS, stored, derived, strict=True):
+        if have != want:
+            return f"{name} column {have!r} != the event's {want!r}"
+    return None
 
 
 def _bad(count: int, first: int | None, seq: int, problem: str) -> Verdict:

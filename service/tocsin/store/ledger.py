@@ -28,9 +28,11 @@ from pathlib import Path
 import msgspec
 
 from tocsin.core import events as ev
+from tocsin.core.alert_index import AlertIndex
 from tocsin.core.fold import fold, fold_stored
 from tocsin.core.state import State
 from tocsin.core.times import now_us
+from tocsin.store import compaction
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError, Row
 from tocsin.store.snapshots import (
     Snapshot,
@@ -149,7 +151,14 @@ _INBOUND = Input.INBOUND  # Batch.add_caused runs per inbound message: no enum l
 class Batch:
     """Facts being added under the ledger's lock; committed after the block exits."""
 
-    def __init__(self, state: State, first_seq: int, ts: int, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        state: State,
+        first_seq: int,
+        ts: int,
+        epoch: int = 0,
+        touched: set[str] | None = None,
+    ) -> None:
         self.facts: list[Fact] = []
         self.ts = ts
         self.first_seq = first_seq
@@ -159,6 +168,8 @@ class Batch:
         self.last_outcome = 0
         self._state = state
         self._next_seq = first_seq
+        # Alerts whose place in the newest-first order may move (``AlertIndex.dirty``).
+        self._touched = touched if touched is not None else set()
 
     @property
     def next_seq(self) -> int:
@@ -172,6 +183,8 @@ class Batch:
         self._next_seq += 1
         self.facts.append(Fact(event))
         fold(self._state, seq, self.ts, event)
+        if type(event) is ev.AlertReceived and event.alert_id is not None:
+            self._touched.add(event.alert_id)
         return seq
 
     def add_caused(self, events: Sequence[ev.Event], stream: Input, position: int) -> range:
@@ -186,10 +199,13 @@ class Batch:
             in_seq, out_seq = None, position
             if position > self.last_outcome:
                 self.last_outcome = position
-        facts, state, ts = self.facts, self._state, self.ts
+        facts, state, ts, touched = self.facts, self._state, self.ts, self._touched
+        received = ev.AlertReceived
         for event in events:
             facts.append(Fact(event, in_seq, out_seq))
             fold(state, seq, ts, event)
+            if type(event) is received and event.alert_id is not None:
+                touched.add(event.alert_id)
             seq += 1
         self._next_seq = seq
         return range(first, seq)
@@ -222,7 +238,10 @@ class Ledger:
         self.problem: str | None = None
         self.rebuild_seconds = 0.0
         self.listeners: list[Callable[[list[ev.Event], State], None]] = []
+        self.alert_index = AlertIndex()  # the state's alerts newest first, for the API
+        self.clock = now_us  # the append time of each batch
         self._lock = asyncio.Lock()
+        self._compacting = asyncio.Lock()  # one compaction at a time
         self._next_seq = event_log.last_seq + 1  # of the next fact decided
         self._epoch = 0  # ends (and the next begins) when the state is rebuilt
         self._dead_epoch = -1  # an epoch one of whose commits failed
@@ -313,7 +332,9 @@ class Ledger:
         async with self._lock:
             if self._snapshot_due:
                 await self._snapshot()
-            batch = Batch(self.state, self._next_seq, self.clock(), self._epoch)
+            batch = Batch(
+                self.state, self._next_seq, self.clock(), self._epoch, self.alert_index.dirty
+            )
             try:
                 yield batch
             except BaseException:
@@ -389,6 +410,30 @@ class Ledger:
             and self.event_log.last_seq - self.snapshot_seq >= self.snapshot_every
         ):
             self._snapshot_due = True
+
+    async def compact(self, before: int, archive: Path) -> compaction.Compacted | None:
+        """Move the rows appended before ``before`` into ``archive`` (``None`` if there
+        are none), as the log's single writer: they are checked, folded and archived
+        beside the router (appended rows never change), then removed and the fact of it
+        appended under the lock, once every batch decided is committed, and folded into
+        the live state like any fact. ``CompactionError`` when refused."""
+        async with self._compacting:
+            prepared = await asyncio.to_thread(compaction.prepare, self.path, before, archive)
+            if prepared is None:
+                return None
+            async with self._lock:
+                await self.settled()
+                if self.state.last_seq != self.event_log.last_seq:
+                    raise compaction.CompactionError("the log refuses writes; not compacted")
+                ts = self.clock()
+                done = await asyncio.to_thread(compaction.commit, self.path, prepared, ts)
+                seq, last_hash, event = done
+                await self.event_log.moved(seq, last_hash)
+                self._next_seq = seq + 1
+                fold(self.state, seq, ts, event)
+                for listener in self.listeners:
+                    listener([event], self.state)
+        return compaction.Compacted(prepared.first_seq, prepared.last_seq, prepared.rows, archive)
 
     async def _snapshot(self) -> None:
         """Snapshot the projection (called holding the lock, once every decided batch

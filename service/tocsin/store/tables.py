@@ -42,6 +42,12 @@ CREATE INDEX IF NOT EXISTS events_out_seq ON events(out_seq) WHERE out_seq IS NO
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_fingerprint ON events(fingerprint);
 CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
+CREATE INDEX IF NOT EXISTS events_routed_notification
+    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+    WHERE kind = 'alert.routed';
+CREATE INDEX IF NOT EXISTS events_alert_seen
+    ON events(json_extract(CAST(data AS TEXT), '$.timestamp'), alert_id)
+    WHERE kind = 'alert.received' AND alert_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS snapshots (
     seq     INTEGER PRIMARY KEY,
     ts      INTEGER NOT NULL,
@@ -73,8 +79,9 @@ def _marks(count: int) -> str:
 
 # -- events: the writer's position ---------------------------------------------------
 
-LAST_ROW = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
-"""``(seq, hash)`` of the newest row, or no row: where the next row chains on."""
+LAST_ROW = "SELECT seq, hash, ts FROM events ORDER BY seq DESC LIMIT 1"
+"""``(seq, hash, ts)`` of the newest row, or no row: where the next row chains on, and
+the head of the chain an anchor records."""
 
 STREAM_SEQ_MAXIMA = "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
 """The highest inbound and outcome stream seqs logged (0 when none)."""
@@ -100,8 +107,19 @@ class Fact:
     out_seq: int | None = None
 
 
-def _ids(event: ev.Event) -> tuple[str | None, str | None]:
-    return getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
+DerivedColumns = tuple[str, str | None, str | None]
+"""``(kind, fingerprint, alert_id)``: the columns of a row that repeat what its event
+says, for the indexes ``replay`` and the API look rows up by."""
+
+DERIVED_COLUMNS = ("kind", "fingerprint", "alert_id")
+
+
+def derived_columns(event: ev.Event) -> DerivedColumns:
+    """The ``kind``, ``fingerprint`` and ``alert_id`` columns of ``event``'s row: the
+    writer fills them from here and ``verify`` checks every row against here, so a
+    column edited behind the log's back (the hash covers ``data``, not the columns) is
+    found the way the writer would have written it."""
+    return ev.kind_of(event), getattr(event, "fingerprint", None), getattr(event, "alert_id", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +165,12 @@ def new_rows(
     rows: list[EventRow] = []
     seq, previous = after_seq, after_hash
     max_in, max_out = max_in_seq, max_out_seq
-    encode, kind_of = ev.encode, ev.kind_of
+    encode, derived = ev.encode, derived_columns
     for fact in facts:
         seq += 1
-        kind = kind_of(fact.event)
+        kind, fingerprint, alert_id = derived(fact.event)
         data = encode(fact.event)
         previous = chain_hash(previous, seq, ts, kind, data)
-        fingerprint, alert_id = _ids(fact.event)
         rows.append(
             (
                 seq,
@@ -221,6 +238,34 @@ OF_ALERT = "SELECT seq, ts, kind, data FROM events WHERE alert_id = ? ORDER BY s
 """Every row of one alert, ascending (``alert_id`` is indexed)."""
 
 
+ROUTED_NOTIFICATION = (
+    "SELECT seq, ts, kind, data FROM events WHERE kind = 'alert.routed'"
+    " AND json_extract(CAST(data AS TEXT), '$.notification_id') = ?"
+)
+"""The routed fact of one notification id (the partial index
+``events_routed_notification`` answers it without a scan)."""
+
+CONFIG_AS_OF = (
+    "SELECT seq, ts, kind, data FROM events WHERE kind = 'config.loaded' AND seq <= ?"
+    " ORDER BY seq DESC LIMIT 1"
+)
+"""The config the service ran with at a seq: the last ``config.loaded`` at or before it
+(one is logged at every start, so the walk back from the seq is short)."""
+
+ALERT_ROWS = "SELECT seq, ts, data FROM events WHERE alert_id = ? ORDER BY seq"
+"""``(seq, ts, data)`` of one alert's rows, as ``fold.fold_alert`` takes them."""
+
+NEWEST_SEEN = (
+    "SELECT json_extract(CAST(data AS TEXT), '$.timestamp') AS seen, alert_id FROM events"
+    " WHERE kind = 'alert.received' AND alert_id IS NOT NULL"
+    " AND json_extract(CAST(data AS TEXT), '$.timestamp') <= ?"
+    " ORDER BY seen DESC, alert_id DESC"
+)
+"""``(timestamp, alert_id)`` of the received rows of alerts, newest event first, from a
+timestamp down (index ``events_alert_seen``): an alert's first row in this order is the
+one that set its ``last_seen``, so alerts come up newest ``last_seen`` first."""
+
+
 def rows_at(count: int) -> str:
     """``(seq, ts, kind, data)`` of the rows at ``count`` given seqs."""
     return f"SELECT seq, ts, kind, data FROM events WHERE seq IN ({_marks(count)})"
@@ -276,6 +321,24 @@ def chain_rows(conn: sqlite3.Connection, through_seq: int = MAX_SEQ) -> Iterator
         for seq, ts, kind, data, digest in batch:
             yield seq, ts, kind, bytes(data), bytes(digest)
 
+
+VERIFIED_ROWS = "SELECT seq, ts, kind, data, hash, fingerprint, alert_id FROM events ORDER BY seq"
+"""Every row as ``verify`` checks it: the chain's columns and the derived ones."""
+
+
+def verified_rows(
+    conn: sqlite3.Connection,
+) -> Iterator[tuple[ChainRow, tuple[str | None, str | None]]]:
+    """Every row, oldest first, as ``chain.walk_carrying`` takes them: the chain's
+    columns with the row's ``(fingerprint, alert_id)`` columns."""
+    cursor = conn.execute(VERIFIED_ROWS)
+    while batch := cursor.fetchmany(5000):
+        for seq, ts, kind, data, digest, fingerprint, alert_id in batch:
+            yield (seq, ts, kind, bytes(data), bytes(digest)), (fingerprint, alert_id)
+
+
+HASH_AT = "SELECT hash FROM events WHERE seq = ?"
+"""The hash of the row at a seq (no row when there is none)."""
 
 # -- events: compaction ------------------------------------------------------------------
 
