@@ -53,6 +53,11 @@ def with_new_kind(tmp: Path) -> Path:
         tmp / "service" / "tocsin",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    shutil.copytree(  # mypy checks the publisher library too (pyproject's packages)
+        ROOT / "clients" / "python" / "src",
+        tmp / "clients" / "python" / "src",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp / "pyproject.toml")
     events = tmp / "service" / "tocsin" / "core" / "events.py"
     text = events.read_text()
