@@ -311,7 +311,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
     # -- groups -----------------------------------------------------------------------
 
     @get("/api/v1/groups", sync_to_thread=False)
-    def list_groups(receiver: str | None = None) -> views.GroupList:
+    def list_groups(receiver: FromQuery[str | None] = None) -> views.GroupList:
         """Open notification groups (DESIGN.md section 11), the next due first: each
         with its receiver, group labels, alerts and next due time."""
         return views.group_list(ctx.state(), receiver=receiver)
