@@ -362,6 +362,11 @@ def _forensics(args: argparse.Namespace) -> int:
                     f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
                     f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
                 )
+            for g in report.groups:
+                print(
+                    f"group {g.group_key}  {g.firing} firing of {len(g.alert_ids)}, "
+                    f"{g.notifications} notification(s), next due {g.next_due_at or '-'}"
+                )
             return EXIT_OK
         if args.archive:
             try:

@@ -210,6 +210,10 @@ async def test_every_clock_fact_is_in_replay_with_its_due_time(
     data = notified.data
     assert data["fired_at"] >= data["due_at"]
     assert len(data["alert_ids"]) == 3
+    report = forensics.state_report(*forensics.state_at(service.db))  # `tocsin state`
+    [group] = report.groups
+    assert (len(group.alert_ids), group.notifications, group.next_due_at) == (3, 1, None)
+    assert group.group_key == "route[0]/hook/{}"
 
 
 async def test_an_alert_whose_ends_at_passes_is_resolved_by_the_clock(
