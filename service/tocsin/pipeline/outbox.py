@@ -2,8 +2,9 @@
 reached the broker is published again by tocsin itself, not by an operator.
 
 Every fact that justifies a work item (``alert.routed``, ``group.notified``,
-``delivery.requeued``) is *owed* from its commit until JetStream stores its item (a PubAck) or it needs sending
-no more (its notification delivered, dead-lettered or re-queued since). Whoever
+``delivery.requeued``) is *owed* from its commit until JetStream stores its item (a
+PubAck) or it needs sending no more (its notification delivered, dead-lettered or
+re-queued since). Whoever
 publishes work items (the router, operator commands, the relay below) publishes
 through the ``Outbox``, which notes the PubAcks.
 
