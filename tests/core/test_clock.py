@@ -157,3 +157,11 @@ def test_resolved_alerts_are_not_released_by_an_expiring_silence() -> None:
 
 def kinds_of(facts: list[ev.Event]) -> list[str]:
     return [ev.kind_of(f) for f in facts]
+
+
+def test_a_later_event_without_ends_at_drops_it() -> None:
+    run = Clocked()
+    run.feed(ending(0, 5))  # type: ignore[arg-type]
+    run.feed(normalized(1))
+    assert clock.next_due(run.state) is None
+    assert run.tick(T0 + 10 * MINUTE) == []

@@ -118,6 +118,8 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         return
     if firing and (e.ends_at is not None or state.resolve_timeout is not None):
         _time_auto_resolve(state, e)
+    elif firing and state.auto_resolve:  # a later event without ends_at drops it
+        state.auto_resolve.pop(e.fingerprint, None)
     alert = state.alerts.get(alert_id)
     if alert is None:  # the rebuild's most common case: born with this event's fields
         state.alerts[alert_id] = Alert(
