@@ -4,6 +4,7 @@ Timings are short (seconds); every wait is on a condition with a timeout."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -237,5 +238,51 @@ async def test_an_alert_whose_ends_at_passes_is_resolved_by_the_clock(
         assert fact["resolved_at"] == ends
         assert fact["fired_at"] >= fact["due_at"] == ends
         await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()
+
+
+async def test_the_dashboard_shows_open_groups_and_an_alerts_group(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """`/groups` lists each open group with its alerts together and its next due time;
+    an alert's page names its group; a hostile group value stays inert markup."""
+    from tests.api.test_dashboard import assert_safe_page
+
+    hostile = '"><script>alert(5)</script>'
+    toml = grouped_config(
+        sink.url, group_by='["labels.service"]', group_wait='"1s"', repeat_interval='"1h"'
+    )
+    service = await Tocsin(data_dir, nats_url, toml).start()
+    try:
+        await publish_many(
+            nats_url,
+            [
+                event(summary=f"db{n} down", labels={"host": f"db{n}", "service": hostile})
+                for n in range(3)
+            ],
+        )
+        await wait_until(lambda: service.count("delivery.succeeded") == 1, 15, "the group told")
+        async with httpx.AsyncClient(base_url=service.api) as http:
+            page = await http.get("/groups")
+            assert_safe_page(page)
+            html = page.text
+            assert "route[0]/hook/{labels.service=" in html
+            assert "3 firing of 3" in html
+            assert re.search(r"· 1 notification\s", html)
+            assert all(f"db{n} down" in html for n in range(3))
+            assert "&#34;&gt;&lt;script&gt;alert(5)&lt;/script&gt;" in html
+            assert "nothing pending" not in html  # the repeat is due in an hour
+            [alert] = [
+                a
+                for a in (await http.get("/api/v1/alerts")).json()["alerts"]
+                if a["summary"] == "db0 down"
+            ]
+            alert_page = await http.get(f"/alerts/{alert['id']}")
+            assert_safe_page(alert_page)
+            assert 'id="alert-groups"' in alert_page.text
+            assert 'href="/groups"' in alert_page.text
+            index = (await http.get("/")).text
+            assert 'title="open notification groups">1<' in index
     finally:
         await service.stop()

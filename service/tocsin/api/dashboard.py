@@ -544,6 +544,7 @@ class Pages:
             last_seq=shown,
             ready=self.ctx.readiness.reason,
             silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
+            groups_open=len(state.groups),
             path=request.url.path,
         )
         page = _ENV.get_template(template)
@@ -632,6 +633,10 @@ class Pages:
             deliveries=views.deliveries(rows).deliveries,
         )
 
+    def groups(self, request: Request[Any, Any, Any]) -> Response[str]:
+        listed = views.group_list(self.ctx.state()).groups
+        return self.render(request, "groups.html", groups=listed)
+
     def silences(self, request: Request[Any, Any, Any]) -> Response[str]:
         query = request.query_params
         prefill = {k: query.get(k) or "" for k in ("severity", "type", "label")}
@@ -697,6 +702,11 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         """One alert: its facts, history timeline, deliveries, ack and resolve."""
         return await pages.alert(request, alert_id)
 
+    @get("/groups", include_in_schema=False, sync_to_thread=False)
+    def groups_page(request: Request[Any, Any, Any]) -> Response[str]:
+        """The open notification groups: each group's alerts together, its next due."""
+        return pages.groups(request)
+
     @get("/silences", include_in_schema=False, sync_to_thread=False)
     def silences_page(request: Request[Any, Any, Any]) -> Response[str]:
         """The silences and a form to add one."""
@@ -708,4 +718,4 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         headers = {**security_headers(secrets.token_urlsafe(18)), "Cache-Control": "no-cache"}
         return ServerSentEvent(live_events(ctx), headers=headers)
 
-    return [index, alert_page, silences_page, live]
+    return [index, alert_page, groups_page, silences_page, live]
