@@ -284,5 +284,62 @@ async def test_the_dashboard_shows_open_groups_and_an_alerts_group(
             assert 'href="/groups"' in alert_page.text
             index = (await http.get("/")).text
             assert 'title="open notification groups">1<' in index
+        await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()
+
+
+async def test_a_time_interval_covering_now_defers_and_one_never_covering_lets_through(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """Two grouped routes, one muted by an interval covering every minute of the day
+    (its notification deferred, `group.deferred` with `until`, nothing sent), one
+    muted by an interval that never covers now (notified as usual)."""
+    toml = f"""
+[time_intervals.always]
+times = [{{ start = "00:00", end = "24:00" }}]
+
+[time_intervals.long-ago]
+years = ["1999"]
+
+[[route]]
+match = {{ labels = {{ team = "muted" }} }}
+receivers = ["hook"]
+group_by = ["labels.team"]
+mute_time_intervals = ["always"]
+
+[[route]]
+match = {{ labels = {{ team = "free" }} }}
+receivers = ["hook"]
+group_by = ["labels.team"]
+mute_time_intervals = ["long-ago"]
+
+[receivers.hook]
+channel = "webhook"
+url = "{sink.url}"
+"""
+    service = await Tocsin(data_dir, nats_url, toml).start()
+    try:
+        await publish_many(
+            nats_url,
+            [event(labels={"team": "muted", "n": "1"}), event(labels={"team": "free", "n": "2"})],
+        )
+        await wait_until(
+            lambda: service.count("group.deferred") == 1, 15, "the muted group deferred"
+        )
+        await wait_until(
+            lambda: service.count("delivery.succeeded") == 1, 15, "the free group told"
+        )
+        [deferred] = service.events("group.deferred")
+        assert deferred["group_key"] == 'route[0]/hook/{labels.team="muted"}'
+        assert deferred["until"] > deferred["fired_at"]  # never ends: looked at again a day on
+        [told] = [r.json() for r in sink.requests]
+        assert told["group_labels"] == {"labels.team": "free"}
+        [muted] = [
+            g for g in service.live_state().groups.values() if g.key == deferred["group_key"]
+        ]
+        assert muted.notifications == 0
+        assert muted.due_at == deferred["until"]
+        await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
