@@ -253,3 +253,23 @@ def test_an_active_interval_that_never_covers_now_defers_and_one_that_does_lets_
         {"never": (compile_interval(TimeIntervalSpec(), __import__("datetime").UTC, "t"),)}
     )
     assert notified(run.tick(T0 + clock.RECHECK_US, always))
+
+
+def test_an_operator_resolve_reaches_the_groups_the_alert_joined() -> None:
+    """`POST /api/v1/alerts/{id}/resolve` (``commands.resolve``) tells the alert's groups,
+    as a publisher's resolved event does, not only the receivers told directly."""
+    from tocsin.core import commands
+
+    run = Clocked()
+    run.feed(normalized(0, host="a", service="api"), BY_SERVICE)
+    [note] = notified(run.tick(T0 + 30 * SECOND))
+    facts = commands.resolve(
+        run.state, note.alert_ids[0], by="ana", comment=None, at=T0 + MINUTE, new_id=run.new_id
+    )
+    grouped = [f for f in facts if isinstance(f, ev.AlertGrouped)]
+    assert [(f.reason, f.group_key) for f in grouped] == [("resolved", note.group_key)]
+    for fact in facts:
+        run.log.append((len(run.log) + 1, T0 + MINUTE, fact))
+        fold(run.state, len(run.log), T0 + MINUTE, fact)
+    [resolved] = notified(run.tick(T0 + 330 * SECOND))
+    assert (resolved.reason, resolved.status) == ("resolved", "resolved")
