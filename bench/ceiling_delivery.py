@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import NatsServer
 
-from bench.receiver import Receiver
+from bench.receiver import Received, Receiver
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, stream_seq
 from tocsin.channels.http import JsonPoster
@@ -360,7 +360,7 @@ async def pipeline(nc: nats.NATS, n: int, url: str) -> Figure:
 
 async def serve_receiver(port_file: Path) -> None:
     """The receiver in its own process (``--serve-receiver``), until killed."""
-    receiver = Receiver(lambda body: ["x"])
+    receiver = Receiver(lambda body: Received(["x"]))
     await receiver.start()
     await asyncio.to_thread(port_file.write_text, str(receiver.port))
     await asyncio.Event().wait()

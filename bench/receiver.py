@@ -7,9 +7,11 @@ object per TCP connection gives both: the receipt time is taken the moment a req
 last byte arrives, and the open-connection count moves in ``connection_made`` /
 ``connection_lost``.
 
-What a request means is the caller's business: ``keys_of(body)`` returns the keys of the
-notifications one request carries (one for tocsin, one per alert of Alertmanager's
-grouped payload), and the receiver keeps the first receipt time of every key.
+What a request means is the caller's business: ``keys_of(body)`` returns what one request
+carries (``Received``): the keys of the alerts it lists (one for tocsin's per-alert
+notification, one per alert of a group body or of Alertmanager's payload), and for a
+group, its key and how many alerts the body left out. The receiver keeps the first
+receipt time of every alert key and of every group.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MAX_HEAD = 64 * 1024
 
-KeysOf = Callable[[bytes], list[str]]
+
+class Received(NamedTuple):
+    """What one webhook request notifies."""
+
+    keys: list[str]  # the alerts it lists (the bench's ``fp`` label of each)
+    group: str | None = None  # the group's key, for a group notification
+    truncated: int = 0  # alerts of the group the body counts but does not list
+
+
+KeysOf = Callable[[bytes], Received]
 
 
 class Receiver:
@@ -54,10 +66,26 @@ class Receiver:
         self.bad_requests = 0
         self.last_at = 0.0  # perf_counter() of the latest notification
         self.phase_max_open = self.open
+        self.group_first_seen: dict[str, float] = {}  # group key -> first receipt
+        self.group_truncated: dict[str, int] = {}  # group key -> its latest body's count
+        self.truncated = 0  # alerts left out, summed over every group notification
 
     @property
     def unique(self) -> int:
         return len(self.first_seen)
+
+    @property
+    def groups(self) -> int:
+        """Distinct groups notified."""
+        return len(self.group_first_seen)
+
+    @property
+    def covered(self) -> int:
+        """Distinct alerts listed, plus the alerts each group's latest notification
+        counted without listing them: every alert some notification accounted for
+        (an upper bound when a body truncated: its unlisted alerts may have been listed
+        by an earlier one)."""
+        return len(self.first_seen) + sum(self.group_truncated.values())
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -89,17 +117,23 @@ class Receiver:
         """Record one request's notifications; ``False`` if its body made no sense."""
         self.requests += 1
         try:
-            keys = self._keys_of(body)
+            keys, group, truncated = self._keys_of(body)
         except ValueError:
             self.bad_requests += 1
             return False
+        ours = False
         for key in keys:
             if not key.startswith(self.prefix):
                 self.stray += 1
                 continue
+            ours = True
             self.first_seen.setdefault(key, at)
             self.notifications += 1
             self.last_at = at
+        if group is not None and (ours or (not keys and truncated)):
+            self.group_first_seen.setdefault(group, at)
+            self.group_truncated[group] = truncated
+            self.truncated += truncated
         return True
 
 

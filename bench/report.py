@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ ROWS = [
         _get("W1", "all_notified_seconds")),
     Row("W1 notifications/s end to end", "/s", "higher", _get("W1", "notifications_per_second"),
         unit_in_label=True),
+    Row("W1 CPU of the service, whole storm", "s", "lower", _get("W1", "cpu_seconds")),
+    Row("W1 CPU of the service per event", "µs", "lower", _get("W1", "cpu_us_per_event")),
     Row("W2 events/s (tocsin: committed; AM: accepted)", "events/s", "higher",
         _events_per_second("W2"), "≥ 40,000", unit_in_label=True),
     Row("W2 notifications sent (must be {fingerprints:,})", "", "exact",
@@ -71,9 +73,20 @@ ROWS = [
     Row("W3 latency p99", "ms", "lower", _get("W3", "p99_ms"), "≤ 5"),
     Row("W3 latency max", "ms", "lower", _get("W3", "max_ms")),
     Row("W3 notified (of {steady:,})", "", "exact", _get("W3", "notified")),
-    Row("RSS after W1+W2", "MiB", "lower", _get("resources", "rss_mib"), "≤ 150"),
-    Row("CPU after W1+W2 (process total)", "s", "lower", _get("resources", "cpu_seconds")),
-    Row("nats-server CPU after W1+W2", "s", "lower", _get("resources", "broker_cpu_seconds")),
+    Row("W5 events/s (tocsin: committed + grouped; AM: accepted)", "events/s", "higher",
+        _events_per_second("W5"), unit_in_label=True),
+    Row("W5 notifications sent", "", "lower", _get("W5", "notifications")),
+    Row("W5 groups notified (of {groups:,})", "", "exact", _get("W5", "groups_notified"),
+        "= {groups:,}"),
+    Row("W5 alerts notified (of {group_events:,})", "", "exact", _get("W5", "alerts_covered"),
+        "= {group_events:,}"),
+    Row("W5 all {groups:,} groups notified after the first publish", "s", "lower",
+        _get("W5", "all_groups_notified_seconds")),
+    Row("W5 every alert notified after the first publish", "s", "lower",
+        _get("W5", "all_alerts_notified_seconds")),
+    Row("RSS after {storms}", "MiB", "lower", _get("resources", "rss_mib"), "≤ 150"),
+    Row("CPU after {storms} (process total)", "s", "lower", _get("resources", "cpu_seconds")),
+    Row("nats-server CPU after {storms}", "s", "lower", _get("resources", "broker_cpu_seconds")),
     Row("most simultaneous webhook connections", "", "lower", _get("max_connections"), "≤ 32"),
     Row("W4 fold (decode + fold)", "events/s", "higher", _get("fold_events_per_second"),
         source="replay"),
@@ -90,6 +103,8 @@ def fmt(value: Any, unit: str) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if unit in ("events/s", "/s", "") and isinstance(value, int | float):
+        return f"{value:,.0f}"
+    if unit == "µs":
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
@@ -122,13 +137,8 @@ def lines(results: Result) -> list[Line]:
     tocsin = results["targets"].get("tocsin") or {}
     am = results["targets"].get("alertmanager") or {}
     replay = results.get("replay") or {}
-    loads = results["loads"]
-    sizes = {
-        "events": loads["storm_events"],
-        "fingerprints": loads["duplicate_fingerprints"],
-        "steady": round(loads["steady_rate"] * loads["steady_seconds"]),
-    }
     out = []
+    sizes = _sizes(results)
     for row in ROWS:
         if row.source == "replay":
             ours, theirs = row.value(replay), None
@@ -152,6 +162,25 @@ def lines(results: Result) -> list[Line]:
             )
         )
     return out
+
+
+def storms(workloads: Collection[str]) -> str:
+    """The storms that ran on the storms' process ("W1+W2", "W1" or "W2"): what the
+    resources figures are measured after."""
+    return "+".join(w.upper() for w in ("w1", "w2") if w in workloads)
+
+
+def _sizes(results: Result) -> dict[str, Any]:
+    """The sizes row labels name (a results file from before W5 lacks its own)."""
+    loads = results["loads"]
+    return {
+        "events": loads["storm_events"],
+        "fingerprints": loads["duplicate_fingerprints"],
+        "steady": round(loads["steady_rate"] * loads["steady_seconds"]),
+        "group_events": loads.get("group_events", 0),
+        "groups": loads.get("groups", 0),
+        "storms": storms(results.get("workloads", ["w1", "w2"])) or "start",
+    }
 
 
 def _commands(results: Result) -> dict[str, str]:
@@ -181,16 +210,27 @@ def markdown(results: Result) -> str:
     notes = [
         "",
         "↑ higher is better, ↓ lower is better; the ratio is tocsin / Alertmanager.",
-        f"W1-W3 and resources: `{commands['suite']}`. W2 runs on the process W1 ran on; "
+        f"W1-W3, W5 and resources: `{commands['suite']}`. W2 runs on the process W1 ran on; "
         f"W3 on a fresh one, after {results['loads']['warmup_seconds']:g} s at its rate "
-        "that are not counted.",
+        "that are not counted. W1's CPU is the service process's from the first publish "
+        "until every outcome is recorded (tocsin serve: router, delivery and recorder).",
     ]
+    grouping = results.get("grouping")
+    if grouping and any("W5" in t for t in results["targets"].values()):
+        notes.append(
+            f"W5 on a fresh process of each, one route grouped by `{grouping['label']}` "
+            f'(tocsin `group_by = ["labels.{grouping["label"]}"]`), group_wait '
+            f"{grouping['wait']:g} s, group_interval {grouping['interval']:g} s, no repeat; "
+            f"tocsin's `max_alerts = {grouping['max_alerts']}` lists every alert of a group, "
+            "and alerts a body leaves out (`truncated_alerts`, AM's `truncatedAlerts`) would "
+            "count as notified. Notifications = webhook requests."
+        )
     if commands["replay"]:
         notes.append(f"W4 (tocsin only, a log of the size shown): `{commands['replay']}`.")
     for name, result in results["targets"].items():
         if result.get("error"):
             notes.append(f"{name}: {result['error']}")
-        for workload in ("W1", "W2", "W3"):
+        for workload in ("W1", "W2", "W3", "W5"):
             w = result.get(workload) or {}
             for problem in w.get("timeouts", []):
                 notes.append(f"{name} {workload}: {problem}")
@@ -200,6 +240,59 @@ def markdown(results: Result) -> str:
                     f"({w['accepted_per_second']:,.0f}/s): a lower bound, not the service's limit."
                 )
     return "\n".join(head + body + notes) + "\n"
+
+
+def w1_before_after(before: Result, after: Result, before_name: str) -> str:
+    """tocsin's W1 router figures of two runs side by side (issue #17: grouping must not
+    grow the router's per-event cost in W1 by more than 10%). The router's cost is read
+    from the committed rate (the router alone commits; its µs an event is 1e6 / rate);
+    the CPU is the whole ``tocsin serve`` process's, for context. A results file from
+    before W1 recorded its own CPU still has the process's CPU after the storms, shown
+    when both runs ran the same storms."""
+
+    def tocsin(results: Result) -> Result:
+        return dict((results.get("targets") or {}).get("tocsin") or {})
+
+    old, new = tocsin(before), tocsin(after)
+    rows = [
+        ("committed events/s", _get("W1", "committed_per_second"), "events/s"),
+        ("committed, s", _get("W1", "committed_seconds"), "s"),
+        ("CPU of tocsin serve in W1, s", _get("W1", "cpu_seconds"), "s"),
+        ("CPU per event in W1, µs", _get("W1", "cpu_us_per_event"), "µs"),
+        ("accepted by the broker, events/s", _get("W1", "accepted_per_second"), "events/s"),
+    ]
+    ran_before, ran_after = (storms(r.get("workloads", ["w1", "w2"])) for r in (before, after))
+    if ran_before == ran_after:
+        rows.append((f"CPU after {ran_after} (process), s", _get("resources", "cpu_seconds"), "s"))
+    out = [
+        f"W1 before ({before_name}, {before.get('date', '?')}, "
+        f"tocsin {before.get('machine', {}).get('tocsin', '?')}) and after (this run, "
+        f"tocsin {after.get('machine', {}).get('tocsin', '?')}):",
+        f"  {'figure':<36}{'before':>12}{'after':>12}{'change':>10}",
+    ]
+    for label, value, unit in rows:
+        a, b = _positive(value(old)), _positive(value(new))
+        change = f"{(b / a - 1) * 100:+.1f}%" if a is not None and b is not None else "—"
+        out.append(f"  {label:<36}{fmt(a, unit):>12}{fmt(b, unit):>12}{change:>10}")
+    rate_before = _positive(_get("W1", "committed_per_second")(old))
+    rate_after = _positive(_get("W1", "committed_per_second")(new))
+    if rate_before is not None and rate_after is not None:
+        growth = (rate_before / rate_after - 1) * 100
+        verdict = "within" if growth <= 10 else "ABOVE"
+        out.append(
+            f"  router per event: {1e6 / rate_before:,.1f} → {1e6 / rate_after:,.1f} µs "
+            f"({growth:+.1f}%), {verdict} the 10% the issue allows"
+        )
+    else:
+        out.append("  router per event: — (a W1 committed rate is missing from a run)")
+    return "\n".join(out) + "\n"
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` if it is a positive number (a figure), else ``None``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def text(results: Result) -> str:

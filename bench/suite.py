@@ -5,7 +5,12 @@
   W3  steady load (200 distinct alerts/s for 20 s, on a fresh process): latency
       from the send to the webhook's receipt
   W4  replay: fold rate and start time on a log of a million events (tocsin only)
+  W5  a storm of 20,000 distinct alerts over 50 groups (by label ``service``,
+      group_wait 1s, group_interval 5s, on a fresh process): notifications sent,
+      groups and alerts notified, and the time until every group was notified
   and RSS, CPU and the most simultaneous webhook connections of each service.
+  ``--workloads w1,w5`` runs only those; ``--baseline OLD.json`` prints W1's router
+  figures before (OLD) and after (this run) side by side.
 
 Both services run as users run them, each in its own process on 127.0.0.1: ``tocsin
 serve`` against a real ``nats-server``, Alertmanager from Debian's package (installed
@@ -13,7 +18,7 @@ with apt-get when missing; without it the suite runs tocsin alone and says so). 
 notify a webhook receiver in this process. Figures go to the console, to
 ``bench/results/`` (JSON and Markdown) and to ``docs/bench-*.png``.
 
-Run: .venv/bin/python -m bench [--events N] [--replay-events N] [--profile DIR] ...
+Run: .venv/bin/python -m bench [--workloads w1,w5] [--events N] [--profile DIR] ...
 """
 
 from __future__ import annotations
@@ -40,11 +45,20 @@ from bench import report
 from bench.procs import BenchError, Child, venv_binary, version_of
 from bench.profile import Profiler
 from bench.receiver import Receiver
-from bench.targets import AlertmanagerTarget, Target, TocsinTarget, alertmanager_binary
-from bench.workloads import Loads, w1_distinct, w2_duplicates, w3_steady
+from bench.targets import (
+    AlertmanagerTarget,
+    Grouping,
+    Target,
+    TocsinTarget,
+    alertmanager_binary,
+)
+from bench.workloads import Loads, w1_distinct, w2_duplicates, w3_steady, w5_grouped
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY_TIMEOUT = 600.0  # W4 on a million events takes 1-3 minutes on a 2-core VM
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+GROUPING = Grouping()  # W5's, the same for both services (issue #17)
+MakeTarget = Callable[[str, Grouping | None], Target]
 
 
 def _cpu_self() -> float:
@@ -70,13 +84,20 @@ def _brief(workload: str, label: str, w: dict[str, Any], has_log: bool) -> str:
         )
     rate = num("committed_per_second" if has_log else "accepted_per_second", "events/s")
     line = f"  {workload} {label}: {rate} {'committed' if has_log else 'accepted'}; "
+    if workload == "W5":
+        return line + (
+            f"{w['notifications']:,} notifications for {w['groups_notified']:,}/{w['groups']:,} "
+            f"groups and {w['alerts_covered']:,}/{w['events']:,} alerts; every group notified "
+            f"{num('all_groups_notified_seconds', 's', '.2f')} after the first publish"
+        )
     if workload == "W2":
         exact = "yes" if w["exact"] else "NO"
         expected = w["expected_notifications"]
         return line + f"{w['notifications']:,} notifications (exactly {expected:,}: {exact})"
     return line + (
         f"{w['notifications']:,} notifications, the last "
-        f"{num('last_publish_to_last_notification_seconds', 's', '.2f')} after the last publish"
+        f"{num('last_publish_to_last_notification_seconds', 's', '.2f')} after the last publish; "
+        f"CPU {num('cpu_seconds', 's', '.1f')} ({num('cpu_us_per_event', 'µs', ',.0f')} an event)"
     )
 
 
@@ -108,16 +129,34 @@ async def _session(
 
 
 async def run_target(
-    make: Callable[[str], Target], loads: Loads, tag: str, profiler: Profiler | None
+    make: MakeTarget, loads: Loads, tag: str, profiler: Profiler | None, workloads: set[str]
 ) -> dict[str, Any]:
     """W1 then W2 (then resources) on one process of the service; W3 on a fresh one, so
     that its latency is the steady state's and not the storms' aftermath (Alertmanager
-    re-evaluates each of their 21,000 groups every second until they time out)."""
+    re-evaluates each of their 21,000 groups every second until they time out); W5 on
+    another fresh one, configured to group. Only the ``workloads`` selected run."""
     result: dict[str, Any] = {}
     harness_cpu = _cpu_self()
     started = time.monotonic()
 
     async def storms(target: Target, receiver: Receiver) -> None:
+        if "w1" in workloads:
+            await w1(target, receiver)
+        if "w2" in workloads:
+            _say(
+                f"== {target.label}: W2, {loads.storm_events:,} events over "
+                f"{loads.duplicate_fingerprints:,} fingerprints"
+            )
+            result["W2"] = await w2_duplicates(target, receiver, loads, tag)
+            _say(_brief("W2", target.label, result["W2"], target.has_log))
+        result["resources"] = asdict(target.usage())
+        _say(
+            f"  {target.label} after {report.storms(workloads)}: "
+            f"RSS {result['resources']['rss_mib']:.1f} MiB, "
+            f"CPU {result['resources']['cpu_seconds']:.1f} s"
+        )
+
+    async def w1(target: Target, receiver: Receiver) -> None:
         _say(f"== {target.label}: W1, a storm of {loads.storm_events:,} distinct alerts")
         if profiler is not None:
             profiler.start(target.pid())
@@ -130,17 +169,6 @@ async def run_target(
                 _say(f"  profile of tocsin serve during W1 ({profiler.raw}):")
                 _say("\n".join(f"    {line}" for line in summary.splitlines()[:40]))
         _say(_brief("W1", target.label, result["W1"], target.has_log))
-        _say(
-            f"== {target.label}: W2, {loads.storm_events:,} events over "
-            f"{loads.duplicate_fingerprints:,} fingerprints"
-        )
-        result["W2"] = await w2_duplicates(target, receiver, loads, tag)
-        _say(_brief("W2", target.label, result["W2"], target.has_log))
-        result["resources"] = asdict(target.usage())
-        _say(
-            f"  {target.label} after W1+W2: RSS {result['resources']['rss_mib']:.1f} MiB, "
-            f"CPU {result['resources']['cpu_seconds']:.1f} s"
-        )
 
     async def steady(target: Target, receiver: Receiver) -> None:
         _say(
@@ -151,10 +179,27 @@ async def run_target(
         result["W3"] = await w3_steady(target, receiver, loads, tag)
         _say(_brief("W3", target.label, result["W3"], target.has_log))
 
-    first = make("storms")
-    result["has_log"] = first.has_log
-    await _session(first, result, storms)
-    await _session(make("steady"), result, steady)
+    async def grouped(target: Target, receiver: Receiver) -> None:
+        g = GROUPING
+        _say(
+            f"== {target.label}: W5 on a fresh process, {loads.group_events:,} distinct alerts "
+            f"over {loads.groups:,} groups (by {g.label}, group_wait {g.wait:g} s, "
+            f"group_interval {g.interval:g} s)"
+        )
+        result["W5"] = await w5_grouped(target, receiver, loads, g, tag)
+        _say(_brief("W5", target.label, result["W5"], target.has_log))
+
+    sessions: list[tuple[str, Grouping | None, Callable[[Target, Receiver], Awaitable[None]]]] = []
+    if workloads & {"w1", "w2"}:
+        sessions.append(("storms", None, storms))
+    if "w3" in workloads:
+        sessions.append(("steady", None, steady))
+    if "w5" in workloads:
+        sessions.append(("grouped", GROUPING, grouped))
+    for phase, grouping, body in sessions:
+        target = make(phase, grouping)
+        result["has_log"] = target.has_log
+        await _session(target, result, body)
     if result.get("errors"):
         result["error"] = "; ".join(result["errors"])
     result["harness_cpu_seconds"] = _cpu_self() - harness_cpu
@@ -193,6 +238,15 @@ def _relative(path: str) -> str:
         return path
 
 
+def _workloads(value: str) -> set[str]:
+    """``w1,w5`` -> {"w1", "w5"}; an unknown name is an error naming the known ones."""
+    chosen = {name.strip().lower() for name in value.split(",") if name.strip()}
+    unknown = chosen - set(WORKLOADS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(WORKLOADS)}, got {value!r}")
+    return chosen
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = Loads()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
@@ -227,6 +281,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="W3 runs this long at its rate first, not counted (default %(default)s)",
     )
     parser.add_argument(
+        "--group-events",
+        type=int,
+        default=defaults.group_events,
+        help="W5 distinct alerts (default %(default)s)",
+    )
+    parser.add_argument(
+        "--groups",
+        type=int,
+        default=defaults.groups,
+        help="W5 groups: values of the label service (default %(default)s)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=defaults.timeout,
@@ -237,6 +303,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1_000_000,
         help="W4 log size; 0 skips W4 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--workloads",
+        type=_workloads,
+        default=set(WORKLOADS),
+        metavar="W,...",
+        help=f"which to run, comma-separated (default all: {','.join(WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="JSON",
+        help="a results file of an earlier run (the before): print W1's router figures "
+        "before and after this run, and the change",
     )
     parser.add_argument("--no-alertmanager", action="store_true", help="tocsin only")
     parser.add_argument(
@@ -271,7 +351,11 @@ async def main(argv: list[str] | None = None) -> int:
         steady_seconds=args.seconds,
         warmup_seconds=args.warmup,
         timeout=args.timeout,
+        group_events=args.group_events,
+        groups=args.groups,
     )
+    workloads: set[str] = args.workloads
+    baseline = _baseline(args.baseline) if args.baseline else None
     command = shlex.join([_relative(sys.executable), "-m", "bench", *(argv or sys.argv[1:])])
     started = time.monotonic()
     machine = report.machine()
@@ -284,6 +368,8 @@ async def main(argv: list[str] | None = None) -> int:
         "command": command,
         "machine": machine,
         "loads": asdict(loads),
+        "workloads": sorted(workloads),
+        "grouping": asdict(GROUPING),
         "profiled": args.profile is not None,
         "targets": {},
     }
@@ -294,10 +380,15 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         profiler = Profiler(args.profile, "tocsin-serve-w1") if args.profile else None
         results["targets"]["tocsin"] = await run_target(
-            lambda phase: TocsinTarget(work / f"tocsin-{phase}"), loads, tag, profiler
+            lambda phase, grouping: TocsinTarget(work / f"tocsin-{phase}", grouping),
+            loads,
+            tag,
+            profiler,
+            workloads,
         )
-        if args.no_alertmanager:
-            _say("== Alertmanager: skipped (--no-alertmanager)")
+        if args.no_alertmanager or not workloads - {"w4"}:
+            why = "--no-alertmanager" if args.no_alertmanager else "W4 is tocsin's alone"
+            _say(f"== Alertmanager: skipped ({why})")
         else:
             try:
                 binary = alertmanager_binary(install=not args.no_install)
@@ -308,12 +399,15 @@ async def main(argv: list[str] | None = None) -> int:
                 results["targets"]["alertmanager"] = {"error": str(error)}
             else:
                 results["targets"]["alertmanager"] = await run_target(
-                    lambda phase: AlertmanagerTarget(work / f"alertmanager-{phase}"),
+                    lambda phase, grouping: AlertmanagerTarget(
+                        work / f"alertmanager-{phase}", grouping
+                    ),
                     loads,
                     tag,
                     None,
+                    workloads,
                 )
-        if args.replay_events > 0:
+        if args.replay_events > 0 and "w4" in workloads:
             results["replay"] = await run_replay(args.replay_events, timeout=REPLAY_TIMEOUT)
             if "error" in results["replay"]:
                 _say(f"!! W4: {results['replay']['error']}")
@@ -342,9 +436,24 @@ async def main(argv: list[str] | None = None) -> int:
     _say(f"results: {_relative(str(full))}, {_relative(str(latest))}")
     if plots:
         _say(f"plots: {', '.join(_relative(str(p)) for p in plots)}")
+    if baseline is not None:
+        _say("")
+        _say(report.w1_before_after(baseline, results, _relative(str(args.baseline))))
     _say(f"done in {results['wall_seconds']:.0f} s")
     tocsin = results["targets"]["tocsin"]
     return 1 if tocsin.get("error") else 0
+
+
+def _baseline(path: Path) -> dict[str, Any]:
+    """The earlier run ``--baseline`` names, read before this run starts (so a wrong
+    path fails in a second, not after ten minutes)."""
+    try:
+        baseline: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--baseline {path}: {error}") from None
+    if not isinstance(baseline, dict) or "targets" not in baseline:
+        raise SystemExit(f"--baseline {path}: not a results file of python -m bench")
+    return baseline
 
 
 def _tocsin_version() -> str:

@@ -9,6 +9,9 @@ to notify the same kind of receiver about every alert on its own (``group_by: ['
 and is fed through its HTTP API in batches of 100, the way Prometheus feeds it.
 Alertmanager has no durable commit, so it has no "committed" figure: ``committed``
 returns ``None`` and the workloads report what it accepted.
+
+Given a ``Grouping`` (W5), both are configured to group alerts the same way instead:
+one notification per value of one label, with the same wait and interval.
 """
 
 from __future__ import annotations
@@ -29,12 +32,25 @@ import msgspec
 import nats
 
 from bench.procs import BenchError, Child, free_port, nats_server, venv_binary, wait_http_ok
+from bench.receiver import Received
 
 ALERT_TYPE = "bench_alert"
 SUBJECT = "alerts.in.bench"
 PUBLISH_WINDOW = 4000  # W3's publish_async calls in flight at most (nats-py's default)
 AM_BATCH = 100  # alerts per POST /api/v2/alerts, as Prometheus sends them
 AM_POSTS_IN_FLIGHT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """W5's grouping, the same for both services: alerts that share ``label``'s value
+    are one group, first notified ``wait`` seconds after its first alert, then at most
+    once per ``interval`` seconds with what changed."""
+
+    label: str = "service"
+    wait: float = 1.0
+    interval: float = 5.0
+    max_alerts: int = 1000  # tocsin's route lists this many; above a group's size, none cut
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +79,19 @@ class Target(Protocol):
     label: str
     has_log: bool
 
-    def keys_of(self, body: bytes) -> list[str]:
-        """The alert keys (label ``fp``) one webhook request notifies."""
+    def keys_of(self, body: bytes) -> Received:
+        """The alert keys (label ``fp``) one webhook request notifies, and its group."""
         ...
 
     async def start(self, receiver_url: str) -> None: ...
 
     async def stop(self) -> None: ...
 
-    async def storm(self, keys: Sequence[str], timeout: float) -> Storm:
-        """Send one firing alert per key as fast as the protocol allows."""
+    async def storm(
+        self, keys: Sequence[str], timeout: float, labels: Sequence[dict[str, str]] = ()
+    ) -> Storm:
+        """Send one firing alert per key as fast as the protocol allows; ``labels[i]``,
+        when given, are more labels of the i-th."""
         ...
 
     async def send(self, key: str) -> None:
@@ -89,7 +108,8 @@ class Target(Protocol):
 
     async def committed(self, received: int, routed: int, timeout: float) -> float | None:
         """Wall-clock time of the commit that completed ``received`` events and
-        ``routed`` notifications since ``begin``; ``None`` if n/a or not in time."""
+        ``routed`` routed facts (``alert.grouped`` when grouped) since ``begin``;
+        ``None`` if n/a or not in time."""
         ...
 
     async def quiesce(self, delivered: int, timeout: float) -> float | None:
@@ -116,9 +136,20 @@ class _Labels(msgspec.Struct):
 
 class _AmPayload(msgspec.Struct):
     alerts: list[_Labels]
+    group_key: str = msgspec.field(default="", name="groupKey")
+    truncated_alerts: int = msgspec.field(default=0, name="truncatedAlerts")
+
+
+class _TocsinGroup(msgspec.Struct):
+    """tocsin's group body (DESIGN.md section 11), the fields the bench counts."""
+
+    group_key: str
+    alerts: list[_Labels]
+    truncated_alerts: int = 0
 
 
 _tocsin_body = msgspec.json.Decoder(_Labels)
+_tocsin_group_body = msgspec.json.Decoder(_TocsinGroup)
 _am_body = msgspec.json.Decoder(_AmPayload)
 
 
@@ -129,15 +160,20 @@ def _fp(labels: dict[str, str]) -> str:
         raise ValueError("a notification without the bench's fp label") from None
 
 
-def _event(key: str) -> bytes:
+def _event(key: str, labels: dict[str, str] | None = None) -> bytes:
     return msgspec.json.encode(
         {
             "type": ALERT_TYPE,
             "severity": "warning",
             "summary": f"bench alert {key}",
-            "labels": {"fp": key},
+            "labels": {"fp": key, **(labels or {})},
         }
     )
+
+
+def _seconds(value: float) -> str:
+    """A duration both configs read: ``1s``, ``5s``, ``0.5s`` is written ``500ms``."""
+    return f"{value:g}s" if value == int(value) else f"{round(value * 1000)}ms"
 
 
 @dataclass
@@ -207,9 +243,12 @@ class TocsinTarget:
     label = "tocsin"
     has_log = True
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, grouping: Grouping | None = None) -> None:
         self._dir = workdir
         self._dir.mkdir(parents=True, exist_ok=True)
+        self.grouping = grouping
+        # A grouped route's routed fact per alert is alert.grouped (group.notified later).
+        self._routed = "alert.grouped" if grouping else "alert.routed"
         self.http = f"127.0.0.1:{free_port()}"
         self._nats: Child | None = None
         self._tocsin: Child | None = None
@@ -219,16 +258,28 @@ class TocsinTarget:
         self.watch = LogWatch(self._dir / "data" / "tocsin.db")
         self.command = ""
 
-    def keys_of(self, body: bytes) -> list[str]:
-        return [_fp(_tocsin_body.decode(body).labels)]
+    def keys_of(self, body: bytes) -> Received:
+        if self.grouping is None:
+            return Received([_fp(_tocsin_body.decode(body).labels)])
+        group = _tocsin_group_body.decode(body)
+        keys = [_fp(alert.labels) for alert in group.alerts]
+        return Received(keys, group.group_key, group.truncated_alerts)
+
+    def _config(self, receiver_url: str) -> str:
+        """One route to one webhook: every alert on its own, or W5's groups."""
+        route = '[[route]]\nmatch = {}\nreceivers = ["hook"]\n'
+        g = self.grouping
+        if g is not None:
+            route += (
+                f'group_by = ["labels.{g.label}"]\ngroup_wait = "{_seconds(g.wait)}"\n'
+                f'group_interval = "{_seconds(g.interval)}"\nmax_alerts = {g.max_alerts}\n'
+            )
+        return route + f'\n[receivers.hook]\nchannel = "webhook"\nurl = "{receiver_url}"\n'
 
     async def start(self, receiver_url: str) -> None:
         self._nats, url = nats_server(self._dir / "jetstream", self._dir / "nats-server.log")
         config = self._dir / "tocsin.toml"
-        config.write_text(
-            '[[route]]\nmatch = {}\nreceivers = ["hook"]\n\n'
-            f'[receivers.hook]\nchannel = "webhook"\nurl = "{receiver_url}"\n'
-        )
+        config.write_text(self._config(receiver_url))
         binary = venv_binary("tocsin")
         if binary is None:
             raise BenchError("the tocsin entry point is missing: pip install -e . (make bench)")
@@ -264,13 +315,16 @@ class TocsinTarget:
                 if child is not None:
                     child.stop()
 
-    async def storm(self, keys: Sequence[str], timeout: float) -> Storm:
+    async def storm(
+        self, keys: Sequence[str], timeout: float, labels: Sequence[dict[str, str]] = ()
+    ) -> Storm:
         """Every event a JetStream publish whose reply subject receives its PubAck, all
         in flight at once and the acks counted by one subscription. nats-py's
         ``publish_async`` does the same with a future per message and tops out near
         20,000/s on this kind of machine, below what the service is meant to reach;
         this way the publisher is not what W1 measures."""
-        payloads = [_event(key) for key in keys]  # encoded before the clock starts
+        # encoded before the clock starts
+        payloads = [_event(key, labels[i] if labels else None) for i, key in enumerate(keys)]
         total = len(payloads)
         accepted = refused = 0
         last_ack = 0.0
@@ -320,15 +374,11 @@ class TocsinTarget:
 
         def done() -> bool:
             watch.poll()
-            return (
-                watch.count("alert.received") >= received and watch.count("alert.routed") >= routed
-            )
+            return watch.count("alert.received") >= received and watch.count(self._routed) >= routed
 
         if not await _poll_until(done, self._tocsin, timeout):
             return None
-        return (
-            max(watch.last_ts.get("alert.received", 0), watch.last_ts.get("alert.routed", 0)) / 1e6
-        )
+        return max(watch.last_ts.get("alert.received", 0), watch.last_ts.get(self._routed, 0)) / 1e6
 
     async def quiesce(self, delivered: int, timeout: float) -> float | None:
         watch = self.watch
@@ -345,9 +395,10 @@ class TocsinTarget:
     def progress(self) -> str:
         self.watch.poll()
         count = self.watch.count
+        grouped = f"{count('group.notified'):,} groups notified, " if self.grouping else ""
         return (
-            f"log: {count('alert.received'):,} received, {count('alert.routed'):,} routed, "
-            f"{count('delivery.succeeded'):,} delivered"
+            f"log: {count('alert.received'):,} received, {count(self._routed):,} routed, "
+            f"{grouped}{count('delivery.succeeded'):,} delivered"
         )
 
     def usage(self) -> Usage:
@@ -379,10 +430,10 @@ async def _gather_acks(futures: Sequence[asyncio.Future[Any]], timeout: float) -
 AM_CONFIG = """\
 route:
   receiver: bench
-  group_by: ['...']
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 10m
+  group_by: [{group_by}]
+  group_wait: {group_wait}
+  group_interval: {group_interval}
+  repeat_interval: {repeat_interval}
 receivers:
   - name: bench
     webhook_configs:
@@ -439,9 +490,12 @@ class AlertmanagerTarget:
     label = "Alertmanager"
     has_log = False
 
-    def __init__(self, workdir: Path, install: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, grouping: Grouping | None = None, install: bool = True
+    ) -> None:
         self._dir = workdir
         self._dir.mkdir(parents=True, exist_ok=True)
+        self.grouping = grouping
         self._install = install
         self.address = f"127.0.0.1:{free_port()}"
         self._child: Child | None = None
@@ -453,13 +507,37 @@ class AlertmanagerTarget:
     def _alerts_url(self) -> str:
         return f"http://{self.address}/api/v2/alerts"
 
-    def keys_of(self, body: bytes) -> list[str]:
-        return [_fp(alert.labels) for alert in _am_body.decode(body).alerts]
+    def keys_of(self, body: bytes) -> Received:
+        payload = _am_body.decode(body)
+        keys = [_fp(alert.labels) for alert in payload.alerts]
+        if self.grouping is None:
+            return Received(keys)
+        return Received(keys, payload.group_key, payload.truncated_alerts)
+
+    def _config(self, receiver_url: str) -> str:
+        """Every alert its own group at once (W1-W3), or W5's groups; a repeat
+        interval no workload reaches either way."""
+        g = self.grouping
+        if g is None:
+            return AM_CONFIG.format(
+                url=receiver_url,
+                group_by="'...'",
+                group_wait="0s",
+                group_interval="1s",
+                repeat_interval="10m",
+            )
+        return AM_CONFIG.format(
+            url=receiver_url,
+            group_by=f"'{g.label}'",
+            group_wait=_seconds(g.wait),
+            group_interval=_seconds(g.interval),
+            repeat_interval="24h",
+        )
 
     async def start(self, receiver_url: str) -> None:
         binary = alertmanager_binary(self._install)
         config = self._dir / "alertmanager.yml"
-        config.write_text(AM_CONFIG.format(url=receiver_url))
+        config.write_text(self._config(receiver_url))
         argv = [
             binary,
             f"--config.file={config}",
@@ -499,20 +577,30 @@ class AlertmanagerTarget:
             return 0
 
     @staticmethod
-    def _batch(keys: Sequence[str]) -> bytes:
+    def _batch(keys: Sequence[str], labels: Sequence[dict[str, str]] = ()) -> bytes:
         return msgspec.json.encode(
             [
                 {
-                    "labels": {"alertname": ALERT_TYPE, "severity": "warning", "fp": key},
+                    "labels": {
+                        "alertname": ALERT_TYPE,
+                        "severity": "warning",
+                        "fp": key,
+                        **(labels[i] if labels else {}),
+                    },
                     "annotations": {"summary": f"bench alert {key}"},
                 }
-                for key in keys
+                for i, key in enumerate(keys)
             ]
         )
 
-    async def storm(self, keys: Sequence[str], timeout: float) -> Storm:
+    async def storm(
+        self, keys: Sequence[str], timeout: float, labels: Sequence[dict[str, str]] = ()
+    ) -> Storm:
         batches = [
-            (self._batch(keys[i : i + AM_BATCH]), len(keys[i : i + AM_BATCH]))
+            (
+                self._batch(keys[i : i + AM_BATCH], labels[i : i + AM_BATCH]),
+                len(keys[i : i + AM_BATCH]),
+            )
             for i in range(0, len(keys), AM_BATCH)
         ]
         gate = asyncio.Semaphore(AM_POSTS_IN_FLIGHT)

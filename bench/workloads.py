@@ -1,4 +1,4 @@
-"""W1-W3: the same loads against any ``Target``, measured at the receiver.
+"""W1-W3 and W5: the same loads against any ``Target``, measured at the receiver.
 
 Every loop is bounded in count and every wait in time; a wait that runs out is a
 figure (``None`` plus a line in ``timeouts``), not an exception, so one slow service
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.receiver import Receiver
-from bench.targets import Target
+from bench.targets import Grouping, Target, Usage
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines while waiting
 
 
 @dataclass(frozen=True)
 class Loads:
-    """The sizes of W1-W3 (defaults: issue #8)."""
+    """The sizes of W1-W3 (defaults: issue #8) and W5 (issue #17)."""
 
     storm_events: int = 20_000
     duplicate_fingerprints: int = 1_000
@@ -33,6 +33,8 @@ class Loads:
     warmup_seconds: float = 1.0  # W3 runs this long at its rate first, not counted
     timeout: float = 120.0  # the longest one workload may wait for the service
     settle: float = 3.0  # quiet time after W2 in which a second notification would show
+    group_events: int = 20_000  # W5: distinct alerts, in one storm
+    groups: int = 50  # W5: over this many values of the grouping label
 
 
 class Budget:
@@ -101,6 +103,7 @@ async def storm(
     figures of W1 and W2."""
     receiver.reset(prefix)
     target.begin()
+    before = target.usage()
     offset = wall_offset()
     timeouts: list[str] = []
     budget = Budget(loads.timeout)
@@ -127,6 +130,7 @@ async def storm(
     recorded_at = await target.quiesce(notifications, budget.left())
     if target.has_log and recorded_at is None:
         timeouts.append(budget.missed("not all outcomes recorded"))
+    cpu = _cpu_since(target, before, events)
     publish_seconds = sent.last_accepted - sent.first_sent
     commit_seconds = committed_at - first_wall if committed_at is not None else None
     notified_seconds = receiver.last_at - sent.first_sent if complete else None
@@ -158,6 +162,25 @@ async def storm(
         "bad_requests": receiver.bad_requests,
         "stray_notifications": receiver.stray,
         "timeouts": timeouts,
+        **cpu,
+    }
+
+
+def _cpu_since(target: Target, before: Usage, events: int) -> dict[str, Any]:
+    """The service's CPU (and its broker's) from ``before`` until now: the workload's
+    whole pipeline, per event too. tocsin's router, delivery and recorder share one
+    process, so the router's own cost shows as the committed rate, not here."""
+    after = target.usage()
+    cpu = after.cpu_seconds - before.cpu_seconds
+    broker = (
+        after.broker_cpu_seconds - before.broker_cpu_seconds
+        if after.broker_cpu_seconds is not None and before.broker_cpu_seconds is not None
+        else None
+    )
+    return {
+        "cpu_seconds": cpu,
+        "cpu_us_per_event": cpu / events * 1e6 if events else None,
+        "broker_cpu_seconds": broker,
     }
 
 
@@ -251,4 +274,107 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
         "max_connections": receiver.phase_max_open,
         "timeouts": [] if complete else [f"{count - len(latencies):,} never notified"],
         "latencies_ms": in_order,
+    }
+
+
+async def w5_grouped(
+    target: Target, receiver: Receiver, loads: Loads, grouping: Grouping, tag: str
+) -> dict[str, Any]:
+    """W5: a storm of distinct alerts over ``loads.groups`` values of the grouping label,
+    on a service configured with ``grouping``: how many notifications it takes, and how
+    long until every group has been notified and every alert accounted for.
+
+    Done when every group is notified and every alert listed (or counted as truncated);
+    then a quiet ``settle`` period catches a notification too many. The figures are
+    counted at the receiver, so both services are measured the same way."""
+    n = loads.group_events
+    expected_groups = min(loads.groups, n)
+    prefix = f"{tag}-w5-"
+    keys = [f"{prefix}{i}" for i in range(n)]
+    labels = [{grouping.label: f"s{i % loads.groups}"} for i in range(n)]
+    what = f"W5 {target.label}"
+    receiver.reset(prefix)
+    target.begin()
+    before = target.usage()
+    offset = wall_offset()
+    timeouts: list[str] = []
+    budget = Budget(loads.timeout)
+    sent = await target.storm(keys, budget.left(), labels)
+    print(
+        f"    {what}: {sent.accepted:,} of {n:,} accepted in "
+        f"{sent.last_accepted - sent.first_sent:.2f} s",
+        flush=True,
+    )
+    if sent.error:
+        timeouts.append(sent.error)
+    first_wall = sent.first_sent + offset
+    committed_at = await target.committed(n, n, budget.left())
+    if target.has_log and committed_at is None:
+        timeouts.append(budget.missed(f"not all {n:,} events committed and grouped"))
+
+    def line() -> str:
+        log = target.progress()
+        seen = (
+            f"{receiver.groups:,}/{expected_groups:,} groups, {receiver.covered:,}/{n:,} "
+            f"alerts in {receiver.requests:,} notifications"
+        )
+        return f"{seen}; {log}" if log else seen
+
+    complete = await wait_for(
+        what,
+        lambda: receiver.groups >= expected_groups and receiver.covered >= n,
+        target,
+        budget.left(),
+        line,
+    )
+    if not complete:
+        timeouts.append(
+            budget.missed(
+                f"{receiver.groups:,} of {expected_groups:,} groups and "
+                f"{receiver.covered:,} of {n:,} alerts notified"
+            )
+        )
+    all_groups_at = max(receiver.group_first_seen.values(), default=None)
+    all_listed_at = max(receiver.first_seen.values(), default=None)
+    await asyncio.sleep(loads.settle)
+    recorded_at = await target.quiesce(receiver.requests, budget.left())
+    if target.has_log and recorded_at is None:
+        timeouts.append(budget.missed("not all outcomes recorded"))
+    cpu = _cpu_since(target, before, n)
+    publish_seconds = sent.last_accepted - sent.first_sent
+    commit_seconds = committed_at - first_wall if committed_at is not None else None
+    all_groups = receiver.groups >= expected_groups
+    return {
+        "events": n,
+        "groups": expected_groups,
+        "group_by": grouping.label,
+        "group_wait_seconds": grouping.wait,
+        "group_interval_seconds": grouping.interval,
+        "max_alerts": grouping.max_alerts if target.has_log else None,
+        "accepted": sent.accepted,
+        "refused": sent.refused,
+        "publish_seconds": publish_seconds,
+        "accepted_per_second": _rate(sent.accepted, publish_seconds),
+        "committed_seconds": commit_seconds,
+        "committed_per_second": _rate(n, commit_seconds),
+        "notifications": receiver.requests,
+        "groups_notified": receiver.groups,
+        "alerts_listed": receiver.unique,
+        "alert_listings": receiver.notifications,
+        "alerts_covered": receiver.covered,
+        "truncated_alerts": receiver.truncated,
+        "all_groups_notified_seconds": (
+            all_groups_at - sent.first_sent if all_groups and all_groups_at else None
+        ),
+        "all_alerts_notified_seconds": (
+            all_listed_at - sent.first_sent if complete and all_listed_at else None
+        ),
+        "outcomes_recorded_seconds": (
+            recorded_at - first_wall if recorded_at is not None else None
+        ),
+        "max_connections": receiver.phase_max_open,
+        "bad_requests": receiver.bad_requests,
+        "stray_notifications": receiver.stray,
+        "timeouts": timeouts,
+        **cpu,
     }

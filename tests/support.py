@@ -33,13 +33,20 @@ from tocsin import config as config_module
 from tocsin import service
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller
-from tocsin.core.contracts import Notification, Severity
+from tocsin.core.contracts import (
+    SEVERITY_RANK,
+    AlertInGroup,
+    GroupNotification,
+    Notification,
+    Severity,
+)
 from tocsin.core.decide.route import Route, RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ingest import Normalized, default_fingerprint
 from tocsin.core.matchers import Match
 from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, STREAM_WORK
+from tocsin.core.times import format_us, parse_rfc3339
 from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Batch, Input, Ledger, load_state
@@ -565,6 +572,62 @@ def make_notification(**fields: Any) -> Notification:
     }
     base.update(fields)
     return Notification(**base)
+
+
+NOON_US = parse_rfc3339("2026-11-23T12:00:00Z")
+
+
+def make_group_alert(index: int, **fields: Any) -> AlertInGroup:
+    """Alert ``index`` of a group for channel tests (host ``h<index>`` of service api,
+    first seen ``index`` seconds after noon); ``fields`` override the defaults."""
+    base: dict[str, Any] = {
+        "reason": "firing",
+        "alert_id": f"a{index}",
+        "fingerprint": f"fp{index}",
+        "dedup_key": f"fp{index}:1",
+        "type": "host_down",
+        "severity": "critical",
+        "status": "firing",
+        "summary": f"host h{index} unreachable",
+        "source": "node",
+        "labels": {"service": "api", "host": f"h{index}"},
+        "details": {},
+        "first_seen": format_us(NOON_US + index * 1_000_000),
+        "last_seen": format_us(NOON_US + (index + 60) * 1_000_000),
+        "occurrences": 1,
+        "suppressed_count": 0,
+    }
+    base.update(fields)
+    return AlertInGroup(**base)
+
+
+def make_group(
+    count: int = 3,
+    *,
+    severities: tuple[Severity, ...] = ("critical", "warning", "info"),
+    **fields: Any,
+) -> GroupNotification:
+    """A group notification for channel tests: ``count`` alerts of service api whose
+    severities cycle through ``severities``, listed as the router lists them (most
+    severe first, then oldest); ``fields`` override the group's own (``truncated_alerts``,
+    ``status``, ``reason``, ``group_key``...)."""
+    alerts = [
+        make_group_alert(index, severity=severities[index % len(severities)])
+        for index in range(count)
+    ]
+    alerts.sort(key=lambda alert: (-SEVERITY_RANK[alert.severity], alert.first_seen))
+    base: dict[str, Any] = {
+        "notification_id": "g-n1",
+        "reason": "firing",
+        "receiver": "r",
+        "group_key": "route-0/r/labels.service=api",
+        "group_labels": {"labels.service": "api"},
+        "status": "firing",
+        "alerts": alerts,
+        "truncated_alerts": 0,
+    }
+    base.update(fields)
+    return GroupNotification(**base)
 
 
 class Rig:

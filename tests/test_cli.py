@@ -558,3 +558,33 @@ def test_config_check_prints_what_the_file_says_and_warns_of_unrouted_severities
     refused = run("config", "check", str(bad))
     assert refused.returncode == 2
     assert refused.stderr.startswith("tocsin: route[0].receivers:")
+
+
+def test_config_check_shows_a_grouped_route_and_its_timings(tmp_path: Path) -> None:
+    """`tocsin config check` names what a grouped, time-muted route does (DESIGN.md
+    sections 11, 12, 15), and Alertmanager matchers with continue."""
+    grouped = tmp_path / "grouped.toml"
+    grouped.write_text(
+        "[time_intervals.nights]\n"
+        'times = [{ start = "22:00", end = "24:00" }]\n\n'
+        "[[route]]\n"
+        "matchers = ['severity=~\"critical|error\"']\n"
+        'receivers = ["out"]\n'
+        'group_by = ["labels.cluster"]\n'
+        'group_wait = "30s"\n'
+        'group_interval = "5m"\n'
+        'repeat_interval = "4h"\n'
+        'mute_time_intervals = ["nights"]\n'
+        "continue = false\n\n"
+        '[receivers.out]\nchannel = "log"\n'
+    )
+    checked = run("config", "check", str(grouped))
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        '  route[0] match {} matchers ["severity=~\\"critical|error\\""] -> out (continue = false)'
+        in checked.stdout
+    )
+    assert (
+        '    grouped: group_by ["labels.cluster"]; group_wait 30s; group_interval 300s;'
+        " repeat_interval 14400s; max_alerts 100; muted in nights" in checked.stdout
+    )

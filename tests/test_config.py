@@ -194,6 +194,30 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         ),
         ('[receivers."a.b"]\nchannel = "log"\n', "receivers.a.b"),
         ('[receivers."has space"]\nchannel = "log"\n', "receivers.has space"),
+        (
+            '[[route]]\nreceivers = ["log"]\nmatchers = [\'a="1"\', \'b=~"(" \']\n',
+            "route[0].matchers[1]",
+        ),
+        ('[[route]]\nreceivers = ["log"]\nmatchers = ["no operator"]\n', "route[0].matchers[0]"),
+        (
+            '[[route]]\nreceivers = ["log"]\nmatch = { matchers = ["x"] }\n',
+            "route[0].match.matchers[0]",
+        ),
+        ('[[route]]\nreceivers = ["log"]\ncontinue = "no"\n', "route[0].continue"),
+        (
+            '[[route]]\nreceivers = ["log"]\n' * 2
+            + '[[route]]\nreceivers = ["log"]\ngroup_wait = "soon"\n',
+            "route[2].group_wait",
+        ),
+        ('[[route]]\nreceivers = ["log"]\ngroup_by = ["colour"]\n', "route[0].group_by"),
+        ('[[route]]\nreceivers = ["log"]\ngroup_by = ["...", "type"]\n', "route[0].group_by"),
+        ('[[route]]\nreceivers = ["log"]\nmax_alerts = 0\n', "route[0].max_alerts"),
+        ('[[route]]\nreceivers = ["log"]\nrepeat_interval = "0s"\n', "route[0].repeat_interval"),
+        ('[[route]]\nreceivers = ["log"]\ngroup_interval = "-5s"\n', "route[0].group_interval"),
+        (
+            '[[route]]\nreceivers = ["log"]\nmute_time_intervals = ["nights"]\n',
+            "route[0].mute_time_intervals[0]",
+        ),
         ('[log]\nretention = "10m"\n', "log.retention"),
         ("[alerts]\nkeep_resolved = -1\n", "alerts.keep_resolved"),
         ('[alerts]\nkeep_resolved = "a day"\n', "alerts.keep_resolved"),
@@ -215,6 +239,17 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         "unknown-match-severity",
         "receiver-name-with-dot",
         "receiver-name-with-space",
+        "bad-regex-in-matchers",
+        "matcher-without-operator",
+        "bad-matcher-in-match-table",
+        "continue-not-a-boolean",
+        "group-wait-not-a-duration",
+        "group-by-unknown-field",
+        "group-by-every-label-not-alone",
+        "max-alerts-zero",
+        "repeat-interval-zero",
+        "group-interval-negative",
+        "unknown-time-interval",
         "retention-below-the-hourly-check",
         "negative-keep-resolved",
         "bad-keep-resolved",
@@ -325,3 +360,68 @@ def test_bad_replicas_name_the_key_and_the_variable(
 ) -> None:
     error = load_error(tmp_path, text, env)
     assert error.startswith(message), error
+
+
+def test_matchers_and_continue_route_as_written(tmp_path: Path) -> None:
+    """Alertmanager-syntax ``matchers`` and ``continue = false`` from a real file
+    (DESIGN.md section 12): the first route takes critical API alerts and stops."""
+    config = load_text(
+        tmp_path,
+        """\
+[receivers.pager]
+channel = "log"
+[receivers.chat]
+channel = "log"
+
+[[route]]
+matchers = ['severity=~"critical|error"', 'service!~"canary|test"']
+receivers = ["pager"]
+continue = false
+
+[[route]]
+receivers = ["chat"]
+""",
+    )
+    table = RoutingTable.compile(config.routes)
+    assert table.receivers_for("critical", "t", "s", {"service": "api"}) == ["pager"]
+    assert table.receivers_for("critical", "t", "s", {"service": "canary"}) == ["chat"]
+    assert table.receivers_for("warning", "t", "s", {"service": "api"}) == ["chat"]
+
+
+def test_time_intervals_load_as_a_table_or_a_list(tmp_path: Path) -> None:
+    """DESIGN.md section 12's example, and Alertmanager's list form (any of them)."""
+    config = load_text(
+        tmp_path,
+        """\
+[time_intervals.business-hours]
+weekdays = ["monday:friday"]
+times = [{ start = "09:00", end = "17:30" }]
+location = "Europe/Berlin"
+
+[[time_intervals.off-hours]]
+weekdays = ["saturday:sunday"]
+
+[[time_intervals.off-hours]]
+times = [{ start = "00:00", end = "07:00" }]
+""",
+    )
+    friday_noon_utc = 1_796_385_600_000_000  # 2026-12-04T11:00:00Z
+    assert config.time_intervals.covers(["business-hours"], friday_noon_utc)
+    assert not config.time_intervals.covers(["off-hours"], friday_noon_utc)
+    assert len(config.time_intervals.named["off-hours"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[time_intervals.x]\nlocation = "Mars/Olympus"\n', "time_intervals.x.location"),
+        ('[time_intervals.x]\nweekdays = ["noday"]\n', "time_intervals.x.weekdays[0]"),
+        (
+            '[[time_intervals.x]]\nmonths = ["may"]\n[[time_intervals.x]]\nyears = ["y"]\n',
+            "time_intervals.x[1].years[0]",
+        ),
+        ('[time_intervals.x]\nhours = ["1"]\n', "time_intervals.x.hours"),
+    ],
+)
+def test_bad_time_intervals_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    assert load_error(tmp_path, text).startswith(key)

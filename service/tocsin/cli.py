@@ -25,7 +25,7 @@ from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
 from tocsin.core import contracts, ingest
 from tocsin.core.anchor import Head, parse_head
-from tocsin.core.decide.route import RoutingTable, unreachable_severities
+from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
 from tocsin.core.subjects import ANCHOR, COMPACT, IN_PREFIX, MSG_ID, RETRY_FAILED, STREAM_ANCHOR
@@ -362,6 +362,11 @@ def _forensics(args: argparse.Namespace) -> int:
                     f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
                     f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
                 )
+            for g in report.groups:
+                print(
+                    f"group {g.group_key}  {g.firing} firing of {len(g.alert_ids)}, "
+                    f"{g.notifications} notification(s), next due {g.next_due_at or '-'}"
+                )
             return EXIT_OK
         if args.archive:
             try:
@@ -648,11 +653,21 @@ def _config_check(args: argparse.Namespace) -> int:
         raise UsageError("config check: give a file (or --config / TOCSIN_CONFIG)")
     checked = config.load(path)
     print(f"config OK: {checked.source}")
-    print(f"routes ({len(checked.routes)}, every matching route applies, in order):")
+    print(
+        f"routes ({len(checked.routes)}, every matching route applies, in order,"
+        " until one with continue = false):"
+    )
     for index, route in enumerate(checked.routes):
         match = {k: v for k, v in msgspec.structs.asdict(route.match).items() if v is not None}
-        shown = msgspec.json.encode(match).decode() if match else "{} (everything)"
-        print(f"  route[{index}] match {shown} -> {', '.join(route.receivers)}")
+        shown = msgspec.json.encode(match).decode() if match else "{}"
+        if route.matchers:
+            shown += f" matchers {msgspec.json.encode(route.matchers).decode()}"
+        elif not match:
+            shown += " (everything)"
+        stop = " (continue = false)" if not route.continue_ else ""
+        print(f"  route[{index}] match {shown} -> {', '.join(route.receivers)}{stop}")
+        if route.grouping.grouped:
+            print(f"    grouped: {_grouping_text(route)}")
     print(f"receivers ({len(checked.receivers)}):")
     for name, receiver in sorted(checked.receivers.items()):
         print(f"  {name}: {receiver.channel}")
@@ -664,6 +679,24 @@ def _config_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _grouping_text(route: Route) -> str:
+    """A grouped route's keys in one line, as ``config check`` shows them."""
+    parts = [
+        f"group_by {msgspec.json.encode(route.group_by).decode()}",
+        f"group_wait {route.group_wait:g}s",
+        f"group_interval {route.group_interval:g}s",
+        "no repeat"
+        if route.repeat_interval is None
+        else f"repeat_interval {route.repeat_interval:g}s",
+        f"max_alerts {route.max_alerts}",
+    ]
+    if route.active_time_intervals:
+        parts.append(f"active in {', '.join(route.active_time_intervals)}")
+    if route.mute_time_intervals:
+        parts.append(f"muted in {', '.join(route.mute_time_intervals)}")
+    return "; ".join(parts)
 
 
 _PUBLISH_FLAGS = {"labels": "--label", "status": "--resolved"}  # the rest: --<field>

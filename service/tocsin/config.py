@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
 from tocsin.core.contracts import SEVERITY_ALIASES
 from tocsin.core.decide.route import Route
 from tocsin.core.errors import ConfigError
-from tocsin.core.matchers import StrOrList
+from tocsin.core.groups import check_group_by
+from tocsin.core.matchers import MatcherSyntaxError, StrOrList, parse_matchers
+from tocsin.core.timeintervals import Interval, TimeIntervals, TimeIntervalSpec, compile_interval
 from tocsin.core.times import Duration, decode_duration
 from tocsin.observability.redact import Secret
 
@@ -106,9 +109,12 @@ class LogSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
 class AlertsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``keep_resolved``: how long resolved alerts, delivered notifications and ended
     silences stay in memory (``core.retention``); older ones are read from the log
-    file when asked for."""
+    file when asked for. ``resolve_timeout``: an alert with no ``ends_at`` that sees no
+    event for this long is resolved by the clock (DESIGN.md section 11); none by
+    default."""
 
     keep_resolved: Duration = Duration(24 * 3600.0)
+    resolve_timeout: Duration | None = None
 
 
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -126,6 +132,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     delivery: DeliverySection = DeliverySection()
     nats: NatsSection = NatsSection()
     log: LogSection = LogSection()
+    time_intervals: dict[str, Any] = msgspec.field(default_factory=dict)
     alerts: AlertsSection = AlertsSection()
 
 
@@ -145,6 +152,7 @@ class Config:
     alerts: AlertsSection = field(default_factory=AlertsSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
+    time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
@@ -194,6 +202,9 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("delivery.concurrency: must be at least 1")
     if parsed.log.snapshot_every < 0:
         raise ConfigError("log.snapshot_every: must be 0 (never) or more")
+    timeout = parsed.alerts.resolve_timeout
+    if timeout is not None and timeout <= 0:
+        raise ConfigError("alerts.resolve_timeout: must be positive (leave it out for none)")
     if parsed.log.retention is not None and parsed.log.retention < MIN_RETENTION:
         raise ConfigError(
             f"log.retention: must be at least {MIN_RETENTION / 3600:g}h, "
@@ -209,8 +220,12 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
     if not receivers:
         receivers["log"] = _receiver("log", {"channel": "log"}, kinds)
     routes = parsed.route or [Route(receivers=sorted(receivers))]
+    intervals = TimeIntervals(
+        {name: _time_interval(name, raw) for name, raw in parsed.time_intervals.items()}
+    )
     for index, route in enumerate(routes):
         _check_route(route, index, receivers)
+        _check_grouping(route, f"route[{index}]", intervals)
     return Config(
         dedup_window=float(parsed.dedup.window),
         routes=routes,
@@ -224,6 +239,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         alerts=parsed.alerts,
         source=source,
         kinds=kinds,
+        time_intervals=intervals,
     )
 
 
@@ -287,6 +303,27 @@ def _receiver(name: str, table: dict[str, Any], kinds: dict[str, ChannelKind]) -
     return receiver
 
 
+def _time_interval(name: str, raw: Any) -> tuple[Interval, ...]:
+    """``[time_intervals.<name>]`` (one interval) or ``[[time_intervals.<name>]]`` (any
+    of several, as Alertmanager's list), compiled; its zone must be known."""
+    where = f"time_intervals.{name}"
+    if not RECEIVER_NAME.match(name):
+        raise ConfigError(f"{where}: names are 1-64 of A-Z a-z 0-9 _ -")
+    entries = raw if isinstance(raw, list) else [raw]
+    if not entries:
+        raise ConfigError(f"{where}: give at least one interval")
+    compiled = []
+    for index, entry in enumerate(entries):
+        at = f"{where}[{index}]" if isinstance(raw, list) else where
+        spec: TimeIntervalSpec = _convert(entry, TimeIntervalSpec, at)
+        try:
+            zone = zoneinfo.ZoneInfo(spec.location)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ConfigError(f"{at}.location: unknown time zone {spec.location!r}") from error
+        compiled.append(compile_interval(spec, zone, at))
+    return tuple(compiled)
+
+
 def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig]) -> None:
     where = f"route[{index}]"
     if not route.receivers:
@@ -297,6 +334,40 @@ def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig])
     for value in _as_list(route.match.severity):
         if value.rstrip("*").lower() not in SEVERITY_ALIASES and not value.endswith("*"):
             raise ConfigError(f"{where}.match.severity: unknown severity {value!r}")
+    _check_matchers(route.match.matchers or [], f"{where}.match.matchers")
+    _check_matchers(route.matchers, f"{where}.matchers")
+
+
+def _check_grouping(route: Route, where: str, intervals: TimeIntervals) -> None:
+    """The grouping keys of DESIGN.md sections 11 and 12: keys that can match, timings
+    that make sense, time intervals that exist."""
+    problem = check_group_by(route.group_by)
+    if problem is not None:
+        raise ConfigError(f"{where}.group_by: {problem}")
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        value = getattr(route, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{where}.{key}: must not be negative")
+    if route.repeat_interval is not None and route.repeat_interval <= 0:
+        raise ConfigError(f"{where}.repeat_interval: must be positive (leave it out for none)")
+    if route.max_alerts < 1:
+        raise ConfigError(f"{where}.max_alerts: must be at least 1")
+    for key in ("active_time_intervals", "mute_time_intervals"):
+        for index, name in enumerate(getattr(route, key)):
+            if name not in intervals.named:
+                known = ", ".join(sorted(intervals.named)) or "none defined"
+                raise ConfigError(
+                    f"{where}.{key}[{index}]: no [time_intervals.{name}] (known: {known})"
+                )
+
+
+def _check_matchers(texts: list[str], where: str) -> None:
+    """Each entry of a ``matchers`` list parses (Alertmanager syntax, valid regexes)."""
+    for index, text in enumerate(texts):
+        try:
+            parse_matchers(text)
+        except MatcherSyntaxError as error:
+            raise ConfigError(f"{where}[{index}]: {error}") from error
 
 
 def _smtp(section: SmtpSection, env: dict[str, str]) -> SmtpSettings | None:

@@ -57,6 +57,7 @@ from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, 
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
 from tocsin.pipeline.binding import bind_stream
+from tocsin.pipeline.clock import Clock
 from tocsin.pipeline.compactor import Compactor
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
@@ -432,10 +433,24 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         )
         # Each creates its consumer (and stream) again should it vanish, and says so to
         # /readyz until it is back.
-        router = Router(nc, outbox, ledger, config, tracing, secrets, metrics, rider=outbox.ride)
+        timers = Clock(
+            Control(ledger, running.reader, outbox, receivers=config.receivers), ledger, config
+        )
+        router = Router(
+            nc,
+            outbox,
+            ledger,
+            config,
+            tracing,
+            secrets,
+            metrics,
+            rider=outbox.ride,
+            on_commit=timers.nudge,
+        )
         parts.append(
             Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
         )
+        parts.append(Part(timers.run))
         recorder = Recorder(
             nc,
             ledger,
@@ -531,6 +546,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 receivers={name: r.channel for name, r in config.receivers.items()},
                 routes=len(config.routes),
                 dedup_window_seconds=config.dedup_window,
+                resolve_timeout_seconds=config.alerts.resolve_timeout,
                 keep_resolved_seconds=float(config.alerts.keep_resolved),
             )
         )

@@ -366,6 +366,33 @@ async def test_a_silence_holds_notifications_while_active_and_its_bucket_stays_u
     assert {"silence.created", "silence.deleted", "alert.silenced"} <= kinds
 
 
+async def test_a_silence_in_alertmanager_matcher_syntax_holds_what_it_selects(
+    svc: Tocsin, http: httpx.AsyncClient, sink: HttpSink, nats_url: str
+) -> None:
+    """A silence whose ``matchers`` is a list of Alertmanager matchers (DESIGN.md
+    section 12): the anchored regex on a label and ``alertname`` select exactly the
+    alert they name; one whose matchers all match the empty string is refused."""
+    body = {
+        "matchers": ['host=~"db[0-9]+"', 'alertname="disk_full"'],
+        "ends_at": "2h",
+        "created_by": "ana",
+    }
+    created = await http.post("/api/v1/silences", json=body, headers=AUTH)
+    assert created.status_code == 201, created.text
+    await publish(nats_url, "alerts.in.db", event(labels={"host": "db1"}))
+    await wait_until(lambda: svc.count("alert.silenced") == 1, 10, "db1 silenced")
+    await publish(nats_url, "alerts.in.db", event(labels={"host": "db1-replica"}))
+    await wait_until(lambda: len(sink.requests) == 1, 10, "the anchored regex lets db1-replica by")
+    assert sink.requests[0].json()["labels"] == {"host": "db1-replica"}
+    assert svc.count("alert.silenced") == 1
+    listed = (await http.get("/api/v1/silences")).json()["silences"]
+    assert listed[0]["matchers"] == {"matchers": body["matchers"]}
+    for bad in (['host=~".*"'], ['host=~"("'], []):
+        answer = await http.post("/api/v1/silences", json={**body, "matchers": bad}, headers=AUTH)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == "matchers", answer.text
+
+
 async def test_dead_letters_are_requeued_and_delivered(
     svc: Tocsin, http: httpx.AsyncClient, sink: HttpSink, nats_url: str
 ) -> None:

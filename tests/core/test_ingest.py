@@ -608,3 +608,15 @@ def test_capped_raw_invalid_byte_just_before_the_cut_is_not_a_split_character() 
     text, encoding = capped_raw(payload)
     assert encoding == "base64"
     assert base64.b64decode(text) == payload[:1024]
+
+
+def test_ends_at_with_offset_is_kept_as_microseconds() -> None:
+    ends = (RECEIVED + timedelta(minutes=30)).isoformat()
+    assert accept(event(ends_at=ends)).ends_at == us(RECEIVED + timedelta(minutes=30))
+    assert accept(event()).ends_at is None
+    assert "ends_at" not in accept(event(ends_at=ends)).ignored_fields
+
+
+@pytest.mark.parametrize("value", ["2026-11-23T11:30:00", "soon", 1_700_000_000])
+def test_ends_at_without_an_offset_or_unreadable_is_rejected(value: object) -> None:
+    assert_field_rejected(event(ends_at=value), "ends_at")

@@ -137,7 +137,8 @@ def test_state_at_a_time_is_the_fold_of_the_log_until_then(data_dir: Path, capsy
     base = ["state", "--data-dir", str(data_dir), "--json"]
     before = msgspec.json.decode(run(capsys, *base, "--at", format_us(T0 + 25 * SECOND))[1])
     after = msgspec.json.decode(run(capsys, *base)[1])
-    assert set(before) == {"as_of_seq", "as_of", "alerts"}
+    # DESIGN.md section 6's keys, plus the open notification groups (additive, section 10)
+    assert set(before) == {"as_of_seq", "as_of", "alerts", "groups"}
     assert before["as_of"] == format_us(T0 + 20 * SECOND)
     disk_before = next(a for a in before["alerts"] if a["type"] == "disk_full")
     disk_after = next(a for a in after["alerts"] if a["type"] == "disk_full")

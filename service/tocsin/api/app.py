@@ -67,10 +67,11 @@ class ActionBody(Struct, kw_only=True):
 
 class SilenceBody(Struct, kw_only=True):
     """A silence: ``matchers`` in the route ``match`` grammar (severity, type, source:
-    a string or a list; labels: a table; ``*`` suffix = prefix); times RFC 3339, and
-    ``ends_at`` may be a duration after the start (``2h``)."""
+    a string or a list; labels: a table; ``*`` suffix = prefix; ``matchers``: a list in
+    Alertmanager syntax), or that list alone; times RFC 3339, and ``ends_at`` may be a
+    duration after the start (``2h``)."""
 
-    matchers: dict[str, Any]
+    matchers: dict[str, Any] | list[str]
     ends_at: Annotated[str, Meta(min_length=1, max_length=64)]
     created_by: Name
     starts_at: Annotated[str, Meta(max_length=64)] | None = None
@@ -307,6 +308,14 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         )
         return views.alert_view(ctx.state().alerts[alert_id])
 
+    # -- groups -----------------------------------------------------------------------
+
+    @get("/api/v1/groups", sync_to_thread=False)
+    def list_groups(receiver: FromQuery[str | None] = None) -> views.GroupList:
+        """Open notification groups (DESIGN.md section 11), the next due first: each
+        with its receiver, group labels, alerts and next due time."""
+        return views.group_list(ctx.state(), receiver=receiver)
+
     # -- silences ---------------------------------------------------------------------
 
     @get("/api/v1/silences", sync_to_thread=False)
@@ -440,6 +449,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         get_deliveries,
         ack,
         resolve,
+        list_groups,
         list_silences,
         create_silence,
         delete_silence,

@@ -124,6 +124,7 @@ def matcher_terms(matchers: Mapping[str, Any]) -> list[str]:
     labels = matchers.get("labels") or {}
     if isinstance(labels, dict):
         terms.extend(f"{key}={text(value)}" for key, value in sorted(labels.items()))
+    terms.extend(str(m) for m in matchers.get("matchers") or ())  # Alertmanager syntax
     return terms
 
 
@@ -378,6 +379,12 @@ def _resolve_ignored(record: views.EventRecord) -> Entry:
     return _entry(record, "muted", "Resolve ignored: no open alert")
 
 
+def _grouped(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"{d.get('reason')} · group {d.get('group_key')}"
+    return _entry(record, "info", f"Grouped for {d.get('receiver')}", detail)
+
+
 def _as_logged(record: views.EventRecord) -> Entry:
     """A kind the timeline has no words for: its kind and its fields as logged."""
     return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
@@ -416,10 +423,16 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _resolved
     if issubclass(kind, ev.AlertResolveIgnored):
         return _resolve_ignored
+    if issubclass(kind, ev.AlertGrouped):
+        return _grouped
     if issubclass(
         kind,
         # Not facts of an alert (no alert_id): never in its history, shown as logged.
-        ev.AlertRejected
+        ev.GroupOpened
+        | ev.GroupNotified
+        | ev.GroupDeferred
+        | ev.SilenceExpired
+        | ev.AlertRejected
         | ev.SilenceCreated
         | ev.SilenceDeleted
         | ev.ConfigLoaded
@@ -531,6 +544,7 @@ class Pages:
             last_seq=shown,
             ready=self.ctx.readiness.reason,
             silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
+            groups_open=len(state.groups),
             path=request.url.path,
         )
         page = _ENV.get_template(template)
@@ -619,6 +633,10 @@ class Pages:
             deliveries=views.deliveries(rows).deliveries,
         )
 
+    def groups(self, request: Request[Any, Any, Any]) -> Response[str]:
+        listed = views.group_list(self.ctx.state()).groups
+        return self.render(request, "groups.html", groups=listed)
+
     def silences(self, request: Request[Any, Any, Any]) -> Response[str]:
         query = request.query_params
         prefill = {k: query.get(k) or "" for k in ("severity", "type", "label")}
@@ -684,6 +702,11 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         """One alert: its facts, history timeline, deliveries, ack and resolve."""
         return await pages.alert(request, alert_id)
 
+    @get("/groups", include_in_schema=False, sync_to_thread=False)
+    def groups_page(request: Request[Any, Any, Any]) -> Response[str]:
+        """The open notification groups: each group's alerts together, its next due."""
+        return pages.groups(request)
+
     @get("/silences", include_in_schema=False, sync_to_thread=False)
     def silences_page(request: Request[Any, Any, Any]) -> Response[str]:
         """The silences and a form to add one."""
@@ -695,4 +718,4 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         headers = {**security_headers(secrets.token_urlsafe(18)), "Cache-Control": "no-cache"}
         return ServerSentEvent(live_events(ctx), headers=headers)
 
-    return [index, alert_page, silences_page, live]
+    return [index, alert_page, groups_page, silences_page, live]

@@ -15,7 +15,7 @@ from typing import Protocol
 from msgspec import Struct
 
 from tocsin.channels.templates import TemplateConfigError, Templates
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import Body
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.times import Duration
 
@@ -50,13 +50,12 @@ class SmtpSettings:
 
 
 class Channel(Protocol):
-    """Sends one notification; never raises for a failed send, it returns the verdict."""
+    """Sends one notification (an alert's, or a group's as one message); never raises
+    for a failed send, it returns the verdict."""
 
     kind: str
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult: ...
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult: ...
 
     async def close(self) -> None: ...
 

@@ -51,6 +51,18 @@ Choices:
   title 256, description 4096, field name 256, value 1024, footer 512, and the embed's
   total within 6000 (title and footer first, then the description, then fields in
   order while they fit).
+
+A group notification (DESIGN.md section 11) is one message of at most 10 embeds
+("embeds: up to 10 embed objects", Execute Webhook): ``content`` is the receiver's
+``group_title`` (escaped values, 2000 characters); the first embed heads the group
+(title ``group_title``, description the status and alert count, the group's labels
+and "and N more" when alerts are not shown, colour the group's severity or green once
+resolved, footer the group key and notification id); then one embed per alert, most
+severe first (title the receiver's ``title`` for that alert, description its reason
+when not ``firing`` and the labels the group does not share, its colour, its
+``last_seen``, a link to it). Alerts are listed while they fit in 9 embeds and in the
+6000 characters Discord allows across all the embeds of a message (embed limits,
+above); the rest are counted in "and N more".
 """
 
 from __future__ import annotations
@@ -60,10 +72,21 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.grouped import (
+    alert_count,
+    and_more,
+    first_summary,
+    fit,
+    in_order,
+    latest_seen,
+    not_shown,
+    pairs_text,
+    shared_labels,
+)
 from tocsin.channels.http import PayloadChannel, check_url
-from tocsin.channels.templates import Templates, context
+from tocsin.channels.templates import Templates, context, escaped, group_context
 from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import AlertInGroup, GroupNotification, Notification
 
 MAX_CONTENT_CHARS = 2000
 MAX_TITLE_CHARS = 256
@@ -78,6 +101,9 @@ MAX_DETAIL_KEY_CHARS = 64
 MAX_DETAIL_VALUE_CHARS = 200
 MIN_CUT_VALUE_CHARS = 16  # a field cut shorter than this to fit the total is left out
 EMPTY_VALUE = "(empty)"
+MAX_EMBEDS = 10
+MAX_GROUP_LABELS_CHARS = 1000  # the group's labels in its head embed
+MAX_ALERT_DESCRIPTION_CHARS = 300  # an alert's embed in a group: compact
 
 COLORS = {
     "critical": 0xD32F2F,
@@ -246,12 +272,92 @@ def embed_chars(embed: dict[str, Any]) -> int:
     )
 
 
+def _colour(severity: str, resolved: bool) -> int:
+    return RESOLVED_COLOR if resolved else COLORS.get(severity, 0)
+
+
+def _alert_embed(
+    alert: AlertInGroup, raw: dict[str, Any], templates: Templates, shared: list[str]
+) -> dict[str, Any]:
+    """One alert of a group as a compact embed; ``raw`` are its template variables
+    (``templates.alert_context``), unescaped: a title renders no markdown."""
+    title = collapse_whitespace(templates.render("title", raw) or alert.summary)
+    resolved = alert.status == "resolved" or alert.reason == "resolved"
+    parts = [f"*{alert.reason}*"] if alert.reason != "firing" else []
+    labels = pairs_text(alert.labels, skip=shared)
+    if labels:
+        parts.append(escape(labels))
+    embed: dict[str, Any] = {
+        "title": truncate_markdown(title, MAX_TITLE_CHARS) or EMPTY_VALUE,
+        "color": _colour(alert.severity, resolved),
+        "timestamp": alert.last_seen,
+    }
+    description = truncate_markdown(" · ".join(parts), MAX_ALERT_DESCRIPTION_CHARS)
+    if description:
+        embed["description"] = description
+    if raw["alert_url"]:
+        embed["url"] = raw["alert_url"]
+    return embed
+
+
+def group_payload(
+    group: GroupNotification, templates: Templates, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The Execute Webhook body for a group notification: one message (pure)."""
+    group = in_order(group)
+    raw = group_context(group, dashboard_url)
+    variables = escaped(raw, escape)
+    count = alert_count(group)
+    content = truncate_markdown(
+        collapse_whitespace(templates.render("group_title", variables))
+        or escape(first_summary(group)),
+        MAX_CONTENT_CHARS,
+    )
+    title = truncate_markdown(
+        collapse_whitespace(templates.render("group_title", raw)) or first_summary(group),
+        MAX_TITLE_CHARS,
+    )
+    lines = [f"**{group.status.upper()}** · {count} alerts"]
+    if group.group_labels:
+        labels = escape(pairs_text(group.group_labels))
+        lines.append(truncate_markdown(labels, MAX_GROUP_LABELS_CHARS))
+    footer = truncate_markdown(
+        f"group {group.group_key} · notification {group.notification_id}", MAX_FOOTER_CHARS
+    )
+    head: dict[str, Any] = {
+        "title": title or EMPTY_VALUE,
+        "description": "\n".join(lines),
+        "color": _colour(group.severity, group.status == "resolved"),
+        "footer": {"text": footer},
+    }
+    newest = latest_seen(group)
+    if newest:
+        head["timestamp"] = newest
+
+    # Room for the alerts: what the head leaves, counting the longest "and N more".
+    budget = MAX_EMBED_CHARS - embed_chars(head) - len("\n" + and_more(count))
+    shared = shared_labels(group)
+    embeds = fit(
+        (
+            _alert_embed(alert, alert_raw, templates, shared)
+            for alert, alert_raw in zip(group.alerts, raw["alerts"], strict=True)
+        ),
+        embed_chars,
+        budget,
+        max_items=MAX_EMBEDS - 1,
+    )
+    hidden = not_shown(group, len(embeds))
+    if hidden:
+        head["description"] += "\n" + and_more(hidden)
+    return {"content": content, "embeds": [head, *embeds], "allowed_mentions": {"parse": []}}
+
+
 class DiscordChannel(PayloadChannel):
     kind = "discord"
 
     def __init__(self, name: str, config: DiscordConfig, env: ChannelEnv) -> None:
         url = execute_url(check_url(config.url, "https://discord.com/api/webhooks/..."))
-        super().__init__(name, url, config, env, payload)
+        super().__init__(name, url, config, env, payload, group_payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> DiscordChannel:

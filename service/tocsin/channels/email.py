@@ -12,6 +12,12 @@ SMTP command: aiosmtplib's own ``timeout`` applies per command, so a server that
 every command just in time (connect, EHLO, STARTTLS, login, MAIL, RCPT, DATA) could hold
 one send for many times the timeout, past the consumer's ack_wait, and JetStream would
 then hand the same item to a second worker.
+
+A group notification (DESIGN.md section 11) is one message too: subject from
+``group_title`` (default ``[SEVERITY] N alerts: <first summary>``, the group's severity,
+N counting the truncated alerts), text and HTML parts from ``group_body`` listing the
+alerts: every listed one, unless the text would pass ``MAX_GROUP_BODY_CHARS``; then the
+first that fit, and "and N more" for the rest.
 """
 
 from __future__ import annotations
@@ -30,16 +36,51 @@ from tocsin.channels import (
     SmtpSettings,
     compile_templates,
 )
-from tocsin.channels.templates import Templates, context
+from tocsin.channels.grouped import fit_rendered, in_order
+from tocsin.channels.templates import Templates, context, group_context, listing_first
 from tocsin.channels.text import collapse_whitespace
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SENT, SendResult, permanent, retryable
 
 _COLOURS = {"critical": "#b3261e", "error": "#d9480f", "warning": "#b08800", "info": "#1c64b8"}
+# A group's text part at most (1 MB of text before encoding): far below the 10 MB and
+# more that mail servers commonly accept, and more than any inbox reader will scroll.
+MAX_GROUP_BODY_CHARS = 1_000_000
+SUBJECT_CHARS = 250
 
 
 class EmailConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     to: list[str]
+
+
+def _message(sender: str, to: list[str], title: str, notification_id: str) -> EmailMessage:
+    """A message with its headers: the subject is ``title`` on one line, with no
+    encoded words, so untrusted text cannot add headers."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    subject = collapse_whitespace(title)[:SUBJECT_CHARS]
+    # The email module decodes RFC 2047 encoded words ("=?utf-8?b?...?=") in a value it
+    # is given and, without the fix for CVE-2024-6923, writes what they decode to, line
+    # breaks included, into the header block: untrusted text could add headers. A word
+    # joiner after "=" keeps such text literal (and looks the same).
+    message["Subject"] = subject.replace("=?", "=\N{WORD JOINER}?")
+    message["X-Tocsin-Notification-Id"] = notification_id
+    return message
+
+
+def _add_html(message: EmailMessage, severity: str, html_body: str, link: str | None) -> None:
+    """The HTML part: the subject as a heading in the severity's colour, the (escaped)
+    body, and a button to the dashboard when there is a link."""
+    colour = _COLOURS.get(severity, "#444")
+    button = f'<p><a href="{escape(link)}">Open in tocsin</a></p>' if link else ""
+    message.add_alternative(
+        '<!doctype html><html><body style="font-family:sans-serif">'
+        f'<h2 style="color:{colour}">{escape(message["Subject"])}</h2>'
+        f'<pre style="white-space:pre-wrap;font-family:inherit">{html_body}</pre>'
+        f"{button}</body></html>",
+        subtype="html",
+    )
 
 
 def render(
@@ -54,29 +95,40 @@ def render(
     HTML part."""
     templates = templates or Templates()
     variables = context(notification, dashboard_url)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = ", ".join(to)
-    subject = collapse_whitespace(templates.render("title", variables))[:250]
-    # The email module decodes RFC 2047 encoded words ("=?utf-8?b?...?=") in a value it
-    # is given and, without the fix for CVE-2024-6923, writes what they decode to, line
-    # breaks included, into the header block: untrusted text could add headers. A word
-    # joiner after "=" keeps such text literal (and looks the same).
-    message["Subject"] = subject.replace("=?", "=\N{WORD JOINER}?")
-    message["X-Tocsin-Notification-Id"] = notification.notification_id
+    title = templates.render("title", variables)
+    message = _message(sender, to, title, notification.notification_id)
     text = templates.render("body", variables)
     link = variables["alert_url"]
     message.set_content(text + (f"\n\n{link}" if link else ""))
-    colour = _COLOURS.get(notification.severity, "#444")
     html_body = templates.render("body", variables, html=True)
-    button = f'<p><a href="{escape(link)}">Open in tocsin</a></p>' if link else ""
-    message.add_alternative(
-        '<!doctype html><html><body style="font-family:sans-serif">'
-        f'<h2 style="color:{colour}">{escape(message["Subject"])}</h2>'
-        f'<pre style="white-space:pre-wrap;font-family:inherit">{html_body}</pre>'
-        f"{button}</body></html>",
-        subtype="html",
+    _add_html(message, notification.severity, html_body, link)
+    return message
+
+
+def render_group(
+    group: GroupNotification,
+    sender: str,
+    to: list[str],
+    templates: Templates | None = None,
+    dashboard_url: str | None = None,
+) -> EmailMessage:
+    """The one message for a group notification: subject from ``group_title``, a text
+    and an escaped HTML part from ``group_body`` listing the alerts (each linked to the
+    dashboard when one is configured), the same alerts in both parts."""
+    templates = templates or Templates()
+    group = in_order(group)
+    variables = group_context(group, dashboard_url)
+    message = _message(
+        sender, to, templates.render("group_title", variables), group.notification_id
     )
+    text, shown = fit_rendered(
+        lambda count: templates.render("group_body", listing_first(variables, count)),
+        len(group.alerts),
+        MAX_GROUP_BODY_CHARS,
+    )
+    message.set_content(text[:MAX_GROUP_BODY_CHARS])
+    html_body = templates.render("group_body", listing_first(variables, shown), html=True)
+    _add_html(message, group.severity, html_body, None)
     return message
 
 
@@ -97,11 +149,14 @@ class EmailChannel:
         self._timeout = config.timeout
         self._dashboard = env.dashboard_url
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
         smtp = self._smtp
-        message = render(notification, smtp.sender, self._to, self._templates, self._dashboard)
+        if isinstance(notification, GroupNotification):
+            message = render_group(
+                notification, smtp.sender, self._to, self._templates, self._dashboard
+            )
+        else:
+            message = render(notification, smtp.sender, self._to, self._templates, self._dashboard)
         try:
             async with asyncio.timeout(self._timeout):  # the whole exchange, not per command
                 await aiosmtplib.send(

@@ -6,10 +6,21 @@ the receiver's ``templates.title`` rendered (by default just the summary, since 
 severity is already on the line); ``format = "json"`` writes the notification's fields
 plus ``delivered_at`` as one JSON object.
 
-One notification is always exactly one line: in text, every line or paragraph
-separator and control character in the (untrusted) text becomes a space; in JSON,
-msgspec escapes control characters and U+0085, U+2028 and U+2029 are written as
-``\\u`` escapes, so neither ``for line in file`` nor ``str.splitlines`` can split a record.
+A group notification (DESIGN.md section 11) is one line per alert it lists, each with
+the group's key and the notification id: in text
+``<last_seen> [<SEVERITY>] <title> (<reason>, alert <alert_id>, group <group_key>,
+notification <notification_id>)``, with ``, and N more`` before the closing parenthesis
+when the route cut alerts (``truncated_alerts``), ``<title>`` and ``<reason>`` the
+alert's own; in JSON the alert's fields plus ``notification_id``, ``receiver``,
+``group_key``, ``group_labels``, ``group_reason``, ``group_status``,
+``truncated_alerts`` and ``delivered_at`` (an alert's line's fields plus the group's).
+The lines of one notification are appended in one write.
+
+One notification's line (or a group's alert's) is always exactly one line: in text,
+every line or paragraph separator and control character in the (untrusted) text
+becomes a space; in JSON, msgspec escapes control characters and U+0085, U+2028 and
+U+2029 are written as ``\\u`` escapes, so neither ``for line in file`` nor
+``str.splitlines`` can split a record.
 
 Writes never block the event loop: each runs in ``asyncio.to_thread``. An
 ``asyncio.Lock`` lets one write at a time, so lines never interleave within the
@@ -44,9 +55,10 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
-from tocsin.channels.templates import context
+from tocsin.channels.grouped import and_more
+from tocsin.channels.templates import alert_context, context
 from tocsin.channels.text import json_one_line
-from tocsin.core.contracts import Notification, Timestamp
+from tocsin.core.contracts import AlertInGroup, Body, GroupNotification, Notification, Timestamp
 from tocsin.core.policy.retry import SENT, SendResult, permanent, retryable
 from tocsin.core.times import format_us, now_us
 
@@ -70,6 +82,21 @@ class FileRecord(Notification, kw_only=True):
     delivered_at: Timestamp
 
 
+class FileGroupRecord(AlertInGroup, kw_only=True):
+    """One line of ``format = "json"`` for an alert of a group notification: the fields
+    of an alert's line (the alert's, ``notification_id``, ``receiver``) plus the
+    group's."""
+
+    notification_id: str
+    receiver: str
+    group_key: str
+    group_labels: dict[str, str]
+    group_reason: str
+    group_status: str
+    truncated_alerts: int
+    delivered_at: Timestamp
+
+
 def replace_controls_with_space(text: str) -> str:
     """``text`` with every run of line breaks and control characters (``\\x00``-``\\x1f``,
     ``\\x7f``-``\\x9f``, U+2028, U+2029) turned into one space; other spacing and the
@@ -80,6 +107,29 @@ def replace_controls_with_space(text: str) -> str:
 def json_line(notification: Notification, delivered_at: str) -> bytes:
     record = FileRecord(**msgspec.structs.asdict(notification), delivered_at=delivered_at)
     return json_one_line(_encoder.encode(record)) + b"\n"
+
+
+def group_json_lines(group: GroupNotification, delivered_at: str) -> bytes:
+    """The JSON lines of a group notification: one ``FileGroupRecord`` per listed alert."""
+    return b"".join(
+        json_one_line(
+            _encoder.encode(
+                FileGroupRecord(
+                    **msgspec.structs.asdict(alert),
+                    notification_id=group.notification_id,
+                    receiver=group.receiver,
+                    group_key=group.group_key,
+                    group_labels=group.group_labels,
+                    group_reason=group.reason,
+                    group_status=group.status,
+                    truncated_alerts=group.truncated_alerts,
+                    delivered_at=delivered_at,
+                )
+            )
+        )
+        + b"\n"
+        for alert in group.alerts
+    )
 
 
 class FileChannel:
@@ -113,8 +163,11 @@ class FileChannel:
         self._dashboard_url = env.dashboard_url
         self._lock = asyncio.Lock()
 
-    def line(self, notification: Notification, delivered_at: str) -> bytes:
-        """The bytes appended for ``notification``, newline included."""
+    def line(self, notification: Body, delivered_at: str) -> bytes:
+        """The bytes appended for ``notification``, newline included (one line per
+        listed alert for a group)."""
+        if isinstance(notification, GroupNotification):
+            return self.group_lines(notification, delivered_at)
         if self._format == "json":
             return json_line(notification, delivered_at)
         title = self._templates.render("title", context(notification, self._dashboard_url))
@@ -123,6 +176,25 @@ class FileChannel:
             f" ({notification.reason}, alert {notification.alert_id})"
         )
         return replace_controls_with_space(text).encode() + b"\n"
+
+    def group_lines(self, group: GroupNotification, delivered_at: str) -> bytes:
+        """One line per alert ``group`` lists, each naming the group and notification
+        (and counting the alerts the route cut), so that every line stands alone."""
+        if self._format == "json":
+            return group_json_lines(group, delivered_at)
+        more = and_more(group.truncated_alerts)
+        tail = f", group {group.group_key}, notification {group.notification_id}"
+        tail += f", {more})" if more else ")"
+        lines = []
+        for alert in group.alerts:
+            variables = alert_context(alert, group, self._dashboard_url)
+            title = self._templates.render("title", variables)
+            text = (
+                f"{alert.last_seen} [{alert.severity.upper()}] {title}"
+                f" ({alert.reason}, alert {alert.alert_id}{tail}"
+            )
+            lines.append(replace_controls_with_space(text).encode() + b"\n")
+        return b"".join(lines)
 
     def _open(self) -> FileIO:
         try:
@@ -141,9 +213,7 @@ class FileChannel:
                 view = view[written:]
             stream.flush()
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
         try:
             async with self._lock:  # delivered_at then follows the order of the lines
                 data = self.line(notification, format_us(now_us()))

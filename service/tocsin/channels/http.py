@@ -33,7 +33,7 @@ import yarl
 
 from tocsin.channels import ChannelConfigError, ChannelEnv, ReceiverConfig, compile_templates
 from tocsin.channels.templates import Templates
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult, classify_http, retryable
 from tocsin.observability.redact import mask_secret
 
@@ -71,10 +71,10 @@ def mask_in_error(result: SendResult, secret: str) -> SendResult:
 
 class PayloadChannel:
     """A channel whose provider takes one JSON body per notification at one URL, made by
-    ``payload(notification, templates, dashboard_url)`` (Slack's and Discord's
-    incoming webhooks): the receiver's templates, a ``JsonPoster``, and the send.
-    Subclasses set ``kind`` and pass the receiver's name, the checked URL and their
-    ``payload``."""
+    ``payload(notification, templates, dashboard_url)``, or for a group notification by
+    ``group_payload(group, templates, dashboard_url)`` (Slack's and Discord's incoming
+    webhooks): the receiver's templates, a ``JsonPoster``, and the send. Subclasses set
+    ``kind`` and pass the receiver's name, the checked URL and their two payloads."""
 
     kind: str
 
@@ -85,18 +85,21 @@ class PayloadChannel:
         config: ReceiverConfig,
         env: ChannelEnv,
         payload: Callable[[Notification, Templates, str | None], dict[str, Any]],
+        group_payload: Callable[[GroupNotification, Templates, str | None], dict[str, Any]],
     ) -> None:
         self._url = url
         self._payload = payload
+        self._group_payload = group_payload
         self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(env.version, config.timeout)
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(self._payload(notification, self._templates, self._dashboard_url))
-        return await self._poster.post(self._url, body, traceparent)
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        if isinstance(notification, GroupNotification):
+            made = self._group_payload(notification, self._templates, self._dashboard_url)
+        else:
+            made = self._payload(notification, self._templates, self._dashboard_url)
+        return await self._poster.post(self._url, _encoder.encode(made), traceparent)
 
     async def close(self) -> None:
         await self._poster.close()

@@ -36,6 +36,19 @@ What tocsin sends:
 - Opsgenie answers 202 to valid requests and processes them later, so 202 is delivered;
   http.post classifies the rest (429/408/5xx/transport retried, other 4xx dead-lettered).
 
+A group notification (DESIGN.md section 11) is one Opsgenie alert:
+- ``alias`` is the ``group_key``, or when it passes 512 characters its head and its
+  SHA-256 (``grouped.short_key``), the same on every notification of the group;
+- while the group fires: Create Alert with ``message`` = the receiver's
+  ``group_title`` (default ``N alerts: <first summary>``; Opsgenie shows the priority
+  on its own) cut to 130, ``description`` = ``group_body`` listing as many alerts as
+  fit in 15000 characters and "and N more" for the rest, ``priority`` from the group's
+  severity, ``tags`` from ``group_labels``, ``details`` the group's fields and labels,
+  ``source`` the first alert's. Opsgenie de-duplicates a create for an open alias into
+  the open alert (its count goes up; its message and description stay those of the
+  first create);
+- once its ``status`` is ``resolved``: Close Alert by that alias.
+
 The API key is a secret: it travels in the ``Authorization`` header only, is kept out of
 ``repr`` of the config and the channel, and is masked in any error text.
 """
@@ -54,10 +67,19 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
+from tocsin.channels.grouped import (
+    alert_count,
+    and_more,
+    first_source,
+    fit_rendered,
+    in_order,
+    not_shown,
+    short_key,
+)
 from tocsin.channels.http import JsonPoster, check_url, mask_in_error
-from tocsin.channels.templates import Templates, context
+from tocsin.channels.templates import Templates, context, group_context, listing_first
 from tocsin.channels.text import THREE_DOTS, truncate
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult
 from tocsin.observability.redact import HIDDEN
 
@@ -71,6 +93,9 @@ MAX_TAGS = 20
 MAX_TAG = 50
 MAX_DETAILS_CHARS = 8000  # keys and values together
 TRUNCATED_KEY = "_truncated"
+
+# A group's message: Opsgenie shows the priority next to it.
+DEFAULT_GROUP_TITLE = "{{ alert_count }} alerts: {{ first_summary }}"
 
 PRIORITY: dict[str, str] = {"critical": "P1", "error": "P2", "warning": "P3", "info": "P5"}
 
@@ -126,6 +151,12 @@ def details_of(notification: Notification, alert_url: str | None) -> dict[str, s
     for key, value in notification.details.items():
         text = value if isinstance(value, str) else _encoder.encode(value).decode()
         candidates.append((key, text))
+    return _bounded_details(candidates)
+
+
+def _bounded_details(candidates: list[tuple[str, str]]) -> dict[str, str]:
+    """``candidates`` as a ``details`` map: the first of a key wins; entries that would
+    pass 8000 characters are left out and ``_truncated`` says so."""
     budget = MAX_DETAILS_CHARS - len(TRUNCATED_KEY) - len("true")
     out: dict[str, str] = {}
     used = 0
@@ -165,8 +196,12 @@ def create_body(
 
 def close_url(base_url: str, notification: Notification) -> str:
     """Close Alert by alias; the alias is one path segment, so ``/`` is encoded too."""
-    alias = quote(alias_of(notification), safe="")
-    return f"{base_url.rstrip('/')}/v2/alerts/{alias}/close?identifierType=alias"
+    return close_url_of(base_url, alias_of(notification))
+
+
+def close_url_of(base_url: str, alias: str) -> str:
+    """Close Alert for ``alias``, encoded as one path segment (``/`` included)."""
+    return f"{base_url.rstrip('/')}/v2/alerts/{quote(alias, safe='')}/close?identifierType=alias"
 
 
 def close_body(
@@ -182,6 +217,68 @@ def close_body(
     }
 
 
+def group_alias(group: GroupNotification) -> str:
+    """The Opsgenie alias of a group: its ``group_key`` within 512 characters, the same
+    on create and close."""
+    return short_key(group.group_key, MAX_ALIAS)
+
+
+def group_details(group: GroupNotification, shown: int) -> dict[str, str]:
+    """The ``details`` map of a group's alert: its fields, the ids of the ``shown``
+    alerts the description lists, then its labels; within 8000 characters."""
+    hidden = not_shown(group, shown)
+    ours: dict[str, str] = {
+        "notification_id": group.notification_id,
+        "group_key": group.group_key,
+        "reason": group.reason,
+        "status": group.status,
+        "severity": group.severity,
+        "alert_count": str(alert_count(group)),
+        "truncated_alerts": str(group.truncated_alerts),
+        "not_shown": str(hidden),
+    }
+    if hidden:
+        ours["and_more"] = and_more(hidden)
+    ours["alert_ids"] = ", ".join(alert.alert_id for alert in group.alerts[:shown])
+    return _bounded_details([*ours.items(), *sorted(group.group_labels.items())])
+
+
+def group_create_body(
+    group: GroupNotification, templates: Templates, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The Create Alert body for a group that fires (pure)."""
+    group = in_order(group)
+    variables = group_context(group, dashboard_url)
+    title = templates.render("group_title", variables)
+    description, shown = fit_rendered(
+        lambda count: templates.render("group_body", listing_first(variables, count)),
+        len(group.alerts),
+        MAX_DESCRIPTION,
+    )
+    return {
+        "message": truncate(title or group.group_key, MAX_MESSAGE, ellipsis=THREE_DOTS),
+        "alias": group_alias(group),
+        "description": truncate(description, MAX_DESCRIPTION, ellipsis=THREE_DOTS),
+        "priority": PRIORITY[group.severity],
+        "tags": tags_of(group.group_labels),
+        "details": group_details(group, shown),
+        "source": truncate(first_source(group), MAX_SOURCE, ellipsis=THREE_DOTS),
+    }
+
+
+def group_close_body(
+    group: GroupNotification, templates: Templates, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The Close Alert body for a resolved group (pure)."""
+    title = templates.render("group_title", group_context(in_order(group), dashboard_url))
+    return {
+        "source": truncate(first_source(group), MAX_SOURCE, ellipsis=THREE_DOTS),
+        "note": truncate(
+            f"Resolved in tocsin: {title or group.group_key}", MAX_NOTE, ellipsis=THREE_DOTS
+        ),
+    }
+
+
 class OpsgenieChannel:
     kind = "opsgenie"
 
@@ -192,7 +289,9 @@ class OpsgenieChannel:
         self._name = name
         self._base = check_url(config.url, "https://api.opsgenie.com").rstrip("/")
         self._api_key = api_key
-        self._templates = compile_templates(config.templates, receiver=name)
+        self._templates = compile_templates(
+            config.templates, {"group_title": DEFAULT_GROUP_TITLE}, receiver=name
+        )
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(
             env.version, config.timeout, {"Authorization": f"GenieKey {api_key}"}
@@ -201,10 +300,10 @@ class OpsgenieChannel:
     def __repr__(self) -> str:
         return f"OpsgenieChannel(name={self._name!r}, url={self._base!r})"
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        if notification.reason == "resolved":
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        if isinstance(notification, GroupNotification):
+            url, payload = self._group_request(notification)
+        elif notification.reason == "resolved":
             url = close_url(self._base, notification)
             payload = close_body(notification, self._templates, self._dashboard_url)
         else:
@@ -212,6 +311,16 @@ class OpsgenieChannel:
             payload = create_body(notification, self._templates, self._dashboard_url)
         result = await self._poster.post(url, _encoder.encode(payload), traceparent)
         return mask_in_error(result, self._api_key)
+
+    def _group_request(self, group: GroupNotification) -> tuple[str, dict[str, Any]]:
+        """Where a group notification goes and what: close by alias once resolved,
+        else create."""
+        if group.status == "resolved":
+            url = close_url_of(self._base, group_alias(group))
+            return url, group_close_body(group, self._templates, self._dashboard_url)
+        return f"{self._base}/v2/alerts", group_create_body(
+            group, self._templates, self._dashboard_url
+        )
 
     async def close(self) -> None:
         await self._poster.close()

@@ -26,6 +26,24 @@ What tocsin sends:
 - The verdict is ``http.post``'s: 2xx delivered, 429 (with ``Retry-After``) / 408 / 5xx /
   transport errors retried, other 4xx dead-lettered.
 
+A group notification (DESIGN.md section 11) is one event, so a group is one PagerDuty
+alert (and incident):
+- ``dedup_key`` is the ``group_key``, or when it passes 255 characters its head and its
+  SHA-256 (``grouped.short_key``), the same on every notification of the group;
+- ``trigger`` while the group fires (``firing``, ``update``, ``reminder``: PagerDuty
+  de-duplicates them into the open alert), ``resolve`` (the three keys only) once its
+  ``status`` is ``resolved``;
+- ``payload.summary`` is the receiver's ``group_title`` (default
+  ``N alerts: <first summary>``: PagerDuty shows the severity on its own), cut to 1024;
+  ``severity`` the group's; ``source`` the first alert's; ``timestamp`` the newest
+  ``last_seen``;
+- ``custom_details`` carries the group (``notification_id``, ``reason``, ``status``,
+  ``group_key``, ``group_labels``, ``alert_count``, ``truncated_alerts``), ``alerts``
+  (each alert's id, fingerprint, severity, status, reason, summary, source, type,
+  labels, times, occurrences and dashboard link; as many as fit in
+  ``MAX_GROUP_ALERTS_BYTES`` of JSON, far inside the 512 KB an event may be), and
+  ``not_shown`` / ``and_more`` counting the alerts left out.
+
 The routing key is a secret: it is sent in the body only, kept out of ``repr`` of the
 config and the channel, and masked in any error text a provider might echo it into.
 """
@@ -43,15 +61,31 @@ from tocsin.channels import (
     ReceiverConfig,
     compile_templates,
 )
+from tocsin.channels.grouped import (
+    alert_count,
+    and_more,
+    first_source,
+    fit,
+    in_order,
+    latest_seen,
+    not_shown,
+    short_key,
+)
 from tocsin.channels.http import JsonPoster, check_url, mask_in_error
-from tocsin.channels.templates import Templates, context
+from tocsin.channels.templates import Templates, alert_url, context, group_context
 from tocsin.channels.text import THREE_DOTS, truncate
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import AlertInGroup, Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult
 from tocsin.observability.redact import HIDDEN
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024  # payload.summary, "Send an Alert Event"
+MAX_DEDUP_KEY = 255  # dedup_key, "Send an Alert Event"
+# The JSON of the alerts a group's custom_details lists, at most: half of the 512 KB an
+# event may be ("Response Codes & Retry Logic"), the rest left for everything else.
+MAX_GROUP_ALERTS_BYTES = 256 * 1024
+# A group's summary: PagerDuty shows the severity next to it.
+DEFAULT_GROUP_TITLE = "{{ alert_count }} alerts: {{ first_summary }}"
 
 # tocsin's severities are PagerDuty's four, one for one; spelled out so a new tocsin
 # severity fails loudly here instead of sending a value PagerDuty refuses with a 400.
@@ -127,6 +161,81 @@ def event_body(
     return body
 
 
+def group_dedup_key(group: GroupNotification) -> str:
+    """The ``dedup_key`` of a group's events: its ``group_key``, within 255 characters."""
+    return short_key(group.group_key, MAX_DEDUP_KEY)
+
+
+def _listed(alert: AlertInGroup, dashboard_url: str | None) -> dict[str, Any]:
+    """One alert as a group's ``custom_details`` lists it (no ``details``: an alert's
+    own details may be large, and they are one click away in tocsin)."""
+    entry: dict[str, Any] = {
+        "alert_id": alert.alert_id,
+        "fingerprint": alert.fingerprint,
+        "severity": alert.severity,
+        "status": alert.status,
+        "reason": alert.reason,
+        "summary": alert.summary,
+        "source": alert.source,
+        "type": alert.type,
+        "labels": dict(alert.labels),
+        "first_seen": alert.first_seen,
+        "last_seen": alert.last_seen,
+        "occurrences": alert.occurrences,
+    }
+    link = alert_url(dashboard_url, alert.alert_id)
+    if link:
+        entry["alert_url"] = link
+    return entry
+
+
+def group_event_body(
+    group: GroupNotification,
+    routing_key: str,
+    templates: Templates,
+    dashboard_url: str | None = None,
+) -> dict[str, Any]:
+    """The Events API v2 body for a group notification (pure): one event per group."""
+    dedup_key = group_dedup_key(group)
+    if group.status == "resolved":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
+    group = in_order(group)
+    entries = fit(
+        (_listed(alert, dashboard_url) for alert in group.alerts),
+        lambda entry: len(_encoder.encode(entry)) + 1,  # and its comma
+        MAX_GROUP_ALERTS_BYTES,
+    )
+    hidden = not_shown(group, len(entries))
+    title = templates.render("group_title", group_context(group, dashboard_url))
+    payload: dict[str, Any] = {
+        "summary": truncate(title or group.group_key, MAX_SUMMARY, ellipsis=THREE_DOTS),
+        "source": first_source(group),
+        "severity": SEVERITY[group.severity],
+    }
+    newest = latest_seen(group)
+    if newest:
+        payload["timestamp"] = newest
+    payload["custom_details"] = {
+        "notification_id": group.notification_id,
+        "reason": group.reason,
+        "status": group.status,
+        "group_key": group.group_key,
+        "group_labels": dict(group.group_labels),
+        "alert_count": alert_count(group),
+        "truncated_alerts": group.truncated_alerts,
+        "alerts": entries,
+        "not_shown": hidden,
+        "and_more": and_more(hidden),
+    }
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": payload,
+        "client": "tocsin",
+    }
+
+
 class PagerDutyChannel:
     kind = "pagerduty"
 
@@ -139,19 +248,25 @@ class PagerDutyChannel:
         self._name = name
         self._url = check_url(config.url, "https://events.pagerduty.com/v2/enqueue")
         self._routing_key = routing_key
-        self._templates = compile_templates(config.templates, receiver=name)
+        self._templates = compile_templates(
+            config.templates, {"group_title": DEFAULT_GROUP_TITLE}, receiver=name
+        )
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(env.version, config.timeout)
 
     def __repr__(self) -> str:
         return f"PagerDutyChannel(name={self._name!r}, url={self._url!r})"
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(
-            event_body(notification, self._routing_key, self._templates, self._dashboard_url)
-        )
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        if isinstance(notification, GroupNotification):
+            event = group_event_body(
+                notification, self._routing_key, self._templates, self._dashboard_url
+            )
+        else:
+            event = event_body(
+                notification, self._routing_key, self._templates, self._dashboard_url
+            )
+        body = _encoder.encode(event)
         result = await self._poster.post(self._url, body, traceparent)
         return mask_in_error(result, self._routing_key)
 

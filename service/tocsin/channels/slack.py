@@ -43,6 +43,27 @@ Choices:
   failing: every text object at most 3000 characters, at most 10 label fields (the
   10th says how many more) of at most 2000, details summarized to 10 keys of 200
   characters, the fallback ``text`` at most 3000.
+
+A group notification (DESIGN.md section 11) is one message:
+
+- a ``header`` block (``plain_text``, at most 150 characters, emoji shortcodes on)
+  with the group's status and alert count only, text tocsin writes (no alert text, so
+  the ``plain_text`` escaping question above does not arise);
+- a section with the receiver's ``group_title`` in bold and the group's labels;
+- one compact section per alert, most severe first: severity emoji (or the resolved
+  one), the receiver's ``title`` for that alert in bold, its own reason when not
+  ``firing``, then its labels (those the group does not share) and a link to it;
+- a context block naming the group key and notification id, and "and N more" when
+  alerts are not shown (the route's ``truncated_alerts`` plus those left out here).
+
+Limits: at most 50 blocks in a message
+(https://docs.slack.dev/reference/block-kit/blocks), so at most 47 alert sections;
+header text 150 (https://docs.slack.dev/reference/block-kit/blocks/header-block);
+section text 3000, an alert's section cut to ``MAX_ALERT_SECTION_CHARS``; and all the
+text of the blocks within ``MAX_GROUP_TEXT_CHARS``: Slack refuses messages whose blocks
+hold more than about 12,000-13,000 characters in total with ``msg_blocks_too_long``, a
+limit it does not document (https://github.com/slackapi/bolt-js/issues/2509,
+https://github.com/slackapi/bolt-js/issues/2867). Alerts are listed while they fit.
 """
 
 from __future__ import annotations
@@ -51,10 +72,20 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig
+from tocsin.channels.grouped import (
+    alert_count,
+    and_more,
+    first_summary,
+    fit,
+    in_order,
+    not_shown,
+    pairs_text,
+    shared_labels,
+)
 from tocsin.channels.http import PayloadChannel, check_url
-from tocsin.channels.templates import Templates, context
+from tocsin.channels.templates import Templates, context, escaped, group_context
 from tocsin.channels.text import collapse_whitespace, details_lines, map_strings, truncate
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import AlertInGroup, GroupNotification, Notification
 
 MAX_TEXT_CHARS = 3000
 MAX_FIELDS = 10
@@ -66,6 +97,13 @@ MAX_DETAIL_KEY_CHARS = 64
 MAX_DETAIL_VALUE_CHARS = 200
 MAX_CONTEXT_CHARS = 500
 OPEN_LINK_TEXT = "Open in tocsin"
+MAX_BLOCKS = 50
+MAX_HEADER_CHARS = 150
+MAX_GROUP_TEXT_CHARS = 10_000  # every text object of a group's message, together
+MAX_ALERT_SECTION_CHARS = 600
+MAX_ALERT_TITLE_CHARS = 250
+MAX_ALERT_LABELS_CHARS = 300
+GROUP_FRAME_BLOCKS = 3  # header, headline, context: the rest may list alerts
 
 SEVERITY_EMOJI = {
     "critical": ":red_circle:",
@@ -193,12 +231,99 @@ def payload(
     return {"text": truncate_mrkdwn(title, MAX_FALLBACK_CHARS), "blocks": blocks}
 
 
+def _emoji(severity: str, resolved: bool) -> str:
+    return RESOLVED_EMOJI if resolved else SEVERITY_EMOJI.get(severity, "")
+
+
+def _alert_section(
+    alert: AlertInGroup,
+    variables: dict[str, Any],
+    templates: Templates,
+    shared: list[str],
+) -> dict[str, Any]:
+    """One alert of a group as a compact section; ``variables`` are its escaped
+    template variables (``templates.alert_context``)."""
+    title = collapse_whitespace(templates.render("title", variables)) or escape(alert.summary)
+    emoji = _emoji(alert.severity, alert.status == "resolved" or alert.reason == "resolved")
+    prefix = f"{emoji} *" if emoji else "*"
+    line = prefix + truncate_mrkdwn(title, MAX_ALERT_TITLE_CHARS) + "*"
+    if alert.reason != "firing":
+        line += f" _{alert.reason}_"
+    link = variables["alert_url"]
+    opener = f"<{_link_target(link)}|{OPEN_LINK_TEXT}>" if link else ""
+    room = MAX_ALERT_SECTION_CHARS - len(line) - len("\n") - len(" · ") - len(opener)
+    if room < 0:  # a dashboard URL too long to link from here
+        opener, room = "", MAX_ALERT_SECTION_CHARS - len(line) - len("\n")
+    labels = escape(pairs_text(alert.labels, skip=shared))
+    parts = [truncate_mrkdwn(labels, min(room, MAX_ALERT_LABELS_CHARS)) if labels else ""]
+    details = " · ".join(part for part in [*parts, opener] if part)
+    return {"type": "section", "text": _mrkdwn(line + ("\n" + details if details else ""))}
+
+
+def _context_elements(group: GroupNotification, hidden: int) -> list[dict[str, Any]]:
+    elements = [
+        _mrkdwn(truncate_mrkdwn(f"Group `{escape(group.group_key)}`", MAX_CONTEXT_CHARS)),
+        _mrkdwn(truncate_mrkdwn(f"Notification `{escape(group.notification_id)}`", 200)),
+    ]
+    if hidden:
+        elements.append(_mrkdwn(f"*{and_more(hidden)}*"))
+    return elements
+
+
+def _text_chars(block: dict[str, Any]) -> int:
+    """The characters of a block's text objects."""
+    texts = [block["text"]] if "text" in block else []
+    texts += block.get("fields", []) + block.get("elements", [])
+    return sum(len(text["text"]) for text in texts)
+
+
+def group_payload(
+    group: GroupNotification, templates: Templates, dashboard_url: str | None = None
+) -> dict[str, Any]:
+    """The incoming-webhook body for a group notification: one message (pure)."""
+    group = in_order(group)
+    variables = escaped(group_context(group, dashboard_url), escape)
+    count = alert_count(group)
+    title = collapse_whitespace(templates.render("group_title", variables)) or escape(
+        first_summary(group)
+    )
+    resolved = group.status == "resolved"
+    emoji = _emoji(group.severity, resolved)
+    header_text = truncate(f"{emoji} {group.status.upper()}: {count} alerts", MAX_HEADER_CHARS)
+    header = {"type": "header", "text": {"type": "plain_text", "text": header_text, "emoji": True}}
+    headline = "*" + truncate_mrkdwn(title, MAX_TEXT_CHARS // 2) + "*"
+    if group.group_labels:
+        headline += "\n" + truncate_mrkdwn(escape(pairs_text(group.group_labels)), 1000)
+    top = {"type": "section", "text": _mrkdwn(headline)}
+
+    # Room for the alerts: what the frame leaves, counting the longest "and N more".
+    widest_context = {"type": "context", "elements": _context_elements(group, count)}
+    budget = MAX_GROUP_TEXT_CHARS - len(header_text) - _text_chars(top)
+    budget -= _text_chars(widest_context)
+    shared = shared_labels(group)
+    sections = fit(
+        (
+            _alert_section(alert, alert_variables, templates, shared)
+            for alert, alert_variables in zip(group.alerts, variables["alerts"], strict=True)
+        ),
+        _text_chars,
+        budget,
+        max_items=MAX_BLOCKS - GROUP_FRAME_BLOCKS,
+    )
+    hidden = not_shown(group, len(sections))
+    context_block = {"type": "context", "elements": _context_elements(group, hidden)}
+    return {
+        "text": truncate_mrkdwn(title, MAX_FALLBACK_CHARS),
+        "blocks": [header, top, *sections, context_block],
+    }
+
+
 class SlackChannel(PayloadChannel):
     kind = "slack"
 
     def __init__(self, name: str, config: SlackConfig, env: ChannelEnv) -> None:
         url = check_url(config.url, "https://hooks.slack.com/services/...")
-        super().__init__(name, url, config, env, payload)
+        super().__init__(name, url, config, env, payload, group_payload)
 
 
 def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> SlackChannel:

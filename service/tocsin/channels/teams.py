@@ -60,6 +60,17 @@ Choices:
   (fact titles 64, values 128 characters) plus severity, source and occurrences, a
   "more labels" fact for the rest; the body is cut further if the encoded message would
   pass Teams' 28 KB limit. A cut ends with "…".
+
+A group notification (DESIGN.md section 11) is one card: the receiver's
+``group_title`` (coloured by the group's severity, ``good`` once resolved), a line with
+the status and alert count, the group's labels as a FactSet, then one ``Container``
+per alert, most severe first (separator; the receiver's ``title`` for that alert,
+coloured by its severity, with its reason when not ``firing``; the labels the group
+does not share; the whole container opening the alert in tocsin when a dashboard is
+configured, ``selectAction``:
+https://adaptivecards.io/explorer/Container.html), and "and N more" for the alerts not
+shown. Alerts are listed while the encoded message stays within ``MAX_MESSAGE_BYTES``
+(Teams' 28 KB, above); the rest are counted.
 """
 
 from __future__ import annotations
@@ -70,10 +81,19 @@ from typing import Any
 import msgspec
 
 from tocsin.channels import ChannelEnv, ChannelKind, ReceiverConfig, compile_templates
+from tocsin.channels.grouped import (
+    alert_count,
+    and_more,
+    fit,
+    in_order,
+    not_shown,
+    pairs_text,
+    shared_labels,
+)
 from tocsin.channels.http import JsonPoster, check_url
-from tocsin.channels.templates import context
+from tocsin.channels.templates import Templates, context, escaped, group_context
 from tocsin.channels.text import ELLIPSIS, collapse_whitespace, map_strings, truncate
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import AlertInGroup, Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -87,6 +107,7 @@ MAX_FACT_TITLE_CHARS = 64
 MAX_FACT_VALUE_CHARS = 128
 MAX_MESSAGE_BYTES = 27 * 1024  # Teams refuses messages over 28 KB; keep a margin
 OPEN_ACTION_TITLE = "Open in tocsin"
+MAX_ALERT_LABELS_CHARS = 300  # an alert's line of labels in a group's card
 
 SEVERITY_COLORS: dict[str, str] = {
     "critical": "attention",
@@ -148,24 +169,31 @@ def color(notification: Notification) -> str:
     return SEVERITY_COLORS.get(notification.severity, "default")
 
 
+def fact(title: str, value: str) -> dict[str, str]:
+    """One fact of untrusted text, neutralized, on one line and cut."""
+    return {
+        "title": truncate(collapse_whitespace(neutralize(title)), MAX_FACT_TITLE_CHARS),
+        "value": truncate(collapse_whitespace(neutralize(value)), MAX_FACT_VALUE_CHARS),
+    }
+
+
+def label_facts(labels: dict[str, str]) -> list[dict[str, str]]:
+    """At most ``MAX_LABEL_FACTS`` labels by name, then one fact counting the rest."""
+    items = sorted(labels.items())
+    out = [fact(key, value) for key, value in items[:MAX_LABEL_FACTS]]
+    if len(items) > MAX_LABEL_FACTS:
+        out.append(fact(ELLIPSIS, f"{len(items) - MAX_LABEL_FACTS} more labels"))
+    return out
+
+
 def facts(notification: Notification) -> list[dict[str, str]]:
     """Severity, source, occurrences, then at most ``MAX_LABEL_FACTS`` labels by name."""
-
-    def fact(title: str, value: str) -> dict[str, str]:
-        return {
-            "title": truncate(collapse_whitespace(neutralize(title)), MAX_FACT_TITLE_CHARS),
-            "value": truncate(collapse_whitespace(neutralize(value)), MAX_FACT_VALUE_CHARS),
-        }
-
     out = [
         fact("Severity", notification.severity),
         fact("Source", notification.source),
         fact("Occurrences", str(notification.occurrences)),
     ]
-    labels = sorted(notification.labels.items())
-    out.extend(fact(key, value) for key, value in labels[:MAX_LABEL_FACTS])
-    if len(labels) > MAX_LABEL_FACTS:
-        out.append(fact(ELLIPSIS, f"{len(labels) - MAX_LABEL_FACTS} more labels"))
+    out.extend(label_facts(notification.labels))
     return out
 
 
@@ -207,6 +235,85 @@ def message(content: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _alert_container(
+    alert: AlertInGroup, variables: dict[str, Any], templates: Templates, shared: list[str]
+) -> dict[str, Any]:
+    """One alert of a group; ``variables`` are its neutralized template variables."""
+    title = title_text(templates.render("title", variables))
+    if alert.reason != "firing":
+        title += f" ({alert.reason})"
+    resolved = alert.status == "resolved" or alert.reason == "resolved"
+    items: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": title,
+            "weight": "bolder",
+            "color": RESOLVED_COLOR if resolved else SEVERITY_COLORS.get(alert.severity, "default"),
+            "wrap": True,
+        }
+    ]
+    labels = collapse_whitespace(neutralize(pairs_text(alert.labels, skip=shared)))
+    if labels:
+        items.append(
+            {
+                "type": "TextBlock",
+                "text": truncate(labels, MAX_ALERT_LABELS_CHARS),
+                "isSubtle": True,
+                "spacing": "none",
+                "wrap": True,
+            }
+        )
+    container: dict[str, Any] = {"type": "Container", "separator": True, "items": items}
+    if variables["alert_url"]:
+        container["selectAction"] = {"type": "Action.OpenUrl", "url": variables["alert_url"]}
+    return container
+
+
+def _more_block(count: int) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": and_more(count), "isSubtle": True, "wrap": True}
+
+
+def group_message(
+    group: GroupNotification, templates: Templates, dashboard_url: str | None
+) -> bytes:
+    """The request body for a group notification: one card, within the size limit."""
+    group = in_order(group)
+    variables = escaped(group_context(group, dashboard_url), _neutral)
+    count = alert_count(group)
+    resolved = group.status == "resolved"
+    head: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": title_text(templates.render("group_title", variables)),
+            "weight": "bolder",
+            "size": "medium",
+            "color": RESOLVED_COLOR if resolved else SEVERITY_COLORS.get(group.severity, "default"),
+            "wrap": True,
+        },
+        {"type": "TextBlock", "text": f"{group.status.upper()} · {count} alerts", "wrap": True},
+    ]
+    if group.group_labels:
+        head.append({"type": "FactSet", "facts": label_facts(group.group_labels)})
+
+    def encoded(body: list[dict[str, Any]]) -> bytes:
+        content = {"$schema": CARD_SCHEMA, "type": "AdaptiveCard", "version": CARD_VERSION}
+        return _encoder.encode(message({**content, "body": body, "actions": []}))
+
+    # Room for the alerts: what the rest of the card leaves, with the longest "and N more".
+    budget = MAX_MESSAGE_BYTES - len(encoded([*head, _more_block(count)]))
+    shared = shared_labels(group)
+    containers = fit(
+        (
+            _alert_container(alert, alert_variables, templates, shared)
+            for alert, alert_variables in zip(group.alerts, variables["alerts"], strict=True)
+        ),
+        lambda container: len(_encoder.encode(container)) + len(","),
+        budget,
+    )
+    hidden = not_shown(group, len(containers))
+    return encoded([*head, *containers, *([_more_block(hidden)] if hidden else [])])
+
+
 class TeamsChannel:
     kind = "teams"
 
@@ -231,10 +338,12 @@ class TeamsChannel:
                 return encoded
             limit //= 2
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        return await self._poster.post(self._url, self.render(notification), traceparent)
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        if isinstance(notification, GroupNotification):
+            body = group_message(notification, self._templates, self._dashboard_url)
+        else:
+            body = self.render(notification)
+        return await self._poster.post(self._url, body, traceparent)
 
     async def close(self) -> None:
         await self._poster.close()

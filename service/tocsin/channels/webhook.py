@@ -1,4 +1,6 @@
-"""``webhook``: POST the notification JSON (schemas/notification.schema.json).
+"""``webhook``: POST the notification JSON (schemas/notification.schema.json), or for a
+group notification the group body exactly (schemas/group-notification.schema.json,
+DESIGN.md section 11): one request per notification either way, with the same headers.
 
 Headers: ``Content-Type``, ``Idempotency-Key`` (the notification id, stable across
 retries and restarts), ``User-Agent: tocsin/<version>``, ``traceparent`` when traced,
@@ -36,7 +38,7 @@ from tocsin.channels import (
     slack,
 )
 from tocsin.channels.http import JsonPoster, check_url
-from tocsin.core.contracts import Notification
+from tocsin.core.contracts import Body
 from tocsin.core.policy.retry import SendResult
 
 _encoder = msgspec.json.Encoder()
@@ -94,10 +96,8 @@ class WebhookChannel:
                 raise ChannelConfigError("secret", str(error)) from None
         self._poster = JsonPoster(env.version, config.timeout, config.headers)
 
-    async def send(
-        self, notification: Notification, *, traceparent: str | None = None
-    ) -> SendResult:
-        body = _encoder.encode(notification)
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        body = _encoder.encode(notification)  # an alert's body or a group's, as it is
         nid = notification.notification_id
         headers = {"Idempotency-Key": nid}
         if self._secret:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from tocsin.core import events as ev
+from tocsin.core.decide.route import told_of_resolve
 from tocsin.core.decide.silences import MatchersError, parse_matchers
 from tocsin.core.state import Delivery, State
 from tocsin.core.times import parse_duration, parse_rfc3339
@@ -73,12 +74,11 @@ def resolve(
     new_id: Callable[[], str],
 ) -> list[ev.Event]:
     """Close an open alert by hand; like a publisher's ``resolved`` event, every
-    receiver that was told of it gets a ``resolved`` notification."""
+    receiver and group that was told of it hears that it resolved."""
     who = _text(by, "by", MAX_NAME, required=True)
     note = _text(comment, "comment", MAX_COMMENT, required=False)
     fingerprint, current = _open_alert(state, alert_id)
     alert = state.alerts[alert_id]
-    dedup_key = f"{fingerprint}:{current.bucket}"
     facts: list[ev.Event] = [
         ev.AlertResolved(
             alert_id=alert_id,
@@ -89,19 +89,13 @@ def resolve(
             trace_id=alert.trace_id,
         )
     ]
-    facts.extend(
-        ev.AlertRouted(
-            alert_id=alert_id,
-            fingerprint=fingerprint,
-            dedup_key=dedup_key,
-            bucket=current.bucket,
-            reason="resolved",
-            severity=alert.severity,
-            receiver=receiver,
-            notification_id=new_id(),
-            trace_id=alert.trace_id,
-        )
-        for receiver in current.receivers
+    facts += told_of_resolve(
+        state,
+        current,
+        fingerprint=fingerprint,
+        severity=alert.severity,
+        new_id=new_id,
+        trace_id=alert.trace_id,
     )
     return facts
 
@@ -143,7 +137,9 @@ def create_silence(
     table = {k: v for k, v in msgspec.structs.asdict(match).items() if v}  # {} selects nothing
     if not table:
         raise CommandError(
-            422, "matchers: give at least one of severity, type, source, labels", "matchers"
+            422,
+            "matchers: give at least one of severity, type, source, labels, matchers",
+            "matchers",
         )
     start = _instant(starts_at, "starts_at", now) if starts_at else now
     end = _instant(ends_at, "ends_at", start)

@@ -15,6 +15,7 @@ from msgspec import Meta, Struct
 Severity = Literal["critical", "error", "warning", "info"]
 Status = Literal["firing", "resolved"]
 Reason = Literal["firing", "reminder", "escalated", "resolved"]
+GroupReason = Literal["firing", "update", "reminder", "resolved"]
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 SEVERITY_ALIASES: dict[str, str] = {
@@ -80,6 +81,13 @@ class InboundEvent(Struct, kw_only=True):
     details: dict[str, Any] | None = None
     timestamp: Annotated[str, Meta(description="RFC 3339 with an offset")] | None = None
     event_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    ends_at: (
+        Annotated[
+            str,
+            Meta(description="RFC 3339 with an offset: the alert resolves by itself then"),
+        ]
+        | None
+    ) = None
 
 
 class Notification(Struct, kw_only=True):
@@ -104,14 +112,81 @@ class Notification(Struct, kw_only=True):
     receiver: str
 
 
+class AlertInGroup(Struct, kw_only=True):
+    """One alert of a group notification: section 5's alert fields, as of the group's
+    routed fact, with its own ``reason`` (what is news about it in this notification)."""
+
+    reason: Reason
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    type: str
+    severity: Severity
+    status: Status
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: Timestamp
+    last_seen: Timestamp
+    occurrences: int
+    suppressed_count: int
+
+
+class GroupNotification(Struct, kw_only=True):
+    """What a receiver of a grouped route is told (DESIGN.md section 11): one
+    notification for a group of alerts; ``alerts`` most severe first, then oldest, at
+    most the route's ``max_alerts`` of them, the others counted in ``truncated_alerts``."""
+
+    notification_id: str
+    reason: GroupReason
+    receiver: str
+    group_key: str
+    group_labels: dict[str, str]
+    status: Status
+    alerts: list[AlertInGroup]
+    truncated_alerts: int = 0
+
+    @property
+    def severity(self) -> Severity:
+        """The group's severity: its most severe listed alert's (they come first)."""
+        return self.alerts[0].severity if self.alerts else "info"
+
+
+Body = Notification | GroupNotification
+"""Either body a channel sends."""
+
+
+def outcome_identity(body: Body) -> tuple[str, str, str | None]:
+    """``(alert_id, fingerprint, group_key)`` the outcomes of a notification carry: a
+    group's are its first listed alert's, with its group key."""
+    if isinstance(body, GroupNotification):
+        first = body.alerts[0] if body.alerts else None
+        return (
+            (first.alert_id, first.fingerprint, body.group_key)
+            if first
+            else ("", "", body.group_key)
+        )
+    return body.alert_id, body.fingerprint, None
+
+
 class WorkItem(Struct, kw_only=True):
     """A notification queued on ``tocsin.route.<receiver>`` (internal): the body to send
-    plus where its routed fact sits in the log."""
+    (``notification`` for an alert, ``group`` for a group) plus where its routed fact
+    sits in the log."""
 
-    notification: Notification
+    notification: Notification | None = None
     log_seq: int
     trace_id: str | None = None
     generation: int = 0  # re-queues after a dead letter; part of the outcome message ids
+    group: GroupNotification | None = None
+
+    @property
+    def body(self) -> Body:
+        """What to send."""
+        body = self.group or self.notification
+        assert body is not None, "a work item carries a notification or a group"
+        return body
 
 
 class DeliverySucceeded(Notification, kw_only=True):
@@ -152,6 +227,31 @@ class DeliveryAttemptFailed(Struct, kw_only=True):
     failed_at: Timestamp
     log_seq: int
     trace_id: str | None = None
+    group_key: str | None = None  # a group notification's
+
+
+class GroupDeliverySucceeded(GroupNotification, kw_only=True):
+    """The ``alerts.delivered`` message of a group notification: its body plus the
+    fields of ``DeliverySucceeded``."""
+
+    channel: str
+    attempts: int
+    delivered_at: Timestamp
+    log_seq: int
+    trace_id: str | None = None
+    status_code: int | None = None
+
+
+class GroupDeliveryDeadLettered(GroupNotification, kw_only=True):
+    """The ``alerts.delivery_failed`` message of a group notification."""
+
+    channel: str
+    attempts: int
+    failed_at: Timestamp
+    log_seq: int
+    error: str
+    last_status_code: int | None
+    trace_id: str | None = None
 
 
 class DeliverySuperseded(Struct, kw_only=True):
@@ -170,6 +270,7 @@ class DeliverySuperseded(Struct, kw_only=True):
     superseded_at: Timestamp
     log_seq: int
     trace_id: str | None = None
+    group_key: str | None = None  # a group notification's (ordered by its group key)
 
 
 class Rejected(Struct, kw_only=True):
@@ -187,6 +288,7 @@ class Rejected(Struct, kw_only=True):
 SCHEMA_TYPES: dict[str, type[Struct]] = {
     "alert-event": InboundEvent,
     "notification": Notification,
+    "group-notification": GroupNotification,
     "alerts.delivered": DeliverySucceeded,
     "alerts.delivery_failed": DeliveryDeadLettered,
     "alerts.rejected": Rejected,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from tocsin.core.contracts import Reason, Severity, Status
+from tocsin.core.contracts import AlertInGroup, GroupReason, Reason, Severity, Status
 
 SuppressCause = Literal["duplicate", "acked", "no_route", "duplicate_event"]
 
@@ -52,6 +52,7 @@ class AlertReceived(_Event, frozen=True, tag="alert.received"):
     event_id: str | None = None
     timestamp_replaced: bool = False
     ignored_fields: tuple[str, ...] = ()
+    ends_at: int | None = None  # the alert resolves by itself then, unless moved
 
 
 class AlertOpened(_Event, frozen=True, tag="alert.opened"):
@@ -106,13 +107,17 @@ class AlertRouted(_Event, frozen=True, tag="alert.routed"):
 
 class AlertResolved(_Event, frozen=True, tag="alert.resolved"):
     """A resolved event closed the open alert of its fingerprint; ``by`` is set when an
-    operator resolved it through the API rather than its publisher."""
+    operator resolved it through the API rather than its publisher, or the clock did
+    (``ends_at`` passed, or ``timeout``: ``[alerts] resolve_timeout`` since its last
+    event), with the ``due_at`` and ``fired_at`` of that timer."""
 
     alert_id: str
     fingerprint: str
     resolved_at: int
     by: str | None = None
     comment: str | None = None
+    due_at: int | None = None
+    fired_at: int | None = None
 
 
 class AlertAcked(_Event, frozen=True, tag="alert.acked"):
@@ -170,6 +175,7 @@ class DeliveryAttemptFailed(_Event, frozen=True, tag="delivery.attempt_failed"):
     status_code: int | None
     retry_in_seconds: float
     at: int
+    group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
 class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
@@ -183,6 +189,7 @@ class DeliverySucceeded(_Event, frozen=True, tag="delivery.succeeded"):
     attempts: int
     at: int
     status_code: int | None = None  # the receiver's HTTP answer; None when not HTTP
+    group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
 class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
@@ -197,6 +204,7 @@ class DeliveryDeadLettered(_Event, frozen=True, tag="delivery.dead_lettered"):
     error: str
     status_code: int | None
     at: int
+    group_key: str | None = None  # a group notification's: its alert_id is its first alert's
 
 
 class DeliverySuperseded(_Event, frozen=True, tag="delivery.superseded"):
@@ -216,6 +224,7 @@ class DeliverySuperseded(_Event, frozen=True, tag="delivery.superseded"):
     superseded_by: str
     superseded_by_seq: int
     at: int
+    group_key: str | None = None  # a group notification's: ordered by its group key
 
 
 class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
@@ -256,6 +265,18 @@ class SilenceDeleted(_Event, frozen=True, tag="silence.deleted"):
     by: str | None = None
 
 
+class SilenceExpired(_Event, frozen=True, tag="silence.expired"):
+    """A silence ended (its ``ends_at`` passed, or it was deleted) at ``at``: the clock
+    routed the alerts it held back that still fire (``alert_ids``), each as news
+    (DESIGN.md section 12)."""
+
+    silence_id: str
+    at: int
+    alert_ids: list[str]
+    due_at: int
+    fired_at: int
+
+
 class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     """The service started with this configuration (secrets never included).
     ``keep_resolved_seconds`` (``[alerts] keep_resolved``; ``None`` in logs written
@@ -266,6 +287,7 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     receivers: dict[str, str]
     routes: int
     dedup_window_seconds: float
+    resolve_timeout_seconds: float | None = None  # [alerts] resolve_timeout
     keep_resolved_seconds: float | None = None
 
 
@@ -278,6 +300,70 @@ class StreamBound(_Event, frozen=True, tag="stream.bound"):
     stream: str
     created: str
     offset: int
+
+
+class GroupOpened(_Event, frozen=True, tag="group.opened"):
+    """A grouped route's first news for a new group of alerts (DESIGN.md section 11):
+    the group's identity and the timings it keeps (from the route, as of now: a later
+    config does not re-time a group the log already holds)."""
+
+    group_key: str
+    receiver: str
+    route: int
+    group_labels: dict[str, str]
+    group_wait: int  # microseconds
+    group_interval: int
+    repeat_interval: int | None = None
+    max_alerts: int = 100
+    active_time_intervals: tuple[str, ...] = ()
+    mute_time_intervals: tuple[str, ...] = ()
+
+
+class AlertGrouped(_Event, frozen=True, tag="alert.grouped"):
+    """News of an alert for a group (``reason``: firing, reminder, escalated, resolved):
+    what ``alert.routed`` is for an ungrouped route. The group's clock decides when it
+    is told (``group.notified``)."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    bucket: int
+    reason: Reason
+    severity: Severity
+    group_key: str
+    receiver: str
+
+
+class GroupNotified(_Event, frozen=True, tag="group.notified"):
+    """A group's notification, the routed fact of a grouped route: fired by the clock
+    at ``fired_at`` for a timer due at ``due_at``. ``alerts`` is the body's alert list
+    exactly as sent (DESIGN.md invariant 6), so what a receiver was told is in the log
+    itself."""
+
+    group_key: str
+    receiver: str
+    notification_id: str
+    reason: GroupReason
+    alert_ids: list[str]
+    resolved_alert_ids: list[str]
+    truncated: int
+    group_labels: dict[str, str]
+    status: Status
+    alerts: list[AlertInGroup]
+    due_at: int
+    fired_at: int
+    config_version: str | None = None
+
+
+class GroupDeferred(_Event, frozen=True, tag="group.deferred"):
+    """A group notification fell due while its route's time intervals muted it: it is
+    deferred ``until`` the mute ends (checked again then), never dropped."""
+
+    group_key: str
+    receiver: str
+    until: int
+    due_at: int
+    fired_at: int
 
 
 class OutboxPublished(_Event, frozen=True, tag="outbox.published"):
@@ -323,6 +409,11 @@ Event = (
     | StreamBound
     | OutboxPublished
     | LogCompacted
+    | GroupOpened
+    | AlertGrouped
+    | GroupNotified
+    | GroupDeferred
+    | SilenceExpired
 )
 
 _encoder = msgspec.json.Encoder()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from tocsin.core import events as ev
+from tocsin.core import groups
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
@@ -20,8 +21,10 @@ from tocsin.core.state import (
     SETTLED,
     Alert,
     AlertAsRouted,
+    AutoResolve,
     Delivery,
     DeliveryStatus,
+    Group,
     LastAlert,
     ReceiverStats,
     Silence,
@@ -113,6 +116,10 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
     alert_id = e.alert_id
     if alert_id is None:
         return
+    if firing and (e.ends_at is not None or state.resolve_timeout is not None):
+        _time_auto_resolve(state, e)
+    elif firing and state.auto_resolve:  # a later event without ends_at drops it
+        state.auto_resolve.pop(e.fingerprint, None)
     alert = state.alerts.get(alert_id)
     if alert is None:  # the rebuild's most common case: born with this event's fields
         state.alerts[alert_id] = Alert(
@@ -142,6 +149,20 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         alert.trace_id = e.trace_id
     if e.timestamp > alert.last_seen:
         alert.last_seen = e.timestamp
+
+
+def _time_auto_resolve(state: State, e: ev.AlertReceived) -> None:
+    """A firing event sets when its alert resolves by itself: at its ``ends_at``, else
+    ``resolve_timeout`` after it (a later event moves both)."""
+    assert e.alert_id is not None
+    if e.ends_at is not None:
+        due, by = e.ends_at, "ends_at"
+    else:
+        assert state.resolve_timeout is not None
+        due, by = e.received_at + state.resolve_timeout, "timeout"
+    state.auto_resolve[e.fingerprint] = AutoResolve(
+        alert_id=e.alert_id, due=due, by=by, last_event=e.received_at
+    )
 
 
 def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
@@ -179,6 +200,7 @@ def _silenced(e: ev.AlertSilenced, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         current.silenced = True
+        current.silenced_by = e.silence_id
 
 
 def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
@@ -188,6 +210,11 @@ def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.acked_by, alert.acked_at, alert.ack_comment = e.by, e.at, e.comment
+        for key in alert.groups:
+            group = state.groups.get(key)
+            if group is not None:
+                groups.acknowledge(group, e.alert_id)
+                _retimed(state, group)
 
 
 def _escalated(e: ev.AlertEscalated, state: State, seq: int) -> None:
@@ -209,6 +236,7 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
         if e.receiver not in current.receivers:
             current.receivers.append(e.receiver)
         current.silenced = False
+        current.silenced_by = None
     alert = state.alerts.get(e.alert_id)
     as_routed = None
     if alert is not None:
@@ -238,7 +266,91 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
     state.queue["pending"] = state.queue.get("pending", 0) + 1
 
 
+def _group_opened(e: ev.GroupOpened, state: State, seq: int) -> None:
+    state.groups[e.group_key] = Group(
+        key=e.group_key,
+        receiver=e.receiver,
+        route=e.route,
+        labels=e.group_labels,
+        wait=e.group_wait,
+        interval=e.group_interval,
+        repeat=e.repeat_interval,
+        max_alerts=e.max_alerts,
+        active_intervals=e.active_time_intervals,
+        mute_intervals=e.mute_time_intervals,
+        members={},
+        opened_at=state.last_ts,
+    )
+
+
+def _retimed(state: State, group: Group) -> None:
+    """A group changed: its next due time again, or gone when it closed."""
+    if groups.closed(group):
+        del state.groups[group.key]
+    else:
+        group.due_at = groups.due_at(group)
+
+
+def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
+    """An alert's news for a group: ``_routed``'s dedup bookkeeping, then the group."""
+    resolved = e.reason == "resolved"
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is not None and current.alert_id == e.alert_id and not resolved:
+        if e.bucket > current.bucket:
+            current.bucket = e.bucket
+            current.routed_severity = e.severity
+        elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
+            current.routed_severity = e.severity
+        if e.group_key not in current.groups:
+            current.groups.append(e.group_key)
+        current.silenced = False
+        current.silenced_by = None
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        if e.group_key not in alert.groups:
+            alert.groups.append(e.group_key)
+        alert.unrouted = False
+    group = state.groups.get(e.group_key)
+    if group is not None:
+        groups.join(group, e.alert_id, e.reason, e.dedup_key)
+        _retimed(state, group)
+
+
+def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
+    """A group's notification: its routed fact (one delivery, one work item)."""
+    state.counters.routed += 1
+    group = state.groups.get(e.group_key)
+    if group is not None:
+        groups.notified(group, e.resolved_alert_ids, e.fired_at)
+        _retimed(state, group)
+    for alert_id in e.alert_ids:
+        alert = state.alerts.get(alert_id)
+        if alert is not None:
+            if e.receiver not in alert.receivers:
+                alert.receivers.append(e.receiver)
+            alert.last_delivery_status = "pending"
+    state.deliveries[e.notification_id] = Delivery(
+        notification_id=e.notification_id,
+        alert_id=e.alert_ids[0] if e.alert_ids else "",
+        receiver=e.receiver,
+        reason=e.reason,
+        routed_seq=seq,
+        group_key=e.group_key,
+    )
+    state.queue["pending"] = state.queue.get("pending", 0) + 1
+
+
+def _group_deferred(e: ev.GroupDeferred, state: State, seq: int) -> None:
+    group = state.groups.get(e.group_key)
+    if group is not None:
+        group.deferred_until = e.until
+        _retimed(state, group)
+
+
 def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
+    timer = state.auto_resolve.get(e.fingerprint)
+    if timer is not None and timer.alert_id == e.alert_id:
+        del state.auto_resolve[e.fingerprint]
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         del state.open_by_fingerprint[e.fingerprint]
@@ -356,6 +468,12 @@ def _silence_deleted(e: ev.SilenceDeleted, state: State, seq: int) -> None:
         silence.deleted_at, silence.deleted_by = e.at, e.by
 
 
+def _silence_expired(e: ev.SilenceExpired, state: State, seq: int) -> None:
+    silence = state.silences.get(e.silence_id)
+    if silence is not None:
+        silence.expired = True
+
+
 def _bound(e: ev.StreamBound, state: State, seq: int) -> None:
     if e.stream == STREAM_OUT:
         state.outbound_stream = e.created
@@ -378,6 +496,16 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     if old is not None and old != new:
         for current in state.open_by_fingerprint.values():
             current.bucket = rebucket(current.bucket, old, new)
+    timeout = None if e.resolve_timeout_seconds is None else round(e.resolve_timeout_seconds * 1e6)
+    if timeout != state.resolve_timeout:
+        state.resolve_timeout = timeout
+        for fingerprint, timer in list(state.auto_resolve.items()):
+            if timer.by != "timeout":
+                continue
+            if timeout is None:
+                del state.auto_resolve[fingerprint]
+            else:
+                timer.due = timer.last_event + timeout
 
 
 def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
@@ -424,8 +552,18 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _silence_deleted)
     if issubclass(kind, ev.StreamBound):
         return handled_by(kind, _bound)
+    if issubclass(kind, ev.GroupOpened):
+        return handled_by(kind, _group_opened)
+    if issubclass(kind, ev.AlertGrouped):
+        return handled_by(kind, _grouped)
+    if issubclass(kind, ev.GroupNotified):
+        return handled_by(kind, _group_notified)
+    if issubclass(kind, ev.GroupDeferred):
+        return handled_by(kind, _group_deferred)
     if issubclass(kind, ev.ConfigLoaded):
         return handled_by(kind, _config_loaded)
+    if issubclass(kind, ev.SilenceExpired):
+        return handled_by(kind, _silence_expired)
     if issubclass(kind, ev.OutboxPublished):
         return handled_by(kind, _outbox_published)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):

@@ -30,9 +30,7 @@ _FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
 _TRUNCATED_MARK = "_truncated"
 _FIELD_AT = re.compile(r" - at `\$\.([a-z_]+)")  # msgspec's path to a known field
 
-KNOWN_FIELDS: frozenset[str] = frozenset(
-    [*c.InboundEvent.__struct_fields__, "ends_at"]  # ends_at: section 4, not acted on yet
-)
+KNOWN_FIELDS: frozenset[str] = frozenset(c.InboundEvent.__struct_fields__)
 """The top-level fields of an inbound event (DESIGN.md section 4); any other is ignored."""
 MAX_IGNORED_FIELDS = 20
 MAX_IGNORED_NAME_CHARS = 64
@@ -55,6 +53,7 @@ class Normalized(Struct, frozen=True, kw_only=True):
     timestamp_replaced: bool
     event_id: str | None
     ignored_fields: tuple[str, ...] = ()  # top-level fields not in KNOWN_FIELDS, capped
+    ends_at: int | None = None  # the alert resolves by itself then (section 11)
 
 
 class Rejection(Struct, frozen=True, kw_only=True):
@@ -79,7 +78,7 @@ class _Raw(Struct, kw_only=True):
     details: Any = None
     timestamp: Any = None
     event_id: Any = None
-    ends_at: Any = None  # known (section 4), so never reported as ignored; not acted on yet
+    ends_at: Any = None
 
 
 class _Known(_Raw, kw_only=True, forbid_unknown_fields=True):
@@ -213,6 +212,7 @@ def _normalize(
             raise _Invalid("fingerprint", "fingerprint must be 1 to 128 printable characters")
     details = sanitize_details(raw.details)
     timestamp, replaced = _timestamp(raw.timestamp, received_at)
+    ends_at = None if raw.ends_at is None else _instant(raw.ends_at, "ends_at")
     event_id = msg_id
     if raw.event_id is not None:
         event_id = _require_str(raw.event_id, "event_id")
@@ -231,6 +231,7 @@ def _normalize(
         timestamp_replaced=replaced,
         event_id=event_id,
         ignored_fields=ignored,
+        ends_at=ends_at,
     )
 
 
@@ -369,16 +370,20 @@ def _labels(value: Any) -> dict[str, str]:
     return value
 
 
+def _instant(value: Any, field: str) -> int:
+    text = _require_str(value, field)
+    try:
+        return parse_rfc3339(text)
+    except (ValueError, OverflowError) as error:
+        raise _Invalid(
+            field, f"{field} {text[:40]!r} is not RFC 3339 with an offset ({error})"
+        ) from error
+
+
 def _timestamp(value: Any, received_at: int) -> tuple[int, bool]:
     if value is None:
         return received_at, False
-    text = _require_str(value, "timestamp")
-    try:
-        stamp = parse_rfc3339(text)
-    except (ValueError, OverflowError) as error:
-        raise _Invalid(
-            "timestamp", f"timestamp {text[:40]!r} is not RFC 3339 with an offset ({error})"
-        ) from error
+    stamp = _instant(value, "timestamp")
     if stamp > received_at + _FUTURE_TOLERANCE_US:
         return received_at, True
     return stamp, False

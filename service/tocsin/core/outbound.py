@@ -13,7 +13,14 @@ from typing import Any, assert_never
 import msgspec
 
 from tocsin.core import events as ev
-from tocsin.core.contracts import DeliveryDeadLettered, Notification, Rejected, WorkItem
+from tocsin.core.contracts import (
+    DeliveryDeadLettered,
+    GroupDeliveryDeadLettered,
+    GroupNotification,
+    Notification,
+    Rejected,
+    WorkItem,
+)
 from tocsin.core.ids import traceparent_for
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import SETTLED, AlertAsRouted, State
@@ -27,7 +34,9 @@ NO_CHANNEL = "none"
 """The ``channel`` of a notification dead-lettered without a send: its receiver is not
 configured, so no channel was ever chosen for it."""
 
-WORK_ITEM_KINDS: frozenset[type[ev.Event]] = frozenset({ev.AlertRouted, ev.DeliveryRequeued})
+WORK_ITEM_KINDS: frozenset[type[ev.Event]] = frozenset(
+    {ev.AlertRouted, ev.DeliveryRequeued, ev.GroupNotified}
+)
 """The facts that justify a work item: the outbox owes each one its item until JetStream
 stores it (or it needs sending no more)."""
 
@@ -133,6 +142,46 @@ def _routed(
     return _work_item(state, event, seq, seq, trace_headers=trace_headers)
 
 
+def group_notification_of(event: ev.GroupNotified) -> GroupNotification:
+    """The body of a group's notification: all of it is in its routed fact."""
+    return GroupNotification(
+        notification_id=event.notification_id,
+        reason=event.reason,
+        receiver=event.receiver,
+        group_key=event.group_key,
+        group_labels=event.group_labels,
+        status=event.status,
+        alerts=event.alerts,
+        truncated_alerts=event.truncated,
+    )
+
+
+def _group_notified(
+    event: ev.GroupNotified,
+    state: State,
+    seq: int,
+    stream_seq: int | None,
+    trace_headers: dict[str, str] | None,
+) -> list[Outbound]:
+    """A group's work item, unless its notification is settled or re-queued since."""
+    delivery = state.deliveries.get(event.notification_id)
+    if delivery is not None and (delivery.status in SETTLED or delivery.generation):
+        return []
+    item = WorkItem(group=group_notification_of(event), log_seq=seq, trace_id=event.trace_id)
+    headers = trace_headers
+    if headers is None and event.trace_id:
+        headers = {"traceparent": traceparent_for(event.trace_id)}
+    return [
+        Outbound(
+            subject=route_subject(event.receiver),
+            payload=_encoder.encode(item),
+            msg_id=event.notification_id,
+            headers=headers,
+            fact_seq=seq,
+        )
+    ]
+
+
 def _requeued(
     event: ev.DeliveryRequeued,
     state: State,
@@ -198,8 +247,13 @@ def unconfigured(receiver: str) -> str:
 def dead_letter(item: WorkItem, error: str, at: int, channel: str = NO_CHANNEL) -> Outbound:
     """The ``alerts.delivery_failed`` message of a work item dead-lettered without a
     send (``attempts`` 0), under the message id its delivery worker would have used."""
-    notification = item.notification
-    message = DeliveryDeadLettered(
+    notification = item.body
+    dead = (
+        GroupDeliveryDeadLettered
+        if isinstance(notification, GroupNotification)
+        else DeliveryDeadLettered
+    )
+    message = dead(
         **msgspec.structs.asdict(notification),
         channel=channel,
         attempts=0,
@@ -262,6 +316,8 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         return handled_by(kind, _requeued)
     if issubclass(kind, ev.AlertRejected):
         return handled_by(kind, _rejected)
+    if issubclass(kind, ev.GroupNotified):
+        return handled_by(kind, _group_notified)
     if issubclass(
         kind,
         ev.AlertReceived
@@ -280,8 +336,12 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.LogCompacted
         | ev.OutboxPublished
-        | ev.LogCompacted,
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return None
     assert_never(kind)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from tocsin.core.contracts import Severity, Status
+from tocsin.core.contracts import Reason, Severity, Status
 from tocsin.core.decide.dedup import OpenAlert
 from tocsin.core.decide.idempotency import ReceivedIds
 
@@ -50,6 +50,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     acked_at: int | None = None
     ack_comment: str | None = None
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
+    groups: list[str] = []  # the notification groups it joined (grouped routes)
     resolved_ts: int | None = None  # log time (``ts``) of its ``alert.resolved``
 
 
@@ -89,6 +90,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     status_code: int | None = None
     updated_at: int = 0
     generation: int = 0  # times re-queued after a dead letter
+    group_key: str | None = None  # a group notification's
     as_routed: AlertAsRouted | None = None
     requeued_seq: int = 0
     delivered_ts: int | None = None  # log time (``ts``) of its ``delivery.succeeded``
@@ -107,10 +109,62 @@ class Silence(Struct, kw_only=True, gc=False, array_like=True):
     created_at: int
     deleted_at: int | None = None
     deleted_by: str | None = None
+    expired: bool = False  # its end was seen by the clock (silence.expired)
+
+    @property
+    def ends(self) -> int:
+        """When it stops silencing: its end, or its deletion if sooner."""
+        return self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)
 
     def active_at(self, at: int) -> bool:
         end = self.ends_at if self.deleted_at is None else min(self.ends_at, self.deleted_at)
         return self.starts_at <= at < end
+
+
+class AutoResolve(Struct, kw_only=True, gc=False, array_like=True):
+    """When the clock resolves a fingerprint's open alert by itself: at its ``ends_at``
+    (``by = "ends_at"``), or ``[alerts] resolve_timeout`` after its last event
+    (``by = "timeout"``, counted from ``last_event``)."""
+
+    alert_id: str
+    due: int
+    by: str
+    last_event: int
+
+
+class Member(Struct, kw_only=True, gc=False, array_like=True):
+    """An alert in a group: what is news about it since the group's last notification
+    (``news``: its reason, ``None`` when nothing is new), and whether it still fires."""
+
+    alert_id: str
+    news: Reason | None = None
+    resolved: bool = False
+    acked: bool = False
+    dedup_key: str = ""  # of its latest news
+
+
+class Group(Struct, kw_only=True, gc=False, array_like=True):
+    """A notification group (DESIGN.md section 11): alerts of one grouped route and
+    receiver that share their ``group_by`` values, and the group's timers. ``due_at`` is
+    when the clock next has something to decide for it (``groups.due_at``), ``None``
+    when nothing is pending."""
+
+    key: str
+    receiver: str
+    route: int
+    labels: dict[str, str]
+    wait: int
+    interval: int
+    repeat: int | None
+    max_alerts: int
+    active_intervals: tuple[str, ...] = ()
+    mute_intervals: tuple[str, ...] = ()
+    members: dict[str, Member] = {}
+    opened_at: int = 0
+    notified_at: int | None = None  # the last notification's firing time
+    notifications: int = 0
+    deferred_until: int | None = None
+    due_at: int | None = None
 
 
 class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
@@ -179,6 +233,9 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     queue: dict[str, int] = {}  # deliveries by status (``DeliveryStatus``)
     outbound_stream: str | None = None  # creation time of the TOCSIN_OUT being recorded
     outbound_offset: int = 0  # logged out_seq = outbound_offset + stream seq
+    groups: dict[str, Group] = {}  # open notification groups by group key
+    auto_resolve: dict[str, AutoResolve] = {}  # by fingerprint: open alerts with an end
+    resolve_timeout: int | None = None  # [alerts] resolve_timeout of the last config.loaded
     dedup_window: float | None = None  # of the last config.loaded: open buckets are in it
     received_ids: ReceivedIds = msgspec.field(default_factory=ReceivedIds)  # last 24 h
     published_through: int = 0  # outbox watermark: every work item of a fact <= it stored

@@ -19,7 +19,16 @@ from tocsin.core.events import StoredRow
 from tocsin.core.fold import fold
 from tocsin.core.kinds import by_tag, handled_by
 from tocsin.core.outbound import notification_body
-from tocsin.core.state import HOUR_US, KEEP_HOURS, Alert, DeliveryStatus, Silence, State, hour_of
+from tocsin.core.state import (
+    HOUR_US,
+    KEEP_HOURS,
+    Alert,
+    DeliveryStatus,
+    Group,
+    Silence,
+    State,
+    hour_of,
+)
 from tocsin.core.times import format_us
 
 MAX_LIMIT = 500
@@ -60,9 +69,10 @@ class AlertView(Struct, kw_only=True):
 
 
 class AlertDetail(AlertView, kw_only=True):
-    """An alert and its history from the log."""
+    """An alert and its history from the log, and the open groups it is in."""
 
     history: list[EventRecord]
+    groups: list[GroupView] = []
 
 
 class DeliveryRecord(Struct, kw_only=True):
@@ -169,6 +179,38 @@ class SilenceView(Struct, kw_only=True):
 
 class SilenceList(Struct, kw_only=True):
     silences: list[SilenceView]
+
+
+class GroupAlertView(Struct, kw_only=True):
+    """An alert of an open group: enough to list it, with what is news about it."""
+
+    alert_id: str
+    severity: str
+    summary: str
+    status: str  # firing, resolved (listed as resolved in the group's next notification)
+    news: str | None  # its reason in the next notification; None: nothing new
+    acked: bool
+
+
+class GroupView(Struct, kw_only=True):
+    """An open notification group (``GET /api/v1/groups``, DESIGN.md section 7)."""
+
+    group_key: str
+    receiver: str
+    route: int
+    group_labels: dict[str, str]
+    alert_ids: list[str]
+    alerts: list[GroupAlertView]
+    firing: int
+    notifications: int
+    opened_at: str
+    last_notified_at: str | None
+    next_due_at: str | None  # when the clock next decides for it; None: nothing pending
+    deferred_until: str | None
+
+
+class GroupList(Struct, kw_only=True):
+    groups: list[GroupView]
 
 
 class AlertPage(Struct, kw_only=True):
@@ -553,8 +595,13 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.LogCompacted
         | ev.OutboxPublished
-        | ev.LogCompacted,
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupNotified
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return "entry"
     assert_never(kind)
@@ -565,7 +612,11 @@ _IN_HISTORY = by_tag(_in_history)
 
 def alert_detail(state: State, alert: Alert, rows: list[StoredRow], now: int) -> AlertDetail:
     view = alert_view(alert, is_silenced(state, alert, now))
-    return AlertDetail(**msgspec.structs.asdict(view), history=history(rows))
+    return AlertDetail(
+        **msgspec.structs.asdict(view),
+        history=history(rows),
+        groups=groups_of_alert(state, alert),
+    )
 
 
 def deliveries(rows: list[StoredRow]) -> DeliveryList:
@@ -745,8 +796,13 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.LogCompacted
         | ev.OutboxPublished
-        | ev.LogCompacted,
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupNotified
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return None
     assert_never(kind)
@@ -857,6 +913,52 @@ def silence_view(silence: Silence, now: int) -> SilenceView:
         deleted_at=_optional_time(silence.deleted_at),
         deleted_by=silence.deleted_by,
     )
+
+
+def group_view(state: State, group: Group) -> GroupView:
+    alerts = []
+    for member in group.members.values():
+        alert = state.alerts.get(member.alert_id)
+        alerts.append(
+            GroupAlertView(
+                alert_id=member.alert_id,
+                severity=alert.severity if alert is not None else "",
+                summary=alert.summary if alert is not None else "",
+                status="resolved" if member.resolved else "firing",
+                news=member.news,
+                acked=member.acked,
+            )
+        )
+    return GroupView(
+        group_key=group.key,
+        receiver=group.receiver,
+        route=group.route,
+        group_labels=group.labels,
+        alert_ids=list(group.members),
+        alerts=alerts,
+        firing=sum(1 for m in group.members.values() if not m.resolved),
+        notifications=group.notifications,
+        opened_at=format_us(group.opened_at),
+        last_notified_at=_optional_time(group.notified_at),
+        next_due_at=_optional_time(group.due_at),
+        deferred_until=_optional_time(group.deferred_until),
+    )
+
+
+def group_list(state: State, *, receiver: str | None = None) -> GroupList:
+    """The open groups, the next due first (those with nothing pending last)."""
+    chosen = [g for g in state.groups.values() if receiver is None or g.receiver == receiver]
+    chosen.sort(key=lambda g: (g.due_at is None, g.due_at or 0, g.key))
+    return GroupList(groups=[group_view(state, g) for g in chosen])
+
+
+def groups_of_alert(state: State, alert: Alert) -> list[GroupView]:
+    """The open groups an alert is in (for its page)."""
+    return [
+        group_view(state, group)
+        for key in alert.groups
+        if (group := state.groups.get(key)) is not None and alert.id in group.members
+    ]
 
 
 def silence_list(state: State, now: int) -> SilenceList:

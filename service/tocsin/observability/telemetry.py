@@ -348,6 +348,13 @@ def _routed(event: ev.AlertRouted, metrics: Metrics, tally: _Tally) -> None:
     tally.routed_reason = event.reason
 
 
+def _group_notified(event: ev.GroupNotified, metrics: Metrics, tally: _Tally) -> None:
+    """A group's notification counts as one routed notification, with its reason."""
+    tally.counts["routed", (("receiver", event.receiver), ("reason", event.reason))] += 1
+    severity = event.alerts[0].severity if event.alerts else "info"
+    metrics._routed_at[event.notification_id] = (tally.state.last_ts, severity)
+
+
 def _suppressed(event: ev.AlertSuppressed, metrics: Metrics, tally: _Tally) -> None:
     tally.counts["suppressed", (("cause", event.cause),)] += 1
     if event.newly_unrouted:  # set once per alert, on a fact of the event received
@@ -404,11 +411,17 @@ def _count(kind: type[ev.Event]) -> Count | None:
         return handled_by(kind, _failed)
     if issubclass(kind, ev.DeliveryDeadLettered):
         return handled_by(kind, _dead_lettered)
+    if issubclass(kind, ev.GroupNotified):
+        return handled_by(kind, _group_notified)
     if issubclass(kind, ev.DeliverySuperseded):
         return handled_by(kind, _superseded)
     if issubclass(
         kind,
-        ev.AlertOpened
+        ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupDeferred
+        | ev.SilenceExpired
+        | ev.AlertOpened
         | ev.AlertEscalated
         | ev.AlertResolved
         | ev.AlertResolveIgnored

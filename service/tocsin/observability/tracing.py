@@ -352,8 +352,13 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.SilenceDeleted
         | ev.ConfigLoaded
         | ev.StreamBound
+        | ev.LogCompacted
         | ev.OutboxPublished
-        | ev.LogCompacted,
+        | ev.GroupOpened
+        | ev.AlertGrouped
+        | ev.GroupNotified
+        | ev.GroupDeferred
+        | ev.SilenceExpired,
     ):
         return None
     assert_never(kind)

@@ -89,10 +89,13 @@ class Control:
         self._outbox = outbox
         self._receivers = frozenset(receivers)  # the configured ones, for re-queues
 
-    async def execute(self, decide: Callable[[State], list[ev.Event]]) -> list[ev.Event]:
+    async def execute(
+        self, decide: Callable[[State], list[ev.Event]], *, logged_as: str = "operator command"
+    ) -> list[ev.Event]:
         """Decide under the ledger's lock (so no router batch slips in between), commit,
         then publish; returns the facts added. ``CommandError`` when refused (nothing
-        added); ``CommandError(503)`` when the log cannot take it."""
+        added); ``CommandError(503)`` when the log cannot take it. Each
+        fact is logged as ``logged_as`` (the clock logs its own, in its words: "")."""
         added: list[tuple[int, ev.Event]] = []
         try:
             async with self._ledger.batch() as batch:
@@ -108,8 +111,9 @@ class Control:
             warn_unconfigured(unsent)
         if outbound:
             await self._publish(outbound)
-        for seq, fact in added:
-            log.info("operator command logged: %s at seq %d", ev.kind_of(fact), seq)
+        if logged_as:
+            for seq, fact in added:
+                log.info("%s logged: %s at seq %d", logged_as, ev.kind_of(fact), seq)
         return [fact for _, fact in added]
 
     async def _publish(self, outbound: list[Outbound]) -> None:

@@ -35,7 +35,12 @@ from tocsin.core.contracts import (
     DeliveryDeadLettered,
     DeliverySucceeded,
     DeliverySuperseded,
+    GroupDeliveryDeadLettered,
+    GroupDeliverySucceeded,
+    GroupNotification,
+    Notification,
     WorkItem,
+    outcome_identity,
 )
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy import failover as tb
@@ -243,20 +248,24 @@ class ReceiverWorker:
             parent = in_trace(item.trace_id)
         span = self._tracing.start(f"deliver {self.receiver}", parent, SpanKind.CLIENT)
         if span.is_recording():
-            notification = item.notification
+            body = item.body
+            alert_id, fingerprint, group_key = outcome_identity(body)
             span.set_attributes(
                 {
                     "tocsin.receiver": self.receiver,
                     "tocsin.channel": self._channel.kind,
-                    "tocsin.notification_id": notification.notification_id,
-                    "tocsin.alert_id": notification.alert_id,
-                    "tocsin.fingerprint": notification.fingerprint,
-                    "tocsin.dedup_key": notification.dedup_key,
-                    "tocsin.severity": notification.severity,
-                    "tocsin.reason": notification.reason,
+                    "tocsin.notification_id": body.notification_id,
+                    "tocsin.alert_id": alert_id,
+                    "tocsin.fingerprint": fingerprint,
+                    "tocsin.severity": body.severity,
+                    "tocsin.reason": body.reason,
                     "tocsin.delivery_count": delivery_count(msg),
                 }
             )
+            if isinstance(body, Notification):
+                span.set_attribute("tocsin.dedup_key", body.dedup_key)
+            if group_key is not None:
+                span.set_attribute("tocsin.group_key", group_key)
         with activated(span, self._secrets.scrub):
             await self._attempt(msg, item, span)
 
@@ -287,7 +296,7 @@ class ReceiverWorker:
         return tb.is_open(self._window, now)
 
     async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
-        nid = item.notification.notification_id
+        nid = item.body.notification_id
         count = delivery_count(msg)
         seq = stream_seq(msg)
         deferrals = self._deferrals.get(seq, 0)
@@ -340,7 +349,7 @@ class ReceiverWorker:
             async def still_working() -> None:
                 await ack_all(self._nc, [msg], PROGRESS)
 
-            waited = await self._gate.admit(item.notification.severity, still_working)
+            waited = await self._gate.admit(item.body.severity, still_working)
             span.set_attribute("tocsin.throttle_wait_seconds", waited)
             if self._metrics is not None:
                 self._metrics.throttle_seconds.record(waited, {"receiver": self.receiver})
@@ -353,14 +362,14 @@ class ReceiverWorker:
                     self._gate.per_minute,
                     extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
                 )
-        notification = item.notification
-        latest = await self._delivered_seq.latest(self.receiver, notification.fingerprint)
+        ordered_by = _ordered_by(item)
+        latest = await self._delivered_seq.latest(self.receiver, ordered_by)
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
         started = asyncio.get_running_loop().time()
         try:
-            result = await self._channel.send(item.notification, traceparent=traceparent_of(span))
+            result = await self._channel.send(item.body, traceparent=traceparent_of(span))
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             record_error(span, error, self._secrets.scrub)
@@ -382,7 +391,7 @@ class ReceiverWorker:
         faults.point("delivery.after_send")
         if result.ok:  # later retries of older notifications of the fingerprint: superseded
             accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
-            await self._delivered_seq.raise_to(self.receiver, notification.fingerprint, accepted)
+            await self._delivered_seq.raise_to(self.receiver, ordered_by, accepted)
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
         outcome = self._outcome(item, attempt, result, step)
@@ -407,14 +416,16 @@ class ReceiverWorker:
         """Settle an item without sending it: its receiver already accepted ``latest``,
         routed after it. The fact goes to the log like any outcome (never on
         ``alerts.delivery_failed``: nothing failed), then the item is acked."""
-        notification = item.notification
+        notification = item.body
         nid = notification.notification_id
+        alert_id, fingerprint, group_key = outcome_identity(notification)
         again = f":{item.generation}" if item.generation else ""
         message = DeliverySuperseded(
             notification_id=nid,
             receiver=self.receiver,
-            alert_id=notification.alert_id,
-            fingerprint=notification.fingerprint,
+            alert_id=alert_id,
+            fingerprint=fingerprint,
+            group_key=group_key,
             channel=self._channel.kind,
             attempts=attempt - 1,
             superseded_by=latest.notification_id,
@@ -473,8 +484,10 @@ class ReceiverWorker:
         return reply.data.decode(errors="replace")
 
     def _outcome(self, item: WorkItem, attempt: int, result: SendResult, step: Step) -> Outbound:
-        notification = item.notification
+        notification = item.body
         nid = notification.notification_id
+        alert_id, fingerprint, group_key = outcome_identity(notification)
+        grouped = isinstance(notification, GroupNotification)
         # A re-queued item's outcomes need ids JetStream has not deduplicated already.
         again = f":{item.generation}" if item.generation else ""
         body: dict[str, Any] = msgspec.structs.asdict(notification)
@@ -485,7 +498,8 @@ class ReceiverWorker:
             "trace_id": item.trace_id,
         }
         if step.action == "delivered":
-            message: Any = DeliverySucceeded(
+            delivered = GroupDeliverySucceeded if grouped else DeliverySucceeded
+            message: Any = delivered(
                 **body,
                 **common,
                 attempts=attempt,
@@ -494,7 +508,8 @@ class ReceiverWorker:
             )
             return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
         if step.action == "dead_letter":
-            message = DeliveryDeadLettered(
+            dead = GroupDeliveryDeadLettered if grouped else DeliveryDeadLettered
+            message = dead(
                 **body,
                 **common,
                 attempts=attempt,
@@ -519,8 +534,9 @@ class ReceiverWorker:
         message = DeliveryAttemptFailed(
             notification_id=nid,
             receiver=self.receiver,
-            alert_id=notification.alert_id,
-            fingerprint=notification.fingerprint,
+            alert_id=alert_id,
+            fingerprint=fingerprint,
+            group_key=group_key,
             attempt=attempt,
             error=result.error or "unknown error",
             status_code=result.status_code,
@@ -561,6 +577,13 @@ class ReceiverWorker:
                 return False
             await ack_all(self._nc, [msg], PROGRESS)
             await asyncio.sleep(backoff.next())
+
+
+def _ordered_by(item: WorkItem) -> str:
+    """What a receiver's notifications are ordered by (``order``): an alert's
+    fingerprint, or a group's key (one PagerDuty incident, one Opsgenie alias each)."""
+    _, fingerprint, group_key = outcome_identity(item.body)
+    return group_key if group_key is not None else fingerprint
 
 
 def _describe(span: Span, result: SendResult, step: Step) -> None:

@@ -100,7 +100,7 @@ async def _dead_letter_items(js: JetStreamContext, publisher: Publisher, receive
             [stored] = await publisher.publish([dead_letter(item, reason, now_us())])
             if not stored:
                 raise OrphansNotCleared(
-                    f"the dead letter of {item.notification.notification_id} was not stored"
+                    f"the dead letter of {item.body.notification_id} was not stored"
                 )
             count += 1
         await js.delete_msg(STREAM_WORK, seq)

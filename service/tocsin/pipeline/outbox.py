@@ -1,9 +1,10 @@
 """The log is the outbox (DESIGN.md invariant 5): a routed fact whose work item never
 reached the broker is published again by tocsin itself, not by an operator.
 
-Every fact that justifies a work item (``alert.routed``, ``delivery.requeued``) is
-*owed* from its commit until JetStream stores its item (a PubAck) or it needs sending
-no more (its notification delivered, dead-lettered or re-queued since). Whoever
+Every fact that justifies a work item (``alert.routed``, ``group.notified``,
+``delivery.requeued``) is *owed* from its commit until JetStream stores its item (a
+PubAck) or it needs sending no more (its notification delivered, dead-lettered or
+re-queued since). Whoever
 publishes work items (the router, operator commands, the relay below) publishes
 through the ``Outbox``, which notes the PubAcks.
 
@@ -203,8 +204,8 @@ class Outbox:
             for item in unsent:
                 log.warning(
                     "outbox: %s dead-lettered: receiver %s is not in the configuration",
-                    item.notification.notification_id,
-                    item.notification.receiver,
+                    item.body.notification_id,
+                    item.body.receiver,
                 )
         stored = await self.publish(messages)
         count = stored.count(True)

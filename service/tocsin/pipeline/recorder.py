@@ -21,12 +21,7 @@ from nats.aio.msg import Msg
 from tocsin.bus.puller import stream_seq
 from tocsin.bus.streams import ensure_outcomes
 from tocsin.core import events as ev
-from tocsin.core.contracts import (
-    DeliveryAttemptFailed,
-    DeliveryDeadLettered,
-    DeliverySucceeded,
-    DeliverySuperseded,
-)
+from tocsin.core.contracts import DeliveryAttemptFailed, DeliverySuperseded
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     DELIVERED,
@@ -45,8 +40,39 @@ log = logging.getLogger("tocsin.recorder")
 
 BATCH = 500
 
-_delivered = msgspec.json.Decoder(DeliverySucceeded)
-_failed = msgspec.json.Decoder(DeliveryDeadLettered)
+
+class _FirstAlert(msgspec.Struct):
+    alert_id: str
+    fingerprint: str
+
+
+class _Outcome(msgspec.Struct, kw_only=True):
+    """The fields of an ``alerts.delivered`` / ``alerts.delivery_failed`` message the
+    log records, for an alert's notification and a group's alike (a group's alert
+    fields are its first alert's; the rest of the body is not decoded at all)."""
+
+    notification_id: str
+    receiver: str
+    channel: str
+    attempts: int
+    alert_id: str = ""
+    fingerprint: str = ""
+    group_key: str | None = None
+    alerts: list[_FirstAlert] = []
+    delivered_at: str = ""
+    failed_at: str = ""
+    error: str = ""
+    status_code: int | None = None
+    last_status_code: int | None = None
+    trace_id: str | None = None
+
+    def identity(self) -> tuple[str, str]:
+        if self.group_key is not None and self.alerts:
+            return self.alerts[0].alert_id, self.alerts[0].fingerprint
+        return self.alert_id, self.fingerprint
+
+
+_outcome = msgspec.json.Decoder(_Outcome)
 _attempt = msgspec.json.Decoder(DeliveryAttemptFailed)
 _superseded = msgspec.json.Decoder(DeliverySuperseded)
 
@@ -54,31 +80,35 @@ _superseded = msgspec.json.Decoder(DeliverySuperseded)
 def outcome_event(subject: str, data: bytes) -> ev.Event:
     """The log fact for one outcome message; raises ``msgspec.DecodeError`` if malformed."""
     if subject == DELIVERED:
-        d = _delivered.decode(data)
+        d = _outcome.decode(data)
+        alert_id, fingerprint = d.identity()
         return ev.DeliverySucceeded(
             notification_id=d.notification_id,
             receiver=d.receiver,
-            alert_id=d.alert_id,
-            fingerprint=d.fingerprint,
+            alert_id=alert_id,
+            fingerprint=fingerprint,
             channel=d.channel,
             attempts=d.attempts,
             at=parse_rfc3339(d.delivered_at),
             status_code=d.status_code,
             trace_id=d.trace_id,
+            group_key=d.group_key,
         )
     if subject == DELIVERY_FAILED:
-        f = _failed.decode(data)
+        f = _outcome.decode(data)
+        alert_id, fingerprint = f.identity()
         return ev.DeliveryDeadLettered(
             notification_id=f.notification_id,
             receiver=f.receiver,
-            alert_id=f.alert_id,
-            fingerprint=f.fingerprint,
+            alert_id=alert_id,
+            fingerprint=fingerprint,
             channel=f.channel,
             attempts=f.attempts,
             error=f.error,
             status_code=f.last_status_code,
             at=parse_rfc3339(f.failed_at),
             trace_id=f.trace_id,
+            group_key=f.group_key,
         )
     if subject.startswith(SUPERSEDED_PREFIX):
         s = _superseded.decode(data)
@@ -94,6 +124,7 @@ def outcome_event(subject: str, data: bytes) -> ev.Event:
             superseded_by_seq=s.superseded_by_seq,
             at=parse_rfc3339(s.superseded_at),
             trace_id=s.trace_id,
+            group_key=s.group_key,
         )
     a = _attempt.decode(data)
     return ev.DeliveryAttemptFailed(
@@ -108,6 +139,7 @@ def outcome_event(subject: str, data: bytes) -> ev.Event:
         retry_in_seconds=a.retry_in_seconds,
         at=parse_rfc3339(a.failed_at),
         trace_id=a.trace_id,
+        group_key=a.group_key,
     )
 
 

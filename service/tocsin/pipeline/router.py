@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
@@ -26,7 +26,7 @@ from tocsin.bus.streams import ensure_inbound
 from tocsin.config import Config
 from tocsin.core import events as ev
 from tocsin.core import ingest
-from tocsin.core.contracts import WorkItem
+from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
@@ -86,11 +86,14 @@ class Router(Step[Traced]):
         metrics: Metrics | None = None,
         setup: Setup | None = None,
         rider: Rider | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         """``setup`` creates TOCSIN_IN and the router's consumer should the consumer
         vanish (by default ``ensure_inbound`` with the config's replicas and ack
         wait). In a service, ``publisher`` is the outbox and ``rider`` its watermark
-        (``outbox``)."""
+        (``outbox``); ``on_commit`` is told of every batch committed (the clock's
+        nudge: a group may be due at once)."""
+        self._on_commit = on_commit
         self._ledger = ledger
         self._config = config
         self._routing = RoutingTable.compile(config.routes)
@@ -176,6 +179,8 @@ class Router(Step[Traced]):
         waited for its commit and for its PubAcks, not just the span's total."""
         for span in pulled.own.spans.values():
             span.add_event(milestone)
+        if milestone == "committed" and self._on_commit is not None:
+            self._on_commit()
 
     def not_stored(self, pulled: Pulled[Traced]) -> None:
         for span in pulled.own.spans.values():
@@ -262,17 +267,19 @@ def warn_unconfigured(items: Sequence[WorkItem]) -> None:
     """Say which notifications were dead-lettered at once because their receiver is no
     longer configured (a resolve goes to every receiver told of its alert)."""
     for item in items:
-        notification = item.notification
+        notification = item.body
+        alert_id, _, group_key = outcome_identity(notification)
+        of = f"group {group_key}" if group_key is not None else f"alert {alert_id}"
         log.warning(
-            "dead-lettered %s (%s of alert %s) at once: receiver %s is not in the configuration",
+            "dead-lettered %s (%s of %s) at once: receiver %s is not in the configuration",
             notification.notification_id,
             notification.reason,
-            notification.alert_id,
+            of,
             notification.receiver,
             extra={
                 "notification_id": notification.notification_id,
                 "receiver": notification.receiver,
-                "alert_id": notification.alert_id,
+                "alert_id": alert_id,
                 "trace_id": item.trace_id,
             },
         )

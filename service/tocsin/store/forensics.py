@@ -18,7 +18,14 @@ from tocsin.core.anchor import Head, disagreement
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.times import format_us
-from tocsin.core.views import AlertView, EventRecord, alert_view, record
+from tocsin.core.views import (
+    AlertView,
+    EventRecord,
+    GroupView,
+    alert_view,
+    group_list,
+    record,
+)
 from tocsin.store import tables
 from tocsin.store.chain import GENESIS, ChainBreak, walk_carrying
 from tocsin.store.ledger import base_state, fold_rows
@@ -29,6 +36,7 @@ class StateReport(msgspec.Struct, kw_only=True):
     as_of_seq: int
     as_of: str | None
     alerts: list[AlertView]
+    groups: list[GroupView] = []  # open notification groups (additive)
 
 
 class LogMissing(FileNotFoundError):
@@ -139,6 +147,7 @@ def state_report(state: State, last_ts: int | None) -> StateReport:
         as_of_seq=state.last_seq,
         as_of=None if last_ts is None else format_us(last_ts),
         alerts=[alert_view(a) for a in alerts],
+        groups=group_list(state).groups,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from msgspec import Struct, field
 
 from tocsin.core import events as ev
+from tocsin.core.grouptarget import GroupTarget
 
 if TYPE_CHECKING:  # for annotations only: the stages' modules import this one
     from tocsin.core.contracts import Reason
@@ -46,24 +47,48 @@ class Candidate(Struct, kw_only=True, gc=False):
     bucket: int = 0
     reason: Reason = "firing"  # what a notification of it would say
     _receivers: list[str] | None = None
+    _groups: list[GroupTarget] | None = None
 
     @property
     def receivers(self) -> list[str]:
-        """Who would be told: every receiver told of the alert for a resolve (whatever
-        the routes say now), else the receivers of the matching routes. Asked of the
-        routing table once, by the first stage that needs it (mute, to hold back only
-        what would reach someone; route, to tell them)."""
+        """Who would be told at once (ungrouped routes): every receiver told of the
+        alert for a resolve (whatever the routes say now), else the receivers of the
+        matching routes. Asked of the routing table once, by the first stage that needs
+        it (mute, to hold back only what would reach someone; route, to tell them)."""
         receivers = self._receivers
         if receivers is None:
             if self.reason == "resolved" and self.current is not None:
                 receivers = self.current.receivers
+                self._groups = None  # a resolve's groups come from the state
+            elif self.routing.grouped:
+                event = self.event
+                receivers, self._groups = self.routing.targets_for(
+                    event.severity, event.type, event.source, event.labels, event.fingerprint
+                )
             else:
                 event = self.event
                 receivers = self.routing.receivers_for(
                     event.severity, event.type, event.source, event.labels
                 )
+                self._groups = []
             self._receivers = receivers
         return receivers
+
+    def groups(self, state: State) -> list[GroupTarget]:
+        """The groups the news joins (grouped routes): for a resolve, every group the
+        alert joined, whatever the routes say now."""
+        if self._receivers is None:
+            self.receivers  # noqa: B018 - computes both
+        groups = self._groups
+        if groups is None:
+            current = self.current
+            keys = current.groups if current is not None else []
+            groups = self._groups = [
+                GroupTarget(key, group.receiver, group.route, group.labels, None)
+                for key in keys
+                if (group := state.groups.get(key)) is not None
+            ]
+        return groups
 
     def received(self, alert_id: str | None) -> ev.AlertReceived:
         """The fact of the event's arrival, counted for ``alert_id`` (``None``: for no
@@ -86,6 +111,7 @@ class Candidate(Struct, kw_only=True, gc=False):
             event_id=event.event_id,
             timestamp_replaced=event.timestamp_replaced,
             ignored_fields=event.ignored_fields,
+            ends_at=event.ends_at,
             trace_id=self.trace_id,
         )
 

@@ -40,6 +40,8 @@ class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     receivers: list[str]
     acked: bool = False
     silenced: bool = False  # the current bucket's would-be notification was silenced
+    groups: list[str] = []  # the notification groups it joined: a resolve goes to each
+    silenced_by: str | None = None  # the silence that held back its current news
 
 
 Verdict = Literal["open", "reminder", "escalate", "suppress", "resolve", "resolve_ignored"]
@@ -159,7 +161,7 @@ def dedup(state: State, candidate: Candidate) -> bool:
         if not current.silenced:
             facts.append(candidate.suppressed("duplicate"))
             return STOP
-        reason = "reminder" if current.receivers else "firing"
+        reason = "reminder" if current.receivers or current.groups else "firing"
     elif verdict == "escalate":
         reason = "escalated"
     elif current.acked and SEVERITY_RANK[event.severity] > SEVERITY_RANK[current.routed_severity]:

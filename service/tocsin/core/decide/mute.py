@@ -28,7 +28,9 @@ def mute(*sources: MuteSource) -> Stage:
     no route would deliver has nothing to hold back (the route stage counts it)."""
 
     def muted(state: State, candidate: Candidate) -> bool:
-        if candidate.reason == "resolved" or not candidate.receivers:
+        if candidate.reason == "resolved":
+            return PASS
+        if not candidate.receivers and not candidate.groups(state):
             return PASS
         for source in sources:
             fact = source(state, candidate)

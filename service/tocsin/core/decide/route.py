@@ -1,8 +1,8 @@
-"""Routes -> receivers (pure). Every matching route applies, in config order.
+"""Routes -> receivers (pure). Every matching route applies, in config order, until
+one that matched says ``continue = false`` (Alertmanager's tree, flattened).
 
-``match`` keys: ``severity``, ``type``, ``source`` (a string or a list: any of) and
-``labels`` (label -> string or list); a value ending in ``*`` matches by prefix; every
-key given must match; ``{}`` matches everything. Severity compares after normalization.
+A route selects with a ``match`` table and/or Alertmanager ``matchers`` (both must
+match; the grammars are ``tocsin.core.matchers``'s).
 
 ``route`` is the decision stage that tells the receivers (one ``alert.routed`` each).
 ``severity_coverage`` and ``unreachable_severities`` tell, from the table alone, which
@@ -11,38 +11,113 @@ severities may reach nobody (for ``tocsin config check`` to warn).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
+import msgspec
 from msgspec import Struct
 
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
+from tocsin.core.decide.dedup import dedup_key
+from tocsin.core.groups import (
+    DEFAULT_MAX_ALERTS,
+    FINGERPRINT,
+    Grouping,
+    group_key,
+    group_labels,
+    seconds_to_us,
+)
+from tocsin.core.grouptarget import GroupTarget
 from tocsin.core.matchers import Match, Matcher
+from tocsin.core.times import Duration
 
 if TYPE_CHECKING:
-    from tocsin.core.state import State
+    from tocsin.core.decide.dedup import OpenAlert
+    from tocsin.core.state import Alert, State
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route ready to match: its selector, receivers, whether evaluation goes on
+    after it matched, and its grouping (``None``: not grouped, each alert notified at
+    once)."""
+
+    matcher: Matcher
+    receivers: tuple[str, ...]
+    goes_on: bool = True
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
 class RoutingTable:
-    routes: tuple[tuple[Matcher, tuple[str, ...]], ...]
+    routes: tuple[CompiledRoute, ...]
+    grouped: bool = False  # some route notifies through groups
 
     @classmethod
     def compile(cls, routes: Sequence[Route]) -> RoutingTable:
-        return cls(tuple((Matcher.compile(r.match), tuple(r.receivers)) for r in routes))
+        compiled = tuple(
+            CompiledRoute(
+                Matcher.compile(r.match, r.matchers),
+                tuple(r.receivers),
+                r.continue_,
+                r.grouping if r.grouping.grouped else None,
+            )
+            for r in routes
+        )
+        return cls(compiled, any(c.grouping is not None for c in compiled))
+
+    def matching(
+        self, severity: str, type_: str, source: str, labels: Mapping[str, str]
+    ) -> list[int]:
+        """The indexes of the routes that apply, in config order: every matching one,
+        up to and including the first matching one with ``continue = false``."""
+        out: list[int] = []
+        for index, compiled in enumerate(self.routes):
+            if compiled.matcher.matches(severity, type_, source, labels):
+                out.append(index)
+                if not compiled.goes_on:
+                    break
+        return out
 
     def receivers_for(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
     ) -> list[str]:
-        """Receivers of every matching route, each once, in first-match order."""
+        """Receivers of every route that applies, each once, in first-match order."""
         out: dict[str, None] = {}
-        for matcher, receivers in self.routes:
-            if matcher.matches(severity, type_, source, labels):
-                out.update(dict.fromkeys(receivers))
+        for index in self.matching(severity, type_, source, labels):
+            out.update(dict.fromkeys(self.routes[index].receivers))
         return list(out)
+
+    def targets_for(
+        self, severity: str, type_: str, source: str, labels: Mapping[str, str], fingerprint: str
+    ) -> tuple[list[str], list[GroupTarget]]:
+        """Who is told of news of an alert: the receivers of the ungrouped routes that
+        apply (each once, in first-match order), and a group per receiver of each
+        grouped one."""
+        receivers: dict[str, None] = {}
+        groups: list[GroupTarget] = []
+        for index in self.matching(severity, type_, source, labels):
+            compiled = self.routes[index]
+            grouping = compiled.grouping
+            if grouping is None:
+                receivers.update(dict.fromkeys(compiled.receivers))
+                continue
+            values = group_labels(
+                grouping.group_by,
+                type_=type_,
+                source=source,
+                severity=severity,
+                fingerprint=fingerprint,
+                labels=labels,
+            )
+            groups.extend(
+                GroupTarget(group_key(index, receiver, values), receiver, index, values, grouping)
+                for receiver in compiled.receivers
+            )
+        return list(receivers), groups
 
 
 Coverage = Literal["always", "sometimes", "never"]
@@ -58,7 +133,7 @@ def severity_coverage(table: RoutingTable) -> dict[Severity, Coverage]:
     (only routes that also look at type, source or labels do: the others reach nobody)
     or ``never`` (no route takes any: every alert of it is unrouted)."""
     coverage: dict[Severity, Coverage] = {}
-    routes = [matcher for matcher, receivers in table.routes if receivers]
+    routes = [compiled.matcher for compiled in table.routes if compiled.receivers]
     for severity in _SEVERITIES:
         if any(matcher.matches_every_of(severity) for matcher in routes):
             coverage[severity] = "always"
@@ -76,8 +151,31 @@ def unreachable_severities(table: RoutingTable) -> list[Severity]:
 
 
 class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One ``[[route]]`` as written (DESIGN.md sections 8, 11-13)."""
+
     receivers: list[str]
     match: Match = Match()
+    matchers: list[str] = []
+    continue_: bool = msgspec.field(default=True, name="continue")
+    group_by: list[str] = msgspec.field(default_factory=lambda: [FINGERPRINT])
+    group_wait: Duration = Duration(0.0)
+    group_interval: Duration = Duration(0.0)
+    repeat_interval: Duration | None = None
+    max_alerts: int = DEFAULT_MAX_ALERTS
+    active_time_intervals: list[str] = []
+    mute_time_intervals: list[str] = []
+
+    @property
+    def grouping(self) -> Grouping:
+        return Grouping(
+            group_by=tuple(self.group_by),
+            wait=seconds_to_us(self.group_wait),
+            interval=seconds_to_us(self.group_interval),
+            repeat=None if self.repeat_interval is None else seconds_to_us(self.repeat_interval),
+            max_alerts=self.max_alerts,
+            active_intervals=tuple(self.active_time_intervals),
+            mute_intervals=tuple(self.mute_time_intervals),
+        )
 
 
 def route(state: State, candidate: Candidate) -> bool:
@@ -106,17 +204,145 @@ def route(state: State, candidate: Candidate) -> bool:
     receivers = candidate.receivers
     if receivers:
         facts += [_routed(candidate, receiver) for receiver in receivers]
-    elif reason != "resolved":
+    groups = candidate.groups(state)
+    for target in groups:
+        if target.grouping is not None and target.key not in state.groups:
+            facts.append(_opened(target, candidate.trace_id))
+        facts.append(_grouped(candidate, target))
+    if not (receivers or groups) and reason != "resolved":
         newly = _told_nobody_yet(state, candidate.alert_id)
         facts.append(candidate.suppressed("no_route", newly_unrouted=newly))
     return PASS
+
+
+def _opened(target: GroupTarget, trace_id: str | None) -> ev.GroupOpened:
+    grouping = target.grouping
+    assert grouping is not None
+    return ev.GroupOpened(
+        group_key=target.key,
+        receiver=target.receiver,
+        route=target.route,
+        group_labels=target.labels,
+        group_wait=grouping.wait,
+        group_interval=grouping.interval,
+        repeat_interval=grouping.repeat,
+        max_alerts=grouping.max_alerts,
+        active_time_intervals=grouping.active_intervals,
+        mute_time_intervals=grouping.mute_intervals,
+        trace_id=trace_id,
+    )
+
+
+def _grouped(candidate: Candidate, target: GroupTarget) -> ev.AlertGrouped:
+    event = candidate.event
+    return ev.AlertGrouped(
+        alert_id=candidate.alert_id,
+        fingerprint=event.fingerprint,
+        dedup_key=candidate.dedup_key,
+        bucket=candidate.bucket,
+        reason=candidate.reason,
+        severity=event.severity,
+        group_key=target.key,
+        receiver=target.receiver,
+        trace_id=candidate.trace_id,
+    )
+
+
+def told_of_resolve(
+    state: State,
+    current: OpenAlert,
+    *,
+    fingerprint: str,
+    severity: Severity,
+    new_id: Callable[[], str],
+    trace_id: str | None = None,
+) -> list[ev.Event]:
+    """Who hears that an open alert resolved, when no inbound event says so (the clock):
+    every receiver and group told of it, whatever the routes say now (DESIGN.md
+    section 4), as the route stage does for a resolved event."""
+    key = dedup_key(fingerprint, current.bucket)
+    facts: list[ev.Event] = [
+        ev.AlertRouted(
+            alert_id=current.alert_id,
+            fingerprint=fingerprint,
+            dedup_key=key,
+            bucket=current.bucket,
+            reason="resolved",
+            severity=severity,
+            receiver=receiver,
+            notification_id=new_id(),
+            trace_id=trace_id,
+        )
+        for receiver in current.receivers
+    ]
+    facts.extend(
+        ev.AlertGrouped(
+            alert_id=current.alert_id,
+            fingerprint=fingerprint,
+            dedup_key=key,
+            bucket=current.bucket,
+            reason="resolved",
+            severity=severity,
+            group_key=joined,
+            receiver=group.receiver,
+            trace_id=trace_id,
+        )
+        for joined in current.groups
+        if (group := state.groups.get(joined)) is not None
+    )
+    return facts
+
+
+def told_after_silence(
+    state: State,
+    routing: RoutingTable,
+    current: OpenAlert,
+    alert: Alert,
+    *,
+    new_id: Callable[[], str],
+) -> list[ev.Event]:
+    """The news a silence held back, now that it ended (the clock): the alert's routes
+    as the config says now, reason ``firing`` (DESIGN.md section 12)."""
+    key = dedup_key(alert.fingerprint, current.bucket)
+    receivers, groups = routing.targets_for(
+        alert.severity, alert.type, alert.source, alert.labels, alert.fingerprint
+    )
+    facts: list[ev.Event] = [
+        ev.AlertRouted(
+            alert_id=alert.id,
+            fingerprint=alert.fingerprint,
+            dedup_key=key,
+            bucket=current.bucket,
+            reason="firing",
+            severity=alert.severity,
+            receiver=receiver,
+            notification_id=new_id(),
+        )
+        for receiver in receivers
+    ]
+    for target in groups:
+        if target.grouping is not None and target.key not in state.groups:
+            facts.append(_opened(target, None))
+        facts.append(
+            ev.AlertGrouped(
+                alert_id=alert.id,
+                fingerprint=alert.fingerprint,
+                dedup_key=key,
+                bucket=current.bucket,
+                reason="firing",
+                severity=alert.severity,
+                group_key=target.key,
+                receiver=target.receiver,
+            )
+        )
+    return facts
 
 
 def _told_nobody_yet(state: State, alert_id: str) -> bool:
     """Whether no receiver was told of the alert and it is not known to be unrouted:
     a new alert (not folded yet), or an open one that was only ever silenced."""
     alert = state.alerts.get(alert_id)
-    return alert is None or not (alert.receivers or alert.unrouted)
+    return alert is None or not (alert.receivers or alert.groups or alert.unrouted)
 
 
 def _routed(candidate: Candidate, receiver: str) -> ev.AlertRouted:

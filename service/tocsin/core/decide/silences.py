@@ -1,7 +1,8 @@
 """Silences (pure): which active silence, if any, covers an alert at an instant.
 
-A silence's ``matchers`` use the route ``match`` grammar (DESIGN.md section 8), so one
-matcher implementation serves routes and silences alike. ``silenced`` is the mute
+A silence's ``matchers`` use the route ``match`` grammar (DESIGN.md section 8), or a
+list of Alertmanager matchers (section 12), kept as the table's ``matchers`` key; so
+one matcher implementation serves routes and silences alike. ``silenced`` is the mute
 source the decision stages consult (see ``mute``).
 """
 
@@ -15,7 +16,7 @@ import msgspec
 
 from tocsin.core import events as ev
 from tocsin.core.decide.candidate import Candidate
-from tocsin.core.matchers import Match, Matcher
+from tocsin.core.matchers import Match, Matcher, MatcherSyntaxError, parse_all
 from tocsin.core.state import Silence, State
 
 
@@ -24,11 +25,25 @@ class MatchersError(ValueError):
 
 
 def parse_matchers(raw: Any) -> Match:
-    """``raw`` as a ``match`` table, or ``MatchersError`` saying what is wrong."""
+    """``raw`` as a ``match`` table (a list is Alertmanager matchers: the table's
+    ``matchers``), or ``MatchersError`` saying what is wrong."""
+    if isinstance(raw, list):
+        raw = {"matchers": raw}
     try:
-        return msgspec.convert(raw, Match)
-    except msgspec.ValidationError as error:
+        match = msgspec.convert(raw, Match)
+        parsed = parse_all(match.matchers or ())
+    except (msgspec.ValidationError, MatcherSyntaxError) as error:
         raise MatchersError(str(error)) from error
+    if parsed and all(m.matches_value("") for m in parsed) and not _keys_of(match):
+        # Alertmanager's rule too: matchers that all match the empty string select
+        # every alert, so a silence made of them would mute everything.
+        raise MatchersError("at least one matcher must not match the empty string")
+    return match
+
+
+def _keys_of(match: Match) -> list[str]:
+    """The ``match`` table keys given, other than ``matchers``."""
+    return [k for k in ("severity", "type", "source", "labels") if getattr(match, k)]
 
 
 @lru_cache(maxsize=4096)

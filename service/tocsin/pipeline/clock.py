@@ -1,0 +1,137 @@
+"""The clock loop: timers in the projection -> facts through the single writer
+(DESIGN.md section 11).
+
+It runs in the process that writes the log, beside the router. It sleeps until the
+projection's next due time (``core.clock.next_due``), or until the router says a batch
+was committed (a new group may be due at once), then has ``core.clock.tick`` decide the
+facts under the ledger's lock and commits and publishes them as operator commands are
+(``Control.execute``). A timer that fell due while tocsin was stopped is due at start,
+so it fires once the loop starts. Nothing here decides: it only asks when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from tocsin.config import Config
+from tocsin.core import clock
+from tocsin.core import events as ev
+from tocsin.core.commands import CommandError
+from tocsin.core.decide.route import RoutingTable
+from tocsin.core.ids import new_id
+from tocsin.core.policy.backoff import Backoff
+from tocsin.core.times import now_us
+from tocsin.pipeline.control import Control
+from tocsin.store.ledger import Ledger
+
+log = logging.getLogger("tocsin.clock")
+
+MAX_NAP = 1.0
+"""Seconds between looks when nothing is due sooner: a bound on how late a timer set by
+a fact the router did not announce (an operator's ack, a re-queue) is seen."""
+
+_US = 1_000_000
+
+
+class Clock:
+    """Fires what falls due, through ``control``'s commit-then-publish."""
+
+    def __init__(
+        self,
+        control: Control,
+        ledger: Ledger,
+        config: Config,
+        now: Callable[[], int] = now_us,
+    ) -> None:
+        self._control = control
+        self._ledger = ledger
+        self._intervals = config.time_intervals
+        self._routing = RoutingTable.compile(config.routes)
+        self._version = config.digest()
+        self._now = now
+        self._nudged = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Something was committed: look again now (a group may be due at once)."""
+        self._nudged.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(first=0.5, ceiling=10.0)
+        while not stop.is_set():
+            due = clock.next_due(self._ledger.state)
+            now = self._now()
+            if due is not None and due <= now:
+                try:
+                    if not await self._fire():
+                        # Due but nothing to decide (a timer the fold left behind):
+                        # look again later rather than spin.
+                        await _nap(stop, MAX_NAP)
+                except CommandError as error:
+                    # Committed facts whose work items NATS did not take are the
+                    # outbox's to publish again; a refused write is tried again later.
+                    log.warning("clock: %s; trying again", error)
+                    await _nap(stop, backoff.next())
+                    continue
+                backoff = Backoff(first=0.5, ceiling=10.0)
+                continue
+            nap = MAX_NAP if due is None else min(MAX_NAP, (due - now) / _US)
+            self._nudged.clear()
+            await _nap(stop, nap, self._nudged)
+
+    async def _fire(self) -> bool:
+        """Commit what is due now; whether anything was."""
+        facts = await self._control.execute(
+            lambda state: clock.tick(
+                state,
+                self._now(),
+                new_id=new_id,
+                intervals=self._intervals,
+                routing=self._routing,
+                config_version=self._version,
+            ),
+            logged_as="",
+        )
+        for fact in facts:
+            if isinstance(fact, ev.GroupNotified):
+                log.info(
+                    "group %s: %s notification %s to %s (%d alert(s), due %.3fs ago)",
+                    fact.group_key,
+                    fact.reason,
+                    fact.notification_id,
+                    fact.receiver,
+                    len(fact.alert_ids) + fact.truncated,
+                    (fact.fired_at - fact.due_at) / _US,
+                    extra={"notification_id": fact.notification_id, "group_key": fact.group_key},
+                )
+            elif isinstance(fact, ev.GroupDeferred):
+                log.info(
+                    "group %s: notification to %s deferred by its time intervals",
+                    fact.group_key,
+                    fact.receiver,
+                    extra={"group_key": fact.group_key},
+                )
+            elif isinstance(fact, ev.AlertResolved):
+                log.info(
+                    "alert %s resolved by the clock (%s)",
+                    fact.alert_id,
+                    fact.by,
+                    extra={"alert_id": fact.alert_id},
+                )
+        return bool(facts)
+
+
+async def _nap(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:
+    """Sleep up to ``seconds``, waking early when ``stop`` (or ``also``) is set."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if also is not None:
+        waits.append(asyncio.ensure_future(also.wait()))
+    try:
+        await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await wait
