@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 import pytest
+from litestar.response import ServerSentEventMessage
 
 from tests.support import HttpSink, Tocsin, event, publish, wait_until, webhook_config
-from tocsin.api.context import ApiContext, Readiness
-from tocsin.api.dashboard import live_events
+from tocsin.api.context import ApiContext, LiveFeed, Readiness
+from tocsin.api.dashboard import live_events, resume_point
 from tocsin.core import events as ev
 from tocsin.core.contracts import Severity
-from tocsin.core.state import HOUR_US, State
+from tocsin.core.state import HOUR_US, Alert, State
 from tocsin.core.times import format_us, now_us
 from tocsin.store.eventlog import EventLog, Fact, db_path
 
@@ -239,19 +240,24 @@ async def test_live_streams_after_a_publish_and_ends_with_the_server(
             await service.stop()
 
 
+def live_data(message: ServerSentEventMessage) -> Any:
+    assert isinstance(message.data, str), message
+    return json.loads(message.data)
+
+
 async def test_live_events_coalesce_bursts_let_go_and_end_on_shutdown() -> None:
     state = State()
     ctx = ApiContext(state=lambda: state, readiness=Readiness())
     stream = live_events(ctx)
-    assert (await anext(stream)).data == '{"last_seq": 0}'
+    assert live_data(await anext(stream)) == {"last_seq": 0}
     for seq in (1, 2, 3):  # a burst of commits before the stream looks: one event
         state.last_seq = seq
         ctx.live.committed([], state)
-    assert (await asyncio.wait_for(anext(stream), 5)).data == '{"last_seq": 3}'
+    assert live_data(await asyncio.wait_for(anext(stream), 5)) == {"last_seq": 3}
     started = time.monotonic()
     state.last_seq = 4
     ctx.live.committed([], state)
-    assert (await asyncio.wait_for(anext(stream), 5)).data == '{"last_seq": 4}'
+    assert live_data(await asyncio.wait_for(anext(stream), 5)) == {"last_seq": 4}
     assert time.monotonic() - started >= 0.9, "two events within a second"
 
     other = live_events(ctx)
@@ -264,6 +270,85 @@ async def test_live_events_coalesce_bursts_let_go_and_end_on_shutdown() -> None:
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(stream), 5)
     assert ctx.live.subscribers == 0
+
+
+def opened(alert_id: str, severity: Severity) -> ev.AlertOpened:
+    return ev.AlertOpened(
+        alert_id=alert_id, fingerprint=f"fp-{alert_id}", dedup_key="k", bucket=0, severity=severity
+    )
+
+
+def firing(alert_id: str, severity: Severity, summary: str) -> Alert:
+    return Alert(
+        id=alert_id,
+        fingerprint=f"fp-{alert_id}",
+        type="disk_full",
+        severity=severity,
+        summary=summary,
+        source="node",
+        status="firing",
+        labels={},
+        details={},
+        first_seen=0,
+        last_seen=0,
+    )
+
+
+async def test_live_events_tell_each_new_alert_of_the_watched_severities_once() -> None:
+    """The news of the dashboard's notifications rides on ``/live``: a stream tells, in
+    its first event, the alerts that were news past the seq its page was rendered at
+    (``after``), then in each event those since its previous one, each once; a warning
+    is no news while only critical is watched, and an alert resolved before the stream
+    sends is not told. Catches a page that misses what opened between its render and
+    its stream, and a stream that tells an alert twice."""
+    state = State()
+    ctx = ApiContext(state=lambda: state, readiness=Readiness(), live=LiveFeed(("critical",)))
+
+    def commit(seq: int, *facts: ev.Event) -> None:
+        state.last_seq = seq
+        ctx.live.committed(list(facts), state)
+
+    state.alerts["early"] = firing("early", "critical", "shown by the page itself")
+    commit(1, opened("early", "critical"))
+    state.alerts["c1"] = firing("c1", "critical", "pg-1 down")
+    state.alerts["w1"] = firing("w1", "warning", "disk 91% full")
+    commit(2, opened("c1", "critical"), opened("w1", "warning"))
+
+    stream = live_events(ctx, after=1)  # the page was rendered at seq 1
+    first = live_data(await anext(stream))
+    assert first == {
+        "last_seq": 2,
+        "alerts": [{"id": "c1", "severity": "critical", "summary": "pg-1 down"}],
+    }
+    fresh = live_events(ctx)  # no ``after``: nothing from before the stream
+    assert live_data(await anext(fresh)) == {"last_seq": 2}
+    await fresh.aclose()
+
+    state.alerts["c2"] = firing("c2", "critical", "api 5xx")
+    state.alerts["c3"] = firing("c3", "critical", "resolved before it was told")
+    state.alerts["c3"].status = "resolved"
+    commit(3, opened("c2", "critical"), opened("c3", "critical"))
+    second = live_data(await asyncio.wait_for(anext(stream), 5))
+    assert second == {
+        "last_seq": 3,
+        "alerts": [{"id": "c2", "severity": "critical", "summary": "api 5xx"}],
+    }
+    commit(4)  # a duplicate, a delivery: no news, and nothing told again
+    assert live_data(await asyncio.wait_for(anext(stream), 5)) == {"last_seq": 4}
+    ctx.live.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), 5)
+
+
+def test_a_reconnecting_stream_resumes_from_its_last_event() -> None:
+    """``Last-Event-ID`` (the seq of the last event the browser got) wins over the
+    page's ``?after=``, which would tell again what the page already heard; anything
+    but a whole number is ignored."""
+    assert resume_point("7", None) == 7
+    assert resume_point("7", "12") == 12
+    assert resume_point(None, None) is None
+    assert resume_point("-3", "x") is None
+    assert resume_point("\u00b2", None) is None  # a digit to str.isdigit, not to int()
 
 
 # -- the browser --------------------------------------------------------------------------
