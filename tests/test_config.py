@@ -221,6 +221,9 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         ('[log]\nretention = "10m"\n', "log.retention"),
         ("[alerts]\nkeep_resolved = -1\n", "alerts.keep_resolved"),
         ('[alerts]\nkeep_resolved = "a day"\n', "alerts.keep_resolved"),
+        ('[dashboard]\nnotify = ["critical", "urgent"]\n', "dashboard.notify[1]"),
+        ('[dashboard]\nnotify = "critical"\n', "dashboard.notify"),
+        ("[dashboard]\nsound = true\n", "dashboard.sound"),
     ],
     ids=[
         "bad-duration",
@@ -253,10 +256,24 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         "retention-below-the-hourly-check",
         "negative-keep-resolved",
         "bad-keep-resolved",
+        "unknown-notify-severity",
+        "notify-not-a-list",
+        "unknown-dashboard-key",
     ],
 )
 def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, key: str) -> None:
     assert load_error(tmp_path, text).startswith(key)
+
+
+def test_dashboard_notify_defaults_to_critical_and_normalizes_aliases(tmp_path: Path) -> None:
+    """``[dashboard] notify``: the severities whose new alerts an open dashboard is told
+    of; aliases as everywhere else (``sev2`` is ``warning``), each once; ``[]`` is none.
+    Catches an alias that would never match an alert's (normalized) severity."""
+    assert load_text(tmp_path, "").dashboard.notify == ("critical",)
+    assert load(None, {}).dashboard.notify == ("critical",)
+    text = '[dashboard]\nnotify = ["critical", "sev2", "Warning"]\n'
+    assert load_text(tmp_path, text).dashboard.notify == ("critical", "warning")
+    assert load_text(tmp_path, "[dashboard]\nnotify = []\n").dashboard.notify == ()
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

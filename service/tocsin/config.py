@@ -28,6 +28,7 @@ from tocsin.core.groups import check_group_by
 from tocsin.core.matchers import MatcherSyntaxError, StrOrList, parse_matchers
 from tocsin.core.timeintervals import Interval, TimeIntervals, TimeIntervalSpec, compile_interval
 from tocsin.core.times import Duration, decode_duration
+from tocsin.core.views import DEFAULT_NOTIFY
 from tocsin.observability.redact import Secret
 
 RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -123,6 +124,14 @@ class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     concurrency: int = 32
 
 
+class DashboardSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``notify``: the severities whose new alerts the dashboard tells an open page of
+    (its notification list, and the browser's notifications where the user allows
+    them); ``[]`` turns that off. Aliases (``sev1``) are normalized when loaded."""
+
+    notify: tuple[str, ...] = DEFAULT_NOTIFY
+
+
 class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     dedup: DedupSection = DedupSection()
     route: list[Route] = msgspec.field(default_factory=list)
@@ -134,6 +143,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     log: LogSection = LogSection()
     time_intervals: dict[str, Any] = msgspec.field(default_factory=dict)
     alerts: AlertsSection = AlertsSection()
+    dashboard: DashboardSection = DashboardSection()
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,7 @@ class Config:
     nats_login: NatsLogin = field(default_factory=NatsLogin)
     log: LogSection = field(default_factory=LogSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
+    dashboard: DashboardSection = field(default_factory=DashboardSection)
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
@@ -237,10 +248,26 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         nats_login=nats_login(parsed.nats, env),
         log=parsed.log,
         alerts=parsed.alerts,
+        dashboard=DashboardSection(notify=_notify_severities(parsed.dashboard.notify)),
         source=source,
         kinds=kinds,
         time_intervals=intervals,
     )
+
+
+def _notify_severities(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``dashboard.notify`` normalized (``sev1`` -> ``critical``), each once, in order."""
+    chosen: list[str] = []
+    for index, value in enumerate(values):
+        severity = SEVERITY_ALIASES.get(value.strip().lower())
+        if severity is None:
+            known = ", ".join(sorted(set(SEVERITY_ALIASES.values())))
+            raise ConfigError(
+                f"dashboard.notify[{index}]: unknown severity {value!r}; known: {known}"
+            )
+        if severity not in chosen:
+            chosen.append(severity)
+    return tuple(chosen)
 
 
 def default_config(env: dict[str, str]) -> Config:

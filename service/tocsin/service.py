@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__
 from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_server
-from tocsin.api.context import ApiContext, Readiness
+from tocsin.api.context import ApiContext, LiveFeed, Readiness
 from tocsin.api.dashboard import dashboard_pages
 from tocsin.bus.anchor import Anchor
 from tocsin.bus.connection import connect, connect_options
@@ -269,7 +269,11 @@ def observe(options: Options, plan: Plan) -> Running:
         lambda: 0.0 if readiness.reason else 1.0,
     )
     api = ApiContext(
-        state=State, readiness=readiness, metrics=metrics, token=options.api_token or None
+        state=State,
+        readiness=readiness,
+        metrics=metrics,
+        token=options.api_token or None,
+        live=LiveFeed(notify=options.config.dashboard.notify),
     )
     api.protect_reads = plan.exposed
     return Running(tracing, readiness, metrics, api, WriterLock(options.data_dir))
@@ -328,10 +332,9 @@ async def open_log(options: Options, running: Running) -> None:
     live_feed = api.live
 
     def tell_live_feed(facts: list[ev.Event], state: State) -> None:
-        live_feed.committed(facts, state)
         # The projection may already hold the next batch, still committing; the
         # feed promises only what a reader of the file can see.
-        live_feed.last_seq = ledger.event_log.last_seq
+        live_feed.committed(facts, state, seq=ledger.event_log.last_seq)
 
     ledger.listeners.append(tell_live_feed)
     api.live.last_seq = ledger.event_log.last_seq

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 import pytest
+from litestar.response import ServerSentEventMessage
 
 from tests.support import HttpSink, Tocsin, event, publish, wait_until, webhook_config
-from tocsin.api.context import ApiContext, Readiness
-from tocsin.api.dashboard import live_events
+from tocsin.api.context import ApiContext, LiveFeed, Readiness
+from tocsin.api.dashboard import live_events, resume_point
 from tocsin.core import events as ev
 from tocsin.core.contracts import Severity
-from tocsin.core.state import HOUR_US, State
+from tocsin.core.state import HOUR_US, Alert, State
 from tocsin.core.times import format_us, now_us
 from tocsin.store.eventlog import EventLog, Fact, db_path
 
@@ -239,19 +240,24 @@ async def test_live_streams_after_a_publish_and_ends_with_the_server(
             await service.stop()
 
 
+def live_data(message: ServerSentEventMessage) -> Any:
+    assert isinstance(message.data, str), message
+    return json.loads(message.data)
+
+
 async def test_live_events_coalesce_bursts_let_go_and_end_on_shutdown() -> None:
     state = State()
     ctx = ApiContext(state=lambda: state, readiness=Readiness())
     stream = live_events(ctx)
-    assert (await anext(stream)).data == '{"last_seq": 0}'
+    assert live_data(await anext(stream)) == {"last_seq": 0}
     for seq in (1, 2, 3):  # a burst of commits before the stream looks: one event
         state.last_seq = seq
         ctx.live.committed([], state)
-    assert (await asyncio.wait_for(anext(stream), 5)).data == '{"last_seq": 3}'
+    assert live_data(await asyncio.wait_for(anext(stream), 5)) == {"last_seq": 3}
     started = time.monotonic()
     state.last_seq = 4
     ctx.live.committed([], state)
-    assert (await asyncio.wait_for(anext(stream), 5)).data == '{"last_seq": 4}'
+    assert live_data(await asyncio.wait_for(anext(stream), 5)) == {"last_seq": 4}
     assert time.monotonic() - started >= 0.9, "two events within a second"
 
     other = live_events(ctx)
@@ -264,6 +270,85 @@ async def test_live_events_coalesce_bursts_let_go_and_end_on_shutdown() -> None:
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(stream), 5)
     assert ctx.live.subscribers == 0
+
+
+def opened(alert_id: str, severity: Severity) -> ev.AlertOpened:
+    return ev.AlertOpened(
+        alert_id=alert_id, fingerprint=f"fp-{alert_id}", dedup_key="k", bucket=0, severity=severity
+    )
+
+
+def firing(alert_id: str, severity: Severity, summary: str) -> Alert:
+    return Alert(
+        id=alert_id,
+        fingerprint=f"fp-{alert_id}",
+        type="disk_full",
+        severity=severity,
+        summary=summary,
+        source="node",
+        status="firing",
+        labels={},
+        details={},
+        first_seen=0,
+        last_seen=0,
+    )
+
+
+async def test_live_events_tell_each_new_alert_of_the_watched_severities_once() -> None:
+    """The news of the dashboard's notifications rides on ``/live``: a stream tells, in
+    its first event, the alerts that were news past the seq its page was rendered at
+    (``after``), then in each event those since its previous one, each once; a warning
+    is no news while only critical is watched, and an alert resolved before the stream
+    sends is not told. Catches a page that misses what opened between its render and
+    its stream, and a stream that tells an alert twice."""
+    state = State()
+    ctx = ApiContext(state=lambda: state, readiness=Readiness(), live=LiveFeed(("critical",)))
+
+    def commit(seq: int, *facts: ev.Event) -> None:
+        state.last_seq = seq
+        ctx.live.committed(list(facts), state)
+
+    state.alerts["early"] = firing("early", "critical", "shown by the page itself")
+    commit(1, opened("early", "critical"))
+    state.alerts["c1"] = firing("c1", "critical", "pg-1 down")
+    state.alerts["w1"] = firing("w1", "warning", "disk 91% full")
+    commit(2, opened("c1", "critical"), opened("w1", "warning"))
+
+    stream = live_events(ctx, after=1)  # the page was rendered at seq 1
+    first = live_data(await anext(stream))
+    assert first == {
+        "last_seq": 2,
+        "alerts": [{"id": "c1", "severity": "critical", "summary": "pg-1 down"}],
+    }
+    fresh = live_events(ctx)  # no ``after``: nothing from before the stream
+    assert live_data(await anext(fresh)) == {"last_seq": 2}
+    await fresh.aclose()
+
+    state.alerts["c2"] = firing("c2", "critical", "api 5xx")
+    state.alerts["c3"] = firing("c3", "critical", "resolved before it was told")
+    state.alerts["c3"].status = "resolved"
+    commit(3, opened("c2", "critical"), opened("c3", "critical"))
+    second = live_data(await asyncio.wait_for(anext(stream), 5))
+    assert second == {
+        "last_seq": 3,
+        "alerts": [{"id": "c2", "severity": "critical", "summary": "api 5xx"}],
+    }
+    commit(4)  # a duplicate, a delivery: no news, and nothing told again
+    assert live_data(await asyncio.wait_for(anext(stream), 5)) == {"last_seq": 4}
+    ctx.live.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), 5)
+
+
+def test_a_reconnecting_stream_resumes_from_its_last_event() -> None:
+    """``Last-Event-ID`` (the seq of the last event the browser got) wins over the
+    page's ``?after=``, which would tell again what the page already heard; anything
+    but a whole number is ignored."""
+    assert resume_point("7", None) == 7
+    assert resume_point("7", "12") == 12
+    assert resume_point(None, None) is None
+    assert resume_point("-3", "x") is None
+    assert resume_point("\u00b2", None) is None  # a digit to str.isdigit, not to int()
 
 
 # -- the browser --------------------------------------------------------------------------
@@ -416,6 +501,160 @@ async def test_dashboard_in_a_browser_updates_live_filters_and_acts(
         await page.goto(f"{service.api}/")
         await page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+        assert problems == [], problems
+    finally:
+        await page.close()
+        await service.stop()
+
+
+# -- notifications: new alerts of the watched severities, in the page and the browser ---
+
+# Runs before the page's own script: wraps the browser's real Notification so that each
+# one the page constructs (and the browser accepts) is recorded.
+RECORD_NOTIFICATIONS = """
+window.__notifications = [];
+if (window.Notification) {
+  const Real = window.Notification;
+  window.Notification = class extends Real {
+    constructor(title, options) {
+      super(title, options);
+      window.__notifications.push({ title, body: options && options.body });
+    }
+  };
+}
+"""
+
+
+async def notifications_shown(page: Page) -> list[dict[str, str]]:
+    return list(await page.evaluate("window.__notifications"))
+
+
+async def test_the_dashboard_notifies_of_each_new_critical_alert_once(
+    browser: Browser, nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """Issue #21, UI notifications, with the default ``[dashboard] notify``: a critical
+    alert opened while the page is open raises one notification (the bell's unread
+    count, the list linking to the alert, and, the permission granted, the browser's
+    own Notification with its summary); a warning, an alert from before the page, a
+    duplicate, a reload and a navigation raise none. Catches a page that is not told of
+    new alerts at all, one told of every severity, one that notifies a duplicate or
+    re-notifies after a navigation, and "mark all read" that leaves the count."""
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=15_000)
+    service = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
+    problems: list[str] = []
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    await context.grant_permissions(["notifications"], origin=service.api)
+    await context.add_init_script(RECORD_NOTIFICATIONS)
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}") if message.type == "error" else None
+        ),
+    )
+    count, items = page.locator("#notify-count"), page.locator("#notify-list li")
+    try:
+        await publish(nats_url, "alerts.in.db", event(type="db_down", severity="critical"))
+        await one_alert(service, type="db_down")  # opened before the page: no news
+        # Delivered, so its opening is committed: the page is rendered past it (the
+        # projection the API reads may be a batch ahead of the log file).
+        await wait_until(lambda: settled(service), what="the delivery")
+        await page.goto(f"{service.api}/")
+        await expect(page.locator("#live-state")).to_have_class(re.compile(r"\bon\b"))
+        await expect(page.locator("#notify-unread")).to_have_attribute("aria-live", "polite")
+        await expect(count).to_have_text("0")
+        await expect(page.locator("#notify-desktop")).to_be_hidden()  # granted already
+
+        # The warning first: once the critical after it is told, the warning's news
+        # (were it any) would have come in the same event or an earlier one.
+        await publish(nats_url, "alerts.in.db", event())
+        await one_alert(service, severity="warning")
+        payments = event(
+            type="payment_failed", severity="critical", summary="payments failing at checkout"
+        )
+        await publish(nats_url, "alerts.in.billing", payments)
+        payments_id = (await one_alert(service, type="payment_failed"))["id"]
+        await expect(count).to_have_text("1")
+        await page.locator("#notify-toggle").click()
+        await expect(page.locator("#notify-toggle")).to_have_attribute("aria-expanded", "true")
+        await expect(items).to_have_count(1)
+        await expect(items.first).to_contain_text("payments failing at checkout")
+        await expect(items.first.locator("a")).to_have_attribute("href", f"/alerts/{payments_id}")
+        await expect(page.locator("#notify-desktop-state")).to_have_text("Desktop notifications on")
+        await page.wait_for_function("window.__notifications.length > 0")
+        assert await notifications_shown(page) == [
+            {"title": "tocsin: critical alert", "body": "payments failing at checkout"}
+        ]
+
+        await page.get_by_role("button", name="Mark all read").click()
+        await expect(count).to_have_text("0")
+
+        # A duplicate is no news; the next new critical is, listed first.
+        await publish(nats_url, "alerts.in.billing", payments)
+        api_5xx = event(type="api_5xx", severity="critical", summary="api 5xx above 3%")
+        await publish(nats_url, "alerts.in.api", api_5xx)
+        api_id = (await one_alert(service, type="api_5xx"))["id"]
+        await expect(count).to_have_text("1")
+        await expect(items).to_have_count(2)
+        await expect(items.first).to_contain_text("api 5xx above 3%")
+        await expect(items.first.locator("a")).to_have_attribute("href", f"/alerts/{api_id}")
+        assert [shown["title"] for shown in await notifications_shown(page)] == [
+            "tocsin: critical alert"
+        ] * 2
+
+        # Its link leads to the alert; the new page keeps the list (read now) and tells
+        # nothing again: the next notification it raises is for the next new alert.
+        await items.first.locator("a").click()
+        await expect(page).to_have_url(f"{service.api}/alerts/{api_id}")
+        await expect(page.locator("#live-state")).to_have_class(re.compile(r"\bon\b"))
+        await expect(count).to_have_text("0")
+        pg_down = event(type="db_down", severity="critical", summary="pg-1 down", labels={})
+        await publish(nats_url, "alerts.in.db", pg_down)
+        await expect(count).to_have_text("1")
+        await page.wait_for_function("window.__notifications.length > 0")
+        assert [shown["body"] for shown in await notifications_shown(page)] == ["pg-1 down"]
+        await page.locator("#notify-toggle").click()
+        await expect(items).to_have_count(3)
+        assert problems == [], problems
+    finally:
+        await context.close()
+        await service.stop()
+
+
+async def test_the_dashboard_notifies_of_the_configured_severities(
+    browser: Browser, nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """``[dashboard] notify = ["critical", "warning"]``: a new warning notifies too, the
+    list newest first. Without the permission the page asks for none by itself: it
+    offers the button (a user gesture) and constructs no Notification. Catches a page
+    that ignores the setting (critical only) and one that notifies unasked."""
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=15_000)
+    toml = webhook_config(sink.url) + '\n[dashboard]\nnotify = ["critical", "warning"]\n'
+    service = await Tocsin(data_dir, nats_url, toml).start()
+    problems: list[str] = []
+    page = await new_page(browser, problems)
+    await page.add_init_script(RECORD_NOTIFICATIONS)
+    items = page.locator("#notify-list li")
+    try:
+        await page.goto(f"{service.api}/")
+        await expect(page.locator("#live-state")).to_have_class(re.compile(r"\bon\b"))
+        await publish(nats_url, "alerts.in.db", event())
+        await one_alert(service, severity="warning")
+        await publish(nats_url, "alerts.in.db", event(type="db_down", severity="critical"))
+        await expect(page.locator("#notify-count")).to_have_text("2")
+        await page.locator("#notify-toggle").click()
+        await expect(page.locator("#notify-panel h2")).to_have_text("New critical, warning alerts")
+        await expect(items.locator(".sev")).to_have_text(["critical", "warning"])
+        await expect(
+            page.get_by_role("button", name="Enable desktop notifications")
+        ).to_be_visible()
+        assert await notifications_shown(page) == []
         assert problems == [], problems
     finally:
         await page.close()

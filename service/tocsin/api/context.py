@@ -7,11 +7,13 @@ The app is created before NATS answers, so the parts that need the broker (``con
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tocsin.core import events as ev
+from tocsin.core import views
 from tocsin.core.alert_index import AlertIndex
 from tocsin.core.state import State
 from tocsin.observability.telemetry import Metrics
@@ -42,15 +44,26 @@ class Readiness:
         return None
 
 
+NOTABLE_KEPT = 1000  # news the feed remembers for streams that have not sent it yet
+
+
 class LiveFeed:
     """Wakes Server-Sent-Event streams when facts are committed. Each stream waits on
     its own event; a burst of commits wakes it once (it then reads the projection),
-    so a slow browser never holds a queue of facts in memory."""
+    so a slow browser never holds a queue of facts in memory.
 
-    def __init__(self) -> None:
+    It also remembers, for all streams together, the last ``NOTABLE_KEPT`` alerts that
+    were news to an operator (``views.notable`` for the ``notify`` severities), each
+    with the seq it was committed up to: a stream tells its page of those past the seq
+    it last sent. More news than that within one second of a stream's sends is lost to
+    that stream (its page still lists the alerts)."""
+
+    def __init__(self, notify: Collection[str] = views.DEFAULT_NOTIFY) -> None:
         self._waiters: set[asyncio.Event] = set()
         self.last_seq = 0  # the last committed seq (set at start, then by each commit)
         self.closed = False
+        self.notify = tuple(notify)
+        self._notable: deque[tuple[int, str]] = deque(maxlen=NOTABLE_KEPT)
 
     @property
     def subscribers(self) -> int:
@@ -62,11 +75,24 @@ class LiveFeed:
         for waiter in self._waiters:
             waiter.set()
 
-    def committed(self, facts: list[ev.Event], state: State) -> None:
-        """A ledger listener."""
-        self.last_seq = state.last_seq
+    def committed(self, facts: list[ev.Event], state: State, seq: int | None = None) -> None:
+        """A ledger listener. ``seq``: the last seq a reader of the file sees now (the
+        projection's, unless told; it may be ahead while the next batch commits)."""
+        self.last_seq = state.last_seq if seq is None else seq
+        for alert_id in views.notable(facts, self.notify):
+            self._notable.append((self.last_seq, alert_id))
         for waiter in self._waiters:
             waiter.set()
+
+    def notable_after(self, seq: int) -> list[str]:
+        """The alerts that were news in the commits past ``seq``, oldest first."""
+        news: list[str] = []
+        for upto, alert_id in reversed(self._notable):  # ascending seqs: newest last
+            if upto <= seq:
+                break
+            news.append(alert_id)
+        news.reverse()
+        return news
 
     def subscribe(self) -> asyncio.Event:
         waiter = asyncio.Event()

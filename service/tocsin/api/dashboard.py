@@ -545,6 +545,7 @@ class Pages:
             ready=self.ctx.readiness.reason,
             silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
             groups_open=len(state.groups),
+            notify=self.ctx.live.notify,
             path=request.url.path,
         )
         page = _ENV.get_template(template)
@@ -647,24 +648,44 @@ class Pages:
 # -- live updates -----------------------------------------------------------------------
 
 
+class LiveMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One Server-Sent Event: the last committed seq, and the alerts that became news
+    (``views.notable``) since the stream's previous event, still firing."""
+
+    last_seq: int
+    alerts: list[views.NewAlert] = []
+
+
+_encode_live = msgspec.json.Encoder().encode
+
+
 async def live_events(
-    ctx: ApiContext, clock_s: Callable[[], float] = time.monotonic
+    ctx: ApiContext,
+    clock_s: Callable[[], float] = time.monotonic,
+    *,
+    after: int | None = None,
+    now: Callable[[], int] = now_us,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     """``{"last_seq": N}`` at once and then after commits (a burst is one event; at most
-    one a second), a comment line after 15 s of quiet; ends when the server stops. A
-    disconnect cancels it (Litestar listens for one), and ``finally`` lets go of the feed."""
+    one a second), a comment line after 15 s of quiet; ends when the server stops. Each
+    event carries ``alerts``: the news since the stream's previous event, or for the
+    first since ``after`` (the seq the page shows), so a page hears of every alert
+    opened after it was rendered. A disconnect cancels it (Litestar listens for one),
+    and ``finally`` lets go of the feed."""
     feed = ctx.live
     waiter = feed.subscribe()
 
     def current() -> int:
         return feed.last_seq  # committed, so a page fetched now can show it
 
-    def message(seq: int) -> ServerSentEventMessage:
-        return ServerSentEventMessage(data=f'{{"last_seq": {seq}}}', id=seq, retry=LIVE_RETRY_MS)
+    def message(seq: int, since: int | None) -> ServerSentEventMessage:
+        news = [] if since is None else feed.notable_after(since)
+        body = LiveMessage(last_seq=seq, alerts=views.new_alerts(ctx.state(), news, now()))
+        return ServerSentEventMessage(data=_encode_live(body).decode(), id=seq, retry=LIVE_RETRY_MS)
 
     try:
         sent = current()
-        yield message(sent)
+        yield message(sent, after if after is not None and after < sent else None)
         last_write = clock_s()
         last_event = float("-inf")
         while not feed.closed:  # ``service.run`` closes the feed as it stops
@@ -677,8 +698,8 @@ async def live_events(
                 waiter.clear()
                 seq = current()
                 if seq != sent:
+                    yield message(seq, sent)
                     sent = seq
-                    yield message(seq)
                     last_write = last_event = clock_s()
                     continue
             if clock_s() - last_write >= LIVE_HEARTBEAT:
@@ -686,6 +707,17 @@ async def live_events(
                 last_write = clock_s()
     finally:
         feed.unsubscribe(waiter)
+
+
+def resume_point(query: str | None, last_event_id: str | None) -> int | None:
+    """Where a ``/live`` stream's news starts: the ``Last-Event-ID`` the browser sends
+    when it reconnects (the seq of the last event it got), else ``?after=`` (the seq the
+    page was rendered at); anything but a whole number is ignored."""
+    for text in (last_event_id, query):
+        digits = (text or "").strip()
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
+    return None
 
 
 def dashboard_pages(ctx: ApiContext) -> list[Any]:
@@ -713,9 +745,13 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         return pages.silences(request)
 
     @get("/live", include_in_schema=False, sync_to_thread=False)
-    def live() -> ServerSentEvent:
-        """Server-Sent Events: ``{"last_seq"}`` after commits, for the pages' script."""
+    def live(request: Request[Any, Any, Any]) -> ServerSentEvent:
+        """Server-Sent Events: ``{"last_seq", "alerts"}`` after commits, for the pages'
+        script; ``?after=SEQ``: tell of the alerts that were news past that seq."""
         headers = {**security_headers(secrets.token_urlsafe(18)), "Cache-Control": "no-cache"}
-        return ServerSentEvent(live_events(ctx), headers=headers)
+        after = resume_point(
+            request.query_params.get("after"), request.headers.get("last-event-id")
+        )
+        return ServerSentEvent(live_events(ctx, after=after), headers=headers)
 
     return [index, alert_page, groups_page, silences_page, live]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Literal, assert_never
 
 import msgspec
@@ -968,3 +968,52 @@ def silence_list(state: State, now: int) -> SilenceList:
     views.sort(key=lambda v: v.created_at, reverse=True)
     views.sort(key=lambda v: order[v.state])
     return SilenceList(silences=views)
+
+
+# -- what an open dashboard notifies of ----------------------------------------------
+
+
+DEFAULT_NOTIFY = ("critical",)  # the severities whose new alerts notify, unless configured
+
+
+class NewAlert(Struct, kw_only=True):
+    """An alert the dashboard raises a notification for: enough to list it and link it."""
+
+    id: str
+    severity: str
+    summary: str
+
+
+def notable(facts: Iterable[ev.Event], severities: Collection[str]) -> list[str]:
+    """The ids of the alerts ``facts`` make new to an operator who watches
+    ``severities``: an alert opened with one of them, or escalated into one from a
+    severity not watched (one that was watched was news when it opened). Each once, in
+    the order of the facts."""
+    found = (_news(fact, severities) for fact in facts)
+    return list(dict.fromkeys(alert_id for alert_id in found if alert_id is not None))
+
+
+def _news(fact: ev.Event, severities: Collection[str]) -> str | None:
+    if isinstance(fact, ev.AlertOpened) and fact.severity in severities:
+        return fact.alert_id
+    if (
+        isinstance(fact, ev.AlertEscalated)
+        and fact.severity in severities
+        and fact.from_severity not in severities
+    ):
+        return fact.alert_id
+    return None
+
+
+def new_alerts(state: State, alert_ids: Iterable[str], now: int) -> list[NewAlert]:
+    """Those of ``alert_ids`` still firing as of ``now``: one resolved, acknowledged or
+    silenced before the page heard of it is no news (and one the projection let go of
+    was resolved long ago)."""
+    shown: list[NewAlert] = []
+    for alert_id in dict.fromkeys(alert_ids):
+        alert = state.alerts.get(alert_id)
+        if alert is None:
+            continue
+        if shown_status(state, alert, now) == "firing":
+            shown.append(NewAlert(id=alert.id, severity=alert.severity, summary=alert.summary))
+    return shown
