@@ -165,3 +165,19 @@ def test_a_later_event_without_ends_at_drops_it() -> None:
     run.feed(normalized(1))
     assert clock.next_due(run.state) is None
     assert run.tick(T0 + 10 * MINUTE) == []
+
+
+def test_two_alerts_a_silence_releases_into_one_new_group_open_it_once() -> None:
+    """Both released alerts join the same group that did not exist yet: one
+    ``group.opened``, not one per alert (the facts are decided before either is folded)."""
+    from tests.core.decide.support import silence
+
+    run = Clocked()
+    silence(run, T0, ends_at="30m", labels={"service": "api"})
+    run.feed(normalized(1, host="a", service="api"), BY_SERVICE)
+    run.feed(normalized(1, host="b", service="api"), BY_SERVICE)
+    assert run.state.groups == {}
+    facts = run.tick(T0 + 30 * MINUTE, routing=BY_SERVICE)
+    assert kinds_of(facts).count("group.opened") == 1
+    assert kinds_of(facts).count("alert.grouped") == 2
+    assert len(run.state.groups) == 1

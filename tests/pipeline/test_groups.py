@@ -209,6 +209,7 @@ async def test_every_clock_fact_is_in_replay_with_its_due_time(
     assert kinds.count("alert.routed") == 0
     [notified] = [row for row in rows if row.kind == "group.notified"]
     data = notified.data
+    assert data["due_at"].endswith("Z")  # RFC 3339 UTC, as every time in an output (§10)
     assert data["fired_at"] >= data["due_at"]
     assert len(data["alert_ids"]) == 3
     report = forensics.state_report(*forensics.state_at(service.db))  # `tocsin state`

@@ -120,6 +120,7 @@ def _silences_ended(
     """Silences that ended (expired or deleted): the firing alerts each held back are
     routed now, unless another silence still covers them (``silence.expired``)."""
     facts: list[ev.Event] = []
+    opened: set[str] = set()  # groups opened by these facts, not folded yet
     for silence in state.silences.values():
         if silence.expired or silence.ends > now:
             continue
@@ -140,7 +141,9 @@ def _silences_ended(
             ):
                 continue
             ids.append(alert.id)
-            released += told_after_silence(state, routing, current, alert, new_id=new_id)
+            released += told_after_silence(
+                state, routing, current, alert, new_id=new_id, opened=opened
+            )
         facts.append(
             ev.SilenceExpired(
                 silence_id=silence.id,

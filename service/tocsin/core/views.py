@@ -219,7 +219,18 @@ class AlertPage(Struct, kw_only=True):
 
 
 TIME_FIELDS = frozenset(
-    {"timestamp", "received_at", "resolved_at", "at", "starts_at", "ends_at", "created_at"}
+    {
+        "timestamp",
+        "received_at",
+        "resolved_at",
+        "at",
+        "starts_at",
+        "ends_at",
+        "created_at",
+        "due_at",  # a clock fact's timer (DESIGN.md section 11)
+        "fired_at",
+        "until",  # group.deferred
+    }
 )
 
 

@@ -300,9 +300,12 @@ def told_after_silence(
     alert: Alert,
     *,
     new_id: Callable[[], str],
+    opened: set[str] | None = None,
 ) -> list[ev.Event]:
     """The news a silence held back, now that it ended (the clock): the alert's routes
-    as the config says now, reason ``firing`` (DESIGN.md section 12)."""
+    as the config says now, reason ``firing`` (DESIGN.md section 12). ``opened``: the
+    groups opened by facts decided with these and not folded yet (one ``group.opened``
+    each, however many released alerts join it)."""
     key = dedup_key(alert.fingerprint, current.bucket)
     receivers, groups = routing.targets_for(
         alert.severity, alert.type, alert.source, alert.labels, alert.fingerprint
@@ -320,9 +323,11 @@ def told_after_silence(
         )
         for receiver in receivers
     ]
+    opened = set() if opened is None else opened
     for target in groups:
-        if target.grouping is not None and target.key not in state.groups:
+        if target.grouping is not None and not (target.key in state.groups or target.key in opened):
             facts.append(_opened(target, None))
+            opened.add(target.key)
         facts.append(
             ev.AlertGrouped(
                 alert_id=alert.id,
