@@ -22,6 +22,7 @@ from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
 from tocsin.core.decide.dedup import dedup_key
+from tocsin.core.decide.inhibit import NO_INHIBITIONS, Inhibitions, InhibitRule
 from tocsin.core.groups import (
     DEFAULT_MAX_ALERTS,
     FINGERPRINT,
@@ -53,11 +54,15 @@ class CompiledRoute:
 
 @dataclass(frozen=True)
 class RoutingTable:
+    """Who is told: the routes, and the inhibit rules that hold news back (DESIGN.md
+    section 12), which the decision stages and the clock both need."""
+
     routes: tuple[CompiledRoute, ...]
     grouped: bool = False  # some route notifies through groups
+    inhibitions: Inhibitions = NO_INHIBITIONS
 
     @classmethod
-    def compile(cls, routes: Sequence[Route]) -> RoutingTable:
+    def compile(cls, routes: Sequence[Route], inhibit: Sequence[InhibitRule] = ()) -> RoutingTable:
         compiled = tuple(
             CompiledRoute(
                 Matcher.compile(r.match, r.matchers),
@@ -67,7 +72,8 @@ class RoutingTable:
             )
             for r in routes
         )
-        return cls(compiled, any(c.grouping is not None for c in compiled))
+        grouped = any(c.grouping is not None for c in compiled)
+        return cls(compiled, grouped, Inhibitions.compile(inhibit))
 
     def matching(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
@@ -301,8 +307,9 @@ def told_after_silence(
     *,
     new_id: Callable[[], str],
 ) -> list[ev.Event]:
-    """The news a silence held back, now that it ended (the clock): the alert's routes
-    as the config says now, reason ``firing`` (DESIGN.md section 12)."""
+    """The news a silence or an inhibition held back, now that it ended (the clock):
+    the alert's routes as the config says now, reason ``firing`` (DESIGN.md section
+    12)."""
     key = dedup_key(alert.fingerprint, current.bucket)
     receivers, groups = routing.targets_for(
         alert.severity, alert.type, alert.source, alert.labels, alert.fingerprint
