@@ -55,7 +55,7 @@ def tick(
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
     due_groups = [g for g in state.groups.values() if g.due_at is not None and g.due_at <= now]
-    facts = _inhibited_members(state, due_groups, routing.inhibitions)
+    facts = _inhibited_members(state, due_groups, routing.inhibitions, now)
     if facts:
         return facts  # folded first: they leave their groups before the notification
     for group in due_groups:
@@ -149,7 +149,7 @@ def _silences_ended(
                 labels=alert.labels,
             ):
                 continue
-            held = _inhibited(state, current, alert, routing.inhibitions)
+            held = _inhibited(state, current, alert, routing.inhibitions, now)
             if held is not None:
                 released.append(held)  # an inhibitor holds it now: it waits for that
                 continue
@@ -227,7 +227,7 @@ def _inhibitions_ended(
 
 
 def _inhibited(
-    state: State, current: OpenAlert, alert: Alert, rules: Inhibitions
+    state: State, current: OpenAlert, alert: Alert, rules: Inhibitions, now: int
 ) -> ev.AlertInhibited | None:
     """``alert.inhibited`` for an open alert an inhibit rule holds back now (the
     clock's check, with the alert's fields as of its last event), else ``None``."""
@@ -250,10 +250,13 @@ def _inhibited(
         rule=found.rule,
         inhibited_by=found.inhibited_by,
         waits_on=found.waits_on,
+        fired_at=now,
     )
 
 
-def _inhibited_members(state: State, due: Sequence[Group], rules: Inhibitions) -> list[ev.Event]:
+def _inhibited_members(
+    state: State, due: Sequence[Group], rules: Inhibitions, now: int
+) -> list[ev.Event]:
     """``alert.inhibited`` for each alert of a due group that nobody in it was told of
     yet (news ``firing``) and that an inhibit rule holds back now: it leaves its
     groups before their notifications are decided. Once per alert."""
@@ -269,7 +272,7 @@ def _inhibited_members(state: State, due: Sequence[Group], rules: Inhibitions) -
         current = None if alert is None else state.open_by_fingerprint.get(alert.fingerprint)
         if alert is None or current is None or current.alert_id != alert.id:
             continue
-        held = _inhibited(state, current, alert, rules)
+        held = _inhibited(state, current, alert, rules, now)
         if held is not None:
             facts.append(held)
     return facts

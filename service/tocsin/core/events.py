@@ -404,7 +404,9 @@ class AlertInhibited(_Event, frozen=True, tag="alert.inhibited"):
     ``rule``: the open alert ``inhibited_by`` matches its source with equal values. It
     is counted but nobody is told, and its dedup key stays unspent. ``waits_on``: every
     rule whose target the alert matches, with its equal values; it stays held back
-    while one of those has an inhibitor other than itself."""
+    while one of those has an inhibitor other than itself. ``fired_at``: set when the
+    clock found it inhibited (a silence over it ended, or its group fell due), with no
+    event to count."""
 
     alert_id: str
     fingerprint: str
@@ -412,6 +414,7 @@ class AlertInhibited(_Event, frozen=True, tag="alert.inhibited"):
     rule: str
     inhibited_by: str
     waits_on: dict[str, str] = {}
+    fired_at: int | None = None
 
 
 class InhibitReleased(_Event, frozen=True, tag="inhibit.released"):

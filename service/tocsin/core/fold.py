@@ -211,8 +211,9 @@ def _inhibited(e: ev.AlertInhibited, state: State, seq: int) -> None:
     """Counted as suppressed, its bucket unspent (as for a silence); it waits on the
     slots ``waits_on`` names, and leaves every group that was never told of it (its
     next notification goes without it)."""
-    _suppressed(e, state, seq)
-    state.hour().inhibited += 1
+    if e.fired_at is None:  # an event held back; the clock's finding counts none
+        _suppressed(e, state, seq)
+        state.hour().inhibited += 1
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.inhibited_by = e.inhibited_by

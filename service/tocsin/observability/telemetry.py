@@ -366,7 +366,8 @@ def _silenced(event: ev.AlertSilenced, metrics: Metrics, tally: _Tally) -> None:
 
 
 def _inhibited(event: ev.AlertInhibited, metrics: Metrics, tally: _Tally) -> None:
-    tally.counts["suppressed", (("cause", "inhibited"),)] += 1
+    if event.fired_at is None:  # an event held back, not the clock's finding
+        tally.counts["suppressed", (("cause", "inhibited"),)] += 1
 
 
 def _rejected(event: ev.AlertRejected, metrics: Metrics, tally: _Tally) -> None:
