@@ -442,3 +442,70 @@ times = [{ start = "00:00", end = "07:00" }]
 )
 def test_bad_time_intervals_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert load_error(tmp_path, text).startswith(key)
+
+
+def test_inhibit_rules_load_named_and_compile(tmp_path: Path) -> None:
+    """Catches rules dropped on the way from the file to the routing table, an unnamed
+    rule left without its ``inhibit[i]`` name, or a digest that ignores the rules."""
+    text = """
+[[inhibit]]
+name = "cluster-down-mutes-its-pods"
+source = { type = "cluster_unreachable" }
+target = { severity = ["warning", "error"] }
+equal = ["labels.cluster"]
+
+[[inhibit]]
+source_matchers = ['alertname="NodeDown"']
+target_matchers = ['severity="info"']
+"""
+    config = load_text(tmp_path, text)
+    assert [rule.name for rule in config.inhibit] == ["cluster-down-mutes-its-pods", "inhibit[1]"]
+    table = RoutingTable.compile(config.routes, config.inhibit)
+    sources = table.inhibitions.sources_of(
+        "critical", "cluster_unreachable", "k8s", {"cluster": "A"}
+    )
+    assert sources == {"cluster-down-mutes-its-pods": '{"labels.cluster":"A"}'}
+    assert table.inhibitions.sources_of("critical", "NodeDown", "k8s", {}) == {"inhibit[1]": "{}"}
+    assert config.digest() != load_text(tmp_path, "").digest()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[[inhibit]]\ntarget = { severity = "warning" }\n', "inhibit[0].source"),
+        ('[[inhibit]]\nsource = { type = "x" }\n', "inhibit[0].target"),
+        (
+            '[[inhibit]]\nsource = { type = "x" }\ntarget = { severity = "loud" }\n',
+            "inhibit[0].target.severity",
+        ),
+        (
+            '[[inhibit]]\nsource_matchers = ["nope"]\ntarget = { type = "y" }\n',
+            "inhibit[0].source_matchers[0]",
+        ),
+        (
+            '[[inhibit]]\nsource = { type = "x" }\ntarget = { type = "y" }\nequal = ["cluster"]\n',
+            "inhibit[0].equal",
+        ),
+        (
+            '[[inhibit]]\nname = "a"\nsource = { type = "x" }\ntarget = { type = "y" }\n' * 2,
+            "inhibit[1].name",
+        ),
+        (
+            '[[inhibit]]\nsource = { type = "x" }\ntarget = { type = "y" }\nwhen = 1\n',
+            "inhibit[0].when",
+        ),
+    ],
+    ids=[
+        "no-source",
+        "no-target",
+        "unknown-severity",
+        "bad-matcher",
+        "equal-not-a-key",
+        "name-twice",
+        "unknown-key",
+    ],
+)
+def test_bad_inhibit_rules_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    """Catches a rule that would select every alert (muting everything), or errors that
+    do not say which rule and key are wrong."""
+    assert load_error(tmp_path, text).startswith(key)

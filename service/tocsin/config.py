@@ -22,10 +22,11 @@ from msgspec import Struct
 from tocsin.bus.connection import NatsLogin
 from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
 from tocsin.core.contracts import SEVERITY_ALIASES
+from tocsin.core.decide.inhibit import InhibitRule, check_equal
 from tocsin.core.decide.route import Route
 from tocsin.core.errors import ConfigError
 from tocsin.core.groups import check_group_by
-from tocsin.core.matchers import MatcherSyntaxError, StrOrList, parse_matchers
+from tocsin.core.matchers import Match, MatcherSyntaxError, StrOrList, parse_matchers
 from tocsin.core.timeintervals import Interval, TimeIntervals, TimeIntervalSpec, compile_interval
 from tocsin.core.times import Duration, decode_duration
 from tocsin.core.views import DEFAULT_NOTIFY
@@ -144,6 +145,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     time_intervals: dict[str, Any] = msgspec.field(default_factory=dict)
     alerts: AlertsSection = AlertsSection()
     dashboard: DashboardSection = DashboardSection()
+    inhibit: list[InhibitRule] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -164,14 +166,21 @@ class Config:
     source: str = "defaults"
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
+    inhibit: list[InhibitRule] = field(default_factory=list)  # each named (``inhibit[i]``)
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
         only as their hash."""
-        blob = msgspec.json.encode(
-            [self.dedup_window, self.routes, self.receivers, self.retry, self.delivery],
-            enc_hook=float,
-        )
+        parts: list[Any] = [
+            self.dedup_window,
+            self.routes,
+            self.receivers,
+            self.retry,
+            self.delivery,
+        ]
+        if self.inhibit:  # only then: a config without rules keeps the digest it had
+            parts.append(self.inhibit)
+        blob = msgspec.json.encode(parts, enc_hook=float)
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -237,6 +246,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
     for index, route in enumerate(routes):
         _check_route(route, index, receivers)
         _check_grouping(route, f"route[{index}]", intervals)
+    inhibit = _inhibit_rules(parsed.inhibit)
     return Config(
         dedup_window=float(parsed.dedup.window),
         routes=routes,
@@ -252,6 +262,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         source=source,
         kinds=kinds,
         time_intervals=intervals,
+        inhibit=inhibit,
     )
 
 
@@ -386,6 +397,40 @@ def _check_grouping(route: Route, where: str, intervals: TimeIntervals) -> None:
                 raise ConfigError(
                     f"{where}.{key}[{index}]: no [time_intervals.{name}] (known: {known})"
                 )
+
+
+def _inhibit_rules(rules: list[InhibitRule]) -> list[InhibitRule]:
+    """``[[inhibit]]`` (DESIGN.md section 12), each named (``inhibit[i]`` unless it
+    says): a source and a target that select something, matchers that parse, known
+    severities, ``equal`` keys that exist, names given once."""
+    named: list[InhibitRule] = []
+    seen: dict[str, str] = {}
+    for index, rule in enumerate(rules):
+        where = f"inhibit[{index}]"
+        name = rule.name if rule.name is not None else where
+        if not name.strip() or len(name) > 200:
+            raise ConfigError(f"{where}.name: 1 to 200 characters, not blank")
+        if name in seen:
+            raise ConfigError(f"{where}.name: {name!r} is {seen[name]}'s name too")
+        seen[name] = where
+        for side in ("source", "target"):
+            match: Match = getattr(rule, side)
+            matchers: list[str] = getattr(rule, f"{side}_matchers")
+            if match == Match() and not matchers:
+                raise ConfigError(
+                    f"{where}.{side}: give {side} (a match table) or {side}_matchers: "
+                    "a rule that selects every alert would hold back everything"
+                )
+            for value in _as_list(match.severity):
+                if value.rstrip("*").lower() not in SEVERITY_ALIASES and not value.endswith("*"):
+                    raise ConfigError(f"{where}.{side}.severity: unknown severity {value!r}")
+            _check_matchers(match.matchers or [], f"{where}.{side}.matchers")
+            _check_matchers(matchers, f"{where}.{side}_matchers")
+        problem = check_equal(rule.equal)
+        if problem is not None:
+            raise ConfigError(f"{where}.equal: {problem}")
+        named.append(msgspec.structs.replace(rule, name=name))
+    return named
 
 
 def _check_matchers(texts: list[str], where: str) -> None:

@@ -1123,7 +1123,7 @@ async def test_every_figure_on_the_dashboard_says_what_it_counts_and_agrees_with
 
         expected: dict[str, str] = {}
         for s in SEVERITY_ORDER:
-            for st in ("firing", "acked", "silenced"):
+            for st in ("firing", "acked", "silenced", "inhibited"):
                 expected[f"alerts-{st}-{s}"] = str(await count(status=st, severity=s))
             expected[f"listed-{s}"] = str(await count(severity=s))
             expected[f"chart-events-{s}"] = str(stats["by_severity"][s])

@@ -322,6 +322,25 @@ def _silenced(record: views.EventRecord) -> Entry:
     return _entry(record, "muted", "Silenced", f"silence {record.data.get('silence_id', '')}")
 
 
+def _inhibited(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = f"by alert {d.get('inhibited_by', '')} · rule {d.get('rule', '')}"
+    return _entry(record, "muted", "Inhibited", detail)
+
+
+def _inhibit_source(record: views.EventRecord) -> Entry:
+    rules = record.data.get("rules") or {}
+    if not rules:
+        return _entry(record, "neutral", "Inhibits nothing any more")
+    return _entry(record, "neutral", "Inhibits", "rules " + ", ".join(sorted(rules)))
+
+
+def _inhibit_released(record: views.EventRecord) -> Entry:
+    released = record.data.get("alert_ids") or []
+    title = f"Stopped inhibiting: {_plural(len(released), 'alert')} released"
+    return _entry(record, "info", title, " ".join(str(a) for a in released))
+
+
 def _escalated(record: views.EventRecord) -> Entry:
     d = record.data
     return _entry(record, "bad", f"Escalated {d.get('from_severity')} → {d.get('severity')}")
@@ -403,6 +422,12 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _suppressed
     if issubclass(kind, ev.AlertSilenced):
         return _silenced
+    if issubclass(kind, ev.AlertInhibited):
+        return _inhibited
+    if issubclass(kind, ev.InhibitSource):
+        return _inhibit_source
+    if issubclass(kind, ev.InhibitReleased):
+        return _inhibit_released
     if issubclass(kind, ev.AlertEscalated):
         return _escalated
     if issubclass(kind, ev.AlertRouted):

@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 
 from tocsin.core import events as ev
 from tocsin.core import groups
+from tocsin.core.decide.dedup import OpenAlert, dedup_key
+from tocsin.core.decide.inhibit import Inhibitions, still_inhibited
 from tocsin.core.decide.route import RoutingTable, told_after_silence, told_of_resolve
 from tocsin.core.decide.silences import covering
-from tocsin.core.state import Group, State
+from tocsin.core.state import Alert, Group, State
 from tocsin.core.timeintervals import TimeIntervals
 
 RECHECK_US = 24 * 3_600 * 1_000_000
@@ -29,6 +31,7 @@ def next_due(state: State) -> int | None:
     due = [g.due_at for g in state.groups.values() if g.due_at is not None]
     due.extend(timer.due for timer in state.auto_resolve.values())
     due.extend(s.ends for s in state.silences.values() if not s.expired)
+    due.extend(ended.at for ended in state.inhibit_ended.values())
     return min(due) if due else None
 
 
@@ -42,13 +45,22 @@ def tick(
     config_version: str | None = None,
 ) -> list[ev.Event]:
     """The facts of every timer due at ``now``: an alert that resolves by itself (and
-    who hears of it), a group's notification, or its deferral while its route's time
-    intervals mute it. Resolves come first, so a group due at the same instant lists
-    them as resolved."""
-    facts = _auto_resolved(state, now, new_id) + _silences_ended(state, now, routing, new_id)
+    who hears of it), alerts a silence or an inhibitor held back (released), a group's
+    notification, or its deferral while its route's time intervals mute it. Resolves
+    and releases come first, so a group due at the same instant lists them. A group's
+    alerts that an inhibit rule holds back now and that it never told of leave it
+    first (``alert.inhibited``), as they would had an event of theirs come in."""
+    opened: set[str] = set()  # groups opened by this tick's facts, not folded yet
+    facts = _auto_resolved(state, now, new_id)
+    facts += _silences_ended(state, now, routing, new_id, opened)
+    facts += _inhibitions_ended(state, now, routing, new_id, opened)
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
-    for group in state.groups.values():
+    due_groups = [g for g in state.groups.values() if g.due_at is not None and g.due_at <= now]
+    facts = _inhibited_members(state, due_groups, routing.inhibitions, now)
+    if facts:
+        return facts  # folded first: they leave their groups before the notification
+    for group in due_groups:
         due = group.due_at
         if due is None or due > now:
             continue
@@ -115,12 +127,15 @@ def _auto_resolved(state: State, now: int, new_id: Callable[[], str]) -> list[ev
 
 
 def _silences_ended(
-    state: State, now: int, routing: RoutingTable, new_id: Callable[[], str]
+    state: State,
+    now: int,
+    routing: RoutingTable,
+    new_id: Callable[[], str],
+    opened: set[str],
 ) -> list[ev.Event]:
     """Silences that ended (expired or deleted): the firing alerts each held back are
     routed now, unless another silence still covers them (``silence.expired``)."""
     facts: list[ev.Event] = []
-    opened: set[str] = set()  # groups opened by these facts, not folded yet
     for silence in state.silences.values():
         if silence.expired or silence.ends > now:
             continue
@@ -140,6 +155,10 @@ def _silences_ended(
                 labels=alert.labels,
             ):
                 continue
+            held = _inhibited(state, current, alert, routing.inhibitions, now)
+            if held is not None:
+                released.append(held)  # an inhibitor holds it now: it waits for that
+                continue
             ids.append(alert.id)
             released += told_after_silence(
                 state, routing, current, alert, new_id=new_id, opened=opened
@@ -154,6 +173,122 @@ def _silences_ended(
             )
         )
         facts += released
+    return facts
+
+
+def _inhibitions_ended(
+    state: State,
+    now: int,
+    routing: RoutingTable,
+    new_id: Callable[[], str],
+    opened: set[str],
+) -> list[ev.Event]:
+    """Alerts that stopped inhibiting (``State.inhibit_ended``): each alert waiting on
+    a slot they left and left with no inhibitor at all is released
+    (``inhibit.released``); those still firing and not acknowledged are routed now,
+    reason ``firing``, unless a silence holds them now (then it does)."""
+    facts: list[ev.Event] = []
+    seen: set[str] = set()
+    for source_id, ended in state.inhibit_ended.items():
+        ids: list[str] = []
+        released: list[ev.Event] = []
+        for rule, values in ended.slots.items():
+            for alert_id in state.inhibit_waiting.get(rule, {}).get(values, {}):
+                alert = state.alerts.get(alert_id)
+                current = (
+                    None if alert is None else state.open_by_fingerprint.get(alert.fingerprint)
+                )
+                if alert is None or current is None or current.alert_id != alert_id:
+                    continue
+                if alert_id in seen or still_inhibited(state, alert_id, current.waits_on):
+                    continue
+                seen.add(alert_id)
+                ids.append(alert_id)
+                if current.acked:
+                    continue
+                silence = covering(
+                    state.silences.values(),
+                    now,
+                    severity=alert.severity,
+                    type_=alert.type,
+                    source=alert.source,
+                    labels=alert.labels,
+                )
+                if silence is not None:
+                    released.append(
+                        ev.AlertSilenced(
+                            alert_id=alert_id,
+                            fingerprint=alert.fingerprint,
+                            dedup_key=dedup_key(alert.fingerprint, current.bucket),
+                            silence_id=silence.id,
+                        )
+                    )
+                    continue
+                released += told_after_silence(
+                state, routing, current, alert, new_id=new_id, opened=opened
+            )
+        facts.append(
+            ev.InhibitReleased(
+                alert_id=source_id,
+                at=ended.at,
+                alert_ids=ids,
+                due_at=ended.at,
+                fired_at=now,
+            )
+        )
+        facts += released
+    return facts
+
+
+def _inhibited(
+    state: State, current: OpenAlert, alert: Alert, rules: Inhibitions, now: int
+) -> ev.AlertInhibited | None:
+    """``alert.inhibited`` for an open alert an inhibit rule holds back now (the
+    clock's check, with the alert's fields as of its last event), else ``None``."""
+    if not rules.rules:
+        return None
+    found = rules.inhibition(
+        state,
+        alert.id,
+        severity=alert.severity,
+        type_=alert.type,
+        source=alert.source,
+        labels=alert.labels,
+    )
+    if found is None:
+        return None
+    return ev.AlertInhibited(
+        alert_id=alert.id,
+        fingerprint=alert.fingerprint,
+        dedup_key=dedup_key(alert.fingerprint, current.bucket),
+        rule=found.rule,
+        inhibited_by=found.inhibited_by,
+        waits_on=found.waits_on,
+        fired_at=now,
+    )
+
+
+def _inhibited_members(
+    state: State, due: Sequence[Group], rules: Inhibitions, now: int
+) -> list[ev.Event]:
+    """``alert.inhibited`` for each alert of a due group that nobody in it was told of
+    yet (news ``firing``) and that an inhibit rule holds back now: it leaves its
+    groups before their notifications are decided. Once per alert."""
+    if not rules.rules:
+        return []
+    facts: list[ev.Event] = []
+    seen: set[str] = set()
+    for member in (m for group in due for m in group.members.values()):
+        if member.news != "firing" or member.resolved or member.alert_id in seen:
+            continue
+        seen.add(member.alert_id)
+        alert = state.alerts.get(member.alert_id)
+        current = None if alert is None else state.open_by_fingerprint.get(alert.fingerprint)
+        if alert is None or current is None or current.alert_id != alert.id:
+            continue
+        held = _inhibited(state, current, alert, rules, now)
+        if held is not None:
+            facts.append(held)
     return facts
 
 

@@ -387,6 +387,49 @@ class LogCompacted(_Event, frozen=True, tag="log.compacted"):
     archive_sha256: str
 
 
+class InhibitSource(_Event, frozen=True, tag="inhibit.source"):
+    """Which inhibit rules (DESIGN.md section 12) the open alert is a source of changed:
+    ``rules`` maps each rule whose ``source`` it matches now to its values for the
+    rule's ``equal`` keys (``{}``: it inhibits nothing any more). Logged by the router
+    from the config in force, so the fold keeps the index of inhibitors without
+    matching rules (``core/decide/inhibit.py``)."""
+
+    alert_id: str
+    fingerprint: str
+    rules: dict[str, str]
+
+
+class AlertInhibited(_Event, frozen=True, tag="alert.inhibited"):
+    """A firing event that would have been routed is held back by inhibit rule
+    ``rule``: the open alert ``inhibited_by`` matches its source with equal values. It
+    is counted but nobody is told, and its dedup key stays unspent. ``waits_on``: every
+    rule whose target the alert matches, with its equal values; it stays held back
+    while one of those has an inhibitor other than itself. ``fired_at``: set when the
+    clock found it inhibited (a silence over it ended, or its group fell due), with no
+    event to count."""
+
+    alert_id: str
+    fingerprint: str
+    dedup_key: str
+    rule: str
+    inhibited_by: str
+    waits_on: dict[str, str] = {}
+    fired_at: int | None = None
+
+
+class InhibitReleased(_Event, frozen=True, tag="inhibit.released"):
+    """``alert_id`` stopped inhibiting at ``at`` (it resolved, or no longer matches a
+    rule's source): the clock released the alerts it was the last inhibitor of
+    (``alert_ids``); those not acknowledged were routed as news (reason ``firing``)
+    right after this fact, unless a silence holds them now."""
+
+    alert_id: str
+    at: int
+    alert_ids: list[str]
+    due_at: int
+    fired_at: int
+
+
 Event = (
     AlertReceived
     | AlertOpened
@@ -414,6 +457,9 @@ Event = (
     | GroupNotified
     | GroupDeferred
     | SilenceExpired
+    | InhibitSource
+    | AlertInhibited
+    | InhibitReleased
 )
 
 _encoder = msgspec.json.Encoder()

@@ -25,6 +25,7 @@ from tocsin.core.state import (
     Delivery,
     DeliveryStatus,
     Group,
+    InhibitEnd,
     LastAlert,
     ReceiverStats,
     Silence,
@@ -171,7 +172,9 @@ def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
     )
 
 
-def _suppressed(e: ev.AlertSuppressed | ev.AlertSilenced, state: State, seq: int) -> None:
+def _suppressed(
+    e: ev.AlertSuppressed | ev.AlertSilenced | ev.AlertInhibited, state: State, seq: int
+) -> None:
     state.counters.suppressed += 1
     state.hour().suppressed += 1
     alert = state.alerts.get(e.alert_id)
@@ -201,6 +204,120 @@ def _silenced(e: ev.AlertSilenced, state: State, seq: int) -> None:
     if current is not None and current.alert_id == e.alert_id:
         current.silenced = True
         current.silenced_by = e.silence_id
+        _not_inhibited(state, current)  # the silence holds it; its end checks inhibition
+
+
+def _inhibited(e: ev.AlertInhibited, state: State, seq: int) -> None:
+    """Counted as suppressed, its bucket unspent (as for a silence); it waits on the
+    slots ``waits_on`` names, and leaves every group that was never told of it (its
+    next notification goes without it)."""
+    if e.fired_at is None:  # an event held back; the clock's finding counts none
+        _suppressed(e, state, seq)
+        state.hour().inhibited += 1
+    alert = state.alerts.get(e.alert_id)
+    if alert is not None:
+        alert.inhibited_by = e.inhibited_by
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is None or current.alert_id != e.alert_id:
+        return
+    current.silenced = True
+    current.silenced_by = None
+    _stop_waiting(state, current)
+    current.inhibited_by = e.inhibited_by
+    current.waits_on = e.waits_on
+    for rule, values in e.waits_on.items():
+        _slot_add(state.inhibit_waiting, rule, values, e.alert_id)
+    left = []
+    for key in current.groups:
+        group = state.groups.get(key)
+        member = group.members.get(e.alert_id) if group is not None else None
+        if group is not None and member is not None and member.news == "firing":
+            del group.members[e.alert_id]
+            _retimed(state, group)
+            left.append(key)
+    if left:
+        current.groups = [key for key in current.groups if key not in left]
+
+
+def _inhibit_source(e: ev.InhibitSource, state: State, seq: int) -> None:
+    """The alert's place in the index of inhibitors: the slots it left, then the ones
+    it joins (``core/decide/inhibit.py``)."""
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is None or current.alert_id != e.alert_id:
+        return
+    before = current.inhibits
+    _leave(state, e.alert_id, {r: v for r, v in before.items() if e.rules.get(r) != v})
+    for rule, values in e.rules.items():
+        if before.get(rule) != values:
+            _slot_add(state.inhibitors, rule, values, e.alert_id)
+    current.inhibits = e.rules
+
+
+def _inhibit_released(e: ev.InhibitReleased, state: State, seq: int) -> None:
+    state.inhibit_ended.pop(e.alert_id, None)
+    for alert_id in e.alert_ids:
+        alert = state.alerts.get(alert_id)
+        current = None if alert is None else state.open_by_fingerprint.get(alert.fingerprint)
+        if current is not None and current.alert_id == alert_id:
+            _not_inhibited(state, current)
+
+
+def _slot_add(
+    index: dict[str, dict[str, dict[str, None]]], rule: str, values: str, alert_id: str
+) -> None:
+    index.setdefault(rule, {}).setdefault(values, {})[alert_id] = None
+
+
+def _slot_remove(
+    index: dict[str, dict[str, dict[str, None]]], rule: str, values: str, alert_id: str
+) -> None:
+    slots = index.get(rule)
+    members = None if slots is None else slots.get(values)
+    if slots is None or members is None:
+        return
+    members.pop(alert_id, None)
+    if not members:
+        del slots[values]
+        if not slots:
+            del index[rule]
+
+
+def _leave(state: State, alert_id: str, slots: dict[str, str]) -> None:
+    """``alert_id`` inhibits through ``slots`` no more. A slot alerts wait on that is
+    left with no inhibitor, or only one (which may be a waiting alert itself: it does
+    not inhibit itself), is marked ended for the clock, which releases the alerts it
+    finds with no inhibitor left. With two or more left, every alert waiting there
+    still has one other than itself: nothing to release."""
+    for rule, values in slots.items():
+        _slot_remove(state.inhibitors, rule, values, alert_id)
+        waiting = state.inhibit_waiting.get(rule, {}).get(values)
+        if not waiting:
+            continue
+        left = state.inhibitors.get(rule, {}).get(values, {})
+        if len(left) > 1 or (left and next(iter(left)) not in waiting):
+            continue
+        ended = state.inhibit_ended.get(alert_id)
+        if ended is None:
+            ended = state.inhibit_ended[alert_id] = InhibitEnd(at=state.last_ts)
+        ended.slots[rule] = values
+
+
+def _stop_waiting(state: State, current: OpenAlert) -> None:
+    for rule, values in current.waits_on.items():
+        _slot_remove(state.inhibit_waiting, rule, values, current.alert_id)
+    current.waits_on = {}
+
+
+def _not_inhibited(state: State, current: OpenAlert) -> None:
+    """The alert's news is no longer held back by inhibition (it was routed, grouped,
+    silenced, released or resolved)."""
+    if current.inhibited_by is None:
+        return
+    current.inhibited_by = None
+    _stop_waiting(state, current)
+    alert = state.alerts.get(current.alert_id)
+    if alert is not None:
+        alert.inhibited_by = None
 
 
 def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
@@ -237,6 +354,8 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
             current.receivers.append(e.receiver)
         current.silenced = False
         current.silenced_by = None
+        if current.inhibited_by is not None:
+            _not_inhibited(state, current)
     alert = state.alerts.get(e.alert_id)
     as_routed = None
     if alert is not None:
@@ -305,6 +424,8 @@ def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
             current.groups.append(e.group_key)
         current.silenced = False
         current.silenced_by = None
+        if current.inhibited_by is not None:
+            _not_inhibited(state, current)
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         if e.group_key not in alert.groups:
@@ -354,6 +475,9 @@ def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         del state.open_by_fingerprint[e.fingerprint]
+        if current.inhibits:  # an inhibitor no more: its targets may be released
+            _leave(state, e.alert_id, current.inhibits)
+        _not_inhibited(state, current)
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.status = "resolved"
@@ -566,6 +690,12 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _silence_expired)
     if issubclass(kind, ev.OutboxPublished):
         return handled_by(kind, _outbox_published)
+    if issubclass(kind, ev.AlertInhibited):
+        return handled_by(kind, _inhibited)
+    if issubclass(kind, ev.InhibitSource):
+        return handled_by(kind, _inhibit_source)
+    if issubclass(kind, ev.InhibitReleased):
+        return handled_by(kind, _inhibit_released)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

@@ -341,7 +341,10 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.InhibitSource
+        | ev.AlertInhibited
+        | ev.InhibitReleased,
     ):
         return None
     assert_never(kind)

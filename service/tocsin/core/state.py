@@ -52,6 +52,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
     groups: list[str] = []  # the notification groups it joined (grouped routes)
     resolved_ts: int | None = None  # log time (``ts``) of its ``alert.resolved``
+    inhibited_by: str | None = None  # the open alert holding back its news (inhibit rules)
 
 
 class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True):
@@ -167,6 +168,15 @@ class Group(Struct, kw_only=True, gc=False, array_like=True):
     due_at: int | None = None
 
 
+class InhibitEnd(Struct, kw_only=True, gc=False, array_like=True):
+    """An alert stopped inhibiting at ``at`` (log time): the slots it left (rule ->
+    equal values) that alerts were held back on, for the clock to release those left
+    with no inhibitor (``inhibit.released``)."""
+
+    at: int
+    slots: dict[str, str] = {}
+
+
 class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     failed_attempts: int = 0
@@ -184,6 +194,7 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     by_receiver: dict[str, ReceiverStats] = {}
     rejected: dict[str, int] = {}  # refused inbound messages by reason code
     unrouted: int = 0  # alerts found to match no route (``newly_unrouted`` facts)
+    inhibited: int = 0  # firing events held back by an inhibit rule (``alert.inhibited``)
 
 
 class LastAlert(Struct, kw_only=True, gc=False, array_like=True):
@@ -242,6 +253,13 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     keep_resolved: int = KEEP_RESOLVED_US  # the last ``config.loaded``'s (``core.retention``)
     next_sweep: int = 0  # log time from which the next event sweeps (``core.retention``)
     keep_everything: bool = False  # a report of the whole file: nothing is swept
+    # Inhibition (``core/decide/inhibit.py``), each by rule, then by equal values:
+    # the open alerts matching the rule's source (``inhibit.source``), oldest first, and
+    # the inhibited alerts waiting on that slot (``alert.inhibited``); and, by the alert
+    # that stopped inhibiting, the slots it left that the clock has yet to release.
+    inhibitors: dict[str, dict[str, dict[str, None]]] = {}
+    inhibit_waiting: dict[str, dict[str, dict[str, None]]] = {}
+    inhibit_ended: dict[str, InhibitEnd] = {}
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

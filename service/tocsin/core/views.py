@@ -36,13 +36,15 @@ DEFAULT_LIMIT = 50
 MAX_EVENTS_LIMIT = 1000
 DEFAULT_EVENTS_LIMIT = 100
 SEVERITIES = sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=True)
-ALERT_STATUSES = ("firing", "acked", "silenced", "resolved")
+ALERT_STATUSES = ("firing", "acked", "silenced", "inhibited", "resolved")
 
 
 class AlertView(Struct, kw_only=True):
     """An alert as the API shows it. ``unrouted`` (additive; ``status`` keeps DESIGN's
     values, ``ALERT_STATUSES``): no route matched its news and no receiver was ever
-    told of it, which ``receivers: []`` alone does not tell from a silenced alert."""
+    told of it, which ``receivers: []`` alone does not tell from a silenced alert.
+    ``inhibited_by``: the open alert an inhibit rule holds its news back for (its
+    ``status`` is then ``inhibited``, unless acknowledged or silenced)."""
 
     id: str
     fingerprint: str
@@ -66,6 +68,7 @@ class AlertView(Struct, kw_only=True):
     ack_comment: str | None = None
     resolved_by: str | None = None
     unrouted: bool = False
+    inhibited_by: str | None = None
 
 
 class AlertDetail(AlertView, kw_only=True):
@@ -145,8 +148,9 @@ class Stats(Struct, kw_only=True):
     the window was delivered or dead-lettered (no rate to speak of). Additive:
     ``per_hour`` (firing events per hour by severity, the dashboard's chart),
     ``rejected`` (inbound messages refused in the window), ``rejected_by_reason``
-    (those by reason code, most first) and ``unrouted`` (alerts found in the window to
-    match no route: nobody was told of them)."""
+    (those by reason code, most first), ``unrouted`` (alerts found in the window to
+    match no route: nobody was told of them) and ``inhibited`` (firing events held
+    back by an inhibit rule, counted in ``suppressed`` too)."""
 
     window_hours: int
     total: int
@@ -162,6 +166,7 @@ class Stats(Struct, kw_only=True):
     rejected: int
     rejected_by_reason: dict[str, int]
     unrouted: int
+    inhibited: int = 0
 
 
 class SilenceView(Struct, kw_only=True):
@@ -251,12 +256,14 @@ class QueryError(ValueError):
 
 def view_status(alert: Alert, silenced: bool) -> str:
     """``resolved``, else ``acked``, else ``silenced`` (an active silence matches it),
-    else ``firing``."""
+    else ``inhibited`` (an inhibit rule held back its last news), else ``firing``."""
     if alert.status == "resolved":
         return "resolved"
     if alert.acked_at is not None:
         return "acked"
-    return "silenced" if silenced else "firing"
+    if silenced:
+        return "silenced"
+    return "inhibited" if alert.inhibited_by is not None else "firing"
 
 
 def is_silenced(state: State, alert: Alert, now: int) -> bool:
@@ -313,6 +320,7 @@ def alert_view(alert: Alert, silenced: bool = False) -> AlertView:
         ack_comment=alert.ack_comment,
         resolved_by=alert.resolved_by,
         unrouted=alert.unrouted,
+        inhibited_by=alert.inhibited_by,
     )
 
 
@@ -612,7 +620,10 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.AlertGrouped
         | ev.GroupNotified
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.InhibitSource
+        | ev.AlertInhibited
+        | ev.InhibitReleased,
     ):
         return "entry"
     assert_never(kind)
@@ -813,7 +824,10 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.AlertGrouped
         | ev.GroupNotified
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.InhibitSource
+        | ev.AlertInhibited
+        | ev.InhibitReleased,
     ):
         return None
     assert_never(kind)
@@ -846,7 +860,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
-    suppressed = unrouted = 0
+    suppressed = unrouted = inhibited = 0
     rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
@@ -860,6 +874,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
                 by_type[kind] = by_type.get(kind, 0) + n
             suppressed += bucket.suppressed
             unrouted += bucket.unrouted
+            inhibited += bucket.inhibited
             for code, n in bucket.rejected.items():
                 rejected[code] = rejected.get(code, 0) + n
             for receiver, r in bucket.by_receiver.items():
@@ -900,6 +915,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
         rejected=sum(rejected.values()),
         rejected_by_reason=dict(sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
         unrouted=unrouted,
+        inhibited=inhibited,
     )
 
 

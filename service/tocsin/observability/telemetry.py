@@ -365,6 +365,11 @@ def _silenced(event: ev.AlertSilenced, metrics: Metrics, tally: _Tally) -> None:
     tally.counts["suppressed", (("cause", "silenced"),)] += 1
 
 
+def _inhibited(event: ev.AlertInhibited, metrics: Metrics, tally: _Tally) -> None:
+    if event.fired_at is None:  # an event held back, not the clock's finding
+        tally.counts["suppressed", (("cause", "inhibited"),)] += 1
+
+
 def _rejected(event: ev.AlertRejected, metrics: Metrics, tally: _Tally) -> None:
     tally.counts["rejected", (("reason", event.code),)] += 1
 
@@ -403,6 +408,8 @@ def _count(kind: type[ev.Event]) -> Count | None:
         return handled_by(kind, _suppressed)
     if issubclass(kind, ev.AlertSilenced):
         return handled_by(kind, _silenced)
+    if issubclass(kind, ev.AlertInhibited):
+        return handled_by(kind, _inhibited)
     if issubclass(kind, ev.AlertRejected):
         return handled_by(kind, _rejected)
     if issubclass(kind, ev.DeliverySucceeded):
@@ -421,6 +428,8 @@ def _count(kind: type[ev.Event]) -> Count | None:
         | ev.AlertGrouped
         | ev.GroupDeferred
         | ev.SilenceExpired
+        | ev.InhibitSource
+        | ev.InhibitReleased
         | ev.AlertOpened
         | ev.AlertEscalated
         | ev.AlertResolved

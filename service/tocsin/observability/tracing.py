@@ -252,8 +252,8 @@ def activated(span: Span, scrub: Callable[[str], str]) -> Iterator[Span]:
 
 def route_attributes(subject: str, facts: Sequence[ev.Event]) -> dict[str, AttributeValue]:
     """What a router span says about one inbound message: what it was and what became
-    of it (``tocsin.outcome``: routed, suppressed, silenced, rejected, resolve_ignored,
-    unrouted)."""
+    of it (``tocsin.outcome``: routed, suppressed, silenced, inhibited, rejected,
+    resolve_ignored, unrouted)."""
     # Each attribute costs ~10 us to encode for export: only what answers a question.
     attributes: dict[str, AttributeValue] = {"messaging.destination.name": subject}
     receivers: list[str] = []
@@ -305,6 +305,14 @@ def _silenced(
     return "silenced"
 
 
+def _inhibited(
+    fact: ev.AlertInhibited, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    attributes["tocsin.inhibit_rule"] = fact.rule
+    attributes["tocsin.inhibited_by"] = fact.inhibited_by
+    return "inhibited"
+
+
 def _resolve_ignored(
     fact: ev.AlertResolveIgnored, attributes: dict[str, AttributeValue], receivers: list[str]
 ) -> str:
@@ -333,6 +341,8 @@ def _note(kind: type[ev.Event]) -> Note | None:
         return handled_by(kind, _suppressed)
     if issubclass(kind, ev.AlertSilenced):
         return handled_by(kind, _silenced)
+    if issubclass(kind, ev.AlertInhibited):
+        return handled_by(kind, _inhibited)
     if issubclass(kind, ev.AlertResolveIgnored):
         return handled_by(kind, _resolve_ignored)
     if issubclass(kind, ev.AlertRejected):
@@ -358,7 +368,9 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.AlertGrouped
         | ev.GroupNotified
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.InhibitSource
+        | ev.InhibitReleased,
     ):
         return None
     assert_never(kind)

@@ -49,7 +49,7 @@ class Clock:
         self._control = control
         self._ledger = ledger
         self._intervals = config.time_intervals
-        self._routing = RoutingTable.compile(config.routes)
+        self._routing = RoutingTable.compile(config.routes, config.inhibit)
         self._version = config.digest()
         self._now = now
         self._nudged = asyncio.Event()

@@ -96,7 +96,7 @@ class Router(Step[Traced]):
         self._on_commit = on_commit
         self._ledger = ledger
         self._config = config
-        self._routing = RoutingTable.compile(config.routes)
+        self._routing = RoutingTable.compile(config.routes, config.inhibit)
         self._receivers = frozenset(config.receivers)
         self._tracing = tracing or Tracing()
         self._secrets = secrets or Secrets()

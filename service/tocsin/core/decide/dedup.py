@@ -42,6 +42,9 @@ class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     silenced: bool = False  # the current bucket's would-be notification was silenced
     groups: list[str] = []  # the notification groups it joined: a resolve goes to each
     silenced_by: str | None = None  # the silence that held back its current news
+    inhibits: dict[str, str] = {}  # inhibit rule -> its equal values, as a source of it
+    inhibited_by: str | None = None  # the alert that inhibited its current news
+    waits_on: dict[str, str] = {}  # while inhibited: rule -> equal values (alert.inhibited)
 
 
 Verdict = Literal["open", "reminder", "escalate", "suppress", "resolve", "resolve_ignored"]

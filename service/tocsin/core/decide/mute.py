@@ -3,8 +3,8 @@ claims it.
 
 A mute source is a pure function ``(state, candidate) -> fact | None``: the fact that
 records why the candidate is held back (counted for its alert, told to nobody), or
-``None`` to let it go. Silences are the first source; inhibition and time intervals
-(DESIGN.md section 12) join as sources, each a function in its own module and one
+``None`` to let it go. Silences are the first source, inhibition (``inhibit``) the
+second (DESIGN.md section 12); another joins as a function in its own module and one
 more argument of ``mute(...)`` in ``triage.STAGES``.
 """
 

@@ -22,6 +22,7 @@ from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
 from tocsin.core.decide.dedup import dedup_key
+from tocsin.core.decide.inhibit import NO_INHIBITIONS, Inhibitions, InhibitRule
 from tocsin.core.groups import (
     DEFAULT_MAX_ALERTS,
     FINGERPRINT,
@@ -53,11 +54,15 @@ class CompiledRoute:
 
 @dataclass(frozen=True)
 class RoutingTable:
+    """Who is told: the routes, and the inhibit rules that hold news back (DESIGN.md
+    section 12), which the decision stages and the clock both need."""
+
     routes: tuple[CompiledRoute, ...]
     grouped: bool = False  # some route notifies through groups
+    inhibitions: Inhibitions = NO_INHIBITIONS
 
     @classmethod
-    def compile(cls, routes: Sequence[Route]) -> RoutingTable:
+    def compile(cls, routes: Sequence[Route], inhibit: Sequence[InhibitRule] = ()) -> RoutingTable:
         compiled = tuple(
             CompiledRoute(
                 Matcher.compile(r.match, r.matchers),
@@ -67,7 +72,8 @@ class RoutingTable:
             )
             for r in routes
         )
-        return cls(compiled, any(c.grouping is not None for c in compiled))
+        grouped = any(c.grouping is not None for c in compiled)
+        return cls(compiled, grouped, Inhibitions.compile(inhibit))
 
     def matching(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
@@ -302,10 +308,10 @@ def told_after_silence(
     new_id: Callable[[], str],
     opened: set[str] | None = None,
 ) -> list[ev.Event]:
-    """The news a silence held back, now that it ended (the clock): the alert's routes
-    as the config says now, reason ``firing`` (DESIGN.md section 12). ``opened``: the
-    groups opened by facts decided with these and not folded yet (one ``group.opened``
-    each, however many released alerts join it)."""
+    """The news a silence or an inhibition held back, now that it ended (the clock):
+    the alert's routes as the config says now, reason ``firing`` (DESIGN.md section
+    12). ``opened``: the groups opened by facts decided with these and not folded yet
+    (one ``group.opened`` each, however many released alerts join it)."""
     key = dedup_key(alert.fingerprint, current.bucket)
     receivers, groups = routing.targets_for(
         alert.severity, alert.type, alert.source, alert.labels, alert.fingerprint

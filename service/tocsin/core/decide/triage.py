@@ -4,7 +4,9 @@ Was it received already (``idempotency``: its ``event_id`` in the last 24 h)? Is
 news for its alert (``dedup``)? Is anything holding it back (``mute``, asking each
 source in turn)? Then who is told (``route``). Each stage adds facts to the candidate
 and passes it on or stops it (``candidate``). A new rule is a new stage in ``STAGES``, or
-a new source in ``mute(...)``, not a branch in this function.
+a new source in ``mute(...)``, not a branch in this function. ``RECORDS`` run after the
+stages whichever stopped the candidate: bookkeeping every accepted event needs, news or
+not (which inhibit rules its alert is a source of).
 
 The state is not touched: the caller folds the facts after deciding, so the next event
 of the same batch sees them.
@@ -19,6 +21,7 @@ from tocsin.core import events as ev
 from tocsin.core.decide.candidate import Candidate, Stage
 from tocsin.core.decide.dedup import dedup
 from tocsin.core.decide.idempotency import idempotency
+from tocsin.core.decide.inhibit import inhibited, inhibitors
 from tocsin.core.decide.mute import mute
 from tocsin.core.decide.route import RoutingTable, route
 from tocsin.core.decide.silences import silenced
@@ -28,9 +31,11 @@ from tocsin.core.state import State
 STAGES: Final[tuple[Stage, ...]] = (
     idempotency,
     dedup,
-    mute(silenced),
+    mute(silenced, inhibited),
     route,
 )
+
+RECORDS: Final[tuple[Stage, ...]] = (inhibitors,)
 
 
 def triage(
@@ -58,4 +63,6 @@ def triage(
     for stage in STAGES:
         if not stage(state, candidate):
             break
+    for record in RECORDS:
+        record(state, candidate)
     return candidate.facts
