@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from tocsin.core import escalation, groups
 from tocsin.core import events as ev
-from tocsin.core import groups
+from tocsin.core.decide.flapping import settled
 from tocsin.core.decide.route import RoutingTable, told_after_silence, told_of_resolve
 from tocsin.core.decide.silences import covering
 from tocsin.core.state import Group, State
@@ -29,6 +30,8 @@ def next_due(state: State) -> int | None:
     due = [g.due_at for g in state.groups.values() if g.due_at is not None]
     due.extend(timer.due for timer in state.auto_resolve.values())
     due.extend(s.ends for s in state.silences.values() if not s.expired)
+    due.extend(c.due_at for c in state.escalations.values() if c.due_at is not None)
+    due.extend(f.due_at for f in state.flaps.values() if f.due_at is not None)
     return min(due) if due else None
 
 
@@ -42,10 +45,12 @@ def tick(
     config_version: str | None = None,
 ) -> list[ev.Event]:
     """The facts of every timer due at ``now``: an alert that resolves by itself (and
-    who hears of it), a group's notification, or its deferral while its route's time
-    intervals mute it. Resolves come first, so a group due at the same instant lists
-    them as resolved."""
+    who hears of it), a flapping alert that settled, a group's notification, or its
+    deferral while its route's time intervals mute it, an escalation step. Resolves
+    come first, so a group due at the same instant lists them as resolved, and an
+    escalation due then is ended by them."""
     facts = _auto_resolved(state, now, new_id) + _silences_ended(state, now, routing, new_id)
+    facts += settled(state, now, routing, new_id)
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
     for group in state.groups.values():
@@ -84,7 +89,11 @@ def tick(
                 config_version=config_version,
             )
         )
-    return facts
+        if told.status == "firing" and routing.escalates:
+            started = escalation.started_for_group(state, routing, group, now)
+            if started is not None:
+                facts.append(started)
+    return facts + escalation.fired(state, now, new_id, config_version)
 
 
 def _auto_resolved(state: State, now: int, new_id: Callable[[], str]) -> list[ev.Event]:
@@ -140,7 +149,7 @@ def _silences_ended(
             ):
                 continue
             ids.append(alert.id)
-            released += told_after_silence(state, routing, current, alert, new_id=new_id)
+            released += told_after_silence(state, routing, current, alert, new_id=new_id, at=now)
         facts.append(
             ev.SilenceExpired(
                 silence_id=silence.id,

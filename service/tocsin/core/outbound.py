@@ -341,7 +341,11 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.EscalationStarted
+        | ev.EscalationFired
+        | ev.AlertFlapping
+        | ev.AlertSettled,
     ):
         return None
     assert_never(kind)

@@ -322,6 +322,13 @@ def _rejected(
     return "rejected"
 
 
+def _flapping(
+    fact: ev.AlertFlapping, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    attributes["tocsin.flapping_changes"] = fact.changes
+    return "flapping"
+
+
 def _note(kind: type[ev.Event]) -> Note | None:
     """What a route span notes of a fact of ``kind``; ``None``: nothing (it adds
     nothing a trace is read for, or the router never decides it)."""
@@ -337,6 +344,8 @@ def _note(kind: type[ev.Event]) -> Note | None:
         return handled_by(kind, _resolve_ignored)
     if issubclass(kind, ev.AlertRejected):
         return handled_by(kind, _rejected)
+    if issubclass(kind, ev.AlertFlapping):
+        return handled_by(kind, _flapping)
     if issubclass(
         kind,
         ev.AlertOpened
@@ -358,7 +367,10 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.AlertGrouped
         | ev.GroupNotified
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.EscalationStarted
+        | ev.EscalationFired
+        | ev.AlertSettled,
     ):
         return None
     assert_never(kind)
