@@ -188,3 +188,42 @@ async def test_five_flaps_in_the_window_are_one_flapping_fact_not_ten_pages(
         await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
+
+
+async def test_the_alert_page_and_the_api_show_the_next_step_and_when(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """A chain whose step is an hour away: ``GET /api/v1/alerts/{id}`` and the alert's
+    page show who is told next and when; an ack takes it off both. Catches a chain
+    state missing from either."""
+    from tests.api.test_dashboard import assert_safe_page
+    from tocsin.core.times import format_us
+
+    toml = paging_config(base_of(sink), after="1h")
+    service = await Tocsin(data_dir, nats_url, toml).start()
+    try:
+        await publish_many(nats_url, [event(summary="db1 down")])
+        await wait_until(lambda: len(told(sink, "/pager")) == 1, 15, "the page")
+        alert_id = told(sink, "/pager")[0]["alert_id"]
+        [started] = service.events("escalation.started")
+        async with httpx.AsyncClient(base_url=service.api) as http:
+            [chain] = (await http.get(f"/api/v1/alerts/{alert_id}")).json()["escalations"]
+            assert (chain["next_step"], chain["next_receivers"], chain["fired"]) == (
+                0,
+                ["team-lead"],
+                0,
+            )
+            assert chain["next_due_at"] == format_us(started["started_at"] + 3_600_000_000)
+            page = await http.get(f"/alerts/{alert_id}")
+            assert_safe_page(page)
+            panel = page.text.split('id="alert-escalation"', 1)[1].split("</section>", 1)[0]
+            assert "0 of 1" in panel
+            assert 'step 1: <span class="chip">team-lead</span>' in panel
+            assert "in 59m" in panel or "in 1h" in panel
+            acked = await http.post(f"/api/v1/alerts/{alert_id}/ack", json={"by": "ana"})
+            assert acked.status_code == 200, acked.text
+            assert (await http.get(f"/api/v1/alerts/{alert_id}")).json()["escalations"] == []
+            assert 'id="alert-escalation"' not in (await http.get(f"/alerts/{alert_id}")).text
+        await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()
