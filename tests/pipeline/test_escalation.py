@@ -148,15 +148,15 @@ async def test_sigkill_between_the_page_and_the_escalation_still_escalates_once(
 async def test_five_flaps_in_the_window_are_one_flapping_fact_not_ten_pages(
     nats_url: str, sink: HttpSink, data_dir: Path
 ) -> None:
-    """``[flapping] changes = 4, window = "2s"``: five open/resolve cycles, then the
-    alert fires again and stays. The receiver hears the first two cycles (the fourth
-    change, a resolve, makes it flap and still reaches those told of the alert), then
-    nothing until it has been stable for 2 s, then its state once: 5 notifications,
-    not 11, and one ``alert.flapping``. Catches held news sent anyway, and a settle
-    that never comes or comes twice."""
+    """``[flapping] changes = 4, window = "3s"``: five open/resolve cycles, then the
+    alert fires again and stays. The receiver is told of the first two cycles (the
+    fourth change, a resolve, makes it flap and still reaches those told of the alert),
+    then nothing until it has been stable for 3 s, then its state once: 5
+    notifications, not 11, and one ``alert.flapping``. Catches held news sent anyway,
+    and a settle that never comes or comes twice."""
     from tests.pipeline.test_groups import grouped_config
 
-    toml = '[flapping]\nchanges = 4\nwindow = "2s"\n' + grouped_config(sink.url)
+    toml = '[flapping]\nchanges = 4\nwindow = "3s"\n' + grouped_config(sink.url)
     service = await Tocsin(data_dir, nats_url, toml).start()
     try:
         flaps = []
@@ -164,21 +164,29 @@ async def test_five_flaps_in_the_window_are_one_flapping_fact_not_ten_pages(
             flaps += [event(), event(status="resolved")]
         await publish_many(nats_url, [*flaps, event(summary="still down")])
         await wait_until(lambda: service.count("alert.settled") == 1, 20, "it settles")
-        await wait_until(lambda: len(sink.requests) == 5, 10, "the settled state told")
-        await wait_until(lambda: service.count("delivery.succeeded") == 5, 10, "its outcome")
-        bodies = [r.json() for r in sink.requests]
-        assert [b["reason"] for b in bodies] == [
+
+        def settled_notifications() -> int:
+            return service.count("delivery.succeeded") + service.count("delivery.superseded")
+
+        await wait_until(lambda: settled_notifications() == 5, 15, "every notification settled")
+        # Routed, in log order. The receiver may see fewer, in another order: sends of
+        # one receiver run concurrently, and a firing that arrives after the resolve of
+        # its fingerprint was accepted is superseded, not sent (channels.md, "Order").
+        assert [e["reason"] for e in service.events("alert.routed")] == [
             "firing",
             "resolved",
             "firing",
             "resolved",
             "firing",
         ]
-        assert bodies[-1]["summary"] == "still down"
+        bodies = [r.json() for r in sink.requests]
+        assert len(bodies) <= 5
+        [last] = [b for b in bodies if b["summary"] == "still down"]
+        assert last["reason"] == "firing"
         assert service.count("alert.flapping") == 1
         [settled] = service.events("alert.settled")
         assert settled["status"] == "firing"
-        assert settled["alert_id"] == bodies[-1]["alert_id"]
+        assert settled["alert_id"] == last["alert_id"]
         async with httpx.AsyncClient(base_url=service.api) as http:
             stats = (await http.get("/api/v1/stats")).json()
             assert stats["flapping"] == 4  # three reopenings and the last one, held
