@@ -560,6 +560,28 @@ def test_config_check_prints_what_the_file_says_and_warns_of_unrouted_severities
     assert refused.stderr.startswith("tocsin: route[0].receivers:")
 
 
+def test_config_check_shows_escalation_steps_and_flapping(tmp_path: Path) -> None:
+    """`tocsin config check` says whom a route escalates to and when, and what
+    ``[flapping]`` holds (DESIGN.md section 13). Catches both left out of the check."""
+    escalating = tmp_path / "escalating.toml"
+    escalating.write_text(
+        '[flapping]\nchanges = 4\nwindow = "1h"\n\n'
+        '[[route]]\nreceivers = ["pager"]\n'
+        'escalate = [{ after = "5m", receivers = ["lead"] },'
+        ' { after = "30m", receivers = ["lead", "head"] }]\n\n'
+        '[receivers.pager]\nchannel = "log"\n'
+        '[receivers.lead]\nchannel = "log"\n'
+        '[receivers.head]\nchannel = "log"\n'
+    )
+    checked = run("config", "check", str(escalating))
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        "    escalates when unacknowledged: after 300s lead; after 1800s lead, head"
+        in checked.stdout
+    )
+    assert "flapping: 4 changes within 3600s" in checked.stdout
+
+
 def test_config_check_shows_a_grouped_route_and_its_timings(tmp_path: Path) -> None:
     """`tocsin config check` names what a grouped, time-muted route does (DESIGN.md
     sections 11, 12, 15), and Alertmanager matchers with continue."""

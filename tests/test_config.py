@@ -224,6 +224,24 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         ('[dashboard]\nnotify = ["critical", "urgent"]\n', "dashboard.notify[1]"),
         ('[dashboard]\nnotify = "critical"\n', "dashboard.notify"),
         ("[dashboard]\nsound = true\n", "dashboard.sound"),
+        (
+            '[receivers.a]\nchannel = "log"\n\n[[route]]\nreceivers = ["a"]\n'
+            'escalate = [{ after = "5m", receivers = ["a"] },'
+            ' { after = "5m", receivers = ["a"] }]\n',
+            "route[0].escalate[1].after: must be later than the step before (300s)",
+        ),
+        (
+            '[receivers.a]\nchannel = "log"\n\n[[route]]\nreceivers = ["a"]\n'
+            'escalate = [{ after = "5m", receivers = ["head"] }]\n',
+            "route[0].escalate[0].receivers: unknown receiver 'head'",
+        ),
+        (
+            '[[route]]\nreceivers = ["log"]\nescalate = [{ after = "5m" }]\n',
+            "route[0].escalate[0].receivers",
+        ),
+        ('[flapping]\nchanges = 1\nwindow = "1h"\n', "flapping.changes"),
+        ('[flapping]\nchanges = 4\nwindow = "0s"\n', "flapping.window"),
+        ("[flapping]\nchanges = 4\n", "flapping.window"),
     ],
     ids=[
         "bad-duration",
@@ -259,6 +277,12 @@ def test_unset_variable_in_a_list_names_the_index(tmp_path: Path) -> None:
         "unknown-notify-severity",
         "notify-not-a-list",
         "unknown-dashboard-key",
+        "escalation-steps-not-increasing",
+        "escalation-to-an-unknown-receiver",
+        "escalation-step-without-receivers",
+        "flapping-changes-below-two",
+        "flapping-window-zero",
+        "flapping-without-window",
     ],
 )
 def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, key: str) -> None:
@@ -509,3 +533,38 @@ def test_bad_inhibit_rules_name_the_key(tmp_path: Path, text: str, key: str) -> 
     """Catches a rule that would select every alert (muting everything), or errors that
     do not say which rule and key are wrong."""
     assert load_error(tmp_path, text).startswith(key)
+
+
+def test_escalation_and_flapping_load_as_written(tmp_path: Path) -> None:
+    """The DESIGN.md section 13 keys: a route's escalate steps (in microseconds once
+    compiled) and [flapping], off when left out."""
+    config = load_text(
+        tmp_path,
+        """
+[flapping]
+changes = 4
+window = "1h"
+
+[receivers.pager]
+channel = "log"
+[receivers.team-lead]
+channel = "log"
+[receivers.head-of-ops]
+channel = "log"
+
+[[route]]
+receivers = ["pager"]
+escalate = [
+  { after = "5m", receivers = ["team-lead"] },
+  { after = "30m", receivers = ["head-of-ops"] },
+]
+""",
+    )
+    [route] = RoutingTable.compile(config.routes).routes
+    assert [(s.after, s.receivers) for s in route.escalate] == [
+        (300_000_000, ("team-lead",)),
+        (1_800_000_000, ("head-of-ops",)),
+    ]
+    assert config.flapping is not None
+    assert (config.flapping.changes, config.flapping.window) == (4, 3600.0)
+    assert load_text(tmp_path, "").flapping is None

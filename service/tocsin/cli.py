@@ -668,6 +668,16 @@ def _config_check(args: argparse.Namespace) -> int:
         print(f"  route[{index}] match {shown} -> {', '.join(route.receivers)}{stop}")
         if route.grouping.grouped:
             print(f"    grouped: {_grouping_text(route)}")
+        if route.escalate:
+            steps = "; ".join(
+                f"after {s.after:g}s {', '.join(s.receivers)}" for s in route.escalate
+            )
+            print(f"    escalates when unacknowledged: {steps}")
+    if checked.flapping is not None:
+        print(
+            f"flapping: {checked.flapping.changes} changes within {checked.flapping.window:g}s"
+            " hold an alert's news until it is stable that long"
+        )
     print(f"receivers ({len(checked.receivers)}):")
     for name, receiver in sorted(checked.receivers.items()):
         print(f"  {name}: {receiver.channel}")

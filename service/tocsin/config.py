@@ -21,6 +21,7 @@ from msgspec import Struct
 
 from tocsin.bus.connection import NatsLogin
 from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
+from tocsin.core import escalation
 from tocsin.core.contracts import SEVERITY_ALIASES
 from tocsin.core.decide.inhibit import InhibitRule, check_equal
 from tocsin.core.decide.route import Route
@@ -119,6 +120,16 @@ class AlertsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     resolve_timeout: Duration | None = None
 
 
+class FlappingSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[flapping]`` (DESIGN.md section 13; off unless given): a fingerprint that
+    opened and resolved ``changes`` times (each opening and each resolve is one)
+    within ``window`` flaps: its news is held until it has been stable for
+    ``window``."""
+
+    changes: int
+    window: Duration
+
+
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How hard delivery workers push: sends in flight per receiver per process."""
 
@@ -146,6 +157,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     alerts: AlertsSection = AlertsSection()
     dashboard: DashboardSection = DashboardSection()
     inhibit: list[InhibitRule] = msgspec.field(default_factory=list)
+    flapping: FlappingSection | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,7 @@ class Config:
     kinds: dict[str, ChannelKind] = field(default_factory=dict, repr=False)
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
     inhibit: list[InhibitRule] = field(default_factory=list)  # each named (``inhibit[i]``)
+    flapping: FlappingSection | None = None
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
@@ -232,6 +245,11 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         )
     if parsed.alerts.keep_resolved < 0:
         raise ConfigError("alerts.keep_resolved: must not be negative")
+    flapping = parsed.flapping
+    if flapping is not None and flapping.changes < 2:
+        raise ConfigError("flapping.changes: must be at least 2 (an opening and a resolve)")
+    if flapping is not None and flapping.window <= 0:
+        raise ConfigError("flapping.window: must be positive")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
     nats = msgspec.structs.replace(parsed.nats, replicas=_replicas(parsed.nats.replicas, env))
@@ -246,6 +264,9 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
     for index, route in enumerate(routes):
         _check_route(route, index, receivers)
         _check_grouping(route, f"route[{index}]", intervals)
+        problem = escalation.check(route.escalate, receivers)
+        if problem is not None:
+            raise ConfigError(f"route[{index}].escalate{problem[0]}: {problem[1]}")
     inhibit = _inhibit_rules(parsed.inhibit)
     return Config(
         dedup_window=float(parsed.dedup.window),
@@ -263,6 +284,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         kinds=kinds,
         time_intervals=intervals,
         inhibit=inhibit,
+        flapping=flapping,
     )
 
 

@@ -551,6 +551,10 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 dedup_window_seconds=config.dedup_window,
                 resolve_timeout_seconds=config.alerts.resolve_timeout,
                 keep_resolved_seconds=float(config.alerts.keep_resolved),
+                flapping_changes=None if config.flapping is None else config.flapping.changes,
+                flapping_window_seconds=(
+                    None if config.flapping is None else float(config.flapping.window)
+                ),
             )
         )
     for stream in Input:

@@ -306,6 +306,8 @@ def _suppressed(record: views.EventRecord) -> Entry:
         title = f"{_plural(count, 'event')} suppressed: acknowledged"
     elif cause == "no_route":
         title = f"{_plural(count, 'event')} not routed: no route matches"
+    elif cause == "flapping":
+        title = f"{_plural(count, 'event')} held: flapping"
     else:
         title = f"{_plural(count, 'duplicate')} suppressed"
     return _entry(
@@ -404,6 +406,38 @@ def _grouped(record: views.EventRecord) -> Entry:
     return _entry(record, "info", f"Grouped for {d.get('receiver')}", detail)
 
 
+def _escalation_started(record: views.EventRecord) -> Entry:
+    d = record.data
+    steps = d.get("steps") or []
+    first = steps[0] if steps and isinstance(steps[0], dict) else None
+    detail = f"route {d.get('route')} · {_plural(len(steps), 'step')}"
+    if first is not None:
+        after = float(first.get("after", 0)) / 1e6
+        detail += f" · first to {', '.join(map(str, first.get('receivers', [])))} after {after:g}s"
+    return _entry(record, "info", "Escalation chain started", detail)
+
+
+def _escalation_fired(record: views.EventRecord) -> Entry:
+    d = record.data
+    receivers = ", ".join(map(str, d.get("receivers") or []))
+    title = f"Escalated to {receivers}: unacknowledged"
+    return _entry(record, "bad", title, f"step {int(d.get('step', 0)) + 1}")
+
+
+def _flapping(record: views.EventRecord) -> Entry:
+    d = record.data
+    detail = (
+        f"{d.get('changes')} changes within {float(d.get('window', 0)) / 1e6:g}s:"
+        " its news is held until it is stable that long"
+    )
+    return _entry(record, "warn", "Flapping", detail)
+
+
+def _settled(record: views.EventRecord) -> Entry:
+    d = record.data
+    return _entry(record, "info", f"Stopped flapping ({d.get('status')})", "notified once")
+
+
 def _as_logged(record: views.EventRecord) -> Entry:
     """A kind the timeline has no words for: its kind and its fields as logged."""
     return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
@@ -450,6 +484,14 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _resolve_ignored
     if issubclass(kind, ev.AlertGrouped):
         return _grouped
+    if issubclass(kind, ev.EscalationStarted):
+        return _escalation_started
+    if issubclass(kind, ev.EscalationFired):
+        return _escalation_fired
+    if issubclass(kind, ev.AlertFlapping):
+        return _flapping
+    if issubclass(kind, ev.AlertSettled):
+        return _settled
     if issubclass(
         kind,
         # Not facts of an alert (no alert_id): never in its history, shown as logged.

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from tocsin.core import escalation, groups
 from tocsin.core import events as ev
-from tocsin.core import groups
 from tocsin.core.decide.dedup import OpenAlert, dedup_key
+from tocsin.core.decide.flapping import settled
 from tocsin.core.decide.inhibit import Inhibitions, still_inhibited
 from tocsin.core.decide.route import RoutingTable, told_after_silence, told_of_resolve
 from tocsin.core.decide.silences import covering
@@ -32,6 +33,8 @@ def next_due(state: State) -> int | None:
     due.extend(timer.due for timer in state.auto_resolve.values())
     due.extend(s.ends for s in state.silences.values() if not s.expired)
     due.extend(ended.at for ended in state.inhibit_ended.values())
+    due.extend(c.due_at for c in state.escalations.values() if c.due_at is not None)
+    due.extend(f.due_at for f in state.flaps.values() if f.due_at is not None)
     return min(due) if due else None
 
 
@@ -45,15 +48,17 @@ def tick(
     config_version: str | None = None,
 ) -> list[ev.Event]:
     """The facts of every timer due at ``now``: an alert that resolves by itself (and
-    who hears of it), alerts a silence or an inhibitor held back (released), a group's
-    notification, or its deferral while its route's time intervals mute it. Resolves
-    and releases come first, so a group due at the same instant lists them. A group's
-    alerts that an inhibit rule holds back now and that it never told of leave it
-    first (``alert.inhibited``), as they would had an event of theirs come in."""
+    who hears of it), alerts a silence or an inhibitor held back (released), a flapping
+    alert that settled, a group's notification, or its deferral while its route's time
+    intervals mute it, an escalation step. Resolves and releases come first, so a group
+    due at the same instant lists them, and an escalation due then is ended by them. A
+    group's alerts that an inhibit rule holds back now and that it never told of leave
+    it first (``alert.inhibited``), as they would had an event of theirs come in."""
     opened: set[str] = set()  # groups opened by this tick's facts, not folded yet
     facts = _auto_resolved(state, now, new_id)
     facts += _silences_ended(state, now, routing, new_id, opened)
     facts += _inhibitions_ended(state, now, routing, new_id, opened)
+    facts += settled(state, now, routing, new_id)
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
     due_groups = [g for g in state.groups.values() if g.due_at is not None and g.due_at <= now]
@@ -96,7 +101,11 @@ def tick(
                 config_version=config_version,
             )
         )
-    return facts
+        if told.status == "firing" and routing.escalates:
+            started = escalation.started_for_group(state, routing, group, now)
+            if started is not None:
+                facts.append(started)
+    return facts + escalation.fired(state, now, new_id, config_version)
 
 
 def _auto_resolved(state: State, now: int, new_id: Callable[[], str]) -> list[ev.Event]:
@@ -161,7 +170,7 @@ def _silences_ended(
                 continue
             ids.append(alert.id)
             released += told_after_silence(
-                state, routing, current, alert, new_id=new_id, opened=opened
+                state, routing, current, alert, new_id=new_id, at=now, opened=opened
             )
         facts.append(
             ev.SilenceExpired(
@@ -225,8 +234,8 @@ def _inhibitions_ended(
                     )
                     continue
                 released += told_after_silence(
-                state, routing, current, alert, new_id=new_id, opened=opened
-            )
+                    state, routing, current, alert, new_id=new_id, at=now, opened=opened
+                )
         facts.append(
             ev.InhibitReleased(
                 alert_id=source_id,

@@ -54,8 +54,9 @@ def _open_alert(state: State, alert_id: str) -> tuple[str, Any]:
 
 
 def ack(state: State, alert_id: str, *, by: str, comment: str | None, at: int) -> list[ev.Event]:
-    """Acknowledge an open alert: its reminders stop until it resolves (escalations
-    still notify). Acknowledging an acknowledged alert adds nothing."""
+    """Acknowledge an open alert: its reminders stop until it resolves (a worse
+    severity still notifies) and its escalation chains end (the fold's, on this fact:
+    ``core.escalation``). Acknowledging an acknowledged alert adds nothing."""
     who = _text(by, "by", MAX_NAME, required=True)
     note = _text(comment, "comment", MAX_COMMENT, required=False)
     fingerprint, current = _open_alert(state, alert_id)

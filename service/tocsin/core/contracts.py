@@ -14,8 +14,8 @@ from msgspec import Meta, Struct
 
 Severity = Literal["critical", "error", "warning", "info"]
 Status = Literal["firing", "resolved"]
-Reason = Literal["firing", "reminder", "escalated", "resolved"]
-GroupReason = Literal["firing", "update", "reminder", "resolved"]
+Reason = Literal["firing", "reminder", "escalated", "resolved", "unacknowledged"]
+GroupReason = Literal["firing", "update", "reminder", "resolved", "unacknowledged"]
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 SEVERITY_ALIASES: dict[str, str] = {

@@ -20,7 +20,7 @@ from msgspec import Struct
 
 from tocsin.core.contracts import AlertInGroup, GroupReason, Reason, Severity, Status
 
-SuppressCause = Literal["duplicate", "acked", "no_route", "duplicate_event"]
+SuppressCause = Literal["duplicate", "acked", "no_route", "duplicate_event", "flapping"]
 
 
 class _Event(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True, gc=False):
@@ -66,9 +66,10 @@ class AlertOpened(_Event, frozen=True, tag="alert.opened"):
 
 
 class AlertSuppressed(_Event, frozen=True, tag="alert.suppressed"):
-    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route;
-    or ``duplicate_event``: its ``event_id`` was received in the 24 h before, so it is
-    counted in the stats only, for no alert: ``alert_id`` is empty).
+    """A firing event was counted but not routed (``cause``: duplicate, acked, no_route,
+    ``flapping``: its fingerprint flaps, so its news is held; or ``duplicate_event``:
+    its ``event_id`` was received in the 24 h before, so it is counted in the stats
+    only, for no alert: ``alert_id`` is empty).
     ``newly_unrouted`` (no_route only): no receiver had been told of the alert and it
     was not known to be unrouted yet; it is from now on, until a route takes it. Set on
     one fact per alert at most, so the log, the metric and the router's warning say so
@@ -289,6 +290,8 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     dedup_window_seconds: float
     resolve_timeout_seconds: float | None = None  # [alerts] resolve_timeout
     keep_resolved_seconds: float | None = None
+    flapping_changes: int | None = None  # [flapping] changes; None: off
+    flapping_window_seconds: float | None = None  # [flapping] window
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):
@@ -430,6 +433,70 @@ class InhibitReleased(_Event, frozen=True, tag="inhibit.released"):
     fired_at: int
 
 
+class EscalationStep(Struct, frozen=True, kw_only=True, gc=False):
+    """One step of a route's ``escalate`` chain: ``after`` (microseconds from the
+    chain's first notification), the ``receivers`` told then."""
+
+    after: int
+    receivers: tuple[str, ...]
+
+
+class EscalationStarted(_Event, frozen=True, tag="escalation.started"):
+    """A firing notification of a route with ``escalate`` went out, unacknowledged: its
+    chain's clock runs from ``started_at`` (DESIGN.md section 13). ``chain`` keys it: an
+    alert and its route (``alert_id``) for an ungrouped route, the route and its group
+    values for a grouped one (``group_key``: the group whose notification started it,
+    or joins it). ``steps`` are the route's as of now: a later config does not re-time
+    a chain the log already holds."""
+
+    chain: str
+    route: int
+    steps: tuple[EscalationStep, ...]
+    started_at: int
+    alert_id: str | None = None
+    group_key: str | None = None
+
+
+class EscalationFired(_Event, frozen=True, tag="escalation.fired"):
+    """Step ``step`` of a chain fell due (``due_at``, fired at ``fired_at``) with its
+    notification neither acknowledged nor resolved: its ``receivers`` are told, reason
+    ``unacknowledged`` (the ``alert.routed`` or ``group.notified`` facts after it), of
+    ``alert_ids``, the alerts nobody acknowledged."""
+
+    chain: str
+    step: int
+    receivers: list[str]
+    alert_ids: list[str]
+    due_at: int
+    fired_at: int
+    alert_id: str | None = None  # an ungrouped route's chain: its alert
+    group_key: str | None = None  # a grouped route's: the group its notification lists
+
+
+class AlertFlapping(_Event, frozen=True, tag="alert.flapping"):
+    """The alert's fingerprint opened and resolved ``changes`` times within ``window``
+    (microseconds; ``[flapping]``) as of ``at``: from now its news is held (suppressed,
+    cause ``flapping``) until it has been stable for ``window`` (``alert.settled``)."""
+
+    alert_id: str
+    fingerprint: str
+    changes: int
+    window: int
+    at: int
+
+
+class AlertSettled(_Event, frozen=True, tag="alert.settled"):
+    """A flapping fingerprint was stable for its window (timer ``due_at``, fired at
+    ``fired_at``): its state (``status``; ``alert_id``, its open alert when firing) is
+    notified once, by the facts after it."""
+
+    fingerprint: str
+    status: Status
+    due_at: int
+    fired_at: int
+    alert_id: str | None = None
+
+
 Event = (
     AlertReceived
     | AlertOpened
@@ -460,6 +527,10 @@ Event = (
     | InhibitSource
     | AlertInhibited
     | InhibitReleased
+    | EscalationStarted
+    | EscalationFired
+    | AlertFlapping
+    | AlertSettled
 )
 
 _encoder = msgspec.json.Encoder()

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
+from tocsin.core import escalation, groups
 from tocsin.core import events as ev
-from tocsin.core import groups
 from tocsin.core.contracts import SEVERITY_RANK
+from tocsin.core.decide import flapping
 from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.retention import sweep
@@ -170,6 +171,8 @@ def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
     state.open_by_fingerprint[e.fingerprint] = OpenAlert(
         alert_id=e.alert_id, bucket=e.bucket, routed_severity=e.severity, receivers=[]
     )
+    if state.flaps or state.flap_changes is not None:
+        flapping.record(state, e.fingerprint)  # a change, for [flapping]
 
 
 def _suppressed(
@@ -196,6 +199,8 @@ def _not_routed(e: ev.AlertSuppressed, state: State, seq: int) -> None:
         hour.unrouted += 1
         if alert is not None:
             alert.unrouted = True
+    elif e.cause == "flapping":
+        hour.flapping += 1
 
 
 def _silenced(e: ev.AlertSilenced, state: State, seq: int) -> None:
@@ -324,6 +329,8 @@ def _acked(e: ev.AlertAcked, state: State, seq: int) -> None:
     current = state.open_by_fingerprint.get(e.fingerprint)
     if current is not None and current.alert_id == e.alert_id:
         current.acked = True
+    if state.chains_of:
+        escalation.end_of_alert(state, e.alert_id)  # an ack ends the chain
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.acked_by, alert.acked_at, alert.ack_comment = e.by, e.at, e.comment
@@ -403,11 +410,14 @@ def _group_opened(e: ev.GroupOpened, state: State, seq: int) -> None:
 
 
 def _retimed(state: State, group: Group) -> None:
-    """A group changed: its next due time again, or gone when it closed."""
+    """A group changed: its next due time again, or gone when it closed; its
+    escalation chain ends once every alert of it is acknowledged or resolved."""
     if groups.closed(group):
         del state.groups[group.key]
     else:
         group.due_at = groups.due_at(group)
+    if state.chains_of:
+        escalation.recheck(state, group.key)
 
 
 def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
@@ -441,7 +451,7 @@ def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
     """A group's notification: its routed fact (one delivery, one work item)."""
     state.counters.routed += 1
     group = state.groups.get(e.group_key)
-    if group is not None:
+    if group is not None and e.reason != "unacknowledged":  # an escalation's: not the group's
         groups.notified(group, e.resolved_alert_ids, e.fired_at)
         _retimed(state, group)
     for alert_id in e.alert_ids:
@@ -478,6 +488,10 @@ def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
         if current.inhibits:  # an inhibitor no more: its targets may be released
             _leave(state, e.alert_id, current.inhibits)
         _not_inhibited(state, current)
+        if state.flaps or state.flap_changes is not None:
+            flapping.record(state, e.fingerprint)  # a change, for [flapping]
+    if state.chains_of:
+        escalation.end_of_alert(state, e.alert_id)  # a resolve ends the chain
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         alert.status = "resolved"
@@ -620,6 +634,12 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     if old is not None and old != new:
         for current in state.open_by_fingerprint.values():
             current.bucket = rebucket(current.bucket, old, new)
+    state.flap_changes = e.flapping_changes
+    window = e.flapping_window_seconds
+    state.flap_window = None if window is None else round(window * 1e6)
+    if state.flap_changes is None:  # off: only what flaps still settles
+        for fingerprint in [f for f, flap in state.flaps.items() if flap.since is None]:
+            del state.flaps[fingerprint]
     timeout = None if e.resolve_timeout_seconds is None else round(e.resolve_timeout_seconds * 1e6)
     if timeout != state.resolve_timeout:
         state.resolve_timeout = timeout
@@ -630,6 +650,23 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
                 del state.auto_resolve[fingerprint]
             else:
                 timer.due = timer.last_event + timeout
+
+
+def _escalation_started(e: ev.EscalationStarted, state: State, seq: int) -> None:
+    escalation.start(state, e)
+
+
+def _escalation_fired(e: ev.EscalationFired, state: State, seq: int) -> None:
+    state.hour().escalations += 1
+    escalation.advance(state, e)
+
+
+def _alert_flapping(e: ev.AlertFlapping, state: State, seq: int) -> None:
+    flapping.began(state, e)
+
+
+def _alert_settled(e: ev.AlertSettled, state: State, seq: int) -> None:
+    flapping.ended(state, e)
 
 
 def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
@@ -696,6 +733,14 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _inhibit_source)
     if issubclass(kind, ev.InhibitReleased):
         return handled_by(kind, _inhibit_released)
+    if issubclass(kind, ev.EscalationStarted):
+        return handled_by(kind, _escalation_started)
+    if issubclass(kind, ev.EscalationFired):
+        return handled_by(kind, _escalation_fired)
+    if issubclass(kind, ev.AlertFlapping):
+        return handled_by(kind, _alert_flapping)
+    if issubclass(kind, ev.AlertSettled):
+        return handled_by(kind, _alert_settled)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

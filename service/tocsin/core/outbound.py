@@ -344,7 +344,11 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.SilenceExpired
         | ev.InhibitSource
         | ev.AlertInhibited
-        | ev.InhibitReleased,
+        | ev.InhibitReleased
+        | ev.EscalationStarted
+        | ev.EscalationFired
+        | ev.AlertFlapping
+        | ev.AlertSettled,
     ):
         return None
     assert_never(kind)

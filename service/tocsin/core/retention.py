@@ -4,8 +4,10 @@ The projection holds what decisions need, not all history: open alerts, alerts r
 less than ``keep_resolved`` ago (``[alerts] keep_resolved``, logged in ``config.loaded``),
 every delivery that is not over (pending, retrying, and dead: a dead letter can be
 re-queued) and the alerts they are for, delivered ones for ``keep_resolved`` after
-their outcome, silences until ``keep_resolved`` after they end. The rest is in the log
-file, which the API reads for it (``store.reader``, ``core.fold.fold_alert``).
+their outcome, silences until ``keep_resolved`` after they end, the changes of a
+fingerprint that does not flap for a ``[flapping] window`` after the last one. The rest
+is in the log file, which the API reads for it (``store.reader``,
+``core.fold.fold_alert``).
 
 ``sweep`` runs inside the fold, as a function of the log's append time alone: the first
 event of each new hour of ``ts`` sweeps before it is folded (like ``State.hour``), so
@@ -53,3 +55,10 @@ def sweep(state: State) -> None:
         ended = silence.ends_at if silence.deleted_at is None else silence.deleted_at
         if min(ended, silence.ends_at) <= cutoff:
             del silences[silence_id]
+    window = state.flap_window  # [flapping]: changes older than a window count for nothing
+    flaps = state.flaps
+    for fingerprint, flap in list(flaps.items()):
+        if flap.since is None and (
+            window is None or not flap.changes or flap.changes[-1] < now - window
+        ):
+            del flaps[fingerprint]

@@ -17,6 +17,7 @@ from msgspec import Struct
 from tocsin.core.contracts import Reason, Severity, Status
 from tocsin.core.decide.dedup import OpenAlert
 from tocsin.core.decide.idempotency import ReceivedIds
+from tocsin.core.events import EscalationStep
 
 DeliveryStatus = Literal["pending", "retrying", "delivered", "dead", "superseded"]
 
@@ -177,6 +178,35 @@ class InhibitEnd(Struct, kw_only=True, gc=False, array_like=True):
     slots: dict[str, str] = {}
 
 
+class Chain(Struct, kw_only=True, gc=False, array_like=True):
+    """An escalation chain (DESIGN.md section 13; ``core.escalation``): the steps of a
+    route's ``escalate``, timed from the first notification (``started_at``), for one
+    alert (``alert_id``, ungrouped routes) or for the groups of one route and group
+    values (``group_keys``). ``next_step`` is the step the clock fires next, at
+    ``due_at`` (``None``: every step fired). Acknowledging or resolving what it is
+    about ends it: the fold lets go of it."""
+
+    key: str
+    route: int
+    steps: tuple[EscalationStep, ...]
+    started_at: int
+    alert_id: str | None = None
+    group_keys: list[str] = []
+    next_step: int = 0
+    due_at: int | None = None
+
+
+class Flap(Struct, kw_only=True, gc=False, array_like=True):
+    """A fingerprint's recent changes (its openings and resolves, log time; the last
+    ``[flapping] changes`` of them) and, once it flaps (``alert.flapping``), since when
+    and when it counts as settled (``due_at``: its last change plus ``window``)."""
+
+    changes: list[int] = []
+    since: int | None = None
+    window: int = 0
+    due_at: int | None = None
+
+
 class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     failed_attempts: int = 0
@@ -195,6 +225,8 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     rejected: dict[str, int] = {}  # refused inbound messages by reason code
     unrouted: int = 0  # alerts found to match no route (``newly_unrouted`` facts)
     inhibited: int = 0  # firing events held back by an inhibit rule (``alert.inhibited``)
+    flapping: int = 0  # news held because its fingerprint flaps (suppressed, ``flapping``)
+    escalations: int = 0  # escalation steps fired (``escalation.fired``)
 
 
 class LastAlert(Struct, kw_only=True, gc=False, array_like=True):
@@ -260,6 +292,11 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     inhibitors: dict[str, dict[str, dict[str, None]]] = {}
     inhibit_waiting: dict[str, dict[str, dict[str, None]]] = {}
     inhibit_ended: dict[str, InhibitEnd] = {}
+    escalations: dict[str, Chain] = {}  # running escalation chains by chain key
+    chains_of: dict[str, list[str]] = {}  # alert id or group key -> its chains' keys
+    flaps: dict[str, Flap] = {}  # by fingerprint, while [flapping] is on or it flaps
+    flap_changes: int | None = None  # [flapping] changes of the last config.loaded
+    flap_window: int | None = None  # [flapping] window (microseconds)
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

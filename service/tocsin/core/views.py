@@ -23,6 +23,7 @@ from tocsin.core.state import (
     HOUR_US,
     KEEP_HOURS,
     Alert,
+    Chain,
     DeliveryStatus,
     Group,
     Silence,
@@ -71,11 +72,41 @@ class AlertView(Struct, kw_only=True):
     inhibited_by: str | None = None
 
 
+class EscalationView(Struct, kw_only=True):
+    """A running escalation chain an alert is in (DESIGN.md section 13): started by its
+    route's first notification at ``started_at``; ``next_step`` (0 = the first, as in
+    ``escalation.fired``) tells ``next_receivers`` at ``next_due_at`` unless the alert
+    (every alert of ``group_keys``) is acknowledged or resolved first; both ``None``
+    once every step fired."""
+
+    chain: str
+    route: int
+    started_at: str
+    steps: int
+    fired: int
+    next_step: int | None
+    next_receivers: list[str]
+    next_due_at: str | None
+    group_keys: list[str] = []
+
+
+class FlappingView(Struct, kw_only=True):
+    """The alert's fingerprint flaps (DESIGN.md section 13): its news is held since
+    ``since``, until it is stable for the window (``settles_at``, moved by each
+    change)."""
+
+    since: str
+    settles_at: str | None
+
+
 class AlertDetail(AlertView, kw_only=True):
-    """An alert and its history from the log, and the open groups it is in."""
+    """An alert and its history from the log, the open groups it is in, and
+    (additive) its running escalation chains and whether its fingerprint flaps."""
 
     history: list[EventRecord]
     groups: list[GroupView] = []
+    escalations: list[EscalationView] = []
+    flapping: FlappingView | None = None
 
 
 class DeliveryRecord(Struct, kw_only=True):
@@ -149,8 +180,10 @@ class Stats(Struct, kw_only=True):
     ``per_hour`` (firing events per hour by severity, the dashboard's chart),
     ``rejected`` (inbound messages refused in the window), ``rejected_by_reason``
     (those by reason code, most first), ``unrouted`` (alerts found in the window to
-    match no route: nobody was told of them) and ``inhibited`` (firing events held
-    back by an inhibit rule, counted in ``suppressed`` too)."""
+    match no route: nobody was told of them), ``inhibited`` (firing events held back
+    by an inhibit rule, counted in ``suppressed`` too), ``flapping`` (firing events held
+    because their fingerprint flaps; also in ``suppressed``) and ``escalations``
+    (escalation steps fired)."""
 
     window_hours: int
     total: int
@@ -167,6 +200,8 @@ class Stats(Struct, kw_only=True):
     rejected_by_reason: dict[str, int]
     unrouted: int
     inhibited: int = 0
+    flapping: int = 0
+    escalations: int = 0
 
 
 class SilenceView(Struct, kw_only=True):
@@ -623,7 +658,11 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.SilenceExpired
         | ev.InhibitSource
         | ev.AlertInhibited
-        | ev.InhibitReleased,
+        | ev.InhibitReleased
+        | ev.EscalationStarted
+        | ev.EscalationFired
+        | ev.AlertFlapping
+        | ev.AlertSettled,
     ):
         return "entry"
     assert_never(kind)
@@ -638,7 +677,45 @@ def alert_detail(state: State, alert: Alert, rows: list[StoredRow], now: int) ->
         **msgspec.structs.asdict(view),
         history=history(rows),
         groups=groups_of_alert(state, alert),
+        escalations=escalations_of_alert(state, alert),
+        flapping=flapping_of_alert(state, alert),
     )
+
+
+def escalations_of_alert(state: State, alert: Alert) -> list[EscalationView]:
+    """The running chains of the alert: its own (ungrouped routes) and its groups'."""
+    keys: dict[str, None] = {}
+    for owner in (alert.id, *alert.groups):
+        keys.update(dict.fromkeys(state.chains_of.get(owner, ())))
+    return [
+        escalation_view(chain) for key in keys if (chain := state.escalations.get(key)) is not None
+    ]
+
+
+def escalation_view(chain: Chain) -> EscalationView:
+    pending = chain.next_step < len(chain.steps)
+    return EscalationView(
+        chain=chain.key,
+        route=chain.route,
+        started_at=format_us(chain.started_at),
+        steps=len(chain.steps),
+        fired=chain.next_step,
+        next_step=chain.next_step if pending else None,
+        next_receivers=list(chain.steps[chain.next_step].receivers) if pending else [],
+        next_due_at=_optional_time(chain.due_at),
+        group_keys=list(chain.group_keys),
+    )
+
+
+def flapping_of_alert(state: State, alert: Alert) -> FlappingView | None:
+    """Whether the alert's fingerprint flaps now (an open alert, or its latest)."""
+    flap = state.flaps.get(alert.fingerprint)
+    if flap is None or flap.since is None:
+        return None
+    current = state.open_by_fingerprint.get(alert.fingerprint)
+    if current is not None and current.alert_id != alert.id:
+        return None  # an older alert of the fingerprint
+    return FlappingView(since=format_us(flap.since), settles_at=_optional_time(flap.due_at))
 
 
 def deliveries(rows: list[StoredRow]) -> DeliveryList:
@@ -827,7 +904,11 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.SilenceExpired
         | ev.InhibitSource
         | ev.AlertInhibited
-        | ev.InhibitReleased,
+        | ev.InhibitReleased
+        | ev.EscalationStarted
+        | ev.EscalationFired
+        | ev.AlertFlapping
+        | ev.AlertSettled,
     ):
         return None
     assert_never(kind)
@@ -860,7 +941,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
-    suppressed = unrouted = inhibited = 0
+    suppressed = unrouted = inhibited = flapping = escalations = 0
     rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
@@ -875,6 +956,8 @@ def stats(state: State, hours: int, now: int) -> Stats:
             suppressed += bucket.suppressed
             unrouted += bucket.unrouted
             inhibited += bucket.inhibited
+            flapping += bucket.flapping
+            escalations += bucket.escalations
             for code, n in bucket.rejected.items():
                 rejected[code] = rejected.get(code, 0) + n
             for receiver, r in bucket.by_receiver.items():
@@ -916,6 +999,8 @@ def stats(state: State, hours: int, now: int) -> Stats:
         rejected_by_reason=dict(sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
         unrouted=unrouted,
         inhibited=inhibited,
+        flapping=flapping,
+        escalations=escalations,
     )
 
 

@@ -149,6 +149,16 @@ class Metrics:
             description="alerts that match no route, so nobody is told of them, by severity "
             "(once per alert)",
         )
+        self.escalations = meter.create_counter(
+            "tocsin_escalations_fired",
+            description="escalation steps fired (their receivers told of an unacknowledged "
+            "notification), by step (0 = the first)",
+        )
+        self.flapping = meter.create_counter(
+            "tocsin_alerts_flapping",
+            description="fingerprints found flapping (their news held until stable), once "
+            "per episode",
+        )
         self.events_routed = meter.create_counter(
             "tocsin_events_routed",
             description="inbound events that produced at least one notification, by reason",
@@ -398,6 +408,14 @@ def _superseded(event: ev.DeliverySuperseded, metrics: Metrics, tally: _Tally) -
     tally.counts["superseded", labels] += 1
 
 
+def _escalation_fired(event: ev.EscalationFired, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["escalations", (("step", str(event.step)),)] += 1
+
+
+def _flapping(event: ev.AlertFlapping, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["flapping", ()] += 1
+
+
 def _count(kind: type[ev.Event]) -> Count | None:
     """What a committed fact of ``kind`` counts; ``None``: no metric counts it."""
     if issubclass(kind, ev.AlertReceived):
@@ -422,6 +440,10 @@ def _count(kind: type[ev.Event]) -> Count | None:
         return handled_by(kind, _group_notified)
     if issubclass(kind, ev.DeliverySuperseded):
         return handled_by(kind, _superseded)
+    if issubclass(kind, ev.EscalationFired):
+        return handled_by(kind, _escalation_fired)
+    if issubclass(kind, ev.AlertFlapping):
+        return handled_by(kind, _flapping)
     if issubclass(
         kind,
         ev.GroupOpened
@@ -441,7 +463,9 @@ def _count(kind: type[ev.Event]) -> Count | None:
         | ev.ConfigLoaded
         | ev.StreamBound
         | ev.OutboxPublished
-        | ev.LogCompacted,
+        | ev.LogCompacted
+        | ev.EscalationStarted
+        | ev.AlertSettled,
     ):
         return None
     assert_never(kind)

@@ -330,6 +330,13 @@ def _rejected(
     return "rejected"
 
 
+def _flapping(
+    fact: ev.AlertFlapping, attributes: dict[str, AttributeValue], receivers: list[str]
+) -> str:
+    attributes["tocsin.flapping_changes"] = fact.changes
+    return "flapping"
+
+
 def _note(kind: type[ev.Event]) -> Note | None:
     """What a route span notes of a fact of ``kind``; ``None``: nothing (it adds
     nothing a trace is read for, or the router never decides it)."""
@@ -347,6 +354,8 @@ def _note(kind: type[ev.Event]) -> Note | None:
         return handled_by(kind, _resolve_ignored)
     if issubclass(kind, ev.AlertRejected):
         return handled_by(kind, _rejected)
+    if issubclass(kind, ev.AlertFlapping):
+        return handled_by(kind, _flapping)
     if issubclass(
         kind,
         ev.AlertOpened
@@ -370,7 +379,10 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.GroupDeferred
         | ev.SilenceExpired
         | ev.InhibitSource
-        | ev.InhibitReleased,
+        | ev.InhibitReleased
+        | ev.EscalationStarted
+        | ev.EscalationFired
+        | ev.AlertSettled,
     ):
         return None
     assert_never(kind)

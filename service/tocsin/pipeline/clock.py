@@ -113,6 +113,23 @@ class Clock:
                     fact.receiver,
                     extra={"group_key": fact.group_key},
                 )
+            elif isinstance(fact, ev.EscalationFired):
+                log.info(
+                    "escalation %s: step %d to %s (%d unacknowledged alert(s), due %.3fs ago)",
+                    fact.chain,
+                    fact.step + 1,
+                    ", ".join(fact.receivers),
+                    len(fact.alert_ids),
+                    (fact.fired_at - fact.due_at) / _US,
+                    extra={"alert_id": fact.alert_id, "group_key": fact.group_key},
+                )
+            elif isinstance(fact, ev.AlertSettled):
+                log.info(
+                    "fingerprint %s stopped flapping (%s)",
+                    fact.fingerprint,
+                    fact.status,
+                    extra={"alert_id": fact.alert_id},
+                )
             elif isinstance(fact, ev.AlertResolved):
                 log.info(
                     "alert %s resolved by the clock (%s)",

@@ -1,5 +1,5 @@
-"""The composition: idempotency, dedup, then mute, then route, each stage seeing what
-the ones before it decided and a stopped candidate going no further."""
+"""The composition: idempotency, dedup, flapping, then mute, then route, each stage
+seeing what the ones before it decided and a stopped candidate going no further."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from tests.core.test_fold import MINUTE, T0, Run, kinds, normalized, routed
 from tocsin.core import events as ev
 from tocsin.core.decide import triage
 from tocsin.core.decide.dedup import dedup
+from tocsin.core.decide.flapping import flapping
 from tocsin.core.decide.idempotency import idempotency
 from tocsin.core.decide.route import route
 
 
-def test_the_stages_run_in_order_idempotency_dedup_mute_route() -> None:
-    first, second, _mute, last = triage.STAGES
-    assert (first, second, last) == (idempotency, dedup, route)
+def test_the_stages_run_in_order_idempotency_dedup_flapping_mute_route() -> None:
+    first, second, third, _mute, last = triage.STAGES
+    assert (first, second, third, last) == (idempotency, dedup, flapping, route)
 
 
 def test_a_held_back_escalation_is_not_recorded_as_one() -> None:

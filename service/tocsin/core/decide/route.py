@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import msgspec
 from msgspec import Struct
 
+from tocsin.core import escalation
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.candidate import PASS, Candidate
@@ -43,13 +44,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     """A route ready to match: its selector, receivers, whether evaluation goes on
-    after it matched, and its grouping (``None``: not grouped, each alert notified at
-    once)."""
+    after it matched, its grouping (``None``: not grouped, each alert notified at
+    once) and its escalation steps (``core.escalation``)."""
 
     matcher: Matcher
     receivers: tuple[str, ...]
     goes_on: bool = True
     grouping: Grouping | None = None
+    escalate: tuple[ev.EscalationStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class RoutingTable:
     routes: tuple[CompiledRoute, ...]
     grouped: bool = False  # some route notifies through groups
     inhibitions: Inhibitions = NO_INHIBITIONS
+    escalates: bool = False  # some route has ``escalate`` steps
 
     @classmethod
     def compile(cls, routes: Sequence[Route], inhibit: Sequence[InhibitRule] = ()) -> RoutingTable:
@@ -69,11 +72,16 @@ class RoutingTable:
                 tuple(r.receivers),
                 r.continue_,
                 r.grouping if r.grouping.grouped else None,
+                escalation.compiled(r.escalate),
             )
             for r in routes
         )
-        grouped = any(c.grouping is not None for c in compiled)
-        return cls(compiled, grouped, Inhibitions.compile(inhibit))
+        return cls(
+            compiled,
+            any(c.grouping is not None for c in compiled),
+            Inhibitions.compile(inhibit),
+            any(c.escalate for c in compiled),
+        )
 
     def matching(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
@@ -87,6 +95,18 @@ class RoutingTable:
                 if not compiled.goes_on:
                     break
         return out
+
+    def escalating(
+        self, severity: str, type_: str, source: str, labels: Mapping[str, str]
+    ) -> list[int]:
+        """The indexes of the ungrouped routes that apply and escalate (a grouped
+        route's chain starts with its group's notification, ``core.escalation``)."""
+        routes = self.routes
+        return [
+            index
+            for index in self.matching(severity, type_, source, labels)
+            if routes[index].escalate and routes[index].grouping is None
+        ]
 
     def receivers_for(
         self, severity: str, type_: str, source: str, labels: Mapping[str, str]
@@ -170,6 +190,7 @@ class Route(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     max_alerts: int = DEFAULT_MAX_ALERTS
     active_time_intervals: list[str] = []
     mute_time_intervals: list[str] = []
+    escalate: list[escalation.Step] = []
 
     @property
     def grouping(self) -> Grouping:
@@ -210,6 +231,18 @@ def route(state: State, candidate: Candidate) -> bool:
     receivers = candidate.receivers
     if receivers:
         facts += [_routed(candidate, receiver) for receiver in receivers]
+        if reason != "resolved" and candidate.routing.escalates:
+            event = candidate.event
+            facts += escalation.started_for_alert(
+                state,
+                candidate.routing,
+                alert_id=candidate.alert_id,
+                severity=event.severity,
+                type_=event.type,
+                source=event.source,
+                labels=event.labels,
+                at=candidate.received_at,
+            )
     groups = candidate.groups(state)
     for target in groups:
         if target.grouping is not None and target.key not in state.groups:
@@ -306,12 +339,15 @@ def told_after_silence(
     alert: Alert,
     *,
     new_id: Callable[[], str],
+    at: int,
     opened: set[str] | None = None,
 ) -> list[ev.Event]:
-    """The news a silence or an inhibition held back, now that it ended (the clock):
-    the alert's routes as the config says now, reason ``firing`` (DESIGN.md section
-    12). ``opened``: the groups opened by facts decided with these and not folded yet
-    (one ``group.opened`` each, however many released alerts join it)."""
+    """The news a silence or an inhibition held back, now that it ended (the clock;
+    also a flapping alert's once it settled): the alert's routes as the config says
+    now, reason ``firing`` (DESIGN.md sections 12, 13), and the escalation chains that
+    starts (timed from ``at``). ``opened``: the groups opened by facts decided with
+    these and not folded yet (one ``group.opened`` each, however many released alerts
+    join it)."""
     key = dedup_key(alert.fingerprint, current.bucket)
     receivers, groups = routing.targets_for(
         alert.severity, alert.type, alert.source, alert.labels, alert.fingerprint
@@ -329,6 +365,17 @@ def told_after_silence(
         )
         for receiver in receivers
     ]
+    if receivers:
+        facts += escalation.started_for_alert(
+            state,
+            routing,
+            alert_id=alert.id,
+            severity=alert.severity,
+            type_=alert.type,
+            source=alert.source,
+            labels=alert.labels,
+            at=at,
+        )
     opened = set() if opened is None else opened
     for target in groups:
         if target.grouping is not None and not (target.key in state.groups or target.key in opened):

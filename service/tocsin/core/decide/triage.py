@@ -1,12 +1,13 @@
 """One accepted inbound event -> the facts it produces (pure), through the stages in order.
 
 Was it received already (``idempotency``: its ``event_id`` in the last 24 h)? Is it
-news for its alert (``dedup``)? Is anything holding it back (``mute``, asking each
-source in turn)? Then who is told (``route``). Each stage adds facts to the candidate
-and passes it on or stops it (``candidate``). A new rule is a new stage in ``STAGES``, or
-a new source in ``mute(...)``, not a branch in this function. ``RECORDS`` run after the
-stages whichever stopped the candidate: bookkeeping every accepted event needs, news or
-not (which inhibit rules its alert is a source of).
+news for its alert (``dedup``)? Does its fingerprint flap (``flapping``)? Is anything
+holding it back (``mute``, asking each source in turn)? Then who is told (``route``).
+Each stage adds facts to the candidate and passes it on or stops it (``candidate``). A
+new rule is a new stage in ``STAGES``, or a new source in ``mute(...)``, not a branch in
+this function. ``RECORDS`` run after the stages whichever stopped the candidate:
+bookkeeping every accepted event needs, news or not (which inhibit rules its alert is a
+source of).
 
 The state is not touched: the caller folds the facts after deciding, so the next event
 of the same batch sees them.
@@ -20,6 +21,7 @@ from typing import Final
 from tocsin.core import events as ev
 from tocsin.core.decide.candidate import Candidate, Stage
 from tocsin.core.decide.dedup import dedup
+from tocsin.core.decide.flapping import flapping
 from tocsin.core.decide.idempotency import idempotency
 from tocsin.core.decide.inhibit import inhibited, inhibitors
 from tocsin.core.decide.mute import mute
@@ -31,6 +33,7 @@ from tocsin.core.state import State
 STAGES: Final[tuple[Stage, ...]] = (
     idempotency,
     dedup,
+    flapping,
     mute(silenced, inhibited),
     route,
 )
