@@ -22,6 +22,7 @@ from msgspec import Struct
 from tocsin.bus.connection import NatsLogin
 from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
 from tocsin.core.contracts import SEVERITY_ALIASES
+from tocsin.core.decide.dedup import DEFAULT_WINDOW_SECONDS
 from tocsin.core.decide.route import Route
 from tocsin.core.errors import ConfigError
 from tocsin.core.groups import check_group_by
@@ -40,7 +41,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class DedupSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    window: Duration = Duration(600.0)
+    window: Duration = Duration(DEFAULT_WINDOW_SECONDS)
 
 
 class RetrySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

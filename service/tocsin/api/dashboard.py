@@ -385,6 +385,18 @@ def _grouped(record: views.EventRecord) -> Entry:
     return _entry(record, "info", f"Grouped for {d.get('receiver')}", detail)
 
 
+def _heartbeat_missed(record: views.EventRecord) -> Entry:
+    d = record.data
+    last = d.get("last_beat")
+    detail = "no beat since it was configured" if last is None else "last beat " + str(last)
+    return _entry(record, "bad", f"Heartbeat {d.get('name')} missed its deadline", detail)
+
+
+def _heartbeat_received(record: views.EventRecord) -> Entry:
+    d = record.data
+    return _entry(record, "good", f"Heartbeat {d.get('name')} beat", f"on {d.get('subject')}")
+
+
 def _as_logged(record: views.EventRecord) -> Entry:
     """A kind the timeline has no words for: its kind and its fields as logged."""
     return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
@@ -425,6 +437,10 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _resolve_ignored
     if issubclass(kind, ev.AlertGrouped):
         return _grouped
+    if issubclass(kind, ev.HeartbeatMissed):
+        return _heartbeat_missed
+    if issubclass(kind, ev.HeartbeatReceived):
+        return _heartbeat_received
     if issubclass(
         kind,
         # Not facts of an alert (no alert_id): never in its history, shown as logged.

@@ -1,12 +1,13 @@
 """The clock (pure): what falls due at an instant, and the facts that causes
 (DESIGN.md section 11).
 
-Timers are due times kept in the projection (each group's ``due_at``, folded from the
-log). The clock loop in the router's process (``tocsin.pipeline.clock``) asks
-``next_due`` when to wake, and at that instant ``tick`` decides the facts, which go
-through the single writer like any other; each carries the ``due_at`` it was for and
-the time it fired, so replay folds them and never decides them again. A timer that
-fell due while tocsin was stopped is simply due at start.
+Timers are due times kept in the projection (each group's ``due_at``, alerts' and
+silences' ends, heartbeats' deadlines, folded from the log). The clock loop in the
+router's process (``tocsin.pipeline.clock``) asks ``next_due`` when to wake, and at
+that instant ``tick`` decides the facts, which go through the single writer like any
+other; each carries the ``due_at`` it was for and the time it fired, so replay folds
+them and never decides them again. A timer that fell due while tocsin was stopped is
+simply due at start.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from tocsin.core import events as ev
-from tocsin.core import groups
+from tocsin.core import groups, heartbeats
 from tocsin.core.decide.route import RoutingTable, told_after_silence, told_of_resolve
 from tocsin.core.decide.silences import covering
 from tocsin.core.state import Group, State
@@ -29,6 +30,9 @@ def next_due(state: State) -> int | None:
     due = [g.due_at for g in state.groups.values() if g.due_at is not None]
     due.extend(timer.due for timer in state.auto_resolve.values())
     due.extend(s.ends for s in state.silences.values() if not s.expired)
+    heartbeat = heartbeats.next_due(state)
+    if heartbeat is not None:
+        due.append(heartbeat)
     return min(due) if due else None
 
 
@@ -43,11 +47,15 @@ def tick(
 ) -> list[ev.Event]:
     """The facts of every timer due at ``now``: an alert that resolves by itself (and
     who hears of it), a group's notification, or its deferral while its route's time
-    intervals mute it. Resolves come first, so a group due at the same instant lists
-    them as resolved."""
+    intervals mute it, or a heartbeat's missed deadline (``heartbeats.missed``). Resolves
+    come first, so a group due at the same instant lists them as resolved; a missed
+    heartbeat's alert comes before the groups, so a group due now lists it."""
     facts = _auto_resolved(state, now, new_id) + _silences_ended(state, now, routing, new_id)
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
+    facts = heartbeats.missed(state, now, routing=routing, new_id=new_id)
+    if facts:
+        return facts
     for group in state.groups.values():
         due = group.due_at
         if due is None or due > now:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
 from tocsin.core import events as ev
-from tocsin.core import groups
+from tocsin.core import groups, heartbeats
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
@@ -30,7 +30,7 @@ from tocsin.core.state import (
     Silence,
     State,
 )
-from tocsin.core.subjects import STREAM_OUT
+from tocsin.core.subjects import HEARTBEAT_PREFIX, STREAM_OUT
 
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
@@ -116,7 +116,7 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
     alert_id = e.alert_id
     if alert_id is None:
         return
-    if firing and (e.ends_at is not None or state.resolve_timeout is not None):
+    if firing and (e.ends_at is not None or _times_out(state, e)):
         _time_auto_resolve(state, e)
     elif firing and state.auto_resolve:  # a later event without ends_at drops it
         state.auto_resolve.pop(e.fingerprint, None)
@@ -149,6 +149,13 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         alert.trace_id = e.trace_id
     if e.timestamp > alert.last_seen:
         alert.last_seen = e.timestamp
+
+
+def _times_out(state: State, e: ev.AlertReceived) -> bool:
+    """Whether ``[alerts] resolve_timeout`` resolves the alert of ``e`` by itself: not
+    a missed heartbeat's (on its heartbeat's subject), which no later event keeps
+    alive: only its next beat (or a hand) resolves it."""
+    return state.resolve_timeout is not None and not e.subject.startswith(HEARTBEAT_PREFIX)
 
 
 def _time_auto_resolve(state: State, e: ev.AlertReceived) -> None:
@@ -488,7 +495,7 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     decided under it). When its dedup window differs from the last one, each open
     alert's bucket is moved to the new window (``rebucket``), so its reminders follow
     the window now in force. Its retention window holds from here on
-    (``core.retention``)."""
+    (``core.retention``), and its heartbeats are the ones kept (``heartbeats``)."""
     keep = e.keep_resolved_seconds
     state.keep_resolved = KEEP_RESOLVED_US if keep is None else int(keep * 1_000_000)
     old, new = state.dedup_window, e.dedup_window_seconds
@@ -496,6 +503,7 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     if old is not None and old != new:
         for current in state.open_by_fingerprint.values():
             current.bucket = rebucket(current.bucket, old, new)
+    heartbeats.configured(state, e.heartbeats, state.last_ts)
     timeout = None if e.resolve_timeout_seconds is None else round(e.resolve_timeout_seconds * 1e6)
     if timeout != state.resolve_timeout:
         state.resolve_timeout = timeout
@@ -510,6 +518,14 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
 
 def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
     state.published_through = max(state.published_through, e.up_to_seq)
+
+
+def _heartbeat_received(e: ev.HeartbeatReceived, state: State, seq: int) -> None:
+    heartbeats.received(state, e)
+
+
+def _heartbeat_missed(e: ev.HeartbeatMissed, state: State, seq: int) -> None:
+    heartbeats.was_missed(state, e)
 
 
 Handler = Callable[[Any, State, int], None]
@@ -566,6 +582,10 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _silence_expired)
     if issubclass(kind, ev.OutboxPublished):
         return handled_by(kind, _outbox_published)
+    if issubclass(kind, ev.HeartbeatReceived):
+        return handled_by(kind, _heartbeat_received)
+    if issubclass(kind, ev.HeartbeatMissed):
+        return handled_by(kind, _heartbeat_missed)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

@@ -341,7 +341,9 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.GroupOpened
         | ev.AlertGrouped
         | ev.GroupDeferred
-        | ev.SilenceExpired,
+        | ev.SilenceExpired
+        | ev.HeartbeatReceived  # a beat's resolve and a miss's alert: the facts after it
+        | ev.HeartbeatMissed,
     ):
         return None
     assert_never(kind)

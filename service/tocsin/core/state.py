@@ -167,6 +167,28 @@ class Group(Struct, kw_only=True, gc=False, array_like=True):
     due_at: int | None = None
 
 
+class Heartbeat(Struct, kw_only=True, gc=False, array_like=True):
+    """A dead man's switch (DESIGN.md section 13): its rule as the last ``config.loaded``
+    gave it (durations in microseconds), ``since`` (when it was first configured, its
+    last beat, or the clock's last word on it: its next deadline is ``every + grace``
+    after that) and the ``heartbeat.missed`` alert it opened (``missed_alert``), which
+    keeps the clock quiet while it is open (``core.heartbeats.due_at``)."""
+
+    name: str
+    every: int
+    grace: int
+    severity: Severity
+    summary: str
+    labels: dict[str, str]
+    since: int
+    configured_at: int
+    last_beat: int | None = None
+    beats: int = 0
+    missed: int = 0  # deadlines missed
+    missed_alert: str | None = None
+    missed_fingerprint: str | None = None
+
+
 class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     failed_attempts: int = 0
@@ -184,6 +206,7 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     by_receiver: dict[str, ReceiverStats] = {}
     rejected: dict[str, int] = {}  # refused inbound messages by reason code
     unrouted: int = 0  # alerts found to match no route (``newly_unrouted`` facts)
+    heartbeats_missed: int = 0  # ``heartbeat.missed`` facts
 
 
 class LastAlert(Struct, kw_only=True, gc=False, array_like=True):
@@ -242,6 +265,7 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     keep_resolved: int = KEEP_RESOLVED_US  # the last ``config.loaded``'s (``core.retention``)
     next_sweep: int = 0  # log time from which the next event sweeps (``core.retention``)
     keep_everything: bool = False  # a report of the whole file: nothing is swept
+    heartbeats: dict[str, Heartbeat] = {}  # the configured dead man's switches, by name
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week
