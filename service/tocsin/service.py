@@ -548,6 +548,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 dedup_window_seconds=config.dedup_window,
                 resolve_timeout_seconds=config.alerts.resolve_timeout,
                 keep_resolved_seconds=float(config.alerts.keep_resolved),
+                heartbeats=config.heartbeats,
             )
         )
     for stream in Input:

@@ -33,7 +33,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from tocsin import __version__
 from tocsin.api.context import ApiContext
 from tocsin.core import events as ev
-from tocsin.core import views
+from tocsin.core import heartbeats, views
 from tocsin.core.fold import fold_alert
 from tocsin.core.kinds import by_tag
 from tocsin.core.times import now_us, parse_rfc3339
@@ -561,6 +561,9 @@ class Pages:
             ready=self.ctx.readiness.reason,
             silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
             groups_open=len(state.groups),
+            heartbeats_missed=sum(
+                1 for hb in state.heartbeats.values() if heartbeats.open_alert(hb, state)
+            ),
             path=request.url.path,
         )
         page = _ENV.get_template(template)
@@ -653,6 +656,10 @@ class Pages:
         listed = views.group_list(self.ctx.state()).groups
         return self.render(request, "groups.html", groups=listed)
 
+    def heartbeats(self, request: Request[Any, Any, Any]) -> Response[str]:
+        listed = views.heartbeat_list(self.ctx.state()).heartbeats
+        return self.render(request, "heartbeats.html", heartbeats=listed)
+
     def silences(self, request: Request[Any, Any, Any]) -> Response[str]:
         query = request.query_params
         prefill = {k: query.get(k) or "" for k in ("severity", "type", "label")}
@@ -723,6 +730,11 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         """The open notification groups: each group's alerts together, its next due."""
         return pages.groups(request)
 
+    @get("/heartbeats", include_in_schema=False, sync_to_thread=False)
+    def heartbeats_page(request: Request[Any, Any, Any]) -> Response[str]:
+        """The heartbeats: each one's last beat and next deadline, missed ones first."""
+        return pages.heartbeats(request)
+
     @get("/silences", include_in_schema=False, sync_to_thread=False)
     def silences_page(request: Request[Any, Any, Any]) -> Response[str]:
         """The silences and a form to add one."""
@@ -734,4 +746,4 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         headers = {**security_headers(secrets.token_urlsafe(18)), "Cache-Control": "no-cache"}
         return ServerSentEvent(live_events(ctx), headers=headers)
 
-    return [index, alert_page, groups_page, silences_page, live]
+    return [index, alert_page, groups_page, heartbeats_page, silences_page, live]

@@ -113,6 +113,13 @@ class Clock:
                     fact.receiver,
                     extra={"group_key": fact.group_key},
                 )
+            elif isinstance(fact, ev.HeartbeatMissed):
+                log.warning(
+                    "heartbeat %s missed its deadline (no beat for every + grace): alert %s",
+                    fact.name,
+                    fact.alert_id,
+                    extra={"alert_id": fact.alert_id, "heartbeat": fact.name},
+                )
             elif isinstance(fact, ev.AlertResolved):
                 log.info(
                     "alert %s resolved by the clock (%s)",
