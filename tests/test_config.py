@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.config import Config, default_config, load
+from tocsin.config import Config, default_config, load, load_heartbeats
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.errors import ConfigError
 
@@ -493,6 +493,52 @@ target_matchers = ['severity="info"']
     assert config.digest() != load_text(tmp_path, "").digest()
 
 
+def test_heartbeats_load_with_canonical_severity_and_their_defaults(tmp_path: Path) -> None:
+    """Catches ``[heartbeats.<name>]`` not reaching the config, its severity left as
+    written (an alias the projection would carry), or a missing grace or summary."""
+    config = load_text(
+        tmp_path,
+        """\
+[heartbeats.nightly-backup]
+every = "24h"
+grace = "30m"
+severity = "sev1"
+summary = "the nightly backup has not reported for a day"
+labels = { team = "dba" }
+
+[heartbeats.cron]
+every = "90s"
+""",
+    )
+    backup, cron = config.heartbeats["nightly-backup"], config.heartbeats["cron"]
+    assert (backup.every_seconds, backup.grace_seconds) == (86400.0, 1800.0)
+    assert (backup.severity, backup.labels) == ("critical", {"team": "dba"})
+    assert backup.summary == "the nightly backup has not reported for a day"
+    assert (cron.grace_seconds, cron.severity) == (0.0, "critical")
+    assert "cron" in cron.summary
+
+
+def test_heartbeats_change_the_digest_only_when_configured(tmp_path: Path) -> None:
+    """Catches a heartbeat change that the config version does not show, or a digest
+    that changes for configs without heartbeats (their logged versions would differ
+    from one tocsin version to the next)."""
+    plain = load_text(tmp_path, "")
+    with_one = load_text(tmp_path, '[heartbeats.a]\nevery = "1m"\n')
+    other = load_text(tmp_path, '[heartbeats.a]\nevery = "2m"\n')
+    assert len({plain.digest(), with_one.digest(), other.digest()}) == 3
+    assert (
+        plain.digest()
+        == Config(
+            dedup_window=plain.dedup_window,
+            routes=plain.routes,
+            receivers=plain.receivers,
+            retry=plain.retry,
+            smtp=plain.smtp,
+            delivery=plain.delivery,
+        ).digest()
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -568,3 +614,40 @@ escalate = [
     assert config.flapping is not None
     assert (config.flapping.changes, config.flapping.window) == (4, 3600.0)
     assert load_text(tmp_path, "").flapping is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[heartbeats.a]\n", "heartbeats.a.every: required"),
+        ('[heartbeats.a]\nevery = "0s"\n', "heartbeats.a.every: must be positive"),
+        ('[heartbeats.a]\nevery = "1m"\ngrace = "-1s"\n', "heartbeats.a.grace"),
+        ('[heartbeats.a]\nevery = "1m"\nseverity = "loud"\n', "heartbeats.a.severity"),
+        ('[heartbeats.a]\nevery = "1m"\nsummary = ""\n', "heartbeats.a.summary"),
+        ('[heartbeats.a]\nevery = "1m"\nlabels = { "1x" = "y" }\n', "heartbeats.a.labels.1x"),
+        ('[heartbeats.a]\nevery = "1m"\nlabels = { heartbeat = "b" }\n', "heartbeats.a.labels."),
+        ('[heartbeats.a]\nevery = "1m"\ncolour = "red"\n', "heartbeats.a.colour: unknown key"),
+        ('[heartbeats."a.b"]\nevery = "1m"\n', "heartbeats.a.b: heartbeat names"),
+    ],
+)
+def test_bad_heartbeats_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    assert load_error(tmp_path, text).startswith(key)
+
+
+def test_the_heartbeat_command_reads_only_the_heartbeats(tmp_path: Path) -> None:
+    """Catches ``tocsin heartbeat`` needing the receivers' variables (which the machine
+    that sends beats may not have) to check a name."""
+    path = write(
+        tmp_path,
+        """\
+[receivers.hook]
+channel = "webhook"
+url = "${UNSET_ON_THIS_MACHINE}"
+
+[heartbeats.backup]
+every = "${EVERY:-1h}"
+""",
+    )
+    assert list(load_heartbeats(path, {})) == ["backup"]
+    assert load_heartbeats(path, {"EVERY": "2h"})["backup"].every_seconds == 7200.0
+    assert load_heartbeats(None, {}) == {}

@@ -28,7 +28,15 @@ from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
-from tocsin.core.subjects import ANCHOR, COMPACT, IN_PREFIX, MSG_ID, RETRY_FAILED, STREAM_ANCHOR
+from tocsin.core.subjects import (
+    ANCHOR,
+    COMPACT,
+    IN_PREFIX,
+    MSG_ID,
+    RETRY_FAILED,
+    STREAM_ANCHOR,
+    heartbeat_subject,
+)
 from tocsin.core.times import now_us, parse_instant
 from tocsin.observability import logs
 from tocsin.observability.redact import Secrets
@@ -174,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--ends-at", metavar="T", help="RFC 3339: resolves by itself then")
     publish.add_argument("--event-id", help="idempotency key (default: a new id)")
 
+    heartbeat = sub.add_parser(
+        "heartbeat",
+        help="send one beat of a heartbeat",
+        description="Send one beat of the heartbeat NAME (DESIGN.md section 13) on "
+        "alerts.heartbeat.NAME, with a JetStream ack. With --config (or TOCSIN_CONFIG), a "
+        "name that file does not configure is refused here, exit 2: the service would "
+        "reject it.",
+    )
+    _common(heartbeat, nats=True)
+    heartbeat.add_argument("name", metavar="NAME", help="a [heartbeats.NAME] of the config")
+
     replay = sub.add_parser("replay", help="print the log's history, oldest first")
     _common(replay, nats=False)
     replay.add_argument("--since", help="RFC 3339 or a duration back from now (15m, 2h, 7d)")
@@ -283,6 +302,8 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return _schemas(args.out)
     if command == "publish":
         return asyncio.run(_publish(args))
+    if command == "heartbeat":
+        return asyncio.run(_heartbeat(args))
     if command == "retry-failed":
         return asyncio.run(_retry_failed(args))
     if command in ("replay", "state", "verify"):
@@ -771,6 +792,35 @@ async def _publish(args: argparse.Namespace) -> int:
     finally:
         await nc.close()
     print(f"published {event_id} to {subject} (stream {ack.stream}, seq {ack.seq})")
+    return EXIT_OK
+
+
+async def _heartbeat(args: argparse.Namespace) -> int:
+    """Publish one beat; a name the given config lacks is bad usage (exit 2)."""
+    name = args.name
+    if not config.RECEIVER_NAME.match(name):
+        raise UsageError(f"NAME: {name!r}: heartbeat names are 1-64 of A-Z a-z 0-9 _ -")
+    if args.config is not None:
+        known = config.load_heartbeats(args.config)
+        if name not in known:
+            configured = ", ".join(sorted(known)) or "none"
+            raise UsageError(
+                f"NAME: no [heartbeats.{name}] in {args.config} (configured: {configured}); "
+                "the service would reject the beat"
+            )
+    url, nc, errors = await _connect(args)
+    if nc is None:
+        return EXIT_FAILURE
+    event_id = new_id()
+    subject = heartbeat_subject(name)
+    try:
+        ack = await nc.jetstream().publish(subject, b"", headers={MSG_ID: event_id}, timeout=5)
+    except Exception as error:
+        print(f"tocsin: beat to {url} failed: {error}{_refusal(errors)}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        await nc.close()
+    print(f"beat {event_id} of {name} published to {subject} (stream {ack.stream}, seq {ack.seq})")
     return EXIT_OK
 
 

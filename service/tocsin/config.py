@@ -21,8 +21,10 @@ from msgspec import Struct
 
 from tocsin.bus.connection import NatsLogin
 from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
-from tocsin.core import escalation
+from tocsin.core import escalation, heartbeats, ingest
+from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_ALIASES
+from tocsin.core.decide.dedup import DEFAULT_WINDOW_SECONDS
 from tocsin.core.decide.inhibit import InhibitRule, check_equal
 from tocsin.core.decide.route import Route
 from tocsin.core.errors import ConfigError
@@ -43,7 +45,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class DedupSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    window: Duration = Duration(600.0)
+    window: Duration = Duration(DEFAULT_WINDOW_SECONDS)
 
 
 class RetrySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -144,6 +146,18 @@ class DashboardSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     notify: tuple[str, ...] = DEFAULT_NOTIFY
 
 
+class HeartbeatSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[heartbeats.<name>]`` (DESIGN.md section 13): no beat for ``every + grace``
+    opens a ``heartbeat.missed`` alert with this severity, summary and labels (plus
+    ``heartbeat = <name>``)."""
+
+    every: Duration
+    grace: Duration = Duration(0.0)
+    severity: str = "critical"
+    summary: str | None = None
+    labels: dict[str, str] = {}
+
+
 class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     dedup: DedupSection = DedupSection()
     route: list[Route] = msgspec.field(default_factory=list)
@@ -158,6 +172,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     dashboard: DashboardSection = DashboardSection()
     inhibit: list[InhibitRule] = msgspec.field(default_factory=list)
     flapping: FlappingSection | None = None
+    heartbeats: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,10 +195,12 @@ class Config:
     time_intervals: TimeIntervals = field(default_factory=lambda: TimeIntervals({}))
     inhibit: list[InhibitRule] = field(default_factory=list)  # each named (``inhibit[i]``)
     flapping: FlappingSection | None = None
+    heartbeats: dict[str, ev.HeartbeatRule] = field(default_factory=dict)
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
-        only as their hash."""
+        only as their hash. Inhibit rules and heartbeats count only when there are some,
+        so a config without them keeps the digest it had before they existed."""
         parts: list[Any] = [
             self.dedup_window,
             self.routes,
@@ -191,8 +208,10 @@ class Config:
             self.retry,
             self.delivery,
         ]
-        if self.inhibit:  # only then: a config without rules keeps the digest it had
+        if self.inhibit:
             parts.append(self.inhibit)
+        if self.heartbeats:
+            parts.append(self.heartbeats)
         blob = msgspec.json.encode(parts, enc_hook=float)
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -285,6 +304,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         time_intervals=intervals,
         inhibit=inhibit,
         flapping=flapping,
+        heartbeats=_heartbeats(parsed.heartbeats),
     )
 
 
@@ -382,6 +402,65 @@ def _time_interval(name: str, raw: Any) -> tuple[Interval, ...]:
             raise ConfigError(f"{at}.location: unknown time zone {spec.location!r}") from error
         compiled.append(compile_interval(spec, zone, at))
     return tuple(compiled)
+
+
+def _heartbeats(table: dict[str, Any]) -> dict[str, ev.HeartbeatRule]:
+    """Every ``[heartbeats.<name>]``, checked: the name is a subject token (beats come
+    on ``alerts.heartbeat.<name>``), ``every`` is positive, and the alert it would open
+    passes section 4's rules (``ingest``, the one judge of them), which also give its
+    severity and summary their canonical form."""
+    rules: dict[str, ev.HeartbeatRule] = {}
+    for name, raw in table.items():
+        where = f"heartbeats.{name}"
+        if not RECEIVER_NAME.match(name):
+            raise ConfigError(f"{where}: heartbeat names are 1-64 of A-Z a-z 0-9 _ -")
+        section: HeartbeatSection = _convert(raw, HeartbeatSection, where)
+        if section.every <= 0:
+            raise ConfigError(f"{where}.every: must be positive")
+        if section.grace < 0:
+            raise ConfigError(f"{where}.grace: must not be negative")
+        if heartbeats.LABEL in section.labels:
+            raise ConfigError(
+                f"{where}.labels.{heartbeats.LABEL}: tocsin sets it to the heartbeat's name"
+            )
+        summary = section.summary
+        if summary is None:
+            summary = f"no beat of heartbeat {name} for {section.every + section.grace:g}s"
+        body = {
+            "type": heartbeats.MISSED_TYPE,
+            "severity": section.severity,
+            "summary": summary,
+            "labels": {heartbeats.LABEL: name, **section.labels},
+        }
+        checked = ingest.parse(
+            msgspec.json.encode(body), default_source=heartbeats.SOURCE, received_at=0
+        )
+        if isinstance(checked, ingest.Rejection):
+            key = f"{where}.{checked.field}" if checked.field else where
+            raise ConfigError(f"{key}: {checked.message}")
+        rules[name] = ev.HeartbeatRule(
+            every_seconds=float(section.every),
+            grace_seconds=float(section.grace),
+            severity=checked.severity,
+            summary=checked.summary,
+            labels=dict(section.labels),
+        )
+    return rules
+
+
+def load_heartbeats(
+    path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None
+) -> dict[str, ev.HeartbeatRule]:
+    """Only ``[heartbeats]`` of the file, checked as the service checks it: what
+    ``tocsin heartbeat`` needs to refuse a name the service would reject, without the
+    receivers' settings (and their ``${VAR}``s) that the sending machine may lack."""
+    env = dict(os.environ if environ is None else environ)
+    if path is None:
+        return {}
+    table = _read_toml(path).get("heartbeats", {})
+    if not isinstance(table, dict):
+        raise ConfigError("heartbeats: expected a table")
+    return _heartbeats(_expand(table, env, "heartbeats"))
 
 
 def _check_route(route: Route, index: int, receivers: dict[str, ReceiverConfig]) -> None:

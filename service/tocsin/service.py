@@ -555,6 +555,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
                 flapping_window_seconds=(
                     None if config.flapping is None else float(config.flapping.window)
                 ),
+                heartbeats=config.heartbeats,
             )
         )
     for stream in Input:

@@ -148,6 +148,8 @@ async def test_publisher_publishes_alert_events_and_nothing_else(secured: Secure
             "alerts.in.billing", msgspec.json.encode(ALERT), timeout=10
         )
         assert (ack.stream, ack.seq) == (STREAM_IN, 1)
+        beat = await publisher.nc.jetstream().publish("alerts.heartbeat.backup", b"", timeout=10)
+        assert (beat.stream, beat.seq) == (STREAM_IN, 2)  # a beat, through its own import
 
         await publisher.refuses_publishing(
             "tocsin.route.hook",
@@ -332,8 +334,12 @@ async def test_tocsin_runs_the_whole_pipeline_as_its_role(
     caplog.set_level(logging.DEBUG)
     sink.responder = script(500, 200)
     api_token = "a" + password()
+    heartbeat = '\n[heartbeats.backup]\nevery = "1h"\n'
     service = Tocsin(
-        data_dir, secured.url, webhook_config(sink.url) + secured.toml(), api_token=api_token
+        data_dir,
+        secured.url,
+        webhook_config(sink.url) + heartbeat + secured.toml(),
+        api_token=api_token,
     )
     # The auditor listens before tocsin connects (see the auditor test on why that order).
     auditor = await secured.client("auditor", inbox_prefix="_INBOX.auditor")
@@ -388,6 +394,15 @@ async def test_tocsin_runs_the_whole_pipeline_as_its_role(
         for name, value in secured.env("tocsin").items():
             monkeypatch.setenv(name, value)
         assert await asyncio.to_thread(cli.main, ["retry-failed", *common]) == 0
+
+        # A beat from a publisher, and one the API publishes as tocsin.
+        await publisher.nc.jetstream().publish("alerts.heartbeat.backup", b"", timeout=10)
+        async with httpx.AsyncClient(base_url=service.api) as http:
+            beat = await http.post(
+                "/api/v1/heartbeats/backup", headers={"Authorization": f"Bearer {api_token}"}
+            )
+            assert beat.status_code == 202, beat.text
+        await wait_until(lambda: service.count("heartbeat.received") == 2, 60, "both beats")
 
         assert auditor.denials() == []
         assert publisher.denials() == []

@@ -13,6 +13,7 @@ from tocsin.bus.streams import (
     ensure_consumer,
     ensure_streams,
     recorder_consumer_config,
+    router_consumer_config,
     stream_config,
 )
 from tocsin.core.outbound import Outbound
@@ -21,12 +22,16 @@ from tocsin.core.subjects import (
     DELIVERED,
     DELIVERED_SEQ_BUCKET,
     DELIVERY_FAILED,
+    HEARTBEAT_SUBJECTS,
     IN_PREFIX,
+    IN_SUBJECTS,
     RECORDER_CONSUMER,
     REJECTED,
+    ROUTER_CONSUMER,
     STREAM_IN,
     STREAM_OUT,
     SUPERSEDED_PREFIX,
+    heartbeat_subject,
     superseded_subject,
 )
 
@@ -107,5 +112,34 @@ async def test_an_outcome_stream_and_recorder_of_an_earlier_version_take_superse
         await js.key_value(DELIVERED_SEQ_BUCKET)  # exists
         await js.publish(superseded_subject("hook"), b"{}", timeout=5)
         assert (await js.consumer_info(STREAM_OUT, RECORDER_CONSUMER)).num_pending == 1
+    finally:
+        await nc.close()
+
+
+async def test_an_inbound_stream_and_router_of_an_earlier_version_take_heartbeats(
+    nats_url: str,
+) -> None:
+    """Catches an upgrade that keeps TOCSIN_IN and the router's consumer as an earlier
+    version made them (``alerts.in.>`` alone): a beat on ``alerts.heartbeat.<name>``
+    would then be refused by JetStream (no stream takes the subject) or never reach the
+    router. The stream and the consumer are brought up to date at start."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        old_stream = stream_config(STREAM_IN)
+        old_stream.subjects = [IN_SUBJECTS]
+        await js.add_stream(old_stream)
+        old_router = router_consumer_config()
+        old_router.filter_subjects = None
+        old_router.filter_subject = IN_SUBJECTS
+        await js.add_consumer(STREAM_IN, old_router)
+
+        await ensure_streams(js)
+
+        stream = await js.stream_info(STREAM_IN)
+        assert HEARTBEAT_SUBJECTS in (stream.config.subjects or [])
+        await js.publish(heartbeat_subject("backup"), b"", timeout=5)
+        await js.publish(IN_PREFIX + "x", b"{}", timeout=5)
+        assert (await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)).num_pending == 2
     finally:
         await nc.close()

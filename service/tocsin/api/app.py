@@ -42,7 +42,7 @@ from tocsin.core.contracts import MAX_PAYLOAD_BYTES, InboundEvent
 from tocsin.core.fold import fold_alert
 from tocsin.core.ids import new_id
 from tocsin.core.policy.origin import tokenless_mutation_refusal
-from tocsin.core.subjects import IN_PREFIX, MSG_ID
+from tocsin.core.subjects import IN_PREFIX, MSG_ID, heartbeat_subject
 from tocsin.core.times import now_us
 from tocsin.observability.telemetry import CONTENT_TYPE
 from tocsin.observability.tracing import trace_context_from
@@ -88,6 +88,14 @@ class Accepted(Struct, kw_only=True, omit_defaults=True):
 
     event_id: str
     ignored_fields: tuple[str, ...] = ()
+
+
+class BeatAccepted(Struct, kw_only=True):
+    """202 to ``POST /api/v1/heartbeats/{name}``: JetStream stored the beat on
+    ``alerts.heartbeat.<name>`` under this message id."""
+
+    heartbeat: str
+    event_id: str
 
 
 class ErrorBody(Struct, kw_only=True):
@@ -316,6 +324,34 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         with its receiver, group labels, alerts and next due time."""
         return views.group_list(ctx.state(), receiver=receiver)
 
+    # -- heartbeats -------------------------------------------------------------------
+
+    @get("/api/v1/heartbeats", sync_to_thread=False)
+    def list_heartbeats() -> views.HeartbeatList:
+        """Every configured heartbeat (DESIGN.md section 13), those missed first: its
+        rule, its last beat and its next deadline."""
+        return views.heartbeat_list(ctx.state())
+
+    @post("/api/v1/heartbeats/{name:str}", status_code=202)
+    async def beat(name: FromPath[str], request: Request[Any, Any, Any]) -> BeatAccepted:
+        """One beat of a configured heartbeat (any body, or none, is ignored): published
+        on ``alerts.heartbeat.<name>`` like any beat, 202 once JetStream stored it; 404
+        for a name the configuration does not have."""
+        if name not in ctx.state().heartbeats:
+            raise CommandError(404, f"no heartbeat {name!r} is configured", "name")
+        if ctx.js is None:
+            raise CommandError(503, "not connected to NATS yet")
+        event_id = new_id()
+        headers = {MSG_ID: event_id, **trace_context_from(request.headers)}
+        try:
+            await ctx.js.publish(heartbeat_subject(name), b"", headers=headers, timeout=5.0)
+        except Exception as error:
+            log.warning("a beat of %s could not be published: %s", name, error)
+            raise CommandError(
+                503, f"NATS did not store the beat: {type(error).__name__}"
+            ) from error
+        return BeatAccepted(heartbeat=name, event_id=event_id)
+
     # -- silences ---------------------------------------------------------------------
 
     @get("/api/v1/silences", sync_to_thread=False)
@@ -450,6 +486,8 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         ack,
         resolve,
         list_groups,
+        list_heartbeats,
+        beat,
         list_silences,
         create_silence,
         delete_silence,

@@ -33,7 +33,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from tocsin import __version__
 from tocsin.api.context import ApiContext
 from tocsin.core import events as ev
-from tocsin.core import views
+from tocsin.core import heartbeats, views
 from tocsin.core.fold import fold_alert
 from tocsin.core.kinds import by_tag
 from tocsin.core.times import now_us, parse_rfc3339
@@ -438,6 +438,18 @@ def _settled(record: views.EventRecord) -> Entry:
     return _entry(record, "info", f"Stopped flapping ({d.get('status')})", "notified once")
 
 
+def _heartbeat_missed(record: views.EventRecord) -> Entry:
+    d = record.data
+    last = d.get("last_beat")
+    detail = "no beat since it was configured" if last is None else "last beat " + str(last)
+    return _entry(record, "bad", f"Heartbeat {d.get('name')} missed its deadline", detail)
+
+
+def _heartbeat_received(record: views.EventRecord) -> Entry:
+    d = record.data
+    return _entry(record, "good", f"Heartbeat {d.get('name')} beat", f"on {d.get('subject')}")
+
+
 def _as_logged(record: views.EventRecord) -> Entry:
     """A kind the timeline has no words for: its kind and its fields as logged."""
     return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
@@ -492,6 +504,10 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _flapping
     if issubclass(kind, ev.AlertSettled):
         return _settled
+    if issubclass(kind, ev.HeartbeatMissed):
+        return _heartbeat_missed
+    if issubclass(kind, ev.HeartbeatReceived):
+        return _heartbeat_received
     if issubclass(
         kind,
         # Not facts of an alert (no alert_id): never in its history, shown as logged.
@@ -613,6 +629,9 @@ class Pages:
             silences_active=sum(1 for s in state.silences.values() if s.active_at(now)),
             groups_open=len(state.groups),
             notify=self.ctx.live.notify,
+            heartbeats_missed=sum(
+                1 for hb in state.heartbeats.values() if heartbeats.open_alert(hb, state)
+            ),
             path=request.url.path,
         )
         page = _ENV.get_template(template)
@@ -704,6 +723,10 @@ class Pages:
     def groups(self, request: Request[Any, Any, Any]) -> Response[str]:
         listed = views.group_list(self.ctx.state()).groups
         return self.render(request, "groups.html", groups=listed)
+
+    def heartbeats(self, request: Request[Any, Any, Any]) -> Response[str]:
+        listed = views.heartbeat_list(self.ctx.state()).heartbeats
+        return self.render(request, "heartbeats.html", heartbeats=listed)
 
     def silences(self, request: Request[Any, Any, Any]) -> Response[str]:
         query = request.query_params
@@ -806,6 +829,11 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         """The open notification groups: each group's alerts together, its next due."""
         return pages.groups(request)
 
+    @get("/heartbeats", include_in_schema=False, sync_to_thread=False)
+    def heartbeats_page(request: Request[Any, Any, Any]) -> Response[str]:
+        """The heartbeats: each one's last beat and next deadline, missed ones first."""
+        return pages.heartbeats(request)
+
     @get("/silences", include_in_schema=False, sync_to_thread=False)
     def silences_page(request: Request[Any, Any, Any]) -> Response[str]:
         """The silences and a form to add one."""
@@ -821,4 +849,4 @@ def dashboard_pages(ctx: ApiContext) -> list[Any]:
         )
         return ServerSentEvent(live_events(ctx, after=after), headers=headers)
 
-    return [index, alert_page, groups_page, silences_page, live]
+    return [index, alert_page, groups_page, heartbeats_page, silences_page, live]

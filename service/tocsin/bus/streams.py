@@ -31,7 +31,7 @@ from tocsin.core.subjects import (
     DELIVERED,
     DELIVERED_SEQ_BUCKET,
     DELIVERY_FAILED,
-    IN_SUBJECTS,
+    INBOUND_SUBJECTS,
     RECORDER_CONSUMER,
     REJECTED,
     ROUTE_PREFIX,
@@ -78,7 +78,7 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
     return [
         js_api.StreamConfig(
             name=STREAM_IN,
-            subjects=[IN_SUBJECTS],
+            subjects=list(INBOUND_SUBJECTS),
             retention=js_api.RetentionPolicy.INTEREST,
             discard=js_api.DiscardPolicy.NEW,
             storage=js_api.StorageType.FILE,
@@ -120,7 +120,7 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
 def router_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=ROUTER_CONSUMER,
-        filter_subject=IN_SUBJECTS,
+        filter_subjects=list(INBOUND_SUBJECTS),
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_ack_pending=20_000,

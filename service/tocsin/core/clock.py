@@ -1,19 +1,20 @@
 """The clock (pure): what falls due at an instant, and the facts that causes
 (DESIGN.md section 11).
 
-Timers are due times kept in the projection (each group's ``due_at``, folded from the
-log). The clock loop in the router's process (``tocsin.pipeline.clock``) asks
-``next_due`` when to wake, and at that instant ``tick`` decides the facts, which go
-through the single writer like any other; each carries the ``due_at`` it was for and
-the time it fired, so replay folds them and never decides them again. A timer that
-fell due while tocsin was stopped is simply due at start.
+Timers are due times kept in the projection (each group's ``due_at``, alerts' and
+silences' ends, heartbeats' deadlines, folded from the log). The clock loop in the
+router's process (``tocsin.pipeline.clock``) asks ``next_due`` when to wake, and at
+that instant ``tick`` decides the facts, which go through the single writer like any
+other; each carries the ``due_at`` it was for and the time it fired, so replay folds
+them and never decides them again. A timer that fell due while tocsin was stopped is
+simply due at start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from tocsin.core import escalation, groups
+from tocsin.core import escalation, groups, heartbeats
 from tocsin.core import events as ev
 from tocsin.core.decide.dedup import OpenAlert, dedup_key
 from tocsin.core.decide.flapping import settled
@@ -35,6 +36,9 @@ def next_due(state: State) -> int | None:
     due.extend(ended.at for ended in state.inhibit_ended.values())
     due.extend(c.due_at for c in state.escalations.values() if c.due_at is not None)
     due.extend(f.due_at for f in state.flaps.values() if f.due_at is not None)
+    heartbeat = heartbeats.next_due(state)
+    if heartbeat is not None:
+        due.append(heartbeat)
     return min(due) if due else None
 
 
@@ -49,11 +53,13 @@ def tick(
 ) -> list[ev.Event]:
     """The facts of every timer due at ``now``: an alert that resolves by itself (and
     who hears of it), alerts a silence or an inhibitor held back (released), a flapping
-    alert that settled, a group's notification, or its deferral while its route's time
-    intervals mute it, an escalation step. Resolves and releases come first, so a group
-    due at the same instant lists them, and an escalation due then is ended by them. A
-    group's alerts that an inhibit rule holds back now and that it never told of leave
-    it first (``alert.inhibited``), as they would had an event of theirs come in."""
+    alert that settled, a heartbeat's missed deadline (``heartbeats.missed``), a group's
+    notification, or its deferral while its route's time intervals mute it, an
+    escalation step. Resolves and releases come first, so a group due at the same
+    instant lists them, and an escalation due then is ended by them; a missed
+    heartbeat's alert comes before the groups, so a group due now lists it. A group's
+    alerts that an inhibit rule holds back now and that it never told of leave it first
+    (``alert.inhibited``), as they would had an event of theirs come in."""
     opened: set[str] = set()  # groups opened by this tick's facts, not folded yet
     facts = _auto_resolved(state, now, new_id)
     facts += _silences_ended(state, now, routing, new_id, opened)
@@ -61,6 +67,9 @@ def tick(
     facts += settled(state, now, routing, new_id)
     if facts:
         return facts  # folded first: the groups' notifications see them next tick
+    facts = heartbeats.missed(state, now, routing=routing, new_id=new_id)
+    if facts:
+        return facts
     due_groups = [g for g in state.groups.values() if g.due_at is not None and g.due_at <= now]
     facts = _inhibited_members(state, due_groups, routing.inhibitions, now)
     if facts:

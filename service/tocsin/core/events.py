@@ -278,11 +278,25 @@ class SilenceExpired(_Event, frozen=True, tag="silence.expired"):
     fired_at: int
 
 
+class HeartbeatRule(Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """One ``[heartbeats.<name>]`` as the log keeps it (in ``config.loaded``): no beat
+    for ``every + grace`` opens a ``heartbeat.missed`` alert with this severity, summary
+    and labels (DESIGN.md section 13). Durations in seconds, as the config gives them."""
+
+    every_seconds: float
+    grace_seconds: float = 0.0
+    severity: Severity = "critical"
+    summary: str = ""
+    labels: dict[str, str] = {}
+
+
 class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     """The service started with this configuration (secrets never included).
     ``keep_resolved_seconds`` (``[alerts] keep_resolved``; ``None`` in logs written
     before it existed: the default) is how long the projection keeps what is over
-    (``core.retention``): a fact, so that every fold of the log keeps the same."""
+    (``core.retention``): a fact, so that every fold of the log keeps the same.
+    ``heartbeats``: the dead man's switches configured, by name; a name's first
+    ``config.loaded`` is when its first deadline starts counting."""
 
     digest: str
     receivers: dict[str, str]
@@ -292,6 +306,7 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     keep_resolved_seconds: float | None = None
     flapping_changes: int | None = None  # [flapping] changes; None: off
     flapping_window_seconds: float | None = None  # [flapping] window
+    heartbeats: dict[str, HeartbeatRule] = {}
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):
@@ -367,6 +382,32 @@ class GroupDeferred(_Event, frozen=True, tag="group.deferred"):
     until: int
     due_at: int
     fired_at: int
+
+
+class HeartbeatReceived(_Event, frozen=True, tag="heartbeat.received"):
+    """A beat of the configured heartbeat ``name`` (DESIGN.md section 13), received
+    ``at`` on ``subject``; its next deadline is ``every + grace`` after it. When the
+    heartbeat's ``heartbeat.missed`` alert was open, ``alert_id`` and ``fingerprint``
+    name it: the beat resolves it (the facts after this one)."""
+
+    name: str
+    at: int
+    subject: str
+    alert_id: str | None = None
+    fingerprint: str | None = None
+
+
+class HeartbeatMissed(_Event, frozen=True, tag="heartbeat.missed"):
+    """No beat of ``name`` for ``every + grace``: the clock, at ``fired_at``, opened the
+    alert ``alert_id`` (type ``heartbeat.missed``) for the deadline ``due_at``; its
+    opened and routed facts follow. ``last_beat`` is ``None`` when none ever came."""
+
+    name: str
+    alert_id: str
+    fingerprint: str
+    due_at: int
+    fired_at: int
+    last_beat: int | None = None
 
 
 class OutboxPublished(_Event, frozen=True, tag="outbox.published"):
@@ -531,6 +572,8 @@ Event = (
     | EscalationFired
     | AlertFlapping
     | AlertSettled
+    | HeartbeatReceived
+    | HeartbeatMissed
 )
 
 _encoder = msgspec.json.Encoder()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
-from tocsin.core import escalation, groups
+from tocsin.core import escalation, groups, heartbeats
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide import flapping
@@ -32,7 +32,7 @@ from tocsin.core.state import (
     Silence,
     State,
 )
-from tocsin.core.subjects import STREAM_OUT
+from tocsin.core.subjects import HEARTBEAT_PREFIX, STREAM_OUT
 
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
@@ -118,7 +118,7 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
     alert_id = e.alert_id
     if alert_id is None:
         return
-    if firing and (e.ends_at is not None or state.resolve_timeout is not None):
+    if firing and (e.ends_at is not None or _times_out(state, e)):
         _time_auto_resolve(state, e)
     elif firing and state.auto_resolve:  # a later event without ends_at drops it
         state.auto_resolve.pop(e.fingerprint, None)
@@ -151,6 +151,13 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         alert.trace_id = e.trace_id
     if e.timestamp > alert.last_seen:
         alert.last_seen = e.timestamp
+
+
+def _times_out(state: State, e: ev.AlertReceived) -> bool:
+    """Whether ``[alerts] resolve_timeout`` resolves the alert of ``e`` by itself: not
+    a missed heartbeat's (on its heartbeat's subject), which no later event keeps
+    alive: only its next beat (or a hand) resolves it."""
+    return state.resolve_timeout is not None and not e.subject.startswith(HEARTBEAT_PREFIX)
 
 
 def _time_auto_resolve(state: State, e: ev.AlertReceived) -> None:
@@ -626,7 +633,7 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     decided under it). When its dedup window differs from the last one, each open
     alert's bucket is moved to the new window (``rebucket``), so its reminders follow
     the window now in force. Its retention window holds from here on
-    (``core.retention``)."""
+    (``core.retention``), and its heartbeats are the ones kept (``heartbeats``)."""
     keep = e.keep_resolved_seconds
     state.keep_resolved = KEEP_RESOLVED_US if keep is None else int(keep * 1_000_000)
     old, new = state.dedup_window, e.dedup_window_seconds
@@ -640,6 +647,7 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     if state.flap_changes is None:  # off: only what flaps still settles
         for fingerprint in [f for f, flap in state.flaps.items() if flap.since is None]:
             del state.flaps[fingerprint]
+    heartbeats.configured(state, e.heartbeats, state.last_ts)
     timeout = None if e.resolve_timeout_seconds is None else round(e.resolve_timeout_seconds * 1e6)
     if timeout != state.resolve_timeout:
         state.resolve_timeout = timeout
@@ -671,6 +679,14 @@ def _alert_settled(e: ev.AlertSettled, state: State, seq: int) -> None:
 
 def _outbox_published(e: ev.OutboxPublished, state: State, seq: int) -> None:
     state.published_through = max(state.published_through, e.up_to_seq)
+
+
+def _heartbeat_received(e: ev.HeartbeatReceived, state: State, seq: int) -> None:
+    heartbeats.received(state, e)
+
+
+def _heartbeat_missed(e: ev.HeartbeatMissed, state: State, seq: int) -> None:
+    heartbeats.was_missed(state, e)
 
 
 Handler = Callable[[Any, State, int], None]
@@ -741,6 +757,10 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _alert_flapping)
     if issubclass(kind, ev.AlertSettled):
         return handled_by(kind, _alert_settled)
+    if issubclass(kind, ev.HeartbeatReceived):
+        return handled_by(kind, _heartbeat_received)
+    if issubclass(kind, ev.HeartbeatMissed):
+        return handled_by(kind, _heartbeat_missed)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

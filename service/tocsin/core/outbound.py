@@ -348,7 +348,9 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.EscalationStarted
         | ev.EscalationFired
         | ev.AlertFlapping
-        | ev.AlertSettled,
+        | ev.AlertSettled
+        | ev.HeartbeatReceived  # a beat's resolve and a miss's alert: the facts after it
+        | ev.HeartbeatMissed,
     ):
         return None
     assert_never(kind)

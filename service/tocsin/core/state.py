@@ -207,6 +207,28 @@ class Flap(Struct, kw_only=True, gc=False, array_like=True):
     due_at: int | None = None
 
 
+class Heartbeat(Struct, kw_only=True, gc=False, array_like=True):
+    """A dead man's switch (DESIGN.md section 13): its rule as the last ``config.loaded``
+    gave it (durations in microseconds), ``since`` (when it was first configured, its
+    last beat, or the clock's last word on it: its next deadline is ``every + grace``
+    after that) and the ``heartbeat.missed`` alert it opened (``missed_alert``), which
+    keeps the clock quiet while it is open (``core.heartbeats.due_at``)."""
+
+    name: str
+    every: int
+    grace: int
+    severity: Severity
+    summary: str
+    labels: dict[str, str]
+    since: int
+    configured_at: int
+    last_beat: int | None = None
+    beats: int = 0
+    missed: int = 0  # deadlines missed
+    missed_alert: str | None = None
+    missed_fingerprint: str | None = None
+
+
 class ReceiverStats(Struct, kw_only=True, gc=False, array_like=True):
     delivered: int = 0
     failed_attempts: int = 0
@@ -227,6 +249,7 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     inhibited: int = 0  # firing events held back by an inhibit rule (``alert.inhibited``)
     flapping: int = 0  # news held because its fingerprint flaps (suppressed, ``flapping``)
     escalations: int = 0  # escalation steps fired (``escalation.fired``)
+    heartbeats_missed: int = 0  # ``heartbeat.missed`` facts
 
 
 class LastAlert(Struct, kw_only=True, gc=False, array_like=True):
@@ -297,6 +320,7 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     flaps: dict[str, Flap] = {}  # by fingerprint, while [flapping] is on or it flaps
     flap_changes: int | None = None  # [flapping] changes of the last config.loaded
     flap_window: int | None = None  # [flapping] window (microseconds)
+    heartbeats: dict[str, Heartbeat] = {}  # the configured dead man's switches, by name
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

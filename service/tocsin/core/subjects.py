@@ -9,6 +9,13 @@ IN_PREFIX = "alerts.in."
 
 IN_SUBJECTS = "alerts.in.>"
 
+HEARTBEAT_PREFIX = "alerts.heartbeat."
+
+HEARTBEAT_SUBJECTS = "alerts.heartbeat.>"
+
+INBOUND_SUBJECTS = (IN_SUBJECTS, HEARTBEAT_SUBJECTS)
+"""What TOCSIN_IN takes and the router consumes: alert events and heartbeat beats."""
+
 DELIVERED = "alerts.delivered"
 
 DELIVERY_FAILED = "alerts.delivery_failed"
@@ -99,6 +106,20 @@ def leader_elected_subjects(stream: str, consumer: str) -> list[str]:
         STREAM_LEADER_ELECTED_PREFIX + stream,
         f"{CONSUMER_LEADER_ELECTED_PREFIX}{stream}.{consumer}",
     ]
+
+
+def heartbeat_subject(name: str) -> str:
+    """Where a beat of the heartbeat ``name`` is published (DESIGN.md section 13)."""
+    return HEARTBEAT_PREFIX + name
+
+
+def heartbeat_of(subject: str) -> str | None:
+    """``alerts.heartbeat.<name>`` -> ``<name>`` (the rest of the subject, possibly
+    empty or dotted: the router rejects a name not configured); ``None`` for any other
+    subject."""
+    if not subject.startswith(HEARTBEAT_PREFIX):
+        return None
+    return subject[len(HEARTBEAT_PREFIX) :]
 
 
 def source_of(subject: str) -> str:

@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Struct
 
 from tocsin.core import events as ev
+from tocsin.core import heartbeats
 from tocsin.core.alert_index import AlertIndex, Key, key_of
 from tocsin.core.contracts import SEVERITY_RANK, Notification
 from tocsin.core.decide.silences import covering
@@ -26,6 +27,7 @@ from tocsin.core.state import (
     Chain,
     DeliveryStatus,
     Group,
+    Heartbeat,
     Silence,
     State,
     hour_of,
@@ -182,8 +184,9 @@ class Stats(Struct, kw_only=True):
     (those by reason code, most first), ``unrouted`` (alerts found in the window to
     match no route: nobody was told of them), ``inhibited`` (firing events held back
     by an inhibit rule, counted in ``suppressed`` too), ``flapping`` (firing events held
-    because their fingerprint flaps; also in ``suppressed``) and ``escalations``
-    (escalation steps fired)."""
+    because their fingerprint flaps; also in ``suppressed``) ``escalations``
+    (escalation steps fired) and ``heartbeats_missed`` (heartbeat deadlines missed in
+    the window, DESIGN.md section 13)."""
 
     window_hours: int
     total: int
@@ -202,6 +205,7 @@ class Stats(Struct, kw_only=True):
     inhibited: int = 0
     flapping: int = 0
     escalations: int = 0
+    heartbeats_missed: int = 0
 
 
 class SilenceView(Struct, kw_only=True):
@@ -253,6 +257,34 @@ class GroupList(Struct, kw_only=True):
     groups: list[GroupView]
 
 
+HeartbeatStatus = Literal["ok", "waiting", "missed"]
+
+
+class HeartbeatView(Struct, kw_only=True):
+    """A heartbeat (DESIGN.md section 13): its rule, its beats, and its next deadline
+    (null while its ``heartbeat.missed`` alert, ``alert_id``, is open). ``status``:
+    ``ok`` (it beat), ``waiting`` (no beat yet since it was configured), ``missed``
+    (its alert is open until the next beat)."""
+
+    name: str
+    status: HeartbeatStatus
+    every_seconds: float
+    grace_seconds: float
+    severity: str
+    summary: str
+    labels: dict[str, str]
+    configured_at: str
+    last_beat: str | None
+    beats: int
+    missed: int
+    next_deadline: str | None
+    alert_id: str | None
+
+
+class HeartbeatList(Struct, kw_only=True):
+    heartbeats: list[HeartbeatView]
+
+
 class AlertPage(Struct, kw_only=True):
     alerts: list[AlertView]
     next_cursor: str | None
@@ -270,6 +302,7 @@ TIME_FIELDS = frozenset(
         "due_at",  # a clock fact's timer (DESIGN.md section 11)
         "fired_at",
         "until",  # group.deferred
+        "last_beat",
     }
 )
 
@@ -662,7 +695,9 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.EscalationStarted
         | ev.EscalationFired
         | ev.AlertFlapping
-        | ev.AlertSettled,
+        | ev.AlertSettled
+        | ev.HeartbeatReceived
+        | ev.HeartbeatMissed,
     ):
         return "entry"
     assert_never(kind)
@@ -908,7 +943,9 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.EscalationStarted
         | ev.EscalationFired
         | ev.AlertFlapping
-        | ev.AlertSettled,
+        | ev.AlertSettled
+        | ev.HeartbeatReceived
+        | ev.HeartbeatMissed,
     ):
         return None
     assert_never(kind)
@@ -941,7 +978,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
-    suppressed = unrouted = inhibited = flapping = escalations = 0
+    suppressed = unrouted = inhibited = flapping = escalations = heartbeats_missed = 0
     rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
@@ -958,6 +995,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
             inhibited += bucket.inhibited
             flapping += bucket.flapping
             escalations += bucket.escalations
+            heartbeats_missed += bucket.heartbeats_missed
             for code, n in bucket.rejected.items():
                 rejected[code] = rejected.get(code, 0) + n
             for receiver, r in bucket.by_receiver.items():
@@ -1001,6 +1039,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
         inhibited=inhibited,
         flapping=flapping,
         escalations=escalations,
+        heartbeats_missed=heartbeats_missed,
     )
 
 
@@ -1062,6 +1101,36 @@ def group_list(state: State, *, receiver: str | None = None) -> GroupList:
     chosen = [g for g in state.groups.values() if receiver is None or g.receiver == receiver]
     chosen.sort(key=lambda g: (g.due_at is None, g.due_at or 0, g.key))
     return GroupList(groups=[group_view(state, g) for g in chosen])
+
+
+def heartbeat_view(state: State, heartbeat: Heartbeat) -> HeartbeatView:
+    current = heartbeats.open_alert(heartbeat, state)
+    deadline = heartbeats.due_at(heartbeat, state)
+    status: HeartbeatStatus = "missed" if current is not None else "ok"
+    if current is None and heartbeat.last_beat is None:
+        status = "waiting"
+    return HeartbeatView(
+        name=heartbeat.name,
+        status=status,
+        every_seconds=heartbeat.every / 1e6,
+        grace_seconds=heartbeat.grace / 1e6,
+        severity=heartbeat.severity,
+        summary=heartbeat.summary,
+        labels=heartbeats.labels_of(heartbeat),
+        configured_at=format_us(heartbeat.configured_at),
+        last_beat=None if heartbeat.last_beat is None else format_us(heartbeat.last_beat),
+        beats=heartbeat.beats,
+        missed=heartbeat.missed,
+        next_deadline=None if deadline is None else format_us(deadline),
+        alert_id=None if current is None else current.alert_id,
+    )
+
+
+def heartbeat_list(state: State) -> HeartbeatList:
+    """Every configured heartbeat: those missed first, then the next deadline first."""
+    shown = [heartbeat_view(state, hb) for hb in state.heartbeats.values()]
+    shown.sort(key=lambda v: (v.status != "missed", v.next_deadline or "", v.name))
+    return HeartbeatList(heartbeats=shown)
 
 
 def groups_of_alert(state: State, alert: Alert) -> list[GroupView]:

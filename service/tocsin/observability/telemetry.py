@@ -194,6 +194,16 @@ class Metrics:
             "by receiver and severity",
             ("receiver", "severity"),
         )
+        # Heartbeat names are the configuration's: a bounded label.
+        self.heartbeats_received = meter.create_counter(
+            "tocsin_heartbeats_received",
+            description="beats of configured heartbeats, by heartbeat",
+        )
+        self.heartbeats_missed = meter.create_counter(
+            "tocsin_heartbeats_missed",
+            description="heartbeat deadlines missed (each opened a heartbeat.missed alert), "
+            "by heartbeat",
+        )
         # Measured where they happen (the delivery worker).
         self.send_seconds = self._histogram(
             "tocsin_send_duration",
@@ -416,6 +426,15 @@ def _flapping(event: ev.AlertFlapping, metrics: Metrics, tally: _Tally) -> None:
     tally.counts["flapping", ()] += 1
 
 
+def _beat(event: ev.HeartbeatReceived, metrics: Metrics, tally: _Tally) -> None:
+    tally.end_inbound()  # a beat is an inbound message of its own
+    tally.counts["heartbeats_received", (("heartbeat", event.name),)] += 1
+
+
+def _missed(event: ev.HeartbeatMissed, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["heartbeats_missed", (("heartbeat", event.name),)] += 1
+
+
 def _count(kind: type[ev.Event]) -> Count | None:
     """What a committed fact of ``kind`` counts; ``None``: no metric counts it."""
     if issubclass(kind, ev.AlertReceived):
@@ -444,6 +463,10 @@ def _count(kind: type[ev.Event]) -> Count | None:
         return handled_by(kind, _escalation_fired)
     if issubclass(kind, ev.AlertFlapping):
         return handled_by(kind, _flapping)
+    if issubclass(kind, ev.HeartbeatReceived):
+        return handled_by(kind, _beat)
+    if issubclass(kind, ev.HeartbeatMissed):
+        return handled_by(kind, _missed)
     if issubclass(
         kind,
         ev.GroupOpened

@@ -130,6 +130,13 @@ class Clock:
                     fact.status,
                     extra={"alert_id": fact.alert_id},
                 )
+            elif isinstance(fact, ev.HeartbeatMissed):
+                log.warning(
+                    "heartbeat %s missed its deadline (no beat for every + grace): alert %s",
+                    fact.name,
+                    fact.alert_id,
+                    extra={"alert_id": fact.alert_id, "heartbeat": fact.name},
+                )
             elif isinstance(fact, ev.AlertResolved):
                 log.info(
                     "alert %s resolved by the clock (%s)",

@@ -25,14 +25,14 @@ from tocsin.bus.puller import stream_seq
 from tocsin.bus.streams import ensure_inbound
 from tocsin.config import Config
 from tocsin.core import events as ev
-from tocsin.core import ingest
+from tocsin.core import heartbeats, ingest
 from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
 from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
-from tocsin.core.subjects import MSG_ID, ROUTER_CONSUMER, STREAM_IN, source_of
+from tocsin.core.subjects import MSG_ID, ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
 from tocsin.core.times import now_us
 from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
@@ -219,6 +219,26 @@ class Router(Step[Traced]):
 
     def _facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
         trace_id = trace_id_of(span)
+        heartbeat = heartbeat_of(msg.subject)
+        if heartbeat is not None:  # a beat: its payload is no alert event, and ignored
+            facts = heartbeats.beat(
+                self._ledger.state,
+                heartbeat,
+                subject=msg.subject,
+                received_at=received_at,
+                raw=msg.data,
+                routing=self._routing,
+                new_id=new_id,
+                trace_id=trace_id,
+            )
+            if isinstance(facts[0], ev.AlertRejected):
+                log.warning(
+                    "rejected beat on %s: %s",
+                    msg.subject,
+                    facts[0].reason,
+                    extra={"trace_id": trace_id, "reason": facts[0].code, "subject": msg.subject},
+                )
+            return facts
         headers = msg.headers or {}
         parsed = ingest.parse(
             msg.data,

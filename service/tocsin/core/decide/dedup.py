@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # the projection holds OpenAlert: state.py imports this modul
 
 _US = 1_000_000
 
+DEFAULT_WINDOW_SECONDS = 600.0
+"""``[dedup] window`` when the config does not set it."""
+
 
 class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     """What dedup needs to know of a fingerprint's open alert (a projection)."""
