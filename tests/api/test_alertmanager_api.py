@@ -72,7 +72,8 @@ async def test_a_prometheus_alert_resent_every_evaluation_pages_once_and_endsat_
     for evaluation in range(3):
         alert = prometheus_alert(ends_in_us=(4 + evaluation) * MINUTE_US)
         answer = await http.post("/api/v2/alerts", json=[alert])
-        assert answer.status_code == 200 and answer.content == b""
+        assert answer.status_code == 200
+        assert answer.content == b""
     await wait_until(lambda: svc.count("alert.received") == 3, 10, "three events received")
     await wait_until(lambda: len(sink.requests) == 1, 10, "one notification")
     body = sink.requests[0].json()
@@ -135,7 +136,8 @@ async def test_amtool_queries_alerts_and_adds_queries_and_expires_silences(
     assert all(a["status"]["state"] == "active" for a in listed)
     assert all(a["receivers"] == [{"name": "hook"}] for a in listed)
     text = await amtool(svc, "alert", "query", "alertname=HighLatency")
-    assert "HighLatency" in text and "DiskFull" not in text
+    assert "HighLatency" in text
+    assert "DiskFull" not in text
 
     silence_id = (
         await amtool(
@@ -197,7 +199,8 @@ async def test_the_requests_grafanas_alertmanager_data_source_makes(
     status = (await http.get("/api/v2/status")).json()
     assert status["cluster"]["status"] == "disabled"
     assert set(status["versionInfo"]) >= {"version", "revision", "branch", "goVersion"}
-    assert "receivers:" in status["config"]["original"] and "hook" in status["config"]["original"]
+    assert "receivers:" in status["config"]["original"]
+    assert "hook" in status["config"]["original"]
     assert (await http.get("/api/v2/receivers")).json() == [{"name": "hook"}]
 
     query = {
@@ -236,7 +239,8 @@ async def test_the_requests_grafanas_alertmanager_data_source_makes(
     assert made.status_code == 200
     silence_id = made.json()["silenceID"]
     got = (await http.get(f"/api/v2/silence/{silence_id}")).json()
-    assert got["status"] == {"state": "active"} and got["createdBy"] == "grafana"
+    assert got["status"] == {"state": "active"}
+    assert got["createdBy"] == "grafana"
     assert [s["id"] for s in (await http.get("/api/v2/silences")).json()] == [silence_id]
     # editing: the same silence posted with its id ends it and starts its successor
     edited = await http.post("/api/v2/silences", json={**silence, "id": silence_id})
