@@ -249,3 +249,41 @@ async def test_the_requests_grafanas_alertmanager_data_source_makes(
     assert (await http.get(f"/api/v2/silence/{silence_id}")).json()["status"]["state"] == "expired"
     assert (await http.delete(f"/api/v2/silence/{successor}")).status_code == 200
     assert (await http.get("/api/v2/silence/nope")).status_code == 404
+
+
+async def test_the_mutation_rules_of_section_7_hold_for_api_v2(
+    data_dir: Path, nats_url: str, sink: HttpSink
+) -> None:
+    """Catches the v2 routes left out of the guard: with a token set, an alert or a
+    silence posted without it is refused; without a token, a web page's cross-origin
+    or non-JSON post is refused (it could inject alerts or mute them)."""
+    token = "am-token"
+    auth = {"Authorization": f"Bearer {token}"}
+    service = await Tocsin(data_dir, nats_url, webhook_config(sink.url), api_token=token).start()
+    try:
+        async with httpx.AsyncClient(base_url=service.api, timeout=10) as client:
+            assert (
+                await client.post("/api/v2/alerts", json=[prometheus_alert()])
+            ).status_code == 401
+            assert (await client.delete("/api/v2/silence/x")).status_code == 401
+            answer = await client.post("/api/v2/alerts", json=[prometheus_alert()], headers=auth)
+            assert answer.status_code == 200
+            await wait_until(lambda: len(sink.requests) == 1, 10, "the notification")
+    finally:
+        await service.stop()
+
+
+async def test_without_a_token_a_web_page_cannot_post_alerts(
+    svc: Tocsin, http: httpx.AsyncClient
+) -> None:
+    """Catches a tokenless v2 mutation accepted from a browser page (section 7)."""
+    body = json.dumps([prometheus_alert()])
+    plain = await http.post("/api/v2/alerts", content=body, headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 403
+    foreign = await http.post(
+        "/api/v2/alerts",
+        content=body,
+        headers={"Content-Type": "application/json", "Origin": "https://evil.example"},
+    )
+    assert foreign.status_code == 403
+    assert svc.count("alert.received") == 0
