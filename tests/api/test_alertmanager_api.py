@@ -11,6 +11,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -71,6 +72,7 @@ async def test_a_prometheus_alert_resent_every_evaluation_pages_once_and_endsat_
     resolve by an ``endsAt`` in the past."""
     for evaluation in range(3):
         alert = prometheus_alert(ends_in_us=(4 + evaluation) * MINUTE_US)
+        last_end = alert["endsAt"]
         answer = await http.post("/api/v2/alerts", json=[alert])
         assert answer.status_code == 200
         assert answer.content == b""
@@ -91,6 +93,8 @@ async def test_a_prometheus_alert_resent_every_evaluation_pages_once_and_endsat_
     assert len({r["event_id"] for r in received}) == 3  # each re-send moves ends_at
     assert received[2]["ends_at"] > received[0]["ends_at"]
     assert svc.count("alert.suppressed") == 2
+    (listed,) = (await http.get("/api/v2/alerts")).json()
+    assert listed["endsAt"] == last_end  # the last re-send's end is the alert's
 
     resolved = {**prometheus_alert(), "endsAt": format_us(now_us() - 1_000_000)}
     assert (await http.post("/api/v2/alerts", json=[resolved])).status_code == 200
@@ -188,13 +192,26 @@ async def test_amtool_queries_alerts_and_adds_queries_and_expires_silences(
 async def test_the_requests_grafanas_alertmanager_data_source_makes(
     svc: Tocsin, http: httpx.AsyncClient, sink: HttpSink
 ) -> None:
-    """Grafana's Alertmanager data source (implementation "prometheus") checks health
-    with ``/api/v2/status``, lists ``/api/v2/alerts/groups`` and ``/api/v2/alerts``
-    with ``filter``/``active``/``silenced``/``inhibited``, ``/api/v2/silences``,
-    ``/api/v2/receivers``, and creates, reads and expires silences. Catches: a status
-    or shape Grafana does not accept."""
+    """Grafana's Alertmanager data source (implementation "prometheus";
+    ``plugins/datasource/alertmanager/DataSource.ts`` and
+    ``features/alerting/unified/api/alertmanager.ts``): the health check asks
+    ``/api/v1/status/buildinfo`` (an error is fine), wants ``/alertmanager/api/v2/status``
+    NOT to answer 200 (that would be Mimir) and ``/api/v2/status`` to; the config page
+    reads ``config.original`` of the status; the alert pages list
+    ``/api/v2/alerts/groups`` and ``/api/v2/alerts?silenced=&active=&inhibited=&filter=``
+    (``name="value"`` or ``name=~"value"``); the silence pages list, create (an edit
+    posts the ``id``: the old one expires, a new id answers), read and expire
+    silences. Catches: a status or shape Grafana does not accept."""
     await http.post("/api/v2/alerts", json=[prometheus_alert()])
     await wait_until(lambda: len(sink.requests) == 1, 10, "one notification")
+
+    assert (await http.get("/api/v1/status/buildinfo")).status_code < 500
+    assert (await http.get("/alertmanager/api/v2/status")).status_code != 200
+    grafana_query = "silenced=true&active=true&inhibited=true&filter=" + quote(
+        'alertname=~"Disk.*"', safe=""
+    )
+    listed = (await http.get("/api/v2/alerts?" + grafana_query)).json()
+    assert [a["labels"]["alertname"] for a in listed] == ["DiskFull"]
 
     status = (await http.get("/api/v2/status")).json()
     assert status["cluster"]["status"] == "disabled"
