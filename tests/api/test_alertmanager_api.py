@@ -51,9 +51,12 @@ def prometheus_alert(name: str = "DiskFull", ends_in_us: int = 4 * MINUTE_US, **
 
 async def amtool(svc: Tocsin, *args: str) -> str:
     """Run the real ``amtool`` against tocsin; its stdout, failing on a non-zero exit."""
+    return await amtool_run(f"--alertmanager.url={svc.api}", *args)
+
+
+async def amtool_run(*args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         AMTOOL,
-        f"--alertmanager.url={svc.api}",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -190,7 +193,7 @@ async def test_amtool_queries_alerts_and_adds_queries_and_expires_silences(
 
 
 async def test_the_requests_grafanas_alertmanager_data_source_makes(
-    svc: Tocsin, http: httpx.AsyncClient, sink: HttpSink
+    svc: Tocsin, http: httpx.AsyncClient, sink: HttpSink, tmp_path: Path
 ) -> None:
     """Grafana's Alertmanager data source (implementation "prometheus";
     ``plugins/datasource/alertmanager/DataSource.ts`` and
@@ -219,6 +222,10 @@ async def test_the_requests_grafanas_alertmanager_data_source_makes(
     assert "receivers:" in status["config"]["original"]
     assert "hook" in status["config"]["original"]
     assert (await http.get("/api/v2/receivers")).json() == [{"name": "hook"}]
+    original = tmp_path / "original.yml"  # Grafana's config page parses it: it must load
+    original.write_text(status["config"]["original"])
+    assert "SUCCESS" in await amtool_run("check-config", str(original))
+    assert "hook" in await amtool(svc, "config", "routes", "show")
 
     query = {
         "silenced": "false",
