@@ -118,7 +118,9 @@ def v2_handlers(ctx: ApiContext) -> list[Any]:
         unprocessed: FromQuery[bool] = True,
         receiver: FromQuery[str | None] = None,
     ) -> list[am.GettableAlert]:
-        """The open alerts, as ``gettableAlerts``; ``filter`` holds matchers."""
+        """The open alerts, as ``gettableAlerts``; ``filter`` holds matchers.
+        ``unprocessed`` (amtool sends it) is accepted and has nothing to select: the
+        router judges every alert as it takes it, so none is ever unprocessed."""
         chosen = am.AlertFilter(
             matchers=_matchers(filter_),
             receiver=_receiver_pattern(receiver),
