@@ -2,10 +2,12 @@
 # The Debian packages the tests drive as real peers, installed when missing, so that
 # `make test` on a fresh machine runs every test with none skipped:
 #   chromium - the dashboard's browser tests (Playwright drives it; it never downloads one)
+#   prometheus-alertmanager - its amtool, the Alertmanager import's differential test
 set -euo pipefail
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
