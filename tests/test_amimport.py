@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tocsin import cli
+from tocsin import cli, config
 from tocsin.core.matchers import parse_matchers
 
 DATA = Path(__file__).parent / "data" / "alertmanager"
@@ -162,3 +162,23 @@ def test_group_timings_are_inherited_with_alertmanagers_defaults(
     child = 'group_by ["type","labels.c"]; group_wait 604800s; group_interval 5400s;'
     assert f"{child} repeat_interval 14400s" in shown
     assert "group_by []; group_wait 30s; group_interval 5400s; repeat_interval 14400s" in shown
+
+
+def test_inhibit_rules_and_time_intervals_carry_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Catches inhibit rules or time intervals dropped, or written in a shape tocsin's
+    config loader refuses or reads differently (old-style ``target_match_re``, a
+    ``mute_time_intervals`` entry, intervals named on the route that uses them)."""
+    translated = _translate(DATA / "nested.yml", tmp_path, capsys)
+    loaded = config.load(translated)
+    (rule,) = loaded.inhibit
+    assert rule.source_matchers == ['severity="critical"']
+    assert rule.target_matchers == ['severity=~"warning|info"']
+    assert rule.equal == ["type", "labels.service"]
+    info = [r for r in loaded.routes if r.receivers == ["info"]]
+    assert info
+    assert all(r.mute_time_intervals == ["nights"] for r in info)
+    assert all(r.active_time_intervals == ["weekdays"] for r in info)
+    assert cli.main(["config", "check", str(translated)]) == 0
+    assert "muted in nights" in capsys.readouterr().out
