@@ -133,6 +133,18 @@ def test_import_lists_what_it_cannot_translate(
     assert "slack_configs[0].channel: not translated" in err
 
 
+def test_global_smtp_settings_become_the_smtp_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Catches email receivers translated without the server Alertmanager sends through
+    (tocsin would fall back to its environment, or to nothing)."""
+    smtp = config.load(_translate(DATA / "conf.good.yml", tmp_path, capsys)).smtp
+    assert smtp is not None
+    assert (smtp.host, smtp.port, smtp.sender) == ("localhost", 25, "alertmanager@example.org")
+    assert smtp.username == "alertmanager"
+    assert smtp.password == "multiline\nmysecret"
+
+
 def test_import_exits_2_when_nothing_usable_remains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -759,7 +759,7 @@ def _import_alertmanager(path: str) -> int:
     except amimport.TranslationError as error:
         raise UsageError(f"import-alertmanager: {path}: {error}") from None
     for loss in translation.losses:
-        print(f"tocsin: not translated: {loss}", file=sys.stderr)
+        print(f"tocsin: import-alertmanager: {loss}", file=sys.stderr)
     if not translation.usable:
         print("tocsin: import-alertmanager: nothing usable remains", file=sys.stderr)
         return EXIT_USAGE

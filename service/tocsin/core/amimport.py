@@ -368,6 +368,32 @@ def time_intervals(config: Mapping[str, Any], losses: list[str]) -> dict[str, di
     return out
 
 
+_SMTP_FIELDS = {
+    "smtp_from": "from",
+    "smtp_auth_username": "username",
+    "smtp_auth_password": "password",
+    "smtp_require_tls": "starttls",
+}
+
+
+def smtp(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``global``'s SMTP settings as tocsin's ``[smtp]`` (``smtp_smarthost`` is
+    ``host:port``)."""
+    glob = config.get("global") or {}
+    out: dict[str, Any] = {}
+    if glob.get("smtp_smarthost"):
+        host, _, port = str(glob["smtp_smarthost"]).rpartition(":")
+        if host and port.isdigit():
+            out["host"], out["port"] = host, int(port)
+        else:
+            out["host"] = str(glob["smtp_smarthost"])
+    for theirs, ours in _SMTP_FIELDS.items():
+        if glob.get(theirs) is not None:
+            value = glob[theirs]
+            out[ours] = value if isinstance(value, bool) else str(value)
+    return out
+
+
 # --- the whole ---------------------------------------------------------------------
 
 _TOP_KEYS = {
@@ -402,6 +428,9 @@ def translate(config: Mapping[str, Any]) -> Translation:
         for alternative in entry.cond:
             routes += 1
             lines += _route_toml(entry, alternative, names[entry.receiver])
+    mail = smtp(config)
+    if mail and any(t["channel"] == "email" for t in tables.values()):
+        lines += ["[smtp]", *(f"{k} = {_toml(v)}" for k, v in mail.items()), ""]
     for rule in inhibit_rules(config, losses):
         lines += ["[[inhibit]]", *(f"{k} = {_toml(v)}" for k, v in rule.items()), ""]
     for name, interval in time_intervals(config, losses).items():
@@ -439,6 +468,8 @@ def _toml(value: object) -> str:
     booleans, tables inline."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, Sequence):
