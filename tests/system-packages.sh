@@ -2,7 +2,8 @@
 # The Debian packages the tests drive as real peers, installed when missing, so that
 # `make test` on a fresh machine runs every test with none skipped:
 #   chromium - the dashboard's browser tests (Playwright drives it; it never downloads one)
-#   prometheus-alertmanager - its amtool, driven against tocsin's API v2
+#   prometheus-alertmanager - its amtool: driven against tocsin's API v2, and the
+#     Alertmanager import's differential test
 set -euo pipefail
 
 missing=()

@@ -23,7 +23,7 @@ import msgspec
 from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
-from tocsin.core import contracts, ingest
+from tocsin.core import amimport, contracts, ingest
 from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
@@ -151,6 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check, nats=False)
     check.add_argument("file", nargs="?", help="the TOML file (default: --config / TOCSIN_CONFIG)")
+    translate = config_sub.add_parser(
+        "import-alertmanager",
+        help="print an Alertmanager config as a tocsin one",
+        description="Print the tocsin config equivalent to an alertmanager.yml (DESIGN.md "
+        "section 14); what cannot be translated is listed on stderr. Exit 0, or 2 when "
+        "nothing usable remains.",
+    )
+    _logging_options(translate, defaults=False)
+    translate.add_argument("file", help="the Alertmanager YAML file")
+
+    route_test = sub.add_parser(
+        "route-test",
+        help="which routes, receivers and group keys an alert would get",
+        description="Like `amtool config routes test`: the receivers first (one line, "
+        "comma-separated), then each route that applies with its group key.",
+    )
+    _common(route_test, nats=False)
+    route_test.add_argument("--type", help="the alert's type (default: label alertname)")
+    route_test.add_argument("--severity", help="default: label severity, else warning")
+    route_test.add_argument("--source", default=ROUTE_TEST_SOURCE, help="default: %(default)s")
+    route_test.add_argument(
+        "--label", action="append", default=[], metavar="K=V", help="a label (repeatable)"
+    )
+    route_test.add_argument("--json", action="store_true", help="one JSON object")
 
     deliver = sub.add_parser("deliver", help="delivery workers alone")
     _common(deliver, nats=True)
@@ -311,7 +335,11 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     if command == "compact":
         return _compact(args)
     if command == "config":
+        if args.config_command == "import-alertmanager":
+            return _import_alertmanager(args.file)
         return _config_check(args)
+    if command == "route-test":
+        return _route_test(args)
     from tocsin import service
 
     options = service.Options(
@@ -709,6 +737,71 @@ def _config_check(args: argparse.Namespace) -> int:
             "and reach nobody (add a route for them, or a last [[route]] with match = {})",
             file=sys.stderr,
         )
+    return EXIT_OK
+
+
+ROUTE_TEST_SOURCE = "prometheus"  # what an alert from Alertmanager's API has (section 14)
+
+
+def _import_alertmanager(path: str) -> int:
+    """``tocsin config import-alertmanager FILE``: the translation on stdout, its
+    losses on stderr; exit 2 when the file is unreadable or nothing usable remains."""
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"import-alertmanager: {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"import-alertmanager: {path}: not YAML: {error}") from None
+    try:
+        translation = amimport.translate(parsed)
+    except amimport.TranslationError as error:
+        raise UsageError(f"import-alertmanager: {path}: {error}") from None
+    for loss in translation.losses:
+        print(f"tocsin: import-alertmanager: {loss}", file=sys.stderr)
+    if not translation.usable:
+        print("tocsin: import-alertmanager: nothing usable remains", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(translation.toml)
+    return EXIT_OK
+
+
+def _route_test(args: argparse.Namespace) -> int:
+    """``tocsin route-test``: the routes of the config an alert with these fields would
+    take, decided by the same ``RoutingTable`` the router uses."""
+    labels: dict[str, str] = {}
+    for item in args.label:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"route-test: --label {item!r}: expected k=v")
+        labels[name] = value
+    type_ = args.type if args.type is not None else labels.get("alertname", "")
+    if args.severity is not None:
+        severity = contracts.SEVERITY_ALIASES.get(args.severity.strip().lower())
+        if severity is None:
+            raise UsageError(f"route-test: --severity {args.severity!r}: unknown severity")
+    else:  # as an alert from Alertmanager's API: missing or unknown is warning (section 14)
+        severity = contracts.SEVERITY_ALIASES.get(labels.get("severity", "").lower(), "warning")
+    loaded = config.load(args.config)
+    table = RoutingTable.compile(loaded.routes, loaded.inhibit)
+    fingerprint = ingest.default_fingerprint(type_, labels)
+    matched = table.matching(severity, type_, args.source, labels)
+    _, groups = table.targets_for(severity, type_, args.source, labels, fingerprint)
+    keys = {(g.route, g.receiver): g.key for g in groups}
+    receivers = table.receivers_for(severity, type_, args.source, labels)
+    told = [
+        (index, receiver, keys.get((index, receiver)))
+        for index in matched
+        for receiver in table.routes[index].receivers
+    ]
+    if args.json:
+        routes = [{"route": i, "receiver": r, "group_key": k} for i, r, k in told]
+        print(msgspec.json.encode({"receivers": receivers, "routes": routes}).decode())
+        return EXIT_OK
+    print(",".join(receivers))
+    for index, receiver, key in told:
+        print(f"  route[{index}] -> {receiver}  group {key or '(not grouped)'}")
     return EXIT_OK
 
 

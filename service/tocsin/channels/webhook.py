@@ -14,6 +14,10 @@ body at the same second (DESIGN.md section 10):
   base64-decoded when it is written ``whsec_<base64>``, else with its UTF-8 bytes;
 - ``X-Tocsin-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``, keyed with
   the secret's UTF-8 bytes as written (``whsec_`` included), as before.
+
+With ``format = "alertmanager"`` the body is Alertmanager's webhook payload, version 4
+(DESIGN.md section 14; ``alertmanager_payload``), so consumers written for
+Alertmanager read it unchanged; the headers are the same.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import hmac
 import logging
 import time
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -38,7 +43,7 @@ from tocsin.channels import (
     slack,
 )
 from tocsin.channels.http import JsonPoster, check_url
-from tocsin.core.contracts import Body
+from tocsin.core.contracts import AlertInGroup, Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult
 
 _encoder = msgspec.json.Encoder()
@@ -49,6 +54,79 @@ class WebhookConfig(ReceiverConfig, kw_only=True, forbid_unknown_fields=True):
     url: str
     secret: str | None = None
     headers: dict[str, str] | None = None
+    format: Literal["tocsin", "alertmanager"] = "tocsin"
+
+
+AM_VERSION = "4"
+AM_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time: a firing alert's endsAt
+_GO_QUOTE_META = set("\\.+*?()|[]{}^$")  # what Go's regexp.QuoteMeta escapes
+
+
+def alertmanager_payload(body: Body, external_url: str = "") -> dict[str, Any]:
+    """Alertmanager's webhook ``Message`` (notify/webhook/webhook.go: ``template.Data``
+    plus ``version``, ``groupKey``, ``truncatedAlerts``) for a tocsin notification: a
+    group's alerts, or an ungrouped alert as a group of one. Labels are the alert's
+    labels plus ``alertname`` (its type) and ``severity`` where they lack them;
+    annotations its summary and details as strings (``generatorURL`` is its own
+    field); common labels and annotations are those every listed alert shares, as
+    Alertmanager computes them; the receiver name is escaped as Alertmanager escapes
+    it (``regexp.QuoteMeta``)."""
+    if isinstance(body, GroupNotification):
+        alerts = [_am_alert(a) for a in body.alerts]
+        group_key = body.group_key
+        group_labels = {_am_label_name(k): v for k, v in body.group_labels.items()}
+        truncated = body.truncated_alerts
+    else:
+        alerts = [_am_alert(body)]
+        group_key = f'{{}}:{{fingerprint="{body.fingerprint}"}}'
+        group_labels = {}
+        truncated = 0
+    return {
+        "receiver": "".join(f"\\{c}" if c in _GO_QUOTE_META else c for c in body.receiver),
+        "status": body.status,
+        "alerts": alerts,
+        "groupLabels": group_labels,
+        "commonLabels": _common([a["labels"] for a in alerts]),
+        "commonAnnotations": _common([a["annotations"] for a in alerts]),
+        "externalURL": external_url,
+        "version": AM_VERSION,
+        "groupKey": group_key,
+        "truncatedAlerts": truncated,
+    }
+
+
+def _am_alert(alert: Notification | AlertInGroup) -> dict[str, Any]:
+    labels = {"alertname": alert.type, "severity": alert.severity, **alert.labels}
+    details = dict(alert.details)
+    generator = details.pop("generatorURL", "")
+    annotations = {"summary": alert.summary}
+    for key, value in details.items():
+        annotations[key] = value if isinstance(value, str) else _encoder.encode(value).decode()
+    resolved = alert.status == "resolved"
+    return {
+        "status": alert.status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": alert.first_seen,
+        "endsAt": alert.last_seen if resolved else AM_ZERO_TIME,
+        "generatorURL": generator if isinstance(generator, str) else "",
+        "fingerprint": alert.fingerprint,
+    }
+
+
+def _am_label_name(key: str) -> str:
+    """A tocsin ``group_by`` key as the Alertmanager label it stands for."""
+    if key == "type":
+        return "alertname"
+    return key.removeprefix("labels.")
+
+
+def _common(sets: list[dict[str, str]]) -> dict[str, str]:
+    """The pairs every one of ``sets`` has (Alertmanager's common labels/annotations)."""
+    if not sets:
+        return {}
+    first, *rest = sets
+    return {k: v for k, v in first.items() if all(s.get(k) == v for s in rest)}
 
 
 def signature(secret: str, body: bytes, unix_seconds: int) -> str:
@@ -95,9 +173,14 @@ class WebhookChannel:
             except ValueError as error:
                 raise ChannelConfigError("secret", str(error)) from None
         self._poster = JsonPoster(env.version, config.timeout, config.headers)
+        self._alertmanager = config.format == "alertmanager"
+        self._external_url = env.dashboard_url or ""
 
     async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
-        body = _encoder.encode(notification)  # an alert's body or a group's, as it is
+        if self._alertmanager:
+            body = _encoder.encode(alertmanager_payload(notification, self._external_url))
+        else:
+            body = _encoder.encode(notification)  # an alert's body or a group's, as it is
         nid = notification.notification_id
         headers = {"Idempotency-Key": nid}
         if self._secret:
@@ -116,6 +199,8 @@ def _build(name: str, config: ReceiverConfig, env: ChannelEnv) -> Channel:
     """A generic webhook, unless its URL is a Slack or Discord incoming webhook (teams
     paste those into generic webhooks): then it speaks that provider's format."""
     assert isinstance(config, WebhookConfig)
+    if config.format == "alertmanager":  # asked for Alertmanager's payload: whatever the URL
+        return WebhookChannel(name, config, env)
     if slack.matches_url(config.url):
         log.info(
             "receiver %s: %s is a Slack webhook; sending Slack messages", name, _host(config.url)
