@@ -33,6 +33,7 @@ from tocsin.core.subjects import (
     COMPACT,
     IN_PREFIX,
     MSG_ID,
+    RELOAD,
     RETRY_FAILED,
     STREAM_ANCHOR,
     heartbeat_subject,
@@ -257,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--receiver", help="only this receiver's dead letters")
     retry.add_argument("--since", help="dead-lettered since: RFC 3339 or a duration (2h)")
 
+    reload = sub.add_parser(
+        "reload", help="ask the running service to read its config file again (section 15)"
+    )
+    _common(reload, nats=True)
+
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire contract")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
     return parser
@@ -306,6 +312,8 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return asyncio.run(_heartbeat(args))
     if command == "retry-failed":
         return asyncio.run(_retry_failed(args))
+    if command == "reload":
+        return asyncio.run(_reload(args, str(args.data_dir.resolve())))
     if command in ("replay", "state", "verify"):
         return _forensics(args)
     if command == "compact":
@@ -663,6 +671,39 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     print(f"re-queued {answer.requeued} dead-lettered notification(s){scope}")
     for nid in answer.notification_ids:
         print(f"  {nid}")
+    return EXIT_OK
+
+
+async def _reload(args: argparse.Namespace, data_dir: str) -> int:
+    """Ask the service that writes this data dir's log to reload its config file: exit
+    0 with the version now running, 2 when it refused the file (its message), 1 when no
+    service answered."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from tocsin.pipeline.reload import ReloadReply, ReloadRequest
+
+    request = ReloadRequest(data_dir=data_dir)  # resolved by the caller, off the loop
+    url, nc, errors = await _connect(args)
+    if nc is None:
+        return EXIT_FAILURE
+    try:
+        reply = await nc.request(RELOAD, msgspec.json.encode(request), timeout=30)
+    except (NoRespondersError, NatsTimeout):
+        print(
+            f"tocsin: no tocsin service for {args.data_dir} answered on {RELOAD} at {url}"
+            f"{_refusal(errors)}; reload asks the running service (`tocsin serve` or"
+            " `tocsin router`)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    finally:
+        await nc.close()
+    answer = msgspec.json.decode(reply.data, type=ReloadReply)
+    if answer.error:
+        print(f"tocsin: reload refused, the running config stays: {answer.error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"config reloaded: version {answer.version}{'' if answer.changed else ' (unchanged)'}")
     return EXIT_OK
 
 

@@ -64,6 +64,7 @@ from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
 from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.recorder import Recorder
+from tocsin.pipeline.reload import Reloader, loaded_fact
 from tocsin.pipeline.router import Router
 from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
 from tocsin.store.eventlog import db_path
@@ -133,6 +134,8 @@ class Running:
     outbox: Outbox | None = None  # where the log is: owed work items and their relay
     compactor: Compactor | None = None  # where the log is: ``tocsin compact``, retention
     anchor: Anchor | None = None  # where the log is: publishes its chain head to NATS
+    reloader: Reloader | None = None  # where the log is: SIGHUP, POST /-/reload, tocsin reload
+    reloads: set[asyncio.Task[Any]] = field(default_factory=set)  # SIGHUP's, under way
 
 
 @dataclass(frozen=True)
@@ -465,6 +468,9 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
         parts.append(Part(outbox.run))
+        running.reloader = running.api.reloader = Reloader(
+            ledger, config, [router, timers], options.data_dir
+        )
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
         compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
         if config.log.retention is not None:
@@ -543,21 +549,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     if ledger is None:
         return
     async with ledger.batch() as batch:
-        batch.add(
-            ev.ConfigLoaded(
-                digest=config.digest(),
-                receivers={name: r.channel for name, r in config.receivers.items()},
-                routes=len(config.routes),
-                dedup_window_seconds=config.dedup_window,
-                resolve_timeout_seconds=config.alerts.resolve_timeout,
-                keep_resolved_seconds=float(config.alerts.keep_resolved),
-                flapping_changes=None if config.flapping is None else config.flapping.changes,
-                flapping_window_seconds=(
-                    None if config.flapping is None else float(config.flapping.window)
-                ),
-                heartbeats=config.heartbeats,
-            )
-        )
+        batch.add(loaded_fact(config, "start"))
     for stream in Input:
         await bind_stream(broker.js, ledger, stream)
     outbox = running.outbox
@@ -575,6 +567,8 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
         ledger, reader, outbox, receivers=config.receivers, compactor=running.compactor
     )
     await control.answer(broker.nc)
+    if running.reloader is not None:
+        await running.reloader.answer(broker.nc)
 
 
 def start_parts(
@@ -583,6 +577,7 @@ def start_parts(
     """Each part in a task, in order; the service is ready once they all run. The ready
     line says where to look and where to publish: the dashboard and the NATS URL."""
     running.tasks.extend(asyncio.create_task(part.run(options.stop)) for part in parts)
+    reload_on_sighup(options, running)
     running.readiness.stage = None
     where = [f"NATS: {broker.shown}"]
     if plan.http_address is not None:
@@ -596,6 +591,27 @@ def start_parts(
         options.config.source,
         ", ".join(plan.receivers),
     )
+
+
+def reload_on_sighup(options: Options, running: Running) -> None:
+    """Where the log is, ``SIGHUP`` reloads the config file (DESIGN.md section 15), as
+    Alertmanager and Prometheus do; a refusal is logged and the running config stays."""
+    reloader = running.reloader
+    if reloader is None or not options.handle_signals:
+        return
+
+    def reload() -> None:
+        task = asyncio.create_task(reloader.reload("SIGHUP"), name="reload")
+        running.reloads.add(task)
+        task.add_done_callback(done)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        running.reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reload on SIGHUP failed: %r", task.exception())
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:

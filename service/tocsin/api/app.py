@@ -34,6 +34,7 @@ from litestar.types import Message, Scope
 from msgspec import Meta, Struct
 
 from tocsin import __version__
+from tocsin.api.configs import config_handlers
 from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
 from tocsin.core import events as ev
@@ -497,6 +498,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         list_events,
         ingest_event,
         openapi,
+        *config_handlers(ctx),
         *(extra_handlers or []),
     ]
     return Litestar(

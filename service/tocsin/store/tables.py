@@ -252,6 +252,9 @@ CONFIG_AS_OF = (
 """The config the service ran with at a seq: the last ``config.loaded`` at or before it
 (one is logged at every start, so the walk back from the seq is short)."""
 
+CONFIG_VERSIONS = "SELECT seq, ts, kind, data FROM events WHERE kind = 'config.loaded' ORDER BY seq"
+"""Every ``config.loaded`` the log holds, oldest first (``GET /api/v1/config/versions``)."""
+
 ALERT_ROWS = "SELECT seq, ts, data FROM events WHERE alert_id = ? ORDER BY seq"
 """``(seq, ts, data)`` of one alert's rows, as ``fold.fold_alert`` takes them."""
 
