@@ -1,0 +1,186 @@
+"""Config as a fact (DESIGN.md section 15) end to end, on real parts: nats-server,
+webhook receivers on 127.0.0.1, the SQLite log, `tocsin serve` in this process and as
+a process (for SIGHUP and `tocsin reload`). Every wait is on a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import (
+    HttpSink,
+    Serve,
+    Tocsin,
+    event,
+    log_events,
+    publish,
+    wait_until,
+)
+from tocsin.store.eventlog import db_path
+
+TOCSIN = str(Path(sys.executable).parent / "tocsin")
+
+
+def two_hooks(ops: str, dev: str, disk_full_to: str, extra: str = "") -> str:
+    """Receivers ``ops`` and ``dev`` (the same in every version: a reload keeps its
+    receivers); ``disk_full`` alerts go to ``disk_full_to``, everything else to ops."""
+    return f"""
+[[route]]
+match = {{ type = "disk_full" }}
+receivers = ["{disk_full_to}"]
+continue = false
+
+[[route]]
+match = {{}}
+receivers = ["ops"]
+{extra}
+[receivers.ops]
+channel = "webhook"
+url = "{ops}"
+secret = "ops-secret-value"
+timeout = "5s"
+
+[receivers.dev]
+channel = "webhook"
+url = "{dev}"
+timeout = "5s"
+"""
+
+
+@pytest.fixture
+async def dev_sink() -> AsyncIterator[HttpSink]:
+    receiver = HttpSink()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file(
+    nats_url: str, sink: HttpSink, dev_sink: HttpSink, data_dir: Path
+) -> None:
+    """Catches a reload that is logged but not applied (the next alert would still go
+    to ops), one whose routed facts name the old version or none, a config.loaded
+    that carries a secret, and a bad file that is applied, logged or not answered 400
+    (the running config must stay: the next alert still goes to dev)."""
+    service = await Tocsin(data_dir, nats_url, two_hooks(sink.url, dev_sink.url, "ops")).start()
+    config_file = data_dir / "tocsin.toml"
+    try:
+        async with httpx.AsyncClient(base_url=service.api) as client:
+            first = (await client.get("/api/v1/config")).json()
+            await publish(nats_url, "alerts.in.t", event(labels={"host": "a"}))
+            await wait_until(lambda: len(sink.requests) == 1, 20, "the first alert at ops")
+            config_file.write_text(two_hooks(sink.url, dev_sink.url, "dev"))
+            answer = await client.post("/-/reload")
+            assert answer.status_code == 200, answer.text
+            second = answer.json()["version"]
+            assert second != first["version"]
+            assert answer.json()["changed"] is True
+            await publish(nats_url, "alerts.in.t", event(labels={"host": "b"}))
+            await wait_until(lambda: len(dev_sink.requests) == 1, 20, "the next alert at dev")
+            assert len(sink.requests) == 1, "routed under the old config after the reload"
+
+            routed = log_events(service.db, "alert.routed")
+            assert [(r["receiver"], r["config_version"]) for r in routed] == [
+                ("ops", first["version"]),
+                ("dev", second),
+            ]
+            loaded = log_events(service.db, "config.loaded")
+            assert [(c["digest"], c.get("trigger")) for c in loaded] == [
+                (first["version"], "start"),
+                (second, "http"),
+            ]
+            assert loaded[1]["config"]["route"][0]["receivers"] == ["dev"]
+            assert loaded[1]["config"]["receivers"]["ops"]["secret"] == "***"
+            assert "ops-secret-value" not in service.db.read_bytes().decode("latin-1")
+
+            config_file.write_text(two_hooks(sink.url, dev_sink.url, "nobody"))
+            refused = await client.post("/-/reload")
+            assert refused.status_code == 400
+            assert "nobody" in refused.json()["error"]
+            running = (await client.get("/api/v1/config")).json()
+            assert running["version"] == second
+            assert running["config"]["receivers"]["ops"]["secret"] == "***"
+            assert len(log_events(service.db, "config.loaded")) == 2, "a refused file logged"
+            await publish(nats_url, "alerts.in.t", event(labels={"host": "c"}))
+            await wait_until(lambda: len(dev_sink.requests) == 2, 20, "still routed to dev")
+
+            versions = (await client.get("/api/v1/config/versions")).json()
+            assert versions["running"] == second
+            assert [(v["version"], v["trigger"]) for v in versions["versions"]] == [
+                (first["version"], "start"),
+                (second, "http"),
+            ]
+            assert all(v["at"].endswith("Z") for v in versions["versions"])
+        await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()
+
+
+async def test_a_reload_that_changes_receivers_is_refused_naming_them(
+    nats_url: str, sink: HttpSink, dev_sink: HttpSink, data_dir: Path
+) -> None:
+    """Catches a reload that half applies a receiver change (a route to a receiver
+    without a worker would dead-letter silently): it is refused, naming it."""
+    service = await Tocsin(data_dir, nats_url, two_hooks(sink.url, dev_sink.url, "ops")).start()
+    try:
+        changed = two_hooks(sink.url, dev_sink.url, "ops")
+        changed = changed.replace('timeout = "5s"', 'timeout = "7s"')
+        (data_dir / "tocsin.toml").write_text(changed)
+        async with httpx.AsyncClient(base_url=service.api) as client:
+            refused = await client.post("/-/reload")
+        assert refused.status_code == 400
+        assert "receivers.ops" in refused.json()["error"]
+        assert len(log_events(service.db, "config.loaded")) == 1
+    finally:
+        await service.stop()
+
+
+async def test_sighup_and_tocsin_reload_reload_the_running_service(
+    nats_url: str, sink: HttpSink, dev_sink: HttpSink, tmp_path: Path
+) -> None:
+    """Catches SIGHUP not handled (the process would die: SIGHUP's default) or not
+    reloading, and `tocsin reload` not asking the service or not exiting 2 with the
+    message when the file is bad."""
+    data_dir, config_file = tmp_path / "data", tmp_path / "tocsin.toml"
+    config_file.write_text(two_hooks(sink.url, dev_sink.url, "ops"))
+    serve = await Serve(data_dir, nats_url, config_file).start()
+    db = db_path(data_dir)
+    try:
+        assert serve.process is not None
+        assert serve.process.returncode is None
+        config_file.write_text(two_hooks(sink.url, dev_sink.url, "dev"))
+        os.kill(serve.pid, signal.SIGHUP)
+        await wait_until(lambda: len(log_events(db, "config.loaded")) == 2, 20, "SIGHUP's load")
+        assert log_events(db, "config.loaded")[1]["trigger"] == "SIGHUP"
+        await publish(nats_url, "alerts.in.t", event(labels={"host": "a"}))
+        await wait_until(lambda: len(dev_sink.requests) == 1, 20, "routed under SIGHUP's config")
+
+        config_file.write_text(two_hooks(sink.url, dev_sink.url, "ops", extra="[[nonsense"))
+        args = ["reload", "--data-dir", str(data_dir), "--nats-url", nats_url]
+        bad = await asyncio.create_subprocess_exec(
+            TOCSIN, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(bad.communicate(), 30)
+        assert bad.returncode == 2, (out, err)
+        assert b"reload refused" in err
+        assert len(log_events(db, "config.loaded")) == 2
+
+        config_file.write_text(two_hooks(sink.url, dev_sink.url, "ops"))
+        good = await asyncio.create_subprocess_exec(
+            TOCSIN, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(good.communicate(), 30)
+        assert good.returncode == 0, (out, err)
+        loaded = log_events(db, "config.loaded")
+        assert [c["trigger"] for c in loaded] == ["start", "SIGHUP", "nats"]
+        assert loaded[2]["digest"] == loaded[0]["digest"]
+        assert loaded[2]["digest"].encode() in out
+    finally:
+        assert await serve.stop() == 0
