@@ -91,6 +91,8 @@ async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file
                 ("ops", first["version"]),
                 ("dev", second),
             ]
+            page = (await client.get(f"/alerts/{routed[1]['alert_id']}")).text
+            assert f"config {second}" in page, "the alert page names the routing config"
             loaded = log_events(service.db, "config.loaded")
             assert [(c["digest"], c.get("trigger")) for c in loaded] == [
                 (first["version"], "start"),
