@@ -258,6 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--receiver", help="only this receiver's dead letters")
     retry.add_argument("--since", help="dead-lettered since: RFC 3339 or a duration (2h)")
 
+    simulate = sub.add_parser(
+        "simulate",
+        help="replay the log's events through another config (--config NEW) and show"
+        " what would have been notified differently (reads the file; section 15)",
+    )
+    _common(simulate, nats=False)
+    simulate.add_argument("--since", help="appended since: RFC 3339 or a duration (2h)")
+    simulate.add_argument("--until", help="appended until: RFC 3339 or a duration")
+    simulate.add_argument("--json", action="store_true", help="one JSON object")
+
     reload = sub.add_parser(
         "reload", help="ask the running service to read its config file again (section 15)"
     )
@@ -312,6 +322,8 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return asyncio.run(_heartbeat(args))
     if command == "retry-failed":
         return asyncio.run(_retry_failed(args))
+    if command == "simulate":
+        return _simulate(args)
     if command == "reload":
         return asyncio.run(_reload(args, str(args.data_dir.resolve())))
     if command in ("replay", "state", "verify"):
@@ -704,6 +716,37 @@ async def _reload(args: argparse.Namespace, data_dir: str) -> int:
         print(f"tocsin: reload refused, the running config stays: {answer.error}", file=sys.stderr)
         return EXIT_USAGE
     print(f"config reloaded: version {answer.version}{'' if answer.changed else ' (unchanged)'}")
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """``tocsin simulate --config NEW``: the log's received events through the decision
+    core under NEW (``core.simulate``), compared with what the log says was notified.
+    Reads the file only, so it runs beside the service."""
+    from tocsin.core import simulate
+    from tocsin.pipeline.reload import loaded_fact
+
+    if args.config is None:
+        raise UsageError("simulate: give the config to simulate with --config NEW")
+    new = config.load(args.config)
+    since, until = _instant("--since", args.since), _instant("--until", args.until)
+    try:
+        inputs, told = forensics.simulation_rows(db_path(args.data_dir), since, until)
+    except forensics.LogMissing as error:
+        raise UsageError(str(error)) from error
+    rules = simulate.Rules(
+        loaded=loaded_fact(new, "simulate"),
+        routing=RoutingTable.compile(new.routes, new.inhibit),
+        intervals=new.time_intervals,
+        window_seconds=new.dedup_window,
+    )
+    run = simulate.replay(inputs, rules, until=until)
+    difference = simulate.compare(simulate.notified(told), simulate.notified(run.facts, run.alias))
+    if args.json:
+        report = simulate.report_json(difference, run.received, new.digest())
+        print(msgspec.json.encode(report).decode())
+    else:
+        print("\n".join(simulate.report_lines(difference, run.received, new.digest())))
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ a process (for SIGHUP and `tocsin reload`). Every wait is on a condition."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -186,3 +187,50 @@ async def test_sighup_and_tocsin_reload_reload_the_running_service(
         assert loaded[2]["digest"].encode() in out
     finally:
         assert await serve.stop() == 0
+
+
+async def run_tocsin(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        TOCSIN, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_simulate_reads_the_live_log_and_shows_what_a_new_config_changes(
+    nats_url: str, sink: HttpSink, dev_sink: HttpSink, data_dir: Path, tmp_path: Path
+) -> None:
+    """Catches a simulate that cannot read the log while the service runs, that does
+    not decide under NEW (nothing would differ), or whose totals are wrong: two
+    disk_full alerts and one other went to ops; under a config sending disk_full to
+    dev, the two are changed (ops -> dev) and the other is the same."""
+    service = await Tocsin(data_dir, nats_url, two_hooks(sink.url, dev_sink.url, "ops")).start()
+    new = tmp_path / "new.toml"
+    new.write_text(two_hooks(sink.url, dev_sink.url, "dev"))
+    try:
+        await publish(nats_url, "alerts.in.t", event(labels={"host": "a"}))
+        await publish(nats_url, "alerts.in.t", event(labels={"host": "b"}))
+        await publish(nats_url, "alerts.in.t", event(type="cpu_hot", labels={"host": "c"}))
+        await wait_until(lambda: len(sink.requests) == 3, 20, "three alerts at ops")
+        common = ["--data-dir", str(data_dir), "--config", str(new)]
+        code, out, err = await run_tocsin("simulate", *common)
+        assert code == 0, err
+        assert "2 changed, 1 the same" in out
+        assert out.count("  + dev firing") == 2
+        assert out.count("  - ops firing") == 2
+        assert "ops  3 -> 1 (-2)" in out
+        assert "dev  0 -> 2 (+2)" in out
+
+        code, out, err = await run_tocsin("simulate", *common, "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        routed = {r["alert_id"] for r in log_events(service.db, "alert.routed")}
+        assert {c["alert_id"] for c in report["changes"]} < routed, "named by the log's ids"
+        assert (report["before"], report["after"]) == ({"ops": 3}, {"dev": 2, "ops": 1})
+
+        code, _, err = await run_tocsin("simulate", "--data-dir", str(data_dir))
+        assert code == 2
+        assert "--config" in err
+    finally:
+        await service.stop()
