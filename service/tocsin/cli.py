@@ -757,7 +757,7 @@ def _config_check(args: argparse.Namespace) -> int:
     if path is None:
         raise UsageError("config check: give a file (or --config / TOCSIN_CONFIG)")
     checked = config.load(path)
-    print(f"config OK: {checked.source}")
+    print(f"config OK: {checked.source} (version {checked.digest()})")
     print(
         f"routes ({len(checked.routes)}, every matching route applies, in order,"
         " until one with continue = false):"
@@ -786,6 +786,13 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"receivers ({len(checked.receivers)}):")
     for name, receiver in sorted(checked.receivers.items()):
         print(f"  {name}: {receiver.channel}")
+    for rule in checked.inhibit:
+        equal = f" with equal {', '.join(rule.equal)}" if rule.equal else ""
+        print(f"inhibit {rule.name}: a firing source mutes its targets{equal}")
+    if checked.time_intervals.named:
+        print(f"time intervals: {', '.join(sorted(checked.time_intervals.named))}")
+    for beat, rule in sorted(checked.heartbeats.items()):
+        print(f"heartbeat {beat}: every {rule.every_seconds:g}s + {rule.grace_seconds:g}s grace")
     table = RoutingTable.compile(checked.routes)
     for severity in unreachable_severities(table):
         print(
