@@ -791,8 +791,8 @@ def _config_check(args: argparse.Namespace) -> int:
         print(f"inhibit {rule.name}: a firing source mutes its targets{equal}")
     if checked.time_intervals.named:
         print(f"time intervals: {', '.join(sorted(checked.time_intervals.named))}")
-    for beat, rule in sorted(checked.heartbeats.items()):
-        print(f"heartbeat {beat}: every {rule.every_seconds:g}s + {rule.grace_seconds:g}s grace")
+    for beat, every in sorted(checked.heartbeats.items()):
+        print(f"heartbeat {beat}: every {every.every_seconds:g}s + {every.grace_seconds:g}s grace")
     table = RoutingTable.compile(checked.routes)
     for severity in unreachable_severities(table):
         print(
