@@ -234,7 +234,7 @@ def check(options: Options) -> Plan:
             f"TOCSIN_HTTP: {options.http} is not a loopback address; set TOCSIN_API_TOKEN "
             "so that the API is not open to the network (or bind 127.0.0.1)"
         )
-    dashboard = f"http://{options.http}/" if options.http else None
+    dashboard = dashboard_url(options)
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
     login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
     return Plan(receivers, http_address, health_address, exposed, channels, login)
@@ -423,6 +423,8 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     ledger = running.ledger
     replicas = config.nats.replicas or 1
     parts: list[Part] = []
+    # Made below, after the reloader that is given them: a reload swaps their channels.
+    workers: dict[str, ReceiverWorker] = {}
     if ledger is not None:
         # Work items leave through the outbox, which owes each until JetStream stores
         # it; its watermark rides in the router's and the recorder's batches, and its
@@ -469,7 +471,13 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         )
         parts.append(Part(outbox.run))
         running.reloader = running.api.reloader = Reloader(
-            ledger, config, [router, timers], options.data_dir
+            ledger,
+            config,
+            [router, timers],
+            options.data_dir,
+            workers=workers,
+            build_channel=functools.partial(build_channel, dashboard_url(options)),
+            secrets=secrets,
         )
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
         compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
@@ -500,6 +508,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             tracing=tracing,
             secrets=secrets,
         )
+        workers[name] = worker
         parts.append(Part(worker.run, STREAM_WORK, consumer))
     watched = [part.watched for part in parts if part.watched is not None]
 
@@ -679,6 +688,16 @@ async def release(running: Running) -> None:
     running.metrics.shutdown()
     await asyncio.to_thread(running.tracing.shutdown)  # flushes spans; may wait on a collector
     log.info("tocsin stopped")
+
+
+def dashboard_url(options: Options) -> str | None:
+    """The dashboard's address, for the links notifications carry."""
+    return f"http://{options.http}/" if options.http else None
+
+
+def build_channel(dashboard: str | None, config: Config, name: str) -> Channel:
+    """One receiver's channel (a reload's, for a receiver whose settings changed)."""
+    return build_channels(config, [name], dashboard)[name]
 
 
 def build_channels(

@@ -126,23 +126,46 @@ async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file
         await service.stop()
 
 
-async def test_a_reload_that_changes_receivers_is_refused_naming_them(
+async def test_a_receivers_new_settings_take_effect_and_a_restart_only_change_is_refused(
     nats_url: str, sink: HttpSink, dev_sink: HttpSink, data_dir: Path
 ) -> None:
-    """Catches a reload that half applies a receiver change (a route to a receiver
-    without a worker would dead-letter silently): it is refused, naming it."""
+    """Catches a reload that keeps sending through a receiver's old channel (the alert
+    after it would reach the old URL), and one that half applies what needs a restart
+    (a new receiver has no worker; a timeout is the consumer's ack wait): refused,
+    naming it, nothing logged."""
+    moved = HttpSink()
+    await moved.start()
     service = await Tocsin(data_dir, nats_url, two_hooks(sink.url, dev_sink.url, "ops")).start()
+    config_file = data_dir / "tocsin.toml"
     try:
-        changed = two_hooks(sink.url, dev_sink.url, "ops")
-        changed = changed.replace('timeout = "5s"', 'timeout = "7s"')
-        (data_dir / "tocsin.toml").write_text(changed)
         async with httpx.AsyncClient(base_url=service.api) as client:
-            refused = await client.post("/-/reload")
-        assert refused.status_code == 400
-        assert "receivers.ops" in refused.json()["error"]
-        assert len(log_events(service.db, "config.loaded")) == 1
+            await publish(nats_url, "alerts.in.t", event(labels={"host": "a"}))
+            await wait_until(lambda: len(sink.requests) == 1, 20, "the first alert at ops")
+            config_file.write_text(two_hooks(moved.url, dev_sink.url, "ops"))
+            answer = await client.post("/-/reload")
+            assert answer.status_code == 200, answer.text
+            await publish(nats_url, "alerts.in.t", event(labels={"host": "b"}))
+            await wait_until(lambda: len(moved.requests) == 1, 20, "ops at its new URL")
+            assert len(sink.requests) == 1, "sent through the replaced channel"
+
+            refusals = {
+                'timeout = "7s"': "receivers.ops.timeout",
+                '[receivers.extra]\nchannel = "log"': "added extra",
+            }
+            for change, named in refusals.items():
+                text = two_hooks(moved.url, dev_sink.url, "ops")
+                if change.startswith("timeout"):
+                    text = text.replace('timeout = "5s"', change, 1)
+                else:
+                    text += change + "\n"
+                config_file.write_text(text)
+                refused = await client.post("/-/reload")
+                assert refused.status_code == 400
+                assert named in refused.json()["error"]
+            assert len(log_events(service.db, "config.loaded")) == 2
     finally:
         await service.stop()
+        await moved.stop()
 
 
 async def test_sighup_and_tocsin_reload_reload_the_running_service(

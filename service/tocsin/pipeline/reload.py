@@ -8,11 +8,15 @@ ledger's lock, so every fact decided after it was decided under it and names its
 version, and none is decided half under each.
 
 What a reload changes: routes, grouping, inhibit rules, time intervals, the dedup
-window, escalation and flapping settings the fold takes from ``config.loaded``. What it
-does not: the set of receivers and their delivery settings (each has a worker, a
-JetStream consumer and an open channel, made at start), NATS, the log and the HTTP
-address. A reload that adds or removes a receiver, or changes one's settings, is
-refused naming it, rather than half applied: restart for those.
+window, escalation and flapping settings the fold takes from ``config.loaded``, and an
+existing receiver's settings (its URL, credentials, headers, templates,
+``max_per_minute``: its worker in this process sends through a channel built anew, the
+old one closed once its sends in flight are done). What it does not: the set of
+receivers, a receiver's channel kind or ``timeout`` (each receiver has a worker and a
+JetStream consumer whose ack wait follows its timeout, made at start), NATS, the log,
+the HTTP address. A reload that would need those is refused naming the receiver,
+rather than half applied: restart for those. ``tocsin deliver`` processes have no
+reload: restart them for a receiver's new settings.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from tocsin import config as config_module
+from tocsin.channels import Channel
 from tocsin.config import Config
 from tocsin.core import events as ev
 from tocsin.core.errors import ConfigError
 from tocsin.core.subjects import RELOAD
+from tocsin.observability.redact import Secrets, secrets_of
+from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.store.ledger import Ledger
 
 log = logging.getLogger("tocsin.reload")
@@ -87,15 +94,25 @@ class Reloader:
         running: Config,
         parts: list[Reconfigurable],
         data_dir: Path,
+        *,
+        workers: dict[str, ReceiverWorker] | None = None,
+        build_channel: Callable[[Config, str], Channel] | None = None,
+        secrets: Secrets | None = None,
         load: Callable[[str | None], Config] | None = None,
     ) -> None:
-        """``parts`` each have ``reconfigure(config)``; ``load`` reads the file again
-        (by default as ``tocsin serve`` did: the config's ``source`` path, or the
-        environment's defaults when it was started without one)."""
+        """``parts`` each have ``reconfigure(config)``; ``workers`` are this process's
+        delivery workers, by receiver, given a channel from ``build_channel`` when their
+        receiver's settings change (whose credentials join ``secrets`` first); ``load``
+        reads the file again (by default as ``tocsin serve`` did: the config's
+        ``source`` path, or the environment's defaults when it was started without
+        one)."""
         self._ledger = ledger
         self.config = running
         self._parts = parts
         self._data_dir = data_dir
+        self._workers = workers if workers is not None else {}  # filled in after this
+        self._build_channel = build_channel
+        self._secrets = secrets or Secrets()
         self._load = load or config_module.load
         self._lock = asyncio.Lock()
 
@@ -110,7 +127,15 @@ class Reloader:
         async with self._lock:  # two reloads at once: one after the other
             try:
                 fresh = await asyncio.to_thread(self._load, self.path)
-                _check_same_receivers(self.config, fresh)
+                changed = _changed_receivers(self.config, fresh)
+                self._secrets.add(
+                    secrets_of(fresh.receivers, fresh.smtp.password if fresh.smtp else None, {})
+                )
+                channels = {
+                    name: self._build_channel(fresh, name)
+                    for name in changed
+                    if name in self._workers and self._build_channel is not None
+                }
             except ConfigError as error:
                 log.warning("reload (%s) refused; the running config stays: %s", trigger, error)
                 return ReloadReply(error=str(error))
@@ -119,6 +144,8 @@ class Reloader:
                 batch.add(loaded_fact(fresh, trigger))
                 for part in self._parts:
                     part.reconfigure(fresh)
+                for name, channel in channels.items():
+                    self._workers[name].reconfigure(channel, fresh.receivers[name].max_per_minute)
                 self.config = fresh
             version = fresh.digest()
             log.info(
@@ -146,8 +173,9 @@ class Reloader:
         await nc.subscribe(RELOAD, cb=reply)
 
 
-def _check_same_receivers(running: Config, fresh: Config) -> None:
-    """Refuse a reload that would need a receiver's worker made, stopped or rebuilt."""
+def _changed_receivers(running: Config, fresh: Config) -> list[str]:
+    """The receivers whose settings ``fresh`` changes; a ``ConfigError`` for a change
+    that would need a worker made, stopped or its consumer changed (a restart)."""
     added = sorted(set(fresh.receivers) - set(running.receivers))
     removed = sorted(set(running.receivers) - set(fresh.receivers))
     if added or removed:
@@ -160,11 +188,16 @@ def _check_same_receivers(running: Config, fresh: Config) -> None:
             if part
         )
         raise ConfigError(f"receivers: {what}: adding or removing a receiver needs a restart")
-    for name, receiver in fresh.receivers.items():
-        if receiver != running.receivers[name]:
-            raise ConfigError(
-                f"receivers.{name}: its delivery settings changed; that needs a restart"
-            )
+    changed: list[str] = []
+    for name, receiver in sorted(fresh.receivers.items()):
+        before = running.receivers[name]
+        if receiver == before:
+            continue
+        for key in ("channel", "timeout"):
+            if getattr(receiver, key) != getattr(before, key):
+                raise ConfigError(f"receivers.{name}.{key}: changing it needs a restart")
+        changed.append(name)
+    return changed
 
 
 def _same_dir(asked: str, mine: Path) -> bool:
