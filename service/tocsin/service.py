@@ -573,10 +573,16 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
         )
     await answer_delivery_status(broker.nc, ledger)
     control = running.api.control = Control(
-        ledger, reader, outbox, receivers=config.receivers, compactor=running.compactor
+        ledger,
+        reader,
+        outbox,
+        receivers=config.receivers,
+        compactor=running.compactor,
+        config_version=config.digest(),
     )
     await control.answer(broker.nc)
     if running.reloader is not None:
+        running.reloader.also(control)
         await running.reloader.answer(broker.nc)
 
 

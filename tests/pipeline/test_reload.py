@@ -67,7 +67,8 @@ async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file
     nats_url: str, sink: HttpSink, dev_sink: HttpSink, data_dir: Path
 ) -> None:
     """Catches a reload that is logged but not applied (the next alert would still go
-    to ops), one whose routed facts name the old version or none, a config.loaded
+    to ops), one whose routed facts (an operator's resolve too) name the old version or
+    none, a config.loaded
     that carries a secret, and a bad file that is applied, logged or not answered 400
     (the running config must stay: the next alert still goes to dev)."""
     service = await Tocsin(data_dir, nats_url, two_hooks(sink.url, dev_sink.url, "ops")).start()
@@ -92,6 +93,12 @@ async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file
                 ("ops", first["version"]),
                 ("dev", second),
             ]
+            resolved = await client.post(
+                f"/api/v1/alerts/{routed[1]['alert_id']}/resolve", json={"by": "op"}
+            )
+            assert resolved.status_code == 200, resolved.text
+            by_operator = log_events(service.db, "alert.routed")[2]
+            assert (by_operator["reason"], by_operator["config_version"]) == ("resolved", second)
             page = (await client.get(f"/alerts/{routed[1]['alert_id']}")).text
             assert f"config {second}" in page, "the alert page names the routing config"
             loaded = log_events(service.db, "config.loaded")
@@ -112,7 +119,7 @@ async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file
             assert running["config"]["receivers"]["ops"]["secret"] == "***"
             assert len(log_events(service.db, "config.loaded")) == 2, "a refused file logged"
             await publish(nats_url, "alerts.in.t", event(labels={"host": "c"}))
-            await wait_until(lambda: len(dev_sink.requests) == 2, 20, "still routed to dev")
+            await wait_until(lambda: len(dev_sink.requests) == 3, 20, "still routed to dev")
 
             versions = (await client.get("/api/v1/config/versions")).json()
             assert versions["running"] == second

@@ -116,6 +116,10 @@ class Reloader:
         self._load = load or config_module.load
         self._lock = asyncio.Lock()
 
+    def also(self, part: Reconfigurable) -> None:
+        """Reconfigure ``part`` too from the next reload on (one made after this)."""
+        self._parts.append(part)
+
     @property
     def path(self) -> str | None:
         source = self.config.source
