@@ -68,9 +68,9 @@ async def test_post_reload_swaps_routing_logs_the_version_and_refuses_a_bad_file
 ) -> None:
     """Catches a reload that is logged but not applied (the next alert would still go
     to ops), one whose routed facts (an operator's resolve too) name the old version or
-    none, a config.loaded
-    that carries a secret, and a bad file that is applied, logged or not answered 400
-    (the running config must stay: the next alert still goes to dev)."""
+    none, a config.loaded that carries a secret, an alert page that does not name the
+    routing config, and a bad file that is applied, logged or not answered 400 (the
+    running config must stay: the next alert still goes to dev)."""
     service = await Tocsin(data_dir, nats_url, two_hooks(sink.url, dev_sink.url, "ops")).start()
     config_file = data_dir / "tocsin.toml"
     try:
