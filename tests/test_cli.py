@@ -610,3 +610,31 @@ def test_config_check_shows_a_grouped_route_and_its_timings(tmp_path: Path) -> N
         '    grouped: group_by ["labels.cluster"]; group_wait 30s; group_interval 300s;'
         " repeat_interval 14400s; max_alerts 100; muted in nights" in checked.stdout
     )
+
+
+def test_config_check_shows_the_version_inhibit_rules_intervals_and_heartbeats(
+    tmp_path: Path,
+) -> None:
+    """`tocsin config check` names the version a reload of the file would log (DESIGN.md
+    section 15), its inhibit rules, time intervals and heartbeats. Catches them left out
+    of the check, and a version that is not the one the service logs."""
+    from tocsin import config as config_module
+
+    path = tmp_path / "full.toml"
+    path.write_text(
+        "[time_intervals.nights]\n"
+        'times = [{ start = "22:00", end = "24:00" }]\n\n'
+        '[[inhibit]]\nname = "node-down"\nsource_matchers = [\'type="node_down"\']\n'
+        'target_matchers = [\'severity="warning"\']\nequal = ["labels.host"]\n\n'
+        '[heartbeats.backup]\nevery = "1h"\ngrace = "5m"\n\n'
+        '[[route]]\nreceivers = ["out"]\n[receivers.out]\nchannel = "log"\n'
+    )
+    checked = run("config", "check", str(path))
+    assert checked.returncode == 0, checked.stderr
+    version = config_module.load(path, {}).digest()
+    assert f"config OK: {path} (version {version})" in checked.stdout
+    assert "inhibit node-down: a firing source mutes its targets with equal labels.host" in (
+        checked.stdout
+    )
+    assert "time intervals: nights" in checked.stdout
+    assert "heartbeat backup: every 3600s + 300s grace" in checked.stdout

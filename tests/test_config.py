@@ -651,3 +651,36 @@ every = "${EVERY:-1h}"
     assert list(load_heartbeats(path, {})) == ["backup"]
     assert load_heartbeats(path, {"EVERY": "2h"})["backup"].every_seconds == 7200.0
     assert load_heartbeats(None, {}) == {}
+
+
+def test_the_shown_config_masks_secrets_written_or_expanded(tmp_path: Path) -> None:
+    """Catches a ``config.loaded`` or ``GET /api/v1/config`` that shows a credential:
+    one written in the file under a secret key, one expanded from ``${VAR}`` into a
+    Slack URL (the URL is the credential), and a secret-looking header; what is no
+    secret (the route) is shown as written."""
+    config = load_text(
+        tmp_path,
+        """
+[[route]]
+match = { severity = "critical" }
+receivers = ["hook", "chat"]
+
+[receivers.hook]
+channel = "webhook"
+url = "https://example.com/hook"
+secret = "hunter2-hunter2"
+headers = { Authorization = "Bearer abcdef123456" }
+
+[receivers.chat]
+channel = "slack"
+url = "https://hooks.slack.com/services/${SLACK_PATH}"
+""",
+        {"SLACK_PATH": "T000/B000/XXXXSECRETXXXX"},
+    )
+    shown = config.shown
+    text = repr(shown)
+    for secret in ("hunter2-hunter2", "abcdef123456", "XXXXSECRETXXXX"):
+        assert secret not in text
+    assert shown["receivers"]["hook"]["secret"] == "***"
+    assert shown["receivers"]["hook"]["channel"] == "webhook"
+    assert shown["route"] == [{"match": {"severity": "critical"}, "receivers": ["hook", "chat"]}]

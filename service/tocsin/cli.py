@@ -33,6 +33,7 @@ from tocsin.core.subjects import (
     COMPACT,
     IN_PREFIX,
     MSG_ID,
+    RELOAD,
     RETRY_FAILED,
     STREAM_ANCHOR,
     heartbeat_subject,
@@ -281,6 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--receiver", help="only this receiver's dead letters")
     retry.add_argument("--since", help="dead-lettered since: RFC 3339 or a duration (2h)")
 
+    simulate = sub.add_parser(
+        "simulate",
+        help="replay the log's events through another config (--config NEW) and show"
+        " what would have been notified differently (reads the file; section 15)",
+    )
+    _common(simulate, nats=False)
+    simulate.add_argument("--since", help="appended since: RFC 3339 or a duration (2h)")
+    simulate.add_argument("--until", help="appended until: RFC 3339 or a duration")
+    simulate.add_argument("--json", action="store_true", help="one JSON object")
+
+    reload = sub.add_parser(
+        "reload", help="ask the running service to read its config file again (section 15)"
+    )
+    _common(reload, nats=True)
+
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire contract")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
     return parser
@@ -330,6 +346,10 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return asyncio.run(_heartbeat(args))
     if command == "retry-failed":
         return asyncio.run(_retry_failed(args))
+    if command == "simulate":
+        return _simulate(args)
+    if command == "reload":
+        return asyncio.run(_reload(args, str(args.data_dir.resolve())))
     if command in ("replay", "state", "verify"):
         return _forensics(args)
     if command == "compact":
@@ -694,6 +714,70 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _reload(args: argparse.Namespace, data_dir: str) -> int:
+    """Ask the service that writes this data dir's log to reload its config file: exit
+    0 with the version now running, 2 when it refused the file (its message), 1 when no
+    service answered."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from tocsin.pipeline.reload import ReloadReply, ReloadRequest
+
+    request = ReloadRequest(data_dir=data_dir)  # resolved by the caller, off the loop
+    url, nc, errors = await _connect(args)
+    if nc is None:
+        return EXIT_FAILURE
+    try:
+        reply = await nc.request(RELOAD, msgspec.json.encode(request), timeout=30)
+    except (NoRespondersError, NatsTimeout):
+        print(
+            f"tocsin: no tocsin service for {args.data_dir} answered on {RELOAD} at {url}"
+            f"{_refusal(errors)}; reload asks the running service (`tocsin serve` or"
+            " `tocsin router`)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    finally:
+        await nc.close()
+    answer = msgspec.json.decode(reply.data, type=ReloadReply)
+    if answer.error:
+        print(f"tocsin: reload refused, the running config stays: {answer.error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"config reloaded: version {answer.version}{'' if answer.changed else ' (unchanged)'}")
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """``tocsin simulate --config NEW``: the log's received events through the decision
+    core under NEW (``core.simulate``), compared with what the log says was notified.
+    Reads the file only, so it runs beside the service."""
+    from tocsin.core import simulate
+    from tocsin.pipeline.reload import loaded_fact
+
+    if args.config is None:
+        raise UsageError("simulate: give the config to simulate with --config NEW")
+    new = config.load(args.config)
+    since, until = _instant("--since", args.since), _instant("--until", args.until)
+    try:
+        inputs, told = forensics.simulation_rows(db_path(args.data_dir), since, until)
+    except forensics.LogMissing as error:
+        raise UsageError(str(error)) from error
+    rules = simulate.Rules(
+        loaded=loaded_fact(new, "simulate"),
+        routing=RoutingTable.compile(new.routes, new.inhibit),
+        intervals=new.time_intervals,
+        window_seconds=new.dedup_window,
+    )
+    run = simulate.replay(inputs, rules, until=until)
+    difference = simulate.compare(simulate.notified(told), simulate.notified(run.facts, run.alias))
+    if args.json:
+        report = simulate.report_json(difference, run.received, new.digest())
+        print(msgspec.json.encode(report).decode())
+    else:
+        print("\n".join(simulate.report_lines(difference, run.received, new.digest())))
+    return EXIT_OK
+
+
 def _config_check(args: argparse.Namespace) -> int:
     """``tocsin config check``: the file loaded exactly as the service loads it (a bad one
     raises ``ConfigError``, exit 2), then what it says, then what it leaves unrouted."""
@@ -701,7 +785,7 @@ def _config_check(args: argparse.Namespace) -> int:
     if path is None:
         raise UsageError("config check: give a file (or --config / TOCSIN_CONFIG)")
     checked = config.load(path)
-    print(f"config OK: {checked.source}")
+    print(f"config OK: {checked.source} (version {checked.digest()})")
     print(
         f"routes ({len(checked.routes)}, every matching route applies, in order,"
         " until one with continue = false):"
@@ -730,6 +814,13 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"receivers ({len(checked.receivers)}):")
     for name, receiver in sorted(checked.receivers.items()):
         print(f"  {name}: {receiver.channel}")
+    for rule in checked.inhibit:
+        equal = f" with equal {', '.join(rule.equal)}" if rule.equal else ""
+        print(f"inhibit {rule.name}: a firing source mutes its targets{equal}")
+    if checked.time_intervals.named:
+        print(f"time intervals: {', '.join(sorted(checked.time_intervals.named))}")
+    for beat, every in sorted(checked.heartbeats.items()):
+        print(f"heartbeat {beat}: every {every.every_seconds:g}s + {every.grace_seconds:g}s grace")
     table = RoutingTable.compile(checked.routes)
     for severity in unreachable_severities(table):
         print(

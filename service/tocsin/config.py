@@ -33,7 +33,7 @@ from tocsin.core.matchers import Match, MatcherSyntaxError, StrOrList, parse_mat
 from tocsin.core.timeintervals import Interval, TimeIntervals, TimeIntervalSpec, compile_interval
 from tocsin.core.times import Duration, decode_duration
 from tocsin.core.views import DEFAULT_NOTIFY
-from tocsin.observability.redact import Secret
+from tocsin.observability.redact import Secret, Secrets, masked_tree, secrets_of
 
 RECEIVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -196,6 +196,9 @@ class Config:
     inhibit: list[InhibitRule] = field(default_factory=list)  # each named (``inhibit[i]``)
     flapping: FlappingSection | None = None
     heartbeats: dict[str, ev.HeartbeatRule] = field(default_factory=dict)
+    # The document as read, secrets masked (``redact.masked_tree``): what ``config.loaded``
+    # and ``GET /api/v1/config`` show of it (DESIGN.md section 15).
+    shown: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def digest(self) -> str:
         """A fingerprint of the effective config (for ``config.loaded``), secrets included
@@ -212,6 +215,8 @@ class Config:
             parts.append(self.inhibit)
         if self.heartbeats:
             parts.append(self.heartbeats)
+        if self.time_intervals.named:  # the config version must change with them too
+            parts.append(repr(sorted(self.time_intervals.named.items())))
         blob = msgspec.json.encode(parts, enc_hook=float)
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -287,12 +292,14 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         if problem is not None:
             raise ConfigError(f"route[{index}].escalate{problem[0]}: {problem[1]}")
     inhibit = _inhibit_rules(parsed.inhibit)
+    smtp = _smtp(parsed.smtp, env)
+    known = Secrets(secrets_of(receivers, smtp.password if smtp else None, {}))
     return Config(
         dedup_window=float(parsed.dedup.window),
         routes=routes,
         receivers=receivers,
         retry=parsed.retry,
-        smtp=_smtp(parsed.smtp, env),
+        smtp=smtp,
         delivery=parsed.delivery,
         nats=nats,
         nats_login=nats_login(parsed.nats, env),
@@ -305,6 +312,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         inhibit=inhibit,
         flapping=flapping,
         heartbeats=_heartbeats(parsed.heartbeats),
+        shown=masked_tree(raw, known),
     )
 
 

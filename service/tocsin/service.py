@@ -64,6 +64,7 @@ from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
 from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.recorder import Recorder
+from tocsin.pipeline.reload import Reloader, loaded_fact
 from tocsin.pipeline.router import Router
 from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
 from tocsin.store.eventlog import db_path
@@ -133,6 +134,8 @@ class Running:
     outbox: Outbox | None = None  # where the log is: owed work items and their relay
     compactor: Compactor | None = None  # where the log is: ``tocsin compact``, retention
     anchor: Anchor | None = None  # where the log is: publishes its chain head to NATS
+    reloader: Reloader | None = None  # where the log is: SIGHUP, POST /-/reload, tocsin reload
+    reloads: set[asyncio.Task[Any]] = field(default_factory=set)  # SIGHUP's, under way
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ def check(options: Options) -> Plan:
             f"TOCSIN_HTTP: {options.http} is not a loopback address; set TOCSIN_API_TOKEN "
             "so that the API is not open to the network (or bind 127.0.0.1)"
         )
-    dashboard = f"http://{options.http}/" if options.http else None
+    dashboard = dashboard_url(options)
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
     login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
     return Plan(receivers, http_address, health_address, exposed, channels, login)
@@ -420,6 +423,8 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     ledger = running.ledger
     replicas = config.nats.replicas or 1
     parts: list[Part] = []
+    # Made below, after the reloader that is given them: a reload swaps their channels.
+    workers: dict[str, ReceiverWorker] = {}
     if ledger is not None:
         # Work items leave through the outbox, which owes each until JetStream stores
         # it; its watermark rides in the router's and the recorder's batches, and its
@@ -465,6 +470,15 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
         )
         parts.append(Part(outbox.run))
+        running.reloader = running.api.reloader = Reloader(
+            ledger,
+            config,
+            [router, timers],
+            options.data_dir,
+            workers=workers,
+            build_channel=functools.partial(build_channel, dashboard_url(options)),
+            secrets=secrets,
+        )
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
         compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
         if config.log.retention is not None:
@@ -494,6 +508,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             tracing=tracing,
             secrets=secrets,
         )
+        workers[name] = worker
         parts.append(Part(worker.run, STREAM_WORK, consumer))
     watched = [part.watched for part in parts if part.watched is not None]
 
@@ -543,21 +558,7 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
     if ledger is None:
         return
     async with ledger.batch() as batch:
-        batch.add(
-            ev.ConfigLoaded(
-                digest=config.digest(),
-                receivers={name: r.channel for name, r in config.receivers.items()},
-                routes=len(config.routes),
-                dedup_window_seconds=config.dedup_window,
-                resolve_timeout_seconds=config.alerts.resolve_timeout,
-                keep_resolved_seconds=float(config.alerts.keep_resolved),
-                flapping_changes=None if config.flapping is None else config.flapping.changes,
-                flapping_window_seconds=(
-                    None if config.flapping is None else float(config.flapping.window)
-                ),
-                heartbeats=config.heartbeats,
-            )
-        )
+        batch.add(loaded_fact(config, "start"))
     for stream in Input:
         await bind_stream(broker.js, ledger, stream)
     outbox = running.outbox
@@ -572,9 +573,17 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
         )
     await answer_delivery_status(broker.nc, ledger)
     control = running.api.control = Control(
-        ledger, reader, outbox, receivers=config.receivers, compactor=running.compactor
+        ledger,
+        reader,
+        outbox,
+        receivers=config.receivers,
+        compactor=running.compactor,
+        config_version=config.digest(),
     )
     await control.answer(broker.nc)
+    if running.reloader is not None:
+        running.reloader.also(control)
+        await running.reloader.answer(broker.nc)
 
 
 def start_parts(
@@ -583,6 +592,7 @@ def start_parts(
     """Each part in a task, in order; the service is ready once they all run. The ready
     line says where to look and where to publish: the dashboard and the NATS URL."""
     running.tasks.extend(asyncio.create_task(part.run(options.stop)) for part in parts)
+    reload_on_sighup(options, running)
     running.readiness.stage = None
     where = [f"NATS: {broker.shown}"]
     if plan.http_address is not None:
@@ -596,6 +606,27 @@ def start_parts(
         options.config.source,
         ", ".join(plan.receivers),
     )
+
+
+def reload_on_sighup(options: Options, running: Running) -> None:
+    """Where the log is, ``SIGHUP`` reloads the config file (DESIGN.md section 15), as
+    Alertmanager and Prometheus do; a refusal is logged and the running config stays."""
+    reloader = running.reloader
+    if reloader is None or not options.handle_signals:
+        return
+
+    def reload() -> None:
+        task = asyncio.create_task(reloader.reload("SIGHUP"), name="reload")
+        running.reloads.add(task)
+        task.add_done_callback(done)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        running.reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reload on SIGHUP failed: %r", task.exception())
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
@@ -663,6 +694,16 @@ async def release(running: Running) -> None:
     running.metrics.shutdown()
     await asyncio.to_thread(running.tracing.shutdown)  # flushes spans; may wait on a collector
     log.info("tocsin stopped")
+
+
+def dashboard_url(options: Options) -> str | None:
+    """The dashboard's address, for the links notifications carry."""
+    return f"http://{options.http}/" if options.http else None
+
+
+def build_channel(dashboard: str | None, config: Config, name: str) -> Channel:
+    """One receiver's channel (a reload's, for a receiver whose settings changed)."""
+    return build_channels(config, [name], dashboard)[name]
 
 
 def build_channels(

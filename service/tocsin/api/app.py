@@ -35,6 +35,7 @@ from msgspec import Meta, Struct
 
 from tocsin import __version__
 from tocsin.api.amv2 import v2_handlers
+from tocsin.api.configs import config_handlers
 from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
 from tocsin.core import events as ev
@@ -499,6 +500,7 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         ingest_event,
         openapi,
         *v2_handlers(ctx),
+        *config_handlers(ctx),
         *(extra_handlers or []),
     ]
     return Litestar(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
     from tocsin.pipeline.control import Control
+    from tocsin.pipeline.reload import Reloader
     from tocsin.store.reader import LogReader
 
 
@@ -115,3 +116,4 @@ class ApiContext:
     protect_reads: bool = False  # bound beyond loopback: reads need the token too
     live: LiveFeed = field(default_factory=LiveFeed)
     alert_index: AlertIndex | None = None  # the ledger's, kept up to date as it folds
+    reloader: Reloader | None = None  # the running config, and its reload (section 15)

@@ -351,6 +351,8 @@ def _escalated(record: views.EventRecord) -> Entry:
 def _routed(record: views.EventRecord) -> Entry:
     d = record.data
     detail = f"{d.get('reason')} · notification {d.get('notification_id')}"
+    if d.get("config_version"):  # which config routed it (DESIGN.md section 15)
+        detail += f" · config {d.get('config_version')}"
     return _entry(record, "info", f"Routed to {d.get('receiver')}", detail)
 
 

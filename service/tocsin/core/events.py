@@ -104,6 +104,7 @@ class AlertRouted(_Event, frozen=True, tag="alert.routed"):
     severity: Severity
     receiver: str
     notification_id: str
+    config_version: str | None = None  # the ``config.loaded`` digest that routed it
 
 
 class AlertResolved(_Event, frozen=True, tag="alert.resolved"):
@@ -307,6 +308,10 @@ class ConfigLoaded(_Event, frozen=True, tag="config.loaded"):
     flapping_changes: int | None = None  # [flapping] changes; None: off
     flapping_window_seconds: float | None = None  # [flapping] window
     heartbeats: dict[str, HeartbeatRule] = {}
+    # DESIGN.md section 15: ``digest`` is the config's version; ``config`` the document
+    # with secrets masked; ``trigger`` what loaded it (start, SIGHUP, http, nats).
+    config: dict[str, Any] = {}
+    trigger: str | None = None
 
 
 class StreamBound(_Event, frozen=True, tag="stream.bound"):

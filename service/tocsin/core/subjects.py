@@ -44,6 +44,8 @@ RETRY_FAILED = CONTROL_PREFIX + "retry-failed"  # request: control.RetryRequest;
 
 COMPACT = CONTROL_PREFIX + "compact"  # request: control.CompactRequest; reply: CompactReply
 
+RELOAD = CONTROL_PREFIX + "reload"  # request: reload.ReloadRequest; reply: ReloadReply
+
 
 STREAM_IN = "TOCSIN_IN"
 

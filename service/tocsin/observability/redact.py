@@ -251,3 +251,25 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def masked_tree(value: Any, secrets: Secrets, key: str = "") -> Any:
+    """A parsed config document fit to show (``config.loaded``, ``GET /api/v1/config``):
+    a value under a secret-looking key is ``HIDDEN``, and every other text has its URLs
+    shown safely and the configuration's known ``secrets`` masked, so that a credential
+    written in the file itself, or one ``${VAR}`` expanded into a URL, never shows."""
+    if isinstance(value, Mapping):
+        return {str(k): masked_tree(v, secrets, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked_tree(v, secrets, key) for v in value]
+    if isinstance(value, str):
+        if _SECRET_KEYS.search(key.lower()) and key.lower() not in _NOT_SECRET_KEYS:
+            return HIDDEN
+        return secrets.scrub(value)
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return str(value)  # TOML dates and times
+
+
+# Config keys that look secret to ``_SECRET_KEYS`` and are not: what they hold is shown.
+_NOT_SECRET_KEYS = ("group_key", "dedup_key", "keys")

@@ -24,6 +24,7 @@ from tocsin.core.decide.route import RoutingTable
 from tocsin.core.ids import new_id
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.times import now_us
+from tocsin.core.versions import stamped
 from tocsin.pipeline.control import Control
 from tocsin.store.ledger import Ledger
 
@@ -48,11 +49,17 @@ class Clock:
     ) -> None:
         self._control = control
         self._ledger = ledger
+        self._now = now
+        self._nudged = asyncio.Event()
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Fire under ``config`` from the next tick on (``reload``, under the ledger's
+        lock): its routing, time intervals and version."""
         self._intervals = config.time_intervals
         self._routing = RoutingTable.compile(config.routes, config.inhibit)
         self._version = config.digest()
-        self._now = now
-        self._nudged = asyncio.Event()
+        self.nudge()  # a new interval or route may make something due sooner
 
     def nudge(self) -> None:
         """Something was committed: look again now (a group may be due at once)."""
@@ -84,13 +91,16 @@ class Clock:
     async def _fire(self) -> bool:
         """Commit what is due now; whether anything was."""
         facts = await self._control.execute(
-            lambda state: clock.tick(
-                state,
-                self._now(),
-                new_id=new_id,
-                intervals=self._intervals,
-                routing=self._routing,
-                config_version=self._version,
+            lambda state: stamped(
+                clock.tick(
+                    state,
+                    self._now(),
+                    new_id=new_id,
+                    intervals=self._intervals,
+                    routing=self._routing,
+                    config_version=self._version,
+                ),
+                self._version,
             ),
             logged_as="",
         )

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 
+from tocsin.config import Config
 from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
@@ -26,6 +27,7 @@ from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
 from tocsin.core.subjects import COMPACT, RETRY_FAILED
 from tocsin.core.times import now_us, parse_instant
+from tocsin.core.versions import stamped
 from tocsin.pipeline import faults
 from tocsin.pipeline.compactor import Compactor
 from tocsin.pipeline.outbox import Outbox
@@ -82,12 +84,20 @@ class Control:
         outbox: Outbox,
         receivers: Collection[str] = (),
         compactor: Compactor | None = None,
+        config_version: str | None = None,
     ) -> None:
+        """``config_version``: the running config's, named by the routed facts a command
+        makes (an operator's resolve tells every receiver told of the alert)."""
         self._ledger = ledger
+        self._version = config_version
         self._compactor = compactor
         self._reader = reader
         self._outbox = outbox
         self._receivers = frozenset(receivers)  # the configured ones, for re-queues
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload (under the ledger's lock): commands route under its version."""
+        self._version = config.digest()
 
     async def execute(
         self, decide: Callable[[State], list[ev.Event]], *, logged_as: str = "operator command"
@@ -99,7 +109,10 @@ class Control:
         added: list[tuple[int, ev.Event]] = []
         try:
             async with self._ledger.batch() as batch:
-                added = [(batch.add(fact), fact) for fact in decide(self._ledger.state)]
+                facts = decide(self._ledger.state)
+                if self._version is not None:
+                    facts = stamped(facts, self._version)
+                added = [(batch.add(fact), fact) for fact in facts]
                 self._outbox.ride(batch)
         except LogWriteError as error:
             raise CommandError(503, f"the event log refused the write: {error}") from error

@@ -165,6 +165,16 @@ class OutcomeBatches:
                     stored.set_result(index < len(results) and results[index])
 
 
+async def _close_after(channel: Channel, sends: set[asyncio.Task[None]]) -> None:
+    """Close a replaced channel once ``sends`` (those that may be using it) are done."""
+    if sends:
+        await asyncio.wait(sends)
+    try:
+        await channel.close()
+    except Exception as error:  # it is replaced: a failure to close costs nothing else
+        log.warning("closing a replaced %s channel: %s", channel.kind, error)
+
+
 class ReceiverWorker:
     """Sends one receiver's notifications, ``concurrency`` at a time."""
 
@@ -191,7 +201,9 @@ class ReceiverWorker:
         self._backoff = [float(d) for d in retry.backoff]
         self._concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._progress_every = progress_every
         self._gate = Gate(max_per_minute, progress_every) if max_per_minute else None
+        self._retired: set[asyncio.Task[None]] = set()  # old channels closing after a reload
         self._metrics = metrics
         self._tracing = tracing or Tracing()
         self._secrets = secrets or Secrets()
@@ -200,6 +212,19 @@ class ReceiverWorker:
         self._reconnects = self._reconnect_count()
         self._deferrals: dict[int, int] = {}  # work item's stream seq -> deferrals here
         self._delivered_seq = DeliveredSeq(nc)
+
+    def reconfigure(self, channel: Channel, max_per_minute: int | None) -> None:
+        """A config reload changed this receiver's settings (``reload``): sends started
+        from now on go through ``channel`` and the new ``max_per_minute``; the old
+        channel is closed once the sends already under way through it have finished
+        (a send in flight keeps the channel it started with)."""
+        old, self._channel = self._channel, channel
+        if (self._gate.per_minute if self._gate else None) != max_per_minute:
+            # Sends waiting at the old gate are still let through by it, at its pace.
+            self._gate = Gate(max_per_minute, self._progress_every) if max_per_minute else None
+        closing = asyncio.create_task(_close_after(old, set(self._inflight)))
+        self._retired.add(closing)
+        closing.add_done_callback(self._retired.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         puller = Puller(
@@ -233,6 +258,8 @@ class ReceiverWorker:
                     await subscription.unsubscribe()
             await puller.stop()
             await self._channel.close()
+            if self._retired:
+                await asyncio.wait(self._retired, timeout=15)
 
     async def deliver(self, msg: Msg) -> None:
         """One attempt at one work item, and what follows from it, in a delivery span

@@ -34,6 +34,7 @@ from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
 from tocsin.core.subjects import MSG_ID, ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
 from tocsin.core.times import now_us
+from tocsin.core.versions import stamped
 from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
@@ -95,9 +96,7 @@ class Router(Step[Traced]):
         nudge: a group may be due at once)."""
         self._on_commit = on_commit
         self._ledger = ledger
-        self._config = config
-        self._routing = RoutingTable.compile(config.routes, config.inhibit)
-        self._receivers = frozenset(config.receivers)
+        self.reconfigure(config)
         self._tracing = tracing or Tracing()
         self._secrets = secrets or Secrets()
         self._processor = Processor(
@@ -115,6 +114,15 @@ class Router(Step[Traced]):
             metrics=metrics,
             rider=rider,
         )
+
+    def reconfigure(self, config: Config) -> None:
+        """Decide under ``config`` from the next batch on (``reload`` calls it under the
+        ledger's lock, so no batch is decided half under each): its routes, grouping,
+        inhibit rules and dedup window, and its version on every routed fact."""
+        self._config = config
+        self._routing = RoutingTable.compile(config.routes, config.inhibit)
+        self._receivers = frozenset(config.receivers)
+        self._version = config.digest()
 
     @property
     def missing(self) -> str | None:
@@ -210,7 +218,7 @@ class Router(Step[Traced]):
     def facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
         """The facts one inbound message produces (accepted or rejected), tagged with
         the trace of its router ``span``."""
-        facts = self._facts_for(msg, received_at, span)
+        facts = stamped(self._facts_for(msg, received_at, span), self._version)
         if span.is_recording():
             span.set_attributes(route_attributes(msg.subject, facts))
             if isinstance(facts[0], ev.AlertRejected):

@@ -264,3 +264,28 @@ def _bad(count: int, first: int | None, seq: int, problem: str) -> Verdict:
     return Verdict(
         ok=False, events=count, first_seq=first, last_seq=None, problem=problem, bad_seq=seq
     )
+
+
+def simulation_rows(
+    path: Path, since: int | None = None, until: int | None = None
+) -> tuple[list[tuple[int, ev.Event]], list[ev.Event]]:
+    """``tocsin simulate``'s reading of the file (read-only, while the service runs):
+    the inputs appended in ``[since, until]`` as ``(ts, event)`` (received events,
+    operator silences), and the notifications the log holds for the same span."""
+    inputs: list[tuple[int, ev.Event]] = []
+    told: list[ev.Event] = []
+    conn = connect(path)
+    try:
+        cursor = conn.execute(
+            tables.SIMULATION_ROWS, (since or 0, until if until is not None else 2**62)
+        )
+        while batch := cursor.fetchmany(5000):
+            for ts, data in batch:
+                event = ev.decode(bytes(data))
+                if isinstance(event, ev.AlertRouted | ev.GroupNotified):
+                    told.append(event)
+                else:
+                    inputs.append((ts, event))
+    finally:
+        conn.close()
+    return inputs, told

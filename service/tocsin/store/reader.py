@@ -117,6 +117,12 @@ class LogReader:
         event = ev.decode(rows[0].data) if rows else None
         return event if isinstance(event, ev.ConfigLoaded) else None
 
+    async def config_versions(self) -> list[tuple[int, int, ev.ConfigLoaded]]:
+        """Every ``config.loaded`` in the file as ``(seq, ts, fact)``, oldest first."""
+        rows = await self._rows(tables.CONFIG_VERSIONS, ())
+        loaded = [(row.seq, row.ts, ev.decode(row.data)) for row in rows]
+        return [(seq, ts, e) for seq, ts, e in loaded if isinstance(e, ev.ConfigLoaded)]
+
     async def older_alerts(
         self,
         *,

@@ -252,6 +252,17 @@ CONFIG_AS_OF = (
 """The config the service ran with at a seq: the last ``config.loaded`` at or before it
 (one is logged at every start, so the walk back from the seq is short)."""
 
+CONFIG_VERSIONS = "SELECT seq, ts, kind, data FROM events WHERE kind = 'config.loaded' ORDER BY seq"
+"""Every ``config.loaded`` the log holds, oldest first (``GET /api/v1/config/versions``)."""
+
+SIMULATION_ROWS = (
+    "SELECT ts, data FROM events WHERE kind IN"
+    " ('alert.received', 'silence.created', 'silence.deleted', 'alert.routed', 'group.notified')"
+    " AND ts >= ? AND ts <= ? ORDER BY seq"
+)
+"""What ``tocsin simulate`` reads: the inputs it feeds the decision core again, and the
+notifications the log holds, appended in ``[since, until]``."""
+
 ALERT_ROWS = "SELECT seq, ts, data FROM events WHERE alert_id = ? ORDER BY seq"
 """``(seq, ts, data)`` of one alert's rows, as ``fold.fold_alert`` takes them."""
 

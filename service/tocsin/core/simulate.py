@@ -1,0 +1,302 @@
+"""``tocsin simulate`` (DESIGN.md section 15): what another config would have notified.
+
+``replay`` feeds the log's received events, in order and at their times, through the
+decision core under the new config, starting from an empty projection: each event
+through ``triage`` at the instant the router received it, and before it every clock
+timer due by then through ``clock.tick`` at its due time (groups, time intervals,
+auto-resolves, silences ending), so timers behave as they did. Operator silences are
+taken as they were logged (they are inputs, not decisions). Ids are made up
+(``sim-…``); each simulated alert is known by the alert id the log gave the alert its
+received event opened or joined, so that the two runs can be compared alert by alert.
+
+``notified`` lists who was told what of each alert, in either run; ``compare`` is the
+difference: for each alert, the notifications (receiver, reason, group) only the log
+has (removed), only the simulation has (added), or both with a different set
+(changed), then the totals of notifications by receiver, before and after.
+
+Not replayed: acks and resolves by an operator (they name the log's alert ids and
+were made by someone who saw the log's notifications), heartbeats, escalation steps
+an ack ended. State before ``--since`` is not rebuilt: the run starts empty.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tocsin.core import clock
+from tocsin.core import events as ev
+from tocsin.core.decide.route import RoutingTable
+from tocsin.core.decide.triage import triage
+from tocsin.core.fold import fold
+from tocsin.core.ingest import Normalized
+from tocsin.core.state import State
+from tocsin.core.timeintervals import TimeIntervals
+
+Told = tuple[str, str, str]  # (receiver, reason, group key or "" for an ungrouped route)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The new config, as the decision core takes it."""
+
+    loaded: ev.ConfigLoaded  # folded first: the fold's settings (resolve timeout...)
+    routing: RoutingTable
+    intervals: TimeIntervals
+    window_seconds: float
+
+
+@dataclass
+class Replayed:
+    """The simulation's facts, and which log alert each simulated alert id stands for."""
+
+    facts: list[ev.Event] = field(default_factory=list)
+    alias: dict[str, str] = field(default_factory=dict)
+    received: int = 0  # events fed through triage
+
+
+def _normalized(received: ev.AlertReceived) -> Normalized:
+    """The inbound event as the router had it, from its logged ``alert.received``."""
+    return Normalized(
+        type=received.type,
+        severity=received.severity,
+        summary=received.summary,
+        source=received.source,
+        status=received.status,
+        labels=received.labels,
+        fingerprint=received.fingerprint,
+        details=received.details,
+        timestamp=received.timestamp,
+        timestamp_replaced=received.timestamp_replaced,
+        event_id=received.event_id,
+        ignored_fields=received.ignored_fields,
+        ends_at=received.ends_at,
+    )
+
+
+def replay(
+    logged: Iterable[tuple[int, ev.Event]],
+    rules: Rules,
+    until: int | None = None,
+    on_event: Callable[[int], None] | None = None,
+) -> Replayed:
+    """The facts the decision core makes under ``rules`` from the logged inputs
+    (``(ts, event)`` oldest first: ``alert.received``, ``silence.created``,
+    ``silence.deleted``; other kinds are ignored), then the timers due by ``until``
+    (default: the last input's time). ``on_event`` is told each input's time (a
+    progress bar)."""
+    state = State()
+    out = Replayed()
+    counter = itertools.count(1)
+
+    def new_id() -> str:
+        return f"sim-{next(counter):012d}"
+
+    seq = 0
+
+    def commit(facts: Iterable[ev.Event], ts: int) -> None:
+        nonlocal seq
+        for fact in facts:
+            seq += 1
+            fold(state, seq, ts, fact)
+            out.facts.append(fact)
+
+    def tick_until(now: int) -> None:
+        while (due := clock.next_due(state)) is not None and due <= now:
+            facts = clock.tick(
+                state, due, new_id=new_id, intervals=rules.intervals, routing=rules.routing
+            )
+            if not facts:
+                return  # a timer the fold left behind: nothing more to decide by now
+            commit(facts, due)
+
+    last: int | None = None
+    for ts, event in logged:
+        if isinstance(event, ev.AlertReceived):
+            now = event.received_at
+            tick_until(now)
+            if last is None:
+                commit([rules.loaded], now)
+            facts = triage(
+                state,
+                _normalized(event),
+                subject=event.subject,
+                received_at=now,
+                routing=rules.routing,
+                window_seconds=rules.window_seconds,
+                new_id=new_id,
+                trace_id=None,
+            )
+            first = facts[0]
+            if isinstance(first, ev.AlertReceived) and first.alert_id and event.alert_id:
+                out.alias.setdefault(first.alert_id, event.alert_id)
+            commit(facts, now)
+            out.received += 1
+        elif isinstance(event, ev.SilenceCreated | ev.SilenceDeleted):
+            now = ts
+            tick_until(now)
+            if last is None:
+                commit([rules.loaded], now)
+            commit([event], now)
+        else:
+            continue
+        last = now
+        if on_event is not None:
+            on_event(now)
+    end = until if until is not None else last
+    if end is not None:
+        tick_until(end)
+    return out
+
+
+def notified(facts: Iterable[ev.Event], alias: dict[str, str] | None = None) -> list[Notified]:
+    """Who was told what of each alert: one entry per alert per notification
+    (``alert.routed``: its alert; ``group.notified``: each alert it lists)."""
+    alias = alias or {}
+    told: list[Notified] = []
+    for fact in facts:
+        if isinstance(fact, ev.AlertRouted):
+            told.append(
+                Notified(
+                    alias.get(fact.alert_id, fact.alert_id),
+                    fact.fingerprint,
+                    (fact.receiver, fact.reason, ""),
+                    fact.notification_id,
+                )
+            )
+        elif isinstance(fact, ev.GroupNotified):
+            for alert in fact.alerts:
+                told.append(
+                    Notified(
+                        alias.get(alert.alert_id, alert.alert_id),
+                        alert.fingerprint,
+                        (fact.receiver, alert.reason, fact.group_key),
+                        fact.notification_id,
+                    )
+                )
+    return told
+
+
+@dataclass(frozen=True)
+class Notified:
+    """One alert in one notification."""
+
+    alert: str  # the log's alert id (the simulation's, for an alert the log never had)
+    fingerprint: str
+    told: Told
+    notification_id: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One alert told differently: ``kind`` is added (only the simulation tells of
+    it), removed (only the log did) or changed (both, differently)."""
+
+    kind: str
+    alert: str
+    fingerprint: str
+    added: tuple[Told, ...]
+    removed: tuple[Told, ...]
+
+
+@dataclass(frozen=True)
+class Difference:
+    changes: tuple[Change, ...]
+    before: dict[str, int]  # notifications per receiver, as logged
+    after: dict[str, int]  # as simulated
+    same: int  # alerts told exactly as before
+
+
+def compare(before: Iterable[Notified], after: Iterable[Notified]) -> Difference:
+    """The difference, alert by alert, in the order the alerts were first told of."""
+    was: dict[str, Counter[Told]] = {}
+    now: dict[str, Counter[Told]] = {}
+    fingerprints: dict[str, str] = {}
+    order: dict[str, int] = {}
+    totals: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})
+    for side, entries, tally in ((was, before, totals[0]), (now, after, totals[1])):
+        for entry in entries:
+            side.setdefault(entry.alert, Counter())[entry.told] += 1
+            fingerprints.setdefault(entry.alert, entry.fingerprint)
+            order.setdefault(entry.alert, len(order))
+            tally.setdefault(entry.told[0], set()).add(entry.notification_id)
+    changes: list[Change] = []
+    same = 0
+    for alert in sorted(order, key=order.__getitem__):
+        old, new = was.get(alert, Counter()), now.get(alert, Counter())
+        if old == new:
+            same += 1
+            continue
+        kind = "added" if not old else "removed" if not new else "changed"
+        changes.append(
+            Change(
+                kind,
+                alert,
+                fingerprints[alert],
+                tuple(sorted((new - old).elements())),
+                tuple(sorted((old - new).elements())),
+            )
+        )
+    return Difference(
+        tuple(changes),
+        {r: len(ids) for r, ids in sorted(totals[0].items())},
+        {r: len(ids) for r, ids in sorted(totals[1].items())},
+        same,
+    )
+
+
+def _told(told: Told) -> str:
+    receiver, reason, group = told
+    return f"{receiver} {reason}" + (f" (group {group})" if group else "")
+
+
+def report_lines(difference: Difference, received: int, version: str) -> list[str]:
+    """The text ``tocsin simulate`` prints: the changed alerts (+ added, - removed),
+    then the totals by receiver, before and after."""
+    changes = difference.changes
+    by_kind = Counter(change.kind for change in changes)
+    lines = [
+        f"simulated {received} received event(s) under config {version}: "
+        f"{by_kind['added']} alert(s) added, {by_kind['removed']} removed, "
+        f"{by_kind['changed']} changed, {difference.same} the same"
+    ]
+    for change in changes:
+        lines.append(f"{change.kind} alert {change.alert} (fingerprint {change.fingerprint}):")
+        lines.extend(f"  + {_told(told)}" for told in change.added)
+        lines.extend(f"  - {_told(told)}" for told in change.removed)
+    lines.append("notifications by receiver (before -> after):")
+    receivers = sorted(set(difference.before) | set(difference.after))
+    width = max((len(r) for r in receivers), default=0)
+    for receiver in receivers:
+        was, now = difference.before.get(receiver, 0), difference.after.get(receiver, 0)
+        delta = f" ({now - was:+d})" if now != was else ""
+        lines.append(f"  {receiver:<{width}}  {was} -> {now}{delta}")
+    return lines
+
+
+def _told_json(told: Told) -> dict[str, str | None]:
+    receiver, reason, group = told
+    return {"receiver": receiver, "reason": reason, "group_key": group or None}
+
+
+def report_json(difference: Difference, received: int, version: str) -> dict[str, object]:
+    """``tocsin simulate --json``: the same, as one object."""
+    return {
+        "version": version,
+        "received": received,
+        "same": difference.same,
+        "changes": [
+            {
+                "kind": change.kind,
+                "alert_id": change.alert,
+                "fingerprint": change.fingerprint,
+                "added": [_told_json(told) for told in change.added],
+                "removed": [_told_json(told) for told in change.removed],
+            }
+            for change in difference.changes
+        ],
+        "before": difference.before,
+        "after": difference.after,
+    }

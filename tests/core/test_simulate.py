@@ -1,0 +1,120 @@
+"""``tocsin simulate``'s pure part (DESIGN.md section 15): the log's received events fed
+through the decision core under another config, at their times, and the comparison
+with what the log says happened. No NATS, no file: times are injected."""
+
+from __future__ import annotations
+
+from tests.core.test_fold import MINUTE, ROUTES, T0, normalized
+from tests.core.test_groups import BY_SERVICE, NO_INTERVALS
+from tocsin.core import events as ev
+from tocsin.core.decide.route import Route, RoutingTable
+from tocsin.core.ingest import Normalized
+from tocsin.core.matchers import Match
+from tocsin.core.simulate import Replayed, Rules, compare, notified, replay
+
+
+def rules(routing: RoutingTable, version: str = "v") -> Rules:
+    loaded = ev.ConfigLoaded(digest=version, receivers={}, routes=1, dedup_window_seconds=300)
+    return Rules(loaded=loaded, routing=routing, intervals=NO_INTERVALS, window_seconds=300)
+
+
+def received(at_minute: int, event: Normalized) -> tuple[int, ev.Event]:
+    """An input as a log holds it before any decision (no alert id yet)."""
+    at = T0 + at_minute * MINUTE
+    return at, ev.AlertReceived(
+        alert_id=None,
+        fingerprint=event.fingerprint,
+        dedup_key=event.fingerprint,
+        type=event.type,
+        severity=event.severity,
+        summary=event.summary,
+        source=event.source,
+        status=event.status,
+        labels=event.labels,
+        details=event.details,
+        timestamp=event.timestamp,
+        received_at=at,
+        subject="alerts.in.db",
+    )
+
+
+def as_logged(run: Replayed) -> list[tuple[int, ev.Event]]:
+    """A run's facts as a log to simulate from: its received events, at their times."""
+    return [(f.received_at, f) for f in run.facts if isinstance(f, ev.AlertReceived)]
+
+
+INPUTS = [
+    received(0, normalized(0, "critical", host="db1")),
+    received(1, normalized(1, "warning", host="db2")),
+    received(2, normalized(2, "critical", status="resolved", host="db1")),
+]
+
+
+def test_the_same_config_simulates_exactly_what_happened() -> None:
+    """Catches a simulation that drifts from the decision core (a stage or a fold
+    skipped, an alert not mapped to the log's): under the same config nothing differs."""
+    logged = replay(INPUTS, rules(ROUTES))
+    again = replay(as_logged(logged), rules(ROUTES))
+    before, after = notified(logged.facts), notified(again.facts, again.alias)
+    difference = compare(before, after)
+    assert difference.changes == ()
+    assert difference.before == difference.after == {"hook": 3, "pager": 2}
+    assert difference.same == 2
+
+
+def test_a_rerouted_alert_is_changed_and_totals_move_between_receivers() -> None:
+    """Catches a difference that misses a re-route, names the simulation's alert id
+    instead of the log's, or counts receivers wrong."""
+    logged = replay(INPUTS, rules(ROUTES))
+    rerouted = RoutingTable.compile(
+        [
+            Route(receivers=["dev"], match=Match(severity="critical")),
+            Route(receivers=["hook"], match=Match()),
+        ]
+    )
+    again = replay(as_logged(logged), rules(rerouted))
+    difference = compare(notified(logged.facts), notified(again.facts, again.alias))
+    (change,) = difference.changes
+    opened = next(f for f in logged.facts if isinstance(f, ev.AlertOpened))
+    assert change.kind == "changed"
+    assert change.alert == opened.alert_id
+    assert change.added == (("dev", "firing", ""), ("dev", "resolved", ""))
+    assert change.removed == (("pager", "firing", ""), ("pager", "resolved", ""))
+    assert difference.before == {"hook": 3, "pager": 2}  # every matching route applies
+    assert difference.after == {"dev": 2, "hook": 3}
+
+
+def test_grouping_is_simulated_with_the_clock_at_the_events_times() -> None:
+    """Catches a simulation without the clock (a grouped route would notify nothing),
+    or one that ticks at the wrong times: three alerts of two services, grouped with
+    a 30 s group_wait, are two group notifications, each alert told once, in a group."""
+    storm = [
+        received(0, normalized(0, host="a", service="web")),
+        received(0, normalized(0, host="b", service="web")),
+        received(0, normalized(0, host="c", service="db")),
+    ]
+    logged = replay(storm, rules(ROUTES))
+    again = replay(as_logged(logged), rules(BY_SERVICE), until=T0 + 10 * MINUTE)
+    groups = [f for f in again.facts if isinstance(f, ev.GroupNotified)]
+    assert len(groups) == 2
+    assert {g.fired_at - T0 for g in groups} == {30_000_000}
+    difference = compare(notified(logged.facts), notified(again.facts, again.alias))
+    assert [c.kind for c in difference.changes] == ["changed"] * 3
+    assert all(c.added[0][:2] == ("team", "firing") and c.added[0][2] for c in difference.changes)
+    assert difference.before == {"hook": 3}
+    assert difference.after == {"team": 2}
+
+
+def test_an_alert_no_longer_routed_is_removed() -> None:
+    """Catches removals left out: a config with no catch-all route tells nobody of the
+    warning (removed) and no longer tells hook of the critical (changed)."""
+    logged = replay(INPUTS, rules(ROUTES))
+    only_critical = RoutingTable.compile(
+        [Route(receivers=["pager"], match=Match(severity="critical"))]
+    )
+    again = replay(as_logged(logged), rules(only_critical))
+    difference = compare(notified(logged.facts), notified(again.facts, again.alias))
+    assert [(c.kind, c.removed, c.added) for c in difference.changes] == [
+        ("changed", (("hook", "firing", ""), ("hook", "resolved", "")), ()),
+        ("removed", (("hook", "firing", ""),), ()),
+    ]
