@@ -249,12 +249,12 @@ def test_an_unrouted_alert_is_marked_and_counted_once_until_a_route_takes_it() -
     for minute in (0, 1, 10, 11):  # open, duplicate, reminder, reminder
         run.feed(normalized(minute, "info"), routing=ONLY_CRITICAL)
     [alert] = run.state.alerts.values()
-    assert (alert.unrouted, alert.receivers) == (True, [])
+    assert (alert.unrouted, alert.receivers) == (True, ())
     assert (alert.occurrences, alert.suppressed_count) == (4, 4)
     assert sum(hour.suppressed for hour in run.state.hours.values()) == 4
     assert sum(hour.unrouted for hour in run.state.hours.values()) == 1
     run.feed(normalized(20, "critical"), routing=ONLY_CRITICAL)
-    assert (alert.unrouted, alert.receivers) == (False, ["pager"])
+    assert (alert.unrouted, alert.receivers) == (False, ("pager",))
     run.feed(normalized(30, "info"), routing=ONLY_CRITICAL)  # someone was told: not unrouted
     assert not alert.unrouted
     assert sum(hour.unrouted for hour in run.state.hours.values()) == 1

@@ -176,7 +176,7 @@ def _time_auto_resolve(state: State, e: ev.AlertReceived) -> None:
 
 def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
     state.open_by_fingerprint[e.fingerprint] = OpenAlert(
-        alert_id=e.alert_id, bucket=e.bucket, routed_severity=e.severity, receivers=[]
+        alert_id=e.alert_id, bucket=e.bucket, routed_severity=e.severity, receivers=()
     )
     if state.flaps or state.flap_changes is not None:
         flapping.record(state, e.fingerprint)  # a change, for [flapping]
@@ -248,7 +248,7 @@ def _inhibited(e: ev.AlertInhibited, state: State, seq: int) -> None:
             _retimed(state, group)
             left.append(key)
     if left:
-        current.groups = [key for key in current.groups if key not in left]
+        current.groups = tuple(key for key in current.groups if key not in left)
 
 
 def _inhibit_source(e: ev.InhibitSource, state: State, seq: int) -> None:
@@ -365,7 +365,7 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
         elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
             current.routed_severity = e.severity
         if e.receiver not in current.receivers:
-            current.receivers.append(e.receiver)
+            current.receivers += (e.receiver,)
         current.silenced = False
         current.silenced_by = None
         if current.inhibited_by is not None:
@@ -374,7 +374,7 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
     as_routed = None
     if alert is not None:
         if e.receiver not in alert.receivers:
-            alert.receivers.append(e.receiver)
+            alert.receivers += (e.receiver,)
         alert.last_delivery_status = "pending"
         alert.unrouted = False
         as_routed = AlertAsRouted(
@@ -438,7 +438,7 @@ def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
         elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
             current.routed_severity = e.severity
         if e.group_key not in current.groups:
-            current.groups.append(e.group_key)
+            current.groups += (e.group_key,)
         current.silenced = False
         current.silenced_by = None
         if current.inhibited_by is not None:
@@ -446,7 +446,7 @@ def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         if e.group_key not in alert.groups:
-            alert.groups.append(e.group_key)
+            alert.groups += (e.group_key,)
         alert.unrouted = False
     group = state.groups.get(e.group_key)
     if group is not None:
@@ -465,7 +465,7 @@ def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
         alert = state.alerts.get(alert_id)
         if alert is not None:
             if e.receiver not in alert.receivers:
-                alert.receivers.append(e.receiver)
+                alert.receivers += (e.receiver,)
             alert.last_delivery_status = "pending"
     state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,

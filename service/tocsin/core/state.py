@@ -42,7 +42,7 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     last_seen: int
     occurrences: int = 0
     suppressed_count: int = 0
-    receivers: list[str] = []
+    receivers: tuple[str, ...] = ()
     resolved_at: int | None = None
     last_delivery_status: DeliveryStatus | None = None
     trace_id: str | None = None
@@ -51,7 +51,9 @@ class Alert(Struct, kw_only=True, gc=False, array_like=True):
     acked_at: int | None = None
     ack_comment: str | None = None
     unrouted: bool = False  # no route matched its news, and no receiver was ever told
-    groups: list[str] = []  # the notification groups it joined (grouped routes)
+    groups: tuple[str, ...] = ()  # the notification groups it joined (grouped routes)
+    # (tuples, not lists: an empty tuple is shared and never tracked by the cyclic GC,
+    # which would otherwise rescan one more container per alert at every collection)
     resolved_ts: int | None = None  # log time (``ts``) of its ``alert.resolved``
     inhibited_by: str | None = None  # the open alert holding back its news (inhibit rules)
 

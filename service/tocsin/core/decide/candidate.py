@@ -8,7 +8,7 @@ No stage changes the state: the caller folds the facts once the decision is made
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from msgspec import Struct, field
@@ -46,11 +46,11 @@ class Candidate(Struct, kw_only=True, gc=False):
     dedup_key: str = ""
     bucket: int = 0
     reason: Reason = "firing"  # what a notification of it would say
-    _receivers: list[str] | None = None
+    _receivers: Sequence[str] | None = None
     _groups: list[GroupTarget] | None = None
 
     @property
-    def receivers(self) -> list[str]:
+    def receivers(self) -> Sequence[str]:
         """Who would be told at once (ungrouped routes): every receiver told of the
         alert for a resolve (whatever the routes say now), else the receivers of the
         matching routes. Asked of the routing table once, by the first stage that needs

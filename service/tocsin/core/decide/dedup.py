@@ -40,10 +40,11 @@ class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     alert_id: str
     bucket: int
     routed_severity: Severity
-    receivers: list[str]
+    receivers: tuple[str, ...]
     acked: bool = False
     silenced: bool = False  # the current bucket's would-be notification was silenced
-    groups: list[str] = []  # the notification groups it joined: a resolve goes to each
+    groups: tuple[str, ...] = ()  # the groups it joined: a resolve goes to each (a tuple:
+    # untracked by the cyclic GC, unlike a list per alert)
     silenced_by: str | None = None  # the silence that held back its current news
     inhibits: dict[str, str] = {}  # inhibit rule -> its equal values, as a source of it
     inhibited_by: str | None = None  # the alert that inhibited its current news
