@@ -341,6 +341,11 @@ url = "{sink.url}"
         ]
         assert muted.notifications == 0
         assert muted.due_at == deferred["until"]
+        async with httpx.AsyncClient(base_url=service.api) as http:
+            stats = (await http.get("/api/v1/stats")).json()
+            assert stats["muted"] == 1  # DESIGN.md section 13's count of the cause
+        metrics = await service.metrics()
+        assert metrics[("tocsin_notifications_muted_total", frozenset({("receiver", "hook")}))] == 1
         await service.assert_live_state_is_the_log()
     finally:
         await service.stop()

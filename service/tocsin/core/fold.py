@@ -479,6 +479,7 @@ def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
 
 
 def _group_deferred(e: ev.GroupDeferred, state: State, seq: int) -> None:
+    state.hour().muted += 1
     group = state.groups.get(e.group_key)
     if group is not None:
         group.deferred_until = e.until

@@ -249,6 +249,7 @@ class HourStats(Struct, kw_only=True, gc=False, array_like=True):
     rejected: dict[str, int] = {}  # refused inbound messages by reason code
     unrouted: int = 0  # alerts found to match no route (``newly_unrouted`` facts)
     inhibited: int = 0  # firing events held back by an inhibit rule (``alert.inhibited``)
+    muted: int = 0  # group notifications deferred by time intervals (``group.deferred``)
     flapping: int = 0  # news held because its fingerprint flaps (suppressed, ``flapping``)
     escalations: int = 0  # escalation steps fired (``escalation.fired``)
     heartbeats_missed: int = 0  # ``heartbeat.missed`` facts

@@ -183,7 +183,8 @@ class Stats(Struct, kw_only=True):
     ``rejected`` (inbound messages refused in the window), ``rejected_by_reason``
     (those by reason code, most first), ``unrouted`` (alerts found in the window to
     match no route: nobody was told of them), ``inhibited`` (firing events held back
-    by an inhibit rule, counted in ``suppressed`` too), ``flapping`` (firing events held
+    by an inhibit rule, counted in ``suppressed`` too), ``muted`` (group notifications
+    time intervals deferred: ``group.deferred``), ``flapping`` (firing events held
     because their fingerprint flaps; also in ``suppressed``) ``escalations``
     (escalation steps fired) and ``heartbeats_missed`` (heartbeat deadlines missed in
     the window, DESIGN.md section 13)."""
@@ -203,6 +204,7 @@ class Stats(Struct, kw_only=True):
     rejected_by_reason: dict[str, int]
     unrouted: int
     inhibited: int = 0
+    muted: int = 0
     flapping: int = 0
     escalations: int = 0
     heartbeats_missed: int = 0
@@ -978,7 +980,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
     by_severity: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     by_type: dict[str, int] = {}
     by_receiver: dict[str, ReceiverCounts] = {}
-    suppressed = unrouted = inhibited = flapping = escalations = heartbeats_missed = 0
+    suppressed = unrouted = inhibited = muted = flapping = escalations = heartbeats_missed = 0
     rejected: dict[str, int] = {}
     per_hour: list[dict[str, Any]] = []
     for hour in range(last_hour - hours + 1, last_hour + 1):
@@ -993,6 +995,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
             suppressed += bucket.suppressed
             unrouted += bucket.unrouted
             inhibited += bucket.inhibited
+            muted += bucket.muted
             flapping += bucket.flapping
             escalations += bucket.escalations
             heartbeats_missed += bucket.heartbeats_missed
@@ -1037,6 +1040,7 @@ def stats(state: State, hours: int, now: int) -> Stats:
         rejected_by_reason=dict(sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
         unrouted=unrouted,
         inhibited=inhibited,
+        muted=muted,
         flapping=flapping,
         escalations=escalations,
         heartbeats_missed=heartbeats_missed,

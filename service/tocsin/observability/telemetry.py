@@ -154,6 +154,11 @@ class Metrics:
             description="escalation steps fired (their receivers told of an unacknowledged "
             "notification), by step (0 = the first)",
         )
+        self.muted = meter.create_counter(
+            "tocsin_notifications_muted",
+            description="group notifications that fell due inside a mute (or outside every "
+            "active time interval) and were deferred (group.deferred), by receiver",
+        )
         self.flapping = meter.create_counter(
             "tocsin_alerts_flapping",
             description="fingerprints found flapping (their news held until stable), once "
@@ -375,6 +380,10 @@ def _group_notified(event: ev.GroupNotified, metrics: Metrics, tally: _Tally) ->
     metrics._routed_at[event.notification_id] = (tally.state.last_ts, severity)
 
 
+def _muted(event: ev.GroupDeferred, metrics: Metrics, tally: _Tally) -> None:
+    tally.counts["muted", (("receiver", event.receiver),)] += 1
+
+
 def _suppressed(event: ev.AlertSuppressed, metrics: Metrics, tally: _Tally) -> None:
     tally.counts["suppressed", (("cause", event.cause),)] += 1
     if event.newly_unrouted:  # set once per alert, on a fact of the event received
@@ -467,11 +476,12 @@ def _count(kind: type[ev.Event]) -> Count | None:
         return handled_by(kind, _beat)
     if issubclass(kind, ev.HeartbeatMissed):
         return handled_by(kind, _missed)
+    if issubclass(kind, ev.GroupDeferred):
+        return handled_by(kind, _muted)
     if issubclass(
         kind,
         ev.GroupOpened
         | ev.AlertGrouped
-        | ev.GroupDeferred
         | ev.SilenceExpired
         | ev.InhibitSource
         | ev.InhibitReleased
