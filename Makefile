@@ -22,7 +22,8 @@ $(RUN_STAMP): requirements/run.txt pyproject.toml | $(BIN)/python
 	$(SELF)
 	touch $@
 
-# Testing adds the test tools, and the Debian packages the tests drive (chromium).
+# Testing adds the test tools, and the Debian packages the tests drive (tests/system-packages.sh:
+# chromium, prometheus-alertmanager, prometheus).
 $(TEST_STAMP): requirements/test.txt pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(LOCKED) -r requirements/test.txt
 	$(SELF)
