@@ -157,7 +157,9 @@ def test_a_progress_bar_on_a_terminal_and_none_in_json(logged: Path, tmp_path: P
     bar = re.search(r"\[#{20}\] (\d+)/(\d+) events \(100%\), [\d,]+ events/s, ETA 0:00", shown)
     assert bar is not None, shown
     assert bar[1] == bar[2] == "8", "3 received events and 5 notifications read"
-    assert shown.endswith("\r\x1b[K"), "the bar is cleared before the report"
+    assert shown.endswith("\rcomparing with what the log notified...\x1b[K\r\x1b[K"), (
+        "the bar is followed by the comparison's note, then cleared before the report"
+    )
 
     code, out, shown = run_on_a_terminal(*args, "--json")
     assert code == 0, shown

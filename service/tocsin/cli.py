@@ -778,9 +778,14 @@ class _Progress:
             sys.stderr.write(f"\r{line}\x1b[K")
             sys.stderr.flush()
 
-    def close(self) -> None:
-        sys.stderr.write("\r\x1b[K")
+    def note(self, text: str) -> None:
+        """Say what runs after the rows are read (comparing takes a few seconds on a
+        million events, and a still terminal looks hung)."""
+        sys.stderr.write(f"\r{text}\x1b[K")
         sys.stderr.flush()
+
+    def close(self) -> None:
+        self.note("")
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -814,10 +819,13 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     try:
         run = simulate.replay(inputs, rules, until=until)
+        if progress is not None:
+            progress.note("comparing with what the log notified...")
+        told_after = simulate.notified(run.facts, run.alias)
+        difference = simulate.compare(simulate.notified(told), told_after)
     finally:
         if progress is not None:
             progress.close()
-    difference = simulate.compare(simulate.notified(told), simulate.notified(run.facts, run.alias))
     if args.json:
         report = simulate.report_json(difference, run.received, new.digest())
         print(msgspec.json.encode(report).decode())
