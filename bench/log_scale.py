@@ -2,7 +2,8 @@
 
 Generates the log with the real pipeline code (triage -> facts -> EventLog.append, in
 group commits), then measures: the fold rate (decode + fold, events/s), start time
-without and with a snapshot, and `tocsin replay`, `state` and `verify` on it.
+without and with a snapshot, and `tocsin replay`, `state`, `verify` and `simulate` (under
+a config that sends the critical alerts to another receiver) on it.
 
 Run: .venv/bin/python bench/log_scale.py [--events 1000000] [--keep DIR] [--replay-only]
 Writes bench/results/log_scale.json (or --out FILE). ``--replay-only`` stops after the
@@ -40,6 +41,27 @@ from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger, load_state, load_state_fast
 
 T0 = 1_790_000_000 * 1_000_000
+
+SIMULATE_CONFIG = """
+[[route]]
+match = { severity = "critical" }
+receivers = ["pager", "hook"]
+continue = false
+
+[[route]]
+match = {}
+receivers = ["hook"]
+
+[receivers.hook]
+channel = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[receivers.pager]
+channel = "webhook"
+url = "http://127.0.0.1:9/pager"
+"""
+"""``tocsin simulate``'s new config: the generated log's critical alerts went to hook
+and mail; here to pager and hook (every critical alert changed, the rest the same)."""
 
 
 async def generate(data: Path, target: int) -> int:
@@ -169,6 +191,11 @@ async def main() -> None:
             timed([TOCSIN, "state", *base, "--at", "2026-09-20T00:00:00Z", "--json"]), 1
         )
         result["cli_verify_seconds"] = round(timed([TOCSIN, "verify", *base]), 1)
+        new = tmp / "new.toml"
+        new.write_text(SIMULATE_CONFIG)
+        simulated = timed([TOCSIN, "simulate", *base, "--config", str(new), "--json"])
+        result["cli_simulate_seconds"] = round(simulated, 1)
+        result["cli_simulate_events_per_second"] = round(events / simulated)
         result["log_bytes"] = path.stat().st_size
         # compact the older half, then check that the archive, the log and the state agree
         with sqlite3.connect(path) as conn:

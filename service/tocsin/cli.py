@@ -13,6 +13,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound
 from tocsin.core import amimport, contracts, ingest
+from tocsin.core import events as ev
 from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
@@ -290,7 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(simulate, nats=False)
     simulate.add_argument("--since", help="appended since: RFC 3339 or a duration (2h)")
     simulate.add_argument("--until", help="appended until: RFC 3339 or a duration")
-    simulate.add_argument("--json", action="store_true", help="one JSON object")
+    shape = simulate.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="one JSON object")
+    shape.add_argument(
+        "--markdown", action="store_true", help="a summary to paste into a pull request"
+    )
+    simulate.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        help="--markdown: how many changed alerts to list (default 20)",
+    )
 
     reload = sub.add_parser(
         "reload", help="ask the running service to read its config file again (section 15)"
@@ -747,19 +759,56 @@ async def _reload(args: argparse.Namespace, data_dir: str) -> int:
     return EXIT_OK
 
 
+class _Progress:
+    """``tocsin simulate``'s progress bar: one line on stderr, redrawn at most every
+    0.2 s, cleared at the end (``simulate.progress_line`` says what it shows)."""
+
+    def __init__(self, total: int) -> None:
+        from tocsin.core import simulate
+
+        self._line = simulate.progress_line
+        self._total = total
+        self._started = self._drawn = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._drawn >= 0.2 or done == self._total:
+            self._drawn = now
+            line = self._line(done, self._total, now - self._started)
+            sys.stderr.write(f"\r{line}\x1b[K")
+            sys.stderr.flush()
+
+    def note(self, text: str) -> None:
+        """Say what runs after the rows are read (comparing takes a few seconds on a
+        million events, and a still terminal looks hung)."""
+        sys.stderr.write(f"\r{text}\x1b[K")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        self.note("")
+
+
 def _simulate(args: argparse.Namespace) -> int:
     """``tocsin simulate --config NEW``: the log's received events through the decision
     core under NEW (``core.simulate``), compared with what the log says was notified.
-    Reads the file only, so it runs beside the service."""
+    Reads the file only, so it runs beside the service; the rows are streamed into the
+    replay. A progress bar on stderr when it is a terminal (never with ``--json``)."""
     from tocsin.core import simulate
     from tocsin.pipeline.reload import loaded_fact
 
     if args.config is None:
         raise UsageError("simulate: give the config to simulate with --config NEW")
+    if args.limit < 0:
+        raise UsageError("simulate: --limit must be 0 or more")
     new = config.load(args.config)
     since, until = _instant("--since", args.since), _instant("--until", args.until)
+    path = db_path(args.data_dir)
+    told: list[ev.Event] = []
+    progress: _Progress | None = None
     try:
-        inputs, told = forensics.simulation_rows(db_path(args.data_dir), since, until)
+        if sys.stderr.isatty() and not args.json:
+            progress = _Progress(forensics.simulation_total(path, since, until))
+        inputs = forensics.simulation_rows(path, told, since, until, on_rows=progress)
     except forensics.LogMissing as error:
         raise UsageError(str(error)) from error
     rules = simulate.Rules(
@@ -768,11 +817,21 @@ def _simulate(args: argparse.Namespace) -> int:
         intervals=new.time_intervals,
         window_seconds=new.dedup_window,
     )
-    run = simulate.replay(inputs, rules, until=until)
-    difference = simulate.compare(simulate.notified(told), simulate.notified(run.facts, run.alias))
+    try:
+        run = simulate.replay(inputs, rules, until=until)
+        if progress is not None:
+            progress.note("comparing with what the log notified...")
+        told_after = simulate.notified(run.facts, run.alias)
+        difference = simulate.compare(simulate.notified(told), told_after)
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         report = simulate.report_json(difference, run.received, new.digest())
         print(msgspec.json.encode(report).decode())
+    elif args.markdown:
+        lines = simulate.report_markdown(difference, run, new.digest(), until, args.limit)
+        print("\n".join(lines))
     else:
         print("\n".join(simulate.report_lines(difference, run.received, new.digest())))
     return EXIT_OK

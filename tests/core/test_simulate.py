@@ -10,7 +10,15 @@ from tocsin.core import events as ev
 from tocsin.core.decide.route import Route, RoutingTable
 from tocsin.core.ingest import Normalized
 from tocsin.core.matchers import Match
-from tocsin.core.simulate import Replayed, Rules, compare, notified, replay
+from tocsin.core.simulate import (
+    Replayed,
+    Rules,
+    compare,
+    notified,
+    progress_line,
+    replay,
+    report_markdown,
+)
 
 
 def rules(routing: RoutingTable, version: str = "v") -> Rules:
@@ -118,3 +126,31 @@ def test_an_alert_no_longer_routed_is_removed() -> None:
         ("changed", (("hook", "firing", ""), ("hook", "resolved", "")), ()),
         ("removed", (("hook", "firing", ""),), ()),
     ]
+
+
+def test_markdown_says_when_nothing_changes_and_describes_alerts_the_run_drops() -> None:
+    """Catches a markdown summary that prints an empty table when nothing differs, or
+    that cannot say what a removed alert was (only the log told of it, so its type,
+    severity and labels come from the log's received event, not the simulation's)."""
+    logged = replay(INPUTS, rules(ROUTES))
+    again = replay(as_logged(logged), rules(ROUTES))
+    same = report_markdown(compare(notified(logged.facts), notified(again.facts)), again, "v")
+    assert same[-1] == "No alert would be told differently."
+    assert not any(line.startswith("| |") for line in same)
+
+    only_critical = RoutingTable.compile(
+        [Route(receivers=["pager"], match=Match(severity="critical"))]
+    )
+    dropped = replay(as_logged(logged), rules(only_critical))
+    difference = compare(notified(logged.facts), notified(dropped.facts, dropped.alias))
+    lines = report_markdown(difference, dropped, "v2", limit=5)
+    assert lines[-1] == "| removed | disk_full | warning | host=db2 | hook firing | nothing |"
+
+
+def test_the_progress_line_shows_rows_read_the_rate_and_the_time_left() -> None:
+    """Catches a progress bar with a wrong share, rate or ETA (time is injected)."""
+    assert progress_line(250_000, 1_000_000, 5.0) == (
+        "[#####...............] 250,000/1,000,000 events (25%), 50,000 events/s, ETA 0:15"
+    )
+    assert progress_line(0, 10, 0.0).endswith("0/10 events (0%), 0 events/s, ETA ?")
+    assert progress_line(0, 0, 1.0).startswith("[####################] 0/0 events (100%)")

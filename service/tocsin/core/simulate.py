@@ -25,6 +25,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tocsin.core import clock
 from tocsin.core import events as ev
@@ -34,6 +35,7 @@ from tocsin.core.fold import fold
 from tocsin.core.ingest import Normalized
 from tocsin.core.state import State
 from tocsin.core.timeintervals import TimeIntervals
+from tocsin.core.times import format_us
 
 Told = tuple[str, str, str]  # (receiver, reason, group key or "" for an ungrouped route)
 
@@ -55,6 +57,11 @@ class Replayed:
     facts: list[ev.Event] = field(default_factory=list)
     alias: dict[str, str] = field(default_factory=dict)
     received: int = 0  # events fed through triage
+    # each alert's first received event, by the id ``notified`` knows it by (what the
+    # markdown summary says of an alert: type, severity, labels)
+    about: dict[str, ev.AlertReceived] = field(default_factory=dict)
+    first: int | None = None  # the first and last input's time (the window replayed)
+    last: int | None = None
 
 
 def _normalized(received: ev.AlertReceived) -> Normalized:
@@ -130,8 +137,12 @@ def replay(
                 trace_id=None,
             )
             first = facts[0]
-            if isinstance(first, ev.AlertReceived) and first.alert_id and event.alert_id:
-                out.alias.setdefault(first.alert_id, event.alert_id)
+            if isinstance(first, ev.AlertReceived) and first.alert_id:
+                if event.alert_id:
+                    out.alias.setdefault(first.alert_id, event.alert_id)
+                out.about.setdefault(out.alias.get(first.alert_id, first.alert_id), event)
+            if event.alert_id:
+                out.about.setdefault(event.alert_id, event)  # an alert the run drops
             commit(facts, now)
             out.received += 1
         elif isinstance(event, ev.SilenceCreated | ev.SilenceDeleted):
@@ -143,8 +154,11 @@ def replay(
         else:
             continue
         last = now
+        if out.first is None:
+            out.first = now
         if on_event is not None:
             on_event(now)
+    out.last = last
     end = until if until is not None else last
     if end is not None:
         tick_until(end)
@@ -179,9 +193,9 @@ def notified(facts: Iterable[ev.Event], alias: dict[str, str] | None = None) -> 
     return told
 
 
-@dataclass(frozen=True)
-class Notified:
-    """One alert in one notification."""
+class Notified(NamedTuple):
+    """One alert in one notification (a tuple: a busy day makes a million of them, and
+    a frozen dataclass's ``__init__`` is several times slower)."""
 
     alert: str  # the log's alert id (the simulation's, for an alert the log never had)
     fingerprint: str
@@ -210,33 +224,42 @@ class Difference:
 
 
 def compare(before: Iterable[Notified], after: Iterable[Notified]) -> Difference:
-    """The difference, alert by alert, in the order the alerts were first told of."""
-    was: dict[str, Counter[Told]] = {}
-    now: dict[str, Counter[Told]] = {}
+    """The difference, alert by alert, in the order the alerts were first told of.
+    Each alert's notifications are kept as plain lists and compared sorted; the
+    multiset difference is only taken for the alerts that differ (most are the same)."""
+    was: dict[str, list[Told]] = {}
+    now: dict[str, list[Told]] = {}
     fingerprints: dict[str, str] = {}
-    order: dict[str, int] = {}
     totals: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})
     for side, entries, tally in ((was, before, totals[0]), (now, after, totals[1])):
         for entry in entries:
-            side.setdefault(entry.alert, Counter())[entry.told] += 1
-            fingerprints.setdefault(entry.alert, entry.fingerprint)
-            order.setdefault(entry.alert, len(order))
-            tally.setdefault(entry.told[0], set()).add(entry.notification_id)
+            told = side.get(entry.alert)
+            if told is None:
+                side[entry.alert] = [entry.told]
+                fingerprints.setdefault(entry.alert, entry.fingerprint)  # first-told order
+            else:
+                told.append(entry.told)
+            ids = tally.get(entry.told[0])
+            if ids is None:
+                tally[entry.told[0]] = {entry.notification_id}
+            else:
+                ids.add(entry.notification_id)
     changes: list[Change] = []
     same = 0
-    for alert in sorted(order, key=order.__getitem__):
-        old, new = was.get(alert, Counter()), now.get(alert, Counter())
-        if old == new:
+    for alert, fingerprint in fingerprints.items():
+        old, new = was.get(alert, []), now.get(alert, [])
+        if len(old) == len(new) and sorted(old) == sorted(new):
             same += 1
             continue
         kind = "added" if not old else "removed" if not new else "changed"
+        was_told, now_told = Counter(old), Counter(new)
         changes.append(
             Change(
                 kind,
                 alert,
-                fingerprints[alert],
-                tuple(sorted((new - old).elements())),
-                tuple(sorted((old - new).elements())),
+                fingerprint,
+                tuple(sorted((now_told - was_told).elements())),
+                tuple(sorted((was_told - now_told).elements())),
             )
         )
     return Difference(
@@ -300,3 +323,93 @@ def report_json(difference: Difference, received: int, version: str) -> dict[str
         "before": difference.before,
         "after": difference.after,
     }
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _labels(labels: dict[str, str], width: int = 60) -> str:
+    """The labels as ``k=v, ...`` (sorted), cut to ``width`` characters."""
+    text = ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _told_cell(told: tuple[Told, ...]) -> str:
+    return "<br>".join(_cell(_told(t)) for t in told) or "nothing"
+
+
+def report_markdown(
+    difference: Difference,
+    run: Replayed,
+    version: str,
+    until: int | None = None,
+    limit: int = 20,
+) -> list[str]:
+    """``tocsin simulate --markdown``: the summary a reviewer pastes into a pull request.
+    A heading, the window replayed, the counts, the notifications by receiver before ->
+    after, then the first ``limit`` changed alerts (type, severity, labels; what only
+    the log told, what only the simulation tells), and how many more there are."""
+    changes = difference.changes
+    by_kind = Counter(change.kind for change in changes)
+    end = until if until is not None else run.last
+    window = (
+        f"{format_us(run.first)} → {format_us(end)}"
+        if run.first is not None and end is not None
+        else "no received events"
+    )
+    lines = [
+        f"### tocsin simulate: config `{version}`",
+        "",
+        f"Replayed {run.received} received event(s), {window}.",
+        "",
+        f"**{by_kind['added']} added, {by_kind['removed']} removed, "
+        f"{by_kind['changed']} changed**, {difference.same} alert(s) told the same.",
+        "",
+        "| Receiver | Before | After | Change |",
+        "|---|---:|---:|---:|",
+    ]
+    for receiver in sorted(set(difference.before) | set(difference.after)):
+        was, now = difference.before.get(receiver, 0), difference.after.get(receiver, 0)
+        lines.append(f"| {_cell(receiver)} | {was} | {now} | {now - was:+d} |")
+    if not changes:
+        lines += ["", "No alert would be told differently."]
+        return lines
+    shown = changes[:limit]
+    lines += [
+        "",
+        f"Changed alerts (the first {len(shown)} of {len(changes)}; before: told only by "
+        "the log, after: told only under the new config):",
+        "",
+        "| | Type | Severity | Labels | Before | After |",
+        "|---|---|---|---|---|---|",
+    ]
+    for change in shown:
+        about = run.about.get(change.alert)
+        kind, severity, labels = (
+            (about.type, about.severity, _labels(about.labels))
+            if about is not None
+            else ("?", "?", f"fingerprint {change.fingerprint}")
+        )
+        lines.append(
+            f"| {change.kind} | {_cell(kind)} | {severity} | {_cell(labels)} "
+            f"| {_told_cell(change.removed)} | {_told_cell(change.added)} |"
+        )
+    if len(changes) > len(shown):
+        lines += ["", f"…and {len(changes) - len(shown)} more changed alert(s) (`--json` for all)."]
+    return lines
+
+
+def progress_line(done: int, total: int, elapsed: float) -> str:
+    """The progress bar ``tocsin simulate`` draws on a terminal: rows read of the total,
+    the rate, and the time left at that rate."""
+    share = done / total if total else 1.0
+    filled = int(share * 20)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else None
+    eta = "?" if left is None else f"{int(left) // 60}:{int(left) % 60:02d}"
+    return (
+        f"[{'#' * filled}{'.' * (20 - filled)}] {done:,}/{total:,} events "
+        f"({share:.0%}), {rate:,.0f} events/s, ETA {eta}"
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,26 +266,56 @@ def _bad(count: int, first: int | None, seq: int, problem: str) -> Verdict:
     )
 
 
-def simulation_rows(
-    path: Path, since: int | None = None, until: int | None = None
-) -> tuple[list[tuple[int, ev.Event]], list[ev.Event]]:
-    """``tocsin simulate``'s reading of the file (read-only, while the service runs):
-    the inputs appended in ``[since, until]`` as ``(ts, event)`` (received events,
-    operator silences), and the notifications the log holds for the same span."""
-    inputs: list[tuple[int, ev.Event]] = []
-    told: list[ev.Event] = []
+def simulation_total(path: Path, since: int | None = None, until: int | None = None) -> int:
+    """How many rows ``simulation_rows`` will read (the progress bar's total)."""
     conn = connect(path)
     try:
-        cursor = conn.execute(
-            tables.SIMULATION_ROWS, (since or 0, until if until is not None else 2**62)
-        )
+        row = conn.execute(tables.SIMULATION_COUNT, _span(since, until)).fetchone()
+    finally:
+        conn.close()
+    return int(row[0])
+
+
+def _span(since: int | None, until: int | None) -> tuple[int, int]:
+    return since or 0, until if until is not None else 2**62
+
+
+def simulation_rows(
+    path: Path,
+    told: list[ev.Event],
+    since: int | None = None,
+    until: int | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, ev.Event]]:
+    """``tocsin simulate``'s reading of the file (read-only, while the service runs):
+    the inputs appended in ``[since, until]`` as ``(ts, event)`` (received events,
+    operator silences), streamed so the replay runs as the rows are read; the
+    notifications the log holds for the same span are appended to ``told`` on the way.
+    ``on_rows`` is told the rows read so far after each batch (a progress bar). The file
+    is opened now, so a missing log raises ``LogMissing`` here, not mid-iteration."""
+    conn = connect(path)
+    cursor = conn.execute(tables.SIMULATION_ROWS, _span(since, until))
+    return _stream(conn, cursor, told, on_rows)
+
+
+def _stream(
+    conn: sqlite3.Connection,
+    cursor: sqlite3.Cursor,
+    told: list[ev.Event],
+    on_rows: Callable[[int], None] | None,
+) -> Iterator[tuple[int, ev.Event]]:
+    read = 0
+    decode = ev.decode
+    try:
         while batch := cursor.fetchmany(5000):
             for ts, data in batch:
-                event = ev.decode(bytes(data))
+                event = decode(bytes(data))
                 if isinstance(event, ev.AlertRouted | ev.GroupNotified):
                     told.append(event)
                 else:
-                    inputs.append((ts, event))
+                    yield ts, event
+            read += len(batch)
+            if on_rows is not None:
+                on_rows(read)
     finally:
         conn.close()
-    return inputs, told

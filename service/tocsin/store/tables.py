@@ -255,13 +255,17 @@ CONFIG_AS_OF = (
 CONFIG_VERSIONS = "SELECT seq, ts, kind, data FROM events WHERE kind = 'config.loaded' ORDER BY seq"
 """Every ``config.loaded`` the log holds, oldest first (``GET /api/v1/config/versions``)."""
 
-SIMULATION_ROWS = (
-    "SELECT ts, data FROM events WHERE kind IN"
+_SIMULATED = (
+    " FROM events WHERE kind IN"
     " ('alert.received', 'silence.created', 'silence.deleted', 'alert.routed', 'group.notified')"
-    " AND ts >= ? AND ts <= ? ORDER BY seq"
+    " AND ts >= ? AND ts <= ?"
 )
+SIMULATION_ROWS = "SELECT ts, data" + _SIMULATED + " ORDER BY seq"
 """What ``tocsin simulate`` reads: the inputs it feeds the decision core again, and the
 notifications the log holds, appended in ``[since, until]``."""
+
+SIMULATION_COUNT = "SELECT count(*)" + _SIMULATED
+"""How many rows ``SIMULATION_ROWS`` reads (``tocsin simulate``'s progress bar)."""
 
 ALERT_ROWS = "SELECT seq, ts, data FROM events WHERE alert_id = ? ORDER BY seq"
 """``(seq, ts, data)`` of one alert's rows, as ``fold.fold_alert`` takes them."""
