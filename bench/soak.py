@@ -677,6 +677,9 @@ def write_config(path: Path, steady: SoakReceiver, flaky: SoakReceiver) -> None:
     )
     path.write_text(
         '[dedup]\nwindow = "1m"\n\n'
+        # A short retention window: the RSS check proves memory bounded by it (with the
+        # default day nothing would be let go within the run).
+        '[alerts]\nkeep_resolved = "1m"\n\n'
         f'[[route]]\nmatch = {{}}\nreceivers = ["{steady.name}", "{flaky.name}"]\n\n'
         + receivers
         + '[retry]\nmax_attempts = 6\nbackoff = ["1s", "2s", "4s"]\n\n'
