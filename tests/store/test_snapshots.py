@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import T0, add_firing
 from tocsin.cli import main
+from tocsin.core.decide.idempotency import digest
 from tocsin.core.state import State
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger, load_state
@@ -147,6 +148,27 @@ async def test_a_named_snapshot_from_another_version_fills_defaults_and_drops_ex
         alert["from_the_future"] = 1  # and one a newer version added
     decoded = decode_state(msgspec.msgpack.encode(raw))
     assert decoded == state  # acked_by defaults to None, as it is in state
+
+
+def test_a_base_snapshot_of_the_older_ids_layout_still_knows_its_ids() -> None:
+    """Catches the 24 h event ids of a compacted log's base forgotten on upgrade: a base
+    written before ids were kept as digests holds them raw (``at``, with ``by_slice``
+    beside it); they are still repeats after decoding, and the next event folded
+    digests them, oldest first, ahead of its own."""
+    raw = msgspec.msgpack.decode(encode_state(State(), named=True))
+    raw["received_ids"] = {
+        "at": {"late": T0 + 5, "early": T0},
+        "by_slice": {T0 // 3_600_000_000: ["early", "late"]},
+        "swept": T0 // 3_600_000_000,
+    }
+    ids = decode_state(msgspec.msgpack.encode(raw)).received_ids
+    assert ids.repeated("early", T0 + 10)
+    assert ids.repeated("late", T0 + 10)
+    assert not ids.repeated("other", T0 + 10)
+    ids.remember("new", T0 + 10, T0 + 10)
+    assert ids.at == {}
+    assert list(ids.seen) == [digest("early"), digest("late"), digest("new")]
+    assert ids.repeated("late", T0 + 11)
 
 
 async def test_a_compact_snapshot_of_another_layout_is_not_used_and_not_a_fault(
