@@ -332,6 +332,7 @@ class Ledger:
         async with self._lock:
             if self._snapshot_due:
                 await self._snapshot()
+            self.alert_index.bound(self.state)
             batch = Batch(
                 self.state, self._next_seq, self.clock(), self._epoch, self.alert_index.dirty
             )
