@@ -17,6 +17,7 @@ from tocsin.core.fold import fold, fold_alert, rebuild
 from tocsin.core.ingest import Normalized, default_fingerprint
 from tocsin.core.matchers import Match
 from tocsin.core.state import HOUR_US, KEEP_RESOLVED_US, State
+from tocsin.core.views import notification_view
 
 T0 = 1_800_000_000 * 1_000_000  # the log time of the first event
 MINUTE = 60 * 1_000_000
@@ -241,3 +242,28 @@ def test_a_superseded_notification_is_let_go_like_a_delivered_one() -> None:
     assert first.notification_id not in log.state.deliveries
     assert log.state.queue["superseded"] == 0
     assert log.state == rebuild(log.rows)
+
+
+def test_a_notification_is_shown_from_the_log_however_long_its_alert_fires_on() -> None:
+    """Catches ``GET /api/v1/notifications/{id}`` answering 404 for a delivered
+    notification whose alert kept firing: the view folds the alert's rows with the
+    projection's fold, and a fold that sweeps let the delivery go a day after it was
+    delivered, before the view read it. The view keeps everything, as
+    ``fold_alert`` does."""
+    log = Log()
+    first = routed_in(log.feed("h", T0))
+    log.settle(first, T0 + MINUTE, "delivered")
+    log.feed("h", T0 + KEEP_RESOLVED_US + 2 * HOUR_US)  # a reminder a day on: a sweep
+    rows = [
+        ev.StoredRow(seq, ts, ev.kind_of(fact), ev.encode(fact))
+        for seq, ts, fact in log.rows
+        if getattr(fact, "alert_id", None) == first.alert_id
+    ]
+    routed_row = next(row for row in rows if row.kind == "alert.routed")
+    view = notification_view(routed_row, rows, {"hook": "webhook"})
+    assert view is not None
+    assert (view.notification_id, view.status, view.attempts) == (
+        first.notification_id,
+        "delivered",
+        1,
+    )
