@@ -147,8 +147,9 @@ class NewRows:
         rows = self.rows
         if len(rows) <= INSERT_ROWS:
             size = statement_rows(len(rows))
-            padding = [None] * (_WIDTH * (size - len(rows)))
-            return [(insert_sql(size), [v for row in rows for v in row] + padding)]
+            params: list[object] = [v for row in rows for v in row]
+            params += [None] * (_WIDTH * (size - len(rows)))  # the rows the INSERT drops
+            return [(insert_sql(size), params)]
         statements: list[tuple[str, list[object]]] = []
         start = 0
         for size in insert_sizes(len(rows)):
