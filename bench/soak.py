@@ -13,7 +13,8 @@ RSS of one ``tocsin serve`` is measured over it.
 
 Then the load stops, the receivers answer 200, and after a bounded drain the soak
 checks: what JetStream acknowledged against the log and ``/api/v1/stats``; every routed
-notification delivered or dead-lettered, nothing pending; no ``Idempotency-Key``
+notification delivered, dead-lettered or superseded (by a later one its receiver
+accepted, checked against the log), nothing pending; no ``Idempotency-Key``
 accepted twice except where DESIGN.md invariant 4 allows (counted and printed);
 ``tocsin verify``; live state = fold(log); the operator's confirmed requests in the log;
 RSS flat over the last part (slope below ``--rss-slope`` MiB/min), drawn to
@@ -646,7 +647,9 @@ def markdown(command: str, date: str, plan: Plan, figures: dict[str, Any],
                   f"({clock.disk.get('full_seconds', '—')} s); a webhook flapping "
                   f"(time-out, 500, 429 + Retry-After, slow bodies, a 30 s outage)"),
         ("notifications", f"{figures['routed']:,} routed: {figures['delivered']:,} delivered, "
-                          f"{figures['dead_lettered']:,} dead-lettered, 0 pending required; "
+                          f"{figures['dead_lettered']:,} dead-lettered, "
+                          f"{figures['superseded']:,} superseded (a later one of the "
+                          "fingerprint delivered), 0 pending required; "
                           f"{figures['failed_attempts']:,} failed attempts retried"),
         ("Idempotency-Key accepted twice", f"{sum(t['allowed'].values())} allowed by invariant 4 "
                                            f"({t['allowed'] or 'none'}), "
@@ -674,6 +677,9 @@ def write_config(path: Path, steady: SoakReceiver, flaky: SoakReceiver) -> None:
     )
     path.write_text(
         '[dedup]\nwindow = "1m"\n\n'
+        # A short retention window: the RSS check proves memory bounded by it (with the
+        # default day nothing would be let go within the run).
+        '[alerts]\nkeep_resolved = "1m"\n\n'
         f'[[route]]\nmatch = {{}}\nreceivers = ["{steady.name}", "{flaky.name}"]\n\n'
         + receivers
         + '[retry]\nmax_attempts = 6\nbackoff = ["1s", "2s", "4s"]\n\n'

@@ -23,7 +23,10 @@ import msgspec
 from bench.soak_load import GIVE_UP_AFTER, Operator, Published
 from bench.soak_receiver import SoakReceiver
 
-OUTCOMES = ("delivery.succeeded", "delivery.dead_lettered")
+OUTCOMES = ("delivery.succeeded", "delivery.dead_lettered", "delivery.superseded")
+"""The facts that settle a notification: delivered, dead-lettered, or superseded (not
+sent: its receiver had accepted a later notification of its fingerprint, DESIGN.md's
+per-fingerprint order, ``core/policy/order.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,18 @@ class Check:
     name: str
     ok: bool
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """What a ``delivery.superseded`` fact says: who it was for, and the later
+    notification (routed at ``by_seq``) its receiver had accepted instead."""
+
+    receiver: str
+    fingerprint: str
+    log_seq: int  # the routed seq of the superseded notification, as its work item said
+    by: str
+    by_seq: int
 
 
 @dataclass
@@ -43,7 +58,10 @@ class LogFacts:
     resolved_received: int = 0
     suppressed_by_cause: Counter[str] = field(default_factory=Counter)
     routed: dict[str, str] = field(default_factory=dict)  # notification_id -> receiver
+    # notification_id -> (seq of its alert.routed, fingerprint)
+    routed_at: dict[str, tuple[int, str]] = field(default_factory=dict)
     outcomes: dict[str, list[str]] = field(default_factory=dict)  # notification_id -> kinds
+    superseded: dict[str, Superseded] = field(default_factory=dict)  # notification_id -> fact
     delivered_by_receiver: dict[str, set[str]] = field(default_factory=dict)
     attempt_errors: dict[str, list[str]] = field(default_factory=dict)
 
@@ -73,8 +91,8 @@ def read_log(db: Path) -> LogFacts:
             *OUTCOMES,
         )
         marks = ",".join("?" * len(wanted))
-        rows = conn.execute(f"SELECT kind, data FROM events WHERE kind IN ({marks})", wanted)
-        for kind, data in rows:
+        rows = conn.execute(f"SELECT seq, kind, data FROM events WHERE kind IN ({marks})", wanted)
+        for seq, kind, data in rows:
             fact: dict[str, Any] = decode(data)
             if kind == "alert.received":
                 if fact.get("status") == "resolved":
@@ -85,6 +103,7 @@ def read_log(db: Path) -> LogFacts:
                 facts.suppressed_by_cause[fact.get("cause", "duplicate")] += 1
             elif kind == "alert.routed":
                 facts.routed[fact["notification_id"]] = fact["receiver"]
+                facts.routed_at[fact["notification_id"]] = (seq, fact["fingerprint"])
             elif kind == "delivery.attempt_failed":
                 facts.attempt_errors.setdefault(fact["notification_id"], []).append(
                     f"{fact.get('status_code')}: {fact.get('error', '')[:60]}"
@@ -95,7 +114,43 @@ def read_log(db: Path) -> LogFacts:
                     facts.delivered_by_receiver.setdefault(fact["receiver"], set()).add(
                         fact["notification_id"]
                     )
+                elif kind == "delivery.superseded":
+                    facts.superseded[fact["notification_id"]] = Superseded(
+                        receiver=fact["receiver"],
+                        fingerprint=fact["fingerprint"],
+                        log_seq=fact["log_seq"],
+                        by=fact["superseded_by"],
+                        by_seq=fact["superseded_by_seq"],
+                    )
     return facts
+
+
+def unjustified_supersessions(facts: LogFacts) -> dict[str, str]:
+    """The superseded notifications the log does not justify, each with why: the rule
+    (``core/policy/order.py``) is that a notification is superseded only by a later
+    one (routed at a higher seq) of the same receiver and fingerprint that the
+    receiver accepted, so the one it names must be routed there, after it, at the seq
+    it says, and delivered (``delivery.succeeded``) in the log."""
+    wrong: dict[str, str] = {}
+    for nid, fact in facts.superseded.items():
+        own = facts.routed_at.get(nid)
+        by = facts.routed_at.get(fact.by)
+        if own is None:
+            wrong[nid] = "never routed"
+        elif (facts.routed[nid], own[1]) != (fact.receiver, fact.fingerprint):
+            wrong[nid] = "receiver or fingerprint differ from its alert.routed"
+        elif by is None:
+            wrong[nid] = f"names {fact.by}, never routed"
+        elif (facts.routed[fact.by], by[1]) != (fact.receiver, fact.fingerprint):
+            wrong[nid] = f"names {fact.by}, routed to another receiver or fingerprint"
+        elif not own[0] == fact.log_seq < by[0] == fact.by_seq:
+            wrong[nid] = (
+                f"routed at seq {own[0]} (fact: {fact.log_seq}), names {fact.by} routed at "
+                f"{by[0]} (fact: {fact.by_seq}): not later"
+            )
+        elif "delivery.succeeded" not in facts.outcomes.get(fact.by, []):
+            wrong[nid] = f"names {fact.by}, whose outcomes are {facts.outcomes.get(fact.by)}"
+    return wrong
 
 
 # -- RSS ---------------------------------------------------------------------------------
@@ -275,6 +330,8 @@ def delivery_checks(facts: LogFacts, gathered: dict[str, Any], limits: Limits) -
     orphans = [n for n in facts.outcomes if n not in facts.routed]
     delivered = facts.kinds["delivery.succeeded"]
     dead = facts.kinds["delivery.dead_lettered"]
+    superseded = facts.kinds["delivery.superseded"]
+    unjustified = unjustified_supersessions(facts)
     queue = gathered["stats"]["queue"]
     return [
         Check(
@@ -283,11 +340,18 @@ def delivery_checks(facts: LogFacts, gathered: dict[str, Any], limits: Limits) -
             ", ".join(f"{k} {v}" for k, v in left.items()) + f" after ≤ {limits.drain:.0f} s",
         ),
         Check(
-            "every routed notification delivered or dead-lettered, once",
+            "every routed notification delivered, dead-lettered or superseded, once",
             not facts.unsettled and not settled_twice and not orphans,
-            f"{len(facts.routed)} routed: {delivered} delivered, {dead} dead-lettered; "
-            f"{len(facts.unsettled)} without an outcome, {len(settled_twice)} with two, "
-            f"{len(orphans)} outcomes of nothing routed",
+            f"{len(facts.routed)} routed: {delivered} delivered, {dead} dead-lettered, "
+            f"{superseded} superseded; {len(facts.unsettled)} without an outcome, "
+            f"{len(settled_twice)} with two, {len(orphans)} outcomes of nothing routed",
+        ),
+        Check(
+            "every superseded notification names a later one delivered to its receiver",
+            not unjustified,
+            f"{superseded} superseded, {superseded - len(unjustified)} by a notification of "
+            f"the same receiver and fingerprint routed after it and delivered; "
+            f"{len(unjustified)} not: {dict(list(unjustified.items())[:3])}",
         ),
         Check(
             "stats queue empty",
@@ -421,6 +485,7 @@ def judge(
         "routed": len(facts.routed),
         "delivered": facts.kinds["delivery.succeeded"],
         "dead_lettered": facts.kinds["delivery.dead_lettered"],
+        "superseded": facts.kinds["delivery.superseded"],
         "failed_attempts": facts.kinds["delivery.attempt_failed"],
         "log_events": sum(facts.kinds.values()),
         "occurrences": sum(a["occurrences"] for a in state_alerts),

@@ -7,7 +7,7 @@ import base64
 import random
 
 from tocsin.core import events as ev
-from tocsin.core.alert_index import AlertIndex, key_of
+from tocsin.core.alert_index import CHUNK, AlertIndex, key_of
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.views import list_alerts
@@ -103,6 +103,27 @@ def test_the_index_follows_the_fold_when_told_which_alerts_moved() -> None:
     assert ids[:2] == ["a000007", "new"]
     assert "a001999" not in ids
     assert ids == [a.id for a in sorted(state.alerts.values(), key=key_of, reverse=True)]
+    assert len(index) == len(state.alerts)
+
+
+def test_an_index_nobody_walks_does_not_grow_with_every_alert() -> None:
+    """Catches ``dirty`` kept for ever when nothing reads ``/api/v1/alerts``: the fold
+    names every alert it touches, and without a walk the set held every alert id ever
+    seen, let go of or not (3,000 here, with 100 in the state). Bounded before each
+    batch (``bound``), it stays within the state's size plus a chunk, and the next walk
+    still lists the state in order."""
+    state = State()
+    index = AlertIndex.of(state)
+    for n in range(3_000):
+        index.bound(state)
+        fold(state, n + 1, T0, received(f"a{n:06d}", T0 + n * SECOND))
+        index.touched(f"a{n:06d}")
+        if len(state.alerts) > 100:  # core.retention lets the oldest go
+            del state.alerts[f"a{n - 100:06d}"]
+        assert len(index.dirty) <= len(state.alerts) + CHUNK + 1
+    assert walk(state, index, 30) == [
+        a.id for a in sorted(state.alerts.values(), key=key_of, reverse=True)
+    ]
     assert len(index) == len(state.alerts)
 
 

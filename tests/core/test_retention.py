@@ -17,6 +17,7 @@ from tocsin.core.fold import fold, fold_alert, rebuild
 from tocsin.core.ingest import Normalized, default_fingerprint
 from tocsin.core.matchers import Match
 from tocsin.core.state import HOUR_US, KEEP_RESOLVED_US, State
+from tocsin.core.views import notification_view
 
 T0 = 1_800_000_000 * 1_000_000  # the log time of the first event
 MINUTE = 60 * 1_000_000
@@ -173,3 +174,96 @@ def test_the_window_is_the_logged_config_and_ended_silences_go_too() -> None:
     assert set(log.state.silences) == {"active"}
     assert [a.labels["host"] for a in log.state.alerts.values()] == ["other"]
     assert log.state == rebuild(log.rows)
+
+
+def one_minute_window() -> ev.ConfigLoaded:
+    return ev.ConfigLoaded(
+        digest="d", receivers={}, routes=1, dedup_window_seconds=600, keep_resolved_seconds=60
+    )
+
+
+def test_a_one_minute_window_is_swept_every_minute_of_log_time() -> None:
+    """Catches a sweep that runs once per hour of log time whatever the window (a ten
+    minute soak with ``keep_resolved = "1m"`` never let anything go): logged after an
+    event under the default window (whose sweep was an hour away), a one-minute window
+    lets go of a resolved alert and its delivered notifications between one and two
+    minutes after they are over, not before; live state is the fold of the log."""
+    log = Log()
+    opened = log.feed("other", T0)  # swept at T0 under the default: the next is an hour on
+    log.append(T0, one_minute_window())
+    old = log.feed("old", T0)
+    log.settle(routed_in(old), T0 + 10_000, "delivered")
+    resolved = log.feed("old", T0 + 20_000, "resolved")
+    log.settle(routed_in(resolved), T0 + 30_000, "delivered")
+    old_id = routed_in(old).alert_id
+
+    log.feed("other", T0 + MINUTE)  # a new minute, but the resolve is not a minute old
+    assert old_id in log.state.alerts
+    assert routed_in(old).notification_id in log.state.deliveries
+
+    log.feed("other", T0 + 2 * MINUTE + 30_000)  # the next minute: over for a minute
+    assert old_id not in log.state.alerts
+    for gone in (routed_in(old), routed_in(resolved)):
+        assert gone.notification_id not in log.state.deliveries
+    assert routed_in(opened).alert_id in log.state.alerts  # still firing
+    assert log.state.deliveries[routed_in(opened).notification_id].status == "pending"
+    assert log.state.queue["delivered"] == 0
+    assert log.state == rebuild(log.rows)
+
+
+def test_a_superseded_notification_is_let_go_like_a_delivered_one() -> None:
+    """Catches superseded notifications kept for ever (with their body): settled, never
+    sent nor re-queued, they go ``keep_resolved`` after their outcome, and the queue's
+    count of them follows."""
+    log = Log()
+    log.append(T0, one_minute_window())
+    first = routed_in(log.feed("h", T0))
+    later = routed_in(log.feed("h", T0 + 11 * MINUTE))  # a reminder, a new bucket
+    log.settle(later, T0 + 11 * MINUTE, "delivered")
+    log.append(
+        T0 + 11 * MINUTE,
+        ev.DeliverySuperseded(
+            notification_id=first.notification_id,
+            receiver=first.receiver,
+            alert_id=first.alert_id,
+            fingerprint=first.fingerprint,
+            channel="webhook",
+            attempts=0,
+            log_seq=2,
+            superseded_by=later.notification_id,
+            superseded_by_seq=5,
+            at=T0 + 11 * MINUTE,
+        ),
+    )
+    superseded = log.state.deliveries[first.notification_id]
+    assert (superseded.status, superseded.as_routed) == ("superseded", None)
+    assert log.state.queue["superseded"] == 1
+    log.feed("h", T0 + 13 * MINUTE)
+    assert first.notification_id not in log.state.deliveries
+    assert log.state.queue["superseded"] == 0
+    assert log.state == rebuild(log.rows)
+
+
+def test_a_notification_is_shown_from_the_log_however_long_its_alert_fires_on() -> None:
+    """Catches ``GET /api/v1/notifications/{id}`` answering 404 for a delivered
+    notification whose alert kept firing: the view folds the alert's rows with the
+    projection's fold, and a fold that sweeps let the delivery go a day after it was
+    delivered, before the view read it. The view keeps everything, as
+    ``fold_alert`` does."""
+    log = Log()
+    first = routed_in(log.feed("h", T0))
+    log.settle(first, T0 + MINUTE, "delivered")
+    log.feed("h", T0 + KEEP_RESOLVED_US + 2 * HOUR_US)  # a reminder a day on: a sweep
+    rows = [
+        ev.StoredRow(seq, ts, ev.kind_of(fact), ev.encode(fact))
+        for seq, ts, fact in log.rows
+        if getattr(fact, "alert_id", None) == first.alert_id
+    ]
+    routed_row = next(row for row in rows if row.kind == "alert.routed")
+    view = notification_view(routed_row, rows, {"hook": "webhook"})
+    assert view is not None
+    assert (view.notification_id, view.status, view.attempts) == (
+        first.notification_id,
+        "delivered",
+        1,
+    )

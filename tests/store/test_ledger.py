@@ -142,3 +142,17 @@ async def test_a_snapshot_is_of_committed_state_only(tmp_path: Path) -> None:
     assert reopened.state == live == load_state(path)
     assert forensics.verify(path).ok  # every snapshot equals the fold up to its seq
     await reopened.close()
+
+
+async def test_each_batch_bounds_the_alert_index_nobody_walks(tmp_path: Path) -> None:
+    """Catches the ledger never bounding ``AlertIndex.dirty``: with nobody reading
+    ``/api/v1/alerts`` it kept the id of every alert ever touched. Here 600 ids of
+    alerts let go of wait in it; the next batch starts by forgetting them, and holds
+    only the alerts it touched."""
+    ledger = await Ledger.open(db_path(tmp_path), snapshot_every=0)
+    ledger.alert_index.dirty.update(f"gone{n}" for n in range(600))
+    async with ledger.deciding() as batch:
+        decide(ledger, batch, 0, 3)
+    await ledger.settled()
+    assert ledger.alert_index.dirty == set(ledger.state.alerts)
+    await ledger.close()

@@ -8,7 +8,8 @@ model beside it, never snapshotted or compared): whoever folds facts names the a
 whose key may have changed (``touched``: the ids of ``alert.received`` facts, the only
 ones that move ``last_seen`` or make an alert), and the next walk re-keys those. Alerts
 the fold let go of (``core.retention``) are dropped when a walk meets them; a state
-replaced by a rebuild is indexed anew.
+replaced by a rebuild, or an index nobody walked for longer than it has alerts
+(``bound``), is indexed anew.
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ class AlertIndex:
     def touched(self, alert_id: str) -> None:
         """A fact about ``alert_id`` that may move it or make it was folded."""
         self.dirty.add(alert_id)
+
+    def bound(self, state: State) -> None:
+        """Forget everything once more alerts wait to be re-keyed than ``state`` holds
+        (and a chunk more): nothing has walked the index for a long while (nobody reads
+        ``/api/v1/alerts``), and ``dirty`` would otherwise grow with every alert the
+        fold ever touched, let go of or not. The next walk indexes ``state`` anew, as
+        catching up that many would cost as much. Whoever folds calls this before each
+        batch; ``dirty`` stays the same set (batches add to it)."""
+        if len(self.dirty) > len(state.alerts) + CHUNK:
+            self._state = None
+            self._keys, self._chunks, self._maxes = {}, [], []
+            self.dirty.clear()
 
     def newest_first(self, state: State, before: Key | None = None) -> Iterator[Alert]:
         """``state``'s alerts whose key is below ``before`` (all without one), newest

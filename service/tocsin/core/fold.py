@@ -16,7 +16,7 @@ from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide import flapping
 from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
-from tocsin.core.retention import sweep
+from tocsin.core.retention import next_sweep_after, sweep
 from tocsin.core.state import (
     KEEP_RESOLVED_US,
     SETTLED,
@@ -37,7 +37,7 @@ from tocsin.core.subjects import HEARTBEAT_PREFIX, STREAM_OUT
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
     """Apply one logged event (its ``seq`` and append time ``ts``) to ``state``; the
-    first of a new hour of ``ts`` first lets go of what is over (``core.retention``)."""
+    first of a new step of ``ts`` first lets go of what is over (``core.retention``)."""
     state.last_seq = seq
     state.last_ts = ts
     if ts >= state.next_sweep:
@@ -533,7 +533,7 @@ def _succeeded(e: ev.DeliverySucceeded, state: State, seq: int) -> None:
         return
     _set_status(state, delivery, "delivered")
     delivery.as_routed = None  # delivered: never sent again, so its body is not kept
-    delivery.delivered_ts = state.last_ts
+    delivery.settled_ts = state.last_ts
     state.counters.delivered += 1
     _receiver_stats(state, e.receiver).delivered += 1
     delivery.attempts = max(delivery.attempts, e.attempts)
@@ -558,6 +558,8 @@ def _superseded(e: ev.DeliverySuperseded, state: State, seq: int) -> None:
     if delivery is None:
         return
     _set_status(state, delivery, "superseded")
+    delivery.as_routed = None  # never sent, nor re-queued (only dead letters are)
+    delivery.settled_ts = state.last_ts
     state.counters.superseded += 1
     _receiver_stats(state, e.receiver).superseded += 1
     delivery.attempts = max(delivery.attempts, e.attempts)
@@ -586,7 +588,7 @@ def _requeued(e: ev.DeliveryRequeued, state: State, seq: int) -> None:
     if delivery is None:
         return
     _set_status(state, delivery, "pending")
-    delivery.delivered_ts = None
+    delivery.settled_ts = None
     delivery.generation = e.generation
     delivery.requeued_seq = seq
     delivery.attempts = 0
@@ -634,9 +636,15 @@ def _config_loaded(e: ev.ConfigLoaded, state: State, seq: int) -> None:
     decided under it). When its dedup window differs from the last one, each open
     alert's bucket is moved to the new window (``rebucket``), so its reminders follow
     the window now in force. Its retention window holds from here on
-    (``core.retention``), and its heartbeats are the ones kept (``heartbeats``)."""
+    (``core.retention``): a shorter one is swept by the step it sets from the next step
+    on, not from the step the old window had planned (up to an hour away); and its
+    heartbeats are the ones kept (``heartbeats``)."""
     keep = e.keep_resolved_seconds
     state.keep_resolved = KEEP_RESOLVED_US if keep is None else int(keep * 1_000_000)
+    if not state.keep_everything:
+        state.next_sweep = min(
+            state.next_sweep, next_sweep_after(state.last_ts, state.keep_resolved)
+        )
     old, new = state.dedup_window, e.dedup_window_seconds
     state.dedup_window = new
     if old is not None and old != new:

@@ -79,7 +79,7 @@ class AlertAsRouted(Struct, kw_only=True, gc=False, array_like=True, frozen=True
 class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     """One notification's fate. ``as_routed`` is kept while the notification may still
     be sent (pending, retrying, or dead and so re-queueable), and dropped once it is
-    delivered; ``requeued_seq`` is the seq of its last re-queue fact (0: never), the
+    delivered or superseded; ``requeued_seq`` is the seq of its last re-queue fact (0: never), the
     fact its current work item comes from."""
 
     notification_id: str
@@ -97,7 +97,9 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     group_key: str | None = None  # a group notification's
     as_routed: AlertAsRouted | None = None
     requeued_seq: int = 0
-    delivered_ts: int | None = None  # log time (``ts``) of its ``delivery.succeeded``
+    # log time (``ts``) of the outcome that settled it for good, ``delivery.succeeded``
+    # or ``delivery.superseded``: it is let go ``keep_resolved`` later (``core.retention``)
+    settled_ts: int | None = None
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):

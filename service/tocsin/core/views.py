@@ -780,7 +780,7 @@ def notification_view(
     ``None`` when the rows before the routed fact are gone (compacted away)."""
     routed = ev.decode(routed_row.data)
     assert isinstance(routed, ev.AlertRouted)
-    state = State()
+    state = State(keep_everything=True)  # a sweep would let a delivered one go
     body: Notification | None = None
     for row in alert_rows:
         fold(state, row.seq, row.ts, ev.decode(row.data))

@@ -77,8 +77,9 @@ class EventLog:
         """Open (creating if needed) the log; a write waits up to ``busy_timeout_ms`` for
         a lock held by another process before it fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Every batch size up to INSERT_ROWS is its own INSERT text: keep them prepared.
-        conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=512)
+        # The writer's INSERTs are 20 texts (``tables.statement_rows``): keep them prepared,
+        # and not every shape of the rarer lookups (an IN list per count) for ever.
+        conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=64)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")

@@ -35,14 +35,12 @@ from tocsin.core.times import now_us
 from tocsin.store import compaction
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError, Row
 from tocsin.store.snapshots import (
-    Snapshot,
     StaleSnapshot,
     compacted,
     decode_state,
-    encode_state,
     read_base,
     read_snapshots,
-    write_snapshot,
+    store_snapshot,
 )
 
 log = logging.getLogger("tocsin.ledger")
@@ -332,6 +330,7 @@ class Ledger:
         async with self._lock:
             if self._snapshot_due:
                 await self._snapshot()
+            self.alert_index.bound(self.state)
             batch = Batch(
                 self.state, self._next_seq, self.clock(), self._epoch, self.alert_index.dirty
             )
@@ -445,14 +444,19 @@ class Ledger:
         if self.state.last_seq != snapshot_at:
             return  # a failed commit: the state is rebuilt first; a later commit retries
         try:
-            encoded = await asyncio.to_thread(encode_state, self.state)
-            snapshot = Snapshot(snapshot_at, now_us(), self.event_log.last_hash, encoded)
-            await asyncio.to_thread(write_snapshot, self.path, snapshot)
+            size = await asyncio.to_thread(
+                store_snapshot,
+                self.path,
+                self.state,
+                snapshot_at,
+                now_us(),
+                self.event_log.last_hash,
+            )
         except (OSError, sqlite3.Error) as error:
             log.warning("snapshot at seq %d not written: %s", snapshot_at, error)
             return
         self.snapshot_seq = snapshot_at
-        log.info("snapshot at seq %d (%d bytes)", snapshot_at, len(encoded))
+        log.info("snapshot at seq %d (%d bytes)", snapshot_at, size)
 
     async def _restore(self) -> None:
         """(Holding the lock.) Let every queued commit end, rebuild the state from the

@@ -16,11 +16,12 @@ decodes whatever fields it has, missing ones taking their defaults.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import sqlite3
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,34 @@ class Snapshot:
     ts: int
     anchor: bytes
     state: bytes
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; ``None`` under another C library (nothing to do)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def store_snapshot(path: Path, state: State, seq: int, ts: int, anchor: bytes) -> int:
+    """Encode ``state`` as of ``seq`` and store it (blocking: run it in a thread); the
+    size of the snapshot. Then the memory it took goes back to the system: the encoding
+    and SQLite's pages are allocated by a worker thread, whose malloc arena kept them
+    once freed (~4.7 MiB after a 1 MiB snapshot, ~15 MiB after a 5 MiB one), so the
+    first snapshot of a run raised RSS for good; ``malloc_trim`` returns the free pages
+    of every arena (glibc; elsewhere nothing is done)."""
+    encoded = encode_state(state)
+    size = len(encoded)
+    write_snapshot(path, Snapshot(seq, ts, anchor, encoded))
+    del encoded
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+    return size
 
 
 def write_snapshot(path: Path, snapshot: Snapshot, keep: int = 2) -> None:

@@ -10,7 +10,7 @@ from tests.core.decide.support import candidate
 from tests.core.test_fold import MINUTE, T0, Run, kinds, normalized, routed
 from tocsin.core import events as ev
 from tocsin.core.decide.candidate import PASS, STOP
-from tocsin.core.decide.idempotency import KEEP_US, ReceivedIds, idempotency
+from tocsin.core.decide.idempotency import KEEP_US, ReceivedIds, digest, idempotency
 from tocsin.core.fold import rebuild
 from tocsin.core.ingest import Normalized
 from tocsin.core.state import hour_of
@@ -111,24 +111,37 @@ def test_ids_are_forgotten_by_log_time_so_memory_stays_bounded() -> None:
     run = Run()
     for hour in range(72):
         run.feed(with_id(normalized(hour * HOUR_MINUTES), f"e{hour}"))
-        ids = run.state.received_ids
-        assert len(ids.at) <= 26
-        assert len(ids.by_slice) <= 26
-        assert set(ids.at) == {e for listed in ids.by_slice.values() for e in listed}
-    assert "e71" in run.state.received_ids.at
-    assert "e40" not in run.state.received_ids.at
+        assert len(run.state.received_ids.seen) <= 26
+    seen = run.state.received_ids.seen
+    assert digest("e71") in seen
+    assert digest("e40") not in seen
     assert run.state == rebuild(run.log)
 
 
 def test_forgetting_keeps_an_id_received_again_since() -> None:
-    """An hour is dropped whole, but an id it lists that came again later is kept: its
-    latest receipt is listed under a later hour."""
+    """An hour is dropped whole, but an id it held that came again later is kept: its
+    latest receipt moved it behind the ids received before it."""
     ids = ReceivedIds()
     hour = KEEP_US // 24
     ids.remember("a", T0, T0)
     ids.remember("b", T0, T0)
     ids.remember("a", T0 + 20 * hour, T0 + 20 * hour)
     ids.remember("c", T0 + 26 * hour, T0 + 26 * hour)  # the sweep drops T0's hour
-    assert set(ids.at) == {"a", "c"}
+    assert list(ids.seen) == [digest("a"), digest("c")]
     assert ids.repeated("a", T0 + 26 * hour)
     assert not ids.repeated("b", T0 + 26 * hour)
+
+
+def test_an_id_costs_a_digest_whatever_its_length_and_stays_exact() -> None:
+    """Catches the raw id kept as the key (a publisher's 1,000-character
+    ``Nats-Msg-Id`` cost 1 KB for a day, ``alert.received`` after
+    ``alert.received``): every id is remembered by 16 bytes, and ids that differ in
+    one character, or only in a lone surrogate, stay apart."""
+    ids = ReceivedIds()
+    long_ids = ["x" * 1000 + "a", "x" * 1000 + "b", "\ud800", "\udc00", "é", "e\u0301"]
+    for n, event_id in enumerate(long_ids):
+        ids.remember(event_id, T0 + n, T0 + n)
+    assert {len(key) for key in ids.seen} == {16}
+    assert len(ids.seen) == len(long_ids)
+    assert all(ids.repeated(event_id, T0 + 10) for event_id in long_ids)
+    assert not ids.repeated("x" * 1000 + "c", T0 + 10)
