@@ -78,6 +78,7 @@ log = logging.getLogger("tocsin.delivery")
 _work_decoder = msgspec.json.Decoder(WorkItem)
 _encoder = msgspec.json.Encoder()
 OUTCOME_PUBLISH_PATIENCE = 20.0
+ORDER_PATIENCE = 1.0  # seconds the order record may take before a send goes ahead
 STATUS_PATIENCE = 2.0  # seconds to wait for the router's word on a redelivered item
 DEFERRALS_KEPT = 10_000  # items whose deferrals a worker remembers (the oldest go first)
 
@@ -390,7 +391,7 @@ class ReceiverWorker:
                     extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
                 )
         ordered_by = _ordered_by(item)
-        latest = await self._delivered_seq.latest(self.receiver, ordered_by)
+        latest = await self._latest(ordered_by)
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
@@ -416,9 +417,6 @@ class ReceiverWorker:
                 },
             )
         faults.point("delivery.after_send")
-        if result.ok:  # later retries of older notifications of the fingerprint: superseded
-            accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
-            await self._delivered_seq.raise_to(self.receiver, ordered_by, accepted)
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
         outcome = self._outcome(item, attempt, result, step)
@@ -436,6 +434,31 @@ class ReceiverWorker:
         else:
             self._deferrals.pop(seq, None)
             await ack_all(self._nc, [msg])
+        if result.ok:
+            # Later retries of older notifications of the fingerprint: superseded. Raised
+            # only once the outcome is stored and the item acked: a key-value store slow
+            # in a broker failover must never widen the gap between a send and its
+            # outcome, where JetStream would hand the item to another worker.
+            accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
+            await self._delivered_seq.raise_to(self.receiver, ordered_by, accepted)
+
+    async def _latest(self, ordered_by: str) -> order.Latest | None:
+        """The latest notification the receiver accepted of ``ordered_by``, asked for at
+        most ``ORDER_PATIENCE``: past it the send goes ahead (the order check is a
+        guard against late retries, and a slow answer must not hold an item until
+        JetStream hands it to another worker)."""
+        try:
+            return await asyncio.wait_for(
+                self._delivered_seq.latest(self.receiver, ordered_by), ORDER_PATIENCE
+            )
+        except TimeoutError:
+            log.warning(
+                "no answer from the order record within %.1fs; sending to %s unchecked",
+                ORDER_PATIENCE,
+                self.receiver,
+                extra={"receiver": self.receiver},
+            )
+            return None
 
     async def _supersede(
         self, msg: Msg, item: WorkItem, attempt: int, latest: order.Latest, span: Span
