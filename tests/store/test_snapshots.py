@@ -217,7 +217,9 @@ def test_a_snapshot_gives_back_the_memory_it_took(tmp_path: Path) -> None:
         timeout=120,
     )
     grew_mib = float(done.stdout)
-    assert grew_mib < 2.0
+    # Without the trim: +4.7 MiB at the least (measured); with it ~+0.2, and up to 2.6
+    # seen once while two test suites ran at once on two cores.
+    assert grew_mib < 3.5
     with sqlite3.connect(path) as conn:  # stored, the newest two kept
         assert conn.execute("SELECT seq FROM snapshots ORDER BY seq").fetchall() == [(4,), (5,)]
 
