@@ -355,21 +355,30 @@ def _escalated(e: ev.AlertEscalated, state: State, seq: int) -> None:
         current.routed_severity = e.severity
 
 
+def _told(e: ev.AlertRouted | ev.AlertGrouped, state: State) -> OpenAlert | None:
+    """The dedup bookkeeping of firing news that reached someone (a receiver, or a
+    group): its bucket and routed severity move on, and nothing holds it back any more.
+    The open alert it was news for, or ``None`` (a resolve, or no such open alert)."""
+    current = state.open_by_fingerprint.get(e.fingerprint)
+    if current is None or current.alert_id != e.alert_id or e.reason == "resolved":
+        return None
+    if e.bucket > current.bucket:
+        current.bucket = e.bucket
+        current.routed_severity = e.severity
+    elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
+        current.routed_severity = e.severity
+    current.silenced = False
+    current.silenced_by = None
+    if current.inhibited_by is not None:
+        _not_inhibited(state, current)
+    return current
+
+
 def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
     state.counters.routed += 1
-    current = state.open_by_fingerprint.get(e.fingerprint)
-    if current is not None and current.alert_id == e.alert_id and e.reason != "resolved":
-        if e.bucket > current.bucket:
-            current.bucket = e.bucket
-            current.routed_severity = e.severity
-        elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
-            current.routed_severity = e.severity
-        if e.receiver not in current.receivers:
-            current.receivers += (e.receiver,)
-        current.silenced = False
-        current.silenced_by = None
-        if current.inhibited_by is not None:
-            _not_inhibited(state, current)
+    current = _told(e, state)
+    if current is not None and e.receiver not in current.receivers:
+        current.receivers += (e.receiver,)
     alert = state.alerts.get(e.alert_id)
     as_routed = None
     if alert is not None:
@@ -429,20 +438,9 @@ def _retimed(state: State, group: Group) -> None:
 
 def _grouped(e: ev.AlertGrouped, state: State, seq: int) -> None:
     """An alert's news for a group: ``_routed``'s dedup bookkeeping, then the group."""
-    resolved = e.reason == "resolved"
-    current = state.open_by_fingerprint.get(e.fingerprint)
-    if current is not None and current.alert_id == e.alert_id and not resolved:
-        if e.bucket > current.bucket:
-            current.bucket = e.bucket
-            current.routed_severity = e.severity
-        elif SEVERITY_RANK[e.severity] > SEVERITY_RANK[current.routed_severity]:
-            current.routed_severity = e.severity
-        if e.group_key not in current.groups:
-            current.groups += (e.group_key,)
-        current.silenced = False
-        current.silenced_by = None
-        if current.inhibited_by is not None:
-            _not_inhibited(state, current)
+    current = _told(e, state)
+    if current is not None and e.group_key not in current.groups:
+        current.groups += (e.group_key,)
     alert = state.alerts.get(e.alert_id)
     if alert is not None:
         if e.group_key not in alert.groups:
