@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tocsin.core.amcheck import refusal
 from tocsin.core.matchers import LabelMatcher, MatcherSyntaxError, Op, parse_matchers
 from tocsin.core.times import parse_duration
 
@@ -314,12 +315,26 @@ def _integration(
     for (on, ours), theirs in _GLOBAL_FIELDS.items():
         if on == channel and ours not in table and glob.get(theirs):
             table[ours] = str(glob[theirs])
+    if channel == "slack" and _slack_app_token(integration, glob):
+        losses.append(
+            f"{where}: posts with a Slack app token (tocsin needs a webhook URL): left out"
+        )
+        return None
     required = {"webhook": "url", "email": "to", "slack": "url", "discord": "url", "teams": "url"}
     needed = required.get(channel)
     if needed is not None and needed not in table:
         losses.append(f"{where}: no {needed} (or it is read from a file): left out")
         return None
     return table
+
+
+def _slack_app_token(integration: Mapping[str, Any], glob: Mapping[str, Any]) -> bool:
+    """Whether Alertmanager would post this Slack integration with an app token (its
+    own, or the global one when it names no webhook URL), which tocsin cannot."""
+    if integration.get("app_token") or integration.get("app_token_file"):
+        return True
+    own_url = integration.get("api_url") or integration.get("api_url_file")
+    return not own_url and bool(glob.get("slack_app_token") or glob.get("slack_app_token_file"))
 
 
 # --- inhibit rules and time intervals -----------------------------------------------
@@ -412,6 +427,8 @@ def translate(config: Mapping[str, Any]) -> Translation:
     ``TranslationError`` when the file is not an Alertmanager config it can read."""
     if not isinstance(config, Mapping):
         raise TranslationError("not an Alertmanager configuration (a YAML mapping)")
+    if (refused := refusal(config)) is not None:
+        raise TranslationError(f"Alertmanager refuses this configuration: {refused}")
     losses: list[str] = []
     for key in sorted(set(config) - _TOP_KEYS):
         losses.append(f"{key}: not translated")
