@@ -250,6 +250,33 @@ async def publish(url: str, subject: str, body: Any, headers: dict[str, str] | N
         await nc.close()
 
 
+class AmAlert(msgspec.Struct, forbid_unknown_fields=True):
+    """template.Alert (its JSON names, camelCase, as Go writes them)."""
+
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: str
+    endsAt: str
+    generatorURL: str
+    fingerprint: str
+
+
+class AmMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """notify/webhook.Message: template.Data's fields, version, groupKey, truncatedAlerts."""
+
+    receiver: str
+    status: str
+    alerts: list[AmAlert]
+    groupLabels: dict[str, str]
+    commonLabels: dict[str, str]
+    commonAnnotations: dict[str, str]
+    externalURL: str
+    version: str
+    groupKey: str
+    truncatedAlerts: int
+
+
 def webhook_config(url: str, timeout: str = "2s", **retry: Any) -> str:
     """A config routing everything to one webhook receiver ``hook`` with a secret."""
     max_attempts = retry.get("max_attempts", 3)

@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
-from tests.support import HttpSink, Tocsin, free_port, wait_until, webhook_config
+from tests.support import AmMessage, HttpSink, Tocsin, free_port, wait_until, webhook_config
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 ALERT = "TocsinE2EAlwaysFiring"
@@ -119,8 +120,24 @@ class Prometheus:
 
 
 @pytest.fixture
-async def svc(data_dir: Path, nats_url: str, sink: HttpSink) -> AsyncIterator[Tocsin]:
-    service = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
+async def am_sink() -> AsyncIterator[HttpSink]:
+    """A consumer written for Alertmanager's webhook payload."""
+    receiver = HttpSink()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+async def svc(
+    data_dir: Path, nats_url: str, sink: HttpSink, am_sink: HttpSink
+) -> AsyncIterator[Tocsin]:
+    both = webhook_config(sink.url)
+    assert 'receivers = ["hook"]' in both
+    both = both.replace('receivers = ["hook"]', 'receivers = ["hook", "am"]') + (
+        f'\n[receivers.am]\nchannel = "webhook"\nurl = "{am_sink.url}"\nformat = "alertmanager"\n'
+    )
+    service = await Tocsin(data_dir, nats_url, both).start()
     yield service
     await service.stop()
     await service.assert_live_state_is_the_log()
@@ -139,7 +156,7 @@ async def prometheus(tmp_path: Path, svc: Tocsin) -> AsyncIterator[Prometheus]:
 
 
 async def test_prometheus_firing_rule_pages_once_and_resolves_through_ends_at(
-    svc: Tocsin, prometheus: Prometheus, sink: HttpSink
+    svc: Tocsin, prometheus: Prometheus, sink: HttpSink, am_sink: HttpSink
 ) -> None:
     """Catches: Prometheus's re-sends (every evaluation or two, each with a later ``endsAt``)
     paging again instead of being suppressed by dedup, a request shape of a real
@@ -154,7 +171,7 @@ async def test_prometheus_firing_rule_pages_once_and_resolves_through_ends_at(
     # Every re-send received so far was judged (a duplicate) before counting pages.
     await wait_until(lambda: svc.count("alert.suppressed") >= sent - 1, 30, "re-sends judged")
     assert len(sink.requests) == 1
-    assert svc.count("alert.routed") == 1
+    assert sorted(r["receiver"] for r in svc.events("alert.routed")) == ["am", "hook"]
     page = sink.requests[0].json()
     assert (page["type"], page["severity"], page["reason"]) == (ALERT, "critical", "firing")
     received = svc.events("alert.received")
@@ -169,6 +186,13 @@ async def test_prometheus_firing_rule_pages_once_and_resolves_through_ends_at(
         return await prometheus.rule_expr() == NEVER_FIRING
 
     await wait_until(never_firing_loaded, 30, "prometheus to load the never-firing rule")
+    # The consumer of Alertmanager's payload got the same page, decoded as Go decodes it.
+    await wait_until(lambda: len(am_sink.requests) >= 1, 30, "the Alertmanager-format page")
+    firing = msgspec.json.decode(am_sink.requests[0].body, type=AmMessage)
+    assert (firing.status, firing.version, firing.receiver) == ("firing", "4", "am")
+    (alert,) = firing.alerts
+    assert (alert.labels["alertname"], alert.labels["severity"]) == (ALERT, "critical")
+    assert alert.annotations["summary"] == "fires on every evaluation"
     await wait_until(lambda: len(sink.requests) == 2, 30, "the resolved notification")
     resolved = sink.requests[1].json()
     assert (resolved["type"], resolved["reason"]) == (ALERT, "resolved")
@@ -181,3 +205,7 @@ async def test_prometheus_firing_rule_pages_once_and_resolves_through_ends_at(
     # Prometheus keeps re-sending the resolved alert: recorded, never notified again.
     await wait_until(lambda: svc.count("alert.resolve_ignored") >= 1, 30, "a resolved re-send")
     assert len(sink.requests) == 2
+    await wait_until(lambda: len(am_sink.requests) == 2, 30, "the Alertmanager-format resolve")
+    gone = msgspec.json.decode(am_sink.requests[1].body, type=AmMessage)
+    assert (gone.status, gone.alerts[0].status) == ("resolved", "resolved")
+    assert gone.alerts[0].endsAt > gone.alerts[0].startsAt

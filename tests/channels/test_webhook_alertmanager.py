@@ -13,39 +13,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.support import HttpSink, make_group, make_group_alert, make_notification
+from tests.support import AmMessage, HttpSink, make_group, make_group_alert, make_notification
 from tocsin import config
 from tocsin.channels import ChannelEnv
 from tocsin.channels.webhook import WebhookChannel, WebhookConfig
 from tocsin.core.contracts import Body
 from tocsin.core.errors import ConfigError
-
-
-class AmAlert(msgspec.Struct, forbid_unknown_fields=True):
-    """template.Alert (its JSON names, camelCase, as Go writes them)."""
-
-    status: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    startsAt: str
-    endsAt: str
-    generatorURL: str
-    fingerprint: str
-
-
-class AmMessage(msgspec.Struct, forbid_unknown_fields=True):
-    """notify/webhook.Message: template.Data's fields, version, groupKey, truncatedAlerts."""
-
-    receiver: str
-    status: str
-    alerts: list[AmAlert]
-    groupLabels: dict[str, str]
-    commonLabels: dict[str, str]
-    commonAnnotations: dict[str, str]
-    externalURL: str
-    version: str
-    groupKey: str
-    truncatedAlerts: int
 
 
 async def received(sink: HttpSink, body: Body) -> tuple[AmMessage, dict[str, Any]]:

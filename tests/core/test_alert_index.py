@@ -7,7 +7,7 @@ import base64
 import random
 
 from tocsin.core import events as ev
-from tocsin.core.alert_index import CHUNK, AlertIndex, key_of
+from tocsin.core.alert_index import CHUNK, AlertIndex, key_of, moved_by
 from tocsin.core.fold import fold
 from tocsin.core.state import State
 from tocsin.core.views import list_alerts
@@ -104,6 +104,26 @@ def test_the_index_follows_the_fold_when_told_which_alerts_moved() -> None:
     assert "a001999" not in ids
     assert ids == [a.id for a in sorted(state.alerts.values(), key=key_of, reverse=True)]
     assert len(index) == len(state.alerts)
+
+
+def test_a_resolve_that_moves_last_seen_is_named_as_a_move() -> None:
+    """Catches a resolve (its ``resolved_at`` is the alert's last sign of life) moving
+    ``last_seen`` without the index being told: the alert would be listed twice or at
+    its old place."""
+    state = big_projection(50)
+    index = AlertIndex.of(state)
+    list_alerts(state, index=index)
+    resolve = ev.AlertResolved(
+        alert_id="a000003", fingerprint="fp-a000003", resolved_at=T0 + 999 * SECOND
+    )
+    fold(state, state.last_seq + 1, T0, resolve)
+    moved = moved_by(resolve)
+    assert moved == "a000003"
+    index.touched(moved)
+    ids = walk(state, index, 10)
+    assert ids[0] == "a000003"
+    assert ids == [a.id for a in sorted(state.alerts.values(), key=key_of, reverse=True)]
+    assert moved_by(ev.AlertAcked(alert_id="a000003", fingerprint="f", by="x", at=T0)) is None
 
 
 def test_an_index_nobody_walks_does_not_grow_with_every_alert() -> None:

@@ -5,8 +5,9 @@ Alerts are kept sorted by ``(last_seen, id)`` (DESIGN.md section 10's order, tie
 id) in a list of sorted chunks, so a change costs O(log n + chunk) and a walk from any
 cursor starts with two bisections. The index is not part of the projection (a read
 model beside it, never snapshotted or compared): whoever folds facts names the alerts
-whose key may have changed (``touched``: the ids of ``alert.received`` facts, the only
-ones that move ``last_seen`` or make an alert), and the next walk re-keys those. Alerts
+whose key may have changed (``touched``: ``moved_by``, the ids of ``alert.received`` and
+``alert.resolved`` facts, the only ones that move ``last_seen`` or make an alert), and
+the next walk re-keys those. Alerts
 the fold let go of (``core.retention``) are dropped when a walk meets them; a state
 replaced by a rebuild, or an index nobody walked for longer than it has alerts
 (``bound``), is indexed anew.
@@ -17,12 +18,22 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 
+from tocsin.core import events as ev
 from tocsin.core.state import Alert, State
 
 Key = tuple[int, str]
 """An alert's place: ``(last_seen, id)``; newest first is descending."""
 
 CHUNK = 512  # keys a chunk holds before it is split in two
+
+
+def moved_by(event: ev.Event) -> str | None:
+    """The alert whose key ``event`` may move (it made the alert or moved its
+    ``last_seen``), or ``None``."""
+    kind = type(event)
+    if kind is ev.AlertReceived or kind is ev.AlertResolved:
+        return event.alert_id  # type: ignore[union-attr]
+    return None
 
 
 def key_of(alert: Alert) -> Key:

@@ -502,6 +502,8 @@ def _resolved(e: ev.AlertResolved, state: State, seq: int) -> None:
     if alert is not None:
         alert.status = "resolved"
         alert.resolved_at = e.resolved_at
+        if e.resolved_at > alert.last_seen:  # its resolve is its last sign of life
+            alert.last_seen = e.resolved_at
         alert.resolved_by = e.by
         alert.resolved_ts = state.last_ts
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 
 from tocsin.core import events as ev
-from tocsin.core.alert_index import AlertIndex
+from tocsin.core.alert_index import AlertIndex, moved_by
 from tocsin.core.fold import fold, fold_stored
 from tocsin.core.state import State
 from tocsin.core.times import now_us
@@ -181,8 +181,8 @@ class Batch:
         self._next_seq += 1
         self.facts.append(Fact(event))
         fold(self._state, seq, self.ts, event)
-        if type(event) is ev.AlertReceived and event.alert_id is not None:
-            self._touched.add(event.alert_id)
+        if (moved := moved_by(event)) is not None:
+            self._touched.add(moved)
         return seq
 
     def add_caused(self, events: Sequence[ev.Event], stream: Input, position: int) -> range:
@@ -198,12 +198,11 @@ class Batch:
             if position > self.last_outcome:
                 self.last_outcome = position
         facts, state, ts, touched = self.facts, self._state, self.ts, self._touched
-        received = ev.AlertReceived
         for event in events:
             facts.append(Fact(event, in_seq, out_seq))
             fold(state, seq, ts, event)
-            if type(event) is received and event.alert_id is not None:
-                touched.add(event.alert_id)
+            if (moved := moved_by(event)) is not None:
+                touched.add(moved)
             seq += 1
         self._next_seq = seq
         return range(first, seq)

@@ -208,6 +208,31 @@ def test_a_resolve_closes_the_open_alert_and_goes_on_as_resolved() -> None:
     assert judged.alert_id == next(iter(run.state.alerts))
 
 
+def test_an_alertmanager_resolve_ends_at_its_ends_at_and_is_its_last_sign_of_life() -> None:
+    """Catches a Prometheus resolve (``timestamp`` = ``startsAt``, the same on every
+    send) dated at the alert's start: its resolve time and ``last_seen`` (which a
+    resolve body and Alertmanager's ``endsAt`` show) must be its ``endsAt``, never
+    later than its arrival."""
+    run = Run()
+    run.feed(normalized(0))
+    ended = msgspec.structs.replace(normalized(0, status="resolved"), ends_at=T0 + 5 * MINUTE)
+    judged = candidate(ended)
+    judged.received_at = T0 + 6 * MINUTE
+    assert dedup(run.state, judged) is PASS
+    resolved = judged.facts[1]
+    assert isinstance(resolved, ev.AlertResolved)
+    assert resolved.resolved_at == T0 + 5 * MINUTE
+    early = candidate(ended)  # arrived before the end it names: it ended on arrival
+    run2 = Run()
+    run2.feed(normalized(0))
+    early.received_at = T0 + 2 * MINUTE
+    dedup(run2.state, early)
+    assert early.facts[1].resolved_at == T0 + 2 * MINUTE  # type: ignore[union-attr]
+    later = [(len(run.log) + n, T0 + 6 * MINUTE, fact) for n, fact in enumerate(judged.facts, 1)]
+    (alert,) = rebuild([*run.log, *later]).alerts.values()
+    assert alert.last_seen == T0 + 5 * MINUTE
+
+
 def test_a_duplicate_in_a_notified_bucket_is_suppressed_and_stops() -> None:
     run = Run()
     run.feed(normalized(0))

@@ -157,7 +157,9 @@ def dedup(state: State, candidate: Candidate) -> bool:
             ev.AlertResolved(
                 alert_id=current.alert_id,
                 fingerprint=event.fingerprint,
-                resolved_at=event.timestamp,
+                # Alertmanager's clients resolve with ``endsAt``: when it ended, while
+                # ``timestamp`` (``startsAt``) stays when it began (DESIGN.md section 14).
+                resolved_at=_resolved_at(event.timestamp, event.ends_at, candidate.received_at),
                 trace_id=candidate.trace_id,
             )
         )
@@ -180,3 +182,11 @@ def dedup(state: State, candidate: Candidate) -> bool:
         return STOP
     candidate.reason = reason
     return PASS
+
+
+def _resolved_at(timestamp: int, ends_at: int | None, received_at: int) -> int:
+    """When a resolve says its alert ended: ``ends_at`` when it has one (never later
+    than its arrival), else its ``timestamp``."""
+    if ends_at is None:
+        return timestamp
+    return max(timestamp, min(ends_at, received_at))
