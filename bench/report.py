@@ -426,6 +426,8 @@ def _problems(results: Result) -> list[str]:
     for name, runs in sides:
         for number, run in enumerate(runs, 1):
             which = f"{name} run {number}" if len(runs) > 1 else name
+            if run.get("skipped"):
+                notes.append(f"{which}: {', '.join(run['skipped'])} skipped, over the time budget")
             if run.get("error"):
                 notes.append(f"{which}: {run['error']}")
             for workload in ("W1", "W2", "W3", "W5"):

@@ -63,6 +63,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REPLAY_TIMEOUT = 600.0  # W4 on a million events takes 1-3 minutes on a 2-core VM
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
 RUNS = 3  # of each workload (issue #20): the median of 3 is not decided by one noisy run
+BUDGET_MINUTES = 60.0  # after this, no new session starts: the bench fits CI's 90 minutes
+LATE = "the --budget-minutes is spent"
 GROUPING = Grouping()  # W5's, the same for both services (issue #17)
 MakeTarget = Callable[[Path, Grouping | None], Target]  # a fresh one in this directory
 
@@ -225,13 +227,20 @@ async def run_sides(
     runs: int,
     work: Path,
     keep: bool,
+    deadline: float,
 ) -> dict[str, dict[str, Any]]:
     """Every session of ``schedule``, each on fresh processes of its side; per side the
-    figures of every run (``runs``) and their medians (``report.median_tree``)."""
+    figures of every run (``runs``) and their medians (``report.median_tree``). A
+    session due after ``deadline`` (``time.monotonic``) is skipped and named in its
+    run's ``skipped``: the table then shows fewer runs, and the bench ends in time."""
     results: dict[str, list[dict[str, Any]]] = {side: [{} for _ in range(runs)] for side in makers}
     order = schedule(phases(workloads), runs, [side for side in SIDES if side in makers])
     for step, (phase, run, side) in enumerate(order, 1):
         result = results[side][run - 1]
+        if time.monotonic() > deadline:
+            _say(f"!! {step}/{len(order)}: {phase}, run {run} of {runs}, {side}: skipped ({LATE})")
+            result.setdefault("skipped", []).append(phase)
+            continue
         directory = work / f"{side}-{phase}-{run}"
         target = makers[side](directory, GROUPING if phase == "grouped" else None)
         _say(f"-- {step}/{len(order)}: {phase}, run {run} of {runs}, {target.label}")
@@ -273,11 +282,16 @@ def _per_run(runs: Sequence[dict[str, Any]]) -> str:
     )
 
 
-async def run_replays(events: int, runs: int) -> dict[str, Any]:
+async def run_replays(events: int, runs: int, deadline: float) -> dict[str, Any]:
     """W4 ``runs`` times, one after another (tocsin's alone: nothing to alternate with);
-    the figures of every run and their medians."""
-    replays = []
+    the figures of every run and their medians. A run due after ``deadline`` is skipped,
+    as in ``run_sides``."""
+    replays: list[dict[str, Any]] = []
     for run in range(1, runs + 1):
+        if time.monotonic() > deadline:
+            _say(f"!! W4, run {run} of {runs}: skipped ({LATE})")
+            replays.append({"skipped": ["replay"]})
+            continue
         _say(f"-- W4, run {run} of {runs}")
         r = await run_replay(events, timeout=REPLAY_TIMEOUT)
         if "error" in r:
@@ -357,6 +371,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=RUNS,
         help="runs of each workload, the sides alternating; medians and ranges "
         "(default %(default)s; 1: one run of each)",
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=BUDGET_MINUTES,
+        help="start no session after this many minutes; the runs left out are named "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--events",
@@ -466,6 +487,7 @@ async def main(argv: list[str] | None = None) -> int:
     baseline = _baseline(args.baseline) if args.baseline else None
     command = shlex.join([_relative(sys.executable), "-m", "bench", *(argv or sys.argv[1:])])
     started = time.monotonic()
+    deadline = started + args.budget_minutes * 60
     machine = report.machine()
     nats_binary = venv_binary("nats-server") or "nats-server"
     machine["nats_server"] = version_of([nats_binary, "--version"]).removeprefix("nats-server: ")
@@ -504,10 +526,12 @@ async def main(argv: list[str] | None = None) -> int:
         if phases(workloads):
             profiler = Profiler(args.profile, "tocsin-serve-w1") if args.profile else None
             results["targets"].update(
-                await run_sides(makers, loads, tag, profiler, workloads, args.runs, work, args.keep)
+                await run_sides(
+                    makers, loads, tag, profiler, workloads, args.runs, work, args.keep, deadline
+                )
             )
         if args.replay_events > 0 and "w4" in workloads:
-            results["replay"] = await run_replays(args.replay_events, args.runs)
+            results["replay"] = await run_replays(args.replay_events, args.runs, deadline)
     finally:
         if args.keep:
             _say(f"kept the services' data and logs in {work}")

@@ -6,12 +6,15 @@ says, so a wrong median or a flipped comparison would misreport every figure."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench import report
-from bench.suite import RUNS, parse_args, phases, schedule
+from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
+from bench.targets import Grouping, Target
+from bench.workloads import Loads
 
 LOADS = {
     "storm_events": 20_000,
@@ -285,3 +288,33 @@ def test_the_files_keep_every_run(tmp_path: Path) -> None:
     lean = json.loads(latest.read_text())
     assert len(lean["targets"]["tocsin"]["runs"]) == 2
     assert all("latencies_ms" not in r["W3"] for r in lean["targets"]["tocsin"]["runs"])
+
+
+async def test_no_session_starts_after_the_budget(tmp_path: Path) -> None:
+    """Catches the time bound ignored: with the budget spent, no service is started
+    (the maker would fail the test) and every run says what it skipped."""
+
+    def never(directory: Path, grouping: Grouping | None) -> Target:
+        raise AssertionError(f"a session started after the budget: {directory}")
+
+    late = time.monotonic() - 1
+    loads = Loads()
+    sides = await run_sides(
+        {"tocsin": never, "alertmanager": never}, loads, "t", None, {"w1", "w3"}, 2, tmp_path,
+        False, late,
+    )  # fmt: skip
+    assert [r["skipped"] for r in sides["tocsin"]["runs"]] == [["storms", "steady"]] * 2
+    assert [r["skipped"] for r in sides["alertmanager"]["runs"]] == [["storms", "steady"]] * 2
+    replay = await run_replays(1_000, 3, late)
+    assert replay["runs"] == [{"skipped": ["replay"]}] * 3
+
+
+def test_skipped_runs_show_in_the_table() -> None:
+    """Catches a run left out by the time budget passing for a full set: the cell
+    names how many runs made the figure, and a note names the skipped sessions."""
+    tocsin = [run(5_000, 1.0, 1.0, 100.0), run(4_000, 1.0, 1.0, 100.0), {"skipped": ["storms"]}]
+    am = [run(4_000, 1.0, 2.0, 500.0)] * 3
+    rendered = results(tocsin, am)
+    w1 = line(report.lines(rendered), "W1 notifications/s")
+    assert w1.ours == "4,500 (4,000-5,000) [2 of 3 runs]"
+    assert "tocsin run 3: storms skipped, over the time budget" in report.markdown(rendered)
