@@ -318,14 +318,14 @@ def lines(results: Result) -> list[Line]:
     return out
 
 
-def missed(rendered: Sequence[Line]) -> list[str]:
-    """One plain sentence per target not met (or not measurable), for the end of the
-    console output and of ``latest.md``."""
+def missed(rendered: Sequence[Line], verdict: str = NOT_MET) -> list[str]:
+    """One plain sentence per target with this ``verdict`` (not met, or without a
+    figure to judge it by), for the end of the console output and of ``latest.md``."""
     return [
         f"{line.label}: tocsin {line.ours}, Alertmanager {line.theirs}, ratio {line.ratio}; "
         f"target {line.goal}: {line.verdict.upper()}"
         for line in rendered
-        if line.verdict in (NOT_MET, UNKNOWN)
+        if line.verdict == verdict
     ]
 
 
@@ -356,7 +356,7 @@ def _runs_note(results: Result) -> str:
     """How the runs were made, in one sentence (a file from before ``--runs``: one)."""
     runs = results.get("runs", 1)
     if runs == 1:
-        return "One run of each side."
+        return "One run (--runs 1): each cell is that run's figure."
     return (
         f"Each cell is the median of {runs} runs (min-max); tocsin and Alertmanager took "
         f"turns, run by run, on each workload; the ratio is of the medians."
@@ -410,11 +410,12 @@ def markdown(results: Result) -> str:
     if commands["replay"]:
         notes.append(f"W4 (tocsin only, a log of the size shown): `{commands['replay']}`.")
     notes.extend(_problems(results))
-    missing = missed(rendered)
-    if missing:
-        notes.append("")
-        notes.append("**Targets not met:**")
-        notes.extend(f"- {sentence}" for sentence in missing)
+    for verdict, heading in ((NOT_MET, "Targets not met"), (UNKNOWN, "Targets not judged")):
+        sentences = missed(rendered, verdict)
+        if sentences:
+            notes.append("")
+            notes.append(f"**{heading}:**" if verdict == NOT_MET else f"{heading}:")
+            notes.extend(f"- {sentence}" for sentence in sentences)
     return "\n".join(head + body + notes) + "\n"
 
 
@@ -503,7 +504,7 @@ def text(results: Result) -> str:
     commands = _commands(results)
     rendered = lines(results)
     width = max((len(line.label) for line in rendered), default=40) + 2
-    cells = max((len(c) for line in rendered for c in (line.ours, line.theirs)), default=10) + 2
+    cells = max([10, *(len(c) for line in rendered for c in (line.ours, line.theirs))]) + 2
     for source in ("suite", "replay"):
         group = [line for line in rendered if line.source == source]
         if not group:
@@ -521,12 +522,15 @@ def text(results: Result) -> str:
             )
         out.append("")
     out.append(_runs_note(results))
-    missing = missed(rendered)
+    missing, unjudged = missed(rendered), missed(rendered, UNKNOWN)
     if missing:
         out.append(f"TARGETS NOT MET ({len(missing)}):")
         out.extend(f"  - {sentence}" for sentence in missing)
-    elif any(line.goal for line in rendered):
-        out.append("Every target measured in this run is met.")
+    elif any(line.verdict == MET for line in rendered):
+        out.append("Every target judged in this run is met.")
+    if unjudged:
+        out.append(f"Targets not judged, a figure is missing ({len(unjudged)}):")
+        out.extend(f"  - {sentence}" for sentence in unjudged)
     out.append("")
     return "\n".join(out)
 

@@ -257,9 +257,9 @@ def test_met_targets_say_so() -> None:
     tocsin = [run(5_000, 1.0, 1.0, 100.0, notifications=1_000)]
     am = [run(4_000, 1.0, 2.0, 500.0)]
     rendered = results(tocsin, am)
-    assert "Every target measured in this run is met." in report.text(rendered)
+    assert "Every target judged in this run is met." in report.text(rendered)
     assert "Targets not met" not in report.markdown(rendered)
-    assert "One run of each side." in report.markdown(rendered)
+    assert "One run (--runs 1)" in report.markdown(rendered)
 
 
 def test_baseline_reads_the_medians_of_a_run_of_several(tmp_path: Path) -> None:
@@ -307,6 +307,18 @@ async def test_no_session_starts_after_the_budget(tmp_path: Path) -> None:
     assert [r["skipped"] for r in sides["alertmanager"]["runs"]] == [["storms", "steady"]] * 2
     replay = await run_replays(1_000, 3, late)
     assert replay["runs"] == [{"skipped": ["replay"]}] * 3
+
+
+def test_a_target_without_alertmanager_is_not_judged_rather_than_missed() -> None:
+    """Catches ``--no-alertmanager`` reported as targets missed (or met): a ratio
+    target without Alertmanager's figure is named as not judged."""
+    rendered = results([run(5_000, 1.0, 1.0, 100.0)], [])
+    console = report.text(rendered)
+    assert "TARGETS NOT MET" not in console
+    assert "Every target judged in this run is met." in console  # W2's count, tocsin's own
+    assert "Targets not judged, a figure is missing (5):" in console
+    assert "target ≥ 1.0x AM: NO FIGURE" in console
+    assert "**Targets not met:**" not in report.markdown(rendered)
 
 
 def test_skipped_runs_show_in_the_table() -> None:
