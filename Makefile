@@ -64,7 +64,8 @@ lock: | $(BIN)/python
 	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra embedded --extra dev -o requirements/test.txt pyproject.toml
 	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra embedded --extra dev --extra bench -o requirements/bench.txt pyproject.toml
 
-# tocsin vs Alertmanager, W1-W5 (< 10 min); BENCH_ARGS="--workloads w1,w5", "--profile /tmp/p" etc.
+# tocsin vs Alertmanager, W1-W5, three alternated runs, medians and ranges (~10-20 min);
+# BENCH_ARGS="--workloads w1,w5", "--runs 1", "--profile /tmp/p" etc.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,8 +1,11 @@
-"""Results -> the figures side by side, as text, Markdown, JSON and two plots.
+"""Results -> the figures side by side, as text, Markdown, JSON and plots.
 
 One table of rows drives every output, so the console, ``latest.md`` and the README
-can never disagree. A row names the command that produced it; the ratio is always
-tocsin / Alertmanager, with the better direction stated (for times, below 1 is better).
+can never disagree. A row names the command that produced it. Each side ran every
+workload ``runs`` times (alternated, see ``bench/suite.py``); a cell is the median of
+those runs with their range (min-max), and the ratio is always tocsin's median /
+Alertmanager's median, with the better direction stated (for times, below 1 is better).
+A row with a target of issue #20 says whether the medians meet it.
 """
 
 from __future__ import annotations
@@ -10,12 +13,114 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Callable, Collection
+import statistics
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Result = dict[str, Any]
+
+MET = "met"
+NOT_MET = "not met"
+UNKNOWN = "no figure"  # a side's figure is missing, so the target cannot be judged
+
+
+def is_number(value: Any) -> bool:
+    """A figure: an int or a float, not a bool (``exact`` is a bool, not a count)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of one side over its runs: the median and the range (min-max) of the
+    runs that produced it, and how many runs there were (a run that timed out has no
+    figure, and the table says so instead of hiding it in the median)."""
+
+    values: tuple[float, ...]
+    runs: int
+
+    @property
+    def median(self) -> float:
+        return float(statistics.median(self.values))
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+
+def figure(values: Sequence[Any]) -> Figure | None:
+    """The numbers among ``values`` (one per run) as a ``Figure``; ``None`` if no run
+    produced this figure."""
+    numbers = tuple(float(v) for v in values if is_number(v))
+    return Figure(numbers, len(values)) if numbers else None
+
+
+def ratio_of(ours: Figure | None, theirs: Figure | None) -> float | None:
+    """tocsin's median / Alertmanager's median; ``None`` when either is missing or 0."""
+    if ours is None or theirs is None or not theirs.median:
+        return None
+    return ours.median / theirs.median
+
+
+@dataclass(frozen=True)
+class Versus:
+    """An issue #20 target relative to Alertmanager in the same run: tocsin's median
+    ``op`` ``factor`` x Alertmanager's median (``op`` is "≥" or "≤")."""
+
+    op: str
+    factor: float
+
+    def text(self, sizes: dict[str, Any]) -> str:
+        return f"{self.op} {self.factor:.1f}x AM"
+
+    def verdict(self, ours: Figure | None, theirs: Figure | None, sizes: dict[str, Any]) -> str:
+        r = ratio_of(ours, theirs)
+        if r is None:
+            return UNKNOWN
+        return MET if (r >= self.factor if self.op == "≥" else r <= self.factor) else NOT_MET
+
+
+@dataclass(frozen=True)
+class Below:
+    """An absolute target of tocsin's alone: its median strictly below ``bound``."""
+
+    bound: float
+    unit: str
+
+    def text(self, sizes: dict[str, Any]) -> str:
+        return f"< {self.bound:g} {self.unit}"
+
+    def verdict(self, ours: Figure | None, theirs: Figure | None, sizes: dict[str, Any]) -> str:
+        if ours is None:
+            return UNKNOWN
+        return MET if ours.median < self.bound else NOT_MET
+
+
+@dataclass(frozen=True)
+class Exactly:
+    """A count both sides must hit in every run (``expected`` names a size, e.g.
+    ``fingerprints``): a correctness check, so one run off is a miss, medians aside."""
+
+    expected: str
+
+    def text(self, sizes: dict[str, Any]) -> str:
+        return f"= {sizes[self.expected]:,} every run"
+
+    def verdict(self, ours: Figure | None, theirs: Figure | None, sizes: dict[str, Any]) -> str:
+        present = [f for f in (ours, theirs) if f is not None]
+        if not present:
+            return UNKNOWN
+        want = sizes[self.expected]
+        every = all(len(f.values) == f.runs and f.low == f.high == want for f in present)
+        return MET if every else NOT_MET
+
+
+Goal = Versus | Below | Exactly
 
 
 @dataclass(frozen=True)
@@ -23,8 +128,8 @@ class Row:
     label: str
     unit: str
     better: str  # "higher", "lower" or "exact"
-    value: Callable[[Result], Any]  # from one target's results; None when absent
-    goal: str = ""
+    value: Callable[[Result], Any]  # from one run of one side; None when absent
+    goal: Goal | None = None
     source: str = "suite"  # which command produced it: "suite" or "replay"
     unit_in_label: bool = False
 
@@ -53,47 +158,49 @@ def _events_per_second(workload: str) -> Callable[[Result], Any]:
     return value
 
 
+# The goals are issue #20's targets: relative to Alertmanager's median of the same run
+# (a shared machine's speed moves both sides), W4's start absolute.
 ROWS = [
     Row("W1 events/s (tocsin: committed + routed; AM: accepted)", "events/s", "higher",
-        _events_per_second("W1"), "≥ 25,000", unit_in_label=True),
+        _events_per_second("W1"), unit_in_label=True),
     Row("W1 accepted by broker / API", "events/s", "higher", _get("W1", "accepted_per_second")),
     Row("W1 last publish → last notification", "s", "lower",
         _get("W1", "last_publish_to_last_notification_seconds")),
     Row("W1 all {events:,} notified after the first publish", "s", "lower",
         _get("W1", "all_notified_seconds")),
-    Row("W1 notifications/s end to end", "/s", "higher", _get("W1", "notifications_per_second"),
-        unit_in_label=True),
+    Row("W1 notifications/s end to end, until every one arrived", "/s", "higher",
+        _get("W1", "notifications_per_second"), Versus("≥", 1.0), unit_in_label=True),
     Row("W1 CPU of the service, whole storm", "s", "lower", _get("W1", "cpu_seconds")),
     Row("W1 CPU of the service per event", "µs", "lower", _get("W1", "cpu_us_per_event")),
     Row("W2 events/s (tocsin: committed; AM: accepted)", "events/s", "higher",
-        _events_per_second("W2"), "≥ 40,000", unit_in_label=True),
+        _events_per_second("W2"), Versus("≥", 0.5), unit_in_label=True),
     Row("W2 notifications sent (must be {fingerprints:,})", "", "exact",
-        _get("W2", "notifications"), "= {fingerprints:,}"),
-    Row("W3 latency p50", "ms", "lower", _get("W3", "p50_ms"), "≤ 2"),
-    Row("W3 latency p99", "ms", "lower", _get("W3", "p99_ms"), "≤ 5"),
+        _get("W2", "notifications"), Exactly("fingerprints")),
+    Row("W3 latency p50", "ms", "lower", _get("W3", "p50_ms"), Versus("≤", 1.5)),
+    Row("W3 latency p99", "ms", "lower", _get("W3", "p99_ms"), Versus("≤", 1.0)),
     Row("W3 latency max", "ms", "lower", _get("W3", "max_ms")),
-    Row("W3 notified (of {steady:,})", "", "exact", _get("W3", "notified")),
+    Row("W3 notified (of {steady:,})", "", "exact", _get("W3", "notified"), Exactly("steady")),
     Row("W5 events/s (tocsin: committed + grouped; AM: accepted)", "events/s", "higher",
         _events_per_second("W5"), unit_in_label=True),
     Row("W5 notifications sent", "", "lower", _get("W5", "notifications")),
     Row("W5 groups notified (of {groups:,})", "", "exact", _get("W5", "groups_notified"),
-        "= {groups:,}"),
+        Exactly("groups")),
     Row("W5 alerts notified (of {group_events:,})", "", "exact", _get("W5", "alerts_covered"),
-        "= {group_events:,}"),
+        Exactly("group_events")),
     Row("W5 all {groups:,} groups notified after the first publish", "s", "lower",
-        _get("W5", "all_groups_notified_seconds")),
+        _get("W5", "all_groups_notified_seconds"), Versus("≤", 1.0)),
     Row("W5 every alert notified after the first publish", "s", "lower",
         _get("W5", "all_alerts_notified_seconds")),
-    Row("RSS after {storms}", "MiB", "lower", _get("resources", "rss_mib"), "≤ 150"),
+    Row("RSS after {storms}", "MiB", "lower", _get("resources", "rss_mib"), Versus("≤", 0.3)),
     Row("CPU after {storms} (process total)", "s", "lower", _get("resources", "cpu_seconds")),
     Row("nats-server CPU after {storms}", "s", "lower", _get("resources", "broker_cpu_seconds")),
-    Row("most simultaneous webhook connections", "", "lower", _get("max_connections"), "≤ 32"),
+    Row("most simultaneous webhook connections", "", "lower", _get("max_connections")),
     Row("W4 fold (decode + fold)", "events/s", "higher", _get("fold_events_per_second"),
         source="replay"),
     Row("W4 start without a snapshot", "s", "lower", _get("start_without_snapshot_seconds"),
         source="replay"),
     Row("W4 start with a snapshot", "s", "lower", _get("start_with_snapshot_seconds"),
-        source="replay"),
+        Below(1.0, "s"), source="replay"),
 ]  # fmt: skip
 
 
@@ -113,10 +220,53 @@ def fmt(value: Any, unit: str) -> str:
     return f"{value:,.2f}"
 
 
-def ratio(ours: Any, theirs: Any) -> str:
-    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or not theirs:
+def cell(f: Figure | None, unit: str) -> str:
+    """``median (min-max)``; the median alone when every run agrees; ``k of n runs``
+    when some run produced no figure."""
+    if f is None:
         return "—"
-    return f"{ours / theirs:,.2f}x" if ours / theirs < 100 else f"{ours / theirs:,.0f}x"
+    text = fmt(f.median, unit)
+    low, high = fmt(f.low, unit), fmt(f.high, unit)
+    if len(f.values) > 1 and low != high:
+        text += f" ({low}-{high})"
+    if len(f.values) < f.runs:
+        text += f" [{len(f.values)} of {f.runs} runs]"
+    return text
+
+
+def ratio_text(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.2f}x" if value < 100 else f"{value:,.0f}x"
+
+
+def runs_of(result: Result) -> list[Result]:
+    """A side's runs; a results file from before ``--runs`` (or a lone replay) is one."""
+    runs = result.get("runs")
+    return list(runs) if isinstance(runs, list) else ([result] if result else [])
+
+
+def median_tree(runs: Sequence[Result]) -> Result:
+    """The runs' figures folded into one result of the same shape: numbers -> median of
+    the runs that have them, flags -> true only if true in every run, nested results ->
+    the same again, texts -> the first run's. Lists (W3's raw latencies, timeouts) stay
+    in the runs. So every reader of a single run's result (``--baseline``, the README's
+    table) reads medians from a result of several."""
+    out: Result = {}
+    keys = list(dict.fromkeys(key for run in runs for key in run))
+    for key in keys:
+        values = [run[key] for run in runs if key in run and run[key] is not None]
+        if not values:
+            out[key] = None
+        elif all(isinstance(v, bool) for v in values):
+            out[key] = all(values)
+        elif all(is_number(v) for v in values):
+            out[key] = statistics.median(values)
+        elif all(isinstance(v, dict) for v in values):
+            out[key] = median_tree(values)
+        elif isinstance(values[0], str):
+            out[key] = values[0]
+    return out
 
 
 @dataclass(frozen=True)
@@ -129,39 +279,54 @@ class Line:
     theirs: str
     ratio: str
     goal: str
+    verdict: str  # MET, NOT_MET, UNKNOWN, or "" for a row without a target
     better: str
 
 
 def lines(results: Result) -> list[Line]:
-    """Every row with a value for at least one side, rendered."""
-    tocsin = results["targets"].get("tocsin") or {}
-    am = results["targets"].get("alertmanager") or {}
-    replay = results.get("replay") or {}
+    """Every row with a value for at least one side, rendered from every run."""
+    tocsin = runs_of(results["targets"].get("tocsin") or {})
+    am = runs_of(results["targets"].get("alertmanager") or {})
+    replay = runs_of(results.get("replay") or {})
     out = []
     sizes = _sizes(results)
     for row in ROWS:
         if row.source == "replay":
-            ours, theirs = row.value(replay), None
+            ours, theirs = figure([row.value(r) for r in replay]), None
         else:
-            ours, theirs = row.value(tocsin), row.value(am)
+            ours = figure([row.value(r) for r in tocsin])
+            theirs = figure([row.value(r) for r in am])
         if ours is None and theirs is None:
             continue
         label = row.label.format(**sizes)
         if row.unit and not row.unit_in_label:
             label += f", {row.unit}"
         arrow = {"higher": "↑", "lower": "↓", "exact": "="}[row.better]
+        shown = ratio_of(ours, theirs) if row.better != "exact" else None
         out.append(
             Line(
                 row.source,
                 label,
-                fmt(ours, row.unit),
-                fmt(theirs, row.unit),
-                ratio(ours, theirs) if row.better != "exact" else "—",
-                row.goal.format(**sizes),
+                cell(ours, row.unit),
+                cell(theirs, row.unit),
+                ratio_text(shown),
+                row.goal.text(sizes) if row.goal else "",
+                row.goal.verdict(ours, theirs, sizes) if row.goal else "",
                 arrow,
             )
         )
     return out
+
+
+def missed(rendered: Sequence[Line], verdict: str = NOT_MET) -> list[str]:
+    """One plain sentence per target with this ``verdict`` (not met, or without a
+    figure to judge it by), for the end of the console output and of ``latest.md``."""
+    return [
+        f"{line.label}: tocsin {line.ours}, Alertmanager {line.theirs}, ratio {line.ratio}; "
+        f"target {line.goal}: {line.verdict.upper()}"
+        for line in rendered
+        if line.verdict == verdict
+    ]
 
 
 def storms(workloads: Collection[str]) -> str:
@@ -187,36 +352,53 @@ def _commands(results: Result) -> dict[str, str]:
     return {"suite": results["command"], "replay": (results.get("replay") or {}).get("command", "")}
 
 
+def _runs_note(results: Result) -> str:
+    """How the runs were made, in one sentence (a file from before ``--runs``: one)."""
+    runs = results.get("runs", 1)
+    if runs == 1:
+        return "One run (--runs 1): each cell is that run's figure."
+    return (
+        f"Each cell is the median of {runs} runs (min-max); tocsin and Alertmanager took "
+        f"turns, run by run, on each workload; the ratio is of the medians."
+    )
+
+
 def markdown(results: Result) -> str:
-    """The README's table: figures, the commands, the date and the machine."""
+    """The README's table: figures, the targets met or not, the commands, the date and
+    the machine."""
     m = results["machine"]
     head = [
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
         f"Python {m['python']}, {m['system']}; tocsin {m['tocsin']}, "
         f"Alertmanager {m['alertmanager']}, nats-server {m['nats_server']}."
-        + (" **Profiled run** (py-spy attached to tocsin during W1)." if results["profiled"]
-           else ""),
+        + (" **Profiled run** (py-spy attached to tocsin during W1 of its first run)."
+           if results["profiled"] else ""),
         "",
-        "| figure | tocsin | Alertmanager | tocsin / AM | goal |",
-        "|---|---:|---:|---:|---|",
+        "| figure | tocsin | Alertmanager | tocsin / AM | target (issue #20) | |",
+        "|---|---:|---:|---:|---|---|",
     ]  # fmt: skip
     commands = _commands(results)
+    rendered = lines(results)
     body = []
-    for line in lines(results):
+    for line in rendered:
+        verdict = f"**{line.verdict}**" if line.verdict in (NOT_MET, UNKNOWN) else line.verdict
         body.append(
             f"| {line.label} {line.better} | {line.ours} | {line.theirs} | {line.ratio} "
-            f"| {line.goal} |"
+            f"| {line.goal} | {verdict} |"
         )
     notes = [
         "",
-        "↑ higher is better, ↓ lower is better; the ratio is tocsin / Alertmanager.",
+        "↑ higher is better, ↓ lower is better; the ratio is tocsin / Alertmanager. "
+        + _runs_note(results),
         f"W1-W3, W5 and resources: `{commands['suite']}`. W2 runs on the process W1 ran on; "
         f"W3 on a fresh one, after {results['loads']['warmup_seconds']:g} s at its rate "
-        "that are not counted. W1's CPU is the service process's from the first publish "
-        "until every outcome is recorded (tocsin serve: router, delivery and recorder).",
+        "that are not counted. W1's CPU is the service's from the first publish until "
+        "every outcome is recorded (tocsin serve: every process it runs).",
     ]
     grouping = results.get("grouping")
-    if grouping and any("W5" in t for t in results["targets"].values()):
+    if grouping and any(
+        "W5" in run for t in results["targets"].values() for run in runs_of(t or {})
+    ):
         notes.append(
             f"W5 on a fresh process of each, one route grouped by `{grouping['label']}` "
             f'(tocsin `group_by = ["labels.{grouping["label"]}"]`), group_wait '
@@ -227,19 +409,39 @@ def markdown(results: Result) -> str:
         )
     if commands["replay"]:
         notes.append(f"W4 (tocsin only, a log of the size shown): `{commands['replay']}`.")
-    for name, result in results["targets"].items():
-        if result.get("error"):
-            notes.append(f"{name}: {result['error']}")
-        for workload in ("W1", "W2", "W3", "W5"):
-            w = result.get(workload) or {}
-            for problem in w.get("timeouts", []):
-                notes.append(f"{name} {workload}: {problem}")
-            if w.get("publisher_bound"):
-                notes.append(
-                    f"{name} {workload}: committed as fast as the bench published "
-                    f"({w['accepted_per_second']:,.0f}/s): a lower bound, not the service's limit."
-                )
+    notes.extend(_problems(results))
+    for verdict, heading in ((NOT_MET, "Targets not met"), (UNKNOWN, "Targets not judged")):
+        sentences = missed(rendered, verdict)
+        if sentences:
+            notes.append("")
+            notes.append(f"**{heading}:**" if verdict == NOT_MET else f"{heading}:")
+            notes.extend(f"- {sentence}" for sentence in sentences)
     return "\n".join(head + body + notes) + "\n"
+
+
+def _problems(results: Result) -> list[str]:
+    """Errors, timeouts and publisher-bound figures of every run, named by run."""
+    notes: list[str] = []
+    sides = [(name, runs_of(result or {})) for name, result in results["targets"].items()]
+    sides.append(("W4", runs_of(results.get("replay") or {})))
+    for name, runs in sides:
+        for number, run in enumerate(runs, 1):
+            which = f"{name} run {number}" if len(runs) > 1 else name
+            if run.get("skipped"):
+                notes.append(f"{which}: {', '.join(run['skipped'])} skipped, over the time budget")
+            if run.get("error"):
+                notes.append(f"{which}: {run['error']}")
+            for workload in ("W1", "W2", "W3", "W5"):
+                w = run.get(workload) or {}
+                for problem in w.get("timeouts", []):
+                    notes.append(f"{which} {workload}: {problem}")
+                if w.get("publisher_bound"):
+                    notes.append(
+                        f"{which} {workload}: committed as fast as the bench published "
+                        f"({w['accepted_per_second']:,.0f}/s): a lower bound, not the "
+                        "service's limit."
+                    )
+    return notes
 
 
 def w1_before_after(before: Result, after: Result, before_name: str) -> str:
@@ -296,35 +498,54 @@ def _positive(value: Any) -> float | None:
 
 
 def text(results: Result) -> str:
-    """The console summary: the same rows, grouped by the command that produced them."""
+    """The console summary: the same rows, grouped by the command that produced them,
+    then every target missed, in plain words."""
     out = []
     commands = _commands(results)
     rendered = lines(results)
     width = max((len(line.label) for line in rendered), default=40) + 2
+    cells = max([10, *(len(c) for line in rendered for c in (line.ours, line.theirs))]) + 2
     for source in ("suite", "replay"):
         group = [line for line in rendered if line.source == source]
         if not group:
             continue
         out.append(f"command: {commands[source]}")
-        out.append(f"  {'figure':<{width}}{'tocsin':>12}{'Alertmgr':>12}{'ratio':>10}  goal")
+        out.append(
+            f"  {'figure':<{width}}{'tocsin':>{cells}}{'Alertmgr':>{cells}}{'ratio':>10}  target"
+        )
         for line in group:
+            verdict = line.verdict.upper() if line.verdict in (NOT_MET, UNKNOWN) else line.verdict
+            target = f"{line.goal}: {verdict}" if line.goal else ""
             out.append(
-                f"  {line.label + ' ' + line.better:<{width}}{line.ours:>12}{line.theirs:>12}"
-                f"{line.ratio:>10}  {line.goal}"
+                f"  {line.label + ' ' + line.better:<{width}}{line.ours:>{cells}}"
+                f"{line.theirs:>{cells}}{line.ratio:>10}  {target}"
             )
         out.append("")
+    out.append(_runs_note(results))
+    missing, unjudged = missed(rendered), missed(rendered, UNKNOWN)
+    if missing:
+        out.append(f"TARGETS NOT MET ({len(missing)}):")
+        out.extend(f"  - {sentence}" for sentence in missing)
+    elif any(line.verdict == MET for line in rendered):
+        out.append("Every target judged in this run is met.")
+    if unjudged:
+        out.append(f"Targets not judged, a figure is missing ({len(unjudged)}):")
+        out.extend(f"  - {sentence}" for sentence in unjudged)
+    out.append("")
     return "\n".join(out)
 
 
 def write_json(results: Result, directory: Path, stamp: str) -> tuple[Path, Path]:
-    """``<stamp>.json`` with every raw latency, and ``latest.json`` without them."""
+    """``<stamp>.json`` with every run and every raw latency, and ``latest.json``
+    without the latencies."""
     directory.mkdir(parents=True, exist_ok=True)
     full = directory / f"{stamp}.json"
     results = _rounded(results)
     full.write_text(json.dumps(results, indent=2) + "\n")
     lean = json.loads(json.dumps(results))
     for result in lean["targets"].values():
-        (result.get("W3") or {}).pop("latencies_ms", None)
+        for run in runs_of(result or {}):
+            (run.get("W3") or {}).pop("latencies_ms", None)
     latest = directory / "latest.json"
     latest.write_text(json.dumps(lean, indent=2) + "\n")
     return full, latest
@@ -367,8 +588,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+COLORS = {"tocsin": "#c0392b", "alertmanager": "#2c3e50"}
+NAMES = {"tocsin": "tocsin", "alertmanager": "Alertmanager"}
+
+
 def plots(results: Result, docs: Path) -> list[Path]:
-    """``bench-latency.png`` (W3 CDF) and ``bench-throughput.png`` (W1/W2); none if
+    """``bench-latency.png`` (W3: one CDF per run), ``bench-throughput.png`` (W1/W2) and
+    ``bench-grouped.png`` (W5), the bars medians with the runs' range; none if
     matplotlib is missing (it is in the ``bench`` extra that ``make bench`` installs)."""
     try:
         import matplotlib
@@ -379,30 +605,44 @@ def plots(results: Result, docs: Path) -> list[Path]:
         print("matplotlib is not installed (pip install -e '.[bench]'): no plots")
         return []
     docs.mkdir(parents=True, exist_ok=True)
-    colors = {"tocsin": "#c0392b", "alertmanager": "#2c3e50"}
-    names = {"tocsin": "tocsin", "alertmanager": "Alertmanager"}
     written = []
+    runs = results.get("runs", 1)
     subtitle = (
         f"{results['date']}, {results['machine']['cpu']}, {results['machine']['cores']} cores"
+        + (f"; {runs} alternated runs" if runs > 1 else "")
     )
+    whiskers = "; bars: median, whiskers: min-max" if runs > 1 else ""
+    sides = [n for n in ("tocsin", "alertmanager") if n in results["targets"]]
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     drawn = False
-    for name, result in results["targets"].items():
-        latencies = sorted((result.get("W3") or {}).get("latencies_ms") or [])
-        if not latencies:
-            continue
-        n = len(latencies)
-        w3 = result["W3"]
-        ax.step(
-            latencies,
-            [(i + 1) / n for i in range(n)],
-            where="post",
-            color=colors.get(name),
-            label=f"{names.get(name, name)}: p50 {w3['p50_ms']:.2f} ms, p99 {w3['p99_ms']:.2f} ms,"
-            f" max {w3['max_ms']:.1f} ms",
-        )
-        drawn = True
+    for name in sides:
+        side_runs = runs_of(results["targets"][name] or {})
+        p50 = figure([_get("W3", "p50_ms")(r) for r in side_runs])
+        p99 = figure([_get("W3", "p99_ms")(r) for r in side_runs])
+        labelled = False
+        for run in side_runs:
+            latencies = sorted((run.get("W3") or {}).get("latencies_ms") or [])
+            if not latencies:
+                continue
+            n = len(latencies)
+            label = None
+            if not labelled and p50 is not None and p99 is not None:
+                label = (
+                    f"{NAMES.get(name, name)} ({len(p50.values)} runs): p50 {cell(p50, 'ms')} ms,"
+                    f" p99 {cell(p99, 'ms')} ms"
+                )
+                labelled = True
+            ax.step(
+                latencies,
+                [(i + 1) / n for i in range(n)],
+                where="post",
+                color=COLORS.get(name),
+                alpha=0.75,
+                linewidth=1.0,
+                label=label,
+            )
+            drawn = True
     if drawn:
         loads = results["loads"]
         ax.set_xscale("log")
@@ -413,8 +653,8 @@ def plots(results: Result, docs: Path) -> list[Path]:
         ax.legend(loc="lower right", fontsize=8)
         ax.set_title(
             f"W3: {loads['steady_rate']:.0f} distinct alerts/s for {loads['steady_seconds']:.0f} s"
-            f"\n{subtitle}",
-            fontsize=10,
+            f", one line per run\n{subtitle}",
+            fontsize=9,
         )
         fig.tight_layout()
         path = docs / "bench-latency.png"
@@ -422,37 +662,83 @@ def plots(results: Result, docs: Path) -> list[Path]:
         written.append(path)
     plt.close(fig)
 
-    groups = [
-        ("W1 events/s", _events_per_second("W1")),
-        ("W1 notifications/s", _get("W1", "notifications_per_second")),
-        ("W2 events/s", _events_per_second("W2")),
-    ]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    targets = [n for n in ("tocsin", "alertmanager") if n in results["targets"]]
-    width = 0.8 / max(len(targets), 1)
-    drawn = False
-    for t, name in enumerate(targets):
-        values = [value(results["targets"][name]) or 0 for _, value in groups]
-        xs = [g + (t - (len(targets) - 1) / 2) * width for g in range(len(groups))]
-        bars = ax.bar(xs, values, width, color=colors.get(name), label=names.get(name, name))
-        ax.bar_label(bars, labels=[f"{v:,.0f}" if v else "—" for v in values], fontsize=8)
-        drawn = drawn or any(values)
-    if drawn:
-        ax.set_xticks(range(len(groups)), [g for g, _ in groups])
-        ax.set_yscale("log")
-        ax.set_ylabel("per second (log scale)")
-        ax.legend(fontsize=8)
-        loads = results["loads"]
-        ax.set_title(
+    loads = results["loads"]
+    charts = [
+        (
+            "bench-throughput.png",
+            [
+                ("W1 events/s", _events_per_second("W1")),
+                ("W1 notifications/s", _get("W1", "notifications_per_second")),
+                ("W2 events/s", _events_per_second("W2")),
+            ],
+            "per second (log scale)",
+            True,
             f"W1: {loads['storm_events']:,} distinct alerts; "
             f"W2: {loads['storm_events']:,} over {loads['duplicate_fingerprints']:,} fingerprints\n"
-            "tocsin events/s = committed to its log; Alertmanager events/s = accepted by its API"
-            f"\n{subtitle}",
-            fontsize=9,
+            "tocsin events/s = committed to its log; Alertmanager events/s = accepted by its API",
+        ),
+        (
+            "bench-grouped.png",
+            [
+                ("all groups notified", _get("W5", "all_groups_notified_seconds")),
+                ("every alert notified", _get("W5", "all_alerts_notified_seconds")),
+            ],
+            "seconds after the first publish",
+            False,
+            f"W5: {loads.get('group_events', 0):,} distinct alerts over "
+            f"{loads.get('groups', 0):,} groups",
+        ),
+    ]
+    for filename, groups, ylabel, log_scale, title in charts:
+        chart = _bars(
+            plt, results, sides, groups, ylabel, log_scale, f"{title}\n{subtitle}{whiskers}"
         )
-        fig.tight_layout()
-        path = docs / "bench-throughput.png"
-        fig.savefig(path)
-        written.append(path)
-    plt.close(fig)
+        if chart is not None:
+            path = docs / filename
+            chart.savefig(path)
+            plt.close(chart)
+            written.append(path)
     return written
+
+
+def _bars(
+    plt: Any,
+    results: Result,
+    sides: Sequence[str],
+    groups: Sequence[tuple[str, Callable[[Result], Any]]],
+    ylabel: str,
+    log_scale: bool,
+    title: str,
+) -> Any:
+    """A figure of one bar per side and group at the median, whiskers at the runs'
+    min and max; ``None`` (nothing drawn) when no run has any of these figures."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    width = 0.8 / max(len(sides), 1)
+    drawn = False
+    for t, name in enumerate(sides):
+        side_runs = runs_of(results["targets"][name] or {})
+        figures = [figure([value(r) for r in side_runs]) for _, value in groups]
+        medians = [f.median if f else 0.0 for f in figures]
+        spread = [
+            [f.median - f.low if f else 0.0 for f in figures],
+            [f.high - f.median if f else 0.0 for f in figures],
+        ]
+        xs = [g + (t - (len(sides) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(
+            xs, medians, width, yerr=spread, capsize=4, color=COLORS.get(name),
+            label=NAMES.get(name, name),
+        )  # fmt: skip
+        unit = "s" if not log_scale else "/s"
+        ax.bar_label(bars, labels=[fmt(f.median, unit) if f else "—" for f in figures], fontsize=8)
+        drawn = drawn or any(medians)
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xticks(range(len(groups)), [g for g, _ in groups])
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,4 +1,4 @@
-"""``make bench``: tocsin and Prometheus Alertmanager under the same loads (issue #8).
+"""``make bench``: tocsin and Prometheus Alertmanager under the same loads (issues #8, #20).
 
   W1  a storm of distinct alerts (20,000, as fast as the protocol allows)
   W2  a storm of duplicates (20,000 over 1,000 fingerprints: 1,000 notifications)
@@ -12,19 +12,24 @@
   ``--workloads w1,w5`` runs only those; ``--baseline OLD.json`` prints W1's router
   figures before (OLD) and after (this run) side by side.
 
+Every workload runs ``--runs`` times (3), the sides taking turns (tocsin, Alertmanager,
+tocsin, ...; ``schedule``), each session on fresh processes; a figure is the median of
+its runs with their range, and issue #20's targets compare the medians.
+
 Both services run as users run them, each in its own process on 127.0.0.1: ``tocsin
 serve`` against a real ``nats-server``, Alertmanager from Debian's package (installed
 with apt-get when missing; without it the suite runs tocsin alone and says so). Both
 notify a webhook receiver in this process. Figures go to the console, to
 ``bench/results/`` (JSON and Markdown) and to ``docs/bench-*.png``.
 
-Run: .venv/bin/python -m bench [--workloads w1,w5] [--events N] [--profile DIR] ...
+Run: .venv/bin/python -m bench [--workloads w1,w5] [--runs 3] [--events N] [--profile DIR] ...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import resource
 import secrets
@@ -36,7 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -57,8 +62,11 @@ from bench.workloads import Loads, w1_distinct, w2_duplicates, w3_steady, w5_gro
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY_TIMEOUT = 600.0  # W4 on a million events takes 1-3 minutes on a 2-core VM
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+RUNS = 3  # of each workload (issue #20): the median of 3 is not decided by one noisy run
+BUDGET_MINUTES = 60.0  # after this, no new session starts: the bench fits CI's 90 minutes
+LATE = "the --budget-minutes is spent"
 GROUPING = Grouping()  # W5's, the same for both services (issue #17)
-MakeTarget = Callable[[str, Grouping | None], Target]
+MakeTarget = Callable[[Path, Grouping | None], Target]  # a fresh one in this directory
 
 
 def _cpu_self() -> float:
@@ -128,83 +136,180 @@ async def _session(
         await receiver.stop()
 
 
-async def run_target(
-    make: MakeTarget, loads: Loads, tag: str, profiler: Profiler | None, workloads: set[str]
-) -> dict[str, Any]:
-    """W1 then W2 (then resources) on one process of the service; W3 on a fresh one, so
-    that its latency is the steady state's and not the storms' aftermath (Alertmanager
-    re-evaluates each of their 21,000 groups every second until they time out); W5 on
-    another fresh one, configured to group. Only the ``workloads`` selected run."""
-    result: dict[str, Any] = {}
-    harness_cpu = _cpu_self()
-    started = time.monotonic()
+PHASES = ("storms", "steady", "grouped")  # each on a fresh process of the service
+SIDES = ("tocsin", "alertmanager")
 
-    async def storms(target: Target, receiver: Receiver) -> None:
+
+def phases(workloads: Collection[str]) -> list[str]:
+    """The sessions the selected workloads need, in order: W1 then W2 (then resources)
+    on one process of the service; W3 on a fresh one, so that its latency is the steady
+    state's and not the storms' aftermath (Alertmanager re-evaluates each of their
+    21,000 groups every second until they time out); W5 on another fresh one,
+    configured to group. W4 is not a session of the service (``run_replay``)."""
+    wanted = {"storms": {"w1", "w2"}, "steady": {"w3"}, "grouped": {"w5"}}
+    return [phase for phase in PHASES if wanted[phase] & set(workloads)]
+
+
+def schedule(phases: Sequence[str], runs: int, sides: Sequence[str]) -> list[tuple[str, int, str]]:
+    """(phase, run, side) in the order they run: phase by phase, and within a phase the
+    sides take turns run by run (tocsin, AM, tocsin, AM, ...), so a noisy minute on a
+    shared machine falls on both sides' runs of one workload, not on one side's figures
+    alone. Runs count from 1."""
+    return [(phase, run, side) for phase in phases for run in range(1, runs + 1) for side in sides]
+
+
+async def run_phase(
+    phase: str,
+    target: Target,
+    receiver: Receiver,
+    loads: Loads,
+    tag: str,
+    profiler: Profiler | None,
+    workloads: set[str],
+    result: dict[str, Any],
+) -> None:
+    """One session's workloads on ``target`` (started), their figures into ``result``
+    (one run of one side). ``profiler`` samples the service during W1."""
+    label = target.label
+    if phase == "storms":
         if "w1" in workloads:
-            await w1(target, receiver)
+            _say(f"== {label}: W1, a storm of {loads.storm_events:,} distinct alerts")
+            if profiler is not None:
+                profiler.start(target.pid())
+            try:
+                result["W1"] = await w1_distinct(target, receiver, loads, tag)
+            finally:
+                if profiler is not None:
+                    summary = profiler.stop()
+                    result["profile"] = {"raw": str(profiler.raw), "summary": str(profiler.summary)}
+                    _say(f"  profile of tocsin serve during W1 ({profiler.raw}):")
+                    _say("\n".join(f"    {line}" for line in summary.splitlines()[:40]))
+            _say(_brief("W1", label, result["W1"], target.has_log))
         if "w2" in workloads:
             _say(
-                f"== {target.label}: W2, {loads.storm_events:,} events over "
+                f"== {label}: W2, {loads.storm_events:,} events over "
                 f"{loads.duplicate_fingerprints:,} fingerprints"
             )
             result["W2"] = await w2_duplicates(target, receiver, loads, tag)
-            _say(_brief("W2", target.label, result["W2"], target.has_log))
+            _say(_brief("W2", label, result["W2"], target.has_log))
+        # Whatever bench/procs.py measures of the service: for tocsin serve, every process.
         result["resources"] = asdict(target.usage())
         _say(
-            f"  {target.label} after {report.storms(workloads)}: "
+            f"  {label} after {report.storms(workloads)}: "
             f"RSS {result['resources']['rss_mib']:.1f} MiB, "
             f"CPU {result['resources']['cpu_seconds']:.1f} s"
         )
-
-    async def w1(target: Target, receiver: Receiver) -> None:
-        _say(f"== {target.label}: W1, a storm of {loads.storm_events:,} distinct alerts")
-        if profiler is not None:
-            profiler.start(target.pid())
-        try:
-            result["W1"] = await w1_distinct(target, receiver, loads, tag)
-        finally:
-            if profiler is not None:
-                summary = profiler.stop()
-                result["profile"] = {"raw": str(profiler.raw), "summary": str(profiler.summary)}
-                _say(f"  profile of tocsin serve during W1 ({profiler.raw}):")
-                _say("\n".join(f"    {line}" for line in summary.splitlines()[:40]))
-        _say(_brief("W1", target.label, result["W1"], target.has_log))
-
-    async def steady(target: Target, receiver: Receiver) -> None:
+    elif phase == "steady":
         _say(
-            f"== {target.label}: W3 on a fresh process, {loads.steady_rate:.0f} distinct "
+            f"== {label}: W3 on a fresh process, {loads.steady_rate:.0f} distinct "
             f"alerts/s for {loads.steady_seconds:.0f} s after {loads.warmup_seconds:.0f} s "
             "of warm-up"
         )
         result["W3"] = await w3_steady(target, receiver, loads, tag)
-        _say(_brief("W3", target.label, result["W3"], target.has_log))
-
-    async def grouped(target: Target, receiver: Receiver) -> None:
+        _say(_brief("W3", label, result["W3"], target.has_log))
+    else:
         g = GROUPING
         _say(
-            f"== {target.label}: W5 on a fresh process, {loads.group_events:,} distinct alerts "
+            f"== {label}: W5 on a fresh process, {loads.group_events:,} distinct alerts "
             f"over {loads.groups:,} groups (by {g.label}, group_wait {g.wait:g} s, "
             f"group_interval {g.interval:g} s)"
         )
         result["W5"] = await w5_grouped(target, receiver, loads, g, tag)
-        _say(_brief("W5", target.label, result["W5"], target.has_log))
+        _say(_brief("W5", label, result["W5"], target.has_log))
 
-    sessions: list[tuple[str, Grouping | None, Callable[[Target, Receiver], Awaitable[None]]]] = []
-    if workloads & {"w1", "w2"}:
-        sessions.append(("storms", None, storms))
-    if "w3" in workloads:
-        sessions.append(("steady", None, steady))
-    if "w5" in workloads:
-        sessions.append(("grouped", GROUPING, grouped))
-    for phase, grouping, body in sessions:
-        target = make(phase, grouping)
+
+async def run_sides(
+    makers: dict[str, MakeTarget],
+    loads: Loads,
+    tag: str,
+    profiler: Profiler | None,
+    workloads: set[str],
+    runs: int,
+    work: Path,
+    keep: bool,
+    deadline: float,
+) -> dict[str, dict[str, Any]]:
+    """Every session of ``schedule``, each on fresh processes of its side; per side the
+    figures of every run (``runs``) and their medians (``report.median_tree``). A
+    session due after ``deadline`` (``time.monotonic``) is skipped and named in its
+    run's ``skipped``: the table then shows fewer runs, and the bench ends in time."""
+    results: dict[str, list[dict[str, Any]]] = {side: [{} for _ in range(runs)] for side in makers}
+    order = schedule(phases(workloads), runs, [side for side in SIDES if side in makers])
+    for step, (phase, run, side) in enumerate(order, 1):
+        result = results[side][run - 1]
+        if time.monotonic() > deadline:
+            _say(f"!! {step}/{len(order)}: {phase}, run {run} of {runs}, {side}: skipped ({LATE})")
+            result.setdefault("skipped", []).append(phase)
+            continue
+        directory = work / f"{side}-{phase}-{run}"
+        target = makers[side](directory, GROUPING if phase == "grouped" else None)
+        _say(f"-- {step}/{len(order)}: {phase}, run {run} of {runs}, {target.label}")
         result["has_log"] = target.has_log
+        harness_cpu, started = _cpu_self(), time.monotonic()
+        profile = profiler if (phase, run, side) == ("storms", 1, "tocsin") else None
+
+        body = functools.partial(
+            run_phase, phase, loads=loads, tag=f"{tag}r{run}", profiler=profile,
+            workloads=workloads, result=result,
+        )  # fmt: skip
         await _session(target, result, body)
-    if result.get("errors"):
-        result["error"] = "; ".join(result["errors"])
-    result["harness_cpu_seconds"] = _cpu_self() - harness_cpu
-    result["wall_seconds"] = time.monotonic() - started
-    return result
+        result["harness_cpu_seconds"] = result.get("harness_cpu_seconds", 0.0) + (
+            _cpu_self() - harness_cpu
+        )
+        result["wall_seconds"] = result.get("wall_seconds", 0.0) + time.monotonic() - started
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    out: dict[str, dict[str, Any]] = {}
+    for side, side_runs in results.items():
+        for result in side_runs:
+            if result.get("errors"):
+                result["error"] = "; ".join(result["errors"])
+        out[side] = {**report.median_tree(side_runs), "runs": side_runs}
+        errors = _per_run(side_runs)
+        if errors:
+            out[side]["error"] = errors
+        else:
+            out[side].pop("error", None)
+    return out
+
+
+def _per_run(runs: Sequence[dict[str, Any]]) -> str:
+    """The runs' errors in one line, each named by its run (empty when none failed)."""
+    return "; ".join(
+        f"run {number}: {run['error']}" if len(runs) > 1 else str(run["error"])
+        for number, run in enumerate(runs, 1)
+        if run.get("error")
+    )
+
+
+async def run_replays(events: int, runs: int, deadline: float) -> dict[str, Any]:
+    """W4 ``runs`` times, one after another (tocsin's alone: nothing to alternate with);
+    the figures of every run and their medians. A run due after ``deadline`` is skipped,
+    as in ``run_sides``."""
+    replays: list[dict[str, Any]] = []
+    for run in range(1, runs + 1):
+        if time.monotonic() > deadline:
+            _say(f"!! W4, run {run} of {runs}: skipped ({LATE})")
+            replays.append({"skipped": ["replay"]})
+            continue
+        _say(f"-- W4, run {run} of {runs}")
+        r = await run_replay(events, timeout=REPLAY_TIMEOUT)
+        if "error" in r:
+            _say(f"!! W4: {r['error']}")
+        else:
+            _say(
+                f"  W4: fold {r['fold_events_per_second']:,} events/s; start "
+                f"{r['start_without_snapshot_seconds']} s without a snapshot, "
+                f"{r['start_with_snapshot_seconds']} s with one ({r['events']:,} events)"
+            )
+        replays.append(r)
+    out = {**report.median_tree(replays), "runs": replays}
+    errors = _per_run(replays)
+    if errors:
+        out["error"] = errors
+    else:
+        out.pop("error", None)
+    return out
 
 
 async def run_replay(events: int, timeout: float) -> dict[str, Any]:
@@ -247,9 +352,33 @@ def _workloads(value: str) -> set[str]:
     return chosen
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = Loads()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=RUNS,
+        help="runs of each workload, the sides alternating; medians and ranges "
+        "(default %(default)s; 1: one run of each)",
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=BUDGET_MINUTES,
+        help="start no session after this many minutes; the runs left out are named "
+        "(default %(default)s)",
+    )
     parser.add_argument(
         "--events",
         type=int,
@@ -358,6 +487,7 @@ async def main(argv: list[str] | None = None) -> int:
     baseline = _baseline(args.baseline) if args.baseline else None
     command = shlex.join([_relative(sys.executable), "-m", "bench", *(argv or sys.argv[1:])])
     started = time.monotonic()
+    deadline = started + args.budget_minutes * 60
     machine = report.machine()
     nats_binary = venv_binary("nats-server") or "nats-server"
     machine["nats_server"] = version_of([nats_binary, "--version"]).removeprefix("nats-server: ")
@@ -371,6 +501,7 @@ async def main(argv: list[str] | None = None) -> int:
         "workloads": sorted(workloads),
         "grouping": asdict(GROUPING),
         "profiled": args.profile is not None,
+        "runs": args.runs,
         "targets": {},
     }
     _say(f"tocsin bench: {command}")
@@ -378,14 +509,7 @@ async def main(argv: list[str] | None = None) -> int:
     tag = secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
     try:
-        profiler = Profiler(args.profile, "tocsin-serve-w1") if args.profile else None
-        results["targets"]["tocsin"] = await run_target(
-            lambda phase, grouping: TocsinTarget(work / f"tocsin-{phase}", grouping),
-            loads,
-            tag,
-            profiler,
-            workloads,
-        )
+        makers: dict[str, MakeTarget] = {"tocsin": TocsinTarget}
         if args.no_alertmanager or not workloads - {"w4"}:
             why = "--no-alertmanager" if args.no_alertmanager else "W4 is tocsin's alone"
             _say(f"== Alertmanager: skipped ({why})")
@@ -398,26 +522,16 @@ async def main(argv: list[str] | None = None) -> int:
                 _say(f"!! Alertmanager cannot run, so the figures are tocsin's alone: {error}")
                 results["targets"]["alertmanager"] = {"error": str(error)}
             else:
-                results["targets"]["alertmanager"] = await run_target(
-                    lambda phase, grouping: AlertmanagerTarget(
-                        work / f"alertmanager-{phase}", grouping
-                    ),
-                    loads,
-                    tag,
-                    None,
-                    workloads,
+                makers["alertmanager"] = AlertmanagerTarget
+        if phases(workloads):
+            profiler = Profiler(args.profile, "tocsin-serve-w1") if args.profile else None
+            results["targets"].update(
+                await run_sides(
+                    makers, loads, tag, profiler, workloads, args.runs, work, args.keep, deadline
                 )
+            )
         if args.replay_events > 0 and "w4" in workloads:
-            results["replay"] = await run_replay(args.replay_events, timeout=REPLAY_TIMEOUT)
-            if "error" in results["replay"]:
-                _say(f"!! W4: {results['replay']['error']}")
-            else:
-                r = results["replay"]
-                _say(
-                    f"  W4: fold {r['fold_events_per_second']:,} events/s; start "
-                    f"{r['start_without_snapshot_seconds']} s without a snapshot, "
-                    f"{r['start_with_snapshot_seconds']} s with one ({r['events']:,} events)"
-                )
+            results["replay"] = await run_replays(args.replay_events, args.runs, deadline)
     finally:
         if args.keep:
             _say(f"kept the services' data and logs in {work}")
@@ -440,7 +554,7 @@ async def main(argv: list[str] | None = None) -> int:
         _say("")
         _say(report.w1_before_after(baseline, results, _relative(str(args.baseline))))
     _say(f"done in {results['wall_seconds']:.0f} s")
-    tocsin = results["targets"]["tocsin"]
+    tocsin = results["targets"].get("tocsin") or {}
     return 1 if tocsin.get("error") else 0
 
 

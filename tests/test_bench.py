@@ -1,0 +1,332 @@
+"""``make bench``'s pure parts (``bench/suite.py``, ``bench/report.py``): the order the
+runs take, medians and ranges over runs, the ratio of medians, and issue #20's targets
+met or not. Synthetic results, no service and no clock: these decide what the table
+says, so a wrong median or a flipped comparison would misreport every figure."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import report
+from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
+from bench.targets import Grouping, Target
+from bench.workloads import Loads
+
+LOADS = {
+    "storm_events": 20_000,
+    "duplicate_fingerprints": 1_000,
+    "steady_rate": 200.0,
+    "steady_seconds": 20.0,
+    "warmup_seconds": 1.0,
+    "group_events": 20_000,
+    "groups": 50,
+}
+MACHINE = {
+    "cpu": "test cpu",
+    "cores": 2,
+    "memory_gib": 4.0,
+    "python": "3.11",
+    "system": "Linux",
+    "tocsin": "0.1.0",
+    "alertmanager": "0.25.0",
+    "nats_server": "v2",
+}
+
+
+def run(
+    w1_rate: float, p50: float, p99: float, rss: float, notifications: int = 1_000
+) -> dict[str, Any]:
+    """One run of one side, the figures the targets read."""
+    return {
+        "has_log": True,
+        "W1": {"notifications_per_second": w1_rate, "committed_per_second": w1_rate * 2},
+        "W2": {"notifications": notifications, "committed_per_second": 10_000.0},
+        "W3": {"p50_ms": p50, "p99_ms": p99, "latencies_ms": [p50, p99]},
+        "resources": {"rss_mib": rss},
+    }
+
+
+def results(tocsin: list[dict[str, Any]], am: list[dict[str, Any]]) -> dict[str, Any]:
+    """A results file as ``python -m bench`` writes it: every run, beside the medians."""
+    for r in am:
+        r["has_log"] = False
+        r["W2"]["accepted_per_second"] = 20_000.0
+    return {
+        "date": "2026-12-05 02:00 UTC",
+        "command": "python -m bench",
+        "machine": MACHINE,
+        "loads": LOADS,
+        "workloads": ["w1", "w2", "w3"],
+        "profiled": False,
+        "runs": len(tocsin),
+        "targets": {
+            "tocsin": {**report.median_tree(tocsin), "runs": tocsin},
+            "alertmanager": {**report.median_tree(am), "runs": am},
+        },
+    }
+
+
+def line(rendered: list[report.Line], label: str) -> report.Line:
+    [found] = [entry for entry in rendered if entry.label.startswith(label)]
+    return found
+
+
+def test_runs_alternate_the_sides_within_each_workload() -> None:
+    """Catches one side's runs bunched together (all of tocsin's, then all of
+    Alertmanager's), where one noisy minute would decide one side's figures alone."""
+    assert schedule(["storms", "steady"], 3, ["tocsin", "alertmanager"]) == [
+        ("storms", 1, "tocsin"),
+        ("storms", 1, "alertmanager"),
+        ("storms", 2, "tocsin"),
+        ("storms", 2, "alertmanager"),
+        ("storms", 3, "tocsin"),
+        ("storms", 3, "alertmanager"),
+        ("steady", 1, "tocsin"),
+        ("steady", 1, "alertmanager"),
+        ("steady", 2, "tocsin"),
+        ("steady", 2, "alertmanager"),
+        ("steady", 3, "tocsin"),
+        ("steady", 3, "alertmanager"),
+    ]
+
+
+def test_one_run_is_one_session_of_each_side() -> None:
+    """Catches ``--runs 1`` running anything twice: it is the bench as it was."""
+    assert schedule(["storms"], 1, ["tocsin", "alertmanager"]) == [
+        ("storms", 1, "tocsin"),
+        ("storms", 1, "alertmanager"),
+    ]
+    assert schedule(["grouped"], 2, ["tocsin"]) == [
+        ("grouped", 1, "tocsin"),
+        ("grouped", 2, "tocsin"),
+    ]
+
+
+def test_the_workloads_choose_the_sessions() -> None:
+    """Catches W1 and W2 split onto two processes (W2 runs in W1's wake, and RSS is
+    read after both) or W4 treated as a session of the service."""
+    assert phases({"w1", "w2", "w3", "w4", "w5"}) == ["storms", "steady", "grouped"]
+    assert phases({"w2", "w1"}) == ["storms"]
+    assert phases({"w5", "w3"}) == ["steady", "grouped"]
+    assert phases({"w4"}) == []
+
+
+def test_three_runs_by_default_and_never_none() -> None:
+    """Catches the default drifting from issue #20's three runs, and ``--runs 0``
+    producing a table of no runs instead of an error."""
+    assert RUNS == 3
+    assert parse_args([]).runs == 3
+    assert parse_args(["--runs", "1"]).runs == 1
+    for wrong in ("0", "-2", "three"):
+        with pytest.raises(SystemExit):
+            parse_args(["--runs", wrong])
+
+
+def test_a_figure_is_the_median_and_range_of_the_runs_that_have_it() -> None:
+    """Catches a mean instead of a median (one noisy run would move it), an even
+    count's median taken from one side, and a timed-out run (None) or a flag counted
+    as a figure."""
+    f = report.figure([10.0, 1000.0, 12.0])
+    assert f is not None
+    assert (f.median, f.low, f.high, f.runs) == (12.0, 10.0, 1000.0, 3)
+    even = report.figure([4, 1, 3, 2])
+    assert even is not None
+    assert even.median == 2.5
+    partial = report.figure([5.0, None, 7.0])
+    assert partial is not None
+    assert (partial.values, partial.runs, partial.median) == ((5.0, 7.0), 3, 6.0)
+    assert report.figure([None, None]) is None
+    assert report.figure([True, False]) is None
+
+
+def test_a_cell_shows_the_median_the_range_and_missing_runs() -> None:
+    """Catches the range dropped from the table, a range shown when every run agreed,
+    and a run without the figure hidden inside the median."""
+    assert report.cell(report.figure([3.0, 1.0, 2.0]), "s") == "2.00 (1.00-3.00)"
+    assert report.cell(report.figure([1_000, 1_000, 1_000]), "") == "1,000"
+    assert report.cell(report.figure([4.0, None, 6.0]), "s") == "5.00 (4.00-6.00) [2 of 3 runs]"
+    assert report.cell(None, "s") == "—"
+
+
+def test_the_ratio_is_of_the_medians() -> None:
+    """Catches the ratio taken from one run (or the median of per-run ratios): here
+    they differ, and only the medians' ratio is 2.0."""
+    ours = report.figure([2.0, 4.0, 100.0])
+    theirs = report.figure([1.0, 2.0, 3.0])
+    assert report.ratio_of(ours, theirs) == 2.0
+    assert report.ratio_of(ours, None) is None
+    assert report.ratio_of(ours, report.figure([0.0])) is None
+
+
+@pytest.mark.parametrize(
+    ("goal", "ours", "theirs", "verdict"),
+    [
+        (report.Versus("≥", 1.0), [5_000.0], [5_000.0], report.MET),  # equal meets ≥
+        (report.Versus("≥", 1.0), [4_999.0], [5_000.0], report.NOT_MET),
+        (report.Versus("≥", 0.5), [2_500.0], [5_000.0], report.MET),
+        (report.Versus("≤", 1.5), [1.5], [1.0], report.MET),  # equal meets ≤
+        (report.Versus("≤", 1.5), [1.6], [1.0], report.NOT_MET),
+        (report.Versus("≤", 0.3), [150.0], [500.0], report.MET),
+        (report.Versus("≤", 0.3), [151.0], [500.0], report.NOT_MET),
+        (report.Versus("≥", 1.0), [5_000.0], None, report.UNKNOWN),  # no AM: cannot tell
+        (report.Below(1.0, "s"), [0.99], None, report.MET),
+        (report.Below(1.0, "s"), [1.0], None, report.NOT_MET),  # "< 1 s" is strict
+        (report.Below(1.0, "s"), None, None, report.UNKNOWN),
+    ],
+)
+def test_targets_compare_medians_in_the_stated_direction(
+    goal: report.Goal, ours: list[float] | None, theirs: list[float] | None, verdict: str
+) -> None:
+    """Catches a flipped comparison (≥ read as ≤), a bound applied to the wrong side,
+    a strict bound made loose, and a missing Alertmanager figure reported as met."""
+    sizes: dict[str, Any] = {}
+    ours_f = report.figure(ours) if ours else None
+    theirs_f = report.figure(theirs) if theirs else None
+    assert goal.verdict(ours_f, theirs_f, sizes) == verdict
+
+
+def test_an_exact_count_must_hold_in_every_run() -> None:
+    """Catches a count checked on the median only: one run with a notification too
+    many is a miss even when the median is right."""
+    goal = report.Exactly("fingerprints")
+    sizes = {"fingerprints": 1_000}
+    right = report.figure([1_000, 1_000, 1_000])
+    assert goal.verdict(right, right, sizes) == report.MET
+    assert goal.verdict(report.figure([1_000, 1_001, 1_000]), right, sizes) == report.NOT_MET
+    assert goal.verdict(report.figure([1_000, None, 1_000]), right, sizes) == report.NOT_MET
+    assert goal.text(sizes) == "= 1,000 every run"
+
+
+def test_medians_keep_the_shape_of_one_run() -> None:
+    """Catches a medians result that readers of one run (``--baseline``, the README)
+    cannot read: nested figures become medians, flags hold only if true in every run,
+    texts are the first run's, and raw lists stay in the runs."""
+    folded = report.median_tree(
+        [
+            {"W1": {"rate": 1.0, "exact": True, "timeouts": []}, "command": "a"},
+            {"W1": {"rate": 9.0, "exact": False, "timeouts": ["x"]}, "command": "b"},
+            {"W1": {"rate": 2.0, "exact": True, "timeouts": []}, "command": "c"},
+        ]
+    )
+    assert folded == {"W1": {"rate": 2.0, "exact": False}, "command": "a"}
+
+
+def test_the_table_reads_every_run_and_says_which_targets_are_met() -> None:
+    """Catches the table built from one run (or from the stored medians only: the
+    range would vanish) and a verdict that does not follow the medians. tocsin's W1
+    median 5,000/s against Alertmanager's 4,000 meets ≥ 1.0x; its p99 median 3 ms
+    against 2 ms misses ≤ 1.0x; RSS 100 against 500 MiB meets ≤ 0.3x."""
+    tocsin = [run(5_000, 1.0, 3.0, 100.0), run(100, 1.2, 2.5, 90.0), run(6_000, 0.9, 4.0, 110.0)]
+    am = [run(4_000, 1.0, 2.0, 500.0), run(4_500, 1.0, 2.0, 520.0), run(3_000, 1.0, 1.0, 480.0)]
+    rendered = report.lines(results(tocsin, am))
+    w1 = line(rendered, "W1 notifications/s")
+    assert (w1.ours, w1.theirs, w1.ratio) == ("5,000 (100-6,000)", "4,000 (3,000-4,500)", "1.25x")
+    assert (w1.goal, w1.verdict) == ("≥ 1.0x AM", report.MET)
+    p99 = line(rendered, "W3 latency p99")
+    assert (p99.ratio, p99.goal, p99.verdict) == ("1.50x", "≤ 1.0x AM", report.NOT_MET)
+    p50 = line(rendered, "W3 latency p50")
+    assert (p50.ratio, p50.verdict) == ("1.00x", report.MET)
+    rss = line(rendered, "RSS after W1+W2")
+    assert (rss.ratio, rss.verdict) == ("0.20x", report.MET)
+    sent = line(rendered, "W2 notifications sent")
+    assert (sent.goal, sent.verdict) == ("= 1,000 every run", report.MET)
+    assert not any("25,000" in entry.goal for entry in rendered)  # the old absolute goals
+
+
+def test_a_missed_target_is_printed_plainly() -> None:
+    """Catches a miss visible only as a table cell: the console and latest.md end with
+    the targets not met, in words."""
+    tocsin = [run(1_000, 5.0, 20.0, 100.0)] * 3
+    am = [run(5_000, 1.0, 5.0, 500.0)] * 3
+    rendered = results(tocsin, am)
+    console = report.text(rendered)
+    assert "TARGETS NOT MET (3):" in console
+    assert "target ≥ 1.0x AM: NOT MET" in console
+    table = report.markdown(rendered)
+    assert "**Targets not met:**" in table
+    assert "| ≥ 1.0x AM | **not met** |" in table
+    assert "median of 3 runs" in table
+
+
+def test_met_targets_say_so() -> None:
+    """Catches a run that meets every target still printing a miss."""
+    tocsin = [run(5_000, 1.0, 1.0, 100.0, notifications=1_000)]
+    am = [run(4_000, 1.0, 2.0, 500.0)]
+    rendered = results(tocsin, am)
+    assert "Every target judged in this run is met." in report.text(rendered)
+    assert "Targets not met" not in report.markdown(rendered)
+    assert "One run (--runs 1)" in report.markdown(rendered)
+
+
+def test_baseline_reads_the_medians_of_a_run_of_several(tmp_path: Path) -> None:
+    """Catches ``--baseline`` broken by the runs: it reads W1's committed rate where a
+    single run's result has it, which the medians keep."""
+    before = results([run(1_000, 1, 1, 1), run(3_000, 1, 1, 1), run(2_000, 1, 1, 1)], [])
+    after = results([run(2_000, 1, 1, 1), run(2_500, 1, 1, 1), run(2_200, 1, 1, 1)], [])
+    text = report.w1_before_after(before, after, "old.json")
+    assert "committed events/s" in text
+    assert "4,000" in text  # the before median: 2 x 2,000
+    assert "4,400" in text  # the after median: 2 x 2,200
+    assert "+10.0%" in text
+
+
+def test_the_files_keep_every_run(tmp_path: Path) -> None:
+    """Catches the runs lost from the JSON (only medians written) and latest.json
+    keeping the raw latencies the timestamped file is for."""
+    rendered = results([run(1, 1, 2, 1), run(2, 3, 4, 1)], [run(1, 1, 1, 1), run(1, 1, 1, 1)])
+    full, latest = report.write_json(rendered, tmp_path, "stamp")
+    stored = json.loads(full.read_text())
+    assert [r["W3"]["latencies_ms"] for r in stored["targets"]["tocsin"]["runs"]] == [
+        [1, 2],
+        [3, 4],
+    ]
+    assert stored["targets"]["tocsin"]["W3"]["p50_ms"] == 2.0
+    lean = json.loads(latest.read_text())
+    assert len(lean["targets"]["tocsin"]["runs"]) == 2
+    assert all("latencies_ms" not in r["W3"] for r in lean["targets"]["tocsin"]["runs"])
+
+
+async def test_no_session_starts_after_the_budget(tmp_path: Path) -> None:
+    """Catches the time bound ignored: with the budget spent, no service is started
+    (the maker would fail the test) and every run says what it skipped."""
+
+    def never(directory: Path, grouping: Grouping | None) -> Target:
+        raise AssertionError(f"a session started after the budget: {directory}")
+
+    late = time.monotonic() - 1
+    loads = Loads()
+    sides = await run_sides(
+        {"tocsin": never, "alertmanager": never}, loads, "t", None, {"w1", "w3"}, 2, tmp_path,
+        False, late,
+    )  # fmt: skip
+    assert [r["skipped"] for r in sides["tocsin"]["runs"]] == [["storms", "steady"]] * 2
+    assert [r["skipped"] for r in sides["alertmanager"]["runs"]] == [["storms", "steady"]] * 2
+    replay = await run_replays(1_000, 3, late)
+    assert replay["runs"] == [{"skipped": ["replay"]}] * 3
+
+
+def test_a_target_without_alertmanager_is_not_judged_rather_than_missed() -> None:
+    """Catches ``--no-alertmanager`` reported as targets missed (or met): a ratio
+    target without Alertmanager's figure is named as not judged."""
+    rendered = results([run(5_000, 1.0, 1.0, 100.0)], [])
+    console = report.text(rendered)
+    assert "TARGETS NOT MET" not in console
+    assert "Every target judged in this run is met." in console  # W2's count, tocsin's own
+    assert "Targets not judged, a figure is missing (5):" in console
+    assert "target ≥ 1.0x AM: NO FIGURE" in console
+    assert "**Targets not met:**" not in report.markdown(rendered)
+
+
+def test_skipped_runs_show_in_the_table() -> None:
+    """Catches a run left out by the time budget passing for a full set: the cell
+    names how many runs made the figure, and a note names the skipped sessions."""
+    tocsin = [run(5_000, 1.0, 1.0, 100.0), run(4_000, 1.0, 1.0, 100.0), {"skipped": ["storms"]}]
+    am = [run(4_000, 1.0, 2.0, 500.0)] * 3
+    rendered = results(tocsin, am)
+    w1 = line(report.lines(rendered), "W1 notifications/s")
+    assert w1.ours == "4,500 (4,000-5,000) [2 of 3 runs]"
+    assert "tocsin run 3: storms skipped, over the time budget" in report.markdown(rendered)
