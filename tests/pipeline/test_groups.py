@@ -349,3 +349,38 @@ url = "{sink.url}"
         await service.assert_live_state_is_the_log()
     finally:
         await service.stop()
+
+
+async def test_a_dead_lettered_group_notification_is_requeued_with_its_body(
+    nats_url: str, sink: HttpSink, data_dir: Path
+) -> None:
+    """Catches ``retry-failed`` passing over a group's dead letter in silence (it was
+    re-queued only when its routed fact was an ``alert.routed``): the group's
+    notification goes back with the body its ``group.notified`` fact holds, the same
+    notification id, and is delivered."""
+    from tests.support import script
+
+    sink.responder = script(400, 200)  # permanent failure first: dead-lettered at once
+    toml = grouped_config(sink.url, group_by='["labels.service"]', group_wait='"200ms"')
+    service = await Tocsin(data_dir, nats_url, toml, http=True).start()
+    try:
+        await publish_many(
+            nats_url, [event(labels={"service": "db", "n": str(n)}) for n in range(3)]
+        )
+        await wait_until(lambda: service.count("delivery.dead_lettered") == 1, 20, "a dead letter")
+        async with httpx.AsyncClient(base_url=service.api, timeout=10) as http:
+            retried = await http.post("/api/v1/deliveries/retry", json={"receiver": "hook"})
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["requeued"] == 1
+        await wait_until(lambda: service.count("delivery.succeeded") == 1, 20, "the redelivery")
+        first, second = bodies_of(sink)
+        assert second == first
+        assert set(second) == GROUP_FIELDS
+        assert len(second["alerts"]) == 3
+        keys = [r.headers["idempotency-key"] for r in sink.requests]
+        assert keys[0] == keys[1] == retried.json()["notification_ids"][0]
+        [requeued] = service.events("delivery.requeued")
+        assert requeued["group"]["group_key"] == first["group_key"]
+        await service.assert_live_state_is_the_log()
+    finally:
+        await service.stop()

@@ -15,8 +15,10 @@ from typing import Any
 import msgspec
 
 from tocsin.core import events as ev
+from tocsin.core.contracts import SEVERITY_RANK, Severity
 from tocsin.core.decide.route import told_of_resolve
 from tocsin.core.decide.silences import MatchersError, parse_matchers
+from tocsin.core.outbound import group_notification_of
 from tocsin.core.state import Delivery, State
 from tocsin.core.times import parse_duration, parse_rfc3339
 
@@ -201,7 +203,7 @@ def dead_letters(state: State, *, receiver: str | None, since: int | None) -> li
 
 def requeue(
     state: State,
-    routed: Mapping[int, ev.AlertRouted],
+    routed: Mapping[int, ev.AlertRouted | ev.GroupNotified],
     *,
     receiver: str | None,
     since: int | None,
@@ -214,6 +216,9 @@ def requeue(
         fact = routed.get(delivery.routed_seq)
         if fact is None:
             continue  # its routed fact was compacted away; nothing to rebuild it from
+        if isinstance(fact, ev.GroupNotified):
+            facts.append(_group_requeued(delivery, fact, by))
+            continue
         facts.append(
             ev.DeliveryRequeued(
                 notification_id=delivery.notification_id,
@@ -230,3 +235,25 @@ def requeue(
             )
         )
     return facts
+
+
+def _group_requeued(delivery: Delivery, fact: ev.GroupNotified, by: str | None) -> ev.Event:
+    """A group's dead letter back on its queue, its body carried as it was sent."""
+    severity: Severity = fact.alerts[0].severity if fact.alerts else "warning"
+    for alert in fact.alerts:
+        if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[severity]:
+            severity = alert.severity
+    return ev.DeliveryRequeued(
+        notification_id=delivery.notification_id,
+        receiver=delivery.receiver,
+        alert_id=delivery.alert_id,
+        fingerprint="",
+        dedup_key=fact.group_key,
+        reason="firing" if fact.reason == "update" else fact.reason,
+        severity=severity,
+        routed_seq=delivery.routed_seq,
+        generation=delivery.generation + 1,
+        by=by,
+        trace_id=fact.trace_id,
+        group=group_notification_of(fact),
+    )

@@ -18,7 +18,14 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from tocsin.core.contracts import AlertInGroup, GroupReason, Reason, Severity, Status
+from tocsin.core.contracts import (
+    AlertInGroup,
+    GroupNotification,
+    GroupReason,
+    Reason,
+    Severity,
+    Status,
+)
 
 SuppressCause = Literal["duplicate", "acked", "no_route", "duplicate_event", "flapping"]
 
@@ -232,7 +239,10 @@ class DeliverySuperseded(_Event, frozen=True, tag="delivery.superseded"):
 class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
     """A dead-lettered notification was put back on its receiver's queue (by
     ``retry-failed`` or the API); ``generation`` counts the re-queues, so the new work
-    item and its outcomes get message ids JetStream has not seen."""
+    item and its outcomes get message ids JetStream has not seen. A group's carries
+    its body (``group``, as its ``group.notified`` fact has it), since the projection
+    keeps no group bodies; ``reason`` is then the group's, ``update`` read as
+    ``firing``."""
 
     notification_id: str
     receiver: str
@@ -244,6 +254,7 @@ class DeliveryRequeued(_Event, frozen=True, tag="delivery.requeued"):
     routed_seq: int
     generation: int
     by: str | None = None
+    group: GroupNotification | None = None
 
 
 class SilenceCreated(_Event, frozen=True, tag="silence.created"):

@@ -196,6 +196,25 @@ def _requeued(
         return []
     if delivery.status in SETTLED:
         return []
+    if event.group is not None:
+        item = WorkItem(
+            group=event.group,
+            log_seq=event.routed_seq,
+            trace_id=event.trace_id,
+            generation=event.generation,
+        )
+        headers = trace_headers
+        if headers is None and event.trace_id:
+            headers = {"traceparent": traceparent_for(event.trace_id)}
+        return [
+            Outbound(
+                subject=route_subject(event.receiver),
+                payload=_encoder.encode(item),
+                msg_id=f"{event.notification_id}:g{event.generation}",
+                headers=headers,
+                fact_seq=seq,
+            )
+        ]
     routed = ev.AlertRouted(
         alert_id=event.alert_id,
         fingerprint=event.fingerprint,

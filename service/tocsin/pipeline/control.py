@@ -151,7 +151,11 @@ class Control:
         commands.check_receiver(self._ledger.state, request.receiver, self._receivers)
         chosen = commands.dead_letters(self._ledger.state, receiver=request.receiver, since=since)
         routed_by_seq = await self._reader.events_at(d.routed_seq for d in chosen)
-        routed = {s: e for s, e in routed_by_seq.items() if isinstance(e, ev.AlertRouted)}
+        routed = {
+            s: e
+            for s, e in routed_by_seq.items()
+            if isinstance(e, ev.AlertRouted | ev.GroupNotified)
+        }
         facts = await self.execute(
             lambda state: commands.requeue(
                 state, routed, receiver=request.receiver, since=since, by=request.by
