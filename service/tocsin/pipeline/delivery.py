@@ -43,6 +43,7 @@ from tocsin.core.contracts import (
     outcome_identity,
 )
 from tocsin.core.outbound import Outbound
+from tocsin.core.partition import carry_partition
 from tocsin.core.policy import failover as tb
 from tocsin.core.policy import order
 from tocsin.core.policy.backoff import Backoff
@@ -616,7 +617,9 @@ class ReceiverWorker:
 
     async def _publish_outcome(self, msg: Msg, outcome: Outbound) -> bool:
         """Store the outcome, retrying while the broker is away (holding the item with
-        progress acks), so a broker blip does not cause a second send."""
+        progress acks), so a broker blip does not cause a second send. The outcome
+        carries the item's partition, if any: that partition's recorder logs it."""
+        outcome = carry_partition(outcome, msg.headers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         backoff = Backoff(first=0.1, ceiling=2.0)
