@@ -154,7 +154,8 @@ def test_outcomes_carry_their_items_partition_to_its_recorder() -> None:
     assert partition.is_ours(marked.headers, 2)
     assert not partition.is_ours(marked.headers, 1)
     assert not partition.is_ours(None, 0)
-    assert partition.is_ours(None, None) and partition.is_ours(marked.headers, None)
+    assert partition.is_ours(None, None)
+    assert partition.is_ours(marked.headers, None)
 
 
 def test_grouped_routes_not_covered_by_the_key_are_named() -> None:

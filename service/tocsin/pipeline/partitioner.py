@@ -35,6 +35,7 @@ from tocsin.core.errors import ConfigError
 from tocsin.core.outbound import Outbound
 from tocsin.core.subjects import PARTITIONER_CONSUMER, STREAM_IN, part_subject
 from tocsin.core.times import now_us
+from tocsin.pipeline import faults
 
 log = logging.getLogger("tocsin.partitioner")
 
@@ -105,6 +106,7 @@ class Partitioner:
         """Forward a batch; ack each message whose forward JetStream stored, and have
         the others delivered again shortly (their forwards carry the same ids)."""
         stored = await self._publisher.publish(self.forwards(msgs), timeout=PUBLISH_TIMEOUT)
+        faults.point("partition.after_forward")
         done = [msg for msg, ok in zip(msgs, stored, strict=True) if ok]
         await ack_all(self._nc, done)
         self.forwarded += len(done)
