@@ -62,6 +62,7 @@ from tocsin.core.subjects import (
     STREAM_PART,
     STREAM_WORK,
     anchor_subject,
+    delivery_status_subject,
     recorder_consumer,
     router_consumer,
 )
@@ -615,7 +616,12 @@ async def take_up_the_log(
             " settled; the relay publishes them again once the recorder has caught up",
             owed,
         )
-    await answer_delivery_status(broker.nc, ledger, consumer=recorder_consumer(partition))
+    await answer_delivery_status(
+        broker.nc,
+        ledger,
+        consumer=recorder_consumer(partition),
+        subject=delivery_status_subject(partition),
+    )
     control = running.api.control = Control(
         ledger,
         reader,

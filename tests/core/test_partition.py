@@ -22,6 +22,7 @@ from tocsin.core.subjects import (
     ORIGIN_SUBJECT,
     PARTITION,
     REJECTED,
+    delivery_status_subject,
 )
 
 SUBJECT = "alerts.in.orders"
@@ -156,6 +157,16 @@ def test_outcomes_carry_their_items_partition_to_its_recorder() -> None:
     assert not partition.is_ours(None, 0)
     assert partition.is_ours(None, None)
     assert partition.is_ours(marked.headers, None)
+
+
+def test_a_worker_asks_the_partition_that_routed_the_item() -> None:
+    """Catches a worker asking every router on one subject: one that never saw the
+    notification would answer "unknown" and the worker would send it again."""
+    assert partition.marked_by(partition.marked(3)) == 3
+    assert partition.marked_by({"traceparent": "x"}) is None
+    assert partition.marked_by(None) is None
+    assert delivery_status_subject(3) == "tocsin.control.delivery-status.p3"
+    assert delivery_status_subject(None) == "tocsin.control.delivery-status"
 
 
 def test_grouped_routes_not_covered_by_the_key_are_named() -> None:

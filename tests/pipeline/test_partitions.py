@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import msgspec
 import nats
 
 from tests.support import TOCSIN, HttpSink, free_port, log_events, wait_until, webhook_config
+from tocsin.bus.anchor import anchored_head
+from tocsin.core.subjects import anchor_subject, delivery_status_subject
 from tocsin.core.times import format_us, now_us
 from tocsin.store.eventlog import db_path
 
@@ -100,6 +104,43 @@ async def publish_all(nats_url: str, messages: list[tuple[str, bytes]]) -> None:
         await nc.close()
 
 
+def last_seq(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0])
+
+
+async def anchored_seqs(nats_url: str) -> list[int]:
+    """The seq of the chain head each partition anchored in NATS; none under the name
+    of an unpartitioned log (catches two partitions overwriting one anchor, which
+    ``verify --against-nats`` would then find wrong for one of them)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        assert await anchored_head(js) is None
+        heads = [await anchored_head(js, anchor_subject(k)) for k in range(PARTITIONS)]
+        return [head.seq if head is not None else 0 for head in heads]
+    finally:
+        await nc.close()
+
+
+async def status_answers(nats_url: str, data_dir: Path) -> list[list[str]]:
+    """For one notification of each partition, what each partition's router answers a
+    worker that asks (row: the notification's partition; column: the one asked)."""
+    nc = await nats.connect(nats_url)
+    try:
+        answers = []
+        for routed in per_log(data_dir, "alert.routed"):
+            nid = routed[0]["notification_id"].encode()
+            row = []
+            for k in range(PARTITIONS):
+                reply = await nc.request(delivery_status_subject(k), nid, timeout=5)
+                row.append(reply.data.decode())
+            answers.append(row)
+        return answers
+    finally:
+        await nc.close()
+
+
 async def test_two_partitions_count_every_event_once_in_one_log(
     nats_url: str, sink: HttpSink, tmp_path: Path
 ) -> None:
@@ -109,7 +150,10 @@ async def test_two_partitions_count_every_event_once_in_one_log(
     events (catches a fingerprint split over partitions, a salted hash, and a forward
     sent again without its ``Nats-Msg-Id``: the killed batch would be counted twice);
     each log records the outcomes of its own notifications and no other (catches
-    recorders taking every outcome); the receiver sees no ``Idempotency-Key`` twice;
+    recorders taking every outcome), and a worker asking about a notification is
+    answered by its own partition's router (catches a shared question subject, where
+    another partition would say "unknown"); each partition anchors its own chain
+    head; the receiver sees no ``Idempotency-Key`` twice;
     bad input is rejected in exactly one log, on the subject it was published on
     (catches a router deciding on ``tocsin.part.<k>``); both chains verify."""
     data_dir = tmp_path / "data"
@@ -174,8 +218,13 @@ count = {PARTITIONS}
             return all(len(r) == len(d) for r, d in zip(routed, done, strict=True))
 
         await wait_until(settled, 30, "every outcome in its partition's log")
+        assert await status_answers(nats_url, data_dir) == [
+            ["delivered", "unknown"],
+            ["unknown", "delivered"],
+        ]
         for process in [*partitioners, *routers, deliverer]:
             assert await process.stop() == 0
+        assert await anchored_seqs(nats_url) == [last_seq(part_db(data_dir, k)) for k in range(2)]
 
         logs = per_log(data_dir, "alert.received")
         assert received() == EVENTS

@@ -162,6 +162,12 @@ def marked(partition: int) -> dict[str, str]:
     return {PARTITION: str(partition)}
 
 
+def marked_by(headers: Mapping[str, str] | None) -> int | None:
+    """The partition a work item's headers name (``None``: an unpartitioned router's)."""
+    value = (headers or {}).get(PARTITION, "")
+    return int(value) if value.isdigit() else None
+
+
 def carry_partition(outcome: Outbound, item_headers: Mapping[str, str] | None) -> Outbound:
     """``outcome`` marked with the partition of the work item it is the outcome of (as
     it was, for an item from an unpartitioned router)."""

@@ -148,6 +148,13 @@ def recorder_consumer(partition: int | None) -> str:
     return RECORDER_CONSUMER if partition is None else f"{RECORDER_CONSUMER}-p{partition}"
 
 
+def delivery_status_subject(partition: int | None) -> str:
+    """Where a worker asks what the log says of a notification: the router of the
+    partition that routed it answers on its own subject (another's log does not know
+    it, and would answer "unknown")."""
+    return DELIVERY_STATUS if partition is None else f"{DELIVERY_STATUS}.p{partition}"
+
+
 def anchor_subject(partition: int | None) -> str:
     """Where a log anchors its chain head: each partition's log under its own name."""
     return ANCHOR if partition is None else f"{ANCHOR}.p{partition}"

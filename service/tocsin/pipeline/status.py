@@ -126,11 +126,16 @@ def from_projection(ledger: Ledger, notification_id: str) -> str:
 
 
 async def answer_delivery_status(
-    nc: Any, ledger: Ledger, js: JetStreamContext | None = None, consumer: str = RECORDER_CONSUMER
+    nc: Any,
+    ledger: Ledger,
+    js: JetStreamContext | None = None,
+    consumer: str = RECORDER_CONSUMER,
+    subject: str = DELIVERY_STATUS,
 ) -> None:
     """Serve ``tocsin.control.delivery-status``. Each question is answered in its own
     task: one waiting for the recorder must not hold up the others. ``consumer``: the
-    recorder's."""
+    recorder's; ``subject``: a partition's router answers on its own
+    (``subjects.delivery_status_subject``)."""
     recorded = OutcomesRecorded(js or nc.jetstream(timeout=CATCH_UP_PATIENCE), consumer)
     answering: set[asyncio.Task[None]] = set()
 
@@ -150,4 +155,4 @@ async def answer_delivery_status(
         answering.add(task)
         task.add_done_callback(answering.discard)
 
-    await nc.subscribe(DELIVERY_STATUS, queue="tocsin-router", cb=receive)
+    await nc.subscribe(subject, queue="tocsin-router", cb=receive)
