@@ -19,6 +19,7 @@ from tocsin.core.subjects import (
     STREAM_ANCHOR,
     STREAM_IN,
     STREAM_OUT,
+    STREAM_PART,
     STREAM_WORK,
 )
 from tocsin.store.eventlog import db_path
@@ -41,7 +42,14 @@ async def nats_url(nats_server: NatsServer) -> AsyncIterator[str]:
         nats_server.start()
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    for name in (STREAM_IN, STREAM_WORK, STREAM_OUT, STREAM_ANCHOR, f"KV_{DELIVERED_SEQ_BUCKET}"):
+    for name in (
+        STREAM_IN,
+        STREAM_WORK,
+        STREAM_OUT,
+        STREAM_ANCHOR,
+        STREAM_PART,
+        f"KV_{DELIVERED_SEQ_BUCKET}",
+    ):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
     await nc.close()

@@ -638,3 +638,42 @@ def test_config_check_shows_the_version_inhibit_rules_intervals_and_heartbeats(
     )
     assert "time intervals: nights" in checked.stdout
     assert "heartbeat backup: every 3600s + 300s grace" in checked.stdout
+
+
+def test_config_check_warns_of_groups_that_may_span_partitions(tmp_path: Path) -> None:
+    """With partitions, a grouped route whose group_by does not cover the partition key
+    would notify one of its groups once per partition: `config check` says which."""
+    path = tmp_path / "parts.toml"
+    routes = (
+        '[[route]]\nreceivers = ["out"]\ngroup_by = ["labels.cluster"]\ngroup_wait = "30s"\n\n'
+        '[[route]]\nreceivers = ["out"]\ngroup_by = ["labels.team"]\ngroup_wait = "30s"\n\n'
+        '[receivers.out]\nchannel = "log"\n'
+    )
+    path.write_text('[partitions]\ncount = 2\nkey = ["labels.cluster"]\n\n' + routes)
+    checked = run("config", "check", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "partitions: 2, by labels.cluster" in checked.stdout
+    assert "route[1] groups by labels.team" in checked.stderr
+    assert "route[0]" not in checked.stderr
+    path.write_text(routes)
+    assert "partition" not in run("config", "check", str(path)).stderr
+
+
+def test_partitioned_config_refuses_a_router_without_its_partition(tmp_path: Path) -> None:
+    """With [partitions] count > 1, a router without --partition would consume TOCSIN_IN
+    beside the partitioners, and `tocsin partition` has nothing to do with count = 1:
+    both refused (exit 2) naming the key, before connecting anywhere."""
+    config = tmp_path / "parts.toml"
+    config.write_text("[partitions]\ncount = 2\n")
+    args = ["--data-dir", str(tmp_path / "data"), "--nats-url", "nats://127.0.0.1:1"]
+    router = run("router", *args, "--config", str(config))
+    assert router.returncode == 2, router.stderr
+    assert "partitions.count: is 2: run `tocsin router --partition K`" in router.stderr
+    wrong = run("router", *args, "--config", str(config), "--partition", "2")
+    assert wrong.returncode == 2, wrong.stderr
+    assert "--partition: 2 is not a partition" in wrong.stderr
+    single = tmp_path / "single.toml"
+    single.write_text("")
+    partition = run("partition", *args, "--config", str(single))
+    assert partition.returncode == 2, partition.stderr
+    assert "partitions.count: is 1" in partition.stderr

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.config import Config, default_config, load, load_heartbeats
+from tocsin.config import Config, default_config, for_partition, load, load_heartbeats
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.errors import ConfigError
+from tocsin.core.partition import of_heartbeat
 
 SEVERITIES = ["critical", "error", "warning", "info"]
 
@@ -684,3 +685,41 @@ url = "https://hooks.slack.com/services/${SLACK_PATH}"
     assert shown["receivers"]["hook"]["secret"] == "***"
     assert shown["receivers"]["hook"]["channel"] == "webhook"
     assert shown["route"] == [{"match": {"severity": "critical"}, "receivers": ["hook", "chat"]}]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[partitions]\ncount = 0\n", "partitions.count: must be 1 to 64"),
+        ("[partitions]\ncount = 65\n", "partitions.count: must be 1 to 64"),
+        ('[partitions]\ncount = "two"\n', "partitions.count"),
+        ('[partitions]\nkey = ["severity"]\n', "partitions.key: 'severity' is not"),
+        ('[partitions]\nkey = ["labels.a", "labels.a"]\n', "partitions.key: a key is named"),
+        ("[partitions]\nshards = 2\n", "partitions.shards: unknown key"),
+    ],
+)
+def test_bad_partitions_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    assert load_error(tmp_path, text).startswith(key)
+
+
+def test_partitions_default_to_one_and_load_their_key(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "").partitions.count == 1
+    loaded = load_text(tmp_path, '[partitions]\ncount = 4\nkey = ["labels.cluster"]\n')
+    assert (loaded.partitions.count, loaded.partitions.key) == (4, ("labels.cluster",))
+
+
+def test_a_partitions_router_keeps_only_the_heartbeats_whose_beats_it_gets(
+    tmp_path: Path,
+) -> None:
+    """Each heartbeat's deadline is kept by the one router its beats reach (catches
+    every partition's clock opening a ``heartbeat.missed`` alert for beats that went
+    to another partition); together the partitions keep every heartbeat once."""
+    beats = "".join(f'[heartbeats.job-{i}]\nevery = "1m"\n' for i in range(12))
+    loaded = load_text(tmp_path, "[partitions]\ncount = 3\n" + beats)
+    kept = [set(for_partition(loaded, k).heartbeats) for k in range(3)]
+    assert all(kept)
+    assert sorted(name for names in kept for name in names) == sorted(loaded.heartbeats)
+    for k, names in enumerate(kept):
+        assert all(of_heartbeat(name, 3) == k for name in names)
+    with pytest.raises(ConfigError, match="--partition: 3 is not a partition"):
+        for_partition(loaded, 3)

@@ -23,8 +23,8 @@ import msgspec
 
 from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
-from tocsin.bus.embedded import NatsServerNotFound
-from tocsin.core import amimport, contracts, ingest
+from tocsin.bus.embedded import NatsServerNotFound, resolve_nats_url
+from tocsin.core import amimport, contracts, ingest, partition
 from tocsin.core import events as ev
 from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
@@ -141,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     router = sub.add_parser("router", help="the router (and outcome recorder) alone")
     _common(router, nats=True)
     _health(router)
+    router.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with [partitions] count > 1: route partition K (tocsin.part.K), "
+        "its log in <data-dir>/pK",
+    )
+
+    partition = sub.add_parser(
+        "partition",
+        help="forward alerts.in.> and alerts.heartbeat.> to their partitions "
+        "(stateless; run any number; [partitions] count > 1)",
+    )
+    _common(partition, nats=True)
 
     config_command = sub.add_parser("config", help="check a configuration file")
     config_sub = config_command.add_subparsers(
@@ -372,12 +387,23 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return _config_check(args)
     if command == "route-test":
         return _route_test(args)
+    if command == "partition":
+        return asyncio.run(_partition(args))
     from tocsin import service
 
+    loaded = config.load(args.config)
+    data_dir, nats_url = args.data_dir, args.nats_url
+    partition = getattr(args, "partition", None)
+    if partition is not None:
+        # The partition's log and lock live in <data-dir>/p<k>; NATS is found as for
+        # any other process of the data dir.
+        loaded = config.for_partition(loaded, partition)
+        nats_url = resolve_nats_url(nats_url, data_dir)
+        data_dir = partition_dir(data_dir, partition)
     options = service.Options(
-        data_dir=args.data_dir,
-        config=config.load(args.config),
-        nats_url=args.nats_url,
+        data_dir=data_dir,
+        config=loaded,
+        nats_url=nats_url,
         http=getattr(args, "http", None) if command == "serve" else None,
         health=getattr(args, "health", None),
         run_router=command in ("serve", "router"),
@@ -386,8 +412,27 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         embedded_nats=command == "serve" and not args.nats_url,
         api_token=os.environ.get("TOCSIN_API_TOKEN") or None,
         secrets=secrets,
+        partition=partition,
     )
     return asyncio.run(service.run(options))
+
+
+def partition_dir(data_dir: Path, partition: int) -> Path:
+    """Where the log of ``partition`` lives (DESIGN.md section 17)."""
+    return data_dir / f"p{partition}"
+
+
+async def _partition(args: argparse.Namespace) -> int:
+    """``tocsin partition``: forward until SIGINT/SIGTERM (``pipeline.partitioner``)."""
+    from tocsin.pipeline import partitioner
+
+    loaded = config.load(args.config)
+    partitioner.check_partitioned(loaded)  # refused (exit 2) before connecting
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await partitioner.run(loaded, resolve_nats_url(args.nats_url, args.data_dir), stop)
 
 
 def _instant(option: str, value: str | None) -> int | None:
@@ -887,7 +932,26 @@ def _config_check(args: argparse.Namespace) -> int:
             "and reach nobody (add a route for them, or a last [[route]] with match = {})",
             file=sys.stderr,
         )
+    _partitions_check(checked)
     return EXIT_OK
+
+
+def _partitions_check(checked: config.Config) -> None:
+    """What ``[partitions]`` says, and a warning for each grouped route whose groups
+    may span partitions (each part would be notified apart)."""
+    count, key = checked.partitions.count, checked.partitions.key
+    if count < 2:
+        return
+    by = ", ".join(key) if key else "fingerprint"
+    print(f"partitions: {count}, by {by} (dedup, grouping and inhibition are per partition)")
+    for index in partition.uncovered_routes(checked.routes, key):
+        group_by = ", ".join(checked.routes[index].group_by)
+        print(
+            f"tocsin: warning: route[{index}] groups by {group_by}, which does not cover the"
+            f" partition key ({by}): one of its groups may span partitions and be notified"
+            f" once per partition (set [partitions] key to fields its group_by includes)",
+            file=sys.stderr,
+        )
 
 
 ROUTE_TEST_SOURCE = "prometheus"  # what an alert from Alertmanager's API has (section 14)

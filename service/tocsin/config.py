@@ -7,6 +7,7 @@ environment (DESIGN.md section 8).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -21,7 +22,7 @@ from msgspec import Struct
 
 from tocsin.bus.connection import NatsLogin
 from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
-from tocsin.core import escalation, heartbeats, ingest
+from tocsin.core import escalation, heartbeats, ingest, partition
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_ALIASES
 from tocsin.core.decide.dedup import DEFAULT_WINDOW_SECONDS
@@ -146,6 +147,15 @@ class DashboardSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     notify: tuple[str, ...] = DEFAULT_NOTIFY
 
 
+class PartitionsSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[partitions]`` (DESIGN.md section 17): ``count`` routers, each with its own log,
+    behind ``tocsin partition``; ``key`` (optional) partitions by these fields' values
+    instead of the fingerprint, so that groups by them never span partitions."""
+
+    count: int = 1
+    key: tuple[str, ...] = ()
+
+
 class HeartbeatSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """``[heartbeats.<name>]`` (DESIGN.md section 13): no beat for ``every + grace``
     opens a ``heartbeat.missed`` alert with this severity, summary and labels (plus
@@ -173,6 +183,7 @@ class _File(Struct, kw_only=True, forbid_unknown_fields=True):
     inhibit: list[InhibitRule] = msgspec.field(default_factory=list)
     flapping: FlappingSection | None = None
     heartbeats: dict[str, Any] = msgspec.field(default_factory=dict)
+    partitions: PartitionsSection = PartitionsSection()
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,7 @@ class Config:
     inhibit: list[InhibitRule] = field(default_factory=list)  # each named (``inhibit[i]``)
     flapping: FlappingSection | None = None
     heartbeats: dict[str, ev.HeartbeatRule] = field(default_factory=dict)
+    partitions: PartitionsSection = field(default_factory=PartitionsSection)
     # The document as read, secrets masked (``redact.masked_tree``): what ``config.loaded``
     # and ``GET /api/v1/config`` show of it (DESIGN.md section 15).
     shown: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -276,6 +288,7 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("flapping.window: must be positive")
     if parsed.nats.ack_wait < 1:
         raise ConfigError("nats.ack_wait: must be at least 1s")
+    _check_partitions(parsed.partitions)
     nats = msgspec.structs.replace(parsed.nats, replicas=_replicas(parsed.nats.replicas, env))
     kinds = registry()
     receivers = {name: _receiver(name, table, kinds) for name, table in parsed.receivers.items()}
@@ -312,8 +325,36 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         inhibit=inhibit,
         flapping=flapping,
         heartbeats=_heartbeats(parsed.heartbeats),
+        partitions=parsed.partitions,
         shown=masked_tree(raw, known),
     )
+
+
+def _check_partitions(section: PartitionsSection) -> None:
+    if not 1 <= section.count <= partition.MAX_PARTITIONS:
+        raise ConfigError(f"partitions.count: must be 1 to {partition.MAX_PARTITIONS}")
+    problem = partition.check_key(section.key)
+    if problem is not None:
+        raise ConfigError(f"partitions.key: {problem}")
+
+
+def for_partition(config: Config, index: int) -> Config:
+    """``config`` as the router of partition ``index`` runs it: only the heartbeats whose
+    beats reach that partition (``partition.of_heartbeat``); another partition's router
+    would never see their beats and would find them missed. A ``ConfigError`` when
+    ``index`` is not one of ``[partitions] count``."""
+    count = config.partitions.count
+    if not 0 <= index < count:
+        raise ConfigError(
+            f"--partition: {index} is not a partition of [partitions] count = {count} "
+            f"(0 to {count - 1})"
+        )
+    mine = {
+        name: rule
+        for name, rule in config.heartbeats.items()
+        if partition.of_heartbeat(name, count) == index
+    }
+    return dataclasses.replace(config, heartbeats=mine)
 
 
 def _notify_severities(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -42,17 +42,30 @@ from tocsin.bus.streams import (
     deliver_consumer_config,
     ensure_consumer,
     ensure_outcomes,
+    ensure_partition,
     ensure_streams,
+    partition_router_consumer_config,
     recorder_consumer_config,
     router_consumer_config,
 )
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
-from tocsin.config import Config
+from tocsin.config import Config, for_partition
+from tocsin.config import load as load_config
 from tocsin.core import events as ev
 from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
+from tocsin.core.partition import marked
 from tocsin.core.state import State
-from tocsin.core.subjects import STREAM_IN, STREAM_OUT, STREAM_WORK
+from tocsin.core.subjects import (
+    STREAM_IN,
+    STREAM_OUT,
+    STREAM_PART,
+    STREAM_WORK,
+    anchor_subject,
+    delivery_status_subject,
+    recorder_consumer,
+    router_consumer,
+)
 from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
@@ -101,6 +114,9 @@ class Options:
     tracer_provider: TracerProvider | None = None
     secrets: Secrets = field(default_factory=Secrets)
     consumer_poll_seconds: float = 5.0
+    # ``router --partition k`` (DESIGN.md section 17): the router of partition k reads
+    # TOCSIN_PART; its log is the one in ``data_dir`` (``<data-dir>/p<k>``, see cli).
+    partition: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +208,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
             return await stop_unconnected(running)
         parts = build_parts(options, plan, running, broker)
         await prepare_streams_and_consumers(broker, options.config, parts, running)
-        await take_up_the_log(options.config, running, broker)
+        await take_up_the_log(options.config, running, broker, options.partition)
         start_parts(parts, options, plan, running, broker)
         code = await wait_for_stop(options.stop, running)
         await stop_in_order(options.stop, running, broker)
@@ -215,6 +231,12 @@ def check(options: Options) -> Plan:
     receivers, malformed addresses, an API open to the network without a token, a
     receiver whose channel cannot be built, a NATS login that cannot be loaded."""
     config = options.config
+    count = config.partitions.count
+    if options.run_router and count > 1 and options.partition is None:
+        raise ConfigError(
+            f"partitions.count: is {count}: run `tocsin router --partition K` for each"
+            f" partition K (0 to {count - 1}) behind `tocsin partition`"
+        )
     receivers = options.receivers or sorted(config.receivers)
     for name in receivers:
         if name not in config.receivers:
@@ -422,6 +444,9 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     tracing, metrics, secrets = running.tracing, running.metrics, options.secrets
     ledger = running.ledger
     replicas = config.nats.replicas or 1
+    k = options.partition
+    if k is not None:  # what this router publishes says whose it is (``partition.marked``)
+        publisher = Publisher(nc, marked(k))
     parts: list[Part] = []
     # Made below, after the reloader that is given them: a reload swaps their channels.
     workers: dict[str, ReceiverWorker] = {}
@@ -430,7 +455,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         # it; its watermark rides in the router's and the recorder's batches, and its
         # relay publishes again what was committed but never stored.
         assert running.reader is not None
-        outcomes = OutcomesRecorded(nc.jetstream(timeout=CATCH_UP_PATIENCE))
+        outcomes = OutcomesRecorded(nc.jetstream(timeout=CATCH_UP_PATIENCE), recorder_consumer(k))
         outbox = running.outbox = Outbox(
             ledger, publisher, running.reader, outcomes.wait, receivers=config.receivers
         )
@@ -454,20 +479,32 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             metrics,
             rider=outbox.ride,
             on_commit=timers.nudge,
+            **partition_input(config, k),
         )
-        parts.append(
-            Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
-        )
+        if k is None:
+            parts.append(
+                Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
+            )
+        else:
+            consumer = partition_router_consumer_config(k, config.nats.ack_wait, replicas)
+            parts.append(Part(router.run, STREAM_PART, consumer))
         parts.append(Part(timers.run))
         recorder = Recorder(
             nc,
             ledger,
             metrics,
-            functools.partial(ensure_outcomes, replicas=replicas, ack_wait=config.nats.ack_wait),
+            functools.partial(
+                ensure_outcomes, replicas=replicas, ack_wait=config.nats.ack_wait, partition=k
+            ),
             rider=outbox.ride,
+            partition=k,
         )
         parts.append(
-            Part(recorder.run, STREAM_OUT, recorder_consumer_config(config.nats.ack_wait, replicas))
+            Part(
+                recorder.run,
+                STREAM_OUT,
+                recorder_consumer_config(config.nats.ack_wait, replicas, k),
+            )
         )
         parts.append(Part(outbox.run))
         running.reloader = running.api.reloader = Reloader(
@@ -478,12 +515,15 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             workers=workers,
             build_channel=functools.partial(build_channel, dashboard_url(options)),
             secrets=secrets,
+            load=None if k is None else functools.partial(load_partition, partition=k),
         )
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
         compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
         if config.log.retention is not None:
             parts.append(Part(compactor.run))  # [log] retention, checked every hour
-        anchor = running.anchor = Anchor(broker.js, functools.partial(chain_head, ledger))
+        anchor = running.anchor = Anchor(
+            broker.js, functools.partial(chain_head, ledger), subject=anchor_subject(k)
+        )
         ledger.listeners.append(anchor.committed)
         metrics.observe(
             "tocsin_log_anchored_seq",
@@ -529,7 +569,9 @@ async def prepare_streams_and_consumers(
     of receivers no longer configured is dead-lettered and their consumers deleted
     (``orphans``): nothing else would ever take it."""
     js = broker.js
-    await ensure_streams(js, config.nats.replicas or 1, config.nats.ack_wait)
+    await ensure_streams(
+        js, config.nats.replicas or 1, config.nats.ack_wait, partitions=config.partitions.count
+    )
     running.api.js = js
     log.info("connected to NATS at %s; streams ready", broker.shown)
     if running.ledger is not None:
@@ -546,21 +588,24 @@ async def prepare_streams_and_consumers(
             await ensure_consumer(js, part.stream, part.consumer)
 
 
-async def take_up_the_log(config: Config, running: Running, broker: Broker) -> None:
+async def take_up_the_log(
+    config: Config, running: Running, broker: Broker, partition: int | None = None
+) -> None:
     """Where the log is, before any part starts: record the config the router runs with
     (so that it precedes every fact decided under it) and which incarnation of each
     input stream (TOCSIN_IN, TOCSIN_OUT) the log consumes, and start answering
     delivery-status questions (a worker may ask about its first item), retry-failed
     and compact requests, giving the API the same control. The outbox owes, from here
     on, the work items of every fact committed, and of those above its logged watermark
-    that have no outcome (``outbox``)."""
+    that have no outcome (``outbox``). A ``partition``'s log consumes TOCSIN_PART."""
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
     async with ledger.batch() as batch:
         batch.add(loaded_fact(config, "start"))
     for stream in Input:
-        await bind_stream(broker.js, ledger, stream)
+        forwarded = partition is not None and stream is Input.INBOUND
+        await bind_stream(broker.js, ledger, stream, STREAM_PART if forwarded else None)
     outbox = running.outbox
     assert reader is not None
     assert outbox is not None
@@ -571,7 +616,12 @@ async def take_up_the_log(config: Config, running: Running, broker: Broker) -> N
             " settled; the relay publishes them again once the recorder has caught up",
             owed,
         )
-    await answer_delivery_status(broker.nc, ledger)
+    await answer_delivery_status(
+        broker.nc,
+        ledger,
+        consumer=recorder_consumer(partition),
+        subject=delivery_status_subject(partition),
+    )
     control = running.api.control = Control(
         ledger,
         reader,
@@ -659,6 +709,31 @@ async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -
         await running.ledger.settled()  # the head the parts left, once they have stopped
         await running.anchor.publish_now()
     await broker.nc.drain()
+
+
+def partition_input(config: Config, partition: int | None) -> dict[str, Any]:
+    """The router's input: TOCSIN_IN (nothing to say), or for a ``partition`` its
+    subject of TOCSIN_PART, its own consumer, made again with its stream should it
+    vanish, and messages a partitioner forwarded."""
+    if partition is None:
+        return {}
+    return {
+        "stream": STREAM_PART,
+        "consumer": router_consumer(partition),
+        "forwarded": True,
+        "setup": functools.partial(
+            ensure_partition,
+            partition=partition,
+            replicas=config.nats.replicas or 1,
+            ack_wait=config.nats.ack_wait,
+        ),
+    }
+
+
+def load_partition(path: str | None, partition: int) -> Config:
+    """A reload's config for the router of ``partition``: its heartbeats alone, as at
+    start (``config.for_partition``)."""
+    return for_partition(load_config(path), partition)
 
 
 def chain_head(ledger: Ledger) -> Head | None:

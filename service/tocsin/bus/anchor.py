@@ -33,9 +33,16 @@ class Anchor:
     is tried again on the next round; the log never waits for it."""
 
     def __init__(
-        self, js: JetStreamContext, head: Callable[[], Head | None], interval: float = 1.0
+        self,
+        js: JetStreamContext,
+        head: Callable[[], Head | None],
+        interval: float = 1.0,
+        subject: str = ANCHOR,
     ) -> None:
+        """``subject``: where the head goes (a partition's log has its own,
+        ``subjects.anchor_subject``)."""
         self._js = js
+        self._subject = subject
         self._head = head
         self.interval = interval
         self.published: Head | None = None  # the last head NATS acknowledged
@@ -63,7 +70,7 @@ class Anchor:
         if head is None or head == self.published:
             return
         try:
-            await self._js.publish(ANCHOR, encode_head(head), timeout=PUBLISH_TIMEOUT)
+            await self._js.publish(self._subject, encode_head(head), timeout=PUBLISH_TIMEOUT)
         except (NatsError, TimeoutError) as error:
             if not self._failing:
                 log.warning("chain head seq %d not anchored in NATS yet: %r", head.seq, error)
@@ -87,11 +94,11 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
                 await task
 
 
-async def anchored_head(js: JetStreamContext) -> Head | None:
-    """The head last anchored in NATS, or None when there is none; ``ValueError`` when
-    what is there is not a head."""
+async def anchored_head(js: JetStreamContext, subject: str = ANCHOR) -> Head | None:
+    """The head last anchored in NATS (on ``subject``), or None when there is none;
+    ``ValueError`` when what is there is not a head."""
     try:
-        message = await js.get_last_msg(STREAM_ANCHOR, ANCHOR)
+        message = await js.get_last_msg(STREAM_ANCHOR, subject)
     except NotFoundError:
         return None
     return decode_head(message.data or b"")

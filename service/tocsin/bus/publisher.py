@@ -51,8 +51,11 @@ class Publisher:
     a reconnect.
     """
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, headers: dict[str, str] | None = None) -> None:
+        """``headers`` go on every message published (a partition's router marks what
+        it publishes with its partition, ``core.partition.marked``)."""
         self._nc = nc
+        self._headers = headers or {}
         self._prefix = nc.new_inbox() + "."
         self._waiting: dict[str, asyncio.Future[bool]] = {}
         self._next = 0
@@ -99,7 +102,7 @@ class Publisher:
             self._waiting[token] = future
             futures.append(future)
             tokens.append(token)
-            headers = {MSG_ID: message.msg_id, **(message.headers or {})}
+            headers = {MSG_ID: message.msg_id, **self._headers, **(message.headers or {})}
             try:
                 await self._nc.publish(
                     message.subject, message.payload, reply=self._prefix + token, headers=headers

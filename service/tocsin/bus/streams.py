@@ -8,6 +8,7 @@ retried until it answers, for at most ``SETUP_PATIENCE``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,17 +33,22 @@ from tocsin.core.subjects import (
     DELIVERED_SEQ_BUCKET,
     DELIVERY_FAILED,
     INBOUND_SUBJECTS,
-    RECORDER_CONSUMER,
+    PART_SUBJECTS,
+    PARTITIONER_CONSUMER,
     REJECTED,
     ROUTE_PREFIX,
     ROUTER_CONSUMER,
     STREAM_ANCHOR,
     STREAM_IN,
     STREAM_OUT,
+    STREAM_PART,
     STREAM_WORK,
     SUPERSEDED_PREFIX,
     deliver_consumer,
+    part_subject,
+    recorder_consumer,
     route_subject,
+    router_consumer,
 )
 
 log = logging.getLogger("tocsin.broker")
@@ -117,6 +123,25 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
     ]
 
 
+def part_stream_config(replicas: int = 1) -> js_api.StreamConfig:
+    """TOCSIN_PART (DESIGN.md section 17), made only when ``[partitions] count`` > 1:
+    what the partitioners forward, under TOCSIN_IN's rules (interest retention with
+    discard-new: a message leaves once its partition's router acked it, and a full
+    stream refuses the partitioner, which then does not ack TOCSIN_IN: critical alerts
+    are never discarded by limits). Its duplicate window drops a forward sent again."""
+    inbound = stream_config(STREAM_IN, replicas)
+    return js_api.StreamConfig(
+        name=STREAM_PART,
+        subjects=[PART_SUBJECTS],
+        retention=inbound.retention,
+        discard=inbound.discard,
+        storage=inbound.storage,
+        max_bytes=inbound.max_bytes,
+        duplicate_window=inbound.duplicate_window,
+        num_replicas=replicas,
+    )
+
+
 def router_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
     return js_api.ConsumerConfig(
         durable_name=ROUTER_CONSUMER,
@@ -130,9 +155,32 @@ def router_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.
     )
 
 
-def recorder_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
+def partitioner_consumer_config(ack_wait: float = 30.0, replicas: int = 1) -> js_api.ConsumerConfig:
+    """The partitioners' shared consumer on TOCSIN_IN, in place of the router's when
+    ``[partitions] count`` > 1: however many run, each message goes to one of them."""
+    return dataclasses.replace(
+        router_consumer_config(ack_wait, replicas), durable_name=PARTITIONER_CONSUMER
+    )
+
+
+def partition_router_consumer_config(
+    partition: int, ack_wait: float = 30.0, replicas: int = 1
+) -> js_api.ConsumerConfig:
+    """The router of ``partition``'s consumer on TOCSIN_PART: its subject alone."""
+    return dataclasses.replace(
+        router_consumer_config(ack_wait, replicas),
+        durable_name=router_consumer(partition),
+        filter_subjects=[part_subject(partition)],
+    )
+
+
+def recorder_consumer_config(
+    ack_wait: float = 30.0, replicas: int = 1, partition: int | None = None
+) -> js_api.ConsumerConfig:
+    """The recorder's consumer on TOCSIN_OUT (one per partition: each reads every
+    outcome and logs its own, see ``core.partition.is_ours``)."""
     return js_api.ConsumerConfig(
-        durable_name=RECORDER_CONSUMER,
+        durable_name=recorder_consumer(partition),
         filter_subjects=OUTCOMES,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
@@ -183,13 +231,18 @@ async def ensure_streams(
     replicas: int = 1,
     ack_wait: float = 30.0,
     patience: float = SETUP_PATIENCE,
+    partitions: int = 1,
 ) -> None:
     """Create the streams, or update them to this version's config (JetStream moves an
     existing stream to a new replica count), TOCSIN_IN's router consumer with its
     stream (``ensure_inbound``), and the auditors' pull consumer on TOCSIN_OUT. Safe
     when several tocsin processes start at once: whoever loses the race to create finds
-    the stream, and updates it only if its config differs."""
-    await ensure_inbound(js, replicas, ack_wait, patience)
+    the stream, and updates it only if its config differs. With ``partitions`` > 1,
+    TOCSIN_IN is made with the partitioners' consumer, and TOCSIN_PART with each
+    partition's router consumer."""
+    await ensure_inbound(js, replicas, ack_wait, patience, partitions)
+    for partition in range(partitions) if partitions > 1 else ():
+        await ensure_partition(js, partition, replicas, ack_wait, patience)
     for config in stream_configs(replicas):
         if config.name != STREAM_IN:
             await _until_answered(
@@ -232,14 +285,36 @@ async def ensure_inbound(
     replicas: int = 1,
     ack_wait: float = 30.0,
     patience: float = SETUP_PATIENCE,
+    partitions: int = 1,
 ) -> None:
     """TOCSIN_IN and the router's consumer, together. The stream keeps a message only
     while a consumer is interested in it: without the router's consumer nats-server
     PubAcks an alert and discards it at once. So whoever creates the stream (``tocsin
     deliver`` as much as the router) creates the consumer with it, and the router does
-    both again when it finds its consumer gone."""
+    both again when it finds its consumer gone. Partitioned, the consumer is the
+    partitioners' (a router's consumer there would hold every message for ever)."""
+    consumer = (
+        partitioner_consumer_config(ack_wait, replicas)
+        if partitions > 1
+        else router_consumer_config(ack_wait, replicas)
+    )
+    await ensure_stream_with_consumer(js, stream_config(STREAM_IN, replicas), consumer, patience)
+
+
+async def ensure_partition(
+    js: JetStreamContext,
+    partition: int,
+    replicas: int = 1,
+    ack_wait: float = 30.0,
+    patience: float = SETUP_PATIENCE,
+) -> None:
+    """TOCSIN_PART and the consumer of ``partition``'s router, together (as TOCSIN_IN's:
+    without it, what is forwarded to the partition would be discarded at once)."""
     await ensure_stream_with_consumer(
-        js, stream_config(STREAM_IN, replicas), router_consumer_config(ack_wait, replicas), patience
+        js,
+        part_stream_config(replicas),
+        partition_router_consumer_config(partition, ack_wait, replicas),
+        patience,
     )
 
 
@@ -248,13 +323,14 @@ async def ensure_outcomes(
     replicas: int = 1,
     ack_wait: float = 30.0,
     patience: float = SETUP_PATIENCE,
+    partition: int | None = None,
 ) -> None:
     """TOCSIN_OUT and the recorder's consumer, together: what the recorder does again
     when it finds its consumer gone."""
     await ensure_stream_with_consumer(
         js,
         stream_config(STREAM_OUT, replicas),
-        recorder_consumer_config(ack_wait, replicas),
+        recorder_consumer_config(ack_wait, replicas, partition),
         patience,
     )
 

@@ -169,6 +169,9 @@ class AlertRejected(_Event, frozen=True, tag="alert.rejected"):
     received_at: int
     raw: str
     raw_encoding: Literal["utf-8", "base64"]
+    # Its TOCSIN_IN seq when a partitioner forwarded it (DESIGN.md section 17): the
+    # rejection's message id is ``rejected:<TOCSIN_IN seq>`` in every partition alike.
+    inbound_seq: int | None = None
 
 
 class DeliveryAttemptFailed(_Event, frozen=True, tag="delivery.attempt_failed"):

@@ -237,7 +237,9 @@ def _rejected(
     trace_headers: dict[str, str] | None,
 ) -> list[Outbound]:
     """The audit message of a refused inbound message (none for a rejection that came
-    from no stream message)."""
+    from no stream message), identified by its TOCSIN_IN seq: the seq of the stream the
+    router read, or the one a partitioner forwarded (the TOCSIN_PART seqs of two
+    partitions would collide in TOCSIN_OUT's duplicate window)."""
     if stream_seq is None:
         return []
     message = Rejected(
@@ -253,7 +255,7 @@ def _rejected(
         Outbound(
             subject=REJECTED,
             payload=_encoder.encode(message),
-            msg_id=f"rejected:{stream_seq}",
+            msg_id=f"rejected:{stream_seq if event.inbound_seq is None else event.inbound_seq}",
         )
     ]
 

@@ -30,12 +30,17 @@ SUPERSEDED_PREFIX = "tocsin.superseded."  # internal: a notification dropped as 
 
 CONTROL_PREFIX = "tocsin.control."
 
+PART_PREFIX = "tocsin.part."  # partitions (DESIGN.md section 17): tocsin.part.<k>
+
+PART_SUBJECTS = PART_PREFIX + ">"
+
 ANCHOR_PREFIX = "tocsin.anchor."
 
 ANCHOR = ANCHOR_PREFIX + "log"
 """The head of the log's hash chain (``core.anchor.Head``), kept outside the file: the
 writer publishes it, ``tocsin verify --against-nats`` compares the file with it. A
-partitioned log (DESIGN.md section 17) would anchor each partition under its own name."""
+partitioned log (DESIGN.md section 17) anchors each partition under its own name
+(``anchor_subject``)."""
 
 DELIVERY_STATUS = CONTROL_PREFIX + "delivery-status"  # request: notification id; reply: status
 
@@ -53,6 +58,8 @@ STREAM_WORK = "TOCSIN_WORK"
 
 STREAM_OUT = "TOCSIN_OUT"
 
+STREAM_PART = "TOCSIN_PART"  # tocsin.part.>: what the partitioners forward, per partition
+
 # Key-value bucket (stream ``KV_<name>``): per receiver and fingerprint, the routed log
 # seq of the latest notification accepted (``core/policy/order.py``).
 DELIVERED_SEQ_BUCKET = "TOCSIN_DELIVERED_SEQ"
@@ -63,12 +70,27 @@ ROUTER_CONSUMER = "router"
 
 RECORDER_CONSUMER = "recorder"
 
+PARTITIONER_CONSUMER = "partitioner"  # shared by every `tocsin partition` on TOCSIN_IN
+
 AUDIT_CONSUMER = "audit"  # the auditors' durable pull consumer on TOCSIN_OUT, made by tocsin
 
 AUDIT_SUBJECTS = (DELIVERED, DELIVERY_FAILED, REJECTED)  # what auditors read
 
 
 MSG_ID = "Nats-Msg-Id"
+
+# What a partitioner adds to the message it forwards (its own ``Nats-Msg-Id`` replaces
+# the publisher's, which travels on as ``ORIGIN_MSG_ID``): the router of a partition
+# decides on the subject and id the publisher used, as a single router would.
+ORIGIN_SUBJECT = "Tocsin-Subject"  # the subject it was published on: alerts.in.<source>
+
+ORIGIN_SEQ = "Tocsin-In-Seq"  # its TOCSIN_IN stream seq (the rejection's message id)
+
+ORIGIN_MSG_ID = "Tocsin-Msg-Id"  # the publisher's Nats-Msg-Id, when it gave one
+
+PARTITION = "Tocsin-Partition"
+"""The partition whose router published a work item or a dead letter; a delivery worker
+copies it onto the item's outcomes, so that only that partition's recorder logs them."""
 
 ACK = b"+ACK"
 
@@ -108,6 +130,34 @@ def leader_elected_subjects(stream: str, consumer: str) -> list[str]:
         STREAM_LEADER_ELECTED_PREFIX + stream,
         f"{CONSUMER_LEADER_ELECTED_PREFIX}{stream}.{consumer}",
     ]
+
+
+def part_subject(partition: int) -> str:
+    """Where partitioners forward the events of ``partition`` (DESIGN.md section 17)."""
+    return f"{PART_PREFIX}{partition}"
+
+
+def router_consumer(partition: int | None) -> str:
+    """The router's durable consumer: ``router`` on TOCSIN_IN, ``router-p<k>`` on
+    TOCSIN_PART for partition ``k``."""
+    return ROUTER_CONSUMER if partition is None else f"{ROUTER_CONSUMER}-p{partition}"
+
+
+def recorder_consumer(partition: int | None) -> str:
+    """The recorder's durable consumer on TOCSIN_OUT, one per partition."""
+    return RECORDER_CONSUMER if partition is None else f"{RECORDER_CONSUMER}-p{partition}"
+
+
+def delivery_status_subject(partition: int | None) -> str:
+    """Where a worker asks what the log says of a notification: the router of the
+    partition that routed it answers on its own subject (another's log does not know
+    it, and would answer "unknown")."""
+    return DELIVERY_STATUS if partition is None else f"{DELIVERY_STATUS}.p{partition}"
+
+
+def anchor_subject(partition: int | None) -> str:
+    """Where a log anchors its chain head: each partition's log under its own name."""
+    return ANCHOR if partition is None else f"{ANCHOR}.p{partition}"
 
 
 def heartbeat_subject(name: str) -> str:

@@ -46,37 +46,41 @@ def bound(state: State, stream: Input) -> tuple[str | None, int]:
 
 
 def binding(
-    state: State, stream: Input, now: Incarnation, last_position: int
+    state: State, stream: Input, now: Incarnation, last_position: int, name: str | None = None
 ) -> ev.StreamBound | None:
     """The fact that binds the log to incarnation ``now`` of ``stream``, or ``None``
     when the log consumes it already. A new incarnation's positions begin past
     ``last_position``, the highest the log holds. The first binding of a stream (a new
     log, or one from before the stream was bound) keeps the offset 0, the stream's seqs
     as they are, unless they end below a position already logged: that stream cannot
-    be the one those positions came from."""
+    be the one those positions came from. ``name``: the stream read for ``stream``
+    when it is not the usual one (a partition's router reads TOCSIN_PART)."""
     was, offset = bound(state, stream)
     if was == now.created:
         return None
     if was is not None or now.last_seq + offset < last_position:
         offset = last_position
-    return ev.StreamBound(stream=STREAMS[stream], created=now.created, offset=offset)
+    return ev.StreamBound(stream=name or STREAMS[stream], created=now.created, offset=offset)
 
 
-async def incarnation(js: JetStreamContext, stream: Input) -> Incarnation:
-    """The incarnation of ``stream`` JetStream has now."""
-    info = await js.stream_info(STREAMS[stream])
+async def incarnation(js: JetStreamContext, stream: Input, name: str | None = None) -> Incarnation:
+    """The incarnation of ``stream`` (read from ``name``, by default its usual stream)
+    JetStream has now."""
+    info = await js.stream_info(name or STREAMS[stream])
     created = info.created.isoformat() if info.created else ""
     return Incarnation(created, int(info.state.last_seq or 0))
 
 
-async def bind_stream(js: JetStreamContext, ledger: Ledger, stream: Input) -> bool:
+async def bind_stream(
+    js: JetStreamContext, ledger: Ledger, stream: Input, name: str | None = None
+) -> bool:
     """Record which incarnation of ``stream`` the log consumes, unless it already does:
     at start, before the stream's processor runs, and when the processor re-created
-    its stream. ``True`` when a new binding was recorded."""
-    now = await incarnation(js, stream)
+    its stream. ``True`` when a new binding was recorded. ``name``: as ``binding``'s."""
+    now = await incarnation(js, stream, name)
     async with ledger.batch() as batch:
         was = bound(ledger.state, stream)[0]
-        fact = binding(ledger.state, stream, now, ledger.last_position(stream))
+        fact = binding(ledger.state, stream, now, ledger.last_position(stream), name)
         if fact is not None:
             batch.add(fact)
     if fact is None:

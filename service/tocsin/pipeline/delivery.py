@@ -43,6 +43,7 @@ from tocsin.core.contracts import (
     outcome_identity,
 )
 from tocsin.core.outbound import Outbound
+from tocsin.core.partition import carry_partition, marked_by
 from tocsin.core.policy import failover as tb
 from tocsin.core.policy import order
 from tocsin.core.policy.backoff import Backoff
@@ -51,12 +52,12 @@ from tocsin.core.policy.throttle import PriorityLine, TokenBucket
 from tocsin.core.subjects import (
     DELIVERED,
     DELIVERY_FAILED,
-    DELIVERY_STATUS,
     PROGRESS,
     STREAM_WORK,
     TERM,
     attempts_subject,
     deliver_consumer,
+    delivery_status_subject,
     leader_elected_subjects,
     superseded_subject,
 )
@@ -333,7 +334,7 @@ class ReceiverWorker:
         now = time.time()
         turbulent = self._turbulent(now) or deferrals > 0
         if tb.must_ask(count, turbulent):
-            answer = await self._ask_router(nid)
+            answer = await self._ask_router(nid, msg.headers)
             waited = tb.waiting(now, stored_at(msg), self._window)
             action = tb.before_send(answer, turbulent, waited)
             if action == "skip":
@@ -521,13 +522,15 @@ class ReceiverWorker:
         while len(self._deferrals) > DEFERRALS_KEPT:  # items another worker finished
             del self._deferrals[next(iter(self._deferrals))]
 
-    async def _ask_router(self, nid: str) -> str | None:
+    async def _ask_router(self, nid: str, headers: dict[str, str] | None = None) -> str | None:
         """What the log says of ``nid`` (``status.REPLIES``); ``None`` when the router
         does not answer in time. An item whose outcome the log holds (the worker died
         after publishing it, before acking; or a new consumer leader handed it out
-        again) is not sent again."""
+        again) is not sent again. The item's ``headers`` say which partition's router
+        to ask (``partition.marked_by``)."""
+        subject = delivery_status_subject(marked_by(headers))
         try:
-            reply = await self._nc.request(DELIVERY_STATUS, nid.encode(), timeout=STATUS_PATIENCE)
+            reply = await self._nc.request(subject, nid.encode(), timeout=STATUS_PATIENCE)
         except Exception as error:
             log.info("no delivery status for %s from the router: %s", nid, error)
             return None
@@ -616,7 +619,9 @@ class ReceiverWorker:
 
     async def _publish_outcome(self, msg: Msg, outcome: Outbound) -> bool:
         """Store the outcome, retrying while the broker is away (holding the item with
-        progress acks), so a broker blip does not cause a second send."""
+        progress acks), so a broker blip does not cause a second send. The outcome
+        carries the item's partition, if any: that partition's recorder logs it."""
+        outcome = carry_partition(outcome, msg.headers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         backoff = Backoff(first=0.1, ceiling=2.0)

@@ -10,6 +10,7 @@ lookup. The points are the moments the invariants care about (DESIGN.md section 
 - ``control.after_commit`` an operator command committed, its work items not published
 - ``delivery.after_send``   the receiver has it, no outcome published
 - ``delivery.after_outcome`` outcome stored, work item not acked
+- ``partition.after_forward`` a batch forwarded to its partitions, TOCSIN_IN not acked
 """
 
 from __future__ import annotations

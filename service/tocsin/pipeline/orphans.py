@@ -28,6 +28,7 @@ from nats.js.errors import NotFoundError
 from tocsin.bus.publisher import Publisher
 from tocsin.core.contracts import WorkItem
 from tocsin.core.outbound import dead_letter, unconfigured
+from tocsin.core.partition import carry_partition
 from tocsin.core.subjects import ROUTE_PREFIX, STREAM_WORK, deliver_consumer, route_subject
 from tocsin.core.times import now_us
 
@@ -97,7 +98,9 @@ async def _dead_letter_items(js: JetStreamContext, publisher: Publisher, receive
         except msgspec.DecodeError as error:
             log.error("unreadable work item %d on %s removed: %s", seq, subject, error)
         else:
-            [stored] = await publisher.publish([dead_letter(item, reason, now_us())])
+            # Its partition's recorder logs it (``partition.carry_partition``).
+            letter = carry_partition(dead_letter(item, reason, now_us()), msg.headers)
+            [stored] = await publisher.publish([letter])
             if not stored:
                 raise OrphansNotCleared(
                     f"the dead letter of {item.body.notification_id} was not stored"

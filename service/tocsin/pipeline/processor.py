@@ -219,7 +219,7 @@ class Processor(Generic[Own]):
             return False
         try:
             await asyncio.wait_for(self._setup(self._js), SETUP_PATIENCE)
-            await binding.bind_stream(self._js, self._ledger, self._step.input)
+            await binding.bind_stream(self._js, self._ledger, self._step.input, self._stream)
         except Exception as error:
             self.missing = f"{where} is missing and could not be created again: {error}"
             self._log.warning(
@@ -311,7 +311,7 @@ class Processor(Generic[Own]):
         if was is None:
             return None
         try:
-            now = await binding.incarnation(self._js, stream)
+            now = await binding.incarnation(self._js, stream, self._stream)
         except Exception as error:
             self._log.warning(
                 "%s's incarnation unknown (%s: %s); taking the batch for redeliveries",
@@ -327,7 +327,9 @@ class Processor(Generic[Own]):
         of ``msgs``, which are its messages: their positions follow every one logged."""
         ledger, stream = self._ledger, self._step.input
         was = binding.bound(ledger.state, stream)[0]
-        fact = binding.binding(ledger.state, stream, now, ledger.last_position(stream))
+        fact = binding.binding(
+            ledger.state, stream, now, ledger.last_position(stream), self._stream
+        )
         # Only this processor binds its stream once it runs, and it decides one batch
         # at a time: the binding ``_renewed_stream`` saw is still the log's.
         assert fact is not None

@@ -22,13 +22,14 @@ from tocsin.bus.puller import stream_seq
 from tocsin.bus.streams import ensure_outcomes
 from tocsin.core import events as ev
 from tocsin.core.contracts import DeliveryAttemptFailed, DeliverySuperseded
+from tocsin.core.partition import is_ours
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     DELIVERED,
     DELIVERY_FAILED,
-    RECORDER_CONSUMER,
     STREAM_OUT,
     SUPERSEDED_PREFIX,
+    recorder_consumer,
 )
 from tocsin.core.times import parse_rfc3339
 from tocsin.observability.telemetry import Metrics
@@ -158,16 +159,20 @@ class Recorder(Step[None]):
         metrics: Metrics | None = None,
         setup: Setup | None = None,
         rider: Rider | None = None,
+        partition: int | None = None,
     ) -> None:
         """``setup`` creates TOCSIN_OUT and the recorder's consumer should the consumer
         vanish (by default ``ensure_outcomes`` with one replica); ``rider``: the
-        outbox's watermark, which outcome batches carry too."""
+        outbox's watermark, which outcome batches carry too. A ``partition``'s recorder
+        has its own consumer and logs only the outcomes of its router's notifications
+        (``partition.is_ours``): the others belong to another partition's log."""
+        self._partition = partition
         self._processor = Processor(
             nc,
             ledger,
             self,
             stream=STREAM_OUT,
-            consumer=RECORDER_CONSUMER,
+            consumer=recorder_consumer(partition),
             batch_size=BATCH,
             setup=setup or ensure_outcomes,
             metrics=metrics,
@@ -192,6 +197,8 @@ class Recorder(Step[None]):
         return [offset + stream_seq(m) for m in msgs], None
 
     def facts(self, pulled: Pulled[None], msg: Msg, position: int, at: int) -> list[ev.Event]:
+        if not is_ours(msg.headers, self._partition):
+            return []
         try:
             return [outcome_event(msg.subject, msg.data)]
         except (msgspec.DecodeError, ValueError) as error:

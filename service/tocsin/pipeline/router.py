@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -25,14 +26,14 @@ from tocsin.bus.puller import stream_seq
 from tocsin.bus.streams import ensure_inbound
 from tocsin.config import Config
 from tocsin.core import events as ev
-from tocsin.core import heartbeats, ingest
+from tocsin.core import heartbeats, ingest, partition
 from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
 from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
-from tocsin.core.subjects import MSG_ID, ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
+from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
 from tocsin.core.times import now_us
 from tocsin.core.versions import stamped
 from tocsin.observability.redact import Secrets
@@ -88,13 +89,20 @@ class Router(Step[Traced]):
         setup: Setup | None = None,
         rider: Rider | None = None,
         on_commit: Callable[[], None] | None = None,
+        stream: str = STREAM_IN,
+        consumer: str = ROUTER_CONSUMER,
+        forwarded: bool = False,
     ) -> None:
         """``setup`` creates TOCSIN_IN and the router's consumer should the consumer
         vanish (by default ``ensure_inbound`` with the config's replicas and ack
         wait). In a service, ``publisher`` is the outbox and ``rider`` its watermark
         (``outbox``); ``on_commit`` is told of every batch committed (the clock's
-        nudge: a group may be due at once)."""
+        nudge: a group may be due at once). A partition's router reads ``stream``
+        TOCSIN_PART with its own ``consumer``; its messages were ``forwarded`` by a
+        partitioner, and are decided on the subject and id they were published with
+        (``partition.origin_of``)."""
         self._on_commit = on_commit
+        self._forwarded = forwarded
         self._ledger = ledger
         self.reconfigure(config)
         self._tracing = tracing or Tracing()
@@ -103,8 +111,8 @@ class Router(Step[Traced]):
             nc,
             ledger,
             self,
-            stream=STREAM_IN,
-            consumer=ROUTER_CONSUMER,
+            stream=stream,
+            consumer=consumer,
             batch_size=BATCH,
             publisher=publisher,
             setup=setup
@@ -227,12 +235,14 @@ class Router(Step[Traced]):
 
     def _facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
         trace_id = trace_id_of(span)
-        heartbeat = heartbeat_of(msg.subject)
+        origin = partition.origin_of(msg.subject, msg.headers, self._forwarded)
+        subject = origin.subject
+        heartbeat = heartbeat_of(subject)
         if heartbeat is not None:  # a beat: its payload is no alert event, and ignored
             facts = heartbeats.beat(
                 self._ledger.state,
                 heartbeat,
-                subject=msg.subject,
+                subject=subject,
                 received_at=received_at,
                 raw=msg.data,
                 routing=self._routing,
@@ -242,29 +252,30 @@ class Router(Step[Traced]):
             if isinstance(facts[0], ev.AlertRejected):
                 log.warning(
                     "rejected beat on %s: %s",
-                    msg.subject,
+                    subject,
                     facts[0].reason,
-                    extra={"trace_id": trace_id, "reason": facts[0].code, "subject": msg.subject},
+                    extra={"trace_id": trace_id, "reason": facts[0].code, "subject": subject},
                 )
+                if origin.inbound_seq is not None:
+                    facts = [msgspec.structs.replace(facts[0], inbound_seq=origin.inbound_seq)]
             return facts
-        headers = msg.headers or {}
         parsed = ingest.parse(
             msg.data,
-            default_source=source_of(msg.subject),
+            default_source=source_of(subject),
             received_at=received_at,
-            msg_id=headers.get(MSG_ID),
+            msg_id=origin.msg_id,
         )
         if isinstance(parsed, ingest.Rejection):
             raw, encoding = ingest.capped_raw(msg.data)
             log.info(
                 "rejected message on %s: %s",
-                msg.subject,
+                subject,
                 parsed.message,
                 extra={
                     "trace_id": trace_id,
                     "span_id": f"{span.get_span_context().span_id:016x}",
                     "reason": parsed.code,
-                    "subject": msg.subject,
+                    "subject": subject,
                 },
             )
             return [
@@ -272,17 +283,18 @@ class Router(Step[Traced]):
                     code=parsed.code,
                     reason=parsed.message,
                     field=parsed.field,
-                    subject=msg.subject,
+                    subject=subject,
                     received_at=received_at,
                     raw=raw,
                     raw_encoding=encoding,
                     trace_id=trace_id,
+                    inbound_seq=origin.inbound_seq,
                 )
             ]
         return triage(
             self._ledger.state,
             parsed,
-            subject=msg.subject,
+            subject=subject,
             received_at=received_at,
             routing=self._routing,
             window_seconds=self._config.dedup_window,

@@ -84,8 +84,10 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 class OutcomesRecorded:
     """Waits until the recorder has committed what TOCSIN_OUT holds."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, consumer: str = RECORDER_CONSUMER) -> None:
+        """``consumer``: the recorder's (a partition's recorder has its own)."""
         self._js = js
+        self._consumer = consumer
         self._last = Fresh(self._last_out_seq)
         self._progress = Fresh(self._recorder_progress)
 
@@ -94,7 +96,7 @@ class OutcomesRecorded:
         return int(info.state.last_seq)
 
     async def _recorder_progress(self) -> tuple[int, int, int]:
-        info = await self._js.consumer_info(STREAM_OUT, RECORDER_CONSUMER)
+        info = await self._js.consumer_info(STREAM_OUT, self._consumer)
         floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
         return int(floor or 0), int(info.num_pending or 0), int(info.num_ack_pending or 0)
 
@@ -124,11 +126,17 @@ def from_projection(ledger: Ledger, notification_id: str) -> str:
 
 
 async def answer_delivery_status(
-    nc: Any, ledger: Ledger, js: JetStreamContext | None = None
+    nc: Any,
+    ledger: Ledger,
+    js: JetStreamContext | None = None,
+    consumer: str = RECORDER_CONSUMER,
+    subject: str = DELIVERY_STATUS,
 ) -> None:
     """Serve ``tocsin.control.delivery-status``. Each question is answered in its own
-    task: one waiting for the recorder must not hold up the others."""
-    recorded = OutcomesRecorded(js or nc.jetstream(timeout=CATCH_UP_PATIENCE))
+    task: one waiting for the recorder must not hold up the others. ``consumer``: the
+    recorder's; ``subject``: a partition's router answers on its own
+    (``subjects.delivery_status_subject``)."""
+    recorded = OutcomesRecorded(js or nc.jetstream(timeout=CATCH_UP_PATIENCE), consumer)
     answering: set[asyncio.Task[None]] = set()
 
     async def answer(msg: Msg) -> None:
@@ -147,4 +155,4 @@ async def answer_delivery_status(
         answering.add(task)
         task.add_done_callback(answering.discard)
 
-    await nc.subscribe(DELIVERY_STATUS, queue="tocsin-router", cb=receive)
+    await nc.subscribe(subject, queue="tocsin-router", cb=receive)
