@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 
+from tocsin.core import events as ev
 from tocsin.core.decide.route import (
     Route,
     RoutingTable,
@@ -65,8 +66,10 @@ and mail; here to pager and hook (every critical alert changed, the rest the sam
 
 
 async def generate(data: Path, target: int) -> int:
-    """Append about ``target`` facts: alerts over 50,000 fingerprints, each firing in
-    several buckets with duplicates, some resolved and reopened."""
+    """Append about ``target`` facts: alerts over 150,000 fingerprints, each firing in
+    several buckets with duplicates, some resolved and reopened; and, as a running
+    service's log has them, the outcome of every notification (``delivery.succeeded``,
+    recorded in the batch after the one that routed it, as the recorder does)."""
     ledger = await Ledger.open(db_path(data), snapshot_every=0)
     routing = RoutingTable.compile(
         [
@@ -76,9 +79,25 @@ async def generate(data: Path, target: int) -> int:
     )
     ids = itertools.count()
     i = 0
+    outcome = 0
+    routed: list[ev.AlertRouted] = []
     started = time.perf_counter()
     while ledger.event_log.last_seq < target:
         async with ledger.batch() as batch:
+            for sent in routed:
+                outcome += 1
+                done = ev.DeliverySucceeded(
+                    notification_id=sent.notification_id,
+                    receiver=sent.receiver,
+                    alert_id=sent.alert_id,
+                    fingerprint=sent.fingerprint,
+                    channel="webhook",
+                    attempts=1,
+                    at=T0 + i * 20_000,
+                    status_code=200,
+                )
+                batch.add_caused([done], Input.OUTCOMES, outcome)
+            routed = []
             for _ in range(2000):
                 labels = {"host": f"h{i % 50_000}", "dc": f"dc{i % 3}"}
                 status = "resolved" if i % 29 == 0 else "firing"
@@ -106,6 +125,7 @@ async def generate(data: Path, target: int) -> int:
                     trace_id=None,
                 )
                 batch.add_caused(facts, Input.INBOUND, i + 1)
+                routed += [f for f in facts if isinstance(f, ev.AlertRouted)]
                 i += 1
         if i % 100_000 < 2000:
             print(
