@@ -236,6 +236,7 @@ class ReceiverWorker:
             prefetch=False,
         )
         await puller.start()
+        await self._delivered_seq.follow(self.receiver)
         elections = [
             await self._nc.subscribe(subject, cb=self._on_leader_elected)
             for subject in leader_elected_subjects(STREAM_WORK, deliver_consumer(self.receiver))
@@ -258,6 +259,7 @@ class ReceiverWorker:
                 with contextlib.suppress(Exception):  # closing anyway
                     await subscription.unsubscribe()
             await puller.stop()
+            await self._delivered_seq.stop()
             await self._channel.close()
             if self._retired:
                 await asyncio.wait(self._retired, timeout=15)
@@ -440,7 +442,17 @@ class ReceiverWorker:
             # in a broker failover must never widen the gap between a send and its
             # outcome, where JetStream would hand the item to another worker.
             accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
-            await self._delivered_seq.raise_to(self.receiver, ordered_by, accepted)
+            await self._record_accepted(ordered_by, accepted)
+
+    async def _record_accepted(self, ordered_by: str, accepted: order.Latest) -> None:
+        """Raise the order record to ``accepted``: one compare-and-set publish batched
+        with the outcomes while the record is followed (``DeliveredSeq.write``), a read
+        and a compare-and-set request when it is not, or when the publish lost a race."""
+        if self._delivered_seq.following():
+            write = self._delivered_seq.write(self.receiver, ordered_by, accepted)
+            if write is None or await self._outcomes.store(write):
+                return
+        await self._delivered_seq.raise_to(self.receiver, ordered_by, accepted)
 
     async def _latest(self, ordered_by: str) -> order.Latest | None:
         """The latest notification the receiver accepted of ``ordered_by``, asked for at
