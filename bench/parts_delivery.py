@@ -6,7 +6,7 @@ its metrics, non-recording spans, secrets and order record) pulls ``--n`` work i
 TOCSIN_WORK, POSTs each to a receiver on 127.0.0.1, publishes each outcome and waits for
 its PubAck, then acks the item. The work items are published before the clock starts.
 
-What is counted is the CPU of this process only (``time.process_time``) while the worker
+What is counted is the CPU of this process only (``getrusage``: user and system) while the worker
 runs: the receiver (``bench/receiver.py``) and nats-server run in their own processes,
 and wall time is shown but not the figure (the machine is shared). The run ends when
 the consumer has nothing pending and nothing waiting for an ack, and the outcomes in
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import resource
 import shlex
 import statistics
 import sys
@@ -95,6 +96,30 @@ def work_item(receiver: str, i: int) -> Outbound:
     )
 
 
+def by_package(profile: cProfile.Profile, n: int) -> str:
+    """Where the profiled run's time went, by package (own time of its functions), in
+    us per notification: the shares are what to read (profiling inflates them all)."""
+    shares: dict[str, float] = {}
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    for (file, _, function), (_, _, own, _, _) in stats.items():
+        if "site-packages/" in file:
+            package = file.split("site-packages/")[1].split("/")[0]
+        elif "/tocsin/" in file:
+            package = "tocsin." + file.split("/tocsin/")[1].split("/")[0].removesuffix(".py")
+        elif "asyncio" in file:
+            package = "asyncio"
+        elif file == "~":
+            package = "builtins: " + function.split(" of ")[0].strip("{}<>'")
+        else:
+            package = "stdlib: " + Path(file).stem
+        shares[package] = shares.get(package, 0.0) + own
+    total = sum(shares.values())
+    lines = [f"  profiled: {total * 1e6 / n:.0f} us a notification, by package (own time):"]
+    for package, own in sorted(shares.items(), key=lambda kv: -kv[1])[:20]:
+        lines.append(f"    {package:<48} {own * 1e6 / n:7.1f} us {own / total:6.1%}")
+    return "\n".join(lines)
+
+
 async def settled(js: JetStreamContext, receiver: str, patience: float) -> None:
     """Until the receiver's consumer holds nothing pending or unacked (polled: a few
     dozen requests per run, nothing next to ``--n`` deliveries)."""
@@ -109,8 +134,9 @@ async def settled(js: JetStreamContext, receiver: str, patience: float) -> None:
 
 async def one_run(
     nc: nats.NATS, url: str, n: int, run: int, profile: cProfile.Profile | None
-) -> tuple[float, float]:
-    """CPU seconds and wall seconds of delivering ``n`` items to a fresh receiver."""
+) -> tuple[float, float, float]:
+    """CPU seconds (user, system) and wall seconds of delivering ``n`` items to a fresh
+    receiver."""
     js = nc.jetstream()
     receiver = f"hook{run:02d}"
     await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
@@ -138,10 +164,12 @@ async def one_run(
     stop = asyncio.Event()
     if profile is not None:
         profile.enable()
-    cpu, wall = time.process_time(), time.perf_counter()
+    usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     running = asyncio.create_task(worker.run(stop))
     await settled(js, receiver, 600.0)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
     if profile is not None:
         profile.disable()
     stop.set()
@@ -150,7 +178,7 @@ async def one_run(
     outcomes = (await js.stream_info(STREAM_OUT)).state.messages - out_before
     if outcomes != n:
         raise RuntimeError(f"{outcomes} outcomes stored for {n} work items")
-    return cpu, wall
+    return user, system, wall
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -176,14 +204,16 @@ async def main(args: argparse.Namespace) -> None:
                 figures = []
                 for run in range(args.runs):
                     profile = cProfile.Profile() if args.profile and run == 0 else None
-                    cpu, wall = await one_run(nc, url, args.n, run, profile)
-                    figures.append(cpu * 1e6 / args.n)
+                    user, system, wall = await one_run(nc, url, args.n, run, profile)
+                    figures.append((user + system) * 1e6 / args.n)
                     print(
-                        f"  run {run + 1}: {figures[-1]:6.1f} us CPU each,"
+                        f"  run {run + 1}: {figures[-1]:6.1f} us CPU each"
+                        f" (user {user * 1e6 / args.n:.1f}, system {system * 1e6 / args.n:.1f}),"
                         f" {args.n / wall:8,.0f}/s{' (profiled)' if profile else ''}",
                         flush=True,
                     )
                     if profile is not None:
+                        print(by_package(profile, args.n))
                         text = io.StringIO()
                         stats = pstats.Stats(profile, stream=text).sort_stats("tottime")
                         stats.print_stats(args.top)
