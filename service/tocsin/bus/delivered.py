@@ -137,6 +137,12 @@ class DeliveredSeq:
             )
             return None
 
+    def known(self, receiver: str, fingerprint: str) -> tuple[bool, order.Latest | None]:
+        """``(True, record)`` from memory while the records are followed and caught up
+        (``None``: there is none); ``(False, None)`` when ``latest`` must ask."""
+        followed = self._followed(order.key(receiver, fingerprint))
+        return (False, None) if followed is None else (True, followed[0])
+
     def write(self, receiver: str, fingerprint: str, delivered: order.Latest) -> Outbound | None:
         """The compare-and-set publish that records ``delivered`` against the record as
         followed; ``None`` when the record holds it or a later one already, or when the
