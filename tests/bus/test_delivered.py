@@ -5,9 +5,11 @@ is refused by JetStream, so the record still only ever goes up. Real NATS."""
 from __future__ import annotations
 
 import nats
+import pytest
 from nats.aio.client import Client as NATS
 
 from tests.support import wait_until
+from tocsin.bus import delivered
 from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import ensure_streams
@@ -93,4 +95,28 @@ async def test_a_raise_written_against_a_stale_revision_is_refused(nats_url: str
     finally:
         await follower.stop()
         await publisher.close()
+        await nc.close()
+
+
+async def test_a_forgotten_record_is_asked_for_not_taken_as_none(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches memory that is bounded by forgetting as if there were no record: past
+    ``RECORDS_KEPT`` the oldest keys are dropped, and one of those must be read from the
+    bucket (else its late retries would be sent), while a kept key still reads memory."""
+    monkeypatch.setattr(delivered, "RECORDS_KEPT", 3)
+    nc = await connected(nats_url)
+    other, follower = DeliveredSeq(nc), DeliveredSeq(nc)
+    try:
+        for i in range(5):
+            await other.raise_to("hook", f"fp{i}", latest(i + 1))
+        await follower.follow("hook")
+        await wait_until(lambda: follower.following(), what="the follower caught up")
+        assert follower.known("hook", "fp4") == (True, latest(5))
+        assert follower.known("hook", "fp0") == (False, None)  # forgotten: ask
+        assert follower.known("hook", "fp-never") == (False, None)  # perhaps forgotten
+        assert follower.write("hook", "fp0", latest(9)) is None  # not from memory
+        assert await follower.latest("hook", "fp0") == latest(1)
+    finally:
+        await follower.stop()
         await nc.close()

@@ -41,6 +41,9 @@ from tocsin.core.subjects import (
 
 log = logging.getLogger("tocsin.delivery")
 
+# Records of the followed receiver kept in memory (~250 bytes each): past it the oldest
+# are forgotten, and a key not in memory is asked for again (``latest``).
+RECORDS_KEPT = 50_000
 RAISE_TRIES = 10  # compare-and-set rounds lost to other workers before giving up
 KV_TIMEOUT = 5.0  # seconds for one key-value request
 
@@ -55,6 +58,7 @@ class DeliveredSeq:
         self._known: dict[str, tuple[order.Latest | None, int]] = {}
         self._following: JetStreamContext.PushSubscription | None = None
         self._caught_up = False
+        self._complete = True  # no record forgotten: a key not in memory has none
 
     async def follow(self, receiver: str) -> None:
         """Keep ``receiver``'s records in memory from now on (``stop`` ends it). A
@@ -63,6 +67,7 @@ class DeliveredSeq:
             await self._bucket()
             self._following = await self._js.subscribe(
                 f"{DELIVERED_SEQ_PREFIX}{receiver}.>",
+                stream=f"KV_{DELIVERED_SEQ_BUCKET}",  # named: no lookup by subject
                 cb=self._on_record,
                 ordered_consumer=True,
                 deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
@@ -86,13 +91,19 @@ class DeliveredSeq:
                 await self._following.unsubscribe()
             self._following = None
         self._caught_up = False
+        self._known.clear()
+        self._complete = True
 
     async def _on_record(self, msg: Msg) -> None:
         key = msg.subject[len(DELIVERED_SEQ_PREFIX) :]
         if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
             self._known.pop(key, None)
         else:
+            self._known.pop(key, None)  # the newest last, so the oldest go first
             self._known[key] = (order.decode(msg.data), stream_seq(msg))
+            if len(self._known) > RECORDS_KEPT:
+                del self._known[next(iter(self._known))]
+                self._complete = False
         if not self._caught_up and num_pending(msg) == 0:
             self._caught_up = True
 
@@ -101,7 +112,10 @@ class DeliveredSeq:
         ``None`` when not followed (not yet caught up, or not following)."""
         if not self._caught_up or self._following is None:
             return None
-        return self._known.get(key, (None, 0))
+        found = self._known.get(key)
+        if found is None and not self._complete:
+            return None  # perhaps forgotten: ask
+        return found or (None, 0)
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -146,8 +160,8 @@ class DeliveredSeq:
     def write(self, receiver: str, fingerprint: str, delivered: order.Latest) -> Outbound | None:
         """The compare-and-set publish that records ``delivered`` against the record as
         followed; ``None`` when the record holds it or a later one already, or when the
-        record is not followed (then ``raise_to``). A publish JetStream refuses (another
-        worker wrote first) is for ``raise_to`` too."""
+        record is not in memory (``known`` says which; then ``raise_to``). A publish
+        JetStream refuses (another worker wrote first) is for ``raise_to`` too."""
         key = order.key(receiver, fingerprint)
         followed = self._followed(key)
         if followed is None:
@@ -158,7 +172,7 @@ class DeliveredSeq:
         return Outbound(
             DELIVERED_SEQ_PREFIX + key,
             order.encode(new),
-            f"order:{key}:{new.log_seq}",
+            "",  # no Nats-Msg-Id: the compare-and-set refuses a repeat
             headers={EXPECTED_LAST_SUBJECT_SEQ: str(followed[1])},
         )
 

@@ -493,7 +493,7 @@ class ReceiverWorker:
         """Raise the order record to ``accepted``: one compare-and-set publish batched
         with the outcomes while the record is followed (``DeliveredSeq.write``), a read
         and a compare-and-set request when it is not, or when the publish lost a race."""
-        if self._delivered_seq.following():
+        if self._delivered_seq.known(self.receiver, ordered_by)[0]:  # in memory
             write = self._delivered_seq.write(self.receiver, ordered_by, accepted)
             if write is None or await self._outcomes.store(write):
                 return
