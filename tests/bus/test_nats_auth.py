@@ -318,8 +318,8 @@ async def test_no_secret_in_logs_or_readiness(
 
 def test_every_connection_tocsin_opens_is_built_by_connect_options() -> None:
     """Two places open NATS connections, both with the builder's options: the service's
-    (bus.connection.connect, used by serve / router / deliver) and the one-shot commands'
-    (cli._connect). A new ``nats.connect(`` elsewhere would bypass the login."""
+    (bus.connection.connect, used by serve / router / deliver / partition) and the
+    one-shot commands' (cli._connect). A new ``nats.connect(`` elsewhere would bypass the login."""
     package = Path(service.__file__).parent
     openers = {
         path.relative_to(package).as_posix(): path.read_text()
@@ -336,5 +336,7 @@ def test_every_connection_tocsin_opens_is_built_by_connect_options() -> None:
         for path in package.rglob("*.py")
         if imports_connect.search(path.read_text())
     }
-    assert callers == {"service.py"}
+    assert callers == {"service.py", "pipeline/partitioner.py"}
     assert "login = connect_options(config.nats_login)" in (package / "service.py").read_text()
+    partitioner = (package / "pipeline" / "partitioner.py").read_text()
+    assert "login=connect_options(config.nats_login)" in partitioner

@@ -102,10 +102,15 @@ class Publisher:
             self._waiting[token] = future
             futures.append(future)
             tokens.append(token)
-            headers = {MSG_ID: message.msg_id, **self._headers, **(message.headers or {})}
+            headers = {**self._headers, **(message.headers or {})}
+            if message.msg_id:
+                headers = {MSG_ID: message.msg_id, **headers}
             try:
                 await self._nc.publish(
-                    message.subject, message.payload, reply=self._prefix + token, headers=headers
+                    message.subject,
+                    message.payload,
+                    reply=self._prefix + token,
+                    headers=headers or None,
                 )
             except Exception as error:  # closed or draining: the rest would fail alike
                 log.warning("publish to %s failed: %s", message.subject, error)

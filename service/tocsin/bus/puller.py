@@ -21,16 +21,17 @@ from nats.aio.subscription import Subscription
 from tocsin.core.subjects import ACK
 
 
-def _ack_tokens(msg: Msg) -> tuple[str, str, str]:
-    """(times delivered, stream seq, stored at in ns) from a JetStream message's reply subject:
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the
-    newer form with domain and account hash after ``ACK``. nats-py's ``msg.metadata``
-    builds a dataclass and a datetime for the same numbers (~10 us a message)."""
+def _ack_tokens(msg: Msg) -> tuple[str, str, str, str]:
+    """(times delivered, stream seq, stored at in ns, pending) from a JetStream message's
+    reply subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``
+    or the newer form with domain and account hash after ``ACK``. nats-py's
+    ``msg.metadata`` builds a dataclass and a datetime for the same numbers (~10 us a
+    message)."""
     tokens = (msg.reply or "").split(".")
     if len(tokens) == 9:
-        return tokens[4], tokens[5], tokens[7]
+        return tokens[4], tokens[5], tokens[7], tokens[8]
     if len(tokens) >= 11:
-        return tokens[6], tokens[7], tokens[9]
+        return tokens[6], tokens[7], tokens[9], tokens[10]
     raise ValueError(f"not a JetStream message (reply subject {msg.reply!r})")
 
 
@@ -40,6 +41,11 @@ def stream_seq(msg: Msg) -> int:
 
 def delivery_count(msg: Msg) -> int:
     return int(_ack_tokens(msg)[0])
+
+
+def num_pending(msg: Msg) -> int:
+    """How many messages of the consumer's were still to be delivered after ``msg``."""
+    return int(_ack_tokens(msg)[3])
 
 
 def stored_at(msg: Msg) -> float:

@@ -1,17 +1,13 @@
 """The HTTP plumbing every HTTP channel shares: one pooled keep-alive client per
 receiver, and exceptions turned into retry verdicts (never raised).
 
-Requests and responses are httpx's; they travel over aiohttp's connection pool
-(httpcore's own pool scans every connection on every request: 1.1-3.0 ms of CPU per
-request at 4-32 connections on this kind of machine). Measured on this machine by
-``bench/ceiling_delivery.py``, CPU per POST: aiohttp alone ~150 us; httpx's
-``AsyncClient`` over ``httpx-aiohttp``'s transport ~530 us, of which the client's
-per-request machinery (URL and header merging, auth and redirect layers, a cookie jar
-fed through urllib's request objects) is ~260 us and the general transport (URL
-re-parsed, headers converted, body streamed through three async generators) ~120 us.
-A receiver needs none of that: ``JsonPoster`` builds the ``httpx.Request`` from parts
-made once (URL, headers, timeout) and hands it to ``AiohttpPool``, a transport for one
-receiver that reads at most ``MAX_ANSWER_BYTES`` of the answer.
+Requests go straight over aiohttp's connection pool (``JsonPoster``). Measured on this
+machine by ``bench/ceiling_delivery.py``, CPU per POST: aiohttp alone ~70-150 us;
+httpx's own ``AsyncClient`` over httpcore 1.1-3.0 ms (its pool scans every connection on
+every request); httpx over ``httpx-aiohttp``'s transport ~530 us; and an
+``httpx.Request`` built from ready parts over aiohttp (tocsin before #20) still ~45 us
+more than aiohttp alone. A receiver needs none of httpx's machinery (auth and redirect
+layers, a cookie jar, header and URL merging per request).
 
 A receiver's ``timeout`` is one deadline for the whole exchange (DESIGN.md section 10):
 waiting for a connection, connecting, sending, and the whole answer. A per-read timeout
@@ -106,25 +102,49 @@ class PayloadChannel:
 
 
 class JsonPoster:
-    """POSTs JSON bodies for one receiver: pooled keep-alive connections, tocsin's
-    ``User-Agent``, the receiver's fixed headers, and ``traceparent`` when traced.
-    Redirects are not followed (a 3xx is a permanent failure) and no cookies are kept.
-    ``timeout`` bounds each ``post`` as a whole, the answer included."""
+    """POSTs JSON bodies for one receiver: pooled keep-alive connections (at most
+    ``MAX_CONNECTIONS_PER_RECEIVER``), tocsin's ``User-Agent``, the receiver's fixed
+    headers, and ``traceparent`` when traced. Redirects are not followed (a 3xx is a
+    permanent failure), no cookies are kept, environment proxies are not used.
+    ``timeout`` bounds each ``post`` as a whole, the answer included; of each answer at
+    most ``MAX_ANSWER_BYTES`` are read.
+
+    Straight over aiohttp: the headers are merged once here, the URL parsed once, and no
+    request or response object of another library is built. Measured by
+    ``bench/parts_delivery.py`` (the webhook end to end), httpx's ``Request`` and
+    ``Response`` around aiohttp's cost ~45 us of CPU per notification. The session is
+    made on first use, inside the event loop."""
 
     def __init__(
         self, version: str, timeout: float, headers: Mapping[str, str] | None = None
     ) -> None:
         self._headers = {
-            "Accept": "*/*",  # httpx's defaults, which a receiver's own headers override
+            "Accept": "*/*",  # what httpx sent before, which a receiver's own headers override
             "Accept-Encoding": "gzip, deflate",
             **(headers or {}),
             "Content-Type": "application/json",
             "User-Agent": f"tocsin/{version}",
         }
         self._timeout = timeout
-        self._extensions: dict[str, Any] = {"timeout": httpx.Timeout(timeout).as_dict()}
-        self._transport = AiohttpPool()
-        self._urls: dict[str, httpx.URL] = {}
+        # One deadline for the whole exchange is ``asyncio.timeout`` in ``post``;
+        # aiohttp's own total timeout is left off (it would only race it).
+        self._client_timeout = aiohttp.ClientTimeout(total=None)
+        self._ssl = httpx.create_ssl_context()  # certifi's roots, as before
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS_PER_RECEIVER, ssl=self._ssl, keepalive_timeout=5.0
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self._client_timeout,
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            )
+        return self._session
 
     async def post(
         self,
@@ -137,93 +157,41 @@ class JsonPoster:
         merged = {**self._headers, **headers} if headers else self._headers.copy()
         if traceparent:
             merged["traceparent"] = traceparent
-        # A ready stream spares httpx its content encoding step (aiohttp sets the
-        # ``Host`` and ``Content-Length`` headers).
-        request = httpx.Request(
-            "POST",
-            _parsed(self._urls, url, httpx.URL),
-            headers=merged,
-            stream=httpx.ByteStream(body),
-            extensions=self._extensions,
-        )
         deadline = asyncio.timeout(self._timeout)
         try:
-            async with deadline:
-                response = await self._transport.handle_async_request(request)
-            excerpt = ""
-            if not response.is_success:  # a success's body is never decoded
-                await response.aread()
-                excerpt = response.text[:200]
-        except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            async with (
+                deadline,
+                self._session_now().post(
+                    _parsed(self._urls, url, _yarl_url),
+                    data=body,
+                    headers=merged,
+                    allow_redirects=False,
+                ) as answer,
+            ):
+                answer_body = await _read_at_most(answer.content, MAX_ANSWER_BYTES)
+                status, answer_headers = answer.status, answer.headers
+                charset = answer.charset
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
             if deadline.expired():
                 return retryable(f"timeout: no whole answer within {self._timeout:g}s")
             return retryable(describe(error))
-        return classify_http(response.status_code, response.headers, excerpt)
+        excerpt = ""
+        if not 200 <= status < 300:  # a success's body is never decoded
+            excerpt = _text(answer_body, charset)[:200]
+        return classify_http(status, answer_headers, excerpt)
 
     async def close(self) -> None:
-        await self._transport.aclose()
-
-
-class AiohttpPool(httpx.AsyncBaseTransport):
-    """httpx requests sent through one aiohttp connection pool: at most
-    ``MAX_CONNECTIONS_PER_RECEIVER`` connections, kept alive between requests. Of each
-    answer, at most ``MAX_ANSWER_BYTES`` are read (httpx's timeouts are per phase and
-    per read: ``JsonPoster`` puts the deadline around the whole request).
-
-    aiohttp's exceptions are not mapped to httpx's (``JsonPoster.post`` catches both
-    and ``describe`` reads the root cause); redirects are not followed, aiohttp keeps no
-    cookies, environment proxies are not used. The session is made on first use, inside
-    the event loop."""
-
-    def __init__(self) -> None:
-        self._ssl = httpx.create_ssl_context()
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, yarl.URL] = {}
-        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=MAX_CONNECTIONS_PER_RECEIVER, ssl=self._ssl, keepalive_timeout=5.0
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-            )
-        return self._session
-
-    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        given = request.extensions.get("timeout", {})
-        key = (given.get("connect"), given.get("read"), given.get("pool"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            # httpx's connect / read / pool: to connect, between reads, to get a slot.
-            timeout = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
-            self._timeouts[key] = timeout
-        return timeout
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        async with self._session_now().request(
-            request.method,
-            _parsed(self._urls, str(request.url), _yarl_url),
-            headers=request.headers.multi_items(),
-            data=request.read() or None,
-            allow_redirects=False,
-            auto_decompress=False,
-            timeout=self._timeout(request),
-        ) as answer:
-            body = await _read_at_most(answer.content, MAX_ANSWER_BYTES)
-        return httpx.Response(
-            answer.status,
-            headers=answer.raw_headers,
-            stream=httpx.ByteStream(body),  # decoded only if read (not on a success)
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
-
-    async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _text(body: bytes, charset: str | None) -> str:
+    """An answer's body as text: its declared charset, else UTF-8, never failing."""
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return body.decode("utf-8", errors="replace")
 
 
 async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -260,7 +228,9 @@ def _parsed(cache: dict[str, T], text: str, parse: Callable[[str], T]) -> T:
 
 
 def _yarl_url(text: str) -> yarl.URL:
-    return yarl.URL(text, encoded=True)  # httpx has already encoded it
+    """``text`` percent-encoded as httpx encodes a URL (what a channel's quoting of its
+    path relies on: ``%2F`` stays ``%2F``), then taken as it is."""
+    return yarl.URL(str(httpx.URL(text)), encoded=True)
 
 
 def describe(error: BaseException) -> str:

@@ -317,7 +317,8 @@ def for_configured(
 class Outbound:
     """A message to publish to a stream and see acknowledged (PubAck); ``fact_seq`` is
     the seq of the fact whose work item it is (the outbox counts it as stored once its
-    PubAck came), ``None`` for other messages."""
+    PubAck came), ``None`` for other messages. An empty ``msg_id`` sends no
+    ``Nats-Msg-Id``: for a compare-and-set write, which a repeat cannot store twice."""
 
     subject: str
     payload: bytes

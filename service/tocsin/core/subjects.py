@@ -63,6 +63,8 @@ STREAM_PART = "TOCSIN_PART"  # tocsin.part.>: what the partitioners forward, per
 # Key-value bucket (stream ``KV_<name>``): per receiver and fingerprint, the routed log
 # seq of the latest notification accepted (``core/policy/order.py``).
 DELIVERED_SEQ_BUCKET = "TOCSIN_DELIVERED_SEQ"
+# Where the bucket's records are written and watched: one subject per key.
+DELIVERED_SEQ_PREFIX = f"$KV.{DELIVERED_SEQ_BUCKET}."
 STREAM_ANCHOR = "TOCSIN_ANCHOR"  # tocsin.anchor.>, the last message of each subject kept
 
 
@@ -78,6 +80,9 @@ AUDIT_SUBJECTS = (DELIVERED, DELIVERY_FAILED, REJECTED)  # what auditors read
 
 
 MSG_ID = "Nats-Msg-Id"
+# A compare-and-set publish: stored only if the subject's last message has this seq (0:
+# none), as a key-value ``update`` / ``create`` writes.
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 # What a partitioner adds to the message it forwards (its own ``Nats-Msg-Id`` replaces
 # the publisher's, which travels on as ``ORIGIN_MSG_ID``): the router of a partition

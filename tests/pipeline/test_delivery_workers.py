@@ -1,0 +1,113 @@
+"""The delivery worker's sender loops (issue #20: ``concurrency`` loops fed by a bounded
+queue, no task per work item): a reload's replaced channel is closed only once no send
+is using it, and every item is delivered, its outcome stored and the item acked. Real
+NATS and real streams; the channels are small plugin channels (the ``Channel``
+protocol) that let a test hold a send open."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import nats
+
+from tests.support import wait_until
+from tocsin.bus.publisher import Publisher
+from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
+from tocsin.config import RetrySection
+from tocsin.core.contracts import Body, Notification, WorkItem
+from tocsin.core.outbound import Outbound
+from tocsin.core.policy.retry import SendResult
+from tocsin.core.subjects import STREAM_OUT, STREAM_WORK, deliver_consumer, route_subject
+from tocsin.pipeline.delivery import ReceiverWorker
+
+
+class HeldChannel:
+    """A channel whose sends wait for ``release``; it remembers what it sent and whether
+    it was closed, and whether a send was still under way when it was."""
+
+    kind = "held"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.sending = 0
+        self.sent: list[str] = []
+        self.closed = False
+        self.closed_while_sending = False
+
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        self.sending += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.sending -= 1
+        self.sent.append(notification.notification_id)
+        return SendResult(ok=True, status_code=200)
+
+    async def close(self) -> None:
+        self.closed_while_sending = self.sending > 0
+        self.closed = True
+
+
+def item(i: int) -> Outbound:
+    notification = Notification(
+        notification_id=f"n{i}",
+        reason="firing",
+        alert_id=f"a{i}",
+        fingerprint=f"fp{i}",
+        dedup_key=f"d{i}",
+        type="t",
+        severity="critical",
+        status="firing",
+        summary="s",
+        source="test",
+        labels={},
+        details={},
+        first_seen="2026-01-01T00:00:00.000000Z",
+        last_seen="2026-01-01T00:00:00.000000Z",
+        occurrences=1,
+        suppressed_count=0,
+        receiver="hook",
+    )
+    work = WorkItem(notification=notification, log_seq=i)
+    return Outbound(route_subject("hook"), msgspec.json.encode(work), f"n{i}")
+
+
+async def test_a_replaced_channel_is_closed_once_its_send_is_done(nats_url: str) -> None:
+    """Catches a reload closing the old channel under a send still using it (its
+    connection pool gone mid-request): the old channel closes only after that send
+    ends, while sends started after the reload go through the new channel, and every
+    item's outcome is stored and the item acked."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config("hook", 10.0))
+    publisher = Publisher(nc)
+    old, new = HeldChannel(), HeldChannel()
+    new.release.set()
+    worker = ReceiverWorker(nc, publisher, "hook", old, RetrySection(), concurrency=4)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert await publisher.publish([item(1)]) == [True]
+        await wait_until(lambda: old.sending == 1, what="the first send under way")
+        worker.reconfigure(new, None)
+        assert await publisher.publish([item(2)]) == [True]
+        await wait_until(lambda: new.sent == ["n2"], what="the second item, after the reload")
+        assert not old.closed  # its send is still under way
+        old.release.set()
+        await wait_until(lambda: old.closed, what="the old channel closed")
+        assert old.sent == ["n1"]
+        assert not old.closed_while_sending
+
+        async def settled() -> bool:
+            info = await js.consumer_info(STREAM_WORK, deliver_consumer("hook"))
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await wait_until(settled, what="both items acked")
+        assert (await js.stream_info(STREAM_OUT)).state.messages == 2  # their outcomes
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
