@@ -48,12 +48,31 @@ class Run:
     steady_us: float  # CPU per event from the first commit to the last
     whole_us: float  # the whole process's CPU (start, drain, stop) per event
     events_per_second: float  # committed, from the log's own append times
+    threads_us: dict[str, float]  # steady_us by thread name
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process (what ``getrusage`` reports for it)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a live process's threads: ``loop`` (the main thread, the
+    event loop's), then ``thread1``, ``thread2``... in the order they were started (the
+    first is aiosqlite's writer, the log's SQLite work)."""
+    out: dict[str, float] = {}
+    tids = sorted(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())
+    for n, tid in enumerate(tids):
+        task = Path(f"/proc/{pid}/task/{tid}")
+        name = "loop" if tid == pid else f"thread{n}"
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + ticks
+    return out
 
 
 def logged_in_seq(db: Path) -> int:
@@ -91,9 +110,11 @@ async def one_run(events: int, fingerprints: int, timeout: float, profile: str |
             try:
                 await wait_for(lambda: logged_in_seq(db) > 0, process, timeout)
                 cpu_first, first = cpu_seconds(process.pid), logged_in_seq(db)
+                threads_first = thread_cpu(process.pid)
                 spy = py_spy(process.pid, profile) if profile is not None else None
                 await wait_for(lambda: logged_in_seq(db) >= events, process, timeout)
                 cpu_last = cpu_seconds(process.pid)
+                threads_last = thread_cpu(process.pid)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     await asyncio.to_thread(spy.wait)
@@ -112,6 +133,10 @@ async def one_run(events: int, fingerprints: int, timeout: float, profile: str |
         steady_us=(cpu_last - cpu_first) * 1e6 / max(events - first, 1),
         whole_us=whole * 1e6 / events,
         events_per_second=events / max((span[1] - span[0]) / 1e6, 1e-6),
+        threads_us={
+            name: (cpu - threads_first.get(name, 0.0)) * 1e6 / max(events - first, 1)
+            for name, cpu in threads_last.items()
+        },
     )
 
 
@@ -156,6 +181,12 @@ async def main() -> None:
             f" whole process {spread([r.whole_us for r in runs])} us/event;"
             f" {spread([r.events_per_second for r in runs])} events/s committed"
         )
+        names = sorted({name for r in runs for name in r.threads_us})
+        by_thread = ", ".join(
+            f"{name} {statistics.median(r.threads_us.get(name, 0.0) for r in runs):.1f}"
+            for name in names
+        )
+        print(f"    by thread (median us/event): {by_thread}")
     figures = ", ".join(f"{w.upper()} {medians[w]:.1f} µs" for w in chosen)
     print(f"router CPU per event: {figures} (target <= {TARGET_US:.0f})")
     print(f"command: {command}")
