@@ -74,6 +74,7 @@ bench: $(BENCH_STAMP)
 bench-parts: $(BENCH_STAMP)
 	$(BIN)/python bench/router_throughput.py
 	$(BIN)/python bench/log_scale.py
+	$(BIN)/python bench/parts_router.py
 	$(BIN)/python bench/ceiling_router.py
 	$(BIN)/python bench/ceiling_delivery.py
 	$(BIN)/python bench/parts_delivery.py
