@@ -97,16 +97,17 @@ class Child:
         return self.process.wait(timeout)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (``/proc/<pid>/stat``)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User + system CPU time so far of the process and of its children, live or
+        ended (``tocsin serve``'s delivery children: ``/proc/<pid>/stat`` of each, and
+        of the process its children's that it has reaped); never an embedded
+        ``nats-server``'s, which is the broker's, not the service's."""
+        return sum(_cpu_of(pid) for pid in [self.pid, *descendants(self.pid)])
 
     def rss_mib(self) -> float:
-        """Resident set size now (``VmRSS`` of ``/proc/<pid>/status``), in MiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """Resident set size now of the process and its live children but an embedded
+        ``nats-server`` (``VmRSS`` of each ``/proc/<pid>/status``, summed: pages they
+        share, the interpreter's, are counted once per process), in MiB."""
+        return sum(_rss_mib(pid) for pid in [self.pid, *descendants(self.pid)])
 
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
         """``sig`` (SIGTERM), then SIGKILL after ``timeout`` seconds; always reaps it."""
@@ -122,6 +123,56 @@ class Child:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and of the children it has reaped; 0 once
+    it is gone (its parent's reaped-children time then holds it)."""
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return 0.0
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, theirs...) but any ``nats-server``
+    (and what it started), read from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z" and name != "nats-server":
+            children.setdefault(int(parent), []).append(int(entry.name))
+    found: list[int] = []
+    waiting = list(children.get(pid, []))
+    while waiting:
+        child = waiting.pop()
+        found.append(child)
+        waiting.extend(children.get(child, []))
+    return found
 
 
 def nats_server(store: Path, log: Path, port: int | None = None) -> tuple[Child, str]:

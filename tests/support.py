@@ -314,9 +314,11 @@ class Tocsin:
         consumer_poll_seconds: float = 5.0,
         router: bool = True,
         delivery: bool = True,
+        processes: int | None = 0,
     ) -> None:
         self.data_dir = data_dir
         self.router, self.delivery = router, delivery
+        self.processes = processes  # delivery children (0: in this process, read here)
         self.nats_url = nats_url
         self.toml = toml
         self.api_token = api_token
@@ -351,6 +353,7 @@ class Tocsin:
             consumer_poll_seconds=self.consumer_poll_seconds,
             run_router=self.router,
             run_delivery=self.delivery,
+            delivery_processes=self.processes,
         )
         self._task = asyncio.create_task(service.run(self._options, on_start=self._started))
         if self.http_port:
@@ -443,8 +446,10 @@ class Serve:
         fault: str | None = None,
         stderr: Path | None = None,
         log_level: str = "warning",
+        own_group: bool = False,
     ) -> None:
         self.port = free_port()
+        self.own_group = own_group  # a process group of its own, as a terminal's job
         self.stderr = stderr  # tocsin's own log lines go here when given
         self.log_level = log_level
         self.args = [
@@ -484,6 +489,7 @@ class Serve:
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
+            process_group=0 if self.own_group else None,
         )
         if err is not asyncio.subprocess.DEVNULL:
             err.close()

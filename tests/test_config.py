@@ -290,6 +290,32 @@ def test_error_message_starts_with_the_key_at_fault(tmp_path: Path, text: str, k
     assert load_error(tmp_path, text).startswith(key)
 
 
+@pytest.mark.parametrize("processes", ["-1", "65", '"2"'])
+def test_bad_delivery_processes_name_the_key(tmp_path: Path, processes: str) -> None:
+    """Catches a count the supervisor cannot run (negative, a fork bomb, not a number)
+    reaching it instead of being refused at start naming the key."""
+    assert load_error(tmp_path, f"[delivery]\nprocesses = {processes}\n").startswith(
+        "delivery.processes"
+    )
+
+
+def test_delivery_processes_default_to_the_cores_and_leave_the_version_alone(
+    tmp_path: Path,
+) -> None:
+    """Catches the new key changing every existing config's version (a reload or a
+    restart would log a new version for nothing) and a default that is not "per core"
+    (None)."""
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[delivery]\nconcurrency = 8\n")
+    counted = tmp_path / "counted.toml"
+    counted.write_text("[delivery]\nconcurrency = 8\nprocesses = 0\n")
+    assert load(plain, {}).delivery.processes is None
+    assert load(counted, {}).delivery.processes == 0
+    assert (
+        load(plain, {}).digest() == load(counted, {}).digest() == "ed083ea1b5bb921d"
+    )  # as before the key existed
+
+
 def test_dashboard_notify_defaults_to_critical_and_normalizes_aliases(tmp_path: Path) -> None:
     """``[dashboard] notify``: the severities whose new alerts an open dashboard is told
     of; aliases as everywhere else (``sev2`` is ``warning``), each once; ``[]`` is none.

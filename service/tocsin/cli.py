@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     _logging_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = sub.add_parser("serve", help="router + delivery workers + HTTP API in one process")
+    serve = sub.add_parser(
+        "serve",
+        help="router + HTTP API, and delivery workers in child processes ([delivery] "
+        "processes; 0: in the same process)",
+    )
     _common(serve, nats=True, nats_default=NATS_URL_EMBEDDED)
     serve.add_argument(
         "--http",
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="receivers",
         help="deliver only to this receiver (repeatable); default: all",
     )
+    # Given by `tocsin serve` to its delivery children: its dashboard, for the links
+    # notifications carry.
+    deliver.add_argument("--dashboard-url", default=None, help=argparse.SUPPRESS)
 
     publish = sub.add_parser(
         "publish",
@@ -390,6 +397,7 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     if command == "partition":
         return asyncio.run(_partition(args))
     from tocsin import service
+    from tocsin.pipeline.supervisor import link_fd
 
     loaded = config.load(args.config)
     data_dir, nats_url = args.data_dir, args.nats_url
@@ -413,6 +421,10 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         api_token=os.environ.get("TOCSIN_API_TOKEN") or None,
         secrets=secrets,
         partition=partition,
+        # serve's delivery children log as it does; a child finds its link here.
+        log_flags=("--log-level", args.log_level, "--log-format", args.log_format),
+        link_fd=link_fd(os.environ) if command == "deliver" else None,
+        dashboard=getattr(args, "dashboard_url", None),
     )
     return asyncio.run(service.run(options))
 

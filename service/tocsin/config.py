@@ -134,9 +134,12 @@ class FlappingSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
 
 
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """How hard delivery workers push: sends in flight per receiver per process."""
+    """How hard delivery workers push: sends in flight per receiver per process; and
+    how many processes ``tocsin serve`` runs them in (``processes``: none given, one
+    per spare core, ``core.policy.processes``; 0: in its own process)."""
 
     concurrency: int = 32
+    processes: int | None = None
 
 
 class DashboardSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -221,7 +224,9 @@ class Config:
             self.routes,
             self.receivers,
             self.retry,
-            self.delivery,
+            # How many processes deliver decides nothing (and a reload cannot change
+            # it): the digest every config had before ``processes`` existed.
+            {"concurrency": self.delivery.concurrency},
         ]
         if self.inhibit:
             parts.append(self.inhibit)
@@ -269,6 +274,11 @@ def from_mapping(raw: dict[str, Any], env: dict[str, str], source: str = "inline
         raise ConfigError("retry.backoff: delays must not be negative")
     if parsed.delivery.concurrency < 1:
         raise ConfigError("delivery.concurrency: must be at least 1")
+    if parsed.delivery.processes is not None and not 0 <= parsed.delivery.processes <= 64:
+        raise ConfigError(
+            "delivery.processes: must be 0 (delivery in the serve process) to 64, "
+            f"got {parsed.delivery.processes}; leave it out for one per spare core"
+        )
     if parsed.log.snapshot_every < 0:
         raise ConfigError("log.snapshot_every: must be 0 (never) or more")
     timeout = parsed.alerts.resolve_timeout

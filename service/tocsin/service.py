@@ -1,13 +1,16 @@
 """Running tocsin: the parts of DESIGN.md section 2 started, watched and stopped together.
 
-``serve`` = router + recorder + delivery workers + HTTP (+ embedded NATS when no URL is
-given); ``router`` and ``deliver`` run the same parts as separate processes.
+``serve`` = router + recorder + clock + HTTP (+ embedded NATS when no URL is given) in
+its own process, and the delivery workers in ``[delivery] processes`` children (the
+``deliver`` part, supervised by ``pipeline/supervisor.py``; 0: in its own process too);
+``router`` and ``deliver`` run the same parts as separate processes.
 
 ``run`` is the sequence: check the options (``Plan``) and learn the secrets; set up
 observability (``Running``, which holds whatever is opened from then on); serve the
 probes, find NATS, open the log, serve the API; connect; build the parts (``Part``),
 ensure the streams and their consumers, take up the log; start the parts; wait; stop
-in order; release. ``Options`` are the inputs and are never changed.
+in order (intake, then delivery, then the rest: ``Phase``); release. ``Options`` are
+the inputs and are never changed.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,7 @@ from tocsin.core import events as ev
 from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
 from tocsin.core.partition import marked
+from tocsin.core.policy.processes import delivery_processes
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     STREAM_IN,
@@ -77,9 +83,10 @@ from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
 from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.recorder import Recorder
-from tocsin.pipeline.reload import Reloader, loaded_fact
+from tocsin.pipeline.reload import Reloader, WorkerReloader, file_of, loaded_fact
 from tocsin.pipeline.router import Router
 from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
+from tocsin.pipeline.supervisor import STOP_PATIENCE, ChildCommand, Link, Supervisor
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
@@ -117,6 +124,14 @@ class Options:
     # ``router --partition k`` (DESIGN.md section 17): the router of partition k reads
     # TOCSIN_PART; its log is the one in ``data_dir`` (``<data-dir>/p<k>``, see cli).
     partition: int | None = None
+    # ``serve``: its delivery workers in this many child processes (None: ``[delivery]
+    # processes``, whose default is one per spare core; 0: in this process). The
+    # children log as ``log_flags`` (``--log-level``, ``--log-format``) say. A child
+    # started so is given ``link_fd``, its end of the link to its parent.
+    delivery_processes: int | None = None
+    log_flags: tuple[str, ...] = ()
+    link_fd: int | None = None
+    dashboard: str | None = None  # the link notifications carry, when not ``http``'s
 
 
 @dataclass(frozen=True)
@@ -128,8 +143,9 @@ class Plan:
     http_address: tuple[str, int] | None  # the API's
     health_address: tuple[str, int] | None  # the probes' alone (router/deliver --health)
     exposed: bool  # the API listens beyond loopback: reads need the token too
-    channels: dict[str, Channel]  # the receivers this process delivers to
+    channels: dict[str, Channel]  # the receivers this process delivers to (if no children)
     login: dict[str, Any]  # nats-py's keyword arguments for ``[nats]``
+    processes: int  # delivery children to run (``serve``), or 0: delivery here
 
 
 @dataclass
@@ -152,27 +168,42 @@ class Running:
     anchor: Anchor | None = None  # where the log is: publishes its chain head to NATS
     reloader: Reloader | None = None  # where the log is: SIGHUP, POST /-/reload, tocsin reload
     reloads: set[asyncio.Task[Any]] = field(default_factory=set)  # SIGHUP's, under way
+    nats_url: str = ""  # as found, credentials included: the delivery children's
+    supervisor: Supervisor | None = None  # serve's delivery children, when it has any
+    # Each phase's parts stop when its event is set, in ``Phase`` order.
+    stops: dict[Phase, asyncio.Event] = field(default_factory=dict)
+    phased: list[tuple[Phase, asyncio.Task[Any]]] = field(default_factory=list)
+
+
+class Phase(IntEnum):
+    """When a part stops: the intake first (the router and the clock: no new facts,
+    and the API's doors close with them), then delivery (workers finish their sends in
+    flight; serve's children drain and exit), then the rest (the recorder logs their
+    last outcomes; the outbox, the anchor, the watchers)."""
+
+    INTAKE = 0
+    DELIVERY = 1
+    REST = 2
 
 
 @dataclass(frozen=True)
 class Part:
-    """One of the loops the service runs from ``start_parts`` until ``stop`` is set: the
-    router, the recorder, a receiver's delivery worker, the consumers' watcher.
-    ``run(stop)`` returns once ``stop`` is set; one that ends before stops the service
-    (exit 1, logged, if it raised). ``consumer`` is the durable consumer of ``stream``
-    it pulls from, if any: created or updated before any part starts, and watched for
-    /metrics."""
+    """One of the loops the service runs from ``start_parts`` until its phase's stop is
+    set: the router, the recorder, a receiver's delivery worker (or the supervisor of
+    the children that run them), the consumers' watcher. ``run(stop)`` returns once
+    ``stop`` is set; one that ends before stops the service (exit 1, logged, if it
+    raised). ``consumers`` are the durable consumers, by stream, it (or its children)
+    pulls from: created or updated before any part starts, and watched for /metrics.
+    ``phase``: when it is stopped (``Phase``)."""
 
     run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-    stream: str = ""
-    consumer: ConsumerConfig | None = None
+    consumers: tuple[tuple[str, ConsumerConfig], ...] = ()
+    phase: Phase = Phase.REST
 
     @property
-    def watched(self) -> tuple[str, str] | None:
-        """(stream, durable name) of its consumer, whose pending counts /metrics shows."""
-        if self.consumer is None or self.consumer.durable_name is None:
-            return None
-        return self.stream, self.consumer.durable_name
+    def watched(self) -> list[tuple[str, str]]:
+        """(stream, durable name) of its consumers, whose pending counts /metrics shows."""
+        return [(s, c.durable_name) for s, c in self.consumers if c.durable_name is not None]
 
 
 @dataclass(frozen=True)
@@ -259,7 +290,28 @@ def check(options: Options) -> Plan:
     dashboard = dashboard_url(options)
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
     login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
-    return Plan(receivers, http_address, health_address, exposed, channels, login)
+    processes = delivery_children(options)
+    return Plan(receivers, http_address, health_address, exposed, channels, login, processes)
+
+
+def delivery_children(options: Options) -> int:
+    """How many delivery children ``serve`` runs (``core.policy.processes``). They read
+    the config as this process did, from its file or the environment: a config given
+    inline (the tests') has nothing for them to read, so it delivers here unless told
+    otherwise, which is refused."""
+    if not (options.run_router and options.run_delivery):
+        return 0  # router and deliver are one part each
+    configured = options.delivery_processes
+    if configured is None:
+        configured = options.config.delivery.processes
+    if options.config.source == "inline":
+        if configured:
+            raise ConfigError(
+                "delivery.processes: delivery children read the config file, and this "
+                "config was given inline; use 0"
+            )
+        return 0
+    return delivery_processes(configured, os.cpu_count())
 
 
 def learn_secrets(options: Options) -> None:
@@ -322,7 +374,7 @@ async def find_nats(options: Options, running: Running) -> str:
         running.readiness.stage = "starting the embedded NATS server"
         running.embedded = EmbeddedNats(options.data_dir)
         url = await running.embedded.start()
-    url = resolve_nats_url(url, options.data_dir)
+    url = running.nats_url = resolve_nats_url(url, options.data_dir)
     options.secrets.add(nats_url_secrets(url))
     return url
 
@@ -482,13 +534,12 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             **partition_input(config, k),
         )
         if k is None:
-            parts.append(
-                Part(router.run, STREAM_IN, router_consumer_config(config.nats.ack_wait, replicas))
-            )
+            inbound_consumer = router_consumer_config(config.nats.ack_wait, replicas)
+            parts.append(Part(router.run, ((STREAM_IN, inbound_consumer),), Phase.INTAKE))
         else:
             consumer = partition_router_consumer_config(k, config.nats.ack_wait, replicas)
-            parts.append(Part(router.run, STREAM_PART, consumer))
-        parts.append(Part(timers.run))
+            parts.append(Part(router.run, ((STREAM_PART, consumer),), Phase.INTAKE))
+        parts.append(Part(timers.run, phase=Phase.INTAKE))
         recorder = Recorder(
             nc,
             ledger,
@@ -499,13 +550,8 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             rider=outbox.ride,
             partition=k,
         )
-        parts.append(
-            Part(
-                recorder.run,
-                STREAM_OUT,
-                recorder_consumer_config(config.nats.ack_wait, replicas, k),
-            )
-        )
+        outcomes_consumer = recorder_consumer_config(config.nats.ack_wait, replicas, k)
+        parts.append(Part(recorder.run, ((STREAM_OUT, outcomes_consumer),)))
         parts.append(Part(outbox.run))
         running.reloader = running.api.reloader = Reloader(
             ledger,
@@ -531,7 +577,25 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             lambda: float(anchor.published.seq if anchor.published is not None else 0),
         )
         parts.append(Part(anchor.run))
-    for name, channel in plan.channels.items():
+    if plan.processes:
+        # The children run every receiver's worker; their consumers are made and
+        # watched here, and a reload here is told to them.
+        supervisor = running.supervisor = Supervisor(
+            plan.processes, child_command(options, running.nats_url), metrics
+        )
+        consumers = tuple(
+            (
+                STREAM_WORK,
+                deliver_consumer_config(
+                    name, config.receivers[name].timeout, config.nats.ack_wait, replicas
+                ),
+            )
+            for name in plan.receivers
+        )
+        parts.append(Part(supervisor.run, consumers, Phase.DELIVERY))
+        if running.reloader is not None:
+            running.reloader.then(supervisor.reload)
+    for name, channel in plan.channels.items() if not plan.processes else ():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
         worker = ReceiverWorker(
@@ -549,8 +613,15 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             secrets=secrets,
         )
         workers[name] = worker
-        parts.append(Part(worker.run, STREAM_WORK, consumer))
-    watched = [part.watched for part in parts if part.watched is not None]
+        parts.append(Part(worker.run, ((STREAM_WORK, consumer),), Phase.DELIVERY))
+    if options.link_fd is not None:  # a child of serve: its figures and reloads
+        reloader = WorkerReloader(
+            config, workers, functools.partial(build_channel, dashboard_url(options)), secrets
+        )
+        link = Link(options.link_fd, metrics, options.stop.set, reloader.reload)
+        parts.append(Part(link.run))
+        return parts  # its consumers are watched by its parent
+    watched = [name for part in parts for name in part.watched]
 
     def watch(stop: asyncio.Event) -> Coroutine[Any, Any, None]:
         return watch_consumers(broker.js, watched, metrics, stop, options.consumer_poll_seconds)
@@ -584,8 +655,8 @@ async def prepare_streams_and_consumers(
                 error,
             )
     for part in parts:
-        if part.consumer is not None:
-            await ensure_consumer(js, part.stream, part.consumer)
+        for stream, consumer in part.consumers:
+            await ensure_consumer(js, stream, consumer)
 
 
 async def take_up_the_log(
@@ -641,7 +712,11 @@ def start_parts(
 ) -> None:
     """Each part in a task, in order; the service is ready once they all run. The ready
     line says where to look and where to publish: the dashboard and the NATS URL."""
-    running.tasks.extend(asyncio.create_task(part.run(options.stop)) for part in parts)
+    running.stops = {phase: asyncio.Event() for phase in Phase}
+    for part in parts:
+        task = asyncio.create_task(part.run(running.stops[part.phase]))
+        running.phased.append((part.phase, task))
+        running.tasks.append(task)
     reload_on_sighup(options, running)
     running.readiness.stage = None
     where = [f"NATS: {broker.shown}"]
@@ -650,11 +725,16 @@ def start_parts(
         shown_host = f"[{host}]" if ":" in host else host
         where.insert(0, f"dashboard: http://{shown_host}:{port}/")
     log.info(
-        "tocsin %s ready; %s (config: %s; receivers: %s)",
+        "tocsin %s ready; %s (config: %s; receivers: %s; %s)",
         __version__,
         "; ".join(where),
         options.config.source,
         ", ".join(plan.receivers),
+        f"delivery in {plan.processes} child process(es)"
+        if plan.processes
+        else "delivery in this process"
+        if plan.channels
+        else "no delivery",
     )
 
 
@@ -695,16 +775,26 @@ async def wait_for_stop(stop: asyncio.Event, running: Running) -> int:
     return code
 
 
+PATIENCE = 20.0  # seconds each phase's parts have to stop (the servers too)
+
+
 async def stop_in_order(stop: asyncio.Event, running: Running, broker: Broker) -> None:
-    """Every part is told to stop and the servers to finish, and all are given 20 s
-    together; the log's last head is anchored; then the connection drains, so that what
-    they published and acked reaches NATS before it closes. The log is closed after
-    that, by ``release``."""
+    """The servers are asked to finish, and the parts to stop phase by phase (``Phase``:
+    intake, delivery, the rest), each phase given ``PATIENCE`` (delivery children
+    their own patience more); the log's last head is anchored; then the connection
+    drains, so that what they published and acked reaches NATS before it closes. The
+    log is closed after that, by ``release``."""
     stop.set()
     running.readiness.stage = "shutting down"
-    log.info("stopping: the servers, then the parts, then the NATS connection")
+    log.info("stopping: the intake and the servers, then delivery, then the rest")
     close_doors(running)
-    await asyncio.wait(running.tasks, timeout=20)
+    for phase in Phase:
+        running.stops[phase].set()
+        tasks = [task for when, task in running.phased if when == phase]
+        children = phase == Phase.DELIVERY and running.supervisor is not None
+        if tasks:
+            await asyncio.wait(tasks, timeout=PATIENCE + (STOP_PATIENCE if children else 0))
+    await asyncio.wait(running.tasks, timeout=PATIENCE)
     if running.anchor is not None and running.ledger is not None:
         await running.ledger.settled()  # the head the parts left, once they have stopped
         await running.anchor.publish_now()
@@ -771,8 +861,29 @@ async def release(running: Running) -> None:
     log.info("tocsin stopped")
 
 
+def child_command(options: Options, nats_url: str) -> ChildCommand:
+    """``tocsin deliver`` as serve's child: this interpreter, the same config (its file,
+    or the environment it was read from), data dir and logging; the NATS URL (the
+    embedded server's, perhaps) in its environment, where ``ps`` does not show its
+    credentials. Never the probes' address: the parent serves them."""
+    argv = [sys.executable, "-m", "tocsin.cli", *options.log_flags, "deliver"]
+    argv += ["--data-dir", str(options.data_dir)]
+    dashboard = dashboard_url(options)
+    if dashboard is not None:
+        argv += ["--dashboard-url", dashboard]
+    path = file_of(options.config)
+    if path is not None:
+        argv += ["--config", path]
+    env = {k: v for k, v in os.environ.items() if k not in ("TOCSIN_HEALTH", "TOCSIN_CONFIG")}
+    env["TOCSIN_NATS_URL"] = nats_url
+    return ChildCommand(argv, env)
+
+
 def dashboard_url(options: Options) -> str | None:
-    """The dashboard's address, for the links notifications carry."""
+    """The dashboard's address, for the links notifications carry (a delivery child
+    is given its parent's)."""
+    if options.dashboard is not None:
+        return options.dashboard
     return f"http://{options.http}/" if options.http else None
 
 

@@ -48,3 +48,37 @@ def test_sources_are_bounded_as_metric_labels() -> None:
     assert labels[:100] == [f"svc-{i}" for i in range(100)]
     assert set(labels[100:]) == {OTHER_SOURCES}
     assert metrics.source_label("svc-7") == "svc-7"  # one already given keeps its label
+
+
+def test_a_childs_figures_add_to_the_parents_once_each() -> None:
+    """``Metrics.merge``: what a delivery child of ``tocsin serve`` measured shows in the
+    parent's /metrics. Its figures are totals: sent again they add only what is new
+    (catches counts doubled on every message), a second child adds its own, and one
+    that ended stays counted (catches /metrics going backwards after a restart)."""
+    parent, child, other = Metrics(), Metrics(), Metrics()
+    ok = {"receiver": "hook", "channel": "webhook", "outcome": "ok"}
+    labels = tuple(sorted(ok.items()))
+    count, total = "tocsin_send_duration_seconds_count", "tocsin_send_duration_seconds_sum"
+    for amount in (0.002, 0.3, 0.5):
+        child.send_seconds.record(amount, ok)
+    child.consumer_recreated("TOCSIN_WORK", "deliver-hook")
+    parent.merge("0:100", child.figures())
+    assert scrape(parent)[count, labels] == 3
+    child.send_seconds.record(0.2, ok)
+    parent.merge("0:100", child.figures())
+    parent.merge("0:100", child.figures())  # nothing new
+    other.send_seconds.record(4.0, ok)
+    parent.merge("1:101", other.figures())
+    parent.forget("0:100")
+    seen = scrape(parent)
+    assert seen[count, labels] == 5
+    assert abs(seen[total, labels] - 5.002) < 1e-9
+    le = tuple(sorted((*labels, ("le", "0.25"))))
+    assert seen["tocsin_send_duration_seconds_bucket", le] == 2
+    recreated = [
+        sample.value
+        for family in text_string_to_metric_families(parent.render().decode())
+        for sample in family.samples
+        if sample.name == "tocsin_consumer_recreated_total"
+    ]
+    assert recreated == [1]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
+import msgspec
 import prometheus_client
 from nats.js import JetStreamContext
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -102,11 +103,54 @@ class Histogram:
         self._children: dict[tuple[str, ...], Any] = {}
 
     def record(self, amount: float, attributes: Mapping[str, str]) -> None:
-        values = tuple(attributes[label] for label in self._labels)
+        self._child(tuple(attributes[label] for label in self._labels)).observe(amount)
+
+    def _child(self, values: tuple[str, ...]) -> Any:
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self._metric.labels(*values)
-        child.observe(amount)
+        return child
+
+    def cells(self) -> list[Cell]:
+        """What was recorded so far, per label set: the count in each bucket (not
+        cumulative) and the sum, for another process to add to its own (``add``).
+        ``prometheus_client`` has no public way to read or add bucket counts; its
+        ``_buckets`` and ``_sum`` are read and added to here only (the test of
+        ``Metrics.merge`` fails should they change)."""
+        return [
+            Cell(list(values), [bucket.get() for bucket in child._buckets], child._sum.get())
+            for values, child in self._children.items()
+        ]
+
+    def add(self, cell: Cell, counts: Sequence[float], total: float) -> None:
+        """Add ``counts`` (per bucket) and ``total`` to the label set of ``cell``."""
+        child = self._child(tuple(cell.labels))
+        for bucket, count in zip(child._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        if total:
+            child._sum.inc(total)
+
+
+class Cell(msgspec.Struct, array_like=True, frozen=True):
+    """One label set of a histogram as a process saw it: its label values, the count in
+    each bucket (not cumulative) and the sum of the values recorded."""
+
+    labels: list[str]
+    counts: list[float]
+    total: float
+
+
+class WorkerFigures(msgspec.Struct, frozen=True):
+    """What a delivery worker measures where it runs and the log does not hold (the
+    log's outcomes give every count and the end-to-end latency wherever the worker
+    ran): send durations, throttle waits, consumers created again. A ``tocsin serve``
+    delivery child sends these to its parent (``Metrics.figures`` there, ``merge``
+    here), so /metrics shows them as when the workers ran in one process."""
+
+    send_seconds: list[Cell] = []
+    throttle_seconds: list[Cell] = []
+    consumers_recreated: list[tuple[str, str, int]] = []
 
 
 MAX_SOURCE_LABELS = 100
@@ -225,6 +269,16 @@ class Metrics:
             "tocsin_consumer_recreated",
             description="durable consumers found gone and created again, by stream and consumer",
         )
+        self._recreated: Counter[tuple[str, str]] = Counter()  # the same, for ``figures``
+        # ``tocsin serve``'s delivery children: how many run, and how often one was
+        # started again after it died.
+        self.delivery_restarts = meter.create_counter(
+            "tocsin_delivery_process_restarts",
+            description="delivery child processes of tocsin serve started again after "
+            "they died, by slot",
+        )
+        # What each child process last sent (``merge``), by the child's own name.
+        self._merged: dict[str, WorkerFigures] = {}
         self._consumers: dict[tuple[str, str], ConsumerCounts] = {}
         self._observe_consumers()
         # notification id -> (receipt time in us, severity) of routed notifications not
@@ -287,6 +341,45 @@ class Metrics:
     def consumer_recreated(self, stream: str, consumer: str) -> None:
         """A processor found its consumer gone and created it again."""
         self.consumers_recreated.add(1, {"stream": stream, "consumer": consumer})
+        self._recreated[stream, consumer] += 1
+
+    def figures(self) -> WorkerFigures:
+        """What this process measured that the log does not hold (``WorkerFigures``),
+        as totals since it started."""
+        return WorkerFigures(
+            send_seconds=self.send_seconds.cells(),
+            throttle_seconds=self.throttle_seconds.cells(),
+            consumers_recreated=[(s, c, n) for (s, c), n in self._recreated.items()],
+        )
+
+    def merge(self, child: str, figures: WorkerFigures) -> None:
+        """Add to this process's figures what the child process named ``child`` measured
+        since it last sent them: ``figures`` are its totals, so a lost or late message
+        loses nothing but its own moment, and a child started again under a new name
+        counts from zero. ``forget`` it once it has ended."""
+        before = self._merged.get(child, WorkerFigures())
+        self._merged[child] = figures
+        for histogram, now, then in (
+            (self.send_seconds, figures.send_seconds, before.send_seconds),
+            (self.throttle_seconds, figures.throttle_seconds, before.throttle_seconds),
+        ):
+            earlier = {tuple(cell.labels): cell for cell in then}
+            for cell in now:
+                old = earlier.get(tuple(cell.labels))
+                if old is None:
+                    histogram.add(cell, cell.counts, cell.total)
+                else:
+                    counts = [n - o for n, o in zip(cell.counts, old.counts, strict=True)]
+                    histogram.add(cell, counts, cell.total - old.total)
+        recreated = {(s, c): n for s, c, n in before.consumers_recreated}
+        for stream, consumer, count in figures.consumers_recreated:
+            added = count - recreated.get((stream, consumer), 0)
+            if added > 0:
+                self.consumers_recreated.add(added, {"stream": stream, "consumer": consumer})
+
+    def forget(self, child: str) -> None:
+        """The child process ``child`` has ended: what it sent stays counted."""
+        self._merged.pop(child, None)
 
     def count_committed(self, events: Sequence[ev.Event], state: State) -> None:
         """Count facts the log has just committed (``state`` already includes them, and

@@ -15,15 +15,17 @@ old one closed once its sends in flight are done). What it does not: the set of
 receivers, a receiver's channel kind or ``timeout`` (each receiver has a worker and a
 JetStream consumer whose ack wait follows its timeout, made at start), NATS, the log,
 the HTTP address. A reload that would need those is refused naming the receiver,
-rather than half applied: restart for those. ``tocsin deliver`` processes have no
-reload: restart them for a receiver's new settings.
+rather than half applied: restart for those. ``tocsin serve``'s delivery children
+(``pipeline/supervisor.py``) are told after a good reload and read the file again
+themselves (``WorkerReloader``, the same checks); ``tocsin deliver`` processes started
+apart have no reload: restart them for a receiver's new settings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,15 +117,20 @@ class Reloader:
         self._secrets = secrets or Secrets()
         self._load = load or config_module.load
         self._lock = asyncio.Lock()
+        self._then: list[Callable[[], Awaitable[None]]] = []
 
     def also(self, part: Reconfigurable) -> None:
         """Reconfigure ``part`` too from the next reload on (one made after this)."""
         self._parts.append(part)
 
+    def then(self, tell: Callable[[], Awaitable[None]]) -> None:
+        """Await ``tell()`` after each good reload (``tocsin serve`` tells its delivery
+        children, which read the file again)."""
+        self._then.append(tell)
+
     @property
     def path(self) -> str | None:
-        source = self.config.source
-        return source if source not in ("defaults", "environment", "inline") else None
+        return file_of(self.config)
 
     async def reload(self, trigger: str) -> ReloadReply:
         """Load, check, log and swap; a refusal is the reply's ``error`` (nothing is
@@ -152,6 +159,8 @@ class Reloader:
                     self._workers[name].reconfigure(channel, fresh.receivers[name].max_per_minute)
                 self.config = fresh
             version = fresh.digest()
+            for tell in self._then:
+                await tell()
             log.info(
                 "config reloaded (%s) from %s: version %s%s",
                 trigger,
@@ -175,6 +184,62 @@ class Reloader:
             await msg.respond(msgspec.json.encode(await self.reload("nats")))
 
         await nc.subscribe(RELOAD, cb=reply)
+
+
+def file_of(config: Config) -> str | None:
+    """The file ``config`` was read from, to read again; None when it came from the
+    environment (read again from it) or was given inline (nothing to read)."""
+    source = config.source
+    return source if source not in ("defaults", "environment", "inline") else None
+
+
+class WorkerReloader:
+    """A reload where only delivery workers run (a ``tocsin serve`` delivery child, told
+    by its parent): the file read again and checked as ``Reloader`` does, and the
+    receivers whose settings changed given a channel built anew. Nothing is logged
+    here: the parent, which writes the log, logged its ``config.loaded``."""
+
+    def __init__(
+        self,
+        running: Config,
+        workers: dict[str, ReceiverWorker],
+        build_channel: Callable[[Config, str], Channel],
+        secrets: Secrets,
+        load: Callable[[str | None], Config] | None = None,
+    ) -> None:
+        self.config = running
+        self._workers = workers
+        self._build_channel = build_channel
+        self._secrets = secrets
+        self._load = load or config_module.load
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> None:
+        """Load, check and swap the changed receivers' channels; a refusal is logged and
+        the running settings stay."""
+        async with self._lock:
+            try:
+                fresh = await asyncio.to_thread(self._load, file_of(self.config))
+                changed = _changed_receivers(self.config, fresh)
+                self._secrets.add(
+                    secrets_of(fresh.receivers, fresh.smtp.password if fresh.smtp else None, {})
+                )
+                channels = {
+                    name: self._build_channel(fresh, name)
+                    for name in changed
+                    if name in self._workers
+                }
+            except ConfigError as error:
+                log.warning("reload refused; the running receivers stay: %s", error)
+                return
+            for name, channel in channels.items():
+                self._workers[name].reconfigure(channel, fresh.receivers[name].max_per_minute)
+            self.config = fresh
+            log.info(
+                "receivers reloaded from %s: %s",
+                fresh.source,
+                ", ".join(channels) or "none changed",
+            )
 
 
 def _changed_receivers(running: Config, fresh: Config) -> list[str]:

@@ -1,0 +1,48 @@
+"""How many delivery processes ``tocsin serve`` runs, and when it starts a dead one
+again (pure: the supervisor in ``pipeline/supervisor.py`` carries it out).
+
+``tocsin serve`` keeps the router, the recorder, the clock and the API in its own
+process, which is busy with commits; delivery workers are stateless and need nothing
+of it but the broker, so on a machine with a spare core they run beside it as
+``tocsin deliver`` children and the two halves no longer share one core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tocsin.core.policy.backoff import Backoff
+
+RESTART_FIRST = 0.5  # seconds before the first restart: a one-off crash costs little
+RESTART_CEILING = 30.0  # a crash loop is retried this often at most, never spun
+STABLE_SECONDS = 60.0  # a child that ran this long was healthy: its next crash starts afresh
+
+
+def delivery_processes(configured: int | None, cpu_count: int | None) -> int:
+    """``[delivery] processes`` when set; else one per spare core: every core but the
+    one the main process (router, recorder, clock, API) keeps busy, and none (delivery
+    in the main process, as ``0`` asks) on a single core or when the count is unknown,
+    where a child would only take turns with the main process."""
+    if configured is not None:
+        return configured
+    if cpu_count is None or cpu_count < 2:
+        return 0
+    return max(1, cpu_count - 1)
+
+
+@dataclass(slots=True)
+class Restarts:
+    """The delay before one child slot's next start, after its process ended.
+
+    Doubling from ``RESTART_FIRST`` up to ``RESTART_CEILING`` (``Backoff``), so a
+    child that dies at once every time is started twice a minute, not thousands of
+    times; a child that ran ``STABLE_SECONDS`` or more before it died had recovered,
+    so its restart waits only the first delay again."""
+
+    _backoff: Backoff = field(default_factory=lambda: Backoff(RESTART_FIRST, RESTART_CEILING))
+
+    def after_exit(self, ran_seconds: float) -> float:
+        """The seconds to wait before starting the slot again, having run this long."""
+        if ran_seconds >= STABLE_SECONDS:
+            self._backoff = Backoff(RESTART_FIRST, RESTART_CEILING)
+        return self._backoff.next()

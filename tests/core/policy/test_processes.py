@@ -1,0 +1,49 @@
+"""How many delivery processes `tocsin serve` runs, and the restart backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from tocsin.core.policy.processes import (
+    RESTART_CEILING,
+    RESTART_FIRST,
+    STABLE_SECONDS,
+    Restarts,
+    delivery_processes,
+)
+
+
+@pytest.mark.parametrize(("cpu_count", "expected"), [(None, 0), (1, 0), (2, 1), (4, 3), (16, 15)])
+def test_the_default_is_one_process_per_spare_core(cpu_count: int | None, expected: int) -> None:
+    """Catches a default that forks on one core (where a child only takes turns with
+    the main process) or leaves a spare core idle."""
+    assert delivery_processes(None, cpu_count) == expected
+
+
+@pytest.mark.parametrize("configured", [0, 1, 5])
+def test_a_configured_count_wins_over_the_cores(configured: int) -> None:
+    """Catches ``processes = 0`` (in-process, as before) being overridden by the core
+    count."""
+    assert delivery_processes(configured, 8) == configured
+    assert delivery_processes(configured, 1) == configured
+
+
+def test_a_crash_loop_backs_off_to_the_ceiling() -> None:
+    """Catches a supervisor that restarts a child crashing at start without waiting
+    (a spinning loop) or waits ever longer (a worker gone for good)."""
+    restarts = Restarts()
+    delays = [restarts.after_exit(0.1) for _ in range(10)]
+    assert delays[0] == RESTART_FIRST
+    assert delays == sorted(delays)
+    assert delays[-1] == RESTART_CEILING
+    assert sum(delays[:6]) > 10  # six quick crashes take more than 10 s, not 3 s
+
+
+def test_a_child_that_ran_long_enough_restarts_quickly_again() -> None:
+    """Catches a backoff that never forgives: a child that crashed twice last week and
+    then once today waits the first delay, not the ceiling."""
+    restarts = Restarts()
+    for _ in range(8):
+        restarts.after_exit(0.1)
+    assert restarts.after_exit(STABLE_SECONDS) == RESTART_FIRST
+    assert restarts.after_exit(1.0) == 2 * RESTART_FIRST

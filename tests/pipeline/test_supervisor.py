@@ -1,0 +1,201 @@
+"""`tocsin serve` with its delivery workers in child processes (``[delivery] processes``):
+real `tocsin serve` processes, their real children, a real webhook receiver.
+
+Each test says what it catches: a child that is not started again, a Ctrl-C that
+leaves children behind or loses their last outcomes, children orphaned by a killed
+parent, a reload the children never hear of, figures measured in a child that never
+reach /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import msgspec
+import nats
+
+from tests.support import HttpSink, Serve, log_count, log_events, wait_until, webhook_config
+from tocsin.store.eventlog import db_path
+
+CHILDREN = "\n[delivery]\nprocesses = 1\n"
+# A crash leaves sends unacked: short waits bring them back in seconds.
+SHORT_ACK_WAIT = '\n[nats]\nack_wait = "2s"\n'
+
+
+def delivery_children(pid: int) -> set[int]:
+    """The live ``tocsin ... deliver`` children of ``pid``, from /proc."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state != "Z" and b"deliver" in argv:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def publish_many(url: str, count: int, prefix: str) -> None:
+    """``count`` alerts of distinct fingerprints, each with a PubAck."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for i in range(count):
+        body = {"type": "procs", "severity": "warning", "summary": f"{prefix} {i}"}
+        body["labels"] = {"n": f"{prefix}{i}"}
+        await js.publish("alerts.in.procs", msgspec.json.encode(body), timeout=5)
+    await nc.close()
+
+
+async def metric(api: str, name: str) -> float:
+    """The sum of a /metrics sample's values over its label sets."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{api}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+async def shows(api: str, name: str, expected: float) -> bool:
+    return await metric(api, name) == expected
+
+
+async def test_a_killed_child_is_started_again_and_every_notification_arrives(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """Catches a supervisor that lets a dead child stay dead (delivery would stop until
+    serve restarts), one that does not say which child died and how, and sends repeated
+    beyond DESIGN §2.4 (only those in flight when the child died, at most its
+    concurrency, may go twice)."""
+    data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url, timeout="1s") + SHORT_ACK_WAIT + CHILDREN)
+    log_file = tmp_path / "serve.log"
+    serve = await Serve(data, nats_url, config, stderr=log_file, log_level="info").start()
+    try:
+        first = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
+        assert len(first) == 1
+        total = 300
+        publishing = asyncio.create_task(publish_many(nats_url, total, "k"))
+        await wait_until(lambda: len(sink.requests) >= 20, 30, "the child delivering")
+        os.kill(next(iter(first)), signal.SIGKILL)
+        again = await wait_until(
+            lambda: delivery_children(serve.pid) - first, 20, "a new child in its place"
+        )
+        assert len(again) == 1
+        await publishing
+        db = db_path(data)
+        await wait_until(
+            lambda: log_count(db, "delivery.succeeded") == total, 60, "every notification"
+        )
+        routed = {e["notification_id"] for e in log_events(db, "alert.routed")}
+        keys = Counter(r.headers["idempotency-key"] for r in sink.requests)
+        assert set(keys) == routed
+        twice = [key for key, n in keys.items() if n > 1]
+        assert len(twice) <= 32, f"{len(twice)} sent twice: more than were in flight"
+        assert await metric(serve.api, "tocsin_delivery_process_restarts_total") == 1
+        assert await metric(serve.api, "tocsin_delivery_processes") == 1
+    finally:
+        assert await serve.stop() == 0
+    said = log_file.read_text()
+    assert "killed by SIGKILL; starting it again" in said
+    assert "Traceback" not in said
+
+
+async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """SIGINT to serve's process group (a terminal's Ctrl-C) while sends are in flight:
+    exit 0, no traceback, no child left, and every send the receiver answered is in
+    the log. Catches children that die with the terminal's signal instead of draining,
+    children left running, and a recorder stopped before the children's last outcomes
+    (it must stop after them, or the log misses what the receiver got)."""
+    data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url) + CHILDREN)
+    sink.delay = 0.3  # sends in flight when the signal comes
+    log_file = tmp_path / "serve.log"
+    serve = Serve(data, nats_url, config, stderr=log_file, log_level="info", own_group=True)
+    await serve.start()
+    children = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
+    await publish_many(nats_url, 60, "c")
+    await wait_until(lambda: len(sink.requests) >= 10, 30, "sends under way")
+    os.killpg(serve.pid, signal.SIGINT)
+    assert await serve.wait() == 0
+    for pid in children:
+        await wait_until(lambda pid=pid: not alive(pid), 10, f"child {pid} to exit")
+    answered = {r.headers["idempotency-key"] for r in sink.requests}
+    logged = {e["notification_id"] for e in log_events(db_path(data), "delivery.succeeded")}
+    assert answered == logged
+    said = log_file.read_text()
+    assert "Traceback" not in said
+    assert "KeyboardInterrupt" not in said
+
+
+async def test_children_of_a_killed_serve_exit(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """Catches children orphaned by a SIGKILLed serve (nothing would ever stop them:
+    they would keep taking work with nobody recording it, and hold the old config)."""
+    data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url) + "\n[delivery]\nprocesses = 2\n")
+    serve = await Serve(data, nats_url, config).start()
+    children = await wait_until(
+        lambda: len(delivery_children(serve.pid)) == 2 and delivery_children(serve.pid),
+        20,
+        "two children",
+    )
+    serve.kill()
+    assert await serve.wait() == -signal.SIGKILL
+    for pid in children:
+        await wait_until(lambda pid=pid: not alive(pid), 10, f"child {pid} to exit")
+
+
+async def test_a_reload_reaches_the_children_and_their_figures_reach_metrics(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """``POST /-/reload`` with a new receiver URL: the next notification goes to the new
+    URL. Catches a reload that swaps the settings of workers in serve's own process
+    only (there are none: the children would keep the old URL until restarted). And
+    the send durations the child measures show in serve's /metrics: catches figures
+    kept in the child, where nobody scrapes them."""
+    other = HttpSink()
+    await other.start()
+    try:
+        data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+        config.write_text(webhook_config(sink.url) + CHILDREN)
+        serve = await Serve(data, nats_url, config).start()
+        try:
+            await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
+            await publish_many(nats_url, 1, "before")
+            await wait_until(lambda: len(sink.requests) == 1, 20, "the first notification")
+            config.write_text(webhook_config(other.url) + CHILDREN)
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(f"{serve.api}/-/reload")
+            assert answer.status_code == 200, answer.text
+            await publish_many(nats_url, 1, "after")
+            await wait_until(lambda: len(other.requests) == 1, 20, "sent to the new URL")
+            assert len(sink.requests) == 1
+            sends = "tocsin_send_duration_seconds_count"
+            await wait_until(lambda: shows(serve.api, sends, 2), 10, "both sends in /metrics")
+        finally:
+            assert await serve.stop() == 0
+    finally:
+        await other.stop()
