@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -36,9 +36,7 @@ from nats.js.api import ConsumerConfig
 from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__
-from tocsin.api.app import EmbeddedServer, create_app, create_probe_app, http_server
 from tocsin.api.context import ApiContext, LiveFeed, Readiness
-from tocsin.api.dashboard import dashboard_pages
 from tocsin.bus.anchor import Anchor
 from tocsin.bus.connection import connect, connect_options
 from tocsin.bus.embedded import EmbeddedNats, resolve_nats_url
@@ -91,6 +89,9 @@ from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
 from tocsin.store.reader import LogReader
+
+if TYPE_CHECKING:
+    from tocsin.api.app import EmbeddedServer
 
 log = logging.getLogger("tocsin.service")
 
@@ -361,6 +362,8 @@ def serve_probes(plan: Plan, running: Running) -> None:
     liveness probe is answered during a long rebuild."""
     if plan.health_address is None:
         return
+    from tocsin.api.app import create_probe_app, http_server  # only a process that serves
+
     running.servers.append(http_server(create_probe_app(running.api), *plan.health_address))
     running.tasks.append(asyncio.create_task(running.servers[-1].serve(), name="health"))
 
@@ -450,6 +453,11 @@ def serve_api(plan: Plan, running: Running) -> None:
     if running.ledger is None:
         empty = State()
         api.state = lambda: empty
+    # Imported by a process that serves HTTP only: a delivery child spares the web
+    # framework, the server and the templates (~30 MiB of its RSS).
+    from tocsin.api.app import create_app, http_server
+    from tocsin.api.dashboard import dashboard_pages
+
     running.servers.append(http_server(create_app(api, dashboard_pages(api)), *plan.http_address))
     running.tasks.append(asyncio.create_task(running.servers[-1].serve(), name="http"))
 

@@ -199,3 +199,20 @@ async def test_a_reload_reaches_the_children_and_their_figures_reach_metrics(
             assert await serve.stop() == 0
     finally:
         await other.stop()
+
+
+def test_a_delivery_child_does_not_load_the_web_stack() -> None:
+    """Catches a top-level import of the API in service.py: every delivery child
+    (``tocsin deliver`` without ``--health``) would then carry the web framework and
+    its server, ~10 MiB of RSS each against issue #20's RSS target, for nothing."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, tocsin.cli, tocsin.service\n"
+        "print(sorted(m for m in ('litestar', 'uvicorn') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert loaded == "[]"
