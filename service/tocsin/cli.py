@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -143,11 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     _health(router)
     router.add_argument(
         "--partition",
-        type=int,
-        default=None,
+        type=_partition_argument,
+        default=os.environ.get("TOCSIN_PARTITION") or None,
         metavar="K",
         help="with [partitions] count > 1: route partition K (tocsin.part.K), "
-        "its log in <data-dir>/pK",
+        "its log in <data-dir>/pK; `ordinal`: K is the number the host's name ends in "
+        "(a StatefulSet's pod tocsin-router-K) (env TOCSIN_PARTITION)",
     )
 
     partition = sub.add_parser(
@@ -327,6 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire contract")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
     return parser
+
+
+def _partition_argument(text: str) -> int:
+    """``--partition``'s value: a number, or ``ordinal`` (the host name's ordinal)."""
+    if text == partition.ORDINAL:
+        hostname = socket.gethostname()
+        ordinal = partition.ordinal_of(hostname)
+        if ordinal is None:
+            raise argparse.ArgumentTypeError(
+                f"ordinal: the host name {hostname!r} does not end in -<number>"
+                " (a StatefulSet pod's name does)"
+            )
+        return ordinal
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a partition number, or ordinal")
+    return int(text)
 
 
 def _stop_during_start(signum: int, frame: object) -> None:
