@@ -262,3 +262,18 @@ def test_what_would_be_lost_refuses_and_is_counted() -> None:
     assert repartition.blockers(sources([dead])) == []
     (note,) = repartition.notes(sources([dead]))
     assert note.startswith("1 dead letter(s) stay in the archived logs")
+
+
+def test_new_logs_count_on_from_the_highest_old_seq() -> None:
+    """Receivers keep per fingerprint the routed seq of the last notification they
+    accepted and drop older ones (``core/policy/order.py``): each new log starts after
+    the highest seq of every old log, and says so (catches a new log counting from 1,
+    whose resolves the workers would call superseded and never send)."""
+    runs = two_partitions()
+    planned = make_plan(runs)
+    highest = max(len(run.log) for run in runs)
+    assert planned.after_seq == highest
+    for facts in planned.facts:
+        seeded = facts[0]
+        assert isinstance(seeded, ev.PartitionSeeded)
+        assert seeded.after_seq == highest

@@ -575,7 +575,10 @@ class PartitionSeeded(_Event, frozen=True, tag="partition.seeded"):
     ``from_count`` logs ``sources`` while no service ran, partitioned by ``key`` (``[]``:
     the fingerprint). The ``alert.moved`` and ``silence.created`` facts after it carry
     what moved; ``dedup_window_seconds`` is the window their buckets are counted in.
-    ``forced``: what ``--force`` let through, as the command said it."""
+    ``forced``: what ``--force`` let through, as the command said it. ``after_seq``: the
+    highest seq of the old logs, which this log's seqs start after, so that a
+    notification routed here comes after every one routed there in the order receivers
+    are told per fingerprint (``core/policy/order.py`` compares routed seqs)."""
 
     count: int
     from_count: int
@@ -586,6 +589,7 @@ class PartitionSeeded(_Event, frozen=True, tag="partition.seeded"):
     alerts: int = 0
     silences: int = 0
     forced: list[str] = []
+    after_seq: int = 0
 
 
 class AlertMoved(_Event, frozen=True, tag="alert.moved"):

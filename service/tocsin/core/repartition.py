@@ -7,7 +7,10 @@ are config-like: each partition mutes its own alerts, so each gets every one), t
 ``alert.moved`` per open alert whose identity ``core.partition.of_alert`` assigns to it
 under M and ``[partitions] key``. An open alert carries its dedup state (bucket, routed
 severity, receivers told, ack, silence, inhibitor slots, end timer), so that in its new
-partition a duplicate is still suppressed and a resolve still resolves it.
+partition a duplicate is still suppressed and a resolve still resolves it. Each new
+log's seqs start above every old log's (``Plan.after_seq``): receivers are told of a
+fingerprint in routed-seq order (``core/policy/order.py``), and a notification routed
+after the move must not look older than one routed before it.
 
 What does not move, and is refused unless forced (``Plan.blockers``, each saying how
 many): deliveries not settled (pending or retrying: their outcomes would be recorded by
@@ -50,6 +53,7 @@ class Plan:
     unpartitioned log), what refuses the move unless forced, and what is only said."""
 
     facts: list[list[ev.Event]]
+    after_seq: int = 0  # each new log's first row is the one after it (``partition.seeded``)
     blockers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -87,6 +91,7 @@ def plan(
             bucket = rebucket(current.bucket, old_window, window_seconds)
             target = target_of(alert, count=count, key=key)
             moved[target].append(_moved(source, fingerprint, alert, current, bucket))
+    after_seq = max((s.last_seq for s in sources), default=0)
     facts: list[list[ev.Event]] = []
     for target, alerts in enumerate(moved):
         alerts.sort(key=lambda e: (e.first_seen, e.alert_id))
@@ -105,9 +110,10 @@ def plan(
             alerts=len(alerts),
             silences=len(silences),
             forced=list(forced),
+            after_seq=after_seq,
         )
         facts.append([seeded, *silences, *alerts])
-    return Plan(facts=facts, blockers=blockers(sources), notes=notes(sources))
+    return Plan(facts=facts, after_seq=after_seq, blockers=blockers(sources), notes=notes(sources))
 
 
 def _moved(
