@@ -702,3 +702,21 @@ def test_router_takes_its_partition_from_the_environment_or_its_pod_name(
         cli.main(["router", *args, "--config", str(config), "--partition", "ordinal"])
     assert stopped.value.code == 2
     assert "host name 'laptop' does not end in -<number>" in capsys.readouterr().err
+
+
+def test_repartition_refuses_a_config_that_is_not_of_the_new_count(tmp_path: Path) -> None:
+    """The config decides where each alert goes (its count and key): one whose count is
+    not ``--to`` is bad usage, exit 2 naming the key, before any file or NATS is
+    touched (catches alerts moved under another count than the routers will run with);
+    so is a count beyond the limit."""
+    config = tmp_path / "parts.toml"
+    config.write_text("[partitions]\ncount = 2\n")
+    args = ["--data-dir", str(tmp_path / "data"), "--nats-url", "nats://127.0.0.1:1"]
+    wrong = run("repartition", "--from", "2", "--to", "3", *args, "--config", str(config))
+    assert wrong.returncode == 2, wrong.stderr
+    assert "partitions.count: is 2" in wrong.stderr
+    assert "not --to 3" in wrong.stderr
+    beyond = run("repartition", "--from", "0", "--to", "2", *args, "--config", str(config))
+    assert beyond.returncode == 2, beyond.stderr
+    assert "--from: 0: a partition count is 1 to 64" in beyond.stderr
+    assert not (tmp_path / "data").exists()
