@@ -76,12 +76,13 @@ def fold_alert(alert_id: str, rows: Iterable[tuple[int, int, bytes]]) -> Alert |
     """One alert as the full fold had it before letting it go, from its own rows as the
     log stores them (``(seq, ts, event bytes)``, every row whose ``alert_id`` it is):
     its fields depend on those rows alone. ``None`` when they do not hold its opening
-    (none at all, or the start of its history was compacted into an archive)."""
+    (none at all, or the start of its history was compacted into an archive): its
+    ``alert.opened``, or the ``alert.moved`` that brought it into a repartitioned log."""
     state = State(keep_everything=True)
     opened = False
     for seq, ts, data in rows:
         event = ev.decoder.decode(data)
-        opened = opened or isinstance(event, ev.AlertOpened)
+        opened = opened or isinstance(event, ev.AlertOpened | ev.AlertMoved)
         fold(state, seq, ts, event)
     return state.alerts.get(alert_id) if opened else None
 
