@@ -677,3 +677,46 @@ def test_partitioned_config_refuses_a_router_without_its_partition(tmp_path: Pat
     partition = run("partition", *args, "--config", str(single))
     assert partition.returncode == 2, partition.stderr
     assert "partitions.count: is 1" in partition.stderr
+
+
+def test_router_takes_its_partition_from_the_environment_or_its_pod_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``TOCSIN_PARTITION`` is ``--partition``'s default, and ``ordinal`` is the number
+    the host name ends in (a StatefulSet pod's name: deploy/k8s/partitions/router.yaml
+    runs every router from one template so): each reaches the partition check, which
+    names the partition it got (catches the variable ignored, or ``ordinal`` read as
+    anything but the host name's ordinal). A host name without one is bad usage."""
+    config = tmp_path / "parts.toml"
+    config.write_text("[partitions]\ncount = 2\n")
+    args = ["--data-dir", str(tmp_path / "data"), "--nats-url", "nats://127.0.0.1:1"]
+    by_env = run("router", *args, "--config", str(config), env={"TOCSIN_PARTITION": "7"})
+    assert by_env.returncode == 2, by_env.stderr
+    assert "--partition: 7 is not a partition" in by_env.stderr
+
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: "tocsin-router-5")
+    assert cli.main(["router", *args, "--config", str(config), "--partition", "ordinal"]) == 2
+    assert "--partition: 5 is not a partition" in capsys.readouterr().err
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: "laptop")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["router", *args, "--config", str(config), "--partition", "ordinal"])
+    assert stopped.value.code == 2
+    assert "host name 'laptop' does not end in -<number>" in capsys.readouterr().err
+
+
+def test_repartition_refuses_a_config_that_is_not_of_the_new_count(tmp_path: Path) -> None:
+    """The config decides where each alert goes (its count and key): one whose count is
+    not ``--to`` is bad usage, exit 2 naming the key, before any file or NATS is
+    touched (catches alerts moved under another count than the routers will run with);
+    so is a count beyond the limit."""
+    config = tmp_path / "parts.toml"
+    config.write_text("[partitions]\ncount = 2\n")
+    args = ["--data-dir", str(tmp_path / "data"), "--nats-url", "nats://127.0.0.1:1"]
+    wrong = run("repartition", "--from", "2", "--to", "3", *args, "--config", str(config))
+    assert wrong.returncode == 2, wrong.stderr
+    assert "partitions.count: is 2" in wrong.stderr
+    assert "not --to 3" in wrong.stderr
+    beyond = run("repartition", "--from", "0", "--to", "2", *args, "--config", str(config))
+    assert beyond.returncode == 2, beyond.stderr
+    assert "--from: 0: a partition count is 1 to 64" in beyond.stderr
+    assert not (tmp_path / "data").exists()

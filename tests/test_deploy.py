@@ -21,6 +21,11 @@ the Dockerfile has the promised shape.
   config mount to the ConfigMap), probes on ``/healthz`` and ``/readyz`` at the port
   ``TOCSIN_HEALTH`` names, the router a one-replica StatefulSet with its claim on the data
   dir, two workers, the ConfigMap's TOML equal in effect to ``deploy/tocsin.cluster.toml``.
+- The partitioned shape (DESIGN.md sections 9 and 17), ``deploy/compose.partitions.yaml``
+  and ``deploy/k8s/partitions/``: the same three nodes, a config that loads with
+  ``[partitions] count = 3`` and replicas = 3, one router per partition, each with its
+  own volume or claim and the ``--partition`` its name or ordinal says, two
+  partitioners, two workers, every reference resolved, probes where there is HTTP.
 - ``Dockerfile`` (checked as text): ``python:3.11-slim`` stages, the dependencies from
   the hashed lock ``requirements/service.txt``, the project's wheel without extras, a
   non-root ``USER``, the ``/var/lib/tocsin`` volume, ``EXPOSE 8080``, a ``/healthz``
@@ -37,6 +42,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,7 @@ import yaml
 
 from tests.natsauth import Certs, password
 from tocsin import config as tocsin_config
+from tocsin.core import partition
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -53,6 +60,10 @@ CLUSTER_CONF = DEPLOY / "nats" / "cluster" / "nats-cluster.conf"
 COMPOSE = DEPLOY / "compose.cluster.yaml"
 CLUSTER_TOML = DEPLOY / "tocsin.cluster.toml"
 K8S = DEPLOY / "k8s"
+PARTS_COMPOSE = DEPLOY / "compose.partitions.yaml"
+PARTS_TOML = DEPLOY / "tocsin.partitions.toml"
+PARTS_K8S = K8S / "partitions"
+PARTITIONS = 3
 # Every nats-server config under deploy/, whoever wrote it (fragments included).
 NATS_CONFIGS = sorted(DEPLOY.rglob("*.conf"))
 ACCOUNTS_CONF = DEPLOY / "nats" / "accounts.conf"
@@ -144,8 +155,8 @@ def environment_variables(conf: Path) -> set[str]:
     return names - defined
 
 
-def compose() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+def compose(path: Path = COMPOSE) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
     return document
 
 
@@ -329,10 +340,10 @@ def tocsin_services(services: dict[str, Any], command: str) -> list[dict[str, An
 
 def on_host(service: dict[str, Any], path: str) -> Path:
     """Where the file at ``path`` in the container comes from: the mount whose target
-    is the path itself or a directory above it."""
+    is the path itself or a directory above it (compose files all live in deploy/)."""
     for target, source in sorted(mounts(service).items(), key=lambda item: -len(item[0])):
         if path == target or path.startswith(target.rstrip("/") + "/"):
-            return (COMPOSE.parent / source / os.path.relpath(path, target)).resolve()
+            return (DEPLOY / source / os.path.relpath(path, target)).resolve()
     raise AssertionError(f"{path} is not mounted")
 
 
@@ -423,16 +434,16 @@ def test_the_cluster_config_loads_with_three_replicas() -> None:
 # --- Kubernetes ---------------------------------------------------------------------------
 
 
-def k8s_objects() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+def k8s_objects(root: Path = K8S) -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
     objects: list[dict[str, Any]] = []
     for resource in kustomization["resources"]:
-        objects.extend(d for d in yaml.safe_load_all((K8S / resource).read_text()) if d)
+        objects.extend(d for d in yaml.safe_load_all((root / resource).read_text()) if d)
     return objects
 
 
-def k8s_object(kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in k8s_objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+def k8s_object(kind: str, name: str, root: Path = K8S) -> dict[str, Any]:
+    found = [o for o in k8s_objects(root) if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
     return found[0]
 
@@ -441,22 +452,31 @@ def pod_env(container: dict[str, Any]) -> dict[str, Any]:
     return {item["name"]: item for item in container.get("env", [])}
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "nats-values.yaml"}
+@pytest.mark.parametrize("root", [K8S, PARTS_K8S], ids=["single", "partitioned"])
+def test_kustomization_lists_every_manifest(root: Path) -> None:
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    manifests = {p.name for p in root.glob("*.yaml")} - {"kustomization.yaml", "nats-values.yaml"}
     assert set(kustomization["resources"]) == manifests
-    for obj in k8s_objects():
+    for obj in k8s_objects(root):
         assert obj.get("apiVersion"), obj
         assert obj.get("kind"), obj
         assert obj.get("metadata", {}).get("name"), obj
 
 
 @pytest.mark.parametrize(
-    ("kind", "name", "command", "replicas"),
-    [("StatefulSet", "tocsin-router", "router", 1), ("Deployment", "tocsin-deliver", "deliver", 2)],
+    ("root", "kind", "name", "command", "replicas"),
+    [
+        (K8S, "StatefulSet", "tocsin-router", ["router"], 1),
+        (K8S, "Deployment", "tocsin-deliver", ["deliver"], 2),
+        (PARTS_K8S, "StatefulSet", "tocsin-router", ["router", "--partition", "ordinal"], 3),
+        (PARTS_K8S, "Deployment", "tocsin-deliver", ["deliver"], 2),
+    ],
+    ids=["router", "deliver", "partitioned-router", "partitioned-deliver"],
 )
-def test_k8s_workload_references_resolve(kind: str, name: str, command: str, replicas: int) -> None:
-    workload = k8s_object(kind, name)
+def test_k8s_workload_references_resolve(
+    root: Path, kind: str, name: str, command: list[str], replicas: int
+) -> None:
+    workload = k8s_object(kind, name, root)
     spec = workload["spec"]
     assert spec["replicas"] == replicas
     pod = spec["template"]
@@ -464,19 +484,14 @@ def test_k8s_workload_references_resolve(kind: str, name: str, command: str, rep
     assert spec["selector"]["matchLabels"].items() <= labels.items()
     services = [
         o
-        for o in k8s_objects()
+        for o in k8s_objects(root)
         if o["kind"] == "Service" and o["spec"]["selector"].items() <= labels.items()
     ]
     assert services, f"no Service selects {name}'s pods"
     (container,) = pod["spec"]["containers"]
-    assert container["args"] == [command]
+    assert container["args"] == command
     env = pod_env(container)
-    secret = k8s_object("Secret", "tocsin-secrets")
-    for item in env.values():
-        ref = item.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
-            assert ref["name"] == "tocsin-secrets"
-            assert ref["key"] in secret["stringData"], ref
+    check_k8s_references(root, pod, container)
     health_port = int(env["TOCSIN_HEALTH"]["value"].rsplit(":", 1)[1])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     probes = {
@@ -490,6 +505,19 @@ def test_k8s_workload_references_resolve(kind: str, name: str, command: str, rep
     for service in services:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in ports
+
+
+def check_k8s_references(root: Path, pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """Every reference of a tocsin pod resolves in the manifests of ``root``: Secret
+    keys, the NATS login and its CA, the config's ConfigMap, the data dir's mount, a
+    seed per NATS node, the image's user."""
+    env = pod_env(container)
+    secret = k8s_object("Secret", "tocsin-secrets", root)
+    for item in env.values():
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["name"] == "tocsin-secrets"
+            assert ref["key"] in secret["stringData"], ref
     # Logged in to NATS as the tocsin role, over TLS, trusting a CA mounted from the
     # Secret.
     assert env["TOCSIN_NATS_URL"]["value"].startswith("tls://")
@@ -505,7 +533,7 @@ def test_k8s_workload_references_resolve(kind: str, name: str, command: str, rep
     config_path = Path(env["TOCSIN_CONFIG"]["value"])
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     config_volume = volumes[mounted[str(config_path.parent)]]
-    configmap = k8s_object("ConfigMap", config_volume["configMap"]["name"])
+    configmap = k8s_object("ConfigMap", config_volume["configMap"]["name"], root)
     assert config_path.name in configmap["data"]
     data_dir = env["TOCSIN_DATA_DIR"]["value"]
     assert data_dir in mounted, "the data dir is not mounted (the root filesystem is read-only)"
@@ -585,6 +613,137 @@ def test_nats_helm_values_give_the_cluster_the_accounts_and_tls() -> None:
         "TOCSIN_PUBLISHER_PASSWORD",
         "TOCSIN_AUDITOR_PASSWORD",
     }
+
+
+# --- the partitioned shape (DESIGN.md section 17) ----------------------------------------
+
+
+def partitioned_config(path: Path, env: dict[str, str] | None = None) -> tocsin_config.Config:
+    return tocsin_config.load(path, env or {"ALERT_WEBHOOK_DEFAULT": "https://h.example/x"})
+
+
+def test_the_partitioned_config_loads_with_three_partitions_and_replicas() -> None:
+    """Catches a partitioned deployment whose config does not partition (count 1: the
+    routers would refuse ``--partition``) or keeps single copies of the streams."""
+    loaded = partitioned_config(PARTS_TOML)
+    assert loaded.partitions.count == PARTITIONS
+    assert loaded.nats.replicas == 3
+    single = partitioned_config(CLUSTER_TOML)
+    assert loaded.routes == single.routes, "the same routes as the single-router shape"
+
+
+def test_compose_partitions_run_on_the_same_three_nodes() -> None:
+    """The partitioned compose file runs the very NATS nodes of compose.cluster.yaml
+    (checked there against nats-server): the same services, config, volumes."""
+    partitioned, single = compose(PARTS_COMPOSE)["services"], compose()["services"]
+    assert nats_services(partitioned) == nats_services(single)
+    assert {"nats-1", "nats-2", "nats-3"} <= set(compose(PARTS_COMPOSE)["volumes"])
+
+
+def test_compose_partitions_one_router_per_partition_each_on_its_volume() -> None:
+    """Three routers, one per partition, ``--partition k`` each (catches two routers on
+    one partition, or a partition nobody routes), each log on a volume of its own
+    (catches two writers sharing a volume); two partitioners and two workers; every
+    process on the partitioned config, the cluster's seeds and the tocsin login."""
+    document = compose(PARTS_COMPOSE)
+    services = document["services"]
+    routers = {
+        name: svc for name, svc in services.items() if svc.get("command", [None])[0] == "router"
+    }
+    assert len(routers) == PARTITIONS
+    partitions, volumes = [], []
+    for name, svc in routers.items():
+        command = svc["command"]
+        assert command[1] == "--partition", name
+        partitions.append(int(command[2]))
+        assert name.endswith(f"-{command[2]}"), f"{name} routes partition {command[2]}"
+        assert "deploy" not in svc or svc["deploy"].get("replicas", 1) == 1
+        volume = mounts(svc)[environment_of(svc).get("TOCSIN_DATA_DIR", "/var/lib/tocsin")]
+        assert volume in document["volumes"], f"{name}: the log is not on a volume"
+        volumes.append(volume)
+    assert sorted(partitions) == list(range(PARTITIONS))
+    assert len(set(volumes)) == PARTITIONS, "each router needs its own volume"
+    (partitioner,) = tocsin_services(services, "partition")
+    (deliver,) = tocsin_services(services, "deliver")
+    assert partitioner["deploy"]["replicas"] == 2
+    assert deliver["deploy"]["replicas"] == 2
+    # The partitioner serves no HTTP: the image's health check would call it unhealthy.
+    assert partitioner["healthcheck"] == {"disable": True}
+    assert "/var/lib/tocsin" not in mounts(partitioner), "a partitioner keeps nothing"
+    client_ports = {
+        name: environment_of(svc)["NATS_LISTEN"].rsplit(":", 1)[1]
+        for name, svc in nats_services(services).items()
+    }
+    for svc in [*routers.values(), partitioner, deliver]:
+        env = environment_of(svc)
+        assert sorted(env["TOCSIN_NATS_URL"].split(",")) == sorted(
+            f"tls://{n}:{p}" for n, p in client_ports.items()
+        )
+        assert env["TOCSIN_NATS_USER"] == "tocsin"
+        assert on_host(svc, env["TOCSIN_NATS_TLS_CA"]) == DEPLOY / "tls" / "ca.pem"
+        assert on_host(svc, env["TOCSIN_CONFIG"]) == PARTS_TOML
+        assert set(svc["depends_on"]) == set(client_ports)
+        assert (DEPLOY / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
+    for svc in [*routers.values(), deliver]:  # the image's HEALTHCHECK reads :8080/healthz
+        assert environment_of(svc)["TOCSIN_HEALTH"] == "0.0.0.0:8080"
+        assert "healthcheck" not in svc
+
+
+def test_the_k8s_partitioned_routers_are_one_statefulset_with_a_claim_each() -> None:
+    """One StatefulSet of ``count`` routers whose ordinal is the partition (catches a
+    replica count that leaves a partition unread or starts a router the config refuses,
+    and a fixed ``--partition`` shared by every pod); each pod's log on its own claim
+    (volumeClaimTemplates: one per pod), mounted at the data dir."""
+    router = k8s_object("StatefulSet", "tocsin-router", PARTS_K8S)
+    spec = router["spec"]
+    configmap = k8s_object("ConfigMap", "tocsin-config", PARTS_K8S)
+    count = tomllib.loads(configmap["data"]["tocsin.toml"])["partitions"]["count"]
+    assert spec["replicas"] == count == PARTITIONS
+    service = k8s_object("Service", spec["serviceName"], PARTS_K8S)
+    assert service["spec"]["clusterIP"] == "None"
+    (container,) = spec["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--partition") + 1] == partition.ORDINAL
+    # Pods are named <statefulset>-<ordinal>, which ``ordinal`` reads: each is its partition.
+    pods = [f"{router['metadata']['name']}-{k}" for k in range(spec["replicas"])]
+    assert [partition.ordinal_of(pod) for pod in pods] == list(range(PARTITIONS))
+    (claim,) = spec["volumeClaimTemplates"]
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounted[claim["metadata"]["name"]] == pod_env(container)["TOCSIN_DATA_DIR"]["value"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["metadata"]["name"] not in {v["name"] for v in spec["template"]["spec"]["volumes"]}
+
+
+def test_the_k8s_partitioners_are_two_stateless_pods() -> None:
+    """Two partitioners from one Deployment, every reference resolved as for the other
+    workloads; they keep nothing (no claim) and serve no HTTP (no probes to fail)."""
+    deployment = k8s_object("Deployment", "tocsin-partition", PARTS_K8S)
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    pod = spec["template"]
+    assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["partition"]
+    check_k8s_references(PARTS_K8S, pod, container)
+    assert "livenessProbe" not in container
+    assert "readinessProbe" not in container
+    assert all("persistentVolumeClaim" not in v for v in pod["spec"]["volumes"])
+
+
+def test_the_k8s_partitioned_config_is_the_compose_one(tmp_path: Path) -> None:
+    configmap = k8s_object("ConfigMap", "tocsin-config", PARTS_K8S)
+    env = {
+        k: str(v)
+        for k, v in k8s_object("Secret", "tocsin-secrets", PARTS_K8S)["stringData"].items()
+        if not k.startswith("TOCSIN_NATS_")
+    }
+    mounted = tmp_path / "tocsin.toml"
+    mounted.write_text(configmap["data"]["tocsin.toml"])
+    in_k8s, in_compose = partitioned_config(mounted, env), partitioned_config(PARTS_TOML, env)
+    assert in_k8s.nats == in_compose.nats
+    assert in_k8s.partitions == in_compose.partitions
+    assert in_k8s.partitions.count == PARTITIONS
+    assert in_k8s.digest() == in_compose.digest()
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -147,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     _health(router)
     router.add_argument(
         "--partition",
-        type=int,
-        default=None,
+        type=_partition_argument,
+        default=os.environ.get("TOCSIN_PARTITION") or None,
         metavar="K",
         help="with [partitions] count > 1: route partition K (tocsin.part.K), "
-        "its log in <data-dir>/pK",
+        "its log in <data-dir>/pK; `ordinal`: K is the number the host's name ends in "
+        "(a StatefulSet's pod tocsin-router-K) (env TOCSIN_PARTITION)",
     )
 
     partition = sub.add_parser(
@@ -160,6 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(stateless; run any number; [partitions] count > 1)",
     )
     _common(partition, nats=True)
+
+    repartition = sub.add_parser(
+        "repartition",
+        help="move the logs from N partitions to M, offline (services stopped)",
+        description="Offline, with every router and partitioner stopped: each open alert "
+        "and its dedup state move to the partition its fingerprint (or [partitions] key "
+        "of --config, whose count must be M) belongs to under M; the old logs are "
+        "archived read-only in <data-dir>/repartitioned/, each new log starts with "
+        "partition.seeded; then TOCSIN_IN/TOCSIN_PART's consumers are changed to M "
+        "(DESIGN.md section 17; docs/deployment.md).",
+    )
+    _common(repartition, nats=True)
+    repartition.add_argument("--from", dest="from_count", type=int, required=True, metavar="N")
+    repartition.add_argument("--to", dest="to_count", type=int, required=True, metavar="M")
+    repartition.add_argument(
+        "--force",
+        action="store_true",
+        help="move even with deliveries pending, alerts in groups, escalations running "
+        "(what is lost is said, and recorded in partition.seeded)",
+    )
+    repartition.add_argument(
+        "--no-nats",
+        action="store_true",
+        help="the logs only: leave the consumers to change by hand (docs/deployment.md)",
+    )
 
     config_command = sub.add_parser("config", help="check a configuration file")
     config_sub = config_command.add_subparsers(
@@ -336,6 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _partition_argument(text: str) -> int:
+    """``--partition``'s value: a number, or ``ordinal`` (the host name's ordinal)."""
+    if text == partition.ORDINAL:
+        hostname = socket.gethostname()
+        ordinal = partition.ordinal_of(hostname)
+        if ordinal is None:
+            raise argparse.ArgumentTypeError(
+                f"ordinal: the host name {hostname!r} does not end in -<number>"
+                " (a StatefulSet pod's name does)"
+            )
+        return ordinal
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a partition number, or ordinal")
+    return int(text)
+
+
 def _stop_during_start(signum: int, frame: object) -> None:
     """SIGTERM/SIGINT before the service is up: nothing is running yet, so just stop
     (``service.run`` installs its own handlers once it starts)."""
@@ -396,6 +439,8 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         return _route_test(args)
     if command == "partition":
         return asyncio.run(_partition(args))
+    if command == "repartition":
+        return _repartition(args)
     from tocsin import service
     from tocsin.pipeline.supervisor import link_fd
 
@@ -445,6 +490,106 @@ async def _partition(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return await partitioner.run(loaded, resolve_nats_url(args.nats_url, args.data_dir), stop)
+
+
+def _repartition(args: argparse.Namespace) -> int:
+    """``tocsin repartition --from N --to M``: the consumers checked drained, the logs
+    moved (``store.repartition``), the consumers changed (``bus.repartition``)."""
+    from tocsin.store import repartition
+
+    loaded = config.load(args.config)
+    for option, count in (("--from", args.from_count), ("--to", args.to_count)):
+        if not 1 <= count <= partition.MAX_PARTITIONS:
+            raise UsageError(
+                f"{option}: {count}: a partition count is 1 to {partition.MAX_PARTITIONS}"
+            )
+    if loaded.partitions.count != args.to_count:
+        raise UsageError(
+            f"partitions.count: is {loaded.partitions.count} in {loaded.source}, not --to "
+            f"{args.to_count}: give the config the routers will run with (its key decides "
+            "where alerts go)"
+        )
+    if not args.no_nats:
+        problems = asyncio.run(_nats_step(args, loaded, check_only=True))
+        if problems is None:
+            return EXIT_FAILURE
+        if problems:
+            print(
+                "tocsin: repartition refused, nothing was changed: messages routed under "
+                f"{args.from_count} partition(s) are not done: {'; '.join(problems)}. "
+                "Start the routers until they are, stop them, and run again",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+    try:
+        done = repartition.run(
+            args.data_dir,
+            from_count=args.from_count,
+            to_count=args.to_count,
+            key=loaded.partitions.key,
+            window_seconds=loaded.dedup_window,
+            now=now_us(),
+            force=args.force,
+        )
+    except repartition.RepartitionError as error:
+        print(f"tocsin: repartition: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    for forced in done.forced:
+        print(f"tocsin: warning: forced: {forced}", file=sys.stderr)
+    for note in done.notes:
+        print(f"tocsin: note: {note}", file=sys.stderr)
+    spread = ", ".join(f"p{k}: {n}" for k, n in enumerate(done.moved))
+    print(
+        f"repartitioned {args.from_count} -> {args.to_count}: {sum(done.moved)} open alert(s)"
+        f" moved ({spread}), {done.silences} silence(s) copied to each; the old logs are"
+        f" in {done.archive} (read-only)"
+    )
+    if args.no_nats:
+        print("the consumers are unchanged (--no-nats): change them as docs/deployment.md says")
+        return EXIT_OK
+    deleted = asyncio.run(_nats_step(args, loaded, check_only=False))
+    if deleted is None:
+        return EXIT_FAILURE
+    print(
+        f"consumers for {args.to_count} partition(s) made; removed: {', '.join(deleted) or 'none'}"
+    )
+    return EXIT_OK
+
+
+async def _nats_step(
+    args: argparse.Namespace, loaded: config.Config, *, check_only: bool
+) -> list[str] | None:
+    """The broker's side: what the old shape's consumers still hold (``check_only``),
+    or the consumers changed to the new shape (the names removed). ``None`` after
+    saying why NATS could not be asked."""
+    from nats.errors import Error as NatsError
+
+    from tocsin.bus import repartition
+
+    url, nc, errors = await _connect(args)
+    if nc is None:
+        print(
+            "tocsin: repartition: NATS is needed for its consumers (or --no-nats)", file=sys.stderr
+        )
+        return None
+    js = nc.jetstream(timeout=10)
+    try:
+        if check_only:
+            return await repartition.undrained(js, args.from_count)
+        replicas, ack_wait = loaded.nats.replicas or 1, loaded.nats.ack_wait
+        deleted = await repartition.reshape(js, args.from_count, args.to_count, replicas, ack_wait)
+        return [str(c) for c in deleted]
+    except (NatsError, TimeoutError) as error:
+        left = ", ".join(str(c) for c in repartition.obsolete(args.from_count, args.to_count))
+        print(
+            f"tocsin: repartition: NATS at {url} refused or did not answer: {error!r}"
+            f"{_refusal(errors)}; {'nothing was changed' if check_only else 'the logs are moved'}"
+            + ("" if check_only else f"; remove by hand (an admin login): {left}"),
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        await nc.close()
 
 
 def _instant(option: str, value: str | None) -> int | None:

@@ -426,3 +426,47 @@ async def test_tocsin_runs_the_whole_pipeline_as_its_role(
     for secret in (*secured.passwords.values(), api_token):
         assert secret not in logged
         assert all(secret not in page for page in pages)
+
+
+async def test_tocsin_runs_the_partitioned_streams_and_consumers_as_its_role(
+    secured: Secured,
+) -> None:
+    """Partitioned (deploy/compose.partitions.yaml runs on these roles): the tocsin user
+    makes TOCSIN_PART with the partitioners' and each partition's router and recorder
+    consumers, forwards to ``tocsin.part.<k>``, pulls and acks through them, reads their
+    counts, all without a permissions violation (catches a role that only knew the
+    single router: every partitioned process would be refused); it still may not delete
+    a consumer (``tocsin repartition`` needs an administrative login for that)."""
+    from tocsin.bus.streams import ensure_outcomes
+    from tocsin.core.subjects import (
+        PARTITIONER_CONSUMER,
+        STREAM_PART,
+        part_subject,
+        recorder_consumer,
+        router_consumer,
+    )
+
+    tocsin = await secured.as_tocsin()
+    try:
+        js = tocsin.nc.jetstream(timeout=10)
+        await ensure_streams(js, partitions=2)
+        await ensure_outcomes(js, partition=1)
+        await js.publish("alerts.in.billing", msgspec.json.encode(ALERT))
+        await js.publish(
+            part_subject(1), msgspec.json.encode(ALERT), headers={"Nats-Msg-Id": "in:1"}
+        )
+        for stream, durable in (
+            (STREAM_IN, PARTITIONER_CONSUMER),
+            (STREAM_PART, router_consumer(1)),
+        ):
+            sub = await js.pull_subscribe_bind(durable, stream=stream)
+            (msg,) = await sub.fetch(1, timeout=5)
+            await msg.ack_sync()
+            assert (await js.consumer_info(stream, durable)).num_ack_pending == 0
+        await js.consumer_info(STREAM_OUT, recorder_consumer(1))
+        assert tocsin.denials() == []
+        await tocsin.refuses_publishing(
+            f"$JS.API.CONSUMER.DELETE.{STREAM_PART}.{router_consumer(0)}"
+        )
+    finally:
+        await tocsin.close()

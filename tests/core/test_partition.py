@@ -201,3 +201,13 @@ def test_a_forwarded_rejection_is_identified_by_its_tocsin_in_seq() -> None:
     assert (own.subject, own.msg_id) == (REJECTED, "rejected:17")
     [fwd] = messages_for(State(), 5, msgspec.structs.replace(rejected, inbound_seq=1234), 17, None)
     assert fwd.msg_id == "rejected:1234"
+
+
+def test_a_statefulset_pods_name_gives_its_partition() -> None:
+    """``router --partition ordinal``: the number a StatefulSet pod's name ends in, with
+    or without the domain (catches taking a digit of the domain, or of the middle)."""
+    assert partition.ordinal_of("tocsin-router-0") == 0
+    assert partition.ordinal_of("tocsin-router-12") == 12
+    assert partition.ordinal_of("tocsin-router-2.tocsin-router.tocsin.svc.cluster.local") == 2
+    for name in ("tocsin-router", "router2", "tocsin-router-", "tocsin-router-x1", "r-²"):
+        assert partition.ordinal_of(name) is None, name

@@ -452,6 +452,18 @@ def _heartbeat_received(record: views.EventRecord) -> Entry:
     return _entry(record, "good", f"Heartbeat {d.get('name')} beat", f"on {d.get('subject')}")
 
 
+def _moved(record: views.EventRecord) -> Entry:
+    d = record.data
+    source = d.get("from_partition")
+    where = "the unpartitioned log" if source is None else f"partition {source}"
+    return _entry(
+        record,
+        "info",
+        f"Moved here from {where} by tocsin repartition",
+        f"open, x{d.get('occurrences')}; its duplicates are still suppressed",
+    )
+
+
 def _as_logged(record: views.EventRecord) -> Entry:
     """A kind the timeline has no words for: its kind and its fields as logged."""
     return _entry(record, "neutral", record.kind, msgspec.json.encode(record.data).decode())
@@ -510,6 +522,8 @@ def _describer(kind: type[ev.Event]) -> Describe:
         return _heartbeat_missed
     if issubclass(kind, ev.HeartbeatReceived):
         return _heartbeat_received
+    if issubclass(kind, ev.AlertMoved):
+        return _moved
     if issubclass(
         kind,
         # Not facts of an alert (no alert_id): never in its history, shown as logged.
@@ -523,7 +537,8 @@ def _describer(kind: type[ev.Event]) -> Describe:
         | ev.ConfigLoaded
         | ev.StreamBound
         | ev.OutboxPublished
-        | ev.LogCompacted,
+        | ev.LogCompacted
+        | ev.PartitionSeeded,
     ):
         return _as_logged
     assert_never(kind)

@@ -557,6 +557,80 @@ class AlertSettled(_Event, frozen=True, tag="alert.settled"):
     alert_id: str | None = None
 
 
+class SeededFrom(Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """One log a repartitioned log was seeded from: its partition (``None``: the
+    unpartitioned log), its chain head when it was read (``last_seq`` and the hex hash
+    of that row, so the archived file can be checked against it), and where it was
+    archived."""
+
+    last_seq: int
+    head: str
+    archive: str
+    partition: int | None = None
+
+
+class PartitionSeeded(_Event, frozen=True, tag="partition.seeded"):
+    """``tocsin repartition`` (DESIGN.md section 17) started this log: partition
+    ``partition`` of ``count`` (``None``: the unpartitioned log), made from the
+    ``from_count`` logs ``sources`` while no service ran, partitioned by ``key`` (``[]``:
+    the fingerprint). The ``alert.moved`` and ``silence.created`` facts after it carry
+    what moved; ``dedup_window_seconds`` is the window their buckets are counted in.
+    ``forced``: what ``--force`` let through, as the command said it. ``after_seq``: the
+    highest seq of the old logs, which this log's seqs start after, so that a
+    notification routed here comes after every one routed there in the order receivers
+    are told per fingerprint (``core/policy/order.py`` compares routed seqs)."""
+
+    count: int
+    from_count: int
+    sources: list[SeededFrom]
+    dedup_window_seconds: float
+    partition: int | None = None
+    key: list[str] = []
+    alerts: int = 0
+    silences: int = 0
+    forced: list[str] = []
+    after_seq: int = 0
+
+
+class AlertMoved(_Event, frozen=True, tag="alert.moved"):
+    """An open alert and its dedup state moved into this log from partition
+    ``from_partition`` (``None``: the unpartitioned log) by ``tocsin repartition``, the
+    partition its fingerprint belongs to now. Its fields are the alert's as its old log
+    had them, so that a duplicate is still suppressed here (``bucket`` and
+    ``routed_severity``, in the window of ``partition.seeded``), a resolve still resolves
+    it and tells ``notified`` (the receivers told of it), an ack still holds, and its
+    timer (``resolve_due``/``resolve_by``, from ``last_event``) still runs.
+    ``inhibits``: the inhibit rules it is a source of (rule -> equal values)."""
+
+    alert_id: str
+    fingerprint: str
+    type: str
+    severity: Severity
+    summary: str
+    source: str
+    labels: dict[str, str]
+    details: dict[str, Any]
+    first_seen: int
+    last_seen: int
+    occurrences: int
+    bucket: int
+    routed_severity: Severity
+    from_partition: int | None = None
+    suppressed_count: int = 0
+    receivers: tuple[str, ...] = ()
+    unrouted: bool = False
+    acked_by: str | None = None
+    acked_at: int | None = None
+    ack_comment: str | None = None
+    notified: tuple[str, ...] = ()
+    silenced: bool = False
+    silenced_by: str | None = None
+    inhibits: dict[str, str] = {}
+    resolve_due: int | None = None
+    resolve_by: str | None = None
+    last_event: int | None = None
+
+
 Event = (
     AlertReceived
     | AlertOpened
@@ -593,6 +667,8 @@ Event = (
     | AlertSettled
     | HeartbeatReceived
     | HeartbeatMissed
+    | PartitionSeeded
+    | AlertMoved
 )
 
 _encoder = msgspec.json.Encoder()

@@ -76,12 +76,13 @@ def fold_alert(alert_id: str, rows: Iterable[tuple[int, int, bytes]]) -> Alert |
     """One alert as the full fold had it before letting it go, from its own rows as the
     log stores them (``(seq, ts, event bytes)``, every row whose ``alert_id`` it is):
     its fields depend on those rows alone. ``None`` when they do not hold its opening
-    (none at all, or the start of its history was compacted into an archive)."""
+    (none at all, or the start of its history was compacted into an archive): its
+    ``alert.opened``, or the ``alert.moved`` that brought it into a repartitioned log."""
     state = State(keep_everything=True)
     opened = False
     for seq, ts, data in rows:
         event = ev.decoder.decode(data)
-        opened = opened or isinstance(event, ev.AlertOpened)
+        opened = opened or isinstance(event, ev.AlertOpened | ev.AlertMoved)
         fold(state, seq, ts, event)
     return state.alerts.get(alert_id) if opened else None
 
@@ -698,6 +699,57 @@ def _heartbeat_missed(e: ev.HeartbeatMissed, state: State, seq: int) -> None:
     heartbeats.was_missed(state, e)
 
 
+def _partition_seeded(e: ev.PartitionSeeded, state: State, seq: int) -> None:
+    """A repartitioned log's first fact: the buckets of the alerts moved after it are
+    counted in this window (a later ``config.loaded`` with another moves them on)."""
+    state.dedup_window = e.dedup_window_seconds
+
+
+def _alert_moved(e: ev.AlertMoved, state: State, seq: int) -> None:
+    """An open alert as its old log had it, and the dedup, ack, timer and inhibitor
+    state that made its duplicates suppressed and its resolve a resolve there."""
+    state.alerts[e.alert_id] = Alert(
+        id=e.alert_id,
+        fingerprint=e.fingerprint,
+        type=e.type,
+        severity=e.severity,
+        summary=e.summary,
+        source=e.source,
+        status="firing",
+        labels=e.labels,
+        details=e.details,
+        first_seen=e.first_seen,
+        last_seen=e.last_seen,
+        occurrences=e.occurrences,
+        suppressed_count=e.suppressed_count,
+        receivers=e.receivers,
+        trace_id=e.trace_id,
+        acked_by=e.acked_by,
+        acked_at=e.acked_at,
+        ack_comment=e.ack_comment,
+        unrouted=e.unrouted,
+    )
+    state.open_by_fingerprint[e.fingerprint] = OpenAlert(
+        alert_id=e.alert_id,
+        bucket=e.bucket,
+        routed_severity=e.routed_severity,
+        receivers=e.notified,
+        acked=e.acked_by is not None,
+        silenced=e.silenced,
+        silenced_by=e.silenced_by,
+        inhibits=e.inhibits,
+    )
+    for rule, values in e.inhibits.items():
+        _slot_add(state.inhibitors, rule, values, e.alert_id)
+    if e.resolve_due is not None and e.resolve_by is not None:
+        state.auto_resolve[e.fingerprint] = AutoResolve(
+            alert_id=e.alert_id,
+            due=e.resolve_due,
+            by=e.resolve_by,
+            last_event=e.last_event if e.last_event is not None else e.last_seen,
+        )
+
+
 Handler = Callable[[Any, State, int], None]
 
 
@@ -770,6 +822,10 @@ def _handler(kind: type[ev.Event]) -> Handler | None:
         return handled_by(kind, _heartbeat_received)
     if issubclass(kind, ev.HeartbeatMissed):
         return handled_by(kind, _heartbeat_missed)
+    if issubclass(kind, ev.PartitionSeeded):
+        return handled_by(kind, _partition_seeded)
+    if issubclass(kind, ev.AlertMoved):
+        return handled_by(kind, _alert_moved)
     if issubclass(kind, ev.AlertResolveIgnored | ev.LogCompacted):
         return None
     assert_never(kind)

@@ -372,7 +372,9 @@ def _messages(kind: type[ev.Event]) -> Messages | None:
         | ev.AlertFlapping
         | ev.AlertSettled
         | ev.HeartbeatReceived  # a beat's resolve and a miss's alert: the facts after it
-        | ev.HeartbeatMissed,
+        | ev.HeartbeatMissed
+        | ev.PartitionSeeded  # written offline, by `tocsin repartition`
+        | ev.AlertMoved,
     ):
         return None
     assert_never(kind)

@@ -72,11 +72,52 @@ def check_key(keys: Sequence[str]) -> str | None:
 
 def key_values(event: ingest.Normalized, key: Sequence[str]) -> list[str]:
     """The event's values for the partition ``key`` (a label it lacks: ``""``)."""
-    fields = {"type": event.type, FINGERPRINT: event.fingerprint}
+    return _values(event.fingerprint, event.type, event.labels, key)
+
+
+def _values(
+    fingerprint: str, type_: str, labels: Mapping[str, str], key: Sequence[str]
+) -> list[str]:
+    fields = {"type": type_, FINGERPRINT: fingerprint}
     return [
-        fields[name] if name in fields else event.labels.get(name[len(LABEL_PREFIX) :], "")
+        fields[name] if name in fields else labels.get(name[len(LABEL_PREFIX) :], "")
         for name in key
     ]
+
+
+def of_alert(
+    fingerprint: str,
+    type_: str,
+    labels: Mapping[str, str],
+    *,
+    count: int,
+    key: Sequence[str] = (),
+) -> int:
+    """The partition of every event of an alert with this identity (``of_message`` for
+    an event that ingest accepted): where ``tocsin repartition`` moves an open alert."""
+    if count == 1:
+        return 0
+    if key:
+        return (
+            stable_hash(_encoder.encode(_values(fingerprint, type_, labels, key)).decode()) % count
+        )
+    return stable_hash(fingerprint) % count
+
+
+ORDINAL = "ordinal"
+"""``router --partition ordinal`` (or ``TOCSIN_PARTITION=ordinal``): the partition is the
+ordinal of the host's name, as a Kubernetes StatefulSet names its pods."""
+
+
+def ordinal_of(hostname: str) -> int | None:
+    """The ordinal a StatefulSet gives the pod named ``hostname``: the number after its
+    last ``-`` (``tocsin-router-2`` -> 2), ``None`` when it ends otherwise. One
+    StatefulSet of N routers then runs partitions 0..N-1 from one pod template, each pod
+    its own partition, with no wrapper script."""
+    _, dash, tail = hostname.partition(".")[0].rpartition("-")
+    if not dash or not tail.isdigit() or not tail.isascii():
+        return None
+    return int(tail)
 
 
 def of_heartbeat(name: str, count: int) -> int:
@@ -104,9 +145,7 @@ def of_message(
     parsed = ingest.parse(data, default_source=source_of(subject), received_at=received_at)
     if isinstance(parsed, ingest.Rejection):
         return stable_hash(f"rejected\n{subject}\n{inbound_seq}") % count
-    if key:
-        return stable_hash(_encoder.encode(key_values(parsed, key)).decode()) % count
-    return stable_hash(parsed.fingerprint) % count
+    return of_alert(parsed.fingerprint, parsed.type, parsed.labels, count=count, key=key)
 
 
 def forward_msg_id(inbound_seq: int) -> str:

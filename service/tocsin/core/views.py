@@ -699,7 +699,9 @@ def _in_history(kind: type[ev.Event]) -> HistoryPart:
         | ev.AlertFlapping
         | ev.AlertSettled
         | ev.HeartbeatReceived
-        | ev.HeartbeatMissed,
+        | ev.HeartbeatMissed
+        | ev.PartitionSeeded
+        | ev.AlertMoved,
     ):
         return "entry"
     assert_never(kind)
@@ -947,7 +949,9 @@ def _step(kind: type[ev.Event]) -> Step | None:
         | ev.AlertFlapping
         | ev.AlertSettled
         | ev.HeartbeatReceived
-        | ev.HeartbeatMissed,
+        | ev.HeartbeatMissed
+        | ev.PartitionSeeded
+        | ev.AlertMoved,
     ):
         return None
     assert_never(kind)

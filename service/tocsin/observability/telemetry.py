@@ -591,7 +591,9 @@ def _count(kind: type[ev.Event]) -> Count | None:
         | ev.OutboxPublished
         | ev.LogCompacted
         | ev.EscalationStarted
-        | ev.AlertSettled,
+        | ev.AlertSettled
+        | ev.PartitionSeeded  # written offline, by `tocsin repartition`
+        | ev.AlertMoved,
     ):
         return None
     assert_never(kind)

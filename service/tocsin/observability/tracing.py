@@ -392,7 +392,9 @@ def _note(kind: type[ev.Event]) -> Note | None:
         | ev.InhibitReleased
         | ev.EscalationStarted
         | ev.EscalationFired
-        | ev.AlertSettled,
+        | ev.AlertSettled
+        | ev.PartitionSeeded  # written offline, by `tocsin repartition`, never routed
+        | ev.AlertMoved,
     ):
         return None
     assert_never(kind)
