@@ -61,12 +61,14 @@ from tocsin.pipeline.delivery import ReceiverWorker
 
 TARGET_US = 120.0
 CONCURRENCY = 32  # [delivery] concurrency's default
+RAISE = False  # --raise-order
 RECEIVER_SCRIPT = ROOT / "bench" / "ceiling_delivery.py"  # its --serve-receiver
 
 
-def work_item(receiver: str, i: int) -> Outbound:
+def work_item(receiver: str, i: int, raise_order: bool = False) -> Outbound:
     """The ``i``-th work item for ``receiver``: a distinct alert's firing, traced, as the
-    router's outbox publishes it."""
+    router's outbox publishes it (nothing older of its fingerprint open, so it does not
+    raise the order record, ``order.must_raise``; ``raise_order``: as if it did)."""
     trace_id = f"{i + 1:032x}"
     notification = Notification(
         notification_id=f"01JD{receiver[-2:]:0>2}{i:020d}",
@@ -87,7 +89,9 @@ def work_item(receiver: str, i: int) -> Outbound:
         suppressed_count=0,
         receiver=receiver,
     )
-    item = WorkItem(notification=notification, log_seq=i + 1, trace_id=trace_id)
+    item = WorkItem(
+        notification=notification, log_seq=i + 1, trace_id=trace_id, raise_order=raise_order
+    )
     return Outbound(
         route_subject(receiver),
         msgspec.json.encode(item),
@@ -142,7 +146,7 @@ async def one_run(
     await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
     publisher = Publisher(nc)
     for start in range(0, n, 1000):
-        batch = [work_item(receiver, i) for i in range(start, min(n, start + 1000))]
+        batch = [work_item(receiver, i, RAISE) for i in range(start, min(n, start + 1000))]
         if not all(await publisher.publish(batch)):
             raise RuntimeError("work items not stored")
     out_before = (await js.stream_info(STREAM_OUT)).state.messages
@@ -182,8 +186,11 @@ async def one_run(
 
 
 async def main(args: argparse.Namespace) -> None:
+    global RAISE
+    RAISE = args.raise_order
     command = shlex.join([".venv/bin/python", "bench/parts_delivery.py", *sys.argv[1:]])
     print(f"delivery per notification, n={args.n:,}, concurrency {CONCURRENCY}: {command}")
+    print("every item raises the order record" if RAISE else "no item raises the order record")
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         receiver = await asyncio.create_subprocess_exec(
@@ -236,5 +243,10 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=20_000, help="work items per run")
     parser.add_argument("--runs", type=int, default=3, help="runs; the median is the figure")
     parser.add_argument("--profile", action="store_true", help="cProfile the first run")
+    parser.add_argument(
+        "--raise-order",
+        action="store_true",
+        help="every item raises the order record (as when an older one of its key is open)",
+    )
     parser.add_argument("--top", type=int, default=40, help="functions the profile lists")
     asyncio.run(main(parser.parse_args()))

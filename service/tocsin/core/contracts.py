@@ -180,6 +180,9 @@ class WorkItem(Struct, kw_only=True):
     trace_id: str | None = None
     generation: int = 0  # re-queues after a dead letter; part of the outcome message ids
     group: GroupNotification | None = None
+    # whether its success raises the receiver's order record (``order.must_raise``);
+    # an item of an older version, without the field, does
+    raise_order: bool = True
 
     @property
     def body(self) -> Body:

@@ -16,6 +16,7 @@ from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide import flapping
 from tocsin.core.decide.dedup import OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
+from tocsin.core.policy.order import OPEN_FOR_ORDER, open_key
 from tocsin.core.retention import next_sweep_after, sweep
 from tocsin.core.state import (
     KEEP_RESOLVED_US,
@@ -91,7 +92,33 @@ def _set_status(state: State, delivery: Delivery, status: DeliveryStatus) -> Non
     queue = state.queue
     queue[delivery.status] = queue.get(delivery.status, 0) - 1
     queue[status] = queue.get(status, 0) + 1
+    was_open = delivery.status in OPEN_FOR_ORDER
+    if was_open != (status in OPEN_FOR_ORDER):
+        _count_open(state, delivery, -1 if was_open else 1)
     delivery.status = status
+
+
+def recount_open(state: State) -> None:
+    """``State.order_open`` made anew from the deliveries (each order key filled in
+    where a projection of an older version left it empty): for a projection that did
+    not come from this version's fold."""
+    state.order_open = {}
+    for delivery in state.deliveries.values():
+        if not delivery.order_key:
+            alert = state.alerts.get(delivery.alert_id)
+            delivery.order_key = delivery.group_key or (alert.fingerprint if alert else "")
+        if delivery.status in OPEN_FOR_ORDER:
+            _count_open(state, delivery, 1)
+
+
+def _count_open(state: State, delivery: Delivery, change: int) -> None:
+    """``State.order_open`` follows the notifications that may still be sent."""
+    key = open_key(delivery.receiver, delivery.order_key)
+    count = state.order_open.get(key, 0) + change
+    if count > 0:
+        state.order_open[key] = count
+    else:
+        state.order_open.pop(key, None)
 
 
 def _receiver_stats(state: State, receiver: str) -> ReceiverStats:
@@ -398,15 +425,17 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
             occurrences=alert.occurrences,
             suppressed_count=alert.suppressed_count,
         )
-    state.deliveries[e.notification_id] = Delivery(
+    delivery = state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_id,
         receiver=e.receiver,
         reason=e.reason,
         routed_seq=seq,
         as_routed=as_routed,
+        order_key=e.fingerprint,
     )
     state.queue["pending"] = state.queue.get("pending", 0) + 1
+    _count_open(state, delivery, 1)
 
 
 def _group_opened(e: ev.GroupOpened, state: State, seq: int) -> None:
@@ -466,15 +495,17 @@ def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
             if e.receiver not in alert.receivers:
                 alert.receivers += (e.receiver,)
             alert.last_delivery_status = "pending"
-    state.deliveries[e.notification_id] = Delivery(
+    delivery = state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_ids[0] if e.alert_ids else "",
         receiver=e.receiver,
         reason=e.reason,
         routed_seq=seq,
         group_key=e.group_key,
+        order_key=e.group_key,
     )
     state.queue["pending"] = state.queue.get("pending", 0) + 1
+    _count_open(state, delivery, 1)
 
 
 def _group_deferred(e: ev.GroupDeferred, state: State, seq: int) -> None:

@@ -23,6 +23,7 @@ from tocsin.core.contracts import (
 )
 from tocsin.core.ids import traceparent_for
 from tocsin.core.kinds import by_kind, handled_by
+from tocsin.core.policy.order import must_raise, open_key
 from tocsin.core.state import SETTLED, AlertAsRouted, State
 from tocsin.core.subjects import DELIVERY_FAILED, REJECTED, ROUTE_PREFIX, route_subject
 from tocsin.core.times import format_us
@@ -77,6 +78,16 @@ def notification_for(state: State, routed: ev.AlertRouted) -> Notification | Non
     return notification_body(routed, delivery.as_routed)
 
 
+def _must_raise(state: State, notification_id: str, generation: int) -> bool:
+    """Whether this notification's success must raise its receiver's order record
+    (``order.must_raise``); when the state no longer knows it, yes."""
+    delivery = state.deliveries.get(notification_id)
+    if delivery is None:
+        return True
+    count = state.order_open.get(open_key(delivery.receiver, delivery.order_key), 0)
+    return must_raise(count, generation)
+
+
 def _work_item(
     state: State,
     routed: ev.AlertRouted,
@@ -91,7 +102,11 @@ def _work_item(
     if notification is None:
         return []
     item = WorkItem(
-        notification=notification, log_seq=seq, trace_id=routed.trace_id, generation=generation
+        notification=notification,
+        log_seq=seq,
+        trace_id=routed.trace_id,
+        generation=generation,
+        raise_order=_must_raise(state, routed.notification_id, generation),
     )
     headers = trace_headers
     if headers is None and routed.trace_id:
@@ -167,7 +182,12 @@ def _group_notified(
     delivery = state.deliveries.get(event.notification_id)
     if delivery is not None and (delivery.status in SETTLED or delivery.generation):
         return []
-    item = WorkItem(group=group_notification_of(event), log_seq=seq, trace_id=event.trace_id)
+    item = WorkItem(
+        group=group_notification_of(event),
+        log_seq=seq,
+        trace_id=event.trace_id,
+        raise_order=_must_raise(state, event.notification_id, 0),
+    )
     headers = trace_headers
     if headers is None and event.trace_id:
         headers = {"traceparent": traceparent_for(event.trace_id)}

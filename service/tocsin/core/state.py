@@ -100,6 +100,9 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     # log time (``ts``) of the outcome that settled it for good, ``delivery.succeeded``
     # or ``delivery.superseded``: it is let go ``keep_resolved`` later (``core.retention``)
     settled_ts: int | None = None
+    # what its receiver's notifications are ordered by (``core/policy/order.py``): the
+    # alert's fingerprint, or the group's key
+    order_key: str = ""
 
 
 class Silence(Struct, kw_only=True, gc=False, array_like=True):
@@ -326,6 +329,10 @@ class State(Struct, kw_only=True, gc=False, array_like=True):
     flap_changes: int | None = None  # [flapping] changes of the last config.loaded
     flap_window: int | None = None  # [flapping] window (microseconds)
     heartbeats: dict[str, Heartbeat] = {}  # the configured dead man's switches, by name
+    # Per receiver and order key (``order.open_key``), the notifications that may still
+    # be sent (pending, retrying, or dead and so re-queueable): a work item raises the
+    # order record only when another is open (``order.must_raise``).
+    order_open: dict[str, int] = {}
 
     def hour(self) -> HourStats:
         """The stats of the hour of the event being folded; hours older than a week

@@ -482,11 +482,13 @@ class ReceiverWorker:
         else:
             self._deferrals.pop(seq, None)
             await ack_all(self._nc, [msg])
-        if result.ok:
+        if result.ok and item.raise_order:
             # Later retries of older notifications of the fingerprint: superseded. Raised
             # only once the outcome is stored and the item acked: a key-value store slow
             # in a broker failover must never widen the gap between a send and its
-            # outcome, where JetStream would hand the item to another worker.
+            # outcome, where JetStream would hand the item to another worker. Not
+            # raised when no older notification of the key could still be sent
+            # (``order.must_raise``, decided by the router).
             accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
             await self._record_accepted(ordered_by, accepted)
 

@@ -30,6 +30,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from tocsin.core import events as ev
+from tocsin.core.fold import recount_open
 from tocsin.core.state import State
 from tocsin.store import tables
 
@@ -97,9 +98,11 @@ def decode_state(blob: bytes) -> State:
         raise StaleSnapshot("snapshot written with another layout of the projection")
     named = _named_decoder.decode(blob)
     try:
-        return msgspec.convert(named, State, from_attributes=True)
+        state = msgspec.convert(named, State, from_attributes=True)
     except msgspec.ValidationError as error:
         raise msgspec.DecodeError(f"named snapshot does not fit the projection: {error}") from error
+    recount_open(state)  # a named snapshot of an older version lacks the order keys
+    return state
 
 
 @dataclass(frozen=True, slots=True)

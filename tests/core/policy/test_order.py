@@ -4,7 +4,15 @@ later one of the same fingerprint, and the shared record only ever goes up."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import msgspec
+
+from tests.core.test_fold import Run, normalized
+from tocsin.core import events as ev
+from tocsin.core.contracts import WorkItem
+from tocsin.core.fold import fold, rebuild, recount_open
+from tocsin.core.outbound import messages_for
 from tocsin.core.policy.order import Latest, before_send, decode, encode, key, raised
 
 RESOLVE = Latest(log_seq=12, notification_id="n-resolve")
@@ -54,3 +62,94 @@ def test_a_record_round_trips_and_garbage_is_no_record() -> None:
     """Catches a value written by one worker that another cannot read back."""
     assert decode(encode(RESOLVE)) == RESOLVE
     assert decode(b"not json") is None
+
+
+# --- which work items raise the record (``must_raise``, decided by the router) ------
+
+
+def _items_raise(run: Run, facts: list[ev.Event]) -> dict[str, bool]:
+    """Each routed fact's work item, as the outbox builds it now: raises the record?"""
+    raised = {}
+    for fact in facts:
+        if isinstance(fact, ev.AlertRouted):
+            seq = next(s for s, _, f in run.log if f is fact)
+            [message] = messages_for(run.state, seq, fact, None)
+            item = msgspec.json.decode(message.payload, type=WorkItem)
+            raised[fact.reason] = item.raise_order
+    return raised
+
+
+def _outcome(run: Run, routed: ev.AlertRouted, kind: type[ev.Event]) -> None:
+    common: dict[str, Any] = {
+        "notification_id": routed.notification_id,
+        "receiver": routed.receiver,
+        "alert_id": routed.alert_id,
+        "fingerprint": routed.fingerprint,
+        "channel": "webhook",
+        "attempts": 1,
+        "at": 1,
+    }
+    if kind is ev.DeliveryDeadLettered:
+        common.update(error="HTTP 400", status_code=400)
+    fact = kind(**common)
+    run.log.append((len(run.log) + 1, 0, fact))
+    fold(run.state, len(run.log), 0, fact)
+
+
+def test_no_item_raises_the_record_when_nothing_older_of_its_key_can_be_sent() -> None:
+    """Catches the three NATS messages of a raise paid by every notification: in a storm
+    of distinct alerts (and after an older notification was delivered) no older one of
+    the key can come late, so there is nothing for the record to stop."""
+    run = Run()
+    for host in ("a", "b", "c"):
+        assert _items_raise(run, run.feed(normalized(0, host=host))) == {"firing": False}
+    firing = next(f for _, _, f in run.log if isinstance(f, ev.AlertRouted))
+    _outcome(run, firing, ev.DeliverySucceeded)
+    assert _items_raise(run, run.feed(normalized(1, status="resolved", host="a"))) == {
+        "resolved": False
+    }
+
+
+def test_an_item_raises_the_record_while_an_older_one_of_its_key_may_still_be_sent() -> None:
+    """Catches a late retry of a firing let through after its resolve was accepted: the
+    resolve routed while the firing is pending, retrying or dead (re-queueable) must
+    raise the record, or the firing's retry is never superseded."""
+    for outcome in (None, ev.DeliveryAttemptFailed, ev.DeliveryDeadLettered):
+        run = Run()
+        [firing] = [f for f in run.feed(normalized(0)) if isinstance(f, ev.AlertRouted)]
+        if outcome is ev.DeliveryAttemptFailed:
+            fact = ev.DeliveryAttemptFailed(
+                notification_id=firing.notification_id,
+                receiver=firing.receiver,
+                alert_id=firing.alert_id,
+                fingerprint=firing.fingerprint,
+                channel="webhook",
+                attempt=1,
+                error="HTTP 500",
+                status_code=500,
+                retry_in_seconds=1.0,
+                at=1,
+            )
+            run.log.append((len(run.log) + 1, 0, fact))
+            fold(run.state, len(run.log), 0, fact)
+        elif outcome is ev.DeliveryDeadLettered:
+            _outcome(run, firing, outcome)
+        resolve = run.feed(normalized(1, status="resolved"))
+        assert _items_raise(run, resolve) == {"resolved": True}, outcome
+        assert run.state == rebuild(run.log)
+
+
+def test_the_open_count_made_anew_equals_the_folds() -> None:
+    """Catches a projection from a named snapshot of an older version (no order keys,
+    no counts) trusted as is: its counts would say nothing is open."""
+    run = Run()
+    run.feed(normalized(0))
+    run.feed(normalized(1, status="resolved"))
+    run.feed(normalized(2, host="b"))
+    assert run.state.order_open
+    counts = dict(run.state.order_open)
+    for delivery in run.state.deliveries.values():
+        delivery.order_key = ""
+    run.state.order_open = {}
+    recount_open(run.state)
+    assert run.state.order_open == counts

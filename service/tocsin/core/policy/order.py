@@ -14,6 +14,15 @@ Workers are stateless and may be many processes, so the record is shared (a JetS
 key-value bucket, ``subjects.DELIVERED_SEQ_BUCKET``) and only ever raised
 (``raised``, written with compare-and-set). Two sends of one fingerprint in flight at
 the same moment are not ordered by it: it stops the late ones, not the concurrent ones.
+
+Raising it costs three NATS messages a notification (a compare-and-set publish, its
+PubAck, its echo to every worker following the bucket), and it only matters when an
+older notification of the same receiver and key may still be sent. The router knows
+when none can (``must_raise``): no other of them is pending, retrying or dead (a dead
+one may be re-queued) when the work item is built. A notification routed later, while
+this one is still open, sees this one and raises the record itself, so this one's
+retries are still superseded; and a re-queued one always raises. In a storm of
+distinct alerts no notification raises it.
 """
 
 from __future__ import annotations
@@ -76,3 +85,19 @@ def decode(data: bytes) -> Latest | None:
         return _decoder.decode(data)
     except msgspec.DecodeError:
         return None
+
+
+OPEN_FOR_ORDER: frozenset[str] = frozenset({"pending", "retrying", "dead"})
+"""Statuses of a notification that may still be sent (``dead``: by a re-queue)."""
+
+
+def open_key(receiver: str, order_key: str) -> str:
+    """The key of ``State.order_open``."""
+    return f"{receiver} {order_key}"
+
+
+def must_raise(open_count: int, generation: int) -> bool:
+    """Whether a notification's success must raise the order record: when another
+    notification of its receiver and key is open besides itself (``open_count`` counts
+    it), or it is a re-queue (``generation``), which may be older than others sent."""
+    return open_count > 1 or generation > 0
