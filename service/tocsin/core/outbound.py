@@ -108,15 +108,26 @@ def _work_item(
         generation=generation,
         raise_order=_must_raise(state, routed.notification_id, generation),
     )
+    return _queued(item, routed.receiver, routed.notification_id, fact_seq, trace_headers)
+
+
+def _queued(
+    item: WorkItem,
+    receiver: str,
+    notification_id: str,
+    fact_seq: int,
+    trace_headers: dict[str, str] | None,
+) -> list[Outbound]:
+    """A work item on its receiver's queue: the message id is the notification's, with
+    the re-queue's generation (``:g<n>``) so JetStream has not seen it; the trace is
+    the router span's, else the one the item names."""
     headers = trace_headers
-    if headers is None and routed.trace_id:
-        headers = {"traceparent": traceparent_for(routed.trace_id)}
-    msg_id = routed.notification_id
-    if generation:
-        msg_id += f":g{generation}"
+    if headers is None and item.trace_id:
+        headers = {"traceparent": traceparent_for(item.trace_id)}
+    msg_id = f"{notification_id}:g{item.generation}" if item.generation else notification_id
     return [
         Outbound(
-            subject=route_subject(routed.receiver),
+            subject=route_subject(receiver),
             payload=_encoder.encode(item),
             msg_id=msg_id,
             headers=headers,
@@ -188,18 +199,7 @@ def _group_notified(
         trace_id=event.trace_id,
         raise_order=_must_raise(state, event.notification_id, 0),
     )
-    headers = trace_headers
-    if headers is None and event.trace_id:
-        headers = {"traceparent": traceparent_for(event.trace_id)}
-    return [
-        Outbound(
-            subject=route_subject(event.receiver),
-            payload=_encoder.encode(item),
-            msg_id=event.notification_id,
-            headers=headers,
-            fact_seq=seq,
-        )
-    ]
+    return _queued(item, event.receiver, event.notification_id, seq, trace_headers)
 
 
 def _requeued(
@@ -223,18 +223,7 @@ def _requeued(
             trace_id=event.trace_id,
             generation=event.generation,
         )
-        headers = trace_headers
-        if headers is None and event.trace_id:
-            headers = {"traceparent": traceparent_for(event.trace_id)}
-        return [
-            Outbound(
-                subject=route_subject(event.receiver),
-                payload=_encoder.encode(item),
-                msg_id=f"{event.notification_id}:g{event.generation}",
-                headers=headers,
-                fact_seq=seq,
-            )
-        ]
+        return _queued(item, event.receiver, event.notification_id, seq, trace_headers)
     routed = ev.AlertRouted(
         alert_id=event.alert_id,
         fingerprint=event.fingerprint,
