@@ -143,3 +143,21 @@ async def test_an_inbound_stream_and_router_of_an_earlier_version_take_heartbeat
         assert (await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)).num_pending == 2
     finally:
         await nc.close()
+
+
+async def test_streams_made_by_this_version_are_not_updated_at_the_next_start(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches a stream config that names a field otherwise than the server reports it
+    back (TOCSIN_ANCHOR left its duplicate window to the server): every process start
+    then updated the stream and logged "updated stream", a false alarm in each log."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await ensure_streams(js)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="tocsin.broker"):
+            await ensure_streams(js)
+        assert not [r for r in caplog.records if "updated stream" in r.getMessage()]
+    finally:
+        await nc.close()

@@ -118,6 +118,9 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             deny_delete=True,
             deny_purge=True,
+            # the server's default, said so that a started process finds the stream as
+            # it wants it and does not update it (and say so) at every start
+            duplicate_window=120.0,
             num_replicas=replicas,
         ),
     ]
