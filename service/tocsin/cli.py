@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,12 @@ from tocsin.core.subjects import (
     heartbeat_subject,
 )
 from tocsin.core.times import now_us, parse_instant
+from tocsin.core.views import EventRecord
 from tocsin.observability import logs
 from tocsin.observability.redact import Secrets
 from tocsin.store import forensics
 from tocsin.store.compaction import CompactionError, compact, verify_archives
-from tocsin.store.eventlog import db_path
+from tocsin.store.eventlog import db_path, partition_dir, partition_logs
 from tocsin.store.lock import WriterLock
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -474,11 +476,6 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     return asyncio.run(service.run(options))
 
 
-def partition_dir(data_dir: Path, partition: int) -> Path:
-    """Where the log of ``partition`` lives (DESIGN.md section 17)."""
-    return data_dir / f"p{partition}"
-
-
 async def _partition(args: argparse.Namespace) -> int:
     """``tocsin partition``: forward until SIGINT/SIGTERM (``pipeline.partitioner``)."""
     from tocsin.pipeline import partitioner
@@ -602,6 +599,9 @@ def _instant(option: str, value: str | None) -> int | None:
 
 
 def _forensics(args: argparse.Namespace) -> int:
+    partitions = partition_logs(args.data_dir)
+    if partitions:
+        return _across_partitions(args, partitions)
     path = db_path(args.data_dir)
     out = sys.stdout
     try:
@@ -684,6 +684,79 @@ def _forensics(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     except BrokenPipeError:  # e.g. `tocsin replay | head`
         return EXIT_OK
+
+
+def _across_partitions(args: argparse.Namespace, partitions: list[tuple[int, Path]]) -> int:
+    """``replay`` and ``verify`` of a data dir whose logs are its partitions' (DESIGN.md
+    section 17): ``replay`` merges their rows by time, each marked with its partition
+    (``p<k>`` first on a line, ``"partition"`` in JSON); ``verify`` checks every chain.
+    What reads one log (``state``, archives, anchors) is asked of ``<data-dir>/p<k>``."""
+    names = ", ".join(f"p{k}" for k, _ in partitions)
+    one = f"--data-dir {partition_dir(args.data_dir, partitions[0][0])}"
+    if (
+        args.command == "state"
+        or getattr(args, "archive", None)
+        or (args.command == "verify" and (args.head is not None or args.against_nats))
+    ):
+        what = "state" if args.command == "state" else "archives and anchors"
+        print(
+            f"tocsin: {args.data_dir} holds the logs of partitions {names}; {what} are read "
+            f"one partition at a time: give e.g. {one}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        if args.command == "replay":
+            return _replay_partitions(args, partitions)
+        failed = False
+        for k, path in partitions:
+            verdict = forensics.verify(path)
+            if not verdict.ok:
+                failed = True
+                print(
+                    f"tocsin: verify FAILED in partition {k} at seq {verdict.bad_seq}: "
+                    f"{verdict.problem} ({verdict.events} event(s) before it were sound)",
+                    file=sys.stderr,
+                )
+                continue
+            print(
+                f"ok: partition {k}: {verdict.events} event(s), seq "
+                f"{verdict.first_seq}..{verdict.last_seq}, hash chain and indexed columns "
+                f"intact; projection rebuilt ({verdict.alerts} alert(s), "
+                f"{verdict.open_alerts} open), in {verdict.seconds:.2f}s"
+            )
+        return EXIT_FAILURE if failed else EXIT_OK
+    except forensics.LogMissing as error:
+        print(f"tocsin: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _replay_partitions(args: argparse.Namespace, partitions: list[tuple[int, Path]]) -> int:
+    def marked(k: int, path: Path) -> Iterator[tuple[str, int, int, EventRecord]]:
+        rows = forensics.replay(
+            path,
+            since=_instant("--since", args.since),
+            until=_instant("--until", args.until),
+            fingerprint=args.fingerprint,
+            alert_id=args.alert,
+            type_=args.type_,
+        )
+        return ((entry.ts, k, entry.seq, entry) for entry in rows)  # by time, then k
+
+    count = 0
+    out = sys.stdout
+    for _, k, _, entry in heapq.merge(*(marked(k, path) for k, path in partitions)):
+        if args.json:
+            out.write(msgspec.json.encode({**msgspec.to_builtins(entry), "partition": k}).decode())
+        else:
+            out.write(f"p{k} {forensics.line(entry)}")
+        out.write("\n")
+        count += 1
+    if not args.json:
+        print(f"{count} event(s) from {len(partitions)} partition(s)", file=sys.stderr)
+    return EXIT_OK
 
 
 def _head(text: str) -> Head:

@@ -45,15 +45,21 @@ def event(kind: str, at: int, status: str = "firing", host: str = "db1") -> Norm
 @pytest.fixture
 async def data_dir(tmp_path: Path) -> Path:
     """A log of two alerts: disk_full (fired twice, then resolved) and cpu_hot."""
-    log = await EventLog.open(db_path(tmp_path))
-    state = State()
-    ids = itertools.count(1)
     script = [
         event("disk_full", T0),
         event("disk_full", T0 + 10 * SECOND),
         event("cpu_hot", T0 + 20 * SECOND, host="web1"),
         event("disk_full", T0 + 30 * SECOND, status="resolved"),
     ]
+    await write_log(tmp_path, script)
+    return tmp_path
+
+
+async def write_log(directory: Path, script: list[Normalized]) -> None:
+    """The router's facts for ``script``'s events, appended to ``directory``'s log."""
+    log = await EventLog.open(db_path(directory))
+    state = State()
+    ids = itertools.count(1)
     for in_seq, item in enumerate(script, 1):
         facts = triage(
             state,
@@ -70,7 +76,6 @@ async def data_dir(tmp_path: Path) -> Path:
             fold(state, first + offset, item.timestamp, fact)
         await log.append([Fact(f, in_seq=in_seq) for f in facts], ts=item.timestamp)
     await log.close()
-    return tmp_path
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -230,3 +235,53 @@ def test_commands_say_when_there_is_no_log(tmp_path: Path, capsys: Any) -> None:
     code, _, err = run(capsys, "verify", "--data-dir", str(tmp_path / "nowhere"))
     assert code == 1
     assert "no event log" in err
+
+
+@pytest.fixture
+async def partitioned(tmp_path: Path) -> Path:
+    """A data dir of two partitions' logs (DESIGN.md section 17), no log of its own:
+    disk_full's events in p0, cpu_hot's in p1, their times interleaved."""
+    (tmp_path / "p0").mkdir()
+    (tmp_path / "p1").mkdir()
+    await write_log(tmp_path / "p0", [event("disk_full", T0), event("disk_full", T0 + 20 * SECOND)])
+    await write_log(
+        tmp_path / "p1",
+        [event("cpu_hot", T0 + 10 * SECOND, host="web1"), event("cpu_hot", T0 + 30 * SECOND)],
+    )
+    return tmp_path
+
+
+def test_replay_of_a_partitioned_data_dir_merges_the_partitions_by_time(
+    partitioned: Path, capsys: Any
+) -> None:
+    """Catches ``replay`` answering "no event log" for a partitioned data dir, or
+    printing one partition after the other: the history is one, in time order, each row
+    saying which log it comes from."""
+    code, out, _ = run(capsys, "replay", "--data-dir", str(partitioned), "--json")
+    assert code == 0
+    rows = records(out)
+    received = [(r["partition"], r["data"]["type"]) for r in rows if r["kind"] == "alert.received"]
+    assert received == [(0, "disk_full"), (1, "cpu_hot"), (0, "disk_full"), (1, "cpu_hot")]
+    assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
+    code, out, err = run(capsys, "replay", "--data-dir", str(partitioned), "--type", "cpu_hot")
+    assert code == 0
+    assert {line.split()[0] for line in out.splitlines()} == {"p1"}
+    assert "from 2 partition(s)" in err
+
+
+def test_verify_of_a_partitioned_data_dir_checks_every_chain(
+    partitioned: Path, capsys: Any
+) -> None:
+    """Catches a verify that passes a partitioned data dir without reading its logs, or
+    stops at the first: each chain is checked and a broken one is named."""
+    code, out, _ = run(capsys, "verify", "--data-dir", str(partitioned))
+    assert code == 0
+    assert [line.split()[2] for line in out.splitlines()] == ["0:", "1:"]
+    _tamper(partitioned / "p1", "DELETE FROM events WHERE seq = 2")
+    code, out, err = run(capsys, "verify", "--data-dir", str(partitioned))
+    assert code == 1
+    assert "partition 1 at seq" in err
+    assert "ok: partition 0" in out
+    code, _, err = run(capsys, "state", "--data-dir", str(partitioned))
+    assert code == 2
+    assert f"--data-dir {partitioned / 'p0'}" in err

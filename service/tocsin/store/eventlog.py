@@ -15,6 +15,7 @@ The table's schema, the writer and every statement run on it are in ``tables``.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,24 @@ class Row:
 
 def db_path(data_dir: Path) -> Path:
     return data_dir / "tocsin.db"
+
+
+def partition_dir(data_dir: Path, partition: int) -> Path:
+    """Where the log of ``partition`` lives (DESIGN.md section 17): ``<data-dir>/p<k>``."""
+    return data_dir / f"p{partition}"
+
+
+def partition_logs(data_dir: Path) -> list[tuple[int, Path]]:
+    """The partitions' logs a data dir holds, by partition, when it holds no log of its
+    own (``[]`` otherwise): what ``replay`` and ``verify`` read across partitions."""
+    if db_path(data_dir).exists() or not data_dir.is_dir():
+        return []
+    found = []
+    for child in data_dir.iterdir():
+        named = re.fullmatch(r"p(\d+)", child.name)
+        if named is not None and db_path(child).exists():
+            found.append((int(named.group(1)), db_path(child)))
+    return sorted(found)
 
 
 class EventLog:

@@ -35,7 +35,7 @@ from tocsin.core.state import State
 from tocsin.core.times import format_us
 from tocsin.store import forensics, tables
 from tocsin.store.chain import GENESIS
-from tocsin.store.eventlog import db_path
+from tocsin.store.eventlog import db_path, partition_dir
 from tocsin.store.lock import WriterLock
 from tocsin.store.tables import NO_DELETE_TRIGGER, SCHEMA
 
@@ -49,7 +49,7 @@ class RepartitionError(RuntimeError):
 
 def log_dir(data_dir: Path, partition: int, count: int) -> Path:
     """The directory of partition ``partition``'s log when there are ``count``."""
-    return data_dir if count == 1 else data_dir / f"p{partition}"
+    return data_dir if count == 1 else partition_dir(data_dir, partition)
 
 
 @dataclass
