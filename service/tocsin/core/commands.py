@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from tocsin.core import events as ev
-from tocsin.core.contracts import SEVERITY_RANK, Severity
+from tocsin.core.contracts import Severity
 from tocsin.core.decide.route import told_of_resolve
 from tocsin.core.decide.silences import MatchersError, parse_matchers
 from tocsin.core.outbound import group_notification_of
@@ -239,10 +239,8 @@ def requeue(
 
 def _group_requeued(delivery: Delivery, fact: ev.GroupNotified, by: str | None) -> ev.Event:
     """A group's dead letter back on its queue, its body carried as it was sent."""
+    # a group body lists its alerts most severe first (contracts.GroupNotification)
     severity: Severity = fact.alerts[0].severity if fact.alerts else "warning"
-    for alert in fact.alerts:
-        if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[severity]:
-            severity = alert.severity
     return ev.DeliveryRequeued(
         notification_id=delivery.notification_id,
         receiver=delivery.receiver,
