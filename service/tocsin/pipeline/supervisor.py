@@ -11,7 +11,9 @@ subprocesses and streams).
 Each child gets one end of a socket pair (``TOCSIN_SUPERVISOR_FD``), the *link*:
 
 - the child reads it: ``reload`` lines (the parent reloaded its config: the child
-  reloads its receivers' settings from the same file), and end of file, which means
+  reloads its receivers' settings from the same file and answers ``reloaded``, which
+  the parent waits for before its reload is done, so a notification routed after a
+  reload is sent with the new settings), and end of file, which means
   the parent is gone (even SIGKILLed: the kernel closes its end), so the child stops
   in order instead of being orphaned;
 - the child writes its ``WorkerFigures`` to it every second and when it stops: what a
@@ -41,6 +43,8 @@ log = logging.getLogger("tocsin.supervisor")
 
 LINK_FD = "TOCSIN_SUPERVISOR_FD"  # the child's end of its link, by file descriptor
 RELOAD = b"reload"  # parent to child: reload your receivers from the config file
+RELOADED = b"reloaded"  # child to parent: done
+RELOAD_PATIENCE = 10.0  # seconds a reload waits for each child to say it is done
 FIGURES_EVERY = 1.0  # seconds between a child's figures (they are totals: none is owed)
 STOP_PATIENCE = 30.0  # seconds a child has to drain and exit once told, then SIGKILL
 LINE_LIMIT = 1 << 20  # the longest line either end reads (figures of many receivers)
@@ -74,6 +78,7 @@ class _Slot:
     restarts: Restarts = field(default_factory=Restarts)
     process: asyncio.subprocess.Process | None = None
     link: asyncio.StreamWriter | None = None
+    reloaded: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Supervisor:
@@ -113,12 +118,29 @@ class Supervisor:
         await asyncio.gather(*(self._keep(slot, stop) for slot in self._slots))
 
     async def reload(self) -> None:
-        """Tell every running child that the config file was reloaded."""
+        """Tell every running child that the config file was reloaded, and wait (at most
+        ``RELOAD_PATIENCE``) until each has said it reloaded."""
+        told = []
         for slot in self._slots:
             if slot.link is not None and not slot.link.is_closing():
+                slot.reloaded.clear()
                 with contextlib.suppress(ConnectionError):
                     slot.link.write(RELOAD + b"\n")
                     await slot.link.drain()
+                    told.append(slot)
+        if not told:
+            return
+        waits = [asyncio.ensure_future(slot.reloaded.wait()) for slot in told]
+        _, late = await asyncio.wait(waits, timeout=RELOAD_PATIENCE)
+        for wait in late:
+            wait.cancel()
+        for slot in told:
+            if not slot.reloaded.is_set():
+                log.warning(
+                    "delivery process %d did not confirm the reload within %.0f s",
+                    slot.index,
+                    RELOAD_PATIENCE,
+                )
 
     async def _keep(self, slot: _Slot, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -166,7 +188,7 @@ class Supervisor:
         log.info("delivery process %d started (pid %d)", slot.index, process.pid)
         reader, slot.link = await asyncio.open_connection(sock=mine, limit=LINE_LIMIT)
         slot.process = process
-        listening = asyncio.create_task(self._listen(reader, name), name=f"link {name}")
+        listening = asyncio.create_task(self._listen(reader, name, slot), name=f"link {name}")
         exited = asyncio.create_task(process.wait())
         stopping = asyncio.create_task(stop.wait())
         try:
@@ -204,10 +226,14 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
 
-    async def _listen(self, reader: asyncio.StreamReader, name: str) -> None:
-        """The child's figures, each line its totals so far, into this /metrics."""
+    async def _listen(self, reader: asyncio.StreamReader, name: str, slot: _Slot) -> None:
+        """The child's figures, each line its totals so far, into this /metrics; and its
+        word that it reloaded."""
         decoder = msgspec.json.Decoder(WorkerFigures)
         while line := await reader.readline():
+            if line.strip() == RELOADED:
+                slot.reloaded.set()
+                continue
             try:
                 figures = decoder.decode(line)
             except msgspec.DecodeError as error:
@@ -246,7 +272,7 @@ class Link:
     async def run(self, stop: asyncio.Event) -> None:
         sock = socket.socket(fileno=self._fd)
         reader, writer = await asyncio.open_connection(sock=sock, limit=LINE_LIMIT)
-        listening = asyncio.create_task(self._listen(reader), name="link")
+        listening = asyncio.create_task(self._listen(reader, writer), name="link")
         try:
             while not stop.is_set():
                 await self._send(writer)
@@ -264,7 +290,7 @@ class Link:
             writer.write(self._encoder.encode(self._metrics.figures()) + b"\n")
             await writer.drain()
 
-    async def _listen(self, reader: asyncio.StreamReader) -> None:
+    async def _listen(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while line := await reader.readline():
                 if line.strip() == RELOAD:
@@ -272,5 +298,8 @@ class Link:
                         await self._reload()
                     except Exception:
                         log.exception("reload asked by tocsin serve failed")
+                    if not writer.is_closing():  # done, well or not: the parent waits
+                        writer.write(RELOADED + b"\n")
+                        await writer.drain()
         log.warning("the tocsin serve that started this process is gone: stopping")
         self._parent_gone()
