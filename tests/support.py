@@ -532,6 +532,33 @@ class Serve:
         return await self.wait()
 
 
+def children_of(pid: int, role: bytes) -> set[int]:
+    """The live children of ``pid`` whose command line has the word ``role`` (``deliver``,
+    ``router``), from /proc."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state != "Z" and role in argv:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def log_events(db: Path, kind: str) -> list[dict[str, Any]]:
     """The ``data`` of every log event of ``kind``, oldest first, read from the file
     (read-only)."""

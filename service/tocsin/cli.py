@@ -41,6 +41,7 @@ from tocsin.core.subjects import (
     RETRY_FAILED,
     STREAM_ANCHOR,
     heartbeat_subject,
+    retry_failed_subject,
 )
 from tocsin.core.times import now_us, parse_instant
 from tocsin.core.views import EventRecord
@@ -117,6 +118,24 @@ def _common(
         )
 
 
+def _partitions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=int(os.environ["TOCSIN_PARTITIONS"])
+        if os.environ.get("TOCSIN_PARTITIONS", "").isdigit()
+        else None,
+        metavar="N",
+        help="[partitions] count, whatever the config says (env TOCSIN_PARTITIONS): "
+        "serve runs the router of each of N partitions as a child process",
+    )
+
+
+def _loaded(args: argparse.Namespace) -> config.Config:
+    """The config of ``--config``, with ``--partitions`` when the command has it."""
+    return config.with_partitions(config.load(args.config), getattr(args, "partitions", None))
+
+
 def _health(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--health",
@@ -138,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="router + HTTP API, and delivery workers in child processes ([delivery] "
         "processes; 0: in the same process)",
     )
+    _partitions(serve)
     _common(serve, nats=True, nats_default=NATS_URL_EMBEDDED)
     serve.add_argument(
         "--http",
@@ -146,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     router = sub.add_parser("router", help="the router (and outcome recorder) alone")
+    _partitions(router)
     _common(router, nats=True)
     _health(router)
     router.add_argument(
@@ -163,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="forward alerts.in.> and alerts.heartbeat.> to their partitions "
         "(stateless; run any number; [partitions] count > 1)",
     )
+    _partitions(partition)
     _common(partition, nats=True)
 
     repartition = sub.add_parser(
@@ -228,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     route_test.add_argument("--json", action="store_true", help="one JSON object")
 
     deliver = sub.add_parser("deliver", help="delivery workers alone")
+    _partitions(deliver)
     _common(deliver, nats=True)
     _health(deliver)
     deliver.add_argument(
@@ -331,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = sub.add_parser(
         "retry-failed", help="re-queue dead-lettered deliveries (asks the running service)"
     )
+    _partitions(retry)
     _common(retry, nats=True)
     retry.add_argument("--receiver", help="only this receiver's dead letters")
     retry.add_argument("--since", help="dead-lettered since: RFC 3339 or a duration (2h)")
@@ -446,7 +470,7 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     from tocsin import service
     from tocsin.pipeline.supervisor import link_fd
 
-    loaded = config.load(args.config)
+    loaded = _loaded(args)
     data_dir, nats_url = args.data_dir, args.nats_url
     partition = getattr(args, "partition", None)
     if partition is not None:
@@ -470,7 +494,7 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         partition=partition,
         # serve's delivery children log as it does; a child finds its link here.
         log_flags=("--log-level", args.log_level, "--log-format", args.log_format),
-        link_fd=link_fd(os.environ) if command == "deliver" else None,
+        link_fd=link_fd(os.environ) if command in ("deliver", "router") else None,
         dashboard=getattr(args, "dashboard_url", None),
     )
     return asyncio.run(service.run(options))
@@ -480,7 +504,7 @@ async def _partition(args: argparse.Namespace) -> int:
     """``tocsin partition``: forward until SIGINT/SIGTERM (``pipeline.partitioner``)."""
     from tocsin.pipeline import partitioner
 
-    loaded = config.load(args.config)
+    loaded = _loaded(args)
     partitioner.check_partitioned(loaded)  # refused (exit 2) before connecting
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -972,28 +996,42 @@ async def _retry_failed(args: argparse.Namespace) -> int:
     if args.since is not None:
         _instant("--since", args.since)  # refuse a bad time here, with exit code 2
     request = RetryRequest(receiver=args.receiver, since=args.since, by="tocsin retry-failed")
+    count = _loaded(args).partitions.count
+    # A partitioned service re-queues each partition's dead letters on its own subject.
+    subjects = [retry_failed_subject(k) for k in range(count)] if count > 1 else [RETRY_FAILED]
     url, nc, errors = await _connect(args)
     if nc is None:
         return EXIT_FAILURE
+    answers: list[RetryReply] = []
     try:
-        reply = await nc.request(RETRY_FAILED, msgspec.json.encode(request), timeout=30)
-    except (NoRespondersError, NatsTimeout):
-        if _refusal(errors):
-            print(f"tocsin: NATS at {url} refused the request{_refusal(errors)}", file=sys.stderr)
-            return EXIT_FAILURE
-        print(
-            f"tocsin: no tocsin service answered on {RETRY_FAILED} at {url}; "
-            "retry-failed is carried out by the running service (start `tocsin serve` "
-            "or `tocsin router`)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+        for subject in subjects:
+            try:
+                reply = await nc.request(subject, msgspec.json.encode(request), timeout=30)
+            except (NoRespondersError, NatsTimeout):
+                if _refusal(errors):
+                    print(
+                        f"tocsin: NATS at {url} refused the request{_refusal(errors)}",
+                        file=sys.stderr,
+                    )
+                    return EXIT_FAILURE
+                print(
+                    f"tocsin: no tocsin service answered on {subject} at {url}; "
+                    "retry-failed is carried out by the running service (start `tocsin serve` "
+                    "or `tocsin router`)",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
+            answers.append(msgspec.json.decode(reply.data, type=RetryReply))
     finally:
         await nc.close()
-    answer = msgspec.json.decode(reply.data, type=RetryReply)
-    if answer.error:
-        print(f"tocsin: retry-failed refused: {answer.error}", file=sys.stderr)
-        return EXIT_USAGE if answer.status in (404, 422) else EXIT_FAILURE
+    for answer in answers:
+        if answer.error:
+            print(f"tocsin: retry-failed refused: {answer.error}", file=sys.stderr)
+            return EXIT_USAGE if answer.status in (404, 422) else EXIT_FAILURE
+    answer = RetryReply(
+        requeued=sum(a.requeued for a in answers),
+        notification_ids=[nid for a in answers for nid in a.notification_ids],
+    )
     scope = f" for receiver {args.receiver}" if args.receiver else ""
     print(f"re-queued {answer.requeued} dead-lettered notification(s){scope}")
     for nid in answer.notification_ids:

@@ -348,6 +348,19 @@ def _check_partitions(section: PartitionsSection) -> None:
         raise ConfigError(f"partitions.key: {problem}")
 
 
+def with_partitions(config: Config, count: int | None) -> Config:
+    """``config`` with ``[partitions] count`` as ``--partitions`` (env
+    ``TOCSIN_PARTITIONS``) says, when given: ``tocsin serve --partitions N`` tells its
+    children the count this way, whatever the file says."""
+    if count is None or count == config.partitions.count:
+        return config
+    if not 1 <= count <= partition.MAX_PARTITIONS:
+        raise ConfigError(f"--partitions: {count}: must be 1 to {partition.MAX_PARTITIONS}")
+    return dataclasses.replace(
+        config, partitions=msgspec.structs.replace(config.partitions, count=count)
+    )
+
+
 def for_partition(config: Config, index: int) -> Config:
     """``config`` as the router of partition ``index`` runs it: only the heartbeats whose
     beats reach that partition (``partition.of_heartbeat``); another partition's router

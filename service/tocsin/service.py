@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -52,7 +52,7 @@ from tocsin.bus.streams import (
     router_consumer_config,
 )
 from tocsin.channels import Channel, ChannelConfigError, ChannelEnv
-from tocsin.config import Config, for_partition
+from tocsin.config import Config, for_partition, with_partitions
 from tocsin.config import load as load_config
 from tocsin.core import events as ev
 from tocsin.core.anchor import Head, head_of
@@ -80,14 +80,24 @@ from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
 from tocsin.pipeline.orphans import clear_orphans
 from tocsin.pipeline.outbox import Outbox
+from tocsin.pipeline.partition_control import PartitionControl
+from tocsin.pipeline.partitioner import Partitioner
 from tocsin.pipeline.recorder import Recorder
-from tocsin.pipeline.reload import Reloader, WorkerReloader, file_of, loaded_fact
+from tocsin.pipeline.reload import (
+    ChildrenReloader,
+    Reloader,
+    WorkerReloader,
+    answer_reloads,
+    file_of,
+    loaded_fact,
+)
 from tocsin.pipeline.router import Router
 from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
 from tocsin.pipeline.supervisor import STOP_PATIENCE, ChildCommand, Link, Supervisor
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
+from tocsin.store.partitioned import PartitionedLog
 from tocsin.store.reader import LogReader
 
 if TYPE_CHECKING:
@@ -134,6 +144,18 @@ class Options:
     link_fd: int | None = None
     dashboard: str | None = None  # the link notifications carry, when not ``http``'s
 
+    @property
+    def partitioned(self) -> bool:
+        """``serve`` with ``[partitions] count`` above 1 (``--partitions N``, DESIGN.md
+        section 17): the router of each partition runs as a child process, a
+        partitioner and the API (over every partition's log) in this one."""
+        return (
+            self.run_router
+            and self.run_delivery
+            and self.partition is None
+            and self.config.partitions.count > 1
+        )
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -147,6 +169,7 @@ class Plan:
     channels: dict[str, Channel]  # the receivers this process delivers to (if no children)
     login: dict[str, Any]  # nats-py's keyword arguments for ``[nats]``
     processes: int  # delivery children to run (``serve``), or 0: delivery here
+    routers: int = 0  # ``serve --partitions N``: N router children, one per partition
 
 
 @dataclass
@@ -171,6 +194,8 @@ class Running:
     reloads: set[asyncio.Task[Any]] = field(default_factory=set)  # SIGHUP's, under way
     nats_url: str = ""  # as found, credentials included: the delivery children's
     supervisor: Supervisor | None = None  # serve's delivery children, when it has any
+    routers: Supervisor | None = None  # serve --partitions N: the partitions' routers
+    partitions: PartitionedLog | None = None  # serve --partitions N: their logs as one
     # Each phase's parts stop when its event is set, in ``Phase`` order.
     stops: dict[Phase, asyncio.Event] = field(default_factory=dict)
     phased: list[tuple[Phase, asyncio.Task[Any]]] = field(default_factory=list)
@@ -234,6 +259,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
         serve_probes(plan, running)
         url = await find_nats(options, running)
         await open_log(options, running)
+        await follow_partitions(options, running)
         serve_api(plan, running)
         broker = await connect_nats(url, plan, options.stop, running)
         if broker is None:
@@ -241,6 +267,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
         parts = build_parts(options, plan, running, broker)
         await prepare_streams_and_consumers(broker, options.config, parts, running)
         await take_up_the_log(options.config, running, broker, options.partition)
+        await command_partitions(options, running, broker)
         start_parts(parts, options, plan, running, broker)
         code = await wait_for_stop(options.stop, running)
         await stop_in_order(options.stop, running, broker)
@@ -265,10 +292,16 @@ def check(options: Options) -> Plan:
     config = options.config
     count = config.partitions.count
     if options.run_router and count > 1 and options.partition is None:
-        raise ConfigError(
-            f"partitions.count: is {count}: run `tocsin router --partition K` for each"
-            f" partition K (0 to {count - 1}) behind `tocsin partition`"
-        )
+        if not options.run_delivery:
+            raise ConfigError(
+                f"partitions.count: is {count}: run `tocsin router --partition K` for each"
+                f" partition K (0 to {count - 1}) behind `tocsin partition`"
+            )
+        if config.source == "inline":
+            raise ConfigError(
+                f"partitions.count: is {count}, and the routers of the partitions, child "
+                "processes, read the config file: this config was given inline"
+            )
     receivers = options.receivers or sorted(config.receivers)
     for name in receivers:
         if name not in config.receivers:
@@ -292,7 +325,10 @@ def check(options: Options) -> Plan:
     channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
     login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
     processes = delivery_children(options)
-    return Plan(receivers, http_address, health_address, exposed, channels, login, processes)
+    routers = count if options.partitioned else 0
+    return Plan(
+        receivers, http_address, health_address, exposed, channels, login, processes, routers
+    )
 
 
 def delivery_children(options: Options) -> int:
@@ -400,7 +436,7 @@ async def open_log(options: Options, running: Running) -> None:
     """The router's process takes the writer's lock and rebuilds the projection from the
     log, before NATS: nothing is consumed until the state it is decided against is
     whole. The API, the live feed and /metrics read the ledger from here on."""
-    if not options.run_router:
+    if not options.run_router or options.partitioned:
         return
     readiness, metrics, api = running.readiness, running.metrics, running.api
     readiness.stage = "rebuilding projections from the log"
@@ -443,6 +479,30 @@ async def open_log(options: Options, running: Running) -> None:
     )
 
 
+async def follow_partitions(options: Options, running: Running) -> None:
+    """``serve --partitions N``: the API, the dashboard and /metrics read the
+    partitions' logs as one (``store.partitioned``), each followed as its router (a
+    child) commits; read-your-writes for the API's commands (``RemoteControl``)."""
+    if not options.partitioned:
+        return
+    running.readiness.stage = "reading the partitions' logs"
+    partitions = running.partitions = PartitionedLog(
+        options.data_dir, options.config.partitions.count
+    )
+    await partitions.open()
+    api, live = running.api, running.api.live
+    api.state = partitions.state
+    api.reader = partitions
+    api.partitions = partitions
+    partitions.listeners.append(lambda facts, state: live.committed(facts, state))
+    live.last_seq = partitions.state().last_seq
+    running.metrics.observe(
+        "tocsin_alerts_open",
+        "alerts firing now (opened and not resolved)",
+        lambda: float(len(partitions.state().open_by_fingerprint)),
+    )
+
+
 def serve_api(plan: Plan, running: Running) -> None:
     """The HTTP API, once the log is open (it reads the projection; a process without
     the log shows an empty one) and before NATS answers, so that /readyz can say what
@@ -450,7 +510,7 @@ def serve_api(plan: Plan, running: Running) -> None:
     if plan.http_address is None:
         return
     api = running.api
-    if running.ledger is None:
+    if running.ledger is None and running.partitions is None:
         empty = State()
         api.state = lambda: empty
     # Imported by a process that serves HTTP only: a delivery child spares the web
@@ -569,7 +629,9 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             workers=workers,
             build_channel=functools.partial(build_channel, dashboard_url(options)),
             secrets=secrets,
-            load=None if k is None else functools.partial(load_partition, partition=k),
+            load=None
+            if k is None
+            else functools.partial(load_partition, partition=k, count=config.partitions.count),
         )
         running.readiness.checks.extend([lambda: router.missing, lambda: recorder.missing])
         compactor = running.compactor = Compactor(ledger, options.data_dir, config.log.retention)
@@ -585,11 +647,13 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             lambda: float(anchor.published.seq if anchor.published is not None else 0),
         )
         parts.append(Part(anchor.run))
+    if plan.routers:
+        parts += partitioned_parts(options, plan, running, broker)
     if plan.processes:
         # The children run every receiver's worker; their consumers are made and
         # watched here, and a reload here is told to them.
         supervisor = running.supervisor = Supervisor(
-            plan.processes, child_command(options, running.nats_url), metrics
+            [child_command(options, running.nats_url)] * plan.processes, metrics
         )
         consumers = tuple(
             (
@@ -623,10 +687,15 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         workers[name] = worker
         parts.append(Part(worker.run, ((STREAM_WORK, consumer),), Phase.DELIVERY))
     if options.link_fd is not None:  # a child of serve: its figures and reloads
-        reloader = WorkerReloader(
-            config, workers, functools.partial(build_channel, dashboard_url(options)), secrets
-        )
-        link = Link(options.link_fd, metrics, options.stop.set, reloader.reload)
+        if running.reloader is not None:  # a partition's router
+            reload: Callable[[], Awaitable[object]] = functools.partial(
+                running.reloader.reload, "tocsin serve"
+            )
+        else:
+            reload = WorkerReloader(
+                config, workers, functools.partial(build_channel, dashboard_url(options)), secrets
+            ).reload
+        link = Link(options.link_fd, metrics, options.stop.set, reload)
         parts.append(Part(link.run))
         return parts  # its consumers are watched by its parent
     watched = [name for part in parts for name in part.watched]
@@ -636,6 +705,25 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
 
     parts.append(Part(watch))
     return parts
+
+
+def partitioned_parts(options: Options, plan: Plan, running: Running, broker: Broker) -> list[Part]:
+    """``serve --partitions N``'s own parts: a partitioner (stopped with the intake),
+    the router of each partition as a child (stopped last, so that their recorders log
+    the outcomes of the last sends), and the follower of their logs."""
+    partitions = running.partitions
+    assert partitions is not None
+    partitioner = Partitioner(broker.nc, broker.js, options.config)
+    routers = running.routers = Supervisor(
+        [router_command(options, running.nats_url, k) for k in range(plan.routers)],
+        running.metrics,
+        role="router",
+    )
+    return [
+        Part(partitioner.run, phase=Phase.INTAKE),
+        Part(routers.run, phase=Phase.REST),
+        Part(partitions.follow, phase=Phase.REST),
+    ]
 
 
 async def prepare_streams_and_consumers(
@@ -709,10 +797,30 @@ async def take_up_the_log(
         compactor=running.compactor,
         config_version=config.digest(),
     )
-    await control.answer(broker.nc)
+    await control.answer(broker.nc, partition)
     if running.reloader is not None:
         running.reloader.also(control)
         await running.reloader.answer(broker.nc)
+
+
+async def command_partitions(options: Options, running: Running, broker: Broker) -> None:
+    """``serve --partitions N``: the API's commands go to the partitions' routers, and a
+    reload (SIGHUP, ``POST /-/reload``, ``tocsin reload`` for this data dir) to every
+    child, each of which reads the file again."""
+    if running.partitions is None:
+        return
+    running.api.control = PartitionControl(broker.nc, running.partitions)
+    tell = [s.reload for s in (running.routers, running.supervisor) if s is not None]
+    reloader = running.api.reloader = ChildrenReloader(
+        options.config, tell, functools.partial(load_with_partitions, options.config)
+    )
+    await answer_reloads(broker.nc, options.data_dir, reloader.reload)
+
+
+def load_with_partitions(running: Config, path: str | None) -> Config:
+    """The file read again, with the partition count serve runs with (``--partitions``
+    is not in the file): a reload cannot change it (repartitioning is offline)."""
+    return with_partitions(load_config(path), running.partitions.count)
 
 
 def start_parts(
@@ -748,8 +856,9 @@ def start_parts(
 
 def reload_on_sighup(options: Options, running: Running) -> None:
     """Where the log is, ``SIGHUP`` reloads the config file (DESIGN.md section 15), as
-    Alertmanager and Prometheus do; a refusal is logged and the running config stays."""
-    reloader = running.reloader
+    Alertmanager and Prometheus do; a refusal is logged and the running config stays.
+    ``serve --partitions N`` has its children reload (``ChildrenReloader``)."""
+    reloader = running.api.reloader
     if reloader is None or not options.handle_signals:
         return
 
@@ -828,10 +937,11 @@ def partition_input(config: Config, partition: int | None) -> dict[str, Any]:
     }
 
 
-def load_partition(path: str | None, partition: int) -> Config:
+def load_partition(path: str | None, partition: int, count: int) -> Config:
     """A reload's config for the router of ``partition``: its heartbeats alone, as at
-    start (``config.for_partition``)."""
-    return for_partition(load_config(path), partition)
+    start (``config.for_partition``), of the ``count`` partitions it runs among (given
+    by ``--partitions`` perhaps, not the file: a reload cannot change it)."""
+    return for_partition(with_partitions(load_config(path), count), partition)
 
 
 def chain_head(ledger: Ledger) -> Head | None:
@@ -859,6 +969,8 @@ async def release(running: Running) -> None:
             task.cancel()
     if running.reader is not None:
         await running.reader.close()
+    if running.partitions is not None:
+        await running.partitions.close()
     if running.ledger is not None:
         await running.ledger.close()
     running.writer_lock.release()
@@ -882,9 +994,29 @@ def child_command(options: Options, nats_url: str) -> ChildCommand:
     path = file_of(options.config)
     if path is not None:
         argv += ["--config", path]
-    env = {k: v for k, v in os.environ.items() if k not in ("TOCSIN_HEALTH", "TOCSIN_CONFIG")}
+    if options.partitioned:
+        argv += ["--partitions", str(options.config.partitions.count)]
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_UNSET}
     env["TOCSIN_NATS_URL"] = nats_url
     return ChildCommand(argv, env)
+
+
+def router_command(options: Options, nats_url: str, partition: int) -> ChildCommand:
+    """``tocsin router --partition k`` as a child of ``serve --partitions N``: as
+    ``child_command``, with the partition count as serve runs it."""
+    argv = [sys.executable, "-m", "tocsin.cli", *options.log_flags, "router"]
+    argv += ["--partition", str(partition), "--partitions", str(options.config.partitions.count)]
+    argv += ["--data-dir", str(options.data_dir)]
+    path = file_of(options.config)
+    if path is not None:
+        argv += ["--config", path]
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_UNSET}
+    env["TOCSIN_NATS_URL"] = nats_url
+    return ChildCommand(argv, env)
+
+
+CHILD_UNSET = ("TOCSIN_HEALTH", "TOCSIN_CONFIG", "TOCSIN_PARTITION", "TOCSIN_PARTITIONS")
+"""What serve's environment says for itself alone: a child is told on its command line."""
 
 
 def dashboard_url(options: Options) -> str | None:

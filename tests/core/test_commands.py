@@ -160,3 +160,69 @@ def test_a_re_queue_may_name_a_configured_receiver_or_one_the_log_delivered_to()
         commands.check_receiver(run.state, "nope", configured={"hook", "pager"})
     assert (refused.value.status, refused.value.field) == (404, "receiver")
     assert "configured: hook, pager" in str(refused.value)
+
+
+def test_a_command_as_data_decides_what_the_direct_call_decides() -> None:
+    """``commands.decide`` (what a partition's router carries out for serve
+    --partitions N's API) against the direct calls, through a round trip of its wire
+    form. Catches a command whose decoded form decides otherwise (a field lost on the
+    wire, a silence logged under another id than the API answered with)."""
+    import msgspec
+
+    run = Run()
+    run.feed(normalized(0))
+    alert_id = next(iter(run.state.alerts))
+    wire = msgspec.json.Decoder(commands.Command)
+
+    def sent(command: commands.Command) -> commands.Command:
+        return wire.decode(msgspec.json.encode(command))
+
+    ack = sent(commands.Ack(alert_id=alert_id, by="ana", comment="on it", at=T0 + MINUTE))
+    assert commands.about_alert(ack) == alert_id
+    assert commands.decide(run.state, ack, run.new_id) == commands.ack(
+        run.state, alert_id, by="ana", comment="on it", at=T0 + MINUTE
+    )
+    made = sent(
+        commands.CreateSilence(
+            silence_id="s-1",
+            matchers={"labels": {"host": "db*"}},
+            ends_at="30m",
+            created_by="ana",
+            now=T0,
+        )
+    )
+    assert commands.about_alert(made) is None
+    facts = commands.decide(run.state, made, run.new_id)
+    assert [(type(f), f.silence_id) for f in facts] == [(ev.SilenceCreated, "s-1")]
+    apply(run, facts, T0)
+    # An update (Alertmanager's POST with an id) ends the old one and makes the new one.
+    update = commands.CreateSilence(
+        silence_id="s-2",
+        matchers={"type": "x"},
+        ends_at="1h",
+        created_by="bo",
+        now=T0 + MINUTE,
+        replaces="s-1",
+    )
+    assert [(type(f), f.silence_id) for f in commands.decide(run.state, update, run.new_id)] == [
+        (ev.SilenceDeleted, "s-1"),
+        (ev.SilenceCreated, "s-2"),
+    ]
+    with pytest.raises(CommandError) as refused:
+        commands.decide(
+            run.state,
+            commands.CreateSilence(
+                silence_id="s-3",
+                matchers={"type": "x"},
+                ends_at="1h",
+                created_by="bo",
+                now=T0,
+                replaces="nope",
+            ),
+            run.new_id,
+        )
+    assert refused.value.status == 404
+    gone = sent(commands.DeleteSilence(silence_id="s-1", by="ana", at=T0 + MINUTE))
+    assert commands.decide(run.state, gone, run.new_id) == commands.delete_silence(
+        run.state, "s-1", by="ana", at=T0 + MINUTE
+    )

@@ -90,3 +90,31 @@ def test_news_tells_only_of_alerts_still_firing() -> None:
     assert views.new_alerts(run.state, asked, now) == [
         views.NewAlert(id=ids["firing"], severity="critical", summary="disk full")
     ]
+
+
+def test_the_merged_raw_log_is_paged_by_a_seq_per_partition() -> None:
+    """``/api/v1/events`` of serve --partitions N: the cursor names where each
+    partition's next page starts, a page marks each row with its partition, and
+    ``after_seq`` alone (which names no row of several logs) is refused. Catches a
+    cursor that drops a partition, or that a client can not give back."""
+    import pytest
+
+    from tocsin.core.events import StoredRow
+
+    assert views.events_cursor(None, 3, 0) == (0, 0, 0)
+    assert views.events_cursor("4.0.17", 3, 0) == (4, 0, 17)
+    for bad in ("4.0", "a.b.c", "1.2.3.4", ""):
+        with pytest.raises(views.QueryError) as refused:
+            views.events_cursor(bad, 3, 0)
+        assert refused.value.field == "cursor"
+    with pytest.raises(views.QueryError) as refused:
+        views.events_cursor(None, 3, 5)
+    assert refused.value.field == "after_seq"
+    data = b'{"kind":"silence.deleted","silence_id":"s","by":null,"at":0}'
+    rows = [(1, StoredRow(7, T0, "silence.deleted", data)), (0, StoredRow(3, T0, "x", data))]
+    page = views.merged_event_page(rows, (3, 7))
+    assert [(e.partition, e.seq) for e in page.events] == [(1, 7), (0, 3)]
+    assert page.events[0].data["silence_id"] == "s"
+    assert page.next_cursor == "3.7"
+    assert page.next_after_seq is None
+    assert views.merged_event_page(rows, None).next_cursor is None

@@ -19,7 +19,16 @@ import httpx
 import msgspec
 import nats
 
-from tests.support import HttpSink, Serve, log_count, log_events, wait_until, webhook_config
+from tests.support import (
+    HttpSink,
+    Serve,
+    alive,
+    children_of,
+    log_count,
+    log_events,
+    wait_until,
+    webhook_config,
+)
 from tocsin.store.eventlog import db_path
 
 CHILDREN = "\n[delivery]\nprocesses = 1\n"
@@ -29,28 +38,7 @@ SHORT_ACK_WAIT = '\n[nats]\nack_wait = "2s"\n'
 
 def delivery_children(pid: int) -> set[int]:
     """The live ``tocsin ... deliver`` children of ``pid``, from /proc."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        state, parent = stat.rsplit(")", 1)[1].split()[:2]
-        if int(parent) == pid and state != "Z" and b"deliver" in argv:
-            found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return children_of(pid, b"deliver")
 
 
 async def publish_many(url: str, count: int, prefix: str) -> None:

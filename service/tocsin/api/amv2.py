@@ -178,33 +178,23 @@ def v2_handlers(ctx: ApiContext) -> list[Any]:
             raise CommandError(400, f"matchers: {error}", "matchers") from error
         now = now_us()
 
-        def decide(state: Any) -> list[Any]:
-            facts: list[Any] = []
-            if data.id is not None:
-                old = state.silences.get(data.id)
-                if old is None:
-                    raise CommandError(404, f"no silence {data.id!r}", "id")
-                if old.deleted_at is None and now < old.ends:
-                    facts += commands.delete_silence(state, data.id, by=data.created_by, at=now)
-            return facts + commands.create_silence(
-                state,
-                matchers=matchers,
-                starts_at=data.starts_at,
-                ends_at=data.ends_at,
-                created_by=data.created_by,
-                comment=data.comment,
-                now=now,
-                new_id=new_id,
-            )
-
-        facts = await control().execute(decide)
-        return SilenceCreated(silence_id=facts[-1].silence_id)
+        command = commands.CreateSilence(
+            silence_id=new_id(),
+            matchers=matchers,
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            created_by=data.created_by,
+            comment=data.comment,
+            now=now,
+            replaces=data.id,
+        )
+        await control().command(command)
+        return SilenceCreated(silence_id=command.silence_id)
 
     @delete("/api/v2/silence/{silence_id:str}", status_code=200)
     async def delete_silence(silence_id: FromPath[str]) -> Response[bytes]:
         """Expire a silence now (``amtool silence expire``)."""
-        now = now_us()
-        await control().execute(lambda s: commands.delete_silence(s, silence_id, by=None, at=now))
+        await control().command(commands.DeleteSilence(silence_id=silence_id, at=now_us()))
         return Response(b"", status_code=200)
 
     return [

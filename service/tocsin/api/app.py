@@ -38,7 +38,6 @@ from tocsin.api.amv2 import v2_handlers
 from tocsin.api.configs import config_handlers
 from tocsin.api.context import ApiContext
 from tocsin.core import commands, ingest, views
-from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
 from tocsin.core.contracts import MAX_PAYLOAD_BYTES, InboundEvent
 from tocsin.core.fold import fold_alert
@@ -49,6 +48,7 @@ from tocsin.core.times import now_us
 from tocsin.observability.telemetry import CONTENT_TYPE
 from tocsin.observability.tracing import trace_context_from
 from tocsin.pipeline.control import RetryReply, RetryRequest
+from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.api")
 
@@ -300,22 +300,16 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
     async def ack(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> views.AlertView:
         """Acknowledge: no more reminders for this alert until it resolves (an
         escalation to a higher severity still notifies)."""
-        now = _now()
-        await _control().execute(
-            lambda s: commands.ack(s, alert_id, by=data.by, comment=data.comment, at=now)
-        )
+        command = commands.Ack(alert_id=alert_id, by=data.by, comment=data.comment, at=_now())
+        await _control().command(command)
         state = ctx.state()
         return views.alert_view(state.alerts[alert_id])
 
     @post("/api/v1/alerts/{alert_id:str}/resolve", status_code=200)
     async def resolve(alert_id: FromPath[str], data: JSONBody[ActionBody]) -> views.AlertView:
         """Resolve by hand; every receiver told of the alert gets a ``resolved``."""
-        now = _now()
-        await _control().execute(
-            lambda s: commands.resolve(
-                s, alert_id, by=data.by, comment=data.comment, at=now, new_id=new_id
-            )
-        )
+        command = commands.Resolve(alert_id=alert_id, by=data.by, comment=data.comment, at=_now())
+        await _control().command(command)
         return views.alert_view(ctx.state().alerts[alert_id])
 
     # -- groups -----------------------------------------------------------------------
@@ -364,28 +358,24 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
     @post("/api/v1/silences", status_code=201)
     async def create_silence(data: JSONBody[SilenceBody]) -> Created:
         """Silence the alerts the matchers select while it is active."""
-        now = _now()
-        facts = await _control().execute(
-            lambda s: commands.create_silence(
-                s,
-                matchers=data.matchers,
-                starts_at=data.starts_at,
-                ends_at=data.ends_at,
-                created_by=data.created_by,
-                comment=data.comment,
-                now=now,
-                new_id=new_id,
-            )
+        command = commands.CreateSilence(
+            silence_id=new_id(),
+            matchers=data.matchers,
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            created_by=data.created_by,
+            comment=data.comment,
+            now=_now(),
         )
-        return Created(id=facts[0].silence_id)
+        await _control().command(command)
+        return Created(id=command.silence_id)
 
     @delete("/api/v1/silences/{silence_id:str}", status_code=200)
     async def delete_silence(
         silence_id: FromPath[str], by: FromQuery[str | None] = None
     ) -> Created:
         """Lift a silence before its end."""
-        now = _now()
-        await _control().execute(lambda s: commands.delete_silence(s, silence_id, by=by, at=now))
+        await _control().command(commands.DeleteSilence(silence_id=silence_id, by=by, at=_now()))
         return Created(id=silence_id)
 
     # -- deliveries, stats, the log ---------------------------------------------------
@@ -399,17 +389,11 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
         if ctx.reader is None:
             raise CommandError(503, "this process does not hold the event log")
         unknown = CommandError(404, f"no notification {notification_id!r}", "notification_id")
-        routed = await ctx.reader.routed(notification_id)
-        if routed is None:
+        found = await ctx.reader.notification(notification_id)
+        if found is None:
             raise unknown
-        event = ev.decode(routed.data)
-        assert isinstance(event, ev.AlertRouted)
-        config = await ctx.reader.config_as_of(routed.seq)
-        view = views.notification_view(
-            routed,
-            await ctx.reader.of_alert(event.alert_id),
-            config.receivers if config is not None else {},
-        )
+        routed, config, rows = found
+        view = views.notification_view(routed, rows, config.receivers if config is not None else {})
         if view is None:  # its alert's earlier rows were compacted into an archive
             raise unknown
         return view
@@ -426,11 +410,30 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
 
     @get("/api/v1/events")
     async def list_events(
-        after_seq: FromQuery[int] = 0, limit: FromQuery[int] = views.DEFAULT_EVENTS_LIMIT
-    ) -> views.EventPage:
-        """The raw log, ascending, a page at a time."""
+        after_seq: FromQuery[int] = 0,
+        limit: FromQuery[int] = views.DEFAULT_EVENTS_LIMIT,
+        partition: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> views.EventPage | views.MergedEventPage:
+        """The raw log, ascending, a page at a time. Partitioned (``serve --partitions
+        N``): one partition's log with ``partition`` (paged by ``after_seq``), else every
+        partition's merged by time, each event with its partition, paged by
+        ``cursor`` (``next_cursor``: a seq per partition)."""
         views.check_events_limit(limit, after_seq)
-        if ctx.reader is None:
+        partitions = ctx.partitions
+        if partitions is not None:
+            if partition is None:
+                after = views.events_cursor(cursor, partitions.count, after_seq)
+                page = await partitions.page(after, limit)
+                return views.merged_event_page(page.rows, page.after if page.more else None)
+            if not 0 <= partition < partitions.count:
+                raise views.QueryError(
+                    "partition", f"partition must be 0 to {partitions.count - 1}"
+                )
+            one = partitions.logs[partition]
+            rows = await one.reader.page(after_seq, limit) if one.reader is not None else []
+            return views.event_page(rows, limit, one.state.last_seq)
+        if not isinstance(ctx.reader, LogReader):
             raise CommandError(503, "this process does not hold the event log")
         rows = await ctx.reader.page(after_seq, limit)
         return views.event_page(rows, limit, ctx.state().last_seq)

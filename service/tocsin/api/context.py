@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
     from tocsin.pipeline.control import Control
-    from tocsin.pipeline.reload import Reloader
+    from tocsin.pipeline.partition_control import PartitionControl
+    from tocsin.pipeline.reload import ChildrenReloader, Reloader
+    from tocsin.store.partitioned import PartitionedLog
     from tocsin.store.reader import LogReader
 
 
@@ -109,11 +111,12 @@ class ApiContext:
     state: Callable[[], State]
     readiness: Readiness
     metrics: Metrics | None = None
-    reader: LogReader | None = None
-    control: Control | None = None
+    reader: LogReader | PartitionedLog | None = None
+    control: Control | PartitionControl | None = None
     js: JetStreamContext | None = None
     token: str | None = None
     protect_reads: bool = False  # bound beyond loopback: reads need the token too
     live: LiveFeed = field(default_factory=LiveFeed)
     alert_index: AlertIndex | None = None  # the ledger's, kept up to date as it folds
-    reloader: Reloader | None = None  # the running config, and its reload (section 15)
+    reloader: Reloader | ChildrenReloader | None = None  # the running config, its reload (§15)
+    partitions: PartitionedLog | None = None  # serve --partitions N: the logs, as one

@@ -255,3 +255,85 @@ def _group_requeued(delivery: Delivery, fact: ev.GroupNotified, by: str | None) 
         trace_id=fact.trace_id,
         group=group_notification_of(fact),
     )
+
+
+# -- commands as data: what the API asks a partition's router to carry out ------------
+
+
+class Ack(msgspec.Struct, kw_only=True, frozen=True, tag="ack"):
+    alert_id: str
+    by: str
+    comment: str | None = None
+    at: int
+
+
+class Resolve(msgspec.Struct, kw_only=True, frozen=True, tag="resolve"):
+    alert_id: str
+    by: str
+    comment: str | None = None
+    at: int
+
+
+class CreateSilence(msgspec.Struct, kw_only=True, frozen=True, tag="silence"):
+    """A silence with the id the asker chose (every partition logs the same silence),
+    replacing ``replaces`` when given (an Alertmanager silence update)."""
+
+    silence_id: str
+    matchers: Any
+    starts_at: str | None = None
+    ends_at: str
+    created_by: str
+    comment: str | None = None
+    now: int
+    replaces: str | None = None
+
+
+class DeleteSilence(msgspec.Struct, kw_only=True, frozen=True, tag="unsilence"):
+    silence_id: str
+    by: str | None = None
+    at: int
+
+
+Command = Ack | Resolve | CreateSilence | DeleteSilence
+"""An operator command as data: decided (``decide``) by the process that writes the
+log, which may be another than the one asked (a partition's router)."""
+
+
+def about_alert(command: Command) -> str | None:
+    """The alert a command is about (its partition carries it out), or ``None`` for one
+    every partition carries out (a silence selects alerts of any partition)."""
+    return command.alert_id if isinstance(command, Ack | Resolve) else None
+
+
+def decide(state: State, command: Command, new_id: Callable[[], str]) -> list[ev.Event]:
+    """The facts ``command`` adds to the log whose projection is ``state``."""
+    if isinstance(command, Ack):
+        return ack(state, command.alert_id, by=command.by, comment=command.comment, at=command.at)
+    if isinstance(command, Resolve):
+        return resolve(
+            state,
+            command.alert_id,
+            by=command.by,
+            comment=command.comment,
+            at=command.at,
+            new_id=new_id,
+        )
+    if isinstance(command, DeleteSilence):
+        return delete_silence(state, command.silence_id, by=command.by, at=command.at)
+    facts: list[ev.Event] = []
+    if command.replaces is not None:
+        old = state.silences.get(command.replaces)
+        if old is None:
+            raise CommandError(404, f"no silence {command.replaces!r}", "id")
+        if old.deleted_at is None and command.now < old.ends:
+            facts += delete_silence(state, command.replaces, by=command.created_by, at=command.now)
+    return facts + create_silence(
+        state,
+        matchers=command.matchers,
+        starts_at=command.starts_at,
+        ends_at=command.ends_at,
+        created_by=command.created_by,
+        comment=command.comment,
+        now=command.now,
+        new_id=lambda: command.silence_id,
+    )

@@ -51,6 +51,8 @@ COMPACT = CONTROL_PREFIX + "compact"  # request: control.CompactRequest; reply: 
 
 RELOAD = CONTROL_PREFIX + "reload"  # request: reload.ReloadRequest; reply: ReloadReply
 
+COMMAND = CONTROL_PREFIX + "command"  # request: commands.Command; reply: CommandReply
+
 
 STREAM_IN = "TOCSIN_IN"
 
@@ -158,6 +160,18 @@ def delivery_status_subject(partition: int | None) -> str:
     partition that routed it answers on its own subject (another's log does not know
     it, and would answer "unknown")."""
     return DELIVERY_STATUS if partition is None else f"{DELIVERY_STATUS}.p{partition}"
+
+
+def retry_failed_subject(partition: int | None) -> str:
+    """Where ``retry-failed`` is asked: each partition's router re-queues its own log's
+    dead letters, so a partitioned service is asked on every partition's subject."""
+    return RETRY_FAILED if partition is None else f"{RETRY_FAILED}.p{partition}"
+
+
+def command_subject(partition: int | None) -> str:
+    """Where an operator command (``commands.Command``) is carried out by the router of
+    ``partition`` (``tocsin serve --partitions N``'s API sends them there)."""
+    return COMMAND if partition is None else f"{COMMAND}.p{partition}"
 
 
 def anchor_subject(partition: int | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Literal, assert_never
 
 import msgspec
@@ -966,6 +966,56 @@ def event_page(rows: list[StoredRow], limit: int, last_seq: int) -> EventPage:
     last = rows[-1].seq if rows else None
     more = last is not None and last < last_seq
     return EventPage(events=events, next_after_seq=last if more else None)
+
+
+class MergedEventRecord(EventRecord, kw_only=True):
+    """A row of a partitioned service's logs merged: which partition's log it is in."""
+
+    partition: int
+
+
+class MergedEventPage(Struct, kw_only=True):
+    """``/api/v1/events`` of ``serve --partitions N`` without ``partition``: the logs'
+    rows merged by time; ``next_cursor`` (null only when nothing follows) is where
+    each partition's next page starts. ``next_after_seq`` is null: no one seq
+    orders rows of several logs."""
+
+    events: list[MergedEventRecord]
+    next_after_seq: None = None
+    next_cursor: str | None
+
+
+def events_cursor(cursor: str | None, count: int, after_seq: int) -> tuple[int, ...]:
+    """Where each of ``count`` partitions' next page starts: ``cursor`` (a seq per
+    partition, joined by ``.``), or the first page (``after_seq`` names no row of the
+    merged logs: only 0 is taken without ``partition``)."""
+    if cursor is None:
+        if after_seq:
+            raise QueryError(
+                "after_seq",
+                "the logs of several partitions are paged by cursor (next_cursor), "
+                "or one partition's by after_seq with partition=K",
+            )
+        return (0,) * count
+    parts = cursor.split(".")
+    if len(parts) != count or not all(part.isdigit() for part in parts):
+        raise QueryError("cursor", f"cursor must be {count} seqs joined by '.' (next_cursor)")
+    return tuple(int(part) for part in parts)
+
+
+def merged_event_page(
+    rows: Sequence[tuple[int, StoredRow]], after: Sequence[int] | None
+) -> MergedEventPage:
+    """A page of the merged logs; ``after``: each partition's last seq served, or
+    ``None`` when nothing follows."""
+    events = [
+        MergedEventRecord(
+            partition=k, **msgspec.structs.asdict(record(r.seq, r.ts, r.kind, r.data))
+        )
+        for k, r in rows
+    ]
+    cursor = ".".join(str(seq) for seq in after) if after is not None else None
+    return MergedEventPage(events=events, next_cursor=cursor)
 
 
 def check_events_limit(limit: int, after_seq: int) -> None:

@@ -28,6 +28,7 @@ import prometheus_client
 from nats.js import JetStreamContext
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import Counter as Counter_
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
@@ -270,13 +271,8 @@ class Metrics:
             description="durable consumers found gone and created again, by stream and consumer",
         )
         self._recreated: Counter[tuple[str, str]] = Counter()  # the same, for ``figures``
-        # ``tocsin serve``'s delivery children: how many run, and how often one was
-        # started again after it died.
-        self.delivery_restarts = meter.create_counter(
-            "tocsin_delivery_process_restarts",
-            description="delivery child processes of tocsin serve started again after "
-            "they died, by slot",
-        )
+        # ``tocsin serve``'s children: how often one was started again after it died.
+        self._restarts: dict[str, Counter_] = {}
         # What each child process last sent (``merge``), by the child's own name.
         self._merged: dict[str, WorkerFigures] = {}
         self._consumers: dict[tuple[str, str], ConsumerCounts] = {}
@@ -285,6 +281,17 @@ class Metrics:
         # yet delivered or dead-lettered: the start of their end-to-end latency.
         self._routed_at: dict[str, tuple[int, str]] = {}
         self._sources: set[str] = set()  # the source label values given out so far
+
+    def process_restarts(self, role: str) -> Counter_:
+        """``tocsin_<role>_process_restarts``: ``tocsin serve``'s ``role`` children
+        (delivery, router) started again after they died, by slot."""
+        if role not in self._restarts:
+            self._restarts[role] = self._meter.create_counter(
+                f"tocsin_{role}_process_restarts",
+                description=f"{role} child processes of tocsin serve started again after "
+                "they died, by slot",
+            )
+        return self._restarts[role]
 
     def source_label(self, source: str) -> str:
         """``source`` as a metric label, for the first ``MAX_SOURCE_LABELS`` sources

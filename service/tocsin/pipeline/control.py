@@ -23,9 +23,10 @@ from tocsin.config import Config
 from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
+from tocsin.core.ids import new_id
 from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
-from tocsin.core.subjects import COMPACT, RETRY_FAILED
+from tocsin.core.subjects import COMPACT, command_subject, retry_failed_subject
 from tocsin.core.times import now_us, parse_instant
 from tocsin.core.versions import stamped
 from tocsin.pipeline import faults
@@ -53,6 +54,18 @@ class RetryReply(msgspec.Struct, kw_only=True):
     notification_ids: list[str] = []
     error: str | None = None
     status: int | None = None  # the refusal's HTTP-style status: 404/422 are bad usage
+
+
+class CommandReply(msgspec.Struct, kw_only=True):
+    """A partition's answer to a ``commands.Command``: the seq its log reached with the
+    command's facts (the asker's view catches up to it before it answers), or the
+    refusal (``error`` with its HTTP ``status`` and ``field``)."""
+
+    seq: int = 0
+    facts: int = 0
+    error: str | None = None
+    status: int | None = None
+    field: str | None = None
 
 
 class CompactRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -129,6 +142,11 @@ class Control:
                 log.info("%s logged: %s at seq %d", logged_as, ev.kind_of(fact), seq)
         return [fact for _, fact in added]
 
+    async def command(self, command: commands.Command) -> int:
+        """Carry out an operator command given as data; the number of facts it added."""
+        facts = await self.execute(lambda state: commands.decide(state, command, new_id))
+        return len(facts)
+
     async def _publish(self, outbound: list[Outbound]) -> None:
         """Queue the command's work items once; those the broker does not store now
         are owed, and the outbox relay publishes them when it can."""
@@ -184,9 +202,23 @@ class Control:
             archive=str(done.archive),
         )
 
-    async def answer(self, nc: NATS) -> None:
+    async def answer(self, nc: NATS, partition: int | None = None) -> None:
         """Serve ``tocsin.control.retry-failed`` and ``tocsin.control.compact``
-        (request-reply) for the CLI."""
+        (request-reply) for the CLI, and ``tocsin.control.command`` for the API of
+        ``serve --partitions N`` (a partition's router on its own subjects)."""
+        command_decoder = msgspec.json.Decoder(commands.Command)
+
+        async def command(msg: Any) -> None:
+            try:
+                added = await self.command(command_decoder.decode(msg.data))
+                answer = CommandReply(seq=self._ledger.event_log.last_seq, facts=added)
+            except msgspec.DecodeError as error:
+                answer = CommandReply(error=f"bad request: {error}", status=400)
+            except CommandError as error:
+                answer = CommandReply(error=str(error), status=error.status, field=error.field)
+            await msg.respond(msgspec.json.encode(answer))
+
+        await nc.subscribe(command_subject(partition), cb=command)
 
         async def compact(msg: Any) -> None:
             try:
@@ -210,7 +242,7 @@ class Control:
                 answer = RetryReply(error=str(error), status=error.status)
             await msg.respond(msgspec.json.encode(answer))
 
-        await nc.subscribe(RETRY_FAILED, queue="tocsin-router", cb=reply)
+        await nc.subscribe(retry_failed_subject(partition), queue="tocsin-router", cb=reply)
 
 
 def _same_dir(asked: str, mine: Path) -> bool:

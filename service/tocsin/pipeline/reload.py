@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -172,18 +172,68 @@ class Reloader:
 
     async def answer(self, nc: NATS) -> None:
         """Serve ``tocsin.control.reload`` for ``tocsin reload``."""
+        await answer_reloads(nc, self._data_dir, self.reload)
 
-        async def reply(msg: Any) -> None:
+
+async def answer_reloads(
+    nc: NATS, data_dir: Path, reload: Callable[[str], Awaitable[ReloadReply]]
+) -> None:
+    """Serve ``tocsin.control.reload`` (``tocsin reload``) for the service of
+    ``data_dir``; a request for another data dir is another service's: no answer."""
+
+    async def reply(msg: Any) -> None:
+        try:
+            request = msgspec.json.decode(msg.data, type=ReloadRequest)
+        except msgspec.DecodeError as error:
+            await msg.respond(msgspec.json.encode(ReloadReply(error=f"bad request: {error}")))
+            return
+        if not _same_dir(request.data_dir, data_dir):
+            return  # another service's log: stay silent
+        await msg.respond(msgspec.json.encode(await reload("nats")))
+
+    await nc.subscribe(RELOAD, cb=reply)
+
+
+class ChildrenReloader:
+    """``tocsin serve --partitions N``'s reload (SIGHUP, ``POST /-/reload``, ``tocsin
+    reload``): the routers of the partitions, its children, write the logs, so each
+    reads the file again and logs its own ``config.loaded``. This process checks the
+    file first, so that a file they would refuse leaves every child as it was; then it
+    tells each child (``tell``: the routers' supervisor, then the delivery children's)
+    and waits for their word."""
+
+    def __init__(
+        self,
+        config: Config,
+        tell: Sequence[Callable[[], Awaitable[None]]],
+        load: Callable[[str | None], Config] = config_module.load,
+    ) -> None:
+        self.config = config
+        self._tell = tell
+        self._load = load
+        self._lock = asyncio.Lock()
+
+    async def reload(self, trigger: str) -> ReloadReply:
+        async with self._lock:
             try:
-                request = msgspec.json.decode(msg.data, type=ReloadRequest)
-            except msgspec.DecodeError as error:
-                await msg.respond(msgspec.json.encode(ReloadReply(error=f"bad request: {error}")))
-                return
-            if not _same_dir(request.data_dir, self._data_dir):
-                return  # another service's log: stay silent
-            await msg.respond(msgspec.json.encode(await self.reload("nats")))
-
-        await nc.subscribe(RELOAD, cb=reply)
+                fresh = await asyncio.to_thread(self._load, file_of(self.config))
+                _changed_receivers(self.config, fresh)  # refuses what a restart must do
+            except ConfigError as error:
+                log.warning("reload (%s) refused; the running config stays: %s", trigger, error)
+                return ReloadReply(error=str(error))
+            before = self.config.digest()
+            for tell in self._tell:
+                await tell()
+            self.config = fresh
+            version = fresh.digest()
+            log.info(
+                "config reloaded (%s) from %s by every child: version %s%s",
+                trigger,
+                fresh.source,
+                version,
+                "" if version != before else " (unchanged)",
+            )
+            return ReloadReply(version=version, changed=version != before)
 
 
 def file_of(config: Config) -> str | None:

@@ -1,4 +1,4 @@
-"""``tocsin serve``'s delivery children: started, watched, started again, stopped.
+"""``tocsin serve``'s children: started, watched, started again, stopped.
 
 With ``[delivery] processes`` above 0, ``tocsin serve`` keeps the router, the recorder,
 the clock and the API in its own process and runs its delivery workers as that many
@@ -6,7 +6,9 @@ the clock and the API in its own process and runs its delivery workers as that m
 config file and NATS server), so the two halves use two cores. How many, and how long
 to wait before starting a dead one again, are ``core.policy.processes``'s decisions;
 this module only carries them out, without blocking the event loop (asyncio
-subprocesses and streams).
+subprocesses and streams). ``tocsin serve --partitions N`` (DESIGN.md section 17) also
+runs the router of each partition as a child, ``tocsin router --partition k``: the same
+supervision, a command per slot.
 
 Each child gets one end of a socket pair (``TOCSIN_SUPERVISOR_FD``), the *link*:
 
@@ -31,7 +33,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -52,7 +54,7 @@ LINE_LIMIT = 1 << 20  # the longest line either end reads (figures of many recei
 
 @dataclass(frozen=True)
 class ChildCommand:
-    """How to start one delivery child: its argv and its environment (where the NATS
+    """How to start one child: its argv and its environment (where the NATS
     URL goes, not on a command line ``ps`` shows)."""
 
     argv: list[str]
@@ -71,10 +73,11 @@ def describe_exit(returncode: int) -> str:
 
 @dataclass
 class _Slot:
-    """One of the ``processes`` places a child runs in; a dead child is replaced in
-    its slot."""
+    """One of the places a child runs in; a dead child is replaced in its slot, by the
+    slot's command."""
 
     index: int
+    command: ChildCommand
     restarts: Restarts = field(default_factory=Restarts)
     process: asyncio.subprocess.Process | None = None
     link: asyncio.StreamWriter | None = None
@@ -82,24 +85,26 @@ class _Slot:
 
 
 class Supervisor:
-    """Runs ``count`` children of ``command`` until ``stop``, each started again when it
+    """Runs a child of each of ``commands`` until ``stop``, each started again when it
     ends before that (logged, with its exit code or signal, and counted in
-    ``tocsin_delivery_process_restarts``), after the delay ``Restarts`` decides."""
+    ``tocsin_<role>_process_restarts``), after the delay ``Restarts`` decides.
+    ``role`` names the children in logs and metrics: ``delivery`` or ``router``."""
 
     def __init__(
         self,
-        count: int,
-        command: ChildCommand,
+        commands: Sequence[ChildCommand],
         metrics: Metrics,
         patience: float = STOP_PATIENCE,
+        role: str = "delivery",
     ) -> None:
-        self._slots = [_Slot(index) for index in range(count)]
-        self._command = command
+        self._slots = [_Slot(index, command) for index, command in enumerate(commands)]
         self._metrics = metrics
         self._patience = patience
+        self.role = role
+        self._restarts = metrics.process_restarts(role)
         metrics.observe(
-            "tocsin_delivery_processes",
-            "delivery child processes of tocsin serve running now",
+            f"tocsin_{role}_processes",
+            f"{role} child processes of tocsin serve running now",
             lambda: float(len(self.pids)),
         )
 
@@ -137,7 +142,8 @@ class Supervisor:
         for slot in told:
             if not slot.reloaded.is_set():
                 log.warning(
-                    "delivery process %d did not confirm the reload within %.0f s",
+                    "%s process %d did not confirm the reload within %.0f s",
+                    self.role,
                     slot.index,
                     RELOAD_PATIENCE,
                 )
@@ -149,7 +155,8 @@ class Supervisor:
             pid, returncode = await self._run_once(slot, stop)
             if stop.is_set():
                 log.info(
-                    "delivery process %d (pid %d) stopped: %s",
+                    "%s process %d (pid %d) stopped: %s",
+                    self.role,
                     slot.index,
                     pid,
                     describe_exit(returncode),
@@ -157,13 +164,14 @@ class Supervisor:
                 return
             delay = slot.restarts.after_exit(loop.time() - started)
             log.error(
-                "delivery process %d (pid %d) %s; starting it again in %.1f s",
+                "%s process %d (pid %d) %s; starting it again in %.1f s",
+                self.role,
                 slot.index,
                 pid,
                 describe_exit(returncode),
                 delay,
             )
-            self._metrics.delivery_restarts.add(1, {"slot": str(slot.index)})
+            self._restarts.add(1, {"slot": str(slot.index)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -173,8 +181,8 @@ class Supervisor:
         mine, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._command.argv,
-                env={**self._command.env, LINK_FD: str(theirs.fileno())},
+                *slot.command.argv,
+                env={**slot.command.env, LINK_FD: str(theirs.fileno())},
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 process_group=0,  # a terminal's Ctrl-C is for serve, which stops it in order
@@ -184,8 +192,8 @@ class Supervisor:
             raise
         finally:
             theirs.close()  # the child's copy is its own: its exit closes the link
-        name = f"{slot.index}:{process.pid}"
-        log.info("delivery process %d started (pid %d)", slot.index, process.pid)
+        name = f"{self.role}-{slot.index}:{process.pid}"
+        log.info("%s process %d started (pid %d)", self.role, slot.index, process.pid)
         reader, slot.link = await asyncio.open_connection(sock=mine, limit=LINE_LIMIT)
         slot.process = process
         listening = asyncio.create_task(self._listen(reader, name, slot), name=f"link {name}")
@@ -218,7 +226,8 @@ class Supervisor:
         if done:
             return
         log.error(
-            "delivery process %d (pid %d) did not stop within %.0f s; killing it",
+            "%s process %d (pid %d) did not stop within %.0f s; killing it",
+            self.role,
             index,
             process.pid,
             self._patience,
@@ -237,7 +246,7 @@ class Supervisor:
             try:
                 figures = decoder.decode(line)
             except msgspec.DecodeError as error:
-                log.warning("delivery process %s sent what is not its figures: %s", name, error)
+                log.warning("%s process sent what is not its figures: %s", name, error)
                 continue
             self._metrics.merge(name, figures)
 

@@ -111,6 +111,20 @@ class LogReader:
         rows = await self._rows(tables.ROUTED_NOTIFICATION, (notification_id,))
         return rows[0] if rows else None
 
+    async def notification(
+        self, notification_id: str
+    ) -> tuple[StoredRow, ev.ConfigLoaded | None, list[StoredRow]] | None:
+        """What a notification's view is made of: its routed fact, the config it was
+        routed under and its alert's rows; ``None`` when the log routed no such one."""
+        routed = await self.routed(notification_id)
+        if routed is None:
+            return None
+        event = ev.decode(routed.data)
+        if not isinstance(event, ev.AlertRouted):
+            return None
+        config = await self.config_as_of(routed.seq)
+        return routed, config, await self.of_alert(event.alert_id)
+
     async def config_as_of(self, seq: int) -> ev.ConfigLoaded | None:
         """The config the service ran with when the fact at ``seq`` was logged."""
         rows = await self._rows(tables.CONFIG_AS_OF, (seq,))
