@@ -32,6 +32,7 @@ from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
+from tocsin.core.state import State
 from tocsin.core.subjects import (
     ANCHOR,
     COMPACT,
@@ -627,30 +628,7 @@ def _forensics(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "state":
             state, last_ts = forensics.state_at(path, _instant("--at", args.at))
-            report = forensics.state_report(state, last_ts)
-            if args.json:
-                out.write(msgspec.json.encode(report).decode() + "\n")
-                return EXIT_OK
-            deliveries = Counter(d.status for d in state.deliveries.values())
-            print(
-                f"state as of seq {report.as_of_seq} ({report.as_of or 'empty log'}): "
-                f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open; "
-                f"deliveries: {deliveries['delivered']} delivered, "
-                f"{deliveries['pending']} pending, {deliveries['retrying']} retrying, "
-                f"{deliveries['dead']} dead-lettered"
-            )
-            for a in report.alerts:
-                print(
-                    f"{a.id}  {a.status:<8} {a.severity:<8} x{a.occurrences:<5} "
-                    f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
-                    f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
-                )
-            for g in report.groups:
-                print(
-                    f"group {g.group_key}  {g.firing} firing of {len(g.alert_ids)}, "
-                    f"{g.notifications} notification(s), next due {g.next_due_at or '-'}"
-                )
-            return EXIT_OK
+            return _print_state(args, state, last_ts)
         if args.archive:
             try:
                 for line in verify_archives(args.archive, path):
@@ -686,26 +664,59 @@ def _forensics(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _print_state(args: argparse.Namespace, state: State, last_ts: int | None) -> int:
+    """``tocsin state``'s answer, of one log or of a partitioned data dir's merged
+    projection alike (DESIGN.md section 6: ``--json`` or lines for people)."""
+    out = sys.stdout
+    report = forensics.state_report(state, last_ts)
+    if args.json:
+        out.write(msgspec.json.encode(report).decode() + "\n")
+        return EXIT_OK
+    deliveries = Counter(d.status for d in state.deliveries.values())
+    print(
+        f"state as of seq {report.as_of_seq} ({report.as_of or 'empty log'}): "
+        f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open; "
+        f"deliveries: {deliveries['delivered']} delivered, "
+        f"{deliveries['pending']} pending, {deliveries['retrying']} retrying, "
+        f"{deliveries['dead']} dead-lettered"
+    )
+    for a in report.alerts:
+        print(
+            f"{a.id}  {a.status:<8} {a.severity:<8} x{a.occurrences:<5} "
+            f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
+            f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
+        )
+    for g in report.groups:
+        print(
+            f"group {g.group_key}  {g.firing} firing of {len(g.alert_ids)}, "
+            f"{g.notifications} notification(s), next due {g.next_due_at or '-'}"
+        )
+    return EXIT_OK
+
+
 def _across_partitions(args: argparse.Namespace, partitions: list[tuple[int, Path]]) -> int:
-    """``replay`` and ``verify`` of a data dir whose logs are its partitions' (DESIGN.md
-    section 17): ``replay`` merges their rows by time, each marked with its partition
-    (``p<k>`` first on a line, ``"partition"`` in JSON); ``verify`` checks every chain.
-    What reads one log (``state``, archives, anchors) is asked of ``<data-dir>/p<k>``."""
+    """``replay``, ``state`` and ``verify`` of a data dir whose logs are its partitions'
+    (DESIGN.md section 17): ``replay`` merges their rows by time, each marked with its
+    partition (``p<k>`` first on a line, ``"partition"`` in JSON); ``state`` prints the
+    partitions' projections merged into one (``core.merged``), in the shape of one
+    log's; ``verify`` checks every chain. Archives and anchors belong to one log: they
+    are asked of ``<data-dir>/p<k>``."""
     names = ", ".join(f"p{k}" for k, _ in partitions)
     one = f"--data-dir {partition_dir(args.data_dir, partitions[0][0])}"
-    if (
-        args.command == "state"
-        or getattr(args, "archive", None)
-        or (args.command == "verify" and (args.head is not None or args.against_nats))
+    if getattr(args, "archive", None) or (
+        args.command == "verify" and (args.head is not None or args.against_nats)
     ):
-        what = "state" if args.command == "state" else "archives and anchors"
         print(
-            f"tocsin: {args.data_dir} holds the logs of partitions {names}; {what} are read "
-            f"one partition at a time: give e.g. {one}",
+            f"tocsin: {args.data_dir} holds the logs of partitions {names}; archives and "
+            f"anchors are read one partition at a time: give e.g. {one}",
             file=sys.stderr,
         )
         return EXIT_USAGE
     try:
+        if args.command == "state":
+            state, last_ts = forensics.merged_state_at(partitions, _instant("--at", args.at))
+            print(f"state of {len(partitions)} partition(s) merged: {names}", file=sys.stderr)
+            return _print_state(args, state, last_ts)
         if args.command == "replay":
             return _replay_partitions(args, partitions)
         failed = False
