@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import heapq
 import logging
 import os
@@ -17,9 +18,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -51,6 +52,9 @@ from tocsin.store import forensics
 from tocsin.store.compaction import CompactionError, compact, verify_archives
 from tocsin.store.eventlog import db_path, partition_dir, partition_logs
 from tocsin.store.lock import WriterLock
+
+if TYPE_CHECKING:
+    from tocsin.core.simulate import Rules
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -1055,6 +1059,7 @@ class _Progress:
         self._line = simulate.progress_line
         self._total = total
         self._started = self._drawn = time.monotonic()
+        self._before = self._in_part = 0  # rows of the logs read before, and of this one
 
     def __call__(self, done: int) -> None:
         now = time.monotonic()
@@ -1070,6 +1075,18 @@ class _Progress:
         sys.stderr.write(f"\r{text}\x1b[K")
         sys.stderr.flush()
 
+    def part(self) -> Callable[[int], None]:
+        """The rows callback of the next log read (a partitioned data dir's logs are
+        read one after the other): its rows counted after those of the logs before."""
+        self._before += self._in_part
+        self._in_part = 0
+
+        def rows(done: int) -> None:
+            self._in_part = done
+            self(self._before + done)
+
+        return rows
+
     def close(self) -> None:
         self.note("")
 
@@ -1078,9 +1095,12 @@ def _simulate(args: argparse.Namespace) -> int:
     """``tocsin simulate --config NEW``: the log's received events through the decision
     core under NEW (``core.simulate``), compared with what the log says was notified.
     Reads the file only, so it runs beside the service; the rows are streamed into the
-    replay. A progress bar on stderr when it is a terminal (never with ``--json``)."""
+    replay. A progress bar on stderr when it is a terminal (never with ``--json``).
+    On a partitioned data dir (DESIGN.md section 17), each partition's log through NEW
+    as its router would run it (``_partition_config``), one after the other under one
+    progress bar, every timer settled to the same end; the report is their sum, and
+    says how many partitions it covered."""
     from tocsin.core import simulate
-    from tocsin.pipeline.reload import loaded_fact
 
     if args.config is None:
         raise UsageError("simulate: give the config to simulate with --config NEW")
@@ -1088,39 +1108,69 @@ def _simulate(args: argparse.Namespace) -> int:
         raise UsageError("simulate: --limit must be 0 or more")
     new = config.load(args.config)
     since, until = _instant("--since", args.since), _instant("--until", args.until)
-    path = db_path(args.data_dir)
+    partitions = partition_logs(args.data_dir)
+    logs: list[tuple[int | None, Path]] = [*partitions] or [(None, db_path(args.data_dir))]
+    count = max(k for k, _ in partitions) + 1 if partitions else 1
     told: list[ev.Event] = []
     progress: _Progress | None = None
+    simulations: list[simulate.Simulation] = []
     try:
         if sys.stderr.isatty() and not args.json:
-            progress = _Progress(forensics.simulation_total(path, since, until))
-        inputs = forensics.simulation_rows(path, told, since, until, on_rows=progress)
-    except forensics.LogMissing as error:
-        raise UsageError(str(error)) from error
-    rules = simulate.Rules(
-        loaded=loaded_fact(new, "simulate"),
-        routing=RoutingTable.compile(new.routes, new.inhibit),
-        intervals=new.time_intervals,
-        window_seconds=new.dedup_window,
-    )
-    try:
-        run = simulate.replay(inputs, rules, until=until)
+            progress = _Progress(
+                sum(forensics.simulation_total(path, since, until) for _, path in logs)
+            )
+        for k, path in logs:
+            on_rows = None if progress is None else progress.part()
+            inputs = forensics.simulation_rows(path, told, since, until, on_rows=on_rows)
+            rules = _simulation_rules(new if k is None else _partition_config(new, k, count))
+            simulation = simulate.Simulation(rules, ids="sim" if k is None else f"sim-p{k}")
+            simulation.feed(inputs)
+            simulations.append(simulation)
+        lasts = [s.out.last for s in simulations if s.out.last is not None]
+        end = until if until is not None else max(lasts, default=None)
+        runs = [simulation.settle(end) for simulation in simulations]
         if progress is not None:
             progress.note("comparing with what the log notified...")
-        told_after = simulate.notified(run.facts, run.alias)
+        told_after = [told for run in runs for told in simulate.notified(run.facts, run.alias)]
         difference = simulate.compare(simulate.notified(told), told_after)
+    except forensics.LogMissing as error:
+        raise UsageError(str(error)) from error
     finally:
         if progress is not None:
             progress.close()
+    run = runs[0] if len(runs) == 1 else simulate.combined(runs)
+    covered = len(partitions) if partitions else None
     if args.json:
-        report = simulate.report_json(difference, run.received, new.digest())
+        report = simulate.report_json(difference, run.received, new.digest(), covered)
         print(msgspec.json.encode(report).decode())
     elif args.markdown:
-        lines = simulate.report_markdown(difference, run, new.digest(), until, args.limit)
+        lines = simulate.report_markdown(difference, run, new.digest(), until, args.limit, covered)
         print("\n".join(lines))
     else:
-        print("\n".join(simulate.report_lines(difference, run.received, new.digest())))
+        print("\n".join(simulate.report_lines(difference, run.received, new.digest(), covered)))
     return EXIT_OK
+
+
+def _simulation_rules(candidate: config.Config) -> Rules:
+    """The candidate config as the decision core takes it (``simulate.Rules``)."""
+    from tocsin.core import simulate
+    from tocsin.pipeline.reload import loaded_fact
+
+    return simulate.Rules(
+        loaded=loaded_fact(candidate, "simulate"),
+        routing=RoutingTable.compile(candidate.routes, candidate.inhibit),
+        intervals=candidate.time_intervals,
+        window_seconds=candidate.dedup_window,
+    )
+
+
+def _partition_config(candidate: config.Config, k: int, count: int) -> config.Config:
+    """The candidate config as the router of partition ``k`` of a data dir of ``count``
+    partitions runs it (``config.for_partition``, under the data dir's count whatever
+    the candidate's): only the heartbeats whose beats reach ``k``, so that a heartbeat
+    that never beats in the simulation is found missed once, not once per partition."""
+    sized = msgspec.structs.replace(candidate.partitions, count=count)
+    return config.for_partition(dataclasses.replace(candidate, partitions=sized), k)
 
 
 def _config_check(args: argparse.Namespace) -> int:
