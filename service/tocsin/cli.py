@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import heapq
 import logging
 import os
@@ -17,9 +18,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -32,6 +33,7 @@ from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
+from tocsin.core.state import State
 from tocsin.core.subjects import (
     ANCHOR,
     COMPACT,
@@ -51,6 +53,9 @@ from tocsin.store import forensics
 from tocsin.store.compaction import CompactionError, compact, verify_archives
 from tocsin.store.eventlog import db_path, partition_dir, partition_logs
 from tocsin.store.lock import WriterLock
+
+if TYPE_CHECKING:
+    from tocsin.core.simulate import Rules
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -651,30 +656,7 @@ def _forensics(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "state":
             state, last_ts = forensics.state_at(path, _instant("--at", args.at))
-            report = forensics.state_report(state, last_ts)
-            if args.json:
-                out.write(msgspec.json.encode(report).decode() + "\n")
-                return EXIT_OK
-            deliveries = Counter(d.status for d in state.deliveries.values())
-            print(
-                f"state as of seq {report.as_of_seq} ({report.as_of or 'empty log'}): "
-                f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open; "
-                f"deliveries: {deliveries['delivered']} delivered, "
-                f"{deliveries['pending']} pending, {deliveries['retrying']} retrying, "
-                f"{deliveries['dead']} dead-lettered"
-            )
-            for a in report.alerts:
-                print(
-                    f"{a.id}  {a.status:<8} {a.severity:<8} x{a.occurrences:<5} "
-                    f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
-                    f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
-                )
-            for g in report.groups:
-                print(
-                    f"group {g.group_key}  {g.firing} firing of {len(g.alert_ids)}, "
-                    f"{g.notifications} notification(s), next due {g.next_due_at or '-'}"
-                )
-            return EXIT_OK
+            return _print_state(args, state, last_ts)
         if args.archive:
             try:
                 for line in verify_archives(args.archive, path):
@@ -710,26 +692,59 @@ def _forensics(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _print_state(args: argparse.Namespace, state: State, last_ts: int | None) -> int:
+    """``tocsin state``'s answer, of one log or of a partitioned data dir's merged
+    projection alike (DESIGN.md section 6: ``--json`` or lines for people)."""
+    out = sys.stdout
+    report = forensics.state_report(state, last_ts)
+    if args.json:
+        out.write(msgspec.json.encode(report).decode() + "\n")
+        return EXIT_OK
+    deliveries = Counter(d.status for d in state.deliveries.values())
+    print(
+        f"state as of seq {report.as_of_seq} ({report.as_of or 'empty log'}): "
+        f"{len(report.alerts)} alert(s), {len(state.open_by_fingerprint)} open; "
+        f"deliveries: {deliveries['delivered']} delivered, "
+        f"{deliveries['pending']} pending, {deliveries['retrying']} retrying, "
+        f"{deliveries['dead']} dead-lettered"
+    )
+    for a in report.alerts:
+        print(
+            f"{a.id}  {a.status:<8} {a.severity:<8} x{a.occurrences:<5} "
+            f"({a.suppressed_count} suppressed)  told {','.join(a.receivers) or '-'}: "
+            f"{a.last_delivery_status or '-'}  {a.last_seen}  {a.summary}"
+        )
+    for g in report.groups:
+        print(
+            f"group {g.group_key}  {g.firing} firing of {len(g.alert_ids)}, "
+            f"{g.notifications} notification(s), next due {g.next_due_at or '-'}"
+        )
+    return EXIT_OK
+
+
 def _across_partitions(args: argparse.Namespace, partitions: list[tuple[int, Path]]) -> int:
-    """``replay`` and ``verify`` of a data dir whose logs are its partitions' (DESIGN.md
-    section 17): ``replay`` merges their rows by time, each marked with its partition
-    (``p<k>`` first on a line, ``"partition"`` in JSON); ``verify`` checks every chain.
-    What reads one log (``state``, archives, anchors) is asked of ``<data-dir>/p<k>``."""
+    """``replay``, ``state`` and ``verify`` of a data dir whose logs are its partitions'
+    (DESIGN.md section 17): ``replay`` merges their rows by time, each marked with its
+    partition (``p<k>`` first on a line, ``"partition"`` in JSON); ``state`` prints the
+    partitions' projections merged into one (``core.merged``), in the shape of one
+    log's; ``verify`` checks every chain. Archives and anchors belong to one log: they
+    are asked of ``<data-dir>/p<k>``."""
     names = ", ".join(f"p{k}" for k, _ in partitions)
     one = f"--data-dir {partition_dir(args.data_dir, partitions[0][0])}"
-    if (
-        args.command == "state"
-        or getattr(args, "archive", None)
-        or (args.command == "verify" and (args.head is not None or args.against_nats))
+    if getattr(args, "archive", None) or (
+        args.command == "verify" and (args.head is not None or args.against_nats)
     ):
-        what = "state" if args.command == "state" else "archives and anchors"
         print(
-            f"tocsin: {args.data_dir} holds the logs of partitions {names}; {what} are read "
-            f"one partition at a time: give e.g. {one}",
+            f"tocsin: {args.data_dir} holds the logs of partitions {names}; archives and "
+            f"anchors are read one partition at a time: give e.g. {one}",
             file=sys.stderr,
         )
         return EXIT_USAGE
     try:
+        if args.command == "state":
+            state, last_ts = forensics.merged_state_at(partitions, _instant("--at", args.at))
+            print(f"state of {len(partitions)} partition(s) merged: {names}", file=sys.stderr)
+            return _print_state(args, state, last_ts)
         if args.command == "replay":
             return _replay_partitions(args, partitions)
         failed = False
@@ -1082,6 +1097,7 @@ class _Progress:
         self._line = simulate.progress_line
         self._total = total
         self._started = self._drawn = time.monotonic()
+        self._before = self._in_part = 0  # rows of the logs read before, and of this one
 
     def __call__(self, done: int) -> None:
         now = time.monotonic()
@@ -1097,6 +1113,18 @@ class _Progress:
         sys.stderr.write(f"\r{text}\x1b[K")
         sys.stderr.flush()
 
+    def part(self) -> Callable[[int], None]:
+        """The rows callback of the next log read (a partitioned data dir's logs are
+        read one after the other): its rows counted after those of the logs before."""
+        self._before += self._in_part
+        self._in_part = 0
+
+        def rows(done: int) -> None:
+            self._in_part = done
+            self(self._before + done)
+
+        return rows
+
     def close(self) -> None:
         self.note("")
 
@@ -1105,9 +1133,12 @@ def _simulate(args: argparse.Namespace) -> int:
     """``tocsin simulate --config NEW``: the log's received events through the decision
     core under NEW (``core.simulate``), compared with what the log says was notified.
     Reads the file only, so it runs beside the service; the rows are streamed into the
-    replay. A progress bar on stderr when it is a terminal (never with ``--json``)."""
+    replay. A progress bar on stderr when it is a terminal (never with ``--json``).
+    On a partitioned data dir (DESIGN.md section 17), each partition's log through NEW
+    as its router would run it (``_partition_config``), one after the other under one
+    progress bar, every timer settled to the same end; the report is their sum, and
+    says how many partitions it covered."""
     from tocsin.core import simulate
-    from tocsin.pipeline.reload import loaded_fact
 
     if args.config is None:
         raise UsageError("simulate: give the config to simulate with --config NEW")
@@ -1115,39 +1146,69 @@ def _simulate(args: argparse.Namespace) -> int:
         raise UsageError("simulate: --limit must be 0 or more")
     new = config.load(args.config)
     since, until = _instant("--since", args.since), _instant("--until", args.until)
-    path = db_path(args.data_dir)
+    partitions = partition_logs(args.data_dir)
+    logs: list[tuple[int | None, Path]] = [*partitions] or [(None, db_path(args.data_dir))]
+    count = max(k for k, _ in partitions) + 1 if partitions else 1
     told: list[ev.Event] = []
     progress: _Progress | None = None
+    simulations: list[simulate.Simulation] = []
     try:
         if sys.stderr.isatty() and not args.json:
-            progress = _Progress(forensics.simulation_total(path, since, until))
-        inputs = forensics.simulation_rows(path, told, since, until, on_rows=progress)
-    except forensics.LogMissing as error:
-        raise UsageError(str(error)) from error
-    rules = simulate.Rules(
-        loaded=loaded_fact(new, "simulate"),
-        routing=RoutingTable.compile(new.routes, new.inhibit),
-        intervals=new.time_intervals,
-        window_seconds=new.dedup_window,
-    )
-    try:
-        run = simulate.replay(inputs, rules, until=until)
+            progress = _Progress(
+                sum(forensics.simulation_total(path, since, until) for _, path in logs)
+            )
+        for k, path in logs:
+            on_rows = None if progress is None else progress.part()
+            inputs = forensics.simulation_rows(path, told, since, until, on_rows=on_rows)
+            rules = _simulation_rules(new if k is None else _partition_config(new, k, count))
+            simulation = simulate.Simulation(rules, ids="sim" if k is None else f"sim-p{k}")
+            simulation.feed(inputs)
+            simulations.append(simulation)
+        lasts = [s.out.last for s in simulations if s.out.last is not None]
+        end = until if until is not None else max(lasts, default=None)
+        runs = [simulation.settle(end) for simulation in simulations]
         if progress is not None:
             progress.note("comparing with what the log notified...")
-        told_after = simulate.notified(run.facts, run.alias)
+        told_after = [told for run in runs for told in simulate.notified(run.facts, run.alias)]
         difference = simulate.compare(simulate.notified(told), told_after)
+    except forensics.LogMissing as error:
+        raise UsageError(str(error)) from error
     finally:
         if progress is not None:
             progress.close()
+    run = runs[0] if len(runs) == 1 else simulate.combined(runs)
+    covered = len(partitions) if partitions else None
     if args.json:
-        report = simulate.report_json(difference, run.received, new.digest())
+        report = simulate.report_json(difference, run.received, new.digest(), covered)
         print(msgspec.json.encode(report).decode())
     elif args.markdown:
-        lines = simulate.report_markdown(difference, run, new.digest(), until, args.limit)
+        lines = simulate.report_markdown(difference, run, new.digest(), until, args.limit, covered)
         print("\n".join(lines))
     else:
-        print("\n".join(simulate.report_lines(difference, run.received, new.digest())))
+        print("\n".join(simulate.report_lines(difference, run.received, new.digest(), covered)))
     return EXIT_OK
+
+
+def _simulation_rules(candidate: config.Config) -> Rules:
+    """The candidate config as the decision core takes it (``simulate.Rules``)."""
+    from tocsin.core import simulate
+    from tocsin.pipeline.reload import loaded_fact
+
+    return simulate.Rules(
+        loaded=loaded_fact(candidate, "simulate"),
+        routing=RoutingTable.compile(candidate.routes, candidate.inhibit),
+        intervals=candidate.time_intervals,
+        window_seconds=candidate.dedup_window,
+    )
+
+
+def _partition_config(candidate: config.Config, k: int, count: int) -> config.Config:
+    """The candidate config as the router of partition ``k`` of a data dir of ``count``
+    partitions runs it (``config.for_partition``, under the data dir's count whatever
+    the candidate's): only the heartbeats whose beats reach ``k``, so that a heartbeat
+    that never beats in the simulation is found missed once, not once per partition."""
+    sized = msgspec.structs.replace(candidate.partitions, count=count)
+    return config.for_partition(dataclasses.replace(candidate, partitions=sized), k)
 
 
 def _config_check(args: argparse.Namespace) -> int:

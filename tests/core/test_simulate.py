@@ -13,12 +13,17 @@ from tocsin.core.matchers import Match
 from tocsin.core.simulate import (
     Replayed,
     Rules,
+    Simulation,
+    combined,
     compare,
     notified,
     progress_line,
     replay,
+    report_json,
+    report_lines,
     report_markdown,
 )
+from tocsin.core.times import format_us
 
 
 def rules(routing: RoutingTable, version: str = "v") -> Rules:
@@ -154,3 +159,36 @@ def test_the_progress_line_shows_rows_read_the_rate_and_the_time_left() -> None:
     )
     assert progress_line(0, 10, 0.0).endswith("0/10 events (0%), 0 events/s, ETA ?")
     assert progress_line(0, 0, 1.0).startswith("[####################] 0/0 events (100%)")
+
+
+def test_the_runs_of_partitions_are_reported_as_one() -> None:
+    """``combined`` (a partitioned data dir's runs, DESIGN.md section 17): fails if the
+    received events are not summed, if the window is one partition's (the first input
+    of any to the last of any), or if an alert of one partition loses what the report
+    says of it; the reports say how many partitions they covered, and one log's say
+    nothing of partitions."""
+    runs = []
+    for k, inputs in enumerate(
+        [
+            [received(0, normalized(0, host="a")), received(5, normalized(5, host="a"))],
+            [received(2, normalized(2, host="b"))],
+        ]
+    ):
+        simulation = Simulation(rules(ROUTES), ids=f"sim-p{k}")
+        simulation.feed(inputs)
+        runs.append(simulation.settle())
+    run = combined(runs)
+    assert (run.received, run.first, run.last) == (3, T0, T0 + 5 * MINUTE)
+    assert {about.labels["host"] for about in run.about.values()} == {"a", "b"}
+    assert len(run.about) == 2
+    assert combined([]).first is None
+    difference = compare([], [])
+    assert report_lines(difference, 3, "v", 2)[0].startswith(
+        "simulated 3 received event(s) from 2 partition(s) under"
+    )
+    assert "partition" not in report_lines(difference, 3, "v")[0]
+    assert report_json(difference, 3, "v", 2)["partitions"] == 2
+    assert "partitions" not in report_json(difference, 3, "v")
+    assert f"Replayed 3 received event(s) from 2 partition(s), {format_us(T0)}" in "\n".join(
+        report_markdown(difference, run, "v", partitions=2)
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +57,15 @@ async def data_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def write_log(directory: Path, script: list[Normalized]) -> None:
-    """The router's facts for ``script``'s events, appended to ``directory``'s log."""
+async def write_log(
+    directory: Path, script: list[Normalized], ids: Iterator[int] | None = None
+) -> None:
+    """The router's facts for ``script``'s events, appended to ``directory``'s log;
+    ``ids`` numbers the ids it makes (give the partitions of one data dir one counter:
+    the ids a router makes are unique across partitions)."""
     log = await EventLog.open(db_path(directory))
     state = State()
-    ids = itertools.count(1)
+    ids = itertools.count(1) if ids is None else ids
     for in_seq, item in enumerate(script, 1):
         facts = triage(
             state,
@@ -237,18 +243,34 @@ def test_commands_say_when_there_is_no_log(tmp_path: Path, capsys: Any) -> None:
     assert "no event log" in err
 
 
+DISK = [event("disk_full", T0), event("disk_full", T0 + 20 * SECOND)]
+CPU = [event("cpu_hot", T0 + 10 * SECOND, host="web1"), event("cpu_hot", T0 + 30 * SECOND)]
+
+
 @pytest.fixture
 async def partitioned(tmp_path: Path) -> Path:
     """A data dir of two partitions' logs (DESIGN.md section 17), no log of its own:
     disk_full's events in p0, cpu_hot's in p1, their times interleaved."""
     (tmp_path / "p0").mkdir()
     (tmp_path / "p1").mkdir()
-    await write_log(tmp_path / "p0", [event("disk_full", T0), event("disk_full", T0 + 20 * SECOND)])
-    await write_log(
-        tmp_path / "p1",
-        [event("cpu_hot", T0 + 10 * SECOND, host="web1"), event("cpu_hot", T0 + 30 * SECOND)],
-    )
+    ids = itertools.count(1)
+    await write_log(tmp_path / "p0", DISK, ids)
+    await write_log(tmp_path / "p1", CPU, ids)
     return tmp_path
+
+
+@pytest.fixture
+async def one_log(tmp_path: Path) -> Path:
+    """One log holding the events of ``partitioned``'s two, in time order."""
+    directory = tmp_path / "one"
+    directory.mkdir()
+    await write_log(directory, sorted([*DISK, *CPU], key=lambda e: e.timestamp))
+    return directory
+
+
+def without_ids(text: str) -> str:
+    """``state``'s output with alert ids masked (each log made its own)."""
+    return re.sub(r"\bid\d+\b", "id", text)
 
 
 def test_replay_of_a_partitioned_data_dir_merges_the_partitions_by_time(
@@ -282,6 +304,38 @@ def test_verify_of_a_partitioned_data_dir_checks_every_chain(
     assert code == 1
     assert "partition 1 at seq" in err
     assert "ok: partition 0" in out
-    code, _, err = run(capsys, "state", "--data-dir", str(partitioned))
+    code, _, err = run(capsys, "verify", "--data-dir", str(partitioned), "--head", "1:00")
     assert code == 2
     assert f"--data-dir {partitioned / 'p0'}" in err
+
+
+@pytest.mark.parametrize("at", [None, format_us(T0 + 25 * SECOND)])
+@pytest.mark.parametrize("shape", [["--json"], []])
+def test_state_of_a_partitioned_data_dir_is_one_log_holding_both(
+    partitioned: Path, one_log: Path, capsys: Any, at: str | None, shape: list[str]
+) -> None:
+    """Catches ``state`` refusing a partitioned data dir (it did: "read one partition
+    at a time"), or showing one partition's projection: the merged projection prints
+    as one log holding every partition's events would (alerts, their counts and
+    deliveries; ``as_of_seq`` the sum of the partitions' seqs, which here is one log's),
+    as of now and as of a time, as JSON and as text; stderr says what was merged."""
+    when = [] if at is None else ["--at", at]
+    code, merged, err = run(capsys, "state", "--data-dir", str(partitioned), *shape, *when)
+    assert code == 0, err
+    assert "state of 2 partition(s) merged: p0, p1" in err
+    code, whole, _ = run(capsys, "state", "--data-dir", str(one_log), *shape, *when)
+    assert code == 0
+    assert without_ids(merged) == without_ids(whole)
+    if shape:
+        report = msgspec.json.decode(merged)
+        types = ["cpu_hot", "disk_full"] if at else ["cpu_hot", "cpu_hot", "disk_full"]
+        assert sorted(a["type"] for a in report["alerts"]) == types
+        assert report["as_of"] == format_us(T0 + (30 if at is None else 20) * SECOND)
+
+
+def test_state_of_one_partition_reads_that_log_alone(partitioned: Path, capsys: Any) -> None:
+    """``--data-dir <data-dir>/p<k>`` is still one log: fails if it is merged too."""
+    code, out, err = run(capsys, "state", "--data-dir", str(partitioned / "p1"), "--json")
+    assert code == 0
+    assert "merged" not in err
+    assert [a["type"] for a in msgspec.json.decode(out)["alerts"]] == ["cpu_hot", "cpu_hot"]

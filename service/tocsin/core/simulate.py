@@ -14,6 +14,10 @@ difference: for each alert, the notifications (receiver, reason, group) only the
 has (removed), only the simulation has (added), or both with a different set
 (changed), then the totals of notifications by receiver, before and after.
 
+A partitioned data dir's logs (DESIGN.md section 17) are each replayed apart
+(``Simulation``, ids of its own), all fed before any is settled so their timers run to
+the same end, then compared at once and reported as one (``combined``).
+
 Not replayed: acks and resolves by an operator (they name the log's alert ids and
 were made by someone who saw the log's notifications), heartbeats, escalation steps
 an ack ended. State before ``--since`` is not rebuilt: the run starts empty.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -94,74 +98,118 @@ def replay(
     ``silence.deleted``; other kinds are ignored), then the timers due by ``until``
     (default: the last input's time). ``on_event`` is told each input's time (a
     progress bar)."""
-    state = State()
-    out = Replayed()
-    counter = itertools.count(1)
+    simulation = Simulation(rules)
+    simulation.feed(logged, on_event)
+    return simulation.settle(until)
 
-    def new_id() -> str:
-        return f"sim-{next(counter):012d}"
 
-    seq = 0
+class Simulation:
+    """One log's replay (``replay``) in its two steps: its inputs fed in order, then
+    the timers settled up to an end. Apart, so that the logs of a partitioned data dir
+    can all be fed before any is settled: each then runs its timers to the same end,
+    the last input of any partition, as one log holding every partition's events
+    would. ``ids`` starts the ids it makes (``<ids>-<n>``): one per partition, so that
+    the partitions' simulated alerts and notifications stay apart."""
 
-    def commit(facts: Iterable[ev.Event], ts: int) -> None:
-        nonlocal seq
+    def __init__(self, rules: Rules, ids: str = "sim") -> None:
+        self.rules = rules
+        self.state = State()
+        self.out = Replayed()
+        self._counter = itertools.count(1)
+        self._ids = ids
+        self._seq = 0
+
+    def _new_id(self) -> str:
+        return f"{self._ids}-{next(self._counter):012d}"
+
+    def _commit(self, facts: Iterable[ev.Event], ts: int) -> None:
         for fact in facts:
-            seq += 1
-            fold(state, seq, ts, fact)
-            out.facts.append(fact)
+            self._seq += 1
+            fold(self.state, self._seq, ts, fact)
+            self.out.facts.append(fact)
 
-    def tick_until(now: int) -> None:
-        while (due := clock.next_due(state)) is not None and due <= now:
+    def _tick_until(self, now: int) -> None:
+        rules = self.rules
+        while (due := clock.next_due(self.state)) is not None and due <= now:
             facts = clock.tick(
-                state, due, new_id=new_id, intervals=rules.intervals, routing=rules.routing
+                self.state,
+                due,
+                new_id=self._new_id,
+                intervals=rules.intervals,
+                routing=rules.routing,
             )
             if not facts:
                 return  # a timer the fold left behind: nothing more to decide by now
-            commit(facts, due)
+            self._commit(facts, due)
 
-    last: int | None = None
-    for ts, event in logged:
-        if isinstance(event, ev.AlertReceived):
-            now = event.received_at
-            tick_until(now)
-            if last is None:
-                commit([rules.loaded], now)
-            facts = triage(
-                state,
-                _normalized(event),
-                subject=event.subject,
-                received_at=now,
-                routing=rules.routing,
-                window_seconds=rules.window_seconds,
-                new_id=new_id,
-                trace_id=None,
-            )
-            first = facts[0]
-            if isinstance(first, ev.AlertReceived) and first.alert_id:
+    def feed(
+        self, logged: Iterable[tuple[int, ev.Event]], on_event: Callable[[int], None] | None = None
+    ) -> None:
+        """Each input through the decision core at its time, the timers due before it
+        first (``replay`` says which inputs)."""
+        rules, out = self.rules, self.out
+        last = out.last
+        for ts, event in logged:
+            if isinstance(event, ev.AlertReceived):
+                now = event.received_at
+                self._tick_until(now)
+                if last is None:
+                    self._commit([rules.loaded], now)
+                facts = triage(
+                    self.state,
+                    _normalized(event),
+                    subject=event.subject,
+                    received_at=now,
+                    routing=rules.routing,
+                    window_seconds=rules.window_seconds,
+                    new_id=self._new_id,
+                    trace_id=None,
+                )
+                first = facts[0]
+                if isinstance(first, ev.AlertReceived) and first.alert_id:
+                    if event.alert_id:
+                        out.alias.setdefault(first.alert_id, event.alert_id)
+                    out.about.setdefault(out.alias.get(first.alert_id, first.alert_id), event)
                 if event.alert_id:
-                    out.alias.setdefault(first.alert_id, event.alert_id)
-                out.about.setdefault(out.alias.get(first.alert_id, first.alert_id), event)
-            if event.alert_id:
-                out.about.setdefault(event.alert_id, event)  # an alert the run drops
-            commit(facts, now)
-            out.received += 1
-        elif isinstance(event, ev.SilenceCreated | ev.SilenceDeleted):
-            now = ts
-            tick_until(now)
-            if last is None:
-                commit([rules.loaded], now)
-            commit([event], now)
-        else:
-            continue
-        last = now
-        if out.first is None:
-            out.first = now
-        if on_event is not None:
-            on_event(now)
-    out.last = last
-    end = until if until is not None else last
-    if end is not None:
-        tick_until(end)
+                    out.about.setdefault(event.alert_id, event)  # an alert the run drops
+                self._commit(facts, now)
+                out.received += 1
+            elif isinstance(event, ev.SilenceCreated | ev.SilenceDeleted):
+                now = ts
+                self._tick_until(now)
+                if last is None:
+                    self._commit([rules.loaded], now)
+                self._commit([event], now)
+            else:
+                continue
+            last = now
+            if out.first is None:
+                out.first = now
+            if on_event is not None:
+                on_event(now)
+        out.last = last
+
+    def settle(self, until: int | None = None) -> Replayed:
+        """The timers due by ``until`` (default: the last input's time) run; the run."""
+        end = until if until is not None else self.out.last
+        if end is not None:
+            self._tick_until(end)
+        return self.out
+
+
+def combined(runs: Sequence[Replayed]) -> Replayed:
+    """The runs of a partitioned data dir's logs as one report tells of them: the
+    received events summed, the window from the first input of any to the last, each
+    alert's first event (the partitions' alert ids are apart). Their facts are each
+    run's: ``notified`` is asked of each."""
+    out = Replayed()
+    for run in runs:
+        out.received += run.received
+        out.alias.update(run.alias)
+        out.about.update(run.about)
+    firsts = [run.first for run in runs if run.first is not None]
+    lasts = [run.last for run in runs if run.last is not None]
+    out.first, out.last = min(firsts, default=None), max(lasts, default=None)
     return out
 
 
@@ -275,13 +323,22 @@ def _told(told: Told) -> str:
     return f"{receiver} {reason}" + (f" (group {group})" if group else "")
 
 
-def report_lines(difference: Difference, received: int, version: str) -> list[str]:
+def _covered(partitions: int | None) -> str:
+    """What the report covered, after its count of received events: nothing more for
+    one log; the partitions, for a partitioned data dir's logs."""
+    return "" if partitions is None else f" from {partitions} partition(s)"
+
+
+def report_lines(
+    difference: Difference, received: int, version: str, partitions: int | None = None
+) -> list[str]:
     """The text ``tocsin simulate`` prints: the changed alerts (+ added, - removed),
-    then the totals by receiver, before and after."""
+    then the totals by receiver, before and after. ``partitions``: how many logs of a
+    partitioned data dir it covered (``None``: one log)."""
     changes = difference.changes
     by_kind = Counter(change.kind for change in changes)
     lines = [
-        f"simulated {received} received event(s) under config {version}: "
+        f"simulated {received} received event(s){_covered(partitions)} under config {version}: "
         f"{by_kind['added']} alert(s) added, {by_kind['removed']} removed, "
         f"{by_kind['changed']} changed, {difference.same} the same"
     ]
@@ -304,11 +361,16 @@ def _told_json(told: Told) -> dict[str, str | None]:
     return {"receiver": receiver, "reason": reason, "group_key": group or None}
 
 
-def report_json(difference: Difference, received: int, version: str) -> dict[str, object]:
-    """``tocsin simulate --json``: the same, as one object."""
+def report_json(
+    difference: Difference, received: int, version: str, partitions: int | None = None
+) -> dict[str, object]:
+    """``tocsin simulate --json``: the same, as one object (with ``partitions`` when
+    it covered a partitioned data dir's logs)."""
+    covered: dict[str, object] = {} if partitions is None else {"partitions": partitions}
     return {
         "version": version,
         "received": received,
+        **covered,
         "same": difference.same,
         "changes": [
             {
@@ -346,6 +408,7 @@ def report_markdown(
     version: str,
     until: int | None = None,
     limit: int = 20,
+    partitions: int | None = None,
 ) -> list[str]:
     """``tocsin simulate --markdown``: the summary a reviewer pastes into a pull request.
     A heading, the window replayed, the counts, the notifications by receiver before ->
@@ -362,7 +425,7 @@ def report_markdown(
     lines = [
         f"### tocsin simulate: config `{version}`",
         "",
-        f"Replayed {run.received} received event(s), {window}.",
+        f"Replayed {run.received} received event(s){_covered(partitions)}, {window}.",
         "",
         f"**{by_kind['added']} added, {by_kind['removed']} removed, "
         f"{by_kind['changed']} changed**, {difference.same} alert(s) told the same.",

@@ -1,7 +1,7 @@
 """Questions to the log, read straight from the SQLite file (read-only, safe while the
 service runs): ``replay`` (history, oldest first), ``state`` (the projection as of a
-time) and ``verify`` (hash chain intact, every indexed column what its event says,
-projection rebuildable)."""
+time; of a partitioned data dir, the partitions' merged) and ``verify`` (hash chain
+intact, every indexed column what its event says, projection rebuildable)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import msgspec
 from tocsin.core import events as ev
 from tocsin.core.anchor import Head, disagreement
 from tocsin.core.fold import fold
+from tocsin.core.merged import merge
 from tocsin.core.state import State
 from tocsin.core.times import format_us
 from tocsin.core.views import (
@@ -139,6 +140,21 @@ def state_at(path: Path, at: int | None = None) -> tuple[State, int | None]:
     state, after = base_state(path)
     state.keep_everything = True
     return state, fold_rows(state, path, after_seq=after, until_ts=at)
+
+
+def merged_state_at(
+    partitions: Sequence[tuple[int, Path]], at: int | None = None
+) -> tuple[State, int | None]:
+    """``state_at`` of each partition's log (``(k, path)``), merged into the one view
+    (``core.merged``: its ``last_seq`` is the sum of theirs), and the append time of the
+    last row any of them folded."""
+    states, times = [], []
+    for _, path in partitions:
+        state, last_ts = state_at(path, at)
+        states.append(state)
+        if last_ts is not None:
+            times.append(last_ts)
+    return merge(states, [k for k, _ in partitions]), max(times, default=None)
 
 
 def state_report(state: State, last_ts: int | None) -> StateReport:
