@@ -6,8 +6,9 @@ the roles of ``accounts.conf`` (passwords made per test) and TLS for clients and
 routes between the nodes (certificates made per test). Every client logs in as the
 ``tocsin`` user over TLS, the way the compose file's processes do.
 
-Used by ``test_cluster.py`` (one router, a node killed); the ``cluster`` fixture is in
-this folder's ``conftest.py``.
+Shared by ``test_cluster.py`` (one router, a node killed) and
+``test_cluster_partitions.py`` (partitions, a router, a partitioner and a node killed);
+the ``cluster`` fixture is in this folder's ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from tests.natsauth import Certs, password
-from tests.support import free_port, nats_binary
+from tests.support import TOCSIN, free_port, nats_binary
 from tocsin.bus.connection import connect_options
 from tocsin.config import load_nats_login
 from tocsin.core.subjects import MSG_ID
@@ -216,6 +217,62 @@ class Publisher:
     async def reached(self, count: int) -> None:
         async with self.progress:
             await self.progress.wait_for(lambda: len(self.acked) >= count)
+
+
+class Role:
+    """One ``tocsin`` process on the cluster (a router, a partitioner, a delivery
+    worker), its stderr appended to ``log``; killed (SIGKILL) or stopped (SIGTERM) by
+    its own PID, and started again as it was."""
+
+    def __init__(
+        self, name: str, args: list[str], login: dict[str, str], log: Path, health: bool = True
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.health = f"127.0.0.1:{free_port()}" if health else ""
+        self.env = tocsin_env(name, self.health, login)
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Role:
+        with self.log.open("ab") as stderr:  # the child keeps its own copy of the file
+            self.process = await asyncio.create_subprocess_exec(
+                TOCSIN, *self.args, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+            )
+        return self
+
+    def alive(self) -> bool:
+        """True while it runs; an assertion naming it, with its last lines, once it exited."""
+        assert self.process is not None
+        code = self.process.returncode
+        assert code is None, f"{self.name} exited {code}:\n{tail(self.log)}"
+        return True
+
+    async def ready(self, client: httpx.AsyncClient) -> bool:
+        """Its ``/readyz`` says 200 (a role without a health address: running)."""
+        if not self.alive() or not self.health:
+            return True
+        try:
+            return (await client.get(f"http://{self.health}/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def kill(self) -> int:
+        """SIGKILL: no drain, no ack, no flush; its exit code once it is gone."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        return await asyncio.wait_for(self.process.wait(), 10)
+
+    async def stop(self) -> int:
+        """SIGTERM and its exit code (SIGKILL after 30 s, and that code)."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            os.kill(self.process.pid, signal.SIGKILL)
+            return await self.process.wait()
 
 
 async def drained(js: Any, consumers: list[tuple[str, str]]) -> bool:
