@@ -3,6 +3,8 @@ at start, against real NATS."""
 
 from __future__ import annotations
 
+import logging
+
 import nats
 import pytest
 from nats.aio.msg import Msg
@@ -70,6 +72,29 @@ async def test_publisher_reports_stored_duplicate_and_refused_messages(nats_url:
         # No stream listens on this subject: a 503 status, answered at once.
         nowhere = Outbound("tocsin.nowhere", b"{}", "pub-test-nowhere")
         assert await publisher.publish([nowhere, first[0]], timeout=5.0) == [False, True]
+        await publisher.close()
+    finally:
+        await nc.close()
+
+
+async def test_a_batch_refused_by_the_broker_is_logged_once_with_its_reasons(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 publishes no stream takes (as in a failover, when the stream has no leader):
+    one warning line for the batch, counting them by the broker's reason. Catches a line
+    per message (thousands of lines a second during a failover, the reason lost in them)."""
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc.jetstream())
+        publisher = Publisher(nc)
+        nowhere = [Outbound("tocsin.nowhere", b"{}", f"pub-nowhere-{i}") for i in range(300)]
+        caplog.set_level(logging.WARNING, logger="tocsin.broker")
+        assert await publisher.publish(nowhere, timeout=5.0) == [False] * 300
+        lines = [r.getMessage() for r in caplog.records if r.name == "tocsin.broker"]
+        assert lines == [
+            "300 of 300 publishes not stored (refused: status 503: 300; the rest "
+            "without a PubAck within 5.0s)"
+        ]
         await publisher.close()
     finally:
         await nc.close()

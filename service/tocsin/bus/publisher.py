@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -61,6 +62,7 @@ class Publisher:
         self._next = 0
         self._sub: Subscription | None = None
         self._starting: asyncio.Lock = asyncio.Lock()
+        self._refusals: Counter[str] = Counter()  # why, since the last batch's summary
 
     async def _ensure_subscribed(self) -> None:
         if self._sub is None:
@@ -73,8 +75,7 @@ class Publisher:
         if waiting is None or waiting.done():
             return  # answered after its deadline
         if not msg.data:  # a status message: 503 no responders (no stream for the subject)
-            status = (msg.headers or {}).get("Status", "?")
-            log.warning("publish not stored: status %s", status)
+            self._refusals[f"status {(msg.headers or {}).get('Status', '?')}"] += 1
             waiting.set_result(False)
             return
         try:
@@ -83,7 +84,7 @@ class Publisher:
             waiting.set_result(False)
             return
         if ack.error is not None:
-            log.warning("publish not stored: %s", ack.error.get("description", ack.error))
+            self._refusals[str(ack.error.get("description", ack.error))] += 1
         waiting.set_result(ack.error is None and ack.seq > 0)
 
     async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
@@ -123,10 +124,14 @@ class Publisher:
             self._waiting.pop(token, None)
         results += [False] * (len(messages) - len(results))
         if not all(results):
+            # One line a batch, not one a message: a failover refuses thousands at once.
+            refused = ", ".join(f"{why}: {n}" for why, n in self._refusals.most_common())
+            self._refusals.clear()
             log.warning(
-                "%d of %d publishes not stored (refused, or no PubAck within %.1fs)",
+                "%d of %d publishes not stored (%s; the rest without a PubAck within %.1fs)",
                 results.count(False),
                 len(results),
+                f"refused: {refused}" if refused else "none refused",
                 timeout,
             )
         return results
