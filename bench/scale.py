@@ -81,7 +81,9 @@ def _rate(events: int, first_us: int, last_us: int) -> float | None:
     return events / ((last_us - first_us) / 1e6) if events > 0 and last_us > first_us else None
 
 
-def router_stage(spans: Sequence[Span], last_forward_us: int | None = None) -> Result:
+def router_stage(
+    spans: Sequence[Span], last_forward_us: int | None = None, first_publish_us: int | None = None
+) -> Result:
     """The router stage of one storm, from its partitions' spans: the events committed
     after the first commit in any log, over the time from that commit to the last in
     any log (the partitions work side by side, so this is their summed rate), and each
@@ -94,7 +96,9 @@ def router_stage(spans: Sequence[Span], last_forward_us: int | None = None) -> R
     ``last_forward_us``, TOCSIN_PART's last message (the partitioner's last forward):
     when the routers' last commit follows it by less than a tenth of the stage, the
     routers committed as fast as they were fed, and the stage's rate is the
-    partitioner's, a lower bound of the routers' (``partitioner_bound``)."""
+    partitioner's, a lower bound of the routers' (``partitioner_bound``). With
+    ``first_publish_us`` too, the partitioners' own rate: every event, from the first
+    publish to the last forward."""
     busy = [s for s in spans if s.events > 0]
     events = sum(s.events for s in spans)
     stage: Result = {
@@ -110,6 +114,11 @@ def router_stage(spans: Sequence[Span], last_forward_us: int | None = None) -> R
         ],
         "last_forward_to_last_commit_seconds": None,
         "partitioner_bound": False,
+        "forwarded_per_second": (
+            _rate(events, first_publish_us, last_forward_us)
+            if first_publish_us is not None and last_forward_us is not None
+            else None
+        ),
     }
     if not busy:
         return stage
@@ -130,10 +139,14 @@ class PartitionedTocsin(TocsinTarget):
     ``nats-server``. The workloads drive it as ``TocsinTarget`` (same publisher, same
     webhook config, the same log figures summed over the partitions' logs)."""
 
-    def __init__(self, workdir: Path, partitions: int) -> None:
+    def __init__(
+        self, workdir: Path, partitions: int, deliver: bool = True, partitioners: int = 1
+    ) -> None:
         super().__init__(workdir)
         self.partitions = partitions
-        self.label = f"tocsin, {partitions_label(partitions)}"
+        self.deliver = deliver
+        self.partitioners = partitioners if partitions > 1 else 0
+        self.label = f"tocsin, {partitions_label(partitions)}" + ("" if deliver else ", no deliver")
         data = self._dir / "data"
         # One partition: the router's log is the data dir's own, as without [partitions].
         self.logs = (
@@ -184,24 +197,26 @@ class PartitionedTocsin(TocsinTarget):
                 await self._spawn(
                     "routers", f"tocsin router p{k}", "router", "--partition", str(k), health=True
                 )
-        await self._spawn("deliver", "tocsin deliver", "deliver", health=True)
+        if self.deliver:
+            await self._spawn("deliver", "tocsin deliver", "deliver", health=True)
         self._nc = await nats.connect(self._url, pending_size=64 * 1024 * 1024)
         self._js = self._nc.jetstream(publish_async_max_pending=PUBLISH_WINDOW)
-        if self.partitions > 1:
-            partitioner = await self._spawn("partitioner", "tocsin partition", "partition",
+        for i in range(self.partitioners):
+            partitioner = await self._spawn("partitioner", f"tocsin partition {i}", "partition",
                                             health=False)  # fmt: skip
-            await self._pulling(partitioner)
+            await self._pulling(partitioner, i + 1)
         self.command = "; ".join(self.commands)
 
-    async def _pulling(self, partitioner: Child) -> None:
-        """Wait until the partitioner has a pull request waiting on TOCSIN_IN (it serves
-        no HTTP): the storm then measures forwarding, not its start."""
+    async def _pulling(self, partitioner: Child, waiting: int) -> None:
+        """Wait until ``waiting`` pull requests wait on TOCSIN_IN's partitioner consumer,
+        one per partitioner started (it serves no HTTP): the storm then measures
+        forwarding, not a partitioner's start."""
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             partitioner.check()
             try:
                 info = await self._js.consumer_info(STREAM_IN, PARTITIONER_CONSUMER)
-                if info.num_waiting:
+                if (info.num_waiting or 0) >= waiting:
                     return
             except NotFoundError:
                 pass
@@ -339,12 +354,34 @@ def _get(*path: str) -> Callable[[Result], Any]:
     return value
 
 
+def core_per_router(result: Result) -> float | None:
+    """What the routers alone would commit with a core each (a machine per partition):
+    partitions x 1,000,000 / their CPU µs per event. Their CPU per event is what a busy
+    shared machine moves least; their rate here is what other work on its two cores moves
+    most."""
+    us = _get("alone", "cpu_us_per_event", "routers")(result)
+    n = result.get("partitions")
+    return n * 1e6 / us if report.is_number(us) and us > 0 and isinstance(n, int) else None
+
+
 ROWS: list[ScaleRow] = [
+    ("routers alone (no deliver running): events committed/s, all logs", "events/s", "higher",
+     _get("alone", "router_stage", "per_second")),
+    ("routers alone: CPU of the router(s) per event, µs", "µs", "lower",
+     _get("alone", "cpu_us_per_event", "routers")),
+    ("routers alone, a core per router (estimate: partitions x 1e6 / router µs per event), "
+     "events/s", "events/s", "higher", core_per_router),
+    ("routers alone: CPU of nats-server per event, µs", "µs", "lower",
+     _get("alone", "cpu_us_per_event", "nats-server")),
     ("router stage: events committed/s, first to last commit, all logs", "events/s", "higher",
      _get("router_stage", "per_second")),
+    ("routers alone: the partitioner(s)' events forwarded/s, first publish to last forward",
+     "events/s", "higher", _get("alone", "router_stage", "forwarded_per_second")),
     ("router stage: first to last commit, s", "s", "lower", _get("router_stage", "seconds")),
     ("router stage: the partitioner's last forward to the last commit, s", "s", "lower",
      _get("router_stage", "last_forward_to_last_commit_seconds")),
+    ("the partitioner(s)' events forwarded/s, first publish to last forward", "events/s",
+     "higher", _get("router_stage", "forwarded_per_second")),
     ("events committed + routed/s from the first publish", "events/s", "higher",
      _get("W1", "committed_per_second")),
     ("end to end: notifications/s until every one arrived", "/s", "higher",
@@ -361,7 +398,8 @@ ROWS: list[ScaleRow] = [
     ("CPU of every tocsin process per event, µs", "µs", "lower", _get("W1", "cpu_us_per_event")),
 ]  # fmt: skip
 HEADLINE = {  # the ratios the issue asks for
-    "router stage": _get("router_stage", "per_second"),
+    "routers alone": _get("alone", "router_stage", "per_second"),
+    "router stage beside delivery": _get("router_stage", "per_second"),
     "end to end": _get("W1", "notifications_per_second"),
 }
 
@@ -406,8 +444,9 @@ def lines(results: Result) -> list[ScaleLine]:
 
 
 def headline(results: Result) -> str:
-    """One sentence with the ratios the issue asks for: the router stage's and the end
-    to end rate's, each count over the first."""
+    """One sentence with the ratios the issue asks for: the router stage's (alone, and
+    beside delivery) and the end to end rate's, each count over the first; a measure no
+    run of the first count has is left out."""
     sides = _sides(results)
     if len(sides) < 2:
         return ""
@@ -415,6 +454,8 @@ def headline(results: Result) -> str:
     parts = []
     for name, value in HEADLINE.items():
         base = report.figure([value(run) for run in sides[0][1]])
+        if base is None:
+            continue
         ratios = [
             f"{n}/{first}: "
             + report.ratio_text(report.ratio_of(report.figure([value(r) for r in runs]), base))
@@ -434,16 +475,23 @@ def problems(results: Result) -> list[str]:
                 notes.append(f"{which}: skipped, over the time budget")
             if run.get("error"):
                 notes.append(f"{which}: {run['error']}")
-            for problem in (run.get("W1") or {}).get("timeouts", []):
+            alone = run.get("alone") or {}
+            for problem in [
+                *(run.get("W1") or {}).get("timeouts", []),
+                *(f"routers alone: {t}" for t in alone.get("timeouts", [])),
+            ]:
                 notes.append(f"{which}: {problem}")
-            stage = run.get("router_stage") or {}
-            if stage.get("partitioner_bound"):
-                notes.append(
-                    f"{which}: the routers committed as fast as `tocsin partition` forwarded "
-                    f"(last commit {stage['last_forward_to_last_commit_seconds']:.2f} s after "
-                    "its last forward): the router stage's figure is the partitioner's rate, "
-                    "a lower bound of the routers'."
-                )
+            for what, stage in (
+                ("", run.get("router_stage")),
+                ("routers alone: ", alone.get("router_stage")),
+            ):
+                if stage and stage.get("partitioner_bound"):
+                    notes.append(
+                        f"{which}: {what}the routers committed as fast as `tocsin partition` "
+                        f"forwarded (last commit {stage['last_forward_to_last_commit_seconds']:.2f}"
+                        " s after its last forward): the router stage's figure is the "
+                        "partitioner's rate, a lower bound of the routers'."
+                    )
     return notes
 
 
@@ -465,11 +513,16 @@ def markdown(results: Result) -> str:
     counts = [n for n, _ in sides]
     first = counts[0]
     events = results["loads"]["storm_events"]
+    partitioners = (results.get("scaling") or {}).get("partitioners", 1)
     head = [
         f"**Partitions: scaling.** W1, {events:,} distinct events, on the partitioned shape "
         f"(DESIGN.md section 17), one process per part on this machine: nats-server, "
-        "`tocsin partition` (with 2 partitions or more), `tocsin router --partition k` per "
-        "partition, `tocsin deliver`, the bench's receiver.",
+        f"{partitioners} `tocsin partition` (with 2 partitions or more), "
+        "`tocsin router --partition k` per "
+        "partition, `tocsin deliver`, the bench's receiver. **Routers alone**: the same "
+        "without `tocsin deliver`, so that the routers, the partitioner and the broker have "
+        "the two cores to themselves (the nearest this machine comes to a machine per "
+        "partition); the other rows run the whole pipeline, delivery beside the routers.",
         "",
         "| figure | " + " | ".join(partitions_label(n) for n in counts) + " | "
         + " | ".join(f"{n} / {first}" for n in counts[1:]) + " |",

@@ -60,7 +60,15 @@ from bench.targets import (
     TocsinTarget,
     alertmanager_binary,
 )
-from bench.workloads import Loads, w1_distinct, w2_duplicates, w3_steady, w5_grouped
+from bench.workloads import (
+    Budget,
+    Loads,
+    w1_distinct,
+    w2_duplicates,
+    w3_steady,
+    w5_grouped,
+    wall_offset,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY_TIMEOUT = 600.0  # W4 on a million events takes 1-3 minutes on a 2-core VM
@@ -293,8 +301,14 @@ async def scale_w1(
     result["cpu_us_per_event"] = {
         role: seconds / loads.storm_events * 1e6 for role, seconds in result["cpu"].items()
     }
-    forwarded = await target.last_forward_us()
-    result["router_stage"] = stage = scale.router_stage(target.spans(), forwarded)
+    spans, w1 = target.spans(), result["W1"]
+    committed = w1.get("committed_seconds")
+    first_publish = (  # the storm's first publish on the log's clock (wall µs)
+        round(max(s.last_us for s in spans) - committed * 1e6) if committed else None
+    )
+    result["router_stage"] = stage = scale.router_stage(
+        spans, await target.last_forward_us(), first_publish
+    )
     rate, each = stage["per_second"], [p["per_second"] for p in stage["partitions"]]
     _say(_brief("W1", target.label, result["W1"], has_log=True))
     _say(
@@ -305,8 +319,50 @@ async def scale_w1(
     )
 
 
+async def scale_routers_alone(
+    target: Target, receiver: Receiver, loads: Loads, tag: str, result: dict[str, Any]
+) -> None:
+    """W1's storm on a partitioned tocsin started without ``tocsin deliver``, until every
+    event is committed: the router stage with nothing of delivery's on the cores (nothing
+    is notified, so the receiver waits for nothing). Its figures go to ``result["alone"]``."""
+    assert isinstance(target, scale.PartitionedTocsin)
+    n = loads.storm_events
+    _say(f"== {target.label}: W1's storm of {n:,} distinct alerts, until committed")
+    alone: dict[str, Any] = {"timeouts": []}
+    result["alone"] = alone
+    target.begin()
+    before, harness = target.role_cpu(), _cpu_self()
+    budget = Budget(loads.timeout)
+    offset = wall_offset()
+    sent = await target.storm([f"{tag}-w1-{i}" for i in range(n)], budget.left())
+    if sent.error:
+        alone["timeouts"].append(sent.error)
+    if await target.committed(n, n, budget.left()) is None:
+        alone["timeouts"].append(budget.missed(f"not all {n:,} events committed"))
+    after = target.role_cpu()
+    alone["cpu"] = {role: after[role] - before.get(role, 0.0) for role in after}
+    alone["cpu"]["bench"] = _cpu_self() - harness
+    alone["cpu_us_per_event"] = {role: s / n * 1e6 for role, s in alone["cpu"].items()}
+    alone["router_stage"] = stage = scale.router_stage(
+        target.spans(), await target.last_forward_us(), round((sent.first_sent + offset) * 1e6)
+    )
+    each = ", ".join(f"{p['per_second'] or 0:,.0f}" for p in stage["partitions"])
+    _say(
+        f"  routers alone: {stage['per_second'] or 0:,.0f} events/s over every log (each: "
+        f"{each}); CPU s: "
+        + ", ".join(f"{role} {seconds:.1f}" for role, seconds in alone["cpu"].items())
+    )
+
+
+SCALE_PHASES = {  # session -> what runs in it (each on fresh processes)
+    "pipeline": scale_w1,  # W1 end to end, tocsin deliver beside the routers
+    "routers": scale_routers_alone,  # the storm until committed, no tocsin deliver
+}
+
+
 async def run_scaling(
     counts: Sequence[int],
+    partitioners: int,
     loads: Loads,
     tag: str,
     runs: int,
@@ -320,24 +376,29 @@ async def run_scaling(
     is skipped and named, as in ``run_sides``."""
     sides = [str(n) for n in counts]
     results: dict[str, list[dict[str, Any]]] = {side: [{} for _ in range(runs)] for side in sides}
-    order = schedule(["scale"], runs, sides)
-    for step, (_, run, side) in enumerate(order, 1):
+    order = schedule(list(SCALE_PHASES), runs, sides)
+    for step, (phase, run, side) in enumerate(order, 1):
         result = results[side][run - 1]
+        result["partitions"] = int(side)
         label = scale.partitions_label(int(side))
         if time.monotonic() > deadline:
-            _say(f"!! {step}/{len(order)}: scale, run {run} of {runs}, {label}: skipped ({LATE})")
-            result.setdefault("skipped", []).append("scale")
+            _say(f"!! {step}/{len(order)}: {phase}, run {run} of {runs}, {label}: skipped ({LATE})")
+            result.setdefault("skipped", []).append(phase)
             continue
-        directory = work / f"scale-p{side}-{run}"
-        target = scale.PartitionedTocsin(directory, int(side))
-        _say(f"-- {step}/{len(order)}: scale, run {run} of {runs}, {target.label}")
+        directory = work / f"scale-{phase}-p{side}-{run}"
+        target = scale.PartitionedTocsin(
+            directory, int(side), deliver=phase == "pipeline", partitioners=partitioners
+        )
+        _say(f"-- {step}/{len(order)}: {phase}, run {run} of {runs}, {target.label}")
         started = time.monotonic()
-        body = functools.partial(scale_w1, loads=loads, tag=f"{tag}s{side}r{run}", result=result)
+        body = functools.partial(
+            SCALE_PHASES[phase], loads=loads, tag=f"{tag}s{phase[0]}{side}r{run}", result=result
+        )
         await _session(target, result, body)
-        result["wall_seconds"] = time.monotonic() - started
+        result["wall_seconds"] = result.get("wall_seconds", 0.0) + time.monotonic() - started
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
-    out: dict[str, Any] = {"partitions": list(counts), "sides": {}}
+    out: dict[str, Any] = {"partitions": list(counts), "partitioners": partitioners, "sides": {}}
     for side, side_runs in results.items():
         for result in side_runs:
             if result.get("errors"):
@@ -534,6 +595,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"(default {','.join(map(str, scale.PARTITIONS))})",
     )
     parser.add_argument(
+        "--partitioners",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="`tocsin partition` processes in the scale workload (default %(default)s)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="JSON",
@@ -625,7 +693,14 @@ async def main(argv: list[str] | None = None) -> int:
             )
         if "scale" in workloads:
             results["scaling"] = await run_scaling(
-                args.partitions, loads, tag, args.runs, work, args.keep, deadline
+                args.partitions,
+                args.partitioners,
+                loads,
+                tag,
+                args.runs,
+                work,
+                args.keep,
+                deadline,
             )
         if args.replay_events > 0 and "w4" in workloads:
             results["replay"] = await run_replays(args.replay_events, args.runs, deadline)

@@ -367,6 +367,8 @@ def test_scale_is_a_workload_of_its_own_with_partition_counts() -> None:
     assert parse_args([]).workloads == {"w1", "w2", "w3", "w4", "w5", "scale"}
     assert parse_args(["--workloads", "scale"]).workloads == {"scale"}
     assert parse_args([]).partitions == (1, 2)
+    assert parse_args([]).partitioners == 1
+    assert parse_args(["--partitioners", "2"]).partitioners == 2
     assert parse_args(["--partitions", "4,1,2,2"]).partitions == (1, 2, 4)
     for wrong in ("0,2", "one", "", ","):
         with pytest.raises(SystemExit):
@@ -389,6 +391,7 @@ def test_the_router_stage_is_every_log_from_the_first_commit_to_the_last() -> No
     assert stage["per_second"] == (20_000 - 1_000) / 4.0
     assert [p["per_second"] for p in stage["partitions"]] == [9_000 / 2.0, 9_500 / 3.5]
     assert stage["partitioner_bound"] is False
+    assert stage["forwarded_per_second"] is None  # no partitioner's times given
     assert scale.router_stage([scale.Span(0, 0, 0, 0)])["per_second"] is None
 
 
@@ -398,9 +401,10 @@ def test_a_router_stage_fed_no_faster_than_it_commits_is_a_lower_bound() -> None
     waiting for the partitioner, and the report must say so."""
     spans = [scale.Span(10_000, 0, 4_000_000, 1)]
     assert scale.router_stage(spans, last_forward_us=3_700_000)["partitioner_bound"] is True
-    lagging = scale.router_stage(spans, last_forward_us=2_000_000)
+    lagging = scale.router_stage(spans, last_forward_us=2_000_000, first_publish_us=-500_000)
     assert lagging["partitioner_bound"] is False
     assert lagging["last_forward_to_last_commit_seconds"] == 2.0
+    assert lagging["forwarded_per_second"] == 10_000 / 2.5  # every event, publish to forward
     bound = scaling({1: [scale_run(5_000, 2_000)], 2: [scale_run(9_000, 3_000)]})
     bound["scaling"]["sides"]["2"]["runs"][0]["router_stage"].update(
         partitioner_bound=True, last_forward_to_last_commit_seconds=0.05
@@ -425,12 +429,29 @@ def test_the_scaling_table_shows_each_count_and_the_ratio_of_the_medians() -> No
     [end] = [x for x in scale.lines(rendered) if x.label.startswith("end to end")]
     assert end.ratios == ["1.25x"]
     assert scale.headline(rendered) == (
-        "Scaling (ratio of the medians): router stage 2/1: 1.80x; end to end 2/1: 1.25x."
+        "Scaling (ratio of the medians): router stage beside delivery 2/1: 1.80x; "
+        "end to end 2/1: 1.25x."
+    )
+    rendered["scaling"]["sides"]["1"]["runs"][0]["alone"] = {"router_stage": {"per_second": 4e3}}
+    rendered["scaling"]["sides"]["2"]["runs"][0]["alone"] = {"router_stage": {"per_second": 7e3}}
+    assert scale.headline(rendered).startswith(
+        "Scaling (ratio of the medians): routers alone 2/1: 1.75x; router stage beside"
     )
     table = scale.markdown(rendered)
     assert "| figure | 1 partition | 2 partitions | 2 / 1 |" in table
     assert "Command: `python -m bench --workloads scale --runs 3`." in table
     assert "median of 3 runs" in table
+
+
+def test_a_core_per_router_is_the_partitions_over_the_routers_cpu_per_event() -> None:
+    """Catches the estimate of a machine per partition taken from the shared machine's
+    rate (what other work on it moves most) or left at one router's capacity whatever
+    the partition count."""
+    one = {"partitions": 1, "alone": {"cpu_us_per_event": {"routers": 100.0}}}
+    two = {"partitions": 2, "alone": {"cpu_us_per_event": {"routers": 125.0}}}
+    assert scale.core_per_router(one) == 10_000
+    assert scale.core_per_router(two) == 16_000
+    assert scale.core_per_router({"partitions": 2}) is None
 
 
 def test_scale_alone_writes_no_empty_services_table() -> None:
@@ -451,9 +472,9 @@ async def test_no_scaling_session_starts_after_the_budget(tmp_path: Path) -> Non
     """Catches the time bound ignored by the scaling runs: with the budget spent, no
     process is started (no session directory is made) and every run says so."""
     late = time.monotonic() - 1
-    out = await suite.run_scaling((1, 2), Loads(), "t", 2, tmp_path, False, late)
+    out = await suite.run_scaling((1, 2), 1, Loads(), "t", 2, tmp_path, False, late)
     assert os.listdir(tmp_path) == []
     assert out["partitions"] == [1, 2]
     for side in ("1", "2"):
-        assert [r["skipped"] for r in out["sides"][side]["runs"]] == [["scale"]] * 2
+        assert [r["skipped"] for r in out["sides"][side]["runs"]] == [["pipeline", "routers"]] * 2
     assert "1 partition, run 2: skipped, over the time budget" in scale.problems({"scaling": out})
