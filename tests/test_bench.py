@@ -423,10 +423,12 @@ def test_the_scaling_table_shows_each_count_and_the_ratio_of_the_medians() -> No
             2: [scale_run(9_000, 3_000), scale_run(8_000, 2_500), scale_run(20_000, 1_000)],
         }
     )
-    [router] = [x for x in scale.lines(rendered) if x.label.startswith("router stage: events")]
+    [router] = [
+        x for x in scale.lines(rendered) if x.label.startswith("pipeline: events committed/s")
+    ]
     assert router.cells == ["5,000 (4,000-6,000)", "9,000 (8,000-20,000)"]
     assert router.ratios == ["1.80x"]
-    [end] = [x for x in scale.lines(rendered) if x.label.startswith("end to end")]
+    [end] = [x for x in scale.lines(rendered) if x.label.startswith("pipeline, end to end")]
     assert end.ratios == ["1.25x"]
     assert scale.headline(rendered) == (
         "Scaling (ratio of the medians): router stage beside delivery 2/1: 1.80x; "
