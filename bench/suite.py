@@ -9,6 +9,9 @@
       group_wait 1s, group_interval 5s, on a fresh process): notifications sent,
       groups and alerts notified, and the time until every group was notified
   and RSS, CPU and the most simultaneous webhook connections of each service.
+  scale  W1 with 1 and with 2 partitions (issue #22, ``bench/scale.py``): tocsin in the
+      partitioned shape, each part its own process; the router stage's rate, the end to
+      end rate and the CPU of each role, and the ratio 2/1 (``--partitions 1,2``)
   ``--workloads w1,w5`` runs only those; ``--baseline OLD.json`` prints W1's router
   figures before (OLD) and after (this run) side by side.
 
@@ -46,7 +49,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, scale
 from bench.procs import BenchError, Child, venv_binary, version_of
 from bench.profile import Profiler
 from bench.receiver import Receiver
@@ -57,11 +60,20 @@ from bench.targets import (
     TocsinTarget,
     alertmanager_binary,
 )
-from bench.workloads import Loads, w1_distinct, w2_duplicates, w3_steady, w5_grouped
+from bench.workloads import (
+    Budget,
+    Loads,
+    w1_distinct,
+    w2_duplicates,
+    w3_steady,
+    w5_grouped,
+    wall_offset,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY_TIMEOUT = 600.0  # W4 on a million events takes 1-3 minutes on a 2-core VM
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "scale")
+TOCSIN_ALONE = {"w4", "scale"}  # workloads with nothing of Alertmanager's to compare
 RUNS = 3  # of each workload (issue #20): the median of 3 is not decided by one noisy run
 BUDGET_MINUTES = 60.0  # after this, no new session starts: the bench fits CI's 90 minutes
 LATE = "the --budget-minutes is spent"
@@ -273,6 +285,133 @@ async def run_sides(
     return out
 
 
+async def scale_w1(
+    target: Target, receiver: Receiver, loads: Loads, tag: str, result: dict[str, Any]
+) -> None:
+    """W1 on one partitioned tocsin (``scale.PartitionedTocsin``, started): W1's figures,
+    the router stage summed over the partitions' logs and the CPU of every role, this
+    process's (the publisher and the receiver) among them, into ``result``."""
+    assert isinstance(target, scale.PartitionedTocsin)
+    _say(f"== {target.label}: W1, a storm of {loads.storm_events:,} distinct alerts")
+    before, harness = target.role_cpu(), _cpu_self()
+    result["W1"] = await w1_distinct(target, receiver, loads, tag)
+    after = target.role_cpu()
+    result["cpu"] = {role: after[role] - before.get(role, 0.0) for role in after}
+    result["cpu"]["bench"] = _cpu_self() - harness
+    result["cpu_us_per_event"] = {
+        role: seconds / loads.storm_events * 1e6 for role, seconds in result["cpu"].items()
+    }
+    spans, w1 = target.spans(), result["W1"]
+    committed = w1.get("committed_seconds")
+    first_publish = (  # the storm's first publish on the log's clock (wall µs)
+        round(max(s.last_us for s in spans) - committed * 1e6) if committed else None
+    )
+    result["router_stage"] = stage = scale.router_stage(
+        spans, await target.last_forward_us(), first_publish
+    )
+    rate, each = stage["per_second"], [p["per_second"] for p in stage["partitions"]]
+    _say(_brief("W1", target.label, result["W1"], has_log=True))
+    _say(
+        f"  router stage: {rate or 0:,.0f} events/s over every log (each: "
+        + ", ".join(f"{r or 0:,.0f}" for r in each)
+        + "); CPU s: "
+        + ", ".join(f"{role} {seconds:.1f}" for role, seconds in result["cpu"].items())
+    )
+
+
+async def scale_routers_alone(
+    target: Target, receiver: Receiver, loads: Loads, tag: str, result: dict[str, Any]
+) -> None:
+    """W1's storm on a partitioned tocsin started without ``tocsin deliver``, until every
+    event is committed: the router stage with nothing of delivery's on the cores (nothing
+    is notified, so the receiver waits for nothing). Its figures go to ``result["alone"]``."""
+    assert isinstance(target, scale.PartitionedTocsin)
+    n = loads.storm_events
+    _say(f"== {target.label}: W1's storm of {n:,} distinct alerts, until committed")
+    alone: dict[str, Any] = {"timeouts": []}
+    result["alone"] = alone
+    target.begin()
+    before, harness = target.role_cpu(), _cpu_self()
+    budget = Budget(loads.timeout)
+    offset = wall_offset()
+    sent = await target.storm([f"{tag}-w1-{i}" for i in range(n)], budget.left())
+    if sent.error:
+        alone["timeouts"].append(sent.error)
+    if await target.committed(n, n, budget.left()) is None:
+        alone["timeouts"].append(budget.missed(f"not all {n:,} events committed"))
+    after = target.role_cpu()
+    alone["cpu"] = {role: after[role] - before.get(role, 0.0) for role in after}
+    alone["cpu"]["bench"] = _cpu_self() - harness
+    alone["cpu_us_per_event"] = {role: s / n * 1e6 for role, s in alone["cpu"].items()}
+    alone["router_stage"] = stage = scale.router_stage(
+        target.spans(), await target.last_forward_us(), round((sent.first_sent + offset) * 1e6)
+    )
+    each = ", ".join(f"{p['per_second'] or 0:,.0f}" for p in stage["partitions"])
+    _say(
+        f"  routers alone: {stage['per_second'] or 0:,.0f} events/s over every log (each: "
+        f"{each}); CPU s: "
+        + ", ".join(f"{role} {seconds:.1f}" for role, seconds in alone["cpu"].items())
+    )
+
+
+SCALE_PHASES = {  # session -> what runs in it (each on fresh processes)
+    "pipeline": scale_w1,  # W1 end to end, tocsin deliver beside the routers
+    "routers": scale_routers_alone,  # the storm until committed, no tocsin deliver
+}
+
+
+async def run_scaling(
+    counts: Sequence[int],
+    partitioners: int,
+    loads: Loads,
+    tag: str,
+    runs: int,
+    work: Path,
+    keep: bool,
+    deadline: float,
+) -> dict[str, Any]:
+    """W1 on tocsin partitioned ``counts`` ways (issue #22), ``runs`` times, the counts
+    taking turns run by run (``schedule``) on fresh processes each; per count every run
+    and the medians, keyed by the count as text (JSON's keys). Past ``deadline`` a run
+    is skipped and named, as in ``run_sides``."""
+    sides = [str(n) for n in counts]
+    results: dict[str, list[dict[str, Any]]] = {side: [{} for _ in range(runs)] for side in sides}
+    order = schedule(list(SCALE_PHASES), runs, sides)
+    for step, (phase, run, side) in enumerate(order, 1):
+        result = results[side][run - 1]
+        result["partitions"] = int(side)
+        label = scale.partitions_label(int(side))
+        if time.monotonic() > deadline:
+            _say(f"!! {step}/{len(order)}: {phase}, run {run} of {runs}, {label}: skipped ({LATE})")
+            result.setdefault("skipped", []).append(phase)
+            continue
+        directory = work / f"scale-{phase}-p{side}-{run}"
+        target = scale.PartitionedTocsin(
+            directory, int(side), deliver=phase == "pipeline", partitioners=partitioners
+        )
+        _say(f"-- {step}/{len(order)}: {phase}, run {run} of {runs}, {target.label}")
+        started = time.monotonic()
+        body = functools.partial(
+            SCALE_PHASES[phase], loads=loads, tag=f"{tag}s{phase[0]}{side}r{run}", result=result
+        )
+        await _session(target, result, body)
+        result["wall_seconds"] = result.get("wall_seconds", 0.0) + time.monotonic() - started
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    out: dict[str, Any] = {"partitions": list(counts), "partitioners": partitioners, "sides": {}}
+    for side, side_runs in results.items():
+        for result in side_runs:
+            if result.get("errors"):
+                result["error"] = "; ".join(result["errors"])
+        out["sides"][side] = {**report.median_tree(side_runs), "runs": side_runs}
+        errors = _per_run(side_runs)
+        if errors:
+            out["sides"][side]["error"] = errors
+        else:
+            out["sides"][side].pop("error", None)
+    return out
+
+
 def _per_run(runs: Sequence[dict[str, Any]]) -> str:
     """The runs' errors in one line, each named by its run (empty when none failed)."""
     return "; ".join(
@@ -350,6 +489,13 @@ def _workloads(value: str) -> set[str]:
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(f"expected some of {','.join(WORKLOADS)}, got {value!r}")
     return chosen
+
+
+def _partitions(value: str) -> tuple[int, ...]:
+    try:
+        return scale.parse_partitions(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(value: str) -> int:
@@ -441,6 +587,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"which to run, comma-separated (default all: {','.join(WORKLOADS)})",
     )
     parser.add_argument(
+        "--partitions",
+        type=_partitions,
+        default=scale.PARTITIONS,
+        metavar="N,...",
+        help="the partition counts the scale workload compares, the first the baseline "
+        f"(default {','.join(map(str, scale.PARTITIONS))})",
+    )
+    parser.add_argument(
+        "--partitioners",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="`tocsin partition` processes in the scale workload (default %(default)s)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="JSON",
@@ -510,8 +671,8 @@ async def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
     try:
         makers: dict[str, MakeTarget] = {"tocsin": TocsinTarget}
-        if args.no_alertmanager or not workloads - {"w4"}:
-            why = "--no-alertmanager" if args.no_alertmanager else "W4 is tocsin's alone"
+        if args.no_alertmanager or not workloads - TOCSIN_ALONE:
+            why = "--no-alertmanager" if args.no_alertmanager else "W4 and scale are tocsin's alone"
             _say(f"== Alertmanager: skipped ({why})")
         else:
             try:
@@ -530,6 +691,17 @@ async def main(argv: list[str] | None = None) -> int:
                     makers, loads, tag, profiler, workloads, args.runs, work, args.keep, deadline
                 )
             )
+        if "scale" in workloads:
+            results["scaling"] = await run_scaling(
+                args.partitions,
+                args.partitioners,
+                loads,
+                tag,
+                args.runs,
+                work,
+                args.keep,
+                deadline,
+            )
         if args.replay_events > 0 and "w4" in workloads:
             results["replay"] = await run_replays(args.replay_events, args.runs, deadline)
     finally:
@@ -540,11 +712,11 @@ async def main(argv: list[str] | None = None) -> int:
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     full, latest = report.write_json(results, args.results, stamp)
-    table = report.markdown(results)
+    table = markdown(results)
     (args.results / "latest.md").write_text(table)
     plots = report.plots(results, args.docs)
     _say("")
-    _say(report.text(results))
+    _say(text(results))
     _say("Markdown for the README (also in bench/results/latest.md):\n")
     _say(table)
     _say(f"results: {_relative(str(full))}, {_relative(str(latest))}")
@@ -554,8 +726,31 @@ async def main(argv: list[str] | None = None) -> int:
         _say("")
         _say(report.w1_before_after(baseline, results, _relative(str(args.baseline))))
     _say(f"done in {results['wall_seconds']:.0f} s")
+    return 1 if failed(results) else 0
+
+
+def failed(results: dict[str, Any]) -> bool:
+    """Whether a tocsin run failed: of the services' sessions, or of a partition count."""
     tocsin = results["targets"].get("tocsin") or {}
-    return 1 if tocsin.get("error") else 0
+    sides = (results.get("scaling") or {}).get("sides") or {}
+    return bool(tocsin.get("error")) or any(side.get("error") for side in sides.values())
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """``latest.md``: the services' table when any of its workloads ran (not for
+    ``--workloads scale`` alone, which would leave it empty), then the scaling table."""
+    parts = [report.markdown(results)] if report.lines(results) else []
+    if results.get("scaling"):
+        parts.append(scale.markdown(results))
+    return "\n".join(parts)
+
+
+def text(results: dict[str, Any]) -> str:
+    """The console's summary, in the same parts as ``markdown``."""
+    parts = [report.text(results)] if report.lines(results) else []
+    if results.get("scaling"):
+        parts.append(scale.text(results))
+    return "\n".join(parts)
 
 
 def _baseline(path: Path) -> dict[str, Any]:

@@ -188,6 +188,8 @@ class LogWatch:
     seen_seq: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     last_ts: dict[str, int] = field(default_factory=dict)  # kind -> latest append time, µs
+    first_ts: dict[str, int] = field(default_factory=dict)  # kind -> earliest since begin, µs
+    _begun_seq: int = 0  # the log's last seq at ``begin``
     _conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection | None:
@@ -198,8 +200,10 @@ class LogWatch:
     def begin(self) -> None:
         """Forget what was counted; count from the log's current end."""
         self.poll()
+        self._begun_seq = self.seen_seq
         self.counts.clear()
         self.last_ts.clear()
+        self.first_ts.clear()
 
     def poll(self) -> None:
         conn = self._connection()
@@ -207,18 +211,31 @@ class LogWatch:
             return
         try:
             rows = conn.execute(
-                "SELECT kind, COUNT(*), MAX(ts), MAX(seq) FROM events WHERE seq > ? GROUP BY kind",
+                "SELECT kind, COUNT(*), MIN(ts), MAX(ts), MAX(seq) FROM events WHERE seq > ? "
+                "GROUP BY kind",
                 (self.seen_seq,),
             ).fetchall()
         except sqlite3.OperationalError:  # the file exists before its schema does
             return
-        for kind, count, ts, seq in rows:
+        for kind, count, first, ts, seq in rows:
             self.counts[kind] = self.counts.get(kind, 0) + count
+            self.first_ts[kind] = min(self.first_ts.get(kind, first), first)
             self.last_ts[kind] = max(self.last_ts.get(kind, 0), ts)
             self.seen_seq = max(self.seen_seq, seq)
 
     def count(self, kind: str) -> int:
         return self.counts.get(kind, 0)
+
+    def count_at(self, kind: str, ts: int) -> int:
+        """Rows of ``kind`` appended at ``ts``: one commit's (a batch shares its time)."""
+        conn = self._connection()
+        if conn is None:
+            return 0
+        row = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE kind = ? AND ts = ? AND seq > ?",
+            (kind, ts, self._begun_seq),
+        ).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         if self._conn is not None:

@@ -6,12 +6,13 @@ says, so a wrong median or a flipped comparison would misreport every figure."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import report
+from bench import report, scale, suite
 from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
 from bench.targets import Grouping, Target
 from bench.workloads import Loads
@@ -330,3 +331,152 @@ def test_skipped_runs_show_in_the_table() -> None:
     w1 = line(report.lines(rendered), "W1 notifications/s")
     assert w1.ours == "4,500 (4,000-5,000) [2 of 3 runs]"
     assert "tocsin run 3: storms skipped, over the time budget" in report.markdown(rendered)
+
+
+def scale_run(router: float, end_to_end: float, **more: Any) -> dict[str, Any]:
+    """One run of one partition count, the figures the scaling table reads."""
+    return {
+        "router_stage": {"per_second": router, "seconds": 20_000 / router},
+        "W1": {"notifications_per_second": end_to_end, "timeouts": []},
+        "cpu": {"routers": 2.0, "deliver": 3.0},
+        **more,
+    }
+
+
+def scaling(sides: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """A results file of ``--workloads scale`` alone, as ``python -m bench`` writes it."""
+    return {
+        **results([], []),
+        "command": "python -m bench --workloads scale --runs 3",
+        "workloads": ["scale"],
+        "runs": max(len(runs) for runs in sides.values()),
+        "targets": {},
+        "scaling": {
+            "partitions": list(sides),
+            "sides": {
+                str(n): {**report.median_tree(runs), "runs": runs} for n, runs in sides.items()
+            },
+        },
+    }
+
+
+def test_scale_is_a_workload_of_its_own_with_partition_counts() -> None:
+    """Catches ``--workloads scale`` refused (it could not be run alone), the scaling
+    figure missing from the default ``make bench``, and partition counts taken as
+    given: unsorted, repeated, or below one (a baseline of zero partitions)."""
+    assert parse_args([]).workloads == {"w1", "w2", "w3", "w4", "w5", "scale"}
+    assert parse_args(["--workloads", "scale"]).workloads == {"scale"}
+    assert parse_args([]).partitions == (1, 2)
+    assert parse_args([]).partitioners == 1
+    assert parse_args(["--partitioners", "2"]).partitioners == 2
+    assert parse_args(["--partitions", "4,1,2,2"]).partitions == (1, 2, 4)
+    for wrong in ("0,2", "one", "", ","):
+        with pytest.raises(SystemExit):
+            parse_args(["--partitions", wrong])
+
+
+def test_the_router_stage_is_every_log_from_the_first_commit_to_the_last() -> None:
+    """Catches the stage's rate taken from one log (half the events with two
+    partitions), its time from each log's own first commit (two partitions side by
+    side would count as one after the other), and the first commit's batch counted
+    although it was routed before the clock started (10% too fast on 10,000 events)."""
+    stage = scale.router_stage(
+        [
+            scale.Span(events=10_000, first_us=1_000_000, last_us=3_000_000, first_commit=1_000),
+            scale.Span(events=10_000, first_us=1_500_000, last_us=5_000_000, first_commit=500),
+        ]
+    )
+    assert stage["events"] == 20_000
+    assert stage["seconds"] == 4.0
+    assert stage["per_second"] == (20_000 - 1_000) / 4.0
+    assert [p["per_second"] for p in stage["partitions"]] == [9_000 / 2.0, 9_500 / 3.5]
+    assert stage["partitioner_bound"] is False
+    assert stage["forwarded_per_second"] is None  # no partitioner's times given
+    assert scale.router_stage([scale.Span(0, 0, 0, 0)])["per_second"] is None
+
+
+def test_a_router_stage_fed_no_faster_than_it_commits_is_a_lower_bound() -> None:
+    """Catches the partitioner's rate reported as the routers' own: when the last
+    commit follows the last forward within a tenth of the stage, the routers were
+    waiting for the partitioner, and the report must say so."""
+    spans = [scale.Span(10_000, 0, 4_000_000, 1)]
+    assert scale.router_stage(spans, last_forward_us=3_700_000)["partitioner_bound"] is True
+    lagging = scale.router_stage(spans, last_forward_us=2_000_000, first_publish_us=-500_000)
+    assert lagging["partitioner_bound"] is False
+    assert lagging["last_forward_to_last_commit_seconds"] == 2.0
+    assert lagging["forwarded_per_second"] == 10_000 / 2.5  # every event, publish to forward
+    bound = scaling({1: [scale_run(5_000, 2_000)], 2: [scale_run(9_000, 3_000)]})
+    bound["scaling"]["sides"]["2"]["runs"][0]["router_stage"].update(
+        partitioner_bound=True, last_forward_to_last_commit_seconds=0.05
+    )
+    assert "2 partitions, run 1: the routers committed as fast as `tocsin partition`" in (
+        scale.markdown(bound)
+    )
+
+
+def test_the_scaling_table_shows_each_count_and_the_ratio_of_the_medians() -> None:
+    """Catches the 2/1 ratio taken from one run (or the mean of ratios) instead of
+    the medians, a count's runs mixed with the other's, and the command missing."""
+    rendered = scaling(
+        {
+            1: [scale_run(5_000, 2_000), scale_run(4_000, 1_000), scale_run(6_000, 3_000)],
+            2: [scale_run(9_000, 3_000), scale_run(8_000, 2_500), scale_run(20_000, 1_000)],
+        }
+    )
+    [router] = [
+        x for x in scale.lines(rendered) if x.label.startswith("pipeline: events committed/s")
+    ]
+    assert router.cells == ["5,000 (4,000-6,000)", "9,000 (8,000-20,000)"]
+    assert router.ratios == ["1.80x"]
+    [end] = [x for x in scale.lines(rendered) if x.label.startswith("pipeline, end to end")]
+    assert end.ratios == ["1.25x"]
+    assert scale.headline(rendered) == (
+        "Scaling (ratio of the medians): router stage beside delivery 2/1: 1.80x; "
+        "end to end 2/1: 1.25x."
+    )
+    rendered["scaling"]["sides"]["1"]["runs"][0]["alone"] = {"router_stage": {"per_second": 4e3}}
+    rendered["scaling"]["sides"]["2"]["runs"][0]["alone"] = {"router_stage": {"per_second": 7e3}}
+    assert scale.headline(rendered).startswith(
+        "Scaling (ratio of the medians): routers alone 2/1: 1.75x; router stage beside"
+    )
+    table = scale.markdown(rendered)
+    assert "| figure | 1 partition | 2 partitions | 2 / 1 |" in table
+    assert "Command: `python -m bench --workloads scale --runs 3`." in table
+    assert "median of 3 runs" in table
+
+
+def test_a_core_per_router_is_the_partitions_over_the_routers_cpu_per_event() -> None:
+    """Catches the estimate of a machine per partition taken from the shared machine's
+    rate (what other work on it moves most) or left at one router's capacity whatever
+    the partition count."""
+    one = {"partitions": 1, "alone": {"cpu_us_per_event": {"routers": 100.0}}}
+    two = {"partitions": 2, "alone": {"cpu_us_per_event": {"routers": 125.0}}}
+    assert scale.core_per_router(one) == 10_000
+    assert scale.core_per_router(two) == 16_000
+    assert scale.core_per_router({"partitions": 2}) is None
+
+
+def test_scale_alone_writes_no_empty_services_table() -> None:
+    """Catches ``--workloads scale`` writing the services' table with no row (a
+    header of tocsin and Alertmanager over nothing) into latest.md, and a failed
+    partition count leaving the bench's exit code 0."""
+    rendered = scaling({1: [scale_run(5_000, 2_000)], 2: [scale_run(9_000, 3_000)]})
+    table = suite.markdown(rendered)
+    assert "Alertmanager" not in table
+    assert table.startswith("**Partitions: scaling.**")
+    assert "Scaling (ratio of the medians)" in suite.text(rendered)
+    assert not suite.failed(rendered)
+    rendered["scaling"]["sides"]["2"]["error"] = "run 1: tocsin router p1 exited"
+    assert suite.failed(rendered)
+
+
+async def test_no_scaling_session_starts_after_the_budget(tmp_path: Path) -> None:
+    """Catches the time bound ignored by the scaling runs: with the budget spent, no
+    process is started (no session directory is made) and every run says so."""
+    late = time.monotonic() - 1
+    out = await suite.run_scaling((1, 2), 1, Loads(), "t", 2, tmp_path, False, late)
+    assert os.listdir(tmp_path) == []
+    assert out["partitions"] == [1, 2]
+    for side in ("1", "2"):
+        assert [r["skipped"] for r in out["sides"][side]["runs"]] == [["pipeline", "routers"]] * 2
+    assert "1 partition, run 2: skipped, over the time budget" in scale.problems({"scaling": out})
