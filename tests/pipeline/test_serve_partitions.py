@@ -160,9 +160,15 @@ async def test_one_api_answers_for_every_partition_and_commands_reach_the_right_
         assert bad.status_code == 400
         assert bad.json()["field"] == "after_seq"
 
+        # The dashboard: an alert's page from either partition's log.
         async with httpx.AsyncClient() as client:
-            page = await client.get(serve.api + "/")
-        assert page.status_code == 200, page.text
+            assert (await client.get(serve.api + "/")).status_code == 200
+            for db in logs(data):
+                opening = log_events(db, "alert.opened")[-1]
+                page = await client.get(f"{serve.api}/alerts/{opening['alert_id']}")
+                assert page.status_code == 200, page.text
+                summary = next(a["summary"] for a in alerts if a["id"] == opening["alert_id"])
+                assert summary in page.text
     finally:
         assert await serve.stop() == 0
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
