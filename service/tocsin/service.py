@@ -494,8 +494,11 @@ async def follow_partitions(options: Options, running: Running) -> None:
     api.state = partitions.state
     api.reader = partitions
     api.partitions = partitions
-    partitions.listeners.append(lambda facts, state: live.committed(facts, state))
-    live.last_seq = partitions.state().last_seq
+    partitions.listeners.append(
+        lambda facts, part: live.committed(facts, part, partitions.last_seq)
+    )
+    partitions.listeners.append(running.metrics.count_committed)
+    live.last_seq = partitions.last_seq
     running.metrics.observe(
         "tocsin_alerts_open",
         "alerts firing now (opened and not resolved)",

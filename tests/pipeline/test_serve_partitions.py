@@ -107,6 +107,15 @@ async def test_one_api_answers_for_every_partition_and_commands_reach_the_right_
         alerts = (await get(serve.api, "/api/v1/alerts", limit=500))["alerts"]
         assert len({a["id"] for a in alerts}) == 200
         assert (await get(serve.api, "/api/v1/stats"))["total"] == 200
+        # /metrics counts what every router committed (serve follows their logs).
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(serve.api + "/metrics")).text
+        received = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tocsin_events_received_total")
+        ]
+        assert sum(received) == 200, received
         assert len(await get(serve.api, "/api/v2/alerts")) == 200
 
         # An alert of partition 1, acknowledged through the API.

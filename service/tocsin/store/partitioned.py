@@ -136,6 +136,11 @@ class PartitionedLog:
         for part in self.logs:
             await part.close()
 
+    @property
+    def last_seq(self) -> int:
+        """The merged projection's ``last_seq`` (the sum of the partitions'), unmerged."""
+        return sum(part.state.last_seq for part in self.logs)
+
     def state(self) -> State:
         """The merged projection (made again only once a partition moved on)."""
         seqs = tuple(part.state.last_seq for part in self.logs)
@@ -160,15 +165,14 @@ class PartitionedLog:
     async def catch_up(self, partition: int | None = None, until: int | None = None) -> None:
         """Fold what each partition's router committed (one partition's through
         ``until``: a command's facts, before the API answers from them), and tell the
-        listeners (the live feed)."""
+        listeners (the live feed, /metrics) each partition's new facts with its own
+        projection."""
         parts = self.logs if partition is None else [self.logs[partition]]
-        facts: list[ev.Event] = []
         for part in parts:
-            facts += await part.catch_up(until if partition is not None else None)
-        if facts:
-            state = self.state()
-            for listener in self.listeners:
-                listener(facts, state)
+            facts = await part.catch_up(until if partition is not None else None)
+            if facts:
+                for listener in self.listeners:
+                    listener(facts, part.state)  # the partition's: no merge per commit
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Catch up every ``FOLLOW_EVERY`` seconds until ``stop``."""
