@@ -532,6 +532,29 @@ class Serve:
         return await self.wait()
 
 
+async def publish_many(url: str, count: int, prefix: str, type_: str = "procs") -> None:
+    """``count`` alerts of distinct fingerprints (``type_``, on ``alerts.in.<type_>``),
+    each with a PubAck."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for i in range(count):
+        body = {"type": type_, "severity": "warning", "summary": f"{prefix} {i}"}
+        body["labels"] = {"n": f"{prefix}{i}"}
+        await js.publish(f"alerts.in.{type_}", msgspec.json.encode(body), timeout=5)
+    await nc.close()
+
+
+async def metric(api: str, name: str) -> float:
+    """The sum of a /metrics sample's values over its label sets."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{api}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
 def children_of(pid: int, role: bytes) -> set[int]:
     """The live children of ``pid`` whose command line has the word ``role`` (``deliver``,
     ``router``), from /proc."""

@@ -16,8 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import msgspec
-import nats
 
 from tests.support import (
     HttpSink,
@@ -26,6 +24,8 @@ from tests.support import (
     children_of,
     log_count,
     log_events,
+    metric,
+    publish_many,
     wait_until,
     webhook_config,
 )
@@ -39,28 +39,6 @@ SHORT_ACK_WAIT = '\n[nats]\nack_wait = "2s"\n'
 def delivery_children(pid: int) -> set[int]:
     """The live ``tocsin ... deliver`` children of ``pid``, from /proc."""
     return children_of(pid, b"deliver")
-
-
-async def publish_many(url: str, count: int, prefix: str) -> None:
-    """``count`` alerts of distinct fingerprints, each with a PubAck."""
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    for i in range(count):
-        body = {"type": "procs", "severity": "warning", "summary": f"{prefix} {i}"}
-        body["labels"] = {"n": f"{prefix}{i}"}
-        await js.publish("alerts.in.procs", msgspec.json.encode(body), timeout=5)
-    await nc.close()
-
-
-async def metric(api: str, name: str) -> float:
-    """The sum of a /metrics sample's values over its label sets."""
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{api}/metrics")).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
 
 
 async def shows(api: str, name: str, expected: float) -> bool:
