@@ -60,24 +60,9 @@ async def logged(tmp_path: Path) -> Path:
     warning on ``c`` and a critical on ``d``, routed as ``LOGGED_ROUTES`` says (critical
     to hook and mail, the rest to hook)."""
     data = tmp_path / "data"
-    ledger = await Ledger.open(db_path(data), snapshot_every=0)
-    ids = itertools.count()
     inputs = [("critical", "a|b"), ("warning", "c"), ("critical", "d")]
-    async with ledger.batch() as batch:
-        for i, (severity, host) in enumerate(inputs):
-            event = normalized(i, severity, host=host)
-            facts = triage(
-                ledger.state,
-                event,
-                subject="alerts.in.db",
-                received_at=event.timestamp,
-                routing=LOGGED_ROUTES,
-                window_seconds=600,
-                new_id=lambda: f"id{next(ids)}",
-                trace_id=None,
-            )
-            batch.add_caused(facts, Input.INBOUND, i + 1)
-    await ledger.close()
+    script = [(i, severity, host) for i, (severity, host) in enumerate(inputs)]
+    await write_log(data, script, itertools.count())
     return data
 
 
