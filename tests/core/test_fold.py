@@ -11,9 +11,10 @@ from typing import Any
 
 from tocsin.core import events as ev
 from tocsin.core import views
+from tocsin.core.decide.dedup import NO_SLOTS
 from tocsin.core.decide.route import Route, RoutingTable
 from tocsin.core.decide.triage import triage
-from tocsin.core.fold import fold, rebuild
+from tocsin.core.fold import fold, fold_stored, rebuild
 from tocsin.core.ingest import Normalized, default_fingerprint
 from tocsin.core.matchers import Match
 from tocsin.core.state import SETTLED, State
@@ -273,3 +274,45 @@ def test_each_stream_binding_folds_into_its_own_stream() -> None:
     fold(state, 4, 10, ev.StreamBound(stream="TOCSIN_IN", created="in-2", offset=5))
     assert (state.inbound_stream, state.inbound_offset) == ("in-2", 5)
     assert (state.outbound_stream, state.outbound_offset) == ("out-2", 7)
+
+
+def test_a_storm_of_alerts_shares_the_values_they_repeat() -> None:
+    """Catches a projection that keeps one object per alert of a value every alert of a
+    storm repeats (issue #20's RSS target: ~9 MiB per 21,000 alerts of a projection
+    rebuilt from the log, where every decoded string is a new object): the type, the
+    source, the tuple of receivers, an empty ``details``, an open fingerprint's empty
+    inhibition slots, a delivery's receiver and channel. The values stay the same: the
+    rebuild equals the live fold."""
+    run = Run()
+    for n in range(3):
+        run.feed(normalized(0, host=f"db{n}"))
+    for seq, (_, at, fact) in enumerate(list(run.log), len(run.log) + 1):
+        if isinstance(fact, ev.AlertRouted):
+            outcome = ev.DeliverySucceeded(
+                notification_id=fact.notification_id,
+                receiver=fact.receiver,
+                alert_id=fact.alert_id,
+                fingerprint=fact.fingerprint,
+                channel="webhook",
+                attempts=1,
+                at=at,
+            )
+            run.log.append((seq, at, outcome))
+            fold(run.state, seq, at, outcome)
+    rows = [(seq, ts, ev.encode(fact)) for seq, ts, fact in run.log]  # as stored
+    rebuilt = State()
+    fold_stored(rebuilt, rows)
+    assert rebuilt == run.state
+    for state in (run.state, rebuilt):
+        alerts = list(state.alerts.values())
+        opened = list(state.open_by_fingerprint.values())
+        deliveries = list(state.deliveries.values())
+        assert len(alerts) == len(opened) == len(deliveries) == 3
+        for field in ("type", "source", "receivers", "details"):
+            assert len({id(getattr(alert, field)) for alert in alerts}) == 1, field
+        assert alerts[0].receivers == ("hook",)
+        assert alerts[0].details == {}
+        assert all(o.inhibits is NO_SLOTS and o.waits_on is NO_SLOTS for o in opened)
+        assert all(o.receivers is alerts[0].receivers for o in opened)
+        for field in ("receiver", "channel"):
+            assert len({id(getattr(d, field)) for d in deliveries}) == 1, field

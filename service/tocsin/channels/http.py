@@ -9,6 +9,11 @@ every request); httpx over ``httpx-aiohttp``'s transport ~530 us; and an
 more than aiohttp alone. A receiver needs none of httpx's machinery (auth and redirect
 layers, a cookie jar, header and URL merging per request).
 
+httpx itself is imported only for a URL that needs percent-encoding (``_yarl_url``):
+importing it costs ~5 MiB in every process that does (its package imports its command
+line client, and with it rich, click and pygments), and the delivery children
+(``tocsin serve``'s, issue #20's RSS target) need it for nothing else.
+
 A receiver's ``timeout`` is one deadline for the whole exchange (DESIGN.md section 10):
 waiting for a connection, connecting, sending, and the whole answer. A per-read timeout
 alone lets a receiver that trickles a byte a second keep a send alive past the
@@ -18,12 +23,16 @@ consumer's ack_wait, and then JetStream hands the same item to a second worker.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import re
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
+import certifi
 import msgspec
 import yarl
 
@@ -129,7 +138,7 @@ class JsonPoster:
         # One deadline for the whole exchange is ``asyncio.timeout`` in ``post``;
         # aiohttp's own total timeout is left off (it would only race it).
         self._client_timeout = aiohttp.ClientTimeout(total=None)
-        self._ssl = httpx.create_ssl_context()  # certifi's roots, as before
+        self._ssl = ssl_context()
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, yarl.URL] = {}
 
@@ -227,10 +236,36 @@ def _parsed(cache: dict[str, T], text: str, parse: Callable[[str], T]) -> T:
     return found
 
 
+# A URL httpx would send as it is: ASCII, each character one a URL may hold unencoded
+# or a percent-escape. httpx then changes only what yarl changes too (the host's case,
+# a default port), but for dot segments in the path, which it removes.
+_ENCODED_URL = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
+
+
 def _yarl_url(text: str) -> yarl.URL:
     """``text`` percent-encoded as httpx encodes a URL (what a channel's quoting of its
-    path relies on: ``%2F`` stays ``%2F``), then taken as it is."""
+    path relies on: ``%2F`` stays ``%2F``), then taken as it is. A URL already so
+    encoded (every configured receiver's URL, in practice) is taken as it is without
+    httpx (see the module's docstring for why it is not imported up front)."""
+    if _ENCODED_URL.fullmatch(text) and not _DOT_SEGMENT.search(urlsplit(text).path):
+        return yarl.URL(text, encoded=True)
+    import httpx
+
     return yarl.URL(str(httpx.URL(text)), encoded=True)
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """The roots a receiver's certificate is checked against, as httpx chose them (its
+    ``create_ssl_context``, which tocsin used before): the file ``SSL_CERT_FILE`` or
+    the directory ``SSL_CERT_DIR`` names, else certifi's bundle. Made once and shared
+    by every receiver's pool: each context holds its own copy of ~150 roots."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def describe(error: BaseException) -> str:
@@ -240,6 +275,6 @@ def describe(error: BaseException) -> str:
     text = str(cause) or type(cause).__name__
     if isinstance(cause, aiohttp.ClientConnectorError | ConnectionError):
         return f"connection error: {text}"
-    if isinstance(cause, TimeoutError | httpx.TimeoutException | aiohttp.ServerTimeoutError):
+    if isinstance(cause, TimeoutError | aiohttp.ServerTimeoutError):
         return f"timeout: {text}"
     return f"connection error: {type(cause).__name__}: {text}"

@@ -7,6 +7,7 @@ I/O, no clock, no randomness; the same events in the same order give an equal st
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, assert_never
 
@@ -14,7 +15,7 @@ from tocsin.core import escalation, groups, heartbeats
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_RANK
 from tocsin.core.decide import flapping
-from tocsin.core.decide.dedup import OpenAlert, rebucket
+from tocsin.core.decide.dedup import NO_SLOTS, OpenAlert, rebucket
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.policy.order import OPEN_FOR_ORDER, open_key
 from tocsin.core.retention import next_sweep_after, sweep
@@ -34,6 +35,31 @@ from tocsin.core.state import (
     State,
 )
 from tocsin.core.subjects import HEARTBEAT_PREFIX, STREAM_OUT
+
+# One object for each of the values every alert, delivery and open fingerprint of a storm
+# repeats (issue #20's RSS target): an alert's type and source, a delivery's receiver and
+# channel (strings, ``sys.intern``), the tuples of receivers an alert was told through,
+# and an empty ``details``. A value is the same whichever object holds it; ~9 MiB per
+# 21,000 alerts of a rebuilt projection, ~5 MiB of a live one (``docs/performance.md``).
+NO_DETAILS: dict[str, Any] = {}
+"""Every alert without details shares this one: never changed in place (the fold
+replaces an alert's ``details``, never updates them; see ``AlertAsRouted``)."""
+
+SHARED_TUPLES = 256  # distinct receiver tuples kept; past it, a tuple is its own
+_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+_one = sys.intern
+
+
+def _plus(names: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """``names`` and then ``name``: the same tuple object for the same names, while
+    there are at most ``SHARED_TUPLES`` of them (a config has a few receivers)."""
+    joined = (*names, name)
+    shared = _tuples.get(joined)
+    if shared is not None:
+        return shared
+    if len(_tuples) < SHARED_TUPLES:
+        _tuples[joined] = joined
+    return joined
 
 
 def fold(state: State, seq: int, ts: int, event: ev.Event) -> None:
@@ -155,13 +181,13 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         state.alerts[alert_id] = Alert(
             id=alert_id,
             fingerprint=e.fingerprint,
-            type=e.type,
+            type=_one(e.type),
             severity=e.severity,
             summary=e.summary,
-            source=e.source,
+            source=_one(e.source),
             status="firing",
             labels=e.labels,
-            details=e.details,
+            details=e.details or NO_DETAILS,
             first_seen=e.timestamp,
             last_seen=e.timestamp,
             occurrences=1 if firing else 0,
@@ -173,9 +199,9 @@ def _received(e: ev.AlertReceived, state: State, seq: int) -> None:
         alert.severity = e.severity
         alert.summary = e.summary
         alert.labels = e.labels
-        alert.details = e.details
-        alert.type = e.type
-        alert.source = e.source
+        alert.details = e.details or NO_DETAILS
+        alert.type = _one(e.type)
+        alert.source = _one(e.source)
         alert.trace_id = e.trace_id
     if e.timestamp > alert.last_seen:
         alert.last_seen = e.timestamp
@@ -204,7 +230,12 @@ def _time_auto_resolve(state: State, e: ev.AlertReceived) -> None:
 
 def _opened(e: ev.AlertOpened, state: State, seq: int) -> None:
     state.open_by_fingerprint[e.fingerprint] = OpenAlert(
-        alert_id=e.alert_id, bucket=e.bucket, routed_severity=e.severity, receivers=()
+        alert_id=e.alert_id,
+        bucket=e.bucket,
+        routed_severity=e.severity,
+        receivers=(),
+        inhibits=NO_SLOTS,
+        waits_on=NO_SLOTS,
     )
     if state.flaps or state.flap_changes is not None:
         flapping.record(state, e.fingerprint)  # a change, for [flapping]
@@ -345,7 +376,7 @@ def _leave(state: State, alert_id: str, slots: dict[str, str]) -> None:
 def _stop_waiting(state: State, current: OpenAlert) -> None:
     for rule, values in current.waits_on.items():
         _slot_remove(state.inhibit_waiting, rule, values, current.alert_id)
-    current.waits_on = {}
+    current.waits_on = NO_SLOTS
 
 
 def _not_inhibited(state: State, current: OpenAlert) -> None:
@@ -406,12 +437,12 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
     state.counters.routed += 1
     current = _told(e, state)
     if current is not None and e.receiver not in current.receivers:
-        current.receivers += (e.receiver,)
+        current.receivers = _plus(current.receivers, e.receiver)
     alert = state.alerts.get(e.alert_id)
     as_routed = None
     if alert is not None:
         if e.receiver not in alert.receivers:
-            alert.receivers += (e.receiver,)
+            alert.receivers = _plus(alert.receivers, e.receiver)
         alert.last_delivery_status = "pending"
         alert.unrouted = False
         as_routed = AlertAsRouted(
@@ -428,7 +459,7 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
     delivery = state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_id,
-        receiver=e.receiver,
+        receiver=_one(e.receiver),
         reason=e.reason,
         routed_seq=seq,
         as_routed=as_routed,
@@ -441,7 +472,7 @@ def _routed(e: ev.AlertRouted, state: State, seq: int) -> None:
 def _group_opened(e: ev.GroupOpened, state: State, seq: int) -> None:
     state.groups[e.group_key] = Group(
         key=e.group_key,
-        receiver=e.receiver,
+        receiver=_one(e.receiver),
         route=e.route,
         labels=e.group_labels,
         wait=e.group_wait,
@@ -493,12 +524,12 @@ def _group_notified(e: ev.GroupNotified, state: State, seq: int) -> None:
         alert = state.alerts.get(alert_id)
         if alert is not None:
             if e.receiver not in alert.receivers:
-                alert.receivers += (e.receiver,)
+                alert.receivers = _plus(alert.receivers, e.receiver)
             alert.last_delivery_status = "pending"
     delivery = state.deliveries[e.notification_id] = Delivery(
         notification_id=e.notification_id,
         alert_id=e.alert_ids[0] if e.alert_ids else "",
-        receiver=e.receiver,
+        receiver=_one(e.receiver),
         reason=e.reason,
         routed_seq=seq,
         group_key=e.group_key,
@@ -608,7 +639,7 @@ def _sent(
     delivery: Delivery,
 ) -> None:
     """What every logged outcome tells, whatever it is."""
-    delivery.channel = e.channel
+    delivery.channel = _one(e.channel)
     delivery.updated_at = e.at
     alert = state.alerts.get(e.alert_id)
     if alert is not None:

@@ -34,6 +34,13 @@ DEFAULT_WINDOW_SECONDS = 600.0
 """``[dedup] window`` when the config does not set it."""
 
 
+NO_SLOTS: dict[str, str] = {}
+"""The one empty ``inhibits`` and ``waits_on`` the fold gives every open alert that has
+none: msgspec would make a dict per alert for the ``{}`` default (~64 B each, twice per
+open fingerprint). Never changed in place: the fold replaces these dicts, as it does
+every dict of the projection."""
+
+
 class OpenAlert(Struct, kw_only=True, gc=False, array_like=True):
     """What dedup needs to know of a fingerprint's open alert (a projection)."""
 
