@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -40,6 +41,16 @@ class Publishes(Protocol):
     async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
         """``True`` for each message stored (or a duplicate of one stored) in time."""
         ...
+
+
+@dataclass
+class Sent:
+    """A batch ``Publisher.send`` published: ``count`` messages, a future for each one
+    whose publish went out (fewer when the connection failed part way)."""
+
+    count: int
+    futures: list[asyncio.Future[bool]] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
 
 
 class Publisher:
@@ -90,19 +101,24 @@ class Publisher:
     async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
         """Publish ``messages``; ``True`` for each message JetStream stored (or
         recognised as a duplicate of one it stored) within ``timeout`` seconds."""
+        return await self.stored(await self.send(messages), timeout)
+
+    async def send(self, messages: Sequence[Outbound]) -> Sent:
+        """Publish ``messages``, in order, without waiting for their PubAcks: what
+        ``stored`` waits for. A caller may send its next batch meanwhile (the order on
+        the connection is the order of the sends)."""
+        sent = Sent(len(messages))
         if not messages:
-            return []
+            return sent
         await self._ensure_subscribed()
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[bool]] = []
-        tokens: list[str] = []
         for message in messages:
             self._next += 1
             token = str(self._next)
             future: asyncio.Future[bool] = loop.create_future()
             self._waiting[token] = future
-            futures.append(future)
-            tokens.append(token)
+            sent.futures.append(future)
+            sent.tokens.append(token)
             headers = {**self._headers, **(message.headers or {})}
             if message.msg_id:
                 headers = {MSG_ID: message.msg_id, **headers}
@@ -117,12 +133,18 @@ class Publisher:
                 log.warning("publish to %s failed: %s", message.subject, error)
                 future.set_result(False)
                 break
+        return sent
+
+    async def stored(self, sent: Sent, timeout: float = 5.0) -> list[bool]:
+        """``True`` for each message of ``sent`` JetStream stored (or recognised as a
+        duplicate of one it stored) within ``timeout`` seconds of now."""
+        futures = sent.futures
         if futures:
             await asyncio.wait(futures, timeout=timeout)
         results = [f.done() and not f.cancelled() and f.result() for f in futures]
-        for token in tokens:
+        for token in sent.tokens:
             self._waiting.pop(token, None)
-        results += [False] * (len(messages) - len(results))
+        results += [False] * (sent.count - len(results))
         if not all(results):
             # One line a batch, not one a message: a failover refuses thousands at once.
             refused = ", ".join(f"{why}: {n}" for why, n in self._refusals.most_common())

@@ -10,8 +10,10 @@ the message unacked: another (or the same, restarted) forwards it again under th
 id, and TOCSIN_PART's duplicate window drops the copy, so every message reaches its
 partition exactly once.
 
-Batches are pulled, forwarded and acked one at a time: at most ``BATCH`` messages are in
-flight per partitioner.
+A batch is forwarded while the one before waits for its PubAcks (so one process is not
+held to a batch per round trip), and acked once they came: at most ``2 * BATCH``
+messages are in flight per partitioner. Forwards go out in the order they were pulled,
+from one task, so an alert's events reach its partition in their TOCSIN_IN order.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from tocsin.bus.connection import connect, connect_options
-from tocsin.bus.publisher import Publisher
+from tocsin.bus.publisher import Publisher, Sent
 from tocsin.bus.puller import Puller, ack_all, nak, stream_seq
 from tocsin.bus.streams import ensure_inbound, ensure_streams
 from tocsin.config import Config
@@ -103,9 +105,14 @@ class Partitioner:
         return out
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        """Forward a batch; ack each message whose forward JetStream stored, and have
-        the others delivered again shortly (their forwards carry the same ids)."""
-        stored = await self._publisher.publish(self.forwards(msgs), timeout=PUBLISH_TIMEOUT)
+        """Forward a batch and settle it (``settle``)."""
+        await self.settle(msgs, await self._publisher.send(self.forwards(msgs)))
+
+    async def settle(self, msgs: Sequence[Msg], sent: Sent) -> None:
+        """Once the batch's PubAcks came: ack each message whose forward JetStream
+        stored, and have the others delivered again shortly (their forwards carry the
+        same ids)."""
+        stored = await self._publisher.stored(sent, timeout=PUBLISH_TIMEOUT)
         faults.point("partition.after_forward")
         done = [msg for msg, ok in zip(msgs, stored, strict=True) if ok]
         await ack_all(self._nc, done)
@@ -115,19 +122,24 @@ class Partitioner:
                 await nak(self._nc, msg, RETRY_DELAY)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop``; the batch under way is finished first."""
+        """Forward until ``stop``; the batches under way are finished first."""
         await self._setup()
         puller = Puller(self._nc, STREAM_IN, PARTITIONER_CONSUMER, BATCH, prefetch=True)
         await puller.start()
         log.info("partitioning TOCSIN_IN into %d partitions", self._count)
+        waiting: tuple[Sequence[Msg], Sent] | None = None  # forwarded, PubAcks not seen
         try:
             while not stop.is_set():
                 if puller.lost:
                     await self._found_lost(puller)
-                msgs = await puller.take(wait=0.5)
-                if msgs:
-                    await self.handle(msgs)
+                msgs = await puller.take(wait=0.5 if waiting is None else 0.0)
+                sent = await self._publisher.send(self.forwards(msgs)) if msgs else None
+                if waiting is not None:
+                    await self.settle(*waiting)
+                waiting = (msgs, sent) if sent is not None else None
         finally:
+            if waiting is not None:
+                await self.settle(*waiting)
             await puller.stop()
             await self._publisher.close()
 

@@ -57,18 +57,29 @@ class PartitionLog:
         self.state = State()
         self.reader: LogReader | None = None
 
-    async def open(self) -> bool:
-        """Load the projection (newest snapshot and the rows after it, in a thread) and
-        open the reader, once the file exists; whether it is open."""
+    async def open(self, *, at_start: bool = False) -> bool:
+        """Open the reader once the file exists; whether it is open. ``at_start`` (the
+        log was there before this process started): load the projection (newest
+        snapshot and the rows after it, in a thread), as a router's start does; its
+        facts are history, not news. A log that appears later is new: its rows are
+        folded by ``catch_up`` from the first, so the live feed and /metrics hear of
+        every fact it commits."""
         if self.reader is not None:
             return True
         if not self.path.exists():
             return False
+        if at_start:
+            try:
+                self.state, _ = await asyncio.to_thread(load_state_fast, self.path)
+            except sqlite3.OperationalError:  # its router is making it: no tables yet
+                return False
+        reader = await LogReader.open(self.path)
         try:
-            self.state, _ = await asyncio.to_thread(load_state_fast, self.path)
-        except sqlite3.OperationalError:  # its router is making it: no tables yet
+            await reader.page(0, 1)  # the tables are there
+        except sqlite3.OperationalError:
+            await reader.close()
             return False
-        self.reader = await LogReader.open(self.path)
+        self.reader = reader
         return True
 
     async def catch_up(self, until: int | None = None) -> list[ev.Event]:
@@ -129,8 +140,9 @@ class PartitionedLog:
         return len(self.logs)
 
     async def open(self) -> None:
+        """The logs there at start, loaded as a router's start loads its log."""
         for part in self.logs:
-            await part.open()
+            await part.open(at_start=True)
 
     async def close(self) -> None:
         for part in self.logs:
