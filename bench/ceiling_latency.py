@@ -150,7 +150,13 @@ async def commit(tmp: Path, n: int) -> list[Samples]:
 
     figures.append(await sample("  the same rows, raw sqlite3 in this thread", n, in_this_thread))
     raw.close()
+    figures.append(await fsync_alone(tmp, n))
+    return figures
 
+
+async def fsync_alone(tmp: Path, n: int, name: str = "  fsync of a 4 KiB append, alone") -> Samples:
+    """The kernel's and the disk's part of a durable commit: ``fsync`` of a 4 KiB
+    append to a file in ``tmp`` (the data dir's file system), nothing else."""
     fd = os.open(tmp / "fsync", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
     async def fsync() -> float:
@@ -159,9 +165,10 @@ async def commit(tmp: Path, n: int) -> list[Samples]:
         os.fsync(fd)
         return time.perf_counter() - started
 
-    figures.append(await sample("  fsync of a 4 KiB append, alone", n, fsync))
-    os.close(fd)
-    return figures
+    try:
+        return await sample(name, n, fsync)
+    finally:
+        os.close(fd)
 
 
 async def post(port: int, n: int) -> Samples:

@@ -421,6 +421,29 @@ def _per_run(runs: Sequence[dict[str, Any]]) -> str:
     )
 
 
+async def run_floors(runs: int, deadline: float) -> dict[str, Any]:
+    """W3's floor (``bench/floors.py``) ``runs`` times, after the W3 sessions: the
+    hops no alert can skip, timed alone on this machine in the same run as W3."""
+    from bench.floors import w3_floor  # brings in nats and the tests' server helper
+
+    measured: list[dict[str, Any]] = []
+    for run in range(1, runs + 1):
+        if time.monotonic() > deadline:
+            _say(f"!! W3's floor, run {run} of {runs}: skipped ({LATE})")
+            measured.append({"skipped": ["floor"]})
+            continue
+        _say(f"-- W3's floor (two JetStream hops and an fsync, each alone), run {run} of {runs}")
+        try:
+            floor = await w3_floor()
+        except Exception as error:  # a figure missing, not the run lost
+            _say(f"!! W3's floor: {type(error).__name__}: {error}")
+            measured.append({"error": f"{type(error).__name__}: {error}"})
+            continue
+        _say(f"  W3's floor: p50 {floor['p50_ms']:.2f} ms, p99 at least {floor['p99_ms']:.2f} ms")
+        measured.append(floor)
+    return {**report.median_tree(measured), "runs": measured}
+
+
 async def run_replays(events: int, runs: int, deadline: float) -> dict[str, Any]:
     """W4 ``runs`` times, one after another (tocsin's alone: nothing to alternate with);
     the figures of every run and their medians. A run due after ``deadline`` is skipped,
@@ -702,6 +725,8 @@ async def main(argv: list[str] | None = None) -> int:
                 args.keep,
                 deadline,
             )
+        if "w3" in workloads and "tocsin" in makers:
+            results["floor"] = await run_floors(args.runs, deadline)
         if args.replay_events > 0 and "w4" in workloads:
             results["replay"] = await run_replays(args.replay_events, args.runs, deadline)
     finally:

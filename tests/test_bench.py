@@ -480,3 +480,30 @@ async def test_no_scaling_session_starts_after_the_budget(tmp_path: Path) -> Non
     for side in ("1", "2"):
         assert [r["skipped"] for r in out["sides"][side]["runs"]] == [["pipeline", "routers"]] * 2
     assert "1 partition, run 2: skipped, over the time budget" in scale.problems({"scaling": out})
+
+
+def test_a_latency_target_below_the_floor_of_parts_not_owned_says_so() -> None:
+    """W3's p50 target (≤ 1.5x Alertmanager's 0.8 ms = 1.2 ms) against a floor of 1.6 ms
+    measured in the same run (two JetStream hops and an fsync alone): not met, and said
+    to be below the floor, listed apart from the misses tocsin's own code must close.
+    The p99 target (≤ 4 ms) above its floor (2 ms) stays a plain miss, and a floor that
+    the target clears excuses nothing. Catches a floor that hides a miss tocsin could
+    close, and a miss no code could close reported as tocsin's."""
+    tocsin = [run(1_000, 2.5, 9.0, 100.0)] * 3
+    am = [run(5_000, 0.8, 4.0, 500.0)] * 3
+    measured = results(tocsin, am)
+    floors = [{"p50_ms": 1.6, "p99_ms": 2.0}, {"p50_ms": 1.5, "p99_ms": 2.1}, {"p50_ms": 1.7}]
+    measured["floor"] = {**report.median_tree(floors), "runs": floors}
+    rendered = report.lines(measured)
+    assert line(rendered, "W3 latency p50").verdict == report.BELOW_FLOOR
+    assert line(rendered, "W3 latency p99").verdict == report.NOT_MET
+    floor = line(rendered, "W3 floor p50")
+    assert (floor.source, floor.ours, floor.theirs) == ("floor", "1.60 (1.50-1.70)", "—")
+    console = report.text(measured)
+    assert "TARGETS NOT MET (2):" in console  # W1 and W3 p99
+    assert "floor of parts tocsin does not own" in console
+    assert "W3 latency p50" in console.split("floor of parts tocsin does not own")[1]
+    table = report.markdown(measured)
+    assert "| ≤ 1.5x AM | **not met, below the floor** |" in table
+    measured["floor"] = {**report.median_tree([{"p50_ms": 1.0}]), "runs": [{"p50_ms": 1.0}]}
+    assert line(report.lines(measured), "W3 latency p50").verdict == report.NOT_MET
