@@ -121,6 +121,7 @@ async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
     sink.delay = 0.3  # sends in flight when the signal comes
     log_file = tmp_path / "serve.log"
     serve = Serve(data, nats_url, config, stderr=log_file, log_level="info", own_group=True)
+    serve.env.pop("TOCSIN_EVENT_LOOP", None)  # the default loop, whatever this shell says
     await serve.start()
     children = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
     await publish_many(nats_url, 60, "c")
@@ -135,6 +136,9 @@ async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
     said = log_file.read_text()
     assert "Traceback" not in said
     assert "KeyboardInterrupt" not in said
+    # The default loop is uvloop, in the children too: a child started with an argument
+    # uvloop refuses (process_group) would never have started at all.
+    assert ready_loops(said) == ["uvloop", "uvloop"]
 
 
 def ready_loops(said: str) -> list[str]:
