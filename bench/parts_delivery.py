@@ -49,6 +49,7 @@ from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_
 from tocsin.channels import ChannelEnv
 from tocsin.channels.webhook import KIND as WEBHOOK
 from tocsin.channels.webhook import WebhookConfig
+from tocsin.cli import run as run_on_chosen_loop
 from tocsin.config import RetrySection
 from tocsin.core.contracts import Notification, WorkItem
 from tocsin.core.ids import traceparent_for
@@ -191,6 +192,7 @@ async def main(args: argparse.Namespace) -> None:
     command = shlex.join([".venv/bin/python", "bench/parts_delivery.py", *sys.argv[1:]])
     print(f"delivery per notification, n={args.n:,}, concurrency {CONCURRENCY}: {command}")
     print("every item raises the order record" if RAISE else "no item raises the order record")
+    print(f"event loop: {type(asyncio.get_running_loop()).__module__.split('.')[0]}")
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         receiver = await asyncio.create_subprocess_exec(
@@ -249,4 +251,5 @@ if __name__ == "__main__":
         help="every item raises the order record (as when an older one of its key is open)",
     )
     parser.add_argument("--top", type=int, default=40, help="functions the profile lists")
-    asyncio.run(main(parser.parse_args()))
+    # The worker runs in this process: on the loop TOCSIN_EVENT_LOOP chooses, as in tocsin.
+    run_on_chosen_loop(main(parser.parse_args()))

@@ -223,6 +223,7 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
     for opening connections and first runs of code, which is not the steady state."""
     receiver.reset(f"{tag}-w3")
     target.begin()
+    before = target.usage()  # W3's CPU, warm-up included: what a steady load costs
     count = round(loads.steady_rate * loads.steady_seconds)
     warm = round(loads.steady_rate * loads.warmup_seconds)
     keys = [f"{tag}-w3warm-{i}" for i in range(warm)] + [f"{tag}-w3-{i}" for i in range(count)]
@@ -274,6 +275,7 @@ async def w3_steady(target: Target, receiver: Receiver, loads: Loads, tag: str) 
         "max_connections": receiver.phase_max_open,
         "timeouts": [] if complete else [f"{count - len(latencies):,} never notified"],
         "latencies_ms": in_order,
+        **_cpu_since(target, before, total),
     }
 
 

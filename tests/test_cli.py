@@ -86,6 +86,51 @@ def test_bad_usage_exits_2() -> None:
     assert "--severity" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "loop"),
+    [(None, "uvloop"), ("auto", "uvloop"), ("asyncio", "asyncio"), ("uvloop", "uvloop")],
+)
+def test_every_command_runs_on_the_loop_tocsin_event_loop_chooses(
+    setting: str | None, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cli.run`` is where every tocsin process (serve's children included) starts its
+    loop. Catches a default that is not uvloop although it is installed (a dependency:
+    the CPU it saves is docs/performance.md's "The event loop"), and a switch that
+    cannot turn it off."""
+    if setting is None:
+        monkeypatch.delenv("TOCSIN_EVENT_LOOP", raising=False)
+    else:
+        monkeypatch.setenv("TOCSIN_EVENT_LOOP", setting)
+
+    async def running_loop() -> str:
+        return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+
+    assert cli.run(running_loop()) == loop
+
+
+def test_a_bad_event_loop_exits_2_naming_it(tmp_path: Path) -> None:
+    """Catches a typo in ``TOCSIN_EVENT_LOOP`` quietly running the default loop."""
+    result = run(
+        "publish",
+        "--type",
+        "t",
+        "--severity",
+        "info",
+        "--summary",
+        "s",
+        "--nats-url",
+        f"nats://127.0.0.1:{free_port()}",
+        "--data-dir",
+        str(tmp_path),
+        env={"TOCSIN_EVENT_LOOP": "trio"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "TOCSIN_EVENT_LOOP: 'trio': the event loop is one of auto, asyncio, uvloop" in (
+        result.stderr
+    )
+    assert "never awaited" not in result.stderr
+
+
 def test_publish_without_a_server_says_so_and_exits_1(tmp_path: Path) -> None:
     port = free_port()
     result = run(

@@ -76,6 +76,7 @@ def test_ctrl_c_stops_everything_in_order_and_exits_0(tmp_path: Path) -> None:
     ready = next(line for line in err.splitlines() if " ready; " in line)
     assert f"dashboard: http://{http}/" in ready  # where to look, and where to publish
     assert f"NATS: {url}" in ready
+    assert "event loop: uvloop)" in ready  # the default, uvloop being a dependency
     assert "CRITICAL" not in err
     assert "ConnectionReconnectingError" not in err
     troubles = [

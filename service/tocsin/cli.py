@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import dataclasses
 import heapq
+import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -18,9 +20,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -33,6 +35,7 @@ from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
 from tocsin.core.errors import ConfigError
 from tocsin.core.ids import new_id
+from tocsin.core.policy.eventloop import EVENT_LOOP_KEY, choose_loop
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     ANCHOR,
@@ -64,6 +67,33 @@ COMPACT_PATIENCE = 600.0  # seconds the running service may take to archive and 
 
 class UsageError(Exception):
     pass
+
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on the event loop ``TOCSIN_EVENT_LOOP`` chooses
+    (``core.policy.eventloop``): the one place a tocsin process starts its loop, so
+    ``serve`` and every child it starts (they run this same command line) agree.
+
+    The loop is handed to ``asyncio.Runner`` as a factory, not installed as a global
+    policy, so nothing else in the process (uvicorn, which runs inside this loop, or a
+    library's own ``asyncio.run``) is changed by it."""
+    try:
+        loop = choose_loop(
+            os.environ.get(EVENT_LOOP_KEY), importlib.util.find_spec("uvloop") is not None
+        )
+    except ConfigError:
+        main.close()  # never started: no "coroutine was never awaited" warning
+        raise
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop == "uvloop":
+        # By name: uvloop is optional where it does not build (Windows), and this module
+        # type-checks where it is not installed.
+        factory = importlib.import_module("uvloop").new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -449,15 +479,15 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     if command == "schemas":
         return _schemas(args.out)
     if command == "publish":
-        return asyncio.run(_publish(args))
+        return run(_publish(args))
     if command == "heartbeat":
-        return asyncio.run(_heartbeat(args))
+        return run(_heartbeat(args))
     if command == "retry-failed":
-        return asyncio.run(_retry_failed(args))
+        return run(_retry_failed(args))
     if command == "simulate":
         return _simulate(args)
     if command == "reload":
-        return asyncio.run(_reload(args, str(args.data_dir.resolve())))
+        return run(_reload(args, str(args.data_dir.resolve())))
     if command in ("replay", "state", "verify"):
         return _forensics(args)
     if command == "compact":
@@ -469,7 +499,7 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     if command == "route-test":
         return _route_test(args)
     if command == "partition":
-        return asyncio.run(_partition(args))
+        return run(_partition(args))
     if command == "repartition":
         return _repartition(args)
     from tocsin import service
@@ -502,7 +532,7 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
         link_fd=link_fd(os.environ) if command in ("deliver", "router") else None,
         dashboard=getattr(args, "dashboard_url", None),
     )
-    return asyncio.run(service.run(options))
+    return run(service.run(options))
 
 
 async def _partition(args: argparse.Namespace) -> int:
@@ -536,7 +566,7 @@ def _repartition(args: argparse.Namespace) -> int:
             "where alerts go)"
         )
     if not args.no_nats:
-        problems = asyncio.run(_nats_step(args, loaded, check_only=True))
+        problems = run(_nats_step(args, loaded, check_only=True))
         if problems is None:
             return EXIT_FAILURE
         if problems:
@@ -573,7 +603,7 @@ def _repartition(args: argparse.Namespace) -> int:
     if args.no_nats:
         print("the consumers are unchanged (--no-nats): change them as docs/deployment.md says")
         return EXIT_OK
-    deleted = asyncio.run(_nats_step(args, loaded, check_only=False))
+    deleted = run(_nats_step(args, loaded, check_only=False))
     if deleted is None:
         return EXIT_FAILURE
     print(
@@ -680,7 +710,7 @@ def _forensics(args: argparse.Namespace) -> int:
             f"{verdict.snapshots} snapshot(s), in {verdict.seconds:.2f}s"
         )
         if args.against_nats:
-            anchored = asyncio.run(_anchored_head(args))
+            anchored = run(_anchored_head(args))
             if anchored is None:
                 return EXIT_FAILURE
             heads.append(("the anchor in NATS", anchored))
@@ -864,7 +894,7 @@ def _compact(args: argparse.Namespace) -> int:
     archive = args.archive.resolve()
     answer = None
     if _writer_running(args.data_dir):
-        answer = asyncio.run(_ask_to_compact(args, before, archive))
+        answer = run(_ask_to_compact(args, before, archive))
     if answer is None:  # none runs (or it did not answer: compact says so)
         try:
             done = compact(args.data_dir, before, archive)

@@ -830,7 +830,8 @@ def start_parts(
     parts: list[Part], options: Options, plan: Plan, running: Running, broker: Broker
 ) -> None:
     """Each part in a task, in order; the service is ready once they all run. The ready
-    line says where to look and where to publish: the dashboard and the NATS URL."""
+    line says where to look and where to publish: the dashboard and the NATS URL; and
+    the event loop it runs on (``TOCSIN_EVENT_LOOP``), so a figure can be told apart."""
     running.stops = {phase: asyncio.Event() for phase in Phase}
     for part in parts:
         task = asyncio.create_task(part.run(running.stops[part.phase]))
@@ -844,7 +845,7 @@ def start_parts(
         shown_host = f"[{host}]" if ":" in host else host
         where.insert(0, f"dashboard: http://{shown_host}:{port}/")
     log.info(
-        "tocsin %s ready; %s (config: %s; receivers: %s; %s)",
+        "tocsin %s ready; %s (config: %s; receivers: %s; %s; event loop: %s)",
         __version__,
         "; ".join(where),
         options.config.source,
@@ -854,7 +855,13 @@ def start_parts(
         else "delivery in this process"
         if plan.channels
         else "no delivery",
+        loop_name(),
     )
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: the package of the running loop's class."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
 
 
 def reload_on_sighup(options: Options, running: Running) -> None:

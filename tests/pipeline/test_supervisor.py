@@ -99,6 +99,7 @@ async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
     sink.delay = 0.3  # sends in flight when the signal comes
     log_file = tmp_path / "serve.log"
     serve = Serve(data, nats_url, config, stderr=log_file, log_level="info", own_group=True)
+    serve.env.pop("TOCSIN_EVENT_LOOP", None)  # the default loop, whatever this shell says
     await serve.start()
     children = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
     await publish_many(nats_url, 60, "c")
@@ -113,6 +114,41 @@ async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
     said = log_file.read_text()
     assert "Traceback" not in said
     assert "KeyboardInterrupt" not in said
+    # The default loop is uvloop, in the children too: a child started with an argument
+    # uvloop refuses (process_group) would never have started at all.
+    assert ready_loops(said) == ["uvloop", "uvloop"]
+
+
+def ready_loops(said: str) -> list[str]:
+    """The event loop each process's ready line names (serve's and each child's)."""
+    return [
+        line.rsplit("event loop: ", 1)[1].split(")", 1)[0]
+        for line in said.splitlines()
+        if " ready; " in line
+    ]
+
+
+async def test_the_children_run_on_the_event_loop_serve_was_told_to(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """``TOCSIN_EVENT_LOOP=asyncio`` turns uvloop off in serve and in every child it
+    starts. Catches a setting that stops at serve's own process (the children would
+    run on the default loop: a measurement of asyncio that measured a mix)."""
+    data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url) + CHILDREN)
+    log_file = tmp_path / "serve.log"
+    serve = Serve(data, nats_url, config, stderr=log_file, log_level="info")
+    serve.env["TOCSIN_EVENT_LOOP"] = "asyncio"
+    await serve.start()
+    try:
+        await wait_until(
+            lambda: len(ready_loops(log_file.read_text())) == 2, 20, "the child's ready line"
+        )
+        await publish_many(nats_url, 1, "loop")
+        await wait_until(lambda: len(sink.requests) == 1, 20, "the child delivering")
+    finally:
+        assert await serve.stop() == 0
+    assert ready_loops(log_file.read_text()) == ["asyncio", "asyncio"]
 
 
 async def test_children_of_a_killed_serve_exit(

@@ -21,8 +21,8 @@ Each child gets one end of a socket pair (``TOCSIN_SUPERVISOR_FD``), the *link*:
 - the child writes its ``WorkerFigures`` to it every second and when it stops: what a
   worker measures that the log does not hold, which the parent adds to its /metrics.
 
-A child runs in a process group of its own: a Ctrl-C in the terminal reaches
-``tocsin serve`` alone, which stops its intake first, then tells the children to stop
+A child runs in a session (so a process group) of its own: a Ctrl-C in the terminal
+reaches ``tocsin serve`` alone, which stops its intake first, then tells the children to stop
 (SIGTERM: they finish their sends in flight and exit), then the rest.
 """
 
@@ -185,7 +185,10 @@ class Supervisor:
                 env={**slot.command.env, LINK_FD: str(theirs.fileno())},
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
-                process_group=0,  # a terminal's Ctrl-C is for serve, which stops it in order
+                # A terminal's Ctrl-C is for serve, which stops it in order. A session
+                # of its own, not process_group=0: uvloop's subprocesses refuse that
+                # argument, and a new session is a new process group on both loops.
+                start_new_session=True,
             )
         except BaseException:
             mine.close()
