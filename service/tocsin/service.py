@@ -840,6 +840,11 @@ def start_parts(
     reload_on_sighup(options, running)
     running.readiness.stage = None
     where = [f"NATS: {broker.shown}"]
+    count = options.config.partitions.count
+    if plan.routers:
+        where.append(f"{plan.routers} partitions, a router child each")
+    elif options.partition is not None:
+        where.append(f"partition {options.partition} of {count}")
     if plan.http_address is not None:
         host, port = plan.http_address
         shown_host = f"[{host}]" if ":" in host else host

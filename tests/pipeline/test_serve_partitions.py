@@ -215,6 +215,8 @@ async def test_a_killed_router_is_started_again_and_serve_stops_with_its_childre
     assert not any(alive(pid) for pid in now)
     said = (tmp_path / "serve.log").read_text()
     assert "router process 0" in said
+    assert "2 partitions, a router child each" in said  # serve's ready line
+    assert "partition 1 of 2" in said  # a router child's
     assert "killed by SIGKILL; starting it again" in said
 
 
