@@ -31,7 +31,7 @@ from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
-from tocsin.core.outbound import Outbound, for_configured, messages_for
+from tocsin.core.outbound import Outbound, for_configured, messages_for, sends
 from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
 from tocsin.core.times import now_us
@@ -182,6 +182,7 @@ class Router(Step[Traced]):
             m
             for seqs, position, facts in pulled.fresh
             for seq, e in zip(seqs, facts, strict=True)
+            if sends(e)
             for m in messages_for(state, seq, e, position - offset, trace_headers(position, e))
         ]
         for position, rows in logged.items():
