@@ -1,16 +1,20 @@
 """The puller and its acks against real NATS: messages are handed over as nats-py
 parses them (no queue or task per message) and a batch's acks leave in one write
-(issue #20)."""
+(issue #20, ``bus/wire.py``)."""
 
 from __future__ import annotations
+
+import contextlib
+from pathlib import Path
 
 import msgspec
 import nats
 import pytest
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 
-from tests.support import wait_until
+from tests.support import NatsServer, wait_until
+from tocsin.bus import wire
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, stream_seq
 from tocsin.bus.streams import ensure_streams
@@ -76,3 +80,27 @@ async def test_acks_on_a_closed_connection_are_refused_as_publish_refuses_them(
     msg = Msg(_client=nc, subject="x", reply="$JS.ACK.TOCSIN_IN.router.1.1.1.1.0")
     with pytest.raises(ConnectionClosedError):
         await ack_all(nc, [msg])
+
+
+async def test_while_reconnecting_a_write_is_held_up_to_the_pending_limit_only(
+    tmp_path: Path,
+) -> None:
+    """Catches the joined writes skipping the limit ``nc.publish`` keeps while the
+    connection is down: retried batches of work items would pile up in memory for as
+    long as the broker is away, instead of failing once the buffer is full."""
+    server = NatsServer(tmp_path / "js")
+    server.start()
+    nc = await nats.connect(
+        server.url, pending_size=4096, max_reconnect_attempts=-1, reconnect_time_wait=0.2
+    )
+    try:
+        server.stop()
+        await wait_until(lambda: nc.is_reconnecting, what="the client reconnecting")
+        await wire.write(nc, b"PUB a 1\r\nx\r\n")  # held for the reconnect
+        with pytest.raises(OutboundBufferLimitError):
+            await wire.write(nc, b"PUB a 5000\r\n" + b"x" * 5000 + b"\r\n")
+    finally:
+        # nats-py's close flushes what is held to the dead socket and raises: as it
+        # does for what nc.publish held.
+        with contextlib.suppress(ConnectionResetError):
+            await nc.close()

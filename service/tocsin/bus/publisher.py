@@ -7,15 +7,16 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import BadSubjectError, ConnectionClosedError, ConnectionDrainingError
+from nats.errors import BadSubjectError
 
+from tocsin.bus import wire
 from tocsin.core.outbound import Outbound
 from tocsin.core.subjects import MSG_ID
 
@@ -63,20 +64,6 @@ class _Batch:
             self.answered.set_result(None)
 
 
-class _Answers(asyncio.Queue[Msg]):
-    """The queue nats-py puts the PubAck inbox's messages in, replaced: each answer is
-    handled as nats-py's reader parses it (``Publisher._on_ack``), with no queue and no
-    task woken per answer (as ``puller._Handoff`` does for pulled messages)."""
-
-    def __init__(self, sub: Subscription, on_ack: Callable[[Msg], None]) -> None:
-        super().__init__()
-        self._sub, self._on_ack = sub, on_ack
-
-    def put_nowait(self, item: Msg) -> None:
-        self._sub._pending_size -= len(item.data)  # nats-py counted it in: handled now
-        self._on_ack(item)
-
-
 _CRLF = b"\r\n"
 _HEADER_LINE = b"NATS/1.0\r\n"
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})  # as nats-py cleans a header value
@@ -122,8 +109,8 @@ class Publisher:
             async with self._starting:
                 if self._sub is None:
                     sub = await self._nc.subscribe(self._prefix + "*")
-                    # Nothing is published to it yet: no answer is in the queue replaced.
-                    sub._pending_queue = _Answers(sub, self._on_ack)
+                    # Nothing is published to it yet: no answer came before the hand-over.
+                    wire.hand_over(sub, self._on_ack)
                     self._sub = sub
 
     def _on_ack(self, msg: Msg) -> None:
@@ -192,15 +179,9 @@ class Publisher:
             tokens.append(token)
             commands.append(command)
         try:
-            if nc.is_closed:
-                raise ConnectionClosedError
-            if nc.is_draining_pubs:
-                raise ConnectionDrainingError
             if commands:
-                await nc._send_command(b"".join(commands))
-                if nc._flush_queue is not None and nc._flush_queue.empty():
-                    await nc._flush_pending()
-        except Exception as error:  # closed or draining: nothing was sent
+                await wire.write(nc, b"".join(commands))
+        except Exception as error:  # closed, draining, its buffer full: nothing was sent
             log.warning("publish of %d messages failed: %s", len(commands), error)
             for token in tokens:
                 self._waiting.pop(token, None)

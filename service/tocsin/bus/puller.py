@@ -4,8 +4,8 @@ The pull path avoids nats-py's per-fetch machinery: one persistent inbox subscri
 is fed by raw ``CONSUMER.MSG.NEXT`` batch requests and acks are plain publishes, which
 measured ~6x faster than ``fetch()``. Below that, two per-message costs of nats-py are
 cut too (issue #20): a message is handed to the puller as nats-py's reader parses it,
-with no queue and no task woken per message (``_Handoff``), and a batch's acks leave as
-one write of the commands ``publish`` would have queued one by one (``ack_all``).
+with no queue and no task woken per message, and a batch's acks leave as one write of
+the commands ``publish`` would have queued one by one (``ack_all``; both ``wire``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, ConnectionDrainingError
 
+from tocsin.bus import wire
 from tocsin.core.subjects import ACK
 
 
@@ -97,9 +97,17 @@ class Puller:
 
     async def start(self) -> None:
         sub = await self._nc.subscribe(self._inbox)
-        # No request is out yet, so no message can have arrived in the queue replaced.
-        sub._pending_queue = _Handoff(sub, self._queue, self._arrived)
+        # No request is out yet, so no message can have arrived before the hand-over.
+        wire.hand_over(sub, self._on_message)
         self._sub = sub
+
+    def _on_message(self, msg: Msg) -> None:
+        """Each message as nats-py parses it: with a callback, nats-py would queue it
+        and wake a task to await the callback, one wake-up a message (~2 us a message
+        in the router's profile). The deque is bounded by the pull requests' credit (a
+        batch taken, a batch requested)."""
+        self._queue.append(msg)
+        self._arrived.set()
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -145,24 +153,6 @@ class Puller:
         return out
 
 
-class _Handoff(asyncio.Queue[Msg]):
-    """The queue nats-py puts a subscription's messages in, replaced: each message goes
-    straight onto the puller's deque as nats-py's reader parses it. With a callback,
-    nats-py queues each message and wakes the subscription's task to await the callback
-    once per message (~2 us a message in the router's profile); without one, it would
-    wait for ``next_msg``. The deque is bounded by the pull requests' credit (a batch
-    taken, a batch requested), so nothing waits here."""
-
-    def __init__(self, sub: Subscription, out: collections.deque[Msg], arrived: asyncio.Event):
-        super().__init__()
-        self._sub, self._out, self._arrived = sub, out, arrived
-
-    def put_nowait(self, item: Msg) -> None:
-        self._sub._pending_size -= len(item.data)  # nats-py counted it in: it is out already
-        self._out.append(item)
-        self._arrived.set()
-
-
 def _says_deleted(headers: dict[str, str]) -> bool:
     """A 409 whose description is "Consumer Deleted" (nats-py keys it by an enum that
     does not compare equal to the header's name)."""
@@ -175,18 +165,11 @@ async def ack_all(nc: NATS, msgs: Sequence[Msg], body: bytes = ACK) -> None:
     (the reply subjects are JetStream's own). ``publish`` costs ~1.7 us a message in
     checks and bookkeeping, the joined commands ~0.25 (issue #20); like ``publish``,
     this refuses a closed or draining connection and queues while reconnecting."""
-    if nc.is_closed:
-        raise ConnectionClosedError
-    if nc.is_draining_pubs:
-        raise ConnectionDrainingError
     size = f" {len(body)}\r\n".encode()
     end = body + b"\r\n"
     commands = [b"PUB " + msg.reply.encode() + size + end for msg in msgs if msg.reply]
-    if not commands:
-        return
-    await nc._send_command(b"".join(commands))
-    if nc._flush_queue is not None and nc._flush_queue.empty():  # as publish: one kick
-        await nc._flush_pending()
+    if commands:
+        await wire.write(nc, b"".join(commands))
 
 
 async def nak(nc: NATS, msg: Msg, delay: float) -> None:
