@@ -9,6 +9,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from tests.support import Subscriber, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import delivery_count, stream_seq
 from tocsin.bus.streams import (
@@ -185,4 +186,52 @@ async def test_streams_made_by_this_version_are_not_updated_at_the_next_start(
             await ensure_streams(js)
         assert not [r for r in caplog.records if "updated stream" in r.getMessage()]
     finally:
+        await nc.close()
+
+
+async def test_a_batch_written_in_one_go_arrives_as_publishes_one_at_a_time_would(
+    nats_url: str,
+) -> None:
+    """The publisher writes a batch's ``PUB``/``HPUB`` commands itself, joined (issue
+    #20). Catches a message whose headers (its id, the publisher's own, its trace; a
+    value with a line break is cleaned as ``nc.publish`` cleans it) or payload differ
+    from what ``nc.publish`` sends, a header-less message garbled, and a payload over
+    the broker's limit taking the batch with it instead of failing alone."""
+    nc = await nats.connect(nats_url)
+    audit = await Subscriber().start(nats_url, f"{IN_PREFIX}>")
+    try:
+        await ensure_streams(nc.jetstream())
+        publisher = Publisher(nc, {"Tocsin-Partition": "1"})
+        traced = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+        batch = [
+            Outbound(f"{IN_PREFIX}a", b'{"n":1}', "one-go-1", {**traced, "x-odd": " a\r\nb "}),
+            Outbound(f"{IN_PREFIX}b", b"", ""),
+            Outbound(f"{IN_PREFIX}c", b"x" * (nc.max_payload + 1), "one-go-big"),
+            Outbound(f"{IN_PREFIX}d", b'{"n":4}', "one-go-4"),
+        ]
+        assert await publisher.publish(batch) == [True, True, False, True]
+        await nc.publish(
+            f"{IN_PREFIX}a",
+            b'{"n":1}',
+            headers={
+                "Nats-Msg-Id": "by-nc",
+                "Tocsin-Partition": "1",
+                **traced,
+                "x-odd": " a\r\nb ",
+            },
+        )
+        await wait_until(lambda: len(audit.messages) == 4, what="the four messages")
+        ours, blank, fourth, theirs = audit.messages
+        assert ours.headers == {**theirs.headers, "Nats-Msg-Id": "one-go-1"}
+        assert ours.headers["x-odd"] == "a  b"
+        assert (ours.subject, ours.data) == (theirs.subject, theirs.data)
+        assert (blank.subject, blank.data, blank.headers) == (
+            f"{IN_PREFIX}b",
+            b"",
+            {"Tocsin-Partition": "1"},
+        )
+        assert (fourth.data, fourth.headers["Nats-Msg-Id"]) == (b'{"n":4}', "one-go-4")
+        await publisher.close()
+    finally:
+        await audit.close()
         await nc.close()

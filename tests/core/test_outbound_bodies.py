@@ -13,7 +13,7 @@ from tocsin.core import events as ev
 from tocsin.core.contracts import WorkItem
 from tocsin.core.fold import fold
 from tocsin.core.ingest import Normalized
-from tocsin.core.outbound import messages_for
+from tocsin.core.outbound import messages_for, sends
 from tocsin.core.state import State
 
 
@@ -76,3 +76,28 @@ def test_a_delivered_notification_keeps_no_body_and_sends_nothing() -> None:
     )
     assert run.state.deliveries[fact.notification_id].as_routed is None
     assert messages_for(run.state, seq, fact, None) == []
+
+
+def test_the_routers_filter_skips_only_facts_that_send_nothing() -> None:
+    """The router asks ``sends`` before building a fact's messages (issue #20: a storm
+    of duplicates' facts never send). Catches the filter dropping a kind that does send:
+    a work item (firing, resolved), or a rejection, would never be published."""
+    run = Run()
+    run.feed(explicit(0, "first"))
+    run.feed(explicit(1, "duplicate"))
+    run.feed(msgspec.structs.replace(explicit(2, "over"), status="resolved"))
+    rejected = ev.AlertRejected(
+        code="invalid_json",
+        reason="payload is not JSON",
+        field=None,
+        subject="alerts.in.db",
+        received_at=0,
+        raw="{",
+        raw_encoding="utf-8",
+    )
+    log = [*run.log, (len(run.log) + 1, 0, rejected)]
+    sent = {type(f) for seq, _, f in log if messages_for(run.state, seq, f, 7)}
+    assert sent == {ev.AlertRouted, ev.AlertRejected}  # the control: both kinds sent
+    assert all(sends(f) for seq, _, f in log if messages_for(run.state, seq, f, 7))
+    skipped = {type(f) for _, _, f in log if not sends(f)}
+    assert {ev.AlertReceived, ev.AlertSuppressed} <= skipped

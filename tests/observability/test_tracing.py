@@ -42,6 +42,8 @@ from tocsin.core.fold import fold
 from tocsin.observability.tracing import (
     Tracing,
     TracingConfigError,
+    Unrecorded,
+    headers_of,
     otlp_endpoint,
     parent_from,
     route_attributes,
@@ -328,6 +330,64 @@ def test_traceparent_parsing_follows_w3c() -> None:
         assert parent_from({"traceparent": bad}) is None, bad
     assert parent_from(None) is None
     assert parent_from({}) is None
+
+
+async def test_without_an_exporter_every_message_is_still_traced_to_the_receiver(
+    nats_url: str, sink: HttpSink, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No exporter: the router keeps no span object per message (``Unrecorded``, issue
+    #20), yet every message is traced (DESIGN.md section 10). Catches the cheap path
+    losing the trace: the log's ``trace_id`` must be the one the receiver's
+    ``traceparent`` continues, and a rejection's log line must name its trace and a
+    span."""
+    service = await Tocsin(data_dir, nats_url, webhook_config(sink.url)).start()
+    caplog.set_level(logging.INFO, logger="tocsin")
+    try:
+        await publish(nats_url, "alerts.in.db", event())
+        await publish(nats_url, "alerts.in.db", b"{not json")
+        await wait_until(lambda: sink.requests, what="the webhook call")
+        await wait_until(lambda: service.count("alert.rejected") == 1, what="the rejection")
+    finally:
+        await service.stop()
+    [received] = service.events("alert.received")
+    [routed] = service.events("alert.routed")
+    version, trace_id, span_id, flags = sink.requests[0].headers["traceparent"].split("-")
+    assert (version, flags, len(trace_id), len(span_id)) == ("00", "01", 32, 16)
+    assert received["trace_id"] == routed["trace_id"] == trace_id
+    [rejected] = service.events("alert.rejected")
+    [line] = [r for r in caplog.records if r.getMessage().startswith("rejected message")]
+    assert line.__dict__["trace_id"] == rejected["trace_id"] != trace_id
+    assert len(line.__dict__["span_id"]) == 16
+
+
+def test_an_unrecorded_route_span_carries_what_a_non_recording_span_would() -> None:
+    """``Unrecorded`` stands in for the ``NonRecordingSpan`` the router made per message
+    when nothing records spans. Catches a work item's ``traceparent`` leaving the
+    publisher's trace, its sampled flag or its ``tracestate``, or naming a span other
+    than the one a log line about the message names."""
+    parent = parent_from(
+        {
+            "traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-00",
+            "tracestate": "vendor=opaque",
+        }
+    )
+    assert parent is not None
+    for given in (parent, None):
+        trace = Unrecorded(given)
+        ours, theirs = trace.headers(), headers_of(Tracing().start("route", given))
+        assert trace.headers() is ours  # one span: every work item of the message names it
+        version, trace_id, span_id, flags = ours["traceparent"].split("-")
+        their_version, their_trace, _, their_flags = theirs["traceparent"].split("-")
+        assert (version, flags) == (their_version, their_flags)
+        assert (trace_id, span_id) == (trace.trace_id, trace.span_id)
+        assert ours.get("tracestate") == theirs.get("tracestate")
+        if given is not None:
+            assert trace_id == their_trace == PUBLISHER_TRACE
+            assert (flags, ours["tracestate"]) == ("00", "vendor=opaque")
+        else:
+            assert (len(trace_id), flags) == (32, "01")
+            assert int(trace_id, 16)
+    assert Unrecorded(None).trace_id != Unrecorded(None).trace_id
 
 
 def test_otlp_export_is_chosen_by_the_standard_variables() -> None:

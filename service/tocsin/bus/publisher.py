@@ -15,7 +15,9 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import BadSubjectError
 
+from tocsin.bus import wire
 from tocsin.core.outbound import Outbound
 from tocsin.core.subjects import MSG_ID
 
@@ -43,14 +45,48 @@ class Publishes(Protocol):
         ...
 
 
+class _Batch:
+    """The PubAcks one ``publish`` awaits: an answer per message (``None`` until it
+    comes), and one future, set when the last one has come."""
+
+    __slots__ = ("answered", "left", "results")
+
+    def __init__(self, size: int, answered: asyncio.Future[None]) -> None:
+        self.results: list[bool | None] = [None] * size
+        self.left = size
+        self.answered = answered
+
+    def answer(self, index: int, stored: bool) -> None:
+        if self.results[index] is not None:
+            return
+        self.results[index] = stored
+        self.left -= 1
+        if not self.left and not self.answered.done():
+            self.answered.set_result(None)
+
+
 @dataclass
 class Sent:
-    """A batch ``Publisher.send`` published: ``count`` messages, a future for each one
-    whose publish went out (fewer when the connection failed part way)."""
+    """A batch ``Publisher.send`` wrote: its PubAcks as they come (``_Batch``), and the
+    reply tokens still awaited (none when the write failed: every answer is False)."""
 
-    count: int
-    futures: list[asyncio.Future[bool]] = field(default_factory=list)
+    batch: _Batch
     tokens: list[str] = field(default_factory=list)
+
+
+_CRLF = b"\r\n"
+_HEADER_LINE = b"NATS/1.0\r\n"
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})  # as nats-py cleans a header value
+
+
+def _header_block(headers: dict[str, str]) -> bytes:
+    """A message's NATS header block, as ``nc.publish`` writes it (values stripped, line
+    breaks made spaces; the keys are tocsin's own names)."""
+    lines = [_HEADER_LINE]
+    for key, value in headers.items():
+        lines.append(f"{key}: {value.strip().translate(_NEWLINES)}\r\n".encode())
+    lines.append(_CRLF)
+    return b"".join(lines)
 
 
 class Publisher:
@@ -58,9 +94,11 @@ class Publisher:
 
     ``js.publish`` makes a request per message (a future, a timer, a JSON parse into a
     dataclass): ~30 us each, most of the router's publishing cost. Here a batch is plain
-    publishes whose reply subjects are tokens under one subscription, and one deadline
-    covers the batch. The subscription is made on first use; nats-py restores it after
-    a reconnect.
+    publishes whose reply subjects are tokens under one subscription, written in one go
+    (the ``PUB``/``HPUB`` commands ``nc.publish`` would queue one at a time, without its
+    per-message checks and header parsing), answered into one count per batch, and one
+    deadline covers the batch. The subscription is made on first use; nats-py restores
+    it after a reconnect.
     """
 
     def __init__(self, nc: NATS, headers: dict[str, str] | None = None) -> None:
@@ -69,7 +107,8 @@ class Publisher:
         self._nc = nc
         self._headers = headers or {}
         self._prefix = nc.new_inbox() + "."
-        self._waiting: dict[str, asyncio.Future[bool]] = {}
+        self._waiting: dict[str, tuple[_Batch, int]] = {}
+        self._subjects: set[str] = set()  # checked once each: they are a config's few
         self._next = 0
         self._sub: Subscription | None = None
         self._starting: asyncio.Lock = asyncio.Lock()
@@ -79,24 +118,49 @@ class Publisher:
         if self._sub is None:
             async with self._starting:
                 if self._sub is None:
-                    self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+                    sub = await self._nc.subscribe(self._prefix + "*")
+                    # Nothing is published to it yet: no answer came before the hand-over.
+                    wire.hand_over(sub, self._on_ack)
+                    self._sub = sub
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _on_ack(self, msg: Msg) -> None:
         waiting = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if waiting is None or waiting.done():
+        if waiting is None:
             return  # answered after its deadline
+        batch, index = waiting
         if not msg.data:  # a status message: 503 no responders (no stream for the subject)
             self._refusals[f"status {(msg.headers or {}).get('Status', '?')}"] += 1
-            waiting.set_result(False)
+            batch.answer(index, False)
             return
         try:
             ack = _puback_decoder.decode(msg.data)
         except msgspec.DecodeError:
-            waiting.set_result(False)
+            batch.answer(index, False)
             return
         if ack.error is not None:
             self._refusals[str(ack.error.get("description", ack.error))] += 1
-        waiting.set_result(ack.error is None and ack.seq > 0)
+        batch.answer(index, ack.error is None and ack.seq > 0)
+
+    def _command(self, message: Outbound, reply: str) -> bytes:
+        """The ``PUB`` or ``HPUB`` command of one message, as ``nc.publish`` makes it."""
+        subject = message.subject
+        if subject not in self._subjects:
+            if not subject or any(c in subject for c in " \t\r\n"):
+                raise BadSubjectError(subject)
+            self._subjects.add(subject)
+        headers = message.headers
+        if self._headers:
+            headers = {**self._headers, **(headers or {})}
+        if message.msg_id:
+            headers = {MSG_ID: message.msg_id, **(headers or {})}
+        payload = message.payload
+        if not headers:
+            return b"PUB %s %s %d\r\n%s\r\n" % (
+                subject.encode(), reply.encode(), len(payload), payload)  # fmt: skip
+        block = _header_block(headers)
+        size = len(block) + len(payload)
+        return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+            subject.encode(), reply.encode(), len(block), size, block, payload)  # fmt: skip
 
     async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
         """Publish ``messages``; ``True`` for each message JetStream stored (or
@@ -104,47 +168,51 @@ class Publisher:
         return await self.stored(await self.send(messages), timeout)
 
     async def send(self, messages: Sequence[Outbound]) -> Sent:
-        """Publish ``messages``, in order, without waiting for their PubAcks: what
-        ``stored`` waits for. A caller may send its next batch meanwhile (the order on
-        the connection is the order of the sends)."""
-        sent = Sent(len(messages))
+        """Publish ``messages``, in order, in one write, without waiting for their
+        PubAcks: what ``stored`` waits for. A caller may send its next batch meanwhile
+        (the order on the connection is the order of the sends)."""
+        batch = _Batch(len(messages), asyncio.get_running_loop().create_future())
+        sent = Sent(batch)
         if not messages:
             return sent
         await self._ensure_subscribed()
-        loop = asyncio.get_running_loop()
-        for message in messages:
+        nc = self._nc
+        commands: list[bytes] = []
+        for index, message in enumerate(messages):
             self._next += 1
             token = str(self._next)
-            future: asyncio.Future[bool] = loop.create_future()
-            self._waiting[token] = future
-            sent.futures.append(future)
-            sent.tokens.append(token)
-            headers = {**self._headers, **(message.headers or {})}
-            if message.msg_id:
-                headers = {MSG_ID: message.msg_id, **headers}
             try:
-                await self._nc.publish(
-                    message.subject,
-                    message.payload,
-                    reply=self._prefix + token,
-                    headers=headers or None,
-                )
-            except Exception as error:  # closed or draining: the rest would fail alike
-                log.warning("publish to %s failed: %s", message.subject, error)
-                future.set_result(False)
-                break
+                command = self._command(message, self._prefix + token)
+            except BadSubjectError:
+                log.warning("not published: bad subject %r", message.subject)
+                batch.answer(index, False)
+                continue
+            if len(message.payload) > nc.max_payload:  # nc.publish refuses it too
+                log.warning("not published to %s: larger than max_payload", message.subject)
+                batch.answer(index, False)
+                continue
+            self._waiting[token] = (batch, index)
+            sent.tokens.append(token)
+            commands.append(command)
+        try:
+            if commands:
+                await wire.write(nc, b"".join(commands))
+        except Exception as error:  # closed, draining, its buffer full: nothing was sent
+            log.warning("publish of %d messages failed: %s", len(commands), error)
+            for token in sent.tokens:
+                self._waiting.pop(token, None)
+            sent.tokens = []
         return sent
 
     async def stored(self, sent: Sent, timeout: float = 5.0) -> list[bool]:
         """``True`` for each message of ``sent`` JetStream stored (or recognised as a
         duplicate of one it stored) within ``timeout`` seconds of now."""
-        futures = sent.futures
-        if futures:
-            await asyncio.wait(futures, timeout=timeout)
-        results = [f.done() and not f.cancelled() and f.result() for f in futures]
+        batch = sent.batch
+        if sent.tokens and batch.left:
+            await asyncio.wait([batch.answered], timeout=timeout)
         for token in sent.tokens:
             self._waiting.pop(token, None)
-        results += [False] * (sent.count - len(results))
+        results = [stored is True for stored in batch.results]
         if not all(results):
             # One line a batch, not one a message: a failover refuses thousands at once.
             refused = ", ".join(f"{why}: {n}" for why, n in self._refusals.most_common())

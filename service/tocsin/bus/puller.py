@@ -2,7 +2,10 @@
 
 The pull path avoids nats-py's per-fetch machinery: one persistent inbox subscription
 is fed by raw ``CONSUMER.MSG.NEXT`` batch requests and acks are plain publishes, which
-measured ~6x faster than ``fetch()``.
+measured ~6x faster than ``fetch()``. Below that, two per-message costs of nats-py are
+cut too (issue #20): a message is handed to the puller as nats-py's reader parses it,
+with no queue and no task woken per message, and a batch's acks leave as one write of
+the commands ``publish`` would have queued one by one (``ack_all``; both ``wire``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from tocsin.bus import wire
 from tocsin.core.subjects import ACK
 
 
@@ -92,17 +96,24 @@ class Puller:
         self.lost = False
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        sub = await self._nc.subscribe(self._inbox)
+        # No request is out yet, so no message can have arrived before the hand-over.
+        wire.hand_over(sub, self._on_message)
+        self._sub = sub
+
+    def _on_message(self, msg: Msg) -> None:
+        """Each message as nats-py parses it: with a callback, nats-py would queue it
+        and wake a task to await the callback, one wake-up a message (~2 us a message
+        in the router's profile). The deque is bounded by the pull requests' credit (a
+        batch taken, a batch requested)."""
+        self._queue.append(msg)
+        self._arrived.set()
 
     async def stop(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):  # closing anyway
                 await self._sub.unsubscribe()
             self._sub = None
-
-    async def _on_message(self, msg: Msg) -> None:
-        self._queue.append(msg)
-        self._arrived.set()
 
     async def _request(self, size: int) -> None:
         payload = msgspec.json.encode({"batch": size, "expires": int(self._expires * 1e9)})
@@ -149,10 +160,16 @@ def _says_deleted(headers: dict[str, str]) -> bool:
 
 
 async def ack_all(nc: NATS, msgs: Sequence[Msg], body: bytes = ACK) -> None:
-    """Acknowledge (or TERM / progress) messages with plain publishes."""
-    for msg in msgs:
-        if msg.reply:
-            await nc.publish(msg.reply, body)
+    """Acknowledge (or TERM / progress) messages with plain publishes, all in one write:
+    the ``PUB <reply> <size>`` commands ``nc.publish`` would queue one at a time, joined
+    (the reply subjects are JetStream's own). ``publish`` costs ~1.7 us a message in
+    checks and bookkeeping, the joined commands ~0.25 (issue #20); like ``publish``,
+    this refuses a closed or draining connection and queues while reconnecting."""
+    size = f" {len(body)}\r\n".encode()
+    end = body + b"\r\n"
+    commands = [b"PUB " + msg.reply.encode() + size + end for msg in msgs if msg.reply]
+    if commands:
+        await wire.write(nc, b"".join(commands))
 
 
 async def nak(nc: NATS, msg: Msg, delay: float) -> None:

@@ -136,6 +136,12 @@ def _queued(
     ]
 
 
+def sends(event: ev.Event) -> bool:
+    """Whether a fact of this kind may make anything leave tocsin (``messages_for``):
+    most of a storm of duplicates' facts never do, and the router asks this first."""
+    return _MESSAGES[type(event)] is not None
+
+
 def messages_for(
     state: State,
     seq: int,

@@ -31,7 +31,7 @@ from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
-from tocsin.core.outbound import Outbound, for_configured, messages_for
+from tocsin.core.outbound import Outbound, for_configured, messages_for, sends
 from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
 from tocsin.core.times import now_us
@@ -40,6 +40,7 @@ from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
     Tracing,
+    Unrecorded,
     headers_of,
     in_trace,
     parent_from,
@@ -61,10 +62,13 @@ ROUTE_SPAN = "route"
 @dataclass(eq=False)
 class Traced:
     """The router's own record of a batch: the inbound offset its positions were taken
-    with, and a router span per message, open until the batch is finished."""
+    with, and a router span per message, open until the batch is finished (``spans``),
+    or, when nothing records spans, only the trace of each message decided
+    (``unrecorded``; a redelivered message's span is in ``spans`` either way)."""
 
     offset: int
     spans: dict[int, Span] = field(default_factory=dict)
+    unrecorded: dict[int, Unrecorded] = field(default_factory=dict)
 
 
 class Router(Step[Traced]):
@@ -150,26 +154,35 @@ class Router(Step[Traced]):
         return [offset + stream_seq(m) for m in msgs], Traced(offset)
 
     def facts(self, pulled: Pulled[Traced], msg: Msg, position: int, at: int) -> list[ev.Event]:
-        span = self._tracing.start(ROUTE_SPAN, parent_from(msg.headers), SpanKind.CONSUMER)
-        pulled.own.spans[position] = span
-        return self.facts_for(msg, at, span)
+        parent = parent_from(msg.headers)
+        if self._tracing.recording:
+            span = self._tracing.start(ROUTE_SPAN, parent, SpanKind.CONSUMER)
+            pulled.own.spans[position] = span
+            return self.facts_for(msg, at, span)
+        trace = pulled.own.unrecorded[position] = Unrecorded(parent)
+        return self.facts_for(msg, at, trace)
 
     def outbound(self, pulled: Pulled[Traced], state: State) -> list[Outbound]:
         """Work items and rejections for the facts decided now and for those logged
         before for redelivered messages (each traced in the trace it logged)."""
         offset, spans, logged = pulled.own.offset, pulled.own.spans, pulled.logged
+        unrecorded = pulled.own.unrecorded
         for msg, position in zip(pulled.msgs, pulled.positions, strict=True):
             if position in logged and position not in spans:
                 spans[position] = self._redelivery_span(msg, logged[position])
 
         def trace_headers(position: int, event: ev.Event) -> dict[str, str] | None:
             """A work item continues its message's router span."""
-            return headers_of(spans[position]) if isinstance(event, ev.AlertRouted) else None
+            if not isinstance(event, ev.AlertRouted):
+                return None
+            trace = unrecorded.get(position)
+            return trace.headers() if trace is not None else headers_of(spans[position])
 
         outbound = [
             m
             for seqs, position, facts in pulled.fresh
             for seq, e in zip(seqs, facts, strict=True)
+            if sends(e)
             for m in messages_for(state, seq, e, position - offset, trace_headers(position, e))
         ]
         for position, rows in logged.items():
@@ -223,9 +236,11 @@ class Router(Step[Traced]):
             span.set_attribute("tocsin.outcome", "redelivered")
         return span
 
-    def facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
+    def facts_for(self, msg: Msg, received_at: int, span: Span | Unrecorded) -> list[ev.Event]:
         """The facts one inbound message produces (accepted or rejected), tagged with
         the trace of its router ``span``."""
+        if isinstance(span, Unrecorded):
+            return stamped(self._facts_for(msg, received_at, span), self._version)
         facts = stamped(self._facts_for(msg, received_at, span), self._version)
         if span.is_recording():
             span.set_attributes(route_attributes(msg.subject, facts))
@@ -233,8 +248,8 @@ class Router(Step[Traced]):
                 span.set_status(Status(StatusCode.ERROR, f"rejected: {facts[0].reason}"))
         return facts
 
-    def _facts_for(self, msg: Msg, received_at: int, span: Span) -> list[ev.Event]:
-        trace_id = trace_id_of(span)
+    def _facts_for(self, msg: Msg, received_at: int, span: Span | Unrecorded) -> list[ev.Event]:
+        trace_id = span.trace_id if isinstance(span, Unrecorded) else trace_id_of(span)
         origin = partition.origin_of(msg.subject, msg.headers, self._forwarded)
         subject = origin.subject
         heartbeat = heartbeat_of(subject)
@@ -273,7 +288,9 @@ class Router(Step[Traced]):
                 parsed.message,
                 extra={
                     "trace_id": trace_id,
-                    "span_id": f"{span.get_span_context().span_id:016x}",
+                    "span_id": span.span_id
+                    if isinstance(span, Unrecorded)
+                    else f"{span.get_span_context().span_id:016x}",
                     "reason": parsed.code,
                     "subject": subject,
                 },

@@ -1,0 +1,63 @@
+"""Below nats-py's per-message API, where the hot paths need it (issue #20).
+
+``nc.publish`` checks, counts and queues one command a call (~1.7 us); a batch of acks
+or of work items is written here as one block of the same ``PUB``/``HPUB`` commands,
+with the same refusals (``write``). A subscription whose messages nats-py would queue
+for a task to hand to a callback, one wake-up a message, can have each message handled
+as nats-py's reader parses it instead (``hand_over``).
+
+Both lean on nats-py's internals (its pending buffer and flusher, a subscription's
+queue), pinned by the locks and covered by ``tests/bus/test_puller.py`` and
+``tests/bus/test_streams.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionDrainingError,
+    OutboundBufferLimitError,
+)
+
+
+async def write(nc: NATS, commands: bytes) -> None:
+    """Queue ``commands`` (whole NATS protocol commands) as one write, and have the
+    flusher send them, as ``nc.publish`` does with one: refused on a closed or draining
+    connection, and, while reconnecting, beyond the pending buffer's limit."""
+    if nc.is_closed:
+        raise ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise ConnectionDrainingError
+    if not nc.is_connected and (
+        nc._max_pending_size <= 0 or len(commands) + nc._pending_data_size > nc._max_pending_size
+    ):
+        raise OutboundBufferLimitError
+    await nc._send_command(commands)
+    if nc._flush_queue is not None and nc._flush_queue.empty():  # as publish: one kick
+        await nc._flush_pending()
+
+
+def hand_over(sub: Subscription, handle: Callable[[Msg], None]) -> None:
+    """Have each message of ``sub`` (made without a callback, before anything can
+    arrive on it) passed to ``handle`` as nats-py's reader parses it."""
+    sub._pending_queue = _HandOver(sub, handle)
+
+
+class _HandOver(asyncio.Queue[Msg]):
+    """The queue nats-py puts a subscription's messages in, replaced: ``put_nowait``
+    hands each one on at once. Nothing is ever held, so whatever bounds the messages
+    that may arrive (a pull request's credit, a batch's PubAcks) bounds the caller's."""
+
+    def __init__(self, sub: Subscription, handle: Callable[[Msg], None]) -> None:
+        super().__init__()
+        self._sub, self._handle = sub, handle
+
+    def put_nowait(self, item: Msg) -> None:
+        self._sub._pending_size -= len(item.data)  # nats-py counted it in: handled now
+        self._handle(item)
