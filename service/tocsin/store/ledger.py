@@ -236,7 +236,6 @@ class Ledger:
         self.rebuild_seconds = 0.0
         self.listeners: list[Callable[[list[ev.Event], State], None]] = []
         self.alert_index = AlertIndex()  # the state's alerts newest first, for the API
-        self.clock = now_us  # the append time of each batch
         self._lock = asyncio.Lock()
         self._compacting = asyncio.Lock()  # one compaction at a time
         self._next_seq = event_log.last_seq + 1  # of the next fact decided
