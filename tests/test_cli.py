@@ -255,19 +255,21 @@ NOT_FOR_DELIVERY = (
     "sqlite3",
     "aiosqlite",
     "jinja2",
-    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk",
+    "opentelemetry.exporter",
     "aiosmtplib",
 )
 
 
-async def test_a_delivery_worker_holds_no_module_of_the_log_templates_or_tracing_sdk(
+async def test_a_delivery_worker_holds_no_module_of_the_log_templates_or_telemetry_sdk(
     nats_url: str, sink: HttpSink, tmp_path: Path
 ) -> None:
     """Catches a delivery worker (`tocsin deliver`, as serve's children run it) that
     imports the router's, recorder's or store's modules, Jinja2 for a receiver without
-    templates, the tracing SDK with no exporter or the SMTP client with no email
-    receiver: each import is memory held in every child for nothing. The worker
-    delivers a notification first, so its send path is imported too."""
+    templates, the OpenTelemetry SDK with no exporter and nothing counted, or the SMTP
+    client with no email receiver: each import is memory held in every child for
+    nothing. The worker delivers a notification first, so its send path is imported
+    too."""
     config = tmp_path / "tocsin.toml"
     config.write_text(webhook_config(sink.url))
     data, modules = tmp_path / "data", tmp_path / "modules.txt"
