@@ -109,6 +109,20 @@ class Child:
         share, the interpreter's, are counted once per process), in MiB."""
         return sum(_rss_mib(pid) for pid in [self.pid, *descendants(self.pid)])
 
+    def rss_parts_mib(self) -> dict[str, float]:
+        """``rss_mib`` process by process, each named by its command line's subcommand
+        (``serve``, ``deliver``; a second of a name gets `` 2``), so a change to one
+        process's memory is told from noise in the other's."""
+        parts: dict[str, float] = {}
+        for pid in [self.pid, *descendants(self.pid)]:
+            name = _subcommand(pid)
+            key, n = name, 1
+            while key in parts:
+                n += 1
+                key = f"{name} {n}"
+            parts[key] = _rss_mib(pid)
+        return parts
+
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
         """``sig`` (SIGTERM), then SIGKILL after ``timeout`` seconds; always reaps it."""
         process = self.process
@@ -149,6 +163,19 @@ def _rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+SERVICE_COMMANDS = ("serve", "deliver", "router", "partition")  # tocsin's long-running ones
+
+
+def _subcommand(pid: int) -> str:
+    """The tocsin subcommand ``pid`` runs (``tocsin --log-level warning serve ...`` ->
+    ``serve``), else its executable's name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return str(pid)
+    return next((a for a in argv[1:] if a in SERVICE_COMMANDS), Path(argv[0]).name)
 
 
 def descendants(pid: int) -> list[int]:

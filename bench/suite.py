@@ -90,6 +90,13 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _parts(rss: dict[str, float]) -> str:
+    """`` (serve 110.5 + deliver 53.3)``: the RSS process by process, when more than one."""
+    if len(rss) < 2:
+        return ""
+    return " (" + " + ".join(f"{name} {mib:.1f}" for name, mib in rss.items()) + ")"
+
+
 def _brief(workload: str, label: str, w: dict[str, Any], has_log: bool) -> str:
     """One line per workload as it finishes."""
 
@@ -210,6 +217,7 @@ async def run_phase(
             f"  {label} after {report.storms(workloads)}: "
             f"RSS {result['resources']['rss_mib']:.1f} MiB, "
             f"CPU {result['resources']['cpu_seconds']:.1f} s"
+            + _parts(result["resources"].get("rss_parts_mib", {}))
         )
     elif phase == "steady":
         _say(

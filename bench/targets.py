@@ -70,6 +70,7 @@ class Usage:
     rss_mib: float
     cpu_seconds: float
     broker_cpu_seconds: float | None  # nats-server, for tocsin; None for Alertmanager
+    rss_parts_mib: dict[str, float] = field(default_factory=dict)  # rss_mib per process
 
 
 class Target(Protocol):
@@ -421,7 +422,12 @@ class TocsinTarget:
     def usage(self) -> Usage:
         assert self._tocsin is not None
         assert self._nats is not None
-        return Usage(self._tocsin.rss_mib(), self._tocsin.cpu_seconds(), self._nats.cpu_seconds())
+        return Usage(
+            self._tocsin.rss_mib(),
+            self._tocsin.cpu_seconds(),
+            self._nats.cpu_seconds(),
+            self._tocsin.rss_parts_mib(),
+        )
 
     def pid(self) -> int:
         assert self._tocsin is not None

@@ -278,6 +278,90 @@ async def test_router_and_deliver_as_separate_processes(
     assert codes == [0, 0, 0], logs
 
 
+# Run as `python -c`: `tocsin` itself, with the modules it held written out at its exit.
+MODULES_AT_EXIT = """
+import atexit, pathlib, sys
+from tocsin import cli
+atexit.register(lambda: pathlib.Path(sys.argv[1]).write_text("\\n".join(sorted(sys.modules))))
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+# What only the log's process, a templated receiver or a trace exporter needs
+# (issue #20's RSS target: ~5 MiB of serve's delivery child).
+NOT_FOR_DELIVERY = (
+    "tocsin.store.ledger",
+    "tocsin.store.eventlog",
+    "tocsin.store.forensics",
+    "tocsin.store.compaction",
+    "tocsin.pipeline.router",
+    "tocsin.pipeline.recorder",
+    "tocsin.pipeline.outbox",
+    "tocsin.core.amimport",
+    "sqlite3",
+    "aiosqlite",
+    "jinja2",
+    "opentelemetry.sdk",
+    "opentelemetry.exporter",
+    "aiosmtplib",
+)
+
+
+async def test_a_delivery_worker_holds_no_module_of_the_log_templates_or_telemetry_sdk(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """Catches a delivery worker (`tocsin deliver`, as serve's children run it) that
+    imports the router's, recorder's or store's modules, Jinja2 for a receiver without
+    templates, the OpenTelemetry SDK with no exporter and nothing counted, or the SMTP
+    client with no email receiver: each import is memory held in every child for
+    nothing. The worker delivers a notification first, so its send path is imported
+    too."""
+    config = tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url))
+    data, modules = tmp_path / "data", tmp_path / "modules.txt"
+    common = ["--data-dir", str(data), "--nats-url", nats_url, "--config", str(config)]
+    env = {k: v for k, v in clean_env().items() if not k.startswith("OTEL_")}
+    router = await asyncio.create_subprocess_exec(
+        TOCSIN, "router", *common, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        MODULES_AT_EXIT,
+        str(modules),
+        "deliver",
+        *common,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+
+        async def pulling() -> bool:
+            """The router and the worker are up: each holds a pull request open."""
+            try:
+                inbound = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
+                work = await js.consumer_info(STREAM_WORK, deliver_consumer("hook"))
+            except nats.js.errors.NotFoundError:
+                return False
+            return bool(inbound.num_waiting) and bool(work.num_waiting)
+
+        await wait_until(pulling, 30, "the router and the worker pulling")
+        await nc.close()
+        alert = {"type": "lean", "severity": "error", "summary": "one", "labels": {"n": "1"}}
+        await publish(nats_url, "alerts.in.lean", alert)
+        await wait_until(lambda: len(sink.requests) == 1, 30, "the notification")
+    finally:
+        for process in (router, worker):
+            process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 30) for p in (router, worker)]
+        logs = [(await p.stderr.read()).decode() for p in (router, worker) if p.stderr]
+    assert codes == [0, 0], logs
+    held = set(modules.read_text().split())
+    assert {"tocsin.pipeline.delivery", "tocsin.channels.webhook"} <= held  # it ran
+    assert [m for m in held if m.startswith(NOT_FOR_DELIVERY)] == []
+
+
 async def test_readyz_says_why_until_nats_answers(tmp_path: Path) -> None:
     """Ready only once streams and consumers exist: with NATS unreachable, /readyz is
     503 with the reason, and the process still stops cleanly on SIGTERM."""

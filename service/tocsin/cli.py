@@ -29,7 +29,7 @@ import msgspec
 from tocsin import __version__, config
 from tocsin.bus.connection import server_urls
 from tocsin.bus.embedded import NatsServerNotFound, resolve_nats_url
-from tocsin.core import amimport, contracts, ingest, partition
+from tocsin.core import contracts, ingest, partition
 from tocsin.core import events as ev
 from tocsin.core.anchor import Head, parse_head
 from tocsin.core.decide.route import Route, RoutingTable, unreachable_severities
@@ -52,11 +52,11 @@ from tocsin.core.times import now_us, parse_instant
 from tocsin.core.views import EventRecord
 from tocsin.observability import logs
 from tocsin.observability.redact import Secrets
-from tocsin.store import forensics
-from tocsin.store.compaction import CompactionError, compact, verify_archives
-from tocsin.store.eventlog import db_path, partition_dir, partition_logs
 from tocsin.store.lock import WriterLock
 
+# The store's readers (replay, state, verify, compact, simulate) are imported by the
+# commands that read the file: ``tocsin deliver``, serve's delivery children, never
+# holds them (issue #20's RSS target).
 if TYPE_CHECKING:
     from tocsin.core.simulate import Rules
 
@@ -511,6 +511,8 @@ def _dispatch(args: argparse.Namespace, secrets: Secrets) -> int:
     if partition is not None:
         # The partition's log and lock live in <data-dir>/p<k>; NATS is found as for
         # any other process of the data dir.
+        from tocsin.store.eventlog import partition_dir
+
         loaded = config.for_partition(loaded, partition)
         nats_url = resolve_nats_url(nats_url, data_dir)
         data_dir = partition_dir(data_dir, partition)
@@ -658,6 +660,10 @@ def _instant(option: str, value: str | None) -> int | None:
 
 
 def _forensics(args: argparse.Namespace) -> int:
+    from tocsin.store import forensics
+    from tocsin.store.compaction import CompactionError, verify_archives
+    from tocsin.store.eventlog import db_path, partition_logs
+
     partitions = partition_logs(args.data_dir)
     if partitions:
         return _across_partitions(args, partitions)
@@ -725,6 +731,8 @@ def _forensics(args: argparse.Namespace) -> int:
 def _print_state(args: argparse.Namespace, state: State, last_ts: int | None) -> int:
     """``tocsin state``'s answer, of one log or of a partitioned data dir's merged
     projection alike (DESIGN.md section 6: ``--json`` or lines for people)."""
+    from tocsin.store import forensics
+
     out = sys.stdout
     report = forensics.state_report(state, last_ts)
     if args.json:
@@ -759,6 +767,9 @@ def _across_partitions(args: argparse.Namespace, partitions: list[tuple[int, Pat
     partitions' projections merged into one (``core.merged``), in the shape of one
     log's; ``verify`` checks every chain. Archives and anchors belong to one log: they
     are asked of ``<data-dir>/p<k>``."""
+    from tocsin.store import forensics
+    from tocsin.store.eventlog import partition_dir
+
     names = ", ".join(f"p{k}" for k, _ in partitions)
     one = f"--data-dir {partition_dir(args.data_dir, partitions[0][0])}"
     if getattr(args, "archive", None) or (
@@ -803,6 +814,8 @@ def _across_partitions(args: argparse.Namespace, partitions: list[tuple[int, Pat
 
 
 def _replay_partitions(args: argparse.Namespace, partitions: list[tuple[int, Path]]) -> int:
+    from tocsin.store import forensics
+
     def marked(k: int, path: Path) -> Iterator[tuple[str, int, int, EventRecord]]:
         rows = forensics.replay(
             path,
@@ -838,6 +851,8 @@ def _head(text: str) -> Head:
 def _check_heads(path: Path, heads: list[tuple[str, Head]], last_seq: int) -> int:
     """The log against each anchored head (the chain itself is verified): exit 1 at
     the first it does not hold, naming what differs."""
+    from tocsin.store import forensics
+
     for where, head in heads:
         problem = forensics.check_anchor(path, head)
         if problem is not None:
@@ -889,6 +904,8 @@ def _compact(args: argparse.Namespace) -> int:
     """The running service compacts its own log (it alone writes it): when one holds the
     data dir's writer lock it is asked over NATS on ``tocsin.control.compact``; with none
     running, the log is compacted here (offline)."""
+    from tocsin.store.compaction import CompactionError, compact
+
     before = _instant("--before", args.before)
     assert before is not None
     archive = args.archive.resolve()
@@ -1169,6 +1186,8 @@ def _simulate(args: argparse.Namespace) -> int:
     progress bar, every timer settled to the same end; the report is their sum, and
     says how many partitions it covered."""
     from tocsin.core import simulate
+    from tocsin.store import forensics
+    from tocsin.store.eventlog import db_path, partition_logs
 
     if args.config is None:
         raise UsageError("simulate: give the config to simulate with --config NEW")
@@ -1320,6 +1339,8 @@ def _import_alertmanager(path: str) -> int:
     """``tocsin config import-alertmanager FILE``: the translation on stdout, its
     losses on stderr; exit 2 when the file is unreadable or nothing usable remains."""
     import yaml
+
+    from tocsin.core import amimport
 
     try:
         parsed = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

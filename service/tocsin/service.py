@@ -33,11 +33,9 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
-from opentelemetry.sdk.trace import TracerProvider
 
 from tocsin import __version__
 from tocsin.api.context import ApiContext, LiveFeed, Readiness
-from tocsin.bus.anchor import Anchor
 from tocsin.bus.connection import connect, connect_options
 from tocsin.bus.embedded import EmbeddedNats, resolve_nats_url
 from tocsin.bus.publisher import Publisher
@@ -73,35 +71,25 @@ from tocsin.core.subjects import (
 from tocsin.observability.redact import Secrets, display_url, nats_url_secrets, secrets_of
 from tocsin.observability.telemetry import Metrics, watch_consumers
 from tocsin.observability.tracing import Tracing, TracingConfigError
-from tocsin.pipeline.binding import bind_stream
-from tocsin.pipeline.clock import Clock
-from tocsin.pipeline.compactor import Compactor
-from tocsin.pipeline.control import Control
 from tocsin.pipeline.delivery import ReceiverWorker
-from tocsin.pipeline.orphans import clear_orphans
-from tocsin.pipeline.outbox import Outbox
-from tocsin.pipeline.partition_control import PartitionControl
-from tocsin.pipeline.partitioner import Partitioner
-from tocsin.pipeline.recorder import Recorder
-from tocsin.pipeline.reload import (
-    ChildrenReloader,
-    Reloader,
-    WorkerReloader,
-    answer_reloads,
-    file_of,
-    loaded_fact,
-)
-from tocsin.pipeline.router import Router
-from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded, answer_delivery_status
+from tocsin.pipeline.reload import WorkerReloader, file_of
 from tocsin.pipeline.supervisor import STOP_PATIENCE, ChildCommand, Link, Supervisor
-from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Input, Ledger
 from tocsin.store.lock import WriterLock
-from tocsin.store.partitioned import PartitionedLog
-from tocsin.store.reader import LogReader
 
+# What only the process that holds the log runs (the router, the recorder, the clock,
+# the outbox, the store) is imported where it is made: a delivery child (``tocsin
+# deliver``, serve's children) never holds those modules (issue #20's RSS target).
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from tocsin.api.app import EmbeddedServer
+    from tocsin.bus.anchor import Anchor
+    from tocsin.pipeline.compactor import Compactor
+    from tocsin.pipeline.outbox import Outbox
+    from tocsin.pipeline.reload import Reloader
+    from tocsin.store.ledger import Ledger
+    from tocsin.store.partitioned import PartitionedLog
+    from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.service")
 
@@ -438,6 +426,10 @@ async def open_log(options: Options, running: Running) -> None:
     whole. The API, the live feed and /metrics read the ledger from here on."""
     if not options.run_router or options.partitioned:
         return
+    from tocsin.store.eventlog import db_path
+    from tocsin.store.ledger import Ledger
+    from tocsin.store.reader import LogReader
+
     readiness, metrics, api = running.readiness, running.metrics, running.api
     readiness.stage = "rebuilding projections from the log"
     ledger = running.ledger = await Ledger.open(
@@ -485,6 +477,8 @@ async def follow_partitions(options: Options, running: Running) -> None:
     child) commits; read-your-writes for the API's commands (``RemoteControl``)."""
     if not options.partitioned:
         return
+    from tocsin.store.partitioned import PartitionedLog
+
     running.readiness.stage = "reading the partitions' logs"
     partitions = running.partitions = PartitionedLog(
         options.data_dir, options.config.partitions.count
@@ -574,6 +568,16 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     # Made below, after the reloader that is given them: a reload swaps their channels.
     workers: dict[str, ReceiverWorker] = {}
     if ledger is not None:
+        from tocsin.bus.anchor import Anchor
+        from tocsin.pipeline.clock import Clock
+        from tocsin.pipeline.compactor import Compactor
+        from tocsin.pipeline.control import Control
+        from tocsin.pipeline.outbox import Outbox
+        from tocsin.pipeline.recorder import Recorder
+        from tocsin.pipeline.reload import Reloader
+        from tocsin.pipeline.router import Router
+        from tocsin.pipeline.status import CATCH_UP_PATIENCE, OutcomesRecorded
+
         # Work items leave through the outbox, which owes each until JetStream stores
         # it; its watermark rides in the router's and the recorder's batches, and its
         # relay publishes again what was committed but never stored.
@@ -714,6 +718,8 @@ def partitioned_parts(options: Options, plan: Plan, running: Running, broker: Br
     """``serve --partitions N``'s own parts: a partitioner (stopped with the intake),
     the router of each partition as a child (stopped last, so that their recorders log
     the outcomes of the last sends), and the follower of their logs."""
+    from tocsin.pipeline.partitioner import Partitioner
+
     partitions = running.partitions
     assert partitions is not None
     partitioner = Partitioner(broker.nc, broker.js, options.config)
@@ -745,6 +751,8 @@ async def prepare_streams_and_consumers(
     running.api.js = js
     log.info("connected to NATS at %s; streams ready", broker.shown)
     if running.ledger is not None:
+        from tocsin.pipeline.orphans import clear_orphans
+
         try:
             await clear_orphans(js, broker.publisher, config.receivers)
         except Exception as error:  # a part of the start to retry next time, not a failure
@@ -771,6 +779,12 @@ async def take_up_the_log(
     ledger, reader = running.ledger, running.reader
     if ledger is None:
         return
+    from tocsin.pipeline.binding import bind_stream
+    from tocsin.pipeline.control import Control
+    from tocsin.pipeline.reload import loaded_fact
+    from tocsin.pipeline.status import answer_delivery_status
+    from tocsin.store.ledger import Input
+
     async with ledger.batch() as batch:
         batch.add(loaded_fact(config, "start"))
     for stream in Input:
@@ -812,6 +826,9 @@ async def command_partitions(options: Options, running: Running, broker: Broker)
     child, each of which reads the file again."""
     if running.partitions is None:
         return
+    from tocsin.pipeline.partition_control import PartitionControl
+    from tocsin.pipeline.reload import ChildrenReloader, answer_reloads
+
     running.api.control = PartitionControl(broker.nc, running.partitions)
     tell = [s.reload for s in (running.routers, running.supervisor) if s is not None]
     reloader = running.api.reloader = ChildrenReloader(

@@ -18,6 +18,8 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1177,3 +1179,40 @@ async def test_every_figure_on_the_dashboard_says_what_it_counts_and_agrees_with
     finally:
         await page.close()
         await service.stop()
+
+
+# Run as `python -c`: the API with the dashboard, Jinja2 looked for before and after the
+# first page (a fresh interpreter: this one may have imported Jinja2 for other tests).
+FIRST_PAGE = """
+import asyncio, sys
+import httpx
+from tocsin.api.app import create_app
+from tocsin.api.context import ApiContext, Readiness
+from tocsin.api.dashboard import dashboard_pages
+from tocsin.core.state import State
+
+async def main():
+    readiness = Readiness()
+    readiness.stage = None
+    state = State()
+    ctx = ApiContext(state=lambda: state, readiness=readiness)
+    app = create_app(ctx, dashboard_pages(ctx))
+    before = "jinja2" in sys.modules
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        page = await client.get("/")
+    print(before, "jinja2" in sys.modules, page.status_code, "Firing events per hour" in page.text)
+
+asyncio.run(main())
+"""
+
+
+def test_jinja2_is_imported_by_the_first_page_served_not_before() -> None:
+    """Catches the dashboard importing Jinja2 (and making its environment) when the API
+    is built: a service whose dashboard nobody opens would hold it for nothing (~1.5
+    MiB of ``tocsin serve``, issue #20's RSS target). The first page still renders."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_PAGE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "200", "True"]

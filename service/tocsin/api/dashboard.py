@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 from urllib.parse import urlencode
 
 import msgspec
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import MediaType, Request, Response, get
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -37,6 +37,9 @@ from tocsin.core import heartbeats, views
 from tocsin.core.fold import fold_alert
 from tocsin.core.kinds import by_tag
 from tocsin.core.times import now_us, parse_rfc3339
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 TEMPLATES = Path(__file__).with_name("templates")
 TABLE_LIMIT = 100
@@ -550,7 +553,14 @@ _DESCRIBE = by_tag(_describer)
 # -- rendering --------------------------------------------------------------------------
 
 
+@functools.cache
 def _environment() -> Environment:
+    """The pages' Jinja2 environment, made (and Jinja2 imported) by the first page
+    served: a service whose dashboard nobody opens never holds Jinja2 (~1.5 MiB, issue
+    #20's RSS target); the first page pays the import once, as it pays compiling its
+    template."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -566,9 +576,6 @@ def _environment() -> Environment:
     env.globals["statuses"] = STATUSES
     env.globals["version"] = __version__
     return env
-
-
-_ENV = _environment()
 
 
 def _url(path: str, params: Mapping[str, str | None], **changes: str | None) -> str:
@@ -651,7 +658,7 @@ class Pages:
             ),
             path=request.url.path,
         )
-        page = _ENV.get_template(template)
+        page = _environment().get_template(template)
         if request.query_params.get("partial") == "1":
             context = page.new_context(values)
             html = "".join(page.blocks["main"](context))

@@ -26,8 +26,6 @@ import asyncio
 from email.message import EmailMessage
 from html import escape
 
-import aiosmtplib
-
 from tocsin.channels import (
     ChannelConfigError,
     ChannelEnv,
@@ -150,6 +148,10 @@ class EmailChannel:
         self._dashboard = env.dashboard_url
 
     async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        # Here, not at the top: a process without an email receiver (serve's delivery
+        # children, most of all) never holds the SMTP client (issue #20's RSS target).
+        import aiosmtplib
+
         smtp = self._smtp
         if isinstance(notification, GroupNotification):
             message = render_group(

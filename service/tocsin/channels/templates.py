@@ -30,17 +30,20 @@ as a warning with the receiver and the error, once per receiver, template and er
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 from tocsin.channels.grouped import alert_count, and_more, first_summary
 from tocsin.channels.text import map_strings, truncate
 from tocsin.core.contracts import AlertInGroup, GroupNotification, Notification
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+    from jinja2.sandbox import SandboxedEnvironment
 
 DEFAULT_TITLE = "[{{ severity | upper }}] {{ summary }}"
 DEFAULT_BODY = (
@@ -92,12 +95,21 @@ class TemplateConfigError(ValueError):
         self.key = key
 
 
-_text = SandboxedEnvironment(
-    autoescape=False, undefined=StrictUndefined, keep_trailing_newline=False
-)
-_html = SandboxedEnvironment(
-    autoescape=True, undefined=StrictUndefined, keep_trailing_newline=False
-)
+@functools.cache
+def _environments() -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
+    """The text and the HTML environment, made (and Jinja2 imported) by the first
+    ``Templates``: a process whose receivers render no template (generic webhooks) never
+    holds Jinja2's ~20 modules (issue #20's RSS target)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    text = SandboxedEnvironment(
+        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=False
+    )
+    html = SandboxedEnvironment(
+        autoescape=True, undefined=StrictUndefined, keep_trailing_newline=False
+    )
+    return text, html
 
 
 def alert_url(dashboard_url: str | None, alert_id: str) -> str | None:
@@ -197,24 +209,27 @@ class Templates:
             raise TemplateConfigError(
                 f"templates.{sorted(unknown)[0]}", f"known templates: {', '.join(KEYS)}"
             )
+        from jinja2 import TemplateError
+
+        text_env, html_env = _environments()
         self._receiver = receiver
-        self._text = {}
-        self._html = {}
+        self._text: dict[str, Template] = {}
+        self._html: dict[str, Template] = {}
         for key, source in sources.items():
             try:
-                self._text[key] = _text.from_string(source)
-                self._html[key] = _html.from_string(source)
+                self._text[key] = text_env.from_string(source)
+                self._html[key] = html_env.from_string(source)
             except TemplateError as error:
                 raise TemplateConfigError(
                     f"templates.{key}", f"does not compile: {error}"
                 ) from error
         # What a failing template of the receiver's own is replaced by.
         self._fallback_text = {
-            key: self._text[key] if sources[key] == source else _text.from_string(source)
+            key: self._text[key] if sources[key] == source else text_env.from_string(source)
             for key, source in fallbacks.items()
         }
         self._fallback_html = {
-            key: self._html[key] if sources[key] == source else _html.from_string(source)
+            key: self._html[key] if sources[key] == source else html_env.from_string(source)
             for key, source in fallbacks.items()
         }
         self._failures: set[tuple[str, str]] = set()

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
 import prometheus_client
 from nats.js import JetStreamContext
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.metrics import Counter as Counter_
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -38,6 +36,9 @@ from tocsin import __version__
 from tocsin.core import events as ev
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.state import State
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
 
 log = logging.getLogger("tocsin.telemetry")
 
@@ -154,6 +155,86 @@ class WorkerFigures(msgspec.Struct, frozen=True):
     consumers_recreated: list[tuple[str, str, int]] = []
 
 
+# Counters of facts (counted from committed log events, ``count_committed``) and of what
+# a process sees (``http_refused``, ``consumers_recreated``): attribute -> name, help.
+COUNTERS: dict[str, tuple[str, str]] = {
+    "http_refused": (
+        "tocsin_http_events_refused",
+        "events refused by POST /api/v1/events (answered, not logged), by reason",
+    ),
+    "received": (
+        "tocsin_events_received",
+        "inbound events accepted, by source and severity",
+    ),
+    "rejected": (
+        "tocsin_events_rejected",
+        "inbound events refused, by reason",
+    ),
+    "suppressed": (
+        "tocsin_events_suppressed",
+        "firing events counted but not routed, by cause",
+    ),
+    "unrouted": (
+        "tocsin_alerts_unrouted",
+        "alerts that match no route, so nobody is told of them, by severity (once per alert)",
+    ),
+    "escalations": (
+        "tocsin_escalations_fired",
+        "escalation steps fired (their receivers told of an unacknowledged "
+        "notification), by step (0 = the first)",
+    ),
+    "muted": (
+        "tocsin_notifications_muted",
+        "group notifications that fell due inside a mute (or outside every active time "
+        "interval) and were deferred (group.deferred), by receiver",
+    ),
+    "flapping": (
+        "tocsin_alerts_flapping",
+        "fingerprints found flapping (their news held until stable), once per episode",
+    ),
+    "events_routed": (
+        "tocsin_events_routed",
+        "inbound events that produced at least one notification, by reason",
+    ),
+    "routed": (
+        "tocsin_notifications_routed",
+        "notifications routed, by receiver and reason",
+    ),
+    "delivered": (
+        "tocsin_notifications_delivered",
+        "notifications delivered, by receiver, channel and severity",
+    ),
+    "failed": (
+        "tocsin_notifications_failed",
+        "failed attempts that will be retried, by receiver, channel and severity",
+    ),
+    "dead_lettered": (
+        "tocsin_notifications_dead_lettered",
+        "notifications that never went through, by receiver, channel and severity",
+    ),
+    "superseded": (
+        "tocsin_notifications_superseded",
+        "notifications not sent because their receiver had accepted a later one of the "
+        "same fingerprint, by receiver, channel and severity",
+    ),
+    "attempts": (
+        "tocsin_delivery_attempts",
+        "sends whose outcome is logged, by receiver, channel and outcome",
+    ),
+    "heartbeats_received": (
+        "tocsin_heartbeats_received",
+        "beats of configured heartbeats, by heartbeat",
+    ),
+    "heartbeats_missed": (
+        "tocsin_heartbeats_missed",
+        "heartbeat deadlines missed (each opened a heartbeat.missed alert), by heartbeat",
+    ),
+    "consumers_recreated": (
+        "tocsin_consumer_recreated",
+        "durable consumers found gone and created again, by stream and consumer",
+    ),
+}
+
 MAX_SOURCE_LABELS = 100
 OTHER_SOURCES = "_other"  # not a valid subject token, so no publisher's source
 
@@ -163,96 +244,11 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        reader = PrometheusMetricReader(
-            registry=self.registry, disable_target_info=True, scope_info_enabled=False
-        )
-        self._provider = MeterProvider(
-            metric_readers=[reader],
-            resource=Resource.create({"service.name": "tocsin", "service.version": __version__}),
-            # The Prometheus text format carries no exemplars, and sampling one (every
-            # send runs in a sampled trace) made each histogram record ~17 us, not ~11.
-            exemplar_filter=AlwaysOffExemplarFilter(),
-        )
-        self._meter = meter = self._provider.get_meter("tocsin", __version__)
-        self.http_refused = meter.create_counter(
-            "tocsin_http_events_refused",
-            description="events refused by POST /api/v1/events (answered, not logged), by reason",
-        )
-        # Facts, counted from committed log events.
-        self.received = meter.create_counter(
-            "tocsin_events_received",
-            description="inbound events accepted, by source and severity",
-        )
-        self.rejected = meter.create_counter(
-            "tocsin_events_rejected", description="inbound events refused, by reason"
-        )
-        self.suppressed = meter.create_counter(
-            "tocsin_events_suppressed", description="firing events counted but not routed, by cause"
-        )
-        self.unrouted = meter.create_counter(
-            "tocsin_alerts_unrouted",
-            description="alerts that match no route, so nobody is told of them, by severity "
-            "(once per alert)",
-        )
-        self.escalations = meter.create_counter(
-            "tocsin_escalations_fired",
-            description="escalation steps fired (their receivers told of an unacknowledged "
-            "notification), by step (0 = the first)",
-        )
-        self.muted = meter.create_counter(
-            "tocsin_notifications_muted",
-            description="group notifications that fell due inside a mute (or outside every "
-            "active time interval) and were deferred (group.deferred), by receiver",
-        )
-        self.flapping = meter.create_counter(
-            "tocsin_alerts_flapping",
-            description="fingerprints found flapping (their news held until stable), once "
-            "per episode",
-        )
-        self.events_routed = meter.create_counter(
-            "tocsin_events_routed",
-            description="inbound events that produced at least one notification, by reason",
-        )
-        self.routed = meter.create_counter(
-            "tocsin_notifications_routed",
-            description="notifications routed, by receiver and reason",
-        )
-        self.delivered = meter.create_counter(
-            "tocsin_notifications_delivered",
-            description="notifications delivered, by receiver, channel and severity",
-        )
-        self.failed = meter.create_counter(
-            "tocsin_notifications_failed",
-            description="failed attempts that will be retried, by receiver, channel and severity",
-        )
-        self.dead_lettered = meter.create_counter(
-            "tocsin_notifications_dead_lettered",
-            description="notifications that never went through, by receiver, channel and severity",
-        )
-        self.superseded = meter.create_counter(
-            "tocsin_notifications_superseded",
-            description="notifications not sent because their receiver had accepted a later "
-            "one of the same fingerprint, by receiver, channel and severity",
-        )
-        self.attempts = meter.create_counter(
-            "tocsin_delivery_attempts",
-            description="sends whose outcome is logged, by receiver, channel and outcome",
-        )
         self.latency_seconds = self._histogram(
             "tocsin_delivery_latency",
             "from the receipt of the event to its notification's delivery, "
             "by receiver and severity",
             ("receiver", "severity"),
-        )
-        # Heartbeat names are the configuration's: a bounded label.
-        self.heartbeats_received = meter.create_counter(
-            "tocsin_heartbeats_received",
-            description="beats of configured heartbeats, by heartbeat",
-        )
-        self.heartbeats_missed = meter.create_counter(
-            "tocsin_heartbeats_missed",
-            description="heartbeat deadlines missed (each opened a heartbeat.missed alert), "
-            "by heartbeat",
         )
         # Measured where they happen (the delivery worker).
         self.send_seconds = self._histogram(
@@ -265,12 +261,10 @@ class Metrics:
             "time a notification waited for its receiver's max_per_minute",
             ("receiver",),
         )
-        # Counted by the router and the recorder when they find their consumer gone.
-        self.consumers_recreated = meter.create_counter(
-            "tocsin_consumer_recreated",
-            description="durable consumers found gone and created again, by stream and consumer",
-        )
-        self._recreated: Counter[tuple[str, str]] = Counter()  # the same, for ``figures``
+        self._provider: MeterProvider | None = None  # made with ``_meter``
+        # Gauges asked for before the SDK was made (``observe``): registered when it is.
+        self._gauges: list[tuple[str, str, Callable[[CallbackOptions], Iterable[Observation]]]] = []
+        self._recreated: Counter[tuple[str, str]] = Counter()  # consumers_recreated's
         # ``tocsin serve``'s children: how often one was started again after it died.
         self._restarts: dict[str, Counter_] = {}
         # What each child process last sent (``merge``), by the child's own name.
@@ -281,6 +275,111 @@ class Metrics:
         # yet delivered or dead-lettered: the start of their end-to-end latency.
         self._routed_at: dict[str, tuple[int, str]] = {}
         self._sources: set[str] = set()  # the source label values given out so far
+
+    @functools.cached_property
+    def _meter(self) -> Meter:
+        """The SDK's meter, made (and the OpenTelemetry SDK and its Prometheus exporter
+        imported) by the first count or the first ``/metrics``: a delivery child of
+        ``tocsin serve``, which records its histograms alone and sends them to its
+        parent, never holds the SDK's ~45 modules (~1.8 MiB, issue #20's RSS target)."""
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+        from opentelemetry.sdk.resources import Resource
+
+        reader = PrometheusMetricReader(
+            registry=self.registry, disable_target_info=True, scope_info_enabled=False
+        )
+        self._provider = MeterProvider(
+            metric_readers=[reader],
+            resource=Resource.create({"service.name": "tocsin", "service.version": __version__}),
+            # The Prometheus text format carries no exemplars, and sampling one (every
+            # send runs in a sampled trace) made each histogram record ~17 us, not ~11.
+            exemplar_filter=AlwaysOffExemplarFilter(),
+        )
+        meter = self._provider.get_meter("tocsin", __version__)
+        for name, description, callback in self._gauges:
+            meter.create_observable_gauge(name, callbacks=[callback], description=description)
+        self._gauges.clear()
+        return meter
+
+    def _counter(self, attribute: str) -> Counter_:
+        """The counter ``COUNTERS`` names for ``attribute``, made by its first use."""
+        name, description = COUNTERS[attribute]
+        return self._meter.create_counter(name, description=description)
+
+    # Each counter is made (the SDK with the first) when first counted: ``COUNTERS``.
+
+    @functools.cached_property
+    def http_refused(self) -> Counter_:
+        return self._counter("http_refused")
+
+    @functools.cached_property
+    def received(self) -> Counter_:
+        return self._counter("received")
+
+    @functools.cached_property
+    def rejected(self) -> Counter_:
+        return self._counter("rejected")
+
+    @functools.cached_property
+    def suppressed(self) -> Counter_:
+        return self._counter("suppressed")
+
+    @functools.cached_property
+    def unrouted(self) -> Counter_:
+        return self._counter("unrouted")
+
+    @functools.cached_property
+    def escalations(self) -> Counter_:
+        return self._counter("escalations")
+
+    @functools.cached_property
+    def muted(self) -> Counter_:
+        return self._counter("muted")
+
+    @functools.cached_property
+    def flapping(self) -> Counter_:
+        return self._counter("flapping")
+
+    @functools.cached_property
+    def events_routed(self) -> Counter_:
+        return self._counter("events_routed")
+
+    @functools.cached_property
+    def routed(self) -> Counter_:
+        return self._counter("routed")
+
+    @functools.cached_property
+    def delivered(self) -> Counter_:
+        return self._counter("delivered")
+
+    @functools.cached_property
+    def failed(self) -> Counter_:
+        return self._counter("failed")
+
+    @functools.cached_property
+    def dead_lettered(self) -> Counter_:
+        return self._counter("dead_lettered")
+
+    @functools.cached_property
+    def superseded(self) -> Counter_:
+        return self._counter("superseded")
+
+    @functools.cached_property
+    def attempts(self) -> Counter_:
+        return self._counter("attempts")
+
+    @functools.cached_property
+    def heartbeats_received(self) -> Counter_:
+        return self._counter("heartbeats_received")
+
+    @functools.cached_property
+    def heartbeats_missed(self) -> Counter_:
+        return self._counter("heartbeats_missed")
+
+    @functools.cached_property
+    def consumers_recreated(self) -> Counter_:
+        return self._counter("consumers_recreated")
 
     def process_restarts(self, role: str) -> Counter_:
         """``tocsin_<role>_process_restarts``: ``tocsin serve``'s ``role`` children
@@ -315,7 +414,19 @@ class Metrics:
             value = read()
             return [] if value is None else [Observation(value)]
 
-        self._meter.create_observable_gauge(name, callbacks=[callback], description=description)
+        self._gauge(name, description, callback)
+
+    def _gauge(
+        self,
+        name: str,
+        description: str,
+        callback: Callable[[CallbackOptions], Iterable[Observation]],
+    ) -> None:
+        """Register a gauge now if the SDK is up, else when it is (``_meter``)."""
+        if "_meter" in self.__dict__:
+            self._meter.create_observable_gauge(name, callbacks=[callback], description=description)
+        else:
+            self._gauges.append((name, description, callback))
 
     def _observe_consumers(self) -> None:
         def reading(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -332,10 +443,10 @@ class Metrics:
             ("ack_pending", "messages delivered to the consumer and not yet acknowledged"),
             ("redelivered", "messages delivered more than once and not yet acknowledged"),
         ):
-            self._meter.create_observable_gauge(
+            self._gauge(
                 f"tocsin_consumer_{field}_messages",
-                callbacks=[reading(field)],
-                description=f"{description}, by stream and consumer (polled)",
+                f"{description}, by stream and consumer (polled)",
+                reading(field),
             )
 
     def set_consumer(self, stream: str, consumer: str, counts: ConsumerCounts | None) -> None:
@@ -432,10 +543,12 @@ class Metrics:
             )
 
     def render(self) -> bytes:
+        self._meter  # noqa: B018 - the SDK's reader writes its series into the registry
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
-        self._provider.shutdown()
+        if self._provider is not None:
+            self._provider.shutdown()
 
 
 class _Tally:

@@ -21,14 +21,11 @@ import re
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -45,6 +42,9 @@ from tocsin import __version__
 from tocsin.core import events as ev
 from tocsin.core.ids import traceparent_for
 from tocsin.core.kinds import by_kind, handled_by
+
+if TYPE_CHECKING:  # the SDK is imported only where spans are recorded (issue #20's RSS)
+    from opentelemetry.sdk.trace import TracerProvider
 
 TRACEPARENT = "traceparent"
 
@@ -210,7 +210,11 @@ class Tracing:
         endpoint = otlp_endpoint(environ)
         if endpoint is None:
             return cls()
+        # Only here: without an exporter the SDK's ~100 modules would be held for nothing.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         resource = Resource.create(
             {

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -40,7 +40,9 @@ from tocsin.core.errors import ConfigError
 from tocsin.core.subjects import RELOAD
 from tocsin.observability.redact import Secrets, secrets_of
 from tocsin.pipeline.delivery import ReceiverWorker
-from tocsin.store.ledger import Ledger
+
+if TYPE_CHECKING:  # the log's side only: a delivery child's reloads never touch the store
+    from tocsin.store.ledger import Ledger
 
 log = logging.getLogger("tocsin.reload")
 
