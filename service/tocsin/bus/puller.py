@@ -77,12 +77,16 @@ class Puller:
         *,
         prefetch: bool,
         expires: float = 5.0,
+        linger: float = 0.0,
     ) -> None:
+        """``linger``: once a ``take`` has its first message, how long it waits for
+        more before it returns fewer than it may (see ``take``); 0: not at all."""
         self._nc = nc
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._batch = batch
         self._expires = expires
         self._prefetch = prefetch
+        self._linger = linger
         self._inbox = nc.new_inbox()
         self._queue: collections.deque[Msg] = collections.deque()
         self._arrived = asyncio.Event()
@@ -112,7 +116,9 @@ class Puller:
 
     async def take(self, limit: int | None = None, wait: float = 1.0) -> list[Msg]:
         """Messages that arrived (at most ``limit``), waiting up to ``wait`` seconds for
-        the first. Status messages are consumed here and never returned."""
+        the first (0: only those already here); with a ``linger``, then that long for
+        more, unless a full batch is already here. Status messages are consumed here
+        and never returned."""
         size = min(self._batch, limit) if limit else self._batch
         if size <= 0:
             return []
@@ -120,11 +126,17 @@ class Puller:
         if self._credit <= 0 or (stale and not self._queue):
             await self._request(size)
         if not self._queue:
+            if wait <= 0:
+                return []
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), wait)
             except TimeoutError:
                 return []
+        if self._linger > 0 and len(self._queue) < size:
+            # A trickle (outcomes at a steady rate, each alone) joins one batch: the
+            # caller's per-batch work (a commit, an fsync) is paid once for several.
+            await asyncio.sleep(self._linger)
         out: list[Msg] = []
         while self._queue and len(out) < size:
             msg = self._queue.popleft()
