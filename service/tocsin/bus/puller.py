@@ -89,7 +89,7 @@ class Puller:
         self._linger = linger
         self._inbox = nc.new_inbox()
         self._queue: collections.deque[Msg] = collections.deque()
-        self._arrived = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # a ``take`` waiting for the first
         self._credit = 0
         self._requested_at = 0.0
         self._sub: Subscription | None = None
@@ -106,7 +106,7 @@ class Puller:
 
     async def _on_message(self, msg: Msg) -> None:
         self._queue.append(msg)
-        self._arrived.set()
+        _wake(self._waiter)
 
     async def _request(self, size: int) -> None:
         payload = msgspec.json.encode({"batch": size, "expires": int(self._expires * 1e9)})
@@ -128,10 +128,18 @@ class Puller:
         if not self._queue:
             if wait <= 0:
                 return []
-            self._arrived.clear()
+            # A future and a timer, not ``asyncio.wait_for`` (which wraps the wait in a
+            # task of its own): a take per batch, and at a steady rate every message
+            # is a batch.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(wait, _wake, waiter)
             try:
-                await asyncio.wait_for(self._arrived.wait(), wait)
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._queue:
                 return []
         if self._linger > 0 and len(self._queue) < size:
             # A trickle (outcomes at a steady rate, each alone) joins one batch: the
@@ -152,6 +160,12 @@ class Puller:
         if self._prefetch and self._credit <= 0:
             await self._request(size)
         return out
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """End a ``take``'s wait (a message arrived, or its time is up), if it still waits."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _says_deleted(headers: dict[str, str]) -> bool:
