@@ -174,83 +174,67 @@ class Metrics:
             exemplar_filter=AlwaysOffExemplarFilter(),
         )
         self._meter = meter = self._provider.get_meter("tocsin", __version__)
-        # Counts of committed facts, by counter and label set (``count_committed``).
-        self._facts: dict[str, Counter[Labels]] = {}
         self.http_refused = meter.create_counter(
             "tocsin_http_events_refused",
             description="events refused by POST /api/v1/events (answered, not logged), by reason",
         )
         # Facts, counted from committed log events.
-        self._count_facts(
-            "received",
+        self.received = meter.create_counter(
             "tocsin_events_received",
             description="inbound events accepted, by source and severity",
         )
-        self._count_facts(
-            "rejected", "tocsin_events_rejected", description="inbound events refused, by reason"
+        self.rejected = meter.create_counter(
+            "tocsin_events_rejected", description="inbound events refused, by reason"
         )
-        self._count_facts(
-            "suppressed",
-            "tocsin_events_suppressed",
-            description="firing events counted but not routed, by cause",
+        self.suppressed = meter.create_counter(
+            "tocsin_events_suppressed", description="firing events counted but not routed, by cause"
         )
-        self._count_facts(
-            "unrouted",
+        self.unrouted = meter.create_counter(
             "tocsin_alerts_unrouted",
             description="alerts that match no route, so nobody is told of them, by severity "
             "(once per alert)",
         )
-        self._count_facts(
-            "escalations",
+        self.escalations = meter.create_counter(
             "tocsin_escalations_fired",
             description="escalation steps fired (their receivers told of an unacknowledged "
             "notification), by step (0 = the first)",
         )
-        self._count_facts(
-            "muted",
+        self.muted = meter.create_counter(
             "tocsin_notifications_muted",
             description="group notifications that fell due inside a mute (or outside every "
             "active time interval) and were deferred (group.deferred), by receiver",
         )
-        self._count_facts(
-            "flapping",
+        self.flapping = meter.create_counter(
             "tocsin_alerts_flapping",
             description="fingerprints found flapping (their news held until stable), once "
             "per episode",
         )
-        self._count_facts(
-            "events_routed",
+        self.events_routed = meter.create_counter(
             "tocsin_events_routed",
             description="inbound events that produced at least one notification, by reason",
         )
-        self._count_facts(
-            "routed",
+        self.routed = meter.create_counter(
             "tocsin_notifications_routed",
             description="notifications routed, by receiver and reason",
         )
-        self._count_facts(
-            "delivered",
+        self.delivered = meter.create_counter(
             "tocsin_notifications_delivered",
             description="notifications delivered, by receiver, channel and severity",
         )
-        self._count_facts(
-            "failed",
+        self.failed = meter.create_counter(
             "tocsin_notifications_failed",
             description="failed attempts that will be retried, by receiver, channel and severity",
         )
-        self._count_facts(
-            "dead_lettered",
+        self.dead_lettered = meter.create_counter(
             "tocsin_notifications_dead_lettered",
             description="notifications that never went through, by receiver, channel and severity",
         )
-        self._count_facts(
-            "superseded",
+        self.superseded = meter.create_counter(
             "tocsin_notifications_superseded",
             description="notifications not sent because their receiver had accepted a later "
             "one of the same fingerprint, by receiver, channel and severity",
         )
-        self._count_facts(
-            "attempts",
+        self.attempts = meter.create_counter(
             "tocsin_delivery_attempts",
             description="sends whose outcome is logged, by receiver, channel and outcome",
         )
@@ -261,13 +245,11 @@ class Metrics:
             ("receiver", "severity"),
         )
         # Heartbeat names are the configuration's: a bounded label.
-        self._count_facts(
-            "heartbeats_received",
+        self.heartbeats_received = meter.create_counter(
             "tocsin_heartbeats_received",
             description="beats of configured heartbeats, by heartbeat",
         )
-        self._count_facts(
-            "heartbeats_missed",
+        self.heartbeats_missed = meter.create_counter(
             "tocsin_heartbeats_missed",
             description="heartbeat deadlines missed (each opened a heartbeat.missed alert), "
             "by heartbeat",
@@ -322,20 +304,6 @@ class Metrics:
             self._sources.add(source)
             return source
         return OTHER_SOURCES
-
-    def _count_facts(self, key: str, name: str, description: str) -> None:
-        """A counter of committed facts (``count_committed``'s ``key``): a commit adds to
-        a plain ``Counter`` and the SDK reads it only at scrape time, as an observable
-        counter (cumulative; /metrics shows the same ``<name>_total`` series as a
-        counter's). An SDK ``add`` costs ~6 us, several per commit: at a steady rate,
-        where every event is a commit or two of its own, that was ~5% of the router's
-        process's CPU (issue #20)."""
-        counts = self._facts[key] = Counter()
-
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(n, dict(labels)) for labels, n in list(counts.items())]
-
-        self._meter.create_observable_counter(name, callbacks=[callback], description=description)
 
     def _histogram(self, name: str, description: str, labels: Sequence[str]) -> Histogram:
         return Histogram(name, description, labels, SECONDS_BUCKETS, self.registry)
@@ -423,17 +391,16 @@ class Metrics:
     def count_committed(self, events: Sequence[ev.Event], state: State) -> None:
         """Count facts the log has just committed (``state`` already includes them, and
         its ``last_ts`` is their append time). A batch of a thousand facts makes a
-        few dict updates: counts are summed per label set first, and the SDK reads them
-        at scrape time (``_count_facts``), never per commit."""
+        handful of SDK calls: counts are summed per label set first (an SDK ``add``
+        costs ~8 us, too much to pay per fact on the router's hot path)."""
         tally = _Tally(state)
         for event in events:
             count = _COUNTS[type(event)]
             if count is not None:
                 count(event, self, tally)
         tally.end_inbound()
-        facts = self._facts
         for (name, labels), n in tally.counts.items():
-            facts[name][labels] += n
+            getattr(self, name).add(n, dict(labels))
 
     def _settled(
         self,
