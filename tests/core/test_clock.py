@@ -181,3 +181,12 @@ def test_two_alerts_a_silence_releases_into_one_new_group_open_it_once() -> None
     assert kinds_of(facts).count("group.opened") == 1
     assert kinds_of(facts).count("alert.grouped") == 2
     assert len(run.state.groups) == 1
+
+
+def test_a_commit_wakes_the_clock_only_for_a_due_time_before_its_planned_look() -> None:
+    """``wakes_sooner``: the router tells the clock of every commit (issue #20, W3);
+    only a timer due before the clock's next look is worth a wake-up."""
+    assert clock.wakes_sooner(T0, T0 + MINUTE)
+    assert not clock.wakes_sooner(T0 + MINUTE, T0 + MINUTE)
+    assert not clock.wakes_sooner(T0 + 2 * MINUTE, T0 + MINUTE)
+    assert not clock.wakes_sooner(None, T0 + MINUTE)

@@ -153,6 +153,42 @@ async def test_the_running_recorder_waits_out_a_refusing_log_and_loses_nothing(
     assert outcomes.ledger.state == load_state(outcomes.ledger.path)
 
 
+async def test_outcomes_that_trickle_in_within_the_linger_share_one_commit(
+    outcomes: OutcomeRig,
+) -> None:
+    """At a steady rate each outcome arrives alone; a running recorder that has pulled
+    one waits its ``linger`` for more before it commits, so two outcomes a moment
+    apart share one commit (one append time) instead of paying a commit and an fsync
+    each. Catches a recorder that commits every outcome of a trickle alone (issue #20,
+    W3's CPU per event): without the linger the first is committed before the second
+    is published, and their append times differ."""
+    await outcomes.puller.stop()  # the running recorder pulls for itself
+    recorder = Recorder(outcomes.nc, outcomes.ledger, linger=1.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(recorder.run(stop))
+
+    async def first_pulled() -> bool:
+        info = await outcomes.js.consumer_info(STREAM_OUT, RECORDER_CONSUMER)
+        return int(info.delivered.stream_seq) == 1
+
+    try:
+        await outcomes.publish_delivered("n1")
+        await wait_until(first_pulled, what="the first outcome in the recorder's pull")
+        await outcomes.publish_delivered("n2")
+        await wait_until(_all_acked(outcomes), what="both outcomes recorded and acked")
+    finally:
+        stop.set()
+        await running
+
+    with sqlite3.connect(outcomes.ledger.path) as conn:
+        rows = list(conn.execute("SELECT kind, out_seq, ts FROM events ORDER BY seq"))
+    assert [(kind, seq) for kind, seq, _ in rows] == [
+        ("delivery.succeeded", 1),
+        ("delivery.succeeded", 2),
+    ]
+    assert len({ts for _, _, ts in rows}) == 1
+
+
 def _all_acked(rig: OutcomeRig) -> Any:
     async def check() -> bool:
         return await rig.unacked() == 0

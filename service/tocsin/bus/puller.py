@@ -81,15 +81,19 @@ class Puller:
         *,
         prefetch: bool,
         expires: float = 5.0,
+        linger: float = 0.0,
     ) -> None:
+        """``linger``: once a ``take`` has its first message, how long it waits for
+        more before it returns fewer than it may (see ``take``); 0: not at all."""
         self._nc = nc
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._batch = batch
         self._expires = expires
         self._prefetch = prefetch
+        self._linger = linger
         self._inbox = nc.new_inbox()
         self._queue: collections.deque[Msg] = collections.deque()
-        self._arrived = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # a ``take`` waiting for the first
         self._credit = 0
         self._requested_at = 0.0
         self._sub: Subscription | None = None
@@ -107,7 +111,7 @@ class Puller:
         in the router's profile). The deque is bounded by the pull requests' credit (a
         batch taken, a batch requested)."""
         self._queue.append(msg)
-        self._arrived.set()
+        _wake(self._waiter)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -123,7 +127,9 @@ class Puller:
 
     async def take(self, limit: int | None = None, wait: float = 1.0) -> list[Msg]:
         """Messages that arrived (at most ``limit``), waiting up to ``wait`` seconds for
-        the first. Status messages are consumed here and never returned."""
+        the first (0: only those already here); with a ``linger``, then that long for
+        more, unless a full batch is already here. Status messages are consumed here
+        and never returned."""
         size = min(self._batch, limit) if limit else self._batch
         if size <= 0:
             return []
@@ -131,11 +137,25 @@ class Puller:
         if self._credit <= 0 or (stale and not self._queue):
             await self._request(size)
         if not self._queue:
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), wait)
-            except TimeoutError:
+            if wait <= 0:
                 return []
+            # A future and a timer, not ``asyncio.wait_for`` (which wraps the wait in a
+            # task of its own): a take per batch, and at a steady rate every message
+            # is a batch.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(wait, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._queue:
+                return []
+        if self._linger > 0 and len(self._queue) < size:
+            # A trickle (outcomes at a steady rate, each alone) joins one batch: the
+            # caller's per-batch work (a commit, an fsync) is paid once for several.
+            await asyncio.sleep(self._linger)
         out: list[Msg] = []
         while self._queue and len(out) < size:
             msg = self._queue.popleft()
@@ -151,6 +171,12 @@ class Puller:
         if self._prefetch and self._credit <= 0:
             await self._request(size)
         return out
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """End a ``take``'s wait (a message arrived, or its time is up), if it still waits."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def _says_deleted(headers: dict[str, str]) -> bool:

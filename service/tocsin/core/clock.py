@@ -42,6 +42,13 @@ def next_due(state: State) -> int | None:
     return min(due) if due else None
 
 
+def wakes_sooner(due: int | None, planned: int) -> bool:
+    """Whether a timer due at ``due`` (``next_due`` after a commit) needs the clock
+    before ``planned``, the instant it already means to look: only then is a commit
+    worth waking it for (at a steady rate every event is a commit of its own)."""
+    return due is not None and due < planned
+
+
 def tick(
     state: State,
     now: int,

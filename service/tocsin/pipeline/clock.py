@@ -3,7 +3,8 @@
 
 It runs in the process that writes the log, beside the router. It sleeps until the
 projection's next due time (``core.clock.next_due``), or until the router says a batch
-was committed (a new group may be due at once), then has ``core.clock.tick`` decide the
+was committed that made something due sooner (a new group may be due at once;
+``core.clock.wakes_sooner``), then has ``core.clock.tick`` decide the
 facts under the ledger's lock and commits and publishes them as operator commands are
 (``Control.execute``). A timer that fell due while tocsin was stopped is due at start,
 so it fires once the loop starts. Nothing here decides: it only asks when.
@@ -51,6 +52,7 @@ class Clock:
         self._ledger = ledger
         self._now = now
         self._nudged = asyncio.Event()
+        self._looks_at: int | None = None  # while it naps: when it means to look next (us)
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -59,11 +61,18 @@ class Clock:
         self._intervals = config.time_intervals
         self._routing = RoutingTable.compile(config.routes, config.inhibit)
         self._version = config.digest()
-        self.nudge()  # a new interval or route may make something due sooner
+        self._nudged.set()  # a new interval or route may decide what is due differently
 
     def nudge(self) -> None:
-        """Something was committed: look again now (a group may be due at once)."""
-        self._nudged.set()
+        """Something was committed: look again now if it made a timer due before the
+        clock means to look (a group may be due at once). A commit that did not (at a
+        steady rate, nearly every one) costs a ``next_due``, not a wake-up of the loop;
+        awake, the clock asks ``next_due`` itself before it naps again."""
+        looks_at = self._looks_at
+        if looks_at is not None and clock.wakes_sooner(
+            clock.next_due(self._ledger.state), looks_at
+        ):
+            self._nudged.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(first=0.5, ceiling=10.0)
@@ -86,7 +95,11 @@ class Clock:
                 continue
             nap = MAX_NAP if due is None else min(MAX_NAP, (due - now) / _US)
             self._nudged.clear()
-            await _nap(stop, nap, self._nudged)
+            self._looks_at = now + int(nap * _US)
+            try:
+                await _nap(stop, nap, self._nudged)
+            finally:
+                self._looks_at = None
 
     async def _fire(self) -> bool:
         """Commit what is due now; whether anything was."""

@@ -127,10 +127,12 @@ class Processor(Generic[Own]):
         setup: Setup | None = None,
         metrics: Metrics | None = None,
         rider: Rider | None = None,
+        linger: float = 0.0,
     ) -> None:
         """``publisher`` may be left out by a step that never publishes; without
         ``setup`` a vanished consumer is reported (``missing``) but not created
-        again; ``rider`` rides along in every batch decided."""
+        again; ``rider`` rides along in every batch decided; ``linger``: how long a
+        pull that has its first messages waits for more (``Puller``)."""
         self._nc = nc
         self._js = nc.jetstream(timeout=SETUP_PATIENCE / 2)
         self._setup = setup
@@ -143,6 +145,7 @@ class Processor(Generic[Own]):
         self._stream, self._consumer, self._batch_size = stream, consumer, batch_size
         self._publisher = publisher
         self._rider = rider
+        self._linger = linger
         self._log = logging.getLogger(f"tocsin.{step.name}")
         self._before_commit = f"{step.name}.before_commit"
         self._after_commit = f"{step.name}.after_commit"
@@ -152,7 +155,14 @@ class Processor(Generic[Own]):
         """Consume until ``stop``, pipelined: batch N+1 is decided while batch N
         commits; N's messages are published and acked once N is committed, and batches
         finish strictly in order."""
-        puller = Puller(self._nc, self._stream, self._consumer, self._batch_size, prefetch=True)
+        puller = Puller(
+            self._nc,
+            self._stream,
+            self._consumer,
+            self._batch_size,
+            prefetch=True,
+            linger=self._linger,
+        )
         await puller.start()
         self._log.info("%s consuming %s", self._step.name, self._stream)
         finishing: asyncio.Task[None] | None = None

@@ -371,12 +371,12 @@ class Ledger:
 
     async def settled(self) -> None:
         """Wait until every batch decided so far is committed (or has failed)."""
-        if self._tail is not None:
+        if self._tail is not None and not self._tail.done():
             await asyncio.wait([self._tail])
 
     async def _commit(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
         """Commit ``batch`` once ``previous`` (the batch decided before it) is done."""
-        if previous is not None:
+        if previous is not None and not previous.done():  # done: no turn of the loop
             await asyncio.wait([previous])  # its failure is told to its own waiter
         if batch.epoch == self._dead_epoch:
             raise LogWriteError(f"not committed: an earlier batch failed ({self.problem})")
