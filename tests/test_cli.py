@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -220,6 +221,17 @@ def test_serve_with_embedded_nats_then_publish_through_the_data_dir(tmp_path: Pa
     assert "embedded nats-server" in err
 
 
+async def pulling(js: Any, workers: int) -> bool:
+    """The router and ``workers`` delivery workers of receiver ``hook`` are up: each
+    holds a pull request open."""
+    try:
+        inbound = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
+        work = await js.consumer_info(STREAM_WORK, deliver_consumer("hook"))
+    except nats.js.errors.NotFoundError:
+        return False
+    return bool(inbound.num_waiting) and (work.num_waiting or 0) >= workers
+
+
 async def test_router_and_deliver_as_separate_processes(
     nats_url: str, sink: HttpSink, tmp_path: Path
 ) -> None:
@@ -237,16 +249,7 @@ async def test_router_and_deliver_as_separate_processes(
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
 
-        async def all_pulling() -> bool:
-            """The router and both workers are up: each holds a pull request open."""
-            try:
-                router = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
-                work = await js.consumer_info(STREAM_WORK, deliver_consumer("hook"))
-            except nats.js.errors.NotFoundError:
-                return False
-            return bool(router.num_waiting) and (work.num_waiting or 0) >= 2
-
-        await wait_until(all_pulling, 30, "the router and two workers pulling")
+        await wait_until(lambda: pulling(js, 2), 30, "the router and two workers pulling")
         await nc.close()
         for i in range(20):
             await publish(
@@ -337,16 +340,7 @@ async def test_a_delivery_worker_holds_no_module_of_the_log_templates_or_telemet
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
 
-        async def pulling() -> bool:
-            """The router and the worker are up: each holds a pull request open."""
-            try:
-                inbound = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
-                work = await js.consumer_info(STREAM_WORK, deliver_consumer("hook"))
-            except nats.js.errors.NotFoundError:
-                return False
-            return bool(inbound.num_waiting) and bool(work.num_waiting)
-
-        await wait_until(pulling, 30, "the router and the worker pulling")
+        await wait_until(lambda: pulling(js, 1), 30, "the router and the worker pulling")
         await nc.close()
         alert = {"type": "lean", "severity": "error", "summary": "one", "labels": {"n": "1"}}
         await publish(nats_url, "alerts.in.lean", alert)
