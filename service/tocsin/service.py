@@ -1014,34 +1014,31 @@ async def release(running: Running) -> None:
 
 
 def child_command(options: Options, nats_url: str) -> ChildCommand:
-    """``tocsin deliver`` as serve's child: this interpreter, the same config (its file,
-    or the environment it was read from), data dir and logging; the NATS URL (the
-    embedded server's, perhaps) in its environment, where ``ps`` does not show its
-    credentials. Never the probes' address: the parent serves them."""
-    argv = [sys.executable, "-m", "tocsin.cli", *options.log_flags, "deliver"]
-    argv += ["--data-dir", str(options.data_dir)]
+    """``tocsin deliver`` as serve's child (``serve_child``), with the dashboard link
+    notifications carry."""
     dashboard = dashboard_url(options)
-    if dashboard is not None:
-        argv += ["--dashboard-url", dashboard]
+    return serve_child(
+        options, nats_url, ["deliver", *(["--dashboard-url", dashboard] if dashboard else [])]
+    )
+
+
+def router_command(options: Options, nats_url: str, partition: int) -> ChildCommand:
+    """``tocsin router --partition k`` as a child of ``serve --partitions N``."""
+    return serve_child(options, nats_url, ["router", "--partition", str(partition)])
+
+
+def serve_child(options: Options, nats_url: str, command: list[str]) -> ChildCommand:
+    """A ``tocsin`` command as serve's child: this interpreter, the same config (its
+    file, or the environment it was read from), data dir, logging and partition count;
+    the NATS URL (the embedded server's, perhaps) in its environment, where ``ps`` does
+    not show its credentials. Never the probes' address: the parent serves them."""
+    argv = [sys.executable, "-m", "tocsin.cli", *options.log_flags, *command]
+    argv += ["--data-dir", str(options.data_dir)]
     path = file_of(options.config)
     if path is not None:
         argv += ["--config", path]
     if options.partitioned:
         argv += ["--partitions", str(options.config.partitions.count)]
-    env = {k: v for k, v in os.environ.items() if k not in CHILD_UNSET}
-    env["TOCSIN_NATS_URL"] = nats_url
-    return ChildCommand(argv, env)
-
-
-def router_command(options: Options, nats_url: str, partition: int) -> ChildCommand:
-    """``tocsin router --partition k`` as a child of ``serve --partitions N``: as
-    ``child_command``, with the partition count as serve runs it."""
-    argv = [sys.executable, "-m", "tocsin.cli", *options.log_flags, "router"]
-    argv += ["--partition", str(partition), "--partitions", str(options.config.partitions.count)]
-    argv += ["--data-dir", str(options.data_dir)]
-    path = file_of(options.config)
-    if path is not None:
-        argv += ["--config", path]
     env = {k: v for k, v in os.environ.items() if k not in CHILD_UNSET}
     env["TOCSIN_NATS_URL"] = nats_url
     return ChildCommand(argv, env)
