@@ -144,7 +144,9 @@ class Row:
     floor: Callable[[Result], Any] | None = None  # of a "floor" run: parts not owned
 
 
-def _get(*path: str) -> Callable[[Result], Any]:
+def pick(*path: str) -> Callable[[Result], Any]:
+    """The figure at ``path`` of one run's result, or ``None`` where a run has none."""
+
     def value(result: Result) -> Any:
         node: Any = result
         for key in path:
@@ -173,52 +175,52 @@ def _events_per_second(workload: str) -> Callable[[Result], Any]:
 ROWS = [
     Row("W1 events/s (tocsin: committed + routed; AM: accepted)", "events/s", "higher",
         _events_per_second("W1"), unit_in_label=True),
-    Row("W1 accepted by broker / API", "events/s", "higher", _get("W1", "accepted_per_second")),
+    Row("W1 accepted by broker / API", "events/s", "higher", pick("W1", "accepted_per_second")),
     Row("W1 last publish → last notification", "s", "lower",
-        _get("W1", "last_publish_to_last_notification_seconds")),
+        pick("W1", "last_publish_to_last_notification_seconds")),
     Row("W1 all {events:,} notified after the first publish", "s", "lower",
-        _get("W1", "all_notified_seconds")),
+        pick("W1", "all_notified_seconds")),
     Row("W1 notifications/s end to end, until every one arrived", "/s", "higher",
-        _get("W1", "notifications_per_second"), Versus("≥", 1.0), unit_in_label=True),
-    Row("W1 CPU of the service, whole storm", "s", "lower", _get("W1", "cpu_seconds")),
-    Row("W1 CPU of the service per event", "µs", "lower", _get("W1", "cpu_us_per_event")),
+        pick("W1", "notifications_per_second"), Versus("≥", 1.0), unit_in_label=True),
+    Row("W1 CPU of the service, whole storm", "s", "lower", pick("W1", "cpu_seconds")),
+    Row("W1 CPU of the service per event", "µs", "lower", pick("W1", "cpu_us_per_event")),
     Row("W2 events/s (tocsin: committed; AM: accepted)", "events/s", "higher",
         _events_per_second("W2"), Versus("≥", 0.5), unit_in_label=True),
     Row("W2 notifications sent (must be {fingerprints:,})", "", "exact",
-        _get("W2", "notifications"), Exactly("fingerprints")),
-    Row("W2 CPU of the service per event", "µs", "lower", _get("W2", "cpu_us_per_event")),
-    Row("W3 latency p50", "ms", "lower", _get("W3", "p50_ms"), Versus("≤", 1.5),
-        floor=_get("p50_ms")),
-    Row("W3 latency p99", "ms", "lower", _get("W3", "p99_ms"), Versus("≤", 1.0),
-        floor=_get("p99_ms")),
+        pick("W2", "notifications"), Exactly("fingerprints")),
+    Row("W2 CPU of the service per event", "µs", "lower", pick("W2", "cpu_us_per_event")),
+    Row("W3 latency p50", "ms", "lower", pick("W3", "p50_ms"), Versus("≤", 1.5),
+        floor=pick("p50_ms")),
+    Row("W3 latency p99", "ms", "lower", pick("W3", "p99_ms"), Versus("≤", 1.0),
+        floor=pick("p99_ms")),
     Row("W3 floor p50: 2 JetStream hops + an fsync, each alone", "ms", "lower",
-        _get("p50_ms"), source="floor"),
-    Row("W3 floor p99, at least: the largest hop's", "ms", "lower", _get("p99_ms"),
+        pick("p50_ms"), source="floor"),
+    Row("W3 floor p99, at least: the largest hop's", "ms", "lower", pick("p99_ms"),
         source="floor"),
-    Row("W3 latency max", "ms", "lower", _get("W3", "max_ms")),
-    Row("W3 notified (of {steady:,})", "", "exact", _get("W3", "notified"), Exactly("steady")),
+    Row("W3 latency max", "ms", "lower", pick("W3", "max_ms")),
+    Row("W3 notified (of {steady:,})", "", "exact", pick("W3", "notified"), Exactly("steady")),
     Row("W3 CPU of the service per event (warm-up included)", "µs", "lower",
-        _get("W3", "cpu_us_per_event")),
+        pick("W3", "cpu_us_per_event")),
     Row("W5 events/s (tocsin: committed + grouped; AM: accepted)", "events/s", "higher",
         _events_per_second("W5"), unit_in_label=True),
-    Row("W5 notifications sent", "", "lower", _get("W5", "notifications")),
-    Row("W5 groups notified (of {groups:,})", "", "exact", _get("W5", "groups_notified"),
+    Row("W5 notifications sent", "", "lower", pick("W5", "notifications")),
+    Row("W5 groups notified (of {groups:,})", "", "exact", pick("W5", "groups_notified"),
         Exactly("groups")),
-    Row("W5 alerts notified (of {group_events:,})", "", "exact", _get("W5", "alerts_covered"),
+    Row("W5 alerts notified (of {group_events:,})", "", "exact", pick("W5", "alerts_covered"),
         Exactly("group_events")),
     Row("W5 all {groups:,} groups notified after the first publish", "s", "lower",
-        _get("W5", "all_groups_notified_seconds"), Versus("≤", 1.0)),
+        pick("W5", "all_groups_notified_seconds"), Versus("≤", 1.0)),
     Row("W5 every alert notified after the first publish", "s", "lower",
-        _get("W5", "all_alerts_notified_seconds")),
-    Row("RSS after {storms}", "MiB", "lower", _get("resources", "rss_mib"), Versus("≤", 0.3)),
-    Row("CPU after {storms} (process total)", "s", "lower", _get("resources", "cpu_seconds")),
-    Row("nats-server CPU after {storms}", "s", "lower", _get("resources", "broker_cpu_seconds")),
-    Row("most simultaneous webhook connections", "", "lower", _get("max_connections")),
-    Row("W4 fold (decode + fold)", "events/s", "higher", _get("fold_events_per_second"),
+        pick("W5", "all_alerts_notified_seconds")),
+    Row("RSS after {storms}", "MiB", "lower", pick("resources", "rss_mib"), Versus("≤", 0.3)),
+    Row("CPU after {storms} (process total)", "s", "lower", pick("resources", "cpu_seconds")),
+    Row("nats-server CPU after {storms}", "s", "lower", pick("resources", "broker_cpu_seconds")),
+    Row("most simultaneous webhook connections", "", "lower", pick("max_connections")),
+    Row("W4 fold (decode + fold)", "events/s", "higher", pick("fold_events_per_second"),
         source="replay"),
-    Row("W4 start without a snapshot", "s", "lower", _get("start_without_snapshot_seconds"),
+    Row("W4 start without a snapshot", "s", "lower", pick("start_without_snapshot_seconds"),
         source="replay"),
-    Row("W4 start with a snapshot", "s", "lower", _get("start_with_snapshot_seconds"),
+    Row("W4 start with a snapshot", "s", "lower", pick("start_with_snapshot_seconds"),
         Below(1.0, "s"), source="replay"),
 ]  # fmt: skip
 
@@ -510,15 +512,15 @@ def w1_before_after(before: Result, after: Result, before_name: str) -> str:
 
     old, new = tocsin(before), tocsin(after)
     rows = [
-        ("committed events/s", _get("W1", "committed_per_second"), "events/s"),
-        ("committed, s", _get("W1", "committed_seconds"), "s"),
-        ("CPU of tocsin serve in W1, s", _get("W1", "cpu_seconds"), "s"),
-        ("CPU per event in W1, µs", _get("W1", "cpu_us_per_event"), "µs"),
-        ("accepted by the broker, events/s", _get("W1", "accepted_per_second"), "events/s"),
+        ("committed events/s", pick("W1", "committed_per_second"), "events/s"),
+        ("committed, s", pick("W1", "committed_seconds"), "s"),
+        ("CPU of tocsin serve in W1, s", pick("W1", "cpu_seconds"), "s"),
+        ("CPU per event in W1, µs", pick("W1", "cpu_us_per_event"), "µs"),
+        ("accepted by the broker, events/s", pick("W1", "accepted_per_second"), "events/s"),
     ]
     ran_before, ran_after = (storms(r.get("workloads", ["w1", "w2"])) for r in (before, after))
     if ran_before == ran_after:
-        rows.append((f"CPU after {ran_after} (process), s", _get("resources", "cpu_seconds"), "s"))
+        rows.append((f"CPU after {ran_after} (process), s", pick("resources", "cpu_seconds"), "s"))
     out = [
         f"W1 before ({before_name}, {before.get('date', '?')}, "
         f"tocsin {before.get('machine', {}).get('tocsin', '?')}) and after (this run, "
@@ -529,8 +531,8 @@ def w1_before_after(before: Result, after: Result, before_name: str) -> str:
         a, b = _positive(value(old)), _positive(value(new))
         change = f"{(b / a - 1) * 100:+.1f}%" if a is not None and b is not None else "—"
         out.append(f"  {label:<36}{fmt(a, unit):>12}{fmt(b, unit):>12}{change:>10}")
-    rate_before = _positive(_get("W1", "committed_per_second")(old))
-    rate_after = _positive(_get("W1", "committed_per_second")(new))
+    rate_before = _positive(pick("W1", "committed_per_second")(old))
+    rate_after = _positive(pick("W1", "committed_per_second")(new))
     if rate_before is not None and rate_after is not None:
         growth = (rate_before / rate_after - 1) * 100
         verdict = "within" if growth <= 10 else "ABOVE"
@@ -676,8 +678,8 @@ def plots(results: Result, docs: Path) -> list[Path]:
     drawn = False
     for name in sides:
         side_runs = runs_of(results["targets"][name] or {})
-        p50 = figure([_get("W3", "p50_ms")(r) for r in side_runs])
-        p99 = figure([_get("W3", "p99_ms")(r) for r in side_runs])
+        p50 = figure([pick("W3", "p50_ms")(r) for r in side_runs])
+        p99 = figure([pick("W3", "p99_ms")(r) for r in side_runs])
         labelled = False
         for run in side_runs:
             latencies = sorted((run.get("W3") or {}).get("latencies_ms") or [])
@@ -726,7 +728,7 @@ def plots(results: Result, docs: Path) -> list[Path]:
             "bench-throughput.png",
             [
                 ("W1 events/s", _events_per_second("W1")),
-                ("W1 notifications/s", _get("W1", "notifications_per_second")),
+                ("W1 notifications/s", pick("W1", "notifications_per_second")),
                 ("W2 events/s", _events_per_second("W2")),
             ],
             "per second (log scale)",
@@ -738,8 +740,8 @@ def plots(results: Result, docs: Path) -> list[Path]:
         (
             "bench-grouped.png",
             [
-                ("all groups notified", _get("W5", "all_groups_notified_seconds")),
-                ("every alert notified", _get("W5", "all_alerts_notified_seconds")),
+                ("all groups notified", pick("W5", "all_groups_notified_seconds")),
+                ("every alert notified", pick("W5", "all_alerts_notified_seconds")),
             ],
             "seconds after the first publish",
             False,

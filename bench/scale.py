@@ -342,24 +342,12 @@ class PartitionedTocsin(TocsinTarget):
 ScaleRow = tuple[str, str, str, Callable[[Result], Any]]
 
 
-def _get(*path: str) -> Callable[[Result], Any]:
-    def value(result: Result) -> Any:
-        node: Any = result
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
-
-    return value
-
-
 def core_per_router(result: Result) -> float | None:
     """What the routers alone would commit with a core each (a machine per partition):
     partitions x 1,000,000 / their CPU µs per event. Their CPU per event is what a busy
     shared machine moves least; their rate here is what other work on its two cores moves
     most."""
-    us = _get("alone", "cpu_us_per_event", "routers")(result)
+    us = report.pick("alone", "cpu_us_per_event", "routers")(result)
     n = result.get("partitions")
     return n * 1e6 / us if report.is_number(us) and us > 0 and isinstance(n, int) else None
 
@@ -367,50 +355,50 @@ def core_per_router(result: Result) -> float | None:
 ROWS: list[ScaleRow] = [
     # Routers alone: no tocsin deliver, the storm until every event is committed.
     ("routers alone: events committed/s, first to last commit, all logs", "events/s", "higher",
-     _get("alone", "router_stage", "per_second")),
+     report.pick("alone", "router_stage", "per_second")),
     ("routers alone: partitioner(s) forwarded/s, first publish to last forward", "events/s",
-     "higher", _get("alone", "router_stage", "forwarded_per_second")),
+     "higher", report.pick("alone", "router_stage", "forwarded_per_second")),
     ("routers alone: CPU of the router(s) per event, µs", "µs", "lower",
-     _get("alone", "cpu_us_per_event", "routers")),
+     report.pick("alone", "cpu_us_per_event", "routers")),
     ("routers alone, a core per router (estimate: partitions x 1e6 / router µs per event), "
      "events/s", "events/s", "higher", core_per_router),
     ("routers alone: CPU of tocsin partition per event, µs", "µs", "lower",
-     _get("alone", "cpu_us_per_event", "partitioner")),
+     report.pick("alone", "cpu_us_per_event", "partitioner")),
     ("routers alone: CPU of nats-server per event, µs", "µs", "lower",
-     _get("alone", "cpu_us_per_event", "nats-server")),
+     report.pick("alone", "cpu_us_per_event", "nats-server")),
     # The pipeline: W1 end to end, tocsin deliver beside the routers.
     ("pipeline: events committed/s, first to last commit, all logs", "events/s", "higher",
-     _get("router_stage", "per_second")),
+     report.pick("router_stage", "per_second")),
     ("pipeline: partitioner(s) forwarded/s, first publish to last forward", "events/s",
-     "higher", _get("router_stage", "forwarded_per_second")),
+     "higher", report.pick("router_stage", "forwarded_per_second")),
     ("pipeline: the partitioner's last forward to the last commit, s", "s", "lower",
-     _get("router_stage", "last_forward_to_last_commit_seconds")),
+     report.pick("router_stage", "last_forward_to_last_commit_seconds")),
     ("pipeline: events committed + routed/s from the first publish", "events/s", "higher",
-     _get("W1", "committed_per_second")),
+     report.pick("W1", "committed_per_second")),
     ("pipeline, end to end: notifications/s until every one arrived", "/s", "higher",
-     _get("W1", "notifications_per_second")),
+     report.pick("W1", "notifications_per_second")),
     ("pipeline: all {events:,} notified after the first publish, s", "s", "lower",
-     _get("W1", "all_notified_seconds")),
+     report.pick("W1", "all_notified_seconds")),
     ("pipeline: accepted by the broker, events/s", "events/s", "higher",
-     _get("W1", "accepted_per_second")),
-    ("pipeline: CPU of tocsin partition, s", "s", "lower", _get("cpu", "partitioner")),
-    ("pipeline: CPU of the router(s), s", "s", "lower", _get("cpu", "routers")),
-    ("pipeline: CPU of tocsin deliver, s", "s", "lower", _get("cpu", "deliver")),
-    ("pipeline: CPU of nats-server, s", "s", "lower", _get("cpu", "nats-server")),
+     report.pick("W1", "accepted_per_second")),
+    ("pipeline: CPU of tocsin partition, s", "s", "lower", report.pick("cpu", "partitioner")),
+    ("pipeline: CPU of the router(s), s", "s", "lower", report.pick("cpu", "routers")),
+    ("pipeline: CPU of tocsin deliver, s", "s", "lower", report.pick("cpu", "deliver")),
+    ("pipeline: CPU of nats-server, s", "s", "lower", report.pick("cpu", "nats-server")),
     ("pipeline: CPU of the bench (publisher, receiver, log polls), s", "s", "lower",
-     _get("cpu", "bench")),
+     report.pick("cpu", "bench")),
     ("pipeline: CPU of the router(s) per event (outcomes recorded too), µs", "µs", "lower",
-     _get("cpu_us_per_event", "routers")),
+     report.pick("cpu_us_per_event", "routers")),
     ("pipeline: CPU of tocsin deliver per notification, µs", "µs", "lower",
-     _get("cpu_us_per_event", "deliver")),
+     report.pick("cpu_us_per_event", "deliver")),
     ("pipeline: CPU of every tocsin process per event, µs", "µs", "lower",
-     _get("W1", "cpu_us_per_event")),
+     report.pick("W1", "cpu_us_per_event")),
 ]  # fmt: skip
 HEADLINE = {  # the ratios the issue asks for
-    "routers alone": _get("alone", "router_stage", "per_second"),
+    "routers alone": report.pick("alone", "router_stage", "per_second"),
     "routers with a core each (estimate)": core_per_router,
-    "router stage beside delivery": _get("router_stage", "per_second"),
-    "end to end": _get("W1", "notifications_per_second"),
+    "router stage beside delivery": report.pick("router_stage", "per_second"),
+    "end to end": report.pick("W1", "notifications_per_second"),
 }
 
 
