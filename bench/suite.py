@@ -429,26 +429,42 @@ def _per_run(runs: Sequence[dict[str, Any]]) -> str:
     )
 
 
+async def runs_alone(
+    name: str,
+    skipped: str,
+    runs: int,
+    deadline: float,
+    once: Callable[[int], Awaitable[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """``once(run)`` ``runs`` times, one after another (tocsin's alone: nothing to
+    alternate with); a run due after ``deadline`` is skipped, as in ``run_sides``, and
+    recorded as such (``skipped``: what it would have measured)."""
+    measured: list[dict[str, Any]] = []
+    for run in range(1, runs + 1):
+        if time.monotonic() > deadline:
+            _say(f"!! {name}, run {run} of {runs}: skipped ({LATE})")
+            measured.append({"skipped": [skipped]})
+            continue
+        measured.append(await once(run))
+    return measured
+
+
 async def run_floors(runs: int, deadline: float) -> dict[str, Any]:
     """W3's floor (``bench/floors.py``) ``runs`` times, after the W3 sessions: the
     hops no alert can skip, timed alone on this machine in the same run as W3."""
     from bench.floors import w3_floor  # brings in nats and the tests' server helper
 
-    measured: list[dict[str, Any]] = []
-    for run in range(1, runs + 1):
-        if time.monotonic() > deadline:
-            _say(f"!! W3's floor, run {run} of {runs}: skipped ({LATE})")
-            measured.append({"skipped": ["floor"]})
-            continue
+    async def once(run: int) -> dict[str, Any]:
         _say(f"-- W3's floor (two JetStream hops and an fsync, each alone), run {run} of {runs}")
         try:
             floor = await w3_floor()
         except Exception as error:  # a figure missing, not the run lost
             _say(f"!! W3's floor: {type(error).__name__}: {error}")
-            measured.append({"error": f"{type(error).__name__}: {error}"})
-            continue
+            return {"error": f"{type(error).__name__}: {error}"}
         _say(f"  W3's floor: p50 {floor['p50_ms']:.2f} ms, p99 at least {floor['p99_ms']:.2f} ms")
-        measured.append(floor)
+        return floor
+
+    measured = await runs_alone("W3's floor", "floor", runs, deadline, once)
     return {**report.median_tree(measured), "runs": measured}
 
 
@@ -456,12 +472,8 @@ async def run_replays(events: int, runs: int, deadline: float) -> dict[str, Any]
     """W4 ``runs`` times, one after another (tocsin's alone: nothing to alternate with);
     the figures of every run and their medians. A run due after ``deadline`` is skipped,
     as in ``run_sides``."""
-    replays: list[dict[str, Any]] = []
-    for run in range(1, runs + 1):
-        if time.monotonic() > deadline:
-            _say(f"!! W4, run {run} of {runs}: skipped ({LATE})")
-            replays.append({"skipped": ["replay"]})
-            continue
+
+    async def once(run: int) -> dict[str, Any]:
         _say(f"-- W4, run {run} of {runs}")
         r = await run_replay(events, timeout=REPLAY_TIMEOUT)
         if "error" in r:
@@ -472,7 +484,9 @@ async def run_replays(events: int, runs: int, deadline: float) -> dict[str, Any]
                 f"{r['start_without_snapshot_seconds']} s without a snapshot, "
                 f"{r['start_with_snapshot_seconds']} s with one ({r['events']:,} events)"
             )
-        replays.append(r)
+        return r
+
+    replays = await runs_alone("W4", "replay", runs, deadline, once)
     out = {**report.median_tree(replays), "runs": replays}
     errors = _per_run(replays)
     if errors:
