@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tocsin.core import events as ev
-from tocsin.core.alert_index import AlertIndex, Key, key_of
+from tocsin.core.alert_index import Key, key_of
 from tocsin.core.events import StoredRow
 from tocsin.core.fold import fold
 from tocsin.core.merged import merge
@@ -132,7 +132,6 @@ class PartitionedLog:
     def __init__(self, data_dir: Path, count: int) -> None:
         self.logs = [PartitionLog(k, db_path(partition_dir(data_dir, k))) for k in range(count)]
         self._merged: tuple[tuple[int, ...], State] | None = None
-        self._index: tuple[int, AlertIndex] | None = None
         self.listeners: list[Callable[[list[ev.Event], State], None]] = []
 
     @property
@@ -159,13 +158,6 @@ class PartitionedLog:
         if self._merged is None or self._merged[0] != seqs:
             self._merged = (seqs, merge([part.state for part in self.logs]))
         return self._merged[1]
-
-    def alert_index(self) -> AlertIndex:
-        """The merged projection's alerts by ``(last_seen, id)``, made once per merge."""
-        state = self.state()
-        if self._index is None or self._index[0] != id(state):
-            self._index = (id(state), AlertIndex.of(state))
-        return self._index[1]
 
     def partition_of(self, alert_id: str) -> int | None:
         """The partition whose projection holds the alert (``None``: none does)."""
