@@ -154,7 +154,7 @@ async def webhook(n: int, url: str, port: int) -> list[Figure]:
     await in_parallel(POOL, via_poster)
     figures.append(
         await measure(
-            "a. tocsin's JsonPoster (straight over aiohttp)",
+            "a. tocsin's JsonPoster (channels/http1.py over httptools)",
             n,
             lambda: in_parallel(n, via_poster),
         )

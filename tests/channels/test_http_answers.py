@@ -189,4 +189,4 @@ async def test_an_endless_answer_is_read_up_to_the_cap_and_its_status_decides(
         await wait_until(receiver.finished, timeout=5.0, what="the receiver to see the client go")
         [answering] = receiver.answers
         assert answering.sent < 64 * 1024 * 1024
-        assert peak < 2 * 1024 * 1024, peak  # aiohttp's read buffer and the 64 KiB kept
+        assert peak < 2 * 1024 * 1024, peak  # the socket's read buffer and the 64 KiB kept

@@ -1,15 +1,15 @@
 """The HTTP plumbing every HTTP channel shares: one pooled keep-alive client per
 receiver, and exceptions turned into retry verdicts (never raised).
 
-Requests go straight over aiohttp's connection pool (``JsonPoster``). Measured on this
-machine by ``bench/ceiling_delivery.py``, CPU per POST: aiohttp alone ~70-150 us;
-httpx's own ``AsyncClient`` over httpcore 1.1-3.0 ms (its pool scans every connection on
-every request); httpx over ``httpx-aiohttp``'s transport ~530 us; and an
-``httpx.Request`` built from ready parts over aiohttp (tocsin before #20) still ~45 us
-more than aiohttp alone. A receiver needs none of httpx's machinery (auth and redirect
-layers, a cookie jar, header and URL merging per request).
+Requests go over ``http1``'s keep-alive pool (``JsonPoster``): a POST is its bytes
+written once and its answer parsed by llhttp. Measured on this machine by
+``bench/ceiling_delivery.py``, CPU per POST: aiohttp's ``ClientSession`` ~70-150 us
+(what tocsin used before, issue #20); httpx's own ``AsyncClient`` over httpcore 1.1-3.0
+ms (its pool scans every connection on every request); httpx over ``httpx-aiohttp``'s
+transport ~530 us. A receiver needs none of their machinery (auth and redirect layers,
+a cookie jar, header and URL merging per request, response objects).
 
-httpx itself is imported only for a URL that needs percent-encoding (``_yarl_url``):
+httpx itself is imported only for a URL that needs percent-encoding (``httpx_encoded``):
 importing it costs ~5 MiB in every process that does (its package imports its command
 line client, and with it rich, click and pygments), and the delivery children
 (``tocsin serve``'s, issue #20's RSS target) need it for nothing else.
@@ -27,16 +27,15 @@ import functools
 import os
 import re
 import ssl
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import certifi
 import msgspec
-import yarl
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ReceiverConfig, compile_templates
+from tocsin.channels import ChannelConfigError, ChannelEnv, ReceiverConfig, compile_templates, http1
 from tocsin.channels.templates import Templates
 from tocsin.core.contracts import Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult, classify_http, retryable
@@ -47,6 +46,10 @@ MAX_CONNECTIONS_PER_RECEIVER = 32
 # connection is then closed, not reused), so a receiver that streams forever costs a
 # bounded buffer. The status code decides the verdict either way.
 MAX_ANSWER_BYTES = 64 * 1024
+# A pooled connection idle this long is closed rather than reused: shorter than the
+# keep-alive of common servers (uvicorn's 5 s, nginx's 75 s), so a request rarely meets
+# a connection its server is closing (``http1.Pool`` sends that one again anyway).
+KEEPALIVE_SECONDS = 4.0
 
 _encoder = msgspec.json.Encoder()
 
@@ -112,48 +115,56 @@ class PayloadChannel:
 
 class JsonPoster:
     """POSTs JSON bodies for one receiver: pooled keep-alive connections (at most
-    ``MAX_CONNECTIONS_PER_RECEIVER``), tocsin's ``User-Agent``, the receiver's fixed
-    headers, and ``traceparent`` when traced. Redirects are not followed (a 3xx is a
-    permanent failure), no cookies are kept, environment proxies are not used.
-    ``timeout`` bounds each ``post`` as a whole, the answer included; of each answer at
-    most ``MAX_ANSWER_BYTES`` are read.
+    ``MAX_CONNECTIONS_PER_RECEIVER`` to each origin), tocsin's ``User-Agent``, the
+    receiver's fixed headers, and ``traceparent`` when traced. Redirects are not
+    followed (a 3xx is a permanent failure), no cookies are kept, environment proxies
+    are not used. ``timeout`` bounds each ``post`` as a whole, the answer included; of
+    each answer at most ``MAX_ANSWER_BYTES`` are read.
 
-    Straight over aiohttp: the headers are merged once here, the URL parsed once, and no
-    request or response object of another library is built. Measured by
-    ``bench/parts_delivery.py`` (the webhook end to end), httpx's ``Request`` and
-    ``Response`` around aiohttp's cost ~45 us of CPU per notification. The session is
-    made on first use, inside the event loop."""
+    Over ``http1``'s pool: the fixed headers are encoded once here, each URL's request
+    line and ``Host`` once, so a POST is one write of bytes joined and one parse of
+    the answer. A header that cannot be sent (a line break in a value) is refused here,
+    naming it, not at the first send."""
 
     def __init__(
         self, version: str, timeout: float, headers: Mapping[str, str] | None = None
     ) -> None:
-        self._headers = {
-            "Accept": "*/*",  # what httpx sent before, which a receiver's own headers override
-            "Accept-Encoding": "gzip, deflate",
-            **(headers or {}),
-            "Content-Type": "application/json",
-            "User-Agent": f"tocsin/{version}",
-        }
+        fixed = _merged(
+            {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"},  # httpx's, before
+            headers or {},
+            {"Content-Type": "application/json", "User-Agent": f"tocsin/{version}"},
+        )
+        self._fixed = fixed
+        self._fixed_names = {name.lower() for name in fixed}
+        self._fixed_lines = http1.header_lines(fixed)
         self._timeout = timeout
-        # One deadline for the whole exchange is ``asyncio.timeout`` in ``post``;
-        # aiohttp's own total timeout is left off (it would only race it).
-        self._client_timeout = aiohttp.ClientTimeout(total=None)
         self._ssl = ssl_context()
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, yarl.URL] = {}
+        self._origins: dict[str, http1.Origin] = {}
+        self._pools: dict[tuple[str, str, int], http1.Pool] = {}
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=MAX_CONNECTIONS_PER_RECEIVER, ssl=self._ssl, keepalive_timeout=5.0
+    def _pool(self, origin: http1.Origin) -> http1.Pool:
+        pool = self._pools.get(origin.key)
+        if pool is None:
+            pool = self._pools[origin.key] = http1.Pool(
+                origin,
+                MAX_CONNECTIONS_PER_RECEIVER,
+                KEEPALIVE_SECONDS,
+                MAX_ANSWER_BYTES,
+                self._ssl,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=self._client_timeout,
-                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
-            )
-        return self._session
+        return pool
+
+    def _head_lines(self, traceparent: str | None, headers: Mapping[str, str] | None) -> bytes:
+        """The head's header lines: the fixed ones, then this request's (``headers``
+        replacing a fixed one of the same name, in any case), then ``traceparent``."""
+        extra = dict(headers) if headers else {}
+        if traceparent:
+            extra["traceparent"] = traceparent
+        if not extra:
+            return self._fixed_lines
+        if self._fixed_names.isdisjoint(name.lower() for name in extra):
+            return self._fixed_lines + http1.header_lines(extra)
+        return http1.header_lines(_merged(self._fixed, extra))
 
     async def post(
         self,
@@ -163,36 +174,67 @@ class JsonPoster:
         headers: Mapping[str, str] | None = None,
     ) -> SendResult:
         """POST and classify; transport failures are retryable, never exceptions."""
-        merged = {**self._headers, **headers} if headers else self._headers.copy()
-        if traceparent:
-            merged["traceparent"] = traceparent
+        origin = _parsed(self._origins, url, _origin)
+        request = b"".join(
+            (
+                origin.start,
+                self._head_lines(traceparent, headers),
+                b"Content-Length: %d\r\n\r\n" % len(body),
+                body,
+            )
+        )
         deadline = asyncio.timeout(self._timeout)
         try:
-            async with (
-                deadline,
-                self._session_now().post(
-                    _parsed(self._urls, url, _yarl_url),
-                    data=body,
-                    headers=merged,
-                    allow_redirects=False,
-                ) as answer,
-            ):
-                answer_body = await _read_at_most(answer.content, MAX_ANSWER_BYTES)
-                status, answer_headers = answer.status, answer.headers
-                charset = answer.charset
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            async with deadline:
+                answer = await self._pool(origin).post(request)
+        except (OSError, TimeoutError) as error:
             if deadline.expired():
                 return retryable(f"timeout: no whole answer within {self._timeout:g}s")
             return retryable(describe(error))
         excerpt = ""
-        if not 200 <= status < 300:  # a success's body is never decoded
-            excerpt = _text(answer_body, charset)[:200]
-        return classify_http(status, answer_headers, excerpt)
+        if not 200 <= answer.status < 300:  # a success's body is never decoded
+            excerpt = _text(_decoded(answer), _charset(answer.headers))[:200]
+        return classify_http(answer.status, answer.headers, excerpt)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+
+def _merged(*layers: Mapping[str, str]) -> dict[str, str]:
+    """``layers`` as one set of headers, a later layer's header replacing an earlier
+    one of the same name in any case (HTTP's names are case-insensitive: both would
+    be sent otherwise)."""
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        merged.update((name.lower(), (name, value)) for name, value in layer.items())
+    return dict(merged.values())
+
+
+def _charset(headers: Mapping[str, str]) -> str | None:
+    """The ``charset`` parameter of an answer's ``Content-Type``, if it names one."""
+    found = _CHARSET.search(headers.get("content-type", ""))
+    return found.group(1).strip("\"'") if found else None
+
+
+_CHARSET = re.compile(r";\s*charset\s*=\s*([^;\s]+)", re.IGNORECASE)
+
+
+def _decoded(answer: http1.Answer) -> bytes:
+    """An answer's body as sent before its ``Content-Encoding`` (gzip or deflate, which
+    ``Accept-Encoding`` offers); as it came when it names neither or does not inflate
+    (it may be cut at ``MAX_ANSWER_BYTES``: what inflates of it is kept)."""
+    coding = answer.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("gzip", "x-gzip", "deflate") or not answer.body:
+        return answer.body
+    # 47: a gzip or zlib header, either; deflate sent raw, without one, is -15.
+    for wbits in (47, -15):
+        try:
+            return zlib.decompressobj(wbits).decompress(answer.body, MAX_ANSWER_BYTES)
+        except zlib.error:
+            continue
+    return answer.body
 
 
 def _text(body: bytes, charset: str | None) -> str:
@@ -201,23 +243,6 @@ def _text(body: bytes, charset: str | None) -> str:
         return body.decode(charset or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return body.decode("utf-8", errors="replace")
-
-
-async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """The answer's first ``limit`` bytes, or all of it when shorter. Leaving the
-    response's context with bytes unread closes the connection instead of pooling it."""
-    first = await content.read(limit)
-    if len(first) >= limit or content.at_eof():
-        return first
-    chunks = [first]
-    size = len(first)
-    while size < limit:
-        chunk = await content.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 URLS_KEPT = 64  # one receiver posts to one URL, or a few; bounded anyway
@@ -237,22 +262,27 @@ def _parsed(cache: dict[str, T], text: str, parse: Callable[[str], T]) -> T:
 
 
 # A URL httpx would send as it is: ASCII, each character one a URL may hold unencoded
-# or a percent-escape. httpx then changes only what yarl changes too (the host's case,
-# a default port), but for dot segments in the path, which it removes.
+# or a percent-escape. httpx changes such a URL only for dot segments in its path, which
+# it removes (the host's case and a default port do not change what is sent).
 _ENCODED_URL = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
 
 
-def _yarl_url(text: str) -> yarl.URL:
+def httpx_encoded(text: str) -> str:
     """``text`` percent-encoded as httpx encodes a URL (what a channel's quoting of its
-    path relies on: ``%2F`` stays ``%2F``), then taken as it is. A URL already so
-    encoded (every configured receiver's URL, in practice) is taken as it is without
-    httpx (see the module's docstring for why it is not imported up front)."""
+    path relies on: ``%2F`` stays ``%2F``). A URL already so encoded (every configured
+    receiver's URL, in practice) is taken as it is without httpx (see the module's
+    docstring for why it is not imported up front)."""
     if _ENCODED_URL.fullmatch(text) and not _DOT_SEGMENT.search(urlsplit(text).path):
-        return yarl.URL(text, encoded=True)
+        return text
     import httpx
 
-    return yarl.URL(str(httpx.URL(text)), encoded=True)
+    return str(httpx.URL(text))
+
+
+def _origin(text: str) -> http1.Origin:
+    """Where a POST to ``text`` goes, and its request line, as httpx would send it."""
+    return http1.Origin(urlsplit(httpx_encoded(text)))
 
 
 @functools.cache
@@ -269,12 +299,12 @@ def ssl_context() -> ssl.SSLContext:
 
 
 def describe(error: BaseException) -> str:
-    """What went wrong, from the root cause: aiohttp reports a refused connection as a
-    ``ClientConnectorError`` (an ``OSError`` too), so its type alone would mislead."""
+    """What went wrong, from the root cause, named as a connection error or a
+    timeout (a refused connection is an ``OSError`` whose text names the address)."""
     cause = error.__cause__ or error
     text = str(cause) or type(cause).__name__
-    if isinstance(cause, aiohttp.ClientConnectorError | ConnectionError):
+    if isinstance(cause, ConnectionError):
         return f"connection error: {text}"
-    if isinstance(cause, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(cause, TimeoutError):
         return f"timeout: {text}"
     return f"connection error: {type(cause).__name__}: {text}"

@@ -43,6 +43,7 @@ from tocsin.channels import (
     slack,
 )
 from tocsin.channels.http import JsonPoster, check_url
+from tocsin.channels.http1 import HeaderError
 from tocsin.core.contracts import AlertInGroup, Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult
 
@@ -172,7 +173,10 @@ class WebhookChannel:
                 self._key = signing_key(config.secret)
             except ValueError as error:
                 raise ChannelConfigError("secret", str(error)) from None
-        self._poster = JsonPoster(env.version, config.timeout, config.headers)
+        try:
+            self._poster = JsonPoster(env.version, config.timeout, config.headers)
+        except HeaderError as error:
+            raise ChannelConfigError("headers", str(error)) from None
         self._alertmanager = config.format == "alertmanager"
         self._external_url = env.dashboard_url or ""
 

@@ -1,0 +1,348 @@
+"""The HTTP/1.1 client every HTTP channel posts through (``channels/http1.py`` under
+``http.JsonPoster``), against raw HTTP/1.1 servers on 127.0.0.1 that answer as a test
+scripts them: keep-alive reuse, the connection limit, a keep-alive the server ended, the
+answer's framings and encodings, and the request's head.
+
+Each scenario runs on both event loops tocsin runs on (asyncio's and uvloop's, the
+default in every tocsin process: their transports differ), each in a loop of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvloop
+
+from tests.support import make_notification
+from tocsin.channels import ChannelConfigError, ChannelEnv
+from tocsin.channels.http import MAX_CONNECTIONS_PER_RECEIVER, JsonPoster
+from tocsin.channels.webhook import WebhookChannel, WebhookConfig
+from tocsin.core.policy.retry import SendResult
+from tocsin.core.times import Duration
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run,
+    "uvloop": uvloop.run,
+}
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@dataclass
+class Request:
+    """One request as the server read it: its connection's number, head and body."""
+
+    connection: int
+    head: dict[str, str]
+    line: str
+    body: bytes
+    names: list[str]  # every header's name, in order, in lower case
+
+
+# What the server does with a request: the bytes to answer (None: close without one).
+Script = Callable[[Request], Awaitable[bytes | None]]
+
+
+@dataclass
+class ScriptedServer:
+    """An HTTP/1.1 server on asyncio streams that reads requests one after another on
+    each connection and answers each as ``script`` says (closing the connection after
+    an answer that says ``Connection: close``); it counts connections open at
+    once and remembers every request."""
+
+    script: Script
+    port: int = 0
+    requests: list[Request] = field(default_factory=list)
+    connections: int = 0
+    open_now: int = 0
+    most_open: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            while True:
+                try:
+                    raw = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return  # the client closed the connection
+                line, *lines = raw.decode("latin-1").split("\r\n")
+                head = {}
+                for header in lines:
+                    if header:
+                        name, _, value = header.partition(":")
+                        head[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(head.get("content-length", "0")))
+                names = [h.partition(":")[0].strip().lower() for h in lines if h]
+                request = Request(number, head, line, body, names)
+                self.requests.append(request)
+                answer = await self.script(request)
+                if answer is None:
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if b"connection: close" in answer.lower():
+                    return
+        except ConnectionError:
+            return
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+async def serving(script: Script) -> tuple[ScriptedServer, asyncio.Server]:
+    server = ScriptedServer(script)
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    server.port = listening.sockets[0].getsockname()[1]
+    return server, listening
+
+
+async def answer_ok(request: Request) -> bytes:
+    return OK
+
+
+def each_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+    """``scenario`` as a test run once on each event loop."""
+
+    @pytest.mark.parametrize("loop", sorted(LOOPS))
+    def test(loop: str) -> None:
+        LOOPS[loop](asyncio.wait_for(scenario(), 30))
+
+    test.__doc__ = scenario.__doc__
+    return test
+
+
+async def _keep_alive() -> None:
+    """Catches a client that opens a connection per request (or never reuses one):
+    five posts one after another reach the server on one connection."""
+    server, listening = await serving(answer_ok)
+    poster = JsonPoster("test", 5.0)
+    try:
+        results = [await poster.post(server.url, b"{}") for _ in range(5)]
+    finally:
+        await poster.close()
+        listening.close()
+    assert [r.error for r in results] == [None] * 5
+    assert server.connections == 1
+    assert len(server.requests) == 5
+
+
+test_requests_one_after_another_share_one_connection = each_loop(_keep_alive)
+
+
+async def _limit() -> None:
+    """Catches a pool without its limit: 2 x the limit posts at once open at most
+    ``MAX_CONNECTIONS_PER_RECEIVER`` connections (the server holds every answer until
+    that many requests wait, so an unbounded pool would have them all open at once),
+    and every post is answered."""
+    limit = MAX_CONNECTIONS_PER_RECEIVER
+    waiting: list[asyncio.Future[None]] = []
+
+    async def hold_until_full(request: Request) -> bytes:
+        gate = asyncio.get_running_loop().create_future()
+        waiting.append(gate)
+        if len(waiting) >= limit:
+            for held in waiting:
+                if not held.done():
+                    held.set_result(None)
+        await gate
+        return OK
+
+    server, listening = await serving(hold_until_full)
+    poster = JsonPoster("test", 10.0)
+
+    async def post_and_release_the_rest() -> SendResult:
+        result = await poster.post(server.url, b"{}")
+        # The second wave is smaller than the limit: answer whatever still waits.
+        for held in waiting:
+            if not held.done():
+                held.set_result(None)
+        return result
+
+    try:
+        results = await asyncio.gather(*(post_and_release_the_rest() for _ in range(2 * limit)))
+    finally:
+        await poster.close()
+        listening.close()
+    assert [r.error for r in results] == [None] * (2 * limit)
+    assert server.most_open == limit
+    assert server.connections == limit  # the second wave reused the first's connections
+
+
+test_a_receiver_gets_at_most_the_limit_of_connections = each_loop(_limit)
+
+
+async def _stale() -> None:
+    """Catches a send lost to a keep-alive the server ended: the server answers the
+    first request and closes the connection at the second without a byte of answer;
+    the client sends that request again on a new connection and it is delivered (the
+    retry's backoff is not waited for a request that was never answered)."""
+
+    async def close_at_second_on_first(request: Request) -> bytes | None:
+        if request.connection == 1 and len(server.requests) == 2:
+            return None
+        return OK
+
+    server, listening = await serving(close_at_second_on_first)
+    poster = JsonPoster("test", 5.0)
+    try:
+        first = await poster.post(server.url, b'{"n": 1}')
+        second = await poster.post(server.url, b'{"n": 2}')
+    finally:
+        await poster.close()
+        listening.close()
+    assert (first.error, second.error) == (None, None)
+    assert [(r.connection, r.body) for r in server.requests] == [
+        (1, b'{"n": 1}'),
+        (1, b'{"n": 2}'),
+        (2, b'{"n": 2}'),
+    ]
+
+
+test_a_request_the_server_closed_an_idle_connection_on_goes_again = each_loop(_stale)
+
+
+async def _fresh_disconnect() -> None:
+    """Catches a client that loops on a server that closes every new connection, or
+    calls that a success: one request, a retryable connection error."""
+
+    async def never_answer(request: Request) -> None:
+        return None
+
+    server, listening = await serving(never_answer)
+    poster = JsonPoster("test", 5.0)
+    try:
+        result = await poster.post(server.url, b"{}")
+    finally:
+        await poster.close()
+        listening.close()
+    assert result.retryable
+    assert result.error is not None
+    assert result.error.startswith("connection error: server disconnected")
+    assert len(server.requests) == 1
+
+
+test_a_new_connection_closed_without_an_answer_is_a_retryable_error = each_loop(_fresh_disconnect)
+
+
+async def _framings() -> None:
+    """Catches an answer's body misread in one of HTTP/1.1's framings or encodings: a
+    chunked 503, a gzip-encoded 500, and a 400 whose length is its connection's end
+    each give their status's verdict with their text in the error."""
+    chunked = (
+        b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\n"
+        b"Retry-After: 7\r\n\r\n5\r\nbusy \r\n5\r\nhere!\r\n0\r\n\r\n"
+    )
+    zipped = gzip.compress(b"database is down")
+    gzipped = (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(zipped) + zipped
+    )
+    until_close = (
+        b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+        b"Content-Type: text/plain; charset=latin-1\r\n\r\nno such r\xf4le"
+    )
+    answers = [chunked, gzipped, until_close]
+
+    async def in_turn(request: Request) -> bytes | None:
+        return answers[len(server.requests) - 1]
+
+    server, listening = await serving(in_turn)
+    poster = JsonPoster("test", 5.0)
+    try:
+        results = [await poster.post(server.url, b"{}") for _ in answers]
+    finally:
+        await poster.close()
+        listening.close()
+    busy, down, bad = results
+    assert (busy.status_code, busy.retryable, busy.retry_after) == (429, True, 7.0)
+    assert busy.error is not None
+    assert "busy here!" in busy.error
+    assert (down.status_code, down.retryable) == (500, True)
+    assert down.error is not None
+    assert "database is down" in down.error
+    assert (bad.status_code, bad.retryable) == (400, False)
+    assert bad.error is not None
+    assert "no such rôle" in bad.error
+
+
+test_chunked_gzipped_and_close_delimited_answers_are_read = each_loop(_framings)
+
+
+async def _head() -> None:
+    """Catches a request head that differs from the one the channels promise: the
+    request line with the URL's path and query, ``Host`` with its port, tocsin's
+    ``User-Agent`` (a receiver's header of the same name in another case does not add
+    a second), ``Authorization`` from the URL's user info, the body's length, the
+    receiver's fixed headers and the per-request ones."""
+    server, listening = await serving(answer_ok)
+    url = server.url.replace("http://", "http://ops%40example:s%3Acret@") + "?a=%2F"
+    poster = JsonPoster("9.9", 5.0, {"X-Team": "db", "user-agent": "not me"})
+    try:
+        result = await poster.post(url, b'{"a": 1}', "00-abc-def-01", {"Idempotency-Key": "n1"})
+    finally:
+        await poster.close()
+        listening.close()
+    assert result.error is None
+    (request,) = server.requests
+    assert request.line == "POST /hook?a=%2F HTTP/1.1"
+    assert request.head["host"] == f"127.0.0.1:{server.port}"
+    assert request.head["user-agent"] == "tocsin/9.9"
+    assert sorted(request.names) == sorted(set(request.names))  # no header twice
+    expected = base64.b64encode(b"ops@example:s:cret").decode()
+    assert request.head["authorization"] == f"Basic {expected}"
+    assert request.head["content-length"] == "8"
+    assert request.head["content-type"] == "application/json"
+    assert request.head["x-team"] == "db"
+    assert request.head["traceparent"] == "00-abc-def-01"
+    assert request.head["idempotency-key"] == "n1"
+    assert request.body == b'{"a": 1}'
+
+
+test_the_request_head_is_the_one_the_channels_promise = each_loop(_head)
+
+
+def test_a_header_with_a_line_break_is_refused_when_the_receiver_is_built() -> None:
+    """Catches a header value that would end the head early and smuggle another header
+    (or a request) into every send: the webhook is refused at build time, naming the
+    key ``headers``, and the value is not echoed."""
+    config = WebhookConfig(
+        channel="webhook",
+        url="http://127.0.0.1:9/hook",
+        headers={"X-Team": "db\r\nX-Admin: yes"},
+    )
+    with pytest.raises(ChannelConfigError) as refused:
+        WebhookChannel("hook", config, ChannelEnv(version="test"))
+    assert refused.value.key == "headers"
+    assert "X-Team" in str(refused.value)
+    assert "X-Admin" not in str(refused.value)
+
+
+async def _webhook_end_to_end() -> None:
+    """Catches the webhook channel and the client disagreeing on a send's verdict: a
+    notification posted to a receiver that answers 200 is delivered."""
+    server, listening = await serving(answer_ok)
+    config = WebhookConfig(channel="webhook", url=server.url, timeout=Duration(5.0))
+    channel = WebhookChannel("hook", config, ChannelEnv(version="test"))
+    try:
+        result = await channel.send(make_notification())
+    finally:
+        await channel.close()
+        listening.close()
+    assert result.error is None
+    assert result.status_code == 200
+    assert server.requests[0].head["idempotency-key"]
+
+
+test_a_webhook_send_through_the_client_is_delivered = each_loop(_webhook_end_to_end)
