@@ -34,3 +34,7 @@ def main() -> int:
     from tocsin.cli import main as command_line
 
     return command_line()
+
+
+if __name__ == "__main__":  # ``python -m tocsin.entry``: how ``tocsin serve`` starts its children
+    raise SystemExit(main())
