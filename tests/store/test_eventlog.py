@@ -1,4 +1,4 @@
-"""How the log writes a batch: one INSERT (its own transaction) or, past 256 rows, a
+"""How the log writes a batch: one INSERT (its own transaction) or, past 2,048 rows, a
 few multi-row INSERTs in one transaction, kept apart
 from other uses of the connection; the rows come out as if inserted one by one, and a
 transaction once started ends with the writer's position moved, whoever waited."""
@@ -18,11 +18,11 @@ from tocsin.store.tables import insert_sizes
 
 
 def test_a_batch_is_inserted_in_a_few_statements_of_cached_shapes() -> None:
-    for rows in (0, 1, 3, 255, 256, 257, 1000, 2000, 5001):
+    for rows in (0, 1, 3, 255, 256, 257, 1000, 2001, 2048, 5001):
         sizes = insert_sizes(rows)
         assert sum(sizes) == rows
-        assert len(set(sizes)) <= 9  # 256 and the powers of two below it
-        assert len(sizes) <= rows // 256 + 8
+        assert sizes[:-1] == [2048] * (len(sizes) - 1)  # full ones, then the rest
+        assert len(sizes) == -(-rows // 2048)
 
 
 async def test_a_large_batch_is_chained_and_found_row_by_row(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,66 @@ async def test_batches_decided_while_others_commit_commit_in_the_order_decided(
     assert received(path) == [f"event {i}" for i in range(40)]
     assert ledger.state == load_state(path)
     assert forensics.verify(path).ok  # one hash chain, in seq order
+    await ledger.close()
+
+
+def rows_in(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def holding_the_loop_until(path: Path, rows: int, timeout: float = 30.0) -> int:
+    """Wait, blocking the event loop's thread (no turn of the loop meanwhile), until
+    the log at ``path`` holds ``rows`` rows or ``timeout`` passes; how many it holds."""
+    deadline = time.monotonic() + timeout
+    while (held := rows_in(path)) < rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return held
+
+
+async def test_a_decided_batch_is_written_without_a_turn_of_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Catches a commit that needs the event loop between its parts: rows encoded by
+    a task of the loop's, or a transaction of several statements sent one job at a
+    time (aiosqlite's). The router decides the next batch for 15-30 ms without
+    yielding, and W2's commits waited that long for each part (issue #20). Here the
+    loop is held by this test until the rows are in the file: 1,100 events over 5
+    fingerprints are 2,200 rows, two INSERTs in one transaction."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path)
+    before = rows_in(path)
+    async with ledger.deciding() as batch:
+        decide(ledger, batch, 0, 1100)
+    expected = before + len(batch.facts)
+    assert len(batch.facts) > 2048
+    assert holding_the_loop_until(path, expected) == expected
+    await ledger.committed(batch)
+    assert ledger.event_log.last_seq == batch.next_seq - 1
+    assert ledger.state == load_state(path)
+    await ledger.close()
+
+
+async def test_each_commits_listeners_see_the_log_end_at_its_own_batch(tmp_path: Path) -> None:
+    """Batches are written by the log's thread as soon as they are queued, so a later
+    one may be on disk before an earlier one's listeners run. Catches the position
+    moved when a write finishes rather than in commit order: the outbox reads the
+    log's last seq as the batch's own last row, and owed the wrong facts' work items
+    (W1 lost 1,075 notifications that way while this was written)."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path)
+    seen: list[tuple[int, int]] = []
+    ledger.listeners.append(lambda facts, _: seen.append((len(facts), ledger.event_log.last_seq)))
+    batches = []
+    expected = rows_in(path)
+    for n in range(3):
+        async with ledger.deciding() as batch:
+            decide(ledger, batch, n * 10, 10)
+        batches.append(batch)
+        expected += len(batch.facts)
+    assert holding_the_loop_until(path, expected) == expected  # all three written
+    await ledger.committed(batches[-1])
+    assert seen == [(len(b.facts), b.next_seq - 1) for b in batches]
     await ledger.close()
 
 

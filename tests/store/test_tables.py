@@ -96,7 +96,10 @@ def test_new_rows_are_the_rows_the_appender_wrote_and_say_where_the_log_ends() -
     assert new.rows == as_rows_were_written(batch, 5, 10, b"\x07" * 32)
     assert (new.last_seq, new.last_hash) == (17, new.rows[-1][8])
     assert (new.max_in_seq, new.max_out_seq) == (7, 5)
-    assert tables.new_rows([], 5, 10, GENESIS, 3, 4) == tables.NewRows([], 10, GENESIS, 3, 4)
+    assert (new.after_seq, new.after_hash) == (10, b"\x07" * 32)
+    assert tables.new_rows([], 5, 10, GENESIS, 3, 4) == tables.NewRows(
+        [], 10, GENESIS, 3, 4, 10, GENESIS
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,13 +111,19 @@ def test_new_rows_are_the_rows_the_appender_wrote_and_say_where_the_log_ends() -
         (17, [32]),
         (100, [128]),
         (256, [256]),
-        (257, [256, 1]),
-        (600, [256, 256, 64, 16, 8]),
+        (257, [512]),
+        (2001, [2048]),
+        (2048, [2048]),
+        (3001, [2048, 1024]),
+        (4097, [2048, 2048, 1]),
     ],
 )
-def test_a_batch_is_one_statement_up_to_256_rows_else_a_few_of_cached_shapes(
+def test_a_batch_is_one_statement_up_to_2048_rows_else_a_few_of_cached_shapes(
     rows: int, sizes: list[int]
 ) -> None:
+    """Catches a W2 batch (1,000 duplicates: 2,001 rows) written in more than one
+    statement: each takes the GIL back while the event loop decides the next batch,
+    5 ms a statement (``tables.INSERT_ROWS``)."""
     new = tables.new_rows(facts(rows), 1, 0, GENESIS)
     inserts = new.inserts()
     assert [text for text, _ in inserts] == [tables.insert_sql(size) for size in sizes]
@@ -126,20 +135,20 @@ def test_a_batch_is_one_statement_up_to_256_rows_else_a_few_of_cached_shapes(
     assert tables.INSERT_COLUMNS == COLUMNS
 
 
-def test_the_writer_prepares_20_insert_shapes_not_one_per_batch_size() -> None:
+def test_the_writer_prepares_23_insert_shapes_not_one_per_batch_size() -> None:
     """Catches an INSERT text per batch size: each stayed prepared on the writer's
     connection, and SQLite's program for n rows grows with n, so the 256 sizes held
     ~35 MiB, gained over hours as new sizes came (the soak's RSS slope). Every batch of
-    1 to 300 rows is written with 20 texts."""
+    1 to 4,200 rows is written with 23 texts."""
     texts = {
-        text
-        for rows in range(1, 301)
-        for text, _ in tables.new_rows(facts(rows), 1, 0, GENESIS).inserts()
+        tables.insert_sql(tables.statement_rows(carried))
+        for rows in range(1, 4201)
+        for carried in tables.insert_sizes(rows)
     }
-    assert len(texts) == 20
+    assert len(texts) == 23
 
 
-@pytest.mark.parametrize("count", [5, 100, 300])  # one statement (100: padded); a transaction
+@pytest.mark.parametrize("count", [5, 100, 2100])  # one statement (100: padded); a transaction
 async def test_the_appender_writes_the_writers_rows(tmp_path: Path, count: int) -> None:
     path = tmp_path / "log.db"
     log = await EventLog.open(path)

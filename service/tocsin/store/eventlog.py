@@ -5,7 +5,9 @@
 - Each row's ``hash`` chains it to the previous row: SHA-256 over the previous hash,
   the seq, the append time, the kind and the canonical event bytes.
 - ``append`` writes a whole batch in one transaction (group commit) with WAL and
-  ``synchronous=FULL``: when it returns, the facts are on disk.
+  ``synchronous=FULL``: when it returns, the facts are on disk. The ledger chains its
+  batches' rows as it decides them and queues them whole (``append_rows``): each is
+  written the moment the one before it is, or refused if that one was not.
 - ``in_seq`` / ``out_seq`` record the JetStream stream sequence that produced a fact, in
   the same transaction, which is how a redelivered message is recognised.
 
@@ -17,18 +19,19 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import aiosqlite
+from typing import Any, Literal, TypeVar
 
 from tocsin.core import events as ev
 from tocsin.store import tables
 from tocsin.store.chain import GENESIS
-from tocsin.store.tables import NO_DELETE_TRIGGER, SCHEMA
+from tocsin.store.tables import NO_DELETE_TRIGGER, SCHEMA, NewRows
 from tocsin.store.tables import Fact as Fact  # appended facts are built by this name
+
+T = TypeVar("T")
 
 
 class LogWriteError(RuntimeError):
@@ -65,26 +68,145 @@ def partition_logs(data_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-class EventLog:
-    """The single writer of one log, through aiosqlite's thread.
+class _Writer:
+    """The log's connection, used only on a thread of its own: every job (a whole
+    transaction, a lookup, a pragma) is one function run there, in the order queued,
+    one at a time, so no job sees another's transaction half done.
 
-    A transaction (BEGIN, the inserts, COMMIT) is several jobs on that thread; the
-    ``_transaction`` lock keeps every other use of the connection (a lookup of
-    redelivered seqs, a pragma) out from between them, where it would see rows that
-    may still be rolled back. Not safe for concurrent ``append`` calls: the ledger
-    orders them (see ``ledger.Ledger``)."""
+    aiosqlite ran each statement as a job of its own, and each one's result waited for
+    a turn of the event loop before the next was sent: a commit of 2,000 rows (ten
+    INSERTs between BEGIN and COMMIT) took twelve turns, and a batch queued behind it
+    one more, while the router decided the next batch for 15-30 ms without yielding
+    (issue #20, W2). Here a batch's rows are queued the moment they are decided and
+    written the moment the batch before is.
+
+    ``seq`` and ``hash`` are the last row written, as the thread knows it: the next
+    rows must chain on them, which is how rows queued behind a failed commit are
+    refused without the event loop's help."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-log")
+        self._conn: sqlite3.Connection | None = None
+        self.seq, self.hash = 0, GENESIS
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection (on the writer's thread only)."""
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("the event log is closed")
+        return self._conn
+
+    def submit(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``job(*args)`` on the writer's thread now; its result, once run."""
+        return asyncio.get_running_loop().run_in_executor(self._thread, job, *args)
+
+    async def run(self, job: Callable[..., T], *args: Any) -> T:
+        """Run ``job(*args)`` on the writer's thread, once every job queued before it
+        has run."""
+        return await self.submit(job, *args)
+
+    def connect(self) -> tuple[int, bytes, int, int, int]:
+        """(A job.) Open the file; its ``position``."""
+        # The writer's INSERTs are 23 texts (``tables.statement_rows``): keep them
+        # prepared, and not every shape of the rarer lookups (an IN list per count).
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, cached_statements=64, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return self.position()
+
+    def position(self) -> tuple[int, bytes, int, int, int]:
+        """(A job.) ``(seq, hash, ts)`` of the file's last row and the highest stream
+        seqs it records; the next rows chain on that row."""
+        conn = self.conn
+        last = conn.execute(tables.LAST_ROW).fetchone()
+        max_in, max_out = conn.execute(tables.STREAM_SEQ_MAXIMA).fetchone()
+        seq, digest, ts = (last[0], bytes(last[1]), last[2]) if last else (0, GENESIS, 0)
+        self.seq, self.hash = seq, digest
+        return seq, digest, ts, int(max_in), int(max_out)
+
+    def write(self, new: NewRows) -> NewRows:
+        """(A job.) Commit ``new``'s rows in one transaction, if they chain on the last
+        row written; ``LogWriteError`` if not, or if SQLite refuses them (nothing of
+        them is then written)."""
+        if new.after_seq != self.seq or new.after_hash != self.hash:
+            raise LogWriteError(
+                f"rows chained on seq {new.after_seq}, not on the log's last,"
+                f" {self.seq}: a batch before them was not committed; not committed"
+            )
+        if new.rows:
+            try:
+                _insert(self.conn, new.inserts())
+            except sqlite3.Error as error:
+                raise LogWriteError(f"event log write failed: {error}") from error
+            self.seq, self.hash = new.last_seq, new.last_hash
+        return new
+
+    def write_facts(self, facts: Sequence[Fact], ts: int) -> NewRows:
+        """(A job.) ``facts`` as rows chained on the last row written, committed."""
+        return self.write(tables.new_rows(facts, ts, self.seq, self.hash))
+
+    def moved(self, seq: int, digest: bytes) -> None:
+        """(A job.) Another connection appended the log's last row."""
+        self.seq, self.hash = seq, digest
+
+    def close(self) -> None:
+        """(A job.)"""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def stop(self) -> None:
+        self._thread.shutdown(wait=False)
+
+
+def _insert(conn: sqlite3.Connection, statements: Sequence[tuple[str, list[object]]]) -> None:
+    """A batch's INSERTs as one transaction: a single statement is its own
+    (autocommit); more run between BEGIN and COMMIT, rolled back on failure."""
+    if len(statements) == 1:
+        conn.execute(*statements[0])
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement, params in statements:
+            conn.execute(statement, params)
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite already rolled back on some errors (SQLITE_FULL among them).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class EventLog:
+    """The single writer of one log, on a thread of its own (``_Writer``): every use
+    of the connection is a job there, run in the order queued.
+
+    ``last_seq``, ``last_hash``, ``last_ts`` and the stream seq maxima are the log's
+    as the event loop knows it: they move when a commit's result reaches the loop, in
+    the order the commits were queued. Not safe for concurrent ``append`` calls: the
+    ledger orders them (see ``ledger.Ledger``)."""
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        writer: _Writer,
         last_seq: int,
         last_hash: bytes,
         max_in_seq: int,
         max_out_seq: int,
         last_ts: int = 0,
     ) -> None:
-        self._conn = conn
-        self._transaction = asyncio.Lock()
+        self._writer = writer
         self.last_seq = last_seq
         self._last_hash = last_hash
         self.last_ts = last_ts  # the append time of the last committed row (0: none)
@@ -96,32 +218,25 @@ class EventLog:
         """Open (creating if needed) the log; a write waits up to ``busy_timeout_ms`` for
         a lock held by another process before it fails."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        # The writer's INSERTs are 20 texts (``tables.statement_rows``): keep them prepared,
-        # and not every shape of the rarer lookups (an IN list per count) for ever.
-        conn = await aiosqlite.connect(path, isolation_level=None, cached_statements=64)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        await conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
-        async with conn.execute(tables.LAST_ROW) as cursor:
-            last = await cursor.fetchone()
-        async with conn.execute(tables.STREAM_SEQ_MAXIMA) as cursor:
-            maxima = await cursor.fetchone()
-        assert maxima is not None
-        last_seq, last_hash, last_ts = (
-            (last[0], bytes(last[1]), last[2]) if last else (0, GENESIS, 0)
-        )
-        return cls(conn, last_seq, last_hash, int(maxima[0]), int(maxima[1]), last_ts)
+        writer = _Writer(path, busy_timeout_ms)
+        try:
+            seq, digest, ts, max_in, max_out = await writer.run(writer.connect)
+        except BaseException:
+            writer.stop()
+            raise
+        return cls(writer, seq, digest, max_in, max_out, ts)
 
     async def close(self) -> None:
-        async with self._transaction:
-            await self._conn.close()
+        try:
+            await self._writer.run(self._writer.close)
+        finally:
+            self._writer.stop()
 
     async def moved(self, last_seq: int, last_hash: bytes) -> None:
         """Another connection appended the log's last row (compaction's ``log.compacted``,
         written while the ledger held every other write back): go on from it."""
-        async with self._transaction:
-            self.last_seq, self._last_hash = last_seq, last_hash
+        await self._writer.run(self._writer.moved, last_seq, last_hash)
+        self.last_seq, self._last_hash = last_seq, last_hash
 
     @property
     def last_hash(self) -> bytes:
@@ -133,63 +248,54 @@ class EventLog:
         cap); returns the current page count. A storage quota, and how the tests make
         the disk "full"."""
         limit = pages if pages is not None else 4294967294
-        async with self._transaction:
-            await self._conn.execute(f"PRAGMA max_page_count={int(limit)}")
-            async with self._conn.execute("PRAGMA page_count") as cursor:
-                row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return await self._writer.run(_page_limit, self._writer, limit)
 
     async def set_query_only(self, on: bool) -> None:
         """Make the writer's connection refuse writes as a read-only file does
         (SQLITE_READONLY); how the tests make the file system read-only."""
-        async with self._transaction:
-            await self._conn.execute(f"PRAGMA query_only = {int(on)}")
+        await self._writer.run(_pragma, self._writer, f"PRAGMA query_only = {int(on)}")
 
     async def append(self, facts: Sequence[Fact], ts: int) -> list[int]:
         """Commit ``facts`` in one transaction; returns their seqs. On failure nothing is
         committed, the writer's position is unchanged, and ``LogWriteError`` is raised.
-        Once started, the transaction runs to its end even if the caller is cancelled
+        Once queued, the transaction runs to its end even if the caller is cancelled
         (the position moves with it)."""
         if not facts:
             return []
-        return await asyncio.shield(asyncio.ensure_future(self._write(facts, ts)))
+        return await asyncio.shield(asyncio.ensure_future(self._append(facts, ts)))
 
-    async def _write(self, facts: Sequence[Fact], ts: int) -> list[int]:
-        """Rows chained from the writer's position (``tables.new_rows``), then their
-        INSERTs, then the position moves: all under ``_transaction``, so a write queued
-        behind one whose caller gave up starts from where that one ended."""
-        async with self._transaction:
-            new = tables.new_rows(
-                facts, ts, self.last_seq, self._last_hash, self.max_in_seq, self.max_out_seq
-            )
-            inserts = new.inserts()
-            try:
-                if len(inserts) == 1:
-                    # One statement is its own transaction (autocommit): one job on the
-                    # writer's thread instead of four (BEGIN, INSERT, INSERT, COMMIT).
-                    await self._conn.execute(*inserts[0])
-                else:
-                    await self._in_transaction(inserts)
-            except sqlite3.Error as error:
-                raise LogWriteError(f"event log write failed: {error}") from error
-            self.last_seq, self._last_hash, self.last_ts = new.last_seq, new.last_hash, ts
-            self.max_in_seq, self.max_out_seq = new.max_in_seq, new.max_out_seq
+    async def _append(self, facts: Sequence[Fact], ts: int) -> list[int]:
+        new = await self._writer.run(self._writer.write_facts, facts, ts)
+        self.advance(new)
         return [row[0] for row in new.rows]
 
-    async def _in_transaction(self, statements: Sequence[tuple[str, list[object]]]) -> None:
-        """More rows than one statement carries: their statements between BEGIN and
-        COMMIT."""
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement, params in statements:
-                await conn.execute(statement, params)
-            await conn.execute("COMMIT")
-        except BaseException:
-            # SQLite already rolled back on some errors (SQLITE_FULL among them).
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
+    def append_rows(self, new: NewRows) -> asyncio.Future[NewRows]:
+        """Queue rows already chained (``tables.new_rows``) to be committed in one
+        transaction right after every job queued before them, without waiting for the
+        event loop; the future is done once they are on disk, and its caller then
+        moves the position (``advance``), in the order the rows were queued. They must
+        follow the last row written (``new.after_seq`` and ``after_hash``), else
+        nothing is written and the future's ``LogWriteError`` says so: rows queued
+        behind a commit that failed. Once queued, they are written or refused whether
+        or not anyone awaits the future."""
+        return self._writer.submit(self._writer.write, new)
+
+    def advance(self, new: NewRows) -> None:
+        """``new``'s rows are committed: the position moves past them. The ledger
+        calls it for each batch in turn, right before its listeners, which read the
+        position as that batch's last row."""
+        if not new.rows:
+            return
+        self.last_seq, self._last_hash, self.last_ts = new.last_seq, new.last_hash, new.rows[-1][1]
+        self.max_in_seq = max(self.max_in_seq, new.max_in_seq)
+        self.max_out_seq = max(self.max_out_seq, new.max_out_seq)
+
+    async def resync(self) -> None:
+        """Take the position from the file, once nothing is queued: after a commit
+        whose caller gave up before it could ``advance``."""
+        seq, digest, ts, max_in, max_out = await self._writer.run(self._writer.position)
+        self.last_seq, self._last_hash, self.last_ts = seq, digest, ts
+        self.max_in_seq, self.max_out_seq = max_in, max_out
 
     async def facts_of_inbound(self, in_seqs: Iterable[int]) -> dict[int, list[Row]]:
         """Logged facts of the given inbound stream seqs (those already committed)."""
@@ -202,16 +308,36 @@ class EventLog:
         self, column: Literal["in_seq", "out_seq"], values: Iterable[int]
     ) -> dict[int, list[Row]]:
         wanted = sorted(set(values))
+        rows = await self._writer.run(_rows_of, self._writer, column, wanted)
         found: dict[int, list[Row]] = {}
-        async with self._transaction:
-            for start in range(0, len(wanted), tables.IN_LIST_MAX):
-                chunk = wanted[start : start + tables.IN_LIST_MAX]
-                async with self._conn.execute(
-                    tables.rows_of_stream_seqs(column, len(chunk)), chunk
-                ) as cursor:
-                    async for key, seq, ts, kind, data in cursor:
-                        found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
+        for key, seq, ts, kind, data in rows:
+            found.setdefault(key, []).append(Row(seq, ts, kind, ev.decode(data)))
         return found
+
+
+# Jobs of the writer's thread (``_Writer.run``).
+
+
+def _pragma(writer: _Writer, statement: str) -> None:
+    writer.conn.execute(statement)
+
+
+def _page_limit(writer: _Writer, pages: int) -> int:
+    conn = writer.conn
+    conn.execute(f"PRAGMA max_page_count={int(pages)}")
+    row = conn.execute("PRAGMA page_count").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _rows_of(
+    writer: _Writer, column: Literal["in_seq", "out_seq"], wanted: list[int]
+) -> list[tuple[int, int, int, str, bytes]]:
+    """``(stream seq, seq, ts, kind, data)`` of the rows of ``wanted`` stream seqs."""
+    out: list[tuple[int, int, int, str, bytes]] = []
+    for start in range(0, len(wanted), tables.IN_LIST_MAX):
+        chunk = wanted[start : start + tables.IN_LIST_MAX]
+        out += writer.conn.execute(tables.rows_of_stream_seqs(column, len(chunk)), chunk)
+    return out
 
 
 # The bench scripts drive the log's own statements by these names.

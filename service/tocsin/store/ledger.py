@@ -42,6 +42,7 @@ from tocsin.store.snapshots import (
     read_snapshots,
     store_snapshot,
 )
+from tocsin.store.tables import NewRows, new_rows
 
 log = logging.getLogger("tocsin.ledger")
 
@@ -162,6 +163,8 @@ class Batch:
         self.first_seq = first_seq
         self.epoch = epoch
         self.commit: asyncio.Task[None] | None = None  # set when queued for commit
+        # Its rows' commit, queued on the log's thread once decided (``append_rows``).
+        self.written: asyncio.Future[NewRows] | None = None
         self.last_inbound = 0  # the highest position of each input its facts record
         self.last_outcome = 0
         self._state = state
@@ -239,6 +242,7 @@ class Ledger:
         self._lock = asyncio.Lock()
         self._compacting = asyncio.Lock()  # one compaction at a time
         self._next_seq = event_log.last_seq + 1  # of the next fact decided
+        self._next_hash = event_log.last_hash  # the next row decided chains on this
         self._epoch = 0  # ends (and the next begins) when the state is rebuilt
         self._dead_epoch = -1  # an epoch one of whose commits failed
         self._tail: asyncio.Task[None] | None = None  # the last batch queued for commit
@@ -334,16 +338,25 @@ class Ledger:
             )
             try:
                 yield batch
+                # Chained and queued here, in the order batches are decided: the log's
+                # thread writes them the moment the batch before is written, with no
+                # turn of the event loop in between (issue #20, W2).
+                rows = self._chained(batch) if batch.facts else None
             except BaseException:
                 if batch.facts:  # a block that added nothing left the state untouched
                     await self._restore()
                 raise
-            if batch.facts:
-                self._next_seq = batch.next_seq
+            if rows is not None:
+                self._next_seq, self._next_hash = batch.next_seq, rows.last_hash
+                batch.written = self.event_log.append_rows(rows)
                 self._tail = batch.commit = asyncio.create_task(self._commit(batch, self._tail))
                 last = self._last_positions
                 last[Input.INBOUND] = max(last[Input.INBOUND], batch.last_inbound)
                 last[Input.OUTCOMES] = max(last[Input.OUTCOMES], batch.last_outcome)
+
+    def _chained(self, batch: Batch) -> NewRows:
+        """``batch``'s facts as rows chained on the last row decided before them."""
+        return new_rows(batch.facts, batch.ts, batch.first_seq - 1, self._next_hash)
 
     async def committed(self, batch: Batch) -> None:
         """Wait until ``batch`` is on disk. ``LogWriteError`` when it is not: then no
@@ -375,19 +388,19 @@ class Ledger:
             await asyncio.wait([self._tail])
 
     async def _commit(self, batch: Batch, previous: asyncio.Task[None] | None) -> None:
-        """Commit ``batch`` once ``previous`` (the batch decided before it) is done."""
+        """See ``batch`` committed once ``previous`` (the batch decided before it) is
+        done: its rows were queued when it was decided, and the log's thread refuses
+        them (``LogWriteError``) unless every batch before them was written."""
         if previous is not None and not previous.done():  # done: no turn of the loop
             await asyncio.wait([previous])  # its failure is told to its own waiter
-        if batch.epoch == self._dead_epoch:
-            raise LogWriteError(f"not committed: an earlier batch failed ({self.problem})")
+        assert batch.written is not None  # a batch with facts is queued with its rows
         try:
-            if batch.first_seq != self.event_log.last_seq + 1:
-                raise LogWriteError(
-                    f"batch of seq {batch.first_seq} decided after the log's"
-                    f" {self.event_log.last_seq} + 1; not committed"
-                )
-            await self.event_log.append(batch.facts, batch.ts)
+            new = await asyncio.shield(batch.written)
         except LogWriteError as error:
+            if batch.epoch == self._dead_epoch:
+                raise LogWriteError(
+                    f"not committed: an earlier batch failed ({self.problem})"
+                ) from error
             self._dead_epoch = batch.epoch
             if self.problem != str(error):
                 log.error("%s; not acknowledging until the log accepts writes again", error)
@@ -396,6 +409,7 @@ class Ledger:
         except BaseException:
             self._dead_epoch = batch.epoch
             raise
+        self.event_log.advance(new)  # the listeners read it as this batch's last row
         if self.problem is not None:
             log.info("event log writable again; resuming")
             self.problem = None
@@ -426,7 +440,7 @@ class Ledger:
                 done = await asyncio.to_thread(compaction.commit, self.path, prepared, ts)
                 seq, last_hash, event = done
                 await self.event_log.moved(seq, last_hash)
-                self._next_seq = seq + 1
+                self._next_seq, self._next_hash = seq + 1, last_hash
                 fold(self.state, seq, ts, event)
                 for listener in self.listeners:
                     listener([event], self.state)
@@ -460,7 +474,9 @@ class Ledger:
         """(Holding the lock.) Let every queued commit end, rebuild the state from the
         log, and begin a new epoch."""
         await self.settled()
+        await self.event_log.resync()  # a commit whose task was cancelled may be in
         self.state, _ = await asyncio.to_thread(load_state_fast, self.path)
         self._next_seq = self.event_log.last_seq + 1
+        self._next_hash = self.event_log.last_hash
         self._last_positions = self._logged_positions()
         self._epoch += 1

@@ -99,8 +99,15 @@ EventRow = tuple[int, int, str, bytes, int | None, int | None, str | None, str |
 
 INSERT_COLUMNS = "seq, ts, kind, data, in_seq, out_seq, fingerprint, alert_id, hash"
 
-INSERT_ROWS = 256  # 2,304 parameters a statement; SQLite allows 32,766
-"""The most rows one INSERT carries: a batch up to this is one statement."""
+INSERT_ROWS = 2048  # 18,432 parameters a statement; SQLite allows 32,766
+"""The most rows one INSERT carries: a batch up to this is one statement.
+
+Each statement the writer's thread runs takes the GIL back after SQLite steps it, and
+while the event loop decides the next batch (15-30 ms of Python without a pause) each
+take waits out the interpreter's switch interval, 5 ms: a W2 batch of 2,001 rows was
+ten statements (256 rows each at most), ~50 ms of commit beside ~10 of SQLite's own
+work (issue #20). The three shapes above 256 rows hold ~5.5 MiB once a storm has used
+them (``statement_rows``)."""
 
 EXACT_ROWS = 16
 """A batch of up to this many rows is an INSERT of exactly its size; a larger one is
@@ -151,32 +158,33 @@ def _columns_of(kind: type[ev.Event]) -> tuple[str, bool, bool]:
 
 @dataclass(frozen=True, slots=True)
 class NewRows:
-    """Facts made into the log's next rows, and where the log stands once they are in:
-    its last seq and hash, and the highest stream seqs it records."""
+    """Facts made into the log's next rows, where the log stands once they are in (its
+    last seq and hash, the highest stream seqs it records), and the row they were
+    chained on (``after_seq``, ``after_hash``): they may be written only right after
+    it."""
 
     rows: list[EventRow]
     last_seq: int
     last_hash: bytes
     max_in_seq: int
     max_out_seq: int
+    after_seq: int
+    after_hash: bytes
 
     def inserts(self) -> list[tuple[str, list[object]]]:
         """The statements (text, parameters) that write ``rows``, in order: one for up to
-        ``INSERT_ROWS`` rows (it can be its own transaction: autocommit), padded to
-        ``statement_rows`` with rows of NULLs that it drops, else a few of
-        ``insert_sizes``, to run between BEGIN and COMMIT."""
+        ``INSERT_ROWS`` rows (it can be its own transaction: autocommit), else one per
+        ``INSERT_ROWS`` (``insert_sizes``), to run between BEGIN and COMMIT; each is
+        padded to ``statement_rows`` with rows of NULLs that it drops."""
         rows = self.rows
-        if len(rows) <= INSERT_ROWS:
-            size = statement_rows(len(rows))
-            params: list[object] = list(chain.from_iterable(rows))
-            params += [None] * (_WIDTH * (size - len(rows)))  # the rows the INSERT drops
-            return [(insert_sql(size), params)]
         statements: list[tuple[str, list[object]]] = []
         start = 0
-        for size in insert_sizes(len(rows)):
-            chunk = rows[start : start + size]
-            statements.append((insert_sql(size), list(chain.from_iterable(chunk))))
-            start += size
+        for carried in insert_sizes(len(rows)):
+            size = statement_rows(carried)
+            params: list[object] = list(chain.from_iterable(rows[start : start + carried]))
+            params += [None] * (_WIDTH * (size - carried))  # the rows the INSERT drops
+            statements.append((insert_sql(size), params))
+            start += carried
         return statements
 
 
@@ -207,13 +215,13 @@ def new_rows(
             max_in = in_seq
         if out_seq is not None and out_seq > max_out:
             max_out = out_seq
-    return NewRows(rows, seq, previous, max_in, max_out)
+    return NewRows(rows, seq, previous, max_in, max_out, after_seq, after_hash)
 
 
 def insert_sizes(rows: int) -> list[int]:
     """How many rows each INSERT of a batch carries: full statements of
-    ``INSERT_ROWS``, then powers of two (so every statement's text is one of a few,
-    prepared once and cached).
+    ``INSERT_ROWS``, then the rest (padded to one of a few shapes, prepared once and
+    cached: ``statement_rows``).
 
     One multi-row INSERT instead of ``executemany``: SQLite releases the GIL for each
     statement it steps, and ``executemany`` steps once per row, so the writer's thread
@@ -221,23 +229,20 @@ def insert_sizes(rows: int) -> list[int]:
     take waits out the interpreter's switch interval (5 ms). Measured with a busy
     second thread, 2,000 rows a commit: 473 -> 101 us per event."""
     sizes = [INSERT_ROWS] * (rows // INSERT_ROWS)
-    rest, size = rows % INSERT_ROWS, INSERT_ROWS
-    while rest:
-        size //= 2
-        if rest >= size:
-            sizes.append(size)
-            rest -= size
+    if rows % INSERT_ROWS:
+        sizes.append(rows % INSERT_ROWS)
     return sizes
 
 
 def statement_rows(rows: int) -> int:
     """How many rows the one INSERT of a batch of ``rows`` (at most ``INSERT_ROWS``)
     carries: the batch's own size up to ``EXACT_ROWS``, else the next power of two, the
-    rest rows of NULLs that the INSERT drops. So the writer keeps 20 statements prepared
-    (1 to 16 rows, 32, 64, 128, 256), not one per batch size: SQLite's program for an
-    INSERT of n rows grows with n, and the 256 sizes held ~35 MiB once all were seen,
-    which a service reached over hours of varied batches (RSS rising all along); the 20
-    hold ~0.6 MiB. A padded row costs its NULL parameters, ~1 us."""
+    rest rows of NULLs that the INSERT drops. So the writer keeps 23 statements prepared
+    (1 to 16 rows, 32, 64, ... 2048), not one per batch size: SQLite's program for an
+    INSERT of n rows grows with n, and the 256 sizes up to 256 held ~35 MiB once all
+    were seen, which a service reached over hours of varied batches (RSS rising all
+    along); the 20 shapes up to 256 hold ~0.6 MiB, 512 to 2048 ~5.5 more. A padded row
+    costs its NULL parameters, ~1 us."""
     return rows if rows <= EXACT_ROWS else 1 << (rows - 1).bit_length()
 
 
