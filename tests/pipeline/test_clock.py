@@ -1,23 +1,46 @@
 """The clock loop's wake-ups (``pipeline.clock``): the router tells it of every commit,
 and at a steady rate every event is a commit of its own. Only a commit that makes a
 timer due before the clock means to look wakes it (issue #20, W3's CPU per event).
-A real ledger on a real SQLite file; the loop runs, napping until its next look."""
+And the router serves a due timer before its next inbound batch (issue #20, W5). A
+real ledger on a real SQLite file (and a real nats-server for the router); the loop
+runs, napping until its next look."""
 
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from tests.support import wait_until
-from tocsin.config import default_config
+from tests.support import T0, Rig, event, wait_until
+from tocsin.bus.publisher import Publisher
+from tocsin.config import default_config, from_mapping
+from tocsin.core import events as ev
 from tocsin.core.state import AutoResolve
 from tocsin.core.times import now_us
 from tocsin.pipeline.clock import Clock
+from tocsin.pipeline.control import Control
+from tocsin.pipeline.outbox import Outbox
+from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger
+from tocsin.store.reader import LogReader
+
+SECOND = 1_000_000
+GROUPED = """
+[[route]]
+match = {}
+receivers = ["hook"]
+group_by = ["labels.service"]
+group_wait = "30s"
+
+[receivers.hook]
+channel = "webhook"
+url = "http://127.0.0.1:9/hook"
+"""
 
 
 @pytest.fixture
@@ -56,3 +79,66 @@ async def test_a_commit_that_makes_a_timer_due_now_wakes_the_clock(
     )
     timers.nudge()
     assert timers._nudged.is_set()
+
+
+async def test_a_due_group_is_notified_before_the_router_decides_the_next_batch(
+    rig: Rig,
+) -> None:
+    """Catches a router that decides inbound batches while a timer is due (issue #20,
+    W5: in a storm, a group's flush queued behind batch after batch for the event
+    loop, the ledger's lock and the commits). Time is injected: the group's wait ends
+    while the clock naps (its next look up to a second away, and a commit of a timer
+    already known does not wake it); then a burst of alerts of the same group arrives.
+    The router must fire the group first: its notification committed before the
+    burst's facts, listing only the alert that was in when it fell due."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+    await outbox.take_up()
+    timers = Clock(Control(rig.ledger, reader, outbox), rig.ledger, config, now=lambda: now[0])
+    router = Router(
+        rig.nc,
+        outbox,
+        rig.ledger,
+        config,
+        rider=outbox.ride,
+        on_commit=timers.nudge,
+        first=timers.serve_due,
+    )
+    stop = asyncio.Event()
+    parts = [asyncio.create_task(timers.run(stop)), asyncio.create_task(router.run(stop))]
+    try:
+        first = event(labels={"host": "h0", "service": "api"})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(first))
+        await wait_until(
+            lambda: timers._due == T0 + 30 * SECOND and timers._looks_at is not None,
+            what="the group opened, and the clock napping until its wait ends",
+        )
+        now[0] = T0 + 31 * SECOND  # the wait is over; the clock's nap is not
+        burst = [event(labels={"host": f"h{n}", "service": "api"}) for n in range(1, 21)]
+        for body in burst:
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await wait_until(
+            lambda: (
+                len(rig.ledger.state.alerts) == 21
+                and all(g.notified_at is not None for g in rig.ledger.state.groups.values())
+            ),
+            what="the burst committed and the group notified",
+        )
+        rows = await reader.page(0, 1000)
+        facts = [(row.seq, ev.decode(row.data)) for row in rows]
+        [(notified_seq, notified)] = [
+            (seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)
+        ]
+        received = [seq for seq, fact in facts if isinstance(fact, ev.AlertReceived)]
+        assert len(received) == 21
+        assert received[0] < notified_seq < received[1]  # before every alert of the burst
+        assert len(notified.alert_ids) == 1
+        assert notified.due_at == T0 + 30 * SECOND
+        assert notified.fired_at == T0 + 31 * SECOND
+    finally:
+        stop.set()
+        await asyncio.gather(*parts)
+        await reader.close()

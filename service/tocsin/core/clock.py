@@ -49,6 +49,15 @@ def wakes_sooner(due: int | None, planned: int) -> bool:
     return due is not None and due < planned
 
 
+def goes_first(due: int | None, now: int) -> bool:
+    """Whether the clock's timers are served before the router decides its next inbound
+    batch: a timer due at ``due`` (the clock's last ``next_due``) has fallen due by
+    ``now``. In a storm the router decides one batch after another; a group's flush
+    waiting behind them (for the loop, the ledger's lock, the commits queued before
+    it) was most of W5's delay (issue #20), so a due timer takes the next turn."""
+    return due is not None and due <= now
+
+
 def tick(
     state: State,
     now: int,
