@@ -81,23 +81,35 @@ async def test_a_commit_that_makes_a_timer_due_now_wakes_the_clock(
     assert timers._nudged.is_set()
 
 
-async def test_a_due_group_is_notified_before_the_router_decides_the_next_batch(
+async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decides_more(
     rig: Rig,
 ) -> None:
     """Catches a router that decides inbound batches while a timer is due (issue #20,
     W5: in a storm, a group's flush queued behind batch after batch for the event
-    loop, the ledger's lock and the commits). Time is injected: the group's wait ends
-    while the clock naps (its next look up to a second away, and a commit of a timer
-    already known does not wake it); then a burst of alerts of the same group arrives.
-    The router must fire the group first: its notification committed before the
-    burst's facts, listing only the alert that was in when it fell due."""
+    loop, the ledger's lock and the commits), and a flush of every due group in one
+    tick (W5: every body waited for the last to be built; ``flush_alerts`` here 1, the
+    service's ``FLUSH_ALERTS``). Time is injected: three groups' waits end while the
+    clock naps (its next look up to a second away, and a commit of a timer already
+    known does not wake it); then a burst of alerts of the same groups arrives. The
+    router must fire the groups first, one commit per tick, each notification before
+    the burst's facts and listing only the alert that was in when it fell due."""
     config = from_mapping(tomllib.loads(GROUPED), {})
     now = [T0]
     rig.ledger.clock = lambda: now[0]
+    committed: list[int] = []  # group notifications per commit
+    rig.ledger.listeners.append(
+        lambda facts, _: committed.append(sum(isinstance(f, ev.GroupNotified) for f in facts))
+    )
     reader = await LogReader.open(rig.ledger.path)
     outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
     await outbox.take_up()
-    timers = Clock(Control(rig.ledger, reader, outbox), rig.ledger, config, now=lambda: now[0])
+    timers = Clock(
+        Control(rig.ledger, reader, outbox),
+        rig.ledger,
+        config,
+        now=lambda: now[0],
+        flush_alerts=1,
+    )
     router = Router(
         rig.nc,
         outbox,
@@ -109,35 +121,42 @@ async def test_a_due_group_is_notified_before_the_router_decides_the_next_batch(
     )
     stop = asyncio.Event()
     parts = [asyncio.create_task(timers.run(stop)), asyncio.create_task(router.run(stop))]
+    services = ["api", "db", "web"]
     try:
-        first = event(labels={"host": "h0", "service": "api"})
-        await rig.js.publish("alerts.in.db", msgspec.json.encode(first))
-        await wait_until(
-            lambda: timers._due == T0 + 30 * SECOND and timers._looks_at is not None,
-            what="the group opened, and the clock napping until its wait ends",
-        )
-        now[0] = T0 + 31 * SECOND  # the wait is over; the clock's nap is not
-        burst = [event(labels={"host": f"h{n}", "service": "api"}) for n in range(1, 21)]
-        for body in burst:
+        for service in services:
+            body = event(labels={"host": "h0", "service": service})
             await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
         await wait_until(
             lambda: (
-                len(rig.ledger.state.alerts) == 21
+                len(rig.ledger.state.groups) == 3
+                and timers._due == T0 + 30 * SECOND
+                and timers._looks_at is not None
+            ),
+            what="the groups opened, and the clock napping until their wait ends",
+        )
+        now[0] = T0 + 31 * SECOND  # the wait is over; the clock's nap is not
+        for n in range(1, 8):
+            for service in services:
+                body = event(labels={"host": f"h{n}", "service": service})
+                await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await wait_until(
+            lambda: (
+                len(rig.ledger.state.alerts) == 24
                 and all(g.notified_at is not None for g in rig.ledger.state.groups.values())
             ),
-            what="the burst committed and the group notified",
+            what="the burst committed and the groups notified",
         )
         rows = await reader.page(0, 1000)
         facts = [(row.seq, ev.decode(row.data)) for row in rows]
-        [(notified_seq, notified)] = [
-            (seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)
-        ]
+        notes = [(seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)]
         received = [seq for seq, fact in facts if isinstance(fact, ev.AlertReceived)]
-        assert len(received) == 21
-        assert received[0] < notified_seq < received[1]  # before every alert of the burst
-        assert len(notified.alert_ids) == 1
-        assert notified.due_at == T0 + 30 * SECOND
-        assert notified.fired_at == T0 + 31 * SECOND
+        assert len(received) == 24
+        assert [count for count in committed if count] == [1, 1, 1]  # a tick per commit
+        assert sorted(note.group_labels["labels.service"] for _, note in notes) == services
+        for seq, note in notes:
+            assert received[2] < seq < received[3]  # before every alert of the burst
+            assert len(note.alert_ids) == 1
+            assert (note.due_at, note.fired_at) == (T0 + 30 * SECOND, T0 + 31 * SECOND)
     finally:
         stop.set()
         await asyncio.gather(*parts)

@@ -6,8 +6,10 @@ projection's next due time (``core.clock.next_due``), or until the router says a
 was committed that made something due sooner (a new group may be due at once;
 ``core.clock.wakes_sooner``), then has ``core.clock.tick`` decide the
 facts under the ledger's lock and commits and publishes them as operator commands are
-(``Control.execute``). A timer that fell due while tocsin was stopped is due at start,
-so it fires once the loop starts. Nothing here decides: it only asks when.
+(``Control.execute``), a tick at a time (``core.clock.FLUSH_ALERTS``), until nothing
+is due. A timer that fell due while tocsin was stopped is due at start, so it fires
+once the loop starts. The router asks ``serve_due`` before each inbound batch, so what
+is due goes first. Nothing here decides: it only asks when.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ class Clock:
         ledger: Ledger,
         config: Config,
         now: Callable[[], int] = now_us,
+        flush_alerts: int = clock.FLUSH_ALERTS,
     ) -> None:
+        """``flush_alerts``: about how many alerts one tick's group notifications list
+        (``core.clock.FLUSH_ALERTS``); the groups beyond are the next tick's."""
         self._control = control
+        self._flush_alerts = flush_alerts
         self._ledger = ledger
         self._now = now
         self._nudged = asyncio.Event()
@@ -130,8 +136,11 @@ class Clock:
         due = clock.next_due(self._ledger.state)
         now = self._now()
         if due is not None and due <= now:
-            self._due = None  # fired or not, nothing for the router to wait for
+            self._due = None  # firing: the router waits for the lock meanwhile
             if await self._fire():
+                # What is still due now (the groups past a tick's ``FLUSH_ALERTS``) goes
+                # before the router's next batch too, whoever looks next.
+                self._due = clock.next_due(self._ledger.state)
                 return None
             # Due but nothing to decide (a timer the fold left behind): look again
             # later, and not at every commit, rather than spin.
@@ -150,6 +159,7 @@ class Clock:
                     intervals=self._intervals,
                     routing=self._routing,
                     config_version=self._version,
+                    max_listed=self._flush_alerts,
                 ),
                 self._version,
             ),
