@@ -11,7 +11,6 @@ committed, so it is answered as done, and no notification waits on the operator.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -24,7 +23,6 @@ from tocsin.config import Config
 from tocsin.core import commands
 from tocsin.core import events as ev
 from tocsin.core.commands import CommandError
-from tocsin.core.contracts import WorkItem
 from tocsin.core.ids import new_id
 from tocsin.core.outbound import Outbound, for_configured, messages_for
 from tocsin.core.state import State
@@ -120,41 +118,29 @@ class Control:
         """Decide under the ledger's lock (so no router batch slips in between), commit,
         then publish; returns the facts added. ``CommandError`` when refused (nothing
         added); ``CommandError(503)`` when the log cannot take it. Each
-        fact is logged as ``logged_as`` (the clock logs its own, in its words: "").
-
-        The messages are built while the commit runs (its SQLite work is on the log
-        writer's thread), from the state the facts were folded into, and leave only
-        once it is done: a group's flush is megabytes of bodies (W5, issue #20)."""
+        fact is logged as ``logged_as`` (the clock logs its own, in its words: "")."""
         added: list[tuple[int, ev.Event]] = []
         try:
-            async with self._ledger.deciding() as batch:
+            async with self._ledger.batch() as batch:
                 facts = decide(self._ledger.state)
                 if self._version is not None:
                     facts = stamped(facts, self._version)
                 added = [(batch.add(fact), fact) for fact in facts]
                 self._outbox.ride(batch)
-            await asyncio.sleep(0)  # the commit starts: up to the writer's thread
-            outbound, unsent = self._messages(added)
-            await self._ledger.committed(batch)
         except LogWriteError as error:
             raise CommandError(503, f"the event log refused the write: {error}") from error
         faults.point("control.after_commit")
-        warn_unconfigured(unsent)
+        state = self._ledger.state
+        outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]
+        if self._receivers:  # a re-queue for a receiver removed since: dead-lettered again
+            outbound, unsent = for_configured(outbound, self._receivers, now_us())
+            warn_unconfigured(unsent)
         if outbound:
             await self._publish(outbound)
         if logged_as:
             for seq, fact in added:
                 log.info("%s logged: %s at seq %d", logged_as, ev.kind_of(fact), seq)
         return [fact for _, fact in added]
-
-    def _messages(self, added: list[tuple[int, ev.Event]]) -> tuple[list[Outbound], list[WorkItem]]:
-        """What the facts justify publishing, and the work items dead-lettered instead:
-        a re-queue for a receiver removed since is dead-lettered again."""
-        state = self._ledger.state
-        outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]
-        if not self._receivers:
-            return outbound, []
-        return for_configured(outbound, self._receivers, now_us())
 
     async def command(self, command: commands.Command) -> int:
         """Carry out an operator command given as data; the number of facts it added."""
