@@ -26,7 +26,7 @@ from tocsin.pipeline.control import Control
 from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Ledger
+from tocsin.store.ledger import Ledger, load_state
 from tocsin.store.reader import LogReader
 
 SECOND = 1_000_000
@@ -160,4 +160,56 @@ async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decide
     finally:
         stop.set()
         await asyncio.gather(*parts)
+        await reader.close()
+
+
+async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_takes_writes(
+    rig: Rig,
+) -> None:
+    """A flush of several ticks (``flush_alerts`` 1, three groups due): catches a
+    refused commit that leaves a tick's facts in the live state or publishes their
+    work items (re-decided, they would be queued twice under new ids), or a flush
+    that, retried by the clock once the log takes writes again, notifies a group
+    twice or not at all."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    try:
+        outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+        await outbox.take_up()
+        timers = Clock(
+            Control(rig.ledger, reader, outbox),
+            rig.ledger,
+            config,
+            now=lambda: now[0],
+            flush_alerts=1,
+        )
+        router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
+        for service in ("api", "db", "web"):
+            body = event(labels={"host": "h0", "service": service})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await router.handle(await rig.take(3))
+        assert len(rig.ledger.state.groups) == 3
+        queued = await rig.work_items()
+        await rig.ledger.event_log.set_query_only(True)
+        now[0] = T0 + 31 * SECOND
+        stop = asyncio.Event()
+        running = asyncio.create_task(timers.run(stop))
+        try:
+            await wait_until(lambda: rig.ledger.problem is not None, what="a refused flush")
+            await rig.ledger.event_log.set_query_only(False)
+            await wait_until(
+                lambda: all(g.notified_at is not None for g in rig.ledger.state.groups.values()),
+                what="the flush once the log takes writes",
+            )
+        finally:
+            stop.set()
+            await running
+        rows = await reader.page(0, 1000)
+        notes = [ev.decode(row.data) for row in rows if row.kind == "group.notified"]
+        assert sorted(n.group_labels["labels.service"] for n in notes) == ["api", "db", "web"]
+        assert rig.ledger.state == load_state(rig.ledger.path)
+        assert await rig.work_items() - queued == 3  # none of a refused tick's left
+    finally:
         await reader.close()
