@@ -606,6 +606,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             metrics,
             rider=outbox.ride,
             on_commit=timers.nudge,
+            first=timers.serve_due,
             **partition_input(config, k),
         )
         if k is None:

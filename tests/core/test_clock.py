@@ -190,3 +190,14 @@ def test_a_commit_wakes_the_clock_only_for_a_due_time_before_its_planned_look() 
     assert not clock.wakes_sooner(T0 + MINUTE, T0 + MINUTE)
     assert not clock.wakes_sooner(T0 + 2 * MINUTE, T0 + MINUTE)
     assert not clock.wakes_sooner(None, T0 + MINUTE)
+
+
+def test_a_due_timer_goes_before_the_next_inbound_batch_and_a_later_one_does_not() -> None:
+    """``goes_first``: the router asks before each inbound batch whether the clock's
+    timers take the turn (issue #20, W5: a group's flush waited behind a storm's
+    batches). Catches a router that serves the clock before its timer is due (a flush
+    before ``group_wait`` ends) or not once it is."""
+    assert clock.goes_first(T0, T0)
+    assert clock.goes_first(T0, T0 + MINUTE)
+    assert not clock.goes_first(T0 + 1, T0)
+    assert not clock.goes_first(None, T0)

@@ -273,3 +273,39 @@ def test_an_operator_resolve_reaches_the_groups_the_alert_joined() -> None:
         fold(run.state, len(run.log), T0 + MINUTE, fact)
     [resolved] = notified(run.tick(T0 + 330 * SECOND))
     assert (resolved.reason, resolved.status) == ("resolved", "resolved")
+
+
+def test_a_tick_with_max_listed_leaves_the_groups_beyond_it_due_for_the_next_tick() -> None:
+    """``max_listed`` (the clock loop's ``FLUSH_ALERTS``): groups due together are
+    notified over several ticks at the same instant, each tick's committed and
+    published before the next is decided (issue #20, W5). Catches a tick that
+    notifies past the budget, one that drops the groups beyond it, or one that
+    notifies a group twice: the ticks together tell exactly what one tick would."""
+    whole, parts = Clocked(), Clocked()
+    for run in (whole, parts):
+        for host in range(12):
+            run.feed(normalized(0, host=f"h{host}", service=f"s{host % 4}"), BY_SERVICE)
+    due = T0 + 30 * SECOND
+    everything = notified(whole.tick(due, routing=BY_SERVICE))
+    assert len(everything) == 4
+    first = notified(
+        clock.tick(
+            parts.state,
+            due,
+            new_id=parts.notes,
+            intervals=NO_INTERVALS,
+            routing=BY_SERVICE,
+            max_listed=5,
+        )
+    )
+    assert [len(note.alert_ids) for note in first] == [3, 3]  # 3 < 5, then 6 >= 5: stop
+    for fact in first:
+        seq = len(parts.log) + 1
+        parts.log.append((seq, due, fact))
+        fold(parts.state, seq, due, fact)
+    assert clock.next_due(parts.state) == due  # the other two are still due now
+    rest = notified(parts.tick(due, routing=BY_SERVICE))
+    told = [note.group_key for note in first + rest]
+    assert sorted(told) == sorted(note.group_key for note in everything)
+    assert len(set(told)) == 4
+    assert all(note.due_at == due and note.fired_at == due for note in first + rest)

@@ -1,23 +1,46 @@
 """The clock loop's wake-ups (``pipeline.clock``): the router tells it of every commit,
 and at a steady rate every event is a commit of its own. Only a commit that makes a
 timer due before the clock means to look wakes it (issue #20, W3's CPU per event).
-A real ledger on a real SQLite file; the loop runs, napping until its next look."""
+And the router serves a due timer before its next inbound batch (issue #20, W5). A
+real ledger on a real SQLite file (and a real nats-server for the router); the loop
+runs, napping until its next look."""
 
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from tests.support import wait_until
-from tocsin.config import default_config
+from tests.support import T0, Rig, event, wait_until
+from tocsin.bus.publisher import Publisher
+from tocsin.config import default_config, from_mapping
+from tocsin.core import events as ev
 from tocsin.core.state import AutoResolve
 from tocsin.core.times import now_us
 from tocsin.pipeline.clock import Clock
+from tocsin.pipeline.control import Control
+from tocsin.pipeline.outbox import Outbox
+from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Ledger
+from tocsin.store.ledger import Ledger, load_state
+from tocsin.store.reader import LogReader
+
+SECOND = 1_000_000
+GROUPED = """
+[[route]]
+match = {}
+receivers = ["hook"]
+group_by = ["labels.service"]
+group_wait = "30s"
+
+[receivers.hook]
+channel = "webhook"
+url = "http://127.0.0.1:9/hook"
+"""
 
 
 @pytest.fixture
@@ -56,3 +79,137 @@ async def test_a_commit_that_makes_a_timer_due_now_wakes_the_clock(
     )
     timers.nudge()
     assert timers._nudged.is_set()
+
+
+async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decides_more(
+    rig: Rig,
+) -> None:
+    """Catches a router that decides inbound batches while a timer is due (issue #20,
+    W5: in a storm, a group's flush queued behind batch after batch for the event
+    loop, the ledger's lock and the commits), and a flush of every due group in one
+    tick (W5: every body waited for the last to be built; ``flush_alerts`` here 1, the
+    service's ``FLUSH_ALERTS``). Time is injected: three groups' waits end while the
+    clock naps (its next look up to a second away, and a commit of a timer already
+    known does not wake it); then a burst of alerts of the same groups arrives. The
+    router must fire the groups first, one commit per tick, each notification before
+    the burst's facts and listing only the alert that was in when it fell due."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    committed: list[int] = []  # group notifications per commit
+    rig.ledger.listeners.append(
+        lambda facts, _: committed.append(sum(isinstance(f, ev.GroupNotified) for f in facts))
+    )
+    reader = await LogReader.open(rig.ledger.path)
+    outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+    await outbox.take_up()
+    timers = Clock(
+        Control(rig.ledger, reader, outbox),
+        rig.ledger,
+        config,
+        now=lambda: now[0],
+        flush_alerts=1,
+    )
+    router = Router(
+        rig.nc,
+        outbox,
+        rig.ledger,
+        config,
+        rider=outbox.ride,
+        on_commit=timers.nudge,
+        first=timers.serve_due,
+    )
+    stop = asyncio.Event()
+    parts = [asyncio.create_task(timers.run(stop)), asyncio.create_task(router.run(stop))]
+    services = ["api", "db", "web"]
+    try:
+        for service in services:
+            body = event(labels={"host": "h0", "service": service})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await wait_until(
+            lambda: (
+                len(rig.ledger.state.groups) == 3
+                and timers._due == T0 + 30 * SECOND
+                and timers._looks_at is not None
+            ),
+            what="the groups opened, and the clock napping until their wait ends",
+        )
+        now[0] = T0 + 31 * SECOND  # the wait is over; the clock's nap is not
+        for n in range(1, 8):
+            for service in services:
+                body = event(labels={"host": f"h{n}", "service": service})
+                await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await wait_until(
+            lambda: (
+                len(rig.ledger.state.alerts) == 24
+                and all(g.notified_at is not None for g in rig.ledger.state.groups.values())
+            ),
+            what="the burst committed and the groups notified",
+        )
+        rows = await reader.page(0, 1000)
+        facts = [(row.seq, ev.decode(row.data)) for row in rows]
+        notes = [(seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)]
+        received = [seq for seq, fact in facts if isinstance(fact, ev.AlertReceived)]
+        assert len(received) == 24
+        assert [count for count in committed if count] == [1, 1, 1]  # a tick per commit
+        assert sorted(note.group_labels["labels.service"] for _, note in notes) == services
+        for seq, note in notes:
+            assert received[2] < seq < received[3]  # before every alert of the burst
+            assert len(note.alert_ids) == 1
+            assert (note.due_at, note.fired_at) == (T0 + 30 * SECOND, T0 + 31 * SECOND)
+    finally:
+        stop.set()
+        await asyncio.gather(*parts)
+        await reader.close()
+
+
+async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_takes_writes(
+    rig: Rig,
+) -> None:
+    """A flush of several ticks (``flush_alerts`` 1, three groups due): catches a
+    refused commit that leaves a tick's facts in the live state or publishes their
+    work items (re-decided, they would be queued twice under new ids), or a flush
+    that, retried by the clock once the log takes writes again, notifies a group
+    twice or not at all."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    try:
+        outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+        await outbox.take_up()
+        timers = Clock(
+            Control(rig.ledger, reader, outbox),
+            rig.ledger,
+            config,
+            now=lambda: now[0],
+            flush_alerts=1,
+        )
+        router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
+        for service in ("api", "db", "web"):
+            body = event(labels={"host": "h0", "service": service})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await router.handle(await rig.take(3))
+        assert len(rig.ledger.state.groups) == 3
+        queued = await rig.work_items()
+        await rig.ledger.event_log.set_query_only(True)
+        now[0] = T0 + 31 * SECOND
+        stop = asyncio.Event()
+        running = asyncio.create_task(timers.run(stop))
+        try:
+            await wait_until(lambda: rig.ledger.problem is not None, what="a refused flush")
+            await rig.ledger.event_log.set_query_only(False)
+            await wait_until(
+                lambda: all(g.notified_at is not None for g in rig.ledger.state.groups.values()),
+                what="the flush once the log takes writes",
+            )
+        finally:
+            stop.set()
+            await running
+        rows = await reader.page(0, 1000)
+        notes = [ev.decode(row.data) for row in rows if row.kind == "group.notified"]
+        assert sorted(n.group_labels["labels.service"] for n in notes) == ["api", "db", "web"]
+        assert rig.ledger.state == load_state(rig.ledger.path)
+        assert await rig.work_items() - queued == 3  # none of a refused tick's left
+    finally:
+        await reader.close()

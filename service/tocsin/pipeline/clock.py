@@ -6,8 +6,10 @@ projection's next due time (``core.clock.next_due``), or until the router says a
 was committed that made something due sooner (a new group may be due at once;
 ``core.clock.wakes_sooner``), then has ``core.clock.tick`` decide the
 facts under the ledger's lock and commits and publishes them as operator commands are
-(``Control.execute``). A timer that fell due while tocsin was stopped is due at start,
-so it fires once the loop starts. Nothing here decides: it only asks when.
+(``Control.execute``), a tick at a time (``core.clock.FLUSH_ALERTS``), until nothing
+is due. A timer that fell due while tocsin was stopped is due at start, so it fires
+once the loop starts. The router asks ``serve_due`` before each inbound batch, so what
+is due goes first. Nothing here decides: it only asks when.
 """
 
 from __future__ import annotations
@@ -47,12 +49,18 @@ class Clock:
         ledger: Ledger,
         config: Config,
         now: Callable[[], int] = now_us,
+        flush_alerts: int = clock.FLUSH_ALERTS,
     ) -> None:
+        """``flush_alerts``: about how many alerts one tick's group notifications list
+        (``core.clock.FLUSH_ALERTS``); the groups beyond are the next tick's."""
         self._control = control
+        self._flush_alerts = flush_alerts
         self._ledger = ledger
         self._now = now
         self._nudged = asyncio.Event()
         self._looks_at: int | None = None  # while it naps: when it means to look next (us)
+        self._due: int | None = None  # the next due time it knows of (us), for the router
+        self._turn = asyncio.Lock()  # one look at a time: the loop's, or the router's
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -69,37 +77,76 @@ class Clock:
         steady rate, nearly every one) costs a ``next_due``, not a wake-up of the loop;
         awake, the clock asks ``next_due`` itself before it naps again."""
         looks_at = self._looks_at
-        if looks_at is not None and clock.wakes_sooner(
-            clock.next_due(self._ledger.state), looks_at
-        ):
+        if looks_at is None:
+            return
+        due = clock.next_due(self._ledger.state)
+        if clock.wakes_sooner(due, looks_at):
+            self._due = due
             self._nudged.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(first=0.5, ceiling=10.0)
         while not stop.is_set():
-            due = clock.next_due(self._ledger.state)
-            now = self._now()
-            if due is not None and due <= now:
-                try:
-                    if not await self._fire():
-                        # Due but nothing to decide (a timer the fold left behind):
-                        # look again later rather than spin.
-                        await _nap(stop, MAX_NAP)
-                except CommandError as error:
-                    # Committed facts whose work items NATS did not take are the
-                    # outbox's to publish again; a refused write is tried again later.
-                    log.warning("clock: %s; trying again", error)
-                    await _nap(stop, backoff.next())
-                    continue
+            try:
+                async with self._turn:
+                    nap = await self._look()
+            except CommandError as error:
+                # Committed facts whose work items NATS did not take are the outbox's
+                # to publish again; a refused write is tried again later.
+                log.warning("clock: %s; trying again", error)
+                await _nap(stop, backoff.next())
+                continue
+            if nap is None:  # it fired: what that made due (or left due) at once
                 backoff = Backoff(first=0.5, ceiling=10.0)
                 continue
-            nap = MAX_NAP if due is None else min(MAX_NAP, (due - now) / _US)
+            seconds, wakeable = nap
+            if not wakeable:
+                await _nap(stop, seconds)
+                continue
             self._nudged.clear()
-            self._looks_at = now + int(nap * _US)
+            self._looks_at = self._now() + int(seconds * _US)
             try:
-                await _nap(stop, nap, self._nudged)
+                await _nap(stop, seconds, self._nudged)
             finally:
                 self._looks_at = None
+
+    async def serve_due(self) -> None:
+        """The router asks this before it decides each inbound batch: when a timer has
+        fallen due (``clock.goes_first``), or the clock is firing, the clock's look (its
+        facts decided, committed, and their work items published) is done first, so
+        a group's flush does not queue behind a storm's batches for the event loop,
+        the ledger's lock and the commits decided before it. Otherwise nothing (a
+        comparison: it runs once a batch). A refused write is left to the clock's own
+        loop, which tries again later; the router's batch goes ahead meanwhile."""
+        if not self._turn.locked() and not clock.goes_first(self._due, self._now()):
+            return  # neither firing now (its lock is held across awaits only then) nor due
+        async with self._turn:
+            try:
+                while await self._look() is None:  # until nothing more is due now
+                    pass
+            except CommandError as error:
+                log.warning("clock: %s; the clock loop tries again", error)
+                self._due = None  # the loop's retry, not every batch's
+
+    async def _look(self) -> tuple[float, bool] | None:
+        """One look at the timers (under ``_turn``): fire what is due now and return
+        ``None`` (look again at once: a tick's facts may make more due), or how long to
+        nap and whether a commit that makes a timer due sooner may wake it; the next
+        due time is noted for ``serve_due``."""
+        due = clock.next_due(self._ledger.state)
+        now = self._now()
+        if due is not None and due <= now:
+            self._due = None  # firing: the router waits for the lock meanwhile
+            if await self._fire():
+                # What is still due now (the groups past a tick's ``FLUSH_ALERTS``) goes
+                # before the router's next batch too, whoever looks next.
+                self._due = clock.next_due(self._ledger.state)
+                return None
+            # Due but nothing to decide (a timer the fold left behind): look again
+            # later, and not at every commit, rather than spin.
+            return MAX_NAP, False
+        self._due = due
+        return (MAX_NAP if due is None else min(MAX_NAP, (due - now) / _US)), True
 
     async def _fire(self) -> bool:
         """Commit what is due now; whether anything was."""
@@ -112,6 +159,7 @@ class Clock:
                     intervals=self._intervals,
                     routing=self._routing,
                     config_version=self._version,
+                    max_listed=self._flush_alerts,
                 ),
                 self._version,
             ),

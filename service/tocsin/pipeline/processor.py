@@ -58,6 +58,10 @@ watermark (``outbox.Outbox.ride``), logged without a commit of its own."""
 Setup = Callable[[JetStreamContext], Awaitable[None]]
 """Creates (or updates) a processor's stream and its consumer: ``streams.ensure_*``."""
 
+First = Callable[[], Awaitable[None]]
+"""What goes before each batch is decided: the clock's due timers (``Clock.serve_due``),
+so a group's flush never waits behind a storm's batches."""
+
 SETUP_PATIENCE = 10.0  # seconds one attempt to create a vanished consumer may take
 
 
@@ -128,11 +132,13 @@ class Processor(Generic[Own]):
         metrics: Metrics | None = None,
         rider: Rider | None = None,
         linger: float = 0.0,
+        first: First | None = None,
     ) -> None:
         """``publisher`` may be left out by a step that never publishes; without
         ``setup`` a vanished consumer is reported (``missing``) but not created
         again; ``rider`` rides along in every batch decided; ``linger``: how long a
-        pull that has its first messages waits for more (``Puller``)."""
+        pull that has its first messages waits for more (``Puller``); ``first`` is
+        awaited before each batch pulled is decided."""
         self._nc = nc
         self._js = nc.jetstream(timeout=SETUP_PATIENCE / 2)
         self._setup = setup
@@ -146,6 +152,7 @@ class Processor(Generic[Own]):
         self._publisher = publisher
         self._rider = rider
         self._linger = linger
+        self._first = first
         self._log = logging.getLogger(f"tocsin.{step.name}")
         self._before_commit = f"{step.name}.before_commit"
         self._after_commit = f"{step.name}.after_commit"
@@ -182,6 +189,8 @@ class Processor(Generic[Own]):
                             with contextlib.suppress(TimeoutError):
                                 await asyncio.wait_for(stop.wait(), pause.next())
                     continue
+                if self._first is not None:
+                    await self._first()
                 pulled = await self._decide(msgs, after=previous)
                 if finishing is not None:
                     await finishing
