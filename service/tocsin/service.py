@@ -1032,8 +1032,9 @@ def serve_child(options: Options, nats_url: str, command: list[str]) -> ChildCom
     """A ``tocsin`` command as serve's child (``python -m tocsin.entry``, where the
     console script starts too: ``entry``'s docstring says why): this interpreter, the
     same config (its file, or the environment it was read from), data dir, logging and
-    partition count; the NATS URL (the embedded server's, perhaps) in its environment, where ``ps`` does
-    not show its credentials. Never the probes' address: the parent serves them."""
+    partition count; the NATS URL (the embedded server's, perhaps) in its environment,
+    where ``ps`` does not show its credentials. Never the probes' address: the parent
+    serves them."""
     argv = [sys.executable, "-m", "tocsin.entry", *options.log_flags, *command]
     argv += ["--data-dir", str(options.data_dir)]
     path = file_of(options.config)
