@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import T0, add_firing
+from tests.support import T0, add_firing, wait_until
 from tocsin.core.fold import fold_stored
 from tocsin.core.state import State
 from tocsin.store import forensics
@@ -235,7 +235,9 @@ async def test_a_snapshot_is_written_without_the_lock_and_is_the_log_at_its_seq(
     Here the snapshot's write is held between its parts (on the log's thread, which
     runs whatever else is queued in between) while a batch is decided and committed;
     and the snapshot stored once let go is still exactly the log's state at its seq,
-    not the state the later batch made."""
+    not the state the later batch made. And the commits during its write do not find
+    another due the moment it is stored (a second W1 snapshot 7,000 rows after the
+    first, while this was written)."""
     path = db_path(tmp_path)
     ledger = await Ledger.open(path, snapshot_every=20)
     ledger.snapshot_part_bytes = 256  # a few KiB of projection: many parts
@@ -260,15 +262,21 @@ async def test_a_snapshot_is_written_without_the_lock_and_is_the_log_at_its_seq(
                 n += 1
             snapshot_at = ledger.event_log.last_seq  # taken once that batch was committed
             assert await asyncio.to_thread(held.wait, 10)
-            async with ledger.batch() as later:  # the lock is free: decided and committed
+            async with ledger.deciding() as later:  # the lock is free: decided and
                 decide(ledger, later, n, 5)
+            await ledger.committed(later)  # committed, as the router does
         assert ledger.event_log.last_seq == later.next_seq - 1 > snapshot_at
         assert rows_in(path) == ledger.event_log.last_seq
         assert snapshot_seqs(path) == []  # still being written
     finally:
         let_go.set()
+    await wait_until(lambda: ledger.snapshot_seq == snapshot_at, what="the snapshot stored")
+    async with ledger.deciding() as after:  # no new snapshot due: too few rows after it
+        decide(ledger, after, n + 5, 1)
+    await ledger.committed(after)
+    assert ledger.event_log.last_seq - snapshot_at < 20
     await ledger.close()
-    assert snapshot_seqs(path) == [snapshot_at]
+    assert snapshot_seqs(path) == [snapshot_at]  # and no second one, taken as it ended
     with sqlite3.connect(path) as conn:  # it was stored in parts
         assert conn.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0] > 4
     stored = next(read_snapshots(path))

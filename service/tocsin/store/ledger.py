@@ -251,6 +251,7 @@ class Ledger:
         self._dead_epoch = -1  # an epoch one of whose commits failed
         self._tail: asyncio.Task[None] | None = None  # the last batch queued for commit
         self._snapshot_due = False
+        self._snapshot_taken = 0  # the seq of the snapshot being written (0: none)
         self._snapshot_written: asyncio.Future[None] | None = None  # the one being written
         self.snapshot_part_bytes = PART_BYTES  # a snapshot larger is stored in parts
         self._last_positions = self._logged_positions()  # decided: committed or queued
@@ -425,7 +426,8 @@ class Ledger:
             listener(committed, self.state)
         if (
             self.snapshot_every
-            and self.event_log.last_seq - self.snapshot_seq >= self.snapshot_every
+            and self.event_log.last_seq - max(self.snapshot_seq, self._snapshot_taken)
+            >= self.snapshot_every
         ):
             self._snapshot_due = True
 
@@ -481,6 +483,7 @@ class Ledger:
         snapshot = Snapshot(snapshot_at, now_us(), self._next_hash, encode_state(self.state))
         encoded = time.perf_counter()
         taken = (snapshot_at, len(snapshot.state), encoded - started, encoded)
+        self._snapshot_taken = snapshot_at  # the next is due ``snapshot_every`` after it
         written = self.event_log.write_in_turns(
             functools.partial(storing, snapshot=snapshot, part_bytes=self.snapshot_part_bytes)
         )
@@ -491,6 +494,7 @@ class Ledger:
     def _snapshot_ended(
         self, seq: int, size: int, encoding: float, encoded: float, written: asyncio.Future[None]
     ) -> None:
+        self._snapshot_taken = 0
         error = None if written.cancelled() else written.exception()
         if written.cancelled() or error is not None:
             log.warning("snapshot at seq %d not written: %s", seq, error or "cancelled")
