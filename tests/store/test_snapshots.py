@@ -96,6 +96,35 @@ async def test_an_unreadable_snapshot_is_skipped_at_start(tmp_path: Path) -> Non
     await reopened.close()
 
 
+async def test_a_snapshot_in_parts_is_used_whole_and_skipped_with_a_part_missing(
+    tmp_path: Path,
+) -> None:
+    """Catches a snapshot stored in parts (``snapshot_parts``, each written between the
+    log's commits) read back as its ``snapshots`` row alone, or with a part missing
+    taken for the projection: the start must use it whole, and fold the log instead
+    once a part is gone."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=0)
+    ledger.snapshot_part_bytes = 512
+    await feed(ledger, 30)
+    await ledger.snapshot()
+    live = ledger.state
+    await ledger.close()
+    with sqlite3.connect(path) as conn:
+        parts = conn.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0]
+    assert parts > 2
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == live.last_seq  # started from it
+    assert reopened.state == live
+    await reopened.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM snapshot_parts WHERE part = 1")
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == 0  # fell back to the full fold
+    assert reopened.state == live
+    await reopened.close()
+
+
 async def test_a_snapshot_of_another_log_is_never_used(tmp_path: Path) -> None:
     """The anchor (the hash of the row it covers) ties a snapshot to its log."""
     path, _ = await logged_with_snapshots(tmp_path)
