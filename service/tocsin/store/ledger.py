@@ -467,12 +467,12 @@ class Ledger:
 
     def _snapshot(self) -> None:
         """(Holding the lock.) Snapshot the projection as decided so far: encoded here,
-        on the loop, so it cannot change meanwhile (~19 ms for W2's 21,000 alerts),
-        then written without the lock by the log's thread, in steps between the
-        commits queued meanwhile (``snapshots.storing``), and only if the batches it
-        includes are committed (its anchor is the hash of the last one's last row).
-        The lock was held ~130-160 ms a snapshot while it was written (issue #20, W2).
-        One at a time; a failure costs only start-up time."""
+        on the loop, so it cannot change meanwhile (W2's 21,000 alerts: ~19 ms alone,
+        33-41 ms under ``tocsin serve``), then stored without the lock by the log's
+        thread, in steps between the commits queued meanwhile (``snapshots.storing``),
+        and only if the batches it includes are committed (its anchor is the hash of
+        the last one's last row). The lock was held 90-170 ms a snapshot while it was
+        written (issue #20, W2). One at a time; a failure costs only start-up time."""
         self._snapshot_due = False
         if self._snapshot_written is not None and not self._snapshot_written.done():
             return  # a commit after it is written asks again
