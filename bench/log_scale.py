@@ -182,7 +182,7 @@ async def main() -> None:
         ledger = await Ledger.open(path, snapshot_every=1)  # full fold, then snapshot now
         async with ledger.batch():
             pass
-        await ledger._snapshot()
+        await ledger.snapshot()
         await ledger.close()
         started = time.perf_counter()
         restored, snapshot_seq = load_state_fast(path)

@@ -4,17 +4,25 @@ decided on top of it down with it (a failure epoch), leaving state == fold(log).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support import T0, add_firing
+from tests.support import T0, add_firing, wait_until
+from tocsin.core.fold import fold_stored
+from tocsin.core.state import State
 from tocsin.store import forensics
+from tocsin.store import ledger as ledger_module
 from tocsin.store.eventlog import LogWriteError, db_path
 from tocsin.store.ledger import Batch, Ledger, load_state
+from tocsin.store.snapshots import decode_state, read_snapshots
 
 _ids = itertools.count()
 
@@ -203,6 +211,110 @@ async def test_a_snapshot_is_of_committed_state_only(tmp_path: Path) -> None:
     assert reopened.state == live == load_state(path)
     assert forensics.verify(path).ok  # every snapshot equals the fold up to its seq
     await reopened.close()
+
+
+def snapshot_seqs(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT seq FROM snapshots ORDER BY seq")]
+
+
+def folded_through(path: Path, seq: int) -> State:
+    """The fold of the log's rows up to ``seq``: the state a snapshot at ``seq`` must be."""
+    state = State()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT seq, ts, data FROM events WHERE seq <= ? ORDER BY seq", (seq,))
+        fold_stored(state, rows.fetchall())
+    return state
+
+
+async def test_a_snapshot_is_written_without_the_lock_and_is_the_log_at_its_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches the ledger's lock held while a snapshot is written: a W2 snapshot held it
+    ~130-160 ms (encode, write, prune, fsync), no batch decided meanwhile (issue #20).
+    Here the snapshot's write is held between its parts (on the log's thread, which
+    runs whatever else is queued in between) while a batch is decided and committed;
+    and the snapshot stored once let go is still exactly the log's state at its seq,
+    not the state the later batch made. And the commits during its write do not find
+    another due the moment it is stored (a second W1 snapshot 7,000 rows after the
+    first, while this was written)."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=20)
+    ledger.snapshot_part_bytes = 256  # a few KiB of projection: many parts
+    held, let_go = threading.Event(), threading.Event()
+    real = ledger_module.storing
+
+    def held_after_a_part(conn: sqlite3.Connection, **options: Any) -> Iterator[None]:
+        steps = real(conn, **options)
+        yield next(steps)  # the first part is written
+        held.set()
+        while not let_go.is_set():
+            yield  # queued again behind whatever the log's thread was given meanwhile
+        yield from steps
+
+    monkeypatch.setattr(ledger_module, "storing", held_after_a_part)
+    try:
+        async with asyncio.timeout(10):
+            n = 0
+            while ledger.event_log.last_seq < 20:  # the batch that passes 20 rows takes one
+                async with ledger.batch() as batch:
+                    decide(ledger, batch, n, 1)
+                n += 1
+            snapshot_at = ledger.event_log.last_seq  # taken once that batch was committed
+            assert await asyncio.to_thread(held.wait, 10)
+            async with ledger.deciding() as later:  # the lock is free: decided and
+                decide(ledger, later, n, 5)
+            await ledger.committed(later)  # committed, as the router does
+        assert ledger.event_log.last_seq == later.next_seq - 1 > snapshot_at
+        assert rows_in(path) == ledger.event_log.last_seq
+        assert snapshot_seqs(path) == []  # still being written
+    finally:
+        let_go.set()
+    await wait_until(lambda: ledger.snapshot_seq == snapshot_at, what="the snapshot stored")
+    async with ledger.deciding() as after:  # no new snapshot due: too few rows after it
+        decide(ledger, after, n + 5, 1)
+    await ledger.committed(after)
+    assert ledger.event_log.last_seq - snapshot_at < 20
+    await ledger.close()
+    assert snapshot_seqs(path) == [snapshot_at]  # and no second one, taken as it ended
+    with sqlite3.connect(path) as conn:  # it was stored in parts
+        assert conn.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0] > 4
+    stored = next(read_snapshots(path))
+    assert decode_state(stored.state) == folded_through(path, snapshot_at)
+    assert forensics.verify(path).ok
+
+
+REFUSE_ROWS = """CREATE TRIGGER refuse_rows BEFORE INSERT ON events
+BEGIN SELECT RAISE(ABORT, 'refused'); END"""
+
+
+async def test_a_snapshot_on_top_of_a_failed_commit_is_not_stored(tmp_path: Path) -> None:
+    """Catches a snapshot stored for facts the log never took. It is encoded when
+    taken, maybe before the batches it includes are committed (the router's next batch
+    is decided while the last commits); if one of them fails, the snapshot's anchor
+    row is not in the log, and the log's thread, which runs the snapshot's first step
+    after that batch's write, stores nothing."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=0)
+    async with ledger.batch() as batch:
+        decide(ledger, batch, 0, 5)
+    before = ledger.event_log.last_seq
+    with sqlite3.connect(path) as conn:  # the log refuses rows; snapshots it still takes
+        conn.execute(REFUSE_ROWS)
+    async with ledger.deciding() as failing:
+        decide(ledger, failing, 5, 5)
+    await ledger.snapshot()  # taken on top of the failing batch's facts
+    assert snapshot_seqs(path) == []
+    with pytest.raises(LogWriteError, match="refused"):
+        await ledger.committed(failing)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER refuse_rows")
+    assert ledger.state == load_state(path)
+    assert ledger.state.last_seq == before
+    await ledger.snapshot()  # of the rebuilt state: stored
+    assert snapshot_seqs(path) == [before]
+    assert forensics.verify(path).ok
+    await ledger.close()
 
 
 async def test_each_batch_bounds_the_alert_index_nobody_walks(tmp_path: Path) -> None:

@@ -96,6 +96,35 @@ async def test_an_unreadable_snapshot_is_skipped_at_start(tmp_path: Path) -> Non
     await reopened.close()
 
 
+async def test_a_snapshot_in_parts_is_used_whole_and_skipped_with_a_part_missing(
+    tmp_path: Path,
+) -> None:
+    """Catches a snapshot stored in parts (``snapshot_parts``, each written between the
+    log's commits) read back as its ``snapshots`` row alone, or with a part missing
+    taken for the projection: the start must use it whole, and fold the log instead
+    once a part is gone."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=0)
+    ledger.snapshot_part_bytes = 512
+    await feed(ledger, 30)
+    await ledger.snapshot()
+    live = ledger.state
+    await ledger.close()
+    with sqlite3.connect(path) as conn:
+        parts = conn.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0]
+    assert parts > 2
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == live.last_seq  # started from it
+    assert reopened.state == live
+    await reopened.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM snapshot_parts WHERE part = 1")
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == 0  # fell back to the full fold
+    assert reopened.state == live
+    await reopened.close()
+
+
 async def test_a_snapshot_of_another_log_is_never_used(tmp_path: Path) -> None:
     """The anchor (the hash of the row it covers) ties a snapshot to its log."""
     path, _ = await logged_with_snapshots(tmp_path)
@@ -175,10 +204,12 @@ def test_a_base_snapshot_of_the_older_ids_layout_still_knows_its_ids() -> None:
 
 
 SNAPSHOTS_IN_A_FRESH_PROCESS = """
-import asyncio, sqlite3, sys
+import asyncio, functools, sys
 from pathlib import Path
 from tests.core.test_alert_index import big_projection
-from tocsin.store import snapshots, tables
+from tocsin.core import events as ev
+from tocsin.store import snapshots
+from tocsin.store.eventlog import EventLog, Fact
 
 def rss_anon():
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -189,14 +220,19 @@ async def main():
     state = big_projection(3000)
     for i in range(40_000):
         state.received_ids.remember(f"e{i}", i, i)
-    path = Path(sys.argv[1])
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(tables.SCHEMA)
+    log = await EventLog.open(Path(sys.argv[1]))
     before = rss_anon()
-    for seq in range(1, 6):  # as the ledger takes them: in a worker thread
-        await asyncio.to_thread(snapshots.store_snapshot, path, state, seq, 0, b"x")
+    for seq in range(1, 6):  # as the ledger takes them: encoded here, written by the log's thread
+        await log.append([Fact(ev.AlertResolveIgnored(fingerprint="fp"))], seq)
+        snapshot = snapshots.Snapshot(
+            log.last_seq, 0, log.last_hash, snapshots.encode_state(state)
+        )
+        steps = functools.partial(snapshots.storing, snapshot=snapshot, part_bytes=256 << 10)
+        del snapshot
+        await log.write_in_turns(steps)
+        del steps
     print(rss_anon() - before)
+    await log.close()
 
 asyncio.run(main())
 """
@@ -206,7 +242,8 @@ def test_a_snapshot_gives_back_the_memory_it_took(tmp_path: Path) -> None:
     """Catches the first snapshot of a run raising RSS for good (the soak's RSS step at
     50,000 events): its encoding and SQLite's pages were freed into a worker thread's
     malloc arena, which kept them: +4.7 to +10 MiB after five snapshots of a 1 MiB
-    projection in a fresh process; given back (``malloc_trim``), ~+0.2 MiB."""
+    projection in a fresh process; given back (``malloc_trim``), ~+0.2 MiB. Written as
+    the ledger writes one: encoded on the loop, stored in parts by the log's thread."""
     path = tmp_path / "log.db"
     done = subprocess.run(
         [sys.executable, "-c", SNAPSHOTS_IN_A_FRESH_PROCESS, str(path)],
@@ -220,8 +257,10 @@ def test_a_snapshot_gives_back_the_memory_it_took(tmp_path: Path) -> None:
     # Without the trim: +4.7 MiB at the least (measured); with it ~+0.2, and up to 2.6
     # seen once while two test suites ran at once on two cores.
     assert grew_mib < 3.5
-    with sqlite3.connect(path) as conn:  # stored, the newest two kept
+    with sqlite3.connect(path) as conn:  # stored, the newest two kept, with their parts only
         assert conn.execute("SELECT seq FROM snapshots ORDER BY seq").fetchall() == [(4,), (5,)]
+        parts = "SELECT DISTINCT seq FROM snapshot_parts ORDER BY seq"
+        assert conn.execute(parts).fetchall() == [(4,), (5,)]
 
 
 async def test_a_compact_snapshot_of_another_layout_is_not_used_and_not_a_fault(

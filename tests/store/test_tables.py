@@ -19,7 +19,8 @@ from tocsin.store.eventlog import EventLog, Fact, db_path
 
 STORE = Path(tocsin.store.__file__).parent
 SQL_ON_THE_LOG = re.compile(
-    r"\b(?:FROM|INTO|UPDATE|JOIN|ON|TABLE(?: IF NOT EXISTS)?)\s+(?:events|snapshots)\b"
+    r"\b(?:FROM|INTO|UPDATE|JOIN|ON|TABLE(?: IF NOT EXISTS)?)\s+"
+    r"(?:events|snapshots|snapshot_parts)\b"
     r"|\bTRIGGER\b",
     re.IGNORECASE,
 )

@@ -17,9 +17,10 @@ The table's schema, the writer and every statement run on it are in ``tables``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,32 @@ class _Writer:
         """Run ``job(*args)`` on the writer's thread, once every job queued before it
         has run."""
         return await self.submit(job, *args)
+
+    def in_turns(
+        self, steps: Callable[[sqlite3.Connection], Iterator[None]]
+    ) -> asyncio.Future[None]:
+        """Queue a long write in steps: ``steps(conn)`` is started as a job, and each of
+        its steps (a ``next``) is a job queued behind whatever was queued meanwhile, so
+        a batch's rows wait behind one step, not the whole. Done when it ends; its
+        error, if a step raises."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        to_start = [steps]  # emptied at the start: the steps hold what they need, and
+        started: Iterator[None] | None = None  # free it as they go
+
+        def turn() -> None:
+            nonlocal started
+            try:
+                if started is None:
+                    started = to_start.pop()(self.conn)
+                next(started)
+                self._thread.submit(turn)  # RuntimeError once the thread is shut down
+            except StopIteration:
+                done.set_result(None)
+            except BaseException as error:
+                done.set_exception(error)
+
+        self._thread.submit(turn)
+        return asyncio.wrap_future(done)
 
     def connect(self) -> tuple[int, bytes, int, int, int]:
         """(A job.) Open the file; its ``position``."""
@@ -268,6 +295,14 @@ class EventLog:
         new = await self._writer.run(self._writer.write_facts, facts, ts)
         self.advance(new)
         return [row[0] for row in new.rows]
+
+    def write_in_turns(
+        self, steps: Callable[[sqlite3.Connection], Iterator[None]]
+    ) -> asyncio.Future[None]:
+        """Queue a long write (a snapshot: ``snapshots.storing``) on the log's thread in
+        steps, each a transaction of its own run between the commits queued meanwhile
+        (``_Writer.in_turns``)."""
+        return self._writer.in_turns(steps)
 
     def append_rows(self, new: NewRows) -> asyncio.Future[NewRows]:
         """Queue rows already chained (``tables.new_rows``) to be committed in one

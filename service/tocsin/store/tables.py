@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state   BLOB    NOT NULL,
     base    INTEGER NOT NULL DEFAULT 0   -- 1: the state of rows compacted away
 );
+CREATE TABLE IF NOT EXISTS snapshot_parts (
+    seq     INTEGER NOT NULL,            -- of the snapshot whose state they are
+    part    INTEGER NOT NULL,            -- 0, 1, ...: the state's bytes in this order
+    bytes   BLOB    NOT NULL,
+    PRIMARY KEY (seq, part)
+);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
 """
@@ -428,6 +434,20 @@ SNAPSHOTS_OF_THE_LOG = (
 in this log, newest first (without their state: it is read one at a time)."""
 
 SNAPSHOT_STATE = "SELECT state FROM snapshots WHERE seq = ? AND base = 0"
+
+PUT_SNAPSHOT_PART = "INSERT OR REPLACE INTO snapshot_parts (seq, part, bytes) VALUES (?, ?, ?)"
+"""One part of a large snapshot's state, ``(seq, part, bytes)``, in a transaction of its
+own; its ``snapshots`` row is written after the last."""
+
+SNAPSHOT_PARTS = "SELECT bytes FROM snapshot_parts WHERE seq = ? ORDER BY part"
+"""The parts of a snapshot's state, in order."""
+
+DROP_A_LOOSE_PART = (
+    "DELETE FROM snapshot_parts WHERE rowid ="
+    " (SELECT rowid FROM snapshot_parts WHERE seq NOT IN (SELECT seq FROM snapshots) LIMIT 1)"
+)
+"""One part of no snapshot (pruned, dropped by compaction, or never finished): a
+transaction of its own each, so no commit waits behind the whole of them."""
 
 PUT_BASE_SNAPSHOT = (
     "INSERT OR REPLACE INTO snapshots (seq, ts, anchor, state, base) VALUES (?, ?, ?, ?, 1)"
