@@ -184,10 +184,11 @@ test_a_receiver_gets_at_most_the_limit_of_connections = each_loop(_limit)
 
 
 async def _stale() -> None:
-    """Catches a send lost to a keep-alive the server ended: the server answers the
-    first request and closes the connection at the second without a byte of answer;
-    the client sends that request again on a new connection and it is delivered (the
-    retry's backoff is not waited for a request that was never answered)."""
+    """Catches a request sent twice in one attempt (the receiver would see an attempt
+    the log does not, sooner than the backoff says) and a connection reused after its
+    server closed it: the server answers the first request and closes the connection
+    at the second without a byte of answer; that post is one retryable failure, and
+    the next goes on a new connection and is delivered."""
 
     async def close_at_second_on_first(request: Request) -> bytes | None:
         if request.connection == 1 and len(server.requests) == 2:
@@ -199,18 +200,22 @@ async def _stale() -> None:
     try:
         first = await poster.post(server.url, b'{"n": 1}')
         second = await poster.post(server.url, b'{"n": 2}')
+        third = await poster.post(server.url, b'{"n": 3}')
     finally:
         await poster.close()
         listening.close()
-    assert (first.error, second.error) == (None, None)
+    assert (first.error, third.error) == (None, None)
+    assert second.retryable
+    assert second.error is not None
+    assert second.error.startswith("connection error: server disconnected")
     assert [(r.connection, r.body) for r in server.requests] == [
         (1, b'{"n": 1}'),
         (1, b'{"n": 2}'),
-        (2, b'{"n": 2}'),
+        (2, b'{"n": 3}'),
     ]
 
 
-test_a_request_the_server_closed_an_idle_connection_on_goes_again = each_loop(_stale)
+test_a_request_whose_connection_ends_unanswered_is_one_failed_attempt = each_loop(_stale)
 
 
 async def _fresh_disconnect() -> None:

@@ -48,7 +48,7 @@ MAX_CONNECTIONS_PER_RECEIVER = 32
 MAX_ANSWER_BYTES = 64 * 1024
 # A pooled connection idle this long is closed rather than reused: shorter than the
 # keep-alive of common servers (uvicorn's 5 s, nginx's 75 s), so a request rarely meets
-# a connection its server is closing (``http1.Pool`` sends that one again anyway).
+# a connection its server is closing (a failed attempt, retried after the backoff).
 KEEPALIVE_SECONDS = 4.0
 
 _encoder = msgspec.json.Encoder()

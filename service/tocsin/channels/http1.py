@@ -13,10 +13,11 @@ request's bytes and the protocol glue, measured by ``bench/ceiling_delivery.py``
 
 What it does, as ``JsonPoster`` documents for the channels: at most ``limit``
 connections per origin (a send waits for one), a connection idle longer than
-``idle_seconds`` closed instead of reused, TLS with the context given, a request on a
-reused connection that the server had closed before answering sent once more on a new
-one (the server's keep-alive ending as the request left: the request never reached it),
-redirects never followed, no cookies, no proxies. An answer's body is kept up to
+``idle_seconds`` closed instead of reused, one that its server closed while idle never
+reused, TLS with the context given, redirects never followed, no cookies, no proxies.
+A request is sent once: one whose connection ends before its answer is an error (a
+delivery attempt, which the retry policy retries after its backoff; a resend here
+would be a second attempt the receiver sees and the log does not). An answer's body is kept up to
 ``max_body`` bytes; a longer one is cut there and its connection closed.
 """
 
@@ -111,7 +112,6 @@ class _Connection(asyncio.Protocol):
         self._name = ""
         self._chunks: list[bytes] = []
         self._size = 0
-        self.answered_bytes = 0
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
@@ -123,7 +123,6 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.answered_bytes += len(data)
         if self._waiter is None or self._waiter.done():
             self.close()  # bytes nobody asked for: the connection is not to be trusted
             return
@@ -207,7 +206,6 @@ class _Connection(asyncio.Protocol):
         """Send ``request`` and wait for its whole answer."""
         assert self._transport is not None
         self.reusable = False
-        self.answered_bytes = 0
         self._headers_done = False
         waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
@@ -272,20 +270,10 @@ class Pool:
         async with self._slots:
             loop = asyncio.get_running_loop()
             connection = self._reused(loop.time())
-            fresh = connection is None
             if connection is None:
                 connection = await self._connect()
             try:
-                try:
-                    answer = await connection.exchange(request)
-                except Disconnected:
-                    if fresh or connection.answered_bytes:
-                        raise
-                    # The server ended the idle connection as the request left: it was
-                    # never read, so it goes once more on a new connection.
-                    self._open.discard(connection)
-                    connection = await self._connect()
-                    answer = await connection.exchange(request)
+                answer = await connection.exchange(request)
             except BaseException:
                 connection.close()
                 self._open.discard(connection)
