@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import T0, Rig, event, wait_until
 from tocsin.bus.publisher import Publisher
-from tocsin.config import default_config, from_mapping
+from tocsin.config import Config, default_config, from_mapping
 from tocsin.core import events as ev
 from tocsin.core.state import AutoResolve
 from tocsin.core.times import now_us
@@ -81,6 +81,23 @@ async def test_a_commit_that_makes_a_timer_due_now_wakes_the_clock(
     assert timers._nudged.is_set()
 
 
+async def flushing_a_group_a_tick(
+    rig: Rig, reader: LogReader, config: Config, now: list[int]
+) -> tuple[Clock, Outbox]:
+    """A clock on injected time (``now[0]``) that flushes one group a tick
+    (``flush_alerts`` 1), and the outbox its commands publish through."""
+    outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+    await outbox.take_up()
+    timers = Clock(
+        Control(rig.ledger, reader, outbox),
+        rig.ledger,
+        config,
+        now=lambda: now[0],
+        flush_alerts=1,
+    )
+    return timers, outbox
+
+
 async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decides_more(
     rig: Rig,
 ) -> None:
@@ -101,15 +118,7 @@ async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decide
         lambda facts, _: committed.append(sum(isinstance(f, ev.GroupNotified) for f in facts))
     )
     reader = await LogReader.open(rig.ledger.path)
-    outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
-    await outbox.take_up()
-    timers = Clock(
-        Control(rig.ledger, reader, outbox),
-        rig.ledger,
-        config,
-        now=lambda: now[0],
-        flush_alerts=1,
-    )
+    timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
     router = Router(
         rig.nc,
         outbox,
@@ -176,15 +185,7 @@ async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_
     rig.ledger.clock = lambda: now[0]
     reader = await LogReader.open(rig.ledger.path)
     try:
-        outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
-        await outbox.take_up()
-        timers = Clock(
-            Control(rig.ledger, reader, outbox),
-            rig.ledger,
-            config,
-            now=lambda: now[0],
-            flush_alerts=1,
-        )
+        timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
         router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
         for service in ("api", "db", "web"):
             body = event(labels={"host": "h0", "service": service})

@@ -171,8 +171,7 @@ def commit(path: Path, prepared: Prepared, ts: int) -> tuple[int, bytes, ev.LogC
     try:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with tables.immediate_transaction(conn):
             last = conn.execute(tables.LAST_ROW).fetchone()
             new = tables.new_rows([tables.Fact(event)], ts, last[0], bytes(last[1]))
             conn.execute(tables.PUT_BASE_SNAPSHOT, (prepared.last_seq, ts, prepared.anchor, base))
@@ -182,11 +181,6 @@ def commit(path: Path, prepared: Prepared, ts: int) -> tuple[int, bytes, ev.LogC
             conn.execute(tables.NO_DELETE_TRIGGER)
             for statement, params in new.inserts():
                 conn.execute(statement, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
     return new.last_seq, new.last_hash, event

@@ -203,16 +203,9 @@ def _insert(conn: sqlite3.Connection, statements: Sequence[tuple[str, list[objec
     if len(statements) == 1:
         conn.execute(*statements[0])
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with tables.immediate_transaction(conn):
         for statement, params in statements:
             conn.execute(statement, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        # SQLite already rolled back on some errors (SQLITE_FULL among them).
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 class EventLog:

@@ -179,15 +179,9 @@ def storing(
             yield
         whole.release()
         encoded = PARTS_TAG + _PARTS.pack(len(starts), len(encoded))
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with tables.immediate_transaction(conn):
         conn.execute(tables.PUT_SNAPSHOT, (seq, ts, anchor, encoded))
         conn.execute(tables.PRUNE_SNAPSHOTS, (keep,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     del encoded
     while conn.execute(tables.DROP_A_LOOSE_PART).rowcount:
         yield

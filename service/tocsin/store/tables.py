@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Literal, NamedTuple
@@ -458,3 +459,19 @@ DROP_SNAPSHOTS_BEFORE = "DELETE FROM snapshots WHERE seq < ?"
 """Snapshots older than a new base: they cover rows that are gone."""
 
 BASE_SNAPSHOT = "SELECT seq, ts, anchor, state FROM snapshots WHERE base = 1 AND seq = ?"
+
+
+@contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` before the block and ``COMMIT`` after it on ``conn`` (a
+    connection in autocommit mode, ``isolation_level=None``), rolled back if the block
+    or the commit raises; SQLite has already rolled back after some errors (SQLITE_FULL
+    among them), and then there is nothing left to roll back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
