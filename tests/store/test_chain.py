@@ -4,11 +4,21 @@ the first row that does not follow, naming that row and why."""
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Iterator
 
 import pytest
 
-from tocsin.store.chain import GENESIS, ChainBreak, ChainRow, chain_hash, walk
+from tocsin.store.chain import (
+    GENESIS,
+    ChainBreak,
+    ChainRow,
+    chain_hash,
+    hashes_of,
+    kind_part,
+    walk,
+)
 
 
 def chained(count: int, first_seq: int = 1, previous: bytes = GENESIS) -> list[ChainRow]:
@@ -86,3 +96,20 @@ def test_the_walk_reads_no_further_than_the_first_break() -> None:
 
     with pytest.raises(ChainBreak):
         list(walk(source()))
+
+
+def test_a_rows_hash_is_sha256_over_the_previous_hash_seq_time_kind_and_data() -> None:
+    """Catches a change to the chain's formula (DESIGN.md: SHA-256 over the previous
+    hash, the seq, the append time, the kind and the canonical event bytes) when the
+    writer chains a batch in one loop (``hashes_of``) rather than a call a row: every log
+    written before would then fail ``verify``."""
+    previous, ts = b"\x05" * 32, 1_775_000_000_000_000
+    rows = [("alert.received", b'{"n":1}'), ("alert.suppressed", b'{"n":2}')]
+    expected, digest = [], previous
+    for seq, (kind, data) in enumerate(rows, 41):
+        head = struct.pack(">qq", seq, ts) + kind.encode() + b"\x00"
+        digest = hashlib.sha256(digest + head + data).digest()
+        expected.append(digest)
+    assert hashes_of(previous, 41, ts, [(kind_part(kind), data) for kind, data in rows]) == expected
+    assert chain_hash(expected[0], 42, ts, *rows[1]) == expected[1]
+    assert hashes_of(previous, 41, ts, []) == []

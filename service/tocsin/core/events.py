@@ -671,14 +671,15 @@ Event = (
     | AlertMoved
 )
 
-_encoder = msgspec.json.Encoder()
-# The log's decoder; ``decode`` wraps it, loops over many rows call it directly.
+# The log's encoder and decoder; ``encode`` and ``decode`` wrap them, loops over many
+# rows call them directly.
+encoder = msgspec.json.Encoder()
 decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 def encode(event: Event) -> bytes:
     """The canonical bytes of an event, as stored in the log (tag included)."""
-    return _encoder.encode(event)
+    return encoder.encode(event)
 
 
 def decode(data: bytes) -> Event:

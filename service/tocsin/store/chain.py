@@ -7,6 +7,7 @@ the chain agrees on what a break is and which row it is at."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,30 @@ T = TypeVar("T")
 
 def chain_hash(previous: bytes, seq: int, ts: int, kind: str, data: bytes) -> bytes:
     """The hash of a row given the hash of the row before it."""
-    return hashlib.sha256(previous + _PACK.pack(seq, ts) + kind.encode() + b"\x00" + data).digest()
+    return hashes_of(previous, seq, ts, [(kind_part(kind), data)])[-1]
+
+
+@functools.cache
+def kind_part(kind: str) -> bytes:
+    """A kind as its rows' hashes cover it: UTF-8, then a NUL (asked once a kind)."""
+    return kind.encode() + b"\x00"
+
+
+def hashes_of(
+    previous: bytes, first_seq: int, ts: int, rows: Iterable[tuple[bytes, bytes]]
+) -> list[bytes]:
+    """The hashes of rows appended together at ``ts``, seqs from ``first_seq`` on, the
+    first chained on ``previous``; each row is ``(kind_part(kind), data)``. The writer
+    chains a batch's rows here in one loop: a call per row cost ~0.3 us of the router's
+    ~0.8 a row (issue #20)."""
+    sha256, pack, join = hashlib.sha256, _PACK.pack, b"".join
+    hashes: list[bytes] = []
+    seq = first_seq
+    for kind, data in rows:
+        previous = sha256(join((previous, pack(seq, ts), kind, data))).digest()
+        hashes.append(previous)
+        seq += 1
+    return hashes
 
 
 class ChainBreak(Exception):

@@ -25,7 +25,7 @@ from itertools import chain
 from typing import Any, Literal, NamedTuple
 
 from tocsin.core import events as ev
-from tocsin.store.chain import ChainRow, chain_hash
+from tocsin.store.chain import ChainRow, hashes_of, kind_part
 
 # ``fingerprint`` has no index (one made by an older version is dropped at open): in a
 # storm of new alerts each row landed on its own page of it, 11 us of the router's CPU
@@ -142,10 +142,11 @@ DERIVED_COLUMNS = ("kind", "fingerprint", "alert_id")
 
 def derived_columns(event: ev.Event) -> DerivedColumns:
     """The ``kind``, ``fingerprint`` and ``alert_id`` columns of ``event``'s row: the
-    writer fills them from here and ``verify`` checks every row against here, so a
-    column edited behind the log's back (the hash covers ``data``, not the columns) is
-    found the way the writer would have written it."""
-    kind, fingerprint, alert_id = _columns_of(type(event))
+    writer fills them from here (``new_rows``, through the same ``_columns_of``) and
+    ``verify`` checks every row against here, so a column edited behind the log's back
+    (the hash covers ``data``, not the columns) is found the way the writer would have
+    written it."""
+    kind, _, fingerprint, alert_id = _columns_of(type(event))
     return (
         kind,
         event.fingerprint if fingerprint else None,  # type: ignore[union-attr]
@@ -153,14 +154,28 @@ def derived_columns(event: ev.Event) -> DerivedColumns:
     )
 
 
-@functools.cache
-def _columns_of(kind: type[ev.Event]) -> tuple[str, bool, bool]:
-    """A kind's tag, and whether its facts have a ``fingerprint`` and an ``alert_id``:
-    asked once a kind, not twice a row (a ``getattr`` that misses raises inside)."""
-    fields = kind.__struct_fields__
-    tag = kind.__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag, "fingerprint" in fields, "alert_id" in fields
+_Columns = tuple[str, bytes, bool, bool]
+"""A kind's tag, the tag as the hash covers it (``chain.kind_part``), and whether its
+facts have a ``fingerprint`` and an ``alert_id``."""
+
+_COLUMNS: dict[type[ev.Event], _Columns] = {}
+
+
+def _columns_of(kind: type[ev.Event]) -> _Columns:
+    """What a row of ``kind`` takes from its type, asked once a kind, not for every row
+    (a ``getattr`` that misses raises inside): a dict the writer reads directly."""
+    known = _COLUMNS.get(kind)
+    if known is None:
+        fields = kind.__struct_fields__
+        tag = kind.__struct_config__.tag
+        assert isinstance(tag, str)
+        known = _COLUMNS[kind] = (
+            tag,
+            kind_part(tag),
+            "fingerprint" in fields,
+            "alert_id" in fields,
+        )
+    return known
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,23 +221,42 @@ def new_rows(
     """``facts`` as rows appended at ``ts`` after the row ``after_seq`` whose hash is
     ``after_hash``: seqs from the next one, each hash chained to the row before it,
     and the ``fingerprint`` / ``alert_id`` columns from the event. ``max_in_seq`` and
-    ``max_out_seq`` are the highest stream seqs logged so far. The router's commit
-    path: the per-row work is only what a row needs."""
+    ``max_out_seq`` are the highest stream seqs logged so far.
+
+    The router's commit path, done batch-wide: the facts are encoded in one pass, the
+    hashes chained in another (``chain.hashes_of``), each row's columns read from its
+    kind's entry, so a row costs no call of tocsin's own (issue #20)."""
+    facts = facts if isinstance(facts, list) else list(facts)
+    encode, columns, known = ev.encoder.encode, _COLUMNS.get, _columns_of
+    kinds = [columns(type(fact[0])) or known(type(fact[0])) for fact in facts]
+    datas = [encode(fact[0]) for fact in facts]
+    parts = zip([kind[1] for kind in kinds], datas, strict=True)
+    hashes = hashes_of(after_hash, after_seq + 1, ts, parts)
     rows: list[EventRow] = []
-    seq, previous = after_seq, after_hash
-    max_in, max_out = max_in_seq, max_out_seq
-    encode, derived = ev.encode, derived_columns
-    for event, in_seq, out_seq in facts:
+    seq, max_in, max_out = after_seq, max_in_seq, max_out_seq
+    for (event, in_seq, out_seq), (kind, _, fingerprint, alert_id), data, digest in zip(
+        facts, kinds, datas, hashes, strict=True
+    ):
         seq += 1
-        kind, fingerprint, alert_id = derived(event)
-        data = encode(event)
-        previous = chain_hash(previous, seq, ts, kind, data)
-        rows.append((seq, ts, kind, data, in_seq, out_seq, fingerprint, alert_id, previous))
+        rows.append(
+            (
+                seq,
+                ts,
+                kind,
+                data,
+                in_seq,
+                out_seq,
+                event.fingerprint if fingerprint else None,
+                event.alert_id if alert_id else None,
+                digest,
+            )
+        )
         if in_seq is not None and in_seq > max_in:
             max_in = in_seq
         if out_seq is not None and out_seq > max_out:
             max_out = out_seq
-    return NewRows(rows, seq, previous, max_in, max_out, after_seq, after_hash)
+    last_hash = hashes[-1] if hashes else after_hash
+    return NewRows(rows, seq, last_hash, max_in, max_out, after_seq, after_hash)
 
 
 def insert_sizes(rows: int) -> list[int]:
