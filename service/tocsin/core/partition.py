@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -171,11 +172,11 @@ def forward_headers(
     return out
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """An inbound message as its publisher sent it: the subject, its ``Nats-Msg-Id``,
     and its TOCSIN_IN seq when a partitioner forwarded it (``None`` when the router
-    reads TOCSIN_IN itself: its stream seq is then that)."""
+    reads TOCSIN_IN itself: its stream seq is then that). A tuple: the router makes one
+    a message, and a frozen dataclass cost ~0.4 us to make (issue #20)."""
 
     subject: str
     msg_id: str | None
@@ -185,9 +186,9 @@ class Origin:
 def origin_of(subject: str, headers: Mapping[str, str] | None, forwarded: bool) -> Origin:
     """What the router decides on: the message's own subject and id, or for one a
     partitioner ``forwarded``, those it carries in its headers."""
-    headers = headers or {}
     if not forwarded:
-        return Origin(subject, headers.get(MSG_ID))
+        return Origin(subject, None if headers is None else headers.get(MSG_ID))
+    headers = headers or {}
     seq = headers.get(ORIGIN_SEQ, "")
     return Origin(
         headers.get(ORIGIN_SUBJECT, subject),

@@ -15,16 +15,20 @@ import msgspec
 
 from tocsin.core import events as ev
 
+_STAMPED: frozenset[type[ev.Event]] = frozenset({ev.AlertRouted, ev.GroupNotified})
+"""The kinds of routed fact, which name the config version that decided them."""
 
-def stamped(facts: Sequence[ev.Event], version: str) -> list[ev.Event]:
+
+def stamped(facts: list[ev.Event], version: str) -> list[ev.Event]:
     """``facts`` with each routed fact that names no config version given ``version``
-    (one a stage already stamped keeps its own)."""
-    out: list[ev.Event] = []
-    for fact in facts:
-        if isinstance(fact, ev.AlertRouted | ev.GroupNotified) and fact.config_version is None:
-            fact = msgspec.structs.replace(fact, config_version=version)
-        out.append(fact)
-    return out
+    (one a stage already stamped keeps its own): the same list, changed in place, since
+    every caller hands over the list a decision just made. The router asks once an
+    event, and most events (a storm's duplicates) route nothing: a new list and a
+    union ``isinstance`` per fact cost ~1 us an event of W2 (issue #20)."""
+    for at, fact in enumerate(facts):
+        if type(fact) in _STAMPED and fact.config_version is None:  # type: ignore[union-attr]
+            facts[at] = msgspec.structs.replace(fact, config_version=version)
+    return facts
 
 
 def versions_of(loaded: Sequence[tuple[int, int, ev.ConfigLoaded]]) -> list[dict[str, object]]:
