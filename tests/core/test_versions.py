@@ -40,6 +40,31 @@ def test_stamped_marks_routed_facts_only_and_keeps_a_version_already_set() -> No
     assert out[2].config_version == "older"
 
 
+def test_stamped_changes_the_decisions_list_in_place_and_stamps_group_notifications() -> None:
+    """Catches ``stamped`` going back to a new list per event (the router's ~1 us an
+    event of W2, issue #20), and a kind check by exact type that misses
+    ``group.notified``: the list handed over is the one returned, its facts stamped."""
+    facts: list[ev.Event] = [routed()]
+    notified = ev.GroupNotified(
+        group_key="g",
+        receiver="ops",
+        notification_id="n2",
+        reason="firing",
+        alert_ids=["a1"],
+        resolved_alert_ids=[],
+        truncated=0,
+        group_labels={},
+        status="firing",
+        alerts=[],
+        due_at=5,
+        fired_at=5,
+    )
+    facts.append(notified)
+    out = stamped(facts, "v3")
+    assert out is facts
+    assert [f.config_version for f in out] == ["v3", "v3"]  # type: ignore[union-attr]
+
+
 def test_versions_of_lists_every_load_and_says_which_changed_the_version() -> None:
     """Catches a versions list that drops restarts or cannot tell a restart (same
     version) from a change."""
