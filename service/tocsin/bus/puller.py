@@ -57,6 +57,12 @@ def stored_at(msg: Msg) -> float:
     return int(_ack_tokens(msg)[2]) / 1e9
 
 
+def stored_us(msg: Msg) -> int:
+    """When the stream stored ``msg``: microseconds since the epoch, as tocsin keeps
+    instants (``core.times``)."""
+    return int(_ack_tokens(msg)[2]) // 1000
+
+
 class Puller:
     """A pull consumer read through one persistent inbox.
 

@@ -20,6 +20,24 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+ARRIVAL_CREDIT_US = 60 * _US
+"""At most this much of an inbound batch's wait in JetStream counts in its received
+time (``received_at``)."""
+
+
+def received_at(now: int, waited: int, last: int) -> int:
+    """When an inbound batch was received, on the ledger's clock ``now``: when JetStream
+    stored its last message, ``waited`` microseconds ago by the broker's and this host's
+    wall clocks. So a group's wait, dedup and flap windows and the hourly stats count
+    from an event's arrival, not from the moment a busy router got to it: in a storm
+    the router's backlog would otherwise add to every ``group_wait`` (issue #20, W5).
+    At most ``ARRIVAL_CREDIT_US`` before ``now`` (a broker whose clock runs behind
+    shifts times by no more), and never before ``last``, the newest time already in
+    the log: the log's times never go backwards."""
+    credited = min(max(waited, 0), ARRIVAL_CREDIT_US)
+    return max(last, now - credited)
+
+
 def format_us(us: int) -> str:
     """``2026-11-23T12:00:00.123456Z``: the one output format for instants."""
     seconds, micros = divmod(us, _US)

@@ -37,7 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from tocsin.bus.publisher import Publishes
-from tocsin.bus.puller import Puller, ack_all
+from tocsin.bus.puller import Puller, ack_all, stored_us
 from tocsin.core import events as ev
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.backoff import Backoff
@@ -86,6 +86,9 @@ class Step(ABC, Generic[Own]):
 
     name: ClassVar[str]  # its logger is tocsin.<name>, its fail-points <name>.before_commit...
     input: ClassVar[Input]  # the stream whose positions the log records for it
+    by_arrival: ClassVar[bool] = False
+    """Whether a batch's time is when its input arrived in JetStream (the router: a
+    group's wait counts from its first alert's arrival), not when it is decided."""
 
     @abstractmethod
     def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], Own]:
@@ -96,7 +99,7 @@ class Step(ABC, Generic[Own]):
     def facts(self, pulled: Pulled[Own], msg: Msg, position: int, at: int) -> list[ev.Event]:
         """The facts of one message the log does not hold yet, decided against the
         ledger's state (each message's facts are folded in before the next is decided);
-        ``at`` is the batch's append time."""
+        ``at`` is the batch's time (see ``by_arrival``)."""
 
     def outbound(self, pulled: Pulled[Own], state: State) -> list[Outbound]:
         """Once the batch is committed: what its facts justify publishing, those of
@@ -296,7 +299,8 @@ class Processor(Generic[Own]):
             if maybe_logged and renewed is None:
                 pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
             seen: set[int] = set(pulled.logged)
-            async with ledger.deciding() as batch:
+            arrived = stored_us(msgs[-1]) if step.by_arrival else None
+            async with ledger.deciding(arrived) as batch:
                 if after is not None and after.batch is not None and ledger.doomed(after.batch):
                     return None
                 if renewed is not None:

@@ -80,6 +80,7 @@ class Router(Step[Traced]):
 
     name = "router"
     input = Input.INBOUND
+    by_arrival = True
 
     def __init__(
         self,
