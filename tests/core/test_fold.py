@@ -344,3 +344,28 @@ def test_an_alerts_id_and_fingerprint_are_one_object_wherever_the_projection_hol
         assert delivery.order_key is alert.fingerprint
     # The dedup bucket they opened in (one here): one int object, not one per fact.
     assert len({id(opened.bucket) for opened in rebuilt.open_by_fingerprint.values()}) == 1
+
+
+def test_a_group_opened_counts_its_wait_from_its_first_alerts_arrival() -> None:
+    """Catches a fold that times a group from its row's append time when the fact says
+    when its first alert arrived (issue #20, W5), and one that breaks logs written
+    before ``opened_at`` existed (their groups count from the row's time)."""
+    second = 1_000_000
+
+    def opened(**arrival: int) -> ev.GroupOpened:
+        return ev.GroupOpened(
+            group_key="g",
+            receiver="hook",
+            route=0,
+            group_labels={"labels.service": "db"},
+            group_wait=30 * second,
+            group_interval=0,
+            **arrival,
+        )
+
+    appended = 1_800_000_000 * second
+    arrived, older = State(), State()
+    fold(arrived, 1, appended, opened(opened_at=appended - 250_000))
+    fold(older, 1, appended, opened())
+    assert arrived.groups["g"].opened_at == appended - 250_000
+    assert older.groups["g"].opened_at == appended

@@ -255,12 +255,13 @@ async def test_a_busy_routers_batch_is_received_when_it_arrived_not_when_decided
     finally:
         stop.set()
         await running
+        await reader.close()
     assert stored.time is not None
     arrived = int(stored.time.timestamp() * 1_000_000)
     [alert] = (a for a in rig.ledger.state.alerts.values() if a.labels["service"] == "api")
-    assert abs(alert.first_seen - arrived) <= 1 < busy_until - arrived
+    assert abs(alert.first_seen - arrived) <= 2 < busy_until - arrived  # µs: two clock reads
     [group] = (g for g in rig.ledger.state.groups.values() if g.labels == {"labels.service": "api"})
     assert group.due_at is not None
-    assert abs(group.due_at - (arrived + 30 * SECOND)) <= 1
+    assert abs(group.due_at - (arrived + 30 * SECOND)) <= 2
     await rig.ledger.settled()
     assert load_state(rig.ledger.path).alerts == rig.ledger.state.alerts  # the log says so too

@@ -354,6 +354,9 @@ class GroupOpened(_Event, frozen=True, tag="group.opened"):
     max_alerts: int = 100
     active_time_intervals: tuple[str, ...] = ()
     mute_time_intervals: tuple[str, ...] = ()
+    opened_at: int | None = None
+    """When its first alert was received (its ``received_at``): its wait counts from
+    there. ``None`` in logs written before: the time of the fact's row."""
 
 
 class AlertGrouped(_Event, frozen=True, tag="alert.grouped"):

@@ -508,7 +508,7 @@ def _group_opened(e: ev.GroupOpened, state: State, seq: int) -> None:
         active_intervals=e.active_time_intervals,
         mute_intervals=e.mute_time_intervals,
         members={},
-        opened_at=state.last_ts,
+        opened_at=state.last_ts if e.opened_at is None else e.opened_at,
     )
 
 

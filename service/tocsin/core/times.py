@@ -28,12 +28,13 @@ time (``received_at``)."""
 def received_at(now: int, waited: int, last: int) -> int:
     """When an inbound batch was received, on the ledger's clock ``now``: when JetStream
     stored its last message, ``waited`` microseconds ago by the broker's and this host's
-    wall clocks. So a group's wait, dedup and flap windows and the hourly stats count
-    from an event's arrival, not from the moment a busy router got to it: in a storm
-    the router's backlog would otherwise add to every ``group_wait`` (issue #20, W5).
-    At most ``ARRIVAL_CREDIT_US`` before ``now`` (a broker whose clock runs behind
-    shifts times by no more), and never before ``last``, the newest time already in
-    the log: the log's times never go backwards."""
+    wall clocks. So a group's wait and the flap windows count from an event's arrival,
+    not from the moment a busy router got to it: in a storm the router's backlog would
+    otherwise add to every ``group_wait`` (issue #20, W5). At most ``ARRIVAL_CREDIT_US``
+    before ``now`` (a broker whose clock runs behind shifts times by no more), and
+    never before ``last``, the newest time already in the log: a silence, an ack or a
+    config committed before the batch is decided applies to it, as it did when the
+    operator saw the storm. The rows keep their append time."""
     credited = min(max(waited, 0), ARRIVAL_CREDIT_US)
     return max(last, now - credited)
 

@@ -42,6 +42,7 @@ from tocsin.core import events as ev
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.state import State
+from tocsin.core.times import now_us, received_at
 from tocsin.observability.telemetry import Metrics
 from tocsin.pipeline import binding, faults
 from tocsin.store.eventlog import LogWriteError, Row
@@ -87,8 +88,9 @@ class Step(ABC, Generic[Own]):
     name: ClassVar[str]  # its logger is tocsin.<name>, its fail-points <name>.before_commit...
     input: ClassVar[Input]  # the stream whose positions the log records for it
     by_arrival: ClassVar[bool] = False
-    """Whether a batch's time is when its input arrived in JetStream (the router: a
-    group's wait counts from its first alert's arrival), not when it is decided."""
+    """Whether a batch's messages were received when they arrived in JetStream (the
+    router: a group's wait counts from its first alert's arrival), not when the batch
+    is decided (its rows' append time)."""
 
     @abstractmethod
     def begin(self, msgs: Sequence[Msg], state: State) -> tuple[list[int], Own]:
@@ -99,7 +101,7 @@ class Step(ABC, Generic[Own]):
     def facts(self, pulled: Pulled[Own], msg: Msg, position: int, at: int) -> list[ev.Event]:
         """The facts of one message the log does not hold yet, decided against the
         ledger's state (each message's facts are folded in before the next is decided);
-        ``at`` is the batch's time (see ``by_arrival``)."""
+        ``at`` is when it was received (see ``by_arrival``)."""
 
     def outbound(self, pulled: Pulled[Own], state: State) -> list[Outbound]:
         """Once the batch is committed: what its facts justify publishing, those of
@@ -299,8 +301,8 @@ class Processor(Generic[Own]):
             if maybe_logged and renewed is None:
                 pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
             seen: set[int] = set(pulled.logged)
-            arrived = stored_us(msgs[-1]) if step.by_arrival else None
-            async with ledger.deciding(arrived) as batch:
+            async with ledger.deciding() as batch:
+                at = self._received_at(msgs, batch.ts) if step.by_arrival else batch.ts
                 if after is not None and after.batch is not None and ledger.doomed(after.batch):
                     return None
                 if renewed is not None:
@@ -310,7 +312,7 @@ class Processor(Generic[Own]):
                     if position in seen:
                         continue
                     seen.add(position)
-                    facts = step.facts(pulled, msg, position, batch.ts)
+                    facts = step.facts(pulled, msg, position, at)
                     fresh.append((batch.add_caused(facts, stream, position), position, facts))
                 if self._rider is not None:
                     self._rider(batch)
@@ -320,6 +322,14 @@ class Processor(Generic[Own]):
         except BaseException as error:
             step.ended(pulled, error)
             raise
+
+    def _received_at(self, msgs: Sequence[Msg], now: int) -> int:
+        """When a batch was received: when JetStream stored its last message (the
+        broker's wall clock) on the ledger's clock, whose time ``now`` the batch is
+        appended at (``times.received_at``). The two clocks are the same but in tests
+        that inject time."""
+        arrived = stored_us(msgs[-1]) + self._ledger.clock() - now_us()
+        return received_at(now, now - arrived, self._ledger.state.last_ts)
 
     async def _renewed_stream(self) -> binding.Incarnation | None:
         """The stream's incarnation, if it is not the one the log is bound to: someone

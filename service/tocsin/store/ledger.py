@@ -32,7 +32,7 @@ from tocsin.core import events as ev
 from tocsin.core.alert_index import AlertIndex, moved_by
 from tocsin.core.fold import fold, fold_stored
 from tocsin.core.state import State
-from tocsin.core.times import now_us, received_at
+from tocsin.core.times import now_us
 from tocsin.store import compaction
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError, Row
 from tocsin.store.snapshots import (
@@ -331,24 +331,19 @@ class Ledger:
                     self._snapshot()
 
     @asynccontextmanager
-    async def deciding(self, arrived: int | None = None) -> AsyncIterator[Batch]:
+    async def deciding(self) -> AsyncIterator[Batch]:
         """Add facts inside the block, under the ledger's lock; when it exits, the batch
         is queued to commit after every batch decided before it and the lock is let go,
         so the next batch can be decided meanwhile. Nothing the facts justify may leave
         before ``committed(batch)`` returns. An exception in the block undoes its facts
-        (the state is rebuilt once the batches before it are committed).
-
-        The batch's time is the ledger's clock, or, for input that JetStream stored at
-        ``arrived`` (its wall clock, in microseconds), when it arrived
-        (``times.received_at``): its wait until now is taken off the ledger's clock."""
+        (the state is rebuilt once the batches before it are committed)."""
         async with self._lock:
             if self._snapshot_due:
                 self._snapshot()
             self.alert_index.bound(self.state)
-            ts = self.clock()
-            if arrived is not None:
-                ts = received_at(ts, now_us() - arrived, self.state.last_ts)
-            batch = Batch(self.state, self._next_seq, ts, self._epoch, self.alert_index.dirty)
+            batch = Batch(
+                self.state, self._next_seq, self.clock(), self._epoch, self.alert_index.dirty
+            )
             try:
                 yield batch
                 # Chained and queued here, in the order batches are decided: the log's

@@ -246,7 +246,7 @@ def route(state: State, candidate: Candidate) -> bool:
     groups = candidate.groups(state)
     for target in groups:
         if target.grouping is not None and target.key not in state.groups:
-            facts.append(_opened(target, candidate.trace_id))
+            facts.append(_opened(target, candidate.trace_id, candidate.received_at))
         facts.append(_grouped(candidate, target))
     if not (receivers or groups) and reason != "resolved":
         newly = _told_nobody_yet(state, candidate.alert_id)
@@ -254,7 +254,7 @@ def route(state: State, candidate: Candidate) -> bool:
     return PASS
 
 
-def _opened(target: GroupTarget, trace_id: str | None) -> ev.GroupOpened:
+def _opened(target: GroupTarget, trace_id: str | None, at: int) -> ev.GroupOpened:
     grouping = target.grouping
     assert grouping is not None
     return ev.GroupOpened(
@@ -269,6 +269,7 @@ def _opened(target: GroupTarget, trace_id: str | None) -> ev.GroupOpened:
         active_time_intervals=grouping.active_intervals,
         mute_time_intervals=grouping.mute_intervals,
         trace_id=trace_id,
+        opened_at=at,
     )
 
 
@@ -379,7 +380,7 @@ def told_after_silence(
     opened = set() if opened is None else opened
     for target in groups:
         if target.grouping is not None and not (target.key in state.groups or target.key in opened):
-            facts.append(_opened(target, None))
+            facts.append(_opened(target, None, at))
             opened.add(target.key)
         facts.append(
             ev.AlertGrouped(
