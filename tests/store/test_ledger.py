@@ -329,3 +329,44 @@ async def test_each_batch_bounds_the_alert_index_nobody_walks(tmp_path: Path) ->
     await ledger.settled()
     assert ledger.alert_index.dirty == set(ledger.state.alerts)
     await ledger.close()
+
+
+async def test_a_snapshot_due_in_a_storm_waits_for_a_quiet_moment_or_twice_its_interval(
+    tmp_path: Path,
+) -> None:
+    """Catches a snapshot taken in the middle of a storm (issue #20: encoding and
+    storing one took ~6% of serve's CPU samples in W1) and one put off without bound
+    (a start would fold an ever longer tail). The log's thread is held by jobs queued
+    ahead of the commits, so a commit is still queued when the next batch is decided."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=20)
+    first, then = threading.Event(), threading.Event()
+    try:
+        async with asyncio.timeout(10):
+            ledger.event_log._writer.submit(first.wait, 10)
+            async with ledger.deciding() as crossing:  # past 20 rows: a snapshot due
+                decide(ledger, crossing, 0, 8)
+            ledger.event_log._writer.submit(then.wait, 10)
+            async with ledger.deciding() as queued:  # its commit queued behind ``then``
+                decide(ledger, queued, 8, 1)
+            first.set()
+            await ledger.committed(crossing)
+            assert ledger._snapshot_due
+            async with ledger.deciding() as storm:  # a commit queued: not now
+                decide(ledger, storm, 9, 1)
+            assert ledger._snapshot_taken == 0
+            n = 10
+            while ledger.state.last_seq < 2 * 20:  # the storm goes on, a commit queued
+                async with ledger.deciding() as storm:
+                    decide(ledger, storm, n, 1)
+                n += 1
+                assert ledger._snapshot_taken == 0
+            async with ledger.deciding() as overdue:  # 40 rows on: now, storm or not
+                decide(ledger, overdue, n, 1)
+            assert ledger._snapshot_taken > 0
+    finally:
+        first.set()
+        then.set()
+    await ledger.settled()
+    await wait_until(lambda: ledger.snapshot_seq > 0, what="the overdue snapshot stored")
+    await ledger.close()
