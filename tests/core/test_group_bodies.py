@@ -121,3 +121,17 @@ def test_the_encoded_twins_keep_the_fields_of_what_they_stand_for() -> None:
         assert twin.__struct_fields__ == original.__struct_fields__
         assert twin.__struct_defaults__ == original.__struct_defaults__
         assert twin.__struct_config__.omit_defaults == original.__struct_config__.omit_defaults
+
+
+def test_a_listed_alert_seen_again_shows_both_instants() -> None:
+    """Catches the flush's shortcut for an alert seen once (its one instant formatted
+    once, for both fields) taken for an alert seen again: its ``last_seen`` is the
+    later event's, its ``first_seen`` the first's."""
+    run = Clocked()
+    run.feed(normalized(0, host="once", service="api"), TABLE)
+    run.feed(normalized(0, host="twice", service="api"), TABLE)
+    run.feed(normalized(20, host="twice", service="api"), TABLE, window=60.0)
+    [note] = notified(run.tick(T0 + 30 * 60 * SECOND))
+    seen = {a.labels["host"]: (a.first_seen, a.last_seen) for a in note.alerts}
+    assert seen["once"] == ("2027-01-15T08:00:00.000000Z", "2027-01-15T08:00:00.000000Z")
+    assert seen["twice"] == ("2027-01-15T08:00:00.000000Z", "2027-01-15T08:20:00.000000Z")
