@@ -16,6 +16,8 @@ from tocsin.core.contracts import GroupNotification, WorkItem
 from tocsin.core.outbound import group_notification_of, messages_for
 from tocsin.core.state import State
 from tocsin.core.times import Duration
+from tocsin.store import tables
+from tocsin.store.chain import GENESIS
 
 TABLE = grouped(
     group_by=["labels.service"],
@@ -135,3 +137,21 @@ def test_a_listed_alert_seen_again_shows_both_instants() -> None:
     seen = {a.labels["host"]: (a.first_seen, a.last_seen) for a in note.alerts}
     assert seen["once"] == ("2027-01-15T08:00:00.000000Z", "2027-01-15T08:00:00.000000Z")
     assert seen["twice"] == ("2027-01-15T08:00:00.000000Z", "2027-01-15T08:20:00.000000Z")
+
+
+def test_the_log_row_and_the_work_item_splice_the_facts_one_encoding() -> None:
+    """Catches a log writer or a work item that encodes a group's alerts again instead
+    of splicing ``alerts_json`` (twice the encoding on the router's core for a few
+    hundred alerts a body): given an ``alerts_json`` spaced unlike msgspec's output,
+    the row ``new_rows`` writes and the work item carry that spacing."""
+    fact = storm_facts()[0]
+    alerts = msgspec.json.encode(fact.alerts)
+    spaced = alerts.replace(b'","', b'", "')
+    fact.__dict__["alerts_json"] = msgspec.Raw(spaced)  # the cached property's slot
+    [row] = tables.new_rows([tables.Fact(fact)], T0, 0, GENESIS).rows
+    data = row[3]
+    assert isinstance(data, bytes)
+    assert b'"alerts":' + spaced + b',"due_at":' in data
+    assert ev.decode(data) == fact
+    [message] = messages_for(State(), 1, fact, None)
+    assert b'"alerts":' + spaced + b',"truncated_alerts":' in message.payload

@@ -398,7 +398,7 @@ class GroupNotified(_Event, frozen=True, tag="group.notified", dict=True, gc=Tru
         (``outbound``) splice these bytes, and the delivery passes them on to a webhook
         as they are, instead of each encoding a few hundred alerts again (issue #20's
         W5). Derived from a frozen field, so it never goes stale."""
-        return msgspec.Raw(_encoder.encode(self.alerts))
+        return msgspec.Raw(msgspec.json.encode(self.alerts))
 
 
 class GroupDeferred(_Event, frozen=True, tag="group.deferred"):
@@ -714,13 +714,20 @@ def _with_encoded_alerts(kind: type[GroupNotified]) -> type[Struct]:
 _GroupNotifiedEncoded = _with_encoded_alerts(GroupNotified)
 
 
+def encoded_group_notified(event: GroupNotified) -> bytes:
+    """``event``'s canonical bytes with its alerts spliced in as ``alerts_json`` holds
+    them: the same bytes as encoding it whole, without encoding its alerts again. Every
+    writer of a log row must encode a ``group.notified`` fact through here (``encode``
+    does), or its alerts are encoded twice (issue #20's W5)."""
+    fields = msgspec.structs.asdict(event)
+    fields["alerts"] = event.alerts_json
+    return msgspec.json.encode(_GroupNotifiedEncoded(**fields))
+
+
 def encode(event: Event) -> bytes:
-    """The canonical bytes of an event, as stored in the log (tag included); a group's
-    notification with its alerts as ``alerts_json`` holds them (the same bytes)."""
+    """The canonical bytes of an event, as stored in the log (tag included)."""
     if type(event) is GroupNotified:
-        fields = msgspec.structs.asdict(event)
-        fields["alerts"] = event.alerts_json
-        return _encoder.encode(_GroupNotifiedEncoded(**fields))
+        return encoded_group_notified(event)
     return _encoder.encode(event)
 
 
