@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from msgspec import Struct
 
 from tocsin.channels.templates import TemplateConfigError, Templates
-from tocsin.core.contracts import Body
+from tocsin.core.contracts import Body, EncodedGroup
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.times import Duration
 
@@ -58,6 +58,18 @@ class Channel(Protocol):
     async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SendsEncodedGroups(Protocol):
+    """A channel that sends a group's notification with its alerts as the router
+    encoded them (``EncodedGroup``), never decoding them: the webhook, whose body is the
+    group body itself. A delivery worker hands any other channel the decoded
+    ``GroupNotification`` (``send``)."""
+
+    async def send_encoded(
+        self, group: EncodedGroup, *, traceparent: str | None = None
+    ) -> SendResult: ...
 
 
 class ChannelConfigError(ValueError):

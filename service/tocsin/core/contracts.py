@@ -157,11 +157,85 @@ Body = Notification | GroupNotification
 """Either body a channel sends."""
 
 
-def outcome_identity(body: Body) -> tuple[str, str, str | None]:
+class ListedAlert(Struct):
+    """What the delivery needs of a listed alert besides its bytes: its identity and
+    severity (the first one's name a group's outcomes and its severity)."""
+
+    alert_id: str
+    fingerprint: str
+    severity: Severity
+
+
+_listed_decoder = msgspec.json.Decoder(list[ListedAlert])
+_alerts_decoder = msgspec.json.Decoder(list[AlertInGroup])
+
+
+class EncodedGroup(Struct, kw_only=True):
+    """A group notification (``GroupNotification``'s fields, in its order) whose alert
+    list is kept as the JSON its ``group.notified`` fact was encoded with, once, on the
+    router (``events.GroupNotified.alerts_json``). Encoded, it is the same bytes as the
+    ``GroupNotification``, so a webhook sends a group's body without decoding its alerts
+    and encoding them again (0.2-0.8 ms a body of a few hundred, issue #20's W5); a
+    channel that renders the alerts asks for ``decoded``."""
+
+    notification_id: str
+    reason: GroupReason
+    receiver: str
+    group_key: str
+    group_labels: dict[str, str]
+    status: Status
+    alerts: msgspec.Raw
+    truncated_alerts: int = 0
+
+    def decoded(self) -> GroupNotification:
+        """The group notification these bytes are, its alerts decoded."""
+        return GroupNotification(
+            notification_id=self.notification_id,
+            reason=self.reason,
+            receiver=self.receiver,
+            group_key=self.group_key,
+            group_labels=self.group_labels,
+            status=self.status,
+            alerts=_alerts_decoder.decode(self.alerts),
+            truncated_alerts=self.truncated_alerts,
+        )
+
+    def first_listed(self) -> ListedAlert | None:
+        """The first (most severe, oldest) listed alert's identity and severity, read
+        from the bytes without building the alerts; ``None`` when none is listed."""
+        listed = _listed_decoder.decode(self.alerts)
+        return listed[0] if listed else None
+
+    @property
+    def severity(self) -> Severity:
+        """The group's severity, as ``GroupNotification.severity``."""
+        first = self.first_listed()
+        return first.severity if first is not None else "info"
+
+
+def encoded_group(group: GroupNotification) -> EncodedGroup:
+    """``group`` with its alerts encoded (a re-queued group, whose fact holds the body)."""
+    return EncodedGroup(
+        notification_id=group.notification_id,
+        reason=group.reason,
+        receiver=group.receiver,
+        group_key=group.group_key,
+        group_labels=group.group_labels,
+        status=group.status,
+        alerts=msgspec.Raw(msgspec.json.encode(group.alerts)),
+        truncated_alerts=group.truncated_alerts,
+    )
+
+
+def outcome_identity(body: Body | EncodedGroup) -> tuple[str, str, str | None]:
     """``(alert_id, fingerprint, group_key)`` the outcomes of a notification carry: a
     group's are its first listed alert's, with its group key."""
-    if isinstance(body, GroupNotification):
-        first = body.alerts[0] if body.alerts else None
+    if isinstance(body, GroupNotification | EncodedGroup):
+        first = (
+            body.first_listed()
+            if isinstance(body, EncodedGroup)
+            else (body.alerts[0] if body.alerts else None)
+        )
         return (
             (first.alert_id, first.fingerprint, body.group_key)
             if first
@@ -186,6 +260,26 @@ class WorkItem(Struct, kw_only=True):
 
     @property
     def body(self) -> Body:
+        """What to send."""
+        body = self.group or self.notification
+        assert body is not None, "a work item carries a notification or a group"
+        return body
+
+
+class EncodedWorkItem(Struct, kw_only=True):
+    """A ``WorkItem`` (its fields, in its order) whose group is an ``EncodedGroup``: the
+    same JSON, in which the router splices a group's alerts as its fact encoded them,
+    and from which a delivery worker reads every item, a group's alerts left encoded."""
+
+    notification: Notification | None = None
+    log_seq: int
+    trace_id: str | None = None
+    generation: int = 0
+    group: EncodedGroup | None = None
+    raise_order: bool = True
+
+    @property
+    def body(self) -> Notification | EncodedGroup:
         """What to send."""
         body = self.group or self.notification
         assert body is not None, "a work item carries a notification or a group"
@@ -247,6 +341,31 @@ class GroupDeliverySucceeded(GroupNotification, kw_only=True):
 
 class GroupDeliveryDeadLettered(GroupNotification, kw_only=True):
     """The ``alerts.delivery_failed`` message of a group notification."""
+
+    channel: str
+    attempts: int
+    failed_at: Timestamp
+    log_seq: int
+    error: str
+    last_status_code: int | None
+    trace_id: str | None = None
+
+
+class EncodedGroupDelivered(EncodedGroup, kw_only=True):
+    """``GroupDeliverySucceeded`` (its fields, in its order, the same JSON) with the
+    alerts as the work item carried them: a delivery worker's outcome message."""
+
+    channel: str
+    attempts: int
+    delivered_at: Timestamp
+    log_seq: int
+    trace_id: str | None = None
+    status_code: int | None = None
+
+
+class EncodedGroupDeadLettered(EncodedGroup, kw_only=True):
+    """``GroupDeliveryDeadLettered`` (its fields, in its order, the same JSON) with the
+    alerts as the work item carried them."""
 
     channel: str
     attempts: int

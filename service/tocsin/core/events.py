@@ -12,6 +12,7 @@ never reused; a new fact is a new kind.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -374,11 +375,11 @@ class AlertGrouped(_Event, frozen=True, tag="alert.grouped"):
     receiver: str
 
 
-class GroupNotified(_Event, frozen=True, tag="group.notified"):
+class GroupNotified(_Event, frozen=True, tag="group.notified", dict=True, gc=True):
     """A group's notification, the routed fact of a grouped route: fired by the clock
     at ``fired_at`` for a timer due at ``due_at``. ``alerts`` is the body's alert list
     exactly as sent (DESIGN.md invariant 6), so what a receiver was told is in the log
-    itself."""
+    itself. ``dict=True`` (so ``gc=True``) only to keep ``alerts_json``."""
 
     group_key: str
     receiver: str
@@ -393,6 +394,14 @@ class GroupNotified(_Event, frozen=True, tag="group.notified"):
     due_at: int
     fired_at: int
     config_version: str | None = None
+
+    @functools.cached_property
+    def alerts_json(self) -> msgspec.Raw:
+        """``alerts`` encoded, once: its log row (``encode``) and its work item
+        (``outbound``) splice these bytes, and the delivery passes them on to a webhook
+        as they are, instead of each encoding a few hundred alerts again (issue #20's
+        W5). Derived from a frozen field, so it never goes stale."""
+        return msgspec.Raw(msgspec.json.encode(self.alerts))
 
 
 class GroupDeferred(_Event, frozen=True, tag="group.deferred"):
@@ -680,8 +689,49 @@ encoder = msgspec.json.Encoder()
 decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
+def _with_encoded_alerts(kind: type[GroupNotified]) -> type[Struct]:
+    """``kind`` with its ``alerts`` taken as JSON already encoded (``msgspec.Raw``): the
+    same tag, fields, order, defaults and config, so it encodes to the same bytes."""
+    config = kind.__struct_config__
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field in msgspec.structs.fields(kind):
+        type_ = msgspec.Raw if field.name == "alerts" else field.type
+        if field.default is not msgspec.NODEFAULT:
+            fields.append((field.name, type_, field.default))
+        elif field.default_factory is not msgspec.NODEFAULT:
+            fields.append((field.name, type_, msgspec.field(default_factory=field.default_factory)))
+        else:
+            fields.append((field.name, type_))
+    twin = msgspec.defstruct(
+        f"{kind.__name__}Encoded",
+        fields,
+        kw_only=True,
+        frozen=True,
+        omit_defaults=config.omit_defaults,
+        tag_field=config.tag_field,
+        tag=config.tag,
+    )
+    assert twin.__struct_fields__ == kind.__struct_fields__, "a twin keeps the field order"
+    return twin
+
+
+_GroupNotifiedEncoded = _with_encoded_alerts(GroupNotified)
+
+
+def encoded_group_notified(event: GroupNotified) -> bytes:
+    """``event``'s canonical bytes with its alerts spliced in as ``alerts_json`` holds
+    them: the same bytes as encoding it whole, without encoding its alerts again. Every
+    writer of a log row must encode a ``group.notified`` fact through here (``encode``
+    does), or its alerts are encoded twice (issue #20's W5)."""
+    fields = msgspec.structs.asdict(event)
+    fields["alerts"] = event.alerts_json
+    return msgspec.json.encode(_GroupNotifiedEncoded(**fields))
+
+
 def encode(event: Event) -> bytes:
     """The canonical bytes of an event, as stored in the log (tag included)."""
+    if type(event) is GroupNotified:
+        return encoded_group_notified(event)
     return encoder.encode(event)
 
 

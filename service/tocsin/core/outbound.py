@@ -15,6 +15,8 @@ import msgspec
 from tocsin.core import events as ev
 from tocsin.core.contracts import (
     DeliveryDeadLettered,
+    EncodedGroup,
+    EncodedWorkItem,
     GroupDeliveryDeadLettered,
     GroupNotification,
     Notification,
@@ -112,7 +114,7 @@ def _work_item(
 
 
 def _queued(
-    item: WorkItem,
+    item: WorkItem | EncodedWorkItem,
     receiver: str,
     notification_id: str,
     fact_seq: int,
@@ -188,6 +190,21 @@ def group_notification_of(event: ev.GroupNotified) -> GroupNotification:
     )
 
 
+def encoded_group_of(event: ev.GroupNotified) -> EncodedGroup:
+    """``group_notification_of(event)`` with the alerts as the fact's encoding holds
+    them (``alerts_json``): encoded, the same bytes, without encoding them again."""
+    return EncodedGroup(
+        notification_id=event.notification_id,
+        reason=event.reason,
+        receiver=event.receiver,
+        group_key=event.group_key,
+        group_labels=event.group_labels,
+        status=event.status,
+        alerts=event.alerts_json,
+        truncated_alerts=event.truncated,
+    )
+
+
 def _group_notified(
     event: ev.GroupNotified,
     state: State,
@@ -195,12 +212,13 @@ def _group_notified(
     stream_seq: int | None,
     trace_headers: dict[str, str] | None,
 ) -> list[Outbound]:
-    """A group's work item, unless its notification is settled or re-queued since."""
+    """A group's work item, unless its notification is settled or re-queued since: the
+    alerts spliced in as its log row has them (``encoded_group_of``)."""
     delivery = state.deliveries.get(event.notification_id)
     if delivery is not None and (delivery.status in SETTLED or delivery.generation):
         return []
-    item = WorkItem(
-        group=group_notification_of(event),
+    item = EncodedWorkItem(
+        group=encoded_group_of(event),
         log_seq=seq,
         trace_id=event.trace_id,
         raise_order=_must_raise(state, event.notification_id, 0),

@@ -28,7 +28,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
-from tocsin.channels import Channel
+from tocsin.channels import Channel, SendsEncodedGroups
 from tocsin.config import RetrySection
 from tocsin.core.contracts import (
     Body,
@@ -36,11 +36,11 @@ from tocsin.core.contracts import (
     DeliveryDeadLettered,
     DeliverySucceeded,
     DeliverySuperseded,
-    GroupDeliveryDeadLettered,
-    GroupDeliverySucceeded,
-    GroupNotification,
+    EncodedGroup,
+    EncodedGroupDeadLettered,
+    EncodedGroupDelivered,
+    EncodedWorkItem,
     Notification,
-    WorkItem,
     outcome_identity,
 )
 from tocsin.core.outbound import Outbound
@@ -77,7 +77,8 @@ from tocsin.pipeline import faults
 
 log = logging.getLogger("tocsin.delivery")
 
-_work_decoder = msgspec.json.Decoder(WorkItem)
+# A group's alerts stay encoded (``EncodedGroup``): a webhook posts them as they are.
+_work_decoder = msgspec.json.Decoder(EncodedWorkItem)
 _encoder = msgspec.json.Encoder()
 OUTCOME_PUBLISH_PATIENCE = 20.0
 ORDER_PATIENCE = 1.0  # seconds the order record may take before a send goes ahead
@@ -285,13 +286,18 @@ class ReceiverWorker:
                 self._idle += 1
                 self._freed.set()
 
-    async def _send(self, body: Body, traceparent: str) -> SendResult:
+    async def _send(self, body: Body | EncodedGroup, traceparent: str) -> SendResult:
         """``body`` through the current channel, which is not closed while in use (a
-        reload may replace it meanwhile)."""
+        reload may replace it meanwhile). A group's alerts go on encoded to a channel
+        that sends them so (``SendsEncodedGroups``: the webhook), decoded to others."""
         channel = self._channel
         key = id(channel)
         self._sending[key] = self._sending.get(key, 0) + 1
         try:
+            if isinstance(body, EncodedGroup):
+                if isinstance(channel, SendsEncodedGroups):
+                    return await channel.send_encoded(body, traceparent=traceparent)
+                body = body.decoded()
             return await channel.send(body, traceparent=traceparent)
         finally:
             left = self._sending.pop(key) - 1
@@ -371,7 +377,7 @@ class ReceiverWorker:
             self._turbulence("reconnected to NATS")
         return tb.is_open(self._window, now)
 
-    async def _attempt(self, msg: Msg, item: WorkItem, span: Span) -> None:
+    async def _attempt(self, msg: Msg, item: EncodedWorkItem, span: Span) -> None:
         nid = item.body.notification_id
         count = delivery_count(msg)
         seq = stream_seq(msg)
@@ -524,7 +530,7 @@ class ReceiverWorker:
             return None
 
     async def _supersede(
-        self, msg: Msg, item: WorkItem, attempt: int, latest: order.Latest, span: Span
+        self, msg: Msg, item: EncodedWorkItem, attempt: int, latest: order.Latest, span: Span
     ) -> None:
         """Settle an item without sending it: its receiver already accepted ``latest``,
         routed after it. The fact goes to the log like any outcome (never on
@@ -598,11 +604,14 @@ class ReceiverWorker:
             return None
         return reply.data.decode(errors="replace")
 
-    def _outcome(self, item: WorkItem, attempt: int, result: SendResult, step: Step) -> Outbound:
+    def _outcome(
+        self, item: EncodedWorkItem, attempt: int, result: SendResult, step: Step
+    ) -> Outbound:
+        """The outcome message of an attempt; a group's lists its alerts as the work
+        item carried them (``EncodedGroupDelivered``: the same JSON, not re-encoded)."""
         notification = item.body
         nid = notification.notification_id
-        alert_id, fingerprint, group_key = outcome_identity(notification)
-        grouped = isinstance(notification, GroupNotification)
+        grouped = isinstance(notification, EncodedGroup)
         # A re-queued item's outcomes need ids JetStream has not deduplicated already.
         again = f":{item.generation}" if item.generation else ""
         body: dict[str, Any] = msgspec.structs.asdict(notification)
@@ -613,7 +622,7 @@ class ReceiverWorker:
             "trace_id": item.trace_id,
         }
         if step.action == "delivered":
-            delivered = GroupDeliverySucceeded if grouped else DeliverySucceeded
+            delivered = EncodedGroupDelivered if grouped else DeliverySucceeded
             message: Any = delivered(
                 **body,
                 **common,
@@ -623,7 +632,7 @@ class ReceiverWorker:
             )
             return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
         if step.action == "dead_letter":
-            dead = GroupDeliveryDeadLettered if grouped else DeliveryDeadLettered
+            dead = EncodedGroupDeadLettered if grouped else DeliveryDeadLettered
             message = dead(
                 **body,
                 **common,
@@ -646,6 +655,7 @@ class ReceiverWorker:
                 },
             )
             return Outbound(DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}")
+        alert_id, fingerprint, group_key = outcome_identity(notification)
         message = DeliveryAttemptFailed(
             notification_id=nid,
             receiver=self.receiver,
@@ -696,11 +706,13 @@ class ReceiverWorker:
             await asyncio.sleep(backoff.next())
 
 
-def _ordered_by(item: WorkItem) -> str:
+def _ordered_by(item: EncodedWorkItem) -> str:
     """What a receiver's notifications are ordered by (``order``): an alert's
     fingerprint, or a group's key (one PagerDuty incident, one Opsgenie alias each)."""
-    _, fingerprint, group_key = outcome_identity(item.body)
-    return group_key if group_key is not None else fingerprint
+    if item.group is not None:
+        return item.group.group_key
+    _, fingerprint, _ = outcome_identity(item.body)
+    return fingerprint
 
 
 def _describe(span: Span, result: SendResult, step: Step) -> None:

@@ -54,10 +54,15 @@ class _FirstAlert(msgspec.Struct):
     fingerprint: str
 
 
+_first_alert = msgspec.json.Decoder(_FirstAlert)
+
+
 class _Outcome(msgspec.Struct, kw_only=True):
     """The fields of an ``alerts.delivered`` / ``alerts.delivery_failed`` message the
     log records, for an alert's notification and a group's alike (a group's alert
-    fields are its first alert's; the rest of the body is not decoded at all)."""
+    fields are its first alert's; the rest of the body is not decoded at all: a
+    group's listed alerts stay encoded, ``msgspec.Raw`` each, and only the first is
+    read, 0.39 -> 0.24 us a listed alert on the router's core, issue #20's W5)."""
 
     notification_id: str
     receiver: str
@@ -66,7 +71,7 @@ class _Outcome(msgspec.Struct, kw_only=True):
     alert_id: str = ""
     fingerprint: str = ""
     group_key: str | None = None
-    alerts: list[_FirstAlert] = []
+    alerts: list[msgspec.Raw] = []
     delivered_at: str = ""
     failed_at: str = ""
     error: str = ""
@@ -76,7 +81,8 @@ class _Outcome(msgspec.Struct, kw_only=True):
 
     def identity(self) -> tuple[str, str]:
         if self.group_key is not None and self.alerts:
-            return self.alerts[0].alert_id, self.alerts[0].fingerprint
+            first = _first_alert.decode(self.alerts[0])
+            return first.alert_id, first.fingerprint
         return self.alert_id, self.fingerprint
 
 
