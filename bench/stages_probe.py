@@ -138,11 +138,14 @@ def install() -> None:
     def routed_rows(new: Any) -> list[bytes]:
         return [row[3] for row in new.rows if row[2] == "alert.received"]
 
-    def queued(_: Any, self: Any, new: Any) -> None:
+    append_rows = eventlog.EventLog.append_rows
+
+    def queued(self: Any, new: Any) -> Any:
         for data in routed_rows(new):
             _note("queued", data)
+        return append_rows(self, new)
 
-    _after(eventlog.EventLog, "append_rows", queued)
+    eventlog.EventLog.append_rows = queued  # type: ignore[method-assign]
 
     def advanced(_: Any, self: Any, new: Any) -> None:
         for data in routed_rows(new):
