@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 
 import pytest
 
 from tocsin.core import events as ev
-from tocsin.store import eventlog, forensics
+from tocsin.store import forensics
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError
-from tocsin.store.tables import insert_sizes, new_rows
+from tocsin.store.tables import insert_sizes
 
 
 def test_a_batch_is_inserted_in_a_few_statements_of_cached_shapes() -> None:
@@ -79,28 +78,3 @@ async def test_a_batch_that_does_not_fit_leaves_no_row_behind(tmp_path: Path) ->
     assert await log.append(big[:2], ts=3) == [2, 3]
     await log.close()
     assert forensics.verify(path).ok
-
-
-async def test_a_small_commit_hands_the_gil_to_the_logs_thread_and_a_storms_does_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lone event's commit gives up the GIL once queued, so the log's thread starts it
-    at once rather than after the event loop's other work (W3, ~60 us a lone event); a
-    storm's batch, more than ``HAND_OVER_ROWS`` rows, does not stop the loop for its
-    thread. Catches the hand-over dropped, or paid by every batch. Both commit."""
-    given_up: list[float] = []
-
-    class Time:
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            given_up.append(seconds)
-            time.sleep(seconds)
-
-    monkeypatch.setattr(eventlog, "time", Time)
-    log = await EventLog.open(tmp_path / "log.db")
-    for size in (3, eventlog.HAND_OVER_ROWS, eventlog.HAND_OVER_ROWS + 1):
-        facts = [Fact(ev.AlertResolveIgnored(fingerprint=f"f{i}")) for i in range(size)]
-        log.advance(await log.append_rows(new_rows(facts, 1, log.last_seq, log.last_hash)))
-    assert given_up == [0, 0]
-    assert log.last_seq == 3 + 2 * eventlog.HAND_OVER_ROWS + 1
-    await log.close()

@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import re
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,13 +33,6 @@ from tocsin.store.tables import NO_DELETE_TRIGGER, SCHEMA, NewRows
 from tocsin.store.tables import Fact as Fact  # appended facts are built by this name
 
 T = TypeVar("T")
-
-HAND_OVER_ROWS = 32
-"""A commit of at most this many rows (a lone event's, an outcome's) gives up the GIL
-once queued (``time.sleep(0)``), so the log's thread, woken for it, starts the commit
-(its INSERT releases the GIL again) instead of waiting until the event loop has nothing
-left to run: at W3's steady rate ~60 us of a lone event's path. A storm's batch (more
-rows, its thread busy anyway) does not."""
 
 
 class LogWriteError(RuntimeError):
@@ -314,10 +306,7 @@ class EventLog:
         nothing is written and the future's ``LogWriteError`` says so: rows queued
         behind a commit that failed. Once queued, they are written or refused whether
         or not anyone awaits the future."""
-        written = self._writer.submit(self._writer.write, new)
-        if len(new.rows) <= HAND_OVER_ROWS:
-            time.sleep(0)  # see HAND_OVER_ROWS
-        return written
+        return self._writer.submit(self._writer.write, new)
 
     def advance(self, new: NewRows) -> None:
         """``new``'s rows are committed: the position moves past them. The ledger
