@@ -26,6 +26,10 @@ Stages, in the order an event meets them:
   send          delivery: checked, handed to its channel (``ReceiverWorker._send``)
   post          delivery: the POST's bytes written to the socket (``exchange``)
   published     serve: the work item's PubAck has come (``Router.reached``)
+
+and, keyed ``-``, what a lone event may wait behind in serve: each of the recorder's
+batches (``recorder_begun``) and each commit not the router's (``other_write_start``,
+``other_write_end``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 KEY = re.compile(rb"w3-\d+")
+OTHER = "-"  # the key of what is no W3 event's: the recorder's batches and commits
 _records: list[tuple[str, str, int]] = []
 
 
@@ -94,7 +99,7 @@ def _after(owner: Any, name: str, note: Callable[..., None]) -> None:
 def install() -> None:
     from tocsin.bus import publisher, puller
     from tocsin.channels import http1
-    from tocsin.pipeline import delivery, router
+    from tocsin.pipeline import delivery, recorder, router
     from tocsin.store import eventlog, ledger
 
     atexit.register(_dump)
@@ -127,6 +132,11 @@ def install() -> None:
             _note("begun", msg.data)
 
     _after(router.Router, "begin", begun)
+
+    def recording(_: Any, self: Any, msgs: Any, state: Any) -> None:
+        _records.append(("recorder_begun", OTHER, time.time_ns()))
+
+    _after(recorder.Recorder, "begin", recording)
 
     def reached(_: Any, self: Any, pulled: Any, milestone: str) -> None:
         if milestone != "decided":
@@ -163,6 +173,9 @@ def install() -> None:
     def timed_write(self: Any, new: Any) -> Any:
         started = time.time_ns()
         result = write(self, new)
+        if not routed_rows(new):  # another commit (the recorder's): what a router's waits on
+            _records.append(("other_write_start", OTHER, started))
+            _records.append(("other_write_end", OTHER, time.time_ns()))
         for data in routed_rows(new):
             found = KEY.search(data)
             if found is not None:

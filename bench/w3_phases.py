@@ -72,6 +72,8 @@ STAGES = (
     ("  -> the POST's bytes written", "send", "post"),
     ("POST written -> the webhook's handler has it", "post", "receipt"),
     ("serve: pull returned -> work item queued", "in_taken", "work_sent"),
+    ("serve: rows queued -> on disk", "queued", "write_end"),
+    ("serve: on disk -> work item queued", "write_end", "work_sent"),
     ("delivery: arrival -> POST written", "work", "post"),
     ("the router: PubAck after the PUB queued", "work_sent", "published"),
     ("total", "sent", "receipt"),
@@ -270,7 +272,11 @@ def main() -> None:
         values.sort()
         if values:
             p50, p90 = values[len(values) // 2], values[int(len(values) * 0.9)]
-            print(f"  {name:44s} p50 {p50:7.3f}  p90 {p90:7.3f}  max {values[-1]:7.2f}")
+            p99 = values[int(len(values) * 0.99)]
+            print(
+                f"  {name:44s} p50 {p50:7.3f}  p90 {p90:7.3f}  p99 {p99:7.2f}"
+                f"  max {values[-1]:7.2f}"
+            )
     print("command: .venv/bin/python bench/w3_phases.py " + " ".join(sys.argv[1:]))
 
 
