@@ -455,7 +455,10 @@ async def run_floors(runs: int, deadline: float) -> dict[str, Any]:
     from bench.floors import w3_floor  # brings in nats and the tests' server helper
 
     async def once(run: int) -> dict[str, Any]:
-        _say(f"-- W3's floor (two JetStream hops and an fsync, each alone), run {run} of {runs}")
+        _say(
+            "-- W3's floor (two JetStream hops, an fsync and the webhook POST, each alone),"
+            f" run {run} of {runs}"
+        )
         try:
             floor = await w3_floor()
         except Exception as error:  # a figure missing, not the run lost

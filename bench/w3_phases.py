@@ -11,9 +11,12 @@ at the webhook (also in this process, wall clock):
   route end -> deliver start   the work item waiting for a delivery worker's pull
   deliver start -> receipt     the webhook POST until the receiver has it
 
-Recording spans costs ~130 us each, which this rate does not notice.
+Recording spans costs ~130 us each. With ``--stages`` tracing is off and the same run
+is split finer by timestamps taken inside both tocsin processes
+(``bench/stages_probe.py``: a few us a stage), from the publish to the POST's bytes on
+the socket and the webhook's receipt.
 
-Run: .venv/bin/python bench/w3_phases.py [--seconds 8] [--rate 200]
+Run: .venv/bin/python bench/w3_phases.py [--seconds 8] [--rate 200] [--stages]
 """
 
 from __future__ import annotations
@@ -51,6 +54,31 @@ ROUTE_PARTS = (
 PHASES = ("publish -> route start", "route span", *ROUTE_PARTS, "route end -> deliver start")
 PHASES += ("deliver start -> receipt", "total")
 
+# With --stages: (phase, from stage, to stage); "sent" and "receipt" are this process's.
+STAGES = (
+    ("publish -> serve has it (JetStream hop)", "sent", "in"),
+    ("  -> the router's pull returns it", "in", "in_taken"),
+    ("  -> the router begins its batch", "in_taken", "begun"),
+    ("  -> decided, rows queued to the log", "begun", "queued"),
+    ("  -> the log's thread starts the commit", "queued", "write_start"),
+    ("  the commit (thread)", "write_start", "write_end"),
+    ("  -> the event loop has its result", "write_end", "advanced"),
+    ("  -> the router sees it committed", "advanced", "committed"),
+    ("  -> work item PUB queued", "committed", "work_sent"),
+    ("work item queued -> delivery has it (hop)", "work_sent", "work"),
+    ("  -> the worker's pull returns it", "work", "work_taken"),
+    ("  -> a sender starts on it", "work_taken", "deliver"),
+    ("  -> handed to the channel", "deliver", "send"),
+    ("  -> the POST's bytes written", "send", "post"),
+    ("POST written -> the webhook's handler has it", "post", "receipt"),
+    ("serve: pull returned -> work item queued", "in_taken", "work_sent"),
+    ("serve: rows queued -> on disk", "queued", "write_end"),
+    ("serve: on disk -> work item queued", "write_end", "work_sent"),
+    ("delivery: arrival -> POST written", "work", "post"),
+    ("the router: PubAck after the PUB queued", "work_sent", "published"),
+    ("total", "sent", "receipt"),
+)
+
 
 class Collector:
     """OTLP/HTTP traces and webhook receipts, both on one local aiohttp app."""
@@ -87,7 +115,7 @@ class Collector:
         return web.Response(text="ok")
 
 
-async def run(seconds: float, rate: float) -> dict[str, list[float]]:
+async def run(seconds: float, rate: float, stages: bool = False) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="tocsin-w3-"))
     nats_port, api_port, port = free_port(), free_port(), free_port()
     collector = Collector()
@@ -108,8 +136,17 @@ async def run(seconds: float, rate: float) -> dict[str, list[float]]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    if stages:  # tracing off; every tocsin process runs the probe (see stages_probe)
+        probe = tmp / "probe"
+        probe.mkdir()
+        (probe / "sitecustomize.py").write_text(
+            "import bench.stages_probe\nbench.stages_probe.install()\n"
+        )
+        path = os.pathsep.join([str(probe), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path, "TOCSIN_STAGES": str(probe)}
+    else:
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
     tocsin = await asyncio.create_subprocess_exec(
         *[str(BIN / "tocsin"), "--log-level", "warning", "serve", "--data-dir", str(tmp / "data")],
         *["--nats-url", f"nats://127.0.0.1:{nats_port}", "--config", str(config)],
@@ -140,7 +177,29 @@ async def run(seconds: float, rate: float) -> dict[str, list[float]]:
         server.terminate()
         await asyncio.wait_for(server.wait(), 10)
         await runner.cleanup()
+    if stages:
+        return staged(tmp / "probe", collector, sent)
     return phases(collector, sent)
+
+
+def staged(probe: Path, collector: Collector, sent: dict[str, int]) -> dict[str, list[float]]:
+    """Each event's stages (the earliest time each was noted, in any process's file),
+    its publish and its receipt here: the ``STAGES`` differences in ms."""
+    seen: dict[str, dict[str, int]] = {}
+    for path in probe.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            stage, key, ns = json.loads(line)
+            times = seen.setdefault(key, {})
+            times[stage] = min(ns, times.get(stage, ns))
+    out: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    for key, at in sent.items():
+        times = {**seen.get(key, {}), "sent": at}
+        if key in collector.receipts:
+            times["receipt"] = collector.receipts[key]
+        for name, earlier, later in STAGES:
+            if earlier in times and later in times:
+                out[name].append((times[later] - times[earlier]) / 1e6)
+    return out
 
 
 async def connect(url: str, patience: float) -> nats.NATS:
@@ -203,14 +262,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument(
+        "--stages", action="store_true", help="tracing off; timestamps inside tocsin instead"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.seconds, args.rate))
-    print(f"{len(result['total'])} events traced; ms:")
+    result = asyncio.run(run(args.seconds, args.rate, args.stages))
+    print(f"{len(result['total'])} events {'staged' if args.stages else 'traced'}; ms:")
     for name, values in result.items():
         values.sort()
         if values:
             p50, p90 = values[len(values) // 2], values[int(len(values) * 0.9)]
-            print(f"  {name:30s} p50 {p50:7.2f}  p90 {p90:7.2f}  max {values[-1]:7.2f}")
+            p99 = values[int(len(values) * 0.99)]
+            print(
+                f"  {name:44s} p50 {p50:7.3f}  p90 {p90:7.3f}  p99 {p99:7.2f}"
+                f"  max {values[-1]:7.2f}"
+            )
     print("command: .venv/bin/python bench/w3_phases.py " + " ".join(sys.argv[1:]))
 
 

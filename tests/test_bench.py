@@ -507,3 +507,43 @@ def test_a_latency_target_below_the_floor_of_parts_not_owned_says_so() -> None:
     assert "| ≤ 1.5x AM | **not met, below the floor** |" in table
     measured["floor"] = {**report.median_tree([{"p50_ms": 1.0}]), "runs": [{"p50_ms": 1.0}]}
     assert line(report.lines(measured), "W3 latency p50").verdict == report.NOT_MET
+
+
+async def test_the_w3_floor_times_the_webhook_post_alone_too() -> None:
+    """W3's floor is the sum of every part tocsin does not own, the webhook POST over
+    loopback to the bench's receiver among them (Alertmanager pays it too). Catches a
+    floor that leaves the POST out (its sum would then be of three parts) or times it
+    with no receipt at all."""
+    from bench import floors
+
+    floor = await floors.w3_floor(n=10)
+    parts = floor["parts"]
+    post = parts["webhook POST over loopback (write -> receipt)"]
+    assert len(parts) == 4
+    assert 0 < post["p50_ms"] <= post["p99_ms"] < 1000
+    assert floor["p50_ms"] == sum(part["p50_ms"] for part in parts.values())
+
+
+def test_the_stages_of_an_event_are_the_differences_of_its_first_timestamps(
+    tmp_path: Path,
+) -> None:
+    """``w3_phases.py --stages`` joins each event's timestamps from every process's
+    file by its key, the earliest of each stage (a stage noted again later, as a retry
+    would, does not count), with the publish and the receipt taken in the bench.
+    Catches a phase read from another event's or a later stage's timestamp."""
+    from bench import w3_phases
+
+    ms = 1_000_000
+    (tmp_path / "1.jsonl").write_text(
+        "".join(
+            json.dumps(record) + "\n"
+            for record in (["in", "w3-0", 2 * ms], ["in", "w3-1", 9 * ms], ["work", "w3-0", 5 * ms])
+        )
+    )
+    (tmp_path / "2.jsonl").write_text(json.dumps(["work", "w3-0", 4 * ms]) + "\n")
+    collector = w3_phases.Collector()
+    collector.receipts = {"w3-0": 6 * ms}
+    out = w3_phases.staged(tmp_path, collector, {"w3-0": 1 * ms, "w3-1": 8 * ms})
+    assert out["publish -> serve has it (JetStream hop)"] == [1.0, 1.0]
+    assert out["  -> handed to the channel"] == []
+    assert out["total"] == [5.0]

@@ -8,7 +8,8 @@ latency) are ``prometheus_client`` histograms in the same registry: the SDK's ``
 costs ~30 us in a delivery (attribute cleaning and hashing, a measurement object), a
 ``prometheus_client`` child ~2 us, and /metrics shows the same series.
 Counts of facts are taken from what was committed to the log, never before: the ledger
-calls ``count_committed`` after each commit. Gauges are read at scrape time from values
+calls ``count_committed`` after each commit, which sums them in a dict; a scrape hands
+the sums to the SDK's counters (``render``). Gauges are read at scrape time from values
 kept in memory; consumer pending counts are refreshed by ``watch_consumers`` in the
 background, so a scrape never waits on NATS.
 """
@@ -275,6 +276,8 @@ class Metrics:
         # yet delivered or dead-lettered: the start of their end-to-end latency.
         self._routed_at: dict[str, tuple[int, str]] = {}
         self._sources: set[str] = set()  # the source label values given out so far
+        # Committed facts counted, not yet added to the SDK's counters (``render`` does).
+        self._uncounted: Counter[tuple[str, Labels]] = Counter()
 
     @functools.cached_property
     def _meter(self) -> Meter:
@@ -504,14 +507,23 @@ class Metrics:
         its ``last_ts`` is their append time). A batch of a thousand facts makes a
         handful of SDK calls: counts are summed per label set first (an SDK ``add``
         costs ~8 us, too much to pay per fact on the router's hot path)."""
-        tally = _Tally(state)
+        tally = _Tally(state, self._uncounted)
         for event in events:
             count = _COUNTS[type(event)]
             if count is not None:
                 count(event, self, tally)
         tally.end_inbound()
-        for (name, labels), n in tally.counts.items():
+
+    def _add_uncounted(self) -> None:
+        """Hand the counts summed since the last scrape to the SDK's counters. Done at
+        scrape time, not per commit: the ledger runs ``count_committed`` between a
+        commit and the work items it justifies, and three SDK ``add`` calls cost a lone
+        event ~25-80 us there (W3, ``bench/w3_phases.py --stages``); here they are
+        one per label set per scrape."""
+        uncounted = self._uncounted
+        for (name, labels), n in uncounted.items():
             getattr(self, name).add(n, dict(labels))
+        uncounted.clear()
 
     def _settled(
         self,
@@ -543,6 +555,7 @@ class Metrics:
             )
 
     def render(self) -> bytes:
+        self._add_uncounted()
         self._meter  # noqa: B018 - the SDK's reader writes its series into the registry
         return generate_latest(self.registry)
 
@@ -556,8 +569,8 @@ class _Tally:
 
     __slots__ = ("counts", "routed_reason", "severity", "state")
 
-    def __init__(self, state: State) -> None:
-        self.counts: Counter[tuple[str, Labels]] = Counter()
+    def __init__(self, state: State, counts: Counter[tuple[str, Labels]]) -> None:
+        self.counts = counts  # the metrics' counts not yet handed to the SDK
         self.routed_reason: str | None = None  # of the inbound event being walked
         self.severity = UNKNOWN  # of the inbound event being walked
         self.state = state
