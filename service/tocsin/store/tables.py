@@ -230,10 +230,7 @@ def new_rows(
     encode, columns, known = ev.encoder.encode, _COLUMNS.get, _columns_of
     kinds = [columns(type(fact[0])) or known(type(fact[0])) for fact in facts]
     group, encode_group = ev.GroupNotified, ev.encoded_group_notified  # alerts encoded once
-    datas = [
-        encode_group(fact[0]) if type(fact[0]) is group else encode(fact[0])
-        for fact in facts
-    ]
+    datas = [encode_group(fact[0]) if type(fact[0]) is group else encode(fact[0]) for fact in facts]
     parts = zip([kind[1] for kind in kinds], datas, strict=True)
     hashes = hashes_of(after_hash, after_seq + 1, ts, parts)
     rows: list[EventRow] = []
