@@ -460,6 +460,36 @@ async def test_openapi_describes_every_path_of_the_contract(http: httpx.AsyncCli
     assert "severity" in document["components"]["schemas"]["InboundEvent"]["required"]
 
 
+async def test_openapi_describes_a_notification_answer_as_an_alerts_or_a_groups(
+    http: httpx.AsyncClient,
+) -> None:
+    """Catches the notification endpoint's OpenAPI naming only the alert body while it
+    answers a group's too (DESIGN.md section 11), or a document Litestar cannot make
+    (msgspec takes no union of two untagged Structs in one field): the answer is one of
+    two views, each with its own ``body``."""
+    document = (await http.get("/openapi.json")).json()
+    answer = document["paths"]["/api/v1/notifications/{notification_id}"]["get"]["responses"]
+    schema = answer["200"]["content"]["application/json"]["schema"]
+    assert schema == {
+        "oneOf": [
+            {"$ref": "#/components/schemas/NotificationView"},
+            {"$ref": "#/components/schemas/GroupNotificationView"},
+        ]
+    }
+    schemas = document["components"]["schemas"]
+    bodies = {
+        name: schemas[name]["properties"]["body"]
+        for name in ("NotificationView", "GroupNotificationView")
+    }
+    assert bodies == {
+        "NotificationView": {"$ref": "#/components/schemas/Notification"},
+        "GroupNotificationView": {"$ref": "#/components/schemas/GroupNotification"},
+    }
+    assert list(schemas["GroupNotificationView"]["properties"]) == list(
+        schemas["NotificationView"]["properties"]
+    )
+
+
 async def test_every_response_carries_the_security_headers(http: httpx.AsyncClient) -> None:
     """JSON, errors, probes, metrics and the dashboard alike: not sniffed, not framed, no
     referrer, not stored; each header once (the dashboard's own values are kept)."""

@@ -4,6 +4,7 @@ an index is made in one place."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import re
@@ -15,6 +16,7 @@ import msgspec
 import pytest
 
 import tocsin.store
+from tests.core.test_group_bodies import storm_facts
 from tocsin import config as config_module
 from tocsin.core import events as ev
 from tocsin.core import ingest
@@ -27,6 +29,7 @@ from tocsin.store.chain import GENESIS, chain_hash
 from tocsin.store.compaction import compact
 from tocsin.store.eventlog import EventLog, Fact, db_path
 from tocsin.store.ledger import Batch, Input
+from tocsin.store.reader import LogReader
 
 STORE = Path(tocsin.store.__file__).parent
 SQL_ON_THE_LOG = re.compile(
@@ -299,3 +302,99 @@ async def test_fingerprints_are_not_indexed_and_replay_by_fingerprint_still_find
         indexed = [row[0] for row in conn.execute("PRAGMA index_list(events)")]
     assert "events_fingerprint" not in indexed
     assert [r.data["fingerprint"] for r in forensics.replay(path, fingerprint="fp4")] == ["fp4"]
+
+
+# -- a notification's routed fact, by its id --------------------------------------------
+
+NOTIFICATION_INDEX = """DROP INDEX IF EXISTS events_routed_notification;
+CREATE INDEX IF NOT EXISTS events_notification
+    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+    WHERE kind IN ('alert.routed', 'group.notified');
+"""
+OLD_NOTIFICATION_INDEX = """CREATE INDEX IF NOT EXISTS events_routed_notification
+    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+    WHERE kind = 'alert.routed';
+"""
+
+
+def routed_facts() -> list[Fact]:
+    """An alert's routed fact (``r-alert``) and a group's (``storm_facts``: ``n1``,
+    ``n2``), among rows of other kinds."""
+    alert_routed = ev.AlertRouted(
+        alert_id="a1",
+        fingerprint="fp1",
+        dedup_key="fp1:1",
+        bucket=1,
+        reason="firing",
+        severity="critical",
+        receiver="hook",
+        notification_id="r-alert",
+    )
+    first, update = storm_facts()
+    return [*facts(4), Fact(alert_routed), Fact(first), *facts(3, first=4), Fact(update)]
+
+
+def query_plan(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        plan = conn.execute("EXPLAIN QUERY PLAN " + tables.ROUTED_NOTIFICATION, ("n1",))
+        return " | ".join(str(step[3]) for step in plan)
+
+
+def indexes(path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {row[1] for row in conn.execute("PRAGMA index_list(events)")}
+
+
+async def found_kinds(path: Path, *ids: str) -> list[str | None]:
+    reader = await LogReader.open(path)
+    try:
+        return [row.kind if (row := await reader.routed(n)) else None for n in ids]
+    finally:
+        await reader.close()
+
+
+async def test_an_alerts_and_a_groups_routed_fact_are_found_by_their_id_through_an_index(
+    tmp_path: Path,
+) -> None:
+    """Catches a group's notification id finding nothing (the lookup asked only
+    ``alert.routed`` rows, so ``GET /api/v1/notifications/{id}`` answered 404), and a
+    lookup that scans the log: SQLite uses a partial index only for a query whose WHERE
+    holds the index's, so the plan must name ``events_notification``."""
+    path = db_path(tmp_path)
+    log = await EventLog.open(path)
+    await log.append(routed_facts(), ts=5)
+    await log.close()
+    assert "USING INDEX events_notification" in query_plan(path)
+    assert "events_routed_notification" not in indexes(path)  # the new one serves both
+    assert await found_kinds(path, "r-alert", "n1", "n2", "nope") == [
+        "alert.routed",
+        "group.notified",
+        "group.notified",
+        None,
+    ]
+
+
+async def test_a_log_made_before_the_groups_were_indexed_gets_the_index_when_opened(
+    tmp_path: Path,
+) -> None:
+    """Catches a log written by an older version keeping its old index (``CREATE INDEX
+    IF NOT EXISTS`` leaves an index of that name as it is): its groups' notifications
+    would be looked up by a scan of the whole log. Opened by this version, the file has
+    the index over both kinds and no longer the old one, and finds a group's id."""
+    path = db_path(tmp_path)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        old_schema = tables.SCHEMA.replace(NOTIFICATION_INDEX, OLD_NOTIFICATION_INDEX)
+        assert old_schema != tables.SCHEMA
+        conn.executescript(old_schema + tables.NO_DELETE_TRIGGER)
+        conn.execute("BEGIN IMMEDIATE")
+        for statement, params in tables.new_rows(routed_facts(), 5, 0, GENESIS).inserts():
+            conn.execute(statement, params)
+        conn.execute("COMMIT")
+    assert "events_notification" not in indexes(path)
+    assert "USING INDEX" not in query_plan(path)  # a scan, as an older version left it
+    log = await EventLog.open(path)
+    await log.close()
+    assert "events_routed_notification" not in indexes(path)
+    assert "USING INDEX events_notification" in query_plan(path)
+    assert await found_kinds(path, "n2", "r-alert") == ["group.notified", "alert.routed"]
+    assert forensics.verify(path).ok

@@ -381,11 +381,14 @@ def create_app(ctx: ApiContext, extra_handlers: list[Any] | None = None) -> Lite
     # -- deliveries, stats, the log ---------------------------------------------------
 
     @get("/api/v1/notifications/{notification_id:str}")
-    async def get_notification(notification_id: FromPath[str]) -> views.NotificationView:
+    async def get_notification(
+        notification_id: FromPath[str],
+    ) -> views.NotificationView | views.GroupNotificationView:
         """One notification exactly as sent (DESIGN.md invariant 6): its receiver,
-        channel, the body it was sent with (the alert as of its routed fact) and its
-        attempts. Read from the log file, so it answers for every notification the log
-        holds, long after it was delivered."""
+        channel, the body it was sent with (the alert as of its routed fact; a group's
+        body, DESIGN.md section 11, for a grouped route's) and its attempts. Read from
+        the log file, so it answers for every notification the log holds, long after it
+        was delivered."""
         if ctx.reader is None:
             raise CommandError(503, "this process does not hold the event log")
         unknown = CommandError(404, f"no notification {notification_id!r}", "notification_id")

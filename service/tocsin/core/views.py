@@ -14,12 +14,12 @@ from msgspec import Struct
 from tocsin.core import events as ev
 from tocsin.core import heartbeats
 from tocsin.core.alert_index import AlertIndex, Key, key_of
-from tocsin.core.contracts import SEVERITY_RANK, Notification
+from tocsin.core.contracts import SEVERITY_RANK, GroupNotification, Notification, outcome_identity
 from tocsin.core.decide.silences import covering
 from tocsin.core.events import StoredRow
 from tocsin.core.fold import fold
-from tocsin.core.kinds import by_tag, handled_by
-from tocsin.core.outbound import notification_body
+from tocsin.core.kinds import by_tag, handled_by, tag_of
+from tocsin.core.outbound import group_notification_of, notification_body
 from tocsin.core.state import (
     HOUR_US,
     KEEP_HOURS,
@@ -136,6 +136,24 @@ class NotificationView(Struct, kw_only=True):
     receiver: str
     channel: str | None
     body: Notification
+    attempts: int
+    status: DeliveryStatus
+    routed_seq: int
+    generation: int
+
+
+class GroupNotificationView(Struct, kw_only=True):
+    """``GET /api/v1/notifications/{id}`` for a group's notification (DESIGN.md
+    section 11): ``NotificationView``'s fields, in its order, with the group body its
+    receiver got. A type of its own, not ``body: Notification | GroupNotification``:
+    msgspec (and so the OpenAPI document Litestar makes with it) takes no union of two
+    untagged Structs, and a tag would add a field to the body, which must be the body
+    as sent. The endpoint answers one or the other (``oneOf`` in ``/openapi.json``)."""
+
+    notification_id: str
+    receiver: str
+    channel: str | None
+    body: GroupNotification
     attempts: int
     status: DeliveryStatus
     routed_seq: int
@@ -773,14 +791,18 @@ def deliveries(rows: list[StoredRow]) -> DeliveryList:
 
 def notification_view(
     routed_row: StoredRow, alert_rows: list[StoredRow], channels: dict[str, str]
-) -> NotificationView | None:
-    """The notification of the routed fact at ``routed_row``, from its alert's rows in
-    the log (ascending; ``channels``: receiver -> channel of the config it was routed
-    under, for one not sent yet). The rows are folded with the projection's own fold:
-    its delivery's body is the alert as of the routed fact, exactly what
-    ``outbound`` built the work item from, and the rows after it tell its fate.
-    ``None`` when the rows before the routed fact are gone (compacted away)."""
+) -> NotificationView | GroupNotificationView | None:
+    """The notification of the routed fact at ``routed_row``, an ``alert.routed`` or a
+    ``group.notified`` (``group_notification_view``), from the rows of its alert (of a
+    group's, ``group_delivery_alert_ids``) in the log (ascending; ``channels``:
+    receiver -> channel of the config it was routed under, for one not sent yet). The
+    rows are folded with the projection's own fold: its delivery's body is the alert
+    as of the routed fact, exactly what ``outbound`` built the work item from, and the
+    rows after it tell its fate. ``None`` when the rows before the routed fact are gone
+    (compacted away)."""
     routed = ev.decode(routed_row.data)
+    if isinstance(routed, ev.GroupNotified):
+        return group_notification_view(routed_row, routed, alert_rows, channels)
     assert isinstance(routed, ev.AlertRouted)
     state = State(keep_everything=True)  # a sweep would let a delivered one go
     body: Notification | None = None
@@ -799,6 +821,61 @@ def notification_view(
         receiver=routed.receiver,
         channel=delivery.channel or channels.get(routed.receiver),
         body=body,
+        attempts=delivery.attempts,
+        status=delivery.status,
+        routed_seq=routed_row.seq,
+        generation=delivery.generation,
+    )
+
+
+_DELIVERY_FACTS = (
+    ev.DeliveryAttemptFailed,
+    ev.DeliverySucceeded,
+    ev.DeliveryDeadLettered,
+    ev.DeliverySuperseded,
+    ev.DeliveryRequeued,
+)
+_DELIVERY_TAGS = frozenset(tag_of(kind) for kind in _DELIVERY_FACTS)
+"""The facts that tell a notification's fate after its routed fact, by ``kind``: a
+row of another kind is not decoded at all."""
+
+
+def group_delivery_alert_ids(routed: ev.GroupNotified) -> list[str]:
+    """The alert ids a group notification's delivery facts are logged under (the log's
+    indexed ``alert_id`` column; a group's routed fact has none): its outcomes name its
+    first listed alert (``contracts.outcome_identity``, as the delivery worker and the
+    recorder do), a re-queue the first of its ``alert_ids`` (the fold's delivery, which
+    ``commands`` re-queues). An empty id (no alert listed) names no alert's rows."""
+    first_listed, _, _ = outcome_identity(group_notification_of(routed))
+    named = dict.fromkeys([first_listed, *routed.alert_ids[:1]])  # once each, in order
+    return [alert_id for alert_id in named if alert_id]
+
+
+def group_notification_view(
+    routed_row: StoredRow,
+    routed: ev.GroupNotified,
+    rows: Iterable[StoredRow],
+    channels: dict[str, str],
+) -> GroupNotificationView:
+    """A group's notification: its body is all in its routed fact (the body ``outbound``
+    sends, ``group_notification_of``), and its fate is the delivery the projection's
+    fold makes of that fact and of the delivery facts of its id among ``rows`` (those
+    of ``group_delivery_alert_ids``, ascending; the rows of other notifications of
+    those alerts are passed over)."""
+    state = State(keep_everything=True)  # a sweep would let a delivered one go
+    fold(state, routed_row.seq, routed_row.ts, routed)
+    for row in rows:
+        if row.seq <= routed_row.seq or row.kind not in _DELIVERY_TAGS:
+            continue
+        event = ev.decode(row.data)
+        if isinstance(event, _DELIVERY_FACTS) and event.notification_id == routed.notification_id:
+            fold(state, row.seq, row.ts, event)
+    delivery = state.deliveries[routed.notification_id]
+    return GroupNotificationView(
+        notification_id=routed.notification_id,
+        receiver=routed.receiver,
+        channel=delivery.channel or channels.get(routed.receiver),
+        body=group_notification_of(routed),
         attempts=delivery.attempts,
         status=delivery.status,
         routed_seq=routed_row.seq,

@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import aiosqlite
@@ -17,6 +18,7 @@ from tocsin.core.alert_index import Key, key_of
 from tocsin.core.events import StoredRow
 from tocsin.core.fold import fold_alert
 from tocsin.core.state import Alert
+from tocsin.core.views import group_delivery_alert_ids
 from tocsin.store import tables
 
 OLDER_BUDGET = 1000
@@ -107,23 +109,31 @@ class LogReader:
         return await self._rows(tables.OF_ALERT, (alert_id,))
 
     async def routed(self, notification_id: str) -> StoredRow | None:
-        """The routed fact of a notification, or ``None`` when the log holds none."""
+        """The routed fact of a notification, an alert's (``alert.routed``) or a
+        group's (``group.notified``), or ``None`` when the log holds none."""
         rows = await self._rows(tables.ROUTED_NOTIFICATION, (notification_id,))
         return rows[0] if rows else None
 
     async def notification(
         self, notification_id: str
     ) -> tuple[StoredRow, ev.ConfigLoaded | None, list[StoredRow]] | None:
-        """What a notification's view is made of: its routed fact, the config it was
-        routed under and its alert's rows; ``None`` when the log routed no such one."""
+        """What a notification's view is made of (``views.notification_view``): its
+        routed fact, the config it was routed under and the rows of its alert (of a
+        group's, of the alerts its delivery facts name:
+        ``views.group_delivery_alert_ids``), ascending; ``None`` when the log routed no
+        such one."""
         routed = await self.routed(notification_id)
         if routed is None:
             return None
         event = ev.decode(routed.data)
-        if not isinstance(event, ev.AlertRouted):
+        if isinstance(event, ev.AlertRouted):
+            rows = await self.of_alert(event.alert_id)
+        elif isinstance(event, ev.GroupNotified):
+            named = [await self.of_alert(alert_id) for alert_id in group_delivery_alert_ids(event)]
+            rows = sorted(chain.from_iterable(named), key=lambda row: row.seq)
+        else:
             return None
-        config = await self.config_as_of(routed.seq)
-        return routed, config, await self.of_alert(event.alert_id)
+        return routed, await self.config_as_of(routed.seq), rows
 
     async def config_as_of(self, seq: int) -> ev.ConfigLoaded | None:
         """The config the service ran with when the fact at ``seq`` was logged."""
