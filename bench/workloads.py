@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.receiver import Receiver
 from bench.targets import Grouping, Target, Usage
+from tocsin.core.decide.dedup import DEFAULT_WINDOW_SECONDS
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines while waiting
 
@@ -192,11 +193,32 @@ async def w1_distinct(target: Target, receiver: Receiver, loads: Loads, tag: str
     return await storm(target, receiver, loads, keys, n, f"W1 {target.label}", prefix)
 
 
+BUCKET_MARGIN = 30.0
+"""Seconds W2 keeps from a dedup bucket's edge: its storm lasts a few."""
+
+
+def wait_for_one_bucket(
+    now: float, window: float = DEFAULT_WINDOW_SECONDS, margin: float = BUCKET_MARGIN
+) -> float:
+    """Seconds to wait so that W2's storm, starting within ``margin`` seconds, stays in
+    one of tocsin's dedup buckets (DESIGN.md section 4: epoch-aligned, ``window`` long):
+    a storm across an edge is notified again in the new bucket, as the contract says,
+    and W2 would count 2,000 notifications (a 2026-12-05 run started at 11:09:59). Zero
+    when the next edge is further than ``margin``; else until just past it."""
+    to_edge = window - now % window
+    return 0.0 if to_edge > margin else to_edge + 1.0
+
+
 async def w2_duplicates(
     target: Target, receiver: Receiver, loads: Loads, tag: str
 ) -> dict[str, Any]:
     """W2: a storm over few fingerprints; exactly one notification per fingerprint.
-    After the last one, a quiet ``settle`` period catches any notification too many."""
+    After the last one, a quiet ``settle`` period catches any notification too many.
+    It starts clear of a dedup bucket's edge (``wait_for_one_bucket``)."""
+    pause = wait_for_one_bucket(time.time())
+    if pause:
+        print(f"    W2: {pause:.0f} s to a dedup bucket's edge; starting after it", flush=True)
+        await asyncio.sleep(pause)
     n, k = loads.storm_events, loads.duplicate_fingerprints
     prefix = f"{tag}-w2-"
     keys = [f"{prefix}{i % k}" for i in range(n)]

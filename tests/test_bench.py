@@ -15,7 +15,7 @@ import pytest
 from bench import report, scale, suite
 from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
 from bench.targets import Grouping, Target
-from bench.workloads import Loads
+from bench.workloads import Loads, wait_for_one_bucket
 
 LOADS = {
     "storm_events": 20_000,
@@ -547,3 +547,15 @@ def test_the_stages_of_an_event_are_the_differences_of_its_first_timestamps(
     assert out["publish -> serve has it (JetStream hop)"] == [1.0, 1.0]
     assert out["  -> handed to the channel"] == []
     assert out["total"] == [5.0]
+
+
+def test_w2_starts_clear_of_a_dedup_buckets_edge() -> None:
+    """Catches a W2 storm started just before a bucket edge: tocsin notifies each
+    fingerprint again in the new bucket (DESIGN.md section 4) and W2 counted 2,000
+    notifications in a run that started at 11:09:59."""
+    edge = 1_796_468_400.0  # 10-minute aligned
+    assert edge % 600 == 0
+    assert wait_for_one_bucket(edge - 1.0) == 2.0  # just past the edge
+    assert wait_for_one_bucket(edge - 29.5) == 30.5
+    assert wait_for_one_bucket(edge - 31.0) == 0.0  # far enough
+    assert wait_for_one_bucket(edge + 0.5) == 0.0
