@@ -426,8 +426,7 @@ class Ledger:
             listener(committed, self.state)
         if (
             self.snapshot_every
-            and self.event_log.last_seq - max(self.snapshot_seq, self._snapshot_taken)
-            >= self.snapshot_every
+            and self._rows_since_snapshot(self.event_log.last_seq) >= self.snapshot_every
         ):
             self._snapshot_due = True
 
@@ -475,8 +474,11 @@ class Ledger:
             return False
         if self._tail is None or self._tail.done():
             return True
-        since = self._next_seq - 1 - max(self.snapshot_seq, self._snapshot_taken)
-        return since >= 2 * self.snapshot_every
+        return self._rows_since_snapshot(self._next_seq - 1) >= 2 * self.snapshot_every
+
+    def _rows_since_snapshot(self, seq: int) -> int:
+        """Rows up to ``seq`` after the newest snapshot, stored or being written."""
+        return seq - max(self.snapshot_seq, self._snapshot_taken)
 
     def _snapshot(self) -> None:
         """(Holding the lock.) Snapshot the projection as decided so far: encoded here,
