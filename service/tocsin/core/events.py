@@ -689,19 +689,29 @@ encoder = msgspec.json.Encoder()
 decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
+FieldSpec = tuple[str, Any] | tuple[str, Any, Any]
+"""A field as ``msgspec.defstruct`` takes it."""
+
+
+def field_spec(field: msgspec.structs.FieldInfo, type_: Any) -> FieldSpec:
+    """``field`` as ``msgspec.defstruct`` takes it, typed ``type_`` and with its default
+    or default factory: a twin of a struct (another type for a field, another encoding)
+    keeps its defaults."""
+    if field.default is not msgspec.NODEFAULT:
+        return (field.name, type_, field.default)
+    if field.default_factory is not msgspec.NODEFAULT:
+        return (field.name, type_, msgspec.field(default_factory=field.default_factory))
+    return (field.name, type_)
+
+
 def _with_encoded_alerts(kind: type[GroupNotified]) -> type[Struct]:
     """``kind`` with its ``alerts`` taken as JSON already encoded (``msgspec.Raw``): the
     same tag, fields, order, defaults and config, so it encodes to the same bytes."""
     config = kind.__struct_config__
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    for field in msgspec.structs.fields(kind):
-        type_ = msgspec.Raw if field.name == "alerts" else field.type
-        if field.default is not msgspec.NODEFAULT:
-            fields.append((field.name, type_, field.default))
-        elif field.default_factory is not msgspec.NODEFAULT:
-            fields.append((field.name, type_, msgspec.field(default_factory=field.default_factory)))
-        else:
-            fields.append((field.name, type_))
+    fields = [
+        field_spec(field, msgspec.Raw if field.name == "alerts" else field.type)
+        for field in msgspec.structs.fields(kind)
+    ]
     twin = msgspec.defstruct(
         f"{kind.__name__}Encoded",
         fields,

@@ -48,15 +48,10 @@ def _named_twin(cls: type[msgspec.Struct], made: dict[type, type]) -> type[msgsp
     if cls in made:
         return made[cls]
     hints = typing.get_type_hints(cls)
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    for info in msgspec.structs.fields(cls):
-        kind = _twin_type(hints[info.name], made)
-        if info.default is not msgspec.NODEFAULT:
-            fields.append((info.name, kind, info.default))
-        elif info.default_factory is not msgspec.NODEFAULT:
-            fields.append((info.name, kind, msgspec.field(default_factory=info.default_factory)))
-        else:
-            fields.append((info.name, kind))
+    fields = [
+        ev.field_spec(info, _twin_type(hints[info.name], made))
+        for info in msgspec.structs.fields(cls)
+    ]
     twin = msgspec.defstruct(cls.__name__, fields, kw_only=True, gc=False, module=__name__)
     made[cls] = twin
     return twin
