@@ -81,6 +81,27 @@ BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
 """
 
 
+PAGE_BYTES = 16384
+"""The page size of a new log file (SQLite's default is 4,096).
+
+The writer's CPU per row is mostly its pages: each dirty page is a frame of the WAL
+(two writes), copied into the file again at a checkpoint, and an append's rows and
+index entries pack into fewer, fuller pages when a page is larger. The log's rows
+replayed as the writer writes them (``bench/log_writer.py``, 2026-12-05), µs of the
+writing thread's CPU an event, 4 / 8 / 16 / 32 / 64 KiB pages: W1 23.5 / 22.2 / 21.1 /
+21.1 / 22.1, W2 12.8 / 11.3 / 10.2 / 9.6 / 10.4, W5 19.4 / 17.1 / 16.8 / 16.9 / 17.3.
+Past 16 KiB a lookup reads more bytes for a row and a scattered index entry dirties
+more. The WAL's automatic checkpoint stays at SQLite's 1,000 pages, so the WAL file
+grows to ~16 MiB between checkpoints instead of ~4 (a checkpoint every 256 pages, at
+4 MiB, cost ~0.5 µs an event more).
+
+A file's page size is fixed once it holds a page (and in WAL mode for good): an older
+log keeps its 4 KiB pages; ``tocsin repartition``'s new logs get this one."""
+
+NEW_FILE = f"PRAGMA page_size={PAGE_BYTES}"
+"""Run first on a connection to a log file, before anything writes to it (WAL mode
+included): on a new file it sets the page size, on one that has pages it does nothing."""
+
 # Compaction lifts this trigger for its one DELETE, in the same transaction.
 NO_DELETE_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
