@@ -14,8 +14,9 @@ outcome), W2 (the rest: a duplicate's received + suppressed), or the whole of a 
 The variants run in turn ``--runs`` times (default 3) on the same machine, so the load
 of others falls on all of them alike; the median and range are printed.
 
-Run: .venv/bin/python bench/log_writer.py --log STORMS.db [--log GROUPED.db] [--runs 3]
-     [--variants writer,no-fsync,...]
+Run: PYTHONPATH=service .venv/bin/python bench/log_writer.py --log STORMS.db
+     [--log GROUPED.db] [--runs 3] [--variants writer,no-fsync,...]
+(another tree's ``service`` on PYTHONPATH times that tree's writer: an A/B).
 """
 
 from __future__ import annotations
@@ -24,15 +25,11 @@ import argparse
 import itertools
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "service"))
 
 from tocsin.store import eventlog, tables
 from tocsin.store.chain import GENESIS
@@ -73,6 +70,7 @@ VARIANTS: dict[str, Variant] = {
     "no-index": Variant(after=_drop(*INDEXES)),
     "no-fsync": Variant(after=_pragmas("PRAGMA synchronous=NORMAL")),
     "no-checkpoint": Variant(after=_pragmas("PRAGMA wal_autocheckpoint=0")),
+    "page-4k": Variant(before=_pragmas("PRAGMA page_size=4096")),
     "page-8k": Variant(before=_pragmas("PRAGMA page_size=8192")),
     "page-16k": Variant(before=_pragmas("PRAGMA page_size=16384")),
     "page-32k": Variant(before=_pragmas("PRAGMA page_size=32768")),
@@ -110,7 +108,7 @@ def batches_of(path: Path, w1_events: int) -> list[Batch]:
         events = sum(1 for row in listed if row[2] == "alert.received")
         segment = "w5" if w5 else ("w1" if received + events <= w1_events else "w2")
         received += events
-        out.append(Batch(listed, segment, events))  # type: ignore[arg-type]
+        out.append(Batch(listed, segment, events))
     conn.close()
     return out
 
