@@ -154,25 +154,21 @@ _WIDTH = len(INSERT_COLUMNS.split(", "))
 
 # How a row's values are bound (``NewRows.inserts``). Python's sqlite3 binds an int, a
 # str, a float or a bytearray straight away, but asks its adapters about anything else:
-# ~0.53 us a ``bytes`` and ~0.27 a None, against ~0.02 an int and ~0.07 a str (a
-# statement of 2,048 rows of one type, 2026-12-05). A row has two bytes (data, hash)
-# and one to four Nones, a padding row nine: ~1.5 us a row, a third of the writer's
-# CPU. So the bytes go as bytearrays (stored the same: a BLOB of the same bytes), a
-# missing stream seq as ``NO_SEQ`` (a text: never an int column's value) and a missing
-# fingerprint or alert id as ``NO_TEXT`` (an int: never a text column's value), which
-# the INSERT turns back into NULL (``NULLIF``; SQLite never finds a text equal to an
-# int), and the padding rows are a NULL seq and eight ints.
+# ~0.53 us a ``bytes`` and ~0.27 a None, against ~0.02 an int, ~0.07 a str and ~0.08 a
+# bytearray (a statement of 2,048 rows of one type, 2026-12-05). A row has two bytes
+# (data, hash) and one to four Nones, a padding row nine Nones. So the bytes go as
+# bytearrays (stored the same: a BLOB of the same bytes), a missing stream seq as
+# ``NO_SEQ`` (a text: never an int column's value) and a missing fingerprint or alert
+# id as ``NO_TEXT`` (an int: never a text column's value), which the INSERT turns back
+# into NULL (``NULLIF``: SQLite never finds a text equal to an int), and a padding row
+# is a NULL seq and eight ints. Converting costs ~0.3 us a row; the writer's CPU, W1's
+# rows replayed (``bench/log_writer.py``), went from 23.1 to 20.8 us an event.
 NO_SEQ = ""
 NO_TEXT = 0
-_NULL_WHEN = {
-    5: f"'{NO_SEQ}'",  # in_seq
-    6: f"'{NO_SEQ}'",  # out_seq
-    7: str(NO_TEXT),  # fingerprint
-    8: str(NO_TEXT),  # alert_id
-}
 _BLOBS = (3, 8)  # data, hash: their offsets in a row
-_SEQS = (4, 5)
-_TEXTS = (6, 7)
+_SEQS = (4, 5)  # in_seq, out_seq
+_TEXTS = (6, 7)  # fingerprint, alert_id
+_NULL_WHEN = {n: f"'{NO_SEQ}'" for n in _SEQS} | {n: str(NO_TEXT) for n in _TEXTS}
 _SEQ_BOUND: dict[object, object] = {None: NO_SEQ}  # .get(value, value): in C, a call a value
 _TEXT_BOUND: dict[object, object] = {None: NO_TEXT}
 _PAD: list[object] = [None] + [0] * (_WIDTH - 1)  # a row the INSERT drops: no seq
@@ -360,8 +356,8 @@ def insert_sql(rows: int) -> str:
     (``statement_rows``)."""
     values = ",".join(["(" + ", ".join(["?"] * _WIDTH) + ")"] * rows)
     columns = ", ".join(  # SQLite's names of VALUES' columns; NULL as it was bound
-        f"NULLIF(column{n}, {_NULL_WHEN[n]})" if n in _NULL_WHEN else f"column{n}"
-        for n in range(1, _WIDTH + 1)
+        f"NULLIF(column{n + 1}, {_NULL_WHEN[n]})" if n in _NULL_WHEN else f"column{n + 1}"
+        for n in range(_WIDTH)
     )
     return (
         f"INSERT INTO events ({INSERT_COLUMNS}) SELECT {columns} FROM (VALUES {values})"
