@@ -56,14 +56,16 @@ def bucket_start() -> int:
 
 class Stream:
     """Publishes numbered events one by one (PubAck each) and remembers their seqs.
-    With ``big``, each carries ~6 KB of details, more than a page: its facts never fit
-    in space the log file already holds, so a full disk refuses every one."""
+    With ``big``, each carries ~6 KB of details and ~20 KB of labels, more than a page
+    (``tables.PAGE_BYTES``): its facts never fit in space the log file already holds,
+    so a full disk refuses every one."""
 
     def __init__(self, js: Any, big: bool = False) -> None:
         self.js = js
         self.base = bucket_start()
         self.seqs: dict[int, int] = {}  # TOCSIN_IN seq -> event number
         self.details = {f"k{j}": "x" * 500 for j in range(12)} if big else {}
+        self.padding = {f"pad{j}": "x" * 1000 for j in range(20)} if big else {}
 
     async def publish(self, first: int, count: int) -> None:
         for i in range(first, first + count):
@@ -71,7 +73,7 @@ class Stream:
                 "type": "storage_fault",
                 "severity": "warning",
                 "summary": f"event {i}",
-                "labels": {"n": str(i % FINGERPRINTS)},
+                "labels": {"n": str(i % FINGERPRINTS), **self.padding},
                 "timestamp": format_us(self.base + i * 1000),
                 "details": self.details,
             }

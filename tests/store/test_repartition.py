@@ -9,11 +9,13 @@ import pytest
 
 from tests.core.test_fold import MINUTE, T0, WINDOW, Run, normalized
 from tests.core.test_repartition import settle
+from tests.store.test_eventlog import page_bytes
 from tocsin.core.state import State
 from tocsin.store import forensics, tables
 from tocsin.store.eventlog import EventLog, db_path
 from tocsin.store.lock import WriterLock
 from tocsin.store.repartition import Done, RepartitionError, run
+from tocsin.store.tables import PAGE_BYTES
 
 HOSTS = [f"db{i}" for i in range(10)]
 NOW = T0 + 5 * MINUTE
@@ -54,7 +56,8 @@ def repartition(data_dir: Path, from_count: int, to_count: int, **options: bool)
 async def test_one_to_two_and_back_keeps_every_open_alert(tmp_path: Path) -> None:
     """1 -> 2 -> 1 (the unpartitioned log at <data-dir>/tocsin.db, partitions in p<k>):
     the open alerts are the same alerts after each move (catches an alert lost or
-    split), every new log verifies, the old ones are archived read-only and verify
+    split), every new log verifies and has a new log's page size (catches one made
+    with SQLite's 4 KiB), the old ones are archived read-only and verify
     there, and the second move's logs count on from the first's seqs."""
     data_dir = tmp_path / "data"
     before = await unpartitioned_log(data_dir)
@@ -67,6 +70,7 @@ async def test_one_to_two_and_back_keeps_every_open_alert(tmp_path: Path) -> Non
     for k in range(2):
         path = db_path(data_dir / f"p{k}")
         assert forensics.verify(path).ok
+        assert page_bytes(path) == PAGE_BYTES  # a new log's page size, as the router's
         moved |= open_alerts(path)
     assert moved == expected
     archived = db_path(first.archive)

@@ -27,6 +27,7 @@ async def test_a_full_log_holds_everything_back_until_it_accepts_writes(
             "severity": "critical",
             "summary": "x" * 250,
             "details": {f"k{i}": "v" * 400 for i in range(19)},
+            "labels": {f"pad{i}": "v" * 1000 for i in range(20)},  # with details: > a page
         }
         await publish(nats_url, "alerts.in.db", big)
 

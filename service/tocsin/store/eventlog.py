@@ -142,6 +142,7 @@ class _Writer:
             self._path, isolation_level=None, cached_statements=64, check_same_thread=False
         )
         try:
+            conn.execute(tables.NEW_FILE)  # before WAL mode, which writes the first page
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")

@@ -196,6 +196,7 @@ def _write(path: Path, facts: Sequence[ev.Event], ts: int, after_seq: int) -> No
     ``after_seq``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(tables.NEW_FILE)
         conn.execute("PRAGMA synchronous=FULL")  # the router turns WAL on when it opens it
         conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
         rows = tables.new_rows([tables.Fact(f) for f in facts], ts, after_seq, GENESIS)

@@ -81,6 +81,27 @@ BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
 """
 
 
+PAGE_BYTES = 16384
+"""The page size of a new log file (SQLite's default is 4,096).
+
+The writer's CPU per row is mostly its pages: each dirty page is a frame of the WAL
+(two writes), copied into the file again at a checkpoint, and an append's rows and
+index entries pack into fewer, fuller pages when a page is larger. The log's rows
+replayed as the writer writes them (``bench/log_writer.py``, 2026-12-05), µs of the
+writing thread's CPU an event, 4 / 8 / 16 / 32 / 64 KiB pages: W1 23.5 / 22.2 / 21.1 /
+21.1 / 22.1, W2 12.8 / 11.3 / 10.2 / 9.6 / 10.4, W5 19.4 / 17.1 / 16.8 / 16.9 / 17.3.
+Past 16 KiB a lookup reads more bytes for a row and a scattered index entry dirties
+more. The WAL's automatic checkpoint stays at SQLite's 1,000 pages, so the WAL file
+grows to ~16 MiB between checkpoints instead of ~4 (a checkpoint every 256 pages, at
+4 MiB, cost ~0.5 µs an event more).
+
+A file's page size is fixed once it holds a page (and in WAL mode for good): an older
+log keeps its 4 KiB pages; ``tocsin repartition``'s new logs get this one."""
+
+NEW_FILE = f"PRAGMA page_size={PAGE_BYTES}"
+"""Run first on a connection to a log file, before anything writes to it (WAL mode
+included): on a new file it sets the page size, on one that has pages it does nothing."""
+
 # Compaction lifts this trigger for its one DELETE, in the same transaction.
 NO_DELETE_TRIGGER = """
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -130,6 +151,27 @@ EXACT_ROWS = 16
 padded up to the next power of two (``statement_rows``)."""
 
 _WIDTH = len(INSERT_COLUMNS.split(", "))
+
+# How a row's values are bound (``NewRows.inserts``). Python's sqlite3 binds an int, a
+# str, a float or a bytearray straight away, but asks its adapters about anything else:
+# ~0.53 us a ``bytes`` and ~0.27 a None, against ~0.02 an int, ~0.07 a str and ~0.08 a
+# bytearray (a statement of 2,048 rows of one type, 2026-12-05). A row has two bytes
+# (data, hash) and one to four Nones, a padding row nine Nones. So the bytes go as
+# bytearrays (stored the same: a BLOB of the same bytes), a missing stream seq as
+# ``NO_SEQ`` (a text: never an int column's value) and a missing fingerprint or alert
+# id as ``NO_TEXT`` (an int: never a text column's value), which the INSERT turns back
+# into NULL (``NULLIF``: SQLite never finds a text equal to an int), and a padding row
+# is a NULL seq and eight ints. Converting costs ~0.3 us a row; the writer's CPU, W1's
+# rows replayed (``bench/log_writer.py``), went from 23.1 to 20.8 us an event.
+NO_SEQ = ""
+NO_TEXT = 0
+_BLOBS = (3, 8)  # data, hash: their offsets in a row
+_SEQS = (4, 5)  # in_seq, out_seq
+_TEXTS = (6, 7)  # fingerprint, alert_id
+_NULL_WHEN = {n: f"'{NO_SEQ}'" for n in _SEQS} | {n: str(NO_TEXT) for n in _TEXTS}
+_SEQ_BOUND: dict[object, object] = {None: NO_SEQ}  # .get(value, value): in C, a call a value
+_TEXT_BOUND: dict[object, object] = {None: NO_TEXT}
+_PAD: list[object] = [None] + [0] * (_WIDTH - 1)  # a row the INSERT drops: no seq
 
 
 class Fact(NamedTuple):
@@ -206,14 +248,24 @@ class NewRows:
         """The statements (text, parameters) that write ``rows``, in order: one for up to
         ``INSERT_ROWS`` rows (it can be its own transaction: autocommit), else one per
         ``INSERT_ROWS`` (``insert_sizes``), to run between BEGIN and COMMIT; each is
-        padded to ``statement_rows`` with rows of NULLs that it drops."""
+        padded to ``statement_rows`` with rows of no seq that it drops. The values are
+        bound as Python's sqlite3 binds fastest (``NO_SEQ``, ``NO_TEXT``); the rows
+        stored are ``rows``, value for value."""
         rows = self.rows
         statements: list[tuple[str, list[object]]] = []
         start = 0
         for carried in insert_sizes(len(rows)):
             size = statement_rows(carried)
             params: list[object] = list(chain.from_iterable(rows[start : start + carried]))
-            params += [None] * (_WIDTH * (size - carried))  # the rows the INSERT drops
+            for column in _BLOBS:  # each a column at a time, in C
+                params[column::_WIDTH] = map(bytearray, params[column::_WIDTH])  # type: ignore[arg-type]
+            for column in _SEQS:
+                values = params[column::_WIDTH]
+                params[column::_WIDTH] = map(_SEQ_BOUND.get, values, values)
+            for column in _TEXTS:
+                values = params[column::_WIDTH]
+                params[column::_WIDTH] = map(_TEXT_BOUND.get, values, values)
+            params += _PAD * (size - carried)  # the rows the INSERT drops
             statements.append((insert_sql(size), params))
             start += carried
         return statements
@@ -288,12 +340,12 @@ def insert_sizes(rows: int) -> list[int]:
 def statement_rows(rows: int) -> int:
     """How many rows the one INSERT of a batch of ``rows`` (at most ``INSERT_ROWS``)
     carries: the batch's own size up to ``EXACT_ROWS``, else the next power of two, the
-    rest rows of NULLs that the INSERT drops. So the writer keeps 23 statements prepared
+    rest rows of no seq that the INSERT drops. So the writer keeps 23 statements prepared
     (1 to 16 rows, 32, 64, ... 2048), not one per batch size: SQLite's program for an
     INSERT of n rows grows with n, and the 256 sizes up to 256 held ~35 MiB once all
     were seen, which a service reached over hours of varied batches (RSS rising all
     along); the 20 shapes up to 256 hold ~0.6 MiB, 512 to 2048 ~5.5 more. A padded row
-    costs its NULL parameters, ~1 us."""
+    costs its parameters, ~0.4 us (a NULL and eight ints; nine NULLs were ~2.5)."""
     return rows if rows <= EXACT_ROWS else 1 << (rows - 1).bit_length()
 
 
@@ -303,7 +355,10 @@ def insert_sql(rows: int) -> str:
     NULL; the others pad the statement to one of a few prepared shapes
     (``statement_rows``)."""
     values = ",".join(["(" + ", ".join(["?"] * _WIDTH) + ")"] * rows)
-    columns = ", ".join(f"column{n}" for n in range(1, _WIDTH + 1))  # SQLite's VALUES names
+    columns = ", ".join(  # SQLite's names of VALUES' columns; NULL as it was bound
+        f"NULLIF(column{n + 1}, {_NULL_WHEN[n]})" if n in _NULL_WHEN else f"column{n + 1}"
+        for n in range(_WIDTH)
+    )
     return (
         f"INSERT INTO events ({INSERT_COLUMNS}) SELECT {columns} FROM (VALUES {values})"
         " WHERE column1 IS NOT NULL"
