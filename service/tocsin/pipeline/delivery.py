@@ -66,12 +66,14 @@ from tocsin.core.times import format_us, now_us
 from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
+    CurrentSpan,
     Tracing,
     activated,
     in_trace,
     parent_from,
     record_error,
     traceparent_of,
+    unrecorded_child,
 )
 from tocsin.pipeline import faults
 
@@ -325,6 +327,13 @@ class ReceiverWorker:
             log.error("unreadable work item on %s terminated: %s", msg.subject, error)
             await ack_all(self._nc, [msg], TERM)
             return
+        if not self._tracing.recording:
+            quick = unrecorded_child(msg.headers)
+            if quick is not None:  # the router's plain traceparent: no general parse
+                span, traceparent = quick
+                with CurrentSpan(span):
+                    await self._attempt(msg, item, span, traceparent)
+                return
         parent = parent_from(msg.headers)
         if parent is None and item.trace_id:
             parent = in_trace(item.trace_id)
@@ -349,7 +358,7 @@ class ReceiverWorker:
             if group_key is not None:
                 span.set_attribute("tocsin.group_key", group_key)
         with activated(span, self._secrets.scrub):
-            await self._attempt(msg, item, span)
+            await self._attempt(msg, item, span, traceparent_of(span))
 
     def _reconnect_count(self) -> int:
         return int(getattr(self._nc, "stats", {}).get("reconnects", 0))
@@ -377,7 +386,8 @@ class ReceiverWorker:
             self._turbulence("reconnected to NATS")
         return tb.is_open(self._window, now)
 
-    async def _attempt(self, msg: Msg, item: EncodedWorkItem, span: Span) -> None:
+    async def _attempt(self, msg: Msg, item: EncodedWorkItem, span: Span, traceparent: str) -> None:
+        """``traceparent``: what the receiver's request continues (``span``'s)."""
         nid = item.body.notification_id
         count = delivery_count(msg)
         seq = stream_seq(msg)
@@ -451,7 +461,7 @@ class ReceiverWorker:
             return
         started = asyncio.get_running_loop().time()
         try:
-            result = await self._send(item.body, traceparent_of(span))
+            result = await self._send(item.body, traceparent)
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             record_error(span, error, self._secrets.scrub)
