@@ -21,6 +21,7 @@ import uvloop
 from tests.support import make_notification
 from tocsin.channels import ChannelConfigError, ChannelEnv
 from tocsin.channels.http import MAX_CONNECTIONS_PER_RECEIVER, JsonPoster
+from tocsin.channels.http1 import HeaderError
 from tocsin.channels.webhook import WebhookChannel, WebhookConfig
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.times import Duration
@@ -316,6 +317,42 @@ async def _head() -> None:
 
 
 test_the_request_head_is_the_one_the_channels_promise = each_loop(_head)
+
+
+def test_a_posts_head_is_the_same_once_its_header_names_are_remembered() -> None:
+    """``JsonPoster`` remembers a request header's name once checked (issue #20: a
+    webhook sends ``Idempotency-Key`` with every POST), so later POSTs check only the
+    values. Catches the remembered way writing other lines than the general one: a
+    name that replaces a fixed header (in any case) or is ``traceparent`` must never
+    be remembered, and a value with a line break must still be refused, naming the
+    header, on a remembered name."""
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    cases: list[tuple[str | None, dict[str, str] | None]] = [
+        (tp, {"Idempotency-Key": "n1"}),
+        (None, {"Idempotency-Key": "n2"}),
+        (tp, None),
+        (None, None),
+        (tp, {"Idempotency-Key": "n3", "X-Extra": "1"}),
+        (tp, {"x-team": "ops"}),  # replaces the fixed X-Team
+        (tp, {"USER-AGENT": "me"}),  # replaces a fixed header tocsin sets
+        (tp, {"Traceparent": "00-1-2-01"}),  # beside the given traceparent
+        (None, {"traceparent": "00-1-2-01"}),
+        (tp, {"traceparent": "00-1-2-01", "Idempotency-Key": "n4"}),
+    ]
+    fixed = {"X-Team": "db"}
+    warm = JsonPoster("9.9", 5.0, fixed)
+    for _ in range(2):  # the second time round, every name that may be is remembered
+        for traceparent, headers in cases:
+            general = JsonPoster("9.9", 5.0, fixed)._merged_lines(traceparent, headers)
+            assert warm._head_lines(traceparent, headers) == general, (traceparent, headers)
+    assert set(warm._starts) == {"Idempotency-Key", "X-Extra"}
+    with pytest.raises(HeaderError) as refused:
+        warm._head_lines(tp, {"Idempotency-Key": "n5\r\nX-Admin: yes"})
+    assert "Idempotency-Key" in str(refused.value)
+    with pytest.raises(HeaderError):
+        warm._head_lines("00-1-2-01\r\nX-Admin: yes", {"Idempotency-Key": "n6"})
+    with pytest.raises(HeaderError):
+        JsonPoster("9.9", 5.0)._head_lines(tp, {"Bad Name": "x"})
 
 
 def test_a_header_with_a_line_break_is_refused_when_the_receiver_is_built() -> None:

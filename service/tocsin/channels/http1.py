@@ -49,13 +49,20 @@ def header_lines(headers: Mapping[str, str]) -> bytes:
     naming the header when one cannot be sent."""
     lines = []
     for name, value in headers.items():
-        raw_name, raw_value = name.encode("utf-8"), value.encode("utf-8")
+        raw_name = name.encode("utf-8")
         if not _TOKEN.fullmatch(raw_name):
             raise HeaderError(f"header name {name!r} is not a token")
-        if _BAD_VALUE.search(raw_value):
-            raise HeaderError(f"header {name!r} has a line break or NUL in its value")
-        lines.append(raw_name + b": " + raw_value + b"\r\n")
+        lines.append(raw_name + b": " + header_value(name, value) + b"\r\n")
     return b"".join(lines)
+
+
+def header_value(name: str, value: str) -> bytes:
+    """``value`` of header ``name`` as sent; ``HeaderError`` naming the header when it
+    holds CR, LF or NUL (``header_lines`` checks the same)."""
+    raw = value.encode("utf-8")
+    if _BAD_VALUE.search(raw):
+        raise HeaderError(f"header {name!r} has a line break or NUL in its value")
+    return raw
 
 
 class Origin:
