@@ -133,20 +133,31 @@ class Gate:
                 turn.set_result(None)
 
 
+_Handed = tuple[Outbound, asyncio.Future[bool], Msg | None]  # outcome, stored?, item to ack
+
+
 class OutcomeBatches:
     """Outcomes stored in batches: those handed in during one turn of the event loop
     (sends finishing together) go to JetStream in one ``Publisher.publish``, whose
     PubAcks come back on one inbox. No outcome waits for another: a batch leaves on the
-    loop's next turn, whatever its size (at most ``limit``)."""
+    loop's next turn, whatever its size (at most ``limit``).
 
-    def __init__(self, publisher: Publisher, limit: int = 256) -> None:
+    The work items the stored outcomes settle are acked by the batch too, in one write
+    once their PubAcks are in (``store``'s ``then_ack``): an ack a batch, not one an
+    item (issue #20). An item is acked only when its own outcome was stored (DESIGN.md
+    section 2); one whose outcome was not stays unacked, for its worker to retry."""
+
+    def __init__(self, nc: NATS, publisher: Publisher, limit: int = 256) -> None:
+        self._nc = nc
         self._publisher = publisher
         self._limit = limit
-        self._open: list[tuple[Outbound, asyncio.Future[bool]]] | None = None
+        self._open: list[_Handed] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
 
-    async def store(self, outcome: Outbound) -> bool:
-        """``True`` once JetStream stored ``outcome`` (PubAck); ``False`` if it did not."""
+    async def store(self, outcome: Outbound, then_ack: Msg | None = None) -> bool:
+        """``True`` once JetStream stored ``outcome`` (PubAck) and ``then_ack``, the
+        work item it settles, if any, was acked; ``False`` if it was not stored (and
+        ``then_ack`` not acked)."""
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[bool] = loop.create_future()
         if self._open is None or len(self._open) >= self._limit:
@@ -154,19 +165,38 @@ class OutcomeBatches:
             task = loop.create_task(self._publish(self._open))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
-        self._open.append((outcome, stored))
+        self._open.append((outcome, stored, then_ack))
         return await stored
 
-    async def _publish(self, batch: list[tuple[Outbound, asyncio.Future[bool]]]) -> None:
+    async def _ack_settled(self, batch: list[_Handed], results: list[bool]) -> None:
+        """Ack, in one write, the items of ``batch`` whose outcomes were stored. Not
+        acked (the connection closed): JetStream hands them out again, and their
+        worker finds their outcomes in the log (``_ask_router``) and sends nothing."""
+        settled = []
+        for index, (_, _, then_ack) in enumerate(batch):
+            if then_ack is not None and index < len(results) and results[index]:
+                faults.point("delivery.after_outcome")
+                settled.append(then_ack)
+        if not settled:
+            return
+        try:
+            await ack_all(self._nc, settled)
+        except Exception as error:
+            log.warning(
+                "%d work item(s) whose outcome is stored not acked: %s", len(settled), error
+            )
+
+    async def _publish(self, batch: list[_Handed]) -> None:
         if self._open is batch:
             self._open = None  # what is handed in from now on makes the next batch
         results: list[bool] = []
         try:
-            results = await self._publisher.publish([outcome for outcome, _ in batch])
+            results = await self._publisher.publish([outcome for outcome, _, _ in batch])
+            await self._ack_settled(batch, results)
         except Exception as error:  # e.g. the connection closed: none stored
             log.warning("%d outcome(s) not published: %s", len(batch), error)
         finally:  # what has no answer (cancelled, failed) counts as not stored
-            for index, (_, stored) in enumerate(batch):
+            for index, (_, stored, _) in enumerate(batch):
                 if not stored.done():
                     stored.set_result(index < len(results) and results[index])
 
@@ -194,7 +224,7 @@ class ReceiverWorker:
         ack_wait: float = 30.0,
     ) -> None:
         self._nc = nc
-        self._outcomes = OutcomeBatches(publisher)
+        self._outcomes = OutcomeBatches(nc, publisher)
         self.receiver = receiver
         self._channel = channel
         self._max_attempts = retry.max_attempts
@@ -484,7 +514,8 @@ class ReceiverWorker:
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
         outcome = self._outcome(item, attempt, result, step)
-        if not await self._publish_outcome(msg, outcome):
+        settles = step.action != "retry"  # the item is done: acked with the outcome
+        if not await self._publish_outcome(msg, outcome, settles):
             log.error(
                 "outcome of %s not stored; the item will be redelivered",
                 nid,
@@ -492,12 +523,11 @@ class ReceiverWorker:
             )
             span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
             return
-        faults.point("delivery.after_outcome")
-        if step.action == "retry":
-            await nak(self._nc, msg, step.delay)
-        else:
+        if settles:
             self._deferrals.pop(seq, None)
-            await ack_all(self._nc, [msg])
+        else:
+            faults.point("delivery.after_outcome")
+            await nak(self._nc, msg, step.delay)
         if result.ok and item.raise_order:
             # Later retries of older notifications of the fingerprint: superseded. Raised
             # only once the outcome is stored and the item acked: a key-value store slow
@@ -584,7 +614,7 @@ class ReceiverWorker:
         )
         span.set_attribute("tocsin.outcome", "superseded")
         span.set_attribute("tocsin.superseded_by", latest.notification_id)
-        if not await self._publish_outcome(msg, outcome):
+        if not await self._publish_outcome(msg, outcome, settles=True):
             log.error(
                 "outcome of %s not stored; the item will be redelivered",
                 nid,
@@ -593,7 +623,6 @@ class ReceiverWorker:
             span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
             return
         self._deferrals.pop(stream_seq(msg), None)
-        await ack_all(self._nc, [msg])
 
     def _deferred(self, seq: int, deferrals: int) -> None:
         self._deferrals[seq] = deferrals
@@ -699,16 +728,18 @@ class ReceiverWorker:
             f"{nid}:attempt:{attempt}{again}",
         )
 
-    async def _publish_outcome(self, msg: Msg, outcome: Outbound) -> bool:
+    async def _publish_outcome(self, msg: Msg, outcome: Outbound, settles: bool) -> bool:
         """Store the outcome, retrying while the broker is away (holding the item with
-        progress acks), so a broker blip does not cause a second send. The outcome
-        carries the item's partition, if any: that partition's recorder logs it."""
+        progress acks), so a broker blip does not cause a second send; when the outcome
+        ``settles`` the item, the item is acked with the outcome's batch once stored
+        (``OutcomeBatches``). The outcome carries the item's partition, if any: that
+        partition's recorder logs it."""
         outcome = carry_partition(outcome, msg.headers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         backoff = Backoff(first=0.1, ceiling=2.0)
         while True:
-            if await self._outcomes.store(outcome):
+            if await self._outcomes.store(outcome, msg if settles else None):
                 return True
             if loop.time() > deadline:
                 return False
