@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from tests.support import make_notification
-from tocsin.channels import ChannelConfigError, ChannelEnv
+from tests.support import make_notification, wait_until
+from tocsin.channels import ChannelConfigError, ChannelEnv, http1
 from tocsin.channels.http import MAX_CONNECTIONS_PER_RECEIVER, JsonPoster
 from tocsin.channels.http1 import HeaderError
 from tocsin.channels.webhook import WebhookChannel, WebhookConfig
@@ -182,6 +182,91 @@ async def _limit() -> None:
 
 
 test_a_receiver_gets_at_most_the_limit_of_connections = each_loop(_limit)
+
+
+async def _line() -> None:
+    """Catches the pool's line losing a place: past the limit, a POST waits its turn,
+    one cancelled while waiting gives its place up (it is never sent), and the rest are
+    all answered over at most ``MAX_CONNECTIONS_PER_RECEIVER`` connections."""
+    limit = MAX_CONNECTIONS_PER_RECEIVER
+    held: list[asyncio.Future[None]] = []
+
+    async def hold(request: Request) -> bytes:
+        gate = asyncio.get_running_loop().create_future()
+        held.append(gate)
+        await gate
+        return OK
+
+    server, listening = await serving(hold)
+    poster = JsonPoster("test", 10.0)
+    try:
+        first = [asyncio.create_task(poster.post(server.url, b"{}")) for _ in range(limit)]
+        await wait_until(lambda: len(held) == limit, what="the limit's requests held")
+        given_up = asyncio.create_task(poster.post(server.url, b'"given up"'))
+        waiting = asyncio.create_task(poster.post(server.url, b'"waiting"'))
+        await asyncio.wait([given_up, waiting], timeout=0)  # both in line now
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        for gate in held:
+            gate.set_result(None)
+        results = await asyncio.gather(*first)
+        await wait_until(lambda: len(held) == limit + 1, what="the one still waiting sent")
+        held[-1].set_result(None)
+        last = await waiting
+    finally:
+        await poster.close()
+        listening.close()
+    assert [r.error for r in [*results, last]] == [None] * (limit + 1)
+    assert [r.body for r in server.requests].count(b'"given up"') == 0
+    assert server.requests[-1].body == b'"waiting"'
+    assert server.most_open == limit
+
+
+test_a_post_waits_in_line_past_the_limit_and_a_cancelled_one_leaves_it = each_loop(_line)
+
+
+async def _deadlines() -> None:
+    """Catches the shared deadline timers (``http1.Deadlines``, issue #20) cutting a
+    POST before its ``timeout``, not cutting it at all, taking a cancellation from
+    outside for a timeout (the worker must stop), or cancelling a POST's task after its
+    answer came in time."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def never(request: Request) -> bytes:
+        await loop.create_future()
+        return OK
+
+    silent, silent_listening = await serving(never)
+    server, listening = await serving(answer_ok)
+    seconds = 0.2
+    poster = JsonPoster("test", seconds)
+    try:
+        cut = await asyncio.gather(*(poster.post(silent.url, b"{}") for _ in range(5)))
+        ended = loop.time()
+        outside = asyncio.create_task(poster.post(silent.url, b"{}"))
+        await wait_until(lambda: len(silent.requests) == 6, what="the sixth request under way")
+        outside.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outside
+        answered = await poster.post(server.url, b"{}")
+        # Past the latest time its deadline could have cut it (timers run in order):
+        after = loop.create_future()
+        loop.call_later(seconds + 2 * http1.GRAIN, after.set_result, None)
+        await after  # a cancellation from the deadline would be raised here
+    finally:
+        await poster.close()
+        listening.close()
+        silent_listening.close()
+    for result in cut:
+        assert (result.error or "").startswith("timeout: no whole answer within 0.2s")
+        assert result.retryable
+    assert ended - started >= seconds
+    assert answered.error is None
+
+
+test_a_posts_deadline_cuts_it_no_sooner_than_its_timeout = each_loop(_deadlines)
 
 
 async def _stale() -> None:

@@ -140,6 +140,7 @@ class JsonPoster:
         self._fixed_lines = http1.header_lines(fixed)
         self._starts: dict[str, bytes] = {}  # see ``_head_lines``
         self._timeout = timeout
+        self._deadlines = http1.Deadlines(timeout)
         self._ssl = ssl_context()
         self._origins: dict[str, http1.Origin] = {}
         self._pools: dict[tuple[str, str, int], http1.Pool] = {}
@@ -207,14 +208,19 @@ class JsonPoster:
                 body,
             )
         )
-        deadline = asyncio.timeout(self._timeout)
+        deadline = self._deadlines.start()
         try:
-            async with deadline:
-                answer = await self._pool(origin).post(request)
-        except (OSError, TimeoutError) as error:
-            if deadline.expired():
+            answer = await self._pool(origin).post(request)
+        except BaseException as error:
+            expired = deadline.end()  # as ``async with asyncio.timeout``: cut, or not
+            if isinstance(error, asyncio.CancelledError) and not (expired and deadline.ours):
+                raise  # cancelled from outside: the worker stops
+            if not isinstance(error, OSError | asyncio.CancelledError):
+                raise
+            if expired:
                 return retryable(f"timeout: no whole answer within {self._timeout:g}s")
             return retryable(describe(error))
+        deadline.end()
         excerpt = ""
         if not 200 <= answer.status < 300:  # a success's body is never decoded
             excerpt = _text(_decoded(answer), _charset(answer.headers))[:200]
