@@ -13,15 +13,26 @@ import msgspec
 import nats
 from opentelemetry import trace
 
-from tests.support import wait_until
+from tests.support import make_group, make_notification, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
 from tocsin.config import RetrySection
-from tocsin.core.contracts import Body, Notification, WorkItem
+from tocsin.core.contracts import (
+    Body,
+    DeliveryDeadLettered,
+    DeliverySucceeded,
+    EncodedGroup,
+    EncodedGroupDeadLettered,
+    EncodedGroupDelivered,
+    EncodedWorkItem,
+    Notification,
+    WorkItem,
+)
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.subjects import STREAM_OUT, STREAM_WORK, deliver_consumer, route_subject
 from tocsin.observability.tracing import traceparent_of
+from tocsin.pipeline import delivery
 from tocsin.pipeline.delivery import ReceiverWorker
 
 
@@ -171,3 +182,40 @@ async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_s
         version, trace_id, span_id, flags = current.split("-")
         assert (version, trace_id, flags) == ("00", router_trace, "01")
         assert span_id != router_span
+
+
+def test_an_outcome_spliced_from_its_notification_is_the_outcome_built_whole() -> None:
+    """An outcome message is spliced from the notification's JSON and the fields the
+    outcome adds (``delivery._extended``, issue #20), not built field by field. Catches
+    the splice giving other bytes than the outcome struct encodes (what the recorder
+    and the audit subscribers read, DESIGN.md section 10): for an alert and a group,
+    delivered and dead-lettered, with and without the optional fields."""
+    alert = WorkItem(notification=make_notification(), log_seq=7)
+    group = WorkItem(group=make_group(3), log_seq=8, trace_id="0af7651916cd43dd8448eb211c80319c")
+    for work in (alert, group):
+        body = msgspec.json.decode(msgspec.json.encode(work), type=EncodedWorkItem).body
+        fields = msgspec.structs.asdict(body)
+        common = {"channel": "webhook", "log_seq": work.log_seq, "trace_id": work.trace_id}
+        grouped = isinstance(body, EncodedGroup)
+        for status_code in (200, None):
+            delivered = {
+                **common,
+                "attempts": 2,
+                "delivered_at": "2026-11-23T12:00:01.000002Z",
+                "status_code": status_code,
+            }
+            whole = (EncodedGroupDelivered if grouped else DeliverySucceeded)(**fields, **delivered)
+            added = delivery._ADDED[type(whole)](**delivered)
+            assert delivery._extended(body, added) == msgspec.json.encode(whole)
+            dead = {
+                **common,
+                "attempts": 5,
+                "failed_at": "2026-11-23T12:00:01.000002Z",
+                "error": 'HTTP 500: "boom"',
+                "last_status_code": status_code,
+            }
+            whole_dead = (EncodedGroupDeadLettered if grouped else DeliveryDeadLettered)(
+                **fields, **dead
+            )
+            added = delivery._ADDED[type(whole_dead)](**dead)
+            assert delivery._extended(body, added) == msgspec.json.encode(whole_dead)

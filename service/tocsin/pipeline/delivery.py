@@ -485,7 +485,9 @@ class ReceiverWorker:
                     extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
                 )
         ordered_by = _ordered_by(item)
-        latest = await self._latest(ordered_by)
+        known, latest = self._delivered_seq.known(self.receiver, ordered_by)
+        if not known:  # not followed in memory (yet): asked for
+            latest = await self._latest(ordered_by)
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
@@ -552,10 +554,8 @@ class ReceiverWorker:
         """The latest notification the receiver accepted of ``ordered_by``, asked for at
         most ``ORDER_PATIENCE``: past it the send goes ahead (the order check is a
         guard against late retries, and a slow answer must not hold an item until
-        JetStream hands it to another worker). Followed in memory, it costs no wait."""
-        known, latest = self._delivered_seq.known(self.receiver, ordered_by)
-        if known:
-            return latest
+        JetStream hands it to another worker). Followed in memory, it costs no wait
+        (``known``, which the caller reads first)."""
         try:
             return await asyncio.wait_for(
                 self._delivered_seq.latest(self.receiver, ordered_by), ORDER_PATIENCE
@@ -653,7 +653,6 @@ class ReceiverWorker:
         grouped = isinstance(notification, EncodedGroup)
         # A re-queued item's outcomes need ids JetStream has not deduplicated already.
         again = f":{item.generation}" if item.generation else ""
-        body: dict[str, Any] = msgspec.structs.asdict(notification)
         now = format_us(now_us())
         common: dict[str, Any] = {
             "channel": self._channel.kind,
@@ -661,19 +660,15 @@ class ReceiverWorker:
             "trace_id": item.trace_id,
         }
         if step.action == "delivered":
-            delivered = EncodedGroupDelivered if grouped else DeliverySucceeded
-            message: Any = delivered(
-                **body,
-                **common,
-                attempts=attempt,
-                delivered_at=now,
-                status_code=result.status_code,
+            delivered = _ADDED[EncodedGroupDelivered if grouped else DeliverySucceeded]
+            added = delivered(
+                **common, attempts=attempt, delivered_at=now, status_code=result.status_code
             )
-            return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
+            payload = _extended(notification, added)
+            return Outbound(DELIVERED, payload, f"{nid}:delivered{again}")
         if step.action == "dead_letter":
-            dead = EncodedGroupDeadLettered if grouped else DeliveryDeadLettered
-            message = dead(
-                **body,
+            dead = _ADDED[EncodedGroupDeadLettered if grouped else DeliveryDeadLettered]
+            added = dead(
                 **common,
                 attempts=attempt,
                 failed_at=now,
@@ -693,7 +688,8 @@ class ReceiverWorker:
                     "status_code": result.status_code,
                 },
             )
-            return Outbound(DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}")
+            payload = _extended(notification, added)
+            return Outbound(DELIVERY_FAILED, payload, f"{nid}:failed{again}")
         alert_id, fingerprint, group_key = outcome_identity(notification)
         message = DeliveryAttemptFailed(
             notification_id=nid,
@@ -735,16 +731,58 @@ class ReceiverWorker:
         (``OutcomeBatches``). The outcome carries the item's partition, if any: that
         partition's recorder logs it."""
         outcome = carry_partition(outcome, msg.headers)
+        then_ack = msg if settles else None
+        if await self._outcomes.store(outcome, then_ack):  # as nearly always: stored
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         backoff = Backoff(first=0.1, ceiling=2.0)
         while True:
-            if await self._outcomes.store(outcome, msg if settles else None):
+            await ack_all(self._nc, [msg], PROGRESS)
+            await asyncio.sleep(backoff.next())
+            if await self._outcomes.store(outcome, then_ack):
                 return True
             if loop.time() > deadline:
                 return False
-            await ack_all(self._nc, [msg], PROGRESS)
-            await asyncio.sleep(backoff.next())
+
+
+def _added_fields(
+    outcome: type[msgspec.Struct], body: type[msgspec.Struct]
+) -> type[msgspec.Struct]:
+    """The fields ``outcome`` adds to ``body``, its base, in its order, as a struct of
+    their own: encoded, they are what follows the body's fields in ``outcome``'s JSON
+    (``_extended``)."""
+    every, inherited = msgspec.structs.fields(outcome), msgspec.structs.fields(body)
+    assert [f.name for f in every[: len(inherited)]] == [f.name for f in inherited]
+    return msgspec.defstruct(
+        f"{outcome.__name__}Added",
+        [
+            (f.name, f.type) if f.required else (f.name, f.type, f.default)
+            for f in every[len(inherited) :]
+        ],
+        kw_only=True,
+    )
+
+
+# An outcome message is its notification's fields and then its own: the notification
+# encoded, the added fields encoded, the two spliced (``_extended``), not the outcome
+# built field by field from the notification's (``asdict``: ~2 us a notification,
+# issue #20). ``tests/pipeline/test_delivery_workers.py`` checks the bytes are the same.
+_ADDED: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
+    outcome: _added_fields(outcome, body)
+    for outcome, body in (
+        (DeliverySucceeded, Notification),
+        (DeliveryDeadLettered, Notification),
+        (EncodedGroupDelivered, EncodedGroup),
+        (EncodedGroupDeadLettered, EncodedGroup),
+    )
+}
+
+
+def _extended(body: msgspec.Struct, added: msgspec.Struct) -> bytes:
+    """The JSON of the outcome struct that is ``body``'s class with ``added``'s fields
+    after its own (``_ADDED``): ``{<body's fields>,<added's fields>}``."""
+    return _encoder.encode(body)[:-1] + b"," + _encoder.encode(added)[1:]
 
 
 def _ordered_by(item: EncodedWorkItem) -> str:
