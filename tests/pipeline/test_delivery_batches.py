@@ -19,7 +19,7 @@ from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_
 from tocsin.core.outbound import Outbound
 from tocsin.core.subjects import ACK, DELIVERED, STREAM_WORK, deliver_consumer
 from tocsin.pipeline import delivery
-from tocsin.pipeline.delivery import OutcomeBatches
+from tocsin.pipeline.delivery import Handoff, OutcomeBatches
 
 
 class FakePublisher:
@@ -131,3 +131,26 @@ async def test_items_are_acked_with_their_batch_once_their_outcomes_are_stored(
     finally:
         await puller.stop()
         await nc.close()
+
+
+async def test_the_handoff_gives_each_item_once_in_order_even_to_cancelled_senders() -> None:
+    """``Handoff`` replaced the sender loops' ``asyncio.Queue`` (issue #20). Catches an
+    item lost or given twice: items come out first in first out, to waiting senders in
+    the order they waited; a sender cancelled while waiting takes nothing, and one
+    cancelled after it was woken passes the item on to the next."""
+    handoff = Handoff()
+    handoff.put("a")  # type: ignore[arg-type]
+    handoff.put("b")  # type: ignore[arg-type]
+    assert [await handoff.get(), await handoff.get()] == ["a", "b"]
+    first, second, third = (asyncio.create_task(handoff.get()) for _ in range(3))
+    await asyncio.wait([first, second, third], timeout=0)  # all three waiting
+    first.cancel()  # cancelled while waiting: takes nothing
+    handoff.put("c")  # type: ignore[arg-type]
+    second.cancel()  # woken for "c", cancelled before it ran: "c" goes to the third
+    assert await third == "c"
+    for task in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert handoff.qsize() == 0
+    handoff.put(None)
+    assert await handoff.get() is None

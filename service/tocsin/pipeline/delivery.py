@@ -14,6 +14,7 @@ as superseded (``core/policy/order.py``; the record is ``bus/delivered.py``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -201,6 +202,46 @@ class OutcomeBatches:
                     stored.set_result(index < len(results) and results[index])
 
 
+class Handoff:
+    """Work items from a worker's puller to its sender loops, first in first out: an
+    ``asyncio.Queue`` without its bound (the puller takes no more items than there are
+    idle senders), its task accounting and its lookups of the running loop, ~2 us an
+    item (issue #20). ``None`` tells a sender loop to stop."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Msg | None] = collections.deque()
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Msg | None) -> None:
+        self._items.append(item)
+        self._wake_one()
+
+    async def get(self) -> Msg | None:
+        """The next item, waiting for one. An item stays here until taken: a sender
+        cancelled once woken passes its wake-up on, and takes nothing."""
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()
+                raise
+        return self._items.popleft()
+
+    def _wake_one(self) -> None:
+        """Wake the first sender still waiting (a cancelled one's wait is done)."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class ReceiverWorker:
     """Sends one receiver's notifications, ``concurrency`` at a time: that many sender
     loops take work items from a queue the puller fills with only as many items as
@@ -274,7 +315,7 @@ class ReceiverWorker:
             for subject in leader_elected_subjects(STREAM_WORK, deliver_consumer(self.receiver))
         ]
         log.info("delivering to receiver %s (%s)", self.receiver, self._channel.kind)
-        queue: asyncio.Queue[Msg | None] = asyncio.Queue(self._concurrency)
+        queue = Handoff()
         self._idle = self._concurrency
         senders = [asyncio.create_task(self._sender(queue)) for _ in range(self._concurrency)]
         try:
@@ -285,12 +326,12 @@ class ReceiverWorker:
                     await self._freed.wait()
                     continue
                 for msg in await puller.take(limit=free, wait=0.5):
-                    queue.put_nowait(msg)
+                    queue.put(msg)
         finally:
 
             async def wind_down() -> None:
                 for _ in senders:  # after the items already handed out
-                    await queue.put(None)
+                    queue.put(None)
                 await asyncio.wait(senders)
 
             with contextlib.suppress(TimeoutError):
@@ -306,7 +347,7 @@ class ReceiverWorker:
             if self._retired:
                 await asyncio.wait(self._retired, timeout=15)
 
-    async def _sender(self, queue: asyncio.Queue[Msg | None]) -> None:
+    async def _sender(self, queue: Handoff) -> None:
         """One of the ``concurrency`` loops: deliver items from ``queue`` until ``None``."""
         while (msg := await queue.get()) is not None:
             self._idle -= 1
