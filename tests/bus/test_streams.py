@@ -235,29 +235,3 @@ async def test_a_batch_written_in_one_go_arrives_as_publishes_one_at_a_time_woul
     finally:
         await audit.close()
         await nc.close()
-
-
-async def test_a_message_with_nothing_to_merge_is_written_as_the_general_way_writes_it(
-    nats_url: str,
-) -> None:
-    """A message of a publisher without headers of its own, which does not name its own
-    ``Nats-Msg-Id`` header, is written without the merged dicts (issue #20: every
-    outcome and work item). Catches those commands differing by a byte from the general
-    way's (``_merged_command``): the id first, then the message's headers in order,
-    values cleaned as ``nc.publish`` cleans them, a message without either a ``PUB``."""
-    nc = await nats.connect(nats_url)
-    try:
-        publisher = Publisher(nc)
-        traced = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-        for message in (
-            Outbound("alerts.delivered", b'{"n":1}', "n1:delivered"),
-            Outbound("tocsin.route.hook", b'{"n":2}', "n2", traced),
-            Outbound("tocsin.route.hook", b'{"n":3}', " n3\r\n", {**traced, "x-odd": " a\r\nb "}),
-            Outbound("tocsin.route.hook", b"", "", traced),
-            Outbound("tocsin.route.hook", b"{}", ""),
-        ):
-            command = publisher._command(message, "_INBOX.x.1")
-            assert command == publisher._merged_command(message, "_INBOX.x.1"), message
-        assert publisher._command(Outbound("s", b"{}", ""), "r") == b"PUB s r 2\r\n{}\r\n"
-    finally:
-        await nc.close()

@@ -79,20 +79,12 @@ _HEADER_LINE = b"NATS/1.0\r\n"
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})  # as nats-py cleans a header value
 
 
-_MSG_ID_LINE = f"{MSG_ID}: ".encode()
-
-
-def _cleaned(value: str) -> str:
-    """A header's value as ``nc.publish`` writes it: stripped, line breaks made spaces."""
-    return value.strip().translate(_NEWLINES)
-
-
 def _header_block(headers: dict[str, str]) -> bytes:
-    """A message's NATS header block, as ``nc.publish`` writes it (values ``_cleaned``;
-    the keys are tocsin's own names)."""
+    """A message's NATS header block, as ``nc.publish`` writes it (values stripped, line
+    breaks made spaces; the keys are tocsin's own names)."""
     lines = [_HEADER_LINE]
     for key, value in headers.items():
-        lines.append(f"{key}: {_cleaned(value)}\r\n".encode())
+        lines.append(f"{key}: {value.strip().translate(_NEWLINES)}\r\n".encode())
     lines.append(_CRLF)
     return b"".join(lines)
 
@@ -156,30 +148,6 @@ class Publisher:
             if not subject or any(c in subject for c in " \t\r\n"):
                 raise BadSubjectError(subject)
             self._subjects.add(subject)
-        headers = message.headers
-        payload = message.payload
-        if not self._headers and not (headers and MSG_ID in headers):
-            # As nearly always: a message's own id and headers, with nothing to merge,
-            # written without the dicts the general way makes (~1 us a message).
-            if not message.msg_id and not headers:
-                return b"PUB %s %s %d\r\n%s\r\n" % (
-                    subject.encode(), reply.encode(), len(payload), payload)  # fmt: skip
-            lines = [_HEADER_LINE]
-            if message.msg_id:
-                lines.append(_MSG_ID_LINE + _cleaned(message.msg_id).encode() + _CRLF)
-            for key, value in (headers or {}).items():
-                lines.append(f"{key}: {_cleaned(value)}\r\n".encode())
-            lines.append(_CRLF)
-            block = b"".join(lines)
-            size = len(block) + len(payload)
-            return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
-                subject.encode(), reply.encode(), len(block), size, block, payload)  # fmt: skip
-        return self._merged_command(message, reply)
-
-    def _merged_command(self, message: Outbound, reply: str) -> bytes:
-        """``_command`` of a message whose headers merge with the publisher's, or that
-        names its own ``Nats-Msg-Id``: ``{Nats-Msg-Id, **publisher's, **message's}``."""
-        subject = message.subject
         headers = message.headers
         if self._headers:
             headers = {**self._headers, **(headers or {})}
