@@ -440,6 +440,19 @@ def test_a_posts_head_is_the_same_once_its_header_names_are_remembered() -> None
         JsonPoster("9.9", 5.0)._head_lines(tp, {"Bad Name": "x"})
 
 
+def test_an_answers_headers_decoded_when_asked_are_those_it_had() -> None:
+    """An answer keeps its headers as parsed and decodes them when a failed send asks
+    (issue #20). Catches the late decoding changing what it says: names in lower case,
+    a repeated header's last value, values as latin-1, decoded once."""
+    answer = http1.Answer(
+        503,
+        [(b"Retry-After", b"7"), (b"X-A", b"1"), (b"x-a", b"2"), (b"X-Name", b"caf\xe9")],
+        b"busy",
+    )
+    assert answer.headers == {"retry-after": "7", "x-a": "2", "x-name": "café"}
+    assert answer.headers is answer.headers
+
+
 def test_a_header_with_a_line_break_is_refused_when_the_receiver_is_built() -> None:
     """Catches a header value that would end the head early and smuggle another header
     (or a request) into every send: the webhook is refused at build time, naming the
