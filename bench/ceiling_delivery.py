@@ -323,7 +323,7 @@ async def pipeline(nc: nats.NATS, n: int, url: str) -> Figure:
     puller = Puller(nc, "CEIL_WORK", "w", POOL, prefetch=False)
     await puller.start()
     poster = JsonPoster("0.1.0", 10.0)
-    outcomes = OutcomeBatches(publisher)
+    outcomes = OutcomeBatches(nc, publisher)
     done = 0
 
     async def deliver(msg: Msg) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import uvloop
 
-from tests.support import make_notification
-from tocsin.channels import ChannelConfigError, ChannelEnv
+from tests.support import make_notification, wait_until
+from tocsin.channels import ChannelConfigError, ChannelEnv, http1
 from tocsin.channels.http import MAX_CONNECTIONS_PER_RECEIVER, JsonPoster
+from tocsin.channels.http1 import HeaderError
 from tocsin.channels.webhook import WebhookChannel, WebhookConfig
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.times import Duration
@@ -183,6 +184,91 @@ async def _limit() -> None:
 test_a_receiver_gets_at_most_the_limit_of_connections = each_loop(_limit)
 
 
+async def _line() -> None:
+    """Catches the pool's line losing a place: past the limit, a POST waits its turn,
+    one cancelled while waiting gives its place up (it is never sent), and the rest are
+    all answered over at most ``MAX_CONNECTIONS_PER_RECEIVER`` connections."""
+    limit = MAX_CONNECTIONS_PER_RECEIVER
+    held: list[asyncio.Future[None]] = []
+
+    async def hold(request: Request) -> bytes:
+        gate = asyncio.get_running_loop().create_future()
+        held.append(gate)
+        await gate
+        return OK
+
+    server, listening = await serving(hold)
+    poster = JsonPoster("test", 10.0)
+    try:
+        first = [asyncio.create_task(poster.post(server.url, b"{}")) for _ in range(limit)]
+        await wait_until(lambda: len(held) == limit, what="the limit's requests held")
+        given_up = asyncio.create_task(poster.post(server.url, b'"given up"'))
+        waiting = asyncio.create_task(poster.post(server.url, b'"waiting"'))
+        await asyncio.wait([given_up, waiting], timeout=0)  # both in line now
+        given_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        for gate in held:
+            gate.set_result(None)
+        results = await asyncio.gather(*first)
+        await wait_until(lambda: len(held) == limit + 1, what="the one still waiting sent")
+        held[-1].set_result(None)
+        last = await waiting
+    finally:
+        await poster.close()
+        listening.close()
+    assert [r.error for r in [*results, last]] == [None] * (limit + 1)
+    assert [r.body for r in server.requests].count(b'"given up"') == 0
+    assert server.requests[-1].body == b'"waiting"'
+    assert server.most_open == limit
+
+
+test_a_post_waits_in_line_past_the_limit_and_a_cancelled_one_leaves_it = each_loop(_line)
+
+
+async def _deadlines() -> None:
+    """Catches the shared deadline timers (``http1.Deadlines``, issue #20) cutting a
+    POST before its ``timeout``, not cutting it at all, taking a cancellation from
+    outside for a timeout (the worker must stop), or cancelling a POST's task after its
+    answer came in time."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def never(request: Request) -> bytes:
+        await loop.create_future()
+        return OK
+
+    silent, silent_listening = await serving(never)
+    server, listening = await serving(answer_ok)
+    seconds = 0.2
+    poster = JsonPoster("test", seconds)
+    try:
+        cut = await asyncio.gather(*(poster.post(silent.url, b"{}") for _ in range(5)))
+        ended = loop.time()
+        outside = asyncio.create_task(poster.post(silent.url, b"{}"))
+        await wait_until(lambda: len(silent.requests) == 6, what="the sixth request under way")
+        outside.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outside
+        answered = await poster.post(server.url, b"{}")
+        # Past the latest time its deadline could have cut it (timers run in order):
+        after = loop.create_future()
+        loop.call_later(seconds + 2 * http1.GRAIN, after.set_result, None)
+        await after  # a cancellation from the deadline would be raised here
+    finally:
+        await poster.close()
+        listening.close()
+        silent_listening.close()
+    for result in cut:
+        assert (result.error or "").startswith("timeout: no whole answer within 0.2s")
+        assert result.retryable
+    assert ended - started >= seconds
+    assert answered.error is None
+
+
+test_a_posts_deadline_cuts_it_no_sooner_than_its_timeout = each_loop(_deadlines)
+
+
 async def _stale() -> None:
     """Catches a request sent twice in one attempt (the receiver would see an attempt
     the log does not, sooner than the backoff says) and a connection reused after its
@@ -316,6 +402,55 @@ async def _head() -> None:
 
 
 test_the_request_head_is_the_one_the_channels_promise = each_loop(_head)
+
+
+def test_a_posts_head_is_the_same_once_its_header_names_are_remembered() -> None:
+    """``JsonPoster`` remembers a request header's name once checked (issue #20: a
+    webhook sends ``Idempotency-Key`` with every POST), so later POSTs check only the
+    values. Catches the remembered way writing other lines than the general one: a
+    name that replaces a fixed header (in any case) or is ``traceparent`` must never
+    be remembered, and a value with a line break must still be refused, naming the
+    header, on a remembered name."""
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    cases: list[tuple[str | None, dict[str, str] | None]] = [
+        (tp, {"Idempotency-Key": "n1"}),
+        (None, {"Idempotency-Key": "n2"}),
+        (tp, None),
+        (None, None),
+        (tp, {"Idempotency-Key": "n3", "X-Extra": "1"}),
+        (tp, {"x-team": "ops"}),  # replaces the fixed X-Team
+        (tp, {"USER-AGENT": "me"}),  # replaces a fixed header tocsin sets
+        (tp, {"Traceparent": "00-1-2-01"}),  # beside the given traceparent
+        (None, {"traceparent": "00-1-2-01"}),
+        (tp, {"traceparent": "00-1-2-01", "Idempotency-Key": "n4"}),
+    ]
+    fixed = {"X-Team": "db"}
+    warm = JsonPoster("9.9", 5.0, fixed)
+    for _ in range(2):  # the second time round, every name that may be is remembered
+        for traceparent, headers in cases:
+            general = JsonPoster("9.9", 5.0, fixed)._merged_lines(traceparent, headers)
+            assert warm._head_lines(traceparent, headers) == general, (traceparent, headers)
+    assert set(warm._starts) == {"Idempotency-Key", "X-Extra"}
+    with pytest.raises(HeaderError) as refused:
+        warm._head_lines(tp, {"Idempotency-Key": "n5\r\nX-Admin: yes"})
+    assert "Idempotency-Key" in str(refused.value)
+    with pytest.raises(HeaderError):
+        warm._head_lines("00-1-2-01\r\nX-Admin: yes", {"Idempotency-Key": "n6"})
+    with pytest.raises(HeaderError):
+        JsonPoster("9.9", 5.0)._head_lines(tp, {"Bad Name": "x"})
+
+
+def test_an_answers_headers_decoded_when_asked_are_those_it_had() -> None:
+    """An answer keeps its headers as parsed and decodes them when a failed send asks
+    (issue #20). Catches the late decoding changing what it says: names in lower case,
+    a repeated header's last value, values as latin-1, decoded once."""
+    answer = http1.Answer(
+        503,
+        [(b"Retry-After", b"7"), (b"X-A", b"1"), (b"x-a", b"2"), (b"X-Name", b"caf\xe9")],
+        b"busy",
+    )
+    assert answer.headers == {"retry-after": "7", "x-a": "2", "x-name": "café"}
+    assert answer.headers is answer.headers
 
 
 def test_a_header_with_a_line_break_is_refused_when_the_receiver_is_built() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -40,6 +41,7 @@ from tocsin.bus.publisher import Publisher
 from tocsin.core import events as ev
 from tocsin.core.fold import fold
 from tocsin.observability.tracing import (
+    CurrentSpan,
     Tracing,
     TracingConfigError,
     Unrecorded,
@@ -48,6 +50,8 @@ from tocsin.observability.tracing import (
     parent_from,
     route_attributes,
     trace_context_from,
+    traceparent_of,
+    unrecorded_child,
 )
 from tocsin.pipeline.router import Router
 from tocsin.store.eventlog import LogWriteError
@@ -388,6 +392,58 @@ def test_an_unrecorded_route_span_carries_what_a_non_recording_span_would() -> N
             assert (len(trace_id), flags) == (32, "01")
             assert int(trace_id, 16)
     assert Unrecorded(None).trace_id != Unrecorded(None).trace_id
+
+
+def test_an_unrecorded_delivery_span_is_the_one_the_general_path_makes() -> None:
+    """``unrecorded_child`` stands in for ``Tracing().start`` under ``parent_from`` and
+    ``traceparent_of`` when nothing records spans (issue #20: one per notification).
+    Catches the receiver's ``traceparent`` leaving the publisher's trace, losing its
+    sampled flag, or naming a span other than the one ``CurrentSpan`` makes current
+    (the one log lines name); and a header the general parse reads otherwise (a
+    ``tracestate``, upper case, another version, zero ids, a bad length) taken by the
+    quick path instead of left to the general one."""
+    for flags in ("01", "00"):
+        headers = {"traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-{flags}"}
+        quick = unrecorded_child(headers)
+        assert quick is not None
+        span, traceparent = quick
+        general = Tracing().start("deliver hook", parent_from(headers), SpanKind.CLIENT)
+        ours, theirs = span.get_span_context(), general.get_span_context()
+        assert (ours.trace_id, ours.trace_flags, ours.is_remote, ours.trace_state) == (
+            theirs.trace_id,
+            theirs.trace_flags,
+            theirs.is_remote,
+            theirs.trace_state,
+        )
+        assert not span.is_recording()
+        assert traceparent == traceparent_of(span)
+        assert traceparent.startswith(f"00-{PUBLISHER_TRACE}-")
+        assert traceparent.endswith(f"-{flags}")
+        assert traceparent.split("-")[2] != PUBLISHER_SPAN  # a child, not the parent
+        with CurrentSpan(span):
+            assert trace.get_current_span() is span
+        assert trace.get_current_span() is not span
+    headers = {"traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01"}
+    first, second = unrecorded_child(headers), unrecorded_child(headers)
+    assert first is not None
+    assert second is not None
+    assert first[1] != second[1]  # a span id of its own each
+    plain = f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01"
+    for general_only in (
+        {"traceparent": plain, "tracestate": "vendor=opaque"},
+        {"traceparent": plain, "Tracestate": "vendor=opaque"},
+        {"Traceparent": plain},
+        {"traceparent": plain.upper()},
+        {"traceparent": f" {plain}"},
+        {"traceparent": f"01-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01-extra"},
+        {"traceparent": f"00-{'0' * 32}-{PUBLISHER_SPAN}-01"},
+        {"traceparent": f"00-{PUBLISHER_TRACE}-{'0' * 16}-01"},
+        {"traceparent": f"00-{PUBLISHER_TRACE[:-1]}-{PUBLISHER_SPAN}-01"},
+        {"traceparent": plain + "-"},
+        {},
+        None,
+    ):
+        assert unrecorded_child(general_only) is None, general_only
 
 
 def test_otlp_export_is_chosen_by_the_standard_variables() -> None:

@@ -7,18 +7,32 @@ protocol) that let a test hold a send open."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import msgspec
 import nats
+from opentelemetry import trace
 
-from tests.support import wait_until
+from tests.support import make_group, make_notification, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
 from tocsin.config import RetrySection
-from tocsin.core.contracts import Body, Notification, WorkItem
+from tocsin.core.contracts import (
+    Body,
+    DeliveryDeadLettered,
+    DeliverySucceeded,
+    EncodedGroup,
+    EncodedGroupDeadLettered,
+    EncodedGroupDelivered,
+    EncodedWorkItem,
+    Notification,
+    WorkItem,
+)
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.subjects import STREAM_OUT, STREAM_WORK, deliver_consumer, route_subject
+from tocsin.observability.tracing import traceparent_of
+from tocsin.pipeline import delivery
 from tocsin.pipeline.delivery import ReceiverWorker
 
 
@@ -49,7 +63,7 @@ class HeldChannel:
         self.closed = True
 
 
-def item(i: int) -> Outbound:
+def item(i: int, receiver: str = "hook", trace_id: str | None = None) -> Outbound:
     notification = Notification(
         notification_id=f"n{i}",
         reason="firing",
@@ -67,10 +81,10 @@ def item(i: int) -> Outbound:
         last_seen="2026-01-01T00:00:00.000000Z",
         occurrences=1,
         suppressed_count=0,
-        receiver="hook",
+        receiver=receiver,
     )
-    work = WorkItem(notification=notification, log_seq=i)
-    return Outbound(route_subject("hook"), msgspec.json.encode(work), f"n{i}")
+    work = WorkItem(notification=notification, log_seq=i, trace_id=trace_id)
+    return Outbound(route_subject(receiver), msgspec.json.encode(work), f"{receiver}-n{i}")
 
 
 async def test_a_replaced_channel_is_closed_once_its_send_is_done(nats_url: str) -> None:
@@ -111,3 +125,97 @@ async def test_a_replaced_channel_is_closed_once_its_send_is_done(nats_url: str)
         await running
         await publisher.close()
         await nc.close()
+
+
+class TraceRecordingChannel:
+    """Remembers, for each send, the ``traceparent`` given and the ids of the span
+    current during the send (what a log line written there names)."""
+
+    kind = "traced"
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str | None, str]] = {}
+
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        current = traceparent_of(trace.get_current_span())
+        self.seen[notification.notification_id] = (traceparent, current)
+        return SendResult(ok=True, status_code=200)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_span(
+    nats_url: str,
+) -> None:
+    """With nothing recording spans, a work item with the router's plain ``traceparent``
+    takes the quick path (``unrecorded_child``, issue #20), one without takes the general
+    one (its trace from the item's ``trace_id``). Catches either path sending the
+    receiver a ``traceparent`` outside the router's trace, or one naming a span other
+    than the current one (log lines written during the send would name another)."""
+    receiver = "traced"
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
+    publisher = Publisher(nc)
+    channel = TraceRecordingChannel()
+    worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
+    router_trace, router_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    plain, by_id = item(1, receiver), item(2, receiver, trace_id=router_trace)
+    plain = dataclasses.replace(
+        plain, headers={"traceparent": f"00-{router_trace}-{router_span}-01"}
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert await publisher.publish([plain, by_id]) == [True, True]
+        await wait_until(lambda: len(channel.seen) == 2, what="both sends")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
+    for nid in ("n1", "n2"):
+        given, current = channel.seen[nid]
+        assert given == current
+        version, trace_id, span_id, flags = current.split("-")
+        assert (version, trace_id, flags) == ("00", router_trace, "01")
+        assert span_id != router_span
+
+
+def test_an_outcome_spliced_from_its_notification_is_the_outcome_built_whole() -> None:
+    """An outcome message is spliced from the notification's JSON and the fields the
+    outcome adds (``delivery._extended``, issue #20), not built field by field. Catches
+    the splice giving other bytes than the outcome struct encodes (what the recorder
+    and the audit subscribers read, DESIGN.md section 10): for an alert and a group,
+    delivered and dead-lettered, with and without the optional fields."""
+    alert = WorkItem(notification=make_notification(), log_seq=7)
+    group = WorkItem(group=make_group(3), log_seq=8, trace_id="0af7651916cd43dd8448eb211c80319c")
+    for work in (alert, group):
+        body = msgspec.json.decode(msgspec.json.encode(work), type=EncodedWorkItem).body
+        fields = msgspec.structs.asdict(body)
+        common = {"channel": "webhook", "log_seq": work.log_seq, "trace_id": work.trace_id}
+        grouped = isinstance(body, EncodedGroup)
+        for status_code in (200, None):
+            delivered = {
+                **common,
+                "attempts": 2,
+                "delivered_at": "2026-11-23T12:00:01.000002Z",
+                "status_code": status_code,
+            }
+            whole = (EncodedGroupDelivered if grouped else DeliverySucceeded)(**fields, **delivered)
+            added = delivery._ADDED[type(whole)](**delivered)
+            assert delivery._extended(body, added) == msgspec.json.encode(whole)
+            dead = {
+                **common,
+                "attempts": 5,
+                "failed_at": "2026-11-23T12:00:01.000002Z",
+                "error": 'HTTP 500: "boom"',
+                "last_status_code": status_code,
+            }
+            whole_dead = (EncodedGroupDeadLettered if grouped else DeliveryDeadLettered)(
+                **fields, **dead
+            )
+            added = delivery._ADDED[type(whole_dead)](**dead)
+            assert delivery._extended(body, added) == msgspec.json.encode(whole_dead)

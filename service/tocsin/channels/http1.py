@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import contextlib
 import re
 import ssl
 from collections.abc import Mapping
@@ -49,13 +51,20 @@ def header_lines(headers: Mapping[str, str]) -> bytes:
     naming the header when one cannot be sent."""
     lines = []
     for name, value in headers.items():
-        raw_name, raw_value = name.encode("utf-8"), value.encode("utf-8")
+        raw_name = name.encode("utf-8")
         if not _TOKEN.fullmatch(raw_name):
             raise HeaderError(f"header name {name!r} is not a token")
-        if _BAD_VALUE.search(raw_value):
-            raise HeaderError(f"header {name!r} has a line break or NUL in its value")
-        lines.append(raw_name + b": " + raw_value + b"\r\n")
+        lines.append(raw_name + b": " + header_value(name, value) + b"\r\n")
     return b"".join(lines)
+
+
+def header_value(name: str, value: str) -> bytes:
+    """``value`` of header ``name`` as sent; ``HeaderError`` naming the header when it
+    holds CR, LF or NUL (``header_lines`` checks the same)."""
+    raw = value.encode("utf-8")
+    if _BAD_VALUE.search(raw):
+        raise HeaderError(f"header {name!r} has a line break or NUL in its value")
+    return raw
 
 
 class Origin:
@@ -85,14 +94,27 @@ class Origin:
 
 class Answer:
     """A receiver's answer: its status, its headers (names in lower case; a repeated
-    header's last value), and its body's first ``max_body`` bytes."""
+    header's last value), and its body's first ``max_body`` bytes.
 
-    __slots__ = ("body", "headers", "status")
+    The headers are kept as the parser gave them and decoded when first asked for:
+    only a failed send reads them (``Retry-After``, the charset and coding of the
+    error's excerpt), and a success's were ~0.3 us a header to decode (issue #20)."""
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    __slots__ = ("_decoded", "_raw", "body", "status")
+
+    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.status = status
-        self.headers = headers
+        self._raw = raw_headers
+        self._decoded: dict[str, str] | None = None
         self.body = body
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = {
+                name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self._raw
+            }
+        return self._decoded
 
 
 class Disconnected(ConnectionError):
@@ -108,7 +130,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Answer] | None = None
-        self._headers: dict[str, str] = {}
+        self._headers: list[tuple[bytes, bytes]] = []  # as parsed (``Answer``)
         self._name = ""
         self._chunks: list[bytes] = []
         self._size = 0
@@ -156,13 +178,13 @@ class _Connection(asyncio.Protocol):
     _chunks_open = False
 
     def on_message_begin(self) -> None:
-        self._headers = {}
+        self._headers = []
         self._chunks = []
         self._size = 0
         self._headers_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -222,8 +244,75 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+GRAIN = 0.01
+"""Seconds within which deadlines started share one timer (``Deadlines``): how late,
+at most, a request is cut past its own deadline."""
+
+
+class Deadline:
+    """One request's deadline (``Deadlines.start``): it cancels the request's task when
+    it passes, as ``asyncio.timeout`` does, and ``end`` says whether it did."""
+
+    __slots__ = ("_batch", "_cancelling", "_task", "expired", "ours")
+
+    def __init__(self, task: asyncio.Task[object], batch: set[Deadline]) -> None:
+        self._task = task
+        self._batch = batch
+        self._cancelling = task.cancelling()
+        self.expired = False
+        self.ours = False  # the task's cancellation is this deadline's alone
+
+    def expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
+
+    def end(self) -> bool:
+        """The request is over: ``True`` when its deadline had passed (the cancellation
+        taken back, as ``asyncio.timeout`` leaves it; ``ours`` says whether nothing
+        else cancelled the task meanwhile)."""
+        self._batch.discard(self)
+        if self.expired:
+            self.ours = self._task.uncancel() <= self._cancelling
+        return self.expired
+
+
+class Deadlines:
+    """``asyncio.timeout`` of ``seconds`` for many requests, one timer for all those
+    started within ``GRAIN`` seconds: each is cut no sooner than its own deadline and
+    at most ``GRAIN`` later. ``asyncio.timeout``'s timer, made and cancelled for every
+    POST, cost ~3 us of a notification's CPU (issue #20); this costs a set's add and
+    discard."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._batch: set[Deadline] = set()
+        self._joins_until = 0.0  # loop time: a deadline started before it joins _batch
+
+    def start(self) -> Deadline:
+        """The current task's deadline, ``seconds`` from now; ``end`` it when done."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self._joins_until:
+            self._batch = set()
+            self._joins_until = now + GRAIN
+            loop.call_at(self._joins_until + self.seconds, _expire, self._batch)
+        task = asyncio.current_task()
+        assert task is not None, "a deadline is for a task's request"
+        deadline = Deadline(task, self._batch)
+        self._batch.add(deadline)
+        return deadline
+
+
+def _expire(batch: set[Deadline]) -> None:
+    """Every request of ``batch`` still under way is past its deadline."""
+    for deadline in list(batch):
+        deadline.expire()
+
+
 class Pool:
-    """Keep-alive connections to one origin, at most ``limit`` at once."""
+    """Keep-alive connections to one origin, at most ``limit`` at once: a request past
+    them waits in line for one (``_line``, first come first served). Not an
+    ``asyncio.Semaphore``, whose every acquire scans its waiters with a generator."""
 
     def __init__(
         self,
@@ -234,7 +323,8 @@ class Pool:
         tls: ssl.SSLContext,
     ) -> None:
         self._origin = origin
-        self._slots = asyncio.Semaphore(limit)
+        self._free = limit  # requests that may start without waiting
+        self._line: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle: list[_Connection] = []
         self._idle_seconds = idle_seconds
         self._max_body = max_body
@@ -267,7 +357,11 @@ class Pool:
     async def post(self, request: bytes) -> Answer:
         """``request`` on an idle connection or a new one; the answer, or an
         ``OSError`` (``Disconnected`` included) when there is none."""
-        async with self._slots:
+        if self._free > 0 and not self._line:
+            self._free -= 1
+        else:
+            await self._wait_in_line()
+        try:
             loop = asyncio.get_running_loop()
             connection = self._reused(loop.time())
             if connection is None:
@@ -285,6 +379,31 @@ class Pool:
                 connection.close()
                 self._open.discard(connection)
             return answer
+        finally:
+            self._release()
+
+    async def _wait_in_line(self) -> None:
+        """Until a finished request hands this one its place (``_release``)."""
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a place, then cancelled: the next one's
+            else:
+                with contextlib.suppress(ValueError):
+                    self._line.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        """A request is over: its place goes to the first one waiting, if any."""
+        while self._line:
+            turn = self._line.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
     def close(self) -> None:
         for connection in self._open:

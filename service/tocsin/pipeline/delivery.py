@@ -14,6 +14,7 @@ as superseded (``core/policy/order.py``; the record is ``bus/delivered.py``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -66,12 +67,14 @@ from tocsin.core.times import format_us, now_us
 from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
+    CurrentSpan,
     Tracing,
     activated,
     in_trace,
     parent_from,
     record_error,
     traceparent_of,
+    unrecorded_child,
 )
 from tocsin.pipeline import faults
 
@@ -131,20 +134,31 @@ class Gate:
                 turn.set_result(None)
 
 
+_Handed = tuple[Outbound, asyncio.Future[bool], Msg | None]  # outcome, stored?, item to ack
+
+
 class OutcomeBatches:
     """Outcomes stored in batches: those handed in during one turn of the event loop
     (sends finishing together) go to JetStream in one ``Publisher.publish``, whose
     PubAcks come back on one inbox. No outcome waits for another: a batch leaves on the
-    loop's next turn, whatever its size (at most ``limit``)."""
+    loop's next turn, whatever its size (at most ``limit``).
 
-    def __init__(self, publisher: Publisher, limit: int = 256) -> None:
+    The work items the stored outcomes settle are acked by the batch too, in one write
+    once their PubAcks are in (``store``'s ``then_ack``): an ack a batch, not one an
+    item (issue #20). An item is acked only when its own outcome was stored (DESIGN.md
+    section 2); one whose outcome was not stays unacked, for its worker to retry."""
+
+    def __init__(self, nc: NATS, publisher: Publisher, limit: int = 256) -> None:
+        self._nc = nc
         self._publisher = publisher
         self._limit = limit
-        self._open: list[tuple[Outbound, asyncio.Future[bool]]] | None = None
+        self._open: list[_Handed] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
 
-    async def store(self, outcome: Outbound) -> bool:
-        """``True`` once JetStream stored ``outcome`` (PubAck); ``False`` if it did not."""
+    async def store(self, outcome: Outbound, then_ack: Msg | None = None) -> bool:
+        """``True`` once JetStream stored ``outcome`` (PubAck) and ``then_ack``, the
+        work item it settles, if any, was acked; ``False`` if it was not stored (and
+        ``then_ack`` not acked)."""
         loop = asyncio.get_running_loop()
         stored: asyncio.Future[bool] = loop.create_future()
         if self._open is None or len(self._open) >= self._limit:
@@ -152,21 +166,80 @@ class OutcomeBatches:
             task = loop.create_task(self._publish(self._open))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
-        self._open.append((outcome, stored))
+        self._open.append((outcome, stored, then_ack))
         return await stored
 
-    async def _publish(self, batch: list[tuple[Outbound, asyncio.Future[bool]]]) -> None:
+    async def _ack_settled(self, batch: list[_Handed], results: list[bool]) -> None:
+        """Ack, in one write, the items of ``batch`` whose outcomes were stored. Not
+        acked (the connection closed): JetStream hands them out again, and their
+        worker finds their outcomes in the log (``_ask_router``) and sends nothing."""
+        settled = []
+        for index, (_, _, then_ack) in enumerate(batch):
+            if then_ack is not None and index < len(results) and results[index]:
+                faults.point("delivery.after_outcome")
+                settled.append(then_ack)
+        if not settled:
+            return
+        try:
+            await ack_all(self._nc, settled)
+        except Exception as error:
+            log.warning(
+                "%d work item(s) whose outcome is stored not acked: %s", len(settled), error
+            )
+
+    async def _publish(self, batch: list[_Handed]) -> None:
         if self._open is batch:
             self._open = None  # what is handed in from now on makes the next batch
         results: list[bool] = []
         try:
-            results = await self._publisher.publish([outcome for outcome, _ in batch])
+            results = await self._publisher.publish([outcome for outcome, _, _ in batch])
+            await self._ack_settled(batch, results)
         except Exception as error:  # e.g. the connection closed: none stored
             log.warning("%d outcome(s) not published: %s", len(batch), error)
         finally:  # what has no answer (cancelled, failed) counts as not stored
-            for index, (_, stored) in enumerate(batch):
+            for index, (_, stored, _) in enumerate(batch):
                 if not stored.done():
                     stored.set_result(index < len(results) and results[index])
+
+
+class Handoff:
+    """Work items from a worker's puller to its sender loops, first in first out: an
+    ``asyncio.Queue`` without its bound (the puller takes no more items than there are
+    idle senders), its task accounting and its lookups of the running loop, ~2 us an
+    item (issue #20). ``None`` tells a sender loop to stop."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Msg | None] = collections.deque()
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Msg | None) -> None:
+        self._items.append(item)
+        self._wake_one()
+
+    async def get(self) -> Msg | None:
+        """The next item, waiting for one. An item stays here until taken: a sender
+        cancelled once woken passes its wake-up on, and takes nothing."""
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()
+                raise
+        return self._items.popleft()
+
+    def _wake_one(self) -> None:
+        """Wake the first sender still waiting (a cancelled one's wait is done)."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 class ReceiverWorker:
@@ -192,7 +265,7 @@ class ReceiverWorker:
         ack_wait: float = 30.0,
     ) -> None:
         self._nc = nc
-        self._outcomes = OutcomeBatches(publisher)
+        self._outcomes = OutcomeBatches(nc, publisher)
         self.receiver = receiver
         self._channel = channel
         self._max_attempts = retry.max_attempts
@@ -242,7 +315,7 @@ class ReceiverWorker:
             for subject in leader_elected_subjects(STREAM_WORK, deliver_consumer(self.receiver))
         ]
         log.info("delivering to receiver %s (%s)", self.receiver, self._channel.kind)
-        queue: asyncio.Queue[Msg | None] = asyncio.Queue(self._concurrency)
+        queue = Handoff()
         self._idle = self._concurrency
         senders = [asyncio.create_task(self._sender(queue)) for _ in range(self._concurrency)]
         try:
@@ -253,12 +326,12 @@ class ReceiverWorker:
                     await self._freed.wait()
                     continue
                 for msg in await puller.take(limit=free, wait=0.5):
-                    queue.put_nowait(msg)
+                    queue.put(msg)
         finally:
 
             async def wind_down() -> None:
                 for _ in senders:  # after the items already handed out
-                    await queue.put(None)
+                    queue.put(None)
                 await asyncio.wait(senders)
 
             with contextlib.suppress(TimeoutError):
@@ -274,7 +347,7 @@ class ReceiverWorker:
             if self._retired:
                 await asyncio.wait(self._retired, timeout=15)
 
-    async def _sender(self, queue: asyncio.Queue[Msg | None]) -> None:
+    async def _sender(self, queue: Handoff) -> None:
         """One of the ``concurrency`` loops: deliver items from ``queue`` until ``None``."""
         while (msg := await queue.get()) is not None:
             self._idle -= 1
@@ -325,6 +398,13 @@ class ReceiverWorker:
             log.error("unreadable work item on %s terminated: %s", msg.subject, error)
             await ack_all(self._nc, [msg], TERM)
             return
+        if not self._tracing.recording:
+            quick = unrecorded_child(msg.headers)
+            if quick is not None:  # the router's plain traceparent: no general parse
+                span, traceparent = quick
+                with CurrentSpan(span):
+                    await self._attempt(msg, item, span, traceparent)
+                return
         parent = parent_from(msg.headers)
         if parent is None and item.trace_id:
             parent = in_trace(item.trace_id)
@@ -349,7 +429,7 @@ class ReceiverWorker:
             if group_key is not None:
                 span.set_attribute("tocsin.group_key", group_key)
         with activated(span, self._secrets.scrub):
-            await self._attempt(msg, item, span)
+            await self._attempt(msg, item, span, traceparent_of(span))
 
     def _reconnect_count(self) -> int:
         return int(getattr(self._nc, "stats", {}).get("reconnects", 0))
@@ -377,7 +457,8 @@ class ReceiverWorker:
             self._turbulence("reconnected to NATS")
         return tb.is_open(self._window, now)
 
-    async def _attempt(self, msg: Msg, item: EncodedWorkItem, span: Span) -> None:
+    async def _attempt(self, msg: Msg, item: EncodedWorkItem, span: Span, traceparent: str) -> None:
+        """``traceparent``: what the receiver's request continues (``span``'s)."""
         nid = item.body.notification_id
         count = delivery_count(msg)
         seq = stream_seq(msg)
@@ -445,13 +526,15 @@ class ReceiverWorker:
                     extra={"notification_id": nid, "receiver": self.receiver, "waited": waited},
                 )
         ordered_by = _ordered_by(item)
-        latest = await self._latest(ordered_by)
+        known, latest = self._delivered_seq.known(self.receiver, ordered_by)
+        if not known:  # not followed in memory (yet): asked for
+            latest = await self._latest(ordered_by)
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
         started = asyncio.get_running_loop().time()
         try:
-            result = await self._send(item.body, traceparent_of(span))
+            result = await self._send(item.body, traceparent)
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             record_error(span, error, self._secrets.scrub)
@@ -474,7 +557,8 @@ class ReceiverWorker:
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
         outcome = self._outcome(item, attempt, result, step)
-        if not await self._publish_outcome(msg, outcome):
+        settles = step.action != "retry"  # the item is done: acked with the outcome
+        if not await self._publish_outcome(msg, outcome, settles):
             log.error(
                 "outcome of %s not stored; the item will be redelivered",
                 nid,
@@ -482,12 +566,11 @@ class ReceiverWorker:
             )
             span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
             return
-        faults.point("delivery.after_outcome")
-        if step.action == "retry":
-            await nak(self._nc, msg, step.delay)
-        else:
+        if settles:
             self._deferrals.pop(seq, None)
-            await ack_all(self._nc, [msg])
+        else:
+            faults.point("delivery.after_outcome")
+            await nak(self._nc, msg, step.delay)
         if result.ok and item.raise_order:
             # Later retries of older notifications of the fingerprint: superseded. Raised
             # only once the outcome is stored and the item acked: a key-value store slow
@@ -512,10 +595,8 @@ class ReceiverWorker:
         """The latest notification the receiver accepted of ``ordered_by``, asked for at
         most ``ORDER_PATIENCE``: past it the send goes ahead (the order check is a
         guard against late retries, and a slow answer must not hold an item until
-        JetStream hands it to another worker). Followed in memory, it costs no wait."""
-        known, latest = self._delivered_seq.known(self.receiver, ordered_by)
-        if known:
-            return latest
+        JetStream hands it to another worker). Followed in memory, it costs no wait
+        (``known``, which the caller reads first)."""
         try:
             return await asyncio.wait_for(
                 self._delivered_seq.latest(self.receiver, ordered_by), ORDER_PATIENCE
@@ -574,7 +655,7 @@ class ReceiverWorker:
         )
         span.set_attribute("tocsin.outcome", "superseded")
         span.set_attribute("tocsin.superseded_by", latest.notification_id)
-        if not await self._publish_outcome(msg, outcome):
+        if not await self._publish_outcome(msg, outcome, settles=True):
             log.error(
                 "outcome of %s not stored; the item will be redelivered",
                 nid,
@@ -583,7 +664,6 @@ class ReceiverWorker:
             span.set_status(Status(StatusCode.ERROR, "outcome not stored"))
             return
         self._deferrals.pop(stream_seq(msg), None)
-        await ack_all(self._nc, [msg])
 
     def _deferred(self, seq: int, deferrals: int) -> None:
         self._deferrals[seq] = deferrals
@@ -614,7 +694,6 @@ class ReceiverWorker:
         grouped = isinstance(notification, EncodedGroup)
         # A re-queued item's outcomes need ids JetStream has not deduplicated already.
         again = f":{item.generation}" if item.generation else ""
-        body: dict[str, Any] = msgspec.structs.asdict(notification)
         now = format_us(now_us())
         common: dict[str, Any] = {
             "channel": self._channel.kind,
@@ -622,19 +701,15 @@ class ReceiverWorker:
             "trace_id": item.trace_id,
         }
         if step.action == "delivered":
-            delivered = EncodedGroupDelivered if grouped else DeliverySucceeded
-            message: Any = delivered(
-                **body,
-                **common,
-                attempts=attempt,
-                delivered_at=now,
-                status_code=result.status_code,
+            delivered = _ADDED[EncodedGroupDelivered if grouped else DeliverySucceeded]
+            added = delivered(
+                **common, attempts=attempt, delivered_at=now, status_code=result.status_code
             )
-            return Outbound(DELIVERED, _encoder.encode(message), f"{nid}:delivered{again}")
+            payload = _extended(notification, added)
+            return Outbound(DELIVERED, payload, f"{nid}:delivered{again}")
         if step.action == "dead_letter":
-            dead = EncodedGroupDeadLettered if grouped else DeliveryDeadLettered
-            message = dead(
-                **body,
+            dead = _ADDED[EncodedGroupDeadLettered if grouped else DeliveryDeadLettered]
+            added = dead(
                 **common,
                 attempts=attempt,
                 failed_at=now,
@@ -654,7 +729,8 @@ class ReceiverWorker:
                     "status_code": result.status_code,
                 },
             )
-            return Outbound(DELIVERY_FAILED, _encoder.encode(message), f"{nid}:failed{again}")
+            payload = _extended(notification, added)
+            return Outbound(DELIVERY_FAILED, payload, f"{nid}:failed{again}")
         alert_id, fingerprint, group_key = outcome_identity(notification)
         message = DeliveryAttemptFailed(
             notification_id=nid,
@@ -689,21 +765,65 @@ class ReceiverWorker:
             f"{nid}:attempt:{attempt}{again}",
         )
 
-    async def _publish_outcome(self, msg: Msg, outcome: Outbound) -> bool:
+    async def _publish_outcome(self, msg: Msg, outcome: Outbound, settles: bool) -> bool:
         """Store the outcome, retrying while the broker is away (holding the item with
-        progress acks), so a broker blip does not cause a second send. The outcome
-        carries the item's partition, if any: that partition's recorder logs it."""
+        progress acks), so a broker blip does not cause a second send; when the outcome
+        ``settles`` the item, the item is acked with the outcome's batch once stored
+        (``OutcomeBatches``). The outcome carries the item's partition, if any: that
+        partition's recorder logs it."""
         outcome = carry_partition(outcome, msg.headers)
+        then_ack = msg if settles else None
+        if await self._outcomes.store(outcome, then_ack):  # as nearly always: stored
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + OUTCOME_PUBLISH_PATIENCE
         backoff = Backoff(first=0.1, ceiling=2.0)
         while True:
-            if await self._outcomes.store(outcome):
+            await ack_all(self._nc, [msg], PROGRESS)
+            await asyncio.sleep(backoff.next())
+            if await self._outcomes.store(outcome, then_ack):
                 return True
             if loop.time() > deadline:
                 return False
-            await ack_all(self._nc, [msg], PROGRESS)
-            await asyncio.sleep(backoff.next())
+
+
+def _added_fields(
+    outcome: type[msgspec.Struct], body: type[msgspec.Struct]
+) -> type[msgspec.Struct]:
+    """The fields ``outcome`` adds to ``body``, its base, in its order, as a struct of
+    their own: encoded, they are what follows the body's fields in ``outcome``'s JSON
+    (``_extended``)."""
+    every, inherited = msgspec.structs.fields(outcome), msgspec.structs.fields(body)
+    assert [f.name for f in every[: len(inherited)]] == [f.name for f in inherited]
+    return msgspec.defstruct(
+        f"{outcome.__name__}Added",
+        [
+            (f.name, f.type) if f.required else (f.name, f.type, f.default)
+            for f in every[len(inherited) :]
+        ],
+        kw_only=True,
+    )
+
+
+# An outcome message is its notification's fields and then its own: the notification
+# encoded, the added fields encoded, the two spliced (``_extended``), not the outcome
+# built field by field from the notification's (``asdict``: ~2 us a notification,
+# issue #20). ``tests/pipeline/test_delivery_workers.py`` checks the bytes are the same.
+_ADDED: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
+    outcome: _added_fields(outcome, body)
+    for outcome, body in (
+        (DeliverySucceeded, Notification),
+        (DeliveryDeadLettered, Notification),
+        (EncodedGroupDelivered, EncodedGroup),
+        (EncodedGroupDeadLettered, EncodedGroup),
+    )
+}
+
+
+def _extended(body: msgspec.Struct, added: msgspec.Struct) -> bytes:
+    """The JSON of the outcome struct that is ``body``'s class with ``added``'s fields
+    after its own (``_ADDED``): ``{<body's fields>,<added's fields>}``."""
+    return _encoder.encode(body)[:-1] + b"," + _encoder.encode(added)[1:]
 
 
 def _ordered_by(item: EncodedWorkItem) -> str:
