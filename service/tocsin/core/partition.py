@@ -213,7 +213,9 @@ def carry_partition(outcome: Outbound, item_headers: Mapping[str, str] | None) -
     partition = (item_headers or {}).get(PARTITION)
     if partition is None:
         return outcome
-    return msgspec.structs.replace(outcome, headers={**(outcome.headers or {}), PARTITION: partition})
+    return msgspec.structs.replace(
+        outcome, headers={**(outcome.headers or {}), PARTITION: partition}
+    )
 
 
 def is_ours(headers: Mapping[str, str] | None, partition: int | None) -> bool:
