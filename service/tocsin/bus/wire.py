@@ -8,8 +8,8 @@ as nats-py's reader parses it instead (``hand_over``), past the bookkeeping nats
 does for a queue (``_handing_over``).
 
 Both lean on nats-py's internals (its pending buffer and flusher, a subscription's
-queue, the client's ``_process_msg``), pinned by the locks and covered by ``tests/bus/test_puller.py`` and
-``tests/bus/test_streams.py``.
+queue, the client's ``_process_msg``), pinned by the locks and covered by
+``tests/bus/test_puller.py`` and ``tests/bus/test_streams.py``.
 """
 
 from __future__ import annotations
