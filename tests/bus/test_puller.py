@@ -104,3 +104,43 @@ async def test_while_reconnecting_a_write_is_held_up_to_the_pending_limit_only(
         # does for what nc.publish held.
         with contextlib.suppress(ConnectionResetError):
             await nc.close()
+
+
+async def test_a_handed_over_message_is_the_msg_nats_py_would_have_queued(nats_url: str) -> None:
+    """Catches the short way of a handed-over subscription's messages (issue #20:
+    ``wire``'s ``_process_msg``, no queue bookkeeping) making a message other than the
+    one nats-py's own path makes for a plain subscription to the same subject: its
+    subject, reply, data, headers (a ``Nats-Msg-Id``; a status line's ``Status``, as a
+    pull's inbox gets them) and subscription, or counting it nowhere (the client's
+    ``in_msgs``); or taking another subscription's messages off their usual path."""
+    nc = await nats.connect(nats_url)
+    try:
+        handed: list[Msg] = []
+        usual: list[Msg] = []
+
+        async def plainly(msg: Msg) -> None:
+            usual.append(msg)
+
+        await ensure_streams(nc.jetstream())  # a pull of nothing is answered by a status
+        sub = await nc.subscribe("wire.short.*")
+        wire.hand_over(sub, handed.append)
+        plain = await nc.subscribe("wire.short.*", cb=plainly)
+        assert getattr(nc._process_msg, "hands_over", False)  # the short way is taken
+        before = nc.stats["in_msgs"]
+        await nc.publish("wire.short.a", b"one", reply="r.1")
+        await nc.publish("wire.short.b", b"two", headers={"Nats-Msg-Id": "m2", "x": "y"})
+        pull = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM_IN}.{ROUTER_CONSUMER}"
+        await nc.publish(pull, b'{"batch":1,"no_wait":true}', reply="wire.short.c")
+        await nc.flush()
+        await wait_until(lambda: len(usual) == 3, what="the plain subscription's three")
+        assert [(m.subject, m.reply, m.data, m.headers) for m in handed] == [
+            (m.subject, m.reply, m.data, m.headers) for m in usual
+        ]
+        assert handed[1].headers == {"Nats-Msg-Id": "m2", "x": "y"}
+        assert (handed[2].headers or {}).get("Status") == "404"
+        assert {m._sid for m in handed} == {sub._id} != {m._sid for m in usual}
+        assert nc.stats["in_msgs"] - before == 6
+        assert (sub.pending_bytes, sub.delivered) == (0, 3)
+        await plain.unsubscribe()
+    finally:
+        await nc.close()

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from tests.support import Subscriber, wait_until
-from tocsin.bus.publisher import Publisher
+from tocsin.bus.publisher import Publisher, _header_block
 from tocsin.bus.puller import delivery_count, stream_seq
 from tocsin.bus.streams import (
     ensure_consumer,
@@ -203,8 +203,15 @@ async def test_a_batch_written_in_one_go_arrives_as_publishes_one_at_a_time_woul
         await ensure_streams(nc.jetstream())
         publisher = Publisher(nc, {"Tocsin-Partition": "1"})
         traced = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+        odd = {  # each cleaned (or left) as nc.publish does: stripped, line breaks spaces
+            "x-odd": " a\r\nb ",
+            "x-tab": "\tq\t",
+            "x-space": "v ",
+            "x-unicode": "\xa0é\u3000",
+            "x-inner": "a\x0bb",
+        }
         batch = [
-            Outbound(f"{IN_PREFIX}a", b'{"n":1}', "one-go-1", {**traced, "x-odd": " a\r\nb "}),
+            Outbound(f"{IN_PREFIX}a", b'{"n":1}', "one-go-1", {**traced, **odd}),
             Outbound(f"{IN_PREFIX}b", b"", ""),
             Outbound(f"{IN_PREFIX}c", b"x" * (nc.max_payload + 1), "one-go-big"),
             Outbound(f"{IN_PREFIX}d", b'{"n":4}', "one-go-4"),
@@ -217,13 +224,14 @@ async def test_a_batch_written_in_one_go_arrives_as_publishes_one_at_a_time_woul
                 "Nats-Msg-Id": "by-nc",
                 "Tocsin-Partition": "1",
                 **traced,
-                "x-odd": " a\r\nb ",
+                **odd,
             },
         )
         await wait_until(lambda: len(audit.messages) == 4, what="the four messages")
         ours, blank, fourth, theirs = audit.messages
         assert ours.headers == {**theirs.headers, "Nats-Msg-Id": "one-go-1"}
         assert ours.headers["x-odd"] == "a  b"
+        assert (ours.headers["x-tab"], ours.headers["x-unicode"]) == ("q", "é")
         assert (ours.subject, ours.data) == (theirs.subject, theirs.data)
         assert (blank.subject, blank.data, blank.headers) == (
             f"{IN_PREFIX}b",
@@ -235,3 +243,18 @@ async def test_a_batch_written_in_one_go_arrives_as_publishes_one_at_a_time_woul
     finally:
         await audit.close()
         await nc.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", "", " ", " a", "a ", "\tq\t", "a\r\nb", "\xa0é\u3000", "a\x0bb", "a\u2028b", "é"],
+)
+def test_a_header_value_is_written_as_nc_publish_writes_it(value: str) -> None:
+    """Catches the header block's fast path (issue #20: a printable value with no space
+    at either end written as it is) writing a value ``nc.publish`` would clean: nats-py
+    strips each value and makes its line breaks spaces (``Client._send_publish``), and a
+    receiver strips what it parses, so only the bytes on the wire show a difference."""
+    headers = {"Nats-Msg-Id": "id-1", "x-value": value}
+    cleaned = value.strip().translate(str.maketrans({"\r": " ", "\n": " "}))
+    expected = f"NATS/1.0\r\nNats-Msg-Id: id-1\r\nx-value: {cleaned}\r\n\r\n".encode()
+    assert _header_block(headers) == expected

@@ -620,3 +620,23 @@ def test_ends_at_with_offset_is_kept_as_microseconds() -> None:
 @pytest.mark.parametrize("value", ["2026-11-23T11:30:00", "soon", 1_700_000_000])
 def test_ends_at_without_an_offset_or_unreadable_is_rejected(value: object) -> None:
     assert_field_rejected(event(ends_at=value), "ends_at")
+
+
+def test_names_seen_to_match_are_kept_and_bounded_and_bad_ones_always_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Catches the types and label names kept once matched (issue #20: a set lookup
+    instead of the pattern's match) letting through what the pattern refuses, or growing
+    without bound: a name is kept only once it matched, and once ``_NAMES_KEPT`` are
+    kept, a new good name is matched and accepted but not kept, and a bad one still
+    refused, as the first time."""
+    monkeypatch.setattr(ingest, "_types_matched", set())
+    monkeypatch.setattr(ingest, "_label_names_matched", set())
+    monkeypatch.setattr(ingest, "_NAMES_KEPT", 3)
+    for n in range(5):
+        accept(event(type=f"t{n}", labels={f"l{n}": "v", "host": "h"}))
+        assert_field_rejected(event(type=f"t{n} x"), "type")
+        assert_field_rejected(event(labels={f"l{n}": "v", "a b": "v"}), "labels.a b")
+    assert ingest._types_matched == {"order_rejected", "t0", "t1"}
+    assert ingest._label_names_matched == {"l0", "host", "l1"}
+    assert accept(event(type="t4", labels={"l4": "v"})).labels == {"l4": "v"}

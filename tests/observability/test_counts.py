@@ -4,11 +4,12 @@ OpenTelemetry SDK only when ``/metrics`` is rendered (issue #20, W3: the ledger 
 
 from __future__ import annotations
 
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from tocsin.core import events as ev
 from tocsin.core.state import State
-from tocsin.observability.telemetry import Metrics
+from tocsin.observability.telemetry import OTHER_SOURCES, Metrics
 
 
 def received(i: int) -> ev.AlertReceived:
@@ -54,3 +55,31 @@ def test_a_commit_is_counted_without_the_sdk_and_a_scrape_shows_every_count() ->
     metrics.count_committed([received(3), routed(3)], state)
     assert counts(metrics)[routed_new] == 3
     assert counts(metrics)[routed_new] == 3  # a scrape adds nothing of its own
+
+
+def test_a_batch_counts_as_its_events_one_commit_at_a_time() -> None:
+    """Catches the per-batch tally (issue #20: received and routed counts summed under
+    plain keys, their label sets made once a batch) counting differently from a commit
+    per event: each count and label set, the source labels given in the order first
+    seen (150 sources: the cap falls inside the batch), an event routed to two
+    receivers counted once in ``events_routed``, an unrouted one not at all."""
+    facts: list[list[ev.Event]] = []
+    for i in range(300):
+        event = msgspec.structs.replace(
+            received(i), source=f"svc-{i % 150}", severity=("error", "warning")[i % 2]
+        )
+        told = [routed(i)] if i % 3 else []
+        if i % 5 == 0:
+            told.append(msgspec.structs.replace(routed(i), receiver="pager", reason="escalated"))
+        facts.append([event, *told])
+    one_batch, one_at_a_time, state = Metrics(), Metrics(), State()
+    one_batch.count_committed([fact for event in facts for fact in event], state)
+    for event in facts:
+        one_at_a_time.count_committed(event, state)
+    assert counts(one_batch) == counts(one_at_a_time)
+    seen = counts(one_batch)
+    # An event is counted once, under its last routed fact's reason.
+    assert seen["tocsin_events_routed_total", labels(reason="new")] == 160
+    assert seen["tocsin_events_routed_total", labels(reason="escalated")] == 60
+    others = ("tocsin_events_received_total", labels(source=OTHER_SOURCES, severity="error"))
+    assert seen[others] == 50

@@ -7,7 +7,6 @@ protocol) that let a test hold a send open."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import msgspec
 import nats
@@ -163,7 +162,7 @@ async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_s
     worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
     router_trace, router_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     plain, by_id = item(1, receiver), item(2, receiver, trace_id=router_trace)
-    plain = dataclasses.replace(
+    plain = msgspec.structs.replace(
         plain, headers={"traceparent": f"00-{router_trace}-{router_span}-01"}
     )
     stop = asyncio.Event()

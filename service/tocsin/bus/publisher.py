@@ -74,19 +74,22 @@ class Sent:
     tokens: list[str] = field(default_factory=list)
 
 
-_CRLF = b"\r\n"
-_HEADER_LINE = b"NATS/1.0\r\n"
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})  # as nats-py cleans a header value
 
 
 def _header_block(headers: dict[str, str]) -> bytes:
     """A message's NATS header block, as ``nc.publish`` writes it (values stripped, line
-    breaks made spaces; the keys are tocsin's own names)."""
-    lines = [_HEADER_LINE]
+    breaks made spaces; the keys are tocsin's own names). A value that is printable and
+    starts and ends with no space (a message id, a ``traceparent``: all of a router's)
+    is already clean: it is not stripped and translated, and the block is encoded once
+    (~1.5 -> 0.7 us a work item, issue #20)."""
+    lines = ["NATS/1.0\r\n"]
     for key, value in headers.items():
-        lines.append(f"{key}: {value.strip().translate(_NEWLINES)}\r\n".encode())
-    lines.append(_CRLF)
-    return b"".join(lines)
+        if not value.isprintable() or value[:1] == " " or value[-1:] == " ":
+            value = value.strip().translate(_NEWLINES)
+        lines.append(f"{key}: {value}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode()
 
 
 class Publisher:

@@ -4,17 +4,18 @@
 or of work items is written here as one block of the same ``PUB``/``HPUB`` commands,
 with the same refusals (``write``). A subscription whose messages nats-py would queue
 for a task to hand to a callback, one wake-up a message, can have each message handled
-as nats-py's reader parses it instead (``hand_over``).
+as nats-py's reader parses it instead (``hand_over``), past the bookkeeping nats-py
+does for a queue (``_handing_over``).
 
 Both lean on nats-py's internals (its pending buffer and flusher, a subscription's
-queue), pinned by the locks and covered by ``tests/bus/test_puller.py`` and
-``tests/bus/test_streams.py``.
+queue, the client's ``_process_msg``), pinned by the locks and covered by
+``tests/bus/test_puller.py`` and ``tests/bus/test_streams.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -47,6 +48,45 @@ def hand_over(sub: Subscription, handle: Callable[[Msg], None]) -> None:
     """Have each message of ``sub`` (made without a callback, before anything can
     arrive on it) passed to ``handle`` as nats-py's reader parses it."""
     sub._pending_queue = _HandOver(sub, handle)
+    nc = sub._conn
+    if not getattr(nc._process_msg, "hands_over", False):
+        nc._process_msg = _handing_over(nc)
+
+
+def _handing_over(nc: NATS) -> Callable[[int, bytes, bytes, bytes, bytes], Awaitable[None]]:
+    """``nc._process_msg`` (what nats-py's parser calls with every message) with a short
+    way for a handed-over subscription's: the ``Msg`` made and handed on, without the
+    checks and bookkeeping of a queue nothing waits on (its pending bytes, a request's
+    future, JetStream's flow control, none of which such a subscription has), and
+    headers parsed only when there are some (a status, on a pull's inbox): ~1.9 -> ~0.9
+    us a message, two a new alert (its inbound message and its work item's PubAck).
+    Any other subscription's messages go the usual way."""
+    usual = nc._process_msg
+    subs, stats, make = nc._subs, nc.stats, nc.msg_class
+
+    async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        sub = subs.get(sid)
+        queue = sub._pending_queue if sub is not None else None
+        if type(queue) is not _HandOver or sub is None or sub._max_msgs > 0:
+            await usual(sid, subject, reply, data, headers)
+            return
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        sub._received += 1
+        hdr = await nc._process_headers(headers) if headers else None
+        queue._handle(
+            make(
+                subject=subject.decode(),
+                reply=reply.decode(),
+                data=data,
+                headers=hdr,
+                _client=nc,
+                _sid=sid,
+            )
+        )
+
+    process.hands_over = True  # type: ignore[attr-defined]
+    return process
 
 
 class _HandOver(asyncio.Queue[Msg]):

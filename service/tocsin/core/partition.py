@@ -20,7 +20,6 @@ partitioner, whatever its process, must send a fingerprint to the same partition
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -214,7 +213,9 @@ def carry_partition(outcome: Outbound, item_headers: Mapping[str, str] | None) -
     partition = (item_headers or {}).get(PARTITION)
     if partition is None:
         return outcome
-    return dataclasses.replace(outcome, headers={**(outcome.headers or {}), PARTITION: partition})
+    return msgspec.structs.replace(
+        outcome, headers={**(outcome.headers or {}), PARTITION: partition}
+    )
 
 
 def is_ours(headers: Mapping[str, str] | None, partition: int | None) -> bool:

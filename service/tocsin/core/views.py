@@ -1304,21 +1304,20 @@ def notable(facts: Iterable[ev.Event], severities: Collection[str]) -> list[str]
     """The ids of the alerts ``facts`` make new to an operator who watches
     ``severities``: an alert opened with one of them, or escalated into one from a
     severity not watched (one that was watched was news when it opened). Each once, in
-    the order of the facts."""
-    found = (_news(fact, severities) for fact in facts)
-    return list(dict.fromkeys(alert_id for alert_id in found if alert_id is not None))
-
-
-def _news(fact: ev.Event, severities: Collection[str]) -> str | None:
-    if isinstance(fact, ev.AlertOpened) and fact.severity in severities:
-        return fact.alert_id
-    if (
-        isinstance(fact, ev.AlertEscalated)
-        and fact.severity in severities
-        and fact.from_severity not in severities
-    ):
-        return fact.alert_id
-    return None
+    the order of the facts. A commit's listener, called with every batch: one loop
+    checking each fact's exact kind (event kinds are final), no call a fact."""
+    found: dict[str, None] = {}
+    for fact in facts:
+        if type(fact) is ev.AlertOpened:
+            if fact.severity in severities:
+                found[fact.alert_id] = None
+        elif (
+            type(fact) is ev.AlertEscalated
+            and fact.severity in severities
+            and fact.from_severity not in severities
+        ):
+            found[fact.alert_id] = None
+    return list(found)
 
 
 def new_alerts(state: State, alert_ids: Iterable[str], now: int) -> list[NewAlert]:

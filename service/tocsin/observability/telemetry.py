@@ -512,7 +512,7 @@ class Metrics:
             count = _COUNTS[type(event)]
             if count is not None:
                 count(event, self, tally)
-        tally.end_inbound()
+        tally.end(self)
 
     def _add_uncounted(self) -> None:
         """Hand the counts summed since the last scrape to the SDK's counters. Done at
@@ -565,21 +565,51 @@ class Metrics:
 
 
 class _Tally:
-    """The counts of one committed batch, summed per label set before the SDK sees them."""
+    """The counts of one committed batch, summed per label set before the SDK sees them.
+    The commonest facts (an event received, a notification routed, an event routed) are
+    summed first under plain keys, and their label sets made once a batch (``end``):
+    making them per fact was ~1 us of a W1 event's (issue #20)."""
 
-    __slots__ = ("counts", "routed_reason", "severity", "state")
+    __slots__ = (
+        "counts",
+        "received",
+        "routed",
+        "routed_events",
+        "routed_reason",
+        "severity",
+        "state",
+        "ts",
+    )
 
     def __init__(self, state: State, counts: Counter[tuple[str, Labels]]) -> None:
         self.counts = counts  # the metrics' counts not yet handed to the SDK
         self.routed_reason: str | None = None  # of the inbound event being walked
         self.severity = UNKNOWN  # of the inbound event being walked
         self.state = state
+        self.ts = state.last_ts  # the batch's append time
+        self.received: dict[tuple[str, str], int] = {}  # (source, severity): events
+        self.routed: dict[tuple[str, str], int] = {}  # (receiver, reason): notifications
+        self.routed_events: dict[str, int] = {}  # reason: inbound events routed
 
     def end_inbound(self) -> None:
         """The facts of one inbound event are all counted: it was routed or not."""
-        if self.routed_reason is not None:
-            self.counts["events_routed", (("reason", self.routed_reason),)] += 1
+        reason = self.routed_reason
+        if reason is not None:
+            self.routed_events[reason] = self.routed_events.get(reason, 0) + 1
             self.routed_reason = None
+
+    def end(self, metrics: Metrics) -> None:
+        """The batch is counted: its sums under their label sets (sources labelled in
+        the order first seen, as one at a time would)."""
+        self.end_inbound()
+        counts = self.counts
+        for (source, severity), n in self.received.items():
+            label = metrics.source_label(source)
+            counts["received", (("source", label), ("severity", severity))] += n
+        for (receiver, reason), n in self.routed.items():
+            counts["routed", (("receiver", receiver), ("reason", reason))] += n
+        for reason, n in self.routed_events.items():
+            counts["events_routed", (("reason", reason),)] += n
 
 
 # What a committed fact counts: one function per kind that counts (``_count``).
@@ -587,15 +617,17 @@ Count = Callable[[Any, Metrics, _Tally], None]
 
 
 def _received(event: ev.AlertReceived, metrics: Metrics, tally: _Tally) -> None:
-    tally.end_inbound()  # the facts of the previous inbound event end here
-    source = metrics.source_label(event.source)
-    tally.counts["received", (("source", source), ("severity", event.severity))] += 1
+    if tally.routed_reason is not None:
+        tally.end_inbound()  # the facts of the previous inbound event end here
+    received, key = tally.received, (event.source, event.severity)
+    received[key] = received.get(key, 0) + 1
     tally.severity = event.severity
 
 
 def _routed(event: ev.AlertRouted, metrics: Metrics, tally: _Tally) -> None:
-    tally.counts["routed", (("receiver", event.receiver), ("reason", event.reason))] += 1
-    metrics._routed_at[event.notification_id] = (tally.state.last_ts, event.severity)
+    routed, key = tally.routed, (event.receiver, event.reason)
+    routed[key] = routed.get(key, 0) + 1
+    metrics._routed_at[event.notification_id] = (tally.ts, event.severity)
     tally.routed_reason = event.reason
 
 

@@ -126,13 +126,17 @@ class Outbox:
         duplicate window, two minutes, may have passed, and a copy would be queued as
         new and sent twice."""
         owed = self._owed
-        due = [m.fact_seq is None or m.fact_seq in owed for m in messages]
-        sending = [m for m, send in zip(messages, due, strict=True) if send]
-        answers = iter(await self._publisher.publish(sending, timeout) if sending else [])
-        stored = [next(answers) if send else True for send in due]
+        sending = [m for m in messages if m.fact_seq is None or m.fact_seq in owed]
+        if len(sending) == len(messages):  # the router's batches: every one is owed
+            stored = await self._publisher.publish(sending, timeout) if sending else []
+        else:
+            due = [m.fact_seq is None or m.fact_seq in owed for m in messages]  # as sent
+            answers = iter(await self._publisher.publish(sending, timeout) if sending else [])
+            stored = [next(answers) if send else True for send in due]
+        done = self._done
         for message, ok in zip(messages, stored, strict=True):
-            if ok and message.fact_seq is not None:
-                self._settle(message.fact_seq)
+            if ok and (seq := message.fact_seq) is not None and owed.pop(seq, None) is not None:
+                heapq.heappush(done, seq)  # ``_settle``, inline: once a work item
         return stored
 
     def _settle(self, seq: int) -> None:

@@ -31,7 +31,7 @@ from tocsin.core.contracts import WorkItem, outcome_identity
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.decide.triage import triage
 from tocsin.core.ids import new_id
-from tocsin.core.outbound import Outbound, for_configured, messages_for, sends
+from tocsin.core.outbound import Outbound, for_configured, fresh_messages, messages_for
 from tocsin.core.state import State
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN, heartbeat_of, source_of
 from tocsin.core.times import now_us
@@ -175,26 +175,22 @@ class Router(Step[Traced]):
             if position in logged and position not in spans:
                 spans[position] = self._redelivery_span(msg, logged[position])
 
-        def trace_headers(position: int, event: ev.Event) -> dict[str, str] | None:
+        def trace_headers(position: int) -> dict[str, str]:
             """A work item continues its message's router span."""
-            if not isinstance(event, ev.AlertRouted):
-                return None
             trace = unrecorded.get(position)
             return trace.headers() if trace is not None else headers_of(spans[position])
 
-        outbound = [
-            m
-            for seqs, position, facts in pulled.fresh
-            for seq, e in zip(seqs, facts, strict=True)
-            if sends(e)
-            for m in messages_for(state, seq, e, position - offset, trace_headers(position, e))
-        ]
+        outbound = fresh_messages(state, pulled.fresh, offset, trace_headers)
         for position, rows in logged.items():
             outbound.extend(
                 m
                 for row in rows
                 for m in messages_for(
-                    state, row.seq, row.event, position - offset, trace_headers(position, row.event)
+                    state,
+                    row.seq,
+                    row.event,
+                    position - offset,
+                    trace_headers(position) if isinstance(row.event, ev.AlertRouted) else None,
                 )
             )
         if logged:
