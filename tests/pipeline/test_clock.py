@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 
 from tests.support import T0, Rig, event, wait_until
 from tocsin.bus.publisher import Publisher
@@ -25,7 +26,8 @@ from tocsin.core.times import now_us
 from tocsin.pipeline.clock import Clock
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.outbox import Outbox
-from tocsin.pipeline.router import Router
+from tocsin.pipeline.processor import WAITS_EVERY, Milestone, Pulled
+from tocsin.pipeline.router import Router, Traced
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger, load_state
 from tocsin.store.reader import LogReader
@@ -175,6 +177,93 @@ async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decide
         stop.set()
         await asyncio.gather(*parts)
         await reader.close()
+
+
+async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> None:
+    """Catches a due timer that waits for the router's whole inbound batch (issue #20,
+    W5: a storm's batch of 1,000 took the router up to 0.3 s to decide, and the
+    groups' flush waited for it and its commit). A group opens; 40 more alerts of it
+    wait in JetStream, pulled as one batch; the injected clock passes the group's due
+    time while the router decides the batch's first alert. The batch stops at the next
+    look (``WAITS_EVERY`` alerts in), is committed on its own, the group is notified
+    listing the alerts committed by then, and the rest of the batch comes after, each
+    alert once and acked."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
+    decided: list[int] = []  # messages per batch decided
+
+    class Busy(Router):
+        """The router, with the clock passing the group's due time as it decides the
+        burst's first alert, and a record of the batches it decided."""
+
+        def facts(self, pulled: Pulled[Traced], msg: Msg, position: int, at: int) -> list[ev.Event]:
+            if rig.ledger.state.groups:
+                now[0] = T0 + 31 * SECOND
+            return super().facts(pulled, msg, position, at)
+
+        def reached(self, pulled: Pulled[Traced], milestone: Milestone) -> None:
+            if milestone == "decided":
+                decided.append(len(pulled.msgs))
+            super().reached(pulled, milestone)
+
+    router = Busy(
+        rig.nc,
+        outbox,
+        rig.ledger,
+        config,
+        rider=outbox.ride,
+        on_commit=timers.nudge,
+        first=timers.serve_due,
+        waits=timers.waits,
+    )
+    stop = asyncio.Event()
+    parts = [asyncio.create_task(timers.run(stop))]
+    try:
+        body = event(labels={"host": "h0", "service": "db"})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await router.handle(await rig.take(1))
+        [(key, group)] = rig.ledger.state.groups.items()
+        due = group.due_at
+        await wait_until(
+            lambda: timers._due == due and timers._looks_at is not None,
+            what="the clock napping until the group's wait ends",
+        )
+        for n in range(1, 41):
+            body = event(labels={"host": f"h{n}", "service": "db"})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        decided.clear()
+        parts.append(asyncio.create_task(router.run(stop)))
+        await wait_until(
+            lambda: (
+                len(rig.ledger.state.alerts) == 41
+                and rig.ledger.state.groups[key].notified_at is not None
+            ),
+            what="the burst decided and the group notified",
+        )
+        await rig.ledger.settled()
+        await wait_until(lambda: sum(decided) == 40, what="every batch finished")
+
+        async def acked() -> bool:
+            return await rig.unacked() == 0
+
+        await wait_until(acked, what="the burst acked")
+        rows = await reader.page(0, 1000)
+    finally:
+        stop.set()
+        await asyncio.gather(*parts)
+        await reader.close()
+    facts = [(row.seq, ev.decode(row.data)) for row in rows]
+    [(seq, note)] = [(seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)]
+    received = [seq for seq, fact in facts if isinstance(fact, ev.AlertReceived)]
+    assert len(received) == 41
+    assert decided[0] == WAITS_EVERY  # the batch of 40, cut where the timer was seen due
+    assert received[WAITS_EVERY] < seq < received[WAITS_EVERY + 1]
+    assert len(note.alert_ids) == 1 + WAITS_EVERY
+    assert (note.due_at, note.fired_at) == (due, T0 + 31 * SECOND)
+    assert rig.ledger.state == load_state(rig.ledger.path)
 
 
 async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_takes_writes(

@@ -9,7 +9,8 @@ facts under the ledger's lock and commits and publishes them as operator command
 (``Control.execute``), a tick at a time (``core.clock.FLUSH_ALERTS``), until nothing
 is due. A timer that fell due while tocsin was stopped is due at start, so it fires
 once the loop starts. The router asks ``serve_due`` before each inbound batch, so what
-is due goes first. Nothing here decides: it only asks when.
+is due goes first, and ``waits`` while it decides one, so a batch stops where a timer
+falls due. Nothing here decides: it only asks when.
 """
 
 from __future__ import annotations
@@ -127,6 +128,14 @@ class Clock:
             except CommandError as error:
                 log.warning("clock: %s; the clock loop tries again", error)
                 self._due = None  # the loop's retry, not every batch's
+
+    def waits(self) -> bool:
+        """The router asks this while it decides an inbound batch (every
+        ``processor.WAITS_EVERY`` messages): whether a timer has fallen due since it
+        began (``clock.goes_first``), or the clock is firing and waits for the ledger's
+        lock. Then the batch stops there and ``serve_due`` goes next, so a flush waits
+        for a few messages' decisions and their commit, not for a storm's whole batch."""
+        return self._turn.locked() or clock.goes_first(self._due, self._now())
 
     async def _look(self) -> tuple[float, bool] | None:
         """One look at the timers (under ``_turn``): fire what is due now and return
