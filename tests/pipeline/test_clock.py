@@ -26,7 +26,7 @@ from tocsin.core.times import now_us
 from tocsin.pipeline.clock import Clock
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.outbox import Outbox
-from tocsin.pipeline.processor import WAITS_EVERY, Milestone, Pulled
+from tocsin.pipeline.processor import CHUNK, Milestone, Pulled
 from tocsin.pipeline.router import Router, Traced
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger, load_state
@@ -179,13 +179,38 @@ async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decide
         await reader.close()
 
 
+async def test_a_batchs_alerts_are_received_when_their_chunk_arrived(rig: Rig) -> None:
+    """Catches a batch received as a whole when its last message arrived (issue #20,
+    W5: the storm's first batch took 0.12 s to arrive, and every group it opened
+    waited that much longer than its ``group_wait``). Forty alerts, published one after
+    the other, are decided as one batch: the first ``CHUNK`` are received when
+    JetStream stored the 32nd, the rest when it stored the 40th."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    stored: list[int] = []
+    for n in range(40):
+        body = event(labels={"host": f"h{n}", "service": "db"})
+        ack = await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        message = await rig.js.get_msg(STREAM_IN, ack.seq)
+        assert message.time is not None
+        stored.append(int(message.time.timestamp() * 1_000_000))
+    router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
+    await router.handle(await rig.take(40))
+    alerts = sorted(rig.ledger.state.alerts.values(), key=lambda a: int(a.labels["host"][1:]))
+    assert stored[CHUNK - 1] < stored[-1]
+    assert all(abs(a.first_seen - stored[CHUNK - 1]) <= 2 for a in alerts[:CHUNK])
+    assert all(abs(a.first_seen - stored[-1]) <= 2 for a in alerts[CHUNK:])
+    [group] = rig.ledger.state.groups.values()
+    assert group.due_at is not None
+    assert abs(group.due_at - (stored[CHUNK - 1] + 30 * SECOND)) <= 2
+
+
 async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> None:
     """Catches a due timer that waits for the router's whole inbound batch (issue #20,
     W5: a storm's batch of 1,000 took the router up to 0.3 s to decide, and the
     groups' flush waited for it and its commit). A group opens; 40 more alerts of it
     wait in JetStream, pulled as one batch; the injected clock passes the group's due
     time while the router decides the batch's first alert. The batch stops at the next
-    look (``WAITS_EVERY`` alerts in), is committed on its own, the group is notified
+    look (``CHUNK`` alerts in), is committed on its own, the group is notified
     listing the alerts committed by then, and the rest of the batch comes after, each
     alert once and acked."""
     config = from_mapping(tomllib.loads(GROUPED), {})
@@ -259,9 +284,9 @@ async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> 
     [(seq, note)] = [(seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)]
     received = [seq for seq, fact in facts if isinstance(fact, ev.AlertReceived)]
     assert len(received) == 41
-    assert decided[0] == WAITS_EVERY  # the batch of 40, cut where the timer was seen due
-    assert received[WAITS_EVERY] < seq < received[WAITS_EVERY + 1]
-    assert len(note.alert_ids) == 1 + WAITS_EVERY
+    assert decided[0] == CHUNK  # the batch of 40, cut where the timer was seen due
+    assert received[CHUNK] < seq < received[CHUNK + 1]
+    assert len(note.alert_ids) == 1 + CHUNK
     assert (note.due_at, note.fired_at) == (due, T0 + 31 * SECOND)
     assert rig.ledger.state == load_state(rig.ledger.path)
 

@@ -131,7 +131,7 @@ class Clock:
 
     def waits(self) -> bool:
         """The router asks this while it decides an inbound batch (every
-        ``processor.WAITS_EVERY`` messages): whether a timer has fallen due since it
+        ``processor.CHUNK`` messages): whether a timer has fallen due since it
         began (``clock.goes_first``), or the clock is firing and waits for the ledger's
         lock. Then the batch stops there and ``serve_due`` goes next, so a flush waits
         for a few messages' decisions and their commit, not for a storm's whole batch."""

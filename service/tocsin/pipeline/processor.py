@@ -68,11 +68,14 @@ Waits = Callable[[], bool]
 stops there, its messages decided so far are committed as a batch of their own, and
 the rest are decided after ``First``."""
 
-WAITS_EVERY = 32
-"""Messages decided between two looks at ``Waits``: a timer that falls due while a
-storm's batch of 1,000 is decided waits for at most this many (about 2 ms of the
-router's work), not for the whole batch (up to 0.3 s in W5, issue #20), and its
-commit queues behind that part alone."""
+CHUNK = 32
+"""Messages of a batch decided between two looks at ``Waits``, and received together
+(``Step.by_arrival``: when JetStream stored the last of them). A timer that falls due
+while a storm's batch of 1,000 is decided waits for at most this many (about 2 ms of
+the router's work), not for the whole batch (up to 0.3 s in W5, issue #20), and its
+commit queues behind that part alone. And a group's wait counts from its first alert's
+arrival give or take the chunk's (about 1 ms of a storm), not the whole batch's (the
+first batch of W5's storm took 0.12 s to arrive)."""
 
 SETUP_PATIENCE = 10.0  # seconds one attempt to create a vanished consumer may take
 
@@ -325,7 +328,7 @@ class Processor(Generic[Own]):
                 pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
             seen: set[int] = set(pulled.logged)
             async with ledger.deciding() as batch:
-                at = self._received_at(msgs, batch.ts) if step.by_arrival else batch.ts
+                at, newest = batch.ts, ledger.state.last_ts  # before the batch's facts
                 if after is not None and after.batch is not None and ledger.doomed(after.batch):
                     return None
                 if renewed is not None:
@@ -333,16 +336,19 @@ class Processor(Generic[Own]):
                 # Redeliveries and a re-bound stream are seldom: those batches go whole.
                 if seen or renewed is not None:
                     waits = None
-                fresh = pulled.fresh
+                fresh, chunked, by_arrival = pulled.fresh, pulled.msgs, step.by_arrival
                 for n, (msg, position) in enumerate(
                     zip(pulled.msgs, pulled.positions, strict=True), 1
                 ):
+                    if by_arrival and (n - 1) % CHUNK == 0:  # a chunk's first message
+                        stored_last = chunked[min(n - 1 + CHUNK, len(chunked)) - 1]
+                        at = self._received_at(stored_last, batch.ts, newest)
                     if position in seen:
                         continue
                     seen.add(position)
                     facts = step.facts(pulled, msg, position, at)
                     fresh.append((batch.add_caused(facts, stream, position), position, facts))
-                    if waits is not None and n % WAITS_EVERY == 0 and waits():
+                    if waits is not None and n % CHUNK == 0 and waits():
                         _stop_at(pulled, n)
                         break
                 if self._rider is not None:
@@ -354,13 +360,14 @@ class Processor(Generic[Own]):
             step.ended(pulled, error)
             raise
 
-    def _received_at(self, msgs: Sequence[Msg], now: int) -> int:
-        """When a batch was received: when JetStream stored its last message (the
-        broker's wall clock) on the ledger's clock, whose time ``now`` the batch is
-        appended at (``times.received_at``). The two clocks are the same but in tests
-        that inject time."""
-        arrived = stored_us(msgs[-1]) + self._ledger.clock() - now_us()
-        return received_at(now, now - arrived, self._ledger.state.last_ts)
+    def _received_at(self, last: Msg, now: int, newest: int) -> int:
+        """When a chunk of a batch was received (``CHUNK``): when JetStream stored its
+        ``last`` message (the broker's wall clock) on the ledger's clock, whose time
+        ``now`` the batch is appended at, never before ``newest``, the log's newest
+        time before the batch (``times.received_at``). The two clocks are the same but
+        in tests that inject time."""
+        arrived = stored_us(last) + self._ledger.clock() - now_us()
+        return received_at(now, now - arrived, newest)
 
     async def _renewed_stream(self) -> binding.Incarnation | None:
         """The stream's incarnation, if it is not the one the log is bound to: someone
