@@ -291,57 +291,6 @@ async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> 
     assert rig.ledger.state == load_state(rig.ledger.path)
 
 
-async def test_a_flushs_next_tick_is_decided_while_the_one_before_commits(rig: Rig) -> None:
-    """Catches a flush whose ticks run one after the other (issue #20, W5: each tick
-    waited for the one before to be written by the log's thread and for its PubAcks
-    before building its own rows). Three groups due, a group a tick: when the first
-    tick's commit is told, the second tick is decided already (its group notified in
-    the live state); each tick is still one commit with its work item, and the log
-    folds to the live state."""
-    config = from_mapping(tomllib.loads(GROUPED), {})
-    now = [T0]
-    rig.ledger.clock = lambda: now[0]
-    notified_when_committed: list[int] = []  # groups notified in the state at each commit
-    rig.ledger.listeners.append(
-        lambda facts, state: (
-            notified_when_committed.append(
-                sum(g.notified_at is not None for g in state.groups.values())
-            )
-            if any(isinstance(f, ev.GroupNotified) for f in facts)
-            else None
-        )
-    )
-    reader = await LogReader.open(rig.ledger.path)
-    try:
-        timers, _ = await flushing_a_group_a_tick(rig, reader, config, now)
-        router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
-        for service in ("api", "db", "web"):
-            body = event(labels={"host": "h0", "service": service})
-            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
-        await router.handle(await rig.take(3))
-        queued = await rig.work_items()
-        now[0] = T0 + 31 * SECOND
-        stop = asyncio.Event()
-        running = asyncio.create_task(timers.run(stop))
-        try:
-            await wait_until(
-                lambda: len(notified_when_committed) == 3, what="the flush's three commits"
-            )
-        finally:
-            stop.set()
-            await running
-        # The second tick was decided before the first was committed; the third is
-        # decided once the first is published, so its place beside the second's
-        # commit is the event loop's.
-        assert notified_when_committed[0] == 2
-        assert notified_when_committed[-1] == 3
-        assert await rig.work_items() - queued == 3
-        await rig.ledger.settled()
-        assert rig.ledger.state == load_state(rig.ledger.path)
-    finally:
-        await reader.close()
-
-
 async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_takes_writes(
     rig: Rig,
 ) -> None:

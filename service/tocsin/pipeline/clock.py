@@ -27,7 +27,6 @@ from tocsin.core.commands import CommandError
 from tocsin.core.decide.route import RoutingTable
 from tocsin.core.ids import new_id
 from tocsin.core.policy.backoff import Backoff
-from tocsin.core.state import State
 from tocsin.core.times import now_us
 from tocsin.core.versions import stamped
 from tocsin.pipeline.control import Control
@@ -159,52 +158,22 @@ class Clock:
         return (MAX_NAP if due is None else min(MAX_NAP, (due - now) / _US)), True
 
     async def _fire(self) -> bool:
-        """Commit what is due now, a tick at a time until nothing more is; whether
-        anything was. Each tick is decided while the one before it commits and its
-        work items are published (it sees that tick's facts, folded when decided; its
-        own work items leave only once it is committed): the log's thread writes one
-        tick's rows while this thread builds the next, and no tick waits for the one
-        before's PubAcks (W5, issue #20)."""
-        finishing: asyncio.Task[list[ev.Event]] | None = None
-        fired = False
-        try:
-            while True:
-                decided = await self._control.decide(self._tick)
-                previous, finishing = finishing, asyncio.create_task(self._control.finish(decided))
-                if previous is not None:
-                    self._logged(await previous)
-                if not decided.added:
-                    break
-                fired = True
-                due = clock.next_due(self._ledger.state)
-                if due is None or due > self._now():
-                    break
-        except BaseException:
-            if finishing is not None:  # the tick decided last is seen through
-                await asyncio.wait([finishing])
-                if not finishing.cancelled() and finishing.exception() is None:
-                    self._logged(finishing.result())  # else a failure told by the first
-            raise
-        self._logged(await finishing)
-        return fired
-
-    def _tick(self, state: State) -> list[ev.Event]:
-        """One tick's facts at the clock's time now, as ``Control`` decides them."""
-        return stamped(
-            clock.tick(
-                state,
-                self._now(),
-                new_id=new_id,
-                intervals=self._intervals,
-                routing=self._routing,
-                config_version=self._version,
-                max_listed=self._flush_alerts,
+        """Commit what is due now; whether anything was."""
+        facts = await self._control.execute(
+            lambda state: stamped(
+                clock.tick(
+                    state,
+                    self._now(),
+                    new_id=new_id,
+                    intervals=self._intervals,
+                    routing=self._routing,
+                    config_version=self._version,
+                    max_listed=self._flush_alerts,
+                ),
+                self._version,
             ),
-            self._version,
+            logged_as="",
         )
-
-    def _logged(self, facts: list[ev.Event]) -> None:
-        """Log the clock's committed facts, in its words."""
         for fact in facts:
             if isinstance(fact, ev.GroupNotified):
                 log.info(
@@ -255,6 +224,7 @@ class Clock:
                     fact.by,
                     extra={"alert_id": fact.alert_id},
                 )
+        return bool(facts)
 
 
 async def _nap(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:

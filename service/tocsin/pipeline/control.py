@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.router import warn_unconfigured
 from tocsin.store.compaction import CompactionError
 from tocsin.store.eventlog import LogWriteError
-from tocsin.store.ledger import Batch, Ledger
+from tocsin.store.ledger import Ledger
 from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.control")
@@ -88,15 +87,6 @@ class CompactReply(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
-@dataclass(eq=False)
-class Decided:
-    """Facts decided under the ledger's lock and queued for commit (``Control.decide``):
-    ``Control.finish`` sees them committed, then publishes their work items."""
-
-    batch: Batch
-    added: list[tuple[int, ev.Event]]  # (seq, fact) of each fact decided, in order
-
-
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
@@ -132,43 +122,13 @@ class Control:
         added: list[tuple[int, ev.Event]] = []
         try:
             async with self._ledger.batch() as batch:
-                added = self._added(batch, decide)
+                facts = decide(self._ledger.state)
+                if self._version is not None:
+                    facts = stamped(facts, self._version)
+                added = [(batch.add(fact), fact) for fact in facts]
+                self._outbox.ride(batch)
         except LogWriteError as error:
             raise CommandError(503, f"the event log refused the write: {error}") from error
-        return await self._committed(added, logged_as)
-
-    async def decide(self, decide: Callable[[State], list[ev.Event]]) -> Decided:
-        """``execute``'s first half, for the clock's flush a tick at a time: the facts
-        decided under the ledger's lock and queued for commit; the next tick can be
-        decided while this one commits (``finish``). ``CommandError`` when refused."""
-        async with self._ledger.deciding() as batch:
-            added = self._added(batch, decide)
-        return Decided(batch, added)
-
-    async def finish(self, decided: Decided, logged_as: str = "") -> list[ev.Event]:
-        """``execute``'s second half: once ``decided`` is committed, publish what its
-        facts justify; the facts added. ``CommandError(503)`` when the log refused
-        them (or a batch decided before them)."""
-        try:
-            await self._ledger.committed(decided.batch)
-        except LogWriteError as error:
-            raise CommandError(503, f"the event log refused the write: {error}") from error
-        return await self._committed(decided.added, logged_as)
-
-    def _added(
-        self, batch: Batch, decide: Callable[[State], list[ev.Event]]
-    ) -> list[tuple[int, ev.Event]]:
-        """The facts ``decide`` makes, stamped with the config's version, added to
-        ``batch`` (with the outbox's watermark, if due): (seq, fact) each."""
-        facts = decide(self._ledger.state)
-        if self._version is not None:
-            facts = stamped(facts, self._version)
-        added = [(batch.add(fact), fact) for fact in facts]
-        self._outbox.ride(batch)
-        return added
-
-    async def _committed(self, added: list[tuple[int, ev.Event]], logged_as: str) -> list[ev.Event]:
-        """The facts ``added`` are committed: publish their work items, log them."""
         faults.point("control.after_commit")
         state = self._ledger.state
         outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]
