@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -20,6 +20,7 @@ from tests.support import T0, Rig, event, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.config import Config, default_config, from_mapping
 from tocsin.core import events as ev
+from tocsin.core.outbound import Outbound
 from tocsin.core.state import AutoResolve
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN
 from tocsin.core.times import now_us
@@ -288,6 +289,65 @@ async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> 
     assert received[CHUNK] < seq < received[CHUNK + 1]
     assert len(note.alert_ids) == 1 + CHUNK
     assert (note.due_at, note.fired_at) == (due, T0 + 31 * SECOND)
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+async def test_a_flushs_next_tick_does_not_wait_for_the_work_items_before_it(
+    rig: Rig,
+) -> None:
+    """Catches a flush whose ticks wait for JetStream's PubAcks of the tick before
+    (issue #20, W5: 3-10 ms a tick). Three groups due, a group a tick, and the
+    broker's answers held back: the second tick is committed meanwhile (the third
+    waits for the first's answers: two ticks' work items in flight at most), each
+    tick its own commit, and every work item is stored once the answers come; the
+    log folds to the live state."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    held = asyncio.Event()
+
+    class Held(Publisher):
+        """The broker's publisher, its answers held back until ``held`` is set."""
+
+        async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
+            await held.wait()
+            return await super().publish(messages, timeout)
+
+    outbox = Outbox(rig.ledger, Held(rig.nc), reader)
+    await outbox.take_up()
+    timers = Clock(
+        Control(rig.ledger, reader, outbox), rig.ledger, config, now=lambda: now[0], flush_alerts=1
+    )
+    router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
+    for service in ("api", "db", "web"):
+        body = event(labels={"host": "h0", "service": service})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+    await router.handle(await rig.take(3))
+    queued = await rig.work_items()
+    commits: list[int] = []  # group notifications per commit
+    rig.ledger.listeners.append(
+        lambda facts, _: commits.append(sum(isinstance(f, ev.GroupNotified) for f in facts))
+    )
+    now[0] = T0 + 31 * SECOND
+    stop = asyncio.Event()
+    running = asyncio.create_task(timers.run(stop))
+    try:
+        await wait_until(lambda: commits.count(1) == 2, what="the second tick committed")
+        assert await rig.work_items() == queued  # none stored yet: their answers held
+        held.set()
+
+        async def stored() -> bool:
+            return await rig.work_items() - queued == 3
+
+        await wait_until(stored, what="the three work items stored")
+        await wait_until(lambda: outbox.owed == 0, what="the outbox owing nothing")
+    finally:
+        held.set()
+        stop.set()
+        await running
+        await reader.close()
+    assert [count for count in commits if count] == [1, 1, 1]
     assert rig.ledger.state == load_state(rig.ledger.path)
 
 
