@@ -607,6 +607,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             rider=outbox.ride,
             on_commit=timers.nudge,
             first=timers.serve_due,
+            waits=timers.waits,
             **partition_input(config, k),
         )
         if k is None:

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 
 from tests.support import T0, Rig, event, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.config import Config, default_config, from_mapping
 from tocsin.core import events as ev
+from tocsin.core.outbound import Outbound
 from tocsin.core.state import AutoResolve
 from tocsin.core.subjects import ROUTER_CONSUMER, STREAM_IN
 from tocsin.core.times import now_us
 from tocsin.pipeline.clock import Clock
 from tocsin.pipeline.control import Control
 from tocsin.pipeline.outbox import Outbox
-from tocsin.pipeline.router import Router
+from tocsin.pipeline.processor import CHUNK, Milestone, Pulled
+from tocsin.pipeline.router import Router, Traced
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger, load_state
 from tocsin.store.reader import LogReader
@@ -175,6 +178,177 @@ async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decide
         stop.set()
         await asyncio.gather(*parts)
         await reader.close()
+
+
+async def test_a_batchs_alerts_are_received_when_their_chunk_arrived(rig: Rig) -> None:
+    """Catches a batch received as a whole when its last message arrived (issue #20,
+    W5: the storm's first batch took 0.12 s to arrive, and every group it opened
+    waited that much longer than its ``group_wait``). Forty alerts, published one after
+    the other, are decided as one batch: the first ``CHUNK`` are received when
+    JetStream stored the 32nd, the rest when it stored the 40th."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    stored: list[int] = []
+    for n in range(40):
+        body = event(labels={"host": f"h{n}", "service": "db"})
+        ack = await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        message = await rig.js.get_msg(STREAM_IN, ack.seq)
+        assert message.time is not None
+        stored.append(int(message.time.timestamp() * 1_000_000))
+    router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
+    await router.handle(await rig.take(40))
+    alerts = sorted(rig.ledger.state.alerts.values(), key=lambda a: int(a.labels["host"][1:]))
+    assert stored[CHUNK - 1] < stored[-1]
+    assert all(abs(a.first_seen - stored[CHUNK - 1]) <= 2 for a in alerts[:CHUNK])
+    assert all(abs(a.first_seen - stored[-1]) <= 2 for a in alerts[CHUNK:])
+    [group] = rig.ledger.state.groups.values()
+    assert group.due_at is not None
+    assert abs(group.due_at - (stored[CHUNK - 1] + 30 * SECOND)) <= 2
+
+
+async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> None:
+    """Catches a due timer that waits for the router's whole inbound batch (issue #20,
+    W5: a storm's batch of 1,000 took the router up to 0.3 s to decide, and the
+    groups' flush waited for it and its commit). A group opens; 40 more alerts of it
+    wait in JetStream, pulled as one batch; the injected clock passes the group's due
+    time while the router decides the batch's first alert. The batch stops at the next
+    look (``CHUNK`` alerts in), is committed on its own, the group is notified
+    listing the alerts committed by then, and the rest of the batch comes after, each
+    alert once and acked."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
+    decided: list[int] = []  # messages per batch decided
+
+    class Busy(Router):
+        """The router, with the clock passing the group's due time as it decides the
+        burst's first alert, and a record of the batches it decided."""
+
+        def facts(self, pulled: Pulled[Traced], msg: Msg, position: int, at: int) -> list[ev.Event]:
+            if rig.ledger.state.groups:
+                now[0] = T0 + 31 * SECOND
+            return super().facts(pulled, msg, position, at)
+
+        def reached(self, pulled: Pulled[Traced], milestone: Milestone) -> None:
+            if milestone == "decided":
+                decided.append(len(pulled.msgs))
+            super().reached(pulled, milestone)
+
+    router = Busy(
+        rig.nc,
+        outbox,
+        rig.ledger,
+        config,
+        rider=outbox.ride,
+        on_commit=timers.nudge,
+        first=timers.serve_due,
+        waits=timers.waits,
+    )
+    stop = asyncio.Event()
+    parts = [asyncio.create_task(timers.run(stop))]
+    try:
+        body = event(labels={"host": "h0", "service": "db"})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await router.handle(await rig.take(1))
+        [(key, group)] = rig.ledger.state.groups.items()
+        due = group.due_at
+        await wait_until(
+            lambda: timers._due == due and timers._looks_at is not None,
+            what="the clock napping until the group's wait ends",
+        )
+        for n in range(1, 41):
+            body = event(labels={"host": f"h{n}", "service": "db"})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        decided.clear()
+        parts.append(asyncio.create_task(router.run(stop)))
+        await wait_until(
+            lambda: (
+                len(rig.ledger.state.alerts) == 41
+                and rig.ledger.state.groups[key].notified_at is not None
+            ),
+            what="the burst decided and the group notified",
+        )
+        await rig.ledger.settled()
+        await wait_until(lambda: sum(decided) == 40, what="every batch finished")
+
+        async def acked() -> bool:
+            return await rig.unacked() == 0
+
+        await wait_until(acked, what="the burst acked")
+        rows = await reader.page(0, 1000)
+    finally:
+        stop.set()
+        await asyncio.gather(*parts)
+        await reader.close()
+    facts = [(row.seq, ev.decode(row.data)) for row in rows]
+    [(seq, note)] = [(seq, fact) for seq, fact in facts if isinstance(fact, ev.GroupNotified)]
+    received = [seq for seq, fact in facts if isinstance(fact, ev.AlertReceived)]
+    assert len(received) == 41
+    assert decided[0] == CHUNK  # the batch of 40, cut where the timer was seen due
+    assert received[CHUNK] < seq < received[CHUNK + 1]
+    assert len(note.alert_ids) == 1 + CHUNK
+    assert (note.due_at, note.fired_at) == (due, T0 + 31 * SECOND)
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+async def test_a_flushs_next_tick_does_not_wait_for_the_work_items_before_it(
+    rig: Rig,
+) -> None:
+    """Catches a flush whose ticks wait for JetStream's PubAcks of the tick before
+    (issue #20, W5: 3-10 ms a tick). Three groups due, a group a tick, and the
+    broker's answers held back: the second tick is committed meanwhile (the third
+    waits for the first's answers: two ticks' work items in flight at most), each
+    tick its own commit, and every work item is stored once the answers come; the
+    log folds to the live state."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    held = asyncio.Event()
+
+    class Held(Publisher):
+        """The broker's publisher, its answers held back until ``held`` is set."""
+
+        async def publish(self, messages: Sequence[Outbound], timeout: float = 5.0) -> list[bool]:
+            await held.wait()
+            return await super().publish(messages, timeout)
+
+    outbox = Outbox(rig.ledger, Held(rig.nc), reader)
+    await outbox.take_up()
+    timers = Clock(
+        Control(rig.ledger, reader, outbox), rig.ledger, config, now=lambda: now[0], flush_alerts=1
+    )
+    router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
+    for service in ("api", "db", "web"):
+        body = event(labels={"host": "h0", "service": service})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+    await router.handle(await rig.take(3))
+    queued = await rig.work_items()
+    commits: list[int] = []  # group notifications per commit
+    rig.ledger.listeners.append(
+        lambda facts, _: commits.append(sum(isinstance(f, ev.GroupNotified) for f in facts))
+    )
+    now[0] = T0 + 31 * SECOND
+    stop = asyncio.Event()
+    running = asyncio.create_task(timers.run(stop))
+    try:
+        await wait_until(lambda: commits.count(1) == 2, what="the second tick committed")
+        assert await rig.work_items() == queued  # none stored yet: their answers held
+        held.set()
+
+        async def stored() -> bool:
+            return await rig.work_items() - queued == 3
+
+        await wait_until(stored, what="the three work items stored")
+        await wait_until(lambda: outbox.owed == 0, what="the outbox owing nothing")
+    finally:
+        held.set()
+        stop.set()
+        await running
+        await reader.close()
+    assert [count for count in commits if count] == [1, 1, 1]
+    assert rig.ledger.state == load_state(rig.ledger.path)
 
 
 async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_takes_writes(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from tocsin.pipeline.outbox import Outbox
 from tocsin.pipeline.router import warn_unconfigured
 from tocsin.store.compaction import CompactionError
 from tocsin.store.eventlog import LogWriteError
-from tocsin.store.ledger import Ledger
+from tocsin.store.ledger import Batch, Ledger
 from tocsin.store.reader import LogReader
 
 log = logging.getLogger("tocsin.control")
@@ -87,6 +88,14 @@ class CompactReply(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
+@dataclass(eq=False)
+class Committed:
+    """Facts committed by ``Control.commit``, their work items not published yet
+    (``Control.publish``)."""
+
+    added: list[tuple[int, ev.Event]]  # (seq, fact) of each fact, in order
+
+
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
@@ -119,16 +128,36 @@ class Control:
         then publish; returns the facts added. ``CommandError`` when refused (nothing
         added); ``CommandError(503)`` when the log cannot take it. Each
         fact is logged as ``logged_as`` (the clock logs its own, in its words: "")."""
+        return await self.publish(await self.commit(decide), logged_as)
+
+    async def commit(self, decide: Callable[[State], list[ev.Event]]) -> Committed:
+        """``execute``'s first half: decide under the ledger's lock and commit. The
+        clock publishes a tick's work items (``publish``) while it decides the next,
+        instead of waiting for their PubAcks first (W5, issue #20)."""
         added: list[tuple[int, ev.Event]] = []
         try:
             async with self._ledger.batch() as batch:
-                facts = decide(self._ledger.state)
-                if self._version is not None:
-                    facts = stamped(facts, self._version)
-                added = [(batch.add(fact), fact) for fact in facts]
-                self._outbox.ride(batch)
+                added = self._added(batch, decide)
         except LogWriteError as error:
             raise CommandError(503, f"the event log refused the write: {error}") from error
+        return Committed(added)
+
+    def _added(
+        self, batch: Batch, decide: Callable[[State], list[ev.Event]]
+    ) -> list[tuple[int, ev.Event]]:
+        """The facts ``decide`` makes, stamped with the config's version, added to
+        ``batch`` (with the outbox's watermark, if due): (seq, fact) each."""
+        facts = decide(self._ledger.state)
+        if self._version is not None:
+            facts = stamped(facts, self._version)
+        added = [(batch.add(fact), fact) for fact in facts]
+        self._outbox.ride(batch)
+        return added
+
+    async def publish(self, committed: Committed, logged_as: str = "") -> list[ev.Event]:
+        """``execute``'s second half: publish what the ``committed`` facts justify (a
+        work item the broker does not store now is the outbox relay's); the facts."""
+        added = committed.added
         faults.point("control.after_commit")
         state = self._ledger.state
         outbound = [m for seq, fact in added for m in messages_for(state, seq, fact, None)]

@@ -49,7 +49,16 @@ from tocsin.observability.tracing import (
     trace_id_of,
 )
 from tocsin.pipeline import binding
-from tocsin.pipeline.processor import First, Milestone, Processor, Pulled, Rider, Setup, Step
+from tocsin.pipeline.processor import (
+    First,
+    Milestone,
+    Processor,
+    Pulled,
+    Rider,
+    Setup,
+    Step,
+    Waits,
+)
 from tocsin.store.eventlog import Row
 from tocsin.store.ledger import Input, Ledger
 
@@ -95,6 +104,7 @@ class Router(Step[Traced]):
         rider: Rider | None = None,
         on_commit: Callable[[], None] | None = None,
         first: First | None = None,
+        waits: Waits | None = None,
         stream: str = STREAM_IN,
         consumer: str = ROUTER_CONSUMER,
         forwarded: bool = False,
@@ -104,10 +114,11 @@ class Router(Step[Traced]):
         wait). In a service, ``publisher`` is the outbox and ``rider`` its watermark
         (``outbox``); ``on_commit`` is told of every batch committed (the clock's
         nudge: a group may be due at once), and ``first`` is awaited before each batch
-        is decided (the clock's due timers: ``Clock.serve_due``). A partition's router
-        reads ``stream`` TOCSIN_PART with its own ``consumer``; its messages were
-        ``forwarded`` by a partitioner, and are decided on the subject and id they
-        were published with (``partition.origin_of``)."""
+        is decided (the clock's due timers: ``Clock.serve_due``), ``waits`` asked while
+        one is decided (a batch stops where a timer falls due: ``Clock.waits``). A
+        partition's router reads ``stream`` TOCSIN_PART with its own ``consumer``; its
+        messages were ``forwarded`` by a partitioner, and are decided on the subject
+        and id they were published with (``partition.origin_of``)."""
         self._on_commit = on_commit
         self._forwarded = forwarded
         self._ledger = ledger
@@ -129,6 +140,7 @@ class Router(Step[Traced]):
             metrics=metrics,
             rider=rider,
             first=first,
+            waits=waits,
         )
 
     def reconfigure(self, config: Config) -> None:
