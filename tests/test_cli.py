@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sqlite3
@@ -107,6 +108,24 @@ def test_every_command_runs_on_the_loop_tocsin_event_loop_chooses(
         return type(asyncio.get_running_loop()).__module__.partition(".")[0]
 
     assert cli.run(running_loop()) == loop
+
+
+def test_every_command_runs_with_tocsins_collector_thresholds() -> None:
+    """``cli.run`` sets the cyclic collector's thresholds for every tocsin process
+    (``cli.GC_THRESHOLDS``). Catches a process left at Python's 700, where the
+    collector scans each batch's short-lived objects ~80 times more often (W2 ~8%
+    slower under serve: docs/performance.md, "The garbage collector")."""
+    before = gc.get_threshold()
+
+    async def thresholds() -> tuple[int, ...]:
+        return gc.get_threshold()
+
+    try:
+        gc.set_threshold(700, 10, 10)
+        assert cli.run(thresholds()) == cli.GC_THRESHOLDS
+        assert cli.GC_THRESHOLDS[0] > 700
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_a_bad_event_loop_exits_2_naming_it(tmp_path: Path) -> None:
