@@ -24,7 +24,7 @@ from tocsin.core.contracts import (
 from tocsin.core.ids import traceparent_for
 from tocsin.core.kinds import by_kind, handled_by
 from tocsin.core.policy.order import must_raise, open_key
-from tocsin.core.state import SETTLED, AlertAsRouted, State
+from tocsin.core.state import SETTLED, AlertAsRouted, Delivery, State
 from tocsin.core.subjects import DELIVERY_FAILED, REJECTED, ROUTE_PREFIX, route_subject
 from tocsin.core.times import format_us
 
@@ -68,17 +68,6 @@ def notification_body(routed: ev.AlertRouted, alert: AlertAsRouted) -> Notificat
     )
 
 
-def notification_for(state: State, routed: ev.AlertRouted) -> Notification | None:
-    """The body of a notification the state still means to send: from the alert as it
-    was when routed (kept with the delivery by the fold), never as the state knows it
-    now, which may hold later events of the same batch. ``None`` when the state keeps
-    no such body (the delivery is unknown, or delivered)."""
-    delivery = state.deliveries.get(routed.notification_id)
-    if delivery is None or delivery.as_routed is None:
-        return None
-    return notification_body(routed, delivery.as_routed)
-
-
 def _must_raise(state: State, notification_id: str, generation: int) -> bool:
     """Whether this notification's success must raise its receiver's order record
     (``order.must_raise``); when the state no longer knows it, yes."""
@@ -91,6 +80,7 @@ def _must_raise(state: State, notification_id: str, generation: int) -> bool:
 
 def _work_item(
     state: State,
+    delivery: Delivery | None,
     routed: ev.AlertRouted,
     seq: int,
     fact_seq: int,
@@ -98,16 +88,20 @@ def _work_item(
     trace_headers: dict[str, str] | None = None,
 ) -> list[Outbound]:
     """The work item of ``routed`` (logged at ``seq``), justified by the fact at
-    ``fact_seq``: the routed fact itself, or the re-queue of ``generation``."""
-    notification = notification_for(state, routed)
-    if notification is None:
+    ``fact_seq``: the routed fact itself, or the re-queue of ``generation``;
+    ``delivery`` is its delivery in ``state`` (looked up once by the caller). Its body
+    is the alert as it was when routed (kept with the delivery by the fold), never as
+    the state knows it now, which may hold later events of the same batch; none when
+    the state keeps no such body (the delivery is unknown, or delivered)."""
+    if delivery is None or delivery.as_routed is None:
         return []
+    count = state.order_open.get(open_key(delivery.receiver, delivery.order_key), 0)
     item = WorkItem(
-        notification=notification,
+        notification=notification_body(routed, delivery.as_routed),
         log_seq=seq,
         trace_id=routed.trace_id,
         generation=generation,
-        raise_order=_must_raise(state, routed.notification_id, generation),
+        raise_order=must_raise(count, generation),
     )
     return _queued(item, routed.receiver, routed.notification_id, fact_seq, trace_headers)
 
@@ -195,19 +189,9 @@ def _routed(
     re-queue fact publishes its own item), or the state keeps no body for it: what
     ``_work_item`` makes, its delivery looked up once (one routed fact a new alert)."""
     delivery = state.deliveries.get(event.notification_id)
-    if delivery is None or delivery.status in SETTLED or delivery.generation:
+    if delivery is not None and (delivery.status in SETTLED or delivery.generation):
         return []
-    alert = delivery.as_routed
-    if alert is None:
-        return []
-    count = state.order_open.get(open_key(delivery.receiver, delivery.order_key), 0)
-    item = WorkItem(
-        notification=notification_body(event, alert),
-        log_seq=seq,
-        trace_id=event.trace_id,
-        raise_order=must_raise(count, 0),
-    )
-    return _queued(item, event.receiver, event.notification_id, seq, trace_headers)
+    return _work_item(state, delivery, event, seq, seq, trace_headers=trace_headers)
 
 
 def group_notification_of(event: ev.GroupNotified) -> GroupNotification:
@@ -293,7 +277,8 @@ def _requeued(
         notification_id=event.notification_id,
         trace_id=event.trace_id,
     )
-    return _work_item(state, routed, event.routed_seq, seq, event.generation)
+    delivery = state.deliveries.get(event.notification_id)
+    return _work_item(state, delivery, routed, event.routed_seq, seq, event.generation)
 
 
 def _rejected(
