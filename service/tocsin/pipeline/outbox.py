@@ -133,10 +133,9 @@ class Outbox:
             due = [m.fact_seq is None or m.fact_seq in owed for m in messages]  # as sent
             answers = iter(await self._publisher.publish(sending, timeout) if sending else [])
             stored = [next(answers) if send else True for send in due]
-        done = self._done
         for message, ok in zip(messages, stored, strict=True):
-            if ok and (seq := message.fact_seq) is not None and owed.pop(seq, None) is not None:
-                heapq.heappush(done, seq)  # ``_settle``, inline: once a work item
+            if ok and message.fact_seq is not None:
+                self._settle(message.fact_seq)
         return stored
 
     def _settle(self, seq: int) -> None:
