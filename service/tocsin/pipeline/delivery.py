@@ -44,6 +44,7 @@ from tocsin.core.contracts import (
     Notification,
     outcome_identity,
 )
+from tocsin.core.events import field_spec
 from tocsin.core.outbound import Outbound
 from tocsin.core.partition import carry_partition, marked_by
 from tocsin.core.policy import failover as tb
@@ -797,10 +798,7 @@ def _added_fields(
     assert [f.name for f in every[: len(inherited)]] == [f.name for f in inherited]
     return msgspec.defstruct(
         f"{outcome.__name__}Added",
-        [
-            (f.name, f.type) if f.required else (f.name, f.type, f.default)
-            for f in every[len(inherited) :]
-        ],
+        [field_spec(f, f.type) for f in every[len(inherited) :]],
         kw_only=True,
     )
 
