@@ -60,7 +60,7 @@ def cpu_seconds(pid: int) -> float:
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of each of a live process's threads: ``loop`` (the main thread, the
     event loop's), then ``thread1``, ``thread2``... in the order they were started (the
-    first is aiosqlite's writer, the log's SQLite work)."""
+    first is the log's writer thread, ``tocsin-log_0``: SQLite's inserts and commits)."""
     out: dict[str, float] = {}
     tids = sorted(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())
     for n, tid in enumerate(tids):
