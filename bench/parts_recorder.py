@@ -6,25 +6,29 @@ TOCSIN_OUT, decoding it, deciding its fact under the ledger's lock, folding it, 
 metrics of its commit, its row (written by the log's thread) and the acks. This times
 that part alone, as serve runs it.
 
-For each run: a fresh ``nats-server`` and data dir. ``tocsin router`` routes ``--n``
-distinct alerts (preloaded on TOCSIN_IN) and its outbox publishes their work items to
-TOCSIN_WORK; once they are all there it is stopped. Each work item's outcome, as the
-delivery child publishes it when its notification is delivered (the delivery worker's
-own encoders, ``delivery._ADDED`` and ``_extended``; its Nats-Msg-Id), is then
-published to TOCSIN_OUT. ``tocsin router`` starts again on the same log: its router has
-nothing left to take, and its ``Recorder`` (the one ``tocsin serve`` runs, same
-consumer, outbox rider and metrics) takes the ``--n`` outcomes.
+For each run: a fresh ``nats-server`` and data dir. ``tocsin router`` (the router and
+the recorder, as ``tocsin serve`` runs them, with the same ledger listeners and
+metrics) routes ``--n`` distinct alerts preloaded on TOCSIN_IN, and its outbox
+publishes their work items to TOCSIN_WORK. Once they are all there, each work item's
+outcome, as the delivery child publishes it when its notification is delivered (the
+delivery worker's own encoders, ``delivery._ADDED`` and ``_extended``, and its
+Nats-Msg-Id), is published to TOCSIN_OUT, in windows of ``WINDOW`` PubAcks, as W1's
+delivery child does while its notifications go out. The same process records them:
+its router has nothing left to take, and its ``Recorder`` takes the ``--n`` outcomes
+with the routed notifications still in its metrics (each delivery's latency is
+recorded, as in W1).
 
 The figure is that process's CPU (user + system, from ``/proc/<pid>/stat``; its log
 writer thread included, which writes the rows) from the first outcome committed until
-every outcome is, divided by the outcomes committed in between, so the start (imports,
-loading the log, binding the streams) is not charged to them. CPU by thread is printed
+every outcome is, divided by the outcomes committed in between, so the start and the
+routing before are not charged to them. CPU by thread is printed
 beside it (``loop``: the event loop's; ``thread1``: the log's writer). The run checks
 the log holds ``--n`` ``delivery.succeeded`` facts.
 
 Each run is repeated ``--runs`` times (default 3); the median is the figure, the range
-is printed beside it. ``--profile DIR`` py-spies the last run (collapsed stacks,
-``recorder.txt``; aggregate with ``bench/profile.py`` or any flame graph tool).
+is printed beside it. ``--profile DIR`` py-spies the last run's recording: the collapsed stacks
+(``recorder.txt``) and ``bench/profile.py``'s summary of them (``recorder-summary.txt``,
+printed too).
 
 Run: .venv/bin/python bench/parts_recorder.py [--n 20000] [--runs 3] [--profile DIR]
 """
@@ -54,6 +58,7 @@ sys.path[0] = str(ROOT)
 from tests.support import NatsServer
 
 from bench.parts_router import cpu_seconds, py_spy, spread, thread_cpu
+from bench.profile import RATE, summarize
 from bench.router_throughput import TOCSIN, count, preload, query
 from tocsin.bus.publisher import Publisher
 from tocsin.core.contracts import DeliverySucceeded, Notification, WorkItem
@@ -166,14 +171,10 @@ async def one_run(n: int, timeout: float, profile: str | None) -> Run:
                 "--nats-url", server.url, "--config", str(config)]  # fmt: skip
         try:
             await preload(server.url, n, n)
-            routing = await asyncio.to_thread(subprocess.Popen, argv, stdout=subprocess.DEVNULL)
-            try:
-                items = await work_items(server.url, n, timeout)
-            finally:
-                await stopped(routing)
-            await publish_outcomes(server.url, items)
             process = await asyncio.to_thread(subprocess.Popen, argv, stdout=subprocess.DEVNULL)
             try:
+                items = await work_items(server.url, n, timeout)
+                publishing = asyncio.create_task(publish_outcomes(server.url, items))
                 await until("the first outcome", lambda: recorded(db) > 0, process, timeout)
                 cpu_first, first = cpu_seconds(process.pid), recorded(db)
                 threads_first = thread_cpu(process.pid)
@@ -181,6 +182,7 @@ async def one_run(n: int, timeout: float, profile: str | None) -> Run:
                 await until("every outcome", lambda: recorded(db) >= n, process, timeout)
                 cpu_last, last = cpu_seconds(process.pid), recorded(db)
                 threads_last = thread_cpu(process.pid)
+                await publishing
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     await asyncio.to_thread(spy.wait)
@@ -203,6 +205,14 @@ async def one_run(n: int, timeout: float, profile: str | None) -> Run:
     )
 
 
+def summarized(collapsed: Path) -> str:
+    """``bench/profile.py``'s summary of py-spy's stacks, kept beside them."""
+    # py_spy samples at 250/s, not at the rate bench/profile.py's own profiler uses.
+    summary = summarize(collapsed.read_text()).replace(f" at {RATE}/s", " at 250/s")
+    collapsed.with_name("recorder-summary.txt").write_text(summary)
+    return summary
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="outcomes per run")
@@ -219,6 +229,8 @@ async def main() -> None:
         if args.profile and i == args.runs - 1:
             out = str(Path(args.profile) / "recorder.txt")
         runs.append(await one_run(args.n, args.timeout, out))
+        if out is not None:
+            print(await asyncio.to_thread(summarized, Path(out)))
         print(
             f"  run {i + 1}: {runs[-1].steady_us:6.1f} us CPU an outcome,"
             f" {runs[-1].outcomes_per_second:8,.0f}/s committed{' (profiled)' if out else ''}",
