@@ -74,6 +74,7 @@ CONFIG = (
 )
 POLL = 0.05  # seconds between the bench's cheap looks at the log (indexed queries)
 WINDOW = 1000  # outcomes published per batch of PubAcks
+TICK = 0.01  # seconds between two windows of outcomes published at a --rate
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,18 @@ def outcome(item: WorkItem) -> Outbound:
     return Outbound(DELIVERED, payload, f"{notification.notification_id}:delivered")
 
 
-async def publish_outcomes(url: str, items: list[WorkItem]) -> None:
+async def publish_outcomes(url: str, items: list[WorkItem], rate: float) -> None:
+    """Publish the outcomes of ``items``: as fast as their PubAcks come back, or, with
+    a ``rate``, that many a second, a tick's worth at a time (``TICK``)."""
     nc = await nats.connect(url)
     try:
         publisher = Publisher(nc)
-        for start in range(0, len(items), WINDOW):
-            batch = [outcome(item) for item in items[start : start + WINDOW]]
+        window = max(1, round(rate * TICK)) if rate else WINDOW
+        started = time.monotonic()
+        for start in range(0, len(items), window):
+            if rate:
+                await asyncio.sleep(max(0.0, started + start / rate - time.monotonic()))
+            batch = [outcome(item) for item in items[start : start + window]]
             if not all(await publisher.publish(batch)):
                 raise SystemExit("outcomes not stored")
         await publisher.close()
@@ -158,7 +165,7 @@ async def publish_outcomes(url: str, items: list[WorkItem]) -> None:
         await nc.close()
 
 
-async def one_run(n: int, timeout: float, profile: str | None) -> Run:
+async def one_run(n: int, rate: float, timeout: float, profile: str | None) -> Run:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         server = NatsServer(tmp / "js")
@@ -174,7 +181,7 @@ async def one_run(n: int, timeout: float, profile: str | None) -> Run:
             process = await asyncio.to_thread(subprocess.Popen, argv, stdout=subprocess.DEVNULL)
             try:
                 items = await work_items(server.url, n, timeout)
-                publishing = asyncio.create_task(publish_outcomes(server.url, items))
+                publishing = asyncio.create_task(publish_outcomes(server.url, items, rate))
                 await until("the first outcome", lambda: recorded(db) > 0, process, timeout)
                 cpu_first, first = cpu_seconds(process.pid), recorded(db)
                 threads_first = thread_cpu(process.pid)
@@ -217,6 +224,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="outcomes per run")
     parser.add_argument("--runs", type=int, default=3, help="runs; the median is the figure")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="outcomes published a second (W1's delivery: ~5,500); 0: as fast as acked",
+    )
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the last run")
     args = parser.parse_args()
@@ -228,7 +241,7 @@ async def main() -> None:
         out = None
         if args.profile and i == args.runs - 1:
             out = str(Path(args.profile) / "recorder.txt")
-        runs.append(await one_run(args.n, args.timeout, out))
+        runs.append(await one_run(args.n, args.rate, args.timeout, out))
         if out is not None:
             print(await asyncio.to_thread(summarized, Path(out)))
         print(
@@ -236,8 +249,9 @@ async def main() -> None:
             f" {runs[-1].outcomes_per_second:8,.0f}/s committed{' (profiled)' if out else ''}",
             flush=True,
         )
+    paced = f" at {args.rate:,.0f}/s" if args.rate else ""
     print(
-        f"recorder ({args.n:,} delivered outcomes, {args.runs} runs):"
+        f"recorder ({args.n:,} delivered outcomes{paced}, {args.runs} runs):"
         f" CPU {spread([r.steady_us for r in runs])} us/outcome after its first commit;"
         f" {spread([r.outcomes_per_second for r in runs])} outcomes/s committed"
     )
