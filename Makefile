@@ -78,6 +78,7 @@ bench-parts: $(BENCH_STAMP)
 	$(BIN)/python bench/ceiling_router.py
 	$(BIN)/python bench/ceiling_delivery.py
 	$(BIN)/python bench/parts_delivery.py
+	$(BIN)/python bench/parts_recorder.py
 	$(BIN)/python bench/ceiling_latency.py
 	$(BIN)/python bench/ceiling_fold.py
 

@@ -4,6 +4,7 @@ parses them (no queue or task per message) and a batch's acks leave in one write
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
@@ -142,5 +143,42 @@ async def test_a_handed_over_message_is_the_msg_nats_py_would_have_queued(nats_u
         assert nc.stats["in_msgs"] - before == 6
         assert (sub.pending_bytes, sub.delivered) == (0, 3)
         await plain.unsubscribe()
+    finally:
+        await nc.close()
+
+
+async def test_a_lingering_take_ends_once_a_full_batch_is_here(nats_url: str) -> None:
+    """A take that has its first message lingers for more (the recorder's trickle,
+    ``recorder.LINGER``), but only until a full batch is here: catches a linger slept
+    out whole, which held up a storm's every partly arrived batch (at 50 ms, ~8,000
+    outcomes/s at most, near W1's target; issue #20). The linger here is a minute:
+    the take must return the whole batch long before."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        publisher = Publisher(nc)
+
+        def messages(first: int, count: int) -> list[Outbound]:
+            return [
+                Outbound(f"{IN_PREFIX}linger", msgspec.json.encode({"n": n}), f"linger-{n}")
+                for n in range(first, first + count)
+            ]
+
+        assert await publisher.publish(messages(0, 1)) == [True]
+        puller = Puller(nc, STREAM_IN, ROUTER_CONSUMER, 100, prefetch=True, linger=60.0)
+        await puller.start()
+        taking = asyncio.create_task(puller.take(wait=10.0))
+
+        async def first_pulled() -> bool:
+            info = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)
+            return int(info.delivered.stream_seq) == 1
+
+        await wait_until(first_pulled, what="the first message in the puller's hands")
+        assert not taking.done()  # lingering for more
+        assert await publisher.publish(messages(1, 99)) == [True] * 99
+        got = await asyncio.wait_for(taking, 10.0)
+        assert [stream_seq(m) for m in got] == list(range(1, 101))
+        await puller.stop()
     finally:
         await nc.close()

@@ -5,11 +5,13 @@ OpenTelemetry SDK only when ``/metrics`` is rendered (issue #20, W3: the ledger 
 from __future__ import annotations
 
 import msgspec
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tocsin.core import events as ev
+from tocsin.core.fold import fold
 from tocsin.core.state import State
-from tocsin.observability.telemetry import OTHER_SOURCES, Metrics
+from tocsin.observability.telemetry import OTHER_SOURCES, UNKNOWN, Metrics
 
 
 def received(i: int) -> ev.AlertReceived:
@@ -83,3 +85,89 @@ def test_a_batch_counts_as_its_events_one_commit_at_a_time() -> None:
     assert seen["tocsin_events_routed_total", labels(reason="escalated")] == 60
     others = ("tocsin_events_received_total", labels(source=OTHER_SOURCES, severity="error"))
     assert seen[others] == 50
+
+
+def histograms(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+        if sample.name.startswith("tocsin_delivery_latency")
+    }
+
+
+def test_a_batch_of_outcomes_counts_and_times_as_its_outcomes_one_commit_at_a_time() -> None:
+    """Catches the per-batch tally of outcomes (issue #20: logged sends summed under
+    plain keys, their label sets made and their latencies recorded once a batch,
+    ``_settle``) counting or timing differently from a commit per outcome: delivered,
+    dead-lettered, failed attempts and superseded, over two receivers and channels;
+    the severity as routed (``warning`` here, the alert's being ``error``), the
+    alert's for an outcome not routed in this process, ``unknown`` for neither; a
+    failed attempt leaves the latency's start for the delivery after it; each
+    latency in its bucket (bounds inclusive), the count and the sum of each series."""
+    state = State()
+    for i in range(40):
+        fold(state, i + 1, 1_000_000, received(i))
+    ts = 1_000_000
+    routing: list[ev.Event] = [
+        msgspec.structs.replace(routed(i), severity="warning") for i in range(30)
+    ]
+    outcomes: list[ev.Event] = []
+    for i in range(40):
+        receiver, channel = ("hook", "webhook") if i % 2 else ("pager", "pagerduty")
+        where = {"notification_id": f"n{i}", "receiver": receiver, "alert_id": f"a{i}",
+                 "fingerprint": f"f{i}", "channel": channel}  # fmt: skip
+        if i % 4 == 0:
+            outcomes.append(
+                ev.DeliveryAttemptFailed(
+                    **where,
+                    attempt=1,
+                    error="503",
+                    status_code=503,
+                    retry_in_seconds=1.0,
+                    at=ts + 1,
+                )
+            )
+        if i % 7 == 3:
+            outcomes.append(
+                ev.DeliveryDeadLettered(
+                    **where, attempts=3, error="gone", status_code=410, at=ts + 2
+                )
+            )
+        elif i % 9 == 5:
+            outcomes.append(
+                ev.DeliverySuperseded(
+                    **where,
+                    attempts=1,
+                    log_seq=i,
+                    superseded_by=f"n{i + 100}",
+                    superseded_by_seq=i + 100,
+                    at=ts + 2,
+                )
+            )
+        else:  # latencies on and around the bounds: 1 ms, 2.5 ms, 0.25 s, 31 s...
+            late = (1_000, 2_500, 2_501, 250_000, 31_000_000, i * 37_000)[i % 6]
+            outcomes.append(ev.DeliverySucceeded(**where, attempts=1, at=ts + late))
+    stranger = {"notification_id": "n99", "receiver": "hook", "alert_id": "a99",
+                "fingerprint": "f99", "channel": "webhook"}  # fmt: skip
+    outcomes.append(ev.DeliverySucceeded(**stranger, attempts=1, at=ts))
+    one_batch, one_at_a_time = Metrics(), Metrics()
+    for metrics in (one_batch, one_at_a_time):
+        metrics.count_committed(routing, state)
+    one_batch.count_committed(outcomes, state)
+    for outcome in outcomes:
+        one_at_a_time.count_committed([outcome], state)
+    assert counts(one_batch) == counts(one_at_a_time)
+    batched, alone = histograms(one_batch), histograms(one_at_a_time)
+    assert batched.keys() == alone.keys()
+    for key, value in batched.items():
+        assert value == pytest.approx(alone[key], rel=1e-12), key
+    seen = counts(one_batch)
+    delivered = "tocsin_notifications_delivered_total"
+    assert seen[delivered, labels(receiver="hook", channel="webhook", severity="warning")] == 11
+    assert seen[delivered, labels(receiver="hook", channel="webhook", severity="error")] == 4
+    assert seen[delivered, labels(receiver="hook", channel="webhook", severity=UNKNOWN)] == 1
+    failed = "tocsin_delivery_attempts_total"
+    assert seen[failed, labels(receiver="pager", channel="pagerduty", outcome="failed")] == 10
+    timed = sum(v for (name, _), v in batched.items() if name.endswith("_count"))
+    assert timed == 23  # the delivered ones routed here: 30 routed, 7 not delivered

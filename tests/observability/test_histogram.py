@@ -3,6 +3,7 @@ notification, in the shape the OpenTelemetry Prometheus exporter gives the other
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tocsin.observability.telemetry import OTHER_SOURCES, Metrics
@@ -82,3 +83,26 @@ def test_a_childs_figures_add_to_the_parents_once_each() -> None:
         if sample.name == "tocsin_consumer_recreated_total"
     ]
     assert recreated == [1]
+
+
+def test_many_recorded_at_once_show_as_recorded_one_at_a_time() -> None:
+    """Catches ``Histogram.record_many`` (a committed batch's latencies summed into
+    bucket counts first, issue #20) putting a value in another bucket than
+    ``observe`` does: values on each bound (inclusive), between, past the last, and
+    zero; a second call adds to the first; the sums agree but for rounding."""
+    one_by_one, at_once = Metrics(), Metrics()
+    ok = {"receiver": "hook", "channel": "webhook", "outcome": "ok"}
+    amounts = [0.0, 0.001, 0.0010001, 0.0025, 0.003, 0.25, 30.0, 45.0, 1e9]
+    for amount in amounts + amounts[:3]:
+        one_by_one.send_seconds.record(amount, ok)
+    at_once.send_seconds.record_many(amounts, ("hook", "webhook", "ok"))
+    at_once.send_seconds.record_many(amounts[:3], ("hook", "webhook", "ok"))
+    alone, batched = scrape(one_by_one), scrape(at_once)
+    assert batched.keys() == alone.keys()
+    assert {k: v for k, v in batched.items() if not k[0].endswith("_sum")} == {
+        k: v for k, v in alone.items() if not k[0].endswith("_sum")
+    }
+    labels = tuple(sorted(ok.items()))
+    total = "tocsin_send_duration_seconds_sum"
+    assert batched[total, labels] == pytest.approx(alone[total, labels], rel=1e-12)
+    assert batched["tocsin_send_duration_seconds_count", labels] == 12

@@ -22,8 +22,18 @@ from tocsin.bus.streams import (
     ensure_streams,
     recorder_consumer_config,
 )
+from tocsin.core.contracts import DeliveryAttemptFailed as ContractAttemptFailed
+from tocsin.core.contracts import DeliveryDeadLettered as ContractDeadLettered
 from tocsin.core.contracts import DeliverySucceeded
-from tocsin.core.subjects import DELIVERED, RECORDER_CONSUMER, STREAM_OUT
+from tocsin.core.contracts import DeliverySuperseded as ContractSuperseded
+from tocsin.core.subjects import (
+    DELIVERED,
+    DELIVERY_FAILED,
+    RECORDER_CONSUMER,
+    STREAM_OUT,
+    attempts_subject,
+    superseded_subject,
+)
 from tocsin.pipeline.binding import bind_stream
 from tocsin.pipeline.recorder import Recorder
 from tocsin.store.eventlog import LogWriteError, db_path
@@ -220,3 +230,79 @@ async def test_an_outcome_stream_recreated_under_the_recorder_is_bound_before_it
     ]
     assert outcomes.ledger.state.outbound_offset == 1
     assert outcomes.ledger.state == load_state(outcomes.ledger.path)
+
+
+async def test_the_rows_of_each_kind_of_outcome_are_as_they_were(outcomes: OutcomeRig) -> None:
+    """Pins the recorder's rows byte for byte (kind, the event's JSON, the columns
+    derived from it, the outcome's position) for one outcome of each kind, as the
+    delivery worker encodes them: catches an optimisation of the recorder's decode,
+    of ``outcome_event`` or of the rows (issue #20) that changes what the log holds."""
+    nid, failed_at = "n-golden", "2026-11-23T12:00:01.500000Z"
+    body = msgspec.structs.asdict(make_notification(notification_id=nid))
+    where = {key: body[key] for key in ("notification_id", "receiver", "alert_id", "fingerprint")}
+    published = [
+        (
+            attempts_subject("r"),
+            ContractAttemptFailed(
+                **where, channel="webhook", attempt=1, error="HTTP 503", status_code=503,
+                retry_in_seconds=1.5, failed_at=failed_at, log_seq=7, trace_id="ab" * 16,
+            ),
+        ),
+        (
+            DELIVERED,
+            DeliverySucceeded(
+                **body, channel="webhook", attempts=2, delivered_at="2026-11-23T12:00:03.25Z",
+                log_seq=7, trace_id="ab" * 16, status_code=200,
+            ),
+        ),
+        (
+            DELIVERY_FAILED,
+            ContractDeadLettered(
+                **body, channel="webhook", attempts=3, failed_at=failed_at, log_seq=7,
+                error="HTTP 410", last_status_code=410,
+            ),
+        ),
+        (
+            superseded_subject("r"),
+            ContractSuperseded(
+                **where, channel="webhook", attempts=1, superseded_by="n-later",
+                superseded_by_seq=9, superseded_at=failed_at, log_seq=7, group_key="g1",
+            ),
+        ),
+    ]  # fmt: skip
+    for subject, outcome in published:
+        await outcomes.js.publish(subject, msgspec.json.encode(outcome))
+    await outcomes.recorder.handle(await outcomes.take(len(published)))
+
+    with sqlite3.connect(outcomes.ledger.path) as conn:
+        columns = "kind, data, in_seq, out_seq, fingerprint, alert_id"
+        rows = list(conn.execute(f"SELECT {columns} FROM events ORDER BY seq"))
+    common = b'"notification_id":"n-golden","receiver":"r","alert_id":"a1","fingerprint":"fp1"'
+    assert rows == [
+        (
+            "delivery.attempt_failed",
+            b'{"kind":"delivery.attempt_failed",' + common + b',"channel":"webhook","attempt":1,'
+            b'"error":"HTTP 503","status_code":503,"retry_in_seconds":1.5,'
+            b'"at":1795435201500000,"trace_id":"' + b"ab" * 16 + b'"}',
+            None, 1, "fp1", "a1",
+        ),
+        (
+            "delivery.succeeded",
+            b'{"kind":"delivery.succeeded",' + common + b',"channel":"webhook","attempts":2,'
+            b'"at":1795435203250000,"status_code":200,"trace_id":"' + b"ab" * 16 + b'"}',
+            None, 2, "fp1", "a1",
+        ),
+        (
+            "delivery.dead_lettered",
+            b'{"kind":"delivery.dead_lettered",' + common + b',"channel":"webhook",'
+            b'"attempts":3,"error":"HTTP 410","status_code":410,"at":1795435201500000}',
+            None, 3, "fp1", "a1",
+        ),
+        (
+            "delivery.superseded",
+            b'{"kind":"delivery.superseded",' + common + b',"channel":"webhook","attempts":1,'
+            b'"log_seq":7,"superseded_by":"n-later","superseded_by_seq":9,'
+            b'"at":1795435201500000,"group_key":"g1"}',
+            None, 4, "fp1", "a1",
+        ),
+    ]  # fmt: skip

@@ -99,7 +99,8 @@ class Puller:
         self._linger = linger
         self._inbox = nc.new_inbox()
         self._queue: collections.deque[Msg] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None  # a ``take`` waiting for the first
+        self._waiter: asyncio.Future[None] | None = None  # a ``take`` waiting for messages
+        self._enough = 1  # messages here that end its wait: the first, or a full batch
         self._credit = 0
         self._requested_at = 0.0
         self._sub: Subscription | None = None
@@ -116,8 +117,10 @@ class Puller:
         and wake a task to await the callback, one wake-up a message (~2 us a message
         in the router's profile). The deque is bounded by the pull requests' credit (a
         batch taken, a batch requested)."""
-        self._queue.append(msg)
-        _wake(self._waiter)
+        queue = self._queue
+        queue.append(msg)
+        if len(queue) >= self._enough:
+            _wake(self._waiter)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -145,23 +148,14 @@ class Puller:
         if not self._queue:
             if wait <= 0:
                 return []
-            # A future and a timer, not ``asyncio.wait_for`` (which wraps the wait in a
-            # task of its own): a take per batch, and at a steady rate every message
-            # is a batch.
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(wait, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self._until(1, wait)
             if not self._queue:
                 return []
         if self._linger > 0 and len(self._queue) < size:
             # A trickle (outcomes at a steady rate, each alone) joins one batch: the
             # caller's per-batch work (a commit, an fsync) is paid once for several.
-            await asyncio.sleep(self._linger)
+            # A full batch ends the wait: a storm's take is not held up by it.
+            await self._until(size, self._linger)
         out: list[Msg] = []
         while self._queue and len(out) < size:
             msg = self._queue.popleft()
@@ -177,6 +171,21 @@ class Puller:
         if self._prefetch and self._credit <= 0:
             await self._request(size)
         return out
+
+    async def _until(self, enough: int, seconds: float) -> None:
+        """Wait until ``enough`` messages are here, or ``seconds`` have passed. A
+        future and a timer, not ``asyncio.wait_for`` (which wraps the wait in a task of
+        its own): a take per batch, and at a steady rate every message is a batch."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self._enough = enough
+        timer = loop.call_later(seconds, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+            self._enough = 1
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

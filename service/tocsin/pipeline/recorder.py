@@ -40,13 +40,16 @@ from tocsin.store.ledger import Input, Ledger
 log = logging.getLogger("tocsin.recorder")
 
 BATCH = 500
-LINGER = 0.02
+LINGER = 0.05
 """Seconds a pull that has its first outcomes waits for more (``Puller``). At a steady
 rate each outcome arrives alone, and a batch of one pays a whole commit (an fsync)
-and the processor's per-batch work: at 200 outcomes/s, 20 ms makes batches of ~4 and
+and the processor's per-batch work: at 200 outcomes/s, 20 ms made batches of ~4 and
 cut ``tocsin serve``'s CPU per event by about a quarter (docs/performance.md, "W3: CPU
-per event at a steady rate"). Only the outcome's row waits: the notification was sent
-already, and its worker's PubAck does not wait for the recorder."""
+per event at a steady rate"); at W1's ~5,500 outcomes/s, 50 ms instead of 20 makes
+batches of ~275, not ~110, and cut the recorder's CPU per outcome 35.8 -> 30.0 us
+(``bench/parts_recorder.py --rate 5500``, docs/performance.md, "The recorder's cost
+per outcome"). Only the outcome's row waits: the notification was sent already, and
+its worker's PubAck does not wait for the recorder."""
 
 
 class _FirstAlert(msgspec.Struct):
