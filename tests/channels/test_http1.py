@@ -453,6 +453,40 @@ def test_an_answers_headers_decoded_when_asked_are_those_it_had() -> None:
     assert answer.headers is answer.headers
 
 
+def test_a_successful_answers_headers_are_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches a success's answer having its headers decoded after all, ~0.5 us a POST
+    that nothing reads (``http.JsonPoster.post``; issue #20): a 200's are never asked
+    for, while a 429's still are, its ``Retry-After`` being the next attempt's delay."""
+    asked: list[int] = []
+    decode = http1.Answer.headers.fget
+    assert decode is not None
+
+    def counted(answer: http1.Answer) -> dict[str, str]:
+        asked.append(answer.status)
+        return decode(answer)
+
+    monkeypatch.setattr(http1.Answer, "headers", property(counted))
+
+    async def script(request: Request) -> bytes:
+        if request.body == b"{}":
+            return b"HTTP/1.1 200 OK\r\nX-Seen: 1\r\nContent-Length: 2\r\n\r\nok"
+        return b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nslow"
+
+    async def scenario() -> tuple[SendResult, SendResult]:
+        server, listening = await serving(script)
+        poster = JsonPoster("test", 5.0)
+        try:
+            return await poster.post(server.url, b"{}"), await poster.post(server.url, b"[]")
+        finally:
+            await poster.close()
+            listening.close()
+
+    ok, busy = uvloop.run(scenario())
+    assert ok == SendResult(ok=True, status_code=200)
+    assert busy.retry_after == 7.0 and busy.error == "HTTP 429: slow"
+    assert asked and set(asked) == {429}
+
+
 def test_a_header_with_a_line_break_is_refused_when_the_receiver_is_built() -> None:
     """Catches a header value that would end the head early and smuggle another header
     (or a request) into every send: the webhook is refused at build time, naming the
