@@ -30,6 +30,7 @@ from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
 from tocsin.channels import Channel, SendsEncodedGroups
+from tocsin.channels.http1 import running_loop
 from tocsin.config import RetrySection
 from tocsin.core.contracts import (
     Body,
@@ -155,12 +156,13 @@ class OutcomeBatches:
         self._limit = limit
         self._open: list[_Handed] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def store(self, outcome: Outbound, then_ack: Msg | None = None) -> bool:
         """``True`` once JetStream stored ``outcome`` (PubAck) and ``then_ack``, the
         work item it settles, if any, was acked; ``False`` if it was not stored (and
         ``then_ack`` not acked)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = running_loop(self._loop)
         stored: asyncio.Future[bool] = loop.create_future()
         if self._open is None or len(self._open) >= self._limit:
             self._open = []
@@ -212,6 +214,7 @@ class Handoff:
     def __init__(self) -> None:
         self._items: collections.deque[Msg | None] = collections.deque()
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def qsize(self) -> int:
         return len(self._items)
@@ -224,7 +227,8 @@ class Handoff:
         """The next item, waiting for one. An item stays here until taken: a sender
         cancelled once woken passes its wake-up on, and takes nothing."""
         while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
+            self._loop = running_loop(self._loop)
+            waiter = self._loop.create_future()
             self._waiting.append(waiter)
             try:
                 await waiter
@@ -533,7 +537,7 @@ class ReceiverWorker:
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
-        started = asyncio.get_running_loop().time()
+        started = time.monotonic()  # the clock asyncio's loop.time() reads
         try:
             result = await self._send(item.body, traceparent)
         except Exception as error:
@@ -547,7 +551,7 @@ class ReceiverWorker:
             result = msgspec.structs.replace(result, error=scrubbed)
         if self._metrics is not None:
             self._metrics.send_seconds.record(
-                asyncio.get_running_loop().time() - started,
+                time.monotonic() - started,
                 {
                     "receiver": self.receiver,
                     "channel": self._channel.kind,
