@@ -239,7 +239,8 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, request: bytes) -> Answer:
         """Send ``request`` and wait for its whole answer."""
-        assert self._transport is not None and self._loop is not None
+        assert self._transport is not None
+        assert self._loop is not None
         self.reusable = False
         self._headers_done = False
         waiter: asyncio.Future[Answer] = self._loop.create_future()
