@@ -7,9 +7,11 @@ protocol) that let a test hold a send open."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import nats
+import pytest
 from opentelemetry import trace
 
 from tests.support import make_group, make_notification, wait_until
@@ -28,8 +30,9 @@ from tocsin.core.contracts import (
     WorkItem,
 )
 from tocsin.core.outbound import Outbound
-from tocsin.core.policy.retry import SendResult
+from tocsin.core.policy.retry import SendResult, permanent
 from tocsin.core.subjects import STREAM_OUT, STREAM_WORK, deliver_consumer, route_subject
+from tocsin.observability.telemetry import Histogram, Metrics
 from tocsin.observability.tracing import traceparent_of
 from tocsin.pipeline import delivery
 from tocsin.pipeline.delivery import ReceiverWorker
@@ -124,6 +127,73 @@ async def test_a_replaced_channel_is_closed_once_its_send_is_done(nats_url: str)
         await running
         await publisher.close()
         await nc.close()
+
+
+class EvenFailsChannel:
+    """A channel of the ``kind`` given that accepts odd-numbered notifications and
+    refuses even ones for good (each is settled at its first attempt)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        if int(notification.notification_id.removeprefix("n")) % 2:
+            return SendResult(ok=True, status_code=200)
+        return permanent("HTTP 400: no", 400)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_send_durations_are_recorded_by_outcome_and_the_kind_of_the_channel_now(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each send's duration goes to ``send_seconds`` under its outcome and the kind of
+    the channel that sent it, the label set looked up once (``_send_seconds``, issue
+    #20: ~1.5 us a send). Catches a lookup per send, and a remembered label set
+    outliving a reload that changed the channel's kind (the new kind's sends counted
+    under the old)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config("timed", 10.0))
+    publisher = Publisher(nc)
+    metrics = Metrics()
+    looked_up: list[tuple[str, ...]] = []
+    child = Histogram._child
+
+    def counted(histogram: Histogram, values: tuple[str, ...]) -> Any:
+        looked_up.append(values)
+        return child(histogram, values)
+
+    monkeypatch.setattr(Histogram, "_child", counted)
+    worker = ReceiverWorker(
+        nc, publisher, "timed", EvenFailsChannel("first"), RetrySection(), 4, metrics=metrics
+    )
+
+    def counts() -> dict[tuple[str, ...], int]:
+        return {tuple(cell.labels): int(sum(cell.counts)) for cell in metrics.send_seconds.cells()}
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert all(await publisher.publish([item(i, "timed") for i in range(1, 9)]))
+        await wait_until(lambda: sum(counts().values()) == 8, what="eight sends timed")
+        worker.reconfigure(EvenFailsChannel("second"), None)
+        assert all(await publisher.publish([item(i, "timed") for i in (9, 10)]))
+        await wait_until(lambda: sum(counts().values()) == 10, what="two more, after the reload")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
+    assert counts() == {
+        ("timed", "first", "ok"): 4,
+        ("timed", "first", "failed"): 4,
+        ("timed", "second", "ok"): 1,
+        ("timed", "second", "failed"): 1,
+    }
+    assert sorted(looked_up) == sorted(counts())
 
 
 class TraceRecordingChannel:

@@ -106,7 +106,16 @@ class Histogram:
         self._children: dict[tuple[str, ...], Any] = {}
 
     def record(self, amount: float, attributes: Mapping[str, str]) -> None:
-        self._child(tuple(attributes[label] for label in self._labels)).observe(amount)
+        self.observer(attributes)(amount)
+
+    def observer(self, attributes: Mapping[str, str]) -> Callable[[float], None]:
+        """``record`` for one label set, looked up once: a caller that records the same
+        few label sets over and over keeps it (a delivery worker, one per outcome:
+        ~1.3 us a record instead of ~2.9, issue #20)."""
+        observe: Callable[[float], None] = self._child(
+            tuple(attributes[label] for label in self._labels)
+        ).observe
+        return observe
 
     def _child(self, values: tuple[str, ...]) -> Any:
         child = self._children.get(values)

@@ -89,6 +89,7 @@ OUTCOME_PUBLISH_PATIENCE = 20.0
 ORDER_PATIENCE = 1.0  # seconds the order record may take before a send goes ahead
 STATUS_PATIENCE = 2.0  # seconds to wait for the router's word on a redelivered item
 DEFERRALS_KEPT = 10_000  # items whose deferrals a worker remembers (the oldest go first)
+_OUTCOME = {True: "ok", False: "failed"}  # a send's, as ``send_seconds`` labels it
 
 
 class Gate:
@@ -291,6 +292,7 @@ class ReceiverWorker:
         self._reconnects = self._reconnect_count()
         self._deferrals: dict[int, int] = {}  # work item's stream seq -> deferrals here
         self._delivered_seq = DeliveredSeq(nc)
+        self._send_observers: dict[tuple[str, bool], Callable[[float], None]] = {}
 
     def reconfigure(self, channel: Channel, max_per_minute: int | None) -> None:
         """A config reload changed this receiver's settings (``reload``): sends started
@@ -550,14 +552,7 @@ class ReceiverWorker:
             scrubbed = self._secrets.scrub(result.error, cut=True)
             result = msgspec.structs.replace(result, error=scrubbed)
         if self._metrics is not None:
-            self._metrics.send_seconds.record(
-                time.monotonic() - started,
-                {
-                    "receiver": self.receiver,
-                    "channel": self._channel.kind,
-                    "outcome": "ok" if result.ok else "failed",
-                },
-            )
+            self._send_seconds(result.ok)(time.monotonic() - started)
         faults.point("delivery.after_send")
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
@@ -585,6 +580,17 @@ class ReceiverWorker:
             # (``order.must_raise``, decided by the router).
             accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
             await self._record_accepted(ordered_by, accepted)
+
+    def _send_seconds(self, ok: bool) -> Callable[[float], None]:
+        """What records a send's duration in ``send_seconds``, by outcome and the
+        channel's kind (a reload may change it), looked up once each."""
+        assert self._metrics is not None
+        kind = self._channel.kind
+        observe = self._send_observers.get((kind, ok))
+        if observe is None:
+            labels = {"receiver": self.receiver, "channel": kind, "outcome": _OUTCOME[ok]}
+            observe = self._send_observers[kind, ok] = self._metrics.send_seconds.observer(labels)
+        return observe
 
     async def _record_accepted(self, ordered_by: str, accepted: order.Latest) -> None:
         """Raise the order record to ``accepted``: one compare-and-set publish batched
