@@ -85,11 +85,21 @@ def _header_block(headers: dict[str, str]) -> bytes:
     (~1.5 -> 0.7 us a work item, issue #20)."""
     lines = ["NATS/1.0\r\n"]
     for key, value in headers.items():
-        if not value.isprintable() or value[:1] == " " or value[-1:] == " ":
+        if not _clean(value):
             value = value.strip().translate(_NEWLINES)
         lines.append(f"{key}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode()
+
+
+def _clean(value: str) -> bool:
+    """Whether a header value is written as it is (``_header_block``)."""
+    return value.isprintable() and value[:1] != " " and value[-1:] != " "
+
+
+# A message whose one header is its id (an outcome, a delivery worker's every message):
+# its block is these bytes around the id, not a dict built and walked (~1.5 -> ~0.6 us).
+_ID_BLOCK_START, _BLOCK_END = f"NATS/1.0\r\n{MSG_ID}: ".encode(), b"\r\n\r\n"
 
 
 class Publisher:
@@ -152,11 +162,16 @@ class Publisher:
                 raise BadSubjectError(subject)
             self._subjects.add(subject)
         headers = message.headers
+        payload = message.payload
+        if not headers and not self._headers and message.msg_id and _clean(message.msg_id):
+            block = _ID_BLOCK_START + message.msg_id.encode() + _BLOCK_END
+            size = len(block) + len(payload)
+            return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+                subject.encode(), reply.encode(), len(block), size, block, payload)  # fmt: skip
         if self._headers:
             headers = {**self._headers, **(headers or {})}
         if message.msg_id:
             headers = {MSG_ID: message.msg_id, **(headers or {})}
-        payload = message.payload
         if not headers:
             return b"PUB %s %s %d\r\n%s\r\n" % (
                 subject.encode(), reply.encode(), len(payload), payload)  # fmt: skip
