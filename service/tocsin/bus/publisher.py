@@ -98,7 +98,8 @@ def _clean(value: str) -> bool:
 
 
 # A message whose one header is its id (an outcome, a delivery worker's every message):
-# its block is these bytes around the id, not a dict built and walked (~1.5 -> ~0.6 us).
+# its block is these bytes around the id, not a dict built and walked (~1.45 -> ~1.0 us
+# a command).
 _ID_BLOCK_START, _BLOCK_END = f"NATS/1.0\r\n{MSG_ID}: ".encode(), b"\r\n\r\n"
 
 
