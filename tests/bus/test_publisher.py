@@ -1,13 +1,18 @@
-"""``Publisher``'s commands, byte for byte, without a broker (``tests/bus/test_streams.py``
-publishes through one): what a message's ``HPUB`` is made of on its quick ways."""
+"""``Publisher``: its commands, byte for byte, without a broker (what a message's
+``HPUB`` is made of on its quick ways), and the wait for a batch's PubAcks, with one
+(``tests/bus/test_streams.py`` publishes through one too)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import nats
 import pytest
 
 from tocsin.bus.publisher import Publisher, _header_block
+from tocsin.bus.streams import ensure_streams
 from tocsin.core.outbound import Outbound
-from tocsin.core.subjects import MSG_ID
+from tocsin.core.subjects import IN_PREFIX, MSG_ID
 
 
 class FakeInbox:
@@ -34,3 +39,29 @@ def test_a_message_whose_one_header_is_its_id_is_written_as_with_others(msg_id: 
     marked = Publisher(FakeInbox(), {"Tocsin-Partition": "2"})  # type: ignore[arg-type]
     both = hpub(_header_block({MSG_ID: msg_id, "Tocsin-Partition": "2"}), payload)
     assert marked._command(Outbound("s", payload, msg_id), "r") == both
+
+
+async def test_a_batch_without_every_puback_ends_at_its_timeout(nats_url: str) -> None:
+    """Catches the wait for a batch's PubAcks (issue #20: a timer, not ``asyncio.wait``)
+    never ending, or ending before the ``timeout``, when one message is never answered
+    (a plain subscriber took it, no stream did): that one is not stored, the other is,
+    and the publisher's next batch is answered as usual."""
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc.jetstream())
+        quiet = await nc.subscribe("quiet.nobody-answers")
+        publisher = Publisher(nc)
+        stored = Outbound(f"{IN_PREFIX}timed", b"{}", "timed-1")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await publisher.publish(
+            [Outbound("quiet.nobody-answers", b"{}", ""), stored], timeout=0.3
+        )
+        waited = loop.time() - started
+        assert results == [False, True]
+        assert 0.3 <= waited < 5.0
+        assert await publisher.publish([Outbound(f"{IN_PREFIX}timed", b"{}", "timed-2")]) == [True]
+        await quiet.unsubscribe()
+        await publisher.close()
+    finally:
+        await nc.close()

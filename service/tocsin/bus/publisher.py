@@ -65,6 +65,12 @@ class _Batch:
             self.answered.set_result(None)
 
 
+def _end(answered: asyncio.Future[None]) -> None:
+    """A batch's time is up: its wait ends with the answers it has (``stored``)."""
+    if not answered.done():
+        answered.set_result(None)
+
+
 @dataclass
 class Sent:
     """A batch ``Publisher.send`` wrote: its PubAcks as they come (``_Batch``), and the
@@ -228,7 +234,13 @@ class Publisher:
         duplicate of one it stored) within ``timeout`` seconds of now."""
         batch = sent.batch
         if sent.tokens and batch.left:
-            await asyncio.wait([batch.answered], timeout=timeout)
+            # A timer that ends the wait, not ``asyncio.wait`` (a set, a waiter, done
+            # callbacks: ~8 us a batch against ~3, issue #20); nothing else awaits it.
+            timer = batch.answered.get_loop().call_later(timeout, _end, batch.answered)
+            try:
+                await batch.answered
+            finally:
+                timer.cancel()
         for token in sent.tokens:
             self._waiting.pop(token, None)
         results = [stored is True for stored in batch.results]
