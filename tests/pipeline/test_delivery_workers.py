@@ -14,9 +14,11 @@ import nats
 import pytest
 from opentelemetry import trace
 
-from tests.support import make_group, make_notification, wait_until
+from tests.support import HttpSink, Subscriber, make_group, make_notification, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
+from tocsin.channels import ChannelEnv, webhook
+from tocsin.channels.webhook import WebhookConfig
 from tocsin.config import RetrySection
 from tocsin.core.contracts import (
     Body,
@@ -31,7 +33,13 @@ from tocsin.core.contracts import (
 )
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.retry import SendResult, permanent
-from tocsin.core.subjects import STREAM_OUT, STREAM_WORK, deliver_consumer, route_subject
+from tocsin.core.subjects import (
+    DELIVERED,
+    STREAM_OUT,
+    STREAM_WORK,
+    deliver_consumer,
+    route_subject,
+)
 from tocsin.observability.telemetry import Histogram, Metrics
 from tocsin.observability.tracing import traceparent_of
 from tocsin.pipeline import delivery
@@ -194,6 +202,69 @@ async def test_send_durations_are_recorded_by_outcome_and_the_kind_of_the_channe
         ("timed", "second", "failed"): 1,
     }
     assert sorted(looked_up) == sorted(counts())
+
+
+class CountingEncoder:
+    """``msgspec.json.Encoder`` that counts the notifications it encodes."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self.notifications = 0
+
+    def encode(self, value: Any) -> bytes:
+        self.notifications += isinstance(value, Notification)
+        return self._encoder.encode(value)
+
+
+async def test_an_alert_is_encoded_once_for_the_webhooks_body_and_its_outcome(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker encodes an alert's notification once, and the webhook posts those
+    bytes (``SendsEncodedAlerts``, issue #20: ~1 us a notification). Catches it
+    encoded twice again, and catches the bytes changing: the body is what
+    ``WebhookChannel.send`` posts (the notification's JSON), the outcome the
+    ``DeliverySucceeded`` struct's, and a webhook in Alertmanager's format still
+    renders its own payload."""
+    counting = CountingEncoder()
+    monkeypatch.setattr(delivery, "_encoder", counting)
+    monkeypatch.setattr(webhook, "_encoder", counting)
+    sink = HttpSink()
+    await sink.start()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    outcomes = await Subscriber().start(nats_url, DELIVERED)
+    publisher = Publisher(nc)
+    env = ChannelEnv(version="9.9")
+    workers = []
+    for receiver, form in (("json-once", "tocsin"), ("json-am", "alertmanager")):
+        await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
+        config = WebhookConfig(channel="webhook", url=sink.url, format=form)
+        channel = webhook.WebhookChannel(receiver, config, env)
+        workers.append(ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), 2))
+    stop = asyncio.Event()
+    running = [asyncio.create_task(worker.run(stop)) for worker in workers]
+    try:
+        assert await publisher.publish([item(1, "json-once")]) == [True]
+        await wait_until(lambda: len(outcomes.messages) == 1, what="the first outcome")
+        assert counting.notifications == 1
+        assert await publisher.publish([item(2, "json-am")]) == [True]
+        await wait_until(lambda: len(outcomes.messages) == 2, what="the second outcome")
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
+        await publisher.close()
+        await outcomes.close()
+        await nc.close()
+        await sink.stop()
+    tocsin_body, am_body = (request.body for request in sink.requests)
+    notification = msgspec.json.decode(item(1, "json-once").payload, type=WorkItem).notification
+    assert notification is not None
+    assert tocsin_body == msgspec.json.encode(notification)
+    assert msgspec.json.decode(am_body)["version"] == webhook.AM_VERSION
+    outcome = msgspec.json.decode(outcomes.messages[0].data, type=DeliverySucceeded)
+    assert outcomes.messages[0].data == msgspec.json.encode(outcome)
+    assert outcome.notification_id == "n1"
 
 
 class TraceRecordingChannel:

@@ -29,7 +29,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
-from tocsin.channels import Channel, SendsEncodedGroups
+from tocsin.channels import Channel, SendsEncodedAlerts, SendsEncodedGroups
 from tocsin.channels.http1 import running_loop
 from tocsin.config import RetrySection
 from tocsin.core.contracts import (
@@ -274,6 +274,7 @@ class ReceiverWorker:
         self._outcomes = OutcomeBatches(nc, publisher)
         self.receiver = receiver
         self._channel = channel
+        self._alerts_encoded = _alerts_encoded(channel)
         self._max_attempts = retry.max_attempts
         self._backoff = [float(d) for d in retry.backoff]
         self._concurrency = concurrency
@@ -300,6 +301,7 @@ class ReceiverWorker:
         channel is closed once the sends already under way through it have finished
         (a send in flight keeps the channel it started with)."""
         old, self._channel = self._channel, channel
+        self._alerts_encoded = _alerts_encoded(channel)
         if (self._gate.per_minute if self._gate else None) != max_per_minute:
             # Sends waiting at the old gate are still let through by it, at its pace.
             self._gate = Gate(max_per_minute, self._progress_every) if max_per_minute else None
@@ -366,10 +368,14 @@ class ReceiverWorker:
                 self._idle += 1
                 self._freed.set()
 
-    async def _send(self, body: Body | EncodedGroup, traceparent: str) -> SendResult:
+    async def _send(
+        self, body: Body | EncodedGroup, traceparent: str, encoded: bytes | None = None
+    ) -> SendResult:
         """``body`` through the current channel, which is not closed while in use (a
         reload may replace it meanwhile). A group's alerts go on encoded to a channel
-        that sends them so (``SendsEncodedGroups``: the webhook), decoded to others."""
+        that sends them so (``SendsEncodedGroups``: the webhook), decoded to others; an
+        alert's JSON (``encoded``, when given) to a channel that takes it
+        (``SendsEncodedAlerts``: the webhook again)."""
         channel = self._channel
         key = id(channel)
         self._sending[key] = self._sending.get(key, 0) + 1
@@ -378,6 +384,16 @@ class ReceiverWorker:
                 if isinstance(channel, SendsEncodedGroups):
                     return await channel.send_encoded(body, traceparent=traceparent)
                 body = body.decoded()
+            takes_json = self._alerts_encoded
+            if (
+                takes_json is not None
+                and takes_json[0] is channel  # not replaced since
+                and encoded is not None
+                and isinstance(body, Notification)
+            ):
+                return await takes_json[1].send_encoded_alert(
+                    body, encoded, traceparent=traceparent
+                )
             return await channel.send(body, traceparent=traceparent)
         finally:
             left = self._sending.pop(key) - 1
@@ -539,9 +555,12 @@ class ReceiverWorker:
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
+        # An alert's JSON, encoded once for the channel's body and the outcome's splice.
+        body = item.body
+        encoded = _encoder.encode(body) if isinstance(body, Notification) else None
         started = time.monotonic()  # the clock asyncio's loop.time() reads
         try:
-            result = await self._send(item.body, traceparent)
+            result = await self._send(body, traceparent, encoded)
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             record_error(span, error, self._secrets.scrub)
@@ -556,7 +575,7 @@ class ReceiverWorker:
         faults.point("delivery.after_send")
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
-        outcome = self._outcome(item, attempt, result, step)
+        outcome = self._outcome(item, attempt, result, step, encoded)
         settles = step.action != "retry"  # the item is done: acked with the outcome
         if not await self._publish_outcome(msg, outcome, settles):
             log.error(
@@ -696,10 +715,16 @@ class ReceiverWorker:
         return reply.data.decode(errors="replace")
 
     def _outcome(
-        self, item: EncodedWorkItem, attempt: int, result: SendResult, step: Step
+        self,
+        item: EncodedWorkItem,
+        attempt: int,
+        result: SendResult,
+        step: Step,
+        encoded: bytes | None = None,
     ) -> Outbound:
         """The outcome message of an attempt; a group's lists its alerts as the work
-        item carried them (``EncodedGroupDelivered``: the same JSON, not re-encoded)."""
+        item carried them (``EncodedGroupDelivered``: the same JSON, not re-encoded);
+        ``encoded``: the notification's JSON, when the caller has it already."""
         notification = item.body
         nid = notification.notification_id
         grouped = isinstance(notification, EncodedGroup)
@@ -716,7 +741,7 @@ class ReceiverWorker:
             added = delivered(
                 **common, attempts=attempt, delivered_at=now, status_code=result.status_code
             )
-            payload = _extended(notification, added)
+            payload = _extended(notification, added, encoded)
             return Outbound(DELIVERED, payload, f"{nid}:delivered{again}")
         if step.action == "dead_letter":
             dead = _ADDED[EncodedGroupDeadLettered if grouped else DeliveryDeadLettered]
@@ -740,7 +765,7 @@ class ReceiverWorker:
                     "status_code": result.status_code,
                 },
             )
-            payload = _extended(notification, added)
+            payload = _extended(notification, added, encoded)
             return Outbound(DELIVERY_FAILED, payload, f"{nid}:failed{again}")
         alert_id, fingerprint, group_key = outcome_identity(notification)
         message = DeliveryAttemptFailed(
@@ -828,10 +853,20 @@ _ADDED: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
 }
 
 
-def _extended(body: msgspec.Struct, added: msgspec.Struct) -> bytes:
+def _extended(body: msgspec.Struct, added: msgspec.Struct, encoded: bytes | None = None) -> bytes:
     """The JSON of the outcome struct that is ``body``'s class with ``added``'s fields
-    after its own (``_ADDED``): ``{<body's fields>,<added's fields>}``."""
-    return _encoder.encode(body)[:-1] + b"," + _encoder.encode(added)[1:]
+    after its own (``_ADDED``): ``{<body's fields>,<added's fields>}``; ``encoded``:
+    ``body``'s JSON, when already made."""
+    if encoded is None:
+        encoded = _encoder.encode(body)
+    return encoded[:-1] + b"," + _encoder.encode(added)[1:]
+
+
+def _alerts_encoded(channel: Channel) -> tuple[Channel, SendsEncodedAlerts] | None:
+    """``channel`` (twice: as itself, and as what it also is) when it takes an alert's
+    JSON with it (``SendsEncodedAlerts``), asked once a channel: a protocol's
+    ``isinstance`` costs microseconds."""
+    return (channel, channel) if isinstance(channel, SendsEncodedAlerts) else None
 
 
 def _ordered_by(item: EncodedWorkItem) -> str:
