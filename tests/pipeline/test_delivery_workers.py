@@ -12,7 +12,10 @@ from typing import Any
 import msgspec
 import nats
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
 from tests.support import HttpSink, Subscriber, make_group, make_notification, wait_until
 from tocsin.bus.publisher import Publisher
@@ -41,7 +44,7 @@ from tocsin.core.subjects import (
     route_subject,
 )
 from tocsin.observability.telemetry import Histogram, Metrics
-from tocsin.observability.tracing import traceparent_of
+from tocsin.observability.tracing import SpanSlot, traceparent_of
 from tocsin.pipeline import delivery
 from tocsin.pipeline.delivery import ReceiverWorker
 
@@ -322,6 +325,57 @@ async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_s
         version, trace_id, span_id, flags = current.split("-")
         assert (version, trace_id, flags) == ("00", router_trace, "01")
         assert span_id != router_span
+
+
+async def test_an_untraced_senders_span_is_made_current_once_and_names_each_item(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender loop makes its ``SpanSlot`` current once, and the slot names the span
+    of the item in hand (issue #20: a context attached per notification was ~1 us).
+    Catches a context attached per item again, a send whose current span is not its
+    own (a log line written there would name another item's), and a slot still naming
+    an item after it (a log line between items would)."""
+    receiver = "slotted"
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
+    publisher = Publisher(nc)
+    channel = TraceRecordingChannel()
+    worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
+    attached: list[Span] = []
+    attach = otel_context.attach
+
+    def counted(context: Context) -> object:
+        attached.append(trace.get_current_span(context))
+        return attach(context)
+
+    monkeypatch.setattr(otel_context, "attach", counted)
+    router_trace = "0af7651916cd43dd8448eb211c80319c"
+    items = [
+        msgspec.structs.replace(
+            item(i, receiver), headers={"traceparent": f"00-{router_trace}-{i:016x}-01"}
+        )
+        for i in range(1, 7)
+    ]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert all(await publisher.publish(items))
+        await wait_until(lambda: len(channel.seen) == 6, what="six sends")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
+    assert len(attached) == 2  # one slot per sender loop, not a context per item
+    assert all(isinstance(span, SpanSlot) for span in attached)
+    assert all(not span.get_span_context().is_valid for span in attached)
+    spans = set()
+    for nid, (given, current) in channel.seen.items():
+        assert given == current, nid
+        spans.add(current.split("-")[2])
+    assert len(spans) == 6
 
 
 def test_an_outcome_spliced_from_its_notification_is_the_outcome_built_whole() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
@@ -70,6 +70,7 @@ from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
     CurrentSpan,
+    SpanSlot,
     Tracing,
     activated,
     in_trace,
@@ -357,16 +358,19 @@ class ReceiverWorker:
                 await asyncio.wait(self._retired, timeout=15)
 
     async def _sender(self, queue: Handoff) -> None:
-        """One of the ``concurrency`` loops: deliver items from ``queue`` until ``None``."""
-        while (msg := await queue.get()) is not None:
-            self._idle -= 1
-            try:
-                await self.deliver(msg)
-            except Exception:  # the item stays unacked: JetStream hands it out again
-                log.exception("delivering a work item to %s failed", self.receiver)
-            finally:
-                self._idle += 1
-                self._freed.set()
+        """One of the ``concurrency`` loops: deliver items from ``queue`` until ``None``,
+        under a ``SpanSlot`` that holds the span of the item in hand."""
+        slot = SpanSlot()
+        with CurrentSpan(slot):
+            while (msg := await queue.get()) is not None:
+                self._idle -= 1
+                try:
+                    await self.deliver(msg, slot)
+                except Exception:  # the item stays unacked: JetStream hands it out again
+                    log.exception("delivering a work item to %s failed", self.receiver)
+                finally:
+                    self._idle += 1
+                    self._freed.set()
 
     async def _send(
         self, body: Body | EncodedGroup, traceparent: str, encoded: bytes | None = None
@@ -412,9 +416,11 @@ class ReceiverWorker:
         except Exception as error:  # it is replaced: a failure to close costs nothing else
             log.warning("closing a replaced %s channel: %s", channel.kind, error)
 
-    async def deliver(self, msg: Msg) -> None:
+    async def deliver(self, msg: Msg, slot: SpanSlot | None = None) -> None:
         """One attempt at one work item, and what follows from it, in a delivery span
-        under the router span that queued it (the receiver's request continues it)."""
+        under the router span that queued it (the receiver's request continues it).
+        ``slot``: the caller's current span, which holds a span that does not record
+        while the attempt lasts (``SpanSlot``); without one it is made current."""
         try:
             item = _work_decoder.decode(msg.data)
         except msgspec.DecodeError as error:
@@ -425,8 +431,15 @@ class ReceiverWorker:
             quick = unrecorded_child(msg.headers)
             if quick is not None:  # the router's plain traceparent: no general parse
                 span, traceparent = quick
-                with CurrentSpan(span):
+                if slot is None:
+                    with CurrentSpan(span):
+                        await self._attempt(msg, item, span, traceparent)
+                    return
+                slot.span = span
+                try:
                     await self._attempt(msg, item, span, traceparent)
+                finally:
+                    slot.span = INVALID_SPAN
                 return
         parent = parent_from(msg.headers)
         if parent is None and item.trace_id:
