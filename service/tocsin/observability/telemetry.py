@@ -106,7 +106,7 @@ class Histogram:
         self._children: dict[tuple[str, ...], Any] = {}
 
     def record(self, amount: float, attributes: Mapping[str, str]) -> None:
-        self.observer(attributes)(amount)
+        self._child(tuple(attributes[label] for label in self._labels)).observe(amount)
 
     def observer(self, attributes: Mapping[str, str]) -> Callable[[float], None]:
         """``record`` for one label set, looked up once: a caller that records the same
