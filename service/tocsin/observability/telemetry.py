@@ -108,6 +108,12 @@ class Histogram:
     def record(self, amount: float, attributes: Mapping[str, str]) -> None:
         self._child(tuple(attributes[label] for label in self._labels)).observe(amount)
 
+    def _child(self, values: tuple[str, ...]) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
     def observer(self, attributes: Mapping[str, str]) -> Callable[[float], None]:
         """``record`` for one label set, looked up once: a caller that records the same
         few label sets over and over keeps it (a delivery worker, one per outcome:
@@ -116,12 +122,6 @@ class Histogram:
             tuple(attributes[label] for label in self._labels)
         ).observe
         return observe
-
-    def _child(self, values: tuple[str, ...]) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
 
     def cells(self) -> list[Cell]:
         """What was recorded so far, per label set: the count in each bucket (not
