@@ -67,6 +67,40 @@ async def test_a_follower_knows_records_written_before_and_after_it_started(
         await nc.close()
 
 
+async def test_a_receiver_without_records_is_answered_without_hashing_the_key(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches the check before each send hashing the fingerprint into the record's key
+    (``order.key``, ~1 us) while the followed receiver has no record at all, as in a
+    storm of distinct alerts (issue #20), and catches that shortcut outliving the first
+    record: once one is seen, keys are hashed again and it is known."""
+    nc = await connected(nats_url)
+    other, follower = DeliveredSeq(nc), DeliveredSeq(nc)
+    hashed: list[str] = []
+    key = order.key
+
+    def counted(receiver: str, fingerprint: str) -> str:
+        hashed.append(fingerprint)
+        return key(receiver, fingerprint)
+
+    try:
+        await follower.follow("empty")
+        await wait_until(lambda: follower.following(), what="the follower caught up")
+        monkeypatch.setattr(order, "key", counted)
+        assert [follower.known("empty", f"fp{i}") for i in range(3)] == [(True, None)] * 3
+        assert hashed == []
+        await other.raise_to("empty", "fp1", latest(3))
+        await wait_until(
+            lambda: follower.known("empty", "fp1") == (True, latest(3)),
+            what="the first record seen by the follower",
+        )
+        assert follower.known("empty", "fp2") == (True, None)
+        assert "fp2" in hashed
+    finally:
+        await follower.stop()
+        await nc.close()
+
+
 async def test_a_raise_written_against_a_stale_revision_is_refused(nats_url: str) -> None:
     """Catches a blind write: a follower whose memory lags behind another worker's raise
     builds its compare-and-set on the old revision, and JetStream must refuse it, else a

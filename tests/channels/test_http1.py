@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -451,6 +452,78 @@ def test_an_answers_headers_decoded_when_asked_are_those_it_had() -> None:
     )
     assert answer.headers == {"retry-after": "7", "x-a": "2", "x-name": "café"}
     assert answer.headers is answer.headers
+
+
+def test_a_successful_answers_headers_are_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches a success's answer having its headers decoded after all, ~0.5 us a POST
+    that nothing reads (``http.JsonPoster.post``; issue #20): a 200's are never asked
+    for, while a 429's still are, its ``Retry-After`` being the next attempt's delay."""
+    asked: list[int] = []
+    decode = http1.Answer.headers.fget
+    assert decode is not None
+
+    def counted(answer: http1.Answer) -> dict[str, str]:
+        asked.append(answer.status)
+        return decode(answer)
+
+    monkeypatch.setattr(http1.Answer, "headers", property(counted))
+
+    async def script(request: Request) -> bytes:
+        if request.body == b"{}":
+            return b"HTTP/1.1 200 OK\r\nX-Seen: 1\r\nContent-Length: 2\r\n\r\nok"
+        return b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nslow"
+
+    async def scenario() -> tuple[SendResult, SendResult]:
+        server, listening = await serving(script)
+        poster = JsonPoster("test", 5.0)
+        try:
+            return await poster.post(server.url, b"{}"), await poster.post(server.url, b"[]")
+        finally:
+            await poster.close()
+            listening.close()
+
+    ok, busy = uvloop.run(scenario())
+    assert ok == SendResult(ok=True, status_code=200)
+    assert busy.retry_after == 7.0
+    assert busy.error == "HTTP 429: slow"
+    assert asked
+    assert set(asked) == {429}
+
+
+def test_a_loop_is_looked_up_once_while_it_runs_and_again_on_the_next() -> None:
+    """Catches ``http1.running_loop`` looking the running loop up on every request (a
+    ``getpid`` system call each, issue #20) and handing back a loop that no longer
+    runs: one ``Deadlines`` used on two loops in turn (as a channel outliving a test's
+    loop would be) looks each loop up once however many requests start, and its timer
+    cuts a request on the second loop (a timer left on the first would never fire)."""
+    deadlines = http1.Deadlines(0.05)
+    lookups: list[asyncio.AbstractEventLoop] = []
+    look_up = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        loop = look_up()
+        lookups.append(loop)
+        return loop
+
+    async def cut() -> bool:
+        deadline = deadlines.start()
+        with contextlib.suppress(asyncio.CancelledError):
+            await look_up().create_future()  # until the deadline cuts it
+        return deadline.end()
+
+    async def requests() -> tuple[asyncio.AbstractEventLoop, list[bool]]:
+        for _ in range(3):
+            deadlines.start().end()
+        return look_up(), [await cut()]
+
+    asyncio.get_running_loop = counted  # type: ignore[assignment]
+    try:
+        first, first_cut = asyncio.run(asyncio.wait_for(requests(), 10))
+        second, second_cut = uvloop.run(asyncio.wait_for(requests(), 10))
+    finally:
+        asyncio.get_running_loop = look_up
+    assert first_cut == second_cut == [True]
+    assert lookups.count(first) == lookups.count(second) == 1
 
 
 def test_a_header_with_a_line_break_is_refused_when_the_receiver_is_built() -> None:

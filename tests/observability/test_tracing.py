@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from tests import support
 from tests.core.test_fold import MINUTE, T0, Run, normalized
@@ -40,6 +40,7 @@ from tocsin import config
 from tocsin.bus.publisher import Publisher
 from tocsin.core import events as ev
 from tocsin.core.fold import fold
+from tocsin.observability import tracing
 from tocsin.observability.tracing import (
     CurrentSpan,
     Tracing,
@@ -444,6 +445,33 @@ def test_an_unrecorded_delivery_span_is_the_one_the_general_path_makes() -> None
         None,
     ):
         assert unrecorded_child(general_only) is None, general_only
+
+
+def test_an_unrecorded_delivery_spans_context_is_made_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The quick path's span makes its ``SpanContext`` the first time something asks
+    (a log line, an error), not with every notification (issue #20: ~1 us of the ~2 it
+    cost). Catches it being made up front again, made anew at each ask (log lines of
+    one send naming different contexts), or naming other ids than the ``traceparent``
+    the receiver was sent."""
+    made: list[int] = []
+
+    class Counted(SpanContext):
+        def __new__(cls, *args: Any, **kwargs: Any) -> Counted:
+            made.append(1)
+            return super().__new__(cls, *args, **kwargs)
+
+    monkeypatch.setattr(tracing, "SpanContext", Counted)
+    quick = unrecorded_child({"traceparent": f"00-{PUBLISHER_TRACE}-{PUBLISHER_SPAN}-01"})
+    assert quick is not None
+    span, traceparent = quick
+    assert made == []
+    context = span.get_span_context()
+    assert span.get_span_context() is context
+    assert made == [1]
+    assert traceparent == traceparent_of(span)
+    assert repr(span) == f"NonRecordingSpan({context!r})"
 
 
 def test_otlp_export_is_chosen_by_the_standard_variables() -> None:

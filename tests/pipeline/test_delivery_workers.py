@@ -7,14 +7,21 @@ protocol) that let a test hold a send open."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import nats
+import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
-from tests.support import make_group, make_notification, wait_until
+from tests.support import HttpSink, Subscriber, make_group, make_notification, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
+from tocsin.channels import ChannelEnv, webhook
+from tocsin.channels.webhook import WebhookConfig
 from tocsin.config import RetrySection
 from tocsin.core.contracts import (
     Body,
@@ -28,9 +35,16 @@ from tocsin.core.contracts import (
     WorkItem,
 )
 from tocsin.core.outbound import Outbound
-from tocsin.core.policy.retry import SendResult
-from tocsin.core.subjects import STREAM_OUT, STREAM_WORK, deliver_consumer, route_subject
-from tocsin.observability.tracing import traceparent_of
+from tocsin.core.policy.retry import SendResult, permanent
+from tocsin.core.subjects import (
+    DELIVERED,
+    STREAM_OUT,
+    STREAM_WORK,
+    deliver_consumer,
+    route_subject,
+)
+from tocsin.observability.telemetry import Histogram, Metrics
+from tocsin.observability.tracing import SpanSlot, traceparent_of
 from tocsin.pipeline import delivery
 from tocsin.pipeline.delivery import ReceiverWorker
 
@@ -126,6 +140,136 @@ async def test_a_replaced_channel_is_closed_once_its_send_is_done(nats_url: str)
         await nc.close()
 
 
+class EvenFailsChannel:
+    """A channel of the ``kind`` given that accepts odd-numbered notifications and
+    refuses even ones for good (each is settled at its first attempt)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
+        if int(notification.notification_id.removeprefix("n")) % 2:
+            return SendResult(ok=True, status_code=200)
+        return permanent("HTTP 400: no", 400)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_send_durations_are_recorded_by_outcome_and_the_kind_of_the_channel_now(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each send's duration goes to ``send_seconds`` under its outcome and the kind of
+    the channel that sent it, the label set looked up once (``_send_seconds``, issue
+    #20: ~1.5 us a send). Catches a lookup per send, and a remembered label set
+    outliving a reload that changed the channel's kind (the new kind's sends counted
+    under the old)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config("timed", 10.0))
+    publisher = Publisher(nc)
+    metrics = Metrics()
+    looked_up: list[tuple[str, ...]] = []
+    child = Histogram._child
+
+    def counted(histogram: Histogram, values: tuple[str, ...]) -> Any:
+        looked_up.append(values)
+        return child(histogram, values)
+
+    monkeypatch.setattr(Histogram, "_child", counted)
+    worker = ReceiverWorker(
+        nc, publisher, "timed", EvenFailsChannel("first"), RetrySection(), 4, metrics=metrics
+    )
+
+    def counts() -> dict[tuple[str, ...], int]:
+        return {tuple(cell.labels): int(sum(cell.counts)) for cell in metrics.send_seconds.cells()}
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert all(await publisher.publish([item(i, "timed") for i in range(1, 9)]))
+        await wait_until(lambda: sum(counts().values()) == 8, what="eight sends timed")
+        worker.reconfigure(EvenFailsChannel("second"), None)
+        assert all(await publisher.publish([item(i, "timed") for i in (9, 10)]))
+        await wait_until(lambda: sum(counts().values()) == 10, what="two more, after the reload")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
+    assert counts() == {
+        ("timed", "first", "ok"): 4,
+        ("timed", "first", "failed"): 4,
+        ("timed", "second", "ok"): 1,
+        ("timed", "second", "failed"): 1,
+    }
+    assert sorted(looked_up) == sorted(counts())
+
+
+class CountingEncoder:
+    """``msgspec.json.Encoder`` that counts the notifications it encodes."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self.notifications = 0
+
+    def encode(self, value: Any) -> bytes:
+        self.notifications += isinstance(value, Notification)
+        return self._encoder.encode(value)
+
+
+async def test_an_alert_is_encoded_once_for_the_webhooks_body_and_its_outcome(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker encodes an alert's notification once, and the webhook posts those
+    bytes (``SendsEncodedAlerts``, issue #20: ~1 us a notification). Catches it
+    encoded twice again, and catches the bytes changing: the body is what
+    ``WebhookChannel.send`` posts (the notification's JSON), the outcome the
+    ``DeliverySucceeded`` struct's, and a webhook in Alertmanager's format still
+    renders its own payload."""
+    counting = CountingEncoder()
+    monkeypatch.setattr(delivery, "_encoder", counting)
+    monkeypatch.setattr(webhook, "_encoder", counting)
+    sink = HttpSink()
+    await sink.start()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    outcomes = await Subscriber().start(nats_url, DELIVERED)
+    publisher = Publisher(nc)
+    env = ChannelEnv(version="9.9")
+    workers = []
+    for receiver, form in (("json-once", "tocsin"), ("json-am", "alertmanager")):
+        await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
+        config = WebhookConfig(channel="webhook", url=sink.url, format=form)
+        channel = webhook.WebhookChannel(receiver, config, env)
+        workers.append(ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), 2))
+    stop = asyncio.Event()
+    running = [asyncio.create_task(worker.run(stop)) for worker in workers]
+    try:
+        assert await publisher.publish([item(1, "json-once")]) == [True]
+        await wait_until(lambda: len(outcomes.messages) == 1, what="the first outcome")
+        assert counting.notifications == 1
+        assert await publisher.publish([item(2, "json-am")]) == [True]
+        await wait_until(lambda: len(outcomes.messages) == 2, what="the second outcome")
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
+        await publisher.close()
+        await outcomes.close()
+        await nc.close()
+        await sink.stop()
+    tocsin_body, am_body = (request.body for request in sink.requests)
+    notification = msgspec.json.decode(item(1, "json-once").payload, type=WorkItem).notification
+    assert notification is not None
+    assert tocsin_body == msgspec.json.encode(notification)
+    assert msgspec.json.decode(am_body)["version"] == webhook.AM_VERSION
+    outcome = msgspec.json.decode(outcomes.messages[0].data, type=DeliverySucceeded)
+    assert outcomes.messages[0].data == msgspec.json.encode(outcome)
+    assert outcome.notification_id == "n1"
+
+
 class TraceRecordingChannel:
     """Remembers, for each send, the ``traceparent`` given and the ids of the span
     current during the send (what a log line written there names)."""
@@ -181,6 +325,57 @@ async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_s
         version, trace_id, span_id, flags = current.split("-")
         assert (version, trace_id, flags) == ("00", router_trace, "01")
         assert span_id != router_span
+
+
+async def test_an_untraced_senders_span_is_made_current_once_and_names_each_item(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender loop makes its ``SpanSlot`` current once, and the slot names the span
+    of the item in hand (issue #20: a context attached per notification was ~1 us).
+    Catches a context attached per item again, a send whose current span is not its
+    own (a log line written there would name another item's), and a slot still naming
+    an item after it (a log line between items would)."""
+    receiver = "slotted"
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
+    publisher = Publisher(nc)
+    channel = TraceRecordingChannel()
+    worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
+    attached: list[Span] = []
+    attach = otel_context.attach
+
+    def counted(context: Context) -> object:
+        attached.append(trace.get_current_span(context))
+        return attach(context)
+
+    monkeypatch.setattr(otel_context, "attach", counted)
+    router_trace = "0af7651916cd43dd8448eb211c80319c"
+    items = [
+        msgspec.structs.replace(
+            item(i, receiver), headers={"traceparent": f"00-{router_trace}-{i:016x}-01"}
+        )
+        for i in range(1, 7)
+    ]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert all(await publisher.publish(items))
+        await wait_until(lambda: len(channel.seen) == 6, what="six sends")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
+    assert len(attached) == 2  # one slot per sender loop, not a context per item
+    assert all(isinstance(span, SpanSlot) for span in attached)
+    assert all(not span.get_span_context().is_valid for span in attached)
+    spans = set()
+    for nid, (given, current) in channel.seen.items():
+        assert given == current, nid
+        spans.add(current.split("-")[2])
+    assert len(spans) == 6
 
 
 def test_an_outcome_spliced_from_its_notification_is_the_outcome_built_whole() -> None:

@@ -65,6 +65,12 @@ class _Batch:
             self.answered.set_result(None)
 
 
+def _end(answered: asyncio.Future[None]) -> None:
+    """A batch's time is up: its wait ends with the answers it has (``stored``)."""
+    if not answered.done():
+        answered.set_result(None)
+
+
 @dataclass
 class Sent:
     """A batch ``Publisher.send`` wrote: its PubAcks as they come (``_Batch``), and the
@@ -85,11 +91,22 @@ def _header_block(headers: dict[str, str]) -> bytes:
     (~1.5 -> 0.7 us a work item, issue #20)."""
     lines = ["NATS/1.0\r\n"]
     for key, value in headers.items():
-        if not value.isprintable() or value[:1] == " " or value[-1:] == " ":
+        if not _clean(value):
             value = value.strip().translate(_NEWLINES)
         lines.append(f"{key}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode()
+
+
+def _clean(value: str) -> bool:
+    """Whether a header value is written as it is (``_header_block``)."""
+    return value.isprintable() and value[:1] != " " and value[-1:] != " "
+
+
+# A message whose one header is its id (an outcome, a delivery worker's every message):
+# its block is these bytes around the id, not a dict built and walked (~1.45 -> ~1.0 us
+# a command).
+_ID_BLOCK_START, _BLOCK_END = f"NATS/1.0\r\n{MSG_ID}: ".encode(), b"\r\n\r\n"
 
 
 class Publisher:
@@ -152,11 +169,16 @@ class Publisher:
                 raise BadSubjectError(subject)
             self._subjects.add(subject)
         headers = message.headers
+        payload = message.payload
+        if not headers and not self._headers and message.msg_id and _clean(message.msg_id):
+            block = _ID_BLOCK_START + message.msg_id.encode() + _BLOCK_END
+            size = len(block) + len(payload)
+            return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+                subject.encode(), reply.encode(), len(block), size, block, payload)  # fmt: skip
         if self._headers:
             headers = {**self._headers, **(headers or {})}
         if message.msg_id:
             headers = {MSG_ID: message.msg_id, **(headers or {})}
-        payload = message.payload
         if not headers:
             return b"PUB %s %s %d\r\n%s\r\n" % (
                 subject.encode(), reply.encode(), len(payload), payload)  # fmt: skip
@@ -212,7 +234,13 @@ class Publisher:
         duplicate of one it stored) within ``timeout`` seconds of now."""
         batch = sent.batch
         if sent.tokens and batch.left:
-            await asyncio.wait([batch.answered], timeout=timeout)
+            # A timer that ends the wait, not ``asyncio.wait`` (a set, a waiter, done
+            # callbacks: ~8 us a batch against ~3, issue #20); nothing else awaits it.
+            timer = batch.answered.get_loop().call_later(timeout, _end, batch.answered)
+            try:
+                await batch.answered
+            finally:
+                timer.cancel()
         for token in sent.tokens:
             self._waiting.pop(token, None)
         results = [stored is True for stored in batch.results]

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from msgspec import Struct
 
 from tocsin.channels.templates import TemplateConfigError, Templates
-from tocsin.core.contracts import Body, EncodedGroup
+from tocsin.core.contracts import Body, EncodedGroup, Notification
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.times import Duration
 
@@ -69,6 +69,19 @@ class SendsEncodedGroups(Protocol):
 
     async def send_encoded(
         self, group: EncodedGroup, *, traceparent: str | None = None
+    ) -> SendResult: ...
+
+
+@runtime_checkable
+class SendsEncodedAlerts(Protocol):
+    """A channel that can send an alert's notification handed its JSON too, encoded
+    once by the delivery worker, whose outcome message splices the same bytes: the
+    webhook, whose body in tocsin's format is that JSON (~1 us a notification not
+    encoded twice, issue #20). A delivery worker hands any other channel the
+    notification alone (``send``)."""
+
+    async def send_encoded_alert(
+        self, notification: Notification, encoded: bytes, *, traceparent: str | None = None
     ) -> SendResult: ...
 
 

@@ -29,6 +29,7 @@ import re
 import ssl
 import zlib
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -221,15 +222,20 @@ class JsonPoster:
                 return retryable(f"timeout: no whole answer within {self._timeout:g}s")
             return retryable(describe(error))
         deadline.end()
-        excerpt = ""
-        if not 200 <= answer.status < 300:  # a success's body is never decoded
-            excerpt = _text(_decoded(answer), _charset(answer.headers))[:200]
+        if 200 <= answer.status < 300:
+            # A success's headers and body are never decoded (``http1.Answer``): only a
+            # failure's verdict reads them (``Retry-After``, the excerpt's charset).
+            return classify_http(answer.status, _NO_HEADERS)
+        excerpt = _text(_decoded(answer), _charset(answer.headers))[:200]
         return classify_http(answer.status, answer.headers, excerpt)
 
     async def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 def _merged(*layers: Mapping[str, str]) -> dict[str, str]:

@@ -121,6 +121,17 @@ class Disconnected(ConnectionError):
     """The server closed the connection before its answer was complete."""
 
 
+def running_loop(cached: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    """The running event loop: ``cached`` while it runs, else looked up. On Python 3.11
+    each ``asyncio.get_running_loop`` (and ``asyncio.current_task()``) costs a
+    ``getpid`` system call (~0.2 us; its check for a fork), and a notification made
+    eight (issue #20); one thread runs one loop at a time, so a loop that is running
+    is the caller's."""
+    if cached is not None and cached.is_running():
+        return cached
+    return asyncio.get_running_loop()
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it
     arrives (``httptools`` calls the ``on_*`` methods from ``feed_data``)."""
@@ -129,6 +140,7 @@ class _Connection(asyncio.Protocol):
         self._max_body = max_body
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # its transport's
         self._waiter: asyncio.Future[Answer] | None = None
         self._headers: list[tuple[bytes, bytes]] = []  # as parsed (``Answer``)
         self._name = ""
@@ -143,6 +155,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not ``asyncio.Transport`` subclasses, but are ones.
         self._transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():
@@ -227,9 +240,10 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes) -> Answer:
         """Send ``request`` and wait for its whole answer."""
         assert self._transport is not None
+        assert self._loop is not None
         self.reusable = False
         self._headers_done = False
-        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Answer] = self._loop.create_future()
         self._waiter = waiter
         self._transport.write(request)
         try:
@@ -287,16 +301,17 @@ class Deadlines:
         self.seconds = seconds
         self._batch: set[Deadline] = set()
         self._joins_until = 0.0  # loop time: a deadline started before it joins _batch
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> Deadline:
         """The current task's deadline, ``seconds`` from now; ``end`` it when done."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = running_loop(self._loop)
         now = loop.time()
         if now >= self._joins_until:
             self._batch = set()
             self._joins_until = now + GRAIN
             loop.call_at(self._joins_until + self.seconds, _expire, self._batch)
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         assert task is not None, "a deadline is for a task's request"
         deadline = Deadline(task, self._batch)
         self._batch.add(deadline)
@@ -330,6 +345,7 @@ class Pool:
         self._max_body = max_body
         self._tls = tls
         self._open: set[_Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -362,7 +378,7 @@ class Pool:
         else:
             await self._wait_in_line()
         try:
-            loop = asyncio.get_running_loop()
+            loop = self._loop = running_loop(self._loop)
             connection = self._reused(loop.time())
             if connection is None:
                 connection = await self._connect()

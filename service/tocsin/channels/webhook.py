@@ -193,6 +193,15 @@ class WebhookChannel:
             body = _encoder.encode(notification)  # an alert's body or a group's, as it is
         return await self._post(notification.notification_id, body, traceparent)
 
+    async def send_encoded_alert(
+        self, notification: Notification, encoded: bytes, *, traceparent: str | None = None
+    ) -> SendResult:
+        """``send`` of an alert's notification, given its JSON (``encoded``): tocsin's
+        format posts those bytes, what ``send`` would encode; Alertmanager's renders."""
+        if self._alertmanager:
+            return await self.send(notification, traceparent=traceparent)
+        return await self._post(notification.notification_id, encoded, traceparent)
+
     async def send_encoded(
         self, group: EncodedGroup, *, traceparent: str | None = None
     ) -> SendResult:

@@ -134,6 +134,15 @@ class Histogram:
             child = self._children[values] = self._metric.labels(*values)
         return child
 
+    def observer(self, attributes: Mapping[str, str]) -> Callable[[float], None]:
+        """``record`` for one label set, looked up once: a caller that records the same
+        few label sets over and over keeps it (a delivery worker, one per outcome:
+        ~1.3 us a record instead of ~2.9, issue #20)."""
+        observe: Callable[[float], None] = self._child(
+            tuple(attributes[label] for label in self._labels)
+        ).observe
+        return observe
+
     def cells(self) -> list[Cell]:
         """What was recorded so far, per label set: the count in each bucket (not
         cumulative) and the sum, for another process to add to its own (``add``).

@@ -27,6 +27,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
+    INVALID_SPAN,
+    INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -169,13 +171,40 @@ class Unrecorded:
         return self._headers
 
 
+class _UnrecordedChild(NonRecordingSpan):
+    """``unrecorded_child``'s span: a ``NonRecordingSpan`` whose ``SpanContext`` is made
+    the first time something asks for it (a log line written during the send, a
+    test), from the parts the ``traceparent`` was written with. A delivery asks for
+    none when nothing goes wrong, and the context, a tuple subclass built through a
+    Python ``__new__`` from the trace id parsed out of its hex, was ~1 us of the ~2
+    the span cost (issue #20)."""
+
+    def __init__(self, trace_hex: str, span_id: int, flags: str) -> None:
+        # Not ``NonRecordingSpan.__init__``, which takes the context made: the two
+        # methods that read it (``get_span_context``, ``__repr__``) are these.
+        self._parts = (trace_hex, span_id, flags)
+        self._made: SpanContext | None = None
+
+    def get_span_context(self) -> SpanContext:
+        if self._made is None:
+            trace_hex, span_id, flags = self._parts
+            self._made = SpanContext(
+                int(trace_hex, 16), span_id, is_remote=False, trace_flags=_FLAGS[flags]
+            )
+        return self._made
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
 def unrecorded_child(headers: Mapping[str, str] | None) -> tuple[Span, str] | None:
     """A non-recording span under the ``traceparent`` of ``headers``, and the
     ``traceparent`` that makes it the parent of the receiver's work: what
     ``Tracing().start(name, parent_from(headers))`` and ``traceparent_of`` give, for
-    ~1.5 us instead of ~6 (issue #20: a delivery worker makes one per notification).
-    Only for the plain form tocsin's router writes (``_PLAIN_TRACEPARENT``) with no
-    ``tracestate``; ``None`` for anything else, which takes the general path."""
+    ~1 us instead of ~6 (issue #20: a delivery worker makes one per notification; its
+    ``SpanContext`` is made only when asked for, ``_UnrecordedChild``). Only for the
+    plain form tocsin's router writes (``_PLAIN_TRACEPARENT``) with no ``tracestate``;
+    ``None`` for anything else, which takes the general path."""
     if not headers:
         return None
     value = headers.get(TRACEPARENT)
@@ -187,8 +216,7 @@ def unrecorded_child(headers: Mapping[str, str] | None) -> tuple[Span, str] | No
     if trace_hex == _NO_TRACE or value[36:52] == _NO_SPAN:
         return None
     span_id = random.getrandbits(64) or 1
-    context = SpanContext(int(trace_hex, 16), span_id, is_remote=False, trace_flags=_FLAGS[flags])
-    return NonRecordingSpan(context), f"00-{trace_hex}-{span_id:016x}-{flags}"
+    return _UnrecordedChild(trace_hex, span_id, flags), f"00-{trace_hex}-{span_id:016x}-{flags}"
 
 
 class CurrentSpan:
@@ -207,6 +235,26 @@ class CurrentSpan:
 
     def __exit__(self, *exc_info: object) -> None:
         otel_context.detach(self._token)
+
+
+class SpanSlot(NonRecordingSpan):
+    """The current span of a task that handles one item at a time (a delivery worker's
+    sender loop): made current once for the task's life (``CurrentSpan``), it stands
+    for the span put in it (``span``, the item in hand's) and for none between items,
+    so a log line written meanwhile names that span. A span made current per item (a
+    context copied, attached and detached: ``CurrentSpan``) was ~1 us a notification
+    (issue #20). Only for spans that do not record: one that does is made current
+    above the slot (``activated``), where its exception and end are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_SPAN_CONTEXT)
+        self.span: Span = INVALID_SPAN
+
+    def get_span_context(self) -> SpanContext:
+        return self.span.get_span_context()
+
+    def __repr__(self) -> str:
+        return f"SpanSlot({self.span!r})"
 
 
 class TracingConfigError(ValueError):

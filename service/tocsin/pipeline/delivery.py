@@ -24,12 +24,13 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from tocsin.bus.delivered import DeliveredSeq
 from tocsin.bus.publisher import Publisher
 from tocsin.bus.puller import Puller, ack_all, delivery_count, nak, stored_at, stream_seq
-from tocsin.channels import Channel, SendsEncodedGroups
+from tocsin.channels import Channel, SendsEncodedAlerts, SendsEncodedGroups
+from tocsin.channels.http1 import running_loop
 from tocsin.config import RetrySection
 from tocsin.core.contracts import (
     Body,
@@ -69,6 +70,7 @@ from tocsin.observability.redact import Secrets
 from tocsin.observability.telemetry import Metrics
 from tocsin.observability.tracing import (
     CurrentSpan,
+    SpanSlot,
     Tracing,
     activated,
     in_trace,
@@ -88,6 +90,7 @@ OUTCOME_PUBLISH_PATIENCE = 20.0
 ORDER_PATIENCE = 1.0  # seconds the order record may take before a send goes ahead
 STATUS_PATIENCE = 2.0  # seconds to wait for the router's word on a redelivered item
 DEFERRALS_KEPT = 10_000  # items whose deferrals a worker remembers (the oldest go first)
+_OUTCOME = {True: "ok", False: "failed"}  # a send's, as ``send_seconds`` labels it
 
 
 class Gate:
@@ -155,12 +158,13 @@ class OutcomeBatches:
         self._limit = limit
         self._open: list[_Handed] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def store(self, outcome: Outbound, then_ack: Msg | None = None) -> bool:
         """``True`` once JetStream stored ``outcome`` (PubAck) and ``then_ack``, the
         work item it settles, if any, was acked; ``False`` if it was not stored (and
         ``then_ack`` not acked)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = running_loop(self._loop)
         stored: asyncio.Future[bool] = loop.create_future()
         if self._open is None or len(self._open) >= self._limit:
             self._open = []
@@ -212,6 +216,7 @@ class Handoff:
     def __init__(self) -> None:
         self._items: collections.deque[Msg | None] = collections.deque()
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def qsize(self) -> int:
         return len(self._items)
@@ -224,7 +229,8 @@ class Handoff:
         """The next item, waiting for one. An item stays here until taken: a sender
         cancelled once woken passes its wake-up on, and takes nothing."""
         while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
+            self._loop = running_loop(self._loop)
+            waiter = self._loop.create_future()
             self._waiting.append(waiter)
             try:
                 await waiter
@@ -269,6 +275,7 @@ class ReceiverWorker:
         self._outcomes = OutcomeBatches(nc, publisher)
         self.receiver = receiver
         self._channel = channel
+        self._alerts_encoded = _alerts_encoded(channel)
         self._max_attempts = retry.max_attempts
         self._backoff = [float(d) for d in retry.backoff]
         self._concurrency = concurrency
@@ -287,6 +294,7 @@ class ReceiverWorker:
         self._reconnects = self._reconnect_count()
         self._deferrals: dict[int, int] = {}  # work item's stream seq -> deferrals here
         self._delivered_seq = DeliveredSeq(nc)
+        self._send_observers: dict[tuple[str, bool], Callable[[float], None]] = {}
 
     def reconfigure(self, channel: Channel, max_per_minute: int | None) -> None:
         """A config reload changed this receiver's settings (``reload``): sends started
@@ -294,6 +302,7 @@ class ReceiverWorker:
         channel is closed once the sends already under way through it have finished
         (a send in flight keeps the channel it started with)."""
         old, self._channel = self._channel, channel
+        self._alerts_encoded = _alerts_encoded(channel)
         if (self._gate.per_minute if self._gate else None) != max_per_minute:
             # Sends waiting at the old gate are still let through by it, at its pace.
             self._gate = Gate(max_per_minute, self._progress_every) if max_per_minute else None
@@ -349,21 +358,28 @@ class ReceiverWorker:
                 await asyncio.wait(self._retired, timeout=15)
 
     async def _sender(self, queue: Handoff) -> None:
-        """One of the ``concurrency`` loops: deliver items from ``queue`` until ``None``."""
-        while (msg := await queue.get()) is not None:
-            self._idle -= 1
-            try:
-                await self.deliver(msg)
-            except Exception:  # the item stays unacked: JetStream hands it out again
-                log.exception("delivering a work item to %s failed", self.receiver)
-            finally:
-                self._idle += 1
-                self._freed.set()
+        """One of the ``concurrency`` loops: deliver items from ``queue`` until ``None``,
+        under a ``SpanSlot`` that holds the span of the item in hand."""
+        slot = SpanSlot()
+        with CurrentSpan(slot):
+            while (msg := await queue.get()) is not None:
+                self._idle -= 1
+                try:
+                    await self.deliver(msg, slot)
+                except Exception:  # the item stays unacked: JetStream hands it out again
+                    log.exception("delivering a work item to %s failed", self.receiver)
+                finally:
+                    self._idle += 1
+                    self._freed.set()
 
-    async def _send(self, body: Body | EncodedGroup, traceparent: str) -> SendResult:
+    async def _send(
+        self, body: Body | EncodedGroup, traceparent: str, encoded: bytes | None = None
+    ) -> SendResult:
         """``body`` through the current channel, which is not closed while in use (a
         reload may replace it meanwhile). A group's alerts go on encoded to a channel
-        that sends them so (``SendsEncodedGroups``: the webhook), decoded to others."""
+        that sends them so (``SendsEncodedGroups``: the webhook), decoded to others; an
+        alert's JSON (``encoded``, when given) to a channel that takes it
+        (``SendsEncodedAlerts``: the webhook again)."""
         channel = self._channel
         key = id(channel)
         self._sending[key] = self._sending.get(key, 0) + 1
@@ -372,6 +388,16 @@ class ReceiverWorker:
                 if isinstance(channel, SendsEncodedGroups):
                     return await channel.send_encoded(body, traceparent=traceparent)
                 body = body.decoded()
+            takes_json = self._alerts_encoded
+            if (
+                takes_json is not None
+                and takes_json[0] is channel  # not replaced since
+                and encoded is not None
+                and isinstance(body, Notification)
+            ):
+                return await takes_json[1].send_encoded_alert(
+                    body, encoded, traceparent=traceparent
+                )
             return await channel.send(body, traceparent=traceparent)
         finally:
             left = self._sending.pop(key) - 1
@@ -390,9 +416,11 @@ class ReceiverWorker:
         except Exception as error:  # it is replaced: a failure to close costs nothing else
             log.warning("closing a replaced %s channel: %s", channel.kind, error)
 
-    async def deliver(self, msg: Msg) -> None:
+    async def deliver(self, msg: Msg, slot: SpanSlot | None = None) -> None:
         """One attempt at one work item, and what follows from it, in a delivery span
-        under the router span that queued it (the receiver's request continues it)."""
+        under the router span that queued it (the receiver's request continues it).
+        ``slot``: the caller's current span, which holds a span that does not record
+        while the attempt lasts (``SpanSlot``); without one it is made current."""
         try:
             item = _work_decoder.decode(msg.data)
         except msgspec.DecodeError as error:
@@ -403,8 +431,15 @@ class ReceiverWorker:
             quick = unrecorded_child(msg.headers)
             if quick is not None:  # the router's plain traceparent: no general parse
                 span, traceparent = quick
-                with CurrentSpan(span):
+                if slot is None:
+                    with CurrentSpan(span):
+                        await self._attempt(msg, item, span, traceparent)
+                    return
+                slot.span = span
+                try:
                     await self._attempt(msg, item, span, traceparent)
+                finally:
+                    slot.span = INVALID_SPAN
                 return
         parent = parent_from(msg.headers)
         if parent is None and item.trace_id:
@@ -533,9 +568,12 @@ class ReceiverWorker:
         if latest is not None and order.before_send(item.log_seq, latest) == "superseded":
             await self._supersede(msg, item, attempt, latest, span)
             return
-        started = asyncio.get_running_loop().time()
+        # An alert's JSON, encoded once for the channel's body and the outcome's splice.
+        body = item.body
+        encoded = _encoder.encode(body) if isinstance(body, Notification) else None
+        started = time.monotonic()  # the clock asyncio's loop.time() reads
         try:
-            result = await self._send(item.body, traceparent)
+            result = await self._send(body, traceparent, encoded)
         except Exception as error:
             log.exception("channel %s raised", self._channel.kind)
             record_error(span, error, self._secrets.scrub)
@@ -546,18 +584,11 @@ class ReceiverWorker:
             scrubbed = self._secrets.scrub(result.error, cut=True)
             result = msgspec.structs.replace(result, error=scrubbed)
         if self._metrics is not None:
-            self._metrics.send_seconds.record(
-                asyncio.get_running_loop().time() - started,
-                {
-                    "receiver": self.receiver,
-                    "channel": self._channel.kind,
-                    "outcome": "ok" if result.ok else "failed",
-                },
-            )
+            self._send_seconds(result.ok)(time.monotonic() - started)
         faults.point("delivery.after_send")
         step = next_step(result, attempt, self._max_attempts, self._backoff)
         _describe(span, result, step)
-        outcome = self._outcome(item, attempt, result, step)
+        outcome = self._outcome(item, attempt, result, step, encoded)
         settles = step.action != "retry"  # the item is done: acked with the outcome
         if not await self._publish_outcome(msg, outcome, settles):
             log.error(
@@ -581,6 +612,17 @@ class ReceiverWorker:
             # (``order.must_raise``, decided by the router).
             accepted = order.Latest(log_seq=item.log_seq, notification_id=nid)
             await self._record_accepted(ordered_by, accepted)
+
+    def _send_seconds(self, ok: bool) -> Callable[[float], None]:
+        """What records a send's duration in ``send_seconds``, by outcome and the
+        channel's kind (a reload may change it), looked up once each."""
+        assert self._metrics is not None
+        kind = self._channel.kind
+        observe = self._send_observers.get((kind, ok))
+        if observe is None:
+            labels = {"receiver": self.receiver, "channel": kind, "outcome": _OUTCOME[ok]}
+            observe = self._send_observers[kind, ok] = self._metrics.send_seconds.observer(labels)
+        return observe
 
     async def _record_accepted(self, ordered_by: str, accepted: order.Latest) -> None:
         """Raise the order record to ``accepted``: one compare-and-set publish batched
@@ -686,10 +728,16 @@ class ReceiverWorker:
         return reply.data.decode(errors="replace")
 
     def _outcome(
-        self, item: EncodedWorkItem, attempt: int, result: SendResult, step: Step
+        self,
+        item: EncodedWorkItem,
+        attempt: int,
+        result: SendResult,
+        step: Step,
+        encoded: bytes | None = None,
     ) -> Outbound:
         """The outcome message of an attempt; a group's lists its alerts as the work
-        item carried them (``EncodedGroupDelivered``: the same JSON, not re-encoded)."""
+        item carried them (``EncodedGroupDelivered``: the same JSON, not re-encoded);
+        ``encoded``: the notification's JSON, when the caller has it already."""
         notification = item.body
         nid = notification.notification_id
         grouped = isinstance(notification, EncodedGroup)
@@ -706,7 +754,7 @@ class ReceiverWorker:
             added = delivered(
                 **common, attempts=attempt, delivered_at=now, status_code=result.status_code
             )
-            payload = _extended(notification, added)
+            payload = _extended(notification, added, encoded)
             return Outbound(DELIVERED, payload, f"{nid}:delivered{again}")
         if step.action == "dead_letter":
             dead = _ADDED[EncodedGroupDeadLettered if grouped else DeliveryDeadLettered]
@@ -730,7 +778,7 @@ class ReceiverWorker:
                     "status_code": result.status_code,
                 },
             )
-            payload = _extended(notification, added)
+            payload = _extended(notification, added, encoded)
             return Outbound(DELIVERY_FAILED, payload, f"{nid}:failed{again}")
         alert_id, fingerprint, group_key = outcome_identity(notification)
         message = DeliveryAttemptFailed(
@@ -818,10 +866,20 @@ _ADDED: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
 }
 
 
-def _extended(body: msgspec.Struct, added: msgspec.Struct) -> bytes:
+def _extended(body: msgspec.Struct, added: msgspec.Struct, encoded: bytes | None = None) -> bytes:
     """The JSON of the outcome struct that is ``body``'s class with ``added``'s fields
-    after its own (``_ADDED``): ``{<body's fields>,<added's fields>}``."""
-    return _encoder.encode(body)[:-1] + b"," + _encoder.encode(added)[1:]
+    after its own (``_ADDED``): ``{<body's fields>,<added's fields>}``; ``encoded``:
+    ``body``'s JSON, when already made."""
+    if encoded is None:
+        encoded = _encoder.encode(body)
+    return encoded[:-1] + b"," + _encoder.encode(added)[1:]
+
+
+def _alerts_encoded(channel: Channel) -> tuple[Channel, SendsEncodedAlerts] | None:
+    """``channel`` (twice: as itself, and as what it also is) when it takes an alert's
+    JSON with it (``SendsEncodedAlerts``), asked once a channel: a protocol's
+    ``isinstance`` costs microseconds."""
+    return (channel, channel) if isinstance(channel, SendsEncodedAlerts) else None
 
 
 def _ordered_by(item: EncodedWorkItem) -> str:
