@@ -28,6 +28,7 @@ from tocsin.core.subjects import (
     HEARTBEAT_SUBJECTS,
     IN_PREFIX,
     IN_SUBJECTS,
+    INBOUND_SUBJECTS,
     RECORDER_CONSUMER,
     REJECTED,
     ROUTER_CONSUMER,
@@ -166,6 +167,34 @@ async def test_an_inbound_stream_and_router_of_an_earlier_version_take_heartbeat
         assert HEARTBEAT_SUBJECTS in (stream.config.subjects or [])
         await js.publish(heartbeat_subject("backup"), b"", timeout=5)
         await js.publish(IN_PREFIX + "x", b"{}", timeout=5)
+        assert (await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)).num_pending == 2
+    finally:
+        await nc.close()
+
+
+async def test_a_start_keeps_the_router_consumer_filtered_so_tocsin_in_keeps_alerts(
+    nats_url: str,
+) -> None:
+    """The router's consumer names TOCSIN_IN's subjects as filters although it reads all
+    of them. Without filters nats-server would match less per message (W2's broker CPU
+    ~5% lower, docs/performance.md, "The broker's cost per event"), but nats-server
+    2.15.1 updating an existing filtered consumer to none stops counting its interest
+    until the server restarts: TOCSIN_IN (interest retention) PubAcks every new alert and
+    discards it at once. Catches a config that drops the filters, which every start would
+    apply to the consumer an earlier start made."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(stream_config(STREAM_IN))
+        earlier = router_consumer_config()
+        earlier.filter_subjects = list(INBOUND_SUBJECTS)
+        await js.add_consumer(STREAM_IN, earlier)
+
+        await ensure_streams(js)
+
+        await js.publish(IN_PREFIX + "x", b"{}", timeout=5)
+        await js.publish(heartbeat_subject("backup"), b"", timeout=5)
+        assert (await js.stream_info(STREAM_IN)).state.messages == 2
         assert (await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)).num_pending == 2
     finally:
         await nc.close()
