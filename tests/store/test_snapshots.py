@@ -5,6 +5,7 @@ snapshots, named (maps, any version reads them) for a compacted log's base."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import sqlite3
@@ -279,3 +280,42 @@ async def test_a_compact_snapshot_of_another_layout_is_not_used_and_not_a_fault(
     await reopened.close()
     assert main(["verify", "--data-dir", str(tmp_path)]) == 0
     assert "checked against 0 snapshot(s)" in capsys.readouterr().out
+
+
+async def test_the_ledgers_projection_is_frozen_before_the_gc_is_back_on(tmp_path: Path) -> None:
+    """Catches the start collecting the freshly loaded projection once for nothing: were
+    it frozen only after the load re-enabled the GC, the first allocation would run a
+    young collection over all of it (~40 ms of a 1M-event start). No collection may run
+    while the ledger opens, and the young generation is left empty."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=0)
+    ids = itertools.count()
+    async with ledger.batch() as batch:
+        for i in range(600):  # each alert holds tuples: >700 containers (the threshold)
+            add_firing(
+                batch, ledger.state, i, hosts=600, timestamp=T0 + i, new_id=lambda: f"id{next(ids)}"
+            )
+    await ledger.snapshot()
+    await ledger.close()
+    collections: list[int] = []
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.collect()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    gc.callbacks.append(collected)
+    try:
+        reopened = await Ledger.open(path, snapshot_every=0)
+    finally:
+        gc.callbacks.remove(collected)
+        gc.set_threshold(*thresholds)
+    try:
+        assert reopened.snapshot_seq == reopened.state.last_seq  # started from the snapshot
+        assert collections == []
+        assert gc.get_count()[0] < 700  # frozen: the young generation starts empty
+    finally:
+        await reopened.close()
+        gc.unfreeze()

@@ -98,24 +98,33 @@ def fold_rows(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(freeze: bool = False) -> Iterator[None]:
     """Building a large projection allocates hundreds of thousands of containers; the
     cyclic GC would rescan the growing heap again and again (measured: ~17% of a
-    snapshot load). Nothing in a projection forms cycles, so pause it meanwhile."""
+    snapshot load). Nothing in a projection forms cycles, so pause it meanwhile.
+
+    ``freeze``: move every tracked object to the permanent generation before the GC is
+    on again (``gc.freeze``, which also zeroes the young generation's count). Frozen
+    after the GC is back on, the first allocation would first collect the young
+    generation, now the whole projection: ~40 ms of a 1M-event start spent finding no
+    garbage in ~300,000 containers."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        if freeze:
+            gc.freeze()
     finally:
         if was_enabled:
             gc.enable()
 
 
-def load_state_fast(path: Path) -> tuple[State, int | None]:
+def load_state_fast(path: Path, *, long_lived: bool = False) -> tuple[State, int | None]:
     """The newest valid snapshot plus the log after it; ``(state, snapshot seq or None)``.
     A snapshot that does not decode is skipped (the log is the truth; snapshots only
-    save time)."""
-    with _gc_paused():
+    save time). ``long_lived``: the projection is kept for the process's life (the
+    ledger's), so it is frozen out of the cyclic GC's scans (``_gc_paused``)."""
+    with _gc_paused(freeze=long_lived):
         return _load_state_fast(path)
 
 
@@ -262,8 +271,9 @@ class Ledger:
     ) -> Ledger:
         event_log = await EventLog.open(path, busy_timeout_ms)
         started = time.perf_counter()
-        state, snapshot_seq = await asyncio.to_thread(load_state_fast, path)
-        gc.freeze()  # the loaded projection is long-lived: keep it out of future GC scans
+        state, snapshot_seq = await asyncio.to_thread(
+            functools.partial(load_state_fast, path, long_lived=True)
+        )
         ledger = cls(path, event_log, state, snapshot_every)
         ledger.snapshot_seq = snapshot_seq or 0
         ledger.rebuild_seconds = time.perf_counter() - started
