@@ -20,6 +20,7 @@ from tests.support import T0, add_firing
 from tocsin.cli import main
 from tocsin.core.decide.idempotency import digest
 from tocsin.core.state import State
+from tocsin.store import ledger as ledger_module
 from tocsin.store.eventlog import db_path
 from tocsin.store.ledger import Ledger, load_state
 from tocsin.store.snapshots import LAYOUT, StaleSnapshot, decode_state, encode_state
@@ -49,7 +50,10 @@ def snapshot_seqs(path: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT seq FROM snapshots ORDER BY seq")]
 
 
-async def test_snapshots_are_taken_and_start_uses_the_newest_plus_the_tail(tmp_path: Path) -> None:
+async def test_snapshots_are_taken_and_start_uses_the_newest_plus_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "STOP_SNAPSHOT_FRACTION", 10)  # a tail left at the stop
     path = db_path(tmp_path)
     ledger = await Ledger.open(path, snapshot_every=25)
     await feed(ledger, 40)
@@ -319,3 +323,31 @@ async def test_the_ledgers_projection_is_frozen_before_the_gc_is_back_on(tmp_pat
     finally:
         await reopened.close()
         gc.unfreeze()
+
+
+async def test_a_stop_snapshots_a_long_tail_and_the_next_start_folds_none(tmp_path: Path) -> None:
+    """Catches a start after a clean stop folding every row since the last periodic
+    snapshot (up to twice ``snapshot_every``: ~0.4 s of a 1M-event log's start on top of
+    its snapshot's ~0.65 s). A stop with at least a tenth of ``snapshot_every`` rows
+    after the newest snapshot stores one of the state as closed, which the next start
+    uses whole; a stop with fewer rows after it, or with snapshots off, takes none."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=1000)  # 100 rows after one: a snapshot
+    await feed(ledger, 60)
+    assert snapshot_seqs(path) == []  # none fell due
+    live = ledger.state
+    rows = ledger.event_log.last_seq
+    assert rows >= 100
+    await ledger.close()
+    assert snapshot_seqs(path) == [rows]
+    reopened = await Ledger.open(path, snapshot_every=1000)
+    assert reopened.snapshot_seq == rows == reopened.state.last_seq
+    assert reopened.state == live == load_state(path)
+    await feed(reopened, 2, start=60)  # a few rows after it: folded faster than stored
+    assert reopened.event_log.last_seq - rows < 100
+    await reopened.close()
+    assert snapshot_seqs(path) == [rows]
+    off = await Ledger.open(path, snapshot_every=0)
+    await feed(off, 60, start=62)
+    await off.close()
+    assert snapshot_seqs(path) == [rows]

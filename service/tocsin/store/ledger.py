@@ -149,6 +149,13 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
     return load_state(path), None
 
 
+STOP_SNAPSHOT_FRACTION = 0.1
+"""``Ledger.close`` snapshots the projection when at least this fraction of
+``snapshot_every`` rows follow the newest snapshot (5,000 rows by default: ~20 ms of a
+start's fold; fewer are folded faster than a snapshot of a large projection is
+written at the stop)."""
+
+
 class Input(Enum):
     """An input stream whose message positions the log records with the facts they
     cause, in the same transaction."""
@@ -289,9 +296,27 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
+        """Close the log once every batch is committed. A log that runs on after its
+        newest snapshot for more than ``STOP_SNAPSHOT_FRACTION`` of ``snapshot_every``
+        rows is snapshotted first, so that the next start decodes it and folds no tail
+        (a tail of up to twice ``snapshot_every`` rows otherwise: ~0.2 s per 50,000
+        rows of a 1M-event log's start, on top of the ~0.65 s of its snapshot)."""
         await self.settled()
         await self._snapshot_stored()
+        if self._tail_worth_a_snapshot():
+            async with self._lock:
+                self._snapshot()
+            await self._snapshot_stored()
         await self.event_log.close()
+
+    def _tail_worth_a_snapshot(self) -> bool:
+        """Whether the rows after the newest snapshot are enough to take one at a stop:
+        not when snapshots are off, nor after a failed commit (the state is rebuilt by
+        the next start anyway)."""
+        if self.snapshot_every <= 0 or self.problem is not None:
+            return False
+        rows = self._rows_since_snapshot(self.event_log.last_seq)
+        return rows > 0 and rows >= self.snapshot_every * STOP_SNAPSHOT_FRACTION
 
     def size_bytes(self) -> int:
         """The log's bytes on disk: the database and its write-ahead log (a stat each,
