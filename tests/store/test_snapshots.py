@@ -351,3 +351,30 @@ async def test_a_stop_snapshots_a_long_tail_and_the_next_start_folds_none(tmp_pa
     await feed(off, 60, start=62)
     await off.close()
     assert snapshot_seqs(path) == [rows]
+
+
+async def test_a_snapshot_taken_again_at_the_same_seq_in_fewer_parts_is_used(
+    tmp_path: Path,
+) -> None:
+    """Catches a snapshot stored at the seq of an older one keeping the older one's
+    parts past its own count (``INSERT OR REPLACE`` per part): the start then refuses it
+    as incomplete and folds the whole log. It happens at a stop with no row since a
+    start that could not use its snapshot (written with another layout): the stop
+    snapshots the same seq again, every time."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=0)
+    await feed(ledger, 30)
+    ledger.snapshot_part_bytes = 256
+    await ledger.snapshot()
+    live = ledger.state
+    ledger.snapshot_part_bytes = 1024  # the same state again, in fewer parts
+    await ledger.snapshot()
+    await ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 1
+        parts = conn.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0]
+    assert 1 < parts < len(encode_state(live)) // 256
+    reopened = await Ledger.open(path, snapshot_every=0)
+    assert reopened.snapshot_seq == live.last_seq  # used, not refused
+    assert reopened.state == live
+    await reopened.close()

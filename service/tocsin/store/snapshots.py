@@ -166,6 +166,13 @@ def storing(
     found = conn.execute(tables.HASH_AT, (seq,)).fetchone()
     if found is None or bytes(found[0]) != anchor:
         raise SnapshotAbandoned(f"the log has no row {seq} with the snapshot's anchor")
+    # One taken again at the seq of a snapshot stored (or half stored before a crash):
+    # a stop with no row since a start that could not use its snapshot (another
+    # layout). The old one goes whole, its row then its parts, first: INSERT OR REPLACE
+    # alone would keep its parts past the new count, and the start refuse the new one.
+    conn.execute(tables.DROP_SNAPSHOT_AT, (seq,))
+    while conn.execute(tables.DROP_A_LOOSE_PART).rowcount:
+        yield
     if len(encoded) > part_bytes:
         whole = memoryview(encoded)
         starts = range(0, len(whole), part_bytes)

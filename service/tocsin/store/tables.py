@@ -550,6 +550,10 @@ own; its ``snapshots`` row is written after the last."""
 SNAPSHOT_PARTS = "SELECT bytes FROM snapshot_parts WHERE seq = ? ORDER BY part"
 """The parts of a snapshot's state, in order."""
 
+DROP_SNAPSHOT_AT = "DELETE FROM snapshots WHERE seq = ? AND base = 0"
+"""The periodic snapshot at a seq, before another is stored at that seq: its parts are
+then loose (``DROP_A_LOOSE_PART``)."""
+
 DROP_A_LOOSE_PART = (
     "DELETE FROM snapshot_parts WHERE rowid ="
     " (SELECT rowid FROM snapshot_parts WHERE seq NOT IN (SELECT seq FROM snapshots) LIMIT 1)"
