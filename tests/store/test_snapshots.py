@@ -165,6 +165,23 @@ async def test_a_compact_snapshot_is_tagged_and_decodes_to_the_same_state(tmp_pa
     assert len(compact) < len(named) / 2  # no field names
 
 
+async def test_a_compact_snapshot_keys_alerts_and_deliveries_by_their_own_ids(
+    tmp_path: Path,
+) -> None:
+    """Catches a start's projection holding each alert's and each delivery's key as a
+    string of its own beside the id the value holds (msgspec decoding the two maps: ~24
+    MiB more of a 1M-event projection, and 11% more of its start's CPU): the compact
+    snapshot stores them as lists of values, keyed again by each value's id object, in
+    the same order, the fold's keys."""
+    state = await folded_state(tmp_path)
+    decoded = decode_state(encode_state(state))
+    assert decoded == state
+    assert list(decoded.alerts) == list(state.alerts)
+    assert list(decoded.deliveries) == list(state.deliveries)
+    assert all(key is alert.id for key, alert in decoded.alerts.items())
+    assert all(key is delivery.notification_id for key, delivery in decoded.deliveries.items())
+
+
 async def test_a_named_snapshot_is_maps_of_field_names_as_before(tmp_path: Path) -> None:
     """The base of a compacted log, and every snapshot written before the compact form:
     plain MessagePack maps that any version can read."""
