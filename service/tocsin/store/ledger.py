@@ -98,24 +98,33 @@ def fold_rows(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(freeze: bool = False) -> Iterator[None]:
     """Building a large projection allocates hundreds of thousands of containers; the
     cyclic GC would rescan the growing heap again and again (measured: ~17% of a
-    snapshot load). Nothing in a projection forms cycles, so pause it meanwhile."""
+    snapshot load). Nothing in a projection forms cycles, so pause it meanwhile.
+
+    ``freeze``: move every tracked object to the permanent generation before the GC is
+    on again (``gc.freeze``, which also zeroes the young generation's count). Frozen
+    after the GC is back on, the first allocation would first collect the young
+    generation, now the whole projection: ~40 ms of a 1M-event start spent finding no
+    garbage in ~300,000 containers."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        if freeze:
+            gc.freeze()
     finally:
         if was_enabled:
             gc.enable()
 
 
-def load_state_fast(path: Path) -> tuple[State, int | None]:
+def load_state_fast(path: Path, *, long_lived: bool = False) -> tuple[State, int | None]:
     """The newest valid snapshot plus the log after it; ``(state, snapshot seq or None)``.
     A snapshot that does not decode is skipped (the log is the truth; snapshots only
-    save time)."""
-    with _gc_paused():
+    save time). ``long_lived``: the projection is kept for the process's life (the
+    ledger's), so it is frozen out of the cyclic GC's scans (``_gc_paused``)."""
+    with _gc_paused(freeze=long_lived):
         return _load_state_fast(path)
 
 
@@ -138,6 +147,13 @@ def _load_state_fast(path: Path) -> tuple[State, int | None]:
         fold_rows(state, path, after_seq=snapshot.seq)
         return state, snapshot.seq
     return load_state(path), None
+
+
+STOP_SNAPSHOT_FRACTION = 0.1
+"""``Ledger.close`` snapshots the projection when at least this fraction of
+``snapshot_every`` rows follow the newest snapshot (5,000 rows by default: ~20 ms of a
+start's fold; fewer are folded faster than a snapshot of a large projection is
+written at the stop)."""
 
 
 class Input(Enum):
@@ -262,8 +278,9 @@ class Ledger:
     ) -> Ledger:
         event_log = await EventLog.open(path, busy_timeout_ms)
         started = time.perf_counter()
-        state, snapshot_seq = await asyncio.to_thread(load_state_fast, path)
-        gc.freeze()  # the loaded projection is long-lived: keep it out of future GC scans
+        state, snapshot_seq = await asyncio.to_thread(
+            functools.partial(load_state_fast, path, long_lived=True)
+        )
         ledger = cls(path, event_log, state, snapshot_every)
         ledger.snapshot_seq = snapshot_seq or 0
         ledger.rebuild_seconds = time.perf_counter() - started
@@ -279,9 +296,27 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
+        """Close the log once every batch is committed. A log that runs on after its
+        newest snapshot for more than ``STOP_SNAPSHOT_FRACTION`` of ``snapshot_every``
+        rows is snapshotted first, so that the next start decodes it and folds no tail
+        (a tail of up to twice ``snapshot_every`` rows otherwise: ~0.2 s per 50,000
+        rows of a 1M-event log's start, on top of the ~0.65 s of its snapshot)."""
         await self.settled()
         await self._snapshot_stored()
+        if self._tail_worth_a_snapshot():
+            async with self._lock:
+                self._snapshot()
+            await self._snapshot_stored()
         await self.event_log.close()
+
+    def _tail_worth_a_snapshot(self) -> bool:
+        """Whether the rows after the newest snapshot are enough to take one at a stop:
+        not when snapshots are off, nor after a failed commit (the state is rebuilt by
+        the next start anyway)."""
+        if self.snapshot_every <= 0 or self.problem is not None:
+            return False
+        rows = self._rows_since_snapshot(self.event_log.last_seq)
+        return rows > 0 and rows >= self.snapshot_every * STOP_SNAPSHOT_FRACTION
 
     def size_bytes(self) -> int:
         """The log's bytes on disk: the database and its write-ahead log (a stat each,

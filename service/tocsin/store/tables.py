@@ -125,8 +125,14 @@ LAST_ROW = "SELECT seq, hash, ts FROM events ORDER BY seq DESC LIMIT 1"
 """``(seq, hash, ts)`` of the newest row, or no row: where the next row chains on, and
 the head of the chain an anchor records."""
 
-STREAM_SEQ_MAXIMA = "SELECT COALESCE(MAX(in_seq), 0), COALESCE(MAX(out_seq), 0) FROM events"
-"""The highest inbound and outcome stream seqs logged (0 when none)."""
+STREAM_SEQ_MAXIMA = (
+    "SELECT COALESCE((SELECT MAX(in_seq) FROM events WHERE in_seq IS NOT NULL), 0),"
+    " COALESCE((SELECT MAX(out_seq) FROM events WHERE out_seq IS NOT NULL), 0)"
+)
+"""The highest inbound and outcome stream seqs logged (0 when none), read at every open
+and ``resync``. One subquery each: SQLite answers a lone ``MAX`` from the end of its
+partial index (``events_in_seq``, ``events_out_seq``: hence the ``IS NOT NULL``), but two
+aggregates in one SELECT scan the whole table (0.12 s of a 1M-event log's open)."""
 
 
 # -- events: the one writer -----------------------------------------------------------
@@ -543,6 +549,10 @@ own; its ``snapshots`` row is written after the last."""
 
 SNAPSHOT_PARTS = "SELECT bytes FROM snapshot_parts WHERE seq = ? ORDER BY part"
 """The parts of a snapshot's state, in order."""
+
+DROP_SNAPSHOT_AT = "DELETE FROM snapshots WHERE seq = ? AND base = 0"
+"""The periodic snapshot at a seq, before another is stored at that seq: its parts are
+then loose (``DROP_A_LOOSE_PART``)."""
 
 DROP_A_LOOSE_PART = (
     "DELETE FROM snapshot_parts WHERE rowid ="
