@@ -199,17 +199,17 @@ def install() -> None:
 
     deliver = delivery.ReceiverWorker.deliver
 
-    async def delivering(self: Any, msg: Any) -> None:
+    async def delivering(self: Any, msg: Any, *args: Any) -> None:
         _note("deliver", msg.data)
-        await deliver(self, msg)
+        await deliver(self, msg, *args)
 
     delivery.ReceiverWorker.deliver = delivering  # type: ignore[method-assign]
 
     send_body = delivery.ReceiverWorker._send
 
-    async def sending(self: Any, body: Any, traceparent: str) -> Any:
+    async def sending(self: Any, body: Any, traceparent: str, *args: Any) -> Any:
         _note("send", body.summary.encode())
-        return await send_body(self, body, traceparent)
+        return await send_body(self, body, traceparent, *args)
 
     delivery.ReceiverWorker._send = sending  # type: ignore[method-assign]
 
