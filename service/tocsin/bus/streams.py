@@ -8,6 +8,7 @@ retried until it answers, for at most ``SETUP_PATIENCE``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -20,6 +21,7 @@ from nats.js.errors import (
     BadRequestError,
     BucketNotFoundError,
     NotFoundError,
+    ServerError,
     ServiceUnavailableError,
 )
 
@@ -376,14 +378,95 @@ async def ensure_consumer(
     await _until_answered(create, f"consumer {config.durable_name} of {stream}", patience)
 
 
+class StaleStreamError(RuntimeError):
+    """nats-server created a stream holding what an earlier one of its name stored, and
+    tocsin would not delete it (it holds messages) or it came back so every time."""
+
+
+STORE_NOT_CREATED = 10049
+"""JetStream's error code for "error creating store for stream"."""
+
+STALE_ATTEMPTS = 5
+"""How many times a stream created stale is deleted and created again before tocsin
+gives up (the delete it raced takes milliseconds to finish: a few attempts suffice)."""
+
+
+def is_stale(state: js_api.StreamState) -> bool:
+    """A stream just created cannot have stored anything: a sequence already used means
+    nats-server re-created it over a deletion still under way (it removes the stream's
+    name first, its subscriptions and store directory after), recovering the deleted
+    stream's store, which that deletion then tears down: such a stream may never ingest
+    (no PubAck for anything published to it)."""
+    return state.last_seq > 0
+
+
+async def _create_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    """Create ``config``'s stream, and make sure it is fresh: one created stale
+    (``is_stale``) is deleted, if it holds no message, and created again after a pause;
+    a create refused because the store could not be made (the same race, seen a moment
+    later: the deletion removing the directory the create opens) is asked again. At most
+    ``STALE_ATTEMPTS`` times; then the last refusal, or ``StaleStreamError`` if the
+    stream stays stale or holds messages (never deleted: the error is logged and raised,
+    so that whoever creates it reports it, /readyz not ready, and asks again later)."""
+    name = config.name or ""
+    backoff = Backoff(first=0.05, ceiling=1.0)
+    for attempt in range(1, STALE_ATTEMPTS + 1):
+        try:
+            state = (await js.add_stream(config)).state
+        except ServerError as error:
+            if error.err_code != STORE_NOT_CREATED or attempt == STALE_ATTEMPTS:
+                raise
+            delay = backoff.next()
+            log.warning(
+                "stream %s: nats-server could not create its store (%s: its deletion is "
+                "still under way?); asking again in %.2fs (attempt %d of %d)",
+                name,
+                error.description,
+                delay,
+                attempt,
+                STALE_ATTEMPTS,
+            )
+            await asyncio.sleep(delay)
+            continue
+        if not is_stale(state):
+            log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
+            return
+        if state.messages > 0:
+            break
+        delay = backoff.next()
+        log.warning(
+            "created stream %s, but nats-server gave it a deleted stream's state "
+            "(first_seq %d, last_seq %d, no message: its deletion was still under way, "
+            "and such a stream may never ingest); deleting it and creating it again in "
+            "%.2fs (attempt %d of %d)",
+            name,
+            state.first_seq,
+            state.last_seq,
+            delay,
+            attempt,
+            STALE_ATTEMPTS,
+        )
+        with contextlib.suppress(NotFoundError):  # deleted by someone else meanwhile
+            await js.delete_stream(name)
+        await asyncio.sleep(delay)
+    why = "it holds messages" if state.messages else f"so {STALE_ATTEMPTS} times"
+    stale = StaleStreamError(
+        f"stream {name} was created with a deleted stream's state (first_seq "
+        f"{state.first_seq}, last_seq {state.last_seq}, {state.messages} message(s)) and "
+        f"left as it is ({why}); it may not ingest: restart nats-server, or delete the "
+        "stream once it is empty"
+    )
+    log.error("%s", stale)
+    raise stale
+
+
 async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
     name = config.name or ""
     try:
         info = await js.stream_info(name)
     except NotFoundError:
         try:
-            await js.add_stream(config)
-            log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
+            await _create_stream(js, config)
             return
         except BadRequestError:
             log.info("stream %s was created meanwhile", name)
