@@ -431,7 +431,7 @@ async def _create_stream(js: JetStreamContext, config: js_api.StreamConfig) -> N
         if not is_stale(state):
             log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
             return
-        if state.messages > 0:
+        if state.messages > 0 or attempt == STALE_ATTEMPTS:
             break
         delay = backoff.next()
         log.warning(
@@ -449,7 +449,7 @@ async def _create_stream(js: JetStreamContext, config: js_api.StreamConfig) -> N
         with contextlib.suppress(NotFoundError):  # deleted by someone else meanwhile
             await js.delete_stream(name)
         await asyncio.sleep(delay)
-    why = "it holds messages" if state.messages else f"so {STALE_ATTEMPTS} times"
+    why = "it holds messages" if state.messages else f"stale {STALE_ATTEMPTS} times"
     stale = StaleStreamError(
         f"stream {name} was created with a deleted stream's state (first_seq "
         f"{state.first_seq}, last_seq {state.last_seq}, {state.messages} message(s)) and "
