@@ -18,6 +18,7 @@ from tocsin.bus.publisher import Publisher, _header_block
 from tocsin.bus.puller import delivery_count, stream_seq
 from tocsin.bus.streams import (
     StaleStreamError,
+    _create_stream,
     ensure_consumer,
     ensure_inbound,
     ensure_outcomes,
@@ -260,7 +261,7 @@ async def test_a_stream_created_over_a_deletion_under_way_is_made_again_fresh(
                 await _one_message_stream(js, STREAM_IN, IN_PREFIX + "x")
                 deleting = asyncio.ensure_future(js.delete_stream(STREAM_IN))
                 with contextlib.suppress(NotFoundError):  # found, then deleted under it
-                    await ensure_inbound(js)  # or created while the deletion runs
+                    await ensure_inbound(js, repair_stale=True)  # or made while deleted
                 await deleting
                 with contextlib.suppress(NotFoundError):
                     assert (await js.stream_info(STREAM_IN)).state.last_seq == 0
@@ -291,7 +292,7 @@ async def test_a_stale_stream_that_holds_messages_is_left_and_reported(
             deleting = asyncio.ensure_future(js.delete_stream(STREAM_OUT))
             try:
                 with caplog.at_level("ERROR", logger="tocsin.broker"):
-                    await ensure_outcomes(js)  # found, or created while the deletion runs
+                    await ensure_outcomes(js, repair_stale=True)  # or made while deleted
             except StaleStreamError as error:
                 raised = error
             except NotFoundError:  # found, then deleted under it
@@ -397,3 +398,52 @@ def test_a_header_value_is_written_as_nc_publish_writes_it(value: str) -> None:
     cleaned = value.strip().translate(str.maketrans({"\r": " ", "\n": " "}))
     expected = f"NATS/1.0\r\nNats-Msg-Id: id-1\r\nx-value: {cleaned}\r\n\r\n".encode()
     assert _header_block(headers) == expected
+
+
+async def test_a_create_answered_with_an_existing_stream_is_not_taken_for_stale(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes starting at once both find TOCSIN_OUT missing and both create it:
+    JetStream answers the second create with the stream the first made, its messages
+    and seqs included. Outside a recovery (``repair_stale`` off) that answer is only
+    logged: catches a start that fails with ``StaleStreamError``, or deletes, on a
+    stream another process made and filled."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await _one_message_stream(js, STREAM_OUT, DELIVERED)
+        made = (await js.stream_info(STREAM_OUT)).created
+        with caplog.at_level("WARNING", logger="tocsin.broker"):
+            await _create_stream(js, stream_config(STREAM_OUT), repair_stale=False)
+        info = await js.stream_info(STREAM_OUT)
+        assert (info.created, info.state.messages, info.state.last_seq) == (made, 1, 1)
+        assert any("seqs used already" in r.getMessage() for r in caplog.records)
+    finally:
+        await nc.close()
+
+
+async def test_a_live_stream_answered_to_a_repairing_create_is_kept(nats_url: str) -> None:
+    """A recovery's create answered with a stream that has seqs used and no message,
+    but a consumer (another process made it meanwhile and consumes it): live, not a
+    stale one, so it is kept, consumer and all. Catches the repair deleting it on the
+    create's answer alone."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        await ensure_inbound(js)
+        await js.publish(IN_PREFIX + "x", b"{}", timeout=5)
+        pull = await js.pull_subscribe_bind(durable=ROUTER_CONSUMER, stream=STREAM_IN)
+        [msg] = await pull.fetch(1, timeout=5)
+        await msg.ack_sync(timeout=5)
+
+        async def acked() -> bool:
+            return (await js.stream_info(STREAM_IN)).state.messages == 0
+
+        await wait_until(acked, 5, "the alert acked and gone from TOCSIN_IN")
+        made = (await js.stream_info(STREAM_IN)).created
+        await _create_stream(js, stream_config(STREAM_IN), repair_stale=True)
+        info = await js.stream_info(STREAM_IN)
+        assert (info.created, info.state.last_seq) == (made, 1)
+        assert (await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)).name == ROUTER_CONSUMER
+    finally:
+        await nc.close()
