@@ -8,6 +8,7 @@ retried until it answers, for at most ``SETUP_PATIENCE``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -20,6 +21,7 @@ from nats.js.errors import (
     BadRequestError,
     BucketNotFoundError,
     NotFoundError,
+    ServerError,
     ServiceUnavailableError,
 )
 
@@ -294,19 +296,23 @@ async def ensure_inbound(
     ack_wait: float = 30.0,
     patience: float = SETUP_PATIENCE,
     partitions: int = 1,
+    repair_stale: bool = False,
 ) -> None:
     """TOCSIN_IN and the router's consumer, together. The stream keeps a message only
     while a consumer is interested in it: without the router's consumer nats-server
     PubAcks an alert and discards it at once. So whoever creates the stream (``tocsin
     deliver`` as much as the router) creates the consumer with it, and the router does
-    both again when it finds its consumer gone. Partitioned, the consumer is the
+    both again when it finds its consumer gone (``repair_stale``: the stream created
+    again is checked fresh, ``_create_stream``). Partitioned, the consumer is the
     partitioners' (a router's consumer there would hold every message for ever)."""
     consumer = (
         partitioner_consumer_config(ack_wait, replicas)
         if partitions > 1
         else router_consumer_config(ack_wait, replicas)
     )
-    await ensure_stream_with_consumer(js, stream_config(STREAM_IN, replicas), consumer, patience)
+    await ensure_stream_with_consumer(
+        js, stream_config(STREAM_IN, replicas), consumer, patience, repair_stale
+    )
 
 
 async def ensure_partition(
@@ -332,14 +338,16 @@ async def ensure_outcomes(
     ack_wait: float = 30.0,
     patience: float = SETUP_PATIENCE,
     partition: int | None = None,
+    repair_stale: bool = False,
 ) -> None:
     """TOCSIN_OUT and the recorder's consumer, together: what the recorder does again
-    when it finds its consumer gone."""
+    when it finds its consumer gone (``repair_stale`` as ``ensure_inbound``'s)."""
     await ensure_stream_with_consumer(
         js,
         stream_config(STREAM_OUT, replicas),
         recorder_consumer_config(ack_wait, replicas, partition),
         patience,
+        repair_stale,
     )
 
 
@@ -348,10 +356,14 @@ async def ensure_stream_with_consumer(
     stream: js_api.StreamConfig,
     consumer: js_api.ConsumerConfig,
     patience: float = SETUP_PATIENCE,
+    repair_stale: bool = False,
 ) -> None:
-    """Create or update ``stream``, then its durable ``consumer``."""
+    """Create or update ``stream``, then its durable ``consumer``; ``repair_stale`` as
+    ``_create_stream``'s."""
     name = stream.name or ""
-    await _until_answered(functools.partial(_ensure_stream, js, stream), f"stream {name}", patience)
+    await _until_answered(
+        functools.partial(_ensure_stream, js, stream, repair_stale), f"stream {name}", patience
+    )
     await ensure_consumer(js, name, consumer, patience)
 
 
@@ -376,14 +388,125 @@ async def ensure_consumer(
     await _until_answered(create, f"consumer {config.durable_name} of {stream}", patience)
 
 
-async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+class StaleStreamError(RuntimeError):
+    """nats-server created a stream holding what an earlier one of its name stored, and
+    tocsin would not delete it (it holds messages) or it came back so every time."""
+
+
+STORE_NOT_CREATED = 10049
+"""JetStream's error code for "error creating store for stream"."""
+
+STALE_ATTEMPTS = 5
+"""How many times a stream created stale is deleted and created again before tocsin
+gives up (the delete it raced takes milliseconds to finish: a few attempts suffice)."""
+
+
+def is_stale(state: js_api.StreamState) -> bool:
+    """A stream just created cannot have stored anything: a sequence already used means
+    nats-server re-created it over a deletion still under way (it removes the stream's
+    name first, its subscriptions and store directory after), recovering the deleted
+    stream's store, which that deletion then tears down: such a stream may never ingest
+    (no PubAck for anything published to it)."""
+    return state.last_seq > 0
+
+
+async def _create_stream(
+    js: JetStreamContext, config: js_api.StreamConfig, repair_stale: bool
+) -> None:
+    """Create ``config``'s stream, and make sure it is fresh: one created stale
+    (``is_stale``) is deleted, if it holds no message and no consumer, and created again
+    after a pause; a create refused because the store could not be made (the same race,
+    seen a moment later: the deletion removing the directory the create opens) is asked
+    again. At most ``STALE_ATTEMPTS`` times; then the last refusal, or
+    ``StaleStreamError`` if the stream stays stale or holds messages (never deleted: the
+    error is logged and raised, so that whoever creates it reports it, /readyz not
+    ready, and asks again later).
+
+    Only with ``repair_stale``: a stream created again by the one process that consumes
+    it, having seen it deleted (the router's TOCSIN_IN, the recorder's TOCSIN_OUT in
+    ``tocsin serve``). Elsewhere several processes may create the stream at once, and
+    JetStream answers a create of a stream that exists with the same config with that
+    stream, its messages and sequences: not stale, someone else's. There a stale-looking
+    answer is only logged."""
+    name = config.name or ""
+    backoff = Backoff(first=0.05, ceiling=1.0)
+    for attempt in range(1, STALE_ATTEMPTS + 1):
+        try:
+            state = (await js.add_stream(config)).state
+        except ServerError as error:
+            if error.err_code != STORE_NOT_CREATED or attempt == STALE_ATTEMPTS:
+                raise
+            delay = backoff.next()
+            log.warning(
+                "stream %s: nats-server could not create its store (%s: its deletion is "
+                "still under way?); asking again in %.2fs (attempt %d of %d)",
+                name,
+                error.description,
+                delay,
+                attempt,
+                STALE_ATTEMPTS,
+            )
+            await asyncio.sleep(delay)
+            continue
+        if not is_stale(state):
+            log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
+            return
+        if not repair_stale:
+            log.warning(
+                "stream %s: created, or created meanwhile by another process, with seqs "
+                "used already (first_seq %d, last_seq %d, %d message(s)); if nothing else "
+                "created it, nats-server gave it a deleted stream's state and it may not "
+                "ingest: restart nats-server",
+                name,
+                state.first_seq,
+                state.last_seq,
+                state.messages,
+            )
+            return
+        if state.messages > 0 or attempt == STALE_ATTEMPTS:
+            break
+        # Read again just before deleting: a stream that stored, or has a consumer, or
+        # moved on since the create's answer is live (someone else's): leave it.
+        now = (await js.stream_info(name)).state
+        if now.messages or now.consumer_count or now.last_seq != state.last_seq:
+            log.info("stream %s is live (someone else's, created meanwhile): kept", name)
+            return
+        delay = backoff.next()
+        log.warning(
+            "created stream %s, but nats-server gave it a deleted stream's state "
+            "(first_seq %d, last_seq %d, no message: its deletion was still under way, "
+            "and such a stream may never ingest); deleting it and creating it again in "
+            "%.2fs (attempt %d of %d)",
+            name,
+            state.first_seq,
+            state.last_seq,
+            delay,
+            attempt,
+            STALE_ATTEMPTS,
+        )
+        with contextlib.suppress(NotFoundError):  # deleted by someone else meanwhile
+            await js.delete_stream(name)
+        await asyncio.sleep(delay)
+    why = "it holds messages" if state.messages else f"stale {STALE_ATTEMPTS} times"
+    stale = StaleStreamError(
+        f"stream {name} was created with a deleted stream's state (first_seq "
+        f"{state.first_seq}, last_seq {state.last_seq}, {state.messages} message(s)) and "
+        f"left as it is ({why}); it may not ingest: restart nats-server, or delete the "
+        "stream once it is empty"
+    )
+    log.error("%s", stale)
+    raise stale
+
+
+async def _ensure_stream(
+    js: JetStreamContext, config: js_api.StreamConfig, repair_stale: bool = False
+) -> None:
     name = config.name or ""
     try:
         info = await js.stream_info(name)
     except NotFoundError:
         try:
-            await js.add_stream(config)
-            log.info("created stream %s (%s replica(s))", name, config.num_replicas or 1)
+            await _create_stream(js, config, repair_stale)
             return
         except BadRequestError:
             log.info("stream %s was created meanwhile", name)

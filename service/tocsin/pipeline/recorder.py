@@ -11,6 +11,7 @@ TOCSIN_OUT is never taken for an old one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -193,7 +194,8 @@ class Recorder(Step[None]):
             stream=STREAM_OUT,
             consumer=recorder_consumer(partition),
             batch_size=BATCH,
-            setup=setup or ensure_outcomes,
+            # serve's one recorder: TOCSIN_OUT made again checked fresh (``repair_stale``).
+            setup=setup or functools.partial(ensure_outcomes, repair_stale=True),
             metrics=metrics,
             rider=rider,
             linger=linger,

@@ -133,9 +133,14 @@ class Router(Step[Traced]):
             consumer=consumer,
             batch_size=BATCH,
             publisher=publisher,
+            # The one router of ``tocsin serve`` makes TOCSIN_IN again if it was deleted,
+            # checked fresh (``repair_stale``: no other process creates it meanwhile).
             setup=setup
             or functools.partial(
-                ensure_inbound, replicas=config.nats.replicas or 1, ack_wait=config.nats.ack_wait
+                ensure_inbound,
+                replicas=config.nats.replicas or 1,
+                ack_wait=config.nats.ack_wait,
+                repair_stale=True,
             ),
             metrics=metrics,
             rider=rider,
