@@ -57,7 +57,7 @@ sys.path[0] = str(ROOT)
 
 from tests.support import NatsServer
 
-from bench.parts_router import cpu_seconds, py_spy, spread, thread_cpu
+from bench.parts_router import by_thread, cpu_seconds, py_spy, spread, thread_cpu
 from bench.profile import RATE, summarize
 from bench.router_throughput import TOCSIN, count, preload, query
 from tocsin.bus.publisher import Publisher
@@ -255,12 +255,7 @@ async def main() -> None:
         f" CPU {spread([r.steady_us for r in runs])} us/outcome after its first commit;"
         f" {spread([r.outcomes_per_second for r in runs])} outcomes/s committed"
     )
-    names = sorted({name for r in runs for name in r.threads_us})
-    by_thread = ", ".join(
-        f"{name} {statistics.median(r.threads_us.get(name, 0.0) for r in runs):.1f}"
-        for name in names
-    )
-    print(f"    by thread (median us/outcome): {by_thread}")
+    print(f"    by thread (median us/outcome): {by_thread(r.threads_us for r in runs)}")
     print(f"recorder CPU per outcome: {statistics.median(r.steady_us for r in runs):.1f} µs")
     print(f"command: {command}")
 

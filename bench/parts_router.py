@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,16 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process (what ``getrusage`` reports for it)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def by_thread(runs: Iterable[Mapping[str, float]]) -> str:
+    """Each thread's median µs over the runs (a thread missing from a run counts 0), in
+    name order: the line ``parts_router`` and ``parts_recorder`` print under a figure."""
+    runs = list(runs)
+    names = sorted({name for run in runs for name in run})
+    return ", ".join(
+        f"{name} {statistics.median(run.get(name, 0.0) for run in runs):.1f}" for name in names
+    )
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -181,12 +192,7 @@ async def main() -> None:
             f" whole process {spread([r.whole_us for r in runs])} us/event;"
             f" {spread([r.events_per_second for r in runs])} events/s committed"
         )
-        names = sorted({name for r in runs for name in r.threads_us})
-        by_thread = ", ".join(
-            f"{name} {statistics.median(r.threads_us.get(name, 0.0) for r in runs):.1f}"
-            for name in names
-        )
-        print(f"    by thread (median us/event): {by_thread}")
+        print(f"    by thread (median us/event): {by_thread(r.threads_us for r in runs)}")
     figures = ", ".join(f"{w.upper()} {medians[w]:.1f} µs" for w in chosen)
     print(f"router CPU per event: {figures} (target <= {TARGET_US:.0f})")
     print(f"command: {command}")

@@ -288,6 +288,32 @@ class TraceRecordingChannel:
         pass
 
 
+async def _sent_by_an_untraced_worker(
+    nats_url: str, receiver: str, items: list[WorkItem]
+) -> dict[str, tuple[str | None, str]]:
+    """``items`` sent by a worker of ``receiver`` (two senders, nothing recording
+    spans) to a ``TraceRecordingChannel``: the ``traceparent`` each send was given and
+    the current span's, by notification id."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
+    publisher = Publisher(nc)
+    channel = TraceRecordingChannel()
+    worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert all(await publisher.publish(items))
+        await wait_until(lambda: len(channel.seen) == len(items), what="every send")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await nc.close()
+    return channel.seen
+
+
 async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_span(
     nats_url: str,
 ) -> None:
@@ -297,30 +323,14 @@ async def test_an_untraced_worker_sends_in_the_routers_trace_under_its_current_s
     receiver a ``traceparent`` outside the router's trace, or one naming a span other
     than the current one (log lines written during the send would name another)."""
     receiver = "traced"
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
-    publisher = Publisher(nc)
-    channel = TraceRecordingChannel()
-    worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
     router_trace, router_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     plain, by_id = item(1, receiver), item(2, receiver, trace_id=router_trace)
     plain = msgspec.structs.replace(
         plain, headers={"traceparent": f"00-{router_trace}-{router_span}-01"}
     )
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        assert await publisher.publish([plain, by_id]) == [True, True]
-        await wait_until(lambda: len(channel.seen) == 2, what="both sends")
-    finally:
-        stop.set()
-        await running
-        await publisher.close()
-        await nc.close()
+    seen = await _sent_by_an_untraced_worker(nats_url, receiver, [plain, by_id])
     for nid in ("n1", "n2"):
-        given, current = channel.seen[nid]
+        given, current = seen[nid]
         assert given == current
         version, trace_id, span_id, flags = current.split("-")
         assert (version, trace_id, flags) == ("00", router_trace, "01")
@@ -336,13 +346,6 @@ async def test_an_untraced_senders_span_is_made_current_once_and_names_each_item
     own (a log line written there would name another item's), and a slot still naming
     an item after it (a log line between items would)."""
     receiver = "slotted"
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    await ensure_consumer(js, STREAM_WORK, deliver_consumer_config(receiver, 10.0))
-    publisher = Publisher(nc)
-    channel = TraceRecordingChannel()
-    worker = ReceiverWorker(nc, publisher, receiver, channel, RetrySection(), concurrency=2)
     attached: list[Span] = []
     attach = otel_context.attach
 
@@ -358,21 +361,12 @@ async def test_an_untraced_senders_span_is_made_current_once_and_names_each_item
         )
         for i in range(1, 7)
     ]
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        assert all(await publisher.publish(items))
-        await wait_until(lambda: len(channel.seen) == 6, what="six sends")
-    finally:
-        stop.set()
-        await running
-        await publisher.close()
-        await nc.close()
+    seen = await _sent_by_an_untraced_worker(nats_url, receiver, items)
     assert len(attached) == 2  # one slot per sender loop, not a context per item
     assert all(isinstance(span, SpanSlot) for span in attached)
     assert all(not span.get_span_context().is_valid for span in attached)
     spans = set()
-    for nid, (given, current) in channel.seen.items():
+    for nid, (given, current) in seen.items():
         assert given == current, nid
         spans.add(current.split("-")[2])
     assert len(spans) == 6
