@@ -20,7 +20,7 @@ import pytest
 import uvloop
 
 from tests.support import make_notification, wait_until
-from tocsin.channels import ChannelConfigError, ChannelEnv, http1
+from tocsin.channels import ChannelConfigError, ChannelEnv, http, http1
 from tocsin.channels.http import MAX_CONNECTIONS_PER_RECEIVER, JsonPoster
 from tocsin.channels.http1 import HeaderError
 from tocsin.channels.webhook import WebhookChannel, WebhookConfig
@@ -141,6 +141,28 @@ async def _keep_alive() -> None:
 
 
 test_requests_one_after_another_share_one_connection = each_loop(_keep_alive)
+
+
+async def _no_tls_for_http() -> None:
+    """Catches a TLS context made for receivers that are all http:// (certifi's ~150
+    roots, ~2.6 MiB of every delivery child's RSS): posts to a plain URL make none,
+    and an https receiver's pool still gets the one shared context."""
+    server, listening = await serving(answer_ok)
+    http.ssl_context.cache_clear()
+    poster = JsonPoster("test", 5.0)
+    try:
+        results = [await poster.post(server.url, b"{}") for _ in range(2)]
+        assert http.ssl_context.cache_info().currsize == 0
+        tls_pool = poster._pool(http._origin("https://hooks.example.com/x"))
+        assert tls_pool._tls is http.ssl_context()
+    finally:
+        await poster.close()
+        listening.close()
+        http.ssl_context.cache_clear()
+    assert [r.error for r in results] == [None] * 2
+
+
+test_plain_http_receivers_make_no_tls_context = each_loop(_no_tls_for_http)
 
 
 async def _limit() -> None:

@@ -335,7 +335,7 @@ class Pool:
         limit: int,
         idle_seconds: float,
         max_body: int,
-        tls: ssl.SSLContext,
+        tls: ssl.SSLContext | None,  # None: ``origin`` is not https
     ) -> None:
         self._origin = origin
         self._free = limit  # requests that may start without waiting
