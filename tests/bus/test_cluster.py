@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sqlite3
@@ -43,7 +44,12 @@ import pytest
 from tests.bus.cluster import Cluster, Publisher, drained, tail, tocsin_env
 from tests.support import TOCSIN, HttpSink, free_port, wait_until
 from tocsin.bus.connection import server_urls
-from tocsin.bus.streams import deliver_consumer_config, ensure_consumer, ensure_streams
+from tocsin.bus.streams import (
+    PlacementRefusedError,
+    deliver_consumer_config,
+    ensure_consumer,
+    ensure_streams,
+)
 from tocsin.core.subjects import (
     RECORDER_CONSUMER,
     ROUTER_CONSUMER,
@@ -92,6 +98,36 @@ async def test_processes_starting_together_create_streams_and_consumers_once(
     finally:
         for nc in connections:
             await nc.close()
+
+
+async def test_a_placement_refused_is_asked_again_and_then_named(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JetStream refuses a stream it cannot place (400, err_code 10005 "no suitable
+    peers for placement"): for a moment while a cluster forms (a router's R3 create was
+    refused so right after the nodes agreed on a meta leader, and the router exited on
+    a ``NotFoundError``: the refusal had been taken for "created meanwhile"), and for
+    ever with more replicas than nodes, which is how this test provokes it: R5 on three
+    nodes. The create is asked again for the setup's patience; then the error says
+    which stream, how many replicas, and what to check."""
+    caplog.set_level(logging.INFO, logger="tocsin.broker")
+    nc = await nats.connect(server_urls(cluster.urls), **cluster.login())
+    try:
+        js = nc.jetstream(timeout=5)
+        with pytest.raises(PlacementRefusedError) as refused:
+            await ensure_streams(js, replicas=5, patience=1.5)
+        assert str(refused.value).startswith(
+            f"stream {STREAM_IN}: JetStream found no 5 server(s) to place its replicas on "
+            "(no suitable peers for placement"
+        ), refused.value
+        assert "TOCSIN_NATS_REPLICAS" in str(refused.value)
+        asked_again = [r.getMessage() for r in caplog.records if "asking again" in r.getMessage()]
+        assert asked_again, caplog.text
+        assert all(f"stream {STREAM_IN}" in line for line in asked_again), asked_again
+        with pytest.raises(nats.js.errors.NotFoundError):  # nothing half-made was left
+            await js.stream_info(STREAM_IN)
+    finally:
+        await nc.close()
 
 
 CONFIG = """

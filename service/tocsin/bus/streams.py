@@ -396,6 +396,26 @@ class StaleStreamError(RuntimeError):
 STORE_NOT_CREATED = 10049
 """JetStream's error code for "error creating store for stream"."""
 
+NO_SUITABLE_PEERS = 10005
+"""JetStream's error code for "no suitable peers for placement": fewer servers it can
+place the stream's replicas on than it has replicas."""
+
+
+class PlacementRefusedError(RuntimeError):
+    """JetStream found too few servers to place a stream's replicas on. A cluster still
+    forming answers so for a moment (seen: a router's R3 create refused, "peer offline",
+    right after the three nodes agreed on a meta leader), so the create is asked again,
+    for the setup's patience; a cluster with fewer nodes than ``replicas`` answers so
+    for ever, and this error then says what to check."""
+
+    def __init__(self, name: str, replicas: int, description: str) -> None:
+        super().__init__(
+            f"stream {name}: JetStream found no {replicas} server(s) to place its replicas "
+            f"on ({description}): a cluster still forming, nodes down, or [nats] replicas "
+            "(TOCSIN_NATS_REPLICAS) higher than the cluster's nodes"
+        )
+
+
 STALE_ATTEMPTS = 5
 """How many times a stream created stale is deleted and created again before tocsin
 gives up (the delete it raced takes milliseconds to finish: a few attempts suffice)."""
@@ -508,7 +528,10 @@ async def _ensure_stream(
         try:
             await _create_stream(js, config, repair_stale)
             return
-        except BadRequestError:
+        except BadRequestError as error:
+            if error.err_code == NO_SUITABLE_PEERS:
+                replicas = config.num_replicas or 1
+                raise PlacementRefusedError(name, replicas, error.description or "") from error
             log.info("stream %s was created meanwhile", name)
             info = await js.stream_info(name)
     if not _covers(info.config, config):
@@ -528,7 +551,9 @@ async def _until_answered(step: Callable[[], Awaitable[None]], what: str, patien
     On a cluster, a stream or consumer that several processes create at once can leave
     requests unanswered while its Raft group forms (measured: every one of three
     concurrent starts timed out), and a leader election does the same for seconds.
-    Every step is idempotent, so asking again is safe."""
+    Every step is idempotent, so asking again is safe. A stream's placement refused
+    (``PlacementRefusedError``) is asked again too: a forming cluster refuses for a
+    moment."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     backoff = Backoff(first=0.25, ceiling=2.0)
@@ -536,14 +561,14 @@ async def _until_answered(step: Callable[[], Awaitable[None]], what: str, patien
         try:
             await step()
             return
-        except (NatsTimeout, ServiceUnavailableError) as error:
+        except (NatsTimeout, ServiceUnavailableError, PlacementRefusedError) as error:
             delay = backoff.next()
             if loop.time() + delay > deadline:
                 raise
             log.info(
                 "%s: JetStream did not answer (%s); asking again in %.2fs",
                 what,
-                type(error).__name__,
+                error if isinstance(error, PlacementRefusedError) else type(error).__name__,
                 delay,
             )
             await asyncio.sleep(delay)
