@@ -96,9 +96,19 @@ async def test_metrics_count_what_the_log_committed(
             what="three deliveries, one dead letter and one rejection logged",
         )
 
-        async def settled() -> Samples | None:
-            """/metrics once the consumers were polled after the last ack."""
+        ledger = service.ledger()
+
+        def log_now() -> tuple[int, int]:
+            return ledger.event_log.last_seq, ledger.size_bytes()
+
+        async def settled() -> tuple[Samples, tuple[int, int]] | None:
+            """/metrics once the consumers were polled after the last ack, read while
+            the log did not move (the outbox's watermark commits on its own a second
+            after the last commit: a scrape may not straddle it)."""
+            before = log_now()
             samples = await service.metrics()
+            if log_now() != before:
+                return None
             polled = [
                 samples.get(("tocsin_consumer_ack_pending_messages", labels(**where)))
                 for where in (
@@ -107,12 +117,11 @@ async def test_metrics_count_what_the_log_committed(
                     {"stream": "TOCSIN_WORK", "consumer": "deliver-ok"},
                 )
             ]
-            return samples if polled == [0, 0, 0] else None
+            return (samples, before) if polled == [0, 0, 0] else None
 
-        metrics: Samples = await wait_until(settled, what="consumers polled with nothing pending")
-        ledger = service.ledger()
-        size = ledger.size_bytes()
-        last_seq = ledger.event_log.last_seq
+        metrics, (last_seq, size) = await wait_until(
+            settled, what="consumers polled with nothing pending"
+        )
     finally:
         await service.stop()
 
