@@ -39,7 +39,7 @@ INDEXES = (
     "events_out_seq",
     "events_ts",
     "events_alert_id",
-    "events_notification",
+    "events_notification_id",
     "events_alert_seen",
 )
 

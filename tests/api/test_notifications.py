@@ -102,7 +102,7 @@ def with_the_old_notification_index(db: Path) -> None:
     """The file as a version before this one left it: its routed facts indexed for
     ``alert.routed`` only, under the old index's name."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute("DROP INDEX events_notification")
+        conn.execute("DROP INDEX events_notification_id")
         conn.execute(
             "CREATE INDEX events_routed_notification"
             " ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))"
@@ -181,7 +181,7 @@ async def test_a_group_notification_is_shown_as_its_webhook_got_it(
     try:
         with contextlib.closing(sqlite3.connect(again.db)) as conn:
             indexes = {row[1] for row in conn.execute("PRAGMA index_list(events)")}
-        assert "events_notification" in indexes
+        assert "events_notification_id" in indexes
         assert "events_routed_notification" not in indexes
         async with httpx.AsyncClient(base_url=again.api, timeout=10) as http:
             after = await http.get(f"/api/v1/notifications/{update['notification_id']}")

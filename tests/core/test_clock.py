@@ -192,6 +192,22 @@ def test_a_commit_wakes_the_clock_only_for_a_due_time_before_its_planned_look() 
     assert not clock.wakes_sooner(None, T0 + MINUTE)
 
 
+def test_a_timer_is_near_due_within_the_lead_before_it_and_once_due() -> None:
+    """``near_due``: the router's inbound batches stop every chunk from ``LEAD_US``
+    before a timer falls due (issue #20, W5: the first tick of a flush waited 50-90 ms
+    for a storm's batch of 1,000 to commit). Catches a lead counted from the wrong side
+    of the due time, a timer seen near long before (every batch a chunk), or none."""
+    lead = clock.LEAD_US
+    assert clock.near_due(T0, T0)
+    assert clock.near_due(T0, T0 + MINUTE)  # past due: still (the clock is on it)
+    assert clock.near_due(T0 + lead, T0)
+    assert not clock.near_due(T0 + lead + 1, T0)
+    assert clock.near_due(T0 + 10, T0, lead=10)
+    assert not clock.near_due(T0 + 11, T0, lead=10)
+    assert not clock.near_due(None, T0)
+    assert 0 < lead <= 1_000_000  # never a second's worth of small batches
+
+
 def test_a_due_timer_goes_before_the_next_inbound_batch_and_a_later_one_does_not() -> None:
     """``goes_first``: the router asks before each inbound batch whether the clock's
     timers take the turn (issue #20, W5: a group's flush waited behind a storm's

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from tests.support import T0, Rig, event, wait_until
 from tocsin.bus.publisher import Publisher
 from tocsin.config import Config, default_config, from_mapping
+from tocsin.core import clock
 from tocsin.core import events as ev
 from tocsin.core.outbound import Outbound
 from tocsin.core.state import AutoResolve
@@ -289,6 +290,88 @@ async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> 
     assert received[CHUNK] < seq < received[CHUNK + 1]
     assert len(note.alert_ids) == 1 + CHUNK
     assert (note.due_at, note.fired_at) == (due, T0 + 31 * SECOND)
+    assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+async def test_a_timer_near_due_cuts_the_routers_batches_to_chunks_and_fires_when_due(
+    rig: Rig,
+) -> None:
+    """Catches the router deciding a storm's whole batch just before a group falls due
+    (issue #20, W5: the flush's first commit then queued 50-90 ms behind that batch's
+    rows), and a lead that fires the group early. A group opens; 70 more alerts of it
+    wait in JetStream, pulled as one batch; the injected clock stands within
+    ``LEAD_US`` of the group's due time, not at it: the batch is decided a chunk at a
+    time (at most), each committed on its own, and no notification is decided. Once the clock
+    reaches the due time, the group is notified, listing every alert, at its due
+    time; each alert once and acked; the log folds to the live state."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
+    decided: list[int] = []  # messages per batch decided
+
+    class Counted(Router):
+        def reached(self, pulled: Pulled[Traced], milestone: Milestone) -> None:
+            if milestone == "decided":
+                decided.append(len(pulled.fresh))
+            super().reached(pulled, milestone)
+
+    router = Counted(
+        rig.nc,
+        outbox,
+        rig.ledger,
+        config,
+        rider=outbox.ride,
+        on_commit=timers.nudge,
+        first=timers.serve_due,
+        waits=timers.waits,
+    )
+    stop = asyncio.Event()
+    parts = [asyncio.create_task(timers.run(stop))]
+    try:
+        body = event(labels={"host": "h0", "service": "db"})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await router.handle(await rig.take(1))
+        [(key, group)] = rig.ledger.state.groups.items()
+        due = group.due_at
+        assert due is not None
+        await wait_until(
+            lambda: timers._due == due and timers._looks_at is not None,
+            what="the clock napping until the group's wait ends",
+        )
+        now[0] = due - clock.LEAD_US // 2  # near due, not due
+        for n in range(1, 71):
+            body = event(labels={"host": f"h{n}", "service": "db"})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        decided.clear()
+        parts.append(asyncio.create_task(router.run(stop)))
+        await wait_until(lambda: sum(decided) == 70, what="the burst decided")
+        await rig.ledger.settled()
+        assert max(decided) <= CHUNK  # the 70 a chunk at a time (at most)
+        assert rig.ledger.state.groups[key].notified_at is None  # not due yet
+        now[0] = due
+        timers.nudge()
+        await wait_until(
+            lambda: rig.ledger.state.groups[key].notified_at is not None,
+            what="the group notified once due",
+        )
+        await rig.ledger.settled()  # decided (and folded) first, then committed
+
+        async def acked() -> bool:
+            return await rig.unacked() == 0
+
+        await wait_until(acked, what="the burst acked")
+        rows = await reader.page(0, 1000)
+    finally:
+        stop.set()
+        await asyncio.gather(*parts)
+        await reader.close()
+    facts = [fact for fact in (ev.decode(row.data) for row in rows)]
+    [note] = [fact for fact in facts if isinstance(fact, ev.GroupNotified)]
+    assert sum(isinstance(fact, ev.AlertReceived) for fact in facts) == 71
+    assert len(note.alert_ids) == 71
+    assert (note.due_at, note.fired_at) == (due, due)
     assert rig.ledger.state == load_state(rig.ledger.path)
 
 

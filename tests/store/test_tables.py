@@ -361,14 +361,19 @@ async def test_fingerprints_are_not_indexed_and_replay_by_fingerprint_still_find
 
 # -- a notification's routed fact, by its id --------------------------------------------
 
-NOTIFICATION_INDEX = """DROP INDEX IF EXISTS events_routed_notification;
-CREATE INDEX IF NOT EXISTS events_notification
-    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+NOTIFICATION_INDEX = f"""DROP INDEX IF EXISTS events_routed_notification;
+DROP INDEX IF EXISTS events_notification;
+CREATE INDEX IF NOT EXISTS events_notification_id
+    ON events({tables.NOTIFICATION_ID})
     WHERE kind IN ('alert.routed', 'group.notified');
 """
 OLD_NOTIFICATION_INDEX = """CREATE INDEX IF NOT EXISTS events_routed_notification
     ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
     WHERE kind = 'alert.routed';
+"""
+JSON_NOTIFICATION_INDEX = """CREATE INDEX IF NOT EXISTS events_notification
+    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+    WHERE kind IN ('alert.routed', 'group.notified');
 """
 
 
@@ -414,12 +419,12 @@ async def test_an_alerts_and_a_groups_routed_fact_are_found_by_their_id_through_
     """Catches a group's notification id finding nothing (the lookup asked only
     ``alert.routed`` rows, so ``GET /api/v1/notifications/{id}`` answered 404), and a
     lookup that scans the log: SQLite uses a partial index only for a query whose WHERE
-    holds the index's, so the plan must name ``events_notification``."""
+    holds the index's, so the plan must name ``events_notification_id``."""
     path = db_path(tmp_path)
     log = await EventLog.open(path)
     await log.append(routed_facts(), ts=5)
     await log.close()
-    assert "USING INDEX events_notification" in query_plan(path)
+    assert "USING INDEX events_notification_id" in query_plan(path)
     assert "events_routed_notification" not in indexes(path)  # the new one serves both
     assert await found_kinds(path, "r-alert", "n1", "n2", "nope") == [
         "alert.routed",
@@ -429,30 +434,89 @@ async def test_an_alerts_and_a_groups_routed_fact_are_found_by_their_id_through_
     ]
 
 
-async def test_a_log_made_before_the_groups_were_indexed_gets_the_index_when_opened(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "old_index", [OLD_NOTIFICATION_INDEX, JSON_NOTIFICATION_INDEX], ids=["routed-only", "json"]
+)
+async def test_a_log_made_with_an_older_notification_index_gets_this_one_when_opened(
+    tmp_path: Path, old_index: str
 ) -> None:
     """Catches a log written by an older version keeping its old index (``CREATE INDEX
     IF NOT EXISTS`` leaves an index of that name as it is): its groups' notifications
-    would be looked up by a scan of the whole log. Opened by this version, the file has
-    the index over both kinds and no longer the old one, and finds a group's id."""
+    would be looked up by a scan of the whole log (the index on ``alert.routed`` only),
+    or every routed row's JSON parsed by SQLite at its commit (``events_notification``,
+    on ``json_extract``: the writer's CPU in W5's flush) with this version's lookups
+    scanning past it. Opened by this version, the file has the index over both kinds on
+    ``NOTIFICATION_ID`` and neither old one, and finds an alert's and a group's id."""
     path = db_path(tmp_path)
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        old_schema = tables.SCHEMA.replace(NOTIFICATION_INDEX, OLD_NOTIFICATION_INDEX)
+        old_schema = tables.SCHEMA.replace(NOTIFICATION_INDEX, old_index)
         assert old_schema != tables.SCHEMA
         conn.executescript(old_schema + tables.NO_DELETE_TRIGGER)
         conn.execute("BEGIN IMMEDIATE")
         for statement, params in tables.new_rows(routed_facts(), 5, 0, GENESIS).inserts():
             conn.execute(statement, params)
         conn.execute("COMMIT")
-    assert "events_notification" not in indexes(path)
-    assert "USING INDEX" not in query_plan(path)  # a scan, as an older version left it
+    assert "events_notification_id" not in indexes(path)
+    assert query_plan(path).startswith("SCAN events")  # as an older version left it
     log = await EventLog.open(path)
     await log.close()
-    assert "events_routed_notification" not in indexes(path)
-    assert "USING INDEX events_notification" in query_plan(path)
+    assert not {"events_routed_notification", "events_notification"} & indexes(path)
+    assert query_plan(path).startswith("SEARCH events USING INDEX events_notification_id")
     assert await found_kinds(path, "n2", "r-alert") == ["group.notified", "alert.routed"]
     assert forensics.verify(path).ok
+
+
+async def test_the_notification_index_reads_each_routed_rows_id_as_json_extract_does(
+    tmp_path: Path,
+) -> None:
+    """Catches ``NOTIFICATION_ID`` cutting out anything but a routed row's
+    ``notification_id``: a field before it whose string holds the name (escaped in the
+    JSON, so not the field), a label of that name in a group's ``group_labels`` (after
+    the field), a ``trace_id`` ahead of it, ids of any length up to 255 bytes; and
+    giving a row without the field an id (it must be NULL: never found)."""
+    first, _ = storm_facts()
+    tricky = '"notification_id":"x'
+    rows = [
+        ev.AlertRouted(
+            alert_id=tricky,
+            fingerprint="fp1",
+            dedup_key=tricky,
+            bucket=1,
+            reason="firing",
+            severity="critical",
+            receiver=tricky,
+            notification_id="r-" + "9" * 253,
+            trace_id=tricky,
+        ),
+        msgspec.structs.replace(
+            first,
+            group_key=tricky,
+            notification_id="g1",
+            group_labels={"notification_id": "label", tricky: tricky},
+        ),
+        *(f.event for f in facts(2)),
+    ]
+    path = db_path(tmp_path)
+    log = await EventLog.open(path)
+    await log.append([Fact(e) for e in rows], ts=5)
+    await log.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        got = conn.execute(
+            f"SELECT kind, {tables.NOTIFICATION_ID},"
+            " json_extract(CAST(data AS TEXT), '$.notification_id') FROM events ORDER BY seq"
+        ).fetchall()
+    assert [(kind, cut) for kind, cut, _ in got] == [
+        ("alert.routed", "r-" + "9" * 253),
+        ("group.notified", "g1"),
+        *((kind, None) for kind, _, _ in got[2:]),
+    ]
+    assert all(cut == parsed for _, cut, parsed in got)
+    assert await found_kinds(path, "g1", "r-" + "9" * 253, "label", "x") == [
+        "group.notified",
+        "alert.routed",
+        None,
+        None,
+    ]
 
 
 IGNORED = ev.AlertResolveIgnored(fingerprint="fp")

@@ -29,7 +29,7 @@ class IdSource:
     tag, 14 bits of a counter within the millisecond (20 hex digits in all).
 
     Ordered by time, not random, for the log's sake: the indexes on alert ids and
-    notification ids (``events_alert_id``, ``events_notification``) then take each
+    notification ids (``events_alert_id``, ``events_notification_id``) then take each
     new id at their right-hand end, so a commit dirties a few index pages instead of one
     per id. With random ids the alert-id index alone cost the router ~15 us per event in
     a storm of distinct alerts (``bench/parts_router.py``, issue #20).

@@ -52,11 +52,15 @@ class Clock:
         config: Config,
         now: Callable[[], int] = now_us,
         flush_alerts: int = clock.FLUSH_ALERTS,
+        lead: int = clock.LEAD_US,
     ) -> None:
         """``flush_alerts``: about how many alerts one tick's group notifications list
-        (``core.clock.FLUSH_ALERTS``); the groups beyond are the next tick's."""
+        (``core.clock.FLUSH_ALERTS``); the groups beyond are the next tick's. ``lead``:
+        how long before a timer falls due the router's batches are cut to a chunk
+        (``core.clock.LEAD_US``; ``waits``)."""
         self._control = control
         self._flush_alerts = flush_alerts
+        self._lead = lead
         self._ledger = ledger
         self._now = now
         self._nudged = asyncio.Event()
@@ -132,11 +136,14 @@ class Clock:
 
     def waits(self) -> bool:
         """The router asks this while it decides an inbound batch (every
-        ``processor.CHUNK`` messages): whether a timer has fallen due since it
-        began (``clock.goes_first``), or the clock is firing and waits for the ledger's
-        lock. Then the batch stops there and ``serve_due`` goes next, so a flush waits
-        for a few messages' decisions and their commit, not for a storm's whole batch."""
-        return self._turn.locked() or clock.goes_first(self._due, self._now())
+        ``processor.CHUNK`` messages): whether a timer falls due within
+        ``clock.LEAD_US`` (``clock.near_due``), or has since it began, or the clock is
+        firing and waits for the ledger's lock. Then the batch stops there and
+        ``serve_due`` goes next, so a flush waits for a few messages' decisions and
+        their commit, not for a storm's whole batch: near a due time the router's
+        batches are a chunk each, and what the timer's first commit queues behind is
+        one or two of them (issue #20, W5)."""
+        return self._turn.locked() or clock.near_due(self._due, self._now(), self._lead)
 
     async def _look(self) -> tuple[float, bool] | None:
         """One look at the timers (under ``_turn``): fire what is due now and return

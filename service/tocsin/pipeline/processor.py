@@ -64,9 +64,9 @@ First = Callable[[], Awaitable[None]]
 so a group's flush never waits behind a storm's batches."""
 
 Waits = Callable[[], bool]
-"""Whether a due timer waits for the batch being decided (``Clock.waits``): the batch
-stops there, its messages decided so far are committed as a batch of their own, and
-the rest are decided after ``First``."""
+"""Whether a timer that is due, or about to be, waits for the batch being decided
+(``Clock.waits``): the batch stops there, its messages decided so far are committed as
+a batch of their own, and the rest are decided after ``First``."""
 
 CHUNK = 32
 """Messages of a batch decided between two looks at ``Waits``, and received together

@@ -32,14 +32,29 @@ from tocsin.store.chain import ChainRow, hashes_of, kind_part
 # per event of W1 and 8 of W2 (issue #20, ``bench/ceiling_router.py``), for one reader,
 # ``replay --fingerprint``, an investigator's command, which scans instead.
 #
-# ``events_notification`` finds a notification's routed fact by its id, an alert's and
-# a group's (``GET /api/v1/notifications/{id}``); it replaced ``events_routed_notification``
-# (alert.routed only), which ``CREATE INDEX IF NOT EXISTS`` would have left as it was in
-# an older log, so that one is dropped at open and this one made. Its cost is SQLite
-# parsing each routed row's JSON: ~1 us an alert.routed row of W1, as the old index's,
-# and ~0.2 ms a group.notified row of W5's flush (400 listed alerts, 192 KiB: ~0.5 us a
-# listed alert, against the flush's ~9 us of the router's CPU; measured 2026-12-05).
-SCHEMA = """
+# ``events_notification_id`` finds a notification's routed fact by its id, an alert's
+# and a group's (``GET /api/v1/notifications/{id}``), on ``NOTIFICATION_ID``: the id's
+# bytes cut out of the row's JSON, where they follow the first ``"notification_id":"``.
+# It replaced ``events_notification``, the same on ``json_extract``, which parsed each
+# routed row's whole JSON: ~0.2 ms a ``group.notified`` row of W5's flush (400 listed
+# alerts, 192 KiB), ~0.9 us of the log thread's CPU a listed alert, on the flush's path
+# (issue #20); the cut costs about nothing. An older log's index of either name
+# (``events_routed_notification`` before that, alert.routed only) is dropped at open
+# and this one made: ``CREATE INDEX IF NOT EXISTS`` would leave an old one as it was.
+NOTIFICATION_ID = (
+    "CAST(substr(data, NULLIF(instr(data, x'226e6f74696669636174696f6e5f6964223a22'), 0) + 19,"
+    " NULLIF(instr(substr(data, NULLIF(instr(data,"
+    " x'226e6f74696669636174696f6e5f6964223a22'), 0) + 19, 256), x'22'), 0) - 1) AS TEXT)"
+)
+"""A routed row's notification id, as SQL: the bytes between the first
+``"notification_id":"`` (the hex literal) in its JSON and the next ``"``, as text. The
+id is the first field of its name in ``alert.routed`` and ``group.notified`` and only
+strings and numbers come before it (``group_labels``, a map, after it), and an id is
+made by ``ids.new_id`` (no character JSON escapes), so it is the field's value as
+``json_extract`` reads it. NULL when a row has no such field, or a longer id than 255
+bytes. Blob functions, byte for byte: no copy of the row as text, no JSON parse."""
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY,
     ts          INTEGER NOT NULL,
@@ -57,8 +72,9 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 DROP INDEX IF EXISTS events_fingerprint;
 CREATE INDEX IF NOT EXISTS events_alert_id ON events(alert_id);
 DROP INDEX IF EXISTS events_routed_notification;
-CREATE INDEX IF NOT EXISTS events_notification
-    ON events(json_extract(CAST(data AS TEXT), '$.notification_id'))
+DROP INDEX IF EXISTS events_notification;
+CREATE INDEX IF NOT EXISTS events_notification_id
+    ON events({NOTIFICATION_ID})
     WHERE kind IN ('alert.routed', 'group.notified');
 CREATE INDEX IF NOT EXISTS events_alert_seen
     ON events(json_extract(CAST(data AS TEXT), '$.timestamp'), alert_id)
@@ -391,12 +407,13 @@ OF_ALERT = "SELECT seq, ts, kind, data FROM events WHERE alert_id = ? ORDER BY s
 
 ROUTED_NOTIFICATION = (
     "SELECT seq, ts, kind, data FROM events WHERE kind IN ('alert.routed', 'group.notified')"
-    " AND json_extract(CAST(data AS TEXT), '$.notification_id') = ?"
+    f" AND {NOTIFICATION_ID} = ?"
 )
 """The routed fact of one notification id, an alert's (``alert.routed``) or a group's
-(``group.notified``): the partial index ``events_notification`` answers it without a
+(``group.notified``): the partial index ``events_notification_id`` answers it without a
 scan, as long as this ``kind IN`` list is the index's, word for word (SQLite uses a
-partial index only for a query whose WHERE holds the index's)."""
+partial index only for a query whose WHERE holds the index's), and the id is the
+index's expression, ``NOTIFICATION_ID``."""
 
 CONFIG_AS_OF = (
     "SELECT seq, ts, kind, data FROM events WHERE kind = 'config.loaded' AND seq <= ?"
