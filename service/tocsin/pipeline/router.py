@@ -108,6 +108,7 @@ class Router(Step[Traced]):
         stream: str = STREAM_IN,
         consumer: str = ROUTER_CONSUMER,
         forwarded: bool = False,
+        linger: float = 0.0,
     ) -> None:
         """``setup`` creates TOCSIN_IN and the router's consumer should the consumer
         vanish (by default ``ensure_inbound`` with the config's replicas and ack
@@ -118,7 +119,9 @@ class Router(Step[Traced]):
         one is decided (a batch stops where a timer falls due: ``Clock.waits``). A
         partition's router reads ``stream`` TOCSIN_PART with its own ``consumer``; its
         messages were ``forwarded`` by a partitioner, and are decided on the subject
-        and id they were published with (``partition.origin_of``)."""
+        and id they were published with (``partition.origin_of``). ``linger``: how long
+        a pull that has its first messages waits for more (none in a service: an event
+        waits for no other; a test may want one batch of what JetStream holds)."""
         self._on_commit = on_commit
         self._forwarded = forwarded
         self._ledger = ledger
@@ -146,6 +149,7 @@ class Router(Step[Traced]):
             rider=rider,
             first=first,
             waits=waits,
+            linger=linger,
         )
 
     def reconfigure(self, config: Config) -> None:
