@@ -60,6 +60,11 @@ meanwhile waited behind it and its ``fsync`` (docs/performance.md, "W3's tail").
 the outcome's row waits, and for at most this long more than ``LINGER``; its message
 is acked once it is committed, as before."""
 
+COMMIT_WAIT_BELOW = 32
+"""Only a batch of fewer outcomes than this waits (``COMMIT_WAIT``): a trickle's. A
+storm's batches (~275 outcomes in W1) are committed the moment they are decided, as
+before, so they never lengthen the router's commits."""
+
 
 class _FirstAlert(msgspec.Struct):
     alert_id: str
@@ -210,6 +215,7 @@ class Recorder(Step[None]):
             rider=rider,
             linger=linger,
             commit_wait=commit_wait,
+            commit_wait_below=COMMIT_WAIT_BELOW,
         )
 
     @property
