@@ -29,7 +29,11 @@ Stages, in the order an event meets them:
 
 and, keyed ``-``, what a lone event may wait behind in serve: each of the recorder's
 batches (``recorder_begun``) and each commit not the router's (``other_write_start``,
-``other_write_end``).
+``other_write_end``); and, keyed ``-`` with ``<name>_start`` / ``<name>_end`` (``PERIODIC``),
+the periodic work of either process: the anchor's publish, the outbox's relay and its
+watermark's own batch, the consumer polls for /metrics, the delivery child's figures
+sent to serve, the clock's look at what is due, a snapshot's steps on the log's thread,
+the cyclic GC (``gc.callbacks``) and the metrics' scrape.
 """
 
 from __future__ import annotations
@@ -96,6 +100,63 @@ def _after(owner: Any, name: str, note: Callable[..., None]) -> None:
     setattr(owner, name, wrapped)
 
 
+def _timed(owner: Any, name: str, label: str) -> None:
+    """Note ``<label>_start`` and ``<label>_end`` (keyed ``OTHER``) around each call of
+    ``owner.name``, sync or async."""
+    import inspect
+
+    original = getattr(owner, name)
+    if inspect.iscoroutinefunction(original):
+
+        @functools.wraps(original)
+        async def waited(*args: Any, **kwargs: Any) -> Any:
+            _records.append((f"{label}_start", OTHER, time.time_ns()))
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                _records.append((f"{label}_end", OTHER, time.time_ns()))
+
+        setattr(owner, name, waited)
+        return
+
+    @functools.wraps(original)
+    def ran(*args: Any, **kwargs: Any) -> Any:
+        _records.append((f"{label}_start", OTHER, time.time_ns()))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _records.append((f"{label}_end", OTHER, time.time_ns()))
+
+    setattr(owner, name, ran)
+
+
+def _periodic() -> None:
+    """Time the periodic work of serve and the delivery child (``PERIODIC``)."""
+    import gc
+
+    from nats.js import JetStreamContext
+
+    from tocsin.bus import anchor
+    from tocsin.observability import telemetry
+    from tocsin.pipeline import clock, outbox, supervisor
+    from tocsin.store import ledger
+
+    _timed(anchor.Anchor, "publish_now", "anchor")
+    _timed(outbox.Outbox, "relay", "relay")
+    _timed(outbox.Outbox, "write_due", "watermark")
+    _timed(clock.Clock, "serve_due", "clock")
+    _timed(telemetry.Metrics, "render", "scrape")
+    _timed(supervisor.Link, "_send", "link")
+    _timed(ledger.Ledger, "_snapshot", "snapshot")
+    _timed(JetStreamContext, "consumer_info", "poll")
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        edge = "start" if phase == "start" else "end"
+        _records.append((f"gc{info['generation']}_{edge}", OTHER, time.time_ns()))
+
+    gc.callbacks.append(collected)
+
+
 def install() -> None:
     from tocsin.bus import publisher, puller
     from tocsin.channels import http1
@@ -103,6 +164,7 @@ def install() -> None:
     from tocsin.store import eventlog, ledger
 
     atexit.register(_dump)
+    _periodic()
 
     def stream_of(pulling: Any) -> str:
         return str(pulling._subject.split(".")[-2])  # $JS.API.CONSUMER.MSG.NEXT.<stream>.<c>
@@ -150,10 +212,10 @@ def install() -> None:
 
     append_rows = eventlog.EventLog.append_rows
 
-    def queued(self: Any, new: Any) -> Any:
+    def queued(self: Any, new: Any, *args: Any) -> Any:
         for data in routed_rows(new):
             _note("queued", data)
-        return append_rows(self, new)
+        return append_rows(self, new, *args)
 
     eventlog.EventLog.append_rows = queued  # type: ignore[method-assign]
 
@@ -167,6 +229,13 @@ def install() -> None:
         self.listeners = _TimedListeners(self.listeners)
 
     _after(ledger.Ledger, "__init__", timed_listeners)
+
+    if os.environ.get("TOCSIN_PROBE_NO_CHECKPOINT"):  # an experiment: no automatic checkpoint
+
+        def no_checkpoint(_: Any, self: Any) -> None:
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")
+
+        _after(eventlog._Writer, "connect", no_checkpoint)
 
     write = eventlog._Writer.write
 
@@ -185,6 +254,18 @@ def install() -> None:
         return result
 
     eventlog._Writer.write = timed_write  # type: ignore[method-assign]
+
+    write_held = getattr(eventlog._Writer, "_write_held", None)
+    if write_held is not None:  # rows held for the next commit, written on their own
+
+        def timed_write_held(self: Any) -> None:
+            if not self._held:
+                return
+            _records.append(("other_write_start", OTHER, time.time_ns()))
+            write_held(self)
+            _records.append(("other_write_end", OTHER, time.time_ns()))
+
+        eventlog._Writer._write_held = timed_write_held
 
     send = publisher.Publisher.send
 

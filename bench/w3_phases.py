@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -115,7 +116,9 @@ class Collector:
         return web.Response(text="ok")
 
 
-async def run(seconds: float, rate: float, stages: bool = False) -> dict[str, list[float]]:
+async def run(
+    seconds: float, rate: float, stages: bool = False, tail: float = 0.0
+) -> dict[str, list[float]]:
     tmp = Path(tempfile.mkdtemp(prefix="tocsin-w3-"))
     nats_port, api_port, port = free_port(), free_port(), free_port()
     collector = Collector()
@@ -178,6 +181,8 @@ async def run(seconds: float, rate: float, stages: bool = False) -> dict[str, li
         await asyncio.wait_for(server.wait(), 10)
         await runner.cleanup()
     if stages:
+        if tail:
+            print(tail_report(tmp / "probe", collector, sent, tail))
         return staged(tmp / "probe", collector, sent)
     return phases(collector, sent)
 
@@ -200,6 +205,111 @@ def staged(probe: Path, collector: Collector, sent: dict[str, int]) -> dict[str,
             if earlier in times and later in times:
                 out[name].append((times[later] - times[earlier]) / 1e6)
     return out
+
+
+# The chain of stages an event passes through, in order, and the process each runs in.
+CHAIN = [(name, earlier, later) for name, earlier, later in STAGES[:15]]
+SERVE_STAGES = {"in", "in_taken", "begun", "queued", "write_start", "write_end", "advanced"}
+SERVE_STAGES |= {"committed", "work_sent"}
+
+
+def _intervals(records: list[tuple[str, str, int]]) -> dict[str, list[tuple[int, int]]]:
+    """``<label>_start`` / ``<label>_end`` records (keyed ``-``) as (start, end) per label;
+    ``recorder_begun`` as an instant."""
+    opened: dict[str, list[int]] = {}
+    out: dict[str, list[tuple[int, int]]] = {}
+    for stage, key, ns in sorted(records, key=lambda r: r[2]):
+        if key != "-":
+            continue
+        if stage == "recorder_begun":
+            out.setdefault("recorder_begun", []).append((ns, ns))
+        elif stage.endswith("_start"):
+            opened.setdefault(stage[: -len("_start")], []).append(ns)
+        elif stage.endswith("_end"):
+            label = stage[: -len("_end")]
+            if opened.get(label):
+                out.setdefault(label, []).append((opened[label].pop(), ns))
+    return out
+
+
+def tail_report(probe: Path, collector: Collector, sent: dict[str, int], fraction: float) -> str:
+    """What the slowest ``fraction`` of events (publish -> receipt) waited behind: the
+    stage that ran longest past its own median in each, and which periodic work of the
+    process it ran in overlapped that stage, against how often the same work overlaps
+    the same stage of any event (the base rate)."""
+    seen: dict[str, dict[str, int]] = {}
+    others: dict[str, dict[str, list[tuple[int, int]]]] = {}  # process -> label -> spans
+    for path in probe.glob("*.jsonl"):
+        records = [tuple(json.loads(line)) for line in path.read_text().splitlines()]
+        process = "serve" if any(r[0] == "in" for r in records) else "delivery"
+        for stage, key, ns in records:
+            if key != "-":
+                times = seen.setdefault(key, {})
+                times[stage] = min(ns, times.get(stage, ns))
+        for label, spans in _intervals(records).items():  # type: ignore[arg-type]
+            others.setdefault(process, {})[label] = spans
+    events: dict[str, dict[str, int]] = {}
+    for key, at in sent.items():
+        times = {**seen.get(key, {}), "sent": at}
+        if key in collector.receipts:
+            times["receipt"] = collector.receipts[key]
+        if all(s in times for _, a, b in CHAIN for s in (a, b)):
+            events[key] = times
+    if not events:
+        return "tail: no event has every stage"
+    durations = {name: sorted(t[b] - t[a] for t in events.values()) for name, a, b in CHAIN}
+    medians = {name: d[len(d) // 2] for name, d in durations.items()}
+    by_total = sorted(events, key=lambda k: events[k]["receipt"] - events[k]["sent"])
+    slow = by_total[-max(1, int(len(by_total) * fraction)) :]
+
+    def overlapping(process: str, start: int, end: int) -> set[str]:
+        hit = set()
+        for label, spans in others.get(process, {}).items():
+            i = bisect.bisect_left(spans, (start - 50_000_000, 0))  # spans < 50 ms long
+            for s, e in spans[i:]:
+                if s > end:
+                    break
+                if e >= start:
+                    hit.add(label)
+                    break
+        return hit
+
+    def worst(times: dict[str, int]) -> tuple[str, str, str, int]:
+        name, a, b = max(CHAIN, key=lambda c: times[c[2]] - times[c[1]] - medians[c[0]])
+        return name, a, b, times[b] - times[a] - medians[name]
+
+    lines = [f"the slowest {len(slow)} of {len(events)} events (publish -> receipt):"]
+    totals = [(events[k]["receipt"] - events[k]["sent"]) / 1e6 for k in slow]
+    lines.append(f"  their total {totals[0]:.2f}-{totals[-1]:.2f} ms")
+    dominant: dict[str, list[int]] = {}
+    hits: dict[str, dict[str, int]] = {}
+    for key in slow:
+        name, a, b, excess = worst(events[key])
+        dominant.setdefault(name, []).append(excess)
+        process = "serve" if b in SERVE_STAGES else "delivery"
+        for label in overlapping(process, events[key][a], events[key][b]):
+            hits.setdefault(name, {}).setdefault(label, 0)
+            hits[name][label] += 1
+    for name, excesses in sorted(dominant.items(), key=lambda kv: -sum(kv[1])):
+        excesses.sort()
+        _, a, b = next(c for c in CHAIN if c[0] == name)
+        process = "serve" if b in SERVE_STAGES else "delivery"
+        base: dict[str, int] = {}
+        for times in events.values():
+            for label in overlapping(process, times[a], times[b]):
+                base[label] = base.get(label, 0) + 1
+        lines.append(
+            f"  {len(excesses):4d} most past its median in {name.strip()!r}"
+            f" (p50 {medians[name] / 1e6:.3f} ms): excess median"
+            f" {excesses[len(excesses) // 2] / 1e6:.2f} ms, max {excesses[-1] / 1e6:.2f}"
+        )
+        for label, count in sorted(hits.get(name, {}).items(), key=lambda kv: -kv[1]):
+            lines.append(
+                f"         overlapped by {process}'s {label}: {count} of {len(excesses)}"
+                f" ({100 * count / len(excesses):.0f}%; any event's same stage:"
+                f" {100 * base.get(label, 0) / len(events):.1f}%)"
+            )
+    return "\n".join(lines)
 
 
 async def connect(url: str, patience: float) -> nats.NATS:
@@ -265,8 +375,14 @@ def main() -> None:
     parser.add_argument(
         "--stages", action="store_true", help="tracing off; timestamps inside tocsin instead"
     )
+    parser.add_argument(
+        "--tail",
+        type=float,
+        default=0.0,
+        help="with --stages: what the slowest FRACTION of events waited behind (e.g. 0.05)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.seconds, args.rate, args.stages))
+    result = asyncio.run(run(args.seconds, args.rate, args.stages, args.tail))
     print(f"{len(result['total'])} events {'staged' if args.stages else 'traced'}; ms:")
     for name, values in result.items():
         values.sort()

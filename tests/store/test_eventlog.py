@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tocsin.core import events as ev
-from tocsin.store import forensics
+from tocsin.store import forensics, tables
 from tocsin.store.eventlog import EventLog, Fact, LogWriteError
 from tocsin.store.tables import PAGE_BYTES, SCHEMA, insert_sizes
 
@@ -109,3 +109,85 @@ async def test_a_new_log_has_large_pages_and_an_old_log_keeps_its_own(tmp_path: 
     assert page_bytes(old) == 4096
     assert forensics.verify(old).ok
     assert [row.seq for row in forensics.replay(old)] == [1]
+
+
+def _rows(log_seq: int, log_hash: bytes, fingerprint: str, in_seq: int) -> tables.NewRows:
+    fact = Fact(ev.AlertResolveIgnored(fingerprint=fingerprint), in_seq=in_seq)
+    return tables.new_rows([fact], in_seq, log_seq, log_hash)
+
+
+async def test_rows_held_share_the_next_rows_transaction(tmp_path: Path) -> None:
+    """Rows queued with a ``wait`` are not written on their own before it passes: the
+    rows queued next take them into their transaction, chained after them (the
+    recorder's outcomes beside the router's events, issue #20)."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    held = _rows(log.last_seq, log.last_hash, "held", 1)
+    waiting = log.append_rows(held, wait=600.0)
+    done, _ = await asyncio.wait([waiting], timeout=0.2)
+    assert not done  # held, well within its wait
+    after = _rows(held.last_seq, held.last_hash, "next", 2)
+    written = await asyncio.wait_for(asyncio.gather(waiting, log.append_rows(after)), timeout=10)
+    assert [new.last_seq for new in written] == [1, 2]
+    for new in written:
+        log.advance(new)
+    assert sorted(await log.facts_of_inbound([1, 2])) == [1, 2]
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_rows_held_are_written_alone_once_their_wait_is_over(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    held = _rows(log.last_seq, log.last_hash, "held", 1)
+    log.advance(await asyncio.wait_for(log.append_rows(held, wait=0.05), timeout=10))
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    other.close()
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_rows_held_are_written_before_a_lookup_and_behind_rows_queued_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Rows held while a commit is queued but not yet run are written after it (the
+    commit takes the list of held rows as it runs, not as it was queued), and any other
+    job, a lookup here, writes what is held first."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    seq, digest, queued = log.last_seq, log.last_hash, []
+    for i in range(1, 201):
+        new = _rows(seq, digest, f"f{i}", i)
+        queued.append(log.append_rows(new, wait=600.0 if i % 2 else 0.0))
+        seq, digest = new.last_seq, new.last_hash
+    queued.append(log.append_rows(_rows(seq, digest, "held last", 201), wait=600.0))
+    found = await asyncio.wait_for(log.facts_of_inbound(range(1, 202)), timeout=10)
+    assert sorted(found) == list(range(1, 202))
+    for new in await asyncio.wait_for(asyncio.gather(*queued), timeout=10):
+        log.advance(new)
+    await log.close()
+    assert forensics.verify(path).ok
+
+
+async def test_rows_held_fail_with_the_transaction_that_took_them(tmp_path: Path) -> None:
+    """Held rows and the rows that took them into their transaction are written
+    together or not at all; the next rows chain on the last row written."""
+    path = tmp_path / "log.db"
+    log = await EventLog.open(path)
+    assert await log.append([Fact(ev.AlertResolveIgnored(fingerprint="a"), in_seq=1)], ts=1) == [1]
+    await log.set_page_limit(await log.set_page_limit(None))  # full at today's size
+    held = _rows(log.last_seq, log.last_hash, "held", 2)
+    big = [
+        Fact(ev.AlertResolveIgnored(fingerprint=f"{i}" * 3000), in_seq=i + 3) for i in range(200)
+    ]
+    waiting = log.append_rows(held, wait=600.0)
+    failing = log.append_rows(tables.new_rows(big, 2, held.last_seq, held.last_hash))
+    for future in (waiting, failing):
+        with pytest.raises(LogWriteError):
+            await asyncio.wait_for(future, timeout=10)
+    await log.set_page_limit(None)
+    assert await log.facts_of_inbound(range(2, 203)) == {}
+    assert await log.append([Fact(ev.AlertResolveIgnored(fingerprint="b"), in_seq=2)], ts=3) == [2]
+    await log.close()
+    assert forensics.verify(path).ok

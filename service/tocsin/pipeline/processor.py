@@ -156,13 +156,18 @@ class Processor(Generic[Own]):
         linger: float = 0.0,
         first: First | None = None,
         waits: Waits | None = None,
+        commit_wait: float = 0.0,
+        commit_wait_below: int = 0,
     ) -> None:
         """``publisher`` may be left out by a step that never publishes; without
         ``setup`` a vanished consumer is reported (``missing``) but not created
         again; ``rider`` rides along in every batch decided; ``linger``: how long a
         pull that has its first messages waits for more (``Puller``); ``first`` is
         awaited before each batch pulled is decided, and a batch being decided stops
-        when ``waits`` says a timer is due (the rest go after ``first``)."""
+        when ``waits`` says a timer is due (the rest go after ``first``);
+        ``commit_wait``: how long a batch of fewer than ``commit_wait_below`` messages
+        may wait for the next batch of the ledger's, to share its commit
+        (``Ledger.deciding``)."""
         self._nc = nc
         self._js = nc.jetstream(timeout=SETUP_PATIENCE / 2)
         self._setup = setup
@@ -178,6 +183,7 @@ class Processor(Generic[Own]):
         self._linger = linger
         self._first = first
         self._waits = waits
+        self._commit_wait, self._commit_wait_below = commit_wait, commit_wait_below
         self._log = logging.getLogger(f"tocsin.{step.name}")
         self._before_commit = f"{step.name}.before_commit"
         self._after_commit = f"{step.name}.after_commit"
@@ -327,7 +333,8 @@ class Processor(Generic[Own]):
             if maybe_logged and renewed is None:
                 pulled.logged = await ledger.facts_caused_by(stream, maybe_logged)
             seen: set[int] = set(pulled.logged)
-            async with ledger.deciding() as batch:
+            wait = self._commit_wait if len(msgs) < self._commit_wait_below else 0.0
+            async with ledger.deciding(wait) as batch:
                 at, newest = batch.ts, ledger.state.last_ts  # before the batch's facts
                 if after is not None and after.batch is not None and ledger.doomed(after.batch):
                     return None

@@ -52,6 +52,19 @@ batches of ~275, not ~110, and cut the recorder's CPU per outcome 35.8 -> 30.0 u
 per outcome"). Only the outcome's row waits: the notification was sent already, and
 its worker's PubAck does not wait for the recorder."""
 
+COMMIT_WAIT = 0.05
+"""Seconds a batch of outcomes may wait, once decided, for the router's next batch, to
+be committed in its transaction (``EventLog.append_rows``): at W3's steady rate a
+recorder's own commit held the log's thread ~0.7 ms, and a router's commit queued
+meanwhile waited behind it and its ``fsync`` (docs/performance.md, "W3's tail"). Only
+the outcome's row waits, and for at most this long more than ``LINGER``; its message
+is acked once it is committed, as before."""
+
+COMMIT_WAIT_BELOW = 32
+"""Only a batch of fewer outcomes than this waits (``COMMIT_WAIT``): a trickle's. A
+storm's batches (~275 outcomes in W1) are committed the moment they are decided, as
+before, so they never lengthen the router's commits."""
+
 
 class _FirstAlert(msgspec.Struct):
     alert_id: str
@@ -178,6 +191,7 @@ class Recorder(Step[None]):
         rider: Rider | None = None,
         partition: int | None = None,
         linger: float = LINGER,
+        commit_wait: float = COMMIT_WAIT,
     ) -> None:
         """``setup`` creates TOCSIN_OUT and the recorder's consumer should the consumer
         vanish (by default ``ensure_outcomes`` with one replica); ``rider``: the
@@ -185,7 +199,8 @@ class Recorder(Step[None]):
         has its own consumer and logs only the outcomes of its router's notifications
         (``partition.is_ours``): the others belong to another partition's log.
         ``linger``: how long a pull waits for more outcomes once it has one
-        (``LINGER``)."""
+        (``LINGER``); ``commit_wait``: how long its rows may wait to share the next
+        commit (``COMMIT_WAIT``)."""
         self._partition = partition
         self._processor = Processor(
             nc,
@@ -199,6 +214,8 @@ class Recorder(Step[None]):
             metrics=metrics,
             rider=rider,
             linger=linger,
+            commit_wait=commit_wait,
+            commit_wait_below=COMMIT_WAIT_BELOW,
         )
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,6 +92,9 @@ class _Writer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tocsin-log")
         self._conn: sqlite3.Connection | None = None
         self.seq, self.hash = 0, GENESIS
+        # Rows that may wait for the next commit (``hold``), with the futures told when
+        # they are written: touched on the writer's thread only.
+        self._held: list[tuple[NewRows, concurrent.futures.Future[NewRows]]] = []
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -100,8 +104,48 @@ class _Writer:
         return self._conn
 
     def submit(self, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue ``job(*args)`` on the writer's thread now; its result, once run."""
+        """Queue ``job(*args)`` on the writer's thread now; its result, once run. Rows
+        held (``hold``) are written before any job runs but ``write``, which writes
+        them in its own transaction."""
+        if job != self.write:
+            return asyncio.get_running_loop().run_in_executor(
+                self._thread, self._after_held, job, *args
+            )
         return asyncio.get_running_loop().run_in_executor(self._thread, job, *args)
+
+    def hold(self, new: NewRows, wait: float) -> asyncio.Future[NewRows]:
+        """Queue ``new`` to be committed in the transaction of the next rows queued
+        after it (``write``), or on their own once ``wait`` seconds have passed with no
+        such rows: a commit and its ``fsync`` shared, not one queued behind the other
+        (the recorder's outcomes beside the router's lone events, issue #20, W3). Every
+        other job writes them first. The future is done once they are on disk, or has
+        the ``LogWriteError`` of the transaction that failed them."""
+        written: concurrent.futures.Future[NewRows] = concurrent.futures.Future()
+        self._thread.submit(self._hold, new, written)
+        loop = asyncio.get_running_loop()
+        loop.call_later(wait, self._write_held_later)
+        return asyncio.wrap_future(written, loop=loop)
+
+    def _hold(self, new: NewRows, written: concurrent.futures.Future[NewRows]) -> None:
+        """(A job.) ``self._held`` read here, on the thread: a commit swaps the list."""
+        self._held.append((new, written))
+
+    def _write_held_later(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the thread is shut down: nothing held
+            self._thread.submit(self._write_held)
+
+    def _after_held(self, job: Callable[..., T], *args: Any) -> T:
+        """(A job.) ``job(*args)`` once the rows held are written (or refused)."""
+        if self._held:
+            self._write_held()
+        return job(*args)
+
+    def _write_held(self) -> None:
+        """(A job.) Commit the rows held, if any, in one transaction; their futures say
+        how it went."""
+        if self._held:
+            with contextlib.suppress(LogWriteError):  # told to the held rows' futures
+                self._write_with_held(None)
 
     async def run(self, job: Callable[..., T], *args: Any) -> T:
         """Run ``job(*args)`` on the writer's thread, once every job queued before it
@@ -122,6 +166,8 @@ class _Writer:
         def turn() -> None:
             nonlocal started
             try:
+                if self._held:
+                    self._write_held()
                 if started is None:
                     started = to_start.pop()(self.conn)
                 next(started)
@@ -167,18 +213,42 @@ class _Writer:
         """(A job.) Commit ``new``'s rows in one transaction, if they chain on the last
         row written; ``LogWriteError`` if not, or if SQLite refuses them (nothing of
         them is then written)."""
-        if new.after_seq != self.seq or new.after_hash != self.hash:
-            raise LogWriteError(
-                f"rows chained on seq {new.after_seq}, not on the log's last,"
-                f" {self.seq}: a batch before them was not committed; not committed"
-            )
-        if new.rows:
-            try:
-                _insert(self.conn, new.inserts())
-            except sqlite3.Error as error:
-                raise LogWriteError(f"event log write failed: {error}") from error
-            self.seq, self.hash = new.last_seq, new.last_hash
+        self._write_with_held(new)
         return new
+
+    def _write_with_held(self, new: NewRows | None) -> None:
+        """Commit the rows held and then ``new`` (if any) in one transaction, each
+        chained on the one before; ``LogWriteError`` (told to every held future too)
+        if they do not follow the last row written or SQLite refuses them: nothing of
+        them is then written."""
+        held, self._held = self._held, []
+        batches = [rows for rows, _ in held]
+        if new is not None:
+            batches.append(new)
+        try:
+            seq, digest = self.seq, self.hash
+            statements: list[tuple[str, list[object]]] = []
+            for rows in batches:
+                if rows.after_seq != seq or rows.after_hash != digest:
+                    raise LogWriteError(
+                        f"rows chained on seq {rows.after_seq}, not on the log's last,"
+                        f" {seq}: a batch before them was not committed; not committed"
+                    )
+                if rows.rows:
+                    statements += rows.inserts()
+                    seq, digest = rows.last_seq, rows.last_hash
+            if statements:
+                try:
+                    _insert(self.conn, statements)
+                except sqlite3.Error as error:
+                    raise LogWriteError(f"event log write failed: {error}") from error
+            self.seq, self.hash = seq, digest
+        except BaseException as error:
+            for _, written in held:
+                written.set_exception(error)
+            raise
+        for rows, written in held:
+            written.set_result(rows)
 
     def write_facts(self, facts: Sequence[Fact], ts: int) -> NewRows:
         """(A job.) ``facts`` as rows chained on the last row written, committed."""
@@ -298,7 +368,7 @@ class EventLog:
         (``_Writer.in_turns``)."""
         return self._writer.in_turns(steps)
 
-    def append_rows(self, new: NewRows) -> asyncio.Future[NewRows]:
+    def append_rows(self, new: NewRows, wait: float = 0.0) -> asyncio.Future[NewRows]:
         """Queue rows already chained (``tables.new_rows``) to be committed in one
         transaction right after every job queued before them, without waiting for the
         event loop; the future is done once they are on disk, and its caller then
@@ -306,7 +376,10 @@ class EventLog:
         follow the last row written (``new.after_seq`` and ``after_hash``), else
         nothing is written and the future's ``LogWriteError`` says so: rows queued
         behind a commit that failed. Once queued, they are written or refused whether
-        or not anyone awaits the future."""
+        or not anyone awaits the future. With a ``wait``, they may wait that long for
+        the next rows queued, to be committed in their transaction (``_Writer.hold``)."""
+        if wait > 0:
+            return self._writer.hold(new, wait)
         return self._writer.submit(self._writer.write, new)
 
     def advance(self, new: NewRows) -> None:

@@ -366,12 +366,14 @@ class Ledger:
                     self._snapshot()
 
     @asynccontextmanager
-    async def deciding(self) -> AsyncIterator[Batch]:
+    async def deciding(self, wait: float = 0.0) -> AsyncIterator[Batch]:
         """Add facts inside the block, under the ledger's lock; when it exits, the batch
         is queued to commit after every batch decided before it and the lock is let go,
         so the next batch can be decided meanwhile. Nothing the facts justify may leave
         before ``committed(batch)`` returns. An exception in the block undoes its facts
-        (the state is rebuilt once the batches before it are committed)."""
+        (the state is rebuilt once the batches before it are committed). With a
+        ``wait``, the batch's rows may wait that long for the next batch's, to share its
+        transaction and ``fsync`` (``EventLog.append_rows``)."""
         async with self._lock:
             if self._snapshot_now():
                 self._snapshot()
@@ -391,7 +393,7 @@ class Ledger:
                 raise
             if rows is not None:
                 self._next_seq, self._next_hash = batch.next_seq, rows.last_hash
-                batch.written = self.event_log.append_rows(rows)
+                batch.written = self.event_log.append_rows(rows, wait)
                 self._tail = batch.commit = asyncio.create_task(self._commit(batch, self._tail))
                 last = self._last_positions
                 last[Input.INBOUND] = max(last[Input.INBOUND], batch.last_inbound)
