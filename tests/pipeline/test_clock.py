@@ -103,6 +103,45 @@ async def flushing_a_group_a_tick(
     return timers, outbox
 
 
+def served_by_the_clock(
+    router: type[Router],
+    rig: Rig,
+    config: Config,
+    timers: Clock,
+    outbox: Outbox,
+    linger: float = 0.0,
+) -> Router:
+    """``router`` wired to ``timers`` and ``outbox`` as ``tocsin serve`` wires them: due
+    timers go first, a batch stops where one falls due (``waits``), every commit nudges
+    the clock."""
+    return router(
+        rig.nc,
+        outbox,
+        rig.ledger,
+        config,
+        rider=outbox.ride,
+        on_commit=timers.nudge,
+        first=timers.serve_due,
+        waits=timers.waits,
+        linger=linger,
+    )
+
+
+async def a_group_opened(rig: Rig, router: Router, timers: Clock) -> tuple[str, int]:
+    """One alert opens the group; its key and due time, once the clock naps until then."""
+    body = event(labels={"host": "h0", "service": "db"})
+    await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+    await router.handle(await rig.take(1))
+    [(key, group)] = rig.ledger.state.groups.items()
+    due = group.due_at
+    assert due is not None
+    await wait_until(
+        lambda: timers._due == due and timers._looks_at is not None,
+        what="the clock napping until the group's wait ends",
+    )
+    return key, due
+
+
 async def test_due_groups_are_notified_a_tick_at_a_time_before_the_router_decides_more(
     rig: Rig,
 ) -> None:
@@ -236,31 +275,13 @@ async def test_a_timer_falling_due_mid_batch_stops_the_batch_there(rig: Rig) -> 
                 decided.append(len(pulled.msgs))
             super().reached(pulled, milestone)
 
-    router = Busy(
-        rig.nc,
-        outbox,
-        rig.ledger,
-        config,
-        rider=outbox.ride,
-        on_commit=timers.nudge,
-        first=timers.serve_due,
-        waits=timers.waits,
-        # The burst in one pull (a pull without linger may return while the rest of the
-        # 40 are still on the socket: 3, 15 or 28 seen, and no cut to look for).
-        linger=1.0,
-    )
+    # The burst in one pull (a pull without linger may return while the rest of the 40
+    # are still on the socket: 3, 15 or 28 seen, and no cut to look for).
+    router = served_by_the_clock(Busy, rig, config, timers, outbox, linger=1.0)
     stop = asyncio.Event()
     parts = [asyncio.create_task(timers.run(stop))]
     try:
-        body = event(labels={"host": "h0", "service": "db"})
-        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
-        await router.handle(await rig.take(1))
-        [(key, group)] = rig.ledger.state.groups.items()
-        due = group.due_at
-        await wait_until(
-            lambda: timers._due == due and timers._looks_at is not None,
-            what="the clock napping until the group's wait ends",
-        )
+        key, due = await a_group_opened(rig, router, timers)
         for n in range(1, 41):
             body = event(labels={"host": f"h{n}", "service": "db"})
             await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
@@ -320,29 +341,11 @@ async def test_a_timer_near_due_cuts_the_routers_batches_to_chunks_and_fires_whe
                 decided.append(len(pulled.fresh))
             super().reached(pulled, milestone)
 
-    router = Counted(
-        rig.nc,
-        outbox,
-        rig.ledger,
-        config,
-        rider=outbox.ride,
-        on_commit=timers.nudge,
-        first=timers.serve_due,
-        waits=timers.waits,
-    )
+    router = served_by_the_clock(Counted, rig, config, timers, outbox)
     stop = asyncio.Event()
     parts = [asyncio.create_task(timers.run(stop))]
     try:
-        body = event(labels={"host": "h0", "service": "db"})
-        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
-        await router.handle(await rig.take(1))
-        [(key, group)] = rig.ledger.state.groups.items()
-        due = group.due_at
-        assert due is not None
-        await wait_until(
-            lambda: timers._due == due and timers._looks_at is not None,
-            what="the clock napping until the group's wait ends",
-        )
+        key, due = await a_group_opened(rig, router, timers)
         now[0] = due - clock.LEAD_US // 2  # near due, not due
         for n in range(1, 71):
             body = event(labels={"host": f"h{n}", "service": "db"})
