@@ -41,10 +41,11 @@ from tocsin.store.chain import ChainRow, hashes_of, kind_part
 # (issue #20); the cut costs about nothing. An older log's index of either name
 # (``events_routed_notification`` before that, alert.routed only) is dropped at open
 # and this one made: ``CREATE INDEX IF NOT EXISTS`` would leave an old one as it was.
+_ID_KEY = b'"notification_id":"'
+_ID_START = f"NULLIF(instr(data, x'{_ID_KEY.hex()}'), 0) + {len(_ID_KEY)}"
 NOTIFICATION_ID = (
-    "CAST(substr(data, NULLIF(instr(data, x'226e6f74696669636174696f6e5f6964223a22'), 0) + 19,"
-    " NULLIF(instr(substr(data, NULLIF(instr(data,"
-    " x'226e6f74696669636174696f6e5f6964223a22'), 0) + 19, 256), x'22'), 0) - 1) AS TEXT)"
+    f"CAST(substr(data, {_ID_START},"
+    f" NULLIF(instr(substr(data, {_ID_START}, 256), x'22'), 0) - 1) AS TEXT)"
 )
 """A routed row's notification id, as SQL: the bytes between the first
 ``"notification_id":"`` (the hex literal) in its JSON and the next ``"``, as text. The
