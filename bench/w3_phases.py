@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -119,7 +120,18 @@ class Collector:
 async def run(
     seconds: float, rate: float, stages: bool = False, tail: float = 0.0
 ) -> dict[str, list[float]]:
+    """One W3 run in a directory of its own (the broker's store, the log, the probe's
+    files), removed when the run's figures are read."""
     tmp = Path(tempfile.mkdtemp(prefix="tocsin-w3-"))
+    try:
+        return await _run_in(tmp, seconds, rate, stages, tail)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _run_in(
+    tmp: Path, seconds: float, rate: float, stages: bool, tail: float
+) -> dict[str, list[float]]:
     nats_port, api_port, port = free_port(), free_port(), free_port()
     collector = Collector()
     app = web.Application()
