@@ -17,7 +17,7 @@ from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 from tests.support import NatsServer, wait_until
 from tocsin.bus import wire
 from tocsin.bus.publisher import Publisher
-from tocsin.bus.puller import Puller, ack_all, stream_seq
+from tocsin.bus.puller import Puller, ack_all, backlog_after, stream_seq
 from tocsin.bus.streams import ensure_streams
 from tocsin.core.outbound import Outbound
 from tocsin.core.subjects import IN_PREFIX, ROUTER_CONSUMER, STREAM_IN, TERM
@@ -52,6 +52,9 @@ async def test_a_pulled_storm_arrives_whole_in_order_and_one_write_acks_it_all(
         await wait_until(pulled_all, what="every message pulled")
         assert [stream_seq(m) for m in got] == list(range(1, MESSAGES + 1))
         assert [msgspec.json.decode(m.data)["n"] for m in got] == list(range(MESSAGES))
+        # What a storm has left after each (the ledger's snapshot waits while it is on).
+        assert [backlog_after(m) for m in got] == list(range(MESSAGES - 1, -1, -1))
+        assert backlog_after(Msg(nc, subject="by.hand", data=b"")) == 0
         assert puller._sub is not None
         assert puller._sub.pending_bytes == 0  # handed over, not pending in nats-py
         info = await js.consumer_info(STREAM_IN, ROUTER_CONSUMER)

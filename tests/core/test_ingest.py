@@ -285,6 +285,29 @@ def test_default_fingerprint_value_is_pinned() -> None:
     assert accept(body).fingerprint == "325f6f415435cd2692f113018580a5ec"
 
 
+def test_a_remembered_fingerprint_is_the_one_computed_in_either_label_order() -> None:
+    # Remembered by type and labels in the order given (issue #20): a look-up must give
+    # what the hash gives, for the first order seen and for another.
+    ingest._fingerprints.clear()
+    labels = {"host": "db-1", "mount": "/var"}
+    first = ingest.default_fingerprint("disk_full", labels)
+    assert ("disk_full", *labels.items()) in ingest._fingerprints
+    assert ingest.default_fingerprint("disk_full", labels) == first
+    assert ingest.default_fingerprint("disk_full", {"mount": "/var", "host": "db-1"}) == first
+    assert first == "325f6f415435cd2692f113018580a5ec"
+    assert ingest.default_fingerprint("disk_full", {"host": "db-1", "mount": "/va"}) != first
+    assert ingest.default_fingerprint("disk_ful", labels) != first
+
+
+def test_the_remembered_fingerprints_are_bounded() -> None:
+    ingest._fingerprints.clear()
+    kept = ingest._FINGERPRINTS_KEPT
+    computed = [ingest.default_fingerprint("t", {"n": str(n)}) for n in range(kept + 10)]
+    assert len(ingest._fingerprints) <= kept
+    assert len(set(computed)) == kept + 10
+    assert ingest.default_fingerprint("t", {"n": "0"}) == computed[0]  # forgotten: again
+
+
 # --- details ----------------------------------------------------------------------------
 
 

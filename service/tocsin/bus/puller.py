@@ -52,6 +52,14 @@ def num_pending(msg: Msg) -> int:
     return int(_ack_tokens(msg)[3])
 
 
+def backlog_after(msg: Msg) -> int:
+    """``num_pending`` of a JetStream message, 0 for any other (a message made by hand)."""
+    try:
+        return num_pending(msg)
+    except ValueError:
+        return 0
+
+
 def stored_at(msg: Msg) -> float:
     """When the stream stored ``msg``: Unix time in seconds."""
     return int(_ack_tokens(msg)[2]) / 1e9

@@ -37,7 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from tocsin.bus.publisher import Publishes
-from tocsin.bus.puller import Puller, ack_all, stored_us
+from tocsin.bus.puller import Puller, ack_all, backlog_after, stored_us
 from tocsin.core import events as ev
 from tocsin.core.outbound import Outbound
 from tocsin.core.policy.backoff import Backoff
@@ -324,6 +324,8 @@ class Processor(Generic[Own]):
         must come after them. With ``waits``, a batch of fresh messages stops where a
         timer falls due: the messages left are its ``rest``."""
         ledger, step, stream = self._ledger, self._step, self._step.input
+        if stream is Input.INBOUND and msgs:  # a storm on: a snapshot due waits for it
+            ledger.inbound_backlog = backlog_after(msgs[-1])
         positions, own = step.begin(msgs, ledger.state)
         pulled = Pulled(msgs, positions, own)
         try:

@@ -266,6 +266,9 @@ class Ledger:
         self._epoch = 0  # ends (and the next begins) when the state is rebuilt
         self._dead_epoch = -1  # an epoch one of whose commits failed
         self._tail: asyncio.Task[None] | None = None  # the last batch queued for commit
+        self.inbound_backlog = 0
+        """Inbound events still to be delivered to the router after its last batch (its
+        processor sets it): a storm is on while it is above 0 (``_snapshot_now``)."""
         self._snapshot_due = False
         self._snapshot_taken = 0  # the seq of the snapshot being written (0: none)
         self._snapshot_written: asyncio.Future[None] | None = None  # the one being written
@@ -503,13 +506,14 @@ class Ledger:
 
     def _snapshot_now(self) -> bool:
         """(Holding the lock.) Whether to take the snapshot that fell due: at a quiet
-        moment, when no commit is queued, so a storm's CPU goes to its events (one
-        snapshot of W1 cost ~6% of serve's samples there, issue #20); or once twice
-        ``snapshot_every`` rows are logged after the last one, so a start never folds
-        more than that."""
+        moment, when no commit is queued and no inbound event waits for the router, so
+        a storm's CPU goes to its events (one snapshot of W1 cost ~6% of serve's
+        samples there; one in W2 ~40 ms of the router's loop and ~0.1 s of the log's
+        thread: issue #20); or once twice ``snapshot_every`` rows are logged after the
+        last one, so a start never folds more than that."""
         if not self._snapshot_due:
             return False
-        if self._tail is None or self._tail.done():
+        if (self._tail is None or self._tail.done()) and not self.inbound_backlog:
             return True
         return self._rows_since_snapshot(self._next_seq - 1) >= 2 * self.snapshot_every
 
