@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -53,9 +55,44 @@ from tocsin.store.ledger import Batch, Input, Ledger, load_state
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback TCP port nothing listens on, for a server a test is about to start.
+
+    Taken below the kernel's ephemeral range and never handed out twice in this process.
+    A port bound to 0 and let go lies in that range, from which every outgoing
+    connection takes its own port, so a client (or a nats-server dialling its routes)
+    could take it before the server listens: a cluster node once exited with "address
+    already in use" on its route port that way. Below the range only a listener can."""
+    lowest_ephemeral = _ephemeral_ports()[0]
+    if lowest_ephemeral - _LOWEST_PORT < 1000:  # no room below it here: the kernel's pick
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+    for _ in range(1000):
+        port = random.randrange(_LOWEST_PORT, lowest_ephemeral)
+        if port in _ports_given:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_LOWEST_PORT}..{lowest_ephemeral - 1}")
+
+
+_LOWEST_PORT = 20000
+_ports_given: set[int] = set()
+
+
+@functools.cache
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel gives outgoing connections (Linux's default if unreadable)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return (32768, 60999)
+    return (int(low), int(high))
 
 
 def nats_binary() -> str:
