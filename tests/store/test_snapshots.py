@@ -21,8 +21,9 @@ from tocsin.cli import main
 from tocsin.core.decide.idempotency import digest
 from tocsin.core.state import State
 from tocsin.store import ledger as ledger_module
+from tocsin.store import snapshots
 from tocsin.store.eventlog import db_path
-from tocsin.store.ledger import Ledger, load_state
+from tocsin.store.ledger import Ledger, load_state, load_state_fast
 from tocsin.store.snapshots import LAYOUT, StaleSnapshot, decode_state, encode_state
 
 
@@ -128,6 +129,50 @@ async def test_a_snapshot_in_parts_is_used_whole_and_skipped_with_a_part_missing
     assert reopened.snapshot_seq == 0  # fell back to the full fold
     assert reopened.state == live
     await reopened.close()
+
+
+async def test_a_snapshot_in_parts_is_decoded_part_by_part_whatever_the_cut(
+    tmp_path: Path,
+) -> None:
+    """Catches the documents of a compact snapshot (the head, then the alerts, the
+    deliveries and the open fingerprints, ``_CHUNK`` values each), decoded as each part
+    is read, misread where a part ends inside one, or inside the size before one: parts
+    of 1, 3 and 5 bytes cut every size field, 61 and 700 bytes cut documents at odd
+    places; each start must use the snapshot and be the fold."""
+    path = db_path(tmp_path)
+    ledger = await Ledger.open(path, snapshot_every=0)
+    await feed(ledger, 30)
+    live = ledger.state
+    assert live.alerts
+    assert live.deliveries
+    assert live.open_by_fingerprint
+    for part_bytes in (1, 3, 5, 61, 700):
+        ledger.snapshot_part_bytes = part_bytes
+        await ledger.snapshot()
+        with sqlite3.connect(path) as conn:
+            parts = conn.execute("SELECT count(*) FROM snapshot_parts").fetchone()[0]
+        assert parts == -(-len(encode_state(live)) // part_bytes)
+        restored, seq = load_state_fast(path)
+        assert seq == live.last_seq  # started from it, not from the fold
+        assert restored == live == load_state(path)
+    await ledger.close()
+
+
+async def test_a_compact_snapshot_is_documents_of_at_most_a_chunk_of_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catches a compact snapshot written as one document (a start would hold all of
+    its bytes at once) or chunks that lose or repeat values at their edges: with two
+    values a chunk, every map has several chunks and an odd one at its end."""
+    monkeypatch.setattr(snapshots, "_CHUNK", 2)
+    state = await folded_state(tmp_path)
+    assert min(len(state.alerts), len(state.deliveries), len(state.open_by_fingerprint)) > 4
+    encoded = encode_state(state)
+    decoded = decode_state(encoded)
+    assert decoded == state
+    assert list(decoded.open_by_fingerprint) == list(state.open_by_fingerprint)
+    monkeypatch.setattr(snapshots, "_CHUNK", 1024)
+    assert len(encode_state(state)) < len(encoded)  # fewer documents, fewer sizes
 
 
 async def test_a_snapshot_of_another_log_is_never_used(tmp_path: Path) -> None:
