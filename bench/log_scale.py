@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -184,11 +185,18 @@ async def main() -> None:
             pass
         await ledger.snapshot()
         await ledger.close()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         started, cpu = time.perf_counter(), time.process_time()
         restored, snapshot_seq = load_state_fast(path)
         result["start_with_snapshot_seconds"] = round(time.perf_counter() - started, 2)
         # the process's CPU over the same span: steadier than the wall on a shared machine
         result["start_with_snapshot_cpu_seconds"] = round(time.process_time() - cpu, 2)
+        # and its system part, with the first touches of a page it took: the kernel
+        # zeroing the projection's new pages, whose cost per page varies several-fold
+        # on this VM from one minute to the next (docs/performance.md, W4 round two)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        result["start_with_snapshot_system_seconds"] = round(after.ru_stime - before.ru_stime, 2)
+        result["start_with_snapshot_page_faults"] = after.ru_minflt - before.ru_minflt
         assert snapshot_seq == events
         assert restored == state
         if args.replay_only:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from tocsin.core.contracts import Reason, Severity, Status
+from tocsin.core.contracts import GroupReason, Reason, Severity, Status
 from tocsin.core.decide.dedup import OpenAlert
 from tocsin.core.decide.idempotency import ReceivedIds
 from tocsin.core.events import EscalationStep
@@ -85,7 +85,9 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     notification_id: str
     alert_id: str
     receiver: str
-    reason: str
+    # a Literal, not str: a snapshot's decode then returns the literal's own object, one
+    # for every delivery, not a string of its own each (~16 MiB of a 1M-event start)
+    reason: Reason | GroupReason
     routed_seq: int
     status: DeliveryStatus = "pending"
     channel: str | None = None

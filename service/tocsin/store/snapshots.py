@@ -7,8 +7,10 @@ periodic snapshots are MessagePack *arrays*: the projection's structs are
 snapshot starts with a layout tag derived from every struct's fields; one written by
 a version whose structs differ is not decoded (``StaleSnapshot``: the log after an
 older snapshot, or the whole log, is folded instead, as for any unusable snapshot).
-Its two largest maps, the alerts and the deliveries, are stored as lists of their
-values (``_Compact``), each keyed again by its own id as it is decoded.
+After the tag come documents, each preceded by its size: the rest of the projection
+(``_Head``), then its three largest maps, the alerts, the deliveries (lists of values,
+each keyed again by its own id) and the open fingerprints, ``_CHUNK`` values a
+document, so a snapshot stored in parts is decoded as its parts are read.
 
 The base snapshot of a compacted log is different: it stands for rows that are gone,
 so every later version must read it. It is stored *named* (MessagePack maps keyed by
@@ -24,7 +26,7 @@ import sqlite3
 import struct
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,28 +35,42 @@ import msgspec
 import msgspec.inspect as mi
 
 from tocsin.core import events as ev
+from tocsin.core.decide.dedup import OpenAlert
 from tocsin.core.fold import recount_open
 from tocsin.core.state import Alert, Delivery, State
 from tocsin.store import tables
 
 
-class _Compact(msgspec.Struct, array_like=True, gc=False):
-    """A compact snapshot's body: ``state`` without its alerts and deliveries, which
-    are lists of their values. A start rebuilds those two maps keyed by each value's own
-    id (``Alert.id``, ``Delivery.notification_id``, the keys the fold files them under),
-    in one comprehension each: a 1M-event start's CPU 0.72 -> 0.65 s against msgspec
-    decoding them as maps, whose every key was a second string object (25 MiB more of
-    the projection); encoding the lists costs ~13 ms more (docs/performance.md, W4)."""
+class _Head(msgspec.Struct, array_like=True, gc=False):
+    """A compact snapshot's first document: ``state`` without its alerts, deliveries
+    and open fingerprints, and how many of each follow in the next documents, in
+    that order (``_CHUNK`` values a document). The alerts and the deliveries are lists
+    of values, keyed again by each value's own id at start (``Alert.id``,
+    ``Delivery.notification_id``, the keys the fold files them under), in one
+    comprehension each: msgspec decoding them as maps allocated every key as a second
+    string (docs/performance.md, W4)."""
 
-    alerts: list[Alert]
-    deliveries: list[Delivery]
     state: State
+    alerts: int
+    deliveries: int
+    open: int
 
 
-LAYOUT = b"TSNP" + hashlib.blake2b(repr(mi.type_info(_Compact)).encode(), digest_size=8).digest()
+_CHUNK = 1024
+"""Values a document: a few hundred KiB, so a start decodes a snapshot stored in parts
+as the parts are read (``_documents``), never holding all of its bytes at once (a 68
+MB buffer for a 1M-event projection: ~17,000 first touches of a page, and its copy)."""
+
+_SIZE = struct.Struct(">I")  # each document is preceded by its size
+
+_SHAPE = ("documents", mi.type_info(_Head), mi.type_info(Alert), mi.type_info(Delivery))
+LAYOUT = b"TSNP" + hashlib.blake2b(repr(_SHAPE).encode(), digest_size=8).digest()
 
 _compact_encoder = msgspec.msgpack.Encoder()
-_compact_decoder = msgspec.msgpack.Decoder(_Compact)
+_head_decoder = msgspec.msgpack.Decoder(_Head)
+_alerts_decoder = msgspec.msgpack.Decoder(list[Alert])
+_deliveries_decoder = msgspec.msgpack.Decoder(list[Delivery])
+_open_decoder = msgspec.msgpack.Decoder(dict[str, OpenAlert])
 
 
 def _named_twin(cls: type[msgspec.Struct], made: dict[type, type]) -> type[msgspec.Struct]:
@@ -94,24 +110,54 @@ class StaleSnapshot(msgspec.DecodeError):
     """A compact snapshot written with another layout of the projection's structs."""
 
 
-def encode_state(state: State, *, named: bool = False) -> bytes:
+def encode_state(state: State, *, named: bool = False) -> bytes | bytearray:
     """A snapshot of ``state``: compact and tagged, or ``named`` for a compaction base."""
     if named:
         return msgspec.msgpack.encode(msgspec.convert(state, _NamedState, from_attributes=True))
-    rest = msgspec.structs.replace(state, alerts={}, deliveries={})
-    body = _Compact(list(state.alerts.values()), list(state.deliveries.values()), rest)
-    return LAYOUT + _compact_encoder.encode(body)
+    rest = msgspec.structs.replace(state, alerts={}, deliveries={}, open_by_fingerprint={})
+    alerts, deliveries = list(state.alerts.values()), list(state.deliveries.values())
+    opened = list(state.open_by_fingerprint.items())
+    out = bytearray(LAYOUT)
+    _put(out, _Head(rest, len(alerts), len(deliveries), len(opened)))
+    for values in (alerts, deliveries):
+        for start in range(0, len(values), _CHUNK):
+            _put(out, values[start : start + _CHUNK])
+    for start in range(0, len(opened), _CHUNK):
+        _put(out, dict(opened[start : start + _CHUNK]))
+    return out
 
 
-def decode_state(blob: bytes | bytearray) -> State:
-    """A projection from a snapshot of either form; raises ``StaleSnapshot`` for a
-    compact one of another layout and ``msgspec.DecodeError`` if corrupt."""
+def _put(out: bytearray, value: object) -> None:
+    """Append ``value`` to ``out`` as a document: its size, then its encoding."""
+    at = len(out)
+    out += bytes(_SIZE.size)
+    _compact_encoder.encode_into(value, out, -1)
+    _SIZE.pack_into(out, at, len(out) - at - _SIZE.size)
+
+
+def decode_state(blob: bytes | bytearray | StoredParts) -> State:
+    """A projection from a snapshot of either form, whole or as stored in parts;
+    raises ``StaleSnapshot`` for a compact one of another layout and
+    ``msgspec.DecodeError`` if corrupt or incomplete."""
+    if isinstance(blob, StoredParts):
+        parts = blob.read()
+        try:
+            first = b""
+            for part in parts:  # enough for the tag: parts may be smaller than it
+                first += part
+                if len(first) >= len(LAYOUT):
+                    break
+            if first[: len(LAYOUT)] == LAYOUT:
+                return _decode_documents(_documents(_then(memoryview(first)[len(LAYOUT) :], parts)))
+            if first[:4] == LAYOUT[:4]:
+                raise StaleSnapshot("snapshot written with another layout of the projection")
+            blob = bytearray(first)  # not compact: decoded whole, as before
+            for part in parts:
+                blob += part
+        finally:
+            parts.close()  # its connection closed now, on this thread, however it ended
     if blob[: len(LAYOUT)] == LAYOUT:
-        body = _compact_decoder.decode(memoryview(blob)[len(LAYOUT) :])
-        state = body.state
-        state.alerts = {alert.id: alert for alert in body.alerts}
-        state.deliveries = {delivery.notification_id: delivery for delivery in body.deliveries}
-        return state
+        return _decode_documents(_documents((memoryview(blob)[len(LAYOUT) :],)))
     if blob[:4] == LAYOUT[:4]:
         raise StaleSnapshot("snapshot written with another layout of the projection")
     if stored_size(blob) is not None:
@@ -125,6 +171,68 @@ def decode_state(blob: bytes | bytearray) -> State:
     return state
 
 
+def _then(first: memoryview, rest: Iterator[bytes]) -> Iterator[bytes | memoryview]:
+    yield first
+    yield from rest
+
+
+def _documents(pieces: Iterable[bytes | memoryview]) -> Iterator[memoryview]:
+    """The documents of a compact snapshot's body given in ``pieces`` (its parts, as
+    they are read): each a view of its piece, or of a copy of it when it spans two or
+    more. Each must be decoded before the next is asked for."""
+    carry = bytearray()  # the beginning of a document that spans pieces
+    for piece in pieces:
+        view = memoryview(piece)
+        at, end = 0, len(view)
+        if carry:
+            if len(carry) < _SIZE.size:
+                at = min(_SIZE.size - len(carry), end)
+                carry += view[:at]
+                if len(carry) < _SIZE.size:
+                    continue
+            need = _SIZE.size + _SIZE.unpack_from(carry)[0] - len(carry)
+            taken = min(need, end - at)
+            carry += view[at : at + taken]
+            at += taken
+            if taken < need:
+                continue
+            yield memoryview(carry)[_SIZE.size :]
+            carry = bytearray()
+        while end - at >= _SIZE.size:
+            size = _SIZE.unpack_from(view, at)[0]
+            if end - at - _SIZE.size < size:
+                break
+            yield view[at + _SIZE.size : at + _SIZE.size + size]
+            at += _SIZE.size + size
+        carry = bytearray(view[at:])
+    if carry:
+        raise msgspec.DecodeError("snapshot ends inside a document")
+
+
+def _decode_documents(documents: Iterator[memoryview]) -> State:
+    first = next(documents, None)
+    if first is None:
+        raise msgspec.DecodeError("snapshot without a body")
+    head = _head_decoder.decode(first)
+    del first
+    alerts: list[Alert] = []
+    deliveries: list[Delivery] = []
+    opened = head.state.open_by_fingerprint
+    for document in documents:
+        if len(alerts) < head.alerts:
+            alerts += _alerts_decoder.decode(document)
+        elif len(deliveries) < head.deliveries:
+            deliveries += _deliveries_decoder.decode(document)
+        else:
+            opened.update(_open_decoder.decode(document))
+    if (len(alerts), len(deliveries), len(opened)) != (head.alerts, head.deliveries, head.open):
+        raise msgspec.DecodeError("snapshot incomplete: documents missing")
+    state = head.state
+    state.alerts = {alert.id: alert for alert in alerts}
+    state.deliveries = {delivery.notification_id: delivery for delivery in deliveries}
+    return state
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The projection as of ``seq``, valid only with the log whose row ``seq`` has the
@@ -133,7 +241,18 @@ class Snapshot:
     seq: int
     ts: int
     anchor: bytes
-    state: bytes | bytearray  # bytearray: joined from parts (``read_snapshots``)
+    state: bytes | bytearray
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    """A snapshot as ``read_snapshots`` yields it: its state whole, or its parts, each
+    read when iterated (``StoredParts``)."""
+
+    seq: int
+    ts: int
+    anchor: bytes
+    state: bytes | bytearray | StoredParts
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -222,7 +341,7 @@ def stored_size(state: bytes | bytearray) -> tuple[int, int] | None:
     return parts, size
 
 
-def read_snapshots(path: Path) -> Iterator[Snapshot]:
+def read_snapshots(path: Path) -> Iterator[StoredSnapshot]:
     """Snapshots whose anchor matches the log, newest first (the base snapshot of a
     compacted log matches the anchor its ``log.compacted`` event recorded)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -236,29 +355,39 @@ def read_snapshots(path: Path) -> Iterator[Snapshot]:
         for seq, ts, anchor in rows:
             found = conn.execute(tables.SNAPSHOT_STATE, (seq,)).fetchone()
             if found is not None:  # gone if a writer pruned it meanwhile
-                yield Snapshot(seq, ts, bytes(anchor), _joined(conn, seq, bytes(found[0])))
+                state = bytes(found[0])
+                parts = stored_size(state)
+                stored = state if parts is None else StoredParts(path, seq, *parts)
+                yield StoredSnapshot(seq, ts, bytes(anchor), stored)
     finally:
         conn.close()
     base = read_base(path)
     if base is not None:
-        yield base
+        yield StoredSnapshot(base.seq, base.ts, base.anchor, base.state)
 
 
-def _joined(conn: sqlite3.Connection, seq: int, state: bytes) -> bytes | bytearray:
-    """A snapshot's state: ``state`` itself, or the parts it names joined; if they are
-    not all there, ``state`` (which ``decode_state`` refuses as unreadable)."""
-    parts = stored_size(state)
-    if parts is None:
-        return state
-    count, size = parts
-    joined = bytearray()
-    found = 0
-    for (part,) in conn.execute(tables.SNAPSHOT_PARTS, (seq,)):
-        joined += part
-        found += 1
-    if found != count or len(joined) != size:
-        return state
-    return joined  # not copied into bytes: a million-event projection is ~60-150 MB
+class StoredParts:
+    """A snapshot's state stored in parts, read one part at a time (``read``),
+    so that ``decode_state`` decodes each part's documents as it is read, never
+    holding the whole. Raises ``msgspec.DecodeError`` at the end if parts are missing
+    (a writer may have pruned the snapshot since it was listed)."""
+
+    def __init__(self, path: Path, seq: int, count: int, size: int) -> None:
+        self.path, self.seq, self.count, self.size = path, seq, count, size
+
+    def read(self) -> Generator[bytes, None, None]:
+        found = length = 0
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            for (part,) in conn.execute(tables.SNAPSHOT_PARTS, (self.seq,)):
+                found += 1
+                length += len(part)
+                yield part
+                del part  # freed before the next is read, which reuses its memory
+        finally:
+            conn.close()
+        if found != self.count or length != self.size:
+            raise msgspec.DecodeError("snapshot stored in parts that are not all there")
 
 
 def compacted(path: Path) -> bool:
