@@ -18,6 +18,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from tocsin.bus import wire
 from tocsin.core.errors import ConfigError
 from tocsin.observability.redact import Secret, display_url
 
@@ -106,6 +107,7 @@ async def connect(url: str, name: str, login: dict[str, Any] | None = None) -> N
         pending_size=64 * 1024 * 1024,
     )
     client.append(nc)
+    wire.parse_quickly(nc)
     return nc
 
 
