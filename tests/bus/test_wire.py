@@ -7,11 +7,13 @@ No broker but for the last test: the parse is pure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import pytest
 from nats.aio.client import Client
 from nats.errors import ProtocolError
+from nats.js.errors import NotFoundError
 from nats.protocol.parser import Parser
 
 from tocsin.bus import connection, wire
@@ -249,9 +251,11 @@ async def test_every_connection_tocsin_makes_parses_quickly(nats_url: str) -> No
     """Catches ``connection.connect`` (serve, router, deliver) left on nats-py's
     parser, and a message through JetStream not arriving whole on it."""
     nc = await connection.connect(nats_url, "test-quick-parser")
+    js = nc.jetstream()
+    with contextlib.suppress(NotFoundError):  # this test's stream, from a run before
+        await js.delete_stream("QUICK_PARSER")
     try:
         assert type(nc._ps) is not Parser
-        js = nc.jetstream()
         await js.add_stream(name="QUICK_PARSER", subjects=["quick.parser"])
         payload = bytes(range(256)) * 200
         ack = await js.publish("quick.parser", payload, headers={"Nats-Msg-Id": "one"})
@@ -263,4 +267,6 @@ async def test_every_connection_tocsin_makes_parses_quickly(nats_url: str) -> No
             ack.seq,
         )
     finally:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream("QUICK_PARSER")
         await nc.close()
