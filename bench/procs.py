@@ -21,18 +21,15 @@ from typing import IO
 
 import aiohttp
 
+# The tests' port picker, below the kernel's ephemeral range: a port bound to 0 and let
+# go can be taken by any outgoing connection before the server the bench starts listens.
+from tests.support import free_port as free_port  # the bench's other modules import it here
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
     """Something the bench needs did not happen; the message says what and why."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def venv_binary(name: str) -> str | None:
