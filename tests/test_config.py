@@ -299,6 +299,20 @@ def test_bad_delivery_processes_name_the_key(tmp_path: Path, processes: str) -> 
     )
 
 
+def test_delivery_in_serve_is_on_by_default_and_refuses_a_non_boolean(tmp_path: Path) -> None:
+    """``[delivery] in_serve``: catches serve's own delivery off by default (a storm's
+    backlog then waits on the children's cores alone) and a value like ``"no"``, which
+    is truthy, taken for a yes instead of refused naming the key."""
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[delivery]\nconcurrency = 8\n")
+    off = tmp_path / "off.toml"
+    off.write_text("[delivery]\nconcurrency = 8\nin_serve = false\n")
+    assert load(plain, {}).delivery.in_serve is True
+    assert load(off, {}).delivery.in_serve is False
+    assert load(plain, {}).digest() == load(off, {}).digest()  # decides no fact
+    assert load_error(tmp_path, '[delivery]\nin_serve = "no"\n').startswith("delivery.in_serve")
+
+
 def test_delivery_processes_default_to_the_cores_and_leave_the_version_alone(
     tmp_path: Path,
 ) -> None:

@@ -134,12 +134,15 @@ class FlappingSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
 
 
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """How hard delivery workers push: sends in flight per receiver per process; and
-    how many processes ``tocsin serve`` runs them in (``processes``: none given, one
-    per spare core, ``core.policy.processes``; 0: in its own process)."""
+    """How hard delivery workers push: sends in flight per receiver per process; how
+    many child processes ``tocsin serve`` runs them in (``processes``: none given, one
+    per spare core, ``core.policy.processes``; 0: in its own process only); and whether
+    serve's own process delivers beside its children (``in_serve``): it routes a
+    storm faster than one child sends it, and would idle while the child catches up."""
 
     concurrency: int = 32
     processes: int | None = None
+    in_serve: bool = True
 
 
 class DashboardSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -1,8 +1,9 @@
 """Running tocsin: the parts of DESIGN.md section 2 started, watched and stopped together.
 
-``serve`` = router + recorder + clock + HTTP (+ embedded NATS when no URL is given) in
-its own process, and the delivery workers in ``[delivery] processes`` children (the
-``deliver`` part, supervised by ``pipeline/supervisor.py``; 0: in its own process too);
+``serve`` = router + recorder + clock + HTTP (+ embedded NATS when no URL is given) +
+the delivery workers in its own process (unless ``[delivery] in_serve`` is off), and
+the delivery workers again in ``[delivery] processes`` children (the ``deliver`` part,
+supervised by ``pipeline/supervisor.py``), all pulling from the same consumers;
 ``router`` and ``deliver`` run the same parts as separate processes.
 
 ``run`` is the sequence: check the options (``Plan``) and learn the secrets; set up
@@ -154,7 +155,7 @@ class Plan:
     http_address: tuple[str, int] | None  # the API's
     health_address: tuple[str, int] | None  # the probes' alone (router/deliver --health)
     exposed: bool  # the API listens beyond loopback: reads need the token too
-    channels: dict[str, Channel]  # the receivers this process delivers to (if no children)
+    channels: dict[str, Channel]  # the receivers this process delivers to
     login: dict[str, Any]  # nats-py's keyword arguments for ``[nats]``
     processes: int  # delivery children to run (``serve``), or 0: delivery here
     routers: int = 0  # ``serve --partitions N``: N router children, one per partition
@@ -676,7 +677,12 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         parts.append(Part(supervisor.run, consumers, Phase.DELIVERY))
         if running.reloader is not None:
             running.reloader.then(supervisor.reload)
-    for name, channel in plan.channels.items() if not plan.processes else ():
+    # With children, the process that holds the log delivers too (``[delivery]
+    # in_serve``): once a storm is routed, its core would otherwise idle while one child
+    # works off the backlog (issue #20, docs/performance.md). Its workers pull from the
+    # children's consumers, which the supervisor's part already makes and watches.
+    beside_children = bool(plan.processes) and ledger is not None and config.delivery.in_serve
+    for name, channel in plan.channels.items() if not plan.processes or beside_children else ():
         receiver = config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
         worker = ReceiverWorker(
@@ -694,7 +700,8 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             secrets=secrets,
         )
         workers[name] = worker
-        parts.append(Part(worker.run, ((STREAM_WORK, consumer),), Phase.DELIVERY))
+        pulls = () if beside_children else ((STREAM_WORK, consumer),)
+        parts.append(Part(worker.run, pulls, Phase.DELIVERY))
     if options.link_fd is not None:  # a child of serve: its figures and reloads
         if running.reloader is not None:  # a partition's router
             reload: Callable[[], Awaitable[object]] = functools.partial(

@@ -31,7 +31,9 @@ from tests.support import (
 )
 from tocsin.store.eventlog import db_path
 
-CHILDREN = "\n[delivery]\nprocesses = 1\n"
+# Delivery by the child alone: each test below but one is about what the children do,
+# which serve's own workers (``in_serve``, on by default) would otherwise cover for.
+CHILDREN = "\n[delivery]\nprocesses = 1\nin_serve = false\n"
 # A crash leaves sends unacked: short waits bring them back in seconds.
 SHORT_ACK_WAIT = '\n[nats]\nack_wait = "2s"\n'
 
@@ -117,6 +119,41 @@ async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
     # The default loop is uvloop, in the children too: a child started with an argument
     # uvloop refuses (process_group) would never have started at all.
     assert ready_loops(said) == ["uvloop", "uvloop"]
+
+
+async def test_serve_delivers_beside_its_child_by_default(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """With its child stopped (SIGSTOP: alive, pulling nothing more, sending nothing),
+    every notification still arrives, sent by serve's own workers (``[delivery]
+    in_serve``, on by default): catches serve leaving delivery to the children alone,
+    whose backlog then waits on one core while serve's idles (issue #20). What the
+    stopped child had pulled comes back to serve after the ack wait and is sent once
+    the router says it was not."""
+    data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+    config.write_text(webhook_config(sink.url) + SHORT_ACK_WAIT + "\n[delivery]\nprocesses = 1\n")
+    log_file = tmp_path / "serve.log"
+    serve = await Serve(data, nats_url, config, stderr=log_file, log_level="info").start()
+    try:
+        (child,) = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
+        os.kill(child, signal.SIGSTOP)
+        try:
+            total = 20
+            await publish_many(nats_url, total, "beside")
+            db = db_path(data)
+            await wait_until(
+                lambda: log_count(db, "delivery.succeeded") == total, 30, "every notification"
+            )
+            routed = {e["notification_id"] for e in log_events(db, "alert.routed")}
+            assert {r.headers["idempotency-key"] for r in sink.requests} == routed
+        finally:
+            os.kill(child, signal.SIGKILL)  # what it pulled was sent already: no stale sends
+        await wait_until(
+            lambda: delivery_children(serve.pid) - {child}, 20, "a new child in its place"
+        )
+    finally:
+        assert await serve.stop() == 0
+    assert "Traceback" not in log_file.read_text()
 
 
 def ready_loops(said: str) -> list[str]:
