@@ -183,7 +183,9 @@ async def test_sighup_and_tocsin_reload_reload_the_running_service(
     message when the file is bad."""
     data_dir, config_file = tmp_path / "data", tmp_path / "tocsin.toml"
     config_file.write_text(two_hooks(sink.url, dev_sink.url, "ops"))
-    serve = await Serve(data_dir, nats_url, config_file).start()
+    serve = await Serve(
+        data_dir, nats_url, config_file, stderr=tmp_path / "serve.log", log_level="info"
+    ).start()
     db = db_path(data_dir)
     try:
         assert serve.process is not None

@@ -240,18 +240,24 @@ class Supervisor:
 
     async def _listen(self, reader: asyncio.StreamReader, name: str, slot: _Slot) -> None:
         """The child's figures, each line its totals so far, into this /metrics; and its
-        word that it reloaded."""
+        word that it reloaded. The link ends with the child: a child that dies with our
+        words unread (a reload told to a child that then fails to read its config) resets
+        it, which ends the listening, not the supervisor (its exit is ``_keep``'s to
+        log and answer)."""
         decoder = msgspec.json.Decoder(WorkerFigures)
-        while line := await reader.readline():
-            if line.strip() == RELOADED:
-                slot.reloaded.set()
-                continue
-            try:
-                figures = decoder.decode(line)
-            except msgspec.DecodeError as error:
-                log.warning("%s process sent what is not its figures: %s", name, error)
-                continue
-            self._metrics.merge(name, figures)
+        try:
+            while line := await reader.readline():
+                if line.strip() == RELOADED:
+                    slot.reloaded.set()
+                    continue
+                try:
+                    figures = decoder.decode(line)
+                except msgspec.DecodeError as error:
+                    log.warning("%s process sent what is not its figures: %s", name, error)
+                    continue
+                self._metrics.merge(name, figures)
+        except (OSError, ValueError) as error:  # reset; or a line past LINE_LIMIT
+            log.warning("the link to %s process %s ended: %s", self.role, name, error)
 
 
 def link_fd(environ: Mapping[str, str]) -> int | None:
