@@ -137,8 +137,9 @@ class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     """How hard delivery workers push: sends in flight per receiver per process; how
     many child processes ``tocsin serve`` runs them in (``processes``: none given, one
     per spare core, ``core.policy.processes``; 0: in its own process only); and whether
-    serve's own process delivers beside its children (``in_serve``): it routes a
-    storm faster than one child sends it, and would idle while the child catches up."""
+    serve's own process delivers beside its children to the receivers not throttled
+    (``in_serve``, ``core.policy.processes.delivered_in_serve``): it routes a storm
+    faster than one child sends it, and would idle while the child catches up."""
 
     concurrency: int = 32
     processes: int | None = None

@@ -57,7 +57,7 @@ from tocsin.core import events as ev
 from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
 from tocsin.core.partition import marked
-from tocsin.core.policy.processes import delivery_processes
+from tocsin.core.policy.processes import delivered_in_serve, delivery_processes
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     STREAM_IN,
@@ -678,12 +678,16 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         if running.reloader is not None:
             running.reloader.then(supervisor.reload)
     # With children, the process that holds the log delivers too (``[delivery]
-    # in_serve``): once a storm is routed, its core would otherwise idle while one child
-    # works off the backlog (issue #20, docs/performance.md). Its workers pull from the
-    # children's consumers, which the supervisor's part already makes and watches.
-    beside_children = bool(plan.processes) and ledger is not None and config.delivery.in_serve
-    for name, channel in plan.channels.items() if not plan.processes or beside_children else ():
-        receiver = config.receivers[name]
+    # in_serve``) to the receivers that are not throttled (``delivered_in_serve``), its
+    # workers pulling from the children's consumers, which the supervisor's part makes
+    # and watches (issue #20, docs/performance.md).
+    own = delivered_in_serve(
+        {name: config.receivers[name].max_per_minute for name in plan.channels},
+        plan.processes,
+        config.delivery.in_serve and ledger is not None,
+    )
+    for name in own:
+        channel, receiver = plan.channels[name], config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
         worker = ReceiverWorker(
             nc,
@@ -700,7 +704,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             secrets=secrets,
         )
         workers[name] = worker
-        pulls = () if beside_children else ((STREAM_WORK, consumer),)
+        pulls = () if plan.processes else ((STREAM_WORK, consumer),)
         parts.append(Part(worker.run, pulls, Phase.DELIVERY))
     if options.link_fd is not None:  # a child of serve: its figures and reloads
         if running.reloader is not None:  # a partition's router

@@ -156,6 +156,47 @@ async def test_serve_delivers_beside_its_child_by_default(
     assert "Traceback" not in log_file.read_text()
 
 
+async def test_a_reload_reaches_serves_own_workers_beside_its_child(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """``POST /-/reload`` with a new receiver URL while the child is stopped (SIGSTOP),
+    so only serve's own workers can send: the next notification goes to the new URL.
+    Catches a reload told to the children only once serve delivers beside them (serve's
+    workers would keep the old URL until restarted). The stopped child never confirms
+    the reload: the answer comes after its patience, the warning says so."""
+    other = HttpSink()
+    await other.start()
+    try:
+        data, config = tmp_path / "data", tmp_path / "tocsin.toml"
+        beside = SHORT_ACK_WAIT + "\n[delivery]\nprocesses = 1\n"
+        config.write_text(webhook_config(sink.url) + beside)
+        log_file = tmp_path / "serve.log"
+        serve = await Serve(data, nats_url, config, stderr=log_file, log_level="info").start()
+        try:
+            (child,) = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
+            os.kill(child, signal.SIGSTOP)
+            try:
+                config.write_text(webhook_config(other.url) + beside)
+                async with httpx.AsyncClient(timeout=30) as client:
+                    answer = await client.post(f"{serve.api}/-/reload")
+                assert answer.status_code == 200, answer.text
+                await publish_many(nats_url, 1, "after")
+                await wait_until(lambda: len(other.requests) == 1, 20, "sent to the new URL")
+                assert sink.requests == []
+            finally:
+                os.kill(child, signal.SIGKILL)
+            await wait_until(
+                lambda: delivery_children(serve.pid) - {child}, 20, "a new child in its place"
+            )
+        finally:
+            assert await serve.stop() == 0
+        said = log_file.read_text()
+        assert "did not confirm the reload" in said
+        assert "Traceback" not in said
+    finally:
+        await other.stop()
+
+
 def ready_loops(said: str) -> list[str]:
     """The event loop each process's ready line names (serve's and each child's)."""
     return [

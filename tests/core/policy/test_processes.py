@@ -9,6 +9,7 @@ from tocsin.core.policy.processes import (
     RESTART_FIRST,
     STABLE_SECONDS,
     Restarts,
+    delivered_in_serve,
     delivery_processes,
 )
 
@@ -47,3 +48,26 @@ def test_a_child_that_ran_long_enough_restarts_quickly_again() -> None:
         restarts.after_exit(0.1)
     assert restarts.after_exit(STABLE_SECONDS) == RESTART_FIRST
     assert restarts.after_exit(1.0) == 2 * RESTART_FIRST
+
+
+LIMITS = {"ops": None, "slack": 30, "pager": None}
+
+
+def test_without_children_serve_delivers_to_every_receiver() -> None:
+    """Catches a throttled receiver left with no worker at all when nothing else
+    delivers (``processes = 0``, one core)."""
+    assert delivered_in_serve(LIMITS, 0, in_serve=True) == ["ops", "slack", "pager"]
+    assert delivered_in_serve(LIMITS, 0, in_serve=False) == ["ops", "slack", "pager"]
+
+
+def test_beside_children_serve_delivers_to_the_receivers_not_throttled() -> None:
+    """Catches serve adding a delivery process to a receiver with ``max_per_minute``,
+    which caps sends per process: its cap would rise by one process's worth, past what
+    the operator set for a receiver that limits what it accepts."""
+    assert delivered_in_serve(LIMITS, 1, in_serve=True) == ["ops", "pager"]
+    assert delivered_in_serve(LIMITS, 3, in_serve=True) == ["ops", "pager"]
+
+
+def test_in_serve_off_leaves_delivery_to_the_children() -> None:
+    """Catches ``[delivery] in_serve = false`` ignored."""
+    assert delivered_in_serve(LIMITS, 1, in_serve=False) == []

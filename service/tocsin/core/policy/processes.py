@@ -9,6 +9,7 @@ of it but the broker, so on a machine with a spare core they run beside it as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tocsin.core.policy.backoff import Backoff
@@ -28,6 +29,24 @@ def delivery_processes(configured: int | None, cpu_count: int | None) -> int:
     if cpu_count is None or cpu_count < 2:
         return 0
     return max(1, cpu_count - 1)
+
+
+def delivered_in_serve(
+    max_per_minute: Mapping[str, int | None], children: int, in_serve: bool
+) -> list[str]:
+    """The receivers ``tocsin serve``'s own process delivers to, given each receiver's
+    ``max_per_minute`` (None: not throttled), its delivery children and ``[delivery]
+    in_serve``. Without children, every one. With children, the children deliver to
+    every receiver, and serve beside them (``in_serve``) to those not throttled: once a
+    storm is routed its core would otherwise idle while the children work off the
+    backlog, but ``max_per_minute`` caps a receiver's sends per delivery process, and a
+    throttled receiver is capped by what it accepts, not by the cores sending to it, so
+    serve adding a process would raise its cap behind the operator's back."""
+    if not children:
+        return list(max_per_minute)
+    if not in_serve:
+        return []
+    return [name for name, limit in max_per_minute.items() if limit is None]
 
 
 @dataclass(slots=True)
