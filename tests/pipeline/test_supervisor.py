@@ -10,9 +10,11 @@ reach /metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -121,33 +123,32 @@ async def test_one_ctrl_c_stops_serve_and_its_children_in_order(
     assert ready_loops(said) == ["uvloop", "uvloop"]
 
 
-async def test_serve_delivers_beside_its_child_by_default(
-    nats_url: str, sink: HttpSink, tmp_path: Path
-) -> None:
-    """With its child stopped (SIGSTOP: alive, pulling nothing more, sending nothing),
-    every notification still arrives, sent by serve's own workers (``[delivery]
-    in_serve``, on by default): catches serve leaving delivery to the children alone,
-    whose backlog then waits on one core while serve's idles (issue #20). What the
-    stopped child had pulled comes back to serve after the ack wait and is sent once
-    the router says it was not."""
+# serve beside its one child (``in_serve`` on by default); what a stopped child had
+# pulled comes back after a short ack wait
+BESIDE = SHORT_ACK_WAIT + "\n[delivery]\nprocesses = 1\n"
+
+
+@contextlib.asynccontextmanager
+async def beside_a_stopped_child(
+    nats_url: str, tmp_path: Path, url: str
+) -> AsyncIterator[tuple[Path, Path, str]]:
+    """``tocsin serve`` with one delivery child and ``in_serve`` on (the default),
+    webhooks to ``url``, whose child is stopped (SIGSTOP: alive, pulling and sending
+    nothing) while the block runs, so only serve's own workers deliver; yields the data
+    dir, the config file and serve's API. Then the child is killed (what it had pulled
+    was sent by serve meanwhile and must not go again), its replacement waited for, and
+    serve stopped: exit 0, no traceback in its log."""
     data, config = tmp_path / "data", tmp_path / "tocsin.toml"
-    config.write_text(webhook_config(sink.url) + SHORT_ACK_WAIT + "\n[delivery]\nprocesses = 1\n")
+    config.write_text(webhook_config(url) + BESIDE)
     log_file = tmp_path / "serve.log"
     serve = await Serve(data, nats_url, config, stderr=log_file, log_level="info").start()
     try:
         (child,) = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
         os.kill(child, signal.SIGSTOP)
         try:
-            total = 20
-            await publish_many(nats_url, total, "beside")
-            db = db_path(data)
-            await wait_until(
-                lambda: log_count(db, "delivery.succeeded") == total, 30, "every notification"
-            )
-            routed = {e["notification_id"] for e in log_events(db, "alert.routed")}
-            assert {r.headers["idempotency-key"] for r in sink.requests} == routed
+            yield data, config, serve.api
         finally:
-            os.kill(child, signal.SIGKILL)  # what it pulled was sent already: no stale sends
+            os.kill(child, signal.SIGKILL)
         await wait_until(
             lambda: delivery_children(serve.pid) - {child}, 20, "a new child in its place"
         )
@@ -156,43 +157,45 @@ async def test_serve_delivers_beside_its_child_by_default(
     assert "Traceback" not in log_file.read_text()
 
 
+async def test_serve_delivers_beside_its_child_by_default(
+    nats_url: str, sink: HttpSink, tmp_path: Path
+) -> None:
+    """With its child stopped, every notification still arrives, sent by serve's own
+    workers (``[delivery] in_serve``, on by default): catches serve leaving delivery to
+    the children alone, whose backlog then waits on one core while serve's idles
+    (issue #20). What the stopped child had pulled comes back to serve after the ack
+    wait and is sent once the router says it was not."""
+    async with beside_a_stopped_child(nats_url, tmp_path, sink.url) as (data, _, _):
+        total = 20
+        await publish_many(nats_url, total, "beside")
+        db = db_path(data)
+        await wait_until(
+            lambda: log_count(db, "delivery.succeeded") == total, 30, "every notification"
+        )
+        routed = {e["notification_id"] for e in log_events(db, "alert.routed")}
+        assert {r.headers["idempotency-key"] for r in sink.requests} == routed
+
+
 async def test_a_reload_reaches_serves_own_workers_beside_its_child(
     nats_url: str, sink: HttpSink, tmp_path: Path
 ) -> None:
-    """``POST /-/reload`` with a new receiver URL while the child is stopped (SIGSTOP),
-    so only serve's own workers can send: the next notification goes to the new URL.
-    Catches a reload told to the children only once serve delivers beside them (serve's
-    workers would keep the old URL until restarted). The stopped child never confirms
-    the reload: the answer comes after its patience, the warning says so."""
+    """``POST /-/reload`` with a new receiver URL while the child is stopped, so only
+    serve's own workers can send: the next notification goes to the new URL. Catches a
+    reload told to the children only once serve delivers beside them (serve's workers
+    would keep the old URL until restarted). The stopped child never confirms the
+    reload: the answer comes after its patience, and the log says so."""
     other = HttpSink()
     await other.start()
     try:
-        data, config = tmp_path / "data", tmp_path / "tocsin.toml"
-        beside = SHORT_ACK_WAIT + "\n[delivery]\nprocesses = 1\n"
-        config.write_text(webhook_config(sink.url) + beside)
-        log_file = tmp_path / "serve.log"
-        serve = await Serve(data, nats_url, config, stderr=log_file, log_level="info").start()
-        try:
-            (child,) = await wait_until(lambda: delivery_children(serve.pid), 20, "the child")
-            os.kill(child, signal.SIGSTOP)
-            try:
-                config.write_text(webhook_config(other.url) + beside)
-                async with httpx.AsyncClient(timeout=30) as client:
-                    answer = await client.post(f"{serve.api}/-/reload")
-                assert answer.status_code == 200, answer.text
-                await publish_many(nats_url, 1, "after")
-                await wait_until(lambda: len(other.requests) == 1, 20, "sent to the new URL")
-                assert sink.requests == []
-            finally:
-                os.kill(child, signal.SIGKILL)
-            await wait_until(
-                lambda: delivery_children(serve.pid) - {child}, 20, "a new child in its place"
-            )
-        finally:
-            assert await serve.stop() == 0
-        said = log_file.read_text()
-        assert "did not confirm the reload" in said
-        assert "Traceback" not in said
+        async with beside_a_stopped_child(nats_url, tmp_path, sink.url) as (_, config, api):
+            config.write_text(webhook_config(other.url) + BESIDE)
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.post(f"{api}/-/reload")
+            assert answer.status_code == 200, answer.text
+            await publish_many(nats_url, 1, "after")
+            await wait_until(lambda: len(other.requests) == 1, 20, "sent to the new URL")
+            assert sink.requests == []
+        assert "did not confirm the reload" in (tmp_path / "serve.log").read_text()
     finally:
         await other.stop()
 
