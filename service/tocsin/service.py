@@ -183,6 +183,7 @@ class Running:
     reloads: set[asyncio.Task[Any]] = field(default_factory=set)  # SIGHUP's, under way
     nats_url: str = ""  # as found, credentials included: the delivery children's
     supervisor: Supervisor | None = None  # serve's delivery children, when it has any
+    delivered_here: list[str] = field(default_factory=list)  # receivers with a worker here
     routers: Supervisor | None = None  # serve --partitions N: the partitions' routers
     partitions: PartitionedLog | None = None  # serve --partitions N: their logs as one
     # Each phase's parts stop when its event is set, in ``Phase`` order.
@@ -686,6 +687,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         plan.processes,
         config.delivery.in_serve and ledger is not None,
     )
+    running.delivered_here = own
     for name in own:
         channel, receiver = plan.channels[name], config.receivers[name]
         consumer = deliver_consumer_config(name, receiver.timeout, config.nats.ack_wait, replicas)
@@ -885,13 +887,23 @@ def start_parts(
         "; ".join(where),
         options.config.source,
         ", ".join(plan.receivers),
-        f"delivery in {plan.processes} child process(es)"
-        if plan.processes
-        else "delivery in this process"
-        if plan.channels
-        else "no delivery",
+        delivery_said(plan, running.delivered_here),
         loop_name(),
     )
+
+
+def delivery_said(plan: Plan, here: list[str]) -> str:
+    """Where delivery runs, as the ready line says it: in the children, in this process
+    (every receiver, or those named: ``[delivery] in_serve`` leaves the throttled to the
+    children), or nowhere."""
+    if not plan.processes:
+        return "delivery in this process" if here else "no delivery"
+    children = f"delivery in {plan.processes} child process(es)"
+    if not here:
+        return children
+    if len(here) == len(plan.channels):
+        return f"{children} and in this one"
+    return f"{children} and in this one for {', '.join(here)}"
 
 
 def loop_name() -> str:

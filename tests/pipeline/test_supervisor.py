@@ -137,7 +137,8 @@ async def beside_a_stopped_child(
     nothing) while the block runs, so only serve's own workers deliver; yields the data
     dir, the config file and serve's API. Then the child is killed (what it had pulled
     was sent by serve meanwhile and must not go again), its replacement waited for, and
-    serve stopped: exit 0, no traceback in its log."""
+    serve stopped: exit 0, no traceback in its log, whose ready line said where delivery
+    runs."""
     data, config = tmp_path / "data", tmp_path / "tocsin.toml"
     config.write_text(webhook_config(url) + BESIDE)
     log_file = tmp_path / "serve.log"
@@ -154,7 +155,9 @@ async def beside_a_stopped_child(
         )
     finally:
         assert await serve.stop() == 0
-    assert "Traceback" not in log_file.read_text()
+    said = log_file.read_text()
+    assert "Traceback" not in said
+    assert "delivery in 1 child process(es) and in this one;" in said  # the ready line
 
 
 async def test_serve_delivers_beside_its_child_by_default(
