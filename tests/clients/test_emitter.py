@@ -291,6 +291,11 @@ async def test_from_inside_a_running_event_loop(up: str, tmp_path: Path, monkeyp
                 ticks += 1
                 await asyncio.sleep(0)
 
+        # The ticker never waits, so the emitter's threads get the GIL only at the
+        # interpreter's switch interval (5 ms): the emits' hand-offs and their publishes
+        # outlasted the default 2 s once in a full run on a loaded machine. This test is
+        # about the caller's loop running meanwhile, not about the timeout.
+        emitter.timeout = 10.0
         beating = asyncio.create_task(ticker())
         results = await asyncio.gather(*(emitter.emit_async("info", f"a{n}") for n in range(10)))
         beating.cancel()
