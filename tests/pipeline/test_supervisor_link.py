@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support import wait_until
 from tocsin.observability.telemetry import Metrics
 from tocsin.pipeline.supervisor import ChildCommand, Supervisor
@@ -34,6 +36,13 @@ async def test_a_child_that_dies_with_a_reload_unread_is_started_again_not_fatal
             lambda: [pid for pid in supervisor.pids if pid != first], 15, "a child in its place"
         )
         assert not running.done(), running
+        restarts = [
+            sample.value
+            for family in text_string_to_metric_families(metrics.render().decode())
+            for sample in family.samples
+            if sample.name == "tocsin_delivery_process_restarts_total"
+        ]
+        assert sum(restarts) >= 1, restarts
     finally:
         stop.set()
         if reloading is not None:
