@@ -1,6 +1,14 @@
 # Two commands on a fresh machine: `make run` and `make test`. Each builds .venv the first
 # time, from the hashed lock files in requirements/ (`make lock` regenerates them).
-PYTHON ?= python3
+# The interpreter .venv is made from: the distribution's own (/usr/bin/python3) when it is
+# 3.11 or newer and can make a venv, else python3 from PATH; `make PYTHON=...` chooses.
+# Distributions and the official python images build CPython with PGO and LTO; pyenv and
+# asdf build it without unless asked, and tocsin then spends ~20% more CPU an event
+# (docs/performance.md, "The interpreter").
+SYSTEM_PYTHON := /usr/bin/python3
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell $(SYSTEM_PYTHON) -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo $(SYSTEM_PYTHON) || echo python3)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
@@ -14,6 +22,7 @@ CLIENT := $(BIN)/pip install --quiet --no-deps -e clients/python
 .PHONY: run test test-fast lint schemas lock bench bench-parts soak clean
 
 $(BIN)/python:
+	@echo "making $(VENV) with $(PYTHON) (Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'))"
 	$(PYTHON) -m venv $(VENV)
 
 # Serving needs the runtime and the embedded nats-server, nothing else.

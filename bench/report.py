@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,7 +414,7 @@ def markdown(results: Result) -> str:
     m = results["machine"]
     head = [
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"Python {m['python']}, {m['system']}; tocsin {m['tocsin']}, "
+        f"Python {m['python']} ({m.get('interpreter', '?')}), {m['system']}; tocsin {m['tocsin']}, "
         f"Alertmanager {m['alertmanager']}, nats-server {m['nats_server']}."
         + (" **Profiled run** (py-spy attached to tocsin during W1 of its first run)."
            if results["profiled"] else ""),
@@ -644,6 +645,9 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(memory, 1),
         "python": platform.python_version(),
+        # which build: a distribution's (PGO, LTO) or one built without them costs ~20%
+        # more CPU an event (docs/performance.md, "The interpreter")
+        "interpreter": os.path.realpath(sys.executable),
         "system": f"{platform.system()} {platform.release()} {platform.machine()}",
     }
 

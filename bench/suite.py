@@ -716,7 +716,8 @@ async def main(argv: list[str] | None = None) -> int:
         "targets": {},
     }
     _say(f"tocsin bench: {command}")
-    _say(f"  {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}")
+    python = f"Python {machine['python']} ({machine['interpreter']})"
+    _say(f"  {machine['cpu']}, {machine['cores']} cores, {python}")
     tag = secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
     try:
