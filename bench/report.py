@@ -414,7 +414,7 @@ def markdown(results: Result) -> str:
     m = results["machine"]
     head = [
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"Python {m['python']} ({m.get('interpreter', '?')}), {m['system']}; tocsin {m['tocsin']}, "
+        f"Python {m['python']} ({m['interpreter']}), {m['system']}; tocsin {m['tocsin']}, "
         f"Alertmanager {m['alertmanager']}, nats-server {m['nats_server']}."
         + (" **Profiled run** (py-spy attached to tocsin during W1 of its first run)."
            if results["profiled"] else ""),
