@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -114,6 +115,43 @@ async def test_a_new_log_has_large_pages_and_an_old_log_keeps_its_own(tmp_path: 
 def _rows(log_seq: int, log_hash: bytes, fingerprint: str, in_seq: int) -> tables.NewRows:
     fact = Fact(ev.AlertResolveIgnored(fingerprint=fingerprint), in_seq=in_seq)
     return tables.new_rows([fact], in_seq, log_seq, log_hash)
+
+
+def _temporary_files() -> list[str]:
+    """SQLite's temporary files this process holds open (``etilqs_*``, deleted as soon
+    as they are opened, so found by their descriptors)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if "etilqs_" in target:
+                found.append(target)
+    return found
+
+
+async def test_a_transaction_of_several_inserts_opens_no_temporary_file(tmp_path: Path) -> None:
+    """A batch past 2,048 rows is several INSERTs in one transaction, and SQLite keeps a
+    statement journal for each; past 64 KiB it goes to a temporary file (in /var/tmp or
+    /tmp) unless the connection keeps temporary storage in memory. The writer does: a
+    commit needs no writable temporary directory. Looked for at COMMIT, when such a
+    file would still be open. Catches the writer's connection without
+    ``temp_store=MEMORY``."""
+    log = await EventLog.open(tmp_path / "log.db")
+    open_at_commit: list[list[str]] = []
+
+    def at_statement(sql: str) -> None:
+        if sql == "COMMIT":
+            open_at_commit.append(_temporary_files())
+
+    log._writer.conn.set_trace_callback(at_statement)
+    facts = [
+        Fact(ev.AlertResolveIgnored(fingerprint=f"{i:032x}"), in_seq=i + 1) for i in range(5000)
+    ]
+    new = tables.new_rows(facts, 1, log.last_seq, log.last_hash)
+    assert len(new.inserts()) == 3
+    log.advance(await asyncio.wait_for(log.append_rows(new), timeout=30))
+    assert open_at_commit == [[]]
+    await log.close()
 
 
 async def test_rows_held_share_the_next_rows_transaction(tmp_path: Path) -> None:

@@ -191,6 +191,14 @@ class _Writer:
             conn.execute(tables.NEW_FILE)  # before WAL mode, which writes the first page
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            # A transaction of several INSERTs (a batch past 2,048 rows, or rows held
+            # for the next commit) keeps a statement journal for each, and SQLite
+            # spills one past 64 KiB (four 16 KiB pages) to a new temporary file in
+            # /var/tmp or /tmp: a commit would then need a writable temporary
+            # directory, and W3 opened ~300 such files in 20 s. In memory, it holds at
+            # most the pages one INSERT changes (up to ~1 MiB in a storm), emptied as
+            # each INSERT ends.
+            conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
             conn.executescript(SCHEMA + NO_DELETE_TRIGGER)
         except BaseException:
