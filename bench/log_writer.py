@@ -78,6 +78,7 @@ VARIANTS: dict[str, Variant] = {
     "page-16k-checkpoint-4m": Variant(
         before=_pragmas("PRAGMA page_size=16384"), after=_pragmas("PRAGMA wal_autocheckpoint=256")
     ),
+    "temp-file": Variant(after=_pragmas("PRAGMA temp_store=DEFAULT")),
     "cache-16m": Variant(after=_pragmas("PRAGMA cache_size=-16384")),
     "cache-64m": Variant(after=_pragmas("PRAGMA cache_size=-65536")),
     "mmap-256m": Variant(after=_pragmas("PRAGMA mmap_size=268435456")),
