@@ -96,31 +96,53 @@ class _Client(asyncio.Protocol):
                 self.answered.set_result(None)
 
 
+class _Hook:
+    """The bench's receiver (``bench/receiver.py``, as W3 runs it, in this process) and
+    one kept-alive connection to it, written to by no HTTP client (``_Client``)."""
+
+    def __init__(self) -> None:
+        self.receiver = Receiver(_key_of)
+        self._transport: asyncio.Transport | None = None
+        self._client: _Client | None = None
+
+    async def __aenter__(self) -> _Hook:
+        await self.receiver.start()
+        loop = asyncio.get_running_loop()
+        self._transport, self._client = await loop.create_connection(
+            _Client, "127.0.0.1", self.receiver.port
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        await self.receiver.stop()
+
+    async def post(self, key: str) -> float:
+        """Write a request whose body is ``key``, wait for its answer; when the receiver
+        had its last byte (``time.perf_counter``)."""
+        assert self._transport is not None
+        assert self._client is not None
+        self._client.answered = asyncio.get_running_loop().create_future()
+        self._transport.write(post_request(key))
+        await asyncio.wait_for(self._client.answered, 5.0)
+        return self.receiver.first_seen[key]
+
+
 async def post_alone(n: int) -> Samples:
-    """The webhook POST over loopback: a request written until the bench's receiver
-    (``bench/receiver.py``, as W3 runs it, in this process) has its last byte, on one
-    kept-alive connection; each sample waits for the answer before the next."""
-    receiver = Receiver(_key_of)
-    await receiver.start()
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_connection(_Client, "127.0.0.1", receiver.port)
+    """The webhook POST over loopback: a request written until the bench's receiver has
+    its last byte, on one kept-alive connection; each sample waits for the answer
+    before the next."""
     count = 0
+    async with _Hook() as hook:
 
-    async def once() -> float:
-        nonlocal count
-        count += 1
-        key = f"post-{count}"
-        client.answered = loop.create_future()
-        started = time.perf_counter()
-        transport.write(post_request(key))
-        await asyncio.wait_for(client.answered, 5.0)
-        return receiver.first_seen[key] - started
+        async def once() -> float:
+            nonlocal count
+            count += 1
+            started = time.perf_counter()
+            return await hook.post(f"post-{count}") - started
 
-    try:
         return await sample("webhook POST over loopback (write -> receipt)", n, once)
-    finally:
-        transport.close()
-        await receiver.stop()
 
 
 async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
@@ -147,35 +169,27 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
         pullers.append(puller)
     inbound, work = pullers
     fd = os.open(tmp / "chain-fsync", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    receiver = Receiver(_key_of)
-    await receiver.start()
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_connection(_Client, "127.0.0.1", receiver.port)
     count = 0
-
-    async def once() -> float:
-        nonlocal count
-        count += 1
-        key = f"chain-{count}"
-        started = time.perf_counter()
-        await publisher.publish(IN, ALERT)
-        alerts = await _taken(inbound)
-        os.write(fd, b"x" * 4096)
-        os.fsync(fd)
-        await router.publish(WORK, WORK_ITEM)
-        items = await _taken(work)
-        client.answered = loop.create_future()
-        transport.write(post_request(key))
-        await asyncio.wait_for(client.answered, 5.0)
-        await ack_all(router, alerts)
-        await ack_all(worker, items)
-        return receiver.first_seen[key] - started
-
     try:
-        return await sample(CHAIN, n, once)
+        async with _Hook() as hook:
+
+            async def once() -> float:
+                nonlocal count
+                count += 1
+                started = time.perf_counter()
+                await publisher.publish(IN, ALERT)
+                alerts = await _taken(inbound)
+                os.write(fd, b"x" * 4096)
+                os.fsync(fd)
+                await router.publish(WORK, WORK_ITEM)
+                items = await _taken(work)
+                received = await hook.post(f"chain-{count}")
+                await ack_all(router, alerts)
+                await ack_all(worker, items)
+                return received - started
+
+            return await sample(CHAIN, n, once)
     finally:
-        transport.close()
-        await receiver.stop()
         os.close(fd)
         for puller in pullers:
             await puller.stop()
