@@ -34,6 +34,8 @@ from pathlib import Path
 
 import msgspec
 import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,26 +82,39 @@ async def sample(name: str, n: int, once: Callable[[], Awaitable[float]]) -> Sam
     return samples
 
 
-async def jetstream_hop(url: str, n: int, stream: str, subject: str, body: bytes) -> Samples:
-    """A publish on one connection until a prefetching pull on another has it."""
-    sender, receiver = await nats.connect(url), await nats.connect(url)
-    js = receiver.jetstream()
+async def pulling(connection: NATS, stream: str, subject: str) -> Puller:
+    """A stream of ``subject`` and a started prefetching pull on ``connection``, its
+    request already outstanding (tocsin's ``Puller``, as the router and delivery pull)."""
+    js = connection.jetstream()
     await js.add_stream(name=stream, subjects=[subject])
     await js.add_consumer(
         stream, durable_name="c", ack_policy="explicit", max_ack_pending=1000, filter_subject=""
     )
-    puller = Puller(receiver, stream, "c", 32, prefetch=True)
+    puller = Puller(connection, stream, "c", 32, prefetch=True)
     await puller.start()
     await puller.take(wait=0.05)  # the pull request is now outstanding
+    return puller
+
+
+async def taken(puller: Puller) -> list[Msg]:
+    """The next messages ``puller`` hands over (one, here), however long they take."""
+    msgs: list[Msg] = []
+    while not msgs:
+        msgs = await puller.take(wait=1.0)
+    return msgs
+
+
+async def jetstream_hop(url: str, n: int, stream: str, subject: str, body: bytes) -> Samples:
+    """A publish on one connection until a prefetching pull on another has it."""
+    sender, receiver = await nats.connect(url), await nats.connect(url)
+    puller = await pulling(receiver, stream, subject)
 
     async def once() -> float:
         started = time.perf_counter()
         await sender.publish(subject, body)
-        msgs: list[object] = []
-        while not msgs:
-            msgs = await puller.take(wait=1.0)
+        msgs = await taken(puller)
         elapsed = time.perf_counter() - started
-        await ack_all(receiver, msgs)  # type: ignore[arg-type]
+        await ack_all(receiver, msgs)
         return elapsed
 
     try:

@@ -37,12 +37,20 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.aio.msg import Msg
 from tests.support import NatsServer
 
-from bench.ceiling_latency import ALERT, WORK_ITEM, Samples, fsync_alone, jetstream_hop, sample
+from bench.ceiling_latency import (
+    ALERT,
+    WORK_ITEM,
+    Samples,
+    fsync_alone,
+    jetstream_hop,
+    pulling,
+    sample,
+    taken,
+)
 from bench.receiver import Received, Receiver
-from tocsin.bus.puller import Puller, ack_all
+from tocsin.bus.puller import ack_all
 
 SAMPLES = 300  # per hop and of the chain: ~1.5 s each at the pauses between samples
 IN, WORK = "alerts.in.bench", "work.hook"  # the two streams' subjects
@@ -152,21 +160,7 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
     receiver has its last byte. Each sample is one alert, from its publish to that byte;
     the acks are written after the alert has moved on, as tocsin writes them."""
     publisher, router, worker = [await nats.connect(url) for _ in range(3)]
-    js = router.jetstream()
-    pullers = []
-    for connection, stream, subject in ((router, "IN", IN), (worker, "WORK", WORK)):
-        await js.add_stream(name=stream, subjects=[subject])
-        await js.add_consumer(
-            stream,
-            durable_name="c",
-            ack_policy="explicit",
-            max_ack_pending=1000,
-            filter_subject="",
-        )
-        puller = Puller(connection, stream, "c", 32, prefetch=True)
-        await puller.start()
-        await puller.take(wait=0.05)  # the pull request is now outstanding
-        pullers.append(puller)
+    pullers = [await pulling(router, "IN", IN), await pulling(worker, "WORK", WORK)]
     inbound, work = pullers
     fd = os.open(tmp / "chain-fsync", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     count = 0
@@ -178,11 +172,11 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
                 count += 1
                 started = time.perf_counter()
                 await publisher.publish(IN, ALERT)
-                alerts = await _taken(inbound)
+                alerts = await taken(inbound)
                 os.write(fd, b"x" * 4096)
                 os.fsync(fd)
                 await router.publish(WORK, WORK_ITEM)
-                items = await _taken(work)
+                items = await taken(work)
                 received = await hook.post(f"chain-{count}")
                 await ack_all(router, alerts)
                 await ack_all(worker, items)
@@ -195,14 +189,6 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
             await puller.stop()
         for connection in (publisher, router, worker):
             await connection.close()
-
-
-async def _taken(puller: Puller) -> list[Msg]:
-    """The next messages ``puller`` hands over (one, here), however long they take."""
-    msgs: list[Msg] = []
-    while not msgs:
-        msgs = await puller.take(wait=1.0)
-    return msgs
 
 
 async def w3_floor(n: int = SAMPLES) -> dict[str, Any]:
