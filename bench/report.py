@@ -413,7 +413,7 @@ def markdown(results: Result) -> str:
     m = results["machine"]
     head = [
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"Python {m['python']} ({m['interpreter']}), {m['system']}; tocsin {m['tocsin']}, "
+        f"{python_of(m)}, {m['system']}; tocsin {m['tocsin']}, "
         f"Alertmanager {m['alertmanager']}, nats-server {m['nats_server']}."
         + (" **Profiled run** (py-spy attached to tocsin during W1 of its first run)."
            if results["profiled"] else ""),
@@ -621,6 +621,12 @@ def _rounded(node: Any) -> Any:
     if isinstance(node, list):
         return [_rounded(value) for value in node]
     return node
+
+
+def python_of(machine: dict[str, Any]) -> str:
+    """The interpreter as the table's and the console's first lines name it: the version
+    and the build that ran (``machine()["interpreter"]``)."""
+    return f"Python {machine['python']} ({machine['interpreter']})"
 
 
 def machine() -> dict[str, Any]:

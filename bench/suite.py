@@ -718,8 +718,7 @@ async def main(argv: list[str] | None = None) -> int:
         "targets": {},
     }
     _say(f"tocsin bench: {command}")
-    python = f"Python {machine['python']} ({machine['interpreter']})"
-    _say(f"  {machine['cpu']}, {machine['cores']} cores, {python}")
+    _say(f"  {machine['cpu']}, {machine['cores']} cores, {report.python_of(machine)}")
     tag = secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix="tocsin-bench-"))
     try:
