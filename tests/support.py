@@ -123,8 +123,9 @@ async def wait_until(
 class NatsServer:
     """A ``nats-server -js`` process with a temp store, killable and restartable."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, env: dict[str, str] | None = None) -> None:
         self.store = store
+        self.env = env  # None: this process's
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -134,6 +135,7 @@ class NatsServer:
             [nats_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=self.env,
         )
         deadline = time.monotonic() + 10
         while True:

@@ -1,11 +1,26 @@
-"""Where the embedded nats-server listens: where publishers last found it."""
+"""Where the embedded nats-server listens (where publishers last found it), and the
+threads its Go runtime gets."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 from pathlib import Path
 
-from tocsin.bus.embedded import DEFAULT_PORT, choose_port, port_free, previous_port, url_file
+import pytest
+
+from tocsin.bus.embedded import (
+    DEFAULT_PORT,
+    EmbeddedNats,
+    broker_environment,
+    choose_port,
+    free_port,
+    port_free,
+    previous_port,
+    url_file,
+)
+from tocsin.core.policy.processes import broker_threads
 
 
 def never_called() -> int:
@@ -62,3 +77,29 @@ def test_connections_lingering_in_time_wait_do_not_make_a_port_look_taken() -> N
             lingering = True
     assert lingering, "no TIME-WAIT to test against on this kernel"
     assert port_free(port)
+
+
+def test_the_broker_gets_half_the_cores_unless_the_operator_chose() -> None:
+    """Catches the embedded broker's Go runtime left sized to every core, or an
+    operator's own ``GOMAXPROCS`` overridden."""
+    assert broker_environment({"PATH": "/bin"}, 2) == {"PATH": "/bin", "GOMAXPROCS": "1"}
+    assert broker_environment({}, 8)["GOMAXPROCS"] == "4"
+    assert broker_environment({"GOMAXPROCS": "3"}, 8) == {"GOMAXPROCS": "3"}
+
+
+async def test_the_embedded_broker_runs_with_its_gomaxprocs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The started ``nats-server`` itself has the variable (read from /proc), so the
+    setting reaches the process and not only a dict."""
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    broker = EmbeddedNats(tmp_path, port=free_port())
+    await broker.start()
+    try:
+        assert broker.pid is not None
+        environ_file = Path(f"/proc/{broker.pid}/environ")
+        environ = (await asyncio.to_thread(environ_file.read_bytes)).split(b"\0")
+        expected = f"GOMAXPROCS={broker_threads(os.cpu_count())}".encode()
+        assert expected in environ
+    finally:
+        await broker.stop()

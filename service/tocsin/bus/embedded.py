@@ -5,6 +5,9 @@ wheel installs it, or on PATH) with JetStream, its store under the data dir. Its
 to ``<data-dir>/nats.url`` so other commands find it, and stays there after a stop, so
 that a restart comes back where publishers last found it (``choose_port``).
 
+Its Go runtime runs on half the cores (``GOMAXPROCS``, ``broker_environment``) unless
+the operator's environment sets ``GOMAXPROCS``: the rest are tocsin's.
+
 The server runs in a session of its own: a Ctrl-C in the terminal reaches tocsin only,
 which stops its parts in order and the server last. (In the terminal's process group the
 server died with tocsin's first breath of SIGINT, and tocsin's orderly stop then failed
@@ -20,8 +23,10 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from tocsin.core.policy.processes import broker_threads
 
 log = logging.getLogger("tocsin.embedded")
 
@@ -94,6 +99,14 @@ def free_port() -> int:
         return port
 
 
+def broker_environment(environ: Mapping[str, str], cpu_count: int | None) -> dict[str, str]:
+    """The environment the embedded broker runs with: tocsin's own, plus ``GOMAXPROCS``
+    (``core.policy.processes.broker_threads``) unless the operator already set one."""
+    env = dict(environ)
+    env.setdefault("GOMAXPROCS", str(broker_threads(cpu_count)))
+    return env
+
+
 def url_file(data_dir: Path) -> Path:
     return data_dir / "nats.url"
 
@@ -117,6 +130,7 @@ class EmbeddedNats:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log_file = await asyncio.to_thread(open, self.data_dir / "nats-server.log", "ab")
+        env = broker_environment(os.environ, os.cpu_count())
         self._process = await asyncio.create_subprocess_exec(
             binary,
             "-js",
@@ -131,6 +145,7 @@ class EmbeddedNats:
             stdout=log_file,
             stderr=log_file,
             stdin=asyncio.subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
         log_file.close()
@@ -155,10 +170,11 @@ class EmbeddedNats:
             break
         url_file(self.data_dir).write_text(self.url + "\n")
         log.info(
-            "embedded nats-server (pid %s) listening at %s, store %s",
+            "embedded nats-server (pid %s) listening at %s, store %s, GOMAXPROCS=%s",
             self._process.pid,
             self.url,
             store,
+            env["GOMAXPROCS"],
         )
         if moved is not None:
             log.warning(
@@ -169,6 +185,11 @@ class EmbeddedNats:
                 url_file(self.data_dir),
             )
         return self.url
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id once started."""
+        return None if self._process is None else self._process.pid
 
     async def stop(self) -> None:
         process = self._process

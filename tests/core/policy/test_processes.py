@@ -9,6 +9,7 @@ from tocsin.core.policy.processes import (
     RESTART_FIRST,
     STABLE_SECONDS,
     Restarts,
+    broker_threads,
     delivered_in_serve,
     delivery_processes,
 )
@@ -27,6 +28,15 @@ def test_a_configured_count_wins_over_the_cores(configured: int) -> None:
     count."""
     assert delivery_processes(configured, 8) == configured
     assert delivery_processes(configured, 1) == configured
+
+
+@pytest.mark.parametrize(
+    ("cpu_count", "expected"), [(None, 1), (1, 1), (2, 1), (3, 1), (4, 2), (16, 8)]
+)
+def test_the_broker_runs_on_half_the_cores(cpu_count: int | None, expected: int) -> None:
+    """Catches an embedded broker given every core (its Go runtime then spins for work
+    the cores busy with tocsin cannot give it) or none at all."""
+    assert broker_threads(cpu_count) == expected
 
 
 def test_a_crash_loop_backs_off_to_the_ceiling() -> None:

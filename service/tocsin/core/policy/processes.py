@@ -1,5 +1,6 @@
-"""How many delivery processes ``tocsin serve`` runs, and when it starts a dead one
-again (pure: the supervisor in ``pipeline/supervisor.py`` carries it out).
+"""How many delivery processes ``tocsin serve`` runs, when it starts a dead one again
+(pure: the supervisor in ``pipeline/supervisor.py`` carries it out), and how many
+threads the embedded broker beside them gets (``bus/embedded.py``).
 
 ``tocsin serve`` keeps the router, the recorder, the clock and the API in its own
 process, which is busy with commits; delivery workers are stateless and need nothing
@@ -29,6 +30,19 @@ def delivery_processes(configured: int | None, cpu_count: int | None) -> int:
     if cpu_count is None or cpu_count < 2:
         return 0
     return max(1, cpu_count - 1)
+
+
+def broker_threads(cpu_count: int | None) -> int:
+    """How many threads the embedded ``nats-server`` runs Go code on (its
+    ``GOMAXPROCS``): half the cores, at least one. The broker shares the machine with
+    ``tocsin serve`` and its delivery children, one per spare core, which keep every
+    core busy in a storm; a Go runtime sized to all of them spins looking for work and
+    hands each message between threads that cannot all run at once. On two cores, one
+    thread cost the broker 15% less CPU through W1 and W1 went ~5% faster
+    (docs/performance.md, "The broker's threads")."""
+    if cpu_count is None or cpu_count < 2:
+        return 1
+    return cpu_count // 2
 
 
 def delivered_in_serve(
