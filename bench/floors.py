@@ -52,6 +52,7 @@ from bench.ceiling_latency import (
 from bench.receiver import Received, Receiver
 from tocsin.bus.embedded import broker_environment
 from tocsin.bus.puller import ack_all
+from tocsin.service import machine_cores
 
 SAMPLES = 300  # per hop and of the chain: ~1.5 s each at the pauses between samples
 IN, WORK = "alerts.in.bench", "work.hook"  # the two streams' subjects
@@ -198,7 +199,7 @@ async def w3_floor(n: int = SAMPLES) -> dict[str, Any]:
     the threads ``tocsin serve`` gives its embedded one)."""
     with tempfile.TemporaryDirectory(prefix="tocsin-floor-") as name:
         tmp = Path(name)
-        server = NatsServer(tmp / "js", broker_environment(os.environ, os.cpu_count()))
+        server = NatsServer(tmp / "js", broker_environment(os.environ, machine_cores()))
         server.start()
         try:
             inbound = await jetstream_hop(server.url, n, "IN", IN, ALERT)

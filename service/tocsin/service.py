@@ -57,7 +57,7 @@ from tocsin.core import events as ev
 from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
 from tocsin.core.partition import marked
-from tocsin.core.policy.processes import delivered_in_serve, delivery_processes
+from tocsin.core.policy.processes import delivered_in_serve, delivery_processes, usable_cores
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     STREAM_IN,
@@ -338,7 +338,31 @@ def delivery_children(options: Options) -> int:
                 "config was given inline; use 0"
             )
         return 0
-    return delivery_processes(configured, os.cpu_count())
+    return delivery_processes(configured, machine_cores())
+
+
+# where a container's CPU limit is read: cgroup v2's file, else v1's quota and period
+CPU_QUOTA_FILES = (
+    (Path("/sys/fs/cgroup/cpu.max"),),
+    (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")),
+)
+
+
+def machine_cores() -> int | None:
+    """The cores this process may keep busy (``core.policy.processes.usable_cores``): its
+    CPU affinity, capped by its cgroup's CPU quota (a container's limit)."""
+    try:
+        affinity: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        affinity = os.cpu_count()
+    quota = None
+    for files in CPU_QUOTA_FILES:
+        try:
+            quota = " ".join(path.read_text().strip() for path in files)
+        except OSError:
+            continue
+        break
+    return usable_cores(affinity, quota)
 
 
 def learn_secrets(options: Options) -> None:
@@ -401,7 +425,7 @@ async def find_nats(options: Options, running: Running) -> str:
     url = options.nats_url
     if url is None and options.embedded_nats:
         running.readiness.stage = "starting the embedded NATS server"
-        running.embedded = EmbeddedNats(options.data_dir)
+        running.embedded = EmbeddedNats(options.data_dir, cores=machine_cores())
         url = await running.embedded.start()
     url = running.nats_url = resolve_nats_url(url, options.data_dir)
     options.secrets.add(nats_url_secrets(url))

@@ -114,9 +114,10 @@ def url_file(data_dir: Path) -> Path:
 class EmbeddedNats:
     """A child ``nats-server -js`` process, stopped with the service."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, cores: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.cores = cores  # the machine's, for the broker's share (None: unknown, one)
         self.url = ""
         self._process: asyncio.subprocess.Process | None = None
 
@@ -130,7 +131,7 @@ class EmbeddedNats:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log_file = await asyncio.to_thread(open, self.data_dir / "nats-server.log", "ab")
-        env = broker_environment(os.environ, os.cpu_count())
+        env = broker_environment(os.environ, self.cores)
         self._process = await asyncio.create_subprocess_exec(
             binary,
             "-js",

@@ -12,6 +12,7 @@ from tocsin.core.policy.processes import (
     broker_threads,
     delivered_in_serve,
     delivery_processes,
+    usable_cores,
 )
 
 
@@ -37,6 +38,29 @@ def test_the_broker_runs_on_half_the_cores(cpu_count: int | None, expected: int)
     """Catches an embedded broker given every core (its Go runtime then spins for work
     the cores busy with tocsin cannot give it) or none at all."""
     assert broker_threads(cpu_count) == expected
+
+
+@pytest.mark.parametrize(
+    ("affinity", "quota", "expected"),
+    [
+        (64, "200000 100000", 2),  # cgroup v2, a container given two CPUs
+        (64, "150000 100000", 2),  # one and a half: rounded up
+        (64, "50000 100000", 1),
+        (64, "max 100000", 64),  # v2, no limit
+        (64, "-1 100000", 64),  # v1, no limit
+        (2, "800000 100000", 2),  # the quota above the CPUs it may run on
+        (8, None, 8),  # no cgroup file
+        (8, "garbage", 8),
+        (None, "300000 100000", 3),
+        (None, None, None),
+    ],
+)
+def test_the_usable_cores_are_capped_by_a_container_s_cpu_limit(
+    affinity: int | None, quota: str | None, expected: int | None
+) -> None:
+    """Catches serve sized to the host's cores in a container limited to a few: 63
+    delivery children taking turns on two CPUs."""
+    assert usable_cores(affinity, quota) == expected
 
 
 def test_a_crash_loop_backs_off_to_the_ceiling() -> None:

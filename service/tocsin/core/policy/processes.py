@@ -20,6 +20,26 @@ RESTART_CEILING = 30.0  # a crash loop is retried this often at most, never spun
 STABLE_SECONDS = 60.0  # a child that ran this long was healthy: its next crash starts afresh
 
 
+def usable_cores(affinity: int | None, quota: str | None) -> int | None:
+    """The cores tocsin's processes may keep busy: those they may run on (``affinity``,
+    the scheduler's CPU mask), capped by the CPU quota of the cgroup they run in, rounded
+    up (``quota``: cgroup v2's ``cpu.max``, ``"200000 100000"`` for a container given two
+    CPUs, ``"max 100000"`` for none; or cgroup v1's ``cfs_quota_us`` and
+    ``cfs_period_us`` joined the same way). A container limited to two CPUs on a 64-core
+    host sees 64 cores; sized to them, serve would start 63 delivery children taking
+    turns on two. ``None`` when nothing is known; an unreadable quota caps nothing."""
+    capped: int | None = None
+    if quota is not None:
+        fields = quota.split()
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+            limit, period = int(fields[0]), int(fields[1])
+            if limit > 0 and period > 0:
+                capped = -(-limit // period)
+    if capped is None:
+        return affinity
+    return capped if affinity is None else min(affinity, capped)
+
+
 def delivery_processes(configured: int | None, cpu_count: int | None) -> int:
     """``[delivery] processes`` when set; else one per spare core: every core but the
     one the main process (router, recorder, clock, API) keeps busy, and none (delivery
