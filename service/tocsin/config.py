@@ -21,7 +21,13 @@ import msgspec
 from msgspec import Struct
 
 from tocsin.bus.connection import NatsLogin
-from tocsin.channels import ChannelKind, ReceiverConfig, SmtpSettings, registry
+from tocsin.channels import (
+    DEFAULT_CONCURRENCY,
+    ChannelKind,
+    ReceiverConfig,
+    SmtpSettings,
+    registry,
+)
 from tocsin.core import escalation, heartbeats, ingest, partition
 from tocsin.core import events as ev
 from tocsin.core.contracts import SEVERITY_ALIASES
@@ -134,14 +140,15 @@ class FlappingSection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
 
 
 class DeliverySection(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """How hard delivery workers push: sends in flight per receiver per process; how
+    """How hard delivery workers push: sends under way per receiver per process, each
+    with a connection of its own to an HTTP receiver (``ChannelEnv.connections``); how
     many child processes ``tocsin serve`` runs them in (``processes``: none given, one
     per spare core, ``core.policy.processes``; 0: in its own process only); and whether
     serve's own process delivers beside its children to the receivers not throttled
     (``in_serve``, ``core.policy.processes.delivered_in_serve``): it routes a storm
     faster than one child sends it, and would idle while the child catches up."""
 
-    concurrency: int = 32
+    concurrency: int = DEFAULT_CONCURRENCY
     processes: int | None = None
     in_serve: bool = True
 

@@ -312,7 +312,11 @@ def check(options: Options) -> Plan:
             "so that the API is not open to the network (or bind 127.0.0.1)"
         )
     dashboard = dashboard_url(options)
-    channels = build_channels(config, receivers, dashboard) if options.run_delivery else {}
+    channels = (
+        build_channels(config, receivers, dashboard, config.delivery.concurrency)
+        if options.run_delivery
+        else {}
+    )
     login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
     processes = delivery_children(options)
     routers = count if options.partitioned else 0
@@ -662,7 +666,9 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             [router, timers],
             options.data_dir,
             workers=workers,
-            build_channel=functools.partial(build_channel, dashboard_url(options)),
+            build_channel=functools.partial(
+                build_channel, dashboard_url(options), config.delivery.concurrency
+            ),
             secrets=secrets,
             load=None
             if k is None
@@ -738,9 +744,10 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
                 running.reloader.reload, "tocsin serve"
             )
         else:
-            reload = WorkerReloader(
-                config, workers, functools.partial(build_channel, dashboard_url(options)), secrets
-            ).reload
+            rebuild = functools.partial(
+                build_channel, dashboard_url(options), config.delivery.concurrency
+            )
+            reload = WorkerReloader(config, workers, rebuild, secrets).reload
         link = Link(options.link_fd, metrics, options.stop.set, reload)
         parts.append(Part(link.run))
         return parts  # its consumers are watched by its parent
@@ -1107,16 +1114,24 @@ def dashboard_url(options: Options) -> str | None:
     return f"http://{options.http}/" if options.http else None
 
 
-def build_channel(dashboard: str | None, config: Config, name: str) -> Channel:
-    """One receiver's channel (a reload's, for a receiver whose settings changed)."""
-    return build_channels(config, [name], dashboard)[name]
+def build_channel(dashboard: str | None, concurrency: int, config: Config, name: str) -> Channel:
+    """One receiver's channel (a reload's, for a receiver whose settings changed), with
+    the ``[delivery] concurrency`` its worker was started with: a reload changes the
+    receiver's settings, not how many sends its worker runs at once."""
+    return build_channels(config, [name], dashboard, concurrency)[name]
 
 
 def build_channels(
-    config: Config, names: list[str], dashboard_url: str | None
+    config: Config, names: list[str], dashboard_url: str | None, concurrency: int
 ) -> dict[str, Channel]:
-    """Every receiver's channel, or a ``ConfigError`` naming the receiver and key."""
-    env = ChannelEnv(version=__version__, smtp=config.smtp, dashboard_url=dashboard_url)
+    """Every receiver's channel, or a ``ConfigError`` naming the receiver and key; an
+    HTTP channel keeps a connection for each of its worker's ``concurrency`` sends."""
+    env = ChannelEnv(
+        version=__version__,
+        smtp=config.smtp,
+        dashboard_url=dashboard_url,
+        connections=concurrency,
+    )
     channels: dict[str, Channel] = {}
     for name in names:
         receiver = config.receivers[name]

@@ -21,11 +21,13 @@ import uvloop
 
 from tests.support import make_notification, wait_until
 from tocsin.channels import ChannelConfigError, ChannelEnv, http, http1
-from tocsin.channels.http import MAX_CONNECTIONS_PER_RECEIVER, JsonPoster
+from tocsin.channels.http import JsonPoster
 from tocsin.channels.http1 import HeaderError
 from tocsin.channels.webhook import WebhookChannel, WebhookConfig
+from tocsin.config import from_mapping
 from tocsin.core.policy.retry import SendResult
 from tocsin.core.times import Duration
+from tocsin.service import build_channels
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
     "asyncio": asyncio.run,
@@ -165,12 +167,18 @@ async def _no_tls_for_http() -> None:
 test_plain_http_receivers_make_no_tls_context = each_loop(_no_tls_for_http)
 
 
+# a pool's limit below ``[delivery] concurrency``'s default: a channel that ignored the
+# one it was given would open more
+LIMIT = 12
+
+
 async def _limit() -> None:
-    """Catches a pool without its limit: 2 x the limit posts at once open at most
-    ``MAX_CONNECTIONS_PER_RECEIVER`` connections (the server holds every answer until
+    """Catches a pool without its limit, or a webhook channel built as serve builds it
+    (``build_channels``) not given ``[delivery] concurrency`` for its connections: 2 x
+    the limit sends at once open at most that many (the server holds every answer until
     that many requests wait, so an unbounded pool would have them all open at once),
-    and every post is answered."""
-    limit = MAX_CONNECTIONS_PER_RECEIVER
+    and every send is answered."""
+    limit = LIMIT
     waiting: list[asyncio.Future[None]] = []
 
     async def hold_until_full(request: Request) -> bytes:
@@ -184,10 +192,17 @@ async def _limit() -> None:
         return OK
 
     server, listening = await serving(hold_until_full)
-    poster = JsonPoster("test", 10.0)
+    config = from_mapping(
+        {
+            "receivers": {"hook": {"channel": "webhook", "url": server.url}},
+            "delivery": {"concurrency": limit},
+        },
+        {},
+    )
+    channel = build_channels(config, ["hook"], None, config.delivery.concurrency)["hook"]
 
     async def post_and_release_the_rest() -> SendResult:
-        result = await poster.post(server.url, b"{}")
+        result = await channel.send(make_notification())
         # The second wave is smaller than the limit: answer whatever still waits.
         for held in waiting:
             if not held.done():
@@ -197,7 +212,7 @@ async def _limit() -> None:
     try:
         results = await asyncio.gather(*(post_and_release_the_rest() for _ in range(2 * limit)))
     finally:
-        await poster.close()
+        await channel.close()
         listening.close()
     assert [r.error for r in results] == [None] * (2 * limit)
     assert server.most_open == limit
@@ -210,8 +225,8 @@ test_a_receiver_gets_at_most_the_limit_of_connections = each_loop(_limit)
 async def _line() -> None:
     """Catches the pool's line losing a place: past the limit, a POST waits its turn,
     one cancelled while waiting gives its place up (it is never sent), and the rest are
-    all answered over at most ``MAX_CONNECTIONS_PER_RECEIVER`` connections."""
-    limit = MAX_CONNECTIONS_PER_RECEIVER
+    all answered over at most ``connections`` connections."""
+    limit = LIMIT
     held: list[asyncio.Future[None]] = []
 
     async def hold(request: Request) -> bytes:
@@ -221,7 +236,7 @@ async def _line() -> None:
         return OK
 
     server, listening = await serving(hold)
-    poster = JsonPoster("test", 10.0)
+    poster = JsonPoster("test", 10.0, connections=limit)
     try:
         first = [asyncio.create_task(poster.post(server.url, b"{}")) for _ in range(limit)]
         await wait_until(lambda: len(held) == limit, what="the limit's requests held")

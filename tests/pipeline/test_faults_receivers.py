@@ -39,6 +39,7 @@ from tests.support import (
     wait_until,
     webhook_config,
 )
+from tocsin.channels import DEFAULT_CONCURRENCY
 from tocsin.core.subjects import STREAM_WORK, deliver_consumer
 from tocsin.store.eventlog import db_path
 
@@ -270,8 +271,8 @@ WAITING = 10_000
 SLOW_SECONDS = 10.0
 PROBES = 10
 # Sends in the workers' hands at most: serve's own and its one child's (``[delivery]
-# processes = 1``, ``in_serve`` on), each at ``[delivery] concurrency``'s 32.
-IN_HANDS = 2 * 32
+# processes = 1``, ``in_serve`` on), each at ``[delivery] concurrency``'s default.
+IN_HANDS = 2 * DEFAULT_CONCURRENCY
 
 
 def rss_bytes(pid: int) -> int:

@@ -36,14 +36,20 @@ from urllib.parse import urlsplit
 import certifi
 import msgspec
 
-from tocsin.channels import ChannelConfigError, ChannelEnv, ReceiverConfig, compile_templates, http1
+from tocsin.channels import (
+    DEFAULT_CONCURRENCY,
+    ChannelConfigError,
+    ChannelEnv,
+    ReceiverConfig,
+    compile_templates,
+    http1,
+)
 from tocsin.channels.templates import Templates
 from tocsin.core.contracts import Body, GroupNotification, Notification
 from tocsin.core.policy.retry import SendResult, classify_http, retryable
 from tocsin.observability.redact import mask_secret
 from tocsin.observability.tracing import TRACEPARENT
 
-MAX_CONNECTIONS_PER_RECEIVER = 32
 # What is read of an answer: enough for any error message; the rest is discarded (the
 # connection is then closed, not reused), so a receiver that streams forever costs a
 # bounded buffer. The status code decides the verdict either way.
@@ -102,7 +108,7 @@ class PayloadChannel:
         self._group_payload = group_payload
         self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout, connections=env.connections)
 
     async def send(self, notification: Body, *, traceparent: str | None = None) -> SendResult:
         if isinstance(notification, GroupNotification):
@@ -117,7 +123,7 @@ class PayloadChannel:
 
 class JsonPoster:
     """POSTs JSON bodies for one receiver: pooled keep-alive connections (at most
-    ``MAX_CONNECTIONS_PER_RECEIVER`` to each origin), tocsin's ``User-Agent``, the
+    ``connections`` to each origin, ``ChannelEnv.connections``), tocsin's ``User-Agent``, the
     receiver's fixed headers, and ``traceparent`` when traced. Redirects are not
     followed (a 3xx is a permanent failure), no cookies are kept, environment proxies
     are not used. ``timeout`` bounds each ``post`` as a whole, the answer included; of
@@ -129,8 +135,13 @@ class JsonPoster:
     naming it, not at the first send."""
 
     def __init__(
-        self, version: str, timeout: float, headers: Mapping[str, str] | None = None
+        self,
+        version: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+        connections: int = DEFAULT_CONCURRENCY,
     ) -> None:
+        self._connections = connections
         fixed = _merged(
             {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"},  # httpx's, before
             headers or {},
@@ -150,7 +161,7 @@ class JsonPoster:
         if pool is None:
             pool = self._pools[origin.key] = http1.Pool(
                 origin,
-                MAX_CONNECTIONS_PER_RECEIVER,
+                self._connections,
                 KEEPALIVE_SECONDS,
                 MAX_ANSWER_BYTES,
                 # made by the first https receiver: its ~150 roots are ~2.6 MiB of a

@@ -294,7 +294,10 @@ class OpsgenieChannel:
         )
         self._dashboard_url = env.dashboard_url
         self._poster = JsonPoster(
-            env.version, config.timeout, {"Authorization": f"GenieKey {api_key}"}
+            env.version,
+            config.timeout,
+            {"Authorization": f"GenieKey {api_key}"},
+            connections=env.connections,
         )
 
     def __repr__(self) -> str:

@@ -252,7 +252,7 @@ class PagerDutyChannel:
             config.templates, {"group_title": DEFAULT_GROUP_TITLE}, receiver=name
         )
         self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout, connections=env.connections)
 
     def __repr__(self) -> str:
         return f"PagerDutyChannel(name={self._name!r}, url={self._url!r})"

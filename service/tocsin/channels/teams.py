@@ -321,7 +321,7 @@ class TeamsChannel:
         self._url = check_url(config.url, "the Teams workflow's webhook URL")
         self._templates = compile_templates(config.templates, receiver=name)
         self._dashboard_url = env.dashboard_url
-        self._poster = JsonPoster(env.version, config.timeout)
+        self._poster = JsonPoster(env.version, config.timeout, connections=env.connections)
 
     def render(self, notification: Notification) -> bytes:
         """The request body: the card, its body cut further if the message is too big."""

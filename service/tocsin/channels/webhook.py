@@ -180,7 +180,9 @@ class WebhookChannel:
             except ValueError as error:
                 raise ChannelConfigError("secret", str(error)) from None
         try:
-            self._poster = JsonPoster(env.version, config.timeout, config.headers)
+            self._poster = JsonPoster(
+                env.version, config.timeout, config.headers, connections=env.connections
+            )
         except HeaderError as error:
             raise ChannelConfigError("headers", str(error)) from None
         self._alertmanager = config.format == "alertmanager"
