@@ -128,6 +128,9 @@ def routers_rows_of_a_fixed_input() -> list[tables.EventRow]:
         {
             "route": [{"match": {"severity": "critical"}, "receivers": ["hook"]}],
             "receivers": {"hook": {"channel": "webhook", "url": "http://127.0.0.1:9/"}},
+            # the config version the facts are stamped with counts the concurrency:
+            # the default of the tree the digests were taken with
+            "delivery": {"concurrency": 32},
         },
         {},
     )
