@@ -22,6 +22,7 @@ import functools
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -239,6 +240,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
     parts (the tests read the ledger)."""
     catch_signals(options)
     plan = check(options)
+    allow_open_files()
     learn_secrets(options)
     running = observe(options, plan)
     if on_start is not None:
@@ -367,6 +369,22 @@ def machine_cores() -> int | None:
             continue
         break
     return usable_cores(affinity, quota)
+
+
+def allow_open_files() -> None:
+    """Raise this process's soft limit of open files to its hard limit, as Go programs
+    do at start: every send under way holds a connection of its own (``[delivery]
+    concurrency`` of them per receiver and process), and the soft limit many systems
+    give a service (1,024, systemd's) is below what a storm to a few dozen receivers
+    opens at once."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            log.info("open files limit raised from %d to %d (the hard limit)", soft, wanted)
+    except (ValueError, OSError) as error:  # a sandbox may refuse: run with what there is
+        log.warning("could not raise the open files limit: %s", error)
 
 
 def learn_secrets(options: Options) -> None:
