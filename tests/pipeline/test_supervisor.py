@@ -31,6 +31,7 @@ from tests.support import (
     wait_until,
     webhook_config,
 )
+from tocsin.channels import DEFAULT_CONCURRENCY
 from tocsin.store.eventlog import db_path
 
 # Delivery by the child alone: each test below but one is about what the children do,
@@ -80,7 +81,7 @@ async def test_a_killed_child_is_started_again_and_every_notification_arrives(
         keys = Counter(r.headers["idempotency-key"] for r in sink.requests)
         assert set(keys) == routed
         twice = [key for key, n in keys.items() if n > 1]
-        assert len(twice) <= 32, f"{len(twice)} sent twice: more than were in flight"
+        assert len(twice) <= DEFAULT_CONCURRENCY, f"{len(twice)} sent twice: more than in flight"
         assert await metric(serve.api, "tocsin_delivery_process_restarts_total") == 1
         assert await metric(serve.api, "tocsin_delivery_processes") == 1
     finally:

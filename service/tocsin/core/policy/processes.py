@@ -58,7 +58,7 @@ def broker_threads(cpu_count: int | None) -> int:
     ``tocsin serve`` and its delivery children, one per spare core, which keep every
     core busy in a storm; a Go runtime sized to all of them spins looking for work and
     hands each message between threads that cannot all run at once. On two cores, one
-    thread cost the broker 15% less CPU through W1 and W1 went ~5% faster
+    thread cost the broker 10-20% less CPU through W1 and W1 went ~6% faster
     (docs/performance.md, "The broker's threads")."""
     if cpu_count is None or cpu_count < 2:
         return 1
