@@ -160,6 +160,7 @@ class Plan:
     login: dict[str, Any]  # nats-py's keyword arguments for ``[nats]``
     processes: int  # delivery children to run (``serve``), or 0: delivery here
     routers: int = 0  # ``serve --partitions N``: N router children, one per partition
+    cores: int | None = None  # the machine's that this process may use (``machine_cores``)
 
 
 @dataclass
@@ -249,7 +250,7 @@ async def run(options: Options, on_start: Callable[[Running], None] | None = Non
         options.data_dir.mkdir(parents=True, exist_ok=True)
         take_the_writer_lock(options, running)
         serve_probes(plan, running)
-        url = await find_nats(options, running)
+        url = await find_nats(options, plan, running)
         await open_log(options, running)
         await follow_partitions(options, running)
         serve_api(plan, running)
@@ -320,14 +321,23 @@ def check(options: Options) -> Plan:
         else {}
     )
     login = connect_options(config.nats_login)  # a bad certificate stops us here, exit 2
-    processes = delivery_children(options)
+    cores = machine_cores()
+    processes = delivery_children(options, cores)
     routers = count if options.partitioned else 0
     return Plan(
-        receivers, http_address, health_address, exposed, channels, login, processes, routers
+        receivers,
+        http_address,
+        health_address,
+        exposed,
+        channels,
+        login,
+        processes,
+        routers,
+        cores,
     )
 
 
-def delivery_children(options: Options) -> int:
+def delivery_children(options: Options, cores: int | None) -> int:
     """How many delivery children ``serve`` runs (``core.policy.processes``). They read
     the config as this process did, from its file or the environment: a config given
     inline (the tests') has nothing for them to read, so it delivers here unless told
@@ -344,7 +354,7 @@ def delivery_children(options: Options) -> int:
                 "config was given inline; use 0"
             )
         return 0
-    return delivery_processes(configured, machine_cores())
+    return delivery_processes(configured, cores)
 
 
 # where a container's CPU limit is read: cgroup v2's file, else v1's quota and period
@@ -440,14 +450,14 @@ def serve_probes(plan: Plan, running: Running) -> None:
     running.tasks.append(asyncio.create_task(running.servers[-1].serve(), name="health"))
 
 
-async def find_nats(options: Options, running: Running) -> str:
+async def find_nats(options: Options, plan: Plan, running: Running) -> str:
     """The URL to connect to: the embedded server's when ``serve`` was given none
     (started here, before the log, and stopped last), else the one given or written.
     Its credentials join the secrets before anything logs it."""
     url = options.nats_url
     if url is None and options.embedded_nats:
         running.readiness.stage = "starting the embedded NATS server"
-        running.embedded = EmbeddedNats(options.data_dir, cores=machine_cores())
+        running.embedded = EmbeddedNats(options.data_dir, cores=plan.cores)
         url = await running.embedded.start()
     url = running.nats_url = resolve_nats_url(url, options.data_dir)
     options.secrets.add(nats_url_secrets(url))
