@@ -58,7 +58,12 @@ from tocsin.core import events as ev
 from tocsin.core.anchor import Head, head_of
 from tocsin.core.errors import ConfigError
 from tocsin.core.partition import marked
-from tocsin.core.policy.processes import delivered_in_serve, delivery_processes, usable_cores
+from tocsin.core.policy.processes import (
+    delivered_in_serve,
+    delivery_processes,
+    quota_files,
+    usable_cores,
+)
 from tocsin.core.state import State
 from tocsin.core.subjects import (
     STREAM_IN,
@@ -357,28 +362,38 @@ def delivery_children(options: Options, cores: int | None) -> int:
     return delivery_processes(configured, cores)
 
 
-# where a container's CPU limit is read: cgroup v2's file, else v1's quota and period
-CPU_QUOTA_FILES = (
-    (Path("/sys/fs/cgroup/cpu.max"),),
-    (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")),
-)
+CGROUPS = Path("/sys/fs/cgroup")  # where the cgroup file systems are mounted
+SELF_CGROUP = Path("/proc/self/cgroup")  # the cgroups this process is in
 
 
-def machine_cores() -> int | None:
-    """The cores this process may keep busy (``core.policy.processes.usable_cores``): its
-    CPU affinity, capped by its cgroup's CPU quota (a container's limit)."""
+def cpu_quotas(cgroups: Path = CGROUPS, self_cgroup: Path = SELF_CGROUP) -> list[str]:
+    """The CPU quotas that cap this process (``core.policy.processes.quota_files``),
+    each as ``usable_cores`` reads it, its own cgroup's first; those not there are
+    left out."""
     try:
-        affinity: int | None = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on every platform
-        affinity = os.cpu_count()
-    quota = None
-    for files in CPU_QUOTA_FILES:
+        listed = self_cgroup.read_text()
+    except OSError:  # not Linux, or no /proc: the roots' files only
+        listed = ""
+    quotas = []
+    for files in quota_files(listed):
         try:
-            quota = " ".join(path.read_text().strip() for path in files)
+            quotas.append(" ".join((cgroups / name).read_text().strip() for name in files))
         except OSError:
             continue
-        break
-    return usable_cores(affinity, quota)
+    return quotas
+
+
+def machine_cores(cgroups: Path = CGROUPS, self_cgroup: Path = SELF_CGROUP) -> int | None:
+    """The cores this process may keep busy (``core.policy.processes.usable_cores``): its
+    CPU affinity, capped by the CPU quota of its cgroup and of every cgroup above it (a
+    container's limit, a systemd service's ``CPUQuota=``)."""
+    try:
+        cores: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        cores = os.cpu_count()
+    for quota in cpu_quotas(cgroups, self_cgroup):
+        cores = usable_cores(cores, quota)
+    return cores
 
 
 def allow_open_files() -> None:

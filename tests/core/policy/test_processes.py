@@ -12,6 +12,7 @@ from tocsin.core.policy.processes import (
     broker_threads,
     delivered_in_serve,
     delivery_processes,
+    quota_files,
     usable_cores,
 )
 
@@ -61,6 +62,56 @@ def test_the_usable_cores_are_capped_by_a_container_s_cpu_limit(
     """Catches serve sized to the host's cores in a container limited to a few: 63
     delivery children taking turns on two CPUs."""
     assert usable_cores(affinity, quota) == expected
+
+
+V1_ROOT = ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")
+
+
+@pytest.mark.parametrize(
+    ("self_cgroup", "expected"),
+    [
+        # a systemd service on cgroup v2: CPUQuota= is its own cgroup's cpu.max
+        (
+            "0::/system.slice/tocsin.service\n",
+            [
+                ("system.slice/tocsin.service/cpu.max",),
+                ("system.slice/cpu.max",),
+                ("cpu.max",),
+                V1_ROOT,
+            ],
+        ),
+        # a container with its own cgroup namespace: its cgroup is the root
+        ("0::/\n", [("cpu.max",), V1_ROOT]),
+        # cgroup v1 (and a hybrid system's v2 line beside it, with no cpu controller)
+        (
+            "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n",
+            [
+                ("cpu/docker/abc/cpu.cfs_quota_us", "cpu/docker/abc/cpu.cfs_period_us"),
+                ("cpu/docker/cpu.cfs_quota_us", "cpu/docker/cpu.cfs_period_us"),
+                V1_ROOT,
+                ("cpu.max",),
+            ],
+        ),
+        # nothing known (no /proc/self/cgroup): the roots, as before
+        ("", [("cpu.max",), V1_ROOT]),
+        ("garbage\n1:cpu:relative\n", [("cpu.max",), V1_ROOT]),
+    ],
+)
+def test_the_quotas_read_are_the_cgroup_s_own_and_every_ancestor_s(
+    self_cgroup: str, expected: list[tuple[str, ...]]
+) -> None:
+    """Catches a quota read at the root of the cgroup file system only: a systemd
+    service given ``CPUQuota=100%`` on a 16-core host has it in its own cgroup, and
+    sized to the root's ``max`` it would start 15 delivery children on one CPU."""
+    assert quota_files(self_cgroup) == expected
+
+
+def test_quotas_cap_one_after_another() -> None:
+    """Catches a later ``max`` (an ancestor without a quota) undoing an earlier cap."""
+    cores: int | None = 16
+    for quota in ("100000 100000", "max 100000", "300000 100000"):
+        cores = usable_cores(cores, quota)
+    assert cores == 1
 
 
 def test_a_crash_loop_backs_off_to_the_ceiling() -> None:

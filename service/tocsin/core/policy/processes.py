@@ -27,7 +27,9 @@ def usable_cores(affinity: int | None, quota: str | None) -> int | None:
     CPUs, ``"max 100000"`` for none; or cgroup v1's ``cfs_quota_us`` and
     ``cfs_period_us`` joined the same way). A container limited to two CPUs on a 64-core
     host sees 64 cores; sized to them, serve would start 63 delivery children taking
-    turns on two. ``None`` when nothing is known; an unreadable quota caps nothing."""
+    turns on two. ``None`` when nothing is known; an unreadable quota caps nothing.
+    Several quotas (a cgroup's and its ancestors', ``quota_files``) cap one after
+    another: ``usable_cores(usable_cores(affinity, first), second)``."""
     capped: int | None = None
     if quota is not None:
         fields = quota.split()
@@ -38,6 +40,37 @@ def usable_cores(affinity: int | None, quota: str | None) -> int | None:
     if capped is None:
         return affinity
     return capped if affinity is None else min(affinity, capped)
+
+
+def quota_files(self_cgroup: str) -> list[tuple[str, ...]]:
+    """Where the CPU quotas that cap this process are, relative to where the cgroup
+    file systems are mounted (``/sys/fs/cgroup``), given ``/proc/self/cgroup``: its
+    cgroup's own and every ancestor's up to the root, each of which caps it. cgroup v2
+    (``0::/path``): ``path/cpu.max``; v1's ``cpu`` controller (``N:cpu,cpuacct:/path``):
+    ``cpu/path/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``, read together
+    (``usable_cores`` takes them joined). A systemd service's ``CPUQuota=`` is its own
+    cgroup's ``cpu.max`` (``system.slice/tocsin.service``), which the root's files never
+    showed; a container with its own cgroup namespace sees its cgroup as the root
+    (``0::/``). The roots' files are always among them, last: where the quota was read
+    when nothing else is known (no ``/proc/self/cgroup``, or a path that is not
+    there)."""
+    found: list[tuple[str, ...]] = []
+    for line in self_cgroup.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[2].startswith("/"):
+            continue
+        hierarchy, controllers, path = fields
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            here = "".join(f"{part}/" for part in parts[:depth])
+            if hierarchy == "0" and not controllers:
+                found.append((f"{here}cpu.max",))
+            elif "cpu" in controllers.split(","):
+                found.append((f"cpu/{here}cpu.cfs_quota_us", f"cpu/{here}cpu.cfs_period_us"))
+    for root in (("cpu.max",), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        if root not in found:
+            found.append(root)
+    return found
 
 
 def delivery_processes(configured: int | None, cpu_count: int | None) -> int:
