@@ -222,6 +222,10 @@ ROWS = [
         source="replay"),
     Row("W4 start with a snapshot", "s", "lower", pick("start_with_snapshot_seconds"),
         Below(1.0, "s"), source="replay"),
+    Row("W4 start with a snapshot: the kernel's (system CPU)", "s", "lower",
+        pick("start_with_snapshot_system_seconds"), source="replay"),
+    Row("W4 floor: as many fresh pages first touched alone", "s", "lower",
+        pick("start_pages_touched_alone_seconds"), source="replay"),
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from bench import report, scale, suite
+from bench.log_scale import first_touch
 from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
 from bench.targets import Grouping, Target
 from bench.workloads import Loads, wait_for_one_bucket
@@ -518,6 +520,17 @@ def test_a_latency_target_below_the_floor_of_parts_not_owned_says_so() -> None:
     assert "| ≤ 1.5x AM | **not met, below the floor** |" in table
     measured["floor"] = {**report.median_tree([{"p50_ms": 1.0}]), "runs": [{"p50_ms": 1.0}]}
     assert line(report.lines(measured), "W3 latency p50").verdict == report.NOT_MET
+
+
+def test_the_w4_floor_first_touches_as_many_pages_as_asked() -> None:
+    """W4's floor (the kernel's part of a start, timed alone) faults in each of the
+    pages it is given once: catches a floor that touches none (the loop's time alone,
+    a floor that flatters) or a page a huge page would hide."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = first_touch(3_000)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert seconds > 0
+    assert 3_000 <= faults < 3_000 + 300
 
 
 async def test_the_w3_floor_is_the_four_parts_timed_in_a_row() -> None:
