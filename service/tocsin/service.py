@@ -638,8 +638,10 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
     if k is not None:  # what this router publishes says whose it is (``partition.marked``)
         publisher = Publisher(nc, marked(k))
     parts: list[Part] = []
-    # Made below, after the reloader that is given them: a reload swaps their channels.
+    # Made below, after the reloader that is given them: a reload swaps their channels,
+    # each rebuilt with the concurrency its worker was started with.
     workers: dict[str, ReceiverWorker] = {}
+    rebuild = functools.partial(build_channel, dashboard_url(options), config.delivery.concurrency)
     if ledger is not None:
         from tocsin.bus.anchor import Anchor
         from tocsin.pipeline.clock import Clock
@@ -709,9 +711,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
             [router, timers],
             options.data_dir,
             workers=workers,
-            build_channel=functools.partial(
-                build_channel, dashboard_url(options), config.delivery.concurrency
-            ),
+            build_channel=rebuild,
             secrets=secrets,
             load=None
             if k is None
@@ -787,9 +787,6 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
                 running.reloader.reload, "tocsin serve"
             )
         else:
-            rebuild = functools.partial(
-                build_channel, dashboard_url(options), config.delivery.concurrency
-            )
             reload = WorkerReloader(config, workers, rebuild, secrets).reload
         link = Link(options.link_fd, metrics, options.stop.set, reload)
         parts.append(Part(link.run))
