@@ -103,7 +103,7 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     # or ``delivery.superseded``: it is let go ``keep_resolved`` later (``core.retention``)
     settled_ts: int | None = None
     # what its receiver's notifications are ordered by (``core/policy/order.py``): the
-    # alert's fingerprint, or the group's key
+    # alert's fingerprint, or the group's key; empty once delivered or superseded
     order_key: str = ""
 
 

@@ -63,7 +63,18 @@ MB buffer for a 1M-event projection: ~17,000 first touches of a page, and its co
 
 _SIZE = struct.Struct(">I")  # each document is preceded by its size
 
-_SHAPE = ("documents", mi.type_info(_Head), mi.type_info(Alert), mi.type_info(Delivery))
+_FOLD = 2
+"""Raised when the fold puts other values in the same fields (2: a settled delivery's
+order key is empty), so that an older snapshot is folded anew rather than differ from
+the log's fold (``tocsin verify``)."""
+
+_SHAPE = (
+    "documents",
+    _FOLD,
+    mi.type_info(_Head),
+    mi.type_info(Alert),
+    mi.type_info(Delivery),
+)
 LAYOUT = b"TSNP" + hashlib.blake2b(repr(_SHAPE).encode(), digest_size=8).digest()
 
 _compact_encoder = msgspec.msgpack.Encoder()

@@ -153,3 +153,37 @@ def test_the_open_count_made_anew_equals_the_folds() -> None:
     run.state.order_open = {}
     recount_open(run.state)
     assert run.state.order_open == counts
+
+
+def test_a_settled_delivery_keeps_no_order_key_until_it_may_be_sent_again() -> None:
+    """Catches a delivered notification's order key kept (a snapshot's decode gives each
+    one a string of its own: ~22 MiB of a 1M-event start), and a late dead letter after
+    its success (two workers, one redelivery) counted open under an empty key: a resolve
+    routed then would not raise the record."""
+    run = Run()
+    [firing] = [f for f in run.feed(normalized(0)) if isinstance(f, ev.AlertRouted)]
+    delivery = run.state.deliveries[firing.notification_id]
+    assert delivery.order_key == firing.fingerprint
+    _outcome(run, firing, ev.DeliverySucceeded)
+    assert (delivery.status, delivery.order_key, run.state.order_open) == ("delivered", "", {})
+    _outcome(run, firing, ev.DeliveryDeadLettered)
+    assert (delivery.status, delivery.order_key) == ("dead", firing.fingerprint)
+    assert sum(run.state.order_open.values()) == 1
+    assert _items_raise(run, run.feed(normalized(1, status="resolved"))) == {"resolved": True}
+    assert run.state == rebuild(run.log)
+    [resolve] = [d for d in run.state.deliveries.values() if d.reason == "resolved"]
+    _outcome(run, resolve_routed := _routed(run, resolve.notification_id), ev.DeliverySucceeded)
+    assert resolve.order_key == ""
+    older = rebuild(run.log)  # as a named snapshot of an older version may hold it:
+    older.deliveries[resolve.notification_id].order_key = resolve_routed.fingerprint  # kept
+    older.deliveries[firing.notification_id].order_key = ""  # or not there at all
+    recount_open(older)
+    assert older == run.state
+
+
+def _routed(run: Run, notification_id: str) -> ev.AlertRouted:
+    return next(
+        f
+        for _, _, f in run.log
+        if isinstance(f, ev.AlertRouted) and f.notification_id == notification_id
+    )
