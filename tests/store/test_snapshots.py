@@ -11,14 +11,22 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from tests.core.test_retention import MINUTE, routed_in
+from tests.core.test_retention import T0 as RETENTION_T0
+from tests.core.test_retention import Log as RetentionLog
 from tests.support import T0, add_firing
 from tocsin.cli import main
+from tocsin.core import events as ev
 from tocsin.core.decide.idempotency import digest
+from tocsin.core.deliveries import Deliveries, encoded
+from tocsin.core.fold import fold
+from tocsin.core.state import HOUR_US as HOUR
 from tocsin.core.state import State
 from tocsin.store import ledger as ledger_module
 from tocsin.store import snapshots
@@ -457,3 +465,79 @@ async def test_a_snapshot_taken_again_at_the_same_seq_in_fewer_parts_is_used(
     assert reopened.snapshot_seq == live.last_seq  # used, not refused
     assert reopened.state == live
     await reopened.close()
+
+
+def _superseded(routed: ev.AlertRouted, by: ev.AlertRouted, at: int) -> ev.DeliverySuperseded:
+    return ev.DeliverySuperseded(
+        notification_id=routed.notification_id,
+        receiver=routed.receiver,
+        alert_id=routed.alert_id,
+        fingerprint=routed.fingerprint,
+        channel="webhook",
+        attempts=0,
+        log_seq=1,
+        superseded_by=by.notification_id,
+        superseded_by_seq=2,
+        at=at,
+    )
+
+
+def _logged_too(state: State, log: RetentionLog, write: Callable[[], object]) -> None:
+    """What ``write`` logs, folded into ``state`` too."""
+    before = len(log.rows)
+    write()
+    for seq, ts, fact in log.rows[before:]:
+        fold(state, seq, ts, fact)
+
+
+def _encoded_ids(state: State) -> set[str]:
+    return {key for key, value in dict.items(state.deliveries) if encoded(value)}
+
+
+def test_a_start_keeps_the_settled_deliveries_encoded_until_one_is_asked_for() -> None:
+    """Catches a start that decodes every delivered or superseded notification of a
+    long log (286,720 of 288,902 in a 1M-event log: ~20,000 of the start's ~110,000
+    pages, docs/performance.md), a snapshot of a restored projection that decodes them
+    to write them, and a restored projection that folds or sweeps otherwise than the
+    log's fold: a late outcome of an encoded one, then the sweep a day later that lets
+    the oldest go and keeps the newest still encoded."""
+    log = RetentionLog()
+    routed = [routed_in(log.feed(f"h{n}", RETENTION_T0 + n * MINUTE)) for n in range(5)]
+    log.settle(routed[0], RETENTION_T0 + 10 * MINUTE, "delivered")
+    log.settle(routed[1], RETENTION_T0 + 10 * MINUTE, "dead")
+    log.append(
+        RETENTION_T0 + 10 * MINUTE, _superseded(routed[2], routed[0], RETENTION_T0 + 10 * MINUTE)
+    )
+    log.settle(routed[4], RETENTION_T0 + 23 * HOUR, "delivered")  # routed[3] is still pending
+    settled = {routed[n].notification_id for n in (0, 2, 4)}
+
+    restored = decode_state(encode_state(log.state))
+    assert restored == log.state
+    assert log.state == restored
+    assert isinstance(restored.deliveries, Deliveries)
+    assert _encoded_ids(restored) == settled
+    again = decode_state(encode_state(restored))
+    assert _encoded_ids(restored) == settled  # written as kept, not decoded to be
+    assert again == log.state
+    assert _encoded_ids(again) == settled
+
+    late = ev.DeliveryAttemptFailed(
+        notification_id=routed[2].notification_id,
+        receiver=routed[2].receiver,
+        alert_id=routed[2].alert_id,
+        fingerprint=routed[2].fingerprint,
+        channel="webhook",
+        attempt=3,
+        error="HTTP 503",
+        status_code=503,
+        retry_in_seconds=1.0,
+        at=RETENTION_T0 + 11 * MINUTE,
+    )
+    _logged_too(restored, log, lambda: log.append(RETENTION_T0 + 11 * MINUTE, late))
+    assert restored == log.state
+    assert _encoded_ids(restored) == settled - {routed[2].notification_id}
+
+    _logged_too(restored, log, lambda: log.feed("h9", RETENTION_T0 + 24 * HOUR + 30 * MINUTE))
+    assert routed[0].notification_id not in log.state.deliveries  # let go
+    assert restored == log.state
+    assert _encoded_ids(restored) == {routed[4].notification_id}

@@ -18,6 +18,7 @@ from tocsin.core import events as ev
 from tocsin.core.contracts import Severity
 from tocsin.core.decide.route import told_of_resolve
 from tocsin.core.decide.silences import MatchersError, parse_matchers
+from tocsin.core.deliveries import each_delivery, open_deliveries
 from tocsin.core.outbound import group_notification_of
 from tocsin.core.state import Delivery, State
 from tocsin.core.times import parse_duration, parse_rfc3339
@@ -179,7 +180,7 @@ def check_receiver(state: State, receiver: str | None, configured: Collection[st
     typo, refused (404) rather than answered with "0 re-queued"."""
     if receiver is None or receiver in configured:
         return
-    if any(d.receiver == receiver for d in state.deliveries.values()):
+    if any(d.receiver == receiver for d in each_delivery(state.deliveries)):
         return
     known = ", ".join(sorted(configured)) or "none"
     raise CommandError(
@@ -193,7 +194,7 @@ def dead_letters(state: State, *, receiver: str | None, since: int | None) -> li
     """The dead-lettered deliveries a ``retry-failed`` would re-queue, oldest first."""
     chosen = [
         d
-        for d in state.deliveries.values()
+        for d in open_deliveries(state.deliveries)
         if d.status == "dead"
         and (receiver is None or d.receiver == receiver)
         and (since is None or d.updated_at >= since)

@@ -21,6 +21,7 @@ tightly as it says. Counters and hourly stats are not touched: they are bounded 
 
 from __future__ import annotations
 
+from tocsin.core.deliveries import sweep_facts
 from tocsin.core.state import HOUR_US, DeliveryStatus, State
 
 NEVER = 2**63 - 1
@@ -58,13 +59,12 @@ def sweep(state: State) -> None:
     cutoff = now - state.keep_resolved
     in_use: set[str] = set()  # alerts a delivery still needs (its work item, a re-queue)
     deliveries = state.deliveries
-    for notification_id, delivery in list(deliveries.items()):
-        status = delivery.status
-        if status in LET_GO and (delivery.settled_ts or 0) <= cutoff:
+    for notification_id, status, settled_ts, alert_id in sweep_facts(deliveries):
+        if status in LET_GO and (settled_ts or 0) <= cutoff:
             del deliveries[notification_id]
             state.queue[status] = state.queue.get(status, 0) - 1
         else:
-            in_use.add(delivery.alert_id)
+            in_use.add(alert_id)
     alerts = state.alerts
     for alert_id, alert in list(alerts.items()):
         if (

@@ -82,14 +82,19 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     delivered or superseded; ``requeued_seq`` is the seq of its last re-queue fact (0: never), the
     fact its current work item comes from."""
 
-    notification_id: str
+    # First the fields the retention sweep reads of a delivery kept encoded
+    # (``core.deliveries``): an array-like struct decodes the leading values alone.
+    status: DeliveryStatus = "pending"
+    # log time (``ts``) of the outcome that settled it for good, ``delivery.succeeded``
+    # or ``delivery.superseded``: it is let go ``keep_resolved`` later (``core.retention``)
+    settled_ts: int | None = None
     alert_id: str
+    notification_id: str
     receiver: str
     # a Literal, not str: a snapshot's decode then returns the literal's own object, one
     # for every delivery, not a string of its own each (~16 MiB of a 1M-event start)
     reason: Reason | GroupReason
     routed_seq: int
-    status: DeliveryStatus = "pending"
     channel: str | None = None
     attempts: int = 0
     error: str | None = None
@@ -99,9 +104,6 @@ class Delivery(Struct, kw_only=True, gc=False, array_like=True):
     group_key: str | None = None  # a group notification's
     as_routed: AlertAsRouted | None = None
     requeued_seq: int = 0
-    # log time (``ts``) of the outcome that settled it for good, ``delivery.succeeded``
-    # or ``delivery.superseded``: it is let go ``keep_resolved`` later (``core.retention``)
-    settled_ts: int | None = None
     # what its receiver's notifications are ordered by (``core/policy/order.py``): the
     # alert's fingerprint, or the group's key; empty once delivered or superseded
     order_key: str = ""

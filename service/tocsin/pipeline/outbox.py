@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from tocsin.bus.publisher import Publishes
 from tocsin.core import events as ev
+from tocsin.core.deliveries import open_deliveries
 from tocsin.core.outbound import WORK_ITEM_KINDS, Outbound, for_configured, messages_for
 from tocsin.core.policy.backoff import Backoff
 from tocsin.core.state import SETTLED, State
@@ -93,7 +94,7 @@ class Outbox:
         state = ledger.state
         seqs = sorted(
             seq
-            for delivery in state.deliveries.values()
+            for delivery in open_deliveries(state.deliveries)
             if delivery.status not in SETTLED
             and (seq := delivery.requeued_seq or delivery.routed_seq) > state.published_through
         )

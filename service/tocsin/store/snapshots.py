@@ -8,9 +8,11 @@ snapshot starts with a layout tag derived from every struct's fields; one writte
 a version whose structs differ is not decoded (``StaleSnapshot``: the log after an
 older snapshot, or the whole log, is folded instead, as for any unusable snapshot).
 After the tag come documents, each preceded by its size: the rest of the projection
-(``_Head``), then its three largest maps, the alerts, the deliveries (lists of values,
-each keyed again by its own id) and the open fingerprints, ``_CHUNK`` values a
-document, so a snapshot stored in parts is decoded as its parts are read.
+(``_Head``), then its largest maps, the alerts, the deliveries that may still be sent
+(lists of values, each keyed again by its own id), those settled for good (maps by id,
+whose values a start keeps encoded: ``core.deliveries``) and the open fingerprints,
+``_CHUNK`` values a document, so a snapshot stored in parts is decoded as its parts
+are read.
 
 The base snapshot of a compacted log is different: it stands for rows that are gone,
 so every later version must read it. It is stored *named* (MessagePack maps keyed by
@@ -36,7 +38,9 @@ import msgspec.inspect as mi
 
 from tocsin.core import events as ev
 from tocsin.core.decide.dedup import OpenAlert
+from tocsin.core.deliveries import Deliveries, encoded
 from tocsin.core.fold import recount_open
+from tocsin.core.retention import LET_GO
 from tocsin.core.state import Alert, Delivery, State
 from tocsin.store import tables
 
@@ -44,15 +48,18 @@ from tocsin.store import tables
 class _Head(msgspec.Struct, array_like=True, gc=False):
     """A compact snapshot's first document: ``state`` without its alerts, deliveries
     and open fingerprints, and how many of each follow in the next documents, in
-    that order (``_CHUNK`` values a document). The alerts and the deliveries are lists
-    of values, keyed again by each value's own id at start (``Alert.id``,
-    ``Delivery.notification_id``, the keys the fold files them under), in one
-    comprehension each: msgspec decoding them as maps allocated every key as a second
-    string (docs/performance.md, W4)."""
+    that order (``_CHUNK`` values a document). The alerts and the deliveries that may
+    still be sent are lists of values, keyed again by each value's own id at start
+    (``Alert.id``, ``Delivery.notification_id``, the keys the fold files them under),
+    in one comprehension each: msgspec decoding them as maps allocated every key as a
+    second string (docs/performance.md, W4). The ``settled`` deliveries (delivered or
+    superseded) are maps, decoded as keys and encodings kept as they are: their key
+    is the only string made for them at start."""
 
     state: State
     alerts: int
     deliveries: int
+    settled: int
     open: int
 
 
@@ -81,6 +88,7 @@ _compact_encoder = msgspec.msgpack.Encoder()
 _head_decoder = msgspec.msgpack.Decoder(_Head)
 _alerts_decoder = msgspec.msgpack.Decoder(list[Alert])
 _deliveries_decoder = msgspec.msgpack.Decoder(list[Delivery])
+_settled_decoder = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
 _open_decoder = msgspec.msgpack.Decoder(dict[str, OpenAlert])
 
 
@@ -124,17 +132,27 @@ class StaleSnapshot(msgspec.DecodeError):
 def encode_state(state: State, *, named: bool = False) -> bytes | bytearray:
     """A snapshot of ``state``: compact and tagged, or ``named`` for a compaction base."""
     if named:
+        if isinstance(state.deliveries, Deliveries):
+            state = msgspec.structs.replace(state, deliveries=dict(state.deliveries))
         return msgspec.msgpack.encode(msgspec.convert(state, _NamedState, from_attributes=True))
     rest = msgspec.structs.replace(state, alerts={}, deliveries={}, open_by_fingerprint={})
-    alerts, deliveries = list(state.alerts.values()), list(state.deliveries.values())
+    alerts = list(state.alerts.values())
+    deliveries: list[Delivery] = []
+    settled: list[tuple[str, Delivery]] = []  # an encoding kept since a start is written as is
+    for key, delivery in dict.items(state.deliveries):
+        if encoded(delivery) or delivery.status in LET_GO:
+            settled.append((key, delivery))
+        else:
+            deliveries.append(delivery)
     opened = list(state.open_by_fingerprint.items())
     out = bytearray(LAYOUT)
-    _put(out, _Head(rest, len(alerts), len(deliveries), len(opened)))
+    _put(out, _Head(rest, len(alerts), len(deliveries), len(settled), len(opened)))
     for values in (alerts, deliveries):
         for start in range(0, len(values), _CHUNK):
             _put(out, values[start : start + _CHUNK])
-    for start in range(0, len(opened), _CHUNK):
-        _put(out, dict(opened[start : start + _CHUNK]))
+    for pairs in (settled, opened):
+        for start in range(0, len(pairs), _CHUNK):
+            _put(out, dict(pairs[start : start + _CHUNK]))
     return out
 
 
@@ -228,19 +246,30 @@ def _decode_documents(documents: Iterator[memoryview]) -> State:
     del first
     alerts: list[Alert] = []
     deliveries: list[Delivery] = []
+    settled: list[dict[str, msgspec.Raw]] = []
+    settled_count = 0
     opened = head.state.open_by_fingerprint
     for document in documents:
         if len(alerts) < head.alerts:
             alerts += _alerts_decoder.decode(document)
         elif len(deliveries) < head.deliveries:
             deliveries += _deliveries_decoder.decode(document)
+        elif settled_count < head.settled:
+            settled.append(_settled_decoder.decode(document))
+            settled_count += len(settled[-1])
         else:
             opened.update(_open_decoder.decode(document))
-    if (len(alerts), len(deliveries), len(opened)) != (head.alerts, head.deliveries, head.open):
+    found = (len(alerts), len(deliveries), settled_count, len(opened))
+    if found != (head.alerts, head.deliveries, head.settled, head.open):
         raise msgspec.DecodeError("snapshot incomplete: documents missing")
     state = head.state
     state.alerts = {alert.id: alert for alert in alerts}
-    state.deliveries = {delivery.notification_id: delivery for delivery in deliveries}
+    by_id = {delivery.notification_id: delivery for delivery in deliveries}
+    if settled:
+        by_id = Deliveries(by_id)
+        for encodings in settled:
+            dict.update(by_id, encodings)  # the values kept encoded
+    state.deliveries = by_id
     return state
 
 
