@@ -59,15 +59,14 @@ class Deliveries(dict[str, Delivery]):
 
     __slots__ = ()
 
-    def _thawed(self, key: str, value: Delivery | Raw) -> Delivery:
-        if isinstance(value, Raw):
-            delivery = _decoder.decode(value)
-            dict.__setitem__(self, key, delivery)
-            return delivery
-        return value
+    def _thaw(self, key: str, value: Raw) -> Delivery:
+        delivery: Delivery = _decoder.decode(value)
+        dict.__setitem__(self, key, delivery)
+        return delivery
 
     def __getitem__(self, key: str) -> Delivery:
-        return self._thawed(key, dict.__getitem__(_stored(self), key))
+        value: Delivery | Raw = dict.__getitem__(self, key)
+        return self._thaw(key, value) if isinstance(value, Raw) else value
 
     @overload
     def get(self, key: str, default: None = None, /) -> Delivery | None: ...
@@ -76,8 +75,10 @@ class Deliveries(dict[str, Delivery]):
     @overload
     def get(self, key: str, default: _T, /) -> Delivery | _T: ...
     def get(self, key: str, default: object = None, /) -> object:
-        value = dict.get(_stored(self), key, _ABSENT)
-        return default if isinstance(value, _Absent) else self._thawed(key, value)
+        value: Delivery | Raw | _Absent = dict.get(self, key, _ABSENT)
+        if isinstance(value, Delivery):
+            return value
+        return default if isinstance(value, _Absent) else self._thaw(key, value)
 
     @overload
     def pop(self, key: str, /) -> Delivery: ...
@@ -96,8 +97,10 @@ class Deliveries(dict[str, Delivery]):
     def thaw(self) -> None:
         """Decode every value still encoded."""
         stored = _stored(self)
-        for key in [key for key, value in dict.items(stored) if isinstance(value, Raw)]:
-            self._thawed(key, dict.__getitem__(stored, key))
+        for key, value in [
+            (key, value) for key, value in dict.items(stored) if isinstance(value, Raw)
+        ]:
+            self._thaw(key, value)
 
     def values(self) -> dict_values[str, Delivery]:
         self.thaw()
