@@ -23,6 +23,7 @@ from tests.core.test_retention import Log as RetentionLog
 from tests.support import T0, add_firing
 from tocsin.cli import main
 from tocsin.core import events as ev
+from tocsin.core.decide.dedup import NO_SLOTS
 from tocsin.core.decide.idempotency import digest
 from tocsin.core.deliveries import Deliveries, encoded
 from tocsin.core.fold import fold
@@ -541,3 +542,27 @@ def test_a_start_keeps_the_settled_deliveries_encoded_until_one_is_asked_for() -
     assert routed[0].notification_id not in log.state.deliveries  # let go
     assert restored == log.state
     assert _encoded_ids(restored) == {routed[4].notification_id}
+
+
+async def test_a_start_shares_each_tuple_of_receivers_and_the_empty_slots(
+    tmp_path: Path,
+) -> None:
+    """Catches a start's projection holding a tuple and string(s) of its own per alert
+    and per open fingerprint for the same few receivers, and two empty maps per open
+    fingerprint (~49 MiB of a 1M-event start, ~13,000 of its first touches of a page):
+    each value is one object, as the fold holds it, and an inhibitor's map is kept."""
+    state = await folded_state(tmp_path)
+    first = next(iter(state.open_by_fingerprint.values()))
+    first.inhibits = {"rule": "db"}
+    decoded = decode_state(encode_state(state))
+    assert decoded == state
+    receivers = [alert.receivers for alert in decoded.alerts.values()]
+    receivers += [current.receivers for current in decoded.open_by_fingerprint.values()]
+    assert len(receivers) > 2
+    assert len(set(receivers)) == 1
+    assert len({id(value) for value in receivers}) == 1
+    [kept, *rest] = decoded.open_by_fingerprint.values()
+    assert kept.inhibits == {"rule": "db"}
+    assert kept.waits_on is NO_SLOTS
+    assert rest
+    assert all(c.inhibits is NO_SLOTS and c.waits_on is NO_SLOTS for c in rest)
