@@ -226,6 +226,8 @@ ROWS = [
         pick("start_with_snapshot_system_seconds"), source="replay"),
     Row("W4 floor: as many fresh pages first touched alone", "s", "lower",
         pick("start_pages_touched_alone_seconds"), source="replay"),
+    Row("W4 start with a snapshot in a process of its own (as serve starts)", "s", "lower",
+        pick("start_in_a_process_of_its_own_seconds"), source="replay"),
 ]  # fmt: skip
 
 

@@ -5,6 +5,7 @@ says, so a wrong median or a flipped comparison would misreport every figure."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -15,10 +16,14 @@ from typing import Any
 
 import pytest
 from bench import report, scale, suite
-from bench.log_scale import first_touch
+from bench.log_scale import first_touch, start_in_a_process_of_its_own
 from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
 from bench.targets import Grouping, Target
 from bench.workloads import Loads, wait_for_one_bucket
+
+from tests.support import T0, add_firing
+from tocsin.store.eventlog import db_path
+from tocsin.store.ledger import Ledger
 
 LOADS = {
     "storm_events": 20_000,
@@ -531,6 +536,30 @@ def test_the_w4_floor_first_touches_as_many_pages_as_asked() -> None:
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert seconds > 0
     assert 3_000 <= faults < 3_000 + 300
+
+
+async def test_w4_s_start_in_a_process_of_its_own_loads_the_log_from_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    """The start timed as ``tocsin serve`` starts (a new process, ``load_state_fast``)
+    uses the snapshot and reports its own time and page faults: catches a figure taken
+    from a process that folded the whole log instead (no snapshot: refused), and one
+    that times nothing."""
+    path = db_path(tmp_path)
+    with pytest.raises(RuntimeError, match="no snapshot used"):
+        start_in_a_process_of_its_own(path)  # no log at all: nothing to start from
+    ledger = await Ledger.open(path, snapshot_every=0)
+    ids = itertools.count()
+    for n in range(20):
+        async with ledger.batch() as batch:
+            add_firing(
+                batch, ledger.state, n, hosts=5, timestamp=T0 + n, new_id=lambda: f"id{next(ids)}"
+            )
+    await ledger.snapshot()
+    await ledger.close()
+    seconds, faults = start_in_a_process_of_its_own(path)
+    assert 0 < seconds < 60
+    assert faults > 0
 
 
 async def test_the_w3_floor_is_the_four_parts_timed_in_a_row() -> None:
