@@ -85,6 +85,24 @@ class Log:
                 ts, ev.DeliveryDeadLettered(**common, attempts=1, error="410", status_code=410)
             )
 
+    def supersede(self, routed: ev.AlertRouted, by: ev.AlertRouted, ts: int) -> None:
+        """``routed``'s notification settled without a send: ``by``'s was accepted."""
+        self.append(
+            ts,
+            ev.DeliverySuperseded(
+                notification_id=routed.notification_id,
+                receiver=routed.receiver,
+                alert_id=routed.alert_id,
+                fingerprint=routed.fingerprint,
+                channel="webhook",
+                attempts=0,
+                log_seq=2,
+                superseded_by=by.notification_id,
+                superseded_by_seq=5,
+                at=ts,
+            ),
+        )
+
     def everything(self) -> State:
         """The same rows folded by a state that never lets go (``tocsin state``)."""
         state = State(keep_everything=True)
@@ -220,21 +238,7 @@ def test_a_superseded_notification_is_let_go_like_a_delivered_one() -> None:
     first = routed_in(log.feed("h", T0))
     later = routed_in(log.feed("h", T0 + 11 * MINUTE))  # a reminder, a new bucket
     log.settle(later, T0 + 11 * MINUTE, "delivered")
-    log.append(
-        T0 + 11 * MINUTE,
-        ev.DeliverySuperseded(
-            notification_id=first.notification_id,
-            receiver=first.receiver,
-            alert_id=first.alert_id,
-            fingerprint=first.fingerprint,
-            channel="webhook",
-            attempts=0,
-            log_seq=2,
-            superseded_by=later.notification_id,
-            superseded_by_seq=5,
-            at=T0 + 11 * MINUTE,
-        ),
-    )
+    log.supersede(first, later, T0 + 11 * MINUTE)
     superseded = log.state.deliveries[first.notification_id]
     assert (superseded.status, superseded.as_routed) == ("superseded", None)
     assert log.state.queue["superseded"] == 1

@@ -468,21 +468,6 @@ async def test_a_snapshot_taken_again_at_the_same_seq_in_fewer_parts_is_used(
     await reopened.close()
 
 
-def _superseded(routed: ev.AlertRouted, by: ev.AlertRouted, at: int) -> ev.DeliverySuperseded:
-    return ev.DeliverySuperseded(
-        notification_id=routed.notification_id,
-        receiver=routed.receiver,
-        alert_id=routed.alert_id,
-        fingerprint=routed.fingerprint,
-        channel="webhook",
-        attempts=0,
-        log_seq=1,
-        superseded_by=by.notification_id,
-        superseded_by_seq=2,
-        at=at,
-    )
-
-
 def _logged_too(state: State, log: RetentionLog, write: Callable[[], object]) -> None:
     """What ``write`` logs, folded into ``state`` too."""
     before = len(log.rows)
@@ -506,9 +491,7 @@ def test_a_start_keeps_the_settled_deliveries_encoded_until_one_is_asked_for() -
     routed = [routed_in(log.feed(f"h{n}", RETENTION_T0 + n * MINUTE)) for n in range(5)]
     log.settle(routed[0], RETENTION_T0 + 10 * MINUTE, "delivered")
     log.settle(routed[1], RETENTION_T0 + 10 * MINUTE, "dead")
-    log.append(
-        RETENTION_T0 + 10 * MINUTE, _superseded(routed[2], routed[0], RETENTION_T0 + 10 * MINUTE)
-    )
+    log.supersede(routed[2], routed[0], RETENTION_T0 + 10 * MINUTE)
     log.settle(routed[4], RETENTION_T0 + 23 * HOUR, "delivered")  # routed[3] is still pending
     settled = {routed[n].notification_id for n in (0, 2, 4)}
 
