@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import report, scale, suite
+from bench import report, scale, suite, w1_timeline
 from bench.log_scale import first_touch, start_in_a_process_of_its_own
 from bench.suite import RUNS, parse_args, phases, run_replays, run_sides, schedule
 from bench.targets import Grouping, Target
@@ -560,6 +560,40 @@ async def test_w4_s_start_in_a_process_of_its_own_loads_the_log_from_its_snapsho
     seconds, faults = start_in_a_process_of_its_own(path)
     assert 0 < seconds < 60
     assert faults > 0
+
+
+def test_the_w1_timeline_counts_each_part_at_each_step_and_says_which_ended_last() -> None:
+    """The table of ``bench/w1_timeline.py``: each part's count at every step until the
+    last one, when each had its last, and how many were notified when routing ended:
+    catches counts off by a step (an instant counts what fell on it) and a summary that
+    names the wrong part last."""
+    timeline = w1_timeline.Timeline(
+        routed=[0.1, 0.2, 0.5],
+        notified=[0.3, 0.5, 0.9],
+        recorded=[0.4, 0.6, 1.0],
+    )
+    assert w1_timeline.lines(timeline, 0.5) == [
+        "     s     routed   notified   recorded",
+        "  0.50          3          2          1",
+        "  1.00          3          3          3",
+        "last routed: 0.500 s (3)",
+        "last notified: 0.900 s (3)",
+        "last recorded: 1.000 s (3)",
+        "when the last alert was routed, 2 of 3 had been notified",
+    ]
+
+
+async def test_the_w1_timeline_of_a_small_storm_has_every_alert_routed_then_notified_then_recorded(
+    tmp_path: Path,
+) -> None:
+    """A real ``tocsin serve`` and broker, 200 alerts: every one is in each of the three
+    lists, and each part ends after the one before it (a notification is received after
+    its alert was routed, and recorded after it was received): catches times read from
+    the wrong rows or shifted between the clocks."""
+    timeline = await w1_timeline.run(200, 60, tmp_path)
+    assert [len(timeline.routed), len(timeline.notified), len(timeline.recorded)] == [200] * 3
+    assert 0 < timeline.routed[0] <= timeline.routed[-1] < timeline.notified[-1]
+    assert timeline.notified[-1] <= timeline.recorded[-1] < 60
 
 
 async def test_the_w3_floor_is_the_four_parts_timed_in_a_row() -> None:
