@@ -26,7 +26,6 @@ import math
 import sqlite3
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.receiver import Receiver
 from bench.targets import TocsinTarget
+from bench.workloads import wait_for, wall_offset
 
 _US = 1_000_000
 
@@ -99,15 +99,18 @@ async def run(events: int, timeout: float, workdir: Path) -> Timeline:
         try:
             receiver.reset("w1-")
             keys = [f"w1-{i}" for i in range(events)]
-            wall = time.time() - time.perf_counter()  # perf_counter -> wall clock
+            wall = wall_offset()
             storm = await target.storm(keys, timeout)
             if storm.error:
                 raise RuntimeError(storm.error)
-            deadline = time.monotonic() + timeout
-            while receiver.unique < events:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{receiver.unique:,} of {events:,} notified")
-                await asyncio.sleep(0.05)
+
+            def notified_so_far() -> str:
+                return f"{receiver.unique:,}/{events:,} notified"
+
+            if not await wait_for(
+                "W1", lambda: receiver.unique >= events, target, timeout, notified_so_far
+            ):
+                raise RuntimeError(notified_so_far())
             if await target.quiesce(events, timeout) is None:
                 raise RuntimeError("not every outcome recorded")
             first = storm.first_sent + wall
