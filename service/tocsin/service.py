@@ -671,6 +671,7 @@ def build_parts(options: Options, plan: Plan, running: Running, broker: Broker) 
         timers = Clock(
             Control(ledger, running.reader, outbox, receivers=config.receivers), ledger, config
         )
+        ledger.snapshot_waits = timers.waits  # a flush due soon goes before a snapshot
         router = Router(
             nc,
             outbox,
