@@ -8,6 +8,7 @@ runs, napping until its next look."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -385,9 +386,10 @@ async def test_a_flushs_next_tick_does_not_wait_for_the_work_items_before_it(
     rig: Rig,
 ) -> None:
     """Catches a flush whose ticks wait for JetStream's PubAcks of the tick before
-    (issue #20, W5: 3-10 ms a tick). Three groups due, a group a tick, and the
-    broker's answers held back: the second tick is committed meanwhile (the third
-    waits for the first's answers: two ticks' work items in flight at most), each
+    (issue #20, W5: 3-10 ms a tick). Four groups due, a group a tick, and the
+    broker's answers held back: the second tick is committed meanwhile, and the
+    third, decided while the second was written (the fourth waits for the first's
+    answers: two ticks' work items in flight at most, and a tick decided ahead), each
     tick its own commit, and every work item is stored once the answers come; the
     log folds to the live state."""
     config = from_mapping(tomllib.loads(GROUPED), {})
@@ -409,10 +411,10 @@ async def test_a_flushs_next_tick_does_not_wait_for_the_work_items_before_it(
         Control(rig.ledger, reader, outbox), rig.ledger, config, now=lambda: now[0], flush_alerts=1
     )
     router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
-    for service in ("api", "db", "web"):
+    for service in ("api", "db", "mq", "web"):
         body = event(labels={"host": "h0", "service": service})
         await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
-    await router.handle(await rig.take(3))
+    await router.handle(await rig.take(4))
     queued = await rig.work_items()
     commits: list[int] = []  # group notifications per commit
     rig.ledger.listeners.append(
@@ -422,22 +424,72 @@ async def test_a_flushs_next_tick_does_not_wait_for_the_work_items_before_it(
     stop = asyncio.Event()
     running = asyncio.create_task(timers.run(stop))
     try:
-        await wait_until(lambda: commits.count(1) == 2, what="the second tick committed")
+        await wait_until(lambda: commits.count(1) == 3, what="the third tick committed")
         assert await rig.work_items() == queued  # none stored yet: their answers held
         held.set()
 
         async def stored() -> bool:
-            return await rig.work_items() - queued == 3
+            return await rig.work_items() - queued == 4
 
-        await wait_until(stored, what="the three work items stored")
+        await wait_until(stored, what="the four work items stored")
         await wait_until(lambda: outbox.owed == 0, what="the outbox owing nothing")
     finally:
         held.set()
         stop.set()
         await running
         await reader.close()
-    assert [count for count in commits if count] == [1, 1, 1]
+    assert [count for count in commits if count] == [1, 1, 1, 1]
     assert rig.ledger.state == load_state(rig.ledger.path)
+
+
+async def test_a_flushs_next_tick_is_decided_while_the_one_before_is_written(
+    rig: Rig,
+) -> None:
+    """Catches a flush whose ticks wait for the commit of the tick before (issue #20,
+    W5: 2-4 ms of a 2,000-alert tick). Three groups due, a group a tick, the log's
+    thread held: the second tick is decided (its group notified in the live state)
+    while the first is not written yet, and nothing is published before its own
+    commit (invariant 2); once the thread is let go every work item is stored, and the
+    log folds to the live state."""
+    config = from_mapping(tomllib.loads(GROUPED), {})
+    now = [T0]
+    rig.ledger.clock = lambda: now[0]
+    reader = await LogReader.open(rig.ledger.path)
+    held = threading.Event()
+    try:
+        timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
+        router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
+        for service in ("api", "db", "web"):
+            body = event(labels={"host": "h0", "service": service})
+            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+        await router.handle(await rig.take(3))
+        queued = await rig.work_items()
+        written = rig.ledger.event_log.last_seq
+        rig.ledger.event_log._writer.submit(held.wait, 10)
+        groups = rig.ledger.state.groups.values()
+        now[0] = T0 + 31 * SECOND
+        stop = asyncio.Event()
+        running = asyncio.create_task(timers.run(stop))
+        try:
+            await wait_until(
+                lambda: sum(g.notified_at is not None for g in groups) == 2,
+                what="the second tick decided while the first is written",
+            )
+            assert rig.ledger.event_log.last_seq == written  # neither is written yet
+            assert await rig.work_items() == queued  # nor any of their work items out
+            held.set()
+
+            async def stored() -> bool:
+                return await rig.work_items() - queued == 3
+
+            await wait_until(stored, what="the three work items stored")
+        finally:
+            held.set()
+            stop.set()
+            await running
+        assert rig.ledger.state == load_state(rig.ledger.path)
+    finally:
+        await reader.close()
 
 
 async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_takes_writes(

@@ -11,6 +11,7 @@ committed, so it is answered as done, and no notification waits on the operator.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ class Committed:
     added: list[tuple[int, ev.Event]]  # (seq, fact) of each fact, in order
 
 
+@dataclass(eq=False)
+class Queued:
+    """Facts decided by ``Control.queue`` (folded into the live state), their commit
+    queued and not waited for yet (``Control.committed``)."""
+
+    batch: Batch
+    added: list[tuple[int, ev.Event]]  # (seq, fact) of each fact, in order
+
+
 class Control:
     """Commits operator commands through the single writer and queues their work."""
 
@@ -134,13 +144,32 @@ class Control:
         """``execute``'s first half: decide under the ledger's lock and commit. The
         clock publishes a tick's work items (``publish``) while it decides the next,
         instead of waiting for their PubAcks first (W5, issue #20)."""
-        added: list[tuple[int, ev.Event]] = []
+        return await self.committed(await self.queue(decide))
+
+    async def queue(self, decide: Callable[[State], list[ev.Event]]) -> Queued:
+        """``commit`` in two: decide under the ledger's lock and queue the commit,
+        without waiting for it (``committed`` does). The clock decides a flush's next
+        tick while the one before is written (W5, issue #20); nothing is published
+        before ``committed`` returns."""
+        async with self._ledger.deciding() as batch:
+            added = self._added(batch, decide)
+        return Queued(batch, added)
+
+    async def committed(self, queued: Queued) -> Committed:
+        """Wait until ``queued``'s facts are on disk. ``CommandError(503)`` when the log
+        refused them; then the commits queued after them fail too (``abandon`` them)."""
         try:
-            async with self._ledger.batch() as batch:
-                added = self._added(batch, decide)
+            await self._ledger.committed(queued.batch)
         except LogWriteError as error:
             raise CommandError(503, f"the event log refused the write: {error}") from error
-        return Committed(added)
+        return Committed(queued.added)
+
+    async def abandon(self, queued: Queued) -> None:
+        """Wait for a commit queued on top of one that failed, and ignore its failure
+        (it fails with it): its facts are in the log only if they were written, and
+        their work items are then the outbox relay's."""
+        with contextlib.suppress(LogWriteError):
+            await self._ledger.committed(queued.batch)
 
     def _added(
         self, batch: Batch, decide: Callable[[State], list[ev.Event]]
