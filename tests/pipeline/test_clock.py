@@ -104,6 +104,16 @@ async def flushing_a_group_a_tick(
     return timers, outbox
 
 
+async def routed_into_three_groups(rig: Rig, outbox: Outbox, config: Config) -> None:
+    """Three alerts routed through ``outbox`` under ``config`` (``GROUPED``), one to each
+    group: ``service`` api, db and web."""
+    router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
+    for service in ("api", "db", "web"):
+        body = event(labels={"host": "h0", "service": service})
+        await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
+    await router.handle(await rig.take(3))
+
+
 def served_by_the_clock(
     router: type[Router],
     rig: Rig,
@@ -458,11 +468,7 @@ async def test_a_flushs_next_tick_is_decided_while_the_one_before_is_written(
     held = threading.Event()
     try:
         timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
-        router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
-        for service in ("api", "db", "web"):
-            body = event(labels={"host": "h0", "service": service})
-            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
-        await router.handle(await rig.take(3))
+        await routed_into_three_groups(rig, outbox, config)
         queued = await rig.work_items()
         written = rig.ledger.event_log.last_seq
         rig.ledger.event_log._writer.submit(held.wait, 10)
@@ -506,11 +512,7 @@ async def test_a_flush_the_log_refuses_leaves_nothing_and_goes_out_once_when_it_
     reader = await LogReader.open(rig.ledger.path)
     try:
         timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now)
-        router = Router(rig.nc, outbox, rig.ledger, config, rider=outbox.ride)
-        for service in ("api", "db", "web"):
-            body = event(labels={"host": "h0", "service": service})
-            await rig.js.publish("alerts.in.db", msgspec.json.encode(body))
-        await router.handle(await rig.take(3))
+        await routed_into_three_groups(rig, outbox, config)
         assert len(rig.ledger.state.groups) == 3
         queued = await rig.work_items()
         await rig.ledger.event_log.set_query_only(True)
