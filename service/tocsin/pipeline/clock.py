@@ -179,8 +179,7 @@ class Clock:
         try:
             while queued is not None:
                 after = None
-                due = clock.next_due(self._ledger.state)
-                if queued.added and clock.goes_first(due, self._now()):
+                if queued.added and self._still_due():
                     after = await control.queue(self._tick)
                 try:
                     committed = await control.committed(queued)
@@ -203,6 +202,10 @@ class Clock:
         if publishing is not None:
             self._logged(await publishing)
         return fired
+
+    def _still_due(self) -> bool:
+        """Whether a timer is due now, with the facts decided so far folded in."""
+        return clock.goes_first(clock.next_due(self._ledger.state), self._now())
 
     def _tick(self, state: State) -> list[ev.Event]:
         """One tick's facts at the clock's time now, as ``Control`` decides them."""
