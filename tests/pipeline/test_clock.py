@@ -88,11 +88,16 @@ async def test_a_commit_that_makes_a_timer_due_now_wakes_the_clock(
 
 
 async def flushing_a_group_a_tick(
-    rig: Rig, reader: LogReader, config: Config, now: list[int]
+    rig: Rig,
+    reader: LogReader,
+    config: Config,
+    now: list[int],
+    publisher: Publisher | None = None,
 ) -> tuple[Clock, Outbox]:
     """A clock on injected time (``now[0]``) that flushes one group a tick
-    (``flush_alerts`` 1), and the outbox its commands publish through."""
-    outbox = Outbox(rig.ledger, Publisher(rig.nc), reader)
+    (``flush_alerts`` 1), and the outbox its commands publish through (``publisher``,
+    the broker's own by default)."""
+    outbox = Outbox(rig.ledger, publisher or Publisher(rig.nc), reader)
     await outbox.take_up()
     timers = Clock(
         Control(rig.ledger, reader, outbox),
@@ -415,11 +420,7 @@ async def test_a_flushs_next_tick_does_not_wait_for_the_work_items_before_it(
             await held.wait()
             return await super().publish(messages, timeout)
 
-    outbox = Outbox(rig.ledger, Held(rig.nc), reader)
-    await outbox.take_up()
-    timers = Clock(
-        Control(rig.ledger, reader, outbox), rig.ledger, config, now=lambda: now[0], flush_alerts=1
-    )
+    timers, outbox = await flushing_a_group_a_tick(rig, reader, config, now, Held(rig.nc))
     router = Router(rig.nc, Publisher(rig.nc), rig.ledger, config)
     for service in ("api", "db", "mq", "web"):
         body = event(labels={"host": "h0", "service": service})
