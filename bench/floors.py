@@ -25,6 +25,17 @@ The POST is timed with no HTTP client at all (a request's bytes written on a kep
 connection): the part of it that is tocsin's choice, its client, stays in tocsin's
 figure. The hops use the same pull (``Puller``, a request always outstanding) and acks
 as tocsin, the least a JetStream consumer can do.
+
+**The durable path** (``durable``): the same chain with the commit the contract asks
+for in place of the bare ``fsync``: SQLite's commit of a new alert's three facts
+(DESIGN.md section 2: WAL, ``synchronous=FULL``), one INSERT in autocommit into a table
+with no index, on SQLite's defaults otherwise, run as ``aiosqlite`` (the fixed choice
+of SQLite binding) runs every statement: on its connection's thread, the event loop
+told when it is done, since no blocking call may run on the loop. Each part of it is
+one tocsin does not own (the broker, SQLite, the binding's thread, the kernel, the
+loopback), and none of tocsin's code is in it: no index, no hash chain, no decision.
+Its median and 99th percentile are the figures W3's targets are read against
+(``bench/report.py``); the bare chain stays beside them, as before.
 """
 
 from __future__ import annotations
@@ -33,9 +44,11 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import nats
 from tests.support import NatsServer
 
@@ -56,12 +69,26 @@ from tocsin.bus.puller import ack_all
 SAMPLES = 300  # per hop and of the chain: ~1.5 s each at the pauses between samples
 IN, WORK = "alerts.in.bench", "work.hook"  # the two streams' subjects
 CHAIN = "the four in a row (publish -> receipt)"
+COMMIT = "SQLite's commit of three facts on aiosqlite's thread, alone"
+DURABLE = "the durable path in a row (publish -> receipt)"
+
+# A log as small as the contract allows: no index, no hash chain, SQLite's defaults but
+# for what DESIGN.md section 2 names (WAL, synchronous=FULL).
+LOG_TABLE = (
+    "CREATE TABLE log (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " data BLOB NOT NULL)"
+)
+THREE_FACTS = "INSERT INTO log (ts, kind, data) VALUES (?, ?, ?), (?, ?, ?), (?, ?, ?)"
 
 
-def summary(parts: list[Samples], chain: Samples) -> dict[str, Any]:
+def summary(
+    parts: list[Samples], chain: Samples, durable: list[Samples] | None = None, rows: int = 0
+) -> dict[str, Any]:
     """The floor's figures: the chain's median and 99th percentile (``p50_ms``,
-    ``p99_ms``), each part's, and the bounds the parts alone give."""
-    return {
+    ``p99_ms``), each part's, and the bounds the parts alone give; with ``durable``
+    (SQLite's commit alone, then the durable path in a row), theirs under ``durable``,
+    and the ``rows`` its log held at the end."""
+    out: dict[str, Any] = {
         "parts": {
             part.name.strip(): {"p50_ms": part.at(0.5), "p99_ms": part.at(0.99)} for part in parts
         },
@@ -70,6 +97,64 @@ def summary(parts: list[Samples], chain: Samples) -> dict[str, Any]:
         "p50_ms": chain.at(0.5),
         "p99_ms": chain.at(0.99),
     }
+    if durable is not None:
+        commit, path = durable
+        out["durable"] = {
+            "commit_p50_ms": commit.at(0.5),
+            "commit_p99_ms": commit.at(0.99),
+            "p50_ms": path.at(0.5),
+            "p99_ms": path.at(0.99),
+            "rows": rows,
+        }
+    return out
+
+
+class _Log:
+    """The durable path's log: a file in the run's data dir's file system, written
+    through ``aiosqlite`` as the contract's commit at its least (``LOG_TABLE``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: aiosqlite.Connection | None = None
+        self._ts = 0
+
+    async def __aenter__(self) -> _Log:
+        self.conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await self.conn.execute("PRAGMA journal_mode=WAL")
+        await self.conn.execute("PRAGMA synchronous=FULL")
+        await self.conn.execute(LOG_TABLE)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+    async def commit(self) -> None:
+        """A new alert's three facts (received, opened, routed, of about W3's sizes),
+        committed on disk: one statement in autocommit, one job on the binding's
+        thread."""
+        assert self.conn is not None
+        self._ts += 1
+        ts = self._ts
+        facts = [("alert.received", ALERT), ("alert.opened", ALERT), ("alert.routed", WORK_ITEM)]
+        await self.conn.execute(THREE_FACTS, [v for kind, data in facts for v in (ts, kind, data)])
+
+    async def rows(self) -> int:
+        assert self.conn is not None
+        async with self.conn.execute("SELECT count(*) FROM log") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row is not None else 0
+
+
+async def commit_alone(log: _Log, n: int) -> Samples:
+    """SQLite's commit of a new alert's facts through ``aiosqlite``, nothing else."""
+
+    async def once() -> float:
+        started = time.perf_counter()
+        await log.commit()
+        return time.perf_counter() - started
+
+    return await sample(COMMIT, n, once)
 
 
 def post_request(key: str, size: int = len(WORK_ITEM)) -> bytes:
@@ -154,16 +239,29 @@ async def post_alone(n: int) -> Samples:
         return await sample("webhook POST over loopback (write -> receipt)", n, once)
 
 
-async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
+async def chain_alone(
+    url: str,
+    tmp: Path,
+    n: int,
+    commit: Callable[[], Awaitable[None]] | None = None,
+    name: str = CHAIN,
+) -> Samples:
     """The four parts in a row, as one alert crosses them: a publish into a stream until
-    a pull has it, an ``fsync`` of a 4 KiB append (in ``tmp``), the work item's publish
-    into a second stream until another connection's pull has it, and the POST until the
-    receiver has its last byte. Each sample is one alert, from its publish to that byte;
-    the acks are written after the alert has moved on, as tocsin writes them."""
+    a pull has it, an ``fsync`` of a 4 KiB append (in ``tmp``; or ``commit``, the
+    durable path's), the work item's publish into a second stream until another
+    connection's pull has it, and the POST until the receiver has its last byte. Each
+    sample is one alert, from its publish to that byte; the acks are written after the
+    alert has moved on, as tocsin writes them."""
     publisher, router, worker = [await nats.connect(url) for _ in range(3)]
     pullers = [await pulling(router, "IN", IN), await pulling(worker, "WORK", WORK)]
     inbound, work = pullers
     fd = os.open(tmp / "chain-fsync", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    async def fsync() -> None:
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+
+    durable = commit or fsync
     count = 0
     try:
         async with _Hook() as hook:
@@ -174,8 +272,7 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
                 started = time.perf_counter()
                 await publisher.publish(IN, ALERT)
                 alerts = await taken(inbound)
-                os.write(fd, b"x" * 4096)
-                os.fsync(fd)
+                await durable()
                 await router.publish(WORK, WORK_ITEM)
                 items = await taken(work)
                 received = await hook.post(f"chain-{count}")
@@ -183,7 +280,7 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
                 await ack_all(worker, items)
                 return received - started
 
-            return await sample(CHAIN, n, once)
+            return await sample(name, n, once)
     finally:
         os.close(fd)
         for puller in pullers:
@@ -193,8 +290,10 @@ async def chain_alone(url: str, tmp: Path, n: int) -> Samples:
 
 
 async def w3_floor(n: int = SAMPLES) -> dict[str, Any]:
-    """The four parts, ``n`` samples each, then the four in a row ``n`` times, on a fresh
-    ``nats-server`` of this machine, run as the bench runs tocsin's (``procs.broker_env``)."""
+    """The four parts, ``n`` samples each, then the four in a row ``n`` times, then
+    SQLite's commit alone and the durable path in a row ``n`` times each, on a fresh
+    ``nats-server`` of this machine, run as the bench runs tocsin's
+    (``procs.broker_env``)."""
     with tempfile.TemporaryDirectory(prefix="tocsin-floor-") as name:
         tmp = Path(name)
         server = NatsServer(tmp / "js", broker_env())
@@ -205,6 +304,10 @@ async def w3_floor(n: int = SAMPLES) -> dict[str, Any]:
             work = await jetstream_hop(server.url, n, "WORK", WORK, WORK_ITEM)
             post = await post_alone(n)
             chain = await chain_alone(server.url, tmp, n)
+            async with _Log(tmp / "durable.db") as log:
+                commit = await commit_alone(log, n)
+                path = await chain_alone(server.url, tmp, n, log.commit, DURABLE)
+                rows = await log.rows()
         finally:
             server.stop()
-    return summary([inbound, durable, work, post], chain)
+    return summary([inbound, durable, work, post], chain, [commit, path], rows)
