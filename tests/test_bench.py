@@ -660,7 +660,7 @@ def test_the_floor_figures_are_the_chains() -> None:
     }
     commit = samples("commit", [0.35] * 99 + [0.9])
     path = samples("durable", [0.7] * 98 + [1.6, 2.2])
-    durable = summary([hop, sync], chain, [commit, path], rows=600)["durable"]
+    durable = summary([hop, sync], chain, (commit, path), rows=600)["durable"]
     assert durable == {
         "commit_p50_ms": 0.35,
         "commit_p99_ms": 0.9,
